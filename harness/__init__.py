@@ -1,0 +1,1 @@
+"""otransfer harness: training, suites, reports and the CLI."""

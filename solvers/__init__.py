@@ -1,0 +1,19 @@
+"""OT solvers behind one contract: ``solve``, ``solve_sample``, a registry of methods.
+
+>>> import torch
+>>> from solvers import solve
+>>> res = solve(torch.rand(5, 7), method="emd")
+>>> res.plan.shape
+torch.Size([5, 7])
+
+See ``../shared/design.md`` (Solver contract) and ``otransfer list solvers``.
+"""
+from ._api import solve, solve_sample
+from ._costs import COSTS, cost_matrix
+from ._registry import MethodInfo, all_methods, available, get_method, register
+from ._result import OTResult
+
+__all__ = [
+    "solve", "solve_sample", "OTResult", "available", "all_methods", "get_method", "register",
+    "MethodInfo", "cost_matrix", "COSTS",
+]

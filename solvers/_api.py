@@ -1,0 +1,218 @@
+"""``solve`` and ``solve_sample``: one contract in front of every registered method."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ._costs import COSTS, cost_matrix
+from ._envelope import attach
+from ._registry import MethodInfo, get_method
+from ._result import OTResult
+
+__all__ = ["solve", "solve_sample"]
+
+
+def _as_tensor(v: Any, like: torch.Tensor | None = None) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        return v
+    t = torch.as_tensor(v)
+    if like is not None:
+        t = t.to(dtype=like.dtype, device=like.device)
+    elif not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    return t
+
+
+def _check_weights(w: torch.Tensor | None, size: int, batch: tuple[int, ...], name: str,
+                   like: torch.Tensor) -> torch.Tensor:
+    if w is None:
+        return torch.full((*batch, size), 1.0 / size, dtype=like.dtype, device=like.device)
+    w = _as_tensor(w, like).to(dtype=like.dtype, device=like.device)
+    if w.shape != (*batch, size) and w.shape != (size,):
+        raise ValueError(f"weights {name} have shape {tuple(w.shape)}; expected ({size},)"
+                         + (f" or {(*batch, size)}" if batch else ""))
+    if not torch.isfinite(w).all():
+        raise ValueError(f"weights {name} contain non-finite values")
+    if (w < 0).any():
+        raise ValueError(f"weights {name} contain negative values (min {w.min().item():.3g})")
+    if (w.sum(-1) <= 0).any():
+        raise ValueError(f"weights {name} have zero total mass")
+    return w.expand(*batch, size)
+
+
+def _check_problem(info: MethodInfo, C: torch.Tensor, a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    if C.dim() not in (2, 3):
+        raise ValueError(f"cost must have shape (n, m) or (B, n, m); got {tuple(C.shape)}")
+    if not C.is_floating_point():
+        raise ValueError(f"cost must be a floating-point tensor; got {C.dtype}")
+    n, m = C.shape[-2:]
+    if n == 0 or m == 0 or (C.dim() == 3 and C.shape[0] == 0):
+        raise ValueError(f"empty OT problem: cost has shape {tuple(C.shape)}")
+    if not torch.isfinite(C).all():
+        bad = (~torch.isfinite(C)).sum().item()
+        raise ValueError(f"cost matrix has {bad} non-finite entries (NaN or inf)")
+    batch = tuple(C.shape[:-2])
+    a = _check_weights(a, n, batch, "a", C)
+    b = _check_weights(b, m, batch, "b", C)
+    ma, mb = a.sum(-1), b.sum(-1)
+    if not torch.allclose(ma, mb, rtol=1e-5, atol=1e-7):
+        raise ValueError(
+            f"unequal total mass on a balanced problem: sum(a)={ma.max().item():.6g}, "
+            f"sum(b)={mb.max().item():.6g}")
+    if info.square_only and n != m:
+        raise ValueError(f"method {info.name!r} needs a square problem (n == m); got {n} x {m}")
+    if info.uniform_only:
+        if not (torch.allclose(a, a[..., :1].expand_as(a)) and torch.allclose(b, b[..., :1].expand_as(b))):
+            raise ValueError(f"method {info.name!r} needs uniform marginals")
+    if C.device.type not in info.devices:
+        raise ValueError(f"method {info.name!r} does not run on {C.device.type}")
+    return a, b
+
+
+def _resolve_params(info: MethodInfo, params: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(params) - set(info.params)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {sorted(unknown)} for method {info.name!r}; it accepts "
+            f"{sorted(info.params) or 'none'}")
+    if not info.is_available:
+        raise ValueError(f"method {info.name!r} needs the optional package(s) "
+                         f"{', '.join(info.requires)}: pip install 'otransfer[full]'")
+    return {**info.params, **params}
+
+
+def _marginal_error(plan: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
+    ea = (plan.sum(-1) - a).abs().sum(-1)
+    eb = (plan.sum(-2) - b).abs().sum(-1)
+    return float(torch.maximum(ea, eb).max())
+
+
+def _finish(info: MethodInfo, out: dict, value: torch.Tensor, a, b, params) -> OTResult:
+    plan = out.get("plan")
+    if plan is not None:
+        plan = plan.detach()
+    pots = out.get("potentials")
+    if pots is not None:
+        pots = tuple(p.detach() for p in pots)
+    err = out.get("marginal_error")
+    if err is None:
+        err = math.nan if plan is None else _marginal_error(plan, a.detach(), b.detach())
+    if not torch.isfinite(value).all():
+        # Never a silent NaN: report it as a non-converged solve.
+        out["converged"] = False
+    return OTResult(value=value, plan=plan, potentials=pots, n_iter=int(out.get("n_iter", 0)),
+                    converged=bool(out.get("converged", True)), marginal_error=float(err),
+                    method=info.name, params=params, extras=out.get("extras", {}))
+
+
+def solve(C, a=None, b=None, *, method: str = "ipot", **params: Any) -> OTResult:
+    """Solve the optimal-transport problem with cost ``C`` and marginals ``a``, ``b``.
+
+    Parameters
+    ----------
+    C : torch.Tensor
+        Cost of shape ``(n, m)``, or ``(B, n, m)`` for B independent problems (one per layer,
+        say). Must be finite.
+    a, b : torch.Tensor, optional
+        Non-negative weights of shapes ``(n,)``, ``(m,)`` (or batched); uniform when omitted.
+        Total masses must agree (balanced OT).
+    method : str
+        A registered method, see :func:`solvers.available`.
+    **params
+        The method's parameters (``reg``, ``max_iter``, ``tol``, ...); unknown ones raise.
+
+    Returns
+    -------
+    OTResult
+        ``value = <P, C>``, differentiable by the envelope theorem: ``dvalue/dC = plan``,
+        ``dvalue/da``, ``dvalue/db`` = centred potentials (first order, at convergence).
+
+    Notes
+    -----
+    ``min_{P >= 0, P 1 = a, P^T 1 = b} <P, C>`` (li2020 Eq. 4; lohit2020 Eq. 2).
+    """
+    info = get_method(method)
+    if info.input != "cost":
+        raise ValueError(f"method {method!r} works on points, not on a cost matrix; "
+                         f"use solve_sample(x, y, method={method!r})")
+    params = _resolve_params(info, params)
+    C = _as_tensor(C)
+    a, b = _check_problem(info, C, a, b)
+    if C.dim() == 3 and not info.batched:
+        outs = [info.fn(C[i].detach(), a[i].detach(), b[i].detach(), **params) for i in range(C.shape[0])]
+        out = _stack(outs)
+    else:
+        out = info.fn(C.detach(), a.detach(), b.detach(), **params)
+    plan = out.get("plan")
+    if plan is not None:
+        value = attach(C, a, b, plan.to(C.dtype), out.get("potentials"))
+    else:
+        value = out["value"]
+    return _finish(info, out, value, a, b, params)
+
+
+def _stack(outs: list[dict]) -> dict:
+    out: dict = {
+        "plan": torch.stack([o["plan"] for o in outs]) if outs[0].get("plan") is not None else None,
+        "n_iter": max(int(o.get("n_iter", 0)) for o in outs),
+        "converged": all(o.get("converged", True) for o in outs),
+        "extras": {"per_problem": [o.get("extras", {}) for o in outs]},
+    }
+    if outs[0].get("potentials") is not None:
+        out["potentials"] = tuple(torch.stack([o["potentials"][k] for o in outs]) for k in (0, 1))
+    return out
+
+
+def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str = "ipot",
+                 **params: Any) -> OTResult:
+    """Solve OT between the point clouds ``x`` (n, k) and ``y`` (m, k).
+
+    Cost methods build ``C = cost(x, y)`` and call :func:`solve`, so gradients flow to ``x`` and
+    ``y`` through the envelope theorem; point methods (``geomloss``, ``keops``) never
+    materialise ``C``.
+
+    Parameters
+    ----------
+    x, y : torch.Tensor
+        Points of shapes ``(n, k)``, ``(m, k)`` (or ``(B, n, k)``, ``(B, m, k)``).
+    a, b : torch.Tensor, optional
+        Weights, uniform when omitted.
+    cost : {"euclidean", "sqeuclidean", "cosine"}
+    method : str
+        A registered method.
+    """
+    if cost not in COSTS:
+        raise ValueError(f"unknown cost {cost!r}; choose one of {sorted(COSTS)}")
+    x, y = _as_tensor(x), _as_tensor(y)
+    if x.dim() not in (2, 3) or y.dim() != x.dim() or x.shape[-1] != y.shape[-1] \
+            or x.shape[:-2] != y.shape[:-2]:
+        raise ValueError(f"points must have shapes (n, k) and (m, k) with the same k; got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape[-2] == 0 or y.shape[-2] == 0 or x.shape[-1] == 0:
+        raise ValueError(f"empty point cloud: {tuple(x.shape)} vs {tuple(y.shape)}")
+    for name, p in (("x", x), ("y", y)):
+        if not torch.isfinite(p).all():
+            raise ValueError(f"points {name} contain non-finite values")
+    info = get_method(method)
+    if info.input == "cost":
+        return solve(cost_matrix(x, y, cost), a, b, method=method, **params)
+    params = _resolve_params(info, params)
+    y = y.to(x.dtype)
+    a, b = _point_weights(info, x, y, a, b)
+    out = info.fn(x, y, a, b, cost=cost, **params)
+    return _finish(info, out, out["value"], a, b, params)
+
+
+def _point_weights(info: MethodInfo, x, y, a, b):
+    n, m = x.shape[-2], y.shape[-2]
+    batch = tuple(x.shape[:-2])
+    a = _check_weights(a, n, batch, "a", x)
+    b = _check_weights(b, m, batch, "b", x)
+    if not torch.allclose(a.sum(-1), b.sum(-1), rtol=1e-5, atol=1e-7):
+        raise ValueError("unequal total mass on a balanced problem: "
+                         f"sum(a)={a.sum(-1).max().item():.6g}, sum(b)={b.sum(-1).max().item():.6g}")
+    if x.device.type not in info.devices:
+        raise ValueError(f"method {info.name!r} does not run on {x.device.type}")
+    return a, b

@@ -50,7 +50,9 @@ def _check_problem(info: MethodInfo, C: torch.Tensor, a, b) -> tuple[torch.Tenso
     n, m = C.shape[-2:]
     if n == 0 or m == 0 or (C.dim() == 3 and C.shape[0] == 0):
         raise ValueError(f"empty OT problem: cost has shape {tuple(C.shape)}")
-    if not torch.isfinite(C).all():
+    # one reduction instead of a (n, m) mask: NaN and inf propagate into the sum; only an
+    # overflowing sum of finite entries needs the exact test
+    if not torch.isfinite(C.sum()) and not bool(torch.isfinite(C).all()):
         bad = (~torch.isfinite(C)).sum().item()
         raise ValueError(f"cost matrix has {bad} non-finite entries (NaN or inf)")
     batch = tuple(C.shape[:-2])
@@ -196,10 +198,10 @@ def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str =
         if not torch.isfinite(p).all():
             raise ValueError(f"points {name} contain non-finite values")
     info = get_method(method)
+    y = y.to(x.dtype)  # as for the weights: x sets the dtype (cost methods too, not only points)
     if info.input == "cost":
         return solve(cost_matrix(x, y, cost), a, b, method=method, **params)
     params = _resolve_params(info, params)
-    y = y.to(x.dtype)
     a, b = _point_weights(info, x, y, a, b)
     out = info.fn(x, y, a, b, cost=cost, **params)
     return _finish(info, out, out["value"], a, b, params)

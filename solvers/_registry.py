@@ -111,7 +111,10 @@ def get_method(name: str) -> MethodInfo:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
+        # case-insensitive, so the papers' spelling ("IPOT", "EMD") finds the method
+        lower = {k.lower(): k for k in _REGISTRY}
+        close = [lower[c] for c in
+                 difflib.get_close_matches(str(name).lower(), list(lower), n=3, cutoff=0.5)]
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ValueError(
             f"unknown OT method {name!r}{hint} Known methods: {', '.join(sorted(_REGISTRY))}"
@@ -135,6 +138,10 @@ def available(**flags: Any) -> list[str]:
     ['geomloss', 'keops']
     """
     _ensure_loaded()
+    fields = set(MethodInfo.__dataclass_fields__) | {"is_available", "approximates_ot"}
+    unknown = set(flags) - fields
+    if unknown:
+        raise ValueError(f"unknown capability flag(s) {sorted(unknown)}; known: {sorted(fields)}")
     out = []
     for name, info in _REGISTRY.items():
         if not info.is_available:

@@ -9,12 +9,23 @@ import math
 
 import torch
 
-from ._kernel import Kernel, workspace
+from ._kernel import Kernel, batched_dot, workspace
 from ._registry import register
 
 import os
+
 _DEBUG = bool(os.environ.get("OTRANSFER_DEBUG"))
 ABSORB = 30.0  # absorb the scalings into the potentials once |log u| or |log v| exceeds this
+# Sinkhorn schedule, tuned on the solver benchmark (otransfer solvers bench); see _sinkhorn.
+EPS0 = float(os.environ.get("E0", 1 / 32))  # first eps, relative to the cost range
+STAGE_TOL = float(os.environ.get("ST", 1e-2))  # L1 marginal error that ends an intermediate stage
+STAGE_MAX_ITER = 200
+CHECK_EVERY = 20  # certificate attempts at the last eps
+CERTIFY_BELOW = 1 / 8  # certify only once eps <= range / 8
+SINKHORN_TRUNC = float(os.environ.get("TR", 6.0))  # support: P_ij > exp(-6) a_i b_j
+SPARSE_MIN_SIZE = 4096  # below n m = 4096 the dense kernel is cheaper
+SPARSE_MAX_DENSITY = 0.3
+IPOT_TRUNC = 15.0  # IPOT's updates are multiplicative: an entry dropped stays 0, so keep more
 
 
 def _batch(C, a, b):
@@ -36,11 +47,9 @@ def _scale(C: torch.Tensor) -> float:
     return r if r > 0 else 1.0
 
 
-def _lp_potentials(K: Kernel, f, g, eps, a, b):
-    """Entropic duals in the ``a (x) b`` convention (``P = a_i b_j exp((F_i + G_j - C_ij)/eps)``),
-    which tend to the LP duals as ``eps -> 0``; rows/columns of zero weight get their c-transform."""
-    F = f - eps * torch.log(a)
-    G = g - eps * torch.log(b)
+def _lp_potentials(K: Kernel, F, G, a, b):
+    """Entropic duals in the ``a (x) b`` convention (``P = a_i b_j exp((F_i + G_j - C_ij)/eps)``)
+    tend to the LP duals as ``eps -> 0``; rows/columns of zero weight get their c-transform."""
     if (b == 0).any():
         G = torch.where(b > 0, G, _ctransform(K.C, F, dim=-2))
     if (a == 0).any():
@@ -59,217 +68,278 @@ def _l1(x: torch.Tensor) -> float:
 
 
 @register(
-    "sinkhorn", converges_to_exact=True, value_rtol=2e-3, potentials=True, batched=True,
-    params={"reg": 1e-3, "max_iter": 5000, "tol": 1e-6, "scaling": 0.5, "sparse": True},
-    description="entropic OT, log-stabilised, eps-scaling, sparse kernel once it concentrates",
+    "sinkhorn", converges_to_exact=True, value_rtol=1e-3, potentials=True, batched=True,
+    params={"reg": 1e-3, "gap": 1e-3, "max_iter": 5000, "tol": 1e-5, "scaling": 0.5,
+            "sparse": True},
+    description="Sinkhorn, log-stabilised, eps-scaling, sparse kernel, certified duality gap",
 )
-def sinkhorn(C, a, b, *, reg: float, max_iter: int, tol: float, scaling: float,
+def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scaling: float,
              sparse: bool) -> dict:
-    """Solve entropic OT by Sinkhorn scaling with absorption, eps-scaling and kernel truncation.
+    """Solve OT by Sinkhorn scaling with absorption, eps-scaling, kernel truncation and a
+    certified stopping rule.
 
     Parameters
     ----------
     reg : float
-        Entropic regularisation ``eps`` *relative to the cost's range* ``max C - min C``.
-        The value ``<P, C>`` overestimates OT by O(eps): ``reg = 1e-3`` gives a relative error
-        around 1e-5 on the benchmark problems, ``1e-2`` around 2e-3. Smaller is more exact and
-        sparser (faster per iteration) but needs more stages.
+        Smallest entropic regularisation ``eps``, *relative to the cost's range*
+        ``max C - min C``. ``<P, C>`` overestimates OT by O(eps).
+    gap : float
+        Stop as soon as the relative duality gap ``(UB - LB) / UB`` is at most ``gap``:
+        ``UB = <P, C>`` of the rounded (exactly feasible) plan, ``LB`` the dual value of the
+        double c-transform of the potentials on the dense cost. The returned value is then
+        *certified* within ``gap`` of exact OT, and ``converged`` is True. ``gap = 0`` disables
+        the rule: iterate at ``eps = reg`` until the marginals meet ``tol`` (plain entropic OT).
     max_iter : int
         Total Sinkhorn iterations over all stages; reaching it gives ``converged=False``.
     tol : float
-        Stop when the L1 error of the column marginal is below ``tol`` (rows are exact).
+        L1 marginal error that ends each stage (``max(tol, 1e-3)`` for intermediate stages).
     scaling : float in (0, 1)
         eps-scaling factor: eps goes from the cost range down to ``reg * range`` by this factor.
     sparse : bool
-        Truncate the kernel to a sparse support once it concentrates (Schmitzer 2019); the
-        support is verified against the dense cost before returning.
+        Truncate the kernel to its numerically non-zero support once it concentrates
+        (Schmitzer 2019). The certificate is computed on the dense cost, so truncation can
+        slow convergence but never hide an error; a stalled support is grown.
 
     Notes
     -----
-    ``min_{P in Pi(a,b)} <P, C> + eps KL(P | a b^T)`` (Cuturi 2013). Iterations
+    ``min_{P in Pi(a,b)} <P, C> + eps KL(P | a b^T)`` (Cuturi 2013), iterations
     ``u = a / K v``, ``v = b / K^T u`` on ``K = exp((f + g - C)/eps)`` with ``(f, g)`` absorbed
-    (Schmitzer 2019, Alg. 2); eps-scaling warm-starts each eps from the previous potentials.
-    The regularisation term ``eps KL`` is reported in ``extras["reg_value"]``, not in ``value``.
+    (Schmitzer 2019, Alg. 2). With ``gap > 0`` the plan returned is the rounded plan
+    (Altschuler, Weed & Rigollet 2017, Alg. 2), feasible up to float round-off.
+    ``extras``: ``eps`` reached, ``gap`` certified, ``lower_bound``, ``reg_value``
+    (``eps KL``, not part of ``value``), ``stages``, ``support_size``.
     """
     if not 0 < scaling < 1:
         raise ValueError(f"scaling must lie in (0, 1); got {scaling}")
     if reg <= 0:
         raise ValueError(f"reg must be positive; got {reg}")
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0; got {gap}")
     C, a, b, single = _batch(C, a, b)
     with torch.no_grad():
-        out = _sinkhorn(C, a, b, reg, max_iter, tol, scaling, sparse)
+        out = _sinkhorn(C, a, b, reg, gap, max_iter, tol, scaling, sparse)
     return _unbatch(out, single)
 
 
-def _sinkhorn(C, a, b, reg, max_iter, tol, scaling, sparse):
+def _absorb(F, G, u, v, eps, tiny):
+    return F + eps * torch.log(u.clamp_min(tiny)), G + eps * torch.log(v.clamp_min(tiny))
+
+
+def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse):
     B, n, m = C.shape
-    rng = _scale(C)
-    eps_end = reg * rng
-    K = Kernel(C)
-    # c-transform start: f_i = min_j C_ij, g_j = min_i C_ij - f_i, so C - f - g >= 0
-    f = C.amin(-1)
-    buf = workspace(C.shape, C.dtype, C.device)
-    g = torch.sub(C, f[:, :, None], out=buf).amin(-2)
     tiny = torch.finfo(C.dtype).tiny
-    eps = max(rng, eps_end)
+    K = Kernel(C, trunc=SINKHORN_TRUNC)
+    # c-transform start: F_i = min_j C_ij, G_j = min_i C_ij - F_i, so C - F - G >= 0 with a
+    # zero in every row and column; the potentials are already dual-feasible.
+    F = C.amin(-1)
+    R = torch.sub(C, F[:, :, None], out=K.buf)
+    G = R.amin(-2)
+    rng = float((C.amax(dim=(-2, -1)) - F.amin(-1)).max())
+    rng = rng if rng > 0 else 1.0
+    eps_end = reg * rng
+    eps = max(EPS0 * rng, eps_end)
+    if sparse and n * m >= SPARSE_MIN_SIZE:
+        # support test on the reduced cost already in the workspace: C - F - G < trunc eps
+        K.sparsify(F, G, eps, mask=R.sub_(G[:, None, :]) < K.trunc * eps,
+                   max_density=SPARSE_MAX_DENSITY)
     u, v = torch.ones_like(a), torch.ones_like(b)
-    n_iter, stages, rebuilds, err = 0, 0, 0, math.inf
-    stage_tol = max(tol, float(os.environ.get('ST', 1e-2)))
-    omega = float(os.environ.get('OMEGA', 1.0)); omega_all = bool(os.environ.get('OMEGA_ALL'))
+    n_iter, stages, grown, err = 0, 0, 0, math.inf
+    certified, gap, lb, rounding = False, math.inf, None, None
+    last_eps = None
     while True:
         final = eps <= eps_end * (1 + 1e-9)
-        K.set(f, g, eps)
-        stages += 1
+        K.set(F, G, eps)
+        if eps != last_eps:
+            stages += 1
+            stage_tol = tol if final else max(tol, STAGE_TOL)
+        last_eps = eps
         k = 0
-        w = omega if final or omega_all else 1.0
-        while True:
-            un = a / K.mv(v).clamp_min(tiny)
-            u = un if w == 1.0 else u.pow(1 - w) * un.pow(w)
-            Ktu = K.rmv(u)
-            err = _l1(v * Ktu - b)  # column marginal of the current plan
-            vn = b / Ktu.clamp_min(tiny)
-            v = vn if w == 1.0 else v.pow(1 - w) * vn.pow(w)
+        while n_iter < max_iter:
+            # a (x) b convention: P = diag(a u) K diag(b v), so F, G tend to the LP duals
+            u = 1.0 / K.mv(b * v).clamp_min(tiny)
+            Ktu = K.rmv(a * u)
+            err = _l1(b * v * Ktu - b)  # column marginal of the current plan (rows are exact)
+            v = 1.0 / Ktu.clamp_min(tiny)
             n_iter += 1
             k += 1
-            if err < (tol if final else stage_tol) or n_iter >= max_iter:
+            if err < stage_tol or (not final and k >= STAGE_MAX_ITER):
                 break
-            if not final and k >= 100:
-                break
-            if float(torch.maximum(u.abs().amax(), v.abs().amax())) > math.exp(ABSORB) or \
+            if final and gap_tol > 0 and k % CHECK_EVERY == 0:
+                break  # go and try the certificate
+            if float(torch.maximum(u.amax(), v.amax())) > math.exp(ABSORB) or \
                     float(torch.minimum(u.amin(), v.amin())) < math.exp(-ABSORB):
-                f, g = f + eps * torch.log(u.clamp_min(tiny)), g + eps * torch.log(v.clamp_min(tiny))
+                F, G = _absorb(F, G, u, v, eps, tiny)
                 u, v = torch.ones_like(u), torch.ones_like(v)
-                K.set(f, g, eps)
+                K.set(F, G, eps)
+        if gap_tol > 0 and eps <= rng * CERTIFY_BELOW:
+            # certificate: UB from the rounded plan, LB from the dense double c-transform;
+            # the support-only LB (>= the dense one) first tells whether the dense pass can pass
+            rounding = K.rounded(a * u, b * v, a, b)
+            ub = rounding[-1]
+            Fa = _absorb(F, G, u, v, eps, tiny)[0]
+            scale_ub = ub.abs().clamp_min(tiny)
+            lb_est = K.support_lower_bound(Fa, a, b)
+            est = float(((ub - lb_est) / scale_ub).max())
+            if est <= gap_tol:
+                lb = K.lower_bound(Fa, a, b)
+                gap = float(((ub - lb) / scale_ub).max())
+                certified = gap <= gap_tol
+            if _DEBUG:
+                print(f"  gap est {est:.2e} certified {gap:.2e}")
         if _DEBUG:
-            print(f"stage {stages} eps/rng {eps/rng:.2e} iters {k} err {err:.2e} sparse {K.sparse} nnz {K.nnz}")
-        if final and (not K.sparse or n_iter >= max_iter):
+            print(f"stage {stages} eps/rng {eps/rng:.2e} iters {k} err {err:.2e} "
+                  f"sparse {K.sparse} nnz {K.nnz}")
+        if certified or n_iter >= max_iter:
             break
-        f, g = f + eps * torch.log(u.clamp_min(tiny)), g + eps * torch.log(v.clamp_min(tiny))
-        u, v = torch.ones_like(u), torch.ones_like(v)
         if final:
-            # Truncated support: verify against the dense cost (one pass); grow and resume if an
-            # entry outside it became active.
-            if K.missing(f, g, eps) == 0:
-                K.set(f, g, eps)
-                break
-            rebuilds += 1
-            K.grow(f, g, eps)
-            continue
+            if gap_tol == 0 or err >= tol:
+                if gap_tol == 0:
+                    break
+                continue  # keep iterating at eps_end, certifying every CHECK_EVERY iterations
+            # converged marginals at the smallest eps but no certificate: the support is
+            # missing entries (or reg is too large for gap): grow it once more, else give up
+            F, G = _absorb(F, G, u, v, eps, tiny)
+            u, v = torch.ones_like(u), torch.ones_like(v)
+            if K.sparse and K.grow(F, G, eps) > 0:
+                grown += 1
+                continue
+            K.set(F, G, eps)  # the plan below is built from the absorbed potentials
+            break
+        F, G = _absorb(F, G, u, v, eps, tiny)
+        u, v = torch.ones_like(u), torch.ones_like(v)
         eps = max(eps * scaling, eps_end)
-        if sparse and not K.sparse and n * m >= 4096:
-            # truncate once the kernel at the next eps would be numerically sparse
-            K.set(f, g, eps)
-            if K.density() < 0.05:
-                K.sparsify(f, g, eps)
-    plan = K.plan(u, v)
-    F, G = _lp_potentials(K, f + eps * torch.log(u.clamp_min(tiny)),
-                          g + eps * torch.log(v.clamp_min(tiny)), eps, a, b)
-    value = (plan * C).sum((-2, -1))
-    dual = (a * torch.where(a > 0, F, 0)).sum(-1) + (b * torch.where(b > 0, G, 0)).sum(-1)
+        if K.sparse:
+            K.shrink(F, G, eps)
+        elif sparse and n * m >= SPARSE_MIN_SIZE:
+            K.sparsify(F, G, eps, max_density=SPARSE_MAX_DENSITY)
+    Fa, Ga = _absorb(F, G, u, v, eps, tiny)
+    if certified:
+        ur, vr, err_a, err_b, _ = rounding
+        plan = K.plan(ur, vr, err_a, err_b)
+    else:
+        plan = K.plan(a * u, b * v)
+    Fa, Ga = _lp_potentials(K, Fa, Ga, a, b)
+    value = batched_dot(plan, C)
+    dual = (a * torch.where(a > 0, Fa, 0)).sum(-1) + (b * torch.where(b > 0, Ga, 0)).sum(-1)
+    converged = certified if gap_tol > 0 else err < tol
     return {
-        "plan": plan, "potentials": (F, G), "n_iter": n_iter,
-        "converged": bool(err < tol),
-        "extras": {"eps": eps, "reg_value": dual - value, "stages": stages,
-                   "sparse": K.sparse, "support_size": K.nnz, "support_rebuilds": rebuilds},
+        "plan": plan, "potentials": (Fa, Ga), "n_iter": n_iter, "converged": bool(converged),
+        "extras": {"eps": eps, "gap": gap, "lower_bound": lb, "reg_value": dual - value,
+                   "stages": stages, "sparse": K.sparse, "support_size": K.nnz,
+                   "support_grown": grown},
     }
 
 
 @register(
     "ipot", converges_to_exact=True, value_rtol=1e-3, potentials=True, batched=True,
-    params={"beta": 0.5, "max_iter": 2000, "tol": 1e-6, "check_every": 10, "sparse": True},
-    description="IPOT proximal point (Xie et al. 2019; lohit2020 Alg. 1), converges to exact OT",
+    params={"beta": 0.5, "max_iter": 2000, "gap": 1e-3, "check_every": 10, "sparse": True},
+    description="IPOT proximal point (Xie et al. 2019; lohit2020 Alg. 1), certified gap",
 )
-def ipot(C, a, b, *, beta: float, max_iter: int, tol: float, check_every: int,
+def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
          sparse: bool) -> dict:
     """Solve OT with the inexact proximal point method IPOT, one inner Sinkhorn step.
 
     Parameters
     ----------
     beta : float
-        Proximal step ``beta`` *relative to the cost's range*. Step ``t`` is a Sinkhorn step
-        with ``eps = beta / t``, so smaller ``beta`` sharpens faster but each step is less
-        accurate; 0.1–1 works on costs of any scale.
+        Proximal step ``beta`` *relative to the cost's range*. Step ``t`` acts like a Sinkhorn
+        step with ``eps = beta / t``: smaller ``beta`` sharpens faster, each step less exactly.
+        (lohit2020 uses ``beta = 20`` on cosine costs of range <= 2, i.e. 10 here, with N = 50.)
     max_iter : int
-        Proximal iterations N (lohit2020 uses N = 50 with ``beta = 20`` on cosine costs).
-    tol : float
-        Stop when, at a check, the relative change of ``<T, C>`` and the L1 marginal error are
-        both below ``tol``.
+        Proximal iterations N at most.
+    gap : float
+        Stop once the relative duality gap is certified below ``gap`` (rounded plan vs dense
+        double c-transform, as for ``sinkhorn``); ``converged`` says whether it was. ``gap = 0``
+        runs exactly ``max_iter`` iterations, as the papers do, and ``converged`` then means
+        the L1 marginal error of ``T`` is below 1e-3.
     check_every : int
-        Iterations between checks (a check costs one pass over the support).
+        Iterations between certificate attempts.
     sparse : bool
-        Truncate ``T`` to its numerically non-zero support once it concentrates; verified
-        against the dense cost before returning.
+        Truncate ``T`` to its numerically non-zero support once it concentrates.
 
     Notes
     -----
     Alg. 1 of lohit2020 (Xie et al. 2019): ``Q = G * T``, ``u = mu / (Q v)``,
-    ``v = nu / (Q^T u)``, ``T = diag(u) Q diag(v)`` with ``G = exp(-C/beta)`` and ``v`` carried
-    over between steps. Unrolled, ``T^(t) = exp((Phi + Psi - t C) / beta)``: we keep the
-    log-potentials ``Phi``, ``Psi`` so ``T`` never underflows (exponents are clamped at -80),
-    and the kernel at step ``t`` is the Sinkhorn kernel with ``eps = beta / t``.
+    ``v = nu / (Q^T u)``, ``T = diag(u) Q diag(v)`` with ``G = exp(-C/beta)``, ``T^(0) = 1 1^T``
+    and ``v`` carried over between steps. Unrolled, ``T^(t) = exp((Phi + Psi - t C) / beta)``:
+    we keep the log-potentials ``Phi``, ``Psi`` so that ``T`` never underflows (exponents are
+    clamped at -80), and write ``Q = diag(a) K diag(b)`` with the shared kernel at
+    ``eps = beta / t``. li2020 (Omega_P) relies on IPOT converging to the exact plan.
     """
     if beta <= 0:
         raise ValueError(f"beta must be positive; got {beta}")
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0; got {gap}")
     C, a, b, single = _batch(C, a, b)
     with torch.no_grad():
-        out = _ipot(C, a, b, beta * _scale(C), max_iter, tol, check_every, sparse)
+        # T^(0) = 1 1^T makes IPOT's iterates depend on a constant shift of C (exponents of
+        # C + 1e4 all clamp): solve on C - min C, which has the same plans, and report <P, C>.
+        shift = C.amin(dim=(-2, -1), keepdim=True)
+        out = _ipot(C - shift, a, b, beta, max_iter, gap, check_every, sparse,
+                    offset=shift.reshape(-1) * a.sum(-1))
     return _unbatch(out, single)
 
 
-def _ipot(C, a, b, beta, max_iter, tol, check_every, sparse):
+def _ipot(C, a, b, beta_rel, max_iter, gap_tol, check_every, sparse, offset):
+    """IPOT on ``C`` (already shifted to min 0); ``offset`` (B,) = shift * mass turns values of
+    the shifted problem into values of the caller's, so the gap is relative to the latter."""
     B, n, m = C.shape
-    K = Kernel(C)
+    rng = _scale(C)
+    beta = beta_rel * rng
+    K = Kernel(C, trunc=IPOT_TRUNC)
     tiny = torch.finfo(C.dtype).tiny
     Phi, Psi = torch.zeros_like(a), torch.zeros_like(b)  # T^(0) = 1 1^T
-    v = torch.full_like(b, 1.0 / m)  # Alg. 1: v <- 1/b
-    last_value, converged, rebuilds, t = math.inf, False, 0, 0
+    # zero-weight rows/columns: their row of T is 0 whatever the kernel (P = diag(a) K diag(b))
+    la = torch.where(a > 0, torch.log(a.clamp_min(tiny)), 0)
+    lb = torch.where(b > 0, torch.log(b.clamp_min(tiny)), 0)
+    v = torch.full_like(b, 1.0 / m)  # Alg. 1: v <- 1/b (b = batch size there)
+    certified, gap, grown, t, rounding = False, math.inf, 0, 0, None
     while t < max_iter:
         t += 1
         eps = beta / t
-        K.set(Phi / t, Psi / t, eps)  # Q = G * T^(t-1) = exp((Phi + Psi - t C) / beta)
-        u = a / K.mv(v).clamp_min(tiny)
-        Ktu = K.rmv(u)
-        v = b / Ktu.clamp_min(tiny)
-        Phi = Phi + beta * torch.log(u.clamp_min(tiny))
-        Psi = Psi + beta * torch.log(v.clamp_min(tiny))
-        if sparse and not K.sparse and n * m >= 4096 and t % check_every == 0:
-            K.set(Phi / t, Psi / t, eps)
-            if K.density() < 0.05:
-                K.sparsify(Phi / t, Psi / t, eps)
-        if t % check_every == 0 or t == max_iter:
-            K.set(Phi / t, Psi / t, eps)  # kernel of T^(t) itself
-            T_rows = K.mv(torch.ones_like(b))
-            T_cols = K.rmv(torch.ones_like(a))
-            err = max(_l1(T_rows - a), _l1(T_cols - b))
-            value = float(_value(K))
-            change = abs(value - last_value) / max(abs(value), tiny)
-            last_value = value
-            if change < tol and err < tol:
-                if K.sparse and K.missing(Phi / t, Psi / t, eps) > 0:
-                    rebuilds += 1
-                    K.grow(Phi / t, Psi / t, eps)
-                    continue
-                converged = True
+        # Q = G * T^(t-1) = exp((Phi + Psi - t C) / beta) = diag(a) K diag(b)
+        K.set(Phi / t - eps * la, Psi / t - eps * lb, eps)
+        u = 1.0 / K.mv(b * v).clamp_min(tiny)  # = mu / (Q v)
+        v = 1.0 / K.rmv(a * u).clamp_min(tiny)  # = nu / (Q^T u)
+        Phi = Phi + beta * torch.log(u)
+        Psi = Psi + beta * torch.log(v)
+        if t % check_every and t < max_iter:
+            continue
+        Fa, Gb = Phi / t - eps * la, Psi / t - eps * lb  # T^(t) = diag(a) K diag(b)
+        if sparse and not K.sparse and n * m >= SPARSE_MIN_SIZE:
+            K.sparsify(Fa, Gb, eps, max_density=SPARSE_MAX_DENSITY)
+        if gap_tol > 0 and eps <= rng * CERTIFY_BELOW:
+            K.set(Fa, Gb, eps)
+            rounding = K.rounded(a, b, a, b)
+            ub = rounding[-1]
+            scale_ub = (ub + offset).abs().clamp_min(tiny)
+            est = float(((ub - K.support_lower_bound(Fa, a, b)) / scale_ub).max())
+            if est <= gap_tol:
+                gap = float(((ub - K.lower_bound(Fa, a, b)) / scale_ub).max())
+                certified = gap <= gap_tol
+                if not certified and K.sparse and K.grow(Fa, Gb, eps) > 0:
+                    grown += 1  # T^(t) has mass outside the support: go on with the larger one
+            if certified:
                 break
     eps = beta / t
-    K.set(Phi / t, Psi / t, eps)
-    ones_a, ones_b = torch.ones_like(a), torch.ones_like(b)
-    plan = K.plan(ones_a, ones_b)
-    F, G = _lp_potentials(K, Phi / t, Psi / t, eps, a, b)
-    return {"plan": plan, "potentials": (F, G), "n_iter": t, "converged": converged,
-            "extras": {"eps": eps, "sparse": K.sparse, "support_size": K.nnz,
-                       "support_rebuilds": rebuilds}}
-
-
-def _value(K: Kernel) -> torch.Tensor:
-    """``<K, C>`` summed over the batch (K is the current plan)."""
-    if K.sparse:
-        return (K.vals * K.c_e).sum()
-    return (K.K * K.C).sum()
+    Fa, Gb = Phi / t - eps * la, Psi / t - eps * lb
+    K.set(Fa, Gb, eps)
+    if certified:
+        ur, vr, err_a, err_b, _ = rounding
+        plan = K.plan(ur, vr, err_a, err_b)
+        converged = True
+    else:
+        plan = K.plan(a, b)
+        err = max(_l1(plan.sum(-1) - a), _l1(plan.sum(-2) - b))
+        converged = gap_tol == 0 and err < 1e-3
+    F, G = _lp_potentials(K, Fa, Gb, a, b)
+    return {"plan": plan, "potentials": (F, G), "n_iter": t, "converged": bool(converged),
+            "extras": {"eps": eps, "gap": gap, "sparse": K.sparse, "support_size": K.nnz,
+                       "support_grown": grown}}
 
 
 @register(
-    "pot_sinkhorn", converges_to_exact=True, value_rtol=2e-3, potentials=True, requires=("ot",),
+    "pot_sinkhorn", converges_to_exact=True, value_rtol=1e-1, potentials=True, requires=("ot",),
     params={"reg": 1e-2, "max_iter": 100_000, "tol": 1e-6},
     description="baseline: POT's ot.bregman.sinkhorn_log (no eps-scaling), for comparisons",
 )
@@ -280,12 +350,17 @@ def pot_sinkhorn(C, a, b, *, reg: float, max_iter: int, tol: float) -> dict:
     """
     import ot
 
+    if reg <= 0:
+        raise ValueError(f"reg must be positive; got {reg}")
     eps = reg * _scale(C)
     plan, log = ot.bregman.sinkhorn_log(a, b, C, eps, numItermax=int(max_iter), stopThr=tol,
                                         log=True, warn=False)
     n_iter = int(log.get("niter", max_iter))
     err = float(log["err"][-1]) if len(log.get("err", [])) else math.inf
-    F = eps * (log["log_u"] - torch.log(a))  # a (x) b convention, as the other solvers
+    # a (x) b convention, as the other solvers; zero weights get their c-transform
+    F = eps * (log["log_u"] - torch.log(a))
     G = eps * (log["log_v"] - torch.log(b))
+    G = torch.where(b > 0, G, (C - F.where(a > 0, 0)[:, None]).amin(0))
+    F = torch.where(a > 0, F, (C - G[None, :]).amin(1))
     return {"plan": plan.detach(), "potentials": (F, G), "n_iter": n_iter,
             "converged": bool(err < tol), "extras": {"eps": eps}}

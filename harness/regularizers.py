@@ -1,0 +1,898 @@
+"""Regularizers of the training objective, by name, with their capabilities as data.
+
+A regularizer is built from a spec, one name or a sum written ``"omega_p+kd"``, and called at
+each training step with a :class:`RegContext`; it returns ``{term name: weighted loss}`` so that
+each term can be logged, and the loss is ``cross-entropy + sum(terms.values())``
+(li2020 Eq. 2; lohit2020 Eq. 9; lu2017 Eq. 4)::
+
+    reg = build_regularizer("omega_p+kd", **{"omega_p.alpha": 0.1, "kd.tau": 4})
+    s_taps, t_taps = Taps(student, reg.taps), Taps(teacher, reg.taps)
+    ...
+    ctx = RegContext(student=student, teacher=teacher, features=s_taps.features,
+                     teacher_features=t_taps.features, logits=logits, teacher_logits=t_logits)
+    reg.materialize(ctx)        # once, before building the optimiser (learned embeddings)
+    opt = torch.optim.SGD([*student.parameters(), *reg.parameters()], lr=0.1)
+    terms = reg(ctx)            # {"omega_p": ..., "kd": ...}; ctx.stats holds diagnostics
+
+Each name is registered once, where it is defined (:func:`register_regularizer`); CLI choices,
+Optuna categoricals and test parametrisation read :func:`available_regularizers`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from solvers import OTResult, get_method, solve, solve_sample
+
+from .representation import _transport, matched_fraction
+from .taps import pool_features
+
+__all__ = [
+    "RegContext", "RegularizerInfo", "Regularizer", "register_regularizer", "get_regularizer",
+    "all_regularizers", "available_regularizers", "build_regularizer", "kd_loss", "jtln_loss",
+    "label_cost_mkmmd", "label_cost_ot",
+]
+
+STAGES = ("stage1", "stage2", "stage3", "stage4")
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class RegContext:
+    """What a regularizer may look at during one training step.
+
+    Attributes
+    ----------
+    student : nn.Module, optional
+        The trainable network (``l2``, ``l2sp``).
+    teacher : nn.Module, optional
+        The frozen reference network (``None`` when no term needs one).
+    initial_weights : Mapping[str, Tensor], optional
+        Starting point ``w0`` by parameter name, e.g.
+        ``{k: v.detach().clone() for k, v in model.named_parameters()}`` taken *before* the new
+        head is attached (``l2sp``: parameters absent from it, or of another shape, form the new
+        head).
+    features, teacher_features : Mapping[str, Tensor]
+        Tapped activations by tap name (:class:`harness.taps.Taps`), ``(n, d)`` or conv maps.
+    logits : Tensor, optional
+        ``(n, K)`` student (target-head) logits.
+    teacher_logits : Tensor, optional
+        ``(n, K)`` teacher logits (``kd``).
+    source_logits : Tensor, optional
+        ``(n, K_src)`` logits of the student's *source* head on the same target batch
+        (``jtln``, lu2017 Eq. 3: ``h_s(x^t)``).
+    labels : Tensor, optional
+        ``(n,)`` class indices.
+    stats : dict
+        Filled by the call: ``"<term>/<key>"`` diagnostics (unweighted values, ``n_iter``,
+        ``converged``, ``matched``) for logging; not part of the loss.
+    """
+
+    student: nn.Module | None = None
+    teacher: nn.Module | None = None
+    initial_weights: Mapping[str, torch.Tensor] | None = None
+    features: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    teacher_features: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    logits: torch.Tensor | None = None
+    teacher_logits: torch.Tensor | None = None
+    source_logits: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class RegularizerInfo:
+    """Capabilities of one registered regularizer.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, as written in specs (``"omega_p+kd"``).
+    factory : callable
+        A function ``fn(ctx, **params) -> Tensor | None`` (stateless terms) or an
+        ``nn.Module`` subclass built as ``cls(**params)`` whose ``forward(ctx)`` returns the
+        weighted term (terms with learned parameters).
+    needs_teacher : bool
+        Reads ``ctx.teacher_features`` / ``ctx.teacher_logits``: run the teacher on the batch.
+    needs_initial_weights : bool
+        Reads ``ctx.initial_weights``.
+    needs_source_head : bool
+        Reads ``ctx.source_logits``: the model has a source head (lu2017).
+    taps : tuple of str
+        Default taps (hyper-parameter ``taps``), on the student and, if ``needs_teacher``, on the
+        teacher.
+    params : Mapping[str, Any]
+        Hyper-parameters and their defaults.
+    plan : str or None
+        OT method the term solves with; its solver parameters (``beta``, ``reg``, ``gap``,
+        ``max_iter`` ...) are accepted as hyper-parameters too. Configurable when ``"plan"`` is
+        in ``params``.
+    solver_params : Mapping[str, Any]
+        The term's defaults for those solver parameters (the papers' settings).
+    trainable : bool
+        Has its own parameters (learned embeddings): include ``reg.parameters()`` in the
+        optimiser, after :meth:`Regularizer.materialize`.
+    aliases : tuple of str
+        Other spellings accepted in specs (the papers' names).
+    paper, description : str
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    needs_teacher: bool = False
+    needs_initial_weights: bool = False
+    needs_source_head: bool = False
+    taps: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    plan: str | None = None
+    solver_params: Mapping[str, Any] = field(default_factory=dict)
+    trainable: bool = False
+    aliases: tuple[str, ...] = ()
+    paper: str = ""
+    description: str = ""
+
+    def accepted(self, plan: str | None = None) -> dict[str, Any]:
+        """Every accepted hyper-parameter with its default (solver ones for ``plan``)."""
+        out = dict(self.params)
+        plan = plan or self.plan
+        if plan is not None:
+            method = get_method(plan)
+            out.update(method.params)
+            out.update({k: v for k, v in self.solver_params.items() if k in method.params})
+        return out
+
+
+_REGISTRY: dict[str, RegularizerInfo] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_regularizer(name: str, **capabilities: Any) -> Callable:
+    """Register a term as regularizer ``name`` (decorator), with its capabilities.
+
+    Parameters
+    ----------
+    name : str
+        The name written in specs; it and the aliases must be new (a duplicate raises).
+    **capabilities
+        The fields of :class:`RegularizerInfo` (``needs_teacher``, ``taps``, ``params``,
+        ``plan`` ...).
+
+    Returns
+    -------
+    callable
+        A decorator for ``fn(ctx, **params) -> Tensor | None`` or an ``nn.Module`` class built
+        as ``cls(**params)`` (plus ``plan=``, ``solver=`` when ``plan`` is set); it returns the
+        object unchanged.
+    """
+
+    def deco(obj):
+        info = RegularizerInfo(name=name, factory=obj, **capabilities)
+        if "taps" in info.params and info.params["taps"] != info.taps:
+            raise ValueError(f"regularizer {name!r}: params['taps'] must equal taps")
+        for key in (name, *info.aliases):
+            if key in _REGISTRY or key in _ALIASES:
+                raise ValueError(f"regularizer name {key!r} is already registered")
+        _REGISTRY[name] = info
+        _ALIASES.update({alias: name for alias in info.aliases})
+        return obj
+
+    return deco
+
+
+def get_regularizer(name: str) -> RegularizerInfo:
+    """Look up a regularizer by name or alias; an unknown name raises with the close matches."""
+    key = str(name).strip()
+    key = _ALIASES.get(key, key)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    known = {k.lower(): k for k in (*_REGISTRY, *_ALIASES)}
+    if key.lower() in known:  # the papers' spelling: "REMD", "KD"
+        return get_regularizer(known[key.lower()])
+    close = [known[c] for c in difflib.get_close_matches(key.lower(), list(known), n=3, cutoff=0.5)]
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"unknown regularizer {name!r}{hint} Known regularizers: "
+                     f"{', '.join(sorted(_REGISTRY))}")
+
+
+def all_regularizers() -> dict[str, RegularizerInfo]:
+    """Every registered regularizer, in registration order."""
+    return dict(_REGISTRY)
+
+
+def available_regularizers(**flags: Any) -> list[str]:
+    """Names of the regularizers whose capabilities match ``flags``.
+
+    Examples
+    --------
+    >>> available_regularizers(needs_teacher=False)
+    ['none', 'l2', 'l2sp', 'jtln']
+    """
+    return [n for n, info in _REGISTRY.items()
+            if all(getattr(info, k) == v for k, v in flags.items())]
+
+
+# --------------------------------------------------------------------------- building
+
+
+class _FunctionTerm(nn.Module):
+    """A stateless term: ``fn(ctx, **params)``."""
+
+    def __init__(self, fn: Callable, params: dict[str, Any]):
+        super().__init__()
+        self.fn, self.kwargs = fn, params
+
+    def forward(self, ctx: RegContext):
+        return self.fn(ctx, **self.kwargs)
+
+
+def _as_taps(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(" ", ",").split(",") if v]
+    taps = tuple(value)
+    if not taps or not all(isinstance(t, str) for t in taps):
+        raise ValueError(f"taps must be a non-empty list of tap names; got {value!r}")
+    return taps
+
+
+class Regularizer(nn.Module):
+    """A sum of named regularization terms; build it with :func:`build_regularizer`.
+
+    Calling it with a :class:`RegContext` returns ``{name: weighted term}`` (empty for
+    ``"none"``); the regularization loss is the sum of the values. Learned parameters
+    (embeddings) are ``self.parameters()``.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Canonical term names, in spec order.
+    params : dict
+        Resolved hyper-parameters per term (defaults filled in, solver ones included).
+    taps : tuple of str
+        Every tap any term reads (collect them on the student, and on the teacher when
+        :attr:`needs_teacher`).
+    """
+
+    def __init__(self, infos: list[RegularizerInfo], params: dict[str, dict[str, Any]]):
+        super().__init__()
+        self.infos = {info.name: info for info in infos}
+        self.params = params
+        self.terms = nn.ModuleDict()
+        for info in infos:
+            kwargs = dict(params[info.name])
+            if info.plan is not None:
+                plan = kwargs.pop("plan", info.plan)
+                solver = {k: kwargs.pop(k) for k in get_method(plan).params}
+                kwargs.update(plan=plan, solver=solver)
+            if isinstance(info.factory, type) and issubclass(info.factory, nn.Module):
+                self.terms[info.name] = info.factory(**kwargs)
+            else:
+                self.terms[info.name] = _FunctionTerm(info.factory, kwargs)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.infos)
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for p in self.params.values() for t in p.get("taps", ())))
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(i.needs_teacher for i in self.infos.values())
+
+    @property
+    def needs_initial_weights(self) -> bool:
+        return any(i.needs_initial_weights for i in self.infos.values())
+
+    @property
+    def needs_source_head(self) -> bool:
+        return any(i.needs_source_head for i in self.infos.values())
+
+    def forward(self, ctx: RegContext) -> dict[str, torch.Tensor]:
+        """Return ``{term name: weighted loss}``; write diagnostics to ``ctx.stats``."""
+        out: dict[str, torch.Tensor] = {}
+        for name, term in self.terms.items():
+            stats: dict[str, Any] = {}
+            value = term(dataclasses.replace(ctx, stats=stats))
+            ctx.stats.update({f"{name}/{k}": v for k, v in stats.items()})
+            if value is not None:
+                out[name] = value
+        return out
+
+    def materialize(self, ctx: RegContext) -> None:
+        """Create the parameters that depend on the layer widths (embeddings) from one batch.
+
+        Call once before building the optimiser, so that ``self.parameters()`` lists them.
+        """
+        builders = [t for t in self.terms.values() if hasattr(t, "building")]
+        for t in builders:  # only these terms have width-dependent parameters
+            t.building = True
+            try:
+                with torch.no_grad():
+                    t(dataclasses.replace(ctx, stats={}))
+            finally:
+                t.building = False
+
+    def extra_repr(self) -> str:
+        def short(v):  # a label-cost matrix is summarised, not printed
+            return f"<tensor {tuple(v.shape)}>" if isinstance(v, torch.Tensor) else repr(v)
+
+        return " + ".join(f"{n}({', '.join(f'{k}={short(v)}' for k, v in p.items())})"
+                          for n, p in self.params.items())
+
+
+def build_regularizer(spec: str, **params: Any) -> Regularizer:
+    """Build the regularizer ``spec``: a registered name or a sum ``"name+name"``.
+
+    Parameters
+    ----------
+    spec : str
+        E.g. ``"omega_p"``, ``"remd+kd"``, ``"omega_p+kd"``, ``"none"``. Names are those of
+        :func:`available_regularizers` or their aliases (``remd``, ``ipot``).
+    **params
+        Hyper-parameters. ``"kd.tau": 4`` targets one term; an unqualified key (``tau=4``)
+        goes to the one term that accepts it and is an error when several do (``alpha`` in
+        ``"omega_p+kd"``); ``kd={"tau": 4}`` passes a term's parameters at once. Solver
+        parameters of a term's plan (``beta``, ``gap``, ``reg``, ``max_iter`` ...) are accepted
+        by that term. Unknown keys raise with the close matches.
+
+    Returns
+    -------
+    Regularizer
+    """
+    names = [s.strip() for s in str(spec).split("+")]
+    if not all(names):
+        raise ValueError(f"malformed regularizer spec {spec!r}: write names joined by '+'")
+    infos = [get_regularizer(n) for n in names]
+    seen = [i.name for i in infos]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"regularizer spec {spec!r} names a term twice ({', '.join(seen)})")
+    by_key = {key: i.name for i in infos for key in (i.name, *i.aliases)}
+    given: dict[str, dict[str, Any]] = {i.name: {} for i in infos}
+    loose: dict[str, Any] = {}
+    for key, value in params.items():  # qualified keys first: "kd.tau", kd={"tau": 4}
+        head, dot, rest = key.partition(".")
+        if key in by_key and isinstance(value, Mapping):
+            given[by_key[key]].update(value)
+        elif dot and head in by_key:
+            given[by_key[head]][rest] = value
+        else:
+            loose[key] = value
+    if "plan" in loose:  # the plan decides which solver parameters a term accepts
+        takers = [i for i in infos if "plan" in i.params]
+        if len(takers) == 1:
+            given[takers[0].name].setdefault("plan", loose.pop("plan"))
+    accepted = {i.name: i.accepted(given[i.name].get("plan")) for i in infos}
+    for key, value in loose.items():
+        takers = [name for name in given if key in accepted[name]]
+        if len(takers) > 1:
+            raise ValueError(f"parameter {key!r} is accepted by several terms of {spec!r}; write "
+                             f"{' or '.join(repr(f'{t}.{key}') for t in takers)}")
+        if not takers:
+            _unknown(key, infos, spec)
+        given[takers[0]][key] = value
+    resolved = {}
+    for info in infos:
+        for key in given[info.name]:
+            if key not in accepted[info.name]:
+                _unknown(f"{info.name}.{key}", infos, spec)
+        p = {**accepted[info.name], **given[info.name]}
+        if "taps" in p:
+            p["taps"] = _as_taps(p["taps"])
+        resolved[info.name] = p
+    return Regularizer(infos, resolved)
+
+
+def _unknown(key: str, infos: list[RegularizerInfo], spec: str):
+    known = sorted({f"{i.name}.{k}" for i in infos for k in i.accepted()} |
+                   {k for i in infos for k in i.accepted()})
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"unknown parameter {key!r} for regularizer {spec!r}{hint} "
+                     f"Accepted: {', '.join(k for k in known if '.' in k)}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _feature_pair(ctx: RegContext, tap: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student and (detached) teacher activations of ``tap``, pooled to ``(n, d)``."""
+    for what, feats in (("features", ctx.features), ("teacher_features", ctx.teacher_features)):
+        if tap not in feats:
+            raise ValueError(f"ctx.{what} has no tap {tap!r} (has {sorted(feats) or 'none'}); "
+                             f"collect the regularizer's taps with Taps(model, reg.taps)")
+    s = pool_features(ctx.features[tap])
+    t = pool_features(ctx.teacher_features[tap]).detach().to(s.dtype)
+    return s, t
+
+
+def _log_solve(stats: dict, tap: str, res: OTResult) -> None:
+    stats[f"{tap}/value"] = res.value.detach()
+    stats[f"{tap}/n_iter"] = res.n_iter
+    stats[f"{tap}/converged"] = res.converged
+    matched = matched_fraction(res)
+    if matched is not None:
+        stats[f"{tap}/matched"] = matched
+
+
+# --------------------------------------------------------------------------- parameter terms
+
+
+@register_regularizer("none", description="no regularization (plain training / fine-tuning)",
+                      paper="li2020 Table 1 'none'")
+def _none(ctx: RegContext) -> None:
+    """No term: the baseline."""
+    return None
+
+
+@register_regularizer(
+    "l2", params={"alpha": 1e-4}, paper="li2020 §4.2 Omega_L2",
+    description="weight decay alpha/2 ||w||^2 on all trainable parameters")
+def _l2(ctx: RegContext, *, alpha: float) -> torch.Tensor:
+    """Return ``alpha/2 * sum ||w||^2`` over the student's trainable parameters.
+
+    Same gradient as SGD's ``weight_decay=alpha``; li2020 A.2 uses 1e-4.
+    """
+    params = [p for p in _student(ctx).parameters() if p.requires_grad]
+    return alpha / 2 * sum(p.pow(2).sum() for p in params)
+
+
+@register_regularizer(
+    "l2sp", needs_initial_weights=True, params={"alpha": 0.1, "beta": 0.01, "new": ()},
+    paper="li2020 §4.2 Omega_L2-SP (Li, Grandvalet & Davoine 2018)",
+    description="alpha/2 ||w - w0||^2 on the pre-trained part + beta/2 ||w_new||^2 on the new head")
+def _l2sp(ctx: RegContext, *, alpha: float, beta: float, new: Iterable[str]) -> torch.Tensor:
+    """Return ``alpha/2 ||w_S - w0_S||^2 + beta/2 ||w_new||^2`` (L2-SP).
+
+    Parameters
+    ----------
+    alpha : float
+        Pull of the pre-trained parameters towards their starting point ``w0``.
+    beta : float
+        Weight decay of the new head.
+    new : sequence of str
+        Parameter-name prefixes forced into the new head; parameters missing from
+        ``ctx.initial_weights`` (or of another shape) are new anyway.
+    """
+    w0 = ctx.initial_weights
+    if not w0:
+        raise ValueError("l2sp needs ctx.initial_weights (the starting point w0 by parameter name)")
+    new = tuple([new] if isinstance(new, str) else new)
+    sp, fresh = [], []
+    for name, p in _student(ctx).named_parameters():
+        if not p.requires_grad:
+            continue
+        ref = w0.get(name)
+        if ref is None or ref.shape != p.shape or (new and name.startswith(new)):
+            fresh.append(p)
+        else:
+            sp.append((p, ref))
+    if not sp:
+        raise ValueError("l2sp: no student parameter matches ctx.initial_weights by name and "
+                         f"shape (e.g. {next(iter(w0))!r}); snapshot model.named_parameters()")
+    value = alpha / 2 * sum((p - r.detach().to(p)).pow(2).sum() for p, r in sp)
+    if fresh:
+        value = value + beta / 2 * sum(p.pow(2).sum() for p in fresh)
+    return value
+
+
+def _student(ctx: RegContext) -> nn.Module:
+    if ctx.student is None:
+        raise ValueError("this regularizer needs ctx.student (the trainable model)")
+    return ctx.student
+
+
+# --------------------------------------------------------------------------- KD
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+            tau: float = 4.0) -> torch.Tensor:
+    """Return Hinton's distillation loss ``tau^2 KL(softmax(t/tau) || softmax(s/tau))``.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : torch.Tensor
+        ``(n, K)``; the teacher's are detached.
+    tau : float
+        Temperature; li2020 picks it in {4, 5, 10}. The ``tau^2`` factor keeps the gradient's
+        scale independent of ``tau`` (Hinton et al. 2015).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar, mean over the batch.
+
+    Notes
+    -----
+    li2020 Eq. (7): ``Omega_KD = KL(g^tau(x), f^tau(x; w))``, ``g``, ``f`` the teacher's and the
+    student's softmax at temperature ``tau``.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student and teacher logits differ in shape: "
+                         f"{tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+    log_q = F.log_softmax(student_logits / tau, dim=-1)
+    log_p = F.log_softmax(teacher_logits.detach().to(log_q.dtype) / tau, dim=-1)
+    return tau ** 2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+
+@register_regularizer(
+    "kd", needs_teacher=True, params={"alpha": 1.0, "tau": 4.0},
+    paper="li2020 Eq. 7; Hinton et al. 2015; lohit2020 Eq. 9 (gamma)",
+    description="knowledge distillation: alpha tau^2 KL(teacher || student) at temperature tau")
+def _kd(ctx: RegContext, *, alpha: float, tau: float) -> torch.Tensor:
+    if ctx.logits is None or ctx.teacher_logits is None:
+        raise ValueError("kd needs ctx.logits and ctx.teacher_logits")
+    return alpha * kd_loss(ctx.logits, ctx.teacher_logits, tau)
+
+
+# --------------------------------------------------------------------------- li2020: neurons
+
+
+def _omega(ctx: RegContext, *, alpha: float, taps: tuple[str, ...], cost: str, plan: str,
+           solver: dict[str, Any]) -> torch.Tensor:
+    """``alpha * sum_taps Omega(A, T)`` over the taps, neurons view (li2020 Eq. 3-6)."""
+    total = 0
+    for tap in taps:
+        s, t = _feature_pair(ctx, tap)
+        res = _transport(s, t, "neurons", cost, plan, solver)
+        _log_solve(ctx.stats, tap, res)
+        total = total + res.value
+    return alpha * total
+
+
+_OMEGA = dict(needs_teacher=True, taps=("penultimate",), paper="li2020")
+register_regularizer(
+    "omega_p", **_OMEGA, plan="ipot",
+    params={"alpha": 0.1, "taps": ("penultimate",), "cost": "euclidean", "plan": "ipot"},
+    description="li2020 Omega_P: OT between neurons (IPOT, Eq. 3-4), summed over taps",
+)(_omega)
+register_regularizer(
+    "omega_i", **_OMEGA, plan="identity",
+    params={"alpha": 0.1, "taps": ("penultimate",), "cost": "euclidean"},
+    description="li2020 Omega_I: identity plan, mean ||A_i - T_i|| (Eq. 5); d == d'",
+)(_omega)
+register_regularizer(
+    "omega_u", **_OMEGA, plan="uniform",
+    params={"alpha": 0.1, "taps": ("penultimate",), "cost": "euclidean"},
+    description="li2020 Omega_U: uniform plan, mean of all ||A_i - T_j|| (Eq. 6)",
+)(_omega)
+
+
+# --------------------------------------------------------------------------- lohit2020: samples
+
+_EMBED = ("teacher", "student", "both", "none")
+
+
+class _SamplesOT(nn.Module):
+    """``alpha * sum_taps L_OT(X, Y)``: OT between the examples of a batch (lohit2020 Eq. 1-3).
+
+    Parameters
+    ----------
+    alpha : float
+        Weight of the OT loss (lohit2020 Eq. 1; 0.9 or 1.0 in the paper).
+    taps : tuple of str
+        Layers compared; the paper sums over the outputs of the 4 stages (Table 3 ablates them).
+    cost : str
+        Ground cost, cosine in the paper (Eq. 3).
+    embed : {"teacher", "student", "both", "none"}
+        Where widths differ, learned linear maps to a common width (lohit2020 §4.1 and
+        appendix C, following FitNets and CRD): ``"teacher"`` maps the teacher's features to
+        the student's width (the paper's main text), ``"student"`` the student's to the
+        teacher's, ``"both"`` both to ``embed_dim`` (appendix C, penultimate layer),
+        ``"none"`` raises. The teacher's features are detached before its embedding, which is
+        trained (its parameters are the regularizer's).
+    embed_dim : int
+        Common width for ``embed="both"`` (128 in appendix C).
+    plan, solver
+        OT method and its parameters: IPOT with ``beta`` = 10 relative to the cost range
+        (``beta = 20`` on cosine costs of range <= 2) and N = 50 iterations (lohit2020 §4.1),
+        or REMD (Eq. 8).
+    """
+
+    def __init__(self, *, alpha: float, taps: tuple[str, ...], cost: str, embed: str,
+                 embed_dim: int, plan: str, solver: dict[str, Any]):
+        super().__init__()
+        if embed not in _EMBED:
+            raise ValueError(f"embed must be one of {_EMBED}; got {embed!r}")
+        self.alpha, self.taps, self.cost = alpha, taps, cost
+        self.embed, self.embed_dim = embed, embed_dim
+        self.plan, self.solver = plan, solver
+        self.embeddings = nn.ModuleDict()
+        self.building = False  # set by Regularizer.materialize
+
+    def _linear(self, key: str, d_in: int, d_out: int, like: torch.Tensor) -> nn.Linear:
+        key = key.replace(".", "__")  # ModuleDict keys cannot hold dots ("layer3.5")
+        if key not in self.embeddings:
+            if not self.building:
+                raise RuntimeError(
+                    f"the embedding {key!r} does not exist yet: call reg.materialize(ctx) on one "
+                    f"batch before building the optimiser, so that it trains")
+            self.embeddings[key] = nn.Linear(d_in, d_out).to(device=like.device, dtype=like.dtype)
+        lin = self.embeddings[key]
+        if (lin.in_features, lin.out_features) != (d_in, d_out):
+            raise ValueError(f"embedding {key!r} maps {lin.in_features} -> {lin.out_features} "
+                             f"features; got {d_in} -> {d_out}")
+        return lin
+
+    def _embedded(self, tap: str, s: torch.Tensor, t: torch.Tensor):
+        d, d_t = s.shape[1], t.shape[1]
+        if d == d_t or self.embed == "none":
+            return s, t  # "none": _transport raises the view's width error
+        if self.embed == "teacher":
+            return s, self._linear(f"{tap}.teacher", d_t, d, t)(t)
+        if self.embed == "student":
+            return self._linear(f"{tap}.student", d, d_t, s)(s), t
+        k = self.embed_dim
+        return (self._linear(f"{tap}.student", d, k, s)(s),
+                self._linear(f"{tap}.teacher", d_t, k, t)(t))
+
+    def forward(self, ctx: RegContext) -> torch.Tensor:
+        total = 0
+        for tap in self.taps:
+            s, t = _feature_pair(ctx, tap)
+            s, t = self._embedded(tap, s, t)
+            # t is detached before its embedding: the teacher network never gets a gradient
+            res = _transport(s, t, "samples", self.cost, self.plan, self.solver)
+            _log_solve(ctx.stats, tap, res)
+            total = total + res.value
+        return self.alpha * total
+
+
+_SAMPLES = dict(needs_teacher=True, taps=STAGES, trainable=True, paper="lohit2020")
+register_regularizer(
+    "ot_samples_ipot", **_SAMPLES, aliases=("ipot",), plan="ipot",
+    solver_params={"beta": 10.0, "max_iter": 50, "gap": 0.0},
+    params={"alpha": 0.9, "taps": STAGES, "cost": "cosine", "embed": "teacher", "embed_dim": 128},
+    description="lohit2020 IPOT loss: OT between the batch's examples, cosine cost, 4 stages",
+)(_SamplesOT)
+register_regularizer(
+    "ot_samples_remd", **_SAMPLES, aliases=("remd",), plan="remd",
+    params={"alpha": 0.9, "taps": STAGES, "cost": "cosine", "embed": "teacher", "embed_dim": 128},
+    description="lohit2020 REMD loss (Eq. 8): relaxed EMD between the batch's examples, 4 stages",
+)(_SamplesOT)
+
+
+# --------------------------------------------------------------------------- lu2017: JTLN
+
+
+def _jtln_solve(source_logits: torch.Tensor, target_logits: torch.Tensor, label_cost: torch.Tensor,
+                solver: dict[str, Any]) -> OTResult:
+    if source_logits.dim() != 2 or target_logits.dim() != 2 or \
+            source_logits.shape[0] != target_logits.shape[0]:
+        raise ValueError(f"source and target logits must be (n, K_src) and (n, K_tgt); got "
+                         f"{tuple(source_logits.shape)} and {tuple(target_logits.shape)}")
+    n, k_src = source_logits.shape
+    k_tgt = target_logits.shape[1]
+    M = torch.as_tensor(label_cost).to(target_logits)
+    if M.shape != (k_src, k_tgt):
+        raise ValueError(f"label cost must be (K_src, K_tgt) = ({k_src}, {k_tgt}); got "
+                         f"{tuple(M.shape)}")
+    # lu2017 Eq. (5): mu = h_s(x), nu = h_t(x), softmax outputs of the two heads
+    mu = torch.softmax(source_logits.to(M.dtype), dim=-1)
+    nu = torch.softmax(target_logits.to(M.dtype), dim=-1)
+    # one batched (n, K_src, K_tgt) problem; the gradients w.r.t. mu, nu are the centred dual
+    # potentials (lu2017 Eq. 11), attached by the solver's envelope helper
+    C = M.detach().expand(n, k_src, k_tgt).contiguous()
+    return solve(C, mu, nu, method="sinkhorn", **solver)
+
+
+def jtln_loss(source_logits: torch.Tensor, target_logits: torch.Tensor, label_cost: torch.Tensor,
+              *, reg: float = 0.05, **solver_params: Any) -> torch.Tensor:
+    """Return lu2017's OT loss between the source and target heads' predictions.
+
+    Parameters
+    ----------
+    source_logits : torch.Tensor
+        ``(n, K_src)`` logits of the source head on the target batch.
+    target_logits : torch.Tensor
+        ``(n, K_tgt)`` logits of the target head on the same batch.
+    label_cost : torch.Tensor
+        ``(K_src, K_tgt)`` cost of moving prediction mass from a source label to a target
+        label (:func:`label_cost_mkmmd`, :func:`label_cost_ot`).
+    reg : float
+        Entropic regularisation ``1/lambda`` *relative to the range of the label cost*
+        (lu2017 Eq. 9: ``lambda = 1 / (reg * (max M - min M))``). Smaller is closer to exact OT
+        and slower; the dual gradient (below) is exact for the regularised objective and off
+        by O(reg) for the reported ``<P, M>``.
+    **solver_params
+        Further ``sinkhorn`` parameters (``max_iter``, ``tol``; ``gap`` defaults to 0: fixed
+        lambda, plain entropic OT, as in the paper).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: the mean over the batch of ``<P_i, M>`` (lu2017 Eq. 3).
+
+    Notes
+    -----
+    ``l_ot(h_s(x), h_t(x)) = <gamma, M>`` with ``gamma`` the entropic plan between the two
+    softmax outputs (lu2017 Eq. 7, 9, Alg. 1); the gradient w.r.t. ``h_s(x)``, ``h_t(x)`` is the
+    centred dual potentials ``alpha``, ``beta`` (Eq. 11), then back through the softmax.
+    """
+    solver = {"reg": reg, "gap": 0.0, **solver_params}
+    return _jtln_solve(source_logits, target_logits, label_cost, solver).value.mean()
+
+
+@register_regularizer(
+    "jtln", needs_source_head=True, plan="sinkhorn",
+    params={"alpha": 1.0, "label_cost": None}, solver_params={"reg": 0.05, "gap": 0.0},
+    paper="lu2017 Eq. 3-11",
+    description="lu2017 JTLN: OT loss between the source and target heads' softmax outputs")
+def _jtln(ctx: RegContext, *, alpha: float, label_cost, plan: str,
+          solver: dict[str, Any]) -> torch.Tensor:
+    """``alpha * mean_i l_ot(h_s(x_i), h_t(x_i))`` (lu2017 Eq. 4, weight lambda_ot)."""
+    if label_cost is None:
+        raise ValueError("jtln needs label_cost=M of shape (K_src, K_tgt); build it with "
+                         "label_cost_mkmmd(...) or label_cost_ot(...)")
+    if ctx.source_logits is None or ctx.logits is None:
+        raise ValueError("jtln needs ctx.source_logits (source head on the target batch) and "
+                         "ctx.logits (target head)")
+    res = _jtln_solve(ctx.source_logits, ctx.logits, label_cost, solver)
+    ctx.stats["value"] = res.value.detach().mean()
+    ctx.stats["n_iter"] = res.n_iter
+    ctx.stats["converged"] = res.converged
+    return alpha * res.value.mean()
+
+
+# --------------------------------------------------------------------------- label costs
+
+
+def _class_sets(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None, side: str):
+    features = pool_features(torch.as_tensor(features)).detach()
+    labels = torch.as_tensor(labels, device=features.device).long()
+    if labels.shape != features.shape[:1]:
+        raise ValueError(f"{side} labels have shape {tuple(labels.shape)}; expected "
+                         f"({features.shape[0]},)")
+    k = int(labels.max()) + 1 if n_classes is None else n_classes
+    sets = [features[labels == c] for c in range(k)]
+    empty = [c for c, s in enumerate(sets) if s.shape[0] == 0]
+    if empty:
+        raise ValueError(f"{side} classes {empty} have no examples")
+    return features, labels, sets
+
+
+def _median_sqdist(x: torch.Tensor, max_points: int = 1000) -> float:
+    if x.shape[0] > max_points:  # the median heuristic needs no more; fixed stride, no RNG
+        x = x[torch.linspace(0, x.shape[0] - 1, max_points).long()]
+    d = torch.cdist(x, x).pow(2)
+    off = d[~torch.eye(x.shape[0], dtype=torch.bool, device=x.device)]
+    med = float(off.median()) if off.numel() else 1.0
+    return med if med > 0 else 1.0
+
+
+def label_cost_mkmmd(source_features: torch.Tensor, source_labels: torch.Tensor,
+                     target_features: torch.Tensor, target_labels: torch.Tensor, *,
+                     bandwidths: Iterable[float] | None = None, estimator: str = "quadratic",
+                     n_source_classes: int | None = None,
+                     n_target_classes: int | None = None) -> torch.Tensor:
+    """Return the ``(K_src, K_tgt)`` label cost ``M_ij = MK-MMD^2(class i, class j)``.
+
+    Parameters
+    ----------
+    source_features, target_features : torch.Tensor
+        ``(N_s, k)``, ``(N_t, k)`` features of a fixed extractor (lu2017: AlexNet fc7 before
+        training); conv maps are pooled.
+    source_labels, target_labels : torch.Tensor
+        ``(N_s,)``, ``(N_t,)`` class indices; every class needs 2 examples or more.
+    bandwidths : iterable of float, optional
+        Gaussian kernel widths ``sigma_u``; default ``sqrt(m * 2^j)``, ``j = -2..2``, around the
+        median squared distance ``m`` of the pooled features (one set for every pair, so that
+        the costs are comparable).
+    estimator : {"quadratic", "linear"}
+        ``"quadratic"``: the unbiased U-statistic over all pairs; ``"linear"``: lu2017 Eq. (14),
+        the linear-time estimate over consecutive quad-tuples (in the order given), noisier.
+    n_source_classes, n_target_classes : int, optional
+        Number of classes (default: largest label + 1).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K_src, K_tgt)``, float64, clamped at 0 (the unbiased estimate can be negative).
+
+    Notes
+    -----
+    ``d_k^2 = E k(x^s, x^s') + E k(x^t, x^t') - 2 E k(x^s, x^t)`` with the multi-kernel
+    ``k = (1/m) sum_u exp(-||x - y||^2 / (2 sigma_u^2))`` (lu2017 Eq. 12-13, equal weights
+    ``beta_u``; Gretton et al. 2012).
+    """
+    if estimator not in ("quadratic", "linear"):
+        raise ValueError(f"estimator must be 'quadratic' or 'linear'; got {estimator!r}")
+    xs, ys, s_sets = _class_sets(source_features, source_labels, n_source_classes, "source")
+    xt, yt, t_sets = _class_sets(target_features, target_labels, n_target_classes, "target")
+    xs, xt = xs.double(), xt.to(device=xs.device, dtype=torch.float64)
+    for side, sets in (("source", s_sets), ("target", t_sets)):
+        small = [c for c, s in enumerate(sets) if s.shape[0] < 2]
+        if small:
+            raise ValueError(f"MMD needs 2 examples per class or more; {side} classes "
+                             f"{small} have one")
+    if bandwidths is None:
+        med = _median_sqdist(torch.cat([xs, xt]))
+        sig2 = torch.tensor([med * 2.0 ** j for j in range(-2, 3)], dtype=torch.float64)
+    else:
+        sig2 = torch.tensor([float(b) ** 2 for b in bandwidths], dtype=torch.float64)
+        if sig2.numel() == 0 or (sig2 <= 0).any():
+            raise ValueError("bandwidths must be positive")
+    sig2 = sig2.to(xs.device)
+
+    def kernel(x, y):  # mean over the bandwidths of the Gaussian kernels (Eq. 13)
+        d2 = torch.cdist(x, y).pow(2)
+        return torch.exp(-d2[..., None] / (2 * sig2)).mean(-1)
+
+    def paired(x, y):  # k(x_i, y_i) row by row
+        return torch.exp(-(x - y).pow(2).sum(-1)[:, None] / (2 * sig2)).mean(-1)
+
+    ks, kt = len(s_sets), len(t_sets)
+    if estimator == "linear":
+        M = torch.zeros(ks, kt, dtype=torch.float64)
+        for i, a in enumerate(s_sets):
+            for j, b in enumerate(t_sets):
+                h = min(a.shape[0], b.shape[0]) // 2
+                a1, a2, b1, b2 = a[0:2 * h:2].double(), a[1:2 * h:2].double(), \
+                    b[0:2 * h:2].double(), b[1:2 * h:2].double()
+                # lu2017 Eq. (14): g(z) = k(s1, s2) + k(t1, t2) - k(s1, t2) - k(s2, t1)
+                M[i, j] = (paired(a1, a2) + paired(b1, b2) - paired(a1, b2) - paired(a2, b1)).mean()
+        return M.clamp_min(0)
+    # quadratic: class sums of the kernel through one-hot matrices, one kernel per block
+    Ss = F.one_hot(ys, ks).double()
+    St = F.one_hot(yt, kt).double()
+    ns, nt = Ss.sum(0), St.sum(0)
+
+    def within(x, S, n):  # (1 / (n (n - 1))) sum_{i != j} k(x_i, x_j) per class
+        K = kernel(x, x)
+        tot = ((S.T @ K) * S.T).sum(-1) - (S.T @ torch.diagonal(K))
+        return tot / (n * (n - 1))
+
+    cross = (Ss.T @ kernel(xs, xt) @ St) / (ns[:, None] * nt[None, :])
+    M = within(xs, Ss, ns)[:, None] + within(xt, St, nt)[None, :] - 2 * cross
+    return M.clamp_min(0).cpu()
+
+
+def label_cost_ot(source_features: torch.Tensor, source_labels: torch.Tensor,
+                  target_features: torch.Tensor, target_labels: torch.Tensor, *,
+                  cost: str = "sqeuclidean", method: str = "emd",
+                  n_source_classes: int | None = None, n_target_classes: int | None = None,
+                  **solver_params: Any) -> torch.Tensor:
+    """Return the ``(K_src, K_tgt)`` label cost ``M_ij = OT(class i features, class j features)``.
+
+    Parameters
+    ----------
+    source_features, target_features, source_labels, target_labels
+        As :func:`label_cost_mkmmd`; every class needs an example.
+    cost : str
+        Ground cost between features, squared Euclidean in lu2017 (§3.4.2).
+    method : str
+        OT solver (default exact ``emd``; lu2017 uses entropic OT, ``method="sinkhorn"``).
+    **solver_params
+        Parameters of ``method``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K_src, K_tgt)``, float64.
+
+    Notes
+    -----
+    lu2017 Eq. (15)-(16): uniform empirical measures on the two classes' features,
+    ``d(mu_s, mu_t) = <gamma_0, C>`` with ``C_ij = ||x_i^s - x_j^t||^2``.
+    """
+    _, _, s_sets = _class_sets(source_features, source_labels, n_source_classes, "source")
+    _, _, t_sets = _class_sets(target_features, target_labels, n_target_classes, "target")
+    M = torch.zeros(len(s_sets), len(t_sets), dtype=torch.float64)
+    for i, a in enumerate(s_sets):
+        for j, b in enumerate(t_sets):
+            res = solve_sample(a.double(), b.double(), cost=cost, method=method, **solver_params)
+            if not res.converged:
+                raise RuntimeError(f"label cost: {method} did not converge on classes ({i}, {j})")
+            M[i, j] = float(res.value)
+    return M

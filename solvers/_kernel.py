@@ -15,8 +15,10 @@ float32, shape this module:
 
 Truncation may slow convergence but cannot hide an error: the callers certify their result
 with :meth:`lower_bound`, computed on the *dense* cost, and grow the support when it stalls.
-Exponents are clamped at ``-CLAMP`` so that ``exp`` never produces float32 denormals (they made
-one solve 10x slower here); a clamped entry is ~1e-35, i.e. zero for the plan.
+Exponents are clamped to ``[-CLAMP, CLAMP]``: below, so that ``exp`` never produces float32
+denormals (they made one solve 10x slower here; a clamped entry is ~1e-35, i.e. zero for the
+plan); above, so that entries a support growth adds with a negative reduced cost (potentials
+not yet feasible there) stay finite until the scalings absorb them.
 
 Batched problems ``(B, n, m)`` are solved at once: dense with ``bmm``, sparse as one
 block-diagonal ``(B n, B m)`` matrix.
@@ -28,6 +30,7 @@ import math
 import torch
 
 CLAMP = 80.0  # exp(-80) ~ 1.8e-35 is still a normal float32
+SHRINK_BELOW = 0.7  # measured: 0.25-0.7 equal, never shrinking 1.4-2.6x slower
 _WORKSPACE: dict[tuple, torch.Tensor] = {}
 
 
@@ -77,13 +80,13 @@ class Kernel:
         """Recompute the kernel for absorbed potentials ``(F, G)`` and regularisation ``eps``."""
         if self.sparse:
             e = (F.reshape(-1)[self.rows] + G.reshape(-1)[self.cols] - self.c_e).mul_(1.0 / eps)
-            self.vals = e.clamp_(min=-CLAMP).exp_()
+            self.vals = e.clamp_(-CLAMP, CLAMP).exp_()
             self.K = torch.sparse_csr_tensor(self.crow, self.cols32, self.vals,
                                              size=(self.B * self.n, self.B * self.m))
             self.KT = torch.sparse_csr_tensor(self.crow_t, self.rows_t, self.vals[self.perm_t],
                                               size=(self.B * self.m, self.B * self.n))
         else:
-            self.K = self.exponent(F, G, eps).clamp_(min=-CLAMP).exp_()
+            self.K = self.exponent(F, G, eps).clamp_(-CLAMP, CLAMP).exp_()
 
     def sparsify(self, F, G, eps, mask: torch.Tensor | None = None,
                  max_density: float = 1.0) -> bool:
@@ -130,7 +133,8 @@ class Kernel:
         self.crow[1:] = torch.cumsum(torch.bincount(rows, minlength=Bn), 0)
         self.cols32 = cols.to(torch.int32)
         self.c_e = self.C.reshape(-1)[self._flat()]
-        self.perm_t = torch.argsort(cols, stable=True) if perm_t is None else perm_t
+        # stable sort of int32 keys: 2x faster than argsort of the int64 ones
+        self.perm_t = torch.sort(self.cols32, stable=True).indices if perm_t is None else perm_t
         self.rows_t = rows[self.perm_t].to(torch.int32)
         self.crow_t = torch.zeros(Bm + 1, dtype=torch.int32, device=rows.device)
         self.crow_t[1:] = torch.cumsum(torch.bincount(cols, minlength=Bm), 0)
@@ -154,8 +158,8 @@ class Kernel:
         cmax = torch.full((Bm,), -math.inf, dtype=e.dtype, device=e.device) \
             .scatter_reduce_(0, self.cols, e, "amax")
         keep |= (e >= rmax[self.rows]) | (e >= cmax[self.cols])
-        if float(keep.sum()) > 0.7 * keep.numel():
-            return self.nnz  # not worth rebuilding
+        if float(keep.sum()) > SHRINK_BELOW * keep.numel():
+            return self.nnz  # rebuilding costs ~10 matvecs: only worth it for a large cut
         # the column-sorted order of a subset is the old one filtered and renumbered: no sort
         new_index = torch.cumsum(keep, 0) - 1
         perm_t = new_index[self.perm_t[keep[self.perm_t]]]

@@ -17,12 +17,15 @@ import os
 _DEBUG = bool(os.environ.get("OTRANSFER_DEBUG"))
 ABSORB = 30.0  # absorb the scalings into the potentials once |log u| or |log v| exceeds this
 # Sinkhorn schedule, tuned on the solver benchmark (otransfer solvers bench); see _sinkhorn.
-EPS0 = float(os.environ.get("E0", 1 / 32))  # first eps, relative to the cost range
-STAGE_TOL = float(os.environ.get("ST", 1e-2))  # L1 marginal error that ends an intermediate stage
+# Measured (d = 2048 neuron problems, correlated and independent): eps0 = range/64 with trunc = 8
+# certifies 1e-3 in 37-91 iterations; range/32 costs 1.5-2x more, range/128 often stalls.
+EPS0 = 1 / 64  # first eps, relative to the cost range (c-transformed potentials are the start)
+STAGE_TOL = 1e-2  # L1 marginal error that ends an intermediate stage (1e-3 made it 3x slower)
 STAGE_MAX_ITER = 200
+STALL_RATIO = 0.7  # at the last eps, a chunk of CHECK_EVERY iterations must cut the error by 30%
 CHECK_EVERY = 20  # certificate attempts at the last eps
 CERTIFY_BELOW = 1 / 8  # certify only once eps <= range / 8
-SINKHORN_TRUNC = float(os.environ.get("TR", 6.0))  # support: P_ij > exp(-6) a_i b_j
+SINKHORN_TRUNC = 8.0  # support: P_ij > exp(-8) a_i b_j (the certificate guards the rest)
 SPARSE_MIN_SIZE = 4096  # below n m = 4096 the dense kernel is cheaper
 SPARSE_MAX_DENSITY = 0.3
 IPOT_TRUNC = 15.0  # IPOT's updates are multiplicative: an entry dropped stays 0, so keep more
@@ -94,11 +97,13 @@ def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scal
     tol : float
         L1 marginal error that ends each stage (``max(tol, 1e-3)`` for intermediate stages).
     scaling : float in (0, 1)
-        eps-scaling factor: eps goes from the cost range down to ``reg * range`` by this factor.
+        eps-scaling factor: eps goes from the range (``range / 64`` on the sparse path) down
+        to ``reg * range`` by this factor.
     sparse : bool
         Truncate the kernel to its numerically non-zero support once it concentrates
         (Schmitzer 2019). The certificate is computed on the dense cost, so truncation can
-        slow convergence but never hide an error; a stalled support is grown.
+        slow convergence but never hide an error; a support that stalls the marginals or
+        fails the dense certificate is grown. Ignored when ``gap = 0``.
 
     Notes
     -----
@@ -137,8 +142,13 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse):
     rng = float((C.amax(dim=(-2, -1)) - F.amin(-1)).max())
     rng = rng if rng > 0 else 1.0
     eps_end = reg * rng
-    eps = max(EPS0 * rng, eps_end)
-    if sparse and n * m >= SPARSE_MIN_SIZE:
+    # gap = 0 asks for entropic OT at reg itself: truncation would change that problem
+    sparse = sparse and gap_tol > 0 and n * m >= SPARSE_MIN_SIZE
+    # The late start (range/64) pays on large sparse problems; small dense ones, where an
+    # iteration is cheap but a start far from the optimum can take thousands, anneal from the
+    # range as in classic eps-scaling.
+    eps = max((EPS0 if sparse else 1.0) * rng, eps_end)
+    if sparse:
         # support test on the reduced cost already in the workspace: C - F - G < trunc eps
         K.sparsify(F, G, eps, mask=R.sub_(G[:, None, :]) < K.trunc * eps,
                    max_density=SPARSE_MAX_DENSITY)
@@ -152,6 +162,7 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse):
         if eps != last_eps:
             stages += 1
             stage_tol = tol if final else max(tol, STAGE_TOL)
+            prev_err, may_grow = math.inf, True
         last_eps = eps
         k = 0
         while n_iter < max_iter:
@@ -184,6 +195,16 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse):
                 lb = K.lower_bound(Fa, a, b)
                 gap = float(((ub - lb) / scale_ub).max())
                 certified = gap <= gap_tol
+                if not certified and K.sparse:
+                    # the support's bound passed, the dense one did not: entries outside the
+                    # support violate the dual constraints. Add them and go on at this eps.
+                    F, G = _absorb(F, G, u, v, eps, tiny)
+                    u, v = torch.ones_like(u), torch.ones_like(v)
+                    grown += K.grow(F, G, eps) > 0
+                    prev_err = math.inf
+                    if _DEBUG:
+                        print(f"  grown to {K.nnz}")
+                    continue
             if _DEBUG:
                 print(f"  gap est {est:.2e} certified {gap:.2e}")
         if _DEBUG:
@@ -191,6 +212,19 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse):
                   f"sparse {K.sparse} nnz {K.nnz}")
         if certified or n_iter >= max_iter:
             break
+        # A truncated support can make the marginals unreachable: the error then stalls. Grow
+        # the support with every entry active at this eps (one dense pass) and go on.
+        stalled = (err >= stage_tol) and (k >= STAGE_MAX_ITER if not final
+                                          else err > STALL_RATIO * prev_err)
+        prev_err = err
+        if stalled and K.sparse and may_grow:
+            F, G = _absorb(F, G, u, v, eps, tiny)
+            u, v = torch.ones_like(u), torch.ones_like(v)
+            added = K.grow(F, G, eps)
+            grown += added > 0
+            may_grow = added > 0  # nothing to add: the stall is Sinkhorn's own, stop trying
+            prev_err = math.inf
+            continue
         if final:
             if gap_tol == 0 or err >= tol:
                 if gap_tol == 0:
@@ -210,7 +244,7 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse):
         eps = max(eps * scaling, eps_end)
         if K.sparse:
             K.shrink(F, G, eps)
-        elif sparse and n * m >= SPARSE_MIN_SIZE:
+        elif sparse:
             K.sparsify(F, G, eps, max_density=SPARSE_MAX_DENSITY)
     Fa, Ga = _absorb(F, G, u, v, eps, tiny)
     if certified:

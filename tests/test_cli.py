@@ -84,3 +84,18 @@ def test_tables_golden():
     assert bench.skip_notes(df, "neurons") == ["sinkhorn (d = 256): skipped, over budget"]
     # Pure: the input frame is untouched.
     pd.testing.assert_frame_equal(df, _frame())
+
+
+def test_no_arguments_runs_the_quick_solver_bench(monkeypatch):
+    import harness.cli as cli
+
+    seen = {}
+
+    def fake(args, parser):
+        seen.update(vars(args))
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_solvers_bench", fake)
+    assert main([]) == 0
+    assert seen["quick"] and seen["action"] == "bench"
+    assert seen["command_line"] == "otransfer (= otransfer solvers bench --quick)"

@@ -1,0 +1,242 @@
+"""The ``otransfer`` command line: one command, subcommands (design.md, CLI).
+
+Implemented now: ``solvers bench``, ``list solvers``, ``report solvers``. The experiment
+subcommands (``run``, ``resume``, ``tune``, ``report SUITE``) plug in by adding a parser
+builder to :data:`_COMMANDS` and an entry to :data:`_LISTERS` / :data:`_REPORTERS`.
+
+Heavy packages (torch, pandas, matplotlib) are imported inside the handlers, so ``--help`` and
+argument errors stay instant.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Callable, Sequence
+
+__all__ = ["main", "build_parser"]
+
+#: What ``otransfer`` with no arguments runs, until the experiment harness (``run mini``) exists.
+DEFAULT_ARGV = ["solvers", "bench", "--quick"]
+
+
+def _method_names(values: Sequence[str]) -> list[str]:
+    # Accept "--methods a,b c": commas and spaces both separate names.
+    return [name for v in values for name in v.split(",") if name]
+
+
+def _validate_methods(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """Exit with the registry's message (close matches, known methods) on an unknown name."""
+    import solvers
+
+    for name in names:
+        try:
+            solvers.get_method(name)
+        except ValueError as exc:
+            parser.error(str(exc))
+
+
+# --------------------------------------------------------------------------- solvers bench
+
+
+def _cmd_solvers_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import bench
+
+    methods = _method_names(args.methods) if args.methods else None
+    if methods is not None:
+        _validate_methods(parser, methods)
+    views = args.views or list(bench.VIEWS)
+    unknown = [v for v in views if v not in bench.VIEWS]
+    if unknown:
+        parser.error(f"unknown view(s) {', '.join(map(repr, unknown))}; choose from "
+                     f"{', '.join(bench.VIEWS)}")
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.sizes is not None and min(args.sizes) < 1:
+        parser.error("--sizes must be positive")
+    records = bench.run(views=views, sizes=args.sizes, methods=methods, quick=args.quick,
+                        repeat=args.repeat, budget=args.budget, seed=args.seed,
+                        progress=not args.no_progress)
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    runs = ("one timed run" if repeat == 1 else
+            f"median of up to {repeat} runs (fewer when one solve takes over a share of the "
+            f"{args.budget:g} s budget; column `repeat` of the CSV)")
+    settings = (f"Timing: {runs} after one warm-up; seed {args.seed}; a method is not run past "
+                f"the size where a solve takes, or is predicted to take, over {args.budget:g} s. "
+                "Relative error = |value - exact| / exact.")
+    paths = bench.write_outputs(records, args.out, command=args.command_line, settings=settings)
+    for view in dict.fromkeys(records["view"]):
+        print(f"\n{view}: solve time, ms (relative error)")
+        print(bench.markdown_table(bench.time_table(records, view)))
+    print()
+    for key, path in paths.items():
+        print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- list
+
+
+def _list_solvers(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    import solvers
+
+    rows = []
+    for name, info in solvers.all_methods().items():
+        if info.exact:
+            approx = "exact"
+        elif info.converges_to_exact:
+            approx = f"rtol {info.value_rtol:g}" if info.value_rtol is not None else "yes"
+        else:
+            approx = "no"  # fixed plans and relaxations do not approximate OT
+        rows.append({
+            "name": name, "input": info.input, "exact": "yes" if info.exact else "no",
+            "approx": approx, "plan": "yes" if info.returns_plan else "no",
+            "batched": "yes" if info.batched else "no",
+            "requires": ", ".join(info.requires) or "-",
+            "installed": "yes" if info.is_available else "no",
+            "description": info.description,
+        })
+    print(pd.DataFrame(rows).to_markdown(index=False))
+    return 0
+
+
+#: ``otransfer list WHAT``; models, regularizers, datasets, suites join here.
+_LISTERS: dict[str, Callable[[argparse.Namespace], int]] = {"solvers": _list_solvers}
+
+
+def _cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    return _LISTERS[args.what](args)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _report_solvers(args: argparse.Namespace) -> int:
+    from . import asv_report
+
+    try:
+        paths = asv_report.write_report(args.asv_results, args.out, machine=args.machine)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"otransfer report solvers: {exc}", file=sys.stderr)
+        return 1
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+#: ``otransfer report SUITE``; experiment suites join here.
+_REPORTERS: dict[str, Callable[[argparse.Namespace], int]] = {"solvers": _report_solvers}
+
+
+def _cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    return _REPORTERS[args.suite](args)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_solvers(sub) -> None:
+    p = sub.add_parser("solvers", help="OT solver tools (benchmark)",
+                       description="OT solver tools.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = actions.add_parser(
+        "bench", help="compare every OT method on the problems of li2020 and lohit2020",
+        description=(
+            "Time every registered OT method (see `otransfer list solvers`) on seeded problems: "
+            "the neuron view of li2020 (n = 64 examples, d neurons, euclidean cost) and the "
+            "sample view of lohit2020 (n examples, 256 features, cosine cost). Reports the "
+            "median solve time, solve + backward time, relative error vs the exact method, "
+            "marginal error, iterations and convergence. Writes bench.csv, bench.md, "
+            "bench_time.png and bench_accuracy.png into --out."))
+    b.add_argument("--sizes", type=int, nargs="+", metavar="N",
+                   help="sizes for every selected view (d neurons / n examples); default: "
+                        "neurons 64..2048, samples 16..256 (with --quick: 64 256 / 16 64)")
+    b.add_argument("--methods", nargs="+", metavar="NAME",
+                   help="registry names, comma- or space-separated; default: every installed "
+                        "method (`otransfer list solvers`)")
+    b.add_argument("--views", nargs="+", metavar="VIEW",
+                   help="problem families: neurons (li2020), samples (lohit2020); default: all")
+    b.add_argument("--quick", action="store_true",
+                   help="small sizes and --repeat 1: about a minute on 2 cores")
+    b.add_argument("--repeat", type=int, metavar="N",
+                   help="timed runs per cell after one warm-up (default 3; 1 with --quick)")
+    b.add_argument("--budget", type=float, default=20.0, metavar="SECONDS",
+                   help="a method slower than this per solve (measured, or predicted as "
+                        "time ~ size^2) is not run at larger sizes")
+    b.add_argument("--seed", type=int, default=0, help="seed of the problem generator (default 0)")
+    b.add_argument("--out", default="results/solvers", metavar="DIR",
+                   help="output directory (default results/solvers)")
+    b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    b.set_defaults(func=_cmd_solvers_bench, parser=b)
+
+
+def _add_list(sub) -> None:
+    p = sub.add_parser("list", help="list registered components",
+                       description="List registered components and their capabilities.")
+    p.add_argument("what", choices=sorted(_LISTERS), help="what to list")
+    p.set_defaults(func=_cmd_list, parser=p)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report", help="collate results into tables and plots",
+        description="Collate results into tables. `report solvers` reads the latest asv "
+                    "results of the timing suite (suites/timing) and writes asv.md and "
+                    "asv.csv in the layout of bench.md.")
+    p.add_argument("suite", choices=sorted(_REPORTERS), help="what to report")
+    p.add_argument("--asv-results", default=".asv/results", metavar="DIR",
+                   help="asv results_dir of asv.conf.json (default .asv/results)")
+    p.add_argument("--machine", help="asv machine name (default: the most recent run)")
+    p.add_argument("--out", default="results/solvers", metavar="DIR",
+                   help="output directory (default results/solvers)")
+    p.set_defaults(func=_cmd_report, parser=p)
+
+
+#: Parser builders, one per top-level subcommand; run, resume and tune join here.
+_COMMANDS = [_add_solvers, _add_list, _add_report]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``otransfer`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="otransfer",
+        description="Benchmark and research harness for representation transfer by optimal "
+                    "transport.",
+        epilog="With no arguments, `otransfer` runs `otransfer solvers bench --quick` (until the "
+               "experiment harness exists; then it will run the embedded default suite). "
+               "Run `otransfer COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``otransfer`` command line; return the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; ``sys.argv[1:]`` when None. Empty means
+        :data:`DEFAULT_ARGV`.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command_line = shlex.join(["otransfer", *argv])
+    if not argv:
+        argv = list(DEFAULT_ARGV)
+        command_line = f"otransfer (= {shlex.join(['otransfer', *argv])})"
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:  # a bare group such as `otransfer solvers`
+        parser.print_help()
+        return 2
+    args.command_line = command_line
+    # Each subparser stored itself as `parser`, so that errors print the right usage line.
+    return int(args.func(args, args.parser) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""asv timing suite of the OT solvers (``benchmark_dir`` of ``asv.conf.json``)."""

@@ -102,8 +102,27 @@ def _list_solvers(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``otransfer list WHAT``; models, regularizers, datasets, suites join here.
-_LISTERS: dict[str, Callable[[argparse.Namespace], int]] = {"solvers": _list_solvers}
+def _list_regularizers(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .regularizers import all_regularizers
+
+    rows = [{
+        "name": name, "paper": info.paper or "-", "plan": info.plan or "-",
+        "taps": ", ".join(info.taps) or "-",
+        "needs": ", ".join(k for k, v in (("teacher", info.needs_teacher),
+                                         ("initial weights", info.needs_initial_weights),
+                                         ("source head", info.needs_source_head)) if v) or "-",
+        "params": ", ".join(f"{k}={v}" for k, v in info.params.items()) or "-",
+        "description": info.description,
+    } for name, info in all_regularizers().items()]
+    print(pd.DataFrame(rows).to_markdown(index=False))
+    return 0
+
+
+#: ``otransfer list WHAT``; models, datasets, suites join here.
+_LISTERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "solvers": _list_solvers, "regularizers": _list_regularizers}
 
 
 def _cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

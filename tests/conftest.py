@@ -154,8 +154,8 @@ def lp_reference(C, a, b):
 
 
 def rel_err(value, ref) -> float:
-    value = float(value)
-    ref = float(ref)
+    value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    ref = float(ref.detach()) if isinstance(ref, torch.Tensor) else float(ref)
     return abs(value - ref) / max(abs(ref), 1e-300)
 
 

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from ._kernel import Kernel, batched_dot, workspace
+from ._kernel import Kernel, batched_dot
 from ._registry import register
 
 import os

@@ -1,0 +1,554 @@
+"""Train a network with cross-entropy plus a regularizer, one readable loop.
+
+The objective at each step is ``CE(student(x), y) + sum(regularizer(ctx).values())``
+(li2020 Eq. 2; lohit2020 Eq. 9; lu2017 Eq. 4), optimised by SGD with momentum and a
+per-epoch learning-rate schedule (the papers' "divide by 10 at epochs ...", or cosine)::
+
+    cfg = TrainConfig(epochs=30, batch_size=64, lr=0.01, schedule="step", milestones=(20,))
+    reg = build_regularizer("omega_p+kd", **{"omega_p.alpha": 0.1})
+    result = train(student, train_set, val_set, config=cfg, regularizer=reg, teacher=teacher,
+                   checkpoint_path="runs/abc123/ckpt.pt")
+    result.status, result.best_val_accuracy, result.history["epochs"][-1]
+
+Runs are reproducible: the same config (seed included) gives the same final weights, and a run
+resumed from its checkpoint ends where the uninterrupted run does. A non-finite loss stops the
+run with ``status="failed"`` and a reason naming the step and the term; it never raises.
+
+Conventions this module relies on (design.md, Representation contract):
+
+* the teacher is run in eval mode under ``torch.no_grad()``; its parameters never enter the
+  optimiser, so no gradient reaches it;
+* a regularizer that ``needs_source_head`` (lu2017) reads the source head's logits from the
+  tap point ``"source_head"`` of ``model.tap_points`` (recorded unpooled).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .regularizers import RegContext, Regularizer
+from .taps import Taps
+
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "SOURCE_HEAD_TAP"]
+
+SOURCE_HEAD_TAP = "source_head"
+SCHEDULES = ("step", "cosine", "constant")
+
+
+# --------------------------------------------------------------------------- config / result
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (typed data, style.md §11).
+
+    Attributes
+    ----------
+    epochs : int
+        Passes over the training set.
+    batch_size : int
+        Examples per step; the last, incomplete batch is dropped when ``drop_last`` (OT terms and
+        batch norm want full batches).
+    lr, momentum, weight_decay : float
+        SGD with (heavy-ball) momentum; ``weight_decay`` is SGD's, on every trained parameter.
+    schedule : {"step", "cosine", "constant"}
+        Per-epoch learning rate: ``"step"`` multiplies it by ``gamma`` at each epoch of
+        ``milestones`` (li2020 A.2: "divided by 10 at ..."), ``"cosine"`` anneals it to 0 over
+        ``epochs``, ``"constant"`` keeps it.
+    milestones : tuple of int
+        Epochs (0-based count of finished epochs) where ``"step"`` decays the rate.
+    gamma : float
+        Decay factor of ``"step"``.
+    seed : int
+        Seeds the parameters' RNG, the shuffling and dropout.
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+    eval_every : int
+        Evaluate on the validation set every this many epochs (and after the last).
+    checkpoint_every : int
+        Save a checkpoint every this many epochs (and after the last), when a path is given.
+    max_grad_norm : float, optional
+        Clip the global gradient norm to this value.
+    log_every : int
+        Record the per-step trace every this many steps.
+    drop_last : bool
+        Drop the last incomplete batch of each epoch.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "step"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    eval_every: int = 1
+    checkpoint_every: int = 1
+    max_grad_norm: float | None = None
+    log_every: int = 1
+    drop_last: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)!r}")
+        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError(f"need lr > 0, momentum >= 0, weight_decay >= 0; got lr={self.lr}, "
+                             f"momentum={self.momentum}, weight_decay={self.weight_decay}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be positive; got {self.max_grad_norm}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-safe dict (tuples as lists)."""
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train` (one result type, whatever happened).
+
+    Attributes
+    ----------
+    status : {"completed", "failed"}
+    reason : str
+        Why a run failed (``""`` when it completed).
+    final_val_accuracy, best_val_accuracy : float or None
+        Validation accuracy at the last evaluation, and the best over the evaluations.
+    test_accuracy : float or None
+        Accuracy on ``test_set`` after training, when one is given.
+    history : dict
+        ``{"epochs": [per-epoch records], "steps": {series: [values]}}``. An epoch record holds
+        ``epoch``, ``lr``, the means of the step series over the epoch (``train/loss``,
+        ``train/ce``, one ``train/<term>`` per regularizer term, the solvers' stats such as
+        ``omega_p/penultimate/n_iter`` and ``.../matched``) and ``val/accuracy``, ``val/loss``
+        when evaluated. ``steps`` holds those series step by step (every ``log_every`` steps),
+        with the global ``step`` index.
+    wall_time : float
+        Seconds spent in this call (not counting a resumed run's earlier part).
+    steps_per_s : float
+        Optimisation steps per second in this call.
+    epochs_completed, steps : int
+    """
+
+    status: str
+    reason: str = ""
+    final_val_accuracy: float | None = None
+    best_val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    history: dict[str, Any] = field(default_factory=dict)
+    wall_time: float = 0.0
+    steps_per_s: float = 0.0
+    epochs_completed: int = 0
+    steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256,
+             device: str | torch.device | None = None) -> dict[str, float]:
+    """Return the accuracy and mean cross-entropy of ``model`` on ``dataset``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps a batch of inputs to ``(n, K)`` logits; evaluated in eval mode (its mode is
+        restored afterwards).
+    dataset : Dataset
+        Yields ``(x, y)`` pairs.
+    batch_size : int
+    device : optional
+        Defaults to the device of the model's first parameter.
+
+    Returns
+    -------
+    dict
+        ``{"accuracy": float in [0, 1], "loss": float}``.
+    """
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else "cpu"
+    was_training = model.training
+    model.eval()
+    correct, loss_sum, n = 0, 0.0, 0
+    try:
+        # an explicit generator: the loader then draws its seed from it, not from the global
+        # RNG, so evaluating does not change the training run's dropout/shuffle stream
+        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                               generator=torch.Generator()):
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(-1) == y).sum())
+            n += y.shape[0]
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate: the dataset is empty")
+    return {"accuracy": correct / n, "loss": loss_sum / n}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _scalar(v: Any) -> float | None:
+    """A stat or loss as a float for logging (``float`` syncs with the GPU; log time only)."""
+    if isinstance(v, torch.Tensor):
+        return float(v.detach().float().mean()) if v.numel() else None
+    if isinstance(v, (bool, int, float, np.floating, np.integer)):
+        return float(v)
+    return None
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones),
+                                                    gamma=cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+
+
+def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int) -> DataLoader:
+    # One generator per epoch, seeded by (seed, epoch): a resumed run shuffles epoch e exactly as
+    # the uninterrupted run did, without replaying the earlier epochs.
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    drop_last = cfg.drop_last and len(dataset) > cfg.batch_size
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=g,
+                      drop_last=drop_last)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX):
+    a crash mid-write leaves the previous checkpoint intact."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# settings that may change between a run and its resumption without changing its trajectory
+# (``epochs`` may grow, except under the cosine schedule, whose rates depend on it)
+_RESUMABLE_CHANGES = {"epochs", "eval_every", "checkpoint_every", "log_every", "device"}
+
+
+def _check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path) -> None:
+    now = cfg.to_dict()
+    free = _RESUMABLE_CHANGES - ({"epochs"} if cfg.schedule == "cosine" else set())
+    diff = {k: (saved.get(k), now[k]) for k in now if k not in free and saved.get(k) != now[k]}
+    if diff:
+        raise ValueError(f"checkpoint {path} was written with another config "
+                         f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
+                         f"remove it or use a fresh path")
+
+
+class _Failure(Exception):
+    """Internal: a non-finite loss; turned into a failed TrainResult by :func:`train`."""
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, *,
+          config: TrainConfig, regularizer: Regularizer | None = None,
+          teacher: nn.Module | None = None,
+          initial_weights: Mapping[str, torch.Tensor] | None = None,
+          label_cost: torch.Tensor | None = None, test_set: Dataset | None = None,
+          checkpoint_path: str | os.PathLike | None = None, progress: bool = True,
+          on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``model`` with cross-entropy plus ``regularizer``, SGD with momentum.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The student; trained in place. Maps inputs to ``(n, K)`` logits; its ``tap_points``
+        resolve the regularizer's taps (:class:`harness.taps.Taps`).
+    train_set, val_set : Dataset
+        Yield ``(x, y)`` with ``y`` a class index. ``val_set`` is evaluated every
+        ``config.eval_every`` epochs (optional).
+    config : TrainConfig
+    regularizer : Regularizer, optional
+        From :func:`harness.regularizers.build_regularizer`; ``None`` is plain training.
+    teacher : nn.Module, optional
+        Frozen reference network, required when ``regularizer.needs_teacher``; run in eval mode
+        under ``no_grad``, never optimised.
+    initial_weights : mapping, optional
+        ``w0`` by parameter name, required when ``regularizer.needs_initial_weights`` (l2sp).
+    label_cost : Tensor, optional
+        ``(K_src, K_tgt)`` label cost for a ``jtln`` term built without one (lu2017).
+    test_set : Dataset, optional
+        Evaluated once after training (``TrainResult.test_accuracy``).
+    checkpoint_path : path, optional
+        Save model, regularizer, optimiser, scheduler, epoch, RNG states and history there
+        (atomically) every ``config.checkpoint_every`` epochs; when the file exists, resume from
+        it: the final weights are those of the uninterrupted run.
+    progress : bool
+        Show a tqdm bar.
+    on_epoch : callable, optional
+        ``on_epoch(epoch, record)`` after each epoch (e.g. Optuna reporting/pruning; what it
+        raises propagates).
+
+    Returns
+    -------
+    TrainResult
+        ``status="failed"`` with a reason naming the step and term when the loss became
+        non-finite; the checkpoint file is then left as it was.
+
+    Notes
+    -----
+    Per step: batch -> student forward (taps recorded) -> teacher forward (eval, no_grad, taps)
+    -> ``ce + sum(terms)`` -> backward -> (clip) -> step; the schedule steps per epoch.
+    Regularizers with learned embeddings (lohit2020) are materialised on the first training
+    examples before the optimiser is built, so that their parameters are optimised.
+    """
+    cfg = config
+    t_start = time.perf_counter()
+    device = torch.device(cfg.device)
+    reg = regularizer
+    taps_names = tuple(reg.taps) if reg is not None else ()
+    needs_teacher = reg is not None and reg.needs_teacher
+    needs_source = reg is not None and reg.needs_source_head
+    if needs_teacher and teacher is None:
+        raise ValueError(f"regularizer {'+'.join(reg.names)} needs a teacher; pass teacher=")
+    if reg is not None and reg.needs_initial_weights and not initial_weights:
+        raise ValueError(f"regularizer {'+'.join(reg.names)} needs initial_weights= (w0 by "
+                         f"parameter name, taken before the new head was attached)")
+    if label_cost is not None:
+        if reg is None or "jtln" not in reg.names:
+            raise ValueError("label_cost= is only used by a 'jtln' regularizer term")
+        kwargs = reg.terms["jtln"].kwargs  # a stateless term's resolved parameters
+        if kwargs.get("label_cost") is None:
+            kwargs["label_cost"] = torch.as_tensor(label_cost)
+
+    # ---- seeds, modules
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device).eval()  # frozen: batch-norm statistics and dropout fixed
+    if reg is not None:
+        reg.to(device)
+    initial_weights = ({k: v.detach().to(device) for k, v in initial_weights.items()}
+                       if initial_weights else None)
+
+    s_taps = Taps(model, taps_names) if taps_names else None
+    t_taps = Taps(teacher, taps_names) if (needs_teacher and taps_names) else None
+    src_tap = Taps(model, [SOURCE_HEAD_TAP], pool=False) if needs_source else None
+    hooks = [t for t in (s_taps, t_taps, src_tap) if t is not None]
+
+    def context(x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> RegContext:
+        """Run the teacher on ``x`` if needed and gather what the regularizer may read."""
+        t_logits = None
+        if needs_teacher:
+            with torch.no_grad():
+                t_logits = teacher(x)
+        return RegContext(
+            student=model, teacher=teacher, initial_weights=initial_weights,
+            features=dict(s_taps.features) if s_taps else {},
+            teacher_features=dict(t_taps.features) if t_taps else {},
+            logits=logits, teacher_logits=t_logits,
+            source_logits=src_tap.features.get(SOURCE_HEAD_TAP) if src_tap else None,
+            labels=y)
+
+    try:
+        # ---- materialise width-dependent regularizer parameters, then build the optimiser
+        if reg is not None:
+            n0 = min(cfg.batch_size, len(train_set))
+            x0, y0 = next(iter(DataLoader(train_set, batch_size=n0, shuffle=False,
+                                          generator=torch.Generator())))
+            x0, y0 = x0.to(device), y0.to(device)
+            was_training = model.training
+            model.eval()  # shapes only: leave batch-norm statistics untouched
+            with torch.no_grad():
+                reg.materialize(context(x0, y0, model(x0)))
+            model.train(was_training)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if reg is not None:
+            params += [p for p in reg.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
+        sched = _make_scheduler(opt, cfg)
+
+        # ---- resume
+        start_epoch, step = 0, 0
+        history: dict[str, Any] = {"epochs": [], "steps": defaultdict(list)}
+        best_acc: float | None = None
+        if checkpoint_path is not None and os.path.exists(checkpoint_path):
+            ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+            _check_resumable(ckpt["config"], cfg, checkpoint_path)
+            model.load_state_dict(ckpt["model"])
+            if reg is not None and ckpt.get("regularizer") is not None:
+                reg.load_state_dict(ckpt["regularizer"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            start_epoch, step, best_acc = ckpt["epoch"], ckpt["step"], ckpt["best_val_accuracy"]
+            history = {"epochs": list(ckpt["history"]["epochs"]),
+                       "steps": defaultdict(list, {k: list(v) for k, v in
+                                                   ckpt["history"]["steps"].items()})}
+            _set_rng_state(ckpt["rng"])
+
+        # ---- loop
+        steps_per_epoch = len(_epoch_loader(train_set, cfg, 0))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm  # lazy: only when shown
+            bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+                       desc="train", dynamic_ncols=True, leave=False)
+        steps_here = 0
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                model.train()
+                sums: dict[str, float] = defaultdict(float)
+                counts: dict[str, int] = defaultdict(int)
+                for x, y in _epoch_loader(train_set, cfg, epoch):
+                    x, y = x.to(device), y.to(device)
+                    # forward the student (taps record its features), then the frozen teacher
+                    logits = model(x)
+                    ctx = context(x, y, logits)
+                    ce = F.cross_entropy(logits, y)
+                    if not torch.isfinite(logits).all():  # diverged weights: skip the solvers
+                        raise _Failure(f"non-finite loss at step {step} (epoch {epoch}): the "
+                                       f"student's logits are non-finite (term 'ce' = "
+                                       f"{float(ce.detach())})")
+                    try:
+                        terms = reg(ctx) if reg is not None else {}
+                    except (ValueError, RuntimeError, FloatingPointError) as err:
+                        # the solvers refuse non-finite costs (features overflowing after a
+                        # divergent step): that is the same failure, one term earlier
+                        if not re.search(r"non-finite|\bnan\b|\binf\b", str(err), re.I):
+                            raise
+                        raise _Failure(f"non-finite loss at step {step} (epoch {epoch}): the "
+                                       f"regularizer {'+'.join(reg.names)!r} got non-finite "
+                                       f"inputs: {err}") from err
+                    loss = ce + sum(terms.values())
+                    # NaN guard: name the first non-finite term, before any update
+                    if not torch.isfinite(loss):
+                        named = {"ce": ce, **terms}
+                        bad = [n for n, v in named.items() if not torch.isfinite(v).all()]
+                        what = (f"term {bad[0]!r} = {float(named[bad[0]].detach())}" if bad else
+                                f"the sum of the terms overflows ({float(loss.detach())})")
+                        raise _Failure(f"non-finite loss at step {step} (epoch {epoch}): {what}")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.max_grad_norm is not None:
+                        nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    opt.step()
+
+                    # log every term and the solvers' stats (n_iter, converged, matched = tr(P))
+                    if step % cfg.log_every == 0:
+                        record = {"train/loss": loss, "train/ce": ce,
+                                  **{f"train/{k}": v for k, v in terms.items()}, **ctx.stats}
+                        history["steps"]["step"].append(step)
+                        for key, value in record.items():
+                            v = _scalar(value)
+                            if v is not None:
+                                history["steps"][key].append(v)
+                                sums[key] += v
+                                counts[key] += 1
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{history['steps']['train/loss'][-1]:.3f}",
+                                            epoch=epoch, refresh=False)
+                    step += 1
+                    steps_here += 1
+                    for t in hooks:
+                        t.clear()  # free the batch's graphs
+                    if bar is not None:
+                        bar.update(1)
+
+                epoch_record: dict[str, Any] = {"epoch": epoch,
+                                                "lr": opt.param_groups[0]["lr"],
+                                                **{k: sums[k] / counts[k] for k in sums}}
+                sched.step()  # per-epoch schedule (the papers decay at epochs)
+                # a finite loss with non-finite gradients leaves NaN weights: never save those
+                bad = next((n for n, p in model.named_parameters()
+                            if not torch.isfinite(p).all()), None)
+                if bad is not None:
+                    raise _Failure(f"non-finite loss gradient: parameter {bad!r} is non-finite "
+                                   f"after step {step - 1} (epoch {epoch})")
+                last = epoch == cfg.epochs - 1
+                if val_set is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
+                    ev = evaluate(model, val_set, device=device)
+                    epoch_record.update({"val/accuracy": ev["accuracy"], "val/loss": ev["loss"]})
+                    if best_acc is None or ev["accuracy"] > best_acc:
+                        best_acc = ev["accuracy"]
+                history["epochs"].append(epoch_record)
+                if checkpoint_path is not None and ((epoch + 1) % cfg.checkpoint_every == 0
+                                                    or last):
+                    _save_atomic({
+                        "model": model.state_dict(),
+                        "regularizer": reg.state_dict() if reg is not None else None,
+                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "epoch": epoch + 1, "step": step, "best_val_accuracy": best_acc,
+                        "rng": _rng_state(), "config": cfg.to_dict(),
+                        "history": {"epochs": history["epochs"],
+                                    "steps": dict(history["steps"])},
+                    }, checkpoint_path)
+                if on_epoch is not None:
+                    on_epoch(epoch, epoch_record)
+        finally:
+            if bar is not None:
+                bar.close()
+    except _Failure as failure:
+        wall = time.perf_counter() - t_start
+        return _result("failed", str(failure), history, best_acc, None, wall, steps_here, step)
+    finally:
+        for t in hooks:
+            t.remove()
+
+    test_acc = evaluate(model, test_set, device=device)["accuracy"] if test_set is not None \
+        else None
+    wall = time.perf_counter() - t_start
+    return _result("completed", "", history, best_acc, test_acc, wall, steps_here, step)
+
+
+def _result(status: str, reason: str, history: dict[str, Any], best: float | None,
+            test: float | None, wall: float, steps_here: int, step: int) -> TrainResult:
+    evals = [r["val/accuracy"] for r in history["epochs"] if "val/accuracy" in r]
+    return TrainResult(
+        status=status, reason=reason, final_val_accuracy=evals[-1] if evals else None,
+        best_val_accuracy=best, test_accuracy=test,
+        history={"epochs": history["epochs"], "steps": dict(history["steps"])},
+        wall_time=wall, steps_per_s=steps_here / wall if wall > 0 else 0.0,
+        epochs_completed=len(history["epochs"]), steps=step)

@@ -1,0 +1,255 @@
+"""The training loop: learning, determinism, resumption, regularizers, NaN guard, frozen teacher.
+
+Tiny MLPs on scikit-learn's bundled digits (1,797 8x8 images), built here so that these tests do
+not depend on harness.models / harness.data.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from harness.regularizers import build_regularizer
+from harness.train import TrainConfig, TrainResult, evaluate, train
+
+sklearn_datasets = pytest.importorskip("sklearn.datasets")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = sklearn_datasets.load_digits(return_X_y=True)
+    x = torch.as_tensor(x, dtype=torch.float32) / 16.0
+    y = torch.as_tensor(y, dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    return TensorDataset(x[:1200], y[:1200]), TensorDataset(x[1200:], y[1200:])
+
+
+def mlp(seed: int = 0, hidden: int = 32) -> nn.Sequential:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    net.tap_points = {"penultimate": "1", "head": "2"}
+    return net
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def dataclass_replace(cfg: TrainConfig, **changes) -> TrainConfig:
+    return dataclasses.replace(cfg, **changes)
+
+
+CFG = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="step", milestones=(1,), seed=3)
+
+
+def test_short_run_beats_chance(digits):
+    train_set, val_set = digits
+    model = mlp()
+    before = evaluate(model, val_set)["accuracy"]
+    res = train(model, train_set, val_set, config=CFG, test_set=val_set, progress=False)
+    assert isinstance(res, TrainResult) and res.status == "completed", res.reason
+    assert res.final_val_accuracy > 0.5 > before + 0.2
+    assert res.best_val_accuracy >= res.final_val_accuracy
+    assert res.test_accuracy == pytest.approx(res.final_val_accuracy)
+    assert [r["epoch"] for r in res.history["epochs"]] == [0, 1]
+    # the step schedule divided the rate by 10 after epoch 0
+    assert res.history["epochs"][1]["lr"] == pytest.approx(CFG.lr * CFG.gamma)
+    assert len(res.history["steps"]["train/loss"]) == res.steps == 2 * (1200 // 64)
+    assert res.steps_per_s > 0 and res.wall_time > 0
+
+
+def test_same_seed_same_weights(digits):
+    train_set, val_set = digits
+    a, b = mlp(), mlp()
+    ra = train(a, train_set, val_set, config=CFG, progress=False)
+    rb = train(b, train_set, val_set, config=CFG, progress=False)
+    assert_same(weights(a), weights(b))
+    assert ra.history["steps"]["train/loss"] == rb.history["steps"]["train/loss"]
+    c = mlp()
+    train(c, train_set, val_set, config=dataclass_replace(CFG, seed=4), progress=False)
+    assert not torch.equal(weights(a)["0.weight"], weights(c)["0.weight"])
+
+
+@pytest.mark.parametrize("spec", [None, "ot_samples_ipot"])
+def test_resume_matches_straight_run(digits, tmp_path, spec):
+    """Stop after epoch 1 of 3, resume from the checkpoint: same weights as without the stop.
+    ``ot_samples_ipot`` has learned embeddings (width 16 student vs 32 teacher)."""
+    train_set, val_set = digits
+    train_set = TensorDataset(*(t[:512] for t in train_set.tensors))  # 4 steps per epoch
+    cfg = TrainConfig(epochs=3, batch_size=128, lr=0.05, schedule="cosine", seed=1)
+
+    def reg_kw():
+        if spec is None:
+            return {}
+        reg = build_regularizer(spec, taps="penultimate", max_iter=5, alpha=0.5)
+        return {"regularizer": reg, "teacher": copy.deepcopy(teacher)}
+
+    teacher = mlp(seed=9, hidden=32)
+    straight = mlp(hidden=16)
+    r_straight = train(straight, train_set, val_set, config=cfg, progress=False, **reg_kw())
+
+    path = tmp_path / "ckpt.pt"
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first(epoch, record):  # a crash right after the epoch-1 checkpoint
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(mlp(hidden=16), train_set, val_set, config=cfg, checkpoint_path=path,
+              progress=False, on_epoch=stop_after_first, **reg_kw())
+    assert path.exists()
+    resumed = mlp(seed=123, hidden=16)  # other initial weights: all come from the checkpoint
+    r2 = train(resumed, train_set, val_set, config=cfg, checkpoint_path=path, progress=False,
+               **reg_kw())
+    assert r2.status == "completed", r2.reason
+    assert_same(weights(straight), weights(resumed))
+    assert r2.history["steps"]["train/loss"] == r_straight.history["steps"]["train/loss"]
+    assert r2.final_val_accuracy == r_straight.final_val_accuracy
+    assert r2.epochs_completed == 3
+    assert not list(tmp_path.glob("*.tmp*"))  # atomic write left no temporary file
+    with pytest.raises(ValueError, match="another config"):
+        train(mlp(hidden=16), train_set, val_set, config=dataclass_replace(cfg, lr=0.1),
+              checkpoint_path=path, progress=False, **reg_kw())
+
+
+def test_omega_p_plus_kd_logs_terms_and_ot_stats(digits):
+    train_set, val_set = digits
+    teacher = mlp(seed=7)
+    train(teacher, train_set, None, config=dataclass_replace(CFG, epochs=1), progress=False)
+    teacher.zero_grad(set_to_none=True)  # forget the grads of its own training
+    t_before = weights(teacher)
+    reg = build_regularizer("omega_p+kd", **{"omega_p.alpha": 0.1, "kd.tau": 4.0,
+                                             "omega_p.max_iter": 10})
+    student = copy.deepcopy(teacher)
+    cfg = TrainConfig(epochs=1, batch_size=100, lr=0.02, seed=0)
+    res = train(student, train_set, val_set, config=cfg, regularizer=reg, teacher=teacher,
+                progress=False)
+    assert res.status == "completed", res.reason
+    steps, epoch = res.history["steps"], res.history["epochs"][0]
+    n = res.steps
+    for key in ("train/omega_p", "train/kd", "omega_p/penultimate/n_iter",
+                "omega_p/penultimate/converged", "omega_p/penultimate/matched"):
+        assert len(steps[key]) == n, key
+        assert key in epoch, key
+    matched = steps["omega_p/penultimate/matched"]
+    assert all(0.0 <= m <= 1.0 + 1e-6 for m in matched)
+    # the student starts as the teacher: most neurons match their own index (li2020 Fig. 3)
+    assert matched[0] > 0.5
+    assert all(1 <= k <= 10 for k in steps["omega_p/penultimate/n_iter"])
+    # the frozen teacher never moved
+    assert_same(t_before, weights(teacher))
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_l2sp_with_initial_weights(digits):
+    train_set, val_set = digits
+    model = mlp()
+    w0 = {k: v.detach().clone() for k, v in model.named_parameters()}
+    reg = build_regularizer("l2sp", alpha=0.5)
+    res = train(model, train_set, val_set, config=dataclass_replace(CFG, epochs=1),
+                regularizer=reg, initial_weights=w0, progress=False)
+    assert res.status == "completed", res.reason
+    l2sp = res.history["steps"]["train/l2sp"]
+    assert l2sp[0] == 0.0 and l2sp[-1] > 0.0
+    with pytest.raises(ValueError, match="initial_weights"):
+        train(mlp(), train_set, val_set, config=CFG, regularizer=reg, progress=False)
+
+
+def test_teacher_required(digits):
+    train_set, val_set = digits
+    with pytest.raises(ValueError, match="teacher"):
+        train(mlp(), train_set, val_set, config=CFG, regularizer=build_regularizer("kd"),
+              progress=False)
+
+
+@pytest.mark.parametrize("case", ["lr", "weight", "ot_weight"])
+def test_non_finite_loss_fails_cleanly(digits, case):
+    """lr=1e30 makes the weights diverge; a KD weight of 1e30 makes its gradients overflow."""
+    train_set, val_set = digits
+    if case == "lr":
+        kw = {"config": dataclass_replace(CFG, lr=1e30)}
+    else:
+        spec = "kd" if case == "weight" else "omega_p"
+        kw = {"config": CFG, "teacher": mlp(seed=5),
+              "regularizer": build_regularizer(spec, alpha=1e30)}
+    res = train(mlp(), train_set, val_set, progress=False, **kw)  # must not raise
+    assert res.status == "failed"
+    assert "non-finite loss" in res.reason and "step" in res.reason
+    assert res.final_val_accuracy is None and res.epochs_completed == 0
+
+
+def test_failure_does_not_touch_checkpoint(digits, tmp_path):
+    """A run that fails after its first checkpoint leaves that checkpoint as it was."""
+    train_set, val_set = digits
+    path = tmp_path / "ckpt.pt"
+    ok = dataclass_replace(CFG, epochs=1, lr=0.05)
+    train(mlp(), train_set, val_set, config=ok, checkpoint_path=path, progress=False)
+    before = path.read_bytes()
+    # same trajectory-defining config, more epochs; an infinite KD weight fails in epoch 1
+    teacher = mlp(seed=5)
+    res = train(mlp(), train_set, val_set, config=dataclass_replace(ok, epochs=2),
+                regularizer=build_regularizer("kd", alpha=float("inf")), teacher=teacher,
+                checkpoint_path=path, progress=False)
+    assert res.status == "failed" and "'kd'" in res.reason
+    assert path.read_bytes() == before
+
+
+def test_config_validation_and_dict():
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    d = TrainConfig(milestones=[3, 6]).to_dict()
+    assert d["milestones"] == [3, 6] and d["momentum"] == 0.9
+    assert TrainConfig(**{**d, "milestones": tuple(d["milestones"])}) == TrainConfig(
+        milestones=(3, 6))
+
+
+class TwoHeads(nn.Module):
+    """A body with a source head (10 classes) and a new target head (4 classes), lu2017."""
+
+    tap_points = {"penultimate": "act", "source_head": "source"}
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body, self.act = nn.Linear(64, 32), nn.ReLU()
+        self.source, self.target = nn.Linear(32, 10), nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = self.act(self.body(x))
+        self.source(h)  # recorded by the "source_head" tap
+        return self.target(h)
+
+
+def test_jtln_reads_source_head_and_label_cost(digits):
+    train_set, val_set = digits
+    x, y = train_set.tensors
+    target = TensorDataset(x, y % 4)
+    label_cost = torch.rand(10, 4, generator=torch.Generator().manual_seed(0))
+    res = train(TwoHeads(), target, None, config=dataclass_replace(CFG, epochs=1),
+                regularizer=build_regularizer("jtln", alpha=0.5), label_cost=label_cost,
+                progress=False)
+    assert res.status == "completed", res.reason
+    assert len(res.history["steps"]["train/jtln"]) == res.steps > 0
+    assert "jtln/n_iter" in res.history["epochs"][0]
+
+
+def test_progress_bar_runs(digits, capsys):
+    train_set, val_set = digits
+    res = train(mlp(), train_set, val_set, config=dataclass_replace(CFG, epochs=1),
+                progress=True)
+    assert res.status == "completed"

@@ -19,6 +19,11 @@ _LAZY = {
     "build_regularizer": "regularizers",
     "available_regularizers": "regularizers",
     "get_regularizer": "regularizers",
+    "build_model": "models",
+    "all_models": "models",
+    "replace_head": "models",
+    "load_dataset": "data",
+    "all_datasets": "data",
 }
 
 __all__ = sorted(_LAZY)

@@ -120,9 +120,35 @@ def _list_regularizers(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``otransfer list WHAT``; models, datasets, suites join here.
+def _list_models(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .models import all_models
+
+    rows = [{"name": name, "family": info.family, "input": info.input_kind,
+             "size": "x".join(map(str, info.input_size)), "paper": info.paper or "-",
+             "description": info.description} for name, info in all_models().items()]
+    print(pd.DataFrame(rows).to_markdown(index=False))
+    return 0
+
+
+def _list_datasets(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .data import all_datasets
+
+    rows = [{"name": name, "classes": info.num_classes, "input": info.input_kind,
+             "local root": "yes" if info.needs_root else "embedded",
+             "splits": ", ".join(info.splits), "paper": info.paper or "-",
+             "description": info.description} for name, info in all_datasets().items()]
+    print(pd.DataFrame(rows).to_markdown(index=False))
+    return 0
+
+
+#: ``otransfer list WHAT``; suites join here.
 _LISTERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "solvers": _list_solvers, "regularizers": _list_regularizers}
+    "solvers": _list_solvers, "regularizers": _list_regularizers, "models": _list_models,
+    "datasets": _list_datasets}
 
 
 def _cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -99,3 +99,20 @@ def test_no_arguments_runs_the_quick_solver_bench(monkeypatch):
     assert main([]) == 0
     assert seen["quick"] and seen["action"] == "bench"
     assert seen["command_line"] == "otransfer (= otransfer solvers bench --quick)"
+
+
+@pytest.mark.parametrize("what", ["regularizers", "models", "datasets"])
+def test_list_registries(what, capsys):
+    """``otransfer list WHAT`` prints a table with every registered name."""
+    from harness.cli import main
+
+    assert main(["list", what]) == 0
+    out = capsys.readouterr().out
+    if what == "regularizers":
+        from harness.regularizers import all_regularizers as names
+    elif what == "models":
+        from harness.models import all_models as names
+    else:
+        from harness.data import all_datasets as names
+    for name in names():
+        assert f"| {name} " in out

@@ -1,0 +1,536 @@
+"""Networks of the three papers, by name, with their capabilities as data.
+
+Every model built here exposes ``model.tap_points: dict[str, str]`` mapping the names of the
+representation contract (design.md) to module paths, for :class:`harness.taps.Taps`:
+
+- ``penultimate``: the (pooled) features fed to the classifier;
+- ``stage1`` ... ``stage4``: four stages of roughly equal depth. Networks with four stages
+  (torchvision ResNets, VGG, MobileNetV2) map them one to one. CIFAR ResNets / WRNs with three
+  stages map ``stage1``..``stage3`` to the three stages and ``stage4`` to the penultimate (pooled)
+  features, as lohit2020 does. MLPs map ``stage1``.. to their hidden layers (after the ReLU),
+  as many as there are (a width-8 student has only ``stage1``);
+- ``head``: the final linear layer (:func:`replace_head` swaps it for fine-tuning).
+
+::
+
+    net = build_model("resnet20", num_classes=10)
+    with Taps(net, ["stage1", "penultimate"]) as taps:
+        logits = net(x)
+
+Each name is registered once, where it is defined (:func:`register_model`); CLI choices and test
+parametrisation read :func:`all_models` / :func:`available_models`.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["ModelInfo", "register_model", "get_model", "all_models", "available_models",
+           "build_model", "replace_head", "head_module", "STAGES"]
+
+STAGES = ("stage1", "stage2", "stage3", "stage4")
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Capabilities of one registered model.
+
+    Attributes
+    ----------
+    name : str
+    factory : callable
+        ``fn(num_classes, **params) -> nn.Module`` (with ``tap_points`` set).
+    input_kind : str
+        ``"flat"`` (vectors, e.g. digits' 64 pixels) or ``"image"`` (``(c, h, w)`` tensors).
+    input_size : tuple of int
+        The input shape the papers use, without the batch dimension.
+    family : str
+        ``"mlp"``, ``"cnn"``, ``"resnet_cifar"``, ``"preact_resnet"``, ``"wrn"``, ``"vgg"``,
+        ``"torchvision"``.
+    params : Mapping[str, Any]
+        Keyword parameters of the factory and their defaults.
+    paper, description : str
+    """
+
+    name: str
+    factory: Callable[..., nn.Module]
+    input_kind: str = "image"
+    input_size: tuple[int, ...] = (3, 32, 32)
+    family: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    paper: str = ""
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(name: str, **capabilities: Any) -> Callable:
+    """Register ``fn(num_classes, **params) -> nn.Module`` as model ``name`` (decorator)."""
+
+    def deco(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered")
+        info = ModelInfo(name=name, factory=fn, **capabilities)
+        if info.input_kind not in ("flat", "image"):
+            raise ValueError(f"model {name!r}: input_kind must be 'flat' or 'image'")
+        _REGISTRY[name] = info
+        return fn
+
+    return deco
+
+
+def get_model(name: str) -> ModelInfo:
+    """Look up a model by name; an unknown name raises with the close matches."""
+    key = str(name).strip()
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    known = {k.lower(): k for k in _REGISTRY}
+    if key.lower() in known:
+        return _REGISTRY[known[key.lower()]]
+    close = [known[c] for c in difflib.get_close_matches(key.lower(), list(known), n=3, cutoff=0.5)]
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"unknown model {name!r}{hint} Known models: {', '.join(_REGISTRY)}")
+
+
+def all_models() -> dict[str, ModelInfo]:
+    """Every registered model, in registration order."""
+    return dict(_REGISTRY)
+
+
+def available_models(**flags: Any) -> list[str]:
+    """Names of the models whose capabilities match ``flags`` (e.g. ``family="wrn"``)."""
+    return [n for n, info in _REGISTRY.items()
+            if all(getattr(info, k) == v for k, v in flags.items())]
+
+
+def build_model(name: str, num_classes: int, *, weights_path: str | os.PathLike | None = None,
+                **kw: Any) -> nn.Module:
+    """Build model ``name`` with a ``num_classes``-way head.
+
+    Parameters
+    ----------
+    name : str
+        A registered model.
+    num_classes : int
+    weights_path : path, optional
+        A local ``state_dict`` file (``torch.save(model.state_dict(), path)``); nothing is ever
+        downloaded. Head parameters whose shape differs from this model's (another number of
+        classes) are skipped, so the head stays freshly initialised.
+    **kw
+        The model's parameters (``ModelInfo.params``); unknown ones raise ``ValueError``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``weights_path`` does not exist.
+    """
+    info = get_model(name)
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
+    unknown = set(kw) - set(info.params)
+    if unknown:
+        bad = sorted(unknown)[0]
+        close = difflib.get_close_matches(bad, list(info.params), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown parameter {bad!r} for model {info.name!r}{hint} "
+                         f"Parameters: {', '.join(info.params) or 'none'}")
+    params = {**info.params, **kw}
+    model = info.factory(int(num_classes), **params)
+    points = dict(getattr(model, "tap_points", {}))
+    modules = dict(model.named_modules())
+    missing = {k: v for k, v in points.items() if v not in modules}
+    assert not missing and "head" in points, (name, missing)
+    model.model_name = info.name
+    if weights_path is not None:
+        load_weights(model, weights_path)
+    return model
+
+
+def load_weights(model: nn.Module, weights_path: str | os.PathLike) -> nn.Module:
+    """Load a local state_dict into ``model`` (head entries of another shape are skipped)."""
+    path = os.path.expanduser(os.fspath(weights_path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"weights file {path!r} not found: put a state_dict saved with "
+            f"torch.save(model.state_dict(), {path!r}) there (nothing is downloaded)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = model.state_dict()
+    head = model.tap_points["head"] + "."
+    keep = {k: v for k, v in state.items()
+            if not (k.startswith(head) and k in own and own[k].shape != v.shape)}
+    missing, unexpected = model.load_state_dict(keep, strict=False)
+    missing = [k for k in missing if not k.startswith(head)]
+    if missing or unexpected:
+        raise ValueError(f"weights {path!r} do not fit {type(model).__name__}: missing "
+                         f"{missing[:5]}, unexpected {list(unexpected)[:5]}")
+    return model
+
+
+def head_module(model: nn.Module) -> nn.Linear:
+    """The final linear layer, ``model.tap_points['head']``."""
+    return dict(model.named_modules())[model.tap_points["head"]]
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Swap the final linear layer for a fresh ``num_classes``-way one (in place; returned)."""
+    path = model.tap_points["head"]
+    old = head_module(model)
+    new = nn.Linear(old.in_features, int(num_classes), bias=old.bias is not None)
+    new.to(device=old.weight.device, dtype=old.weight.dtype)
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, attr, new)
+    return model
+
+
+# --------------------------------------------------------------------------- digits models
+
+
+class MLP(nn.Module):
+    """``in -> widths... -> num_classes`` with ReLUs; image inputs are flattened."""
+
+    def __init__(self, num_classes: int, in_features: int = 64, widths=(256, 256)):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        points: dict[str, str] = {}
+        d = in_features
+        for i, w in enumerate(widths):
+            layers += [nn.Linear(d, int(w)), nn.ReLU()]
+            points[f"stage{i + 1}"] = f"features.{len(layers) - 1}"
+            d = int(w)
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(d, num_classes)
+        self.tap_points = {"penultimate": f"features.{len(layers) - 1}", **points, "head": "fc"}
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+@register_model("mlp", input_kind="flat", input_size=(64,), family="mlp",
+                params={"in_features": 64, "widths": (256, 256)}, paper="li2020",
+                description="MLP on digits' 64 pixels: teacher widths (256, 256), student (8,); "
+                            "stage<i> = hidden layer i")
+def _mlp(num_classes, **p):
+    return MLP(num_classes, **p)
+
+
+def _conv_bn(cin, cout, stride=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class SmallCNN(nn.Module):
+    """Three conv stages for 8x8 digits images (8x8 -> 4x4 -> 2x2), then pooling."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, width: float = 1.0):
+        super().__init__()
+        c = [max(1, round(b * width)) for b in (16, 32, 64)]
+        self.layer1 = _conv_bn(in_channels, c[0])
+        self.layer2 = _conv_bn(c[0], c[1], 2)
+        self.layer3 = _conv_bn(c[1], c[2], 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c[2], num_classes)
+        self.tap_points = {"penultimate": "flatten", "stage1": "layer1", "stage2": "layer2",
+                           "stage3": "layer3", "stage4": "flatten", "head": "fc"}
+
+    def forward(self, x):
+        if x.dim() == 2:  # flat digits
+            side = int(round((x.shape[1] // self.layer1[0].in_channels) ** 0.5))
+            x = x.view(x.shape[0], -1, side, side)
+        return self.fc(self.flatten(self.pool(self.layer3(self.layer2(self.layer1(x))))))
+
+
+@register_model("cnn", input_kind="image", input_size=(1, 8, 8), family="cnn",
+                params={"in_channels": 1, "width": 1.0},
+                description="small conv net for 8x8 digits (16/32/64 channels x width)")
+def _cnn(num_classes, **p):
+    return SmallCNN(num_classes, **p)
+
+
+# --------------------------------------------------------------------------- CIFAR ResNets
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        res = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + res)
+
+
+class CifarResNet(nn.Module):
+    """He et al. (2016) CIFAR ResNet, depth 6n+2, as in the CRD repository.
+
+    ``channels = [stem, s1, s2, s3]``: ``[16, 16, 32, 64]`` (resnet20..110),
+    ``[32, 64, 128, 256]`` (the x4 variants of CRD). Tap points: stage1..3 = layer1..3,
+    stage4 = penultimate = the pooled features (lohit2020's 4-stage mapping).
+    """
+
+    def __init__(self, num_classes: int, depth: int = 20, channels=(16, 16, 32, 64),
+                 in_channels: int = 3):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, channels[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels[0])
+        self.relu = nn.ReLU(inplace=True)
+        cin = channels[0]
+        for i, (c, s) in enumerate(zip(channels[1:], (1, 2, 2))):
+            blocks = []
+            for j in range(n):
+                blocks.append(BasicBlock(cin, c, s if j == 0 else 1))
+                cin = c
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(cin, num_classes)
+        self.tap_points = {"penultimate": "flatten", "stage1": "layer1", "stage2": "layer2",
+                           "stage3": "layer3", "stage4": "flatten", "head": "fc"}
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.flatten(self.avgpool(x)))
+
+
+def _register_cifar_resnet(name, depth, channels, paper, desc):
+    register_model(name, family="resnet_cifar", paper=paper, description=desc,
+                   params={"depth": depth, "channels": tuple(channels), "in_channels": 3})(
+        lambda num_classes, **p: CifarResNet(num_classes, **p))
+
+
+for _d in (20, 32, 56, 110):
+    _register_cifar_resnet(f"resnet{_d}", _d, (16, 16, 32, 64), "li2020,lohit2020",
+                           f"CIFAR ResNet-{_d} (He et al., 16/32/64 channels)")
+_register_cifar_resnet("resnet56_slim", 56, (8, 8, 16, 32), "li2020",
+                       "CIFAR ResNet-56 at half width (8/16/32 channels), compression student")
+_register_cifar_resnet("resnet8x4", 8, (32, 64, 128, 256), "lohit2020",
+                       "CRD resnet8x4 (channels 32/64/128/256)")
+_register_cifar_resnet("resnet32x4", 32, (32, 64, 128, 256), "lohit2020",
+                       "CRD resnet32x4 (channels 32/64/128/256)")
+
+
+class PreActBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, planes, stride=1):
+        super().__init__()
+        out = planes * 4
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.relu = nn.ReLU(inplace=False)
+        self.shortcut = None
+        if stride != 1 or cin != out:
+            self.shortcut = nn.Conv2d(cin, out, 1, stride, bias=False)
+
+    def forward(self, x):
+        pre = self.relu(self.bn1(x))
+        res = x if self.shortcut is None else self.shortcut(pre)
+        out = self.conv1(pre)
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))
+        return out + res
+
+
+class PreActResNet(nn.Module):
+    """Pre-activation bottleneck ResNet for CIFAR (He et al. 2016b), depth 9n+2 (1001: n=111).
+
+    Tap points: stage1..3 = layer1..3, stage4 = penultimate = pooled features after the final
+    BN-ReLU.
+    """
+
+    def __init__(self, num_classes: int, depth: int = 1001, in_channels: int = 3):
+        super().__init__()
+        if (depth - 2) % 9:
+            raise ValueError(f"pre-activation bottleneck ResNet depth must be 9n+2, got {depth}")
+        n = (depth - 2) // 9
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        cin = 16
+        for i, (planes, s) in enumerate(zip((16, 32, 64), (1, 2, 2))):
+            blocks = []
+            for j in range(n):
+                blocks.append(PreActBottleneck(cin, planes, s if j == 0 else 1))
+                cin = planes * 4
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.bn = nn.BatchNorm2d(cin)
+        self.relu = nn.ReLU(inplace=True)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(cin, num_classes)
+        self.tap_points = {"penultimate": "flatten", "stage1": "layer1", "stage2": "layer2",
+                           "stage3": "layer3", "stage4": "flatten", "head": "fc"}
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        return self.fc(self.flatten(self.avgpool(self.relu(self.bn(x)))))
+
+
+register_model("preact_resnet1001", family="preact_resnet", paper="li2020",
+               params={"depth": 1001, "in_channels": 3},
+               description="pre-activation bottleneck ResNet-1001 for CIFAR (slow; pass a "
+                           "smaller depth=9n+2 for tests)")(
+    lambda num_classes, **p: PreActResNet(num_classes, **p))
+
+
+class WideBasic(nn.Module):
+    def __init__(self, cin, cout, stride=1, dropout=0.0):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.relu = nn.ReLU(inplace=False)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.shortcut = None if (cin == cout and stride == 1) else \
+            nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        pre = self.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.dropout(self.relu(self.bn2(out))))
+        return out + (x if self.shortcut is None else self.shortcut(pre))
+
+
+class WideResNet(nn.Module):
+    """Wide ResNet WRN-depth-widen (Zagoruyko & Komodakis), depth 6n+4, channels
+    16, 16k, 32k, 64k. Tap points: stage1..3 = block1..3, stage4 = penultimate."""
+
+    def __init__(self, num_classes: int, depth: int = 16, widen: int = 2, dropout: float = 0.0,
+                 in_channels: int = 3):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WRN depth must be 6n+4, got {depth}")
+        n = (depth - 4) // 6
+        ch = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.conv1 = nn.Conv2d(in_channels, ch[0], 3, 1, 1, bias=False)
+        cin = ch[0]
+        for i, (c, s) in enumerate(zip(ch[1:], (1, 2, 2))):
+            blocks = []
+            for j in range(n):
+                blocks.append(WideBasic(cin, c, s if j == 0 else 1, dropout))
+                cin = c
+            setattr(self, f"block{i + 1}", nn.Sequential(*blocks))
+        self.bn = nn.BatchNorm2d(cin)
+        self.relu = nn.ReLU(inplace=True)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(cin, num_classes)
+        self.tap_points = {"penultimate": "flatten", "stage1": "block1", "stage2": "block2",
+                           "stage3": "block3", "stage4": "flatten", "head": "fc"}
+
+    def forward(self, x):
+        x = self.block3(self.block2(self.block1(self.conv1(x))))
+        return self.fc(self.flatten(self.avgpool(self.relu(self.bn(x)))))
+
+
+register_model("wrn", family="wrn", paper="lohit2020",
+               params={"depth": 16, "widen": 2, "dropout": 0.0, "in_channels": 3},
+               description="Wide ResNet, any depth (6n+4) and widen factor")(
+    lambda num_classes, **p: WideResNet(num_classes, **p))
+for _d, _k in ((16, 2), (40, 2), (28, 10)):
+    register_model(f"wrn_{_d}_{_k}", family="wrn", paper="lohit2020",
+                   params={"depth": _d, "widen": _k, "dropout": 0.0, "in_channels": 3},
+                   description=f"WRN-{_d}-{_k}")(
+        lambda num_classes, **p: WideResNet(num_classes, **p))
+
+
+_VGG_CFG = {"vgg8": [[64], [128], [256], [512], [512]],
+            "vgg13": [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]]}
+
+
+class CifarVGG(nn.Module):
+    """CRD's CIFAR VGG with BN: five conv blocks (block0..block4), max-pooling between the
+    first four, global pooling, one linear layer. stage1..4 = block1..block4."""
+
+    def __init__(self, num_classes: int, cfg=((64,), (128,), (256,), (512,), (512,)),
+                 in_channels: int = 3):
+        super().__init__()
+        cin = in_channels
+        for i, widths in enumerate(cfg):
+            layers = []
+            for w in widths:
+                layers += [nn.Conv2d(cin, w, 3, padding=1), nn.BatchNorm2d(w),
+                           nn.ReLU(inplace=True)]
+                cin = w
+            setattr(self, f"block{i}", nn.Sequential(*layers))
+            setattr(self, f"pool{i}", nn.MaxPool2d(2) if i < len(cfg) - 1
+                    else nn.AdaptiveAvgPool2d(1))
+        self.n_blocks = len(cfg)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(cin, num_classes)
+        self.tap_points = {"penultimate": "flatten", "stage1": "block1", "stage2": "block2",
+                           "stage3": "block3", "stage4": "block4", "head": "classifier"}
+
+    def forward(self, x):
+        for i in range(self.n_blocks):
+            x = getattr(self, f"pool{i}")(getattr(self, f"block{i}")(x))
+        return self.classifier(self.flatten(x))
+
+
+for _name, _cfg in _VGG_CFG.items():
+    register_model(_name, family="vgg", paper="lohit2020",
+                   params={"cfg": tuple(map(tuple, _cfg)), "in_channels": 3},
+                   description=f"CRD CIFAR {_name} with BN")(
+        lambda num_classes, **p: CifarVGG(num_classes, **p))
+
+
+# --------------------------------------------------------------------------- torchvision
+
+
+def _torchvision(arch: str):
+    def build(num_classes, **p):
+        import torchvision.models as tvm
+
+        model = getattr(tvm, arch)(weights=None, num_classes=num_classes, **p)
+        if arch.startswith("resnet"):  # avgpool gives (n, c, 1, 1); Taps flattens it
+            model.tap_points = {"penultimate": "avgpool", "stage1": "layer1",
+                                "stage2": "layer2", "stage3": "layer3", "stage4": "layer4",
+                                "head": "fc"}
+        else:  # mobilenet_v2: resolution drops after features.3/6/13; classifier = drop, fc.
+            # Its pooling is functional: penultimate = the last feature map, which Taps
+            # average-pools into exactly the classifier's input (before dropout).
+            model.tap_points = {"penultimate": "features.18", "stage1": "features.3",
+                                "stage2": "features.6", "stage3": "features.13",
+                                "stage4": "features.18", "head": "classifier.1"}
+        return model
+
+    return build
+
+
+for _arch in ("resnet18", "resnet34", "resnet101", "mobilenet_v2"):
+    register_model(_arch,
+                   family="torchvision", input_size=(3, 224, 224), paper="li2020",
+                   params={}, description=f"torchvision {_arch} (weights=None; pass "
+                                          f"weights_path= for a local state_dict)")(
+        _torchvision(_arch))

@@ -1,8 +1,9 @@
 """The ``otransfer`` command line: one command, subcommands (design.md, CLI).
 
-Implemented now: ``solvers bench``, ``list solvers``, ``report solvers``. The experiment
-subcommands (``run``, ``resume``, ``tune``, ``report SUITE``) plug in by adding a parser
-builder to :data:`_COMMANDS` and an entry to :data:`_LISTERS` / :data:`_REPORTERS`.
+Implemented now: ``solvers bench``, ``list {solvers,regularizers,models,datasets,suites}``,
+``report solvers``, ``run SUITE``, ``resume SUITE``, ``report SUITE``. Further subcommands
+(``tune``) plug in by adding a parser builder to :data:`_COMMANDS` and an entry to
+:data:`_LISTERS` / :data:`_REPORTERS`.
 
 Heavy packages (torch, pandas, matplotlib) are imported inside the handlers, so ``--help`` and
 argument errors stay instant.
@@ -16,8 +17,8 @@ from typing import Callable, Sequence
 
 __all__ = ["main", "build_parser"]
 
-#: What ``otransfer`` with no arguments runs, until the experiment harness (``run mini``) exists.
-DEFAULT_ARGV = ["solvers", "bench", "--quick"]
+#: What ``otransfer`` with no arguments runs: the embedded default suite (design.md, CLI).
+DEFAULT_ARGV = ["run", "mini"]
 
 
 def _method_names(values: Sequence[str]) -> list[str]:
@@ -145,10 +146,32 @@ def _list_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``otransfer list WHAT``; suites join here.
+def _list_suites(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .suite import SUITES_DIR, available_suites, expand, load_suite
+
+    rows = []
+    for name in available_suites():
+        try:
+            suite = load_suite(name)
+            rows.append({"name": name, "stages": ", ".join(s.name for s in suite.stages),
+                         "jobs": len(expand(suite)), "seeds": len(suite.seeds),
+                         "description": " ".join(suite.description.split())})
+        except Exception as exc:  # a broken file is listed with its error
+            rows.append({"name": name, "stages": "-", "jobs": "-", "seeds": "-",
+                         "description": f"ERROR: {exc}"})
+    if not rows:
+        print(f"no suites in {SUITES_DIR}")
+        return 0
+    print(pd.DataFrame(rows).to_markdown(index=False))
+    return 0
+
+
+#: ``otransfer list WHAT``.
 _LISTERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "solvers": _list_solvers, "regularizers": _list_regularizers, "models": _list_models,
-    "datasets": _list_datasets}
+    "datasets": _list_datasets, "suites": _list_suites}
 
 
 def _cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -162,7 +185,8 @@ def _report_solvers(args: argparse.Namespace) -> int:
     from . import asv_report
 
     try:
-        paths = asv_report.write_report(args.asv_results, args.out, machine=args.machine)
+        paths = asv_report.write_report(args.asv_results, args.out or "results/solvers",
+                                        machine=args.machine)
     except (FileNotFoundError, ValueError) as exc:
         print(f"otransfer report solvers: {exc}", file=sys.stderr)
         return 1
@@ -171,12 +195,67 @@ def _report_solvers(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``otransfer report SUITE``; experiment suites join here.
+def _report_suite(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .runner import quick_suite
+    from .suite import SuiteError, expand, load_suite
+
+    try:
+        suite = load_suite(args.suite, args.set or ())
+        if args.quick:
+            suite = quick_suite(suite)
+        keys = [j.key for j in expand(suite)]
+    except (FileNotFoundError, SuiteError) as exc:
+        print(f"otransfer report: {exc}", file=sys.stderr)
+        return 1
+    try:
+        paths = write_report(suite.name, args.storage, args.out, keys=keys)
+    except ValueError as exc:
+        print(f"otransfer report {args.suite}: {exc}", file=sys.stderr)
+        return 1
+    print(paths["md"].read_text())
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+#: ``otransfer report NAME`` for names that are not suites; any other name is a suite
+#: (:func:`_report_suite`).
 _REPORTERS: dict[str, Callable[[argparse.Namespace], int]] = {"solvers": _report_solvers}
 
 
 def _cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    return _REPORTERS[args.suite](args)
+    return _REPORTERS.get(args.suite, _report_suite)(args)
+
+
+# --------------------------------------------------------------------------- run / resume
+
+
+def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .runner import run_suite
+    from .suite import SuiteError
+
+    try:
+        summary = run_suite(args.suite, storage=args.storage, overrides=args.set or (),
+                            progress=not args.no_progress, quick=args.quick)
+    except (FileNotFoundError, SuiteError) as exc:
+        print(f"otransfer {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{summary.suite}: {summary.jobs} jobs, {summary.completed} run, "
+          f"{summary.skipped} already done, {summary.failed} failed in "
+          f"{summary.wall_time:.1f} s; records in {summary.storage}")
+    for key, reason in summary.failures:
+        print(f"  failed {key}: {reason}")
+    if summary.completed or summary.skipped:
+        from .report import write_report
+
+        try:
+            paths = write_report(summary.suite, summary.storage, keys=summary.keys)
+            print(paths["md"].read_text())
+            print(f"wrote {', '.join(map(str, paths.values()))}")
+        except ValueError:
+            pass
+    return 1 if summary.failed else 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -230,17 +309,51 @@ def _add_report(sub) -> None:
         description="Collate results into tables. `report solvers` reads the latest asv "
                     "results of the timing suite (suites/timing) and writes asv.md and "
                     "asv.csv in the layout of bench.md.")
-    p.add_argument("suite", choices=sorted(_REPORTERS), help="what to report")
+    p.add_argument("suite", metavar="SUITE",
+                   help="a suite name or file (tables into results/SUITE/), or 'solvers'")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage of the suite's records (default "
+                        "sqlite:///results/SUITE/runs.sqlite3)")
+    p.add_argument("--set", action="append", metavar="K=V",
+                   help="the overrides the runs were made with (a suite's table counts the jobs "
+                        "of its current expansion only)")
+    p.add_argument("--quick", action="store_true", help="report the --quick smoke run")
     p.add_argument("--asv-results", default=".asv/results", metavar="DIR",
                    help="asv results_dir of asv.conf.json (default .asv/results)")
     p.add_argument("--machine", help="asv machine name (default: the most recent run)")
-    p.add_argument("--out", default="results/solvers", metavar="DIR",
-                   help="output directory (default results/solvers)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (default results/solvers, or results/SUITE)")
     p.set_defaults(func=_cmd_report, parser=p)
 
 
+def _add_run_like(sub, name: str, help: str, description: str) -> None:
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("suite", metavar="SUITE", help="a suite name (suites/SUITE.yaml) or a file")
+    p.add_argument("--set", action="append", metavar="K=V",
+                   help="override a suite entry, dotted key, YAML value "
+                        "(e.g. stages.students.train.epochs=5, seeds=[0]); repeatable")
+    p.add_argument("--storage", metavar="URL",
+                   help="any Optuna storage URL (default sqlite:///results/SUITE/runs.sqlite3)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 epoch per stage, first seed only")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=_cmd_run, parser=p)
+
+
+def _add_run(sub) -> None:
+    _add_run_like(sub, "run", "run an experiment suite (skips jobs already done)",
+                  "Expand SUITE into jobs (stages x datasets x regularizers x params x seeds), "
+                  "train each job not yet completed in the storage, record it (Optuna trial), "
+                  "then write results/SUITE/leaderboard.{md,csv,tex}.")
+
+
+def _add_resume(sub) -> None:
+    _add_run_like(sub, "resume", "finish what a crash or a kill left undone",
+                  "Same as `run`: jobs completed in the storage are skipped.")
+
+
 #: Parser builders, one per top-level subcommand; run, resume and tune join here.
-_COMMANDS = [_add_solvers, _add_list, _add_report]
+_COMMANDS = [_add_solvers, _add_list, _add_report, _add_run, _add_resume]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="otransfer",
         description="Benchmark and research harness for representation transfer by optimal "
                     "transport.",
-        epilog="With no arguments, `otransfer` runs `otransfer solvers bench --quick` (until the "
-               "experiment harness exists; then it will run the embedded default suite). "
+        epilog="With no arguments, `otransfer` runs `otransfer run mini`, the embedded default "
+               "suite (digits, CPU, about a minute). "
                "Run `otransfer COMMAND --help` for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -86,7 +86,7 @@ def test_tables_golden():
     pd.testing.assert_frame_equal(df, _frame())
 
 
-def test_no_arguments_runs_the_quick_solver_bench(monkeypatch):
+def test_no_arguments_runs_the_mini_suite(monkeypatch):
     import harness.cli as cli
 
     seen = {}
@@ -95,10 +95,11 @@ def test_no_arguments_runs_the_quick_solver_bench(monkeypatch):
         seen.update(vars(args))
         return 0
 
-    monkeypatch.setattr(cli, "_cmd_solvers_bench", fake)
+    monkeypatch.setattr(cli, "_cmd_run", fake)
+    # the parser binds func at build time: rebuild it after patching
     assert main([]) == 0
-    assert seen["quick"] and seen["action"] == "bench"
-    assert seen["command_line"] == "otransfer (= otransfer solvers bench --quick)"
+    assert seen["suite"] == "mini"
+    assert seen["command_line"] == "otransfer (= otransfer run mini)"
 
 
 @pytest.mark.parametrize("what", ["regularizers", "models", "datasets"])

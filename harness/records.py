@@ -1,0 +1,109 @@
+"""Run records in an Optuna storage: a suite is a study, a job is a trial (design.md, Experiments).
+
+Each trial carries user attributes: ``config`` (canonical JSON of the resolved config), ``key``,
+``stage``, ``git_sha``, ``status`` (``completed`` / ``failed``), ``reason`` and the metrics
+(``val_accuracy``, ``best_val_accuracy``, ``test_accuracy``, ``wall_time``, ``final_losses``).
+Its value is the test accuracy. Records are append-only; tables are views of them
+(:func:`records_frame`, :mod:`harness.report`).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["default_storage", "open_study", "done_keys", "records_frame", "git_sha",
+           "start_record", "finish_record"]
+
+
+def default_storage(suite: str, results_root: str | os.PathLike = "results") -> str:
+    """``sqlite:///results/<suite>/runs.sqlite3`` (the directory is created)."""
+    d = Path(results_root) / suite
+    d.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{d / 'runs.sqlite3'}"
+
+
+def open_study(storage: str, suite: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=suite, storage=storage, direction="maximize",
+                               load_if_exists=True)
+
+
+@functools.lru_cache(maxsize=1)
+def git_sha() -> str:
+    """The repository's HEAD commit, or ``"unknown"`` outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _completed_trials(study):
+    import optuna
+
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE
+            and t.user_attrs.get("status") == "completed"]
+
+
+def done_keys(storage: str, suite: str) -> set[str]:
+    """Keys of the jobs of ``suite`` completed in ``storage``."""
+    return {t.user_attrs["key"] for t in _completed_trials(open_study(storage, suite))}
+
+
+def start_record(study, job, extra: Mapping[str, Any] | None = None):
+    """Create the trial of ``job`` (state RUNNING) with its config, key, stage and git SHA."""
+    trial = study.ask()
+    attrs = {"key": job.key, "stage": job.stage, "config": job.config_json(),
+             "git_sha": git_sha(), "dataset": job.dataset, "regularizer": job.regularizer,
+             "method": job.label or job.regularizer,
+             "seed": job.seed, **(extra or {})}
+    for k, v in attrs.items():
+        trial.set_user_attr(k, v)
+    return trial
+
+
+def finish_record(study, trial, metrics: Mapping[str, Any]) -> None:
+    """Store ``metrics`` on ``trial`` and finish it: COMPLETE when ``metrics['status']`` is
+    ``"completed"`` (value = test accuracy), FAIL otherwise."""
+    import optuna
+
+    for k, v in metrics.items():
+        trial.set_user_attr(k, _plain(v))
+    ok = metrics.get("status") == "completed" and metrics.get("test_accuracy") is not None
+    if ok:
+        study.tell(trial, float(metrics["test_accuracy"]))
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def _plain(v):
+    return json.loads(json.dumps(v, default=float))
+
+
+def records_frame(storage: str, suite: str):
+    """One row per completed job (the latest record of each key): key, stage, dataset,
+    regularizer, method (spec + grid point), seed, metrics, ``config`` (dict) and ``git_sha``."""
+    import pandas as pd
+
+    rows = {}
+    for t in sorted(_completed_trials(open_study(storage, suite)), key=lambda t: t.number):
+        a = dict(t.user_attrs)
+        a["config"] = json.loads(a["config"])
+        a["trial"] = t.number
+        rows[a["key"]] = a
+    cols = ["key", "stage", "dataset", "regularizer", "method", "seed", "val_accuracy",
+            "best_val_accuracy", "test_accuracy", "wall_time", "final_losses", "status",
+            "git_sha", "trial", "config"]
+    df = pd.DataFrame(list(rows.values()))
+    for c in cols:
+        if c not in df:
+            df[c] = pd.Series(dtype=object)
+    return df[cols + [c for c in df.columns if c not in cols]].reset_index(drop=True)

@@ -25,6 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from ._lookup import lookup, matching
 from torch.utils.data import Dataset
 
 __all__ = [
@@ -101,15 +103,7 @@ def register_dataset(name: str, **capabilities: Any) -> Callable:
 
 def get_dataset(name: str) -> DatasetInfo:
     """Look up a dataset by name; an unknown name raises with the close matches."""
-    key = str(name).strip()
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    known = {k.lower(): k for k in _REGISTRY}
-    if key.lower() in known:
-        return _REGISTRY[known[key.lower()]]
-    close = [known[c] for c in difflib.get_close_matches(key.lower(), list(known), n=3, cutoff=0.5)]
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"unknown dataset {name!r}{hint} Known datasets: {', '.join(_REGISTRY)}")
+    return lookup(_REGISTRY, name, "dataset")
 
 
 def all_datasets() -> dict[str, DatasetInfo]:
@@ -119,8 +113,7 @@ def all_datasets() -> dict[str, DatasetInfo]:
 
 def available_datasets(**flags: Any) -> list[str]:
     """Names of the datasets whose capabilities match ``flags`` (``needs_root=False``)."""
-    return [n for n, info in _REGISTRY.items()
-            if all(getattr(info, k) == v for k, v in flags.items())]
+    return matching(_REGISTRY, flags)
 
 
 def dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:

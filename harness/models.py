@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
+
+from ._lookup import lookup, matching
 from torch import nn
 
 __all__ = ["ModelInfo", "register_model", "get_model", "all_models", "available_models",
@@ -90,15 +92,7 @@ def register_model(name: str, **capabilities: Any) -> Callable:
 
 def get_model(name: str) -> ModelInfo:
     """Look up a model by name; an unknown name raises with the close matches."""
-    key = str(name).strip()
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    known = {k.lower(): k for k in _REGISTRY}
-    if key.lower() in known:
-        return _REGISTRY[known[key.lower()]]
-    close = [known[c] for c in difflib.get_close_matches(key.lower(), list(known), n=3, cutoff=0.5)]
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"unknown model {name!r}{hint} Known models: {', '.join(_REGISTRY)}")
+    return lookup(_REGISTRY, name, "model")
 
 
 def all_models() -> dict[str, ModelInfo]:
@@ -108,8 +102,7 @@ def all_models() -> dict[str, ModelInfo]:
 
 def available_models(**flags: Any) -> list[str]:
     """Names of the models whose capabilities match ``flags`` (e.g. ``family="wrn"``)."""
-    return [n for n, info in _REGISTRY.items()
-            if all(getattr(info, k) == v for k, v in flags.items())]
+    return matching(_REGISTRY, flags)
 
 
 def build_model(name: str, num_classes: int, *, weights_path: str | os.PathLike | None = None,

@@ -356,7 +356,37 @@ class PreActBottleneck(nn.Module):
         return out + res
 
 
-class PreActResNet(nn.Module):
+class _PreActTrunk(nn.Module):
+    """Stem conv, three stages of pre-activation blocks, then BN-ReLU-pool-linear: the shape
+    shared by the pre-activation ResNets and the Wide ResNets. Stage modules are named
+    ``{prefix}1..3`` (state-dict keys and tap paths); stage4 = penultimate = pooled features."""
+
+    def _build(self, num_classes, in_channels, widths, n, make_block, expansion, prefix):
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self._stages = [f"{prefix}{i + 1}" for i in range(3)]
+        cin = 16
+        for name, (c, s) in zip(self._stages, zip(widths, (1, 2, 2))):
+            blocks = []
+            for j in range(n):
+                blocks.append(make_block(cin, c, s if j == 0 else 1))
+                cin = c * expansion
+            setattr(self, name, nn.Sequential(*blocks))
+        self.bn = nn.BatchNorm2d(cin)
+        self.relu = nn.ReLU(inplace=True)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(cin, num_classes)
+        self.tap_points = {"penultimate": "flatten", "stage4": "flatten", "head": "fc",
+                           **{f"stage{i + 1}": name for i, name in enumerate(self._stages)}}
+
+    def forward(self, x):
+        x = self.conv1(x)
+        for name in self._stages:
+            x = getattr(self, name)(x)
+        return self.fc(self.flatten(self.avgpool(self.relu(self.bn(x)))))
+
+
+class PreActResNet(_PreActTrunk):
     """Pre-activation bottleneck ResNet for CIFAR (He et al. 2016b), depth 9n+2 (1001: n=111).
 
     Tap points: stage1..3 = layer1..3, stage4 = penultimate = pooled features after the final
@@ -367,26 +397,8 @@ class PreActResNet(nn.Module):
         super().__init__()
         if (depth - 2) % 9:
             raise ValueError(f"pre-activation bottleneck ResNet depth must be 9n+2, got {depth}")
-        n = (depth - 2) // 9
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        cin = 16
-        for i, (planes, s) in enumerate(zip((16, 32, 64), (1, 2, 2))):
-            blocks = []
-            for j in range(n):
-                blocks.append(PreActBottleneck(cin, planes, s if j == 0 else 1))
-                cin = planes * 4
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-        self.bn = nn.BatchNorm2d(cin)
-        self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(cin, num_classes)
-        self.tap_points = {"penultimate": "flatten", "stage1": "layer1", "stage2": "layer2",
-                           "stage3": "layer3", "stage4": "flatten", "head": "fc"}
-
-    def forward(self, x):
-        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        return self.fc(self.flatten(self.avgpool(self.relu(self.bn(x)))))
+        self._build(num_classes, in_channels, (16, 32, 64), (depth - 2) // 9,
+                    PreActBottleneck, expansion=4, prefix="layer")
 
 
 register_model("preact_resnet1001", family="preact_resnet", paper="li2020",
@@ -415,7 +427,7 @@ class WideBasic(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(pre))
 
 
-class WideResNet(nn.Module):
+class WideResNet(_PreActTrunk):
     """Wide ResNet WRN-depth-widen (Zagoruyko & Komodakis), depth 6n+4, channels
     16, 16k, 32k, 64k. Tap points: stage1..3 = block1..3, stage4 = penultimate."""
 
@@ -424,27 +436,9 @@ class WideResNet(nn.Module):
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
-        n = (depth - 4) // 6
-        ch = [16, 16 * widen, 32 * widen, 64 * widen]
-        self.conv1 = nn.Conv2d(in_channels, ch[0], 3, 1, 1, bias=False)
-        cin = ch[0]
-        for i, (c, s) in enumerate(zip(ch[1:], (1, 2, 2))):
-            blocks = []
-            for j in range(n):
-                blocks.append(WideBasic(cin, c, s if j == 0 else 1, dropout))
-                cin = c
-            setattr(self, f"block{i + 1}", nn.Sequential(*blocks))
-        self.bn = nn.BatchNorm2d(cin)
-        self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(cin, num_classes)
-        self.tap_points = {"penultimate": "flatten", "stage1": "block1", "stage2": "block2",
-                           "stage3": "block3", "stage4": "flatten", "head": "fc"}
-
-    def forward(self, x):
-        x = self.block3(self.block2(self.block1(self.conv1(x))))
-        return self.fc(self.flatten(self.avgpool(self.relu(self.bn(x)))))
+        self._build(num_classes, in_channels, (16 * widen, 32 * widen, 64 * widen),
+                    (depth - 4) // 6, lambda cin, c, s: WideBasic(cin, c, s, dropout),
+                    expansion=1, prefix="block")
 
 
 register_model("wrn", family="wrn", paper="lohit2020",

@@ -33,7 +33,7 @@ from ._lookup import lookup, matching
 from torch import nn
 
 __all__ = ["ModelInfo", "register_model", "get_model", "all_models", "available_models",
-           "build_model", "replace_head", "head_module", "STAGES"]
+           "build_model", "replace_head", "head_module", "with_source_head", "DualHead", "STAGES"]
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
 
@@ -184,6 +184,41 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attr, new)
+    return model
+
+
+class DualHead(nn.Module):
+    """The two classifiers of lu2017's JTLN on one shared feature vector (§3.1, Fig. 1).
+
+    ``forward`` returns the *target* logits ``W_t f(x) + b_t``; it also runs the *source*
+    classifier ``W_s f(x) + b_s``, whose output the tap point ``"source_head"`` records (the
+    trainer reads it for the source cross-entropy and for the OT loss ``l_ot(h_s(x), h_t(x))``).
+    """
+
+    def __init__(self, target: nn.Linear, num_source_classes: int):
+        super().__init__()
+        self.target = target
+        self.source = nn.Linear(target.in_features, int(num_source_classes),
+                                bias=target.bias is not None)
+        self.source.to(device=target.weight.device, dtype=target.weight.dtype)
+
+    def forward(self, h):
+        self.source(h)  # recorded by the "source_head" tap
+        return self.target(h)
+
+
+def with_source_head(model: nn.Module, num_source_classes: int) -> nn.Module:
+    """Give ``model`` a second, source classifier beside its head (lu2017 JTLN), in place.
+
+    The head module becomes a :class:`DualHead`; ``tap_points["head"]`` then names the target
+    classifier and ``tap_points["source_head"]`` the source one. Returns ``model``.
+    """
+    path = model.tap_points["head"]
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, attr, DualHead(head_module(model), num_source_classes))
+    model.tap_points = {**model.tap_points, "head": f"{path}.target",
+                        "source_head": f"{path}.source"}
     return model
 
 

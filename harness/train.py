@@ -233,10 +233,16 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
 
 
-def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int) -> DataLoader:
+def _cycle(loader: DataLoader):
+    """Batches of ``loader`` forever (same order each pass: the epoch's seeded shuffle)."""
+    while True:
+        yield from loader
+
+
+def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, salt: int = 0) -> DataLoader:
     # One generator per epoch, seeded by (seed, epoch): a resumed run shuffles epoch e exactly as
     # the uninterrupted run did, without replaying the earlier epochs.
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 7_919 * salt)
     drop_last = cfg.drop_last and len(dataset) > cfg.batch_size
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=g,
                       drop_last=drop_last)
@@ -295,6 +301,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
           teacher: nn.Module | None = None,
           initial_weights: Mapping[str, torch.Tensor] | None = None,
           label_cost: torch.Tensor | None = None, test_set: Dataset | None = None,
+          source_set: Dataset | None = None, source_weight: float = 1.0,
           checkpoint_path: str | os.PathLike | None = None, progress: bool = True,
           on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``model`` with cross-entropy plus ``regularizer``, SGD with momentum.
@@ -319,6 +326,13 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         ``(K_src, K_tgt)`` label cost for a ``jtln`` term built without one (lu2017).
     test_set : Dataset, optional
         Evaluated once after training (``TrainResult.test_accuracy``).
+    source_set : Dataset, optional
+        Joint training (lu2017 §3.1): each step also draws a batch of this source task and adds
+        ``source_weight * CE(h_s(x^s), y^s)`` (lu2017 Eq. 2 and 4, ``lambda_s``), ``h_s`` the
+        model's source classifier (tap point ``"source_head"``, see
+        :func:`harness.models.with_source_head`). Logged as ``train/source_ce``.
+    source_weight : float
+        ``lambda_s``.
     checkpoint_path : path, optional
         Save model, regularizer, optimiser, scheduler, epoch, RNG states and history there
         (atomically) every ``config.checkpoint_every`` epochs; when the file exists, resume from
@@ -375,7 +389,13 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
 
     s_taps = Taps(model, taps_names) if taps_names else None
     t_taps = Taps(teacher, taps_names) if (needs_teacher and taps_names) else None
-    src_tap = Taps(model, [SOURCE_HEAD_TAP], pool=False) if needs_source else None
+    if source_set is not None and SOURCE_HEAD_TAP not in getattr(model, "tap_points", {}):
+        raise ValueError("source_set= needs a model with a source classifier (tap point "
+                         f"{SOURCE_HEAD_TAP!r}); wrap it with harness.models.with_source_head")
+    if source_weight < 0:
+        raise ValueError(f"source_weight must be >= 0; got {source_weight}")
+    src_tap = Taps(model, [SOURCE_HEAD_TAP], pool=False) \
+        if (needs_source or source_set is not None) else None
     hooks = [t for t in (s_taps, t_taps, src_tap) if t is not None]
 
     def context(x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> RegContext:
@@ -442,8 +462,18 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                 model.train()
                 sums: dict[str, float] = defaultdict(float)
                 counts: dict[str, int] = defaultdict(int)
+                sources = _cycle(_epoch_loader(source_set, cfg, epoch, salt=1)) \
+                    if source_set is not None else None
                 for x, y in _epoch_loader(train_set, cfg, epoch):
                     x, y = x.to(device), y.to(device)
+                    source_ce = None
+                    if sources is not None:  # joint training: the source batch first
+                        xs, ys = next(sources)
+                        model(xs.to(device))
+                        source_ce = F.cross_entropy(src_tap.features[SOURCE_HEAD_TAP],
+                                                    ys.to(device))
+                        for t in hooks:
+                            t.clear()  # the taps now record the target batch only
                     # forward the student (taps record its features), then the frozen teacher
                     logits = model(x)
                     ctx = context(x, y, logits)
@@ -462,6 +492,8 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                         raise _Failure(f"non-finite loss at step {step} (epoch {epoch}): the "
                                        f"regularizer {'+'.join(reg.names)!r} got non-finite "
                                        f"inputs: {err}") from err
+                    if source_ce is not None:
+                        terms = {"source_ce": source_weight * source_ce, **terms}
                     loss = ce + sum(terms.values())
                     # NaN guard: name the first non-finite term, before any update
                     if not torch.isfinite(loss):

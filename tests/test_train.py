@@ -132,7 +132,7 @@ def test_omega_p_plus_kd_logs_terms_and_ot_stats(digits):
     teacher.zero_grad(set_to_none=True)  # forget the grads of its own training
     t_before = weights(teacher)
     reg = build_regularizer("omega_p+kd", **{"omega_p.alpha": 0.1, "kd.tau": 4.0,
-                                             "omega_p.max_iter": 10})
+                                             "omega_p.plan": "ipot", "omega_p.max_iter": 10})
     student = copy.deepcopy(teacher)
     cfg = TrainConfig(epochs=1, batch_size=100, lr=0.02, seed=0)
     res = train(student, train_set, val_set, config=cfg, regularizer=reg, teacher=teacher,
@@ -253,3 +253,33 @@ def test_progress_bar_runs(digits, capsys):
     res = train(mlp(), train_set, val_set, config=dataclass_replace(CFG, epochs=1),
                 progress=True)
     assert res.status == "completed"
+
+
+def test_joint_training_adds_the_source_cross_entropy(digits):
+    """lu2017 Eq. 4: CE(target) + lambda_s CE(source head on source batch) (+ OT loss)."""
+    from harness.models import build_model, head_module, with_source_head
+
+    train_set, _ = digits
+    x, y = train_set.tensors
+    source, target = TensorDataset(x[y < 5], y[y < 5]), TensorDataset(x[y >= 5], y[y >= 5] - 5)
+    model = with_source_head(build_model("mlp", 5, widths=(16,)), 5)
+    assert model.tap_points["source_head"] == "fc.source" and head_module(model).out_features == 5
+    w_src0 = model.fc.source.weight.detach().clone()
+    cfg = dataclass_replace(CFG, epochs=1)
+    res = train(model, target, None, config=cfg, source_set=source, source_weight=0.5,
+                progress=False)
+    assert res.status == "completed", res.reason
+    steps = res.history["steps"]
+    assert len(steps["train/source_ce"]) == res.steps > 0
+    # the logged loss is ce + 0.5 * source ce
+    assert steps["train/loss"][0] == pytest.approx(steps["train/ce"][0] +
+                                                   steps["train/source_ce"][0], rel=1e-5)
+    assert not torch.equal(model.fc.source.weight, w_src0)  # the source head is trained
+    # without a source set the source head gets no gradient at all
+    plain = with_source_head(build_model("mlp", 5, widths=(16,)), 5)
+    w0 = plain.fc.source.weight.detach().clone()
+    train(plain, target, None, config=cfg, progress=False)
+    assert torch.equal(plain.fc.source.weight, w0)
+    with pytest.raises(ValueError, match="source classifier"):
+        train(build_model("mlp", 5, widths=(16,)), target, None, config=cfg,
+              source_set=source, progress=False)

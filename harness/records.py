@@ -63,7 +63,8 @@ def start_record(study, job, extra: Mapping[str, Any] | None = None):
     trial = study.ask()
     attrs = {"key": job.key, "stage": job.stage, "config": job.config_json(),
              "git_sha": git_sha(), "dataset": job.dataset, "regularizer": job.regularizer,
-             "method": job.label or job.regularizer,
+             "method": job.label or job.regularizer, "table": job.table or job.stage,
+             "task": job.task or job.dataset, "report": bool(job.report),
              "seed": job.seed, **(extra or {})}
     for k, v in attrs.items():
         trial.set_user_attr(k, v)
@@ -99,9 +100,9 @@ def records_frame(storage: str, suite: str):
         a["config"] = json.loads(a["config"])
         a["trial"] = t.number
         rows[a["key"]] = a
-    cols = ["key", "stage", "dataset", "regularizer", "method", "seed", "val_accuracy",
-            "best_val_accuracy", "test_accuracy", "wall_time", "final_losses", "status",
-            "git_sha", "trial", "config"]
+    cols = ["key", "stage", "table", "task", "report", "dataset", "regularizer", "method",
+            "seed", "val_accuracy", "best_val_accuracy", "test_accuracy", "wall_time",
+            "final_losses", "epochs", "status", "git_sha", "trial", "config"]
     df = pd.DataFrame(list(rows.values()))
     for c in cols:
         if c not in df:

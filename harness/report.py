@@ -2,14 +2,18 @@
 
 :func:`leaderboard` lays a suite out like the papers' tables: one row per regularizer spec, one
 column per dataset (task), cells ``"mean ± std"`` of the test accuracy (%) over seeds, the best
-mean of each column in bold. :func:`write_report` writes it as Markdown, CSV and LaTeX.
+mean of each column in bold. A suite may hold several tables (its stages' ``table`` keys:
+compression, fine-tuning, ...); :func:`split_tables` cuts the records into them and
+:func:`write_report` writes them all as Markdown, CSV and LaTeX, with one bar chart per table and
+the plan-trace curves (li2020 Fig. 3) where an OT term logged them.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex"]
+__all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex", "split_tables",
+           "plot_table", "plot_traces", "slug"]
 
 
 def leaderboard_numbers(df, stage: str | None = None):
@@ -82,33 +86,192 @@ def to_latex(table) -> str:
     return "\n".join(lines)
 
 
+def slug(name: str) -> str:
+    """A file-name-safe form of a table name (``"transfer+compression"`` -> ``transfer-compression``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-").lower() or "table"
+
+
+def split_tables(df) -> dict:
+    """``{table name: records}`` of the reported jobs, in the suite's order.
+
+    Each frame has its ``dataset`` column replaced by the job's ``task`` (the table's column) and
+    a single ``stage`` value, so :func:`leaderboard` lays it out directly. Records written before
+    tables existed (no ``table`` column) form one table, the stage comparing the most specs.
+    """
+    d = df
+    if "status" in d:
+        d = d[d["status"] == "completed"]
+    if "table" not in d or d["table"].isna().all():
+        return {"results": d} if len(d) else {}
+    d = d.assign(table=d["table"].where(d["table"].notna(), d["stage"]),
+                 dataset=d["task"].where(d["task"].notna(), d["dataset"]))
+    if "report" in d:
+        d = d[d["report"].map(lambda v: v is not False and v == v)]  # NaN (old) counts as True
+    out = {}
+    for name in dict.fromkeys(d["table"]):
+        out[name] = d[d["table"] == name].assign(stage=name)
+    return out
+
+
+def plot_table(df, title: str, path) -> None:
+    """Horizontal bar chart of one table: test accuracy (%) mean ± std per method, one bar
+    group per task, the best mean of each task outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    mean, std, n = leaderboard_numbers(df)
+    methods, tasks = list(mean.index), list(mean.columns)
+    h = 0.8 / max(1, len(tasks))
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * len(methods) * max(1, len(tasks)) ** 0.6))
+    y = np.arange(len(methods))
+    lo = np.nanmin((mean - std).to_numpy()) if mean.size else 0.0
+    for i, task in enumerate(tasks):
+        m, s = mean[task].to_numpy(), std[task].fillna(0).to_numpy()
+        pos = y + (i - (len(tasks) - 1) / 2) * h
+        bars = ax.barh(pos, m, h * 0.9, xerr=s, capsize=2, label=str(task), alpha=0.85)
+        best = np.nanargmax(m) if np.isfinite(m).any() else None
+        if best is not None:
+            bars[best].set_edgecolor("black")
+            bars[best].set_linewidth(1.5)
+        for p, v, e in zip(pos, m, s):
+            if np.isfinite(v):
+                ax.text(v + e, p, f"  {v:.1f}", va="center", fontsize=7)
+    ax.set_yticks(y, [str(m) for m in methods])
+    ax.invert_yaxis()
+    ax.set_xlim(max(0.0, (lo if np.isfinite(lo) else 0.0) - 5.0), 100.0)
+    ax.set_xlabel(f"test accuracy (%), mean ± std over {int(n.max().max()) if n.size else 0} "
+                  "seeds")
+    ax.set_title(str(title))
+    ax.grid(axis="x", alpha=0.3)
+    if len(tasks) > 1:
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _trace_frame(df):
+    """Long frame (method, tap, epoch, seed, matched) of the per-epoch plan traces."""
+    import pandas as pd
+
+    rows = []
+    if "epochs" not in df:
+        return pd.DataFrame(rows)
+    for _, r in df.iterrows():
+        epochs = r["epochs"] if isinstance(r["epochs"], list) else []
+        for e in epochs:
+            for k, v in e.items():
+                if k.endswith("/matched"):
+                    tap = k[:-len("/matched")]
+                    term, _, short = tap.partition("/")  # "omega_p/penultimate"
+                    rows.append({"method": r.get("method") or r["regularizer"],
+                                 "task": r["dataset"], "tap": short if "+" not in str(
+                                     r["regularizer"]) and short else tap,
+                                 "epoch": int(e.get("epoch", 0)) + 1, "seed": r["seed"],
+                                 "matched": float(v)})
+    return pd.DataFrame(rows)
+
+
+def plot_traces(df, title: str, path) -> bool:
+    """li2020 Fig. 3: the trace of the transport plan along training, per method and tap, mean
+    ± std over seeds: in the neurons view the share of neurons matched to their own index
+    (1 for Omega_I, 1/d for Omega_U); in the samples view (lohit2020) the share of each example's
+    mass sent to the same example. Returns False (and writes nothing) when no OT term of the
+    table logged a square plan."""
+    tr = _trace_frame(df)
+    if tr.empty:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for (method, task, tap), g in tr.groupby(["method", "task", "tap"], sort=False):
+        s = g.groupby("epoch")["matched"].agg(["mean", "std"]).fillna(0.0)
+        label = f"{method} · {tap}" + (f" · {task}" if tr["task"].nunique() > 1 else "")
+        ax.plot(s.index, s["mean"], label=label)
+        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], alpha=0.2)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("trace of the plan  tr(P)")
+    ax.set_title(f"{title}: trace of the plan along training (li2020 Fig. 3)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _with_time(table, df):
+    """``table`` plus a column of the mean wall time (s) of a job of each row."""
+    import pandas as pd
+
+    row = df["method"].where(df["method"].notna(), df["regularizer"]) if "method" in df \
+        else df["regularizer"]
+    t = pd.to_numeric(df["wall_time"], errors="coerce").groupby(row).mean() \
+        if "wall_time" in df else pd.Series(dtype=float)
+    out = table.copy()
+    out["s / job"] = [f"{t[i]:.1f}" if i in t and pd.notna(t[i]) else "-" for i in out.index]
+    return out
+
+
 def write_report(suite: str, storage: str | None = None,
                  out_dir: str | os.PathLike | None = None,
                  results_root: str | os.PathLike = "results",
-                 keys=None) -> dict[str, Path]:
+                 keys=None, plots: bool = True) -> dict[str, Path]:
     """Write ``leaderboard.{md,csv,tex}`` of ``suite`` (records in ``storage``) to ``out_dir``
-    (default ``<results_root>/<suite>``); return the paths. ``keys``: count only these jobs
+    (default ``<results_root>/<suite>``), one section per table, and the PNG plots
+    (``<table>.png``, ``<table>_trace.png``); return the paths. ``keys``: count only these jobs
     (the current expansion of the suite file; records of other configs, e.g. ``--set`` runs,
     share the study)."""
+    import pandas as pd
+
     from . import records
 
     storage = storage or records.default_storage(suite, results_root)
     out = Path(out_dir) if out_dir is not None else Path(results_root) / suite
     out.mkdir(parents=True, exist_ok=True)
     df = records.records_frame(storage, suite)
-    if keys is not None:
-        df = df[df["key"].isin(set(keys))]
-    if df.empty:
+    if keys is not None:  # rows in the suite's order, not the order the jobs ran in
+        order = {k: i for i, k in enumerate(keys)}
+        df = df[df["key"].isin(order)]
+        df = df.iloc[sorted(range(len(df)), key=lambda i: order[df["key"].iloc[i]])]
+    tables = split_tables(df)
+    if not tables:
         raise ValueError(f"no completed runs of suite {suite!r} in {storage}")
-    table = leaderboard(df)
-    mean, std, n = leaderboard_numbers(df)
     paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv",
              "tex": out / "leaderboard.tex"}
-    seeds = int(n.max().max()) if n.size else 0
-    header = (f"# {suite}: test accuracy (%), mean ± std over {seeds} seed(s); best in bold\n\n")
-    paths["md"].write_text(header + table.to_markdown() + "\n")
-    flat = mean.stack().rename("mean").to_frame().join(std.stack().rename("std")) \
-        .join(n.stack().rename("n")).reset_index()
-    flat.to_csv(paths["csv"], index=False)
-    paths["tex"].write_text(to_latex(leaderboard(df, bold="\\textbf{{{}}}")))
+    md = [f"# {suite}: test accuracy (%), mean ± std over seeds; best in bold\n"]
+    tex, flat = [], []
+    for name, d in tables.items():
+        mean, std, n = leaderboard_numbers(d)
+        seeds = int(n.max().max()) if n.size else 0
+        table = _with_time(leaderboard(d), d)
+        md += [f"## {name}\n", f"{seeds} seed(s) per cell; `s / job`: mean wall time of one "
+               "training run (this machine).\n", table.to_markdown(), ""]
+        if plots:
+            png = out / f"{slug(name)}.png"
+            plot_table(d, f"{suite}: {name}", png)
+            paths[f"png:{name}"] = png
+            md.append(f"![{name}]({png.name})\n")
+            trace = out / f"{slug(name)}_trace.png"
+            if plot_traces(d, name, trace):
+                paths[f"trace:{name}"] = trace
+                md.append(f"![{name}: trace of the plan]({trace.name})\n")
+        tex += [f"% {name}", to_latex(leaderboard(d, bold="\\textbf{{{}}}"))]
+        f = mean.stack().rename("mean").to_frame().join(std.stack().rename("std")) \
+            .join(n.stack().rename("n")).reset_index()
+        f = f.rename(columns={"regularizer": "method", "dataset": "task"})
+        f.insert(0, "table", name)
+        flat.append(f)
+    paths["md"].write_text("\n".join(md))
+    pd.concat(flat, ignore_index=True).to_csv(paths["csv"], index=False)
+    paths["tex"].write_text("\n".join(tex))
     return paths

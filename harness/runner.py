@@ -1,9 +1,11 @@
 """Run a suite: expand it, train each stage's jobs in order, record every job (design.md).
 
 Teachers are trained once: their artefact is ``<results>/<suite>/artefacts/<key>.pt`` (the
-``state_dict``), reused when present. A student loads its teacher's artefact by the teacher
-job's key (in its config). Jobs whose key is already completed in the storage are skipped, so
-``run`` after a crash or a kill is a resume.
+``state_dict``), reused when present. A student loads its teacher's (and its ``init`` stage's)
+artefact by that job's key (in its config). Jobs whose key is already completed in the storage
+are skipped, and a job interrupted mid-training resumes from its last epoch checkpoint
+(``artefacts/<key>.ckpt``, removed once the job is recorded), so ``run`` after a crash or a
+kill is a resume that loses at most one epoch.
 """
 from __future__ import annotations
 
@@ -47,18 +49,23 @@ def _split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
     return train, evals
 
 
-def _datasets(cfg: Mapping[str, Any]):
+def _datasets(cfg: Mapping[str, Any], evals: bool = True):
     from .data import get_dataset, load_dataset
 
     tr_p, ev_p = _split_params(cfg["dataset_params"])
     name, seed = cfg["dataset"], int(cfg["seed"])
     train_set = load_dataset(name, split="train", seed=seed, **tr_p)
-    splits = get_dataset(name).splits
+    splits = get_dataset(name).splits if evals else ()
     val_set = load_dataset(name, split="val", seed=seed, **ev_p) if "val" in splits else None
     test_set = load_dataset(name, split="test", seed=seed, **ev_p) if "test" in splits else None
     classes = getattr(train_set, "classes", None)
     k = len(classes) if classes else get_dataset(name).num_classes
     return train_set, val_set, test_set, k
+
+
+def _num_classes(cfg: Mapping[str, Any]) -> int:
+    """Number of classes of a job's task (its train split's, after class selection)."""
+    return _datasets(cfg, evals=False)[3]
 
 
 def _build(cfg: Mapping[str, Any], num_classes: int, weights: str | os.PathLike | None = None):
@@ -77,10 +84,57 @@ def _save_atomic_state(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _artefact(artefacts: Path, key: str, role: str) -> Path:
+    path = artefacts / f"{key}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{role} artefact {path} missing ({role} job {key} did not "
+                                "complete)")
+    return path
+
+
+def _features(model, dataset, tap: str = "penultimate", batch_size: int = 256):
+    """``(features, labels)`` of ``dataset`` at ``tap`` of ``model`` (eval mode, pooled)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from .taps import Taps
+
+    feats, labels = [], []
+    model.eval()
+    with Taps(model, [tap]) as taps, torch.no_grad():
+        for x, y in DataLoader(dataset, batch_size=batch_size):
+            model(x)
+            feats.append(taps.features[tap])
+            labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def _label_cost(kind: str, extractor, source_set, target_set):
+    """lu2017 §3.4: the ``(K_src, K_tgt)`` label cost from a fixed extractor's features,
+    divided by its largest entry. lu2017 leaves the scale of ``C`` to ``lambda_ot``; MK-MMD^2
+    lies in [0, 2] while OT between feature clouds grows with the features' squared norms, so
+    we normalise both, and one ``alpha`` (``lambda_ot``) grid serves either cost."""
+    from .regularizers import label_cost_mkmmd, label_cost_ot
+
+    fs, ys = _features(extractor, source_set)
+    ft, yt = _features(extractor, target_set)
+    ks, kt = len(source_set.classes), len(target_set.classes)
+    if kind == "mkmmd":
+        M = label_cost_mkmmd(fs, ys, ft, yt, n_source_classes=ks, n_target_classes=kt)
+    elif kind == "ot":
+        M = label_cost_ot(fs, ys, ft, yt, n_source_classes=ks, n_target_classes=kt)
+    else:
+        raise ValueError(f"label_cost {kind!r}: expected 'mkmmd' or 'ot' (or a matrix)")
+    top = float(M.max())
+    return M / top if top > 0 else M
+
+
 def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress: bool,
              save: bool) -> dict[str, Any]:
     import torch
 
+    from .data import load_dataset
+    from .models import replace_head, with_source_head
     from .regularizers import build_regularizer
     from .train import TrainConfig, train
 
@@ -88,24 +142,56 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
     torch.manual_seed(job.seed)
     train_set, val_set, test_set, k = _datasets(cfg)
     model = _build(cfg, k)
+    initial_weights = None
+    if cfg.get("init"):  # fine-tuning: the init stage's weights, a fresh k-way head
+        ipath = _artefact(artefacts, cfg["init"], "init")
+        icfg = jobs_by_key[cfg["init"]].config
+        model = _build(icfg, _num_classes(icfg), weights=ipath)
+        head = model.tap_points["head"] + "."
+        initial_weights = {n: p.detach().clone() for n, p in model.named_parameters()
+                           if not n.startswith(head)}
+        replace_head(model, k)
     teacher = None
     if cfg.get("teacher"):
-        tpath = artefacts / f"{cfg['teacher']}.pt"
-        if not tpath.is_file():
-            raise FileNotFoundError(f"teacher artefact {tpath} missing (teacher job "
-                                    f"{cfg['teacher']} did not complete)")
         tcfg = jobs_by_key[cfg["teacher"]].config
-        teacher = _build(tcfg, k, weights=tpath).eval()
-    reg = None
+        tpath = _artefact(artefacts, cfg["teacher"], "teacher")
+        teacher = _build(tcfg, _num_classes(tcfg), weights=tpath).eval()
+    source_set = None
+    if cfg.get("source"):  # joint training (lu2017): a second classifier for the source task
+        src = cfg["source"]
+        source_set = load_dataset(src["dataset"], split="train", seed=job.seed,
+                                  **src["dataset_params"])
+        with_source_head(model, len(source_set.classes))
+    reg, label_cost = None, None
     if cfg["regularizer"] != "none" or cfg["regularizer_params"]:
-        reg = build_regularizer(cfg["regularizer"], **cfg["regularizer_params"])
+        params = dict(cfg["regularizer_params"])
+        for key in ("label_cost", "jtln.label_cost"):
+            if isinstance(params.get(key), str):  # computed here, from the teacher's features
+                kind = params.pop(key)
+                if teacher is None or source_set is None:
+                    raise ValueError(f"label_cost {kind!r} needs the stage's 'teacher' (the "
+                                     "feature extractor) and 'source' (the source task)")
+                label_cost = _label_cost(kind, teacher, source_set, train_set)
+        reg = build_regularizer(cfg["regularizer"], **params)
         if reg.needs_teacher and teacher is None:
             raise ValueError(f"regularizer {cfg['regularizer']!r} needs a teacher: give the "
                              "stage 'teacher: <earlier stage>'")
+        if reg.needs_initial_weights and initial_weights is None:
+            raise ValueError(f"regularizer {cfg['regularizer']!r} needs a starting point: give "
+                             "the stage 'init: <earlier stage>'")
+        if reg.needs_source_head and source_set is None:
+            raise ValueError(f"regularizer {cfg['regularizer']!r} needs a source task: give "
+                             "the stage 'source: {dataset: ...}'")
     tc = dict(cfg["train"])
     tc["milestones"] = tuple(tc.get("milestones", ()))
+    ckpt = artefacts / f"{job.key}.ckpt"
+    artefacts.mkdir(parents=True, exist_ok=True)
     result = train(model, train_set, val_set, config=TrainConfig(**tc), regularizer=reg,
-                   teacher=teacher, test_set=test_set, progress=progress)
+                   teacher=teacher, test_set=test_set, progress=progress,
+                   initial_weights=initial_weights, label_cost=label_cost,
+                   source_set=source_set,
+                   source_weight=cfg["source"]["weight"] if cfg.get("source") else 1.0,
+                   checkpoint_path=ckpt)
     epochs = result.history.get("epochs", []) if result.history else []
     last = epochs[-1] if epochs else {}
     losses = {k[len("train/"):]: float(v) for k, v in last.items()
@@ -114,7 +200,11 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
                "val_accuracy": result.final_val_accuracy,
                "best_val_accuracy": result.best_val_accuracy,
                "test_accuracy": result.test_accuracy, "wall_time": result.wall_time,
-               "epochs_completed": result.epochs_completed, "final_losses": losses}
+               "epochs_completed": result.epochs_completed, "final_losses": losses,
+               # per-epoch means of every logged term and solver stat (plan traces, li2020
+               # Fig. 3): what the report's plots read
+               "epochs": [{k: v for k, v in e.items() if isinstance(v, (int, float))}
+                          for e in epochs]}
     if result.status == "completed" and save:
         path = artefacts / f"{job.key}.pt"
         _save_atomic_state(model, path)
@@ -185,6 +275,7 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
             records.finish_record(study, trial, {"status": "failed", "reason": "interrupted"})
             raise
         records.finish_record(study, trial, metrics)
+        (artefacts / f"{job.key}.ckpt").unlink(missing_ok=True)  # recorded: resume no more
         if metrics["status"] == "completed":
             summary.completed += 1
             done.add(job.key)

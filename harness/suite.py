@@ -21,7 +21,18 @@ A suite file (``yaml.safe_load``; schema-checked, errors name the file, the key 
         regularizers:            # spec strings, or {spec: params}
           - none
           - kd: {tau: 4}
+          - kd: {tau: 2, row: "KD (tau=2)"}   # 'row': the leaderboard's row name
         grid: {kd.alpha: [0.5, 1.0]}   # params grid, applied to specs that accept the key
+        table: compression       # leaderboard this stage's rows go to (default: stage name)
+        task: digits             # its column (default: the dataset name)
+
+More stage keys: ``init: <stage>`` starts each student from that stage's trained weights (same
+seed) with a fresh head (fine-tuning; ``l2sp``'s ``w0`` are those weights);
+``source: {dataset, dataset_params, weight}`` trains jointly on a source task through a second
+classifier (lu2017 JTLN; ``weight`` is ``lambda_s``); ``report: false`` leaves a stage out of
+the leaderboards (default: stages that another stage uses as teacher or init are left out).
+A ``jtln`` term's ``label_cost: mkmmd | ot`` is computed from the stage's teacher's
+penultimate features of the source and target training sets (lu2017 §3.4).
 
 :func:`expand` turns a suite into :class:`Job` s: datasets x regularizers x params x seeds per
 stage; each job's ``key`` is the sha256 of the canonical JSON of its resolved config (16 hex).
@@ -50,9 +61,14 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 _TOP_KEYS = {"name": str, "description": str, "seeds": list, "stages": dict}
 _STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
                "dataset_params": dict, "train": dict, "regularizers": list, "teacher": str,
-               "grid": dict, "seeds": list}
+               "grid": dict, "seeds": list, "init": str, "source": dict, "table": str,
+               "task": str, "report": bool}
+_SOURCE_KEYS = {"dataset": str, "dataset_params": dict, "weight": (int, float)}
+#: Regularizer parameters read by the suite, not by the regularizer: the leaderboard row name.
+ROW_KEY = "row"
 _SUBMAPS = ("grid", "model_params", "dataset_params", "train")
-_TYPE_NAMES = {str: "a string", list: "a list", dict: "a mapping", int: "an integer"}
+_TYPE_NAMES = {str: "a string", list: "a list", dict: "a mapping", int: "an integer",
+               float: "a number", bool: "true or false"}
 
 
 class SuiteError(ValueError):
@@ -77,6 +93,11 @@ class Stage:
     teacher: str | None
     grid: Mapping[str, tuple]
     seeds: tuple[int, ...]
+    init: str | None = None
+    source: Mapping[str, Any] | None = None
+    table: str = ""
+    task: str | None = None
+    report: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,11 @@ class Job:
     #: Row label of the leaderboard: the spec, plus the grid point when the stage has a grid
     #: (``"kd (kd.tau=2)"``).
     label: str = field(default="", compare=False)
+    #: The leaderboard (``table``) and column (``task``) of this job, and whether it is
+    #: reported at all (teachers and init stages are not, unless the suite says so).
+    table: str = field(default="", compare=False)
+    task: str = field(default="", compare=False)
+    report: bool = field(default=True, compare=False)
 
     @property
     def seed(self) -> int:
@@ -251,10 +277,25 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
         datasets = (s["dataset"],) if isinstance(s["dataset"], str) else tuple(s["dataset"])
         if not datasets or not all(isinstance(d, str) for d in datasets):
             fail(base + ["dataset"], "must be a dataset name or a non-empty list of names")
+        earlier = [st.name for st in stages]
+        for ref in ("teacher", "init"):
+            if s.get(ref) is not None and s[ref] not in earlier:
+                fail(base + [ref], f"{ref} {s[ref]!r} is not an earlier stage "
+                                   f"(earlier: {', '.join(earlier) or 'none'})")
         teacher = s.get("teacher")
-        if teacher is not None and teacher not in [st.name for st in stages]:
-            fail(base + ["teacher"], f"teacher {teacher!r} is not an earlier stage "
-                                     f"(earlier: {', '.join(st.name for st in stages) or 'none'})")
+        source = s.get("source")
+        if source is not None:
+            for key, value in source.items():
+                if key not in _SOURCE_KEYS:
+                    fail(base + ["source", key], f"unknown source key {key!r}; expected one of "
+                                                 f"{', '.join(_SOURCE_KEYS)}")
+                if not isinstance(value, _SOURCE_KEYS[key]) or isinstance(value, bool):
+                    fail(base + ["source", key], f"must be {_type_name(_SOURCE_KEYS[key])}")
+            if "dataset" not in source:
+                fail(base + ["source"], "a source needs a 'dataset'")
+            source = {"dataset": source["dataset"],
+                      "dataset_params": dict(source.get("dataset_params", {})),
+                      "weight": float(source.get("weight", 1.0))}
         regs = []
         for i, r in enumerate(s.get("regularizers", ["none"])):
             if isinstance(r, str):
@@ -262,7 +303,11 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
             elif isinstance(r, dict) and len(r) == 1 and isinstance(next(iter(r.values())),
                                                                     (dict, type(None))):
                 spec, params = next(iter(r.items()))
-                regs.append((str(spec), dict(params or {})))
+                params = dict(params or {})
+                if ROW_KEY in params and not isinstance(params[ROW_KEY], str):
+                    fail(base + ["regularizers", i], f"{ROW_KEY!r} (the row name) must be a "
+                                                     "string")
+                regs.append((str(spec), params))
             else:
                 fail(base + ["regularizers", i], "a regularizer is a spec string or a one-key "
                                                  "mapping {spec: {param: value}}")
@@ -290,7 +335,9 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
         stages.append(Stage(
             name=str(sname), model=s["model"], model_params=dict(s.get("model_params", {})),
             datasets=datasets, dataset_params=dict(s.get("dataset_params", {})), train=train,
-            regularizers=tuple(regs), teacher=teacher, grid=grid, seeds=stage_seeds))
+            regularizers=tuple(regs), teacher=teacher, grid=grid, seeds=stage_seeds,
+            init=s.get("init"), source=source, table=s.get("table", str(sname)),
+            task=s.get("task"), report=s.get("report")))
     return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
                  seeds=seeds, path=filename, raw=raw)
 
@@ -392,10 +439,14 @@ def expand(suite: Suite) -> list[Job]:
 
     jobs: list[Job] = []
     by_stage: dict[str, list[Job]] = {}
+    used = {ref for st in suite.stages for ref in (st.teacher, st.init) if ref}
     for stage in suite.stages:
         out = []
+        report = stage.report if stage.report is not None else stage.name not in used
         for dataset in stage.datasets:
             for spec, params in stage.regularizers:
+                params = dict(params)
+                row = params.pop(ROW_KEY, None)
                 axes = [k for k in stage.grid if _accepts(spec, k)]
                 for values in itertools.product(*(stage.grid[k] for k in axes)):
                     reg_params = _merge_params(params, dict(zip(axes, values)))
@@ -411,25 +462,33 @@ def expand(suite: Suite) -> list[Job]:
                         if stage.teacher is not None:
                             cfg["teacher"] = _teacher_key(by_stage[stage.teacher], dataset,
                                                           int(seed), stage, suite)
+                        if stage.init is not None:  # keys of plain stages stay as they were
+                            cfg["init"] = _teacher_key(by_stage[stage.init], dataset, int(seed),
+                                                       stage, suite, "init")
+                        if stage.source is not None:
+                            cfg["source"] = dict(stage.source)
                         cfg = json.loads(canonical_json(cfg))
-                        label = spec + (" (" + ", ".join(
+                        label = (row or spec) + (" (" + ", ".join(
                             f"{k}={canonical_json(v)}" for k, v in zip(axes, values)) + ")"
                             if axes else "")
-                        out.append(Job(suite.name, stage.name, config_key(cfg), cfg, label))
+                        out.append(Job(suite.name, stage.name, config_key(cfg), cfg, label,
+                                       table=stage.table or stage.name,
+                                       task=stage.task or dataset, report=report))
         by_stage[stage.name] = out
         jobs.extend(out)
     return jobs
 
 
-def _teacher_key(teachers: list[Job], dataset: str, seed: int, stage: Stage, suite: Suite) -> str:
+def _teacher_key(teachers: list[Job], dataset: str, seed: int, stage: Stage, suite: Suite,
+                 ref: str = "teacher") -> str:
     cands = [j for j in teachers if j.dataset == dataset and j.seed == seed]
     if not cands and len({j.dataset for j in teachers}) == 1:
         cands = [j for j in teachers if j.seed == seed]
     if not cands:
-        raise SuiteError(f"{suite.path}: stage {stage.name!r} needs a {stage.teacher!r} job for "
-                         f"dataset {dataset!r} and seed {seed}; there is none")
+        raise SuiteError(f"{suite.path}: stage {stage.name!r} needs a {getattr(stage, ref)!r} "
+                         f"job for dataset {dataset!r} and seed {seed}; there is none")
     if len(cands) > 1:
-        raise SuiteError(f"{suite.path}: stage {stage.name!r}: several {stage.teacher!r} jobs "
-                         f"for dataset {dataset!r} and seed {seed}; a teacher stage needs one "
-                         "regularizer and no grid")
+        raise SuiteError(f"{suite.path}: stage {stage.name!r}: several {getattr(stage, ref)!r} "
+                         f"jobs for dataset {dataset!r} and seed {seed}; a {ref} stage needs "
+                         "one regularizer and no grid")
     return cands[0].key

@@ -206,3 +206,147 @@ def test_cli_run_list_report(tiny, tmp_path, capsys, monkeypatch):
     assert "| mini" in capsys.readouterr().out
     assert main(["run", str(tmp_path / "missing.yaml")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+TRANSFER = textwrap.dedent("""\
+    name: xfer
+    seeds: [0]
+    stages:
+      source:
+        model: mlp
+        model_params: {widths: [16]}
+        dataset: digits
+        dataset_params: {classes: [0, 1, 2, 3, 4]}
+        train: {epochs: 1, batch_size: 64, lr: 0.05}
+      finetune:
+        table: fine-tuning
+        task: 0-4 to 5-9
+        model: mlp
+        model_params: {widths: [16]}
+        dataset: digits
+        dataset_params: {classes: [5, 6, 7, 8, 9], n_per_class: 5}
+        init: source
+        teacher: source
+        train: {epochs: 2, batch_size: 25, lr: 0.05}
+        regularizers:
+          - none
+          - l2sp
+          - omega_p: {taps: [penultimate], plan: assignment}
+      joint:
+        table: JTLN
+        task: 0-4 to 5-9
+        model: mlp
+        model_params: {widths: [16]}
+        dataset: digits
+        dataset_params: {classes: [5, 6, 7, 8, 9], n_per_class: 5}
+        source: {dataset: digits, dataset_params: {classes: [0, 1, 2, 3, 4]}, weight: 0.5}
+        teacher: source
+        train: {epochs: 1, batch_size: 25, lr: 0.05}
+        regularizers:
+          - none: {row: joint}
+          - jtln: {label_cost: mkmmd, row: JTLN (MK-MMD)}
+    """)
+
+
+@pytest.fixture
+def xfer(tmp_path):
+    path = tmp_path / "xfer.yaml"
+    path.write_text(TRANSFER)
+    return path
+
+
+def test_transfer_stages_expand(xfer):
+    jobs = expand(load_suite(xfer))
+    src, ft, joint = jobs[0], jobs[1:4], jobs[4:]
+    assert not src.report and all(j.report for j in jobs[1:])
+    assert all(j.config["init"] == src.key and j.config["teacher"] == src.key for j in ft)
+    assert "init" not in src.config and "source" not in ft[0].config  # old keys unchanged
+    assert joint[0].config["source"] == {"dataset": "digits", "weight": 0.5,
+                                         "dataset_params": {"classes": [0, 1, 2, 3, 4]}}
+    assert [j.label for j in joint] == ["joint", "JTLN (MK-MMD)"]
+    assert "row" not in joint[1].config["regularizer_params"]  # a name, not a parameter
+    assert [(j.table, j.task) for j in ft] == [("fine-tuning", "0-4 to 5-9")] * 3
+    bad = TRANSFER.replace("    init: source\n", "    init: nowhere\n")
+    with pytest.raises(SuiteError, match=r"line 17, key 'stages.finetune.init'.*nowhere"):
+        from harness.suite import parse_suite
+        parse_suite(bad, "bad.yaml")
+    with pytest.raises(SuiteError, match="unknown source key 'wieght'"):
+        parse_suite(TRANSFER.replace("weight: 0.5", "wieght: 0.5"), "bad.yaml")
+
+
+def test_transfer_suite_runs_and_reports_each_table(xfer, tmp_path):
+    from harness.records import records_frame
+    from harness.report import write_report
+    from harness.runner import run_suite
+
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    s = run_suite(xfer, storage=storage, progress=False, results_root=tmp_path / "r", log=None)
+    assert (s.completed, s.failed) == (6, 0), s.failures
+    df = records_frame(storage, "xfer")
+    ft = df[df["stage"] == "finetune"]
+    assert set(ft["table"]) == {"fine-tuning"} and set(ft["task"]) == {"0-4 to 5-9"}
+    # omega_p logged the plan's trace every epoch (li2020 Fig. 3); fine-tuning starts at ~1
+    op = ft[ft["regularizer"] == "omega_p"].iloc[0]
+    trace = [e["omega_p/penultimate/matched"] for e in op["epochs"]]
+    assert len(trace) == 2 and all(0.5 < t <= 1 + 1e-9 for t in trace)
+    jt = df[df["method"] == "JTLN (MK-MMD)"].iloc[0]
+    assert "jtln" in jt["final_losses"] and "source_ce" in jt["final_losses"]
+    paths = write_report("xfer", storage, tmp_path / "out", keys=s.keys)
+    md = paths["md"].read_text()
+    assert md.index("## fine-tuning") < md.index("## JTLN") and "## source" not in md
+    assert "| joint" in md and "| l2sp" in md and "s / job" in md
+    for key in ("png:fine-tuning", "png:JTLN", "trace:fine-tuning"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 5000, key
+    assert "trace:JTLN" not in paths  # no square plan logged there
+    csv = pd.read_csv(paths["csv"])
+    assert set(csv["table"]) == {"fine-tuning", "JTLN"} and len(csv) == 5
+    assert list(csv.columns[:3]) == ["table", "method", "task"]
+
+
+def test_a_job_killed_mid_training_resumes_from_its_checkpoint(tiny, tmp_path, monkeypatch):
+    """Ctrl-C in epoch 2 of a job: the next run resumes it at epoch 2 and ends exactly where
+    the uninterrupted run does; the checkpoint is removed once the job is recorded."""
+    import harness.train as train_mod
+    from harness.records import records_frame
+    from harness.runner import run_suite
+
+    over = ["seeds=[0]", "stages.students.train.epochs=3",
+            "stages.students.regularizers=[kd]"]
+    ref_storage = f"sqlite:///{tmp_path / 'ref.sqlite3'}"
+    run_suite(tiny, storage=ref_storage, overrides=over, progress=False,
+              results_root=tmp_path / "ref", log=None)
+    ref = records_frame(ref_storage, "tiny").set_index("stage")
+
+    real, starts = train_mod.train, []
+
+    def interrupted(*args, on_epoch=None, **kw):
+        path = kw.get("checkpoint_path")
+        starts.append(path is not None and path.exists())
+
+        def hook(epoch, record):
+            if args[0].fc.out_features == 10 and epoch == 1 and len(starts) == 2:
+                raise KeyboardInterrupt  # the student, in its second epoch, the first time
+        return real(*args, on_epoch=hook, **kw)
+
+    monkeypatch.setattr(train_mod, "train", interrupted)
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    kw = dict(storage=storage, overrides=over, progress=False, results_root=tmp_path / "r",
+              log=None)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(tiny, **kw)
+    ckpts = list((tmp_path / "r" / "tiny" / "artefacts").glob("*.ckpt"))
+    assert len(ckpts) == 1  # the student's, after its 2nd epoch
+    summary = run_suite(tiny, **kw)
+    assert (summary.skipped, summary.completed) == (1, 1) and starts == [False, False, True]
+    assert not list((tmp_path / "r" / "tiny" / "artefacts").glob("*.ckpt"))
+    got = records_frame(storage, "tiny").set_index("stage")
+    assert got.at["students", "test_accuracy"] == ref.at["students", "test_accuracy"]
+    assert got.at["students", "epochs"] == ref.at["students", "epochs"]
+    failed = [t for t in _all_trials(storage) if t.user_attrs.get("reason") == "interrupted"]
+    assert len(failed) == 1
+
+
+def _all_trials(storage):
+    import optuna
+
+    return optuna.load_study(study_name="tiny", storage=storage).get_trials()

@@ -1,6 +1,6 @@
 """The ``otransfer`` command line: one command, subcommands (design.md, CLI).
 
-Implemented now: ``solvers bench``, ``list {solvers,regularizers,models,datasets,suites}``,
+Implemented now: ``solvers bench``, ``regularizers bench``, ``list {solvers,regularizers,models,datasets,suites}``,
 ``report solvers``, ``run SUITE``, ``resume SUITE``, ``report SUITE``. Further subcommands
 (``tune``) plug in by adding a parser builder to :data:`_COMMANDS` and an entry to
 :data:`_LISTERS` / :data:`_REPORTERS`.
@@ -71,6 +71,36 @@ def _cmd_solvers_bench(args: argparse.Namespace, parser: argparse.ArgumentParser
         print(bench.markdown_table(bench.time_table(records, view)))
     print()
     for key, path in paths.items():
+        print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- regularizers bench
+
+
+def _cmd_regularizers_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import step_bench
+
+    unknown = [c for c in args.models if c not in step_bench.CASES]
+    if unknown:
+        parser.error(f"unknown model case(s) {', '.join(map(repr, unknown))}; choose from "
+                     f"{', '.join(step_bench.CASES)}")
+    if args.steps < 1 or args.repeats < 1 or args.batch < 2:
+        parser.error("--steps and --repeats must be >= 1 and --batch >= 2")
+    specs = step_bench.DEFAULT_SPECS
+    if args.methods:
+        labels = {label for label, _, _ in specs}
+        bad = [m for m in args.methods if m not in labels]
+        if bad:
+            parser.error(f"unknown row(s) {', '.join(map(repr, bad))}; choose from "
+                         f"{', '.join(labels)}")
+        specs = tuple(s for s in specs if s[0] in args.methods or s[0] == step_bench.BASELINE)
+    df = step_bench.run(args.models, specs, batch=args.batch, steps=args.steps,
+                        repeats=args.repeats)
+    paths = step_bench.write_outputs(df, args.out, command=args.command_line)
+    print()
+    print(step_bench.ratio_table(df).to_markdown())
+    for path in paths.values():
         print(f"wrote {path}")
     return 0
 
@@ -213,7 +243,8 @@ def _report_suite(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"otransfer report {args.suite}: {exc}", file=sys.stderr)
         return 1
-    print(paths["md"].read_text())
+    if not getattr(args, "quiet", False):
+        print(paths["md"].read_text())
     for path in paths.values():
         print(f"wrote {path}")
     return 0
@@ -224,7 +255,37 @@ def _report_suite(args: argparse.Namespace) -> int:
 _REPORTERS: dict[str, Callable[[argparse.Namespace], int]] = {"solvers": _report_solvers}
 
 
+def _report_all(args: argparse.Namespace) -> int:
+    """Every suite of suites/ with records under results/, then results/README.md."""
+    from pathlib import Path
+
+    from .report import write_index
+    from .suite import SuiteError, available_suites, load_suite
+
+    status, described = 0, {}
+    for name in available_suites():
+        try:
+            described[name] = load_suite(name).description
+        except (FileNotFoundError, SuiteError) as exc:
+            print(f"otransfer report --all: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        if not (Path("results") / name / "runs.sqlite3").is_file():
+            continue
+        sub = argparse.Namespace(**{**vars(args), "suite": name, "quiet": True})
+        status |= _report_suite(sub)
+    print(f"wrote {write_index('results', described)}")
+    return status
+
+
 def _cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.all:
+        if args.suite or args.out or args.storage:
+            parser.error("--all reports every suite into results/: give no SUITE, --out or "
+                         "--storage")
+        return _report_all(args)
+    if not args.suite:
+        parser.error("give a SUITE (or 'solvers'), or --all")
     return _REPORTERS.get(args.suite, _report_suite)(args)
 
 
@@ -296,6 +357,33 @@ def _add_solvers(sub) -> None:
     b.set_defaults(func=_cmd_solvers_bench, parser=b)
 
 
+def _add_regularizers(sub) -> None:
+    p = sub.add_parser("regularizers", help="regularizer tools (training-step benchmark)",
+                       description="Regularizer tools.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = actions.add_parser(
+        "bench", help="training-step time of each regularizer / the L2-SP step (li2020 §4.4)",
+        description=(
+            "Time one training step (student forward, reference forward when needed, "
+            "regularizer with its OT solve, backward, SGD step) of each regularizer on random "
+            "batches of the model's input shape, in the fine-tuning setting of li2020 "
+            "(reference = the student's starting point), and divide by the L2-SP step time "
+            "measured in the same run. Writes step_time.{csv,md} into --out."))
+    b.add_argument("--models", nargs="+", default=["resnet56", "cnn"], metavar="CASE",
+                   help="resnet56 (3x32x32 input), cnn (digits 1x8x8), mlp (64); "
+                        "default: resnet56 cnn")
+    b.add_argument("--methods", nargs="+", metavar="ROW",
+                   help="rows to time besides l2sp (default: all: none, omega_i, omega_u, "
+                        "omega_p and its plans, kd)")
+    b.add_argument("--batch", type=int, default=64, help="batch size (default 64, as li2020)")
+    b.add_argument("--steps", type=int, default=8, help="timed steps per repeat (default 8)")
+    b.add_argument("--repeats", type=int, default=5, help="interleaved repeats; the median "
+                                                          "is kept (default 5)")
+    b.add_argument("--out", default="results/regularizers", metavar="DIR",
+                   help="output directory (default results/regularizers)")
+    b.set_defaults(func=_cmd_regularizers_bench, parser=b)
+
+
 def _add_list(sub) -> None:
     p = sub.add_parser("list", help="list registered components",
                        description="List registered components and their capabilities.")
@@ -309,8 +397,11 @@ def _add_report(sub) -> None:
         description="Collate results into tables. `report solvers` reads the latest asv "
                     "results of the timing suite (suites/timing) and writes asv.md and "
                     "asv.csv in the layout of bench.md.")
-    p.add_argument("suite", metavar="SUITE",
+    p.add_argument("suite", metavar="SUITE", nargs="?",
                    help="a suite name or file (tables into results/SUITE/), or 'solvers'")
+    p.add_argument("--all", action="store_true",
+                   help="every suite with records under results/, then the index "
+                        "results/README.md")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage of the suite's records (default "
                         "sqlite:///results/SUITE/runs.sqlite3)")
@@ -353,7 +444,7 @@ def _add_resume(sub) -> None:
 
 
 #: Parser builders, one per top-level subcommand; run, resume and tune join here.
-_COMMANDS = [_add_solvers, _add_list, _add_report, _add_run, _add_resume]
+_COMMANDS = [_add_solvers, _add_regularizers, _add_list, _add_report, _add_run, _add_resume]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark and research harness for representation transfer by optimal "
                     "transport.",
         epilog="With no arguments, `otransfer` runs `otransfer run mini`, the embedded default "
-               "suite (digits, CPU, about a minute). "
+               "suite (digits, CPU, about 3 minutes). "
                "Run `otransfer COMMAND --help` for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -117,3 +117,25 @@ def test_list_registries(what, capsys):
         from harness.data import all_datasets as names
     for name in names():
         assert f"| {name} " in out
+
+
+def test_regularizers_bench_writes_ratios(tmp_path, capsys):
+    """`otransfer regularizers bench`: step time of each row over the L2-SP step, measured."""
+    import pandas as pd
+
+    out = tmp_path / "reg"
+    assert main(["regularizers", "bench", "--models", "mlp", "--methods", "omega_p",
+                 "omega_p (ipot)", "--steps", "2", "--repeats", "1", "--batch", "16",
+                 "--out", str(out)]) == 0
+    df = pd.read_csv(out / "step_time.csv")
+    assert list(df["method"]) == ["l2sp", "omega_p", "omega_p (ipot)"]
+    assert (df["step_ms"] > 0).all()
+    assert df.loc[df["method"] == "l2sp", "ratio_to_l2sp"].item() == 1.0
+    ratios = df["step_ms"] / df.loc[df["method"] == "l2sp", "step_ms"].item()
+    assert df["ratio_to_l2sp"].tolist() == pytest.approx(ratios.tolist())
+    assert df.loc[df["method"] == "omega_p (ipot)", "solver_iters"].item() >= 1
+    md = (out / "step_time.md").read_text()
+    assert "omega_p (ipot)" in md and "x (" in md and "otransfer regularizers bench" in md
+    with pytest.raises(SystemExit):
+        main(["regularizers", "bench", "--models", "resnet5"])
+    assert "unknown model case" in capsys.readouterr().err

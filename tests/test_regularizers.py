@@ -371,7 +371,7 @@ def test_unknown_names_and_parameters_raise_with_suggestions():
     with pytest.raises(ValueError, match=r"'omega_p\.alpha' or 'kd\.alpha'"):
         build_regularizer("omega_p+kd", alpha=0.1)
     with pytest.raises(ValueError, match=r"did you mean 'beta'"):
-        build_regularizer("omega_p", bta=0.1)
+        build_regularizer("omega_p", plan="ipot", bta=0.1)
     with pytest.raises(ValueError, match="already registered"):
         register_regularizer("kd")(lambda ctx: None)
     assert get_regularizer("REMD").name == "ot_samples_remd"

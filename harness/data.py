@@ -479,19 +479,22 @@ def _read_lines(path: Path) -> list[str]:
 
 
 @register_dataset("aircraft", num_classes=100, splits=("train", "val", "trainval", "test"),
-                  params={**_IMG_PARAMS, "annotation": "variant", "manufacturer": None},
+                  params={**_IMG_PARAMS, "annotation": "variant", "manufacturer": None,
+                          "exclude_manufacturer": None},
                   paper="lu2017",
                   description="FGVC-Aircraft 2013b (fgvc-aircraft-2013b/data/...); "
                               "manufacturer='Boeing' / 'Airbus' keeps one manufacturer's "
-                              "images, relabelled over its variants (lu2017)")
-def _aircraft(root, split, seed, *, augment, transform, ten_crop, annotation, manufacturer):
+                              "images, relabelled over its variants; exclude_manufacturer= "
+                              "keeps the others: lu2017's ITL source/target split")
+def _aircraft(root, split, seed, *, augment, transform, ten_crop, annotation, manufacturer,
+              exclude_manufacturer):
     data = root / "fgvc-aircraft-2013b" / "data"
     if not data.is_dir() and (root / "data" / "images").is_dir():
         data = root / "data"
     names_file = {"variant": "variants.txt", "family": "families.txt",
                   "manufacturer": "manufacturers.txt"}[annotation]
     lists = [f"images_{annotation}_{split}.txt", names_file, "images"]
-    if manufacturer is not None:
+    if manufacturer is not None or exclude_manufacturer is not None:
         lists.append(f"images_manufacturer_{split}.txt")
     missing = [str(data / f) for f in lists if not (data / f).exists()]
     if missing:
@@ -501,12 +504,16 @@ def _aircraft(root, split, seed, *, augment, transform, ten_crop, annotation, ma
                        f".jpg files).")
     rows = [ln.split(" ", 1) for ln in _read_lines(data / f"images_{annotation}_{split}.txt")]
     classes = _read_lines(data / names_file)
-    if manufacturer is not None:
+    if manufacturer is not None or exclude_manufacturer is not None:
         maker = dict(ln.split(" ", 1) for ln in
                      _read_lines(data / f"images_manufacturer_{split}.txt"))
-        rows = [r for r in rows if maker.get(r[0]) == manufacturer]
+        if manufacturer is not None:
+            rows = [r for r in rows if maker.get(r[0]) == manufacturer]
+        if exclude_manufacturer is not None:
+            rows = [r for r in rows if maker.get(r[0]) != exclude_manufacturer]
         if not rows:
-            raise ValueError(f"no aircraft of manufacturer {manufacturer!r} in split {split!r}; "
+            raise ValueError(f"no aircraft left in split {split!r} with manufacturer="
+                             f"{manufacturer!r}, exclude_manufacturer={exclude_manufacturer!r}; "
                              f"manufacturers: {', '.join(sorted(set(maker.values())))}")
         classes = [c for c in classes if c in {r[1] for r in rows}]
     lut = {c: i for i, c in enumerate(classes)}

@@ -65,6 +65,7 @@ def start_record(study, job, extra: Mapping[str, Any] | None = None):
              "git_sha": git_sha(), "dataset": job.dataset, "regularizer": job.regularizer,
              "method": job.label or job.regularizer, "table": job.table or job.stage,
              "task": job.task or job.dataset, "report": bool(job.report),
+             "reference": dict(job.reference) if job.reference else None,
              "seed": job.seed, **(extra or {})}
     for k, v in attrs.items():
         trial.set_user_attr(k, v)

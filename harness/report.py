@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 __all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex", "split_tables",
-           "plot_table", "plot_traces", "slug"]
+           "plot_table", "plot_traces", "slug", "write_index"]
 
 
 def leaderboard_numbers(df, stage: str | None = None):
@@ -111,7 +111,8 @@ def split_tables(df) -> dict:
         d = d[d["report"].map(lambda v: v is not False and v == v)]  # NaN (old) counts as True
     out = {}
     for name in dict.fromkeys(d["table"]):
-        out[name] = d[d["table"] == name].assign(stage=name)
+        sub = d[d["table"] == name]
+        out[name] = sub.assign(job_stage=sub["stage"], stage=name)
     return out
 
 
@@ -222,6 +223,42 @@ def _with_time(table, df):
     return out
 
 
+def _paper_side(d, mean):
+    """``(Reference, (values, text), claims)`` of a table whose stage names a paper table."""
+    from .reference import evaluate_claims, paper_numbers, reference_from_config
+
+    refs = [r for r in d["reference"] if isinstance(r, dict)] if "reference" in d else []
+    if not refs:
+        return None, None, []
+    ref = reference_from_config(refs[0])
+    row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
+        else d["regularizer"]
+    specs = dict(zip(row, d["regularizer"]))
+    paper = paper_numbers(ref, [(r, specs[r]) for r in mean.index], list(mean.columns))
+    claims = evaluate_claims(ref.claims, mean, paper[0], specs)
+    return ref, paper, claims
+
+
+def _beside(table, paper_text, ref):
+    """Our columns, each followed by the paper's column it mirrors."""
+    out = table[[]].copy()
+    for col in table.columns:
+        out[col] = table[col]
+        if col in paper_text.columns:
+            out[f"paper: {ref.columns.get(col, '?')}"] = paper_text[col]
+    return out
+
+
+def _claims_markdown(claims, ref) -> str:
+    lines = [f"Claims of {ref.paper} Table {ref.table}, counted per task column:\n"]
+    for c in claims:
+        verdict = {True: "**holds** in our run", False: "**does not hold** in our run",
+                   None: "not measurable (a row is missing)"}[c["holds"]]
+        lines.append(f"- `{c['claim']}`: ours {c['ours']} of {c['ours_of']} task(s), paper "
+                     f"{c['paper']} of {c['paper_of']}: {verdict}")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(suite: str, storage: str | None = None,
                  out_dir: str | os.PathLike | None = None,
                  results_root: str | os.PathLike = "results",
@@ -247,15 +284,22 @@ def write_report(suite: str, storage: str | None = None,
     if not tables:
         raise ValueError(f"no completed runs of suite {suite!r} in {storage}")
     paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv",
-             "tex": out / "leaderboard.tex"}
+             "tex": out / "leaderboard.tex", "runs": out / "runs.csv"}
     md = [f"# {suite}: test accuracy (%), mean ± std over seeds; best in bold\n"]
     tex, flat = [], []
     for name, d in tables.items():
         mean, std, n = leaderboard_numbers(d)
         seeds = int(n.max().max()) if n.size else 0
         table = _with_time(leaderboard(d), d)
+        ref, paper, claims = _paper_side(d, mean)
+        if ref is not None:
+            table = _beside(table, paper[1], ref)
         md += [f"## {name}\n", f"{seeds} seed(s) per cell; `s / job`: mean wall time of one "
-               "training run (this machine).\n", table.to_markdown(), ""]
+               "training run (this machine)."
+               + (f" `paper: X`: {ref.paper} Table {ref.table}, column X (results/reference/)."
+                  if ref is not None else "") + "\n", table.to_markdown(), ""]
+        if claims:
+            md.append(_claims_markdown(claims, ref))
         if plots:
             png = out / f"{slug(name)}.png"
             plot_table(d, f"{suite}: {name}", png)
@@ -270,8 +314,62 @@ def write_report(suite: str, storage: str | None = None,
             .join(n.stack().rename("n")).reset_index()
         f = f.rename(columns={"regularizer": "method", "dataset": "task"})
         f.insert(0, "table", name)
+        if ref is not None:
+            f["paper"] = [paper[0].at[r, c] for r, c in zip(f["method"], f["task"])]
+            f["paper_column"] = [ref.columns.get(c, "") for c in f["task"]]
         flat.append(f)
     paths["md"].write_text("\n".join(md))
+    # every job behind the tables, one row per seed (the records, flattened)
+    cols = [c for c in ("key", "stage", "table", "task", "method", "regularizer", "seed",
+                        "test_accuracy", "best_val_accuracy", "val_accuracy", "wall_time",
+                        "git_sha") if c in df]
+    runs = pd.concat(tables.values())
+    if "job_stage" in runs:
+        runs = runs.assign(stage=runs["job_stage"])
+    runs = runs[cols]
+    runs.to_csv(paths["runs"], index=False)
     pd.concat(flat, ignore_index=True).to_csv(paths["csv"], index=False)
     paths["tex"].write_text("\n".join(tex))
     return paths
+
+
+def write_index(results_root: str | os.PathLike = "results", suites: dict | None = None) -> Path:
+    """Write ``<results_root>/README.md``: a link to every suite's leaderboard and plots, the
+    solver benchmark, the step-time benchmark and the papers' reference numbers.
+
+    ``suites``: ``{name: description}`` of the suites to list (default: every directory of
+    ``results_root`` holding a ``leaderboard.md``).
+    """
+    root = Path(results_root)
+    lines = ["# Results\n",
+             "Regenerated by `otransfer report --all`. Every table is a view of the run records "
+             "(`runs.csv` beside it: one row per job and seed, exported from the Optuna storage "
+             "`runs.sqlite3`); the papers' numbers are in "
+             "[reference/](reference/README.md).\n", "## Suites\n"]
+    dirs = sorted(d for d in root.iterdir() if (d / "leaderboard.md").is_file()) \
+        if root.is_dir() else []
+    suites = suites or {}
+    for d in dirs:
+        desc = " ".join(str(suites.get(d.name, "")).split())
+        pngs = sorted(p.name for p in d.glob("*.png"))
+        lines.append(f"- **{d.name}**: [leaderboard]({d.name}/leaderboard.md)"
+                     + (f" ([CSV]({d.name}/leaderboard.csv), [LaTeX]({d.name}/leaderboard.tex), "
+                        f"[runs]({d.name}/runs.csv))")
+                     + (" · plots: " + ", ".join(f"[{p[:-4]}]({d.name}/{p})" for p in pngs)
+                        if pngs else "") + (f"  \n  {desc}" if desc else ""))
+    if not dirs:
+        lines.append("(none yet: `otransfer run SUITE`)")
+    lines += ["", "## Benchmarks\n"]
+    for rel, what in (("solvers/bench.md", "OT solvers on the papers' problems "
+                                           "(`otransfer solvers bench`)"),
+                      ("solvers/asv.md", "asv timing of the solvers (`otransfer report solvers`)"),
+                      ("regularizers/step_time.md", "training-step time / L2-SP step "
+                                                    "(`otransfer regularizers bench`)")):
+        if (root / rel).is_file():
+            lines.append(f"- [{rel}]({rel}): {what}")
+    for png in sorted((root / "solvers").glob("*.png")) if (root / "solvers").is_dir() else []:
+        lines.append(f"- [solvers/{png.name}](solvers/{png.name})")
+    path = root / "README.md"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .suite import Job, Suite, apply_overrides, expand, load_suite
+from .suite import PRETRAINED, Job, Suite, apply_overrides, expand, load_suite
 
 __all__ = ["run_suite", "RunSummary", "quick_suite"]
 
@@ -55,9 +55,15 @@ def _datasets(cfg: Mapping[str, Any], evals: bool = True):
     tr_p, ev_p = _split_params(cfg["dataset_params"])
     name, seed = cfg["dataset"], int(cfg["seed"])
     train_set = load_dataset(name, split="train", seed=seed, **tr_p)
-    splits = get_dataset(name).splits if evals else ()
-    val_set = load_dataset(name, split="val", seed=seed, **ev_p) if "val" in splits else None
-    test_set = load_dataset(name, split="test", seed=seed, **ev_p) if "test" in splits else None
+    have = get_dataset(name).splits if evals else ()
+    chosen = {"val": "val", "test": "test", **cfg.get("splits", {})}  # stage key 'splits'
+    val_set, test_set = (
+        load_dataset(name, split=chosen[role], seed=seed, **ev_p)
+        if evals and chosen[role] is not None and chosen[role] in have else None
+        for role in ("val", "test"))
+    if evals and chosen["test"] is not None and test_set is None:
+        raise ValueError(f"dataset {name!r} has no split {chosen['test']!r} to test on (splits: "
+                         f"{', '.join(have)}); set the stage's 'splits: {{test: ...}}'")
     classes = getattr(train_set, "classes", None)
     k = len(classes) if classes else get_dataset(name).num_classes
     return train_set, val_set, test_set, k
@@ -82,6 +88,16 @@ def _save_atomic_state(model, path: Path) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)
+
+
+def _pretrained_path(cfg: Mapping[str, Any]) -> str:
+    path = os.path.expanduser(os.path.expandvars(str(cfg["pretrained"])))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"pretrained weights {cfg['pretrained']!r} (-> {path!r}) not found: put a state_dict "
+            "saved with torch.save(model.state_dict(), path) there (nothing is downloaded; "
+            "torchvision's ImageNet weights files load as they are)")
+    return path
 
 
 def _artefact(artefacts: Path, key: str, role: str) -> Path:
@@ -143,7 +159,13 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
     train_set, val_set, test_set, k = _datasets(cfg)
     model = _build(cfg, k)
     initial_weights = None
-    if cfg.get("init"):  # fine-tuning: the init stage's weights, a fresh k-way head
+    if cfg.get("init") == PRETRAINED:  # fine-tuning from a local weights file (ImageNet ...)
+        model = _build(cfg, k, weights=_pretrained_path(cfg))
+        head = model.tap_points["head"] + "."
+        initial_weights = {n: p.detach().clone() for n, p in model.named_parameters()
+                           if not n.startswith(head)}
+        replace_head(model, k)
+    elif cfg.get("init"):  # fine-tuning: the init stage's weights, a fresh k-way head
         ipath = _artefact(artefacts, cfg["init"], "init")
         icfg = jobs_by_key[cfg["init"]].config
         model = _build(icfg, _num_classes(icfg), weights=ipath)
@@ -152,7 +174,9 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
                            if not n.startswith(head)}
         replace_head(model, k)
     teacher = None
-    if cfg.get("teacher"):
+    if cfg.get("teacher") == PRETRAINED:  # the pre-trained network itself, frozen (li2020 §3)
+        teacher = _build(cfg, k, weights=_pretrained_path(cfg)).eval()
+    elif cfg.get("teacher"):
         tcfg = jobs_by_key[cfg["teacher"]].config
         tpath = _artefact(artefacts, cfg["teacher"], "teacher")
         teacher = _build(tcfg, _num_classes(tcfg), weights=tpath).eval()

@@ -28,6 +28,9 @@ A suite file (``yaml.safe_load``; schema-checked, errors name the file, the key 
 
 More stage keys: ``init: <stage>`` starts each student from that stage's trained weights (same
 seed) with a fresh head (fine-tuning; ``l2sp``'s ``w0`` are those weights);
+``splits: {val: NAME, test: NAME}`` picks the evaluation splits (ImageNet: ``test: val``);
+``pretrained: PATH`` names a local state_dict (``$VARS`` and ``~`` expanded when the job runs;
+e.g. ImageNet weights), used by ``init: pretrained`` and ``teacher: pretrained``;
 ``source: {dataset, dataset_params, weight}`` trains jointly on a source task through a second
 classifier (lu2017 JTLN; ``weight`` is ``lambda_s``); ``report: false`` leaves a stage out of
 the leaderboards (default: stages that another stage uses as teacher or init are left out).
@@ -62,7 +65,11 @@ _TOP_KEYS = {"name": str, "description": str, "seeds": list, "stages": dict}
 _STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
                "dataset_params": dict, "train": dict, "regularizers": list, "teacher": str,
                "grid": dict, "seeds": list, "init": str, "source": dict, "table": str,
-               "task": str, "report": bool}
+               "task": str, "report": bool, "reference": dict, "pretrained": str, "splits": dict}
+#: ``init:`` / ``teacher:`` value naming the stage's own ``pretrained`` weights file.
+PRETRAINED = "pretrained"
+_REFERENCE_KEYS = {"paper": str, "table": (str, int), "columns": dict, "rows": dict,
+                   "claims": list}
 _SOURCE_KEYS = {"dataset": str, "dataset_params": dict, "weight": (int, float)}
 #: Regularizer parameters read by the suite, not by the regularizer: the leaderboard row name.
 ROW_KEY = "row"
@@ -94,10 +101,13 @@ class Stage:
     grid: Mapping[str, tuple]
     seeds: tuple[int, ...]
     init: str | None = None
+    pretrained: str | None = None
+    splits: Mapping[str, Any] | None = None
     source: Mapping[str, Any] | None = None
     table: str = ""
     task: str | None = None
     report: bool | None = None
+    reference: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,8 @@ class Job:
     table: str = field(default="", compare=False)
     task: str = field(default="", compare=False)
     report: bool = field(default=True, compare=False)
+    #: The paper table this job's leaderboard reproduces (stage key ``reference``).
+    reference: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def seed(self) -> int:
@@ -279,6 +291,11 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
             fail(base + ["dataset"], "must be a dataset name or a non-empty list of names")
         earlier = [st.name for st in stages]
         for ref in ("teacher", "init"):
+            if s.get(ref) == PRETRAINED:
+                if "pretrained" not in s:
+                    fail(base + [ref], f"{ref}: pretrained needs the stage's 'pretrained: PATH' "
+                                       "(a local state_dict file)")
+                continue
             if s.get(ref) is not None and s[ref] not in earlier:
                 fail(base + [ref], f"{ref} {s[ref]!r} is not an earlier stage "
                                    f"(earlier: {', '.join(earlier) or 'none'})")
@@ -313,6 +330,16 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
                                                  "mapping {spec: {param: value}}")
         if not regs:
             fail(base + ["regularizers"], "needs at least one regularizer (use 'none')")
+        splits = s.get("splits")
+        if splits is not None:
+            for key, value in splits.items():
+                if key not in ("val", "test") or not (
+                        isinstance(value, str) or (value is None and key == "val")):
+                    fail(base + ["splits", key], "splits maps 'val' / 'test' to a split name of "
+                                                 "the dataset ('val' may be null: none)")
+        reference = s.get("reference")
+        if reference is not None:
+            reference = _check_reference(reference, base + ["reference"], fail)
         grid = {}
         for k, v in s.get("grid", {}).items():
             if not isinstance(v, list) or not v:
@@ -336,10 +363,47 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
             name=str(sname), model=s["model"], model_params=dict(s.get("model_params", {})),
             datasets=datasets, dataset_params=dict(s.get("dataset_params", {})), train=train,
             regularizers=tuple(regs), teacher=teacher, grid=grid, seeds=stage_seeds,
-            init=s.get("init"), source=source, table=s.get("table", str(sname)),
-            task=s.get("task"), report=s.get("report")))
+            init=s.get("init"), pretrained=s.get("pretrained"), splits=splits, source=source, table=s.get("table", str(sname)),
+            task=s.get("task"), report=s.get("report"), reference=reference))
     return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
                  seeds=seeds, path=filename, raw=raw)
+
+
+def _check_reference(ref: dict, path, fail) -> dict:
+    """A stage's ``reference``: the paper table (results/reference/) its leaderboard mirrors."""
+    from .reference import load_reference, parse_claim
+
+    for key, value in ref.items():
+        if key not in _REFERENCE_KEYS:
+            fail(path + [key], f"unknown reference key {key!r}; expected one of "
+                               f"{', '.join(_REFERENCE_KEYS)}")
+        if not isinstance(value, _REFERENCE_KEYS[key]):
+            fail(path + [key], f"must be {_type_name(_REFERENCE_KEYS[key])}")
+    for key in ("paper", "table"):
+        if key not in ref:
+            fail(path, f"a reference needs {key!r}")
+    try:
+        cells = load_reference(ref["paper"], str(ref["table"]))
+    except (ValueError, FileNotFoundError) as exc:
+        fail(path, str(exc))
+    known = set(cells["column"])
+    for ours, theirs in ref.get("columns", {}).items():
+        if theirs not in known:
+            fail(path + ["columns", ours], f"{ref['paper']} table {ref['table']} has no column "
+                                           f"{theirs!r}; its columns: {', '.join(sorted(known))}")
+    rows = set(cells["row"])
+    for ours, theirs in ref.get("rows", {}).items():
+        if theirs not in rows:
+            fail(path + ["rows", ours], f"{ref['paper']} table {ref['table']} has no row "
+                                        f"{theirs!r}; its rows: {', '.join(sorted(rows))}")
+    for i, claim in enumerate(ref.get("claims", [])):
+        try:
+            parse_claim(claim)
+        except ValueError as exc:
+            fail(path + ["claims", i], str(exc))
+    return {"paper": ref["paper"], "table": str(ref["table"]),
+            "columns": dict(ref.get("columns", {})), "rows": dict(ref.get("rows", {})),
+            "claims": list(ref.get("claims", []))}
 
 
 def _seeds(value, path, fail) -> tuple[int, ...]:
@@ -459,10 +523,18 @@ def expand(suite: Suite) -> list[Job]:
                             "regularizer": spec, "regularizer_params": reg_params,
                             "seed": int(seed), "teacher": None,
                         }
-                        if stage.teacher is not None:
+                        if stage.splits is not None:
+                            cfg["splits"] = dict(stage.splits)
+                        if stage.pretrained is not None:  # the path as written ($VARS kept)
+                            cfg["pretrained"] = stage.pretrained
+                        if stage.teacher == PRETRAINED:
+                            cfg["teacher"] = PRETRAINED
+                        elif stage.teacher is not None:
                             cfg["teacher"] = _teacher_key(by_stage[stage.teacher], dataset,
                                                           int(seed), stage, suite)
-                        if stage.init is not None:  # keys of plain stages stay as they were
+                        if stage.init == PRETRAINED:
+                            cfg["init"] = PRETRAINED
+                        elif stage.init is not None:  # keys of plain stages stay as they were
                             cfg["init"] = _teacher_key(by_stage[stage.init], dataset, int(seed),
                                                        stage, suite, "init")
                         if stage.source is not None:
@@ -473,7 +545,8 @@ def expand(suite: Suite) -> list[Job]:
                             if axes else "")
                         out.append(Job(suite.name, stage.name, config_key(cfg), cfg, label,
                                        table=stage.table or stage.name,
-                                       task=stage.task or dataset, report=report))
+                                       task=stage.task or dataset, report=report,
+                                       reference=stage.reference))
         by_stage[stage.name] = out
         jobs.extend(out)
     return jobs

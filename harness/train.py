@@ -85,6 +85,11 @@ class TrainConfig:
         Record the per-step trace every this many steps.
     drop_last : bool
         Drop the last incomplete batch of each epoch.
+    steps : int, optional
+        Train exactly this many SGD steps instead of ``epochs`` epochs (li2020 A.2: "9000
+        iterations, divide the learning rate by 10 after 6000"); ``milestones`` then count
+        steps, and the schedule advances every step. Evaluation and checkpoints stay per epoch
+        (and after the last step).
     """
 
     epochs: int = 10
@@ -102,6 +107,7 @@ class TrainConfig:
     max_grad_norm: float | None = None
     log_every: int = 1
     drop_last: bool = True
+    steps: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -113,6 +119,8 @@ class TrainConfig:
         if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
             raise ValueError(f"need lr > 0, momentum >= 0, weight_decay >= 0; got lr={self.lr}, "
                              f"momentum={self.momentum}, weight_decay={self.weight_decay}")
+        if self.steps is not None and int(self.steps) < 1:
+            raise ValueError(f"steps must be >= 1 when given; got {self.steps!r}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive; got {self.max_grad_norm}")
 
@@ -201,7 +209,10 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256,
         for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                generator=torch.Generator()):
             x, y = x.to(device), y.to(device)
-            logits = model(x)
+            if x.dim() == 5:  # (n, crops, c, h, w): ten-crop test, li2020 A.1
+                logits = _multi_crop_logits(model, x)
+            else:
+                logits = model(x)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
             n += y.shape[0]
@@ -213,6 +224,13 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256,
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _multi_crop_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Log of the crops' mean softmax: li2020 A.1 "average the scores of 10 cropped patches"."""
+    n, k = x.shape[:2]
+    probs = F.softmax(model(x.flatten(0, 1)), dim=-1).view(n, k, -1).mean(1)
+    return probs.clamp_min(1e-12).log()
 
 
 def _scalar(v: Any) -> float | None:
@@ -229,7 +247,7 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones),
                                                     gamma=cfg.gamma)
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps or cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
 
 
@@ -451,20 +469,25 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
 
         # ---- loop
         steps_per_epoch = len(_epoch_loader(train_set, cfg, 0))
+        # a step budget (li2020's iterations) becomes whole epochs, the last one cut short
+        n_epochs = -(-cfg.steps // steps_per_epoch) if cfg.steps else cfg.epochs
+        total_steps = cfg.steps or n_epochs * steps_per_epoch
         bar = None
         if progress:
             from tqdm.auto import tqdm  # lazy: only when shown
-            bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+            bar = tqdm(total=total_steps, initial=min(step, total_steps),
                        desc="train", dynamic_ncols=True, leave=False)
         steps_here = 0
         try:
-            for epoch in range(start_epoch, cfg.epochs):
+            for epoch in range(start_epoch, n_epochs):
                 model.train()
                 sums: dict[str, float] = defaultdict(float)
                 counts: dict[str, int] = defaultdict(int)
                 sources = _cycle(_epoch_loader(source_set, cfg, epoch, salt=1)) \
                     if source_set is not None else None
                 for x, y in _epoch_loader(train_set, cfg, epoch):
+                    if step >= total_steps:
+                        break
                     x, y = x.to(device), y.to(device)
                     source_ce = None
                     if sources is not None:  # joint training: the source batch first
@@ -524,6 +547,8 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                                             epoch=epoch, refresh=False)
                     step += 1
                     steps_here += 1
+                    if cfg.steps:
+                        sched.step()  # milestones count steps (li2020's iterations)
                     for t in hooks:
                         t.clear()  # free the batch's graphs
                     if bar is not None:
@@ -532,14 +557,15 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                 epoch_record: dict[str, Any] = {"epoch": epoch,
                                                 "lr": opt.param_groups[0]["lr"],
                                                 **{k: sums[k] / counts[k] for k in sums}}
-                sched.step()  # per-epoch schedule (the papers decay at epochs)
+                if not cfg.steps:
+                    sched.step()  # per-epoch schedule (the papers decay at epochs)
                 # a finite loss with non-finite gradients leaves NaN weights: never save those
                 bad = next((n for n, p in model.named_parameters()
                             if not torch.isfinite(p).all()), None)
                 if bad is not None:
                     raise _Failure(f"non-finite loss gradient: parameter {bad!r} is non-finite "
                                    f"after step {step - 1} (epoch {epoch})")
-                last = epoch == cfg.epochs - 1
+                last = epoch == n_epochs - 1
                 if val_set is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
                     ev = evaluate(model, val_set, device=device)
                     epoch_record.update({"val/accuracy": ev["accuracy"], "val/loss": ev["loss"]})

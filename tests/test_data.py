@@ -204,6 +204,10 @@ def test_aircraft_fake_manufacturer_split(tmp_path):
     assert airbus.classes == ["A320", "A330"] and airbus.targets == [0, 1, 0]
     boeing = load_dataset("aircraft", root=tmp_path, split="train", manufacturer="Boeing")
     assert boeing.classes == ["707-320", "737-800"] and boeing.targets == [0, 1]
+    # lu2017 ITL-Boeing: the source task is every other manufacturer's variants
+    source = load_dataset("aircraft", root=tmp_path, split="train",
+                          exclude_manufacturer="Boeing")
+    assert source.classes == ["A320", "A330"] and source.targets == [0, 1, 0]
     x, _ = boeing[0]
     assert x.shape == (3, 224, 224)
 

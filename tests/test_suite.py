@@ -350,3 +350,112 @@ def _all_trials(storage):
     import optuna
 
     return optuna.load_study(study_name="tiny", storage=storage).get_trials()
+
+
+def test_report_puts_the_papers_numbers_beside_ours_and_checks_claims(tmp_path):
+    """A stage's `reference` maps its table to a paper table (results/reference/)."""
+    from harness.reference import evaluate_claims, load_reference, paper_numbers, \
+        reference_from_config
+    from harness.report import write_index, write_report
+    from harness.runner import run_suite
+
+    text = TRANSFER.replace("    regularizers:\n      - none\n      - l2sp\n",
+                            "    reference:\n      paper: li2020\n      table: \"1\"\n"
+                            "      columns: {0-4 to 5-9: Aircraft100}\n"
+                            "      claims: [\"omega_p > l2sp\", \"l2sp > omega_p\", "
+                            "\"omega_p > kd\"]\n"
+                            "    regularizers:\n      - none\n      - l2sp\n")
+    assert "reference:" in text
+    path = tmp_path / "xfer.yaml"
+    path.write_text(text)
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    s = run_suite(path, storage=storage, progress=False, results_root=tmp_path / "r", log=None,
+                  overrides=["stages.joint.regularizers=[none]"])
+    assert s.failed == 0, s.failures
+    paths = write_report("xfer", storage, tmp_path / "r" / "xfer", keys=s.keys)
+    md = paths["md"].read_text()
+    # li2020 Table 1, Aircraft100: none 83.95 ± 0.37, L2-SP 83.94 ± 0.39, Omega_P 85.19 ± 0.36
+    assert "paper: Aircraft100" in md
+    for cell in ("83.95 ± 0.37", "83.94 ± 0.39", "85.19 ± 0.36"):
+        assert cell in md, cell
+    assert "`omega_p > l2sp`: ours" in md and "paper 1 of 1" in md
+    assert "`omega_p > kd`: ours 0 of 0 task(s), paper 0 of 0: not measurable" in md
+    csv = pd.read_csv(paths["csv"])
+    ft = csv[csv["table"] == "fine-tuning"].set_index("method")
+    assert ft.at["omega_p", "paper"] == 85.19 and ft.at["l2sp", "paper_column"] == "Aircraft100"
+    # the claims are a pure function of the two frames
+    ours = pd.DataFrame({"t": [80.0, 81.0]}, index=["l2sp", "omega_p"])
+    ref = reference_from_config({"paper": "li2020", "table": "1", "columns": {"t": "Dogs120"},
+                                 "claims": ["omega_p > l2sp"]})
+    paper, _ = paper_numbers(ref, [("l2sp", "l2sp"), ("omega_p", "omega_p")], ["t"])
+    assert paper.loc["omega_p", "t"] == 77.43
+    [c] = evaluate_claims(ref.claims, ours, paper, {"l2sp": "l2sp", "omega_p": "omega_p"})
+    assert (c["ours"], c["ours_of"], c["paper"], c["paper_of"], c["holds"]) == (1, 1, 1, 1, True)
+    assert len(load_reference("lu2017", "2")) == 10
+    index = write_index(tmp_path / "r", {"xfer": "a transfer suite"})
+    assert "[leaderboard](xfer/leaderboard.md)" in index.read_text()
+    assert "a transfer suite" in index.read_text()
+
+
+@pytest.mark.parametrize("old, new, what", [
+    ("    init: source\n    teacher: source\n", "    init: pretrained\n    teacher: source\n",
+     "pretrained: PATH"),
+    ("      paper: li2020\n", "      paper: li2021\n", "no reference numbers for paper"),
+    ("{0-4 to 5-9: Aircraft100}", "{0-4 to 5-9: Aircraft1000}", "has no column 'Aircraft1000'"),
+    ('claims: ["omega_p > l2sp"]', 'claims: ["omega_p beats l2sp"]', "expected 'ROW > ROW'"),
+])
+def test_bad_reference_and_pretrained_keys_are_named(tmp_path, old, new, what):
+    from harness.suite import parse_suite
+
+    text = TRANSFER.replace("    regularizers:\n      - none\n      - l2sp\n",
+                            "    reference:\n      paper: li2020\n      table: \"1\"\n"
+                            "      columns: {0-4 to 5-9: Aircraft100}\n"
+                            "      claims: [\"omega_p > l2sp\"]\n"
+                            "    regularizers:\n      - none\n      - l2sp\n")
+    assert old in text
+    with pytest.raises(SuiteError, match=what):
+        parse_suite(text.replace(old, new), "bad.yaml")
+
+
+def test_pretrained_init_and_teacher_from_a_local_file(tmp_path, monkeypatch):
+    """`pretrained: $VAR/file` + `init: pretrained` / `teacher: pretrained` (li2020 Table 1)."""
+    import torch
+
+    from harness.models import build_model
+    from harness.records import records_frame
+    from harness.runner import run_suite
+
+    torch.manual_seed(3)
+    torch.save(build_model("mlp", 7, widths=(16,)).state_dict(), tmp_path / "w.pth")
+    monkeypatch.setenv("OTR_TEST_WEIGHTS", str(tmp_path))
+    text = textwrap.dedent("""\
+        name: pre
+        seeds: [0]
+        stages:
+          finetune:
+            model: mlp
+            model_params: {widths: [16]}
+            dataset: digits
+            dataset_params: {classes: [5, 6, 7, 8, 9], n_per_class: 5}
+            pretrained: $OTR_TEST_WEIGHTS/w.pth
+            init: pretrained
+            teacher: pretrained
+            splits: {test: val}
+            train: {epochs: 1, batch_size: 25, lr: 0.05}
+            regularizers: [l2sp, omega_i]
+        """)
+    path = tmp_path / "pre.yaml"
+    path.write_text(text)
+    jobs = expand(load_suite(path))
+    assert jobs[0].config["pretrained"] == "$OTR_TEST_WEIGHTS/w.pth"  # portable key
+    assert jobs[0].config["init"] == jobs[0].config["teacher"] == "pretrained"
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    s = run_suite(path, storage=storage, progress=False, results_root=tmp_path / "r", log=None)
+    assert (s.completed, s.failed) == (2, 0), s.failures
+    df = records_frame(storage, "pre")
+    # l2sp starts at w0 = the file's weights: its first logged value is 0 + beta/2 |new head|^2
+    assert set(df["regularizer"]) == {"l2sp", "omega_i"}
+    monkeypatch.setenv("OTR_TEST_WEIGHTS", str(tmp_path / "nowhere"))
+    s = run_suite(path, storage=f"sqlite:///{tmp_path / 'b.sqlite3'}", progress=False,
+                  results_root=tmp_path / "r2", log=None)
+    assert s.failed == 2 and "pretrained weights" in s.failures[0][1]

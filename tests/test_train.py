@@ -283,3 +283,33 @@ def test_joint_training_adds_the_source_cross_entropy(digits):
     with pytest.raises(ValueError, match="source classifier"):
         train(build_model("mlp", 5, widths=(16,)), target, None, config=cfg,
               source_set=source, progress=False)
+
+
+def test_step_budget_and_step_milestones(digits):
+    """li2020 A.2 counts iterations: `steps=` trains exactly that many, milestones in steps."""
+    train_set, _ = digits
+    x, y = train_set.tensors
+    small = TensorDataset(x[:96], y[:96])  # 3 steps per epoch at batch 32
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.1, schedule="step", milestones=(5,),
+                      steps=7, seed=0)
+    res = train(mlp(), small, None, config=cfg, progress=False)
+    assert res.status == "completed" and res.steps == 7 and res.epochs_completed == 3
+    # the lr an epoch ends with: 3 steps (before 5), 6 steps (after), 7 steps
+    assert [round(e["lr"], 6) for e in res.history["epochs"]] == [0.1, 0.01, 0.01]
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+
+
+def test_ten_crop_evaluation_averages_the_crops_scores():
+    """A (n, crops, c, h, w) test batch scores each image by its crops' mean softmax."""
+    from harness.train import evaluate
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x = torch.randn(8, 10, 3, 2, 2)
+    y = torch.randint(0, 3, (8,))
+    with torch.no_grad():
+        probs = torch.softmax(net(x.flatten(0, 1)), -1).view(8, 10, 3).mean(1)
+    got = evaluate(net, TensorDataset(x, y))
+    assert got["accuracy"] == pytest.approx(float((probs.argmax(-1) == y).float().mean()))
+    assert got["loss"] == pytest.approx(float(-probs[torch.arange(8), y].log().mean()), rel=1e-5)

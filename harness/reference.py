@@ -1,0 +1,168 @@
+"""The papers' own numbers (``results/reference/*.csv``) beside ours, and their claims checked.
+
+A suite stage points at the table it reproduces::
+
+    reference:
+      paper: li2020
+      table: "1"
+      columns: {"digits 0-4 → 5-9": Aircraft100}   # our task -> the paper's column
+      rows: {target only: Finetuning on target}     # optional: our row -> the paper's row
+      claims: ["omega_p > l2sp", "omega_p > omega_i"]
+
+Rows are matched by the paper row's ``spec`` (the regularizer spec of our row) unless ``rows``
+names the paper's row. A claim ``"a > b"`` (rows by our row name or spec) is counted per column
+in our run and in the paper: "Ω_P > L2-SP on 4 of 5 tasks"; it *holds* in our run when it holds
+on more than half of our columns.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+__all__ = ["REFERENCE_DIR", "load_reference", "Reference", "reference_from_config",
+           "paper_numbers", "Claim", "parse_claim", "evaluate_claims"]
+
+#: ``results/reference/`` at the repository root.
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+_CLAIM = re.compile(r"^\s*(.+?)\s*(>=|<=|>|<)\s*(.+?)\s*$")
+
+
+@functools.lru_cache(maxsize=4)
+def _load(directory: str):
+    import pandas as pd
+
+    files = sorted(Path(directory).glob("*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no reference CSVs in {directory}")
+    df = pd.concat([pd.read_csv(f, dtype={"table": str, "spec": str, "pm": str})
+                    for f in files], ignore_index=True)
+    df["spec"] = df["spec"].fillna("")
+    return df
+
+
+def load_reference(paper: str | None = None, table: str | None = None,
+                   directory: str | Path = REFERENCE_DIR):
+    """The reference numbers (one row per cell) of ``paper`` / ``table`` (all when None)."""
+    df = _load(str(directory))
+    if paper is not None:
+        if paper not in set(df["paper"]):
+            raise ValueError(f"no reference numbers for paper {paper!r}; known: "
+                             f"{', '.join(sorted(set(df['paper'])))}")
+        df = df[df["paper"] == paper]
+    if table is not None:
+        if str(table) not in set(df["table"]):
+            raise ValueError(f"{paper or 'the papers'} has no table {table!r} in the reference "
+                             f"CSVs; known: {', '.join(sorted(set(df['table'])))}")
+        df = df[df["table"] == str(table)]
+    return df.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Which paper table a leaderboard reproduces, and how its rows and columns map."""
+
+    paper: str
+    table: str
+    columns: Mapping[str, str]
+    rows: Mapping[str, str]
+    claims: tuple[str, ...] = ()
+
+
+def reference_from_config(cfg: Mapping[str, Any] | None) -> Reference | None:
+    if not cfg:
+        return None
+    return Reference(paper=str(cfg["paper"]), table=str(cfg["table"]),
+                     columns=dict(cfg.get("columns", {})), rows=dict(cfg.get("rows", {})),
+                     claims=tuple(cfg.get("claims", ())))
+
+
+def paper_numbers(ref: Reference, our_rows: Sequence[tuple[str, str]], our_columns: Sequence[str],
+                  directory: str | Path = REFERENCE_DIR):
+    """The paper's values laid out like our table: rows = our row names, columns = our tasks.
+
+    ``our_rows``: ``(row name, regularizer spec)`` pairs. Returns ``(values, text)``: floats
+    (NaN where the paper has no number, or where our row has no counterpart: a spec matching
+    several paper rows needs a ``rows`` entry) and the printed cells (``"85.19 ± 0.36"``).
+    """
+    import numpy as np
+    import pandas as pd
+
+    ref_df = load_reference(ref.paper, ref.table, directory)
+    out = pd.DataFrame(np.nan, index=[r for r, _ in our_rows], columns=list(our_columns))
+    text = pd.DataFrame("-", index=out.index, columns=out.columns, dtype=object)
+    for name, spec in our_rows:
+        if name in ref.rows:
+            cand = ref_df[ref_df["row"] == ref.rows[name]]
+        else:
+            cand = ref_df[ref_df["spec"] == spec]
+            if cand["row"].nunique() > 1:
+                continue  # ambiguous without a rows mapping
+        for col in our_columns:
+            paper_col = ref.columns.get(col)
+            cell = cand[cand["column"] == paper_col]
+            if len(cell) == 1:
+                value, pm = float(cell["value"].iloc[0]), cell["pm"].iloc[0]
+                if cell["metric"].iloc[0] == "accuracy_frac":  # lu2017 prints fractions
+                    value = round(100 * value, 10)
+                    pm = f"{100 * float(pm):g}" if isinstance(pm, str) and pm else pm
+                out.at[name, col] = value
+                text.at[name, col] = f"{value:g}" + (f" ± {pm}" if isinstance(pm, str) and pm
+                                                     else "")
+    return out, text
+
+
+@dataclass(frozen=True)
+class Claim:
+    left: str
+    op: str
+    right: str
+
+    def __str__(self) -> str:
+        return f"{self.left} {self.op} {self.right}"
+
+    def test(self, a: float, b: float) -> bool:
+        return {">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[self.op]
+
+
+def parse_claim(text: str) -> Claim:
+    m = _CLAIM.match(str(text))
+    if not m:
+        raise ValueError(f"claim {text!r}: expected 'ROW > ROW' (or <, >=, <=)")
+    return Claim(m.group(1), m.group(2), m.group(3))
+
+
+def _row(frame, name: str, specs: Mapping[str, str]) -> str | None:
+    if name in frame.index:
+        return name
+    hits = [r for r, s in specs.items() if s == name and r in frame.index]
+    return hits[0] if len(hits) == 1 else None
+
+
+def evaluate_claims(claims: Sequence[str], ours, paper, specs: Mapping[str, str]) -> list[dict]:
+    """Count, per claim, the columns where it holds in ``ours`` and in ``paper`` (means frames,
+    rows = our row names, columns = our tasks; ``specs``: row name -> spec).
+
+    Returns one dict per claim: ``claim``, ``ours`` / ``ours_of`` (columns where it holds / where
+    both rows have a number), ``paper`` / ``paper_of``, ``holds`` (in more than half of ours;
+    None when no column has both rows).
+    """
+    out = []
+    for text in claims:
+        c = parse_claim(text)
+        res = {"claim": str(c)}
+        for side, frame in (("ours", ours), ("paper", paper)):
+            a, b = _row(frame, c.left, specs), _row(frame, c.right, specs)
+            n = k = 0
+            if a is not None and b is not None:
+                for col in frame.columns:
+                    x, y = frame.at[a, col], frame.at[b, col]
+                    if x == x and y == y:  # both numbers (not NaN)
+                        n += 1
+                        k += int(c.test(float(x), float(y)))
+            res[side], res[f"{side}_of"] = k, n
+        res["holds"] = (res["ours"] * 2 > res["ours_of"]) if res["ours_of"] else None
+        out.append(res)
+    return out

@@ -298,7 +298,8 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         summary = run_suite(args.suite, storage=args.storage, overrides=args.set or (),
-                            progress=not args.no_progress, quick=args.quick)
+                            progress=not args.no_progress, quick=args.quick,
+                            device=args.device)
     except (FileNotFoundError, SuiteError) as exc:
         print(f"otransfer {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -427,6 +428,9 @@ def _add_run_like(sub, name: str, help: str, description: str) -> None:
                    help="any Optuna storage URL (default sqlite:///results/SUITE/runs.sqlite3)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 epoch per stage, first seed only")
+    p.add_argument("--device", metavar="DEV",
+                   help="train on this device (cpu, cuda, cuda:1 ...) whatever the suite says; "
+                        "not part of the jobs' keys, so results stay comparable")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_cmd_run, parser=p)
 

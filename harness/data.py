@@ -273,11 +273,12 @@ def digits_transfer_split(split: str = "train", *, seed: int = 0,
 @register_dataset("synthetic", num_classes=4, input_kind="flat", needs_root=False,
                   splits=("train", "val", "test"),
                   params={"n_samples": 1000, "dims": 16, "classes": 4, "separation": 3.0,
-                          "data_seed": 0, "val_fraction": 0.15, "test_fraction": 0.15},
+                          "data_seed": 0, "val_fraction": 0.15, "test_fraction": 0.15,
+                          "n_per_class": None},
                   description="seeded Gaussian mixture: one isotropic Gaussian per class, "
-                              "means at distance ~separation")
+                              "means at distance ~separation; n_per_class: few-shot subset")
 def _synthetic(root, split, seed, *, n_samples, dims, classes, separation, data_seed,
-               val_fraction, test_fraction):
+               val_fraction, test_fraction, n_per_class):
     g = torch.Generator().manual_seed(int(data_seed))
     means = torch.randn(classes, dims, generator=g)
     means = separation * means / means.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -286,6 +287,8 @@ def _synthetic(root, split, seed, *, n_samples, dims, classes, separation, data_
     n_val, n_test = int(round(val_fraction * n_samples)), int(round(test_fraction * n_samples))
     sizes = {"train": n_samples - n_val - n_test, "val": n_val, "test": n_test}
     idx = _stratified_split(y.numpy(), sizes, seed)[split]
+    if n_per_class is not None:
+        idx = _few_shot(idx, y.numpy(), int(n_per_class), seed)
     return ArrayDataset(x[idx], y[idx], [str(c) for c in range(classes)])
 
 

@@ -103,7 +103,7 @@ def records_frame(storage: str, suite: str):
         rows[a["key"]] = a
     cols = ["key", "stage", "table", "task", "report", "dataset", "regularizer", "method",
             "seed", "val_accuracy", "best_val_accuracy", "test_accuracy", "wall_time",
-            "final_losses", "epochs", "status", "git_sha", "trial", "config"]
+            "final_losses", "epochs", "layer_traces", "status", "git_sha", "trial", "config"]
     df = pd.DataFrame(list(rows.values()))
     for c in cols:
         if c not in df:

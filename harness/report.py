@@ -210,6 +210,53 @@ def plot_traces(df, title: str, path) -> bool:
     return True
 
 
+def layer_trace_table(df):
+    """li2020 Fig. 2 as numbers: mean trace of the plan per tap (rows, in tap order) and
+    task (columns; ``task · method`` when a table has several methods), or None."""
+    import pandas as pd
+
+    if "layer_traces" not in df:
+        return None
+    rows = []
+    for _, r in df.iterrows():
+        tr = r["layer_traces"]
+        if isinstance(tr, dict):
+            for i, (tap, v) in enumerate(tr.items()):
+                rows.append({"tap": tap, "order": i, "task": r["dataset"],
+                             "method": r.get("method") or r["regularizer"], "trace": v})
+    if not rows:
+        return None
+    t = pd.DataFrame(rows)
+    several = t["method"].nunique() > 1
+    t["column"] = t["task"] + (" · " + t["method"] if several else "")
+    taps = t.groupby("tap")["order"].min().sort_values().index
+    out = t.groupby(["tap", "column"], sort=False)["trace"].mean().unstack("column")
+    return out.reindex(index=taps, columns=list(dict.fromkeys(t["column"])))
+
+
+def plot_layer_traces(table, title: str, path) -> None:
+    """li2020 Fig. 2: trace of the plan versus layer depth, one line per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    x = range(len(table.index))
+    for col in table.columns:
+        ax.plot(x, table[col], marker="o", label=str(col))
+    ax.set_xticks(list(x), [str(t) for t in table.index], rotation=30, ha="right")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("layer (input → output)")
+    ax.set_ylabel("trace of the plan  tr(P)")
+    ax.set_title(f"{title}: neurons matching their initial role (li2020 Fig. 2)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _with_time(table, df):
     """``table`` plus a column of the mean wall time (s) of a job of each row."""
     import pandas as pd
@@ -300,6 +347,16 @@ def write_report(suite: str, storage: str | None = None,
                   if ref is not None else "") + "\n", table.to_markdown(), ""]
         if claims:
             md.append(_claims_markdown(claims, ref))
+        layers = layer_trace_table(d)
+        if layers is not None:
+            md += ["Trace of the exact plan between the trained network's neurons and the "
+                   "teacher's, per layer, after training (li2020 Fig. 2; mean over seeds):\n",
+                   layers.round(3).to_markdown(), ""]
+            if plots:
+                png = out / f"{slug(name)}_layers.png"
+                plot_layer_traces(layers, name, png)
+                paths[f"layers:{name}"] = png
+                md.append(f"![{name}: trace per layer]({png.name})\n")
         if plots:
             png = out / f"{slug(name)}.png"
             plot_table(d, f"{suite}: {name}", png)

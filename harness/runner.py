@@ -34,9 +34,10 @@ class RunSummary:
 
 
 def quick_suite(suite: Suite) -> Suite:
-    """``suite`` with 1 epoch per stage and only its first seed (a smoke run), named
+    """``suite`` with 1 epoch per stage (no step budget) and only its first seed (a smoke run), named
     ``<name>-quick`` so that its records and artefacts stay apart from the real runs."""
-    stages = tuple(dataclasses.replace(s, train={**s.train, "epochs": 1}, seeds=s.seeds[:1])
+    stages = tuple(dataclasses.replace(s, train={**s.train, "epochs": 1, "steps": None},
+                                       seeds=s.seeds[:1])
                    for s in suite.stages)
     return dataclasses.replace(suite, name=f"{suite.name}-quick", stages=stages,
                                seeds=suite.seeds[:1])
@@ -117,12 +118,37 @@ def _features(model, dataset, tap: str = "penultimate", batch_size: int = 256):
 
     feats, labels = [], []
     model.eval()
+    device = next(model.parameters()).device
     with Taps(model, [tap]) as taps, torch.no_grad():
         for x, y in DataLoader(dataset, batch_size=batch_size):
-            model(x)
-            feats.append(taps.features[tap])
+            model(x.to(device))
+            feats.append(taps.features[tap].cpu())
             labels.append(y)
     return torch.cat(feats), torch.cat(labels)
+
+
+def _layer_traces(model, teacher, dataset, taps, max_examples: int) -> dict[str, float]:
+    """li2020 Fig. 2 (post hoc): at each tap, the trace of the exact OT plan between the
+    trained network's and the teacher's neurons, each neuron seen on up to ``max_examples``
+    examples of ``dataset`` (the share of neurons still matched to their initial role)."""
+    import torch
+    from torch.utils.data import Subset
+
+    from .representation import matched_fraction, solve_representation
+
+    if len(dataset) > max_examples:
+        dataset = Subset(dataset, range(max_examples))
+    out = {}
+    for tap in taps:
+        s, _ = _features(model, dataset, tap)
+        t, _ = _features(teacher, dataset, tap)
+        res = solve_representation(s.double(), t.double(), view="neurons", plan="exact")
+        trace = matched_fraction(res)
+        if trace is None:
+            raise ValueError(f"trace analysis at {tap!r}: the network has {s.shape[1]} neurons "
+                             f"there and the teacher {t.shape[1]}; the trace needs d == d'")
+        out[tap] = float(trace)
+    return out
 
 
 def _label_cost(kind: str, extractor, source_set, target_set):
@@ -146,7 +172,7 @@ def _label_cost(kind: str, extractor, source_set, target_set):
 
 
 def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress: bool,
-             save: bool) -> dict[str, Any]:
+             save: bool, device: str | None = None) -> dict[str, Any]:
     import torch
 
     from .data import load_dataset
@@ -208,6 +234,8 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
                              "the stage 'source: {dataset: ...}'")
     tc = dict(cfg["train"])
     tc["milestones"] = tuple(tc.get("milestones", ()))
+    if device:
+        tc["device"] = device
     ckpt = artefacts / f"{job.key}.ckpt"
     artefacts.mkdir(parents=True, exist_ok=True)
     result = train(model, train_set, val_set, config=TrainConfig(**tc), regularizer=reg,
@@ -229,6 +257,14 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
                # Fig. 3): what the report's plots read
                "epochs": [{k: v for k, v in e.items() if isinstance(v, (int, float))}
                           for e in epochs]}
+    if result.status == "completed" and cfg.get("analysis"):
+        an = cfg["analysis"]
+        split = {"val": val_set, "test": test_set}.get(an["split"])
+        if split is None:
+            split = load_dataset(cfg["dataset"], split=an["split"], seed=job.seed,
+                                 **_split_params(cfg["dataset_params"])[1])
+        metrics["layer_traces"] = _layer_traces(model, teacher, split, an["trace_taps"],
+                                                an["max_examples"])
     if result.status == "completed" and save:
         path = artefacts / f"{job.key}.pt"
         _save_atomic_state(model, path)
@@ -240,7 +276,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
               overrides: Iterable[str] = (), progress: bool = True, quick: bool = False,
               results_root: str | os.PathLike = "results",
               on_job: Callable[[Job, Mapping[str, Any]], None] | None = None,
-              log: Callable[[str], None] | None = print) -> RunSummary:
+              log: Callable[[str], None] | None = print,
+              device: str | None = None) -> RunSummary:
     """Run every job of ``suite`` not yet completed in ``storage``; record each one.
 
     Parameters
@@ -261,6 +298,9 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
         ``on_job(job, metrics)`` after each recorded job (what it raises propagates).
     log : callable, optional
         One line per job; ``None`` is silent.
+    device : str, optional
+        Train every job on this device (``"cuda"`` ...), overriding ``train.device`` without
+        changing the jobs' keys.
     """
     from . import records
     from .suite import _check, _Lines
@@ -276,7 +316,9 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     artefacts = Path(results_root) / suite.name / "artefacts"
     jobs = expand(suite)
     by_key = {j.key: j for j in jobs}
-    teacher_keys = {j.config["teacher"] for j in jobs if j.config.get("teacher")}
+    # jobs whose weights later stages load (as teacher or as init) keep an artefact
+    teacher_keys = {j.config[ref] for j in jobs for ref in ("teacher", "init")
+                    if j.config.get(ref)}
     study = records.open_study(storage, suite.name)
     done = records.done_keys(storage, suite.name)
     say = log or (lambda s: None)
@@ -292,7 +334,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
             continue
         trial = records.start_record(study, job)
         try:
-            metrics = _run_job(job, by_key, artefacts, progress, save=is_teacher)
+            metrics = _run_job(job, by_key, artefacts, progress, save=is_teacher,
+                               device=device)
         except Exception as exc:  # recorded, and the run goes on
             metrics = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
         except BaseException:  # Ctrl-C: record the interruption, then stop

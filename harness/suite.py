@@ -24,10 +24,13 @@ A suite file (``yaml.safe_load``; schema-checked, errors name the file, the key 
           - kd: {tau: 2, row: "KD (tau=2)"}   # 'row': the leaderboard's row name
         grid: {kd.alpha: [0.5, 1.0]}   # params grid, applied to specs that accept the key
         table: compression       # leaderboard this stage's rows go to (default: stage name)
-        task: digits             # its column (default: the dataset name)
+        task: digits             # its column (default: the dataset name; "{dataset}" is
+                                 # replaced by it, for a stage with a list of datasets)
 
 More stage keys: ``init: <stage>`` starts each student from that stage's trained weights (same
 seed) with a fresh head (fine-tuning; ``l2sp``'s ``w0`` are those weights);
+``analysis: {trace_taps: [...], split, max_examples}`` records, after training, the trace of the
+exact plan between the network's and the teacher's neurons at each tap (li2020 Fig. 2);
 ``splits: {val: NAME, test: NAME}`` picks the evaluation splits (ImageNet: ``test: val``);
 ``pretrained: PATH`` names a local state_dict (``$VARS`` and ``~`` expanded when the job runs;
 e.g. ImageNet weights), used by ``init: pretrained`` and ``teacher: pretrained``;
@@ -65,7 +68,8 @@ _TOP_KEYS = {"name": str, "description": str, "seeds": list, "stages": dict}
 _STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
                "dataset_params": dict, "train": dict, "regularizers": list, "teacher": str,
                "grid": dict, "seeds": list, "init": str, "source": dict, "table": str,
-               "task": str, "report": bool, "reference": dict, "pretrained": str, "splits": dict}
+               "task": str, "report": bool, "reference": dict, "pretrained": str, "splits": dict,
+               "analysis": dict}
 #: ``init:`` / ``teacher:`` value naming the stage's own ``pretrained`` weights file.
 PRETRAINED = "pretrained"
 _REFERENCE_KEYS = {"paper": str, "table": (str, int), "columns": dict, "rows": dict,
@@ -103,6 +107,7 @@ class Stage:
     init: str | None = None
     pretrained: str | None = None
     splits: Mapping[str, Any] | None = None
+    analysis: Mapping[str, Any] | None = None
     source: Mapping[str, Any] | None = None
     table: str = ""
     task: str | None = None
@@ -337,6 +342,9 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
                         isinstance(value, str) or (value is None and key == "val")):
                     fail(base + ["splits", key], "splits maps 'val' / 'test' to a split name of "
                                                  "the dataset ('val' may be null: none)")
+        analysis = s.get("analysis")
+        if analysis is not None:
+            analysis = _check_analysis(analysis, base + ["analysis"], fail, teacher)
         reference = s.get("reference")
         if reference is not None:
             reference = _check_reference(reference, base + ["reference"], fail)
@@ -344,6 +352,14 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
         for k, v in s.get("grid", {}).items():
             if not isinstance(v, list) or not v:
                 fail(base + ["grid", k], "a grid axis is a non-empty list of values")
+            try:
+                taken = any(_accepts(spec, str(k), p) for spec, p in regs)
+            except ValueError as exc:  # an unknown regularizer or plan name
+                fail(base + ["regularizers"], str(exc))
+            if not taken:
+                fail(base + ["grid", k], f"no regularizer of this stage takes {k!r} (the grid "
+                                         "spans regularizer parameters only; train settings "
+                                         "go in 'train', or one stage per value)")
             grid[str(k)] = tuple(v)
         train = dict(s.get("train", {}))
         from .train import TrainConfig
@@ -363,10 +379,29 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
             name=str(sname), model=s["model"], model_params=dict(s.get("model_params", {})),
             datasets=datasets, dataset_params=dict(s.get("dataset_params", {})), train=train,
             regularizers=tuple(regs), teacher=teacher, grid=grid, seeds=stage_seeds,
-            init=s.get("init"), pretrained=s.get("pretrained"), splits=splits, source=source, table=s.get("table", str(sname)),
+            init=s.get("init"), pretrained=s.get("pretrained"), splits=splits, analysis=analysis,
+            source=source, table=s.get("table", str(sname)),
             task=s.get("task"), report=s.get("report"), reference=reference))
     return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
                  seeds=seeds, path=filename, raw=raw)
+
+
+def _check_analysis(an: dict, path, fail, teacher) -> dict:
+    """``analysis: {trace_taps: [...], split: val, max_examples: 3000}``: after training, the
+    trace of the exact OT plan between the trained network's and the teacher's neurons at each
+    tap, on that split (li2020 Fig. 2, post hoc)."""
+    keys = {"trace_taps": list, "split": str, "max_examples": int}
+    for key, value in an.items():
+        if key not in keys:
+            fail(path + [key], f"unknown analysis key {key!r}; expected one of {', '.join(keys)}")
+        if not isinstance(value, keys[key]) or isinstance(value, bool):
+            fail(path + [key], f"must be {_type_name(keys[key])}")
+    if not an.get("trace_taps"):
+        fail(path, "an analysis needs 'trace_taps': the layers to compare")
+    if teacher is None:
+        fail(path, "the plan-trace analysis compares with the stage's teacher: set 'teacher'")
+    return {"trace_taps": [str(t) for t in an["trace_taps"]], "split": an.get("split", "val"),
+            "max_examples": int(an.get("max_examples", 3000))}
 
 
 def _check_reference(ref: dict, path, fail) -> dict:
@@ -466,7 +501,9 @@ def apply_overrides(raw: Any, overrides: Iterable[str]) -> Any:
 # --------------------------------------------------------------------------- expansion
 
 
-def _accepts(spec: str, key: str) -> bool:
+def _accepts(spec: str, key: str, params: Mapping[str, Any] | None = None) -> bool:
+    """Whether a term of ``spec`` takes grid key ``key`` (solver keys: with the plan that
+    ``params`` sets, else the term's default plan)."""
     from .regularizers import get_regularizer
 
     head, dot, rest = key.partition(".")
@@ -474,7 +511,9 @@ def _accepts(spec: str, key: str) -> bool:
     infos = [get_regularizer(n) for n in names]
     if dot:
         return any(head == i.name or head in i.aliases for i in infos)
-    return any(key in i.accepted() for i in infos)
+    params = params or {}
+    return any(key in i.accepted(params.get(f"{i.name}.plan", params.get("plan")))
+               for i in infos)
 
 
 def _merge_params(params: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
@@ -511,7 +550,7 @@ def expand(suite: Suite) -> list[Job]:
             for spec, params in stage.regularizers:
                 params = dict(params)
                 row = params.pop(ROW_KEY, None)
-                axes = [k for k in stage.grid if _accepts(spec, k)]
+                axes = [k for k in stage.grid if _accepts(spec, k, params)]
                 for values in itertools.product(*(stage.grid[k] for k in axes)):
                     reg_params = _merge_params(params, dict(zip(axes, values)))
                     for seed in stage.seeds:
@@ -523,6 +562,8 @@ def expand(suite: Suite) -> list[Job]:
                             "regularizer": spec, "regularizer_params": reg_params,
                             "seed": int(seed), "teacher": None,
                         }
+                        if stage.analysis is not None:
+                            cfg["analysis"] = dict(stage.analysis)
                         if stage.splits is not None:
                             cfg["splits"] = dict(stage.splits)
                         if stage.pretrained is not None:  # the path as written ($VARS kept)
@@ -545,7 +586,8 @@ def expand(suite: Suite) -> list[Job]:
                             if axes else "")
                         out.append(Job(suite.name, stage.name, config_key(cfg), cfg, label,
                                        table=stage.table or stage.name,
-                                       task=stage.task or dataset, report=report,
+                                       task=(stage.task or "{dataset}").replace(
+                                           "{dataset}", dataset), report=report,
                                        reference=stage.reference))
         by_stage[stage.name] = out
         jobs.extend(out)

@@ -459,3 +459,16 @@ def test_pretrained_init_and_teacher_from_a_local_file(tmp_path, monkeypatch):
     s = run_suite(path, storage=f"sqlite:///{tmp_path / 'b.sqlite3'}", progress=False,
                   results_root=tmp_path / "r2", log=None)
     assert s.failed == 2 and "pretrained weights" in s.failures[0][1]
+
+
+def test_a_grid_key_no_regularizer_takes_is_an_error(tmp_path):
+    from harness.suite import parse_suite
+
+    with pytest.raises(SuiteError, match=r"key 'stages.students.grid.train.lr'.*no regularizer"):
+        parse_suite(TINY + "    grid: {train.lr: [0.1, 0.2]}\n", "bad.yaml")
+    # a solver key counts with the plan the spec sets
+    ok = TINY.replace("      - kd: {tau: 4}\n",
+                      "      - omega_p: {plan: sinkhorn}\n") + "    grid: {reg: [0.01, 0.1]}\n"
+    jobs = expand(parse_suite(ok, "ok.yaml"))
+    assert sorted(j.config["regularizer_params"].get("reg", 0) for j in jobs
+                  if j.regularizer == "omega_p") == [0.01, 0.01, 0.1, 0.1]

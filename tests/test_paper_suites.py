@@ -1,0 +1,65 @@
+"""Every suite file parses and expands to its grid; each CPU-scale twin runs end to end in
+--quick mode (issue 4: the papers' experiments as suites)."""
+from __future__ import annotations
+
+import pytest
+
+from harness.suite import SUITES_DIR, available_suites, expand, load_suite
+
+CPU = sorted(s for s in available_suites() if s.endswith("-cpu"))
+
+#: Reported jobs of each CPU twin: rows x columns x seeds, the papers' grid shapes.
+CPU_GRID = {
+    "li2020_table1-cpu": 6 * 5 * 3,      # none, L2, L2-SP, Omega_I/U/P x five tasks
+    "li2020_table2-cpu": 4 * 12 * 3,     # none, Omega_U, KD, Omega_P x 3 tasks x {L,W}->{S,M}
+    "li2020_table3-cpu": 3 * 3 * 3,      # none, Omega_U, Omega_P x 0/10/100 % pre-training
+    "li2020_table4-cpu": 5 * 5 * 3,      # L2, L2-SP, Omega_I/U/P x batch 16..128
+    "li2020_fig2-cpu": 1 * 5 * 3,        # L2-SP fine-tuning, traces per layer, five tasks
+    "li2020_fig3-cpu": 1 * 5 * 3,        # Omega_P traces along training, five tasks
+    "lohit2020_table1-cpu": 6 * 3 * 3,   # none, KD, REMD(+KD), IPOT(+KD) x three pairs
+    "lohit2020_table3-cpu": 2 * 5 * 3,   # IPOT(+KD) x stage 1..4, all
+    "lohit2020_table5-cpu": 6 * 2 * 3,   # as Table 1 x two pairs
+    "lu2017_table2-cpu": 5 * 2 * 3,      # target only, consecutive, joint, JTLN x2 x two splits
+    "ablation_plan-cpu": (9 + 8) * 3,    # Omega_P's plan by solver, two tasks
+}
+
+
+def test_the_cpu_twins_are_all_listed():
+    assert sorted(CPU_GRID) == CPU
+
+
+@pytest.mark.parametrize("name", available_suites())
+def test_every_suite_parses_and_expands(name):
+    suite = load_suite(name)
+    jobs = expand(suite)
+    assert jobs and len({j.key for j in jobs}) == len(jobs)
+    for j in jobs:  # every referenced teacher / init job exists in the suite
+        for ref in ("teacher", "init"):
+            key = j.config.get(ref)
+            assert key in (None, "pretrained") or key in {x.key for x in jobs}, (j.stage, ref)
+    if name in CPU_GRID:
+        assert sum(j.report for j in jobs) == CPU_GRID[name]
+        assert all(j.config["seed"] in (0, 1, 2) for j in jobs)
+        # every CPU twin of a table names the paper table it mirrors
+        if "_table" in name:
+            assert any(j.reference for j in jobs if j.report), name
+
+
+@pytest.mark.parametrize("name", CPU)
+def test_cpu_twin_runs_quick_end_to_end(name, tmp_path):
+    from harness.report import write_report
+    from harness.runner import run_suite
+
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    s = run_suite(name, storage=storage, progress=False, quick=True,
+                  results_root=tmp_path / "results", log=None)
+    assert s.failed == 0, s.failures
+    paths = write_report(s.suite, storage, tmp_path / "out", keys=s.keys)
+    md = paths["md"].read_text()
+    if "_table" in name:
+        assert "paper:" in md or "Claims of" in md
+    if "fig2" in name:
+        assert any(k.startswith("layers:") for k in paths) and "Fig. 2" in md
+    if "fig3" in name:
+        assert any(k.startswith("trace:") for k in paths)
+    assert any(k.startswith("png:") for k in paths)

@@ -64,6 +64,7 @@ def start_record(study, job, extra: Mapping[str, Any] | None = None):
     attrs = {"key": job.key, "stage": job.stage, "config": job.config_json(),
              "git_sha": git_sha(), "dataset": job.dataset, "regularizer": job.regularizer,
              "method": job.label or job.regularizer, "table": job.table or job.stage,
+             "row": job.row or job.label or job.regularizer, "select": job.select,
              "task": job.task or job.dataset, "report": bool(job.report),
              "reference": dict(job.reference) if job.reference else None,
              "seed": job.seed, **(extra or {})}

@@ -116,6 +116,67 @@ def split_tables(df) -> dict:
     return out
 
 
+def select_by_val(d):
+    """Keep, for each row (spec without its grid point) and task, the grid point with the best
+    mean validation accuracy over seeds; rename it to the row. Rows of stages without
+    ``select: val`` pass through. Returns ``(records, choices)``, ``choices`` a list of
+    ``(row, task, grid point, mean val accuracy)``."""
+    import pandas as pd
+
+    if "select" not in d or "row" not in d or not (d["select"] == "val").any():
+        return d, []
+    keep, choices = [d[d["select"] != "val"]], []
+    sel = d[d["select"] == "val"]
+    val = pd.to_numeric(sel["val_accuracy"], errors="coerce")
+    for (row, task), g in sel.assign(v=val).groupby(["row", "dataset"], sort=False):
+        means = g.groupby("method", sort=False)["v"].mean()
+        if means.isna().all():
+            raise ValueError(f"select: val needs validation accuracies; row {row!r} on {task!r} "
+                             "has none (the dataset has no 'val' split)")
+        best = means.idxmax()
+        choices.append((row, task, best, float(means[best])))
+        keep.append(g[g["method"] == best].drop(columns="v").assign(method=row))
+    out = pd.concat(keep)
+    order = {r: i for i, r in enumerate(dict.fromkeys(d["row"]))}  # the suite's row order
+    return out.iloc[sorted(range(len(out)), key=lambda i: order[out["row"].iloc[i]])], choices
+
+
+def numeric_axis(columns) -> tuple[str, list[float]] | None:
+    """``("batch", [16, 32, ...])`` when every column ends in ``name=<number>[%]`` with one
+    name (li2020 Table 4's batch sizes, Table 3's pre-training levels), else None."""
+    import re
+
+    found = [re.search(r"([A-Za-z_]+)=([0-9.]+)%?$", str(c)) for c in columns]
+    if len(columns) < 2 or not all(found) or len({m.group(1) for m in found}) != 1:
+        return None
+    return found[0].group(1), [float(m.group(2)) for m in found]
+
+
+def plot_lines(df, title: str, path) -> None:
+    """Test accuracy (%) versus a numeric task axis (li2020 Table 4: batch size), one line per
+    method, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mean, std, n = leaderboard_numbers(df)
+    name, xs = numeric_axis(mean.columns)
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    for method in mean.index:
+        m, s = mean.loc[method].to_numpy(float), std.loc[method].fillna(0).to_numpy(float)
+        ax.errorbar(xs, m, yerr=s, marker="o", capsize=3, label=str(method))
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set_xlabel(name)
+    ax.set_ylabel(f"test accuracy (%), mean ± std over {int(n.max().max())} seeds")
+    ax.set_title(str(title))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_table(df, title: str, path) -> None:
     """Horizontal bar chart of one table: test accuracy (%) mean ± std per method, one bar
     group per task, the best mean of each task outlined."""
@@ -335,6 +396,7 @@ def write_report(suite: str, storage: str | None = None,
     md = [f"# {suite}: test accuracy (%), mean ± std over seeds; best in bold\n"]
     tex, flat = [], []
     for name, d in tables.items():
+        d, choices = select_by_val(d)
         mean, std, n = leaderboard_numbers(d)
         seeds = int(n.max().max()) if n.size else 0
         table = _with_time(leaderboard(d), d)
@@ -347,6 +409,11 @@ def write_report(suite: str, storage: str | None = None,
                   if ref is not None else "") + "\n", table.to_markdown(), ""]
         if claims:
             md.append(_claims_markdown(claims, ref))
+        if choices:
+            md.append("Hyper-parameters chosen on the validation split (best mean validation "
+                      "accuracy over seeds):\n\n" + "\n".join(
+                          f"- {row} · {task}: `{point}` (val {100 * v:.1f} %)"
+                          for row, task, point, v in choices) + "\n")
         layers = layer_trace_table(d)
         if layers is not None:
             md += ["Trace of the exact plan between the trained network's neurons and the "
@@ -362,6 +429,12 @@ def write_report(suite: str, storage: str | None = None,
             plot_table(d, f"{suite}: {name}", png)
             paths[f"png:{name}"] = png
             md.append(f"![{name}]({png.name})\n")
+            if numeric_axis(mean.columns) is not None:  # accuracy vs batch size (Table 4)
+                line = out / f"{slug(name)}_lines.png"
+                plot_lines(d, f"{suite}: {name}", line)
+                paths[f"lines:{name}"] = line
+                md.append(f"![{name}: accuracy versus {numeric_axis(mean.columns)[0]}]"
+                          f"({line.name})\n")
             trace = out / f"{slug(name)}_trace.png"
             if plot_traces(d, name, trace):
                 paths[f"trace:{name}"] = trace

@@ -36,8 +36,9 @@ class RunSummary:
 def quick_suite(suite: Suite) -> Suite:
     """``suite`` with 1 epoch per stage (no step budget) and only its first seed (a smoke run), named
     ``<name>-quick`` so that its records and artefacts stay apart from the real runs."""
-    stages = tuple(dataclasses.replace(s, train={**s.train, "epochs": 1, "steps": None},
-                                       seeds=s.seeds[:1])
+    stages = tuple(dataclasses.replace(
+        s, train={**s.train, "epochs": 1, "steps": 0 if s.train.get("steps") == 0 else None},
+        seeds=s.seeds[:1])
                    for s in suite.stages)
     return dataclasses.replace(suite, name=f"{suite.name}-quick", stages=stages,
                                seeds=suite.seeds[:1])
@@ -99,6 +100,18 @@ def _pretrained_path(cfg: Mapping[str, Any]) -> str:
             "saved with torch.save(model.state_dict(), path) there (nothing is downloaded; "
             "torchvision's ImageNet weights files load as they are)")
     return path
+
+
+def _head_fits(path: str, model) -> bool:
+    """Whether the weights file's head has the shape of ``model``'s."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    head = model.tap_points["head"]
+    own = dict(model.named_parameters())
+    return all(k in state and state[k].shape == own[k].shape
+               for k in (f"{head}.weight", f"{head}.bias") if k in own)
 
 
 def _artefact(artefacts: Path, key: str, role: str) -> Path:
@@ -185,12 +198,14 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
     train_set, val_set, test_set, k = _datasets(cfg)
     model = _build(cfg, k)
     initial_weights = None
-    if cfg.get("init") == PRETRAINED:  # fine-tuning from a local weights file (ImageNet ...)
+    if cfg.get("init") == PRETRAINED:  # from a local weights file (ImageNet ...)
+        # the file's head is kept when it fits this task (ImageNet on ImageNet: a teacher used
+        # as it is, with steps: 0); a head of another size is left fresh (fine-tuning)
         model = _build(cfg, k, weights=_pretrained_path(cfg))
         head = model.tap_points["head"] + "."
+        fresh = not _head_fits(_pretrained_path(cfg), model)
         initial_weights = {n: p.detach().clone() for n, p in model.named_parameters()
-                           if not n.startswith(head)}
-        replace_head(model, k)
+                           if not (fresh and n.startswith(head))}
     elif cfg.get("init"):  # fine-tuning: the init stage's weights, a fresh k-way head
         ipath = _artefact(artefacts, cfg["init"], "init")
         icfg = jobs_by_key[cfg["init"]].config

@@ -31,6 +31,8 @@ More stage keys: ``init: <stage>`` starts each student from that stage's trained
 seed) with a fresh head (fine-tuning; ``l2sp``'s ``w0`` are those weights);
 ``analysis: {trace_taps: [...], split, max_examples}`` records, after training, the trace of the
 exact plan between the network's and the teacher's neurons at each tap (li2020 Fig. 2);
+``select: val`` reports, for each row and column, only the grid point with the best mean
+validation accuracy (the papers' cross-validated hyper-parameters; the choice is listed);
 ``splits: {val: NAME, test: NAME}`` picks the evaluation splits (ImageNet: ``test: val``);
 ``pretrained: PATH`` names a local state_dict (``$VARS`` and ``~`` expanded when the job runs;
 e.g. ImageNet weights), used by ``init: pretrained`` and ``teacher: pretrained``;
@@ -69,7 +71,7 @@ _STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
                "dataset_params": dict, "train": dict, "regularizers": list, "teacher": str,
                "grid": dict, "seeds": list, "init": str, "source": dict, "table": str,
                "task": str, "report": bool, "reference": dict, "pretrained": str, "splits": dict,
-               "analysis": dict}
+               "analysis": dict, "select": str}
 #: ``init:`` / ``teacher:`` value naming the stage's own ``pretrained`` weights file.
 PRETRAINED = "pretrained"
 _REFERENCE_KEYS = {"paper": str, "table": (str, int), "columns": dict, "rows": dict,
@@ -113,6 +115,7 @@ class Stage:
     task: str | None = None
     report: bool | None = None
     reference: Mapping[str, Any] | None = None
+    select: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,9 @@ class Job:
     report: bool = field(default=True, compare=False)
     #: The paper table this job's leaderboard reproduces (stage key ``reference``).
     reference: Mapping[str, Any] | None = field(default=None, compare=False)
+    #: The row without its grid point, and the stage's ``select`` rule (see :class:`Stage`).
+    row: str = field(default="", compare=False)
+    select: str | None = field(default=None, compare=False)
 
     @property
     def seed(self) -> int:
@@ -342,6 +348,9 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
                         isinstance(value, str) or (value is None and key == "val")):
                     fail(base + ["splits", key], "splits maps 'val' / 'test' to a split name of "
                                                  "the dataset ('val' may be null: none)")
+        if s.get("select") not in (None, "val"):
+            fail(base + ["select"], "select must be 'val': report, per row and column, the grid "
+                                    "point with the best mean validation accuracy")
         analysis = s.get("analysis")
         if analysis is not None:
             analysis = _check_analysis(analysis, base + ["analysis"], fail, teacher)
@@ -381,7 +390,8 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
             regularizers=tuple(regs), teacher=teacher, grid=grid, seeds=stage_seeds,
             init=s.get("init"), pretrained=s.get("pretrained"), splits=splits, analysis=analysis,
             source=source, table=s.get("table", str(sname)),
-            task=s.get("task"), report=s.get("report"), reference=reference))
+            task=s.get("task"), report=s.get("report"), reference=reference,
+            select=s.get("select")))
     return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
                  seeds=seeds, path=filename, raw=raw)
 
@@ -588,7 +598,8 @@ def expand(suite: Suite) -> list[Job]:
                                        table=stage.table or stage.name,
                                        task=(stage.task or "{dataset}").replace(
                                            "{dataset}", dataset), report=report,
-                                       reference=stage.reference))
+                                       reference=stage.reference, row=row or spec,
+                                       select=stage.select))
         by_stage[stage.name] = out
         jobs.extend(out)
     return jobs

@@ -89,7 +89,8 @@ class TrainConfig:
         Train exactly this many SGD steps instead of ``epochs`` epochs (li2020 A.2: "9000
         iterations, divide the learning rate by 10 after 6000"); ``milestones`` then count
         steps, and the schedule advances every step. Evaluation and checkpoints stay per epoch
-        (and after the last step).
+        (and after the last step). ``steps=0`` trains nothing: the model is only evaluated
+        (a pre-trained network used as it is, e.g. a teacher from a weights file).
     """
 
     epochs: int = 10
@@ -119,8 +120,8 @@ class TrainConfig:
         if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
             raise ValueError(f"need lr > 0, momentum >= 0, weight_decay >= 0; got lr={self.lr}, "
                              f"momentum={self.momentum}, weight_decay={self.weight_decay}")
-        if self.steps is not None and int(self.steps) < 1:
-            raise ValueError(f"steps must be >= 1 when given; got {self.steps!r}")
+        if self.steps is not None and int(self.steps) < 0:
+            raise ValueError(f"steps must be >= 0 when given; got {self.steps!r}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive; got {self.max_grad_norm}")
 
@@ -470,8 +471,8 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         # ---- loop
         steps_per_epoch = len(_epoch_loader(train_set, cfg, 0))
         # a step budget (li2020's iterations) becomes whole epochs, the last one cut short
-        n_epochs = -(-cfg.steps // steps_per_epoch) if cfg.steps else cfg.epochs
-        total_steps = cfg.steps or n_epochs * steps_per_epoch
+        n_epochs = -(-cfg.steps // steps_per_epoch) if cfg.steps is not None else cfg.epochs
+        total_steps = cfg.steps if cfg.steps is not None else n_epochs * steps_per_epoch
         bar = None
         if progress:
             from tqdm.auto import tqdm  # lazy: only when shown

@@ -472,3 +472,29 @@ def test_a_grid_key_no_regularizer_takes_is_an_error(tmp_path):
     jobs = expand(parse_suite(ok, "ok.yaml"))
     assert sorted(j.config["regularizer_params"].get("reg", 0) for j in jobs
                   if j.regularizer == "omega_p") == [0.01, 0.01, 0.1, 0.1]
+
+
+def test_select_val_keeps_the_grid_point_best_on_validation(tiny, tmp_path):
+    """`select: val`: one row per spec, its grid point chosen on validation (li2020 A.2)."""
+    from harness.records import records_frame
+    from harness.report import select_by_val, write_report
+    from harness.runner import run_suite
+
+    over = ["seeds=[0, 1]", "stages.students.grid.kd.tau=[1, 16]",
+            "stages.students.select=val"]
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    s = run_suite(tiny, storage=storage, overrides=over, progress=False,
+                  results_root=tmp_path / "r", log=None)
+    assert s.failed == 0
+    df = records_frame(storage, "tiny")
+    kd = df[df["regularizer"] == "kd"]
+    val = kd.groupby("method")["val_accuracy"].mean()
+    best = val.idxmax()
+    sel, choices = select_by_val(kd.assign(dataset="digits"))
+    assert set(sel["method"]) == {"kd"} and len(sel) == 2  # two seeds of the chosen point
+    assert choices == [("kd", "digits", best, pytest.approx(val[best]))]
+    md = write_report("tiny", storage, tmp_path / "out", keys=s.keys)["md"].read_text()
+    assert "| kd " in md and "kd.tau=" not in md.split("Hyper-parameters")[0]
+    assert f"- kd · digits: `{best}`" in md
+    with pytest.raises(SuiteError, match="select must be 'val'"):
+        load_suite(tiny, ["stages.students.select=test"])

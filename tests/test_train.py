@@ -297,7 +297,7 @@ def test_step_budget_and_step_milestones(digits):
     # the lr an epoch ends with: 3 steps (before 5), 6 steps (after), 7 steps
     assert [round(e["lr"], 6) for e in res.history["epochs"]] == [0.1, 0.01, 0.01]
     with pytest.raises(ValueError, match="steps"):
-        TrainConfig(steps=0)
+        TrainConfig(steps=-1)
 
 
 def test_ten_crop_evaluation_averages_the_crops_scores():
@@ -313,3 +313,15 @@ def test_ten_crop_evaluation_averages_the_crops_scores():
     got = evaluate(net, TensorDataset(x, y))
     assert got["accuracy"] == pytest.approx(float((probs.argmax(-1) == y).float().mean()))
     assert got["loss"] == pytest.approx(float(-probs[torch.arange(8), y].log().mean()), rel=1e-5)
+
+
+def test_zero_steps_only_evaluates(digits):
+    """`steps=0`: a pre-trained network used as it is (a teacher from a weights file)."""
+    train_set, val_set = digits
+    model = mlp()
+    before = weights(model)
+    res = train(model, train_set, val_set, config=TrainConfig(steps=0, batch_size=64),
+                test_set=val_set, progress=False)
+    assert res.status == "completed" and res.steps == 0 and res.epochs_completed == 0
+    assert res.test_accuracy is not None
+    assert_same(before, weights(model))

@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark and research harness for representation transfer by optimal "
                     "transport.",
         epilog="With no arguments, `otransfer` runs `otransfer run mini`, the embedded default "
-               "suite (digits, CPU, about 3 minutes). "
+               "suite (digits, CPU, about 2 minutes). "
                "Run `otransfer COMMAND --help` for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -37,7 +37,7 @@ def _load(directory: str):
     files = sorted(Path(directory).glob("*.csv"))
     if not files:
         raise FileNotFoundError(f"no reference CSVs in {directory}")
-    df = pd.concat([pd.read_csv(f, dtype={"table": str, "spec": str, "pm": str})
+    df = pd.concat([pd.read_csv(f, dtype={"table": str, "spec": str, "pm": str, "value": str})
                     for f in files], ignore_index=True)
     df["spec"] = df["spec"].fillna("")
     return df
@@ -104,13 +104,15 @@ def paper_numbers(ref: Reference, our_rows: Sequence[tuple[str, str]], our_colum
             paper_col = ref.columns.get(col)
             cell = cand[cand["column"] == paper_col]
             if len(cell) == 1:
-                value, pm = float(cell["value"].iloc[0]), cell["pm"].iloc[0]
+                printed, pm = str(cell["value"].iloc[0]), cell["pm"].iloc[0]
+                value = float(printed)
                 if cell["metric"].iloc[0] == "accuracy_frac":  # lu2017 prints fractions
                     value = round(100 * value, 10)
+                    printed = f"{value:g}"
                     pm = f"{100 * float(pm):g}" if isinstance(pm, str) and pm else pm
                 out.at[name, col] = value
-                text.at[name, col] = f"{value:g}" + (f" ± {pm}" if isinstance(pm, str) and pm
-                                                     else "")
+                text.at[name, col] = printed + (f" ± {pm}" if isinstance(pm, str) and pm
+                                                else "")
     return out, text
 
 

@@ -141,6 +141,32 @@ def select_by_val(d):
     return out.iloc[sorted(range(len(out)), key=lambda i: order[out["row"].iloc[i]])], choices
 
 
+_TRACE = "trace of the plan  tr(P)"
+_UNIT = (-0.02, 1.02)
+
+
+def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str, ylim=None) -> None:
+    """Label, grid and legend a line plot; save it (PNG, 120 dpi) and close it unless ``path``
+    is None (a panel of a larger figure)."""
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if path is not None:
+        _save(fig, path)
+
+
+def _save(fig, path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def numeric_axis(columns) -> tuple[str, list[float]] | None:
     """``("batch", [16, 32, ...])`` when every column ends in ``name=<number>[%]`` with one
     name (li2020 Table 4's batch sizes, Table 3's pre-training levels), else None."""
@@ -167,14 +193,8 @@ def plot_lines(df, title: str, path) -> None:
         m, s = mean.loc[method].to_numpy(float), std.loc[method].fillna(0).to_numpy(float)
         ax.errorbar(xs, m, yerr=s, marker="o", capsize=3, label=str(method))
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
-    ax.set_xlabel(name)
-    ax.set_ylabel(f"test accuracy (%), mean ± std over {int(n.max().max())} seeds")
-    ax.set_title(str(title))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, xlabel=name, title=str(title),
+            ylabel=f"test accuracy (%), mean ± std over {int(n.max().max())} seeds")
 
 
 def plot_table(df, title: str, path) -> None:
@@ -253,21 +273,22 @@ def plot_traces(df, title: str, path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for (method, task, tap), g in tr.groupby(["method", "task", "tap"], sort=False):
-        s = g.groupby("epoch")["matched"].agg(["mean", "std"]).fillna(0.0)
-        label = f"{method} · {tap}" + (f" · {task}" if tr["task"].nunique() > 1 else "")
-        ax.plot(s.index, s["mean"], label=label)
-        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], alpha=0.2)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("trace of the plan  tr(P)")
-    ax.set_title(f"{title}: trace of the plan along training (li2020 Fig. 3)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    taps = list(dict.fromkeys(tr["tap"]))  # one panel per layer (li2020 Fig. 3 and S1)
+    fig, axes = plt.subplots(1, len(taps), figsize=(1.0 + 5.5 * len(taps), 3.8), sharey=True,
+                             squeeze=False)
+    for ax, tap in zip(axes[0], taps):
+        sub = tr[tr["tap"] == tap]
+        for (method, task), g in sub.groupby(["method", "task"], sort=False):
+            st = g.groupby("epoch")["matched"].agg(["mean", "std"]).fillna(0.0)
+            label = " · ".join(str(p) for p, many in ((method, sub["method"].nunique() > 1),
+                                                      (task, sub["task"].nunique() > 1))
+                               if many) or str(method)
+            ax.plot(st.index, st["mean"], label=label)
+            ax.fill_between(st.index, st["mean"] - st["std"], st["mean"] + st["std"], alpha=0.2)
+        _finish(fig, ax, None, xlabel="epoch", ylabel=_TRACE if ax is axes[0][0] else "",
+                ylim=_UNIT, title=f"{title}: {tap}")
+    fig.suptitle("trace of the plan along training (li2020 Fig. 3)", fontsize=10)
+    _save(fig, path)
     return True
 
 
@@ -307,15 +328,8 @@ def plot_layer_traces(table, title: str, path) -> None:
     for col in table.columns:
         ax.plot(x, table[col], marker="o", label=str(col))
     ax.set_xticks(list(x), [str(t) for t in table.index], rotation=30, ha="right")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("layer (input → output)")
-    ax.set_ylabel("trace of the plan  tr(P)")
-    ax.set_title(f"{title}: neurons matching their initial role (li2020 Fig. 2)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, xlabel="layer (input → output)", ylabel=_TRACE, ylim=_UNIT,
+            title=f"{title}: neurons matching their initial role (li2020 Fig. 2)")
 
 
 def _with_time(table, df):

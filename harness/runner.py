@@ -149,8 +149,9 @@ def _layer_traces(model, teacher, dataset, taps, max_examples: int) -> dict[str,
 
     from .representation import matched_fraction, solve_representation
 
-    if len(dataset) > max_examples:
-        dataset = Subset(dataset, range(max_examples))
+    if len(dataset) > max_examples:  # a fixed random subset: file lists are often class-sorted
+        pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+        dataset = Subset(dataset, sorted(pick[:max_examples].tolist()))
     out = {}
     for tap in taps:
         s, _ = _features(model, dataset, tap)

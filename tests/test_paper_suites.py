@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.suite import SUITES_DIR, available_suites, expand, load_suite
+from harness.suite import available_suites, expand, load_suite
 
 CPU = sorted(s for s in available_suites() if s.endswith("-cpu"))
 
@@ -20,8 +20,14 @@ CPU_GRID = {
     "lohit2020_table3-cpu": 2 * 5 * 3,   # IPOT(+KD) x stage 1..4, all
     "lohit2020_table5-cpu": 6 * 2 * 3,   # as Table 1 x two pairs
     "lu2017_table2-cpu": 5 * 2 * 3,      # target only, consecutive, joint, JTLN x2 x two splits
+    "lohit2020_table2-cpu": 4 * 3 * 3,   # none, KD, REMD+KD, IPOT+KD x three pairs
+    "lohit2020_table4-cpu": 4 * 1 * 3,   # none, KD, IPOT(+KD) on the largest embedded task
     "ablation_plan-cpu": (9 + 8) * 3,    # Omega_P's plan by solver, two tasks
+    "ablation_layers-cpu": 6 * 2 * 3,    # none, Omega_P at stage 1..4 / all, two tasks
+    "ablation_view-cpu": 7 * 2 * 3,      # none, neurons vs samples views x 2 layer sets, 2 tasks
 }
+#: Tables whose paper numbers are not comparable cell by cell (errors, not accuracies).
+NO_REFERENCE = {"lohit2020_table4-cpu"}
 
 
 def test_the_cpu_twins_are_all_listed():
@@ -41,7 +47,7 @@ def test_every_suite_parses_and_expands(name):
         assert sum(j.report for j in jobs) == CPU_GRID[name]
         assert all(j.config["seed"] in (0, 1, 2) for j in jobs)
         # every CPU twin of a table names the paper table it mirrors
-        if "_table" in name:
+        if "_table" in name and name not in NO_REFERENCE:
             assert any(j.reference for j in jobs if j.report), name
 
 
@@ -56,7 +62,7 @@ def test_cpu_twin_runs_quick_end_to_end(name, tmp_path):
     assert s.failed == 0, s.failures
     paths = write_report(s.suite, storage, tmp_path / "out", keys=s.keys)
     md = paths["md"].read_text()
-    if "_table" in name:
+    if "_table" in name and name not in NO_REFERENCE:
         assert "paper:" in md or "Claims of" in md
     if "fig2" in name:
         assert any(k.startswith("layers:") for k in paths) and "Fig. 2" in md

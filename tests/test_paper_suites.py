@@ -66,7 +66,7 @@ def test_cpu_twin_runs_quick_end_to_end(name, tmp_path):
         assert "paper:" in md or "Claims of" in md
     if "fig2" in name:
         assert any(k.startswith("layers:") for k in paths) and "Fig. 2" in md
-    if "table4" in name:  # accuracy versus batch size, li2020 Table 4
+    if name == "li2020_table4-cpu":  # accuracy versus batch size, li2020 Table 4
         assert any(k.startswith("lines:") for k in paths)
     if "fig3" in name:
         assert any(k.startswith("trace:") for k in paths)

@@ -475,6 +475,25 @@ def _svhn(root, split, seed, *, augment, transform, val_size):
 
 
 _IMG_PARAMS = {"augment": None, "transform": None, "ten_crop": False}
+#: Datasets without an official validation split hold one out of train (``val_size`` > 0).
+_HOLDOUT_PARAMS = {**_IMG_PARAMS, "val_size": 0}
+_HOLDOUT_SPLITS = ("train", "val", "test")
+
+
+def _with_holdout(load):
+    """``load`` plus a seeded ``val`` split of ``val_size`` train images (test transform), the
+    rest staying ``train``: for cross-validating hyper-parameters where the dataset ships none
+    (li2020 A.2 picks learning rates and weights by cross-validation)."""
+    def wrapped(root, split, seed, *, augment, transform, ten_crop, val_size):
+        if split != "val":
+            ds = load(root, split, seed, augment=augment, transform=transform, ten_crop=ten_crop)
+            return _holdout(ds, split, int(val_size), seed, len(ds))
+        if transform is None:
+            transform = _transform("imagenet", "test", augment, ten_crop)
+        ds = load(root, "train", seed, augment=augment, transform=transform, ten_crop=ten_crop)
+        return _holdout(ds, "val", int(val_size), seed, len(ds))
+    wrapped.__doc__ = load.__doc__
+    return wrapped
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -525,9 +544,11 @@ def _aircraft(root, split, seed, *, augment, transform, ten_crop, annotation, ma
                            [lut[c] for _, c in rows], classes, tf)
 
 
-@register_dataset("cub200", num_classes=200, params=_IMG_PARAMS, paper="li2020",
+@register_dataset("cub200", num_classes=200, params=_HOLDOUT_PARAMS, splits=_HOLDOUT_SPLITS,
+                  paper="li2020",
                   description="CUB-200-2011 (CUB_200_2011/images.txt, image_class_labels.txt, "
-                              "train_test_split.txt, images/)")
+                              "train_test_split.txt, images/); val_size= holds out a val split")
+@_with_holdout
 def _cub(root, split, seed, *, augment, transform, ten_crop):
     base = root / "CUB_200_2011"
     files = ["images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt",
@@ -545,9 +566,11 @@ def _cub(root, split, seed, *, augment, transform, ten_crop):
                            [int(labels[i]) - 1 for i in ids], classes, tf)
 
 
-@register_dataset("food101", num_classes=101, params=_IMG_PARAMS, paper="li2020",
+@register_dataset("food101", num_classes=101, params=_HOLDOUT_PARAMS, splits=_HOLDOUT_SPLITS,
+                  paper="li2020",
                   description="Food-101 (food-101/meta/{classes,train,test}.txt, "
-                              "food-101/images/<class>/<id>.jpg)")
+                              "food-101/images/<class>/<id>.jpg); val_size= holds out a val split")
+@_with_holdout
 def _food(root, split, seed, *, augment, transform, ten_crop):
     base = root / "food-101"
     _require("food101", root, ["food-101/meta/classes.txt", f"food-101/meta/{split}.txt",
@@ -574,15 +597,19 @@ def _image_folder(name: str, folders: Mapping[str, str], hint: str):
     return load
 
 
-register_dataset("cars196", num_classes=196, params=_IMG_PARAMS, paper="li2020",
-                 description="Stanford Cars, ImageFolder layout train/<class>/, test/<class>/")(
+register_dataset("cars196", num_classes=196, params=_HOLDOUT_PARAMS, splits=_HOLDOUT_SPLITS,
+                 paper="li2020",
+                 description="Stanford Cars, ImageFolder layout train/<class>/, test/<class>/; "
+                             "val_size= holds out a val split")(_with_holdout(
     _image_folder("cars196", {"train": "train", "test": "test"},
-                  "Sort the Stanford Cars images into class folders (devkit annotations)."))
-register_dataset("dogs120", num_classes=120, params=_IMG_PARAMS, paper="li2020",
-                 description="Stanford Dogs, ImageFolder layout train/<breed>/, test/<breed>/")(
+                  "Sort the Stanford Cars images into class folders (devkit annotations).")))
+register_dataset("dogs120", num_classes=120, params=_HOLDOUT_PARAMS, splits=_HOLDOUT_SPLITS,
+                 paper="li2020",
+                 description="Stanford Dogs, ImageFolder layout train/<breed>/, test/<breed>/; "
+                             "val_size= holds out a val split")(_with_holdout(
     _image_folder("dogs120", {"train": "train", "test": "test"},
                   "Split the Stanford Dogs Images/<breed>/ folders with train_list.mat / "
-                  "test_list.mat."))
+                  "test_list.mat.")))
 register_dataset("imagenet", num_classes=1000, splits=("train", "val"), params=_IMG_PARAMS,
                  paper="li2020", description="ImageNet ILSVRC-2012, ImageFolder layout "
                                              "train/<wnid>/, val/<wnid>/")(

@@ -57,7 +57,10 @@ def _datasets(cfg: Mapping[str, Any], evals: bool = True):
     tr_p, ev_p = _split_params(cfg["dataset_params"])
     name, seed = cfg["dataset"], int(cfg["seed"])
     train_set = load_dataset(name, split="train", seed=seed, **tr_p)
-    have = get_dataset(name).splits if evals else ()
+    info = get_dataset(name)
+    have = info.splits if evals else ()
+    if "val_size" in info.params and not ev_p.get("val_size", info.params["val_size"]):
+        have = tuple(x for x in have if x != "val")  # no val held out: train on all of train
     chosen = {"val": "val", "test": "test", **cfg.get("splits", {})}  # stage key 'splits'
     val_set, test_set = (
         load_dataset(name, split=chosen[role], seed=seed, **ev_p)

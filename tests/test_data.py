@@ -183,6 +183,19 @@ def test_food101_fake(tmp_path):
     test = load_dataset("food101", root=tmp_path, split="test", ten_crop=True)
     x, y = test[0]
     assert x.shape == (10, 3, 224, 224) and y == 0
+    # no official val split: val_size holds one out of train, seeded, disjoint, test transform
+    tr = load_dataset("food101", root=tmp_path, split="train", val_size=1, seed=3)
+    va = load_dataset("food101", root=tmp_path, split="val", val_size=1, seed=3, ten_crop=True)
+    assert len(tr) == 2 and len(va) == 1
+    assert set(tr.indices).isdisjoint(va.indices) and va[0][0].shape == (10, 3, 224, 224)
+    with pytest.raises(ValueError, match="val_size > 0"):
+        load_dataset("food101", root=tmp_path, split="val")
+    # the runner evaluates no val split when none is held out
+    from harness.runner import _datasets
+
+    cfg = {"dataset": "food101", "seed": 0, "dataset_params": {"root": str(tmp_path)}}
+    _, val_set, test_set, k = _datasets(cfg)
+    assert val_set is None and len(test_set) == 1 and k == 2
 
 
 def test_aircraft_fake_manufacturer_split(tmp_path):

@@ -323,13 +323,18 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def _add_solvers(sub) -> None:
-    p = sub.add_parser("solvers", help="OT solver tools (benchmark)",
-                       description="OT solver tools.")
+def _bench_parser(sub, group: str, group_help: str, help: str, description: str):
+    """``otransfer GROUP bench``: the parser of a group whose one action is a benchmark."""
+    p = sub.add_parser(group, help=group_help, description=f"{group_help.split(' (')[0]}.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    b = actions.add_parser(
-        "bench", help="compare every OT method on the problems of li2020 and lohit2020",
-        description=(
+    return actions.add_parser("bench", help=help, description=description)
+
+
+def _add_solvers(sub) -> None:
+    b = _bench_parser(
+        sub, "solvers", "OT solver tools (benchmark)",
+        "compare every OT method on the problems of li2020 and lohit2020",
+        (
             "Time every registered OT method (see `otransfer list solvers`) on seeded problems: "
             "the neuron view of li2020 (n = 64 examples, d neurons, euclidean cost) and the "
             "sample view of lohit2020 (n examples, 256 features, cosine cost). Reports the "
@@ -359,12 +364,10 @@ def _add_solvers(sub) -> None:
 
 
 def _add_regularizers(sub) -> None:
-    p = sub.add_parser("regularizers", help="regularizer tools (training-step benchmark)",
-                       description="Regularizer tools.")
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    b = actions.add_parser(
-        "bench", help="training-step time of each regularizer / the L2-SP step (li2020 §4.4)",
-        description=(
+    b = _bench_parser(
+        sub, "regularizers", "regularizer tools (training-step benchmark)",
+        "training-step time of each regularizer / the L2-SP step (li2020 §4.4)",
+        (
             "Time one training step (student forward, reference forward when needed, "
             "regularizer with its OT solve, backward, SGD step) of each regularizer on random "
             "batches of the model's input shape, in the fine-tuning setting of li2020 "

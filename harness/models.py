@@ -33,7 +33,8 @@ from ._lookup import lookup, matching
 from torch import nn
 
 __all__ = ["ModelInfo", "register_model", "get_model", "all_models", "available_models",
-           "build_model", "replace_head", "head_module", "with_source_head", "DualHead", "STAGES"]
+           "build_model", "replace_head", "head_module", "with_source_head", "DualHead", "STAGES",
+           "read_state", "head_fits", "load_weights"]
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
 
@@ -148,8 +149,8 @@ def build_model(name: str, num_classes: int, *, weights_path: str | os.PathLike 
     return model
 
 
-def load_weights(model: nn.Module, weights_path: str | os.PathLike) -> nn.Module:
-    """Load a local state_dict into ``model`` (head entries of another shape are skipped)."""
+def read_state(weights_path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` saved in a local file (a ``{"state_dict": ...}`` wrapper unwrapped)."""
     path = os.path.expanduser(os.fspath(weights_path))
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -158,6 +159,22 @@ def load_weights(model: nn.Module, weights_path: str | os.PathLike) -> nn.Module
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    return state
+
+
+def head_fits(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state`` holds a head of ``model``'s shape (same number of classes)."""
+    head = model.tap_points["head"]
+    own = dict(model.named_parameters())
+    return all(k in state and state[k].shape == own[k].shape
+               for k in (f"{head}.weight", f"{head}.bias") if k in own)
+
+
+def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, torch.Tensor]
+                 ) -> nn.Module:
+    """Load a local state_dict (a file, or one :func:`read_state` returned) into ``model``;
+    head entries of another shape are skipped, so the head stays fresh."""
+    state = weights if isinstance(weights, Mapping) else read_state(weights)
     own = model.state_dict()
     head = model.tap_points["head"] + "."
     keep = {k: v for k, v in state.items()
@@ -165,7 +182,8 @@ def load_weights(model: nn.Module, weights_path: str | os.PathLike) -> nn.Module
     missing, unexpected = model.load_state_dict(keep, strict=False)
     missing = [k for k in missing if not k.startswith(head)]
     if missing or unexpected:
-        raise ValueError(f"weights {path!r} do not fit {type(model).__name__}: missing "
+        what = "the given state" if isinstance(weights, Mapping) else repr(os.fspath(weights))
+        raise ValueError(f"weights {what} do not fit {type(model).__name__}: missing "
                          f"{missing[:5]}, unexpected {list(unexpected)[:5]}")
     return model
 

@@ -105,18 +105,6 @@ def _pretrained_path(cfg: Mapping[str, Any]) -> str:
     return path
 
 
-def _head_fits(path: str, model) -> bool:
-    """Whether the weights file's head has the shape of ``model``'s."""
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    head = model.tap_points["head"]
-    own = dict(model.named_parameters())
-    return all(k in state and state[k].shape == own[k].shape
-               for k in (f"{head}.weight", f"{head}.bias") if k in own)
-
-
 def _artefact(artefacts: Path, key: str, role: str) -> Path:
     path = artefacts / f"{key}.pt"
     if not path.is_file():
@@ -193,7 +181,7 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
     import torch
 
     from .data import load_dataset
-    from .models import replace_head, with_source_head
+    from .models import head_fits, load_weights, read_state, replace_head, with_source_head
     from .regularizers import build_regularizer
     from .train import TrainConfig, train
 
@@ -205,9 +193,11 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
     if cfg.get("init") == PRETRAINED:  # from a local weights file (ImageNet ...)
         # the file's head is kept when it fits this task (ImageNet on ImageNet: a teacher used
         # as it is, with steps: 0); a head of another size is left fresh (fine-tuning)
-        model = _build(cfg, k, weights=_pretrained_path(cfg))
+        model = _build(cfg, k)
+        state = read_state(_pretrained_path(cfg))  # read once: ImageNet files are large
+        fresh = not head_fits(model, state)
+        load_weights(model, state)
         head = model.tap_points["head"] + "."
-        fresh = not _head_fits(_pretrained_path(cfg), model)
         initial_weights = {n: p.detach().clone() for n, p in model.named_parameters()
                            if not (fresh and n.startswith(head))}
     elif cfg.get("init"):  # fine-tuning: the init stage's weights, a fresh k-way head

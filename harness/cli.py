@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -292,32 +293,74 @@ def _cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 # --------------------------------------------------------------------------- run / resume
 
 
+def _on_sigterm(signum, frame):  # a worker told to stop: record the interruption, release
+    raise SystemExit(128 + signum)
+
+
+def _spawn_workers(args: argparse.Namespace) -> int:
+    """``run --workers N``: N ``otransfer worker`` processes on one storage; wait for them."""
+    import subprocess
+
+    from .records import default_storage
+    from .suite import load_suite
+
+    name = load_suite(args.suite, args.set or ()).name
+    storage = args.storage or default_storage(name + ("-quick" if args.quick else ""),
+                                              args.results)
+    cmd = [sys.executable, "-m", "harness.cli", "worker", args.suite, "--storage", storage,
+           "--results", str(args.results), "--no-progress",
+           "--stale-after", str(args.stale_after), "--heartbeat", str(args.heartbeat)]
+    for kv in args.set or ():
+        cmd += ["--set", kv]
+    if args.quick:
+        cmd.append("--quick")
+    if args.device:
+        cmd += ["--device", args.device]
+    procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
+    codes = [p.wait() for p in procs]
+    print(f"\n{args.workers} workers exited with {codes}")
+    args.storage, args.workers = storage, 1
+    return max(codes) if any(codes) else 0
+
+
 def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .records import StorageError
     from .runner import run_suite
     from .suite import SuiteError
 
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1; got {args.workers}")
+    if args.command == "worker":
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    code = 0
     try:
+        if args.workers > 1:
+            code = _spawn_workers(args)
         summary = run_suite(args.suite, storage=args.storage, overrides=args.set or (),
                             progress=not args.no_progress, quick=args.quick,
-                            device=args.device)
-    except (FileNotFoundError, SuiteError) as exc:
+                            device=args.device, results_root=args.results,
+                            worker=args.command == "worker", stale_after=args.stale_after,
+                            heartbeat=args.heartbeat)
+    except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
         print(f"otransfer {args.command}: {exc}", file=sys.stderr)
         return 1
     print(f"\n{summary.suite}: {summary.jobs} jobs, {summary.completed} run, "
-          f"{summary.skipped} already done, {summary.failed} failed in "
-          f"{summary.wall_time:.1f} s; records in {summary.storage}")
+          f"{summary.skipped} already done, {summary.by_others} done by other workers, "
+          f"{summary.failed} failed in {summary.wall_time:.1f} s; records in "
+          f"{summary.storage}")
     for key, reason in summary.failures:
         print(f"  failed {key}: {reason}")
-    if summary.completed or summary.skipped:
+    if args.command != "worker" and (summary.completed or summary.skipped or summary.by_others):
         from .report import write_report
 
         try:
-            paths = write_report(summary.suite, summary.storage, keys=summary.keys)
+            paths = write_report(summary.suite, summary.storage, keys=summary.keys,
+                                 results_root=args.results)
             print(paths["md"].read_text())
             print(f"wrote {', '.join(map(str, paths.values()))}")
         except ValueError:
             pass
-    return 1 if summary.failed else 0
+    return 1 if (summary.failed or code) else 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -435,7 +478,19 @@ def _add_run_like(sub, name: str, help: str, description: str) -> None:
                    help="train on this device (cpu, cuda, cuda:1 ...) whatever the suite says; "
                         "not part of the jobs' keys, so results stay comparable")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.set_defaults(func=_cmd_run, parser=p)
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="results root: artefacts (teachers' weights, epoch checkpoints) and "
+                        "reports go to DIR/SUITE/; workers on several machines need it on a "
+                        "shared file system (default results)")
+    p.add_argument("--stale-after", type=float, default=120.0, metavar="S",
+                   help="take over a job whose worker's heartbeat is older than S seconds "
+                        "(a dead worker on the same host is replaced at once; default 120)")
+    p.add_argument("--heartbeat", type=float, default=10.0, metavar="S",
+                   help="seconds between the heartbeats of a worker's claims (default 10)")
+    if name != "worker":
+        p.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="start N worker processes on this machine (default 1)")
+    p.set_defaults(func=_cmd_run, parser=p, workers=1)
 
 
 def _add_run(sub) -> None:
@@ -445,13 +500,23 @@ def _add_run(sub) -> None:
                   "then write results/SUITE/leaderboard.{md,csv,tex}.")
 
 
+def _add_worker(sub) -> None:
+    _add_run_like(sub, "worker", "one of many workers sharing a suite's jobs",
+                  "Run SUITE's jobs alongside other workers on the same --storage (any Optuna "
+                  "storage; PostgreSQL for several machines): each job is claimed before it "
+                  "runs, none runs twice to completion, and the job of a worker that died is "
+                  "taken over and resumed from its last epoch checkpoint. Start it N times. "
+                  "Unlike run, a worker does not retry jobs that failed before (resume does).")
+
+
 def _add_resume(sub) -> None:
     _add_run_like(sub, "resume", "finish what a crash or a kill left undone",
                   "Same as `run`: jobs completed in the storage are skipped.")
 
 
 #: Parser builders, one per top-level subcommand; run, resume and tune join here.
-_COMMANDS = [_add_solvers, _add_regularizers, _add_list, _add_report, _add_run, _add_resume]
+_COMMANDS = [_add_solvers, _add_regularizers, _add_list, _add_report, _add_run, _add_resume,
+             _add_worker]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["default_storage", "open_study", "done_keys", "records_frame", "git_sha",
-           "start_record", "finish_record"]
+           "start_record", "finish_record", "fail_orphans", "check_storage"]
 
 
 def default_storage(suite: str, results_root: str | os.PathLike = "results") -> str:
@@ -26,11 +26,41 @@ def default_storage(suite: str, results_root: str | os.PathLike = "results") -> 
     return f"sqlite:///{d / 'runs.sqlite3'}"
 
 
+@functools.lru_cache(maxsize=8)
+def _rdb(storage: str):
+    import optuna
+
+    kwargs = {"pool_pre_ping": True}
+    if storage.startswith("sqlite"):  # several worker processes: wait on the file lock
+        kwargs["connect_args"] = {"timeout": 120}
+    try:
+        return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+    except Exception as exc:  # unreachable server, bad URL, missing driver
+        raise StorageError(f"storage {_redact(storage)!r} cannot be opened: "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+
+
+class StorageError(RuntimeError):
+    """The records' storage URL cannot be used (unreachable server, bad URL, missing driver)."""
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def check_storage(storage: str) -> None:
+    """Raise :class:`StorageError` naming the problem when ``storage`` cannot be opened."""
+    _rdb(storage)
+
+
 def open_study(storage: str, suite: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=suite, storage=storage, direction="maximize",
+    return optuna.create_study(study_name=suite, storage=_rdb(storage), direction="maximize",
                                load_if_exists=True)
 
 
@@ -85,6 +115,21 @@ def finish_record(study, trial, metrics: Mapping[str, Any]) -> None:
         study.tell(trial, float(metrics["test_accuracy"]))
     else:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def fail_orphans(study, key: str, worker: str, reason: str = "worker lost") -> int:
+    """Mark FAIL the RUNNING trials of ``key`` left by ``worker`` (killed mid-job): the record
+    says what happened, and nothing else changes. Returns how many."""
+    import optuna
+
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("key") == key and t.user_attrs.get("worker") == worker:
+            study._storage.set_trial_user_attr(t._trial_id, "status", "failed")
+            study._storage.set_trial_user_attr(t._trial_id, "reason", reason)
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            n += 1
+    return n
 
 
 def _plain(v):

@@ -31,6 +31,8 @@ class RunSummary:
     wall_time: float
     failures: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     keys: list[str] = dataclasses.field(default_factory=list)
+    #: jobs other workers completed while this one ran
+    by_others: int = 0
 
 
 def quick_suite(suite: Suite) -> Suite:
@@ -177,7 +179,8 @@ def _label_cost(kind: str, extractor, source_set, target_set):
 
 
 def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress: bool,
-             save: bool, device: str | None = None) -> dict[str, Any]:
+             save: bool, device: str | None = None,
+             on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     import torch
 
     from .data import load_dataset
@@ -252,7 +255,7 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
                    initial_weights=initial_weights, label_cost=label_cost,
                    source_set=source_set,
                    source_weight=cfg["source"]["weight"] if cfg.get("source") else 1.0,
-                   checkpoint_path=ckpt)
+                   checkpoint_path=ckpt, on_epoch=on_epoch)
     epochs = result.history.get("epochs", []) if result.history else []
     last = epochs[-1] if epochs else {}
     losses = {k[len("train/"):]: float(v) for k, v in last.items()
@@ -281,13 +284,25 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
     return metrics
 
 
+def _deps(job: Job) -> list[str]:
+    """Keys of the jobs whose weights ``job`` loads (its teacher and init stages)."""
+    return [job.config[r] for r in ("teacher", "init")
+            if job.config.get(r) and job.config[r] != PRETRAINED]
+
+
 def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
               overrides: Iterable[str] = (), progress: bool = True, quick: bool = False,
               results_root: str | os.PathLike = "results",
               on_job: Callable[[Job, Mapping[str, Any]], None] | None = None,
               log: Callable[[str], None] | None = print,
-              device: str | None = None) -> RunSummary:
+              device: str | None = None, worker: bool = False, stale_after: float = 120.0,
+              heartbeat: float = 10.0, poll: float = 2.0) -> RunSummary:
     """Run every job of ``suite`` not yet completed in ``storage``; record each one.
+
+    Any number of processes, on any number of machines, may run the same suite on the same
+    storage at once: each job is claimed before it runs (:mod:`harness.claims`), so none is run
+    twice to completion, and one whose worker died is taken over and resumed from its last
+    epoch checkpoint. A job waits for its teacher and init jobs, whoever runs them.
 
     Parameters
     ----------
@@ -302,7 +317,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     quick : bool
         1 epoch per stage and the first seed only (smoke run).
     results_root : path
-        Artefacts go to ``<results_root>/<suite>/artefacts/<key>.pt``.
+        Artefacts go to ``<results_root>/<suite>/artefacts/<key>.pt``; workers on several
+        machines need it on a shared file system.
     on_job : callable, optional
         ``on_job(job, metrics)`` after each recorded job (what it raises propagates).
     log : callable, optional
@@ -310,8 +326,17 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     device : str, optional
         Train every job on this device (``"cuda"`` ...), overriding ``train.device`` without
         changing the jobs' keys.
+    worker : bool
+        ``otransfer worker``: leave the jobs that failed earlier alone (``run``/``resume``
+        forget those failures and try them again).
+    stale_after, heartbeat : float
+        Seconds: a claim whose heartbeat is older than ``stale_after`` is taken over by another
+        worker (a dead process on the same host at once); claims beat every ``heartbeat``.
+    poll : float
+        Seconds between looks at the storage while every job left is held by other workers.
     """
     from . import records
+    from .claims import DONE, FAILED, Claims
     from .suite import _check, _Lines
 
     overrides = list(overrides)
@@ -325,43 +350,110 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     artefacts = Path(results_root) / suite.name / "artefacts"
     jobs = expand(suite)
     by_key = {j.key: j for j in jobs}
+    number = {j.key: i for i, j in enumerate(jobs, 1)}
     # jobs whose weights later stages load (as teacher or as init) keep an artefact
-    teacher_keys = {j.config[ref] for j in jobs for ref in ("teacher", "init")
-                    if j.config.get(ref)}
+    teacher_keys = {d for j in jobs for d in _deps(j)}
     study = records.open_study(storage, suite.name)
     done = records.done_keys(storage, suite.name)
     say = log or (lambda s: None)
     t0 = time.perf_counter()
     summary = RunSummary(suite.name, storage, len(jobs), 0, 0, 0, 0.0,
                          keys=[j.key for j in jobs])
-    for i, job in enumerate(jobs, 1):
-        tag = f"[{i}/{len(jobs)}] {job.stage} {job.dataset} {job.regularizer} seed={job.seed}"
-        is_teacher = job.key in teacher_keys
-        if job.key in done and (not is_teacher or (artefacts / f"{job.key}.pt").is_file()):
+
+    def tag(job: Job) -> str:
+        return (f"[{number[job.key]}/{len(jobs)}] {job.stage} {job.dataset} {job.regularizer} "
+                f"seed={job.seed}")
+
+    def finished(key: str) -> bool:
+        return key in done and (key not in teacher_keys or (artefacts / f"{key}.pt").is_file())
+
+    for job in jobs:
+        if finished(job.key):
             summary.skipped += 1
-            say(f"{tag}: done ({job.key}), skipped")
-            continue
-        trial = records.start_record(study, job)
-        try:
-            metrics = _run_job(job, by_key, artefacts, progress, save=is_teacher,
-                               device=device)
-        except Exception as exc:  # recorded, and the run goes on
-            metrics = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-        except BaseException:  # Ctrl-C: record the interruption, then stop
-            records.finish_record(study, trial, {"status": "failed", "reason": "interrupted"})
-            raise
-        records.finish_record(study, trial, metrics)
-        (artefacts / f"{job.key}.ckpt").unlink(missing_ok=True)  # recorded: resume no more
-        if metrics["status"] == "completed":
-            summary.completed += 1
-            done.add(job.key)
-            say(f"{tag}: test {100 * metrics['test_accuracy']:.1f}% "
-                f"({metrics['wall_time']:.1f} s)")
-        else:
-            summary.failed += 1
-            summary.failures.append((job.key, metrics.get("reason", "")))
-            say(f"{tag}: FAILED: {metrics.get('reason', '')}")
-        if on_job is not None:
-            on_job(job, metrics)
+            say(f"{tag(job)}: done ({job.key}), skipped")
+    first_done = set(done)
+    claims = Claims(storage, suite.name, stale_after=stale_after, heartbeat=heartbeat)
+    if not worker:
+        claims.reset_failed()
+    tried: set[str] = set()  # failed here: not tried again in this run
+
+    def pick():
+        """The next job this worker claims (with its claim), ``"wait"`` when every job left is
+        held by others or waits on one that is, or ``None`` when nothing is left to do."""
+        states = claims.states()
+        done.update(k for k, c in states.items() if c.state == DONE)
+        todo = [j for j in jobs if not finished(j.key) and j.key not in tried]
+        wait = False
+        for job in todo:
+            c = states.get(job.key)
+            if c is not None and c.state == FAILED:
+                continue  # another worker's failure in this run: left as it is
+            if any(not (finished(d) or d in tried or (d in states and states[d].state == FAILED))
+                   for d in _deps(job)):
+                wait = True  # its teacher is not there yet
+                continue
+            if c is not None and c.state != DONE and not claims.is_abandoned(c):
+                wait = True  # another worker runs it
+                continue
+            got = claims.try_claim(job.key, retake_done=c is not None and c.state == DONE)
+            if got is None:
+                wait = True
+                continue
+            if got.attempts > 1 and claims.last_previous:  # taken over from a lost worker
+                n = records.fail_orphans(study, job.key, claims.last_previous)
+                say(f"{tag(job)}: taken over from {claims.last_previous} (attempt "
+                    f"{got.attempts}; {n} orphan record(s) marked failed)")
+                if job.key in records.done_keys(storage, suite.name) and finished(job.key):
+                    claims.begin_record(job.key)  # it died after recording
+                    claims.finish(job.key, ok=True)
+                    continue
+            return job
+        return "wait" if wait else None
+
+    try:
+        while True:
+            job = pick()
+            if job is None:
+                break
+            if job == "wait":
+                time.sleep(poll)
+                continue
+            is_teacher = job.key in teacher_keys
+            trial = records.start_record(study, job, extra={"worker": claims.worker})
+            try:
+                metrics = _run_job(job, by_key, artefacts, progress, save=is_teacher,
+                                   device=device)
+            except Exception as exc:  # recorded, and the run goes on
+                metrics = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+            except BaseException:  # Ctrl-C, SIGTERM: record the interruption, then stop
+                records.finish_record(study, trial, {"status": "failed",
+                                                     "reason": "interrupted"})
+                claims.release(job.key)  # resume (or another worker) takes it at once
+                raise
+            ok = metrics["status"] == "completed"
+            if ok and not claims.begin_record(job.key):  # we stalled, another worker has it
+                metrics = {**metrics, "status": "failed",
+                           "reason": "claim lost to another worker (this one stalled longer "
+                                     f"than stale_after={stale_after:g} s)"}
+                ok = None
+            records.finish_record(study, trial, metrics)
+            if ok is not None:
+                claims.finish(job.key, ok=ok)
+            (artefacts / f"{job.key}.ckpt").unlink(missing_ok=True)  # recorded: resume no more
+            if ok:
+                summary.completed += 1
+                done.add(job.key)
+                say(f"{tag(job)}: test {100 * metrics['test_accuracy']:.1f}% "
+                    f"({metrics['wall_time']:.1f} s)")
+            else:
+                tried.add(job.key)
+                summary.failed += 1
+                summary.failures.append((job.key, metrics.get("reason", "")))
+                say(f"{tag(job)}: FAILED: {metrics.get('reason', '')}")
+            if on_job is not None:
+                on_job(job, metrics)
+    finally:
+        claims.close()
+    summary.by_others = len(set(done) - first_done) - summary.completed
     summary.wall_time = time.perf_counter() - t0
     return summary

@@ -1,0 +1,277 @@
+"""Job claims: many workers, one storage, every job run to completion once (design.md, Experiments).
+
+Records live in an Optuna storage (:mod:`harness.records`); Optuna has no notion of "this job is
+taken", so the claims live beside the records, in the same database, in one table::
+
+    otransfer_claims(suite, key, worker, host, pid, state, heartbeat, attempts)
+    PRIMARY KEY (suite, key)
+
+A worker takes a job by inserting its row; the primary key makes that atomic on SQLite and on
+PostgreSQL alike (the loser gets an ``IntegrityError``). A claim moves
+
+    running --(begin_record)--> recording --(finish)--> done
+    running --(finish, failed)--> failed
+
+and every transition is a compare-and-set on ``(worker, state)``, so a worker that lost its claim
+cannot record. While a worker holds claims a background thread refreshes their ``heartbeat``.
+A claim is *taken over* when its worker is gone: on the same host when its process no longer
+exists (a SIGKILL'd worker is replaced at once), from any host when its heartbeat is older than
+``stale_after`` seconds. The new owner resumes the job from its epoch checkpoint
+(``artefacts/<key>.ckpt``), so the artefact directory must be shared by all workers (one
+machine, or a network file system).
+
+A ``done`` claim always has its record: the record is written between ``recording`` and
+``done``, and a ``recording`` claim taken over is first checked against the records. Heartbeats
+compare wall clocks of different machines: keep them synchronised (NTP) and ``stale_after``
+well above the skew.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterable
+
+__all__ = ["Claims", "Claim", "RUNNING", "RECORDING", "DONE", "FAILED"]
+
+RUNNING, RECORDING, DONE, FAILED = "running", "recording", "done", "failed"
+_LIVE = (RUNNING, RECORDING)
+TABLE = "otransfer_claims"
+#: worker ids of this process's open :class:`Claims` (a claim of this process's pid whose
+#: worker is not here was left by an earlier run in this process: abandoned)
+_OPEN: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of the claims table."""
+
+    key: str
+    worker: str
+    host: str
+    pid: int
+    state: str
+    heartbeat: float
+    attempts: int
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def _engine(url: str):
+    import sqlalchemy as sa
+
+    kwargs = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        # writers queue on SQLite's file lock instead of failing at once
+        kwargs["connect_args"] = {"timeout": 120}
+    return sa.create_engine(url, **kwargs)
+
+
+class Claims:
+    """The claims of one suite's jobs in ``storage`` (any SQLAlchemy URL Optuna accepts).
+
+    Parameters
+    ----------
+    storage : str
+        The records' storage URL (``sqlite:///...``, ``postgresql+psycopg2://...``).
+    suite : str
+        Suite name (the Optuna study of its records).
+    stale_after : float
+        Seconds without a heartbeat after which another host takes a claim over.
+    heartbeat : float
+        Seconds between heartbeats of the claims this worker holds.
+    worker : str, optional
+        This worker's id; default ``host:pid:random``.
+    """
+
+    def __init__(self, storage: str, suite: str, stale_after: float = 120.0,
+                 heartbeat: float = 10.0, worker: str | None = None):
+        import sqlalchemy as sa
+
+        if heartbeat <= 0 or stale_after <= heartbeat:
+            raise ValueError(f"need 0 < heartbeat < stale_after; got heartbeat={heartbeat}, "
+                             f"stale_after={stale_after}")
+        self.suite = suite
+        self.stale_after = float(stale_after)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.worker = worker or f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self._engine = _engine(storage)
+        meta = sa.MetaData()
+        self._t = sa.Table(
+            TABLE, meta,
+            sa.Column("suite", sa.String(512), primary_key=True),
+            sa.Column("key", sa.String(128), primary_key=True),
+            sa.Column("worker", sa.String(512), nullable=False),
+            sa.Column("host", sa.String(255), nullable=False),
+            sa.Column("pid", sa.Integer, nullable=False),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("heartbeat", sa.Float, nullable=False),
+            sa.Column("attempts", sa.Integer, nullable=False))
+        try:
+            meta.create_all(self._engine, checkfirst=True)
+        except sa.exc.IntegrityError:  # another worker created it between check and create
+            pass
+        except sa.exc.ProgrammingError as exc:  # PostgreSQL: the same race, as a duplicate type
+            if "already exists" not in str(exc):
+                raise
+        self._held: set[str] = set()
+        _OPEN.add(self.worker)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._beat_loop, args=(float(heartbeat),),
+                                      name="otransfer-claims-heartbeat", daemon=True)
+        self._beat.start()
+
+    # ---- reading
+    def states(self, keys: Iterable[str] | None = None) -> dict[str, Claim]:
+        """The claims of this suite (of ``keys`` when given), by key."""
+        import sqlalchemy as sa
+
+        t = self._t
+        q = sa.select(t).where(t.c.suite == self.suite)
+        with self._engine.connect() as c:
+            rows = c.execute(q).mappings().all()
+        out = {r["key"]: Claim(r["key"], r["worker"], r["host"], r["pid"], r["state"],
+                               r["heartbeat"], r["attempts"]) for r in rows}
+        if keys is not None:
+            keys = set(keys)
+            out = {k: v for k, v in out.items() if k in keys}
+        return out
+
+    def is_abandoned(self, claim: Claim, now: float | None = None) -> bool:
+        """Whether ``claim``'s worker is gone: a dead process on this host, or a heartbeat
+        older than ``stale_after``."""
+        if claim.state not in _LIVE:
+            return False
+        now = time.time() if now is None else now
+        if claim.host == self.host and (
+                (claim.pid != self.pid and not _pid_alive(claim.pid))
+                or (claim.pid == self.pid and claim.worker not in _OPEN)):
+            return True
+        return now - claim.heartbeat > self.stale_after
+
+    # ---- transitions
+    def try_claim(self, key: str, retake_done: bool = False) -> Claim | None:
+        """Take ``key``. Returns ``None`` when another worker holds it (or it is done/failed),
+        else the claim now ours; ``attempts > 1`` tells that an abandoned claim was taken over
+        (its previous owner's worker id is returned in :attr:`last_previous`).
+
+        ``retake_done``: also take a ``done`` claim (its job must be run again, e.g. a teacher
+        whose weights file was deleted)."""
+        import sqlalchemy as sa
+
+        t = self._t
+        now = time.time()
+        self.last_previous: str | None = None
+        try:
+            with self._engine.begin() as c:
+                c.execute(t.insert().values(suite=self.suite, key=key, worker=self.worker,
+                                            host=self.host, pid=self.pid, state=RUNNING,
+                                            heartbeat=now, attempts=1))
+            with self._lock:
+                self._held.add(key)
+            return Claim(key, self.worker, self.host, self.pid, RUNNING, now, 1)
+        except sa.exc.IntegrityError:
+            pass
+        old = self.states([key]).get(key)
+        if old is None:  # released between our insert and our read: try once more
+            return self.try_claim(key, retake_done) if not retake_done else None
+        if not (self.is_abandoned(old, now) or (retake_done and old.state == DONE)):
+            return None
+        with self._engine.begin() as c:  # compare-and-set on the row we read
+            res = c.execute(t.update().where(
+                t.c.suite == self.suite, t.c.key == key, t.c.worker == old.worker,
+                t.c.state == old.state, t.c.heartbeat == old.heartbeat).values(
+                worker=self.worker, host=self.host, pid=self.pid, state=RUNNING,
+                heartbeat=now, attempts=old.attempts + 1))
+        if res.rowcount != 1:
+            return None
+        with self._lock:
+            self._held.add(key)
+        self.last_previous = old.worker
+        return Claim(key, self.worker, self.host, self.pid, RUNNING, now, old.attempts + 1)
+
+    def _move(self, key: str, frm: str, to: str) -> bool:
+        t = self._t
+        with self._engine.begin() as c:
+            res = c.execute(t.update().where(
+                t.c.suite == self.suite, t.c.key == key, t.c.worker == self.worker,
+                t.c.state == frm).values(state=to, heartbeat=time.time()))
+        return res.rowcount == 1
+
+    def begin_record(self, key: str) -> bool:
+        """``running -> recording`` if the claim is still ours: only then may we record."""
+        return self._move(key, RUNNING, RECORDING)
+
+    def finish(self, key: str, ok: bool) -> bool:
+        """``recording -> done`` (``ok``) or ``running -> failed``; the claim is released."""
+        moved = self._move(key, RECORDING, DONE) if ok else self._move(key, RUNNING, FAILED)
+        with self._lock:
+            self._held.discard(key)
+        return moved
+
+    def release(self, key: str) -> None:
+        """Drop our claim (an interrupted job: another worker or ``resume`` takes it at once)."""
+        t = self._t
+        with self._engine.begin() as c:
+            c.execute(t.delete().where(t.c.suite == self.suite, t.c.key == key,
+                                       t.c.worker == self.worker, t.c.state.in_(_LIVE)))
+        with self._lock:
+            self._held.discard(key)
+
+    def reset_failed(self) -> int:
+        """Forget this suite's ``failed`` claims (``run``/``resume`` try failed jobs again);
+        returns how many."""
+        t = self._t
+        with self._engine.begin() as c:
+            res = c.execute(t.delete().where(t.c.suite == self.suite, t.c.state == FAILED))
+        return res.rowcount
+
+    # ---- heartbeat
+    def _beat_loop(self, every: float) -> None:
+        t = self._t
+        while not self._stop.wait(every):
+            with self._lock:
+                held = list(self._held)
+            if not held:
+                continue
+            try:
+                with self._engine.begin() as c:
+                    c.execute(t.update().where(
+                        t.c.suite == self.suite, t.c.worker == self.worker,
+                        t.c.key.in_(held), t.c.state.in_(_LIVE)).values(heartbeat=time.time()))
+            except Exception:  # a storage hiccup: the next beat tries again
+                pass
+
+    def close(self) -> None:
+        """Release the claims still held (their jobs did not finish), stop the heartbeat and
+        close the connections."""
+        with self._lock:
+            held = list(self._held)
+        for key in held:
+            try:
+                self.release(key)
+            except Exception:  # storage gone: the claim goes stale and is taken over
+                pass
+        _OPEN.discard(self.worker)
+        self._stop.set()
+        self._beat.join(timeout=5)
+        self._engine.dispose()
+
+    def __enter__(self) -> "Claims":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

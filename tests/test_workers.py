@@ -1,0 +1,200 @@
+"""Many workers, one storage (issue 5): claims, take-over of a dead worker's job, every job
+recorded exactly once, on SQLite and on a real PostgreSQL server."""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness.claims import DONE, FAILED, RECORDING, RUNNING, Claims
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SUITE = textwrap.dedent("""\
+    name: {name}
+    seeds: [0, 1, 2]
+    stages:
+      teacher:
+        model: mlp
+        model_params: {{widths: [32]}}
+        dataset: digits
+        train: {{epochs: 3, batch_size: 64, lr: 0.05}}
+      students:
+        model: mlp
+        model_params: {{widths: [8]}}
+        dataset: digits
+        dataset_params: {{n_per_class: 10}}
+        teacher: teacher
+        train: {{epochs: {epochs}, batch_size: 25, lr: 0.05}}
+        regularizers:
+          - none
+          - kd: {{tau: 4}}
+          - omega_p: {{alpha: 0.01}}
+    """)
+
+
+def _storages(tmp_path, pg_url):
+    return {"sqlite": f"sqlite:///{tmp_path / 'claims.sqlite3'}", "postgresql": pg_url}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_claims_are_exclusive_and_taken_over_when_stale(backend, tmp_path, request):
+    url = (f"sqlite:///{tmp_path / 'claims.sqlite3'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    suite = f"claims-{uuid.uuid4().hex[:8]}"
+    a = Claims(url, suite, stale_after=1.5, heartbeat=0.5, worker="host-a:1:a")
+    b = Claims(url, suite, stale_after=1.5, heartbeat=0.5, worker="host-b:2:b")
+    try:
+        assert a.try_claim("k1") is not None
+        assert b.try_claim("k1") is None  # held, heartbeat fresh
+        assert a.states()["k1"].state == RUNNING
+        time.sleep(2.0)  # a's heartbeat keeps the claim alive
+        assert b.try_claim("k1") is None
+        assert a.begin_record("k1") and a.states()["k1"].state == RECORDING
+        assert a.finish("k1", ok=True) and b.try_claim("k1") is None  # done: never again
+        assert b.states()["k1"].state == DONE
+
+        assert b.try_claim("k2") is not None
+        b._stop.set()  # b hangs: no more heartbeats
+        time.sleep(2.0)
+        got = a.try_claim("k2")
+        assert got is not None and got.attempts == 2 and a.last_previous == "host-b:2:b"
+        assert not b.begin_record("k2")  # b wakes up: it may not record
+        assert a.begin_record("k2") and a.finish("k2", ok=True)
+
+        assert a.try_claim("k3") is not None and a.finish("k3", ok=False)
+        assert b.try_claim("k3") is None and a.states()["k3"].state == FAILED
+        assert a.reset_failed() == 1 and b.try_claim("k3") is not None
+        assert a.try_claim("k2", retake_done=True) is not None  # a deleted teacher artefact
+    finally:
+        a.close()
+        b.close()
+
+
+def test_claim_of_a_dead_process_is_taken_over_at_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'claims.sqlite3'}"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with Claims(url, "s", stale_after=3600, heartbeat=1, worker="ghost") as ghost:
+        ghost.pid = dead.pid  # the claim of a process that is gone (SIGKILL: nothing released)
+        assert ghost.try_claim("k") is not None
+        ghost._held.clear()
+    with Claims(url, "s", stale_after=3600, heartbeat=1) as c:
+        got = c.try_claim("k")  # no waiting for stale_after
+        assert got is not None and got.attempts == 2 and c.last_previous == "ghost"
+
+
+def _worker(suite: Path, storage: str, results: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "worker", str(suite), "--storage", storage,
+         "--results", str(results), "--no-progress", "--heartbeat", "1",
+         "--stale-after", "30"],
+        cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _records(storage: str, name: str):
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    return study.get_trials(deepcopy=False)
+
+
+def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
+    """Three ``otransfer worker`` processes on PostgreSQL; one is SIGKILLed in the middle of
+    a job. The other two take its job over (same host: at once) and finish the suite: every
+    job has exactly one completed record, the killed attempt a failed one."""
+    import sqlalchemy as sa
+
+    from harness.suite import expand, load_suite
+
+    name = f"workers-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(name=name, epochs=12))
+    keys = {j.key for j in expand(load_suite(path))}
+    results = tmp_path / "results"
+    procs = [_worker(path, pg_url, results, tmp_path / f"w{i}.log") for i in range(3)]
+    victim = procs[0]
+    engine = sa.create_engine(pg_url)
+    deadline = time.time() + 120
+    killed_key = None
+    try:
+        while time.time() < deadline and killed_key is None:
+            with engine.connect() as c:
+                rows = c.execute(sa.text(
+                    "select key, pid, state from otransfer_claims where suite = :s"),
+                    {"s": name}).all()
+            held = [k for k, pid, st in rows if pid == victim.pid and st == RUNNING]
+            if held:
+                time.sleep(1.0)  # well inside the job: it trains for several seconds
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                killed_key = held[0]
+            else:
+                time.sleep(0.2)
+        assert killed_key is not None, "the victim never claimed a job"
+        codes = [p.wait(timeout=300) for p in procs[1:]]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        engine.dispose()
+    logs = "\n".join((tmp_path / f"w{i}.log").read_text() for i in range(3))
+    assert codes == [0, 0], logs
+    trials = _records(pg_url, name)
+    completed = [t.user_attrs["key"] for t in trials
+                 if t.state.name == "COMPLETE" and t.user_attrs.get("status") == "completed"]
+    assert collections.Counter(completed) == collections.Counter(keys), logs  # each once
+    lost = [t for t in trials if t.user_attrs.get("key") == killed_key
+            and t.state.name == "FAIL"]
+    assert [t.user_attrs["reason"] for t in lost] == ["worker lost"], logs
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert f"taken over from" in logs
+    # nothing left to do: a resume runs nothing and rewrites nothing
+    from harness.runner import run_suite
+
+    s = run_suite(path, storage=pg_url, progress=False, results_root=results, log=None)
+    assert (s.completed, s.failed, s.skipped) == (0, 0, len(keys))
+    assert len(_records(pg_url, name)) == len(trials)
+    assert not list((results / name / "artefacts").glob("*.ckpt"))
+
+
+def test_run_with_workers_on_sqlite(tmp_path):
+    """``otransfer run --workers 2`` on the default SQLite storage: two processes, every job
+    once, then the leaderboard."""
+    name = f"local-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(name=name, epochs=2))
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(path), "--workers", "2",
+         "--results", str(tmp_path / "results"), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path / 'results' / name / 'runs.sqlite3'}"
+    completed = [t.user_attrs["key"] for t in _records(storage, name)
+                 if t.state.name == "COMPLETE"]
+    assert len(completed) == len(set(completed)) == 12
+    assert "2 workers exited with [0, 0]" in out.stdout
+    assert "12 already done" in out.stdout  # the parent's own pass finds nothing left
+    assert (tmp_path / "results" / name / "leaderboard.md").is_file()
+
+
+def test_unreachable_storage_is_a_clear_error(tmp_path, capsys):
+    from harness.cli import main
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(name="unreachable", epochs=1))
+    code = main(["run", str(path), "--storage",
+                 "postgresql+psycopg2://nobody:secret@127.0.0.1:1/none",
+                 "--results", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "storage 'postgresql+psycopg2://nobody:***@127.0.0.1:1/none' cannot be opened" in err
+    assert "secret" not in err

@@ -335,6 +335,7 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     poll : float
         Seconds between looks at the storage while every job left is held by other workers.
     """
+    from . import distributed as ddp
     from . import records
     from .claims import DONE, FAILED, Claims
     from .suite import _check, _Lines
@@ -353,9 +354,14 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     number = {j.key: i for i, j in enumerate(jobs, 1)}
     # jobs whose weights later stages load (as teacher or as init) keep an artefact
     teacher_keys = {d for j in jobs for d in _deps(j)}
-    study = records.open_study(storage, suite.name)
-    done = records.done_keys(storage, suite.name)
-    say = log or (lambda s: None)
+    # under torchrun every rank trains each job (DDP); rank 0 alone claims and records
+    multi = ddp.world_size() > 1
+    if multi:
+        ddp.init_from_env(device or "cpu")
+    main = ddp.is_main()
+    study = records.open_study(storage, suite.name) if main else None
+    done = records.done_keys(storage, suite.name) if main else set()
+    say = (log if main else None) or (lambda s: None)
     t0 = time.perf_counter()
     summary = RunSummary(suite.name, storage, len(jobs), 0, 0, 0, 0.0,
                          keys=[j.key for j in jobs])
@@ -372,8 +378,9 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
             summary.skipped += 1
             say(f"{tag(job)}: done ({job.key}), skipped")
     first_done = set(done)
-    claims = Claims(storage, suite.name, stale_after=stale_after, heartbeat=heartbeat)
-    if not worker:
+    claims = Claims(storage, suite.name, stale_after=stale_after, heartbeat=heartbeat) \
+        if main else None
+    if main and not worker:
         claims.reset_failed()
     tried: set[str] = set()  # failed here: not tried again in this run
 
@@ -410,15 +417,27 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
             return job
         return "wait" if wait else None
 
+    def next_job() -> Job | None:
+        job = pick() if main else None
+        while job == "wait":
+            time.sleep(poll)
+            job = pick()
+        if multi:  # every rank trains the job rank 0 claimed
+            job = by_key.get(ddp.broadcast_object(job.key if job else None))
+        return job
+
     try:
         while True:
-            job = pick()
+            job = next_job()
             if job is None:
                 break
-            if job == "wait":
-                time.sleep(poll)
-                continue
             is_teacher = job.key in teacher_keys
+            if not main:  # a DDP rank: train, rank 0 records (a failure too)
+                try:
+                    _run_job(job, by_key, artefacts, progress=False, save=False, device=device)
+                except Exception:
+                    pass
+                continue
             trial = records.start_record(study, job, extra={"worker": claims.worker})
             try:
                 metrics = _run_job(job, by_key, artefacts, progress, save=is_teacher,
@@ -453,7 +472,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
             if on_job is not None:
                 on_job(job, metrics)
     finally:
-        claims.close()
+        if claims is not None:
+            claims.close()
     summary.by_others = len(set(done) - first_done) - summary.completed
     summary.wall_time = time.perf_counter() - t0
     return summary

@@ -20,6 +20,13 @@ Conventions this module relies on (design.md, Representation contract):
   optimiser, so no gradient reaches it;
 * a regularizer that ``needs_source_head`` (lu2017) reads the source head's logits from the
   tap point ``"source_head"`` of ``model.tap_points`` (recorded unpooled).
+
+Multi-process training: under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`train` joins the process
+group (:mod:`harness.distributed`; gloo on the CPU, NCCL on GPUs), wraps the model in
+``DistributedDataParallel`` and gives each rank a contiguous slice of the seeded global batch,
+so that ``batch_size`` stays the *global* batch size and the union of the ranks' slices is the
+single-process batch. ``TrainConfig.reg_batch`` says whether the regularizer sees that global
+batch (its inputs all-gathered across ranks) or each rank's own slice.
 """
 from __future__ import annotations
 
@@ -36,8 +43,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, Subset
 
+from . import distributed
 from .regularizers import RegContext, Regularizer
 from .taps import Taps
 
@@ -45,6 +53,7 @@ __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "SOURCE_HEAD_TAP"]
 
 SOURCE_HEAD_TAP = "source_head"
 SCHEDULES = ("step", "cosine", "constant")
+REG_BATCHES = ("global", "local")
 
 
 # --------------------------------------------------------------------------- config / result
@@ -91,6 +100,13 @@ class TrainConfig:
         steps, and the schedule advances every step. Evaluation and checkpoints stay per epoch
         (and after the last step). ``steps=0`` trains nothing: the model is only evaluated
         (a pre-trained network used as it is, e.g. a teacher from a weights file).
+    reg_batch : {"global", "local"}
+        Under multi-process training, the batch the regularizer sees: ``"global"`` all-gathers
+        its inputs (tapped student and teacher features, logits, labels) over the ranks, so it
+        is computed on the same batch as in one process, with the same gradient
+        (:func:`harness.distributed.gather_batch`); ``"local"`` computes it on each rank's slice
+        of ``batch_size / world_size`` examples (the loss is then the ranks' mean). No effect
+        in a single process. Written into :meth:`to_dict` only when not ``"global"``.
     """
 
     epochs: int = 10
@@ -109,11 +125,19 @@ class TrainConfig:
     log_every: int = 1
     drop_last: bool = True
     steps: int | None = None
+    # The OT terms depend on the batch they see: in the neurons view the batch size n is the
+    # dimension of each neuron (li2020 §2.2), and li2020 Table 4 (batch-size ablation on
+    # Aircraft100) shows accuracy changing with it, dropping at n = 16 for every regularizer.
+    # A per-device slice of a large global batch is such a small batch: "global" keeps the
+    # regularizer's batch the configured one whatever the number of processes.
+    reg_batch: str = "global"
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+        if self.reg_batch not in REG_BATCHES:
+            raise ValueError(f"reg_batch must be one of {REG_BATCHES}; got {self.reg_batch!r}")
         for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)!r}")
@@ -126,10 +150,22 @@ class TrainConfig:
             raise ValueError(f"max_grad_norm must be positive; got {self.max_grad_norm}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, YAML/JSON-safe dict (tuples as lists)."""
+        """Plain, YAML/JSON-safe dict (tuples as lists).
+
+        Fields added after suites were first keyed (:data:`_KEYED_WHEN_SET`) appear only when
+        set to something else than their default: a suite's job keys are hashes of this dict,
+        and must not change for jobs that do not use the new setting.
+        """
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        for name, default in _KEYED_WHEN_SET.items():
+            if d[name] == default:
+                del d[name]
         return d
+
+
+#: fields left out of :meth:`TrainConfig.to_dict` at their default (name -> default)
+_KEYED_WHEN_SET: dict[str, Any] = {"reg_batch": "global"}
 
 
 @dataclass
@@ -253,18 +289,133 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
 
 
 def _cycle(loader: DataLoader):
-    """Batches of ``loader`` forever (same order each pass: the epoch's seeded shuffle)."""
+    """``(slice sizes, batch)`` of ``loader`` forever (same order each pass: the epoch's
+    shuffle); the sizes are every rank's share of the global batch (:meth:`_RankSlice.split`)."""
     while True:
-        yield from loader
+        for i, batch in enumerate(loader):
+            yield loader.batch_sampler.split(i), batch
 
 
-def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, salt: int = 0) -> DataLoader:
+def _split_sizes(n: int, world: int) -> list[int]:
+    """Sizes of the ranks' contiguous slices of an ``n``-example batch (the first ones larger)."""
+    return [n // world + (r < n % world) for r in range(world)]
+
+
+class _RankSlice(Sampler):
+    """The global batches of ``batches``, each cut to rank ``rank``'s contiguous slice.
+
+    Every rank draws the same seeded global batch of indices and keeps (loads) only its own
+    slice, so that the ranks' slices, in rank order, are the single-process batch.
+    """
+
+    def __init__(self, batches: BatchSampler, rank: int = 0, world: int = 1):
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def split(self, i: int) -> list[int]:
+        """Every rank's slice size in global batch ``i`` (only the last one may be short)."""
+        size = self.batches.batch_size
+        return _split_sizes(min(size, len(self.batches.sampler) - i * size), self.world)
+
+    def __iter__(self):
+        for batch in self.batches:
+            sizes = _split_sizes(len(batch), self.world)
+            lo = sum(sizes[:self.rank])
+            yield batch[lo:lo + sizes[self.rank]]
+
+
+def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, salt: int = 0,
+                  rank: int = 0, world: int = 1) -> DataLoader:
     # One generator per epoch, seeded by (seed, epoch): a resumed run shuffles epoch e exactly as
-    # the uninterrupted run did, without replaying the earlier epochs.
+    # the uninterrupted run did, without replaying the earlier epochs. The samplers are those
+    # DataLoader(shuffle=True, generator=g) builds, so one process draws what it always drew.
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 7_919 * salt)
     drop_last = cfg.drop_last and len(dataset) > cfg.batch_size
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=g,
-                      drop_last=drop_last)
+    batches = BatchSampler(RandomSampler(dataset, generator=g), cfg.batch_size, drop_last)
+    return DataLoader(dataset, batch_sampler=_RankSlice(batches, rank, world), generator=g)
+
+
+def _check_split(name: str, dataset: Dataset, cfg: TrainConfig, world: int) -> None:
+    """Every global batch of ``dataset`` must give each of the ``world`` ranks an example."""
+    if world == 1:
+        return
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is the global batch size: it must be a "
+                         f"multiple of the number of processes ({world})")
+    n = len(dataset)
+    drop_last = cfg.drop_last and n > cfg.batch_size
+    short = 0 if drop_last else n % cfg.batch_size
+    if 0 < short < world:
+        raise ValueError(f"the last batch of {name} has {short} example(s), fewer than the "
+                         f"{world} processes; use drop_last=True or another batch_size")
+
+
+def _local_ce(logits: torch.Tensor, y: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Cross-entropy of this rank's slice, scaled so that its mean over the ranks (DDP's
+    gradient averaging) is the global batch's mean: the local mean when the slices are equal."""
+    if len(set(sizes)) == 1:
+        return F.cross_entropy(logits, y)
+    return F.cross_entropy(logits, y, reduction="sum") * (len(sizes) / sum(sizes))
+
+
+def _gathered(ctx: RegContext, sizes: list[int]) -> RegContext:
+    """``ctx`` with every batch-indexed input all-gathered over the ranks (reg_batch="global").
+
+    The student's features and logits stay differentiable w.r.t. this rank's slice (see
+    :func:`harness.distributed.gather_batch` for why the gradient is the single-process one).
+    """
+    def gather(t):
+        return distributed.gather_batch(t, sizes) if isinstance(t, torch.Tensor) else t
+
+    return dataclasses.replace(
+        ctx, features={k: gather(v) for k, v in ctx.features.items()},
+        teacher_features={k: gather(v) for k, v in ctx.teacher_features.items()},
+        logits=gather(ctx.logits), teacher_logits=gather(ctx.teacher_logits),
+        source_logits=gather(ctx.source_logits), labels=gather(ctx.labels))
+
+
+def _agreed(reason: str | None) -> str | None:
+    """Under DDP, the first failing rank's reason on every rank, so that all stop together
+    (one rank raising alone would leave the others waiting in the next collective)."""
+    if not distributed.any_rank(reason is not None) or distributed.world_size() == 1:
+        return reason
+    reasons = distributed.all_gather_object(reason)
+    first = next(r for r, v in enumerate(reasons) if v is not None)
+    return f"{reasons[first]} (on rank {first})"
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Seed of rank ``rank``'s own RNG stream (dropout, augmentation), ``rank`` > 0."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+@torch.no_grad()
+def _evaluate_sharded(model: nn.Module, dataset: Dataset, device: torch.device) -> dict[str, float]:
+    """:func:`evaluate` with each rank scoring a contiguous shard, the sums added up over ranks
+    (the plain call in a single process)."""
+    world = distributed.world_size()
+    if world == 1:
+        return evaluate(model, dataset, device=device)
+    sizes = _split_sizes(len(dataset), world)
+    lo = sum(sizes[:distributed.rank()])
+    n = sizes[distributed.rank()]
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # correct, loss sum, count
+    if n:
+        ev = evaluate(model, Subset(dataset, range(lo, lo + n)), device=device)
+        sums += torch.tensor([round(ev["accuracy"] * n), ev["loss"] * n, n],
+                             dtype=torch.float64, device=device)
+    correct, loss_sum, total = distributed.all_reduce(sums, op="sum").tolist()
+    if total == 0:
+        raise ValueError("evaluate: the dataset is empty")
+    return {"accuracy": correct / total, "loss": loss_sum / total}
 
 
 def _rng_state() -> dict[str, Any]:
@@ -299,7 +450,9 @@ _RESUMABLE_CHANGES = {"epochs", "eval_every", "checkpoint_every", "log_every", "
 
 
 def _check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path) -> None:
-    now = cfg.to_dict()
+    # a field missing from either side is at its default (older checkpoints, to_dict)
+    saved = {**_KEYED_WHEN_SET, **saved}
+    now = {**_KEYED_WHEN_SET, **cfg.to_dict()}
     free = _RESUMABLE_CHANGES - ({"epochs"} if cfg.schedule == "cosine" else set())
     diff = {k: (saved.get(k), now[k]) for k in now if k not in free and saved.get(k) != now[k]}
     if diff:
@@ -374,11 +527,27 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     -> ``ce + sum(terms)`` -> backward -> (clip) -> step; the schedule steps per epoch.
     Regularizers with learned embeddings (lohit2020) are materialised on the first training
     examples before the optimiser is built, so that their parameters are optimised.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1), every rank calls this with the same arguments.
+    ``config.batch_size`` is the global batch: every rank draws the same seeded batch of
+    indices and loads its contiguous slice (``batch_size`` must be a multiple of the number
+    of processes). The model runs under ``DistributedDataParallel``, which averages the
+    gradients over the ranks; each rank's cross-entropy is its slice's mean, so the average is
+    the global batch's. With ``config.reg_batch="global"`` the regularizer's inputs are
+    all-gathered first and its value and gradient are those of one process on the global
+    batch; the regularizer's own parameters (embeddings) are averaged by hand. Logged losses
+    are the global values (the ranks' mean); solver statistics are the rank's own. Validation
+    and test sets are scored in shards and summed. Rank 0 alone writes the checkpoint (which
+    keeps every rank's RNG state); each rank has its own dropout / augmentation stream, rank
+    0's being the single-process one. ``on_epoch`` runs on every rank. What still differs from
+    one process: batch-norm statistics are per slice, dropout masks, and float summation order.
     """
     cfg = config
     t_start = time.perf_counter()
-    device = torch.device(cfg.device)
+    rank, world = distributed.init_from_env(cfg.device)
+    device = distributed.local_device(cfg.device)  # "cuda" -> this process's GPU under torchrun
     reg = regularizer
+    gather_reg = world > 1 and cfg.reg_batch == "global" and reg is not None
     taps_names = tuple(reg.taps) if reg is not None else ()
     needs_teacher = reg is not None and reg.needs_teacher
     needs_source = reg is not None and reg.needs_source_head
@@ -393,11 +562,12 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         kwargs = reg.terms["jtln"].kwargs  # a stateless term's resolved parameters
         if kwargs.get("label_cost") is None:
             kwargs["label_cost"] = torch.as_tensor(label_cost)
+    _check_split("train_set", train_set, cfg, world)
+    if source_set is not None:
+        _check_split("source_set", source_set, cfg, world)
 
     # ---- seeds, modules
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    _seed_all(cfg.seed)  # the same on every rank: the regularizer's embeddings start equal
     model.to(device)
     if teacher is not None:
         teacher.to(device).eval()  # frozen: batch-norm statistics and dropout fixed
@@ -406,6 +576,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     initial_weights = ({k: v.detach().to(device) for k, v in initial_weights.items()}
                        if initial_weights else None)
 
+    # the hooks go on the model itself: DistributedDataParallel (below) calls its forward
     s_taps = Taps(model, taps_names) if taps_names else None
     t_taps = Taps(teacher, taps_names) if (needs_teacher and taps_names) else None
     if source_set is not None and SOURCE_HEAD_TAP not in getattr(model, "tap_points", {}):
@@ -417,24 +588,27 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         if (needs_source or source_set is not None) else None
     hooks = [t for t in (s_taps, t_taps, src_tap) if t is not None]
 
-    def context(x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> RegContext:
-        """Run the teacher on ``x`` if needed and gather what the regularizer may read."""
+    def context(x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
+                sizes: list[int] | None = None) -> RegContext:
+        """Run the teacher on ``x`` if needed and gather what the regularizer may read (over
+        the ranks too, given the ranks' slice ``sizes``, when ``reg_batch="global"``)."""
         t_logits = None
         if needs_teacher:
             with torch.no_grad():
-                t_logits = teacher(x)
-        return RegContext(
+                t_logits = teacher(x)  # on this rank's slice; gathered with the rest
+        ctx = RegContext(
             student=model, teacher=teacher, initial_weights=initial_weights,
             features=dict(s_taps.features) if s_taps else {},
             teacher_features=dict(t_taps.features) if t_taps else {},
             logits=logits, teacher_logits=t_logits,
             source_logits=src_tap.features.get(SOURCE_HEAD_TAP) if src_tap else None,
             labels=y)
+        return _gathered(ctx, sizes) if (gather_reg and sizes is not None) else ctx
 
     try:
         # ---- materialise width-dependent regularizer parameters, then build the optimiser
         if reg is not None:
-            n0 = min(cfg.batch_size, len(train_set))
+            n0 = min(max(cfg.batch_size // world, 1), len(train_set))
             x0, y0 = next(iter(DataLoader(train_set, batch_size=n0, shuffle=False,
                                           generator=torch.Generator())))
             x0, y0 = x0.to(device), y0.to(device)
@@ -443,18 +617,26 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
             with torch.no_grad():
                 reg.materialize(context(x0, y0, model(x0)))
             model.train(was_training)
+            distributed.broadcast_([*reg.parameters(), *reg.buffers()])  # rank 0's, to be sure
         params = [p for p in model.parameters() if p.requires_grad]
-        if reg is not None:
-            params += [p for p in reg.parameters() if p.requires_grad]
+        reg_params = [p for p in reg.parameters() if p.requires_grad] if reg is not None else []
+        params += reg_params
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay)
         sched = _make_scheduler(opt, cfg)
+        if rank > 0:  # its own dropout / augmentation stream; rank 0 goes on as one process
+            _seed_all(_rank_seed(cfg.seed, rank))
 
         # ---- resume
         start_epoch, step = 0, 0
         history: dict[str, Any] = {"epochs": [], "steps": defaultdict(list)}
         best_acc: float | None = None
-        if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        resuming = checkpoint_path is not None and os.path.exists(checkpoint_path)
+        if distributed.broadcast_object(resuming) != resuming:  # rank 0 writes it
+            raise RuntimeError(f"checkpoint {checkpoint_path}: rank 0 and rank {rank} disagree "
+                               f"on whether it exists; multi-process runs need a shared file "
+                               f"system")
+        if resuming:
             ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
             _check_resumable(ckpt["config"], cfg, checkpoint_path)
             model.load_state_dict(ckpt["model"])
@@ -466,7 +648,22 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
             history = {"epochs": list(ckpt["history"]["epochs"]),
                        "steps": defaultdict(list, {k: list(v) for k, v in
                                                    ckpt["history"]["steps"].items()})}
-            _set_rng_state(ckpt["rng"])
+            rng_ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+            if rank < len(rng_ranks):
+                _set_rng_state(rng_ranks[rank])
+            else:  # more processes than when it was written: a fresh stream for this rank
+                _seed_all(_rank_seed(cfg.seed * 1_000_003 + start_epoch, rank))
+            del ckpt  # the optimiser holds its own copy
+
+        # ---- multi-process: the model under DDP, which averages the gradients over the ranks
+        net: nn.Module = model
+        if world > 1 and any(p.requires_grad for p in model.parameters()):
+            # static_graph: the same parameters get gradients at every step, some of them only
+            # through the taps (regularizer), the source forward or l2, which DDP cannot see
+            # from the forward's output; some never (a source head without a source task)
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                static_graph=True)
 
         # ---- loop
         steps_per_epoch = len(_epoch_loader(train_set, cfg, 0))
@@ -474,7 +671,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         n_epochs = -(-cfg.steps // steps_per_epoch) if cfg.steps is not None else cfg.epochs
         total_steps = cfg.steps if cfg.steps is not None else n_epochs * steps_per_epoch
         bar = None
-        if progress:
+        if progress and rank == 0:
             from tqdm.auto import tqdm  # lazy: only when shown
             bar = tqdm(total=total_steps, initial=min(step, total_steps),
                        desc="train", dynamic_ncols=True, leave=False)
@@ -484,28 +681,36 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                 model.train()
                 sums: dict[str, float] = defaultdict(float)
                 counts: dict[str, int] = defaultdict(int)
-                sources = _cycle(_epoch_loader(source_set, cfg, epoch, salt=1)) \
+                sources = _cycle(_epoch_loader(source_set, cfg, epoch, 1, rank, world)) \
                     if source_set is not None else None
-                for x, y in _epoch_loader(train_set, cfg, epoch):
+                loader = _epoch_loader(train_set, cfg, epoch, 0, rank, world)
+                for i, (x, y) in enumerate(loader):
                     if step >= total_steps:
                         break
+                    sizes = loader.batch_sampler.split(i)  # every rank's share of the batch
                     x, y = x.to(device), y.to(device)
                     source_ce = None
                     if sources is not None:  # joint training: the source batch first
-                        xs, ys = next(sources)
-                        model(xs.to(device))
-                        source_ce = F.cross_entropy(src_tap.features[SOURCE_HEAD_TAP],
-                                                    ys.to(device))
+                        src_sizes, (xs, ys) = next(sources)
+                        model(xs.to(device))  # the module itself: DDP sees one forward a step
+                        source_ce = _local_ce(src_tap.features[SOURCE_HEAD_TAP], ys.to(device),
+                                              src_sizes)
                         for t in hooks:
                             t.clear()  # the taps now record the target batch only
                     # forward the student (taps record its features), then the frozen teacher
-                    logits = model(x)
-                    ctx = context(x, y, logits)
-                    ce = F.cross_entropy(logits, y)
+                    logits = net(x)
+                    ce = _local_ce(logits, y, sizes)
+                    reason = None
                     if not torch.isfinite(logits).all():  # diverged weights: skip the solvers
-                        raise _Failure(f"non-finite loss at step {step} (epoch {epoch}): the "
-                                       f"student's logits are non-finite (term 'ce' = "
-                                       f"{float(ce.detach())})")
+                        reason = (f"non-finite loss at step {step} (epoch {epoch}): the "
+                                   f"student's logits are non-finite (term 'ce' = "
+                                   f"{float(ce.detach())})")
+                    reason = _agreed(reason)
+                    if reason is not None:
+                        raise _Failure(reason)
+                    ctx = context(x, y, logits, sizes)
+                    cause: BaseException | None = None
+                    terms: dict[str, torch.Tensor] = {}
                     try:
                         terms = reg(ctx) if reg is not None else {}
                     except (ValueError, RuntimeError, FloatingPointError) as err:
@@ -513,29 +718,43 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                         # divergent step): that is the same failure, one term earlier
                         if not re.search(r"non-finite|\bnan\b|\binf\b", str(err), re.I):
                             raise
-                        raise _Failure(f"non-finite loss at step {step} (epoch {epoch}): the "
-                                       f"regularizer {'+'.join(reg.names)!r} got non-finite "
-                                       f"inputs: {err}") from err
+                        cause = err
+                        reason = (f"non-finite loss at step {step} (epoch {epoch}): the "
+                                   f"regularizer {'+'.join(reg.names)!r} got non-finite "
+                                   f"inputs: {err}")
                     if source_ce is not None:
                         terms = {"source_ce": source_weight * source_ce, **terms}
                     loss = ce + sum(terms.values())
                     # NaN guard: name the first non-finite term, before any update
-                    if not torch.isfinite(loss):
+                    if reason is None and not torch.isfinite(loss):
                         named = {"ce": ce, **terms}
                         bad = [n for n, v in named.items() if not torch.isfinite(v).all()]
                         what = (f"term {bad[0]!r} = {float(named[bad[0]].detach())}" if bad else
                                 f"the sum of the terms overflows ({float(loss.detach())})")
-                        raise _Failure(f"non-finite loss at step {step} (epoch {epoch}): {what}")
+                        reason = f"non-finite loss at step {step} (epoch {epoch}): {what}"
+                    reason = _agreed(reason)
+                    if reason is not None:
+                        raise _Failure(reason) from cause
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()  # under DDP: the model's gradients averaged over the ranks
+                    if world > 1:  # the regularizer's own parameters are not under DDP
+                        for p in reg_params:
+                            if p.grad is not None:
+                                p.grad.copy_(distributed.all_reduce(p.grad))
                     if cfg.max_grad_norm is not None:
                         nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                     opt.step()
 
                     # log every term and the solvers' stats (n_iter, converged, matched = tr(P))
                     if step % cfg.log_every == 0:
-                        record = {"train/loss": loss, "train/ce": ce,
-                                  **{f"train/{k}": v for k, v in terms.items()}, **ctx.stats}
+                        losses = {"train/ce": ce, **{f"train/{k}": v for k, v in terms.items()}}
+                        if world > 1:  # global values: the ranks' mean (ce is scaled for it)
+                            means = distributed.all_reduce(torch.stack(
+                                [v.detach().float().mean() for v in losses.values()]))
+                            losses = dict(zip(losses, means))
+                            loss = means.sum()
+                        # solver stats are this rank's (the same on every rank when gathered)
+                        record = {"train/loss": loss, **losses, **ctx.stats}
                         history["steps"]["step"].append(step)
                         for key, value in record.items():
                             v = _scalar(value)
@@ -561,6 +780,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                 if not cfg.steps:
                     sched.step()  # per-epoch schedule (the papers decay at epochs)
                 # a finite loss with non-finite gradients leaves NaN weights: never save those
+                # (the same weights on every rank: they all stop here together)
                 bad = next((n for n, p in model.named_parameters()
                             if not torch.isfinite(p).all()), None)
                 if bad is not None:
@@ -568,22 +788,26 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                                    f"after step {step - 1} (epoch {epoch})")
                 last = epoch == n_epochs - 1
                 if val_set is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
-                    ev = evaluate(model, val_set, device=device)
+                    ev = _evaluate_sharded(model, val_set, device)
                     epoch_record.update({"val/accuracy": ev["accuracy"], "val/loss": ev["loss"]})
                     if best_acc is None or ev["accuracy"] > best_acc:
                         best_acc = ev["accuracy"]
                 history["epochs"].append(epoch_record)
                 if checkpoint_path is not None and ((epoch + 1) % cfg.checkpoint_every == 0
                                                     or last):
-                    _save_atomic({
-                        "model": model.state_dict(),
-                        "regularizer": reg.state_dict() if reg is not None else None,
-                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "epoch": epoch + 1, "step": step, "best_val_accuracy": best_acc,
-                        "rng": _rng_state(), "config": cfg.to_dict(),
-                        "history": {"epochs": history["epochs"],
-                                    "steps": dict(history["steps"])},
-                    }, checkpoint_path)
+                    rng_ranks = distributed.all_gather_object(_rng_state())
+                    if rank == 0:  # one writer; the others wait for the file below
+                        _save_atomic({
+                            "model": model.state_dict(),
+                            "regularizer": reg.state_dict() if reg is not None else None,
+                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "epoch": epoch + 1, "step": step, "best_val_accuracy": best_acc,
+                            "rng": rng_ranks[0], "config": cfg.to_dict(),
+                            **({"rng_ranks": rng_ranks} if world > 1 else {}),
+                            "history": {"epochs": history["epochs"],
+                                        "steps": dict(history["steps"])},
+                        }, checkpoint_path)
+                    distributed.barrier()
                 if on_epoch is not None:
                     on_epoch(epoch, epoch_record)
         finally:
@@ -596,8 +820,8 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         for t in hooks:
             t.remove()
 
-    test_acc = evaluate(model, test_set, device=device)["accuracy"] if test_set is not None \
-        else None
+    test_acc = _evaluate_sharded(model, test_set, device)["accuracy"] \
+        if test_set is not None else None
     wall = time.perf_counter() - t_start
     return _result("completed", "", history, best_acc, test_acc, wall, steps_here, step)
 

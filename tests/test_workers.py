@@ -198,3 +198,35 @@ def test_unreachable_storage_is_a_clear_error(tmp_path, capsys):
     assert code == 1
     assert "storage 'postgresql+psycopg2://nobody:***@127.0.0.1:1/none' cannot be opened" in err
     assert "secret" not in err
+
+
+def test_suite_under_torchrun_matches_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m harness.cli run SUITE``: rank 0 claims and records,
+    both ranks train each job (DDP, global batch); the records equal one process's run."""
+    import socket
+
+    name = f"ddp-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(name=name, epochs=3).replace("seeds: [0, 1, 2]", "seeds: [0]")
+                    .replace("batch_size: 25", "batch_size: 24"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "harness.cli", "run",
+         str(path), "--results", str(tmp_path / "ddp"), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.count("4 jobs, 4 run") == 1  # one report: rank 0's
+
+    from harness.records import records_frame
+    from harness.runner import run_suite
+
+    single = f"sqlite:///{tmp_path / 'single.sqlite3'}"
+    run_suite(path, storage=single, progress=False, results_root=tmp_path / "one", log=None)
+    ddp = f"sqlite:///{tmp_path / 'ddp' / name / 'runs.sqlite3'}"
+    a = records_frame(ddp, name).set_index("key")["test_accuracy"].sort_index()
+    b = records_frame(single, name).set_index("key")["test_accuracy"].sort_index()
+    assert len(a) == 4 and list(a.index) == list(b.index)
+    assert (a - b).abs().max() < 0.01  # same batches, same gradients: the same accuracies

@@ -344,6 +344,10 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
         print(f"otransfer {args.command}: {exc}", file=sys.stderr)
         return 1
+    from .distributed import is_main
+
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
     print(f"\n{summary.suite}: {summary.jobs} jobs, {summary.completed} run, "
           f"{summary.skipped} already done, {summary.by_others} done by other workers, "
           f"{summary.failed} failed in {summary.wall_time:.1f} s; records in "
@@ -517,6 +521,88 @@ def _add_resume(sub) -> None:
 #: Parser builders, one per top-level subcommand; run, resume and tune join here.
 _COMMANDS = [_add_solvers, _add_regularizers, _add_list, _add_report, _add_run, _add_resume,
              _add_worker]
+
+
+# --------------------------------------------------------------------------- tune
+
+
+def _cmd_tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .suite import SuiteError, expand, load_suite
+    from .tune import tune
+
+    if args.trials is not None and args.trials < 1:
+        parser.error(f"--trials must be >= 1; got {args.trials}")
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error(f"--timeout must be > 0 seconds; got {args.timeout}")
+    try:
+        s = tune(args.suite, trials=args.trials, storage=args.storage, stage=args.stage,
+                 regularizer=args.regularizer, timeout=args.timeout, results_root=args.results,
+                 overrides=args.set or (), progress=args.progress, device=args.device,
+                 reruns=not args.no_rerun)
+    except (FileNotFoundError, SuiteError, ValueError, RuntimeError) as exc:
+        print(f"otransfer tune: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{s.study}: {s.trials} trial(s) added ({s.completed} complete, {s.pruned} pruned, "
+          f"{s.failed} failed), {s.total} in the study, {s.wall_time:.1f} s")
+    if s.best_number is None:
+        print("no trial has completed: no best point yet")
+        return 1
+    print(f"best: trial {s.best_number}, val accuracy {100 * s.best_value:.2f} %: "
+          + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in s.best_point.items()))
+    if s.test_mean is not None:
+        print(f"re-runs on test: {100 * s.test_mean:.1f} ± {100 * s.test_std:.1f} % over "
+              f"{sum(r['test_accuracy'] is not None for r in s.reruns)} seed(s)")
+    from .report import write_report
+
+    try:  # the leaderboard, with the tuned row beside the grid rows
+        keys = [j.key for j in expand(load_suite(args.suite, args.set or ()))]
+        s.paths["leaderboard"] = write_report(s.suite, s.storage,
+                                              results_root=args.results, keys=keys)["md"]
+    except ValueError:
+        pass
+    for path in s.paths.values():
+        print(f"wrote {path}")
+    return 1 if any(r["test_accuracy"] is None for r in s.reruns) else 0
+
+
+def _add_tune(sub) -> None:
+    p = sub.add_parser(
+        "tune", help="search a stage's regularization hyper-parameters (Optuna)",
+        description="Search the space of SUITE's 'search:' block (regularizer parameters such as "
+                    "omega_p.alpha, kd.tau, solver beta/reg, taps; train.lr ...) on the "
+                    "validation split, pruning trials on their per-epoch validation accuracy; "
+                    "then re-run the best point on the test split over the stage's seeds, "
+                    "recorded as row '<regularizer> (tuned)' of the stage's leaderboard. The "
+                    "search is its own Optuna study in the storage of `run`: several tune "
+                    "processes on one --storage share it, and a second call adds trials. "
+                    "Writes results/SUITE/tune_<stage>_<regularizer>.md and its PNG plots.")
+    p.add_argument("suite", metavar="SUITE", help="a suite name (suites/SUITE.yaml) or a file")
+    p.add_argument("--trials", type=int, metavar="N",
+                   help="trials this call adds (default: the search block's 'trials')")
+    p.add_argument("--storage", metavar="URL",
+                   help="any Optuna storage URL (default sqlite:///DIR/SUITE/runs.sqlite3)")
+    p.add_argument("--stage", metavar="S", help="the search block of stage S (when the suite "
+                                                "has several)")
+    p.add_argument("--regularizer", metavar="SPEC",
+                   help="the search block of this regularizer (spec or row name), when a stage "
+                        "has several")
+    p.add_argument("--timeout", type=float, metavar="SEC",
+                   help="add no trial after SEC seconds (the running one finishes)")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="results root: artefacts, tune table and plots go to DIR/SUITE/ "
+                        "(default results)")
+    p.add_argument("--set", action="append", metavar="K=V",
+                   help="override a suite entry, as for run (dotted key, YAML value); repeatable")
+    p.add_argument("--device", metavar="DEV", help="train on this device (not part of any key)")
+    p.add_argument("--progress", action="store_true", help="show training progress bars")
+    p.add_argument("--no-rerun", action="store_true",
+                   help="search only: do not re-run the best point on test (e.g. on all but "
+                        "one of several workers)")
+    p.set_defaults(func=_cmd_tune, parser=p)
+
+
+_COMMANDS.append(_add_tune)
 
 
 def build_parser() -> argparse.ArgumentParser:

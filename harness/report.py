@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 __all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex", "split_tables",
-           "plot_table", "plot_traces", "slug", "write_index"]
+           "plot_table", "plot_traces", "slug", "write_index", "with_tuned"]
 
 
 def leaderboard_numbers(df, stage: str | None = None):
@@ -381,6 +381,25 @@ def _claims_markdown(claims, ref) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_tuned(df, keys):
+    """The records of the jobs ``keys``, in that order, plus the re-runs of a searched best
+    point (``otransfer tune``, :mod:`harness.tune`) whose anchor job is among ``keys``, each
+    right after its anchor (the tuned row follows its regularizer's rows). Of a row's re-runs,
+    only the latest search's best point is kept."""
+    order = {k: float(i) for i, k in enumerate(keys)}
+    own = df["key"].isin(order)
+    if "anchor" in df and "tune_study" in df:
+        tuned = df[~own & df["anchor"].isin(order)]
+        latest = {}
+        for _, r in tuned.sort_values("trial").iterrows():
+            latest[(r["table"], r["method"])] = (r["tune_study"], r["tune_trial"])
+        for _, r in tuned.iterrows():
+            if latest[(r["table"], r["method"])] == (r["tune_study"], r["tune_trial"]):
+                order[r["key"]] = order[r["anchor"]] + 0.5
+    df = df[df["key"].isin(order)]
+    return df.iloc[sorted(range(len(df)), key=lambda i: order[df["key"].iloc[i]])]
+
+
 def write_report(suite: str, storage: str | None = None,
                  out_dir: str | os.PathLike | None = None,
                  results_root: str | os.PathLike = "results",
@@ -399,9 +418,7 @@ def write_report(suite: str, storage: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     df = records.records_frame(storage, suite)
     if keys is not None:  # rows in the suite's order, not the order the jobs ran in
-        order = {k: i for i, k in enumerate(keys)}
-        df = df[df["key"].isin(order)]
-        df = df.iloc[sorted(range(len(df)), key=lambda i: order[df["key"].iloc[i]])]
+        df = with_tuned(df, keys)
     tables = split_tables(df)
     if not tables:
         raise ValueError(f"no completed runs of suite {suite!r} in {storage}")
@@ -462,6 +479,9 @@ def write_report(suite: str, storage: str | None = None,
             f["paper"] = [paper[0].at[r, c] for r, c in zip(f["method"], f["task"])]
             f["paper_column"] = [ref.columns.get(c, "") for c in f["task"]]
         flat.append(f)
+    searches = sorted(out.glob("tune_*.md"))  # otransfer tune's tables of trials
+    if searches:
+        md += ["## Searches (`otransfer tune`)\n"] + [f"- [{p.stem}]({p.name})" for p in searches]
     paths["md"].write_text("\n".join(md))
     # every job behind the tables, one row per seed (the records, flattened)
     cols = [c for c in ("key", "stage", "table", "task", "method", "regularizer", "seed",

@@ -296,7 +296,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
               on_job: Callable[[Job, Mapping[str, Any]], None] | None = None,
               log: Callable[[str], None] | None = print,
               device: str | None = None, worker: bool = False, stale_after: float = 120.0,
-              heartbeat: float = 10.0, poll: float = 2.0) -> RunSummary:
+              heartbeat: float = 10.0, poll: float = 2.0, jobs: Iterable[Job] | None = None,
+              record_extra: Mapping[str, Mapping[str, Any]] | None = None) -> RunSummary:
     """Run every job of ``suite`` not yet completed in ``storage``; record each one.
 
     Any number of processes, on any number of machines, may run the same suite on the same
@@ -334,6 +335,12 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
         worker (a dead process on the same host at once); claims beat every ``heartbeat``.
     poll : float
         Seconds between looks at the storage while every job left is held by other workers.
+    jobs : iterable of Job, optional
+        Run these jobs instead of the suite's expansion (``tune``: the teacher stages of the
+        searched stage, the re-runs of its best point); teachers they load are looked up in
+        the suite's expansion.
+    record_extra : mapping, optional
+        Extra attributes of the records of some jobs, by key.
     """
     from . import distributed as ddp
     from . import records
@@ -349,11 +356,12 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
         suite = quick_suite(suite)
     storage = storage or records.default_storage(suite.name, results_root)
     artefacts = Path(results_root) / suite.name / "artefacts"
-    jobs = expand(suite)
-    by_key = {j.key: j for j in jobs}
+    expanded = expand(suite)
+    jobs = expanded if jobs is None else list(jobs)
+    by_key = {j.key: j for j in [*expanded, *jobs]}
     number = {j.key: i for i, j in enumerate(jobs, 1)}
     # jobs whose weights later stages load (as teacher or as init) keep an artefact
-    teacher_keys = {d for j in jobs for d in _deps(j)}
+    teacher_keys = {d for j in by_key.values() for d in _deps(j)}
     # under torchrun every rank trains each job (DDP); rank 0 alone claims and records
     multi = ddp.world_size() > 1
     if multi:
@@ -395,8 +403,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
             c = states.get(job.key)
             if c is not None and c.state == FAILED:
                 continue  # another worker's failure in this run: left as it is
-            if any(not (finished(d) or d in tried or (d in states and states[d].state == FAILED))
-                   for d in _deps(job)):
+            if any(not (finished(d) or d in tried or d not in number
+                        or (d in states and states[d].state == FAILED)) for d in _deps(job)):
                 wait = True  # its teacher is not there yet
                 continue
             if c is not None and c.state != DONE and not claims.is_abandoned(c):
@@ -438,7 +446,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
                 except Exception:
                     pass
                 continue
-            trial = records.start_record(study, job, extra={"worker": claims.worker})
+            trial = records.start_record(study, job, extra={
+                **(record_extra or {}).get(job.key, {}), "worker": claims.worker})
             try:
                 metrics = _run_job(job, by_key, artefacts, progress, save=is_teacher,
                                    device=device)

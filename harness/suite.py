@@ -42,6 +42,25 @@ the leaderboards (default: stages that another stage uses as teacher or init are
 A ``jtln`` term's ``label_cost: mkmmd | ot`` is computed from the stage's teacher's
 penultimate features of the source and target training sets (lu2017 §3.4).
 
+A top-level ``search:`` block (a mapping, or a list of them) declares an Optuna search of one
+stage's regularizer for ``otransfer tune`` (:mod:`harness.tune`); it is not part of any job's
+config, so it changes no key::
+
+    search:
+      stage: students            # the stage whose regularizer is tuned
+      regularizer: omega_p+kd    # one of its regularizers: the spec (or the entry's row name)
+      trials: 20                 # default of --trials
+      pruner: {name: median, n_warmup_steps: 5}   # harness.tune.PRUNERS; sampler: SAMPLERS
+      space:                     # keys as in 'grid' (term.param), plus train.<TrainConfig field>
+        omega_p.alpha: {low: 1.0e-3, high: 10.0, log: true}
+        kd.tau: {choices: [4, 5, 10]}
+        train.lr: {low: 1.0e-3, high: 0.3, log: true}
+
+A dimension is ``{low, high[, log, step, type: float | int]}`` or ``{choices: [...]}`` (a
+choice may be a list, e.g. the ``taps`` of a term). ``dataset`` (the stage's dataset searched
+on; required when it has several) and ``seed`` (of the trials' training; default the stage's
+first seed) are optional. The stage's dataset needs a validation split: trials are scored on it.
+
 :func:`expand` turns a suite into :class:`Job` s: datasets x regularizers x params x seeds per
 stage; each job's ``key`` is the sha256 of the canonical JSON of its resolved config (16 hex).
 ``--set k=v`` overrides (:func:`apply_overrides`) edit the raw suite before validation.
@@ -60,13 +79,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-__all__ = ["SuiteError", "Suite", "Stage", "Job", "load_suite", "parse_suite", "expand",
-           "apply_overrides", "parse_override", "available_suites", "SUITES_DIR", "config_key"]
+__all__ = ["SuiteError", "Suite", "Stage", "Job", "Search", "load_suite", "parse_suite",
+           "expand", "apply_overrides", "parse_override", "available_suites", "SUITES_DIR", "config_key"]
 
 #: Where suite names resolve (``suites/<name>.yaml`` at the repository root).
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
-_TOP_KEYS = {"name": str, "description": str, "seeds": list, "stages": dict}
+_TOP_KEYS = {"name": str, "description": str, "seeds": list, "stages": dict,
+             "search": (dict, list)}
 _STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
                "dataset_params": dict, "train": dict, "regularizers": list, "teacher": str,
                "grid": dict, "seeds": list, "init": str, "source": dict, "table": str,
@@ -119,6 +139,47 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Search:
+    """A ``search:`` block: the Optuna search of one stage's regularizer (``otransfer tune``).
+
+    Attributes
+    ----------
+    stage, dataset : str
+        The stage tuned and the dataset (one of the stage's) its trials train on.
+    regularizer : str
+        The spec of the stage's regularizer entry that is tuned.
+    params : Mapping[str, Any]
+        That entry's own parameters (without ``row``); a trial's point replaces the keys it sets.
+    row : str
+        The entry's leaderboard row (its ``row`` or its spec); the re-runs' row is
+        ``"<row> (tuned)"``.
+    space : Mapping[str, Mapping[str, Any]]
+        Per dotted key, ``{"choices": [...]}`` or ``{"low", "high", "log", "step", "type"}``.
+    trials : int
+        Default number of trials a ``tune`` call adds.
+    seed : int
+        Seed of the trials' training (the first of ``seeds``).
+    seeds : tuple of int
+        Seeds each trial trains on; its value is the mean validation accuracy over them (one
+        seed's small validation split is easily over-fitted by the search).
+    pruner, sampler : Mapping[str, Any]
+        ``{"name": ..., **kwargs}`` of :data:`harness.tune.PRUNERS` / ``SAMPLERS``.
+    """
+
+    stage: str
+    regularizer: str
+    params: Mapping[str, Any]
+    row: str
+    dataset: str
+    space: Mapping[str, Mapping[str, Any]]
+    trials: int = 20
+    seed: int = 0
+    seeds: tuple[int, ...] = ()
+    pruner: Mapping[str, Any] = field(default_factory=lambda: {"name": "median"})
+    sampler: Mapping[str, Any] = field(default_factory=lambda: {"name": "tpe"})
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     description: str
@@ -126,6 +187,8 @@ class Suite:
     seeds: tuple[int, ...]
     path: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: ``search:`` blocks (``otransfer tune``); not part of any job's config.
+    searches: tuple[Search, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -341,6 +404,8 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
                                                  "mapping {spec: {param: value}}")
         if not regs:
             fail(base + ["regularizers"], "needs at least one regularizer (use 'none')")
+        for i, (spec, params) in enumerate(regs):  # unknown terms, parameters, solvers: now,
+            _check_regularizer(spec, params, base + ["regularizers", i], fail)  # not mid-run
         splits = s.get("splits")
         if splits is not None:
             for key, value in splits.items():
@@ -392,8 +457,19 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
             source=source, table=s.get("table", str(sname)),
             task=s.get("task"), report=s.get("report"), reference=reference,
             select=s.get("select")))
+    searches: tuple[Search, ...] = ()
+    if "search" in raw:
+        blocks = raw["search"] if isinstance(raw["search"], list) else [raw["search"]]
+        paths = [["search", i] for i in range(len(blocks))] \
+            if isinstance(raw["search"], list) else [["search"]]
+        if not blocks:
+            fail(["search"], "a search list needs at least one search block")
+        searches = tuple(_check_search(b, p, stages, fail) for b, p in zip(blocks, paths))
+        seen = [(x.stage, x.regularizer, x.row, x.dataset) for x in searches]
+        if len(set(seen)) != len(seen):
+            fail(["search"], "two search blocks tune the same stage, regularizer and dataset")
     return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
-                 seeds=seeds, path=filename, raw=raw)
+                 seeds=seeds, path=filename, raw=raw, searches=searches)
 
 
 def _check_analysis(an: dict, path, fail, teacher) -> dict:
@@ -449,6 +525,199 @@ def _check_reference(ref: dict, path, fail) -> dict:
     return {"paper": ref["paper"], "table": str(ref["table"]),
             "columns": dict(ref.get("columns", {})), "rows": dict(ref.get("rows", {})),
             "claims": list(ref.get("claims", []))}
+
+
+_SEARCH_KEYS = {"stage": str, "regularizer": str, "dataset": str, "trials": int, "seed": int,
+                "seeds": list, "pruner": dict, "sampler": dict, "space": dict}
+_DIM_KEYS = {"low": (int, float), "high": (int, float), "log": bool, "step": (int, float),
+             "type": str, "choices": list}
+_DIM_HELP = ("a search dimension is {low: L, high: H[, log: true, step: S, type: int]} or "
+             "{choices: [...]}")
+#: TrainConfig fields a search does not set: the trials' seed is the search's ``seed``, the
+#: device the machine's (``--device``).
+_FIXED_TRAIN = ("seed", "device")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_search(block: Any, path: list, stages: Sequence[Stage], fail) -> Search:
+    """Check one ``search:`` block against the suite's stages (see the module docstring)."""
+    from .tune import check_option
+
+    if not isinstance(block, dict):
+        fail(path, "a search block is a mapping with keys " + ", ".join(_SEARCH_KEYS))
+    for key, value in block.items():
+        if key not in _SEARCH_KEYS:
+            fail(path + [key], f"unknown search key {key!r}; expected one of "
+                               f"{', '.join(_SEARCH_KEYS)}")
+        if not isinstance(value, _SEARCH_KEYS[key]) or isinstance(value, bool):
+            fail(path + [key], f"must be {_type_name(_SEARCH_KEYS[key])}, got "
+                               f"{type(value).__name__}")
+    if "stage" not in block:
+        fail(path, "a search needs 'stage': the stage whose regularizer is tuned")
+    by_name = {st.name: st for st in stages}
+    stage = by_name.get(block["stage"])
+    if stage is None:
+        fail(path + ["stage"], f"search stage {block['stage']!r} is not a stage of this suite "
+                               f"(stages: {', '.join(by_name)})")
+    # the regularizer entry tuned: by its row name, else by its spec
+    rows = [p.get(ROW_KEY) or spec for spec, p in stage.regularizers]
+    want = block.get("regularizer")
+    if want is None:
+        if len(rows) != 1:
+            fail(path, f"stage {stage.name!r} has {len(rows)} regularizers; name the one to "
+                       f"tune with 'regularizer' (one of {', '.join(map(repr, rows))})")
+        idx = 0
+    else:
+        cands = [i for i, r in enumerate(rows) if r == want] or \
+            [i for i, (spec, _) in enumerate(stage.regularizers) if spec == want]
+        if not cands:
+            fail(path + ["regularizer"], f"stage {stage.name!r} has no regularizer {want!r}; its "
+                                         f"regularizers: {', '.join(map(repr, rows))}")
+        if len(cands) > 1:
+            fail(path + ["regularizer"], f"several regularizers of stage {stage.name!r} have "
+                                         f"spec {want!r}; name one by its row: "
+                                         f"{', '.join(repr(rows[i]) for i in cands)}")
+        idx = cands[0]
+    spec = stage.regularizers[idx][0]
+    params = {k: v for k, v in stage.regularizers[idx][1].items() if k != ROW_KEY}
+    dataset = block.get("dataset")
+    if dataset is None:
+        if len(stage.datasets) > 1:
+            fail(path, f"stage {stage.name!r} has several datasets; name the one to search on "
+                       f"with 'dataset' (one of {', '.join(stage.datasets)})")
+        dataset = stage.datasets[0]
+    elif dataset not in stage.datasets:
+        fail(path + ["dataset"], f"stage {stage.name!r} has no dataset {dataset!r} (its "
+                                 f"datasets: {', '.join(stage.datasets)})")
+    problem = _no_val_split(stage, dataset)
+    if problem:
+        fail(path + ["stage"], problem)
+    trials = block.get("trials", 20)
+    if trials < 1:
+        fail(path + ["trials"], f"trials must be >= 1; got {trials}")
+    space = block.get("space")
+    if not space:
+        fail(path + (["space"] if "space" in block else []),
+             "a search needs a non-empty 'space': dotted keys (omega_p.alpha, train.lr) mapped "
+             "to " + _DIM_HELP.split(" is ", 1)[1])
+    dims = {str(k): _check_dim(str(k), d, path + ["space", k], stage, spec, params, fail)
+            for k, d in space.items()}
+    options = {}
+    for kind, default in (("pruner", {"name": "median"}), ("sampler", {"name": "tpe"})):
+        opt = dict(block.get(kind, default))
+        problem = check_option(kind, opt)
+        if problem:
+            fail(path + [kind], problem)
+        options[kind] = opt
+    if "seed" in block and "seeds" in block:
+        fail(path + ["seeds"], "give 'seed' or 'seeds', not both")
+    seeds = block.get("seeds", [block.get("seed", stage.seeds[0])])
+    if not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds) \
+            or len(set(seeds)) != len(seeds):
+        fail(path + ["seeds"], f"seeds must be a non-empty list of distinct integers; got "
+                               f"{seeds!r}")
+    return Search(stage=stage.name, regularizer=spec, params=params, row=rows[idx],
+                  dataset=dataset, space=dims, trials=int(trials), seed=int(seeds[0]),
+                  seeds=tuple(int(x) for x in seeds), **options)
+
+
+def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
+               params: Mapping[str, Any], fail) -> dict[str, Any]:
+    """One dimension of a search space, normalised: ``{"choices": [...]}`` or
+    ``{"low", "high", "log", "step", "type"}``; its key must be one a term of ``spec`` takes
+    (as grid keys are) or ``train.<TrainConfig field>``."""
+    from .train import TrainConfig
+
+    if not isinstance(dim, dict):
+        fail(path, _DIM_HELP)
+    for k, v in dim.items():
+        if k not in _DIM_KEYS:
+            fail(path + [k], f"unknown key {k!r}: {_DIM_HELP}")
+        if k in ("low", "high", "step") and isinstance(v, str):
+            fail(path + [k], f"must be a number, got the string {v!r} (YAML reads 1e-4 as a "
+                             "string: write 1.0e-4)")
+        if not isinstance(v, _DIM_KEYS[k]) or (isinstance(v, bool) and k != "log"):
+            fail(path + [k], f"must be {_type_name(_DIM_KEYS[k])}, got {type(v).__name__}")
+    if "choices" in dim:
+        extra = sorted(set(dim) - {"choices"})
+        if extra:
+            fail(path + [extra[0]], "'choices' and a range (low, high, log, step, type) "
+                                    "exclude each other")
+        if not dim["choices"]:
+            fail(path + ["choices"], "needs at least one choice")
+        for i, c in enumerate(dim["choices"]):
+            if not (isinstance(c, _SCALARS) or (
+                    isinstance(c, list) and all(isinstance(x, _SCALARS) for x in c))):
+                fail(path + ["choices", i], "a choice is a number, a string, true/false, null "
+                                            "or a list of those (e.g. taps)")
+        out: dict[str, Any] = {"choices": list(dim["choices"])}
+        values = list(dim["choices"])
+    else:
+        if "low" not in dim or "high" not in dim:
+            fail(path, f"a range needs 'low' and 'high' ({_DIM_HELP})")
+        low, high, log, step = dim["low"], dim["high"], dim.get("log", False), dim.get("step")
+        kind = dim.get("type", "float")
+        if kind not in ("float", "int"):
+            fail(path + ["type"], f"type is 'float' or 'int', got {kind!r}")
+        if low > high:
+            fail(path + ["low"], f"low ({low}) > high ({high})")
+        if log and low <= 0:
+            fail(path + ["low"], f"a log-spaced range needs low > 0; got low = {low}")
+        if step is not None and log:
+            fail(path + ["step"], "'step' and 'log: true' exclude each other (Optuna)")
+        if step is not None and step <= 0:
+            fail(path + ["step"], f"step must be > 0; got {step}")
+        if kind == "int" and not all(isinstance(v, int) for v in (low, high, step or 1)):
+            fail(path, "type: int needs integer low, high and step")
+        out = {"low": low, "high": high, "log": bool(log), "step": step, "type": kind}
+        values = [low, high]
+    if key.startswith("train."):
+        name = key[len("train."):]
+        free = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(_FIXED_TRAIN))
+        if name not in free:
+            fail(path, f"{key!r}: a train key names a TrainConfig field other than "
+                       f"{' and '.join(_FIXED_TRAIN)} ({', '.join(free)})")
+        for v in values:
+            try:
+                TrainConfig(**{**stage.train, name: v})
+            except (TypeError, ValueError) as exc:
+                fail(path, f"{key} = {v!r}: {exc}")
+        return out
+    try:
+        takers = _takers(spec, key, params)
+    except ValueError as exc:  # an unknown regularizer or plan name
+        fail(path, str(exc))
+    if not takers:
+        fail(path, f"no term of regularizer {spec!r} takes {key!r} (search keys are grid keys, "
+                   "term.param such as omega_p.alpha, or train.<TrainConfig field>)")
+    if len(takers) > 1:
+        fail(path, f"{key!r} is taken by several terms of {spec!r}; write "
+                   f"{' or '.join(repr(f'{t}.{key}') for t in takers)}")
+    return out
+
+
+def _no_val_split(stage: Stage, dataset: str) -> str | None:
+    """Why ``stage`` has no validation split on ``dataset`` (None when it has one); the same
+    rule as the runner's (:func:`harness.runner._datasets`)."""
+    from .data import get_dataset
+
+    try:
+        info = get_dataset(dataset)
+    except ValueError as exc:
+        return str(exc)
+    chosen = (stage.splits or {}).get("val", "val")
+    if chosen is None:
+        return (f"stage {stage.name!r} sets 'splits: {{val: null}}': a search scores its trials "
+                "on a validation split (the test split is kept for the re-runs)")
+    evals = {k: v for k, v in stage.dataset_params.items() if k != "n_per_class"}
+    if "val_size" in info.params and not evals.get("val_size", info.params["val_size"]) \
+            and chosen == "val":
+        return (f"dataset {dataset!r} has a validation split only with dataset_params.val_size "
+                f"> 0 (held out of train); set it on stage {stage.name!r} to search")
+    if chosen not in info.splits:
+        return (f"dataset {dataset!r} has no split {chosen!r} to score the search's trials on "
+                f"(splits: {', '.join(info.splits)}); a search needs a validation split")
+    return None
 
 
 def _seeds(value, path, fail) -> tuple[int, ...]:
@@ -508,22 +777,50 @@ def apply_overrides(raw: Any, overrides: Iterable[str]) -> Any:
     return raw
 
 
+def _check_regularizer(spec: str, params: Mapping[str, Any], path, fail) -> None:
+    """Build ``spec`` with ``params`` once (cheap: no data, no solve) so that an unknown term,
+    parameter or OT method (``plan: nosuch``) is a schema error naming its line."""
+    from .regularizers import build_regularizer
+
+    given = {k: v for k, v in params.items()
+             if k != ROW_KEY and not (k.endswith("label_cost") and isinstance(v, str))}
+    try:
+        build_regularizer(spec, **given)
+    except (ValueError, KeyError, TypeError) as exc:
+        fail(path, str(exc).strip("'\""))
+
+
 # --------------------------------------------------------------------------- expansion
 
 
-def _accepts(spec: str, key: str, params: Mapping[str, Any] | None = None) -> bool:
-    """Whether a term of ``spec`` takes grid key ``key`` (solver keys: with the plan that
-    ``params`` sets, else the term's default plan)."""
+def _takers(spec: str, key: str, params: Mapping[str, Any] | None = None) -> list[str]:
+    """Names of the terms of ``spec`` that take grid (or search) key ``key``: ``term.param``
+    or a bare ``param``. Solver keys count with the plan that ``params`` sets for the term,
+    else its default plan."""
+    from solvers import all_methods
+
     from .regularizers import get_regularizer
 
     head, dot, rest = key.partition(".")
-    names = [n.strip() for n in spec.split("+")]
-    infos = [get_regularizer(n) for n in names]
-    if dot:
-        return any(head == i.name or head in i.aliases for i in infos)
     params = params or {}
-    return any(key in i.accepted(params.get(f"{i.name}.plan", params.get("plan")))
-               for i in infos)
+    out = []
+    for info in (get_regularizer(n.strip()) for n in spec.split("+")):
+        plan = params.get(f"{info.name}.plan", params.get("plan")) \
+            if "plan" in info.params else None
+        if dot and (head == info.name or head in info.aliases):
+            # a term whose plan is configurable takes any solver's key: the plan may itself
+            # be a grid axis (omega_p.plan: [ipot, sinkhorn] with omega_p.beta)
+            if rest in info.accepted(plan) or "plan" in info.params and any(
+                    rest in m.params for m in all_methods().values()):
+                out.append(info.name)
+        elif not dot and key in info.accepted(plan):
+            out.append(info.name)
+    return out
+
+
+def _accepts(spec: str, key: str, params: Mapping[str, Any] | None = None) -> bool:
+    """Whether a term of ``spec`` takes grid key ``key`` (:func:`_takers`)."""
+    return bool(_takers(spec, key, params))
 
 
 def _merge_params(params: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Reliability figures of the many-workers runner (issue 5): load, faults, bad input.
 
-    python scripts/reliability.py load      --storage URL [--workers 4] [--suite scale-cpu]
+    python scripts/reliability.py load      --storage URL [--workers 4] [--suite load-40]
     python scripts/reliability.py faults    --storage URL [--workers 4] [--every 6]
     python scripts/reliability.py bad-input --storage URL
 
@@ -226,7 +226,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["load", "faults", "bad-input"])
     p.add_argument("--storage", required=True, help="storage URL (PostgreSQL for the figures)")
-    p.add_argument("--suite", default="scale-cpu")
+    p.add_argument("--suite", default="load-40")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--every", type=float, default=6.0, help="faults: seconds between kills")
     p.add_argument("--timeout", type=float, default=900.0)

@@ -25,6 +25,7 @@ CPU_GRID = {
     "ablation_plan-cpu": (9 + 8) * 3,    # Omega_P's plan by solver, two tasks
     "ablation_layers-cpu": 6 * 2 * 3,    # none, Omega_P at stage 1..4 / all, two tasks
     "ablation_view-cpu": 7 * 2 * 3,      # none, neurons vs samples views x 2 layer sets, 2 tasks
+    "tune-cpu": 2 * 1 * 3,               # none, Omega_P+KD (its search: otransfer tune, test_tune)
 }
 #: Tables whose paper numbers are not comparable cell by cell (errors, not accuracies).
 NO_REFERENCE = {"lohit2020_table4-cpu"}

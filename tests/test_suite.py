@@ -154,11 +154,27 @@ def test_failed_job_is_recorded_with_reason(tiny, tmp_path):
 
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     s = run_suite(tiny, storage=storage, progress=False, results_root=tmp_path / "r", log=None,
-                  overrides=["seeds=[0]", "stages.students.regularizers=[{kd: {tau: -1, nope: 1}}]"])
+                  overrides=["seeds=[0]", "stages.students.regularizers=[{omega_i: {taps: [penultimate]}}]"])
     assert s.failed == 1 and s.completed == 1
     failed = [t for t in open_study(storage, "tiny").get_trials()
               if t.user_attrs.get("status") == "failed"]
-    assert len(failed) == 1 and "nope" in failed[0].user_attrs["reason"]
+    assert len(failed) == 1 and "d != d'" in failed[0].user_attrs["reason"]  # 4 vs 16 neurons
+
+
+@pytest.mark.parametrize("entry, what", [
+    ("{kd: {tau: 4, nope: 1}}", "unknown parameter 'nope'"),
+    ("{omega_p: {plan: nosuch}}", "unknown OT method 'nosuch'"),
+    ("nosuch_term", "nosuch_term"),
+])
+def test_bad_regularizer_is_a_schema_error_before_any_job(tiny, tmp_path, entry, what):
+    from harness.runner import run_suite
+
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    with pytest.raises(SuiteError) as info:
+        run_suite(tiny, storage=storage, progress=False, results_root=tmp_path / "r", log=None,
+                  overrides=[f"stages.students.regularizers=[{entry}]"])
+    assert "stages.students.regularizers.0" in str(info.value) and what in str(info.value)
+    assert not (tmp_path / "r").exists()  # nothing ran
 
 
 def test_leaderboard_golden():

@@ -1,0 +1,671 @@
+"""Hyper-parameter search with Optuna: ``otransfer tune SUITE`` (design.md, Experiments).
+
+A suite's ``search:`` block (:class:`harness.suite.Search`) names a stage, one of its
+regularizers, and a space over that regularizer's parameters (dotted keys, as in the stage's
+``grid``) and its training settings (``train.lr`` ...). :func:`tune`
+
+1. runs the stages the tuned stage depends on (``teacher``, ``init``) as ``run`` does, recorded
+   in the suite's study (jobs already done are skipped);
+2. adds trials to the search's own study, ``<suite>:tune:<stage>:<row>:<hash>``, in the same
+   storage. A trial trains the stage's job at the sampled point (seed: the search's ``seed``)
+   and scores it by its final **validation** accuracy; after each epoch that accuracy is
+   reported to Optuna (``Trial.report``) and the pruner may stop the trial
+   (``Trial.should_prune``). Several ``tune`` processes on one storage URL (a PostgreSQL
+   server, say) share the search: the study is loaded if it exists;
+3. re-runs the best point on the **test** split over the stage's seeds, recorded in the suite's
+   study as ordinary jobs in the stage's table, row ``"<row> (tuned)"``, so ``otransfer report``
+   shows it beside the grid rows; re-runs already recorded are skipped;
+4. writes ``tune_<stage>_<row>.md`` (the trials, the best point, the re-runs) and the Optuna
+   plots (optimisation history, intermediate values, parameter importances) as PNG into
+   ``<results>/<suite>/``.
+
+The hash in the study name covers the space and the trials' base job config (the stage's
+settings, its teacher's key): editing either starts a new search rather than mixing trials
+that are not comparable. A trial whose training fails (a non-finite loss: alpha too large) is
+an Optuna FAIL, with its reason in the trial's user attributes; samplers ignore FAIL trials.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .suite import (PRETRAINED, Job, Search, Stage, Suite, SuiteError, _merge_params,
+                    apply_overrides, canonical_json, config_key, expand, load_suite)
+
+__all__ = ["tune", "TuneSummary", "PRUNERS", "SAMPLERS", "check_option", "select_search",
+           "study_name", "trial_jobs", "sample_point", "write_tune_report", "TUNED"]
+
+#: Optuna pruners by the name a search's ``pruner: {name: ...}`` uses (``optuna.pruners``).
+PRUNERS: dict[str, str] = {
+    "median": "MedianPruner", "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner", "none": "NopPruner"}
+#: Optuna samplers by the name a search's ``sampler: {name: ...}`` uses (``optuna.samplers``).
+SAMPLERS: dict[str, str] = {"tpe": "TPESampler", "random": "RandomSampler",
+                            "qmc": "QMCSampler", "gp": "GPSampler"}
+_OPTIONS = {"pruner": ("optuna.pruners", PRUNERS), "sampler": ("optuna.samplers", SAMPLERS)}
+#: Suffix of the leaderboard row of the re-runs of a search's best point.
+TUNED = " (tuned)"
+_TRAIN = "train."
+#: A search stops when this many trials in a row raise the same error (a broken setup).
+_MAX_SAME_ERRORS = 3
+
+
+# --------------------------------------------------------------------------- pruner / sampler
+
+
+def _option_class(kind: str, name: str) -> type:
+    import importlib
+
+    module, table = _OPTIONS[kind]
+    return getattr(importlib.import_module(module), table[name])
+
+
+def _build_option(kind: str, spec: Mapping[str, Any]):
+    """The Optuna pruner or sampler ``spec`` (``{"name": ..., **kwargs}``) describes."""
+    import optuna
+
+    cls = _option_class(kind, spec["name"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(**{k: v for k, v in spec.items() if k != "name"})
+
+
+def check_option(kind: str, spec: Mapping[str, Any]) -> str | None:
+    """Why ``spec`` is not a valid ``pruner`` / ``sampler`` of a search (None when it is).
+
+    The name must be one of :data:`PRUNERS` / :data:`SAMPLERS`, the other keys arguments of
+    that Optuna class, and the class must build with them.
+    """
+    import inspect
+
+    table = _OPTIONS[kind][1]
+    name = spec.get("name")
+    if name not in table:
+        close = difflib.get_close_matches(str(name), list(table), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        return f"unknown {kind} name {name!r}{hint} Known: {', '.join(table)}"
+    params = inspect.signature(_option_class(kind, name)).parameters
+    for key in spec:
+        if key != "name" and key not in params:
+            return (f"{kind} {name!r} ({table[name]}) takes no {key!r}; it takes "
+                    f"{', '.join(params) or 'nothing'}")
+    try:
+        _build_option(kind, spec)
+    except (TypeError, ValueError) as exc:
+        return f"{kind} {name!r}: {exc}"
+    return None
+
+
+# --------------------------------------------------------------------------- jobs of a point
+
+
+def select_search(suite: Suite, stage: str | None = None,
+                  regularizer: str | None = None) -> Search:
+    """The search block of ``suite`` for ``stage`` (and ``regularizer``: spec or row name);
+    either may be omitted when it leaves one block. Raises :class:`SuiteError` otherwise."""
+    cands = list(suite.searches)
+    if not cands:
+        raise SuiteError(f"{suite.path}: suite {suite.name!r} has no 'search:' block (see "
+                         "harness/suite.py: stage, regularizer, space)")
+    if stage is not None:
+        cands = [s for s in cands if s.stage == stage]
+    if regularizer is not None:
+        cands = [s for s in cands if regularizer in (s.regularizer, s.row)]
+    have = ", ".join(f"--stage {s.stage} --regularizer {s.row!r}" for s in suite.searches)
+    if not cands:
+        raise SuiteError(f"{suite.path}: no search block for stage {stage!r}"
+                         + (f" and regularizer {regularizer!r}" if regularizer else "")
+                         + f"; the suite searches: {have}")
+    if len(cands) > 1:
+        raise SuiteError(f"{suite.path}: several search blocks match; choose one with {have}")
+    return cands[0]
+
+
+def _stage(suite: Suite, name: str) -> Stage:
+    return next(st for st in suite.stages if st.name == name)
+
+
+def _dependencies(suite: Suite, stage: Stage) -> list[Stage]:
+    """The stages ``stage`` needs trained first (its teacher and init, transitively), in the
+    suite's order."""
+    need, todo = set(), [stage]
+    while todo:
+        st = todo.pop()
+        for ref in (st.teacher, st.init):
+            if ref and ref != PRETRAINED and ref not in need:
+                need.add(ref)
+                todo.append(_stage(suite, ref))
+    return [st for st in suite.stages if st.name in need]
+
+
+def _point_suite(suite: Suite, search: Search, point: Mapping[str, Any],
+                 seeds: Sequence[int]) -> Suite:
+    """``suite`` cut to the searched stage and its dependencies, the stage holding one
+    regularizer entry (the searched one with ``point`` merged in, as a grid point is) and no
+    grid, on the searched dataset and ``seeds``. Dependency stages keep their keys; their
+    ``report`` is pinned to its value in the full suite (they are used, so False unless set)."""
+    stage = _stage(suite, search.stage)
+    reg = {k: v for k, v in point.items() if not k.startswith(_TRAIN)}
+    train = {k[len(_TRAIN):]: v for k, v in point.items() if k.startswith(_TRAIN)}
+    tuned = dataclasses.replace(
+        stage, datasets=(search.dataset,), grid={}, seeds=tuple(int(s) for s in seeds),
+        regularizers=((search.regularizer, _merge_params(search.params, reg)),),
+        train={**stage.train, **train})
+    deps = [dataclasses.replace(st, report=st.report if st.report is not None else False)
+            for st in _dependencies(suite, stage)]
+    return dataclasses.replace(suite, stages=(*deps, tuned))
+
+
+def trial_jobs(suite: Suite, search: Search, point: Mapping[str, Any],
+               seeds: Sequence[int]) -> tuple[list[Job], dict[str, Job]]:
+    """The searched stage's jobs at ``point`` (one per seed; :func:`harness.suite.expand` builds
+    them, so keys and validation are those of grid points) and every job by key (the teacher and
+    init jobs they load)."""
+    jobs = expand(_point_suite(suite, search, point, seeds))
+    return [j for j in jobs if j.stage == search.stage], {j.key: j for j in jobs}
+
+
+def study_name(suite: Suite, search: Search) -> str:
+    """``<suite>:tune:<stage>:<row>:<hash>``, the hash over the space and the trials' base job
+    config (the stage without a point)."""
+    base = trial_jobs(suite, search, {}, [search.seed])[0][0]
+    what = {"space": search.space, "base": base.config}
+    if len(search.seeds) > 1:  # one seed: the fingerprint of the studies made before seeds
+        what["seeds"] = list(search.seeds)
+    fingerprint = config_key(what)
+    return f"{suite.name}:tune:{search.stage}:{search.row}:{fingerprint[:8]}"
+
+
+def _encode(choice: Any) -> Any:
+    """An Optuna categorical value for a choice: scalars as they are, lists as JSON text."""
+    return choice if choice is None or isinstance(choice, (str, int, float, bool)) \
+        else canonical_json(choice)
+
+
+def sample_point(trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Draw one point of ``space`` (normalised dimensions of a :class:`Search`) from ``trial``."""
+    point: dict[str, Any] = {}
+    for key, dim in space.items():
+        if "choices" in dim:
+            encoded = [_encode(c) for c in dim["choices"]]
+            point[key] = dim["choices"][encoded.index(trial.suggest_categorical(key, encoded))]
+        elif dim["type"] == "int":
+            point[key] = trial.suggest_int(key, dim["low"], dim["high"], step=dim["step"] or 1,
+                                           log=dim["log"])
+        else:
+            point[key] = trial.suggest_float(key, float(dim["low"]), float(dim["high"]),
+                                             step=dim["step"], log=dim["log"])
+    return point
+
+
+def _anchors(suite: Suite, search: Search) -> dict[tuple[str, int], Job]:
+    """The suite's own job of the searched regularizer entry, per (dataset, seed): the last grid
+    point (the tuned row is listed after the entry's rows) whose key ties the tuned re-runs to
+    the suite's current expansion in the report."""
+    out = {}
+    for j in expand(suite):
+        if j.stage == search.stage and j.regularizer == search.regularizer and \
+                j.row == search.row:
+            out[(j.dataset, j.seed)] = j
+    return out
+
+
+# --------------------------------------------------------------------------- search
+
+
+@dataclasses.dataclass
+class TuneSummary:
+    """What one :func:`tune` call did.
+
+    ``trials``, ``completed``, ``pruned``, ``failed`` count this call's trials; ``total``
+    the study's (every process). ``best_*`` is the study's best trial (None when no trial
+    completed); ``reruns`` one dict per seed (``seed``, ``key``, ``status``,
+    ``test_accuracy``, ``skipped``); ``test_mean`` / ``test_std`` their test accuracy
+    (fractions, population std).
+    """
+
+    suite: str
+    study: str
+    storage: str
+    stage: str
+    regularizer: str
+    trials: int = 0
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+    total: int = 0
+    best_number: int | None = None
+    best_value: float | None = None
+    best_point: dict[str, Any] | None = None
+    reruns: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    test_mean: float | None = None
+    test_std: float | None = None
+    paths: dict[str, Path] = dataclasses.field(default_factory=dict)
+    wall_time: float = 0.0
+
+
+def _run_dependencies(suite: Suite, search: Search, storage: str,
+                      results_root: str | os.PathLike, progress: bool, device: str | None,
+                      log: Callable[[str], None] | None) -> None:
+    """Train the jobs of the stages the searched stage depends on (all seeds: the re-runs
+    need them) with ``run``'s runner: claimed, so that several ``tune`` and ``worker``
+    processes on one storage train each teacher once; those done are skipped."""
+    from .runner import run_suite
+
+    jobs = expand(_point_suite(suite, search, {}, _stage(suite, search.stage).seeds))
+    deps = [j for j in jobs if j.stage != search.stage]
+    if not deps:
+        return
+    s = run_suite(suite, storage=storage, progress=progress, results_root=results_root,
+                  log=log, device=device, jobs=deps)
+    if s.failures:
+        key, reason = s.failures[0]
+        raise RuntimeError(f"{by_stage(deps, key)} job {key} FAILED: {reason}; the search of "
+                           f"stage {search.stage!r} needs it")
+
+
+def by_stage(jobs: Iterable[Job], key: str) -> str:
+    """The stage of the job ``key`` among ``jobs``."""
+    return next((j.stage for j in jobs if j.key == key), "a")
+
+
+class _TrainingFailed(RuntimeError):
+    """A trial's training ended with ``status="failed"`` (its reason is the message)."""
+
+
+def _rdb(storage: str):
+    """The search's storage: the records' (:func:`harness.records.check_storage` first, for its
+    clear error on an unreachable server), with Optuna's trial heartbeats, so that the RUNNING
+    trial of a killed ``tune`` process is failed by the next one instead of lingering."""
+    import optuna
+
+    from .records import check_storage
+
+    check_storage(storage)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if storage.startswith("sqlite"):  # several tune processes: wait on the file lock
+        kwargs["connect_args"] = {"timeout": 120}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs, heartbeat_interval=30,
+                                          grace_period=120)
+
+
+def _fmt(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={canonical_json(v)}"
+                     for k, v in point.items())
+
+
+def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
+         storage: str | None = None, stage: str | None = None, regularizer: str | None = None,
+         timeout: float | None = None, results_root: str | os.PathLike = "results",
+         overrides: Iterable[str] = (), progress: bool = False, device: str | None = None,
+         reruns: bool = True, plots: bool = True,
+         log: Callable[[str], None] | None = print) -> TuneSummary:
+    """Search a suite's ``search:`` block on validation, then re-run the best point on test.
+
+    Parameters
+    ----------
+    suite : Suite, path or name
+        A loaded suite, a suite file or a name in ``suites/``.
+    trials : int, optional
+        Trials this call adds to the search (default: the block's ``trials``).
+    storage : str, optional
+        Optuna storage URL shared with ``run`` (default
+        ``sqlite:///<results_root>/<suite>/runs.sqlite3``). The search is its own study there.
+    stage, regularizer : str, optional
+        Pick the search block when the suite has several.
+    timeout : float, optional
+        Stop adding trials after this many seconds (a running trial finishes).
+    results_root : path
+        Artefacts, the tune table and the plots go to ``<results_root>/<suite>/``.
+    overrides : iterable of str
+        ``--set`` strings applied to the suite before anything (they change keys and the
+        study's hash as they would for ``run``).
+    progress : bool
+        Training progress bars.
+    device : str, optional
+        Train on this device, whatever ``train.device`` says (not part of any key).
+    reruns : bool
+        Re-run the best point on test over the stage's seeds (default True).
+    plots : bool
+        Write the Optuna plots (PNG).
+    log : callable, optional
+        One line per trial and re-run; None is silent.
+
+    Returns
+    -------
+    TuneSummary
+    """
+    import optuna
+
+    from . import records
+    from .runner import _run_job, run_suite
+    from .suite import _check, _Lines
+
+    say = log or (lambda s: None)
+    t0 = time.perf_counter()
+    overrides = list(overrides)
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite, overrides)
+    elif overrides:
+        suite = _check(apply_overrides(suite.raw, overrides), suite.path, _Lines(""))
+    search = select_search(suite, stage, regularizer)
+    n_trials = int(trials if trials is not None else search.trials)
+    if n_trials < 1:
+        raise ValueError(f"trials must be >= 1; got {n_trials}")
+    storage = storage or records.default_storage(suite.name, results_root)
+    out_dir = Path(results_root) / suite.name
+    artefacts = out_dir / "artefacts"
+    stage_obj = _stage(suite, search.stage)
+
+    # 1. the teacher / init stages, as `run` trains them (skipped when done)
+    _run_dependencies(suite, search, storage, results_root, progress, device, log)
+
+    # 2. the search: its own study in the same storage
+    name = study_name(suite, search)
+    rdb = _rdb(storage)
+    study = optuna.create_study(
+        study_name=name, storage=rdb, direction="maximize", load_if_exists=True,
+        sampler=_build_option("sampler", search.sampler),
+        pruner=_build_option("pruner", search.pruner))
+    for key, value in {"suite": suite.name, "stage": search.stage, "row": search.row,
+                       "regularizer": search.regularizer, "dataset": search.dataset,
+                       "space": canonical_json(search.space), "seed": search.seed}.items():
+        study.set_user_attr(key, value)
+    summary = TuneSummary(suite.name, name, storage, search.stage, search.row)
+
+    def objective(trial) -> float:
+        """Train the point on each of the search's seeds in turn; its value is the mean final
+        validation accuracy. Every epoch of every seed is one step of the pruner (seed i,
+        epoch e is step i * epochs + e in every trial alike)."""
+        point = sample_point(trial, search.space)
+        jobs, by_key = trial_jobs(suite, search, point, list(search.seeds))
+        for key, value in {"key": jobs[0].key, "config": jobs[0].config_json(),
+                           "keys": [j.key for j in jobs], "point": canonical_json(point),
+                           "seed": search.seed, "seeds": list(search.seeds),
+                           "git_sha": records.git_sha()}.items():
+            trial.set_user_attr(key, value)
+        step = 0
+        accs: list[float] = []
+
+        def on_epoch(epoch: int, record: Mapping[str, Any]) -> None:
+            nonlocal step
+            acc = record.get("val/accuracy")
+            if acc is None:  # eval_every > 1: no validation this epoch
+                return
+            trial.report(float(acc), step)
+            step += 1
+            if trial.should_prune():
+                trial.set_user_attr("val_accuracy", float(acc))
+                trial.set_user_attr("epochs_completed", epoch + 1)
+                trial.set_user_attr("seeds_completed", len(accs))
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of seed "
+                                         f"{len(accs) + 1} (val accuracy {100 * acc:.1f} %)")
+
+        start = time.perf_counter()
+        try:
+            for job in jobs:
+                # a key of its own per trial: its epoch checkpoint cannot meet another's
+                run = dataclasses.replace(
+                    job, key=f"{job.key}.{name.rsplit(':', 1)[1]}.t{trial.number}")
+                try:
+                    metrics = _run_job(run, by_key, artefacts, progress, save=False,
+                                       device=device, on_epoch=on_epoch)
+                finally:
+                    (artefacts / f"{run.key}.ckpt").unlink(missing_ok=True)
+                for key in ("status", "reason", "best_val_accuracy", "epochs_completed"):
+                    trial.set_user_attr(key, metrics.get(key))
+                if metrics["status"] != "completed" or metrics.get("val_accuracy") is None:
+                    trial.set_user_attr("val_accuracy", metrics.get("val_accuracy"))
+                    raise _TrainingFailed(f"seed {job.seed}: "
+                                          + (metrics.get("reason") or "no validation accuracy"))
+                accs.append(float(metrics["val_accuracy"]))
+        except optuna.TrialPruned:
+            trial.set_user_attr("status", "pruned")
+            raise
+        except Exception as exc:  # a config no term or model accepts: this trial fails
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("reason", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            trial.set_user_attr("wall_time", time.perf_counter() - start)
+        value = sum(accs) / len(accs)
+        trial.set_user_attr("val_accuracy", value)
+        trial.set_user_attr("val_accuracies", accs)
+        return value
+
+    errors: list[str] = []  # reasons of this call's latest trials that raised
+
+    def on_trial(study, frozen) -> None:
+        state = frozen.state.name
+        summary.trials += 1
+        summary.completed += state == "COMPLETE"
+        summary.pruned += state == "PRUNED"
+        summary.failed += state == "FAIL"
+        a = frozen.user_attrs
+        what = {"COMPLETE": f"val {100 * (frozen.value or 0):.1f} %",
+                "PRUNED": f"pruned after epoch {a.get('epochs_completed', '?')} (val "
+                          f"{100 * (a.get('val_accuracy') or 0):.1f} %)",
+                "FAIL": f"FAILED: {a.get('reason', '')}"}.get(state, state)
+        point = json.loads(a["point"]) if "point" in a else frozen.params
+        say(f"[tune {frozen.number}] {what}; {_fmt(point)} ({a.get('wall_time', 0):.1f} s)")
+        # the same error three times in a row is the setup's, not the point's: stop there
+        raised = state == "FAIL" and a.get("status") == "failed" and "val_accuracy" not in a
+        errors[:] = errors + [a.get("reason", "")] if raised else []
+        if len(errors) >= _MAX_SAME_ERRORS and len(set(errors[-_MAX_SAME_ERRORS:])) == 1:
+            say(f"stopping: {_MAX_SAME_ERRORS} trials in a row failed with: {errors[-1]}")
+            study.stop()
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # on_trial says what happened
+    try:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+                       callbacks=[on_trial])
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    summary.total = len(study.get_trials(deepcopy=False))
+    best = max(done, key=lambda t: (t.value, -t.number)) if done else None
+    if best is not None:
+        summary.best_number, summary.best_value = best.number, float(best.value)
+        summary.best_point = json.loads(best.user_attrs["point"])
+        say(f"best: trial {best.number}, val {100 * best.value:.1f} %; "
+            f"{_fmt(summary.best_point)}")
+
+    # 3. the best point on test, over the stage's seeds, in the suite's study
+    rerun_keys: list[str] = []
+    if best is not None and reruns:
+        row = search.row + TUNED
+        jobs, by_key = trial_jobs(suite, search, summary.best_point, stage_obj.seeds)
+        anchors = _anchors(suite, search)
+        tuned_jobs, extra = [], {}
+        for job in jobs:
+            # the search's name in the config: a tuned row never shares a key with a grid row
+            cfg = {**job.config, "tuned": name}
+            anchor = anchors.get((job.dataset, job.seed))
+            job = dataclasses.replace(job, key=config_key(cfg), config=cfg, label=row, row=row,
+                                      report=anchor.report if anchor else True)
+            rerun_keys.append(job.key)
+            tuned_jobs.append(job)
+            extra[job.key] = {"tuned": True, "anchor": anchor.key if anchor else None,
+                              "tune_study": name, "tune_trial": best.number,
+                              "tune_val_accuracy": float(best.value),
+                              "tune_point": summary.best_point}
+        # run's runner: claimed (concurrent tune processes re-run each seed once), skipped
+        # when recorded
+        run_suite(suite, storage=storage, progress=progress, results_root=results_root,
+                  log=log, device=device, jobs=tuned_jobs, record_extra=extra)
+        frame = records.records_frame(storage, suite.name)
+        by = {r["key"]: r for r in frame.to_dict("records")}
+        accs = []
+        for job in jobs:
+            key = config_key({**job.config, "tuned": name})
+            r = by.get(key)
+            acc = r.get("test_accuracy") if r else None
+            summary.reruns.append({"seed": job.seed, "key": key,
+                                   "status": "completed" if r else "failed",
+                                   "test_accuracy": acc})
+            if acc is not None and not (isinstance(acc, float) and math.isnan(acc)):
+                accs.append(float(acc))
+        if accs:
+            mean = sum(accs) / len(accs)
+            summary.test_mean = mean
+            summary.test_std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
+
+    # 4. the table of trials and the plots
+    summary.paths = write_tune_report(study, search, out_dir, summary, plots=plots,
+                                      table=stage_obj.table)
+    summary.wall_time = time.perf_counter() - t0
+    return summary
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _trials_frame(study, space: Mapping[str, Any]):
+    """One row per trial: number, state, val accuracy (%), epochs, the point, wall time."""
+    import pandas as pd
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        point = json.loads(a["point"]) if "point" in a else dict(t.params)
+        val = t.value if t.value is not None else a.get("val_accuracy")
+        row = {"trial": t.number, "state": t.state.name,
+               "val acc. (%)": round(100 * val, 2) if val is not None else None,
+               "epochs": a.get("epochs_completed", len(t.intermediate_values) or None)}
+        for key in space:
+            v = point.get(key)
+            row[key] = f"{v:.4g}" if isinstance(v, float) else (
+                canonical_json(v) if v is not None else "")
+        row["s"] = round(a["wall_time"], 1) if "wall_time" in a else None
+        if t.state.name == "FAIL":
+            row["reason"] = str(a.get("reason", ""))[:80]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _save_axes(ax, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plots(study, stem: str, out_dir: Path) -> tuple[dict[str, Path], list[str]]:
+    """Optuna's optimisation history, intermediate values and parameter importances as PNG;
+    a note for each plot that cannot be drawn yet (too few trials)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.visualization import matplotlib as ovm
+
+    complete = [t for t in study.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE]
+    varying = [k for k in {k for t in complete for k in t.params}
+               if len({repr(t.params.get(k)) for t in complete}) > 1]
+    paths, notes = {}, []
+    plots = {
+        "history": lambda: ovm.plot_optimization_history(study, target_name="val accuracy"),
+        "intermediate": lambda: ovm.plot_intermediate_values(study),
+        "importance": lambda: ovm.plot_param_importances(
+            study, evaluator=FanovaImportanceEvaluator(seed=0), target_name="val accuracy"),
+    }
+    for what, draw in plots.items():
+        if what == "importance" and (len(complete) < 2 or not varying):
+            notes.append(f"parameter importances: not drawn ({len(complete)} completed "
+                         f"trial(s), {len(varying)} varying parameter(s); needs >= 2 and >= 1)")
+            continue
+        if what == "intermediate" and not any(t.intermediate_values
+                                              for t in study.get_trials(deepcopy=False)):
+            notes.append("intermediate values: not drawn (no trial reported any)")
+            continue
+        if not complete and what != "intermediate":
+            notes.append(f"{what}: not drawn (no completed trial)")
+            continue
+        path = out_dir / f"{stem}_{what}.png"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning, empty-plot warnings
+                _save_axes(draw(), path)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            notes.append(f"{what}: not drawn ({exc})")
+            continue
+        paths[what] = path
+    return paths, notes
+
+
+def write_tune_report(study, search: Search, out_dir: str | os.PathLike,
+                      summary: TuneSummary, plots: bool = True,
+                      table: str | None = None) -> dict[str, Path]:
+    """Write ``tune_<stage>_<row>.md`` (the trials, the best point, the re-runs' test accuracy)
+    and the plots ``tune_<stage>_<row>_{history,intermediate,importance}.png``; return the
+    paths."""
+    from .records import _redact
+    from .report import slug
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"tune_{slug(search.stage)}_{slug(search.row)}"
+    table = table or search.stage
+    paths, notes = _plots(study, stem, out) if plots else ({}, [])
+    frame = _trials_frame(study, search.space)
+    states = frame["state"].value_counts().to_dict() if len(frame) else {}
+    md = [f"# {summary.suite}: search of `{search.row}` in stage `{search.stage}`\n",
+          f"Optuna study `{summary.study}` in `{_redact(summary.storage)}`; dataset "
+          f"`{search.dataset}`, each trial trained with seed(s) "
+          f"{', '.join(map(str, search.seeds))} and scored by its final **validation** accuracy "
+          f"(mean over the seeds); pruner `{canonical_json(dict(search.pruner))}`, sampler "
+          f"`{canonical_json(dict(search.sampler))}`. "
+          + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + ".\n",
+          "Space: " + "; ".join(f"`{k}` {_describe(d)}" for k, d in search.space.items())
+          + "\n"]
+    if summary.best_number is not None:
+        md.append(f"**Best**: trial {summary.best_number}, validation accuracy "
+                  f"{100 * summary.best_value:.2f} %: "
+                  + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else
+                              f"`{k}` = {canonical_json(v)}"
+                              for k, v in summary.best_point.items()) + "\n")
+    else:
+        md.append("**Best**: none yet (no trial completed).\n")
+    if summary.reruns:
+        accs = [r["test_accuracy"] for r in summary.reruns]
+        md += [f"Re-runs of the best point on the **test** split (row "
+               f"`{search.row}{TUNED}` of the `{table}` leaderboard):\n",
+               "| seed | key | test acc. (%) |", "|---|---|---|"]
+        md += [f"| {r['seed']} | {r['key']} | "
+               + (f"{100 * a:.2f}" if a is not None else r["status"]) + " |"
+               for r, a in zip(summary.reruns, accs)]
+        if summary.test_mean is not None:
+            md.append(f"\nTest accuracy: **{100 * summary.test_mean:.1f} ± "
+                      f"{100 * summary.test_std:.1f} %** (mean ± std over "
+                      f"{sum(a is not None for a in accs)} seed(s)).\n")
+    md += ["## Trials\n", frame.to_markdown(index=False) if len(frame) else "(none)", ""]
+    for what, path in paths.items():
+        md.append(f"![{what}]({path.name})\n")
+    md += [f"- {n}" for n in notes]
+    paths["md"] = out / f"{stem}.md"
+    paths["md"].write_text("\n".join(md) + "\n")
+    return paths
+
+
+def _describe(dim: Mapping[str, Any]) -> str:
+    if "choices" in dim:
+        return "in {" + ", ".join(canonical_json(c) for c in dim["choices"]) + "}"
+    kind = ("log-" if dim["log"] else "") + ("int" if dim["type"] == "int" else "uniform")
+    step = f", step {dim['step']}" if dim.get("step") else ""
+    return f"{kind} [{dim['low']:g}, {dim['high']:g}]{step}"

@@ -1,9 +1,11 @@
 """The ``otransfer`` command line: one command, subcommands (design.md, CLI).
 
-Implemented now: ``solvers bench``, ``regularizers bench``, ``list {solvers,regularizers,models,datasets,suites}``,
-``report solvers``, ``run SUITE``, ``resume SUITE``, ``report SUITE``. Further subcommands
-(``tune``) plug in by adding a parser builder to :data:`_COMMANDS` and an entry to
-:data:`_LISTERS` / :data:`_REPORTERS`.
+Subcommands: ``solvers bench``, ``regularizers bench``,
+``list {solvers,regularizers,models,datasets,suites}``, ``report solvers``, ``report SUITE``,
+``run SUITE [--workers N]``, ``resume SUITE``, ``worker SUITE`` (one of many on a shared
+storage) and ``tune SUITE``. A new one plugs in by adding a parser builder to
+:data:`_COMMANDS` (and, for ``list`` / ``report``, an entry to :data:`_LISTERS` /
+:data:`_REPORTERS`).
 
 Heavy packages (torch, pandas, matplotlib) are imported inside the handlers, so ``--help`` and
 argument errors stay instant.

@@ -334,14 +334,15 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--workers must be >= 1; got {args.workers}")
     if args.command == "worker":
         signal.signal(signal.SIGTERM, _on_sigterm)
-    code = 0
+    code, spawned = 0, args.workers > 1
     try:
-        if args.workers > 1:
+        if spawned:  # then this process's own pass finds what they left: it retries nothing
             code = _spawn_workers(args)
         summary = run_suite(args.suite, storage=args.storage, overrides=args.set or (),
                             progress=not args.no_progress, quick=args.quick,
                             device=args.device, results_root=args.results,
-                            worker=args.command == "worker", stale_after=args.stale_after,
+                            worker=args.command == "worker" or spawned,
+                            stale_after=args.stale_after,
                             heartbeat=args.heartbeat)
     except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
         print(f"otransfer {args.command}: {exc}", file=sys.stderr)

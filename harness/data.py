@@ -329,7 +329,7 @@ def imagenet_transform(train: bool, *, size: int = 224, resize: int = 256,
 
 
 def _transform(kind: str, split: str, augment, ten_crop: bool = False):
-    train = (split in ("train", "trainval")) if augment is None else bool(augment)
+    train = (split in ("train", "trainval", "all")) if augment is None else bool(augment)
     if kind == "cifar":
         return cifar_transform(train)
     return imagenet_transform(train, ten_crop=ten_crop)
@@ -500,14 +500,16 @@ def _read_lines(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
 
 
-@register_dataset("aircraft", num_classes=100, splits=("train", "val", "trainval", "test"),
+@register_dataset("aircraft", num_classes=100, splits=("train", "val", "trainval", "test", "all"),
                   params={**_IMG_PARAMS, "annotation": "variant", "manufacturer": None,
                           "exclude_manufacturer": None},
                   paper="lu2017",
                   description="FGVC-Aircraft 2013b (fgvc-aircraft-2013b/data/...); "
                               "manufacturer='Boeing' / 'Airbus' keeps one manufacturer's "
                               "images, relabelled over its variants; exclude_manufacturer= "
-                              "keeps the others: lu2017's ITL source/target split")
+                              "keeps the others: lu2017's ITL source/target split; split "
+                              "'all' = trainval + test (lu2017's source: every image of the "
+                              "other manufacturers)")
 def _aircraft(root, split, seed, *, augment, transform, ten_crop, annotation, manufacturer,
               exclude_manufacturer):
     data = root / "fgvc-aircraft-2013b" / "data"
@@ -515,20 +517,22 @@ def _aircraft(root, split, seed, *, augment, transform, ten_crop, annotation, ma
         data = root / "data"
     names_file = {"variant": "variants.txt", "family": "families.txt",
                   "manufacturer": "manufacturers.txt"}[annotation]
-    lists = [f"images_{annotation}_{split}.txt", names_file, "images"]
+    parts = ("trainval", "test") if split == "all" else (split,)
+    lists = [f"images_{annotation}_{p}.txt" for p in parts] + [names_file, "images"]
     if manufacturer is not None or exclude_manufacturer is not None:
-        lists.append(f"images_manufacturer_{split}.txt")
+        lists += [f"images_manufacturer_{p}.txt" for p in parts]
     missing = [str(data / f) for f in lists if not (data / f).exists()]
     if missing:
         raise _missing("aircraft", root, f"missing {', '.join(missing)}. Extract the official "
                        f"fgvc-aircraft-2013b.tar.gz in {str(root)!r} (so that "
                        f"{str(root / 'fgvc-aircraft-2013b' / 'data' / 'images')!r} holds the "
                        f".jpg files).")
-    rows = [ln.split(" ", 1) for ln in _read_lines(data / f"images_{annotation}_{split}.txt")]
+    rows = [ln.split(" ", 1) for p in parts
+            for ln in _read_lines(data / f"images_{annotation}_{p}.txt")]
     classes = _read_lines(data / names_file)
     if manufacturer is not None or exclude_manufacturer is not None:
-        maker = dict(ln.split(" ", 1) for ln in
-                     _read_lines(data / f"images_manufacturer_{split}.txt"))
+        maker = dict(ln.split(" ", 1) for p in parts
+                     for ln in _read_lines(data / f"images_manufacturer_{p}.txt"))
         if manufacturer is not None:
             rows = [r for r in rows if maker.get(r[0]) == manufacturer]
         if exclude_manufacturer is not None:

@@ -58,12 +58,15 @@ def _datasets(cfg: Mapping[str, Any], evals: bool = True):
 
     tr_p, ev_p = _split_params(cfg["dataset_params"])
     name, seed = cfg["dataset"], int(cfg["seed"])
-    train_set = load_dataset(name, split="train", seed=seed, **tr_p)
+    # stage key 'splits': a split per role, for every dataset or per dataset ({aircraft: ...})
+    chosen = {"train": "train", "val": "val", "test": "test"}
+    for role, value in cfg.get("splits", {}).items():
+        chosen[role] = value.get(name, chosen[role]) if isinstance(value, dict) else value
+    train_set = load_dataset(name, split=chosen["train"], seed=seed, **tr_p)
     info = get_dataset(name)
     have = info.splits if evals else ()
     if "val_size" in info.params and not ev_p.get("val_size", info.params["val_size"]):
         have = tuple(x for x in have if x != "val")  # no val held out: train on all of train
-    chosen = {"val": "val", "test": "test", **cfg.get("splits", {})}  # stage key 'splits'
     val_set, test_set = (
         load_dataset(name, split=chosen[role], seed=seed, **ev_p)
         if evals and chosen[role] is not None and chosen[role] in have else None
@@ -221,8 +224,8 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
     source_set = None
     if cfg.get("source"):  # joint training (lu2017): a second classifier for the source task
         src = cfg["source"]
-        source_set = load_dataset(src["dataset"], split="train", seed=job.seed,
-                                  **src["dataset_params"])
+        source_set = load_dataset(src["dataset"], split=src.get("split", "train"),
+                                  seed=job.seed, **src["dataset_params"])
         with_source_head(model, len(source_set.classes))
     reg, label_cost = None, None
     if cfg["regularizer"] != "none" or cfg["regularizer_params"]:

@@ -16,7 +16,8 @@ A suite file (``yaml.safe_load``; schema-checked, errors name the file, the key 
         model_params: {widths: [8]}
         dataset: digits
         dataset_params: {n_per_class: 10}   # n_per_class sub-samples the train split only
-        teacher: teacher         # the referenced stage's model, same dataset and seed
+        teacher: teacher         # the referenced stage's model, same dataset and seed (a
+                                 # teacher stage with `seeds: [0]`: its one job for every seed)
         train: {epochs: 30}
         regularizers:            # spec strings, or {spec: params}
           - none
@@ -33,10 +34,12 @@ seed) with a fresh head (fine-tuning; ``l2sp``'s ``w0`` are those weights);
 exact plan between the network's and the teacher's neurons at each tap (li2020 Fig. 2);
 ``select: val`` reports, for each row and column, only the grid point with the best mean
 validation accuracy (the papers' cross-validated hyper-parameters; the choice is listed);
-``splits: {val: NAME, test: NAME}`` picks the evaluation splits (ImageNet: ``test: val``);
+``splits: {train: NAME, val: NAME, test: NAME}`` picks the training and evaluation splits
+(ImageNet: ``test: val``), each for every dataset of the stage or per dataset
+(``train: {aircraft: trainval}, val: {aircraft: null}``);
 ``pretrained: PATH`` names a local state_dict (``$VARS`` and ``~`` expanded when the job runs;
 e.g. ImageNet weights), used by ``init: pretrained`` and ``teacher: pretrained``;
-``source: {dataset, dataset_params, weight}`` trains jointly on a source task through a second
+``source: {dataset, dataset_params, weight, split}`` trains jointly on a source task through a second
 classifier (lu2017 JTLN; ``weight`` is ``lambda_s``); ``report: false`` leaves a stage out of
 the leaderboards (default: stages that another stage uses as teacher or init are left out).
 A ``jtln`` term's ``label_cost: mkmmd | ot`` is computed from the stage's teacher's
@@ -96,7 +99,7 @@ _STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
 PRETRAINED = "pretrained"
 _REFERENCE_KEYS = {"paper": str, "table": (str, int), "columns": dict, "rows": dict,
                    "claims": list}
-_SOURCE_KEYS = {"dataset": str, "dataset_params": dict, "weight": (int, float)}
+_SOURCE_KEYS = {"dataset": str, "dataset_params": dict, "weight": (int, float), "split": str}
 #: Regularizer parameters read by the suite, not by the regularizer: the leaderboard row name.
 ROW_KEY = "row"
 _SUBMAPS = ("grid", "model_params", "dataset_params", "train")
@@ -386,7 +389,9 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
                 fail(base + ["source"], "a source needs a 'dataset'")
             source = {"dataset": source["dataset"],
                       "dataset_params": dict(source.get("dataset_params", {})),
-                      "weight": float(source.get("weight", 1.0))}
+                      "weight": float(source.get("weight", 1.0)),
+                      # the source's training split; only when given (keys stay as they were)
+                      **({"split": source["split"]} if "split" in source else {})}
         regs = []
         for i, r in enumerate(s.get("regularizers", ["none"])):
             if isinstance(r, str):
@@ -408,11 +413,33 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
             _check_regularizer(spec, params, base + ["regularizers", i], fail)  # not mid-run
         splits = s.get("splits")
         if splits is not None:
+            names = s.get("dataset") if isinstance(s.get("dataset"), list) \
+                else [s.get("dataset")]
             for key, value in splits.items():
-                if key not in ("val", "test") or not (
-                        isinstance(value, str) or (value is None and key == "val")):
-                    fail(base + ["splits", key], "splits maps 'val' / 'test' to a split name of "
-                                                 "the dataset ('val' may be null: none)")
+                # one split for every dataset of the stage, or one per dataset
+                # ({aircraft: trainval}; a dataset left out keeps the default)
+                per = value if isinstance(value, dict) else {n: value for n in names}
+                if key not in ("train", "val", "test") or not all(
+                        isinstance(v, str) or (v is None and key == "val")
+                        for v in per.values()):
+                    fail(base + ["splits", key], "splits maps 'train' / 'val' / 'test' to a "
+                                                 "split name of the datasets, or to {dataset: "
+                                                 "split name} ('val' may be null: none)")
+                for name, v in per.items():
+                    have = _dataset_splits(name)
+                    if have is None:  # a dataset of no stage is a typo; one of another stage
+                        # is allowed (a stage merged from a YAML anchor with its splits)
+                        fail(base + ["splits", key, name], f"{name!r} is not a registered "
+                                                           "dataset (otransfer list datasets)")
+                    if isinstance(v, str) and have is not None and v not in have:
+                        fail(base + ["splits", key], f"dataset {name!r} has no split {v!r} "
+                                                     f"(splits: {', '.join(have)})")
+        if source is not None and "split" in source:
+            have = _dataset_splits(source["dataset"])
+            if have is not None and source["split"] not in have:
+                fail(base + ["source", "split"], f"dataset {source['dataset']!r} has no split "
+                                                 f"{source['split']!r} (splits: "
+                                                 f"{', '.join(have)})")
         if s.get("select") not in (None, "val"):
             fail(base + ["select"], "select must be 'val': report, per row and column, the grid "
                                     "point with the best mean validation accuracy")
@@ -706,6 +733,8 @@ def _no_val_split(stage: Stage, dataset: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     chosen = (stage.splits or {}).get("val", "val")
+    if isinstance(chosen, dict):  # per dataset
+        chosen = chosen.get(dataset, "val")
     if chosen is None:
         return (f"stage {stage.name!r} sets 'splits: {{val: null}}': a search scores its trials "
                 "on a validation split (the test split is kept for the re-runs)")
@@ -777,6 +806,17 @@ def apply_overrides(raw: Any, overrides: Iterable[str]) -> Any:
     return raw
 
 
+def _dataset_splits(name: Any) -> tuple[str, ...] | None:
+    """The splits of registered dataset ``name`` (``None`` when it is not registered: that
+    error is reported where the dataset is checked)."""
+    from .data import get_dataset
+
+    try:
+        return tuple(get_dataset(str(name)).splits)
+    except (KeyError, ValueError):
+        return None
+
+
 def _check_regularizer(spec: str, params: Mapping[str, Any], path, fail) -> None:
     """Build ``spec`` with ``params`` once (cheap: no data, no solve) so that an unknown term,
     parameter or OT method (``plan: nosuch``) is a schema error naming its line."""
@@ -842,8 +882,8 @@ def expand(suite: Suite) -> list[Job]:
     """Every job of ``suite``, stage by stage (in order), then dataset, spec, grid point, seed.
 
     A student's config holds its teacher job's key (same dataset and seed; the teacher stage's
-    only dataset when it has one), so retraining a teacher differently changes the students'
-    keys too.
+    only dataset when it has one; its only seed when it has one, a teacher shared by every
+    seed), so retraining a teacher differently changes the students' keys too.
     """
     from .train import TrainConfig
 
@@ -907,6 +947,12 @@ def _teacher_key(teachers: list[Job], dataset: str, seed: int, stage: Stage, sui
     cands = [j for j in teachers if j.dataset == dataset and j.seed == seed]
     if not cands and len({j.dataset for j in teachers}) == 1:
         cands = [j for j in teachers if j.seed == seed]
+    if not cands:  # a teacher stage of one seed: its one job serves every seed (one teacher,
+        # as the papers that distil from released networks have)
+        same = [j for j in teachers if j.dataset == dataset] or \
+            (teachers if len({j.dataset for j in teachers}) == 1 else [])
+        if len({j.seed for j in same}) == 1:
+            cands = same
     if not cands:
         raise SuiteError(f"{suite.path}: stage {stage.name!r} needs a {getattr(stage, ref)!r} "
                          f"job for dataset {dataset!r} and seed {seed}; there is none")

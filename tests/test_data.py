@@ -223,6 +223,19 @@ def test_aircraft_fake_manufacturer_split(tmp_path):
     assert source.classes == ["A320", "A330"] and source.targets == [0, 1, 0]
     x, _ = boeing[0]
     assert x.shape == (3, 224, 224)
+    # trainval / test, and 'all' = trainval + test (lu2017's source: every other image)
+    more = [("0006", "A330"), ("0007", "707-320")]
+    for part, part_rows in (("trainval", rows + more[:1]), ("test", more[1:])):
+        (data / f"images_variant_{part}.txt").write_text(
+            "".join(f"{i} {v}\n" for i, v in part_rows))
+        (data / f"images_manufacturer_{part}.txt").write_text(
+            "".join(f"{i} {makers[v]}\n" for i, v in part_rows))
+    for i, _ in more:
+        _write_image(data / "images" / f"{i}.jpg", (0, 90, 0))
+    assert len(load_dataset("aircraft", root=tmp_path, split="trainval")) == 6
+    everything = load_dataset("aircraft", root=tmp_path, split="all",
+                              exclude_manufacturer="Airbus")
+    assert everything.classes == ["707-320", "737-800"] and everything.targets == [0, 1, 0]
 
 
 def test_cifar20_fake_coarse_labels(tmp_path):

@@ -514,3 +514,62 @@ def test_select_val_keeps_the_grid_point_best_on_validation(tiny, tmp_path):
     assert f"- kd · digits: `{best}`" in md
     with pytest.raises(SuiteError, match="select must be 'val'"):
         load_suite(tiny, ["stages.students.select=test"])
+
+
+def test_a_teacher_stage_of_one_seed_serves_every_seed(tiny):
+    """``seeds: [0]`` on the teacher stage: one teacher, distilled into the students of every
+    seed (papers that use a released teacher); the other suites' keys do not move."""
+    base = expand(load_suite(tiny))
+    one = expand(load_suite(tiny, ["stages.teacher.seeds=[0]"]))
+    teachers = [j for j in one if j.stage == "teacher"]
+    assert len(teachers) == 1 and teachers[0].key == base[0].key
+    students = [j for j in one if j.stage == "students"]
+    assert len(students) == 4 and {j.config["teacher"] for j in students} == {teachers[0].key}
+    assert {j.seed for j in students} == {0, 1}
+    # seed 0's students are unchanged; seed 1's now name teacher seed 0
+    same = {j.key for j in base if j.stage == "students" and j.seed == 0}
+    assert same == {j.key for j in students if j.seed == 0}
+
+
+def test_training_and_source_splits_are_chosen_and_checked(tiny, tmp_path):
+    """``splits: {train: ...}`` and ``source: {split: ...}`` pick the training splits
+    (Aircraft's trainval, lu2017's whole source set); a split the dataset lacks is an error
+    naming it; keys of suites that set neither do not move."""
+    import harness.runner as runner
+
+    base = expand(load_suite(tiny))
+    picked = expand(load_suite(tiny, ["stages.students.splits={train: val}"]))
+    assert picked[:2] == base[:2] and picked[2].config["splits"] == {"train": "val"}
+    assert picked[2].key != base[2].key
+    train_set, _, _, _ = runner._datasets(picked[2].config)
+    assert len(train_set) == 10 * 5  # 5 per class from digits' val split (n_per_class)
+    with pytest.raises(SuiteError, match="dataset 'digits' has no split 'trainval'"):
+        load_suite(tiny, ["stages.students.splits={train: trainval}"])
+    with pytest.raises(SuiteError, match="has no split 'all'"):
+        load_suite(tiny, ["stages.students.source={dataset: digits, split: all}"])
+    src = expand(load_suite(tiny, ["stages.students.source={dataset: digits, split: val}"]))
+    assert src[2].config["source"] == {"dataset": "digits", "dataset_params": {},
+                                       "weight": 1.0, "split": "val"}
+    nosplit = expand(load_suite(tiny, ["stages.students.source={dataset: digits}"]))
+    assert "split" not in nosplit[2].config["source"]
+
+
+def test_splits_per_dataset(tmp_path):
+    """``splits: {train: {digits: val}}`` in a stage of two datasets: that dataset trains on
+    the named split, the other on its default; a dataset not of the stage is an error."""
+    import harness.runner as runner
+
+    path = tmp_path / "two.yaml"
+    path.write_text(TINY.replace("name: tiny", "name: two").split("  students:")[0].replace(
+        "    dataset: digits\n", "    dataset: [digits, synthetic]\n    splits: {train: {digits: "
+        "val}, val: {digits: null}}\n"))
+    jobs = expand(load_suite(path))
+    by_ds = {j.dataset: j for j in jobs if j.seed == 0}
+    tr, val, _, _ = runner._datasets(by_ds["digits"].config)
+    assert val is None and len(tr) == len(runner._datasets(
+        {**by_ds["digits"].config, "splits": {}})[1])  # digits trains on its val split
+    tr2, val2, _, _ = runner._datasets(by_ds["synthetic"].config)
+    assert val2 is not None  # synthetic keeps train / val
+    with pytest.raises(SuiteError, match="'cifar11' is not a registered dataset"):
+        load_suite(path, ["stages.teacher.splits={train: {cifar11: train}}"])
+    load_suite(path, ["stages.teacher.splits={train: {cifar10: train}}"])  # another stage's

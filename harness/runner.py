@@ -268,6 +268,7 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
                "best_val_accuracy": result.best_val_accuracy,
                "test_accuracy": result.test_accuracy, "wall_time": result.wall_time,
                "epochs_completed": result.epochs_completed, "final_losses": losses,
+               "resumed_from_epoch": result.resumed_from_epoch,
                # per-epoch means of every logged term and solver stat (plan traces, li2020
                # Fig. 3): what the report's plots read
                "epochs": [{k: v for k, v in e.items() if isinstance(v, (int, float))}

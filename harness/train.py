@@ -193,6 +193,8 @@ class TrainResult:
     steps_per_s : float
         Optimisation steps per second in this call.
     epochs_completed, steps : int
+    resumed_from_epoch : int
+        Epochs already done in the checkpoint this call resumed from (0: a fresh run).
     """
 
     status: str
@@ -205,6 +207,7 @@ class TrainResult:
     steps_per_s: float = 0.0
     epochs_completed: int = 0
     steps: int = 0
+    resumed_from_epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -632,6 +635,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         history: dict[str, Any] = {"epochs": [], "steps": defaultdict(list)}
         best_acc: float | None = None
         resuming = checkpoint_path is not None and os.path.exists(checkpoint_path)
+        resumed_from = 0
         if distributed.broadcast_object(resuming) != resuming:  # rank 0 writes it
             raise RuntimeError(f"checkpoint {checkpoint_path}: rank 0 and rank {rank} disagree "
                                f"on whether it exists; multi-process runs need a shared file "
@@ -645,6 +649,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             start_epoch, step, best_acc = ckpt["epoch"], ckpt["step"], ckpt["best_val_accuracy"]
+            resumed_from = start_epoch
             history = {"epochs": list(ckpt["history"]["epochs"]),
                        "steps": defaultdict(list, {k: list(v) for k, v in
                                                    ckpt["history"]["steps"].items()})}
@@ -815,7 +820,8 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                 bar.close()
     except _Failure as failure:
         wall = time.perf_counter() - t_start
-        return _result("failed", str(failure), history, best_acc, None, wall, steps_here, step)
+        return _result("failed", str(failure), history, best_acc, None, wall, steps_here, step,
+                       resumed_from)
     finally:
         for t in hooks:
             t.remove()
@@ -823,15 +829,17 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     test_acc = _evaluate_sharded(model, test_set, device)["accuracy"] \
         if test_set is not None else None
     wall = time.perf_counter() - t_start
-    return _result("completed", "", history, best_acc, test_acc, wall, steps_here, step)
+    return _result("completed", "", history, best_acc, test_acc, wall, steps_here, step,
+                   resumed_from)
 
 
 def _result(status: str, reason: str, history: dict[str, Any], best: float | None,
-            test: float | None, wall: float, steps_here: int, step: int) -> TrainResult:
+            test: float | None, wall: float, steps_here: int, step: int,
+            resumed_from: int = 0) -> TrainResult:
     evals = [r["val/accuracy"] for r in history["epochs"] if "val/accuracy" in r]
     return TrainResult(
         status=status, reason=reason, final_val_accuracy=evals[-1] if evals else None,
         best_val_accuracy=best, test_accuracy=test,
         history={"epochs": history["epochs"], "steps": dict(history["steps"])},
         wall_time=wall, steps_per_s=steps_here / wall if wall > 0 else 0.0,
-        epochs_completed=len(history["epochs"]), steps=step)
+        epochs_completed=len(history["epochs"]), steps=step, resumed_from_epoch=resumed_from)

@@ -117,7 +117,7 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
 
     name = f"workers-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "suite.yaml"
-    path.write_text(SUITE.format(name=name, epochs=12))
+    path.write_text(SUITE.format(name=name, epochs=40))
     keys = {j.key for j in expand(load_suite(path))}
     results = tmp_path / "results"
     procs = [_worker(path, pg_url, results, tmp_path / f"w{i}.log") for i in range(3)]
@@ -132,8 +132,8 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
                     "select key, pid, state from otransfer_claims where suite = :s"),
                     {"s": name}).all()
             held = [k for k, pid, st in rows if pid == victim.pid and st == RUNNING]
-            if held:
-                time.sleep(1.0)  # well inside the job: it trains for several seconds
+            ckpt = results / name / "artefacts" / f"{held[0]}.ckpt" if held else None
+            if held and ckpt.is_file():  # inside the job, past its first epoch's checkpoint
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 killed_key = held[0]
@@ -155,6 +155,10 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
     lost = [t for t in trials if t.user_attrs.get("key") == killed_key
             and t.state.name == "FAIL"]
     assert [t.user_attrs["reason"] for t in lost] == ["worker lost"], logs
+    (taken,) = [t for t in trials if t.user_attrs.get("key") == killed_key
+                and t.state.name == "COMPLETE"]
+    assert taken.user_attrs["resumed_from_epoch"] >= 1  # from the checkpoint, not from scratch
+    assert taken.user_attrs["worker"] != lost[0].user_attrs["worker"]
     assert not [t for t in trials if t.state.name == "RUNNING"]
     assert f"taken over from" in logs
     # nothing left to do: a resume runs nothing and rewrites nothing

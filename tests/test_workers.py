@@ -234,3 +234,30 @@ def test_suite_under_torchrun_matches_one_process(tmp_path):
     b = records_frame(single, name).set_index("key")["test_accuracy"].sort_index()
     assert len(a) == 4 and list(a.index) == list(b.index)
     assert (a - b).abs().max() < 0.01  # same batches, same gradients: the same accuracies
+
+
+def test_two_tune_processes_share_one_search_on_postgresql(pg_url, tmp_path):
+    """Two ``otransfer tune`` processes on one PostgreSQL storage add their trials to the same
+    search study; the teachers are trained once and no re-run is recorded twice."""
+    import optuna
+
+    from test_tune import SUITE as TUNE_SUITE
+
+    name = f"tune-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "suite.yaml"
+    path.write_text(TUNE_SUITE.replace("name: tinytune", f"name: {name}"))
+    cmd = [sys.executable, "-m", "harness.cli", "tune", str(path), "--storage", pg_url,
+           "--trials", "2", "--results", str(tmp_path / "results")]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
+    searches = [s for s in optuna.get_all_study_summaries(pg_url)
+                if s.study_name.startswith(f"{name}:tune:")]
+    assert len(searches) == 1 and searches[0].n_trials == 4  # one study, both calls' trials
+    trials = optuna.load_study(study_name=name, storage=pg_url).get_trials()
+    done = collections.Counter(t.user_attrs["key"] for t in trials
+                               if t.state.name == "COMPLETE")
+    assert done and max(done.values()) == 1  # teachers and re-runs: each recorded once
+    teachers = [t for t in trials if t.user_attrs.get("stage") == "teacher"]
+    assert len([t for t in teachers if t.state.name == "COMPLETE"]) == 2  # 2 seeds, once each

@@ -5,11 +5,13 @@ representation contract (design.md) to module paths, for :class:`harness.taps.Ta
 
 - ``penultimate``: the (pooled) features fed to the classifier;
 - ``stage1`` ... ``stage4``: four stages of roughly equal depth. Networks with four stages
-  (torchvision ResNets, VGG, MobileNetV2) map them one to one. CIFAR ResNets / WRNs with three
-  stages map ``stage1``..``stage3`` to the three stages and ``stage4`` to the penultimate (pooled)
+  (torchvision ResNets, VGG, MobileNetV2) map them one to one; AlexNet maps its conv1, conv2,
+  conv3-4 and conv5 blocks. CIFAR ResNets / WRNs / ShuffleNetV2 with three stages map
+  ``stage1``..``stage3`` to the three stages and ``stage4`` to the penultimate (pooled)
   features, as lohit2020 does. MLPs map ``stage1``.. to their hidden layers (after the ReLU),
   as many as there are (a width-8 student has only ``stage1``);
-- ``head``: the final linear layer (:func:`replace_head` swaps it for fine-tuning).
+- ``head``: the final linear layer (:func:`replace_head` swaps it for fine-tuning);
+- model-specific extras, e.g. AlexNet's ``fc6`` and ``fc7`` (after their ReLUs; lu2017).
 
 ::
 
@@ -57,7 +59,7 @@ class ModelInfo:
         The input shape the papers use, without the batch dimension.
     family : str
         ``"mlp"``, ``"cnn"``, ``"resnet_cifar"``, ``"preact_resnet"``, ``"wrn"``, ``"vgg"``,
-        ``"torchvision"``.
+        ``"shufflenet"``, ``"torchvision"``.
     params : Mapping[str, Any]
         Keyword parameters of the factory and their defaults.
     paper, description : str
@@ -150,7 +152,8 @@ def build_model(name: str, num_classes: int, *, weights_path: str | os.PathLike 
 
 
 def read_state(weights_path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The ``state_dict`` saved in a local file (a ``{"state_dict": ...}`` wrapper unwrapped)."""
+    """The ``state_dict`` saved in a local file (a ``{"state_dict": ...}`` or RepDistiller's
+    ``{"model": ...}`` wrapper unwrapped)."""
     path = os.path.expanduser(os.fspath(weights_path))
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -159,6 +162,8 @@ def read_state(weights_path: str | os.PathLike) -> dict[str, torch.Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    elif isinstance(state, dict) and isinstance(state.get("model"), Mapping):
+        state = state["model"]  # RepDistiller (CRD) checkpoints: {"model": state, "epoch": ...}
     return state
 
 
@@ -545,32 +550,165 @@ for _name, _cfg in _VGG_CFG.items():
         lambda num_classes, **p: CifarVGG(num_classes, **p))
 
 
+class _ChannelShuffle(nn.Module):
+    """``(n, g*c, h, w) -> (n, c*g, h, w)``: interleave the ``g`` channel groups (ShuffleNet)."""
+
+    def __init__(self, groups: int = 2):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ShuffleBasic(nn.Module):
+    """ShuffleNetV2 unit of stride 1: split the channels, transform one half
+    (1x1 - 3x3 depthwise - 1x1), concatenate, shuffle (Ma et al. 2018, Fig. 3c)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        if channels % 2:
+            raise ValueError(f"ShuffleBasic splits its channels in halves; got {channels}")
+        self.keep = c = channels // 2  # RepDistiller's SplitBlock(0.5): x[:, :c], x[:, c:]
+        self.conv1 = nn.Conv2d(c, c, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.conv3 = nn.Conv2d(c, c, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c)
+        self.shuffle = _ChannelShuffle(2)
+
+    def forward(self, x):
+        x1, x2 = x[:, :self.keep], x[:, self.keep:]
+        out = torch.relu(self.bn1(self.conv1(x2)))
+        out = self.bn2(self.conv2(out))
+        out = torch.relu(self.bn3(self.conv3(out)))
+        return self.shuffle(torch.cat([x1, out], 1))
+
+
+class ShuffleDown(nn.Module):
+    """ShuffleNetV2 unit of stride 2: both branches downsample (3x3 depthwise, stride 2) to
+    ``cout / 2`` channels each; concatenate, shuffle (Ma et al. 2018, Fig. 3d)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        mid = cout // 2
+        # left: 3x3 dw (stride 2) - 1x1
+        self.conv1 = nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv2 = nn.Conv2d(cin, mid, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        # right: 1x1 - 3x3 dw (stride 2) - 1x1
+        self.conv3 = nn.Conv2d(cin, mid, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(mid)
+        self.conv4 = nn.Conv2d(mid, mid, 3, 2, 1, groups=mid, bias=False)
+        self.bn4 = nn.BatchNorm2d(mid)
+        self.conv5 = nn.Conv2d(mid, mid, 1, bias=False)
+        self.bn5 = nn.BatchNorm2d(mid)
+        self.shuffle = _ChannelShuffle(2)
+
+    def forward(self, x):
+        left = torch.relu(self.bn2(self.conv2(self.bn1(self.conv1(x)))))
+        right = torch.relu(self.bn3(self.conv3(x)))
+        right = torch.relu(self.bn5(self.conv5(self.bn4(self.conv4(right)))))
+        return self.shuffle(torch.cat([left, right], 1))
+
+
+class ShuffleNetV2(nn.Module):
+    """ShuffleNetV2 for CIFAR as in CRD (RepDistiller ``models/ShuffleNetv2.py``, ``ShuffleV2``).
+
+    Stem ``conv1``: 3 -> 24 channels, *1x1*, stride 1, BN, ReLU (RepDistiller's; the 3x3 stem of
+    kuangliu's pytorch-cifar, which it derives from, is commented out there), no max-pooling.
+    Three stages ``layer1..3``, each one :class:`ShuffleDown` (stride 2) then ``num_blocks``
+    :class:`ShuffleBasic` units; ``conv2`` 1x1 to ``out_channels[3]``, BN, ReLU, global
+    average pooling, ``linear``. Module names and parameter shapes are RepDistiller's, so its
+    ``state_dict`` loads as is (``{"model": state}`` checkpoints unwrapped first). On 32x32
+    inputs (net_size 1): stage outputs ``(n, 116, 16, 16)``, ``(n, 232, 8, 8)``,
+    ``(n, 464, 4, 4)``, penultimate 1024-d.
+
+    Tap points (RepDistiller's ``is_feat`` features ``f1..f4``): stage1..3 = layer1..3 (the
+    stages' outputs, after the last unit's channel shuffle), stage4 = penultimate = the pooled
+    1024-d features after ``conv2``-BN-ReLU, as the CIFAR ResNets map theirs (lohit2020's
+    4-stage mapping: "the output of the fourth stage is the penultimate layer output").
+    """
+
+    def __init__(self, num_classes: int, out_channels=(116, 232, 464, 1024),
+                 num_blocks=(3, 7, 3), in_channels: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 24, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(24)
+        cin = 24
+        for i, (c, n) in enumerate(zip(out_channels[:3], num_blocks)):
+            setattr(self, f"layer{i + 1}",
+                    nn.Sequential(ShuffleDown(cin, c), *[ShuffleBasic(c) for _ in range(n)]))
+            cin = c
+        self.conv2 = nn.Conv2d(cin, out_channels[3], 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels[3])
+        self.avgpool = nn.AdaptiveAvgPool2d(1)  # = RepDistiller's avg_pool2d(4) on 4x4 maps
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(out_channels[3], num_classes)
+        self.tap_points = {"penultimate": "flatten", "stage1": "layer1", "stage2": "layer2",
+                           "stage3": "layer3", "stage4": "flatten", "head": "linear"}
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.linear(self.flatten(self.avgpool(x)))
+
+
+register_model("shufflenet_v2", family="shufflenet", paper="lohit2020",
+               params={"out_channels": (116, 232, 464, 1024), "num_blocks": (3, 7, 3),
+                       "in_channels": 3},
+               description="CRD ShuffleV2 for CIFAR (net_size 1: 116/232/464 channels, "
+                           "(3, 7, 3) units, 1024-d penultimate); stage4 = penultimate")(
+    lambda num_classes, **p: ShuffleNetV2(num_classes, **p))
+
+
 # --------------------------------------------------------------------------- torchvision
 
 
+#: Tap points of the torchvision networks, by architecture prefix.
+_TORCHVISION_TAPS = {
+    # avgpool gives (n, c, 1, 1); Taps flattens it
+    "resnet": {"penultimate": "avgpool", "stage1": "layer1", "stage2": "layer2",
+               "stage3": "layer3", "stage4": "layer4", "head": "fc"},
+    # resolution drops after features.3/6/13; classifier = drop, fc. Its pooling is functional:
+    # penultimate = the last feature map, which Taps average-pools into exactly the classifier's
+    # input (before dropout).
+    "mobilenet_v2": {"penultimate": "features.18", "stage1": "features.3",
+                     "stage2": "features.6", "stage3": "features.13", "stage4": "features.18",
+                     "head": "classifier.1"},
+    # features = conv1 relu pool | conv2 relu pool | conv3 relu conv4 relu conv5 relu pool;
+    # classifier = drop, fc6, relu, drop, fc7, relu, fc8. Every tap is *after* a ReLU or a
+    # pooling: the ReLUs are in place, so a Linear's own output would be overwritten.
+    # penultimate = fc7 after its ReLU (lu2017's "fc7" features; the head's input, no dropout
+    # between them); stage1..4 = the conv1, conv2, conv3-4 and conv5 blocks (pool1, pool2,
+    # relu4, pool5).
+    "alexnet": {"penultimate": "classifier.5", "fc7": "classifier.5", "fc6": "classifier.2",
+                "stage1": "features.2", "stage2": "features.5", "stage3": "features.9",
+                "stage4": "features.12", "head": "classifier.6"},
+}
+
+
 def _torchvision(arch: str):
+    taps = next(v for k, v in _TORCHVISION_TAPS.items() if arch.startswith(k))
+
     def build(num_classes, **p):
         import torchvision.models as tvm
 
         model = getattr(tvm, arch)(weights=None, num_classes=num_classes, **p)
-        if arch.startswith("resnet"):  # avgpool gives (n, c, 1, 1); Taps flattens it
-            model.tap_points = {"penultimate": "avgpool", "stage1": "layer1",
-                                "stage2": "layer2", "stage3": "layer3", "stage4": "layer4",
-                                "head": "fc"}
-        else:  # mobilenet_v2: resolution drops after features.3/6/13; classifier = drop, fc.
-            # Its pooling is functional: penultimate = the last feature map, which Taps
-            # average-pools into exactly the classifier's input (before dropout).
-            model.tap_points = {"penultimate": "features.18", "stage1": "features.3",
-                                "stage2": "features.6", "stage3": "features.13",
-                                "stage4": "features.18", "head": "classifier.1"}
+        model.tap_points = dict(taps)
         return model
 
     return build
 
 
-for _arch in ("resnet18", "resnet34", "resnet101", "mobilenet_v2"):
+for _arch, _paper in (("resnet18", "li2020"), ("resnet34", "li2020"), ("resnet101", "li2020"),
+                      ("mobilenet_v2", "li2020"), ("alexnet", "lu2017")):
     register_model(_arch,
-                   family="torchvision", input_size=(3, 224, 224), paper="li2020",
+                   family="torchvision", input_size=(3, 224, 224), paper=_paper,
                    params={}, description=f"torchvision {_arch} (weights=None; pass "
                                           f"weights_path= for a local state_dict)")(
         _torchvision(_arch))

@@ -119,13 +119,16 @@ class Claims:
             sa.Column("state", sa.String(16), nullable=False),
             sa.Column("heartbeat", sa.Float, nullable=False),
             sa.Column("attempts", sa.Integer, nullable=False))
-        try:
-            meta.create_all(self._engine, checkfirst=True)
-        except sa.exc.IntegrityError:  # another worker created it between check and create
-            pass
-        except sa.exc.ProgrammingError as exc:  # PostgreSQL: the same race, as a duplicate type
-            if "already exists" not in str(exc):
-                raise
+        from .records import _creation_race
+
+        for attempt in range(8):  # a fresh database: other workers may be creating it too
+            try:
+                meta.create_all(self._engine, checkfirst=True)
+                break
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
+                if not _creation_race(exc) or attempt == 7:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         self._held: set[str] = set()
         _OPEN.add(self.worker)
         self._lock = threading.Lock()

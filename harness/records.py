@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,11 +34,27 @@ def _rdb(storage: str):
     kwargs = {"pool_pre_ping": True}
     if storage.startswith("sqlite"):  # several worker processes: wait on the file lock
         kwargs["connect_args"] = {"timeout": 120}
-    try:
-        return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
-    except Exception as exc:  # unreachable server, bad URL, missing driver
-        raise StorageError(f"storage {_redact(storage)!r} cannot be opened: "
-                           f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    for attempt in range(_CREATE_TRIES):
+        try:
+            return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+        except Exception as exc:  # unreachable server, bad URL, missing driver
+            if attempt + 1 < _CREATE_TRIES and _creation_race(exc):
+                time.sleep(0.2 * (attempt + 1))  # another worker is creating the schema
+                continue
+            raise StorageError(f"storage {_redact(storage)!r} cannot be opened: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+
+
+#: Tries at opening a storage while other workers create its tables (a fresh database).
+_CREATE_TRIES = 8
+
+
+def _creation_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a CREATE that a concurrent worker made first
+    (``CREATE TABLE IF NOT EXISTS`` is not atomic across sessions)."""
+    text = str(exc)
+    return type(exc).__name__ in ("IntegrityError", "ProgrammingError") and (
+        "already exists" in text or "duplicate key" in text)
 
 
 class StorageError(RuntimeError):

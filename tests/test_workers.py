@@ -261,3 +261,25 @@ def test_two_tune_processes_share_one_search_on_postgresql(pg_url, tmp_path):
     assert done and max(done.values()) == 1  # teachers and re-runs: each recorded once
     teachers = [t for t in trials if t.user_attrs.get("stage") == "teacher"]
     assert len([t for t in teachers if t.state.name == "COMPLETE"]) == 2  # 2 seeds, once each
+
+
+def test_workers_starting_together_on_a_fresh_database(pg_url):
+    """Six workers open a new, empty PostgreSQL database at the same moment: each creates the
+    Optuna schema and the claims table if missing. PostgreSQL's CREATE ... IF NOT EXISTS is not
+    atomic across sessions (measured: 10 of 18 openings failed before the retry)."""
+    import sqlalchemy as sa
+
+    db = f"fresh_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(sa.text(f"CREATE DATABASE {db}"))
+    engine.dispose()
+    url = pg_url.rsplit("/", 1)[0] + "/" + db
+    code = ("import sys; from harness import records; from harness.claims import Claims; "
+            "records.open_study(sys.argv[1], 's'); Claims(sys.argv[1], 's').close(); "
+            "print('opened')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(6)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(o.strip().endswith("opened") for o in outs), "\n".join(outs)

@@ -422,10 +422,12 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
                 n = records.fail_orphans(study, job.key, claims.last_previous)
                 say(f"{tag(job)}: taken over from {claims.last_previous} (attempt "
                     f"{got.attempts}; {n} orphan record(s) marked failed)")
-                if job.key in records.done_keys(storage, suite.name) and finished(job.key):
-                    claims.begin_record(job.key)  # it died after recording
-                    claims.finish(job.key, ok=True)
-                    continue
+                if job.key in records.done_keys(storage, suite.name):
+                    done.add(job.key)  # it died after recording
+                    if finished(job.key):  # (a teacher without its weights file: run again)
+                        claims.begin_record(job.key)
+                        claims.finish(job.key, ok=True)
+                        continue
             return job
         return "wait" if wait else None
 

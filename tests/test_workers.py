@@ -3,7 +3,6 @@ recorded exactly once, on SQLite and on a real PostgreSQL server."""
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import subprocess
 import sys
@@ -160,7 +159,7 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
     assert taken.user_attrs["resumed_from_epoch"] >= 1  # from the checkpoint, not from scratch
     assert taken.user_attrs["worker"] != lost[0].user_attrs["worker"]
     assert not [t for t in trials if t.state.name == "RUNNING"]
-    assert f"taken over from" in logs
+    assert "taken over from" in logs
     # nothing left to do: a resume runs nothing and rewrites nothing
     from harness.runner import run_suite
 
@@ -283,3 +282,32 @@ def test_workers_starting_together_on_a_fresh_database(pg_url):
              for _ in range(6)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(o.strip().endswith("opened") for o in outs), "\n".join(outs)
+
+
+def test_a_worker_killed_after_recording_is_not_run_again(tmp_path):
+    """A worker killed between writing its record and marking its claim done leaves a
+    'recording' claim: the next worker takes it over, finds the record, and runs nothing."""
+    import sqlalchemy as sa
+
+    from harness.runner import run_suite
+
+    name = f"rec-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(name=name, epochs=1).replace("seeds: [0, 1, 2]", "seeds: [0]"))
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    kw = dict(storage=storage, progress=False, results_root=tmp_path / "r", log=None)
+    first = run_suite(path, **kw)
+    n = len(_records(storage, name))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    engine = sa.create_engine(storage)
+    with engine.begin() as c:  # the last student's claim, as its killed worker left it
+        key = first.keys[-1]
+        c.execute(sa.text("update otransfer_claims set state = 'recording', pid = :p, "
+                          "worker = 'gone' where key = :k"), {"p": dead.pid, "k": key})
+    lines = []
+    again = run_suite(path, **{**kw, "log": lines.append})
+    assert (again.completed, again.failed) == (0, 0)
+    assert len(_records(storage, name)) == n  # nothing run, nothing rewritten
+    engine.dispose()
+    assert any(key in line and "skipped" in line for line in lines)  # its record counts

@@ -304,11 +304,12 @@ def _spawn_workers(args: argparse.Namespace) -> int:
     import subprocess
 
     from .records import default_storage
+    from .runner import quick_suite
     from .suite import load_suite
 
-    name = load_suite(args.suite, args.set or ()).name
-    storage = args.storage or default_storage(name + ("-quick" if args.quick else ""),
-                                              args.results)
+    suite = load_suite(args.suite, args.set or ())
+    name = quick_suite(suite).name if args.quick else suite.name  # where run_suite records
+    storage = args.storage or default_storage(name, args.results)
     cmd = [sys.executable, "-m", "harness.cli", "worker", args.suite, "--storage", storage,
            "--results", str(args.results), "--no-progress",
            "--stale-after", str(args.stale_after), "--heartbeat", str(args.heartbeat)]
@@ -321,7 +322,7 @@ def _spawn_workers(args: argparse.Namespace) -> int:
     procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
     codes = [p.wait() for p in procs]
     print(f"\n{args.workers} workers exited with {codes}")
-    args.storage, args.workers = storage, 1
+    args.storage = storage  # this process's own pass reads the same records
     return max(codes) if any(codes) else 0
 
 

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "DatasetInfo", "register_dataset", "get_dataset", "all_datasets", "available_datasets",
+    "held_splits",
     "load_dataset", "dataset_root", "ArrayDataset", "FileListDataset", "CifarDataset",
     "digits_transfer_split",
     "cifar_transform", "imagenet_transform", "CIFAR100_COARSE", "CIFAR_MEAN", "CIFAR_STD",
@@ -104,6 +105,15 @@ def register_dataset(name: str, **capabilities: Any) -> Callable:
 def get_dataset(name: str) -> DatasetInfo:
     """Look up a dataset by name; an unknown name raises with the close matches."""
     return lookup(_REGISTRY, name, "dataset")
+
+
+def held_splits(name: str, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The splits dataset ``name`` has with ``params``: a dataset that holds its validation
+    split out of train (``val_size``) has none when ``val_size`` is 0."""
+    info = get_dataset(name)
+    if "val_size" in info.params and not params.get("val_size", info.params["val_size"]):
+        return tuple(x for x in info.splits if x != "val")
+    return tuple(info.splits)
 
 
 def all_datasets() -> dict[str, DatasetInfo]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["default_storage", "open_study", "done_keys", "records_frame", "git_sha",
-           "start_record", "finish_record", "fail_orphans", "check_storage"]
+           "start_record", "finish_record", "fail_orphans", "check_storage", "open_rdb"]
 
 
 def default_storage(suite: str, results_root: str | os.PathLike = "results") -> str:
@@ -29,6 +29,14 @@ def default_storage(suite: str, results_root: str | os.PathLike = "results") -> 
 
 @functools.lru_cache(maxsize=8)
 def _rdb(storage: str):
+    return open_rdb(storage)
+
+
+def open_rdb(storage: str, **storage_kwargs):
+    """An Optuna ``RDBStorage`` of ``storage`` (``storage_kwargs``: its other arguments, e.g.
+    trial heartbeats): SQLite writers wait on the file lock, the schema-creation race of
+    workers opening a fresh database is retried, and a storage that cannot be opened raises
+    :class:`StorageError` naming it."""
     import optuna
 
     kwargs = {"pool_pre_ping": True}
@@ -36,7 +44,7 @@ def _rdb(storage: str):
         kwargs["connect_args"] = {"timeout": 120}
     for attempt in range(_CREATE_TRIES):
         try:
-            return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+            return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs, **storage_kwargs)
         except Exception as exc:  # unreachable server, bad URL, missing driver
             if attempt + 1 < _CREATE_TRIES and _creation_race(exc):
                 time.sleep(0.2 * (attempt + 1))  # another worker is creating the schema

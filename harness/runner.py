@@ -54,19 +54,16 @@ def _split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
 
 
 def _datasets(cfg: Mapping[str, Any], evals: bool = True):
-    from .data import get_dataset, load_dataset
+    from .data import get_dataset, held_splits, load_dataset
+    from .suite import resolve_split
 
     tr_p, ev_p = _split_params(cfg["dataset_params"])
     name, seed = cfg["dataset"], int(cfg["seed"])
     # stage key 'splits': a split per role, for every dataset or per dataset ({aircraft: ...})
-    chosen = {"train": "train", "val": "val", "test": "test"}
-    for role, value in cfg.get("splits", {}).items():
-        chosen[role] = value.get(name, chosen[role]) if isinstance(value, dict) else value
+    chosen = {role: resolve_split(cfg.get("splits"), role, name)
+              for role in ("train", "val", "test")}
     train_set = load_dataset(name, split=chosen["train"], seed=seed, **tr_p)
-    info = get_dataset(name)
-    have = info.splits if evals else ()
-    if "val_size" in info.params and not ev_p.get("val_size", info.params["val_size"]):
-        have = tuple(x for x in have if x != "val")  # no val held out: train on all of train
+    have = held_splits(name, ev_p) if evals else ()
     val_set, test_set = (
         load_dataset(name, split=chosen[role], seed=seed, **ev_p)
         if evals and chosen[role] is not None and chosen[role] in have else None

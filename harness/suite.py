@@ -723,24 +723,27 @@ def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
     return out
 
 
+def resolve_split(splits: Mapping[str, Any] | None, role: str, dataset: str) -> str | None:
+    """The split of ``dataset`` in ``role`` (``train`` / ``val`` / ``test``) under a stage's
+    ``splits`` (one name for every dataset, or ``{dataset: name}``); the role's name when unset."""
+    value = (splits or {}).get(role, role)
+    return value.get(dataset, role) if isinstance(value, dict) else value
+
+
 def _no_val_split(stage: Stage, dataset: str) -> str | None:
     """Why ``stage`` has no validation split on ``dataset`` (None when it has one); the same
     rule as the runner's (:func:`harness.runner._datasets`)."""
-    from .data import get_dataset
+    from .data import get_dataset, held_splits
 
     try:
         info = get_dataset(dataset)
     except ValueError as exc:
         return str(exc)
-    chosen = (stage.splits or {}).get("val", "val")
-    if isinstance(chosen, dict):  # per dataset
-        chosen = chosen.get(dataset, "val")
+    chosen = resolve_split(stage.splits, "val", dataset)
     if chosen is None:
         return (f"stage {stage.name!r} sets 'splits: {{val: null}}': a search scores its trials "
                 "on a validation split (the test split is kept for the re-runs)")
-    evals = {k: v for k, v in stage.dataset_params.items() if k != "n_per_class"}
-    if "val_size" in info.params and not evals.get("val_size", info.params["val_size"]) \
-            and chosen == "val":
+    if chosen == "val" and "val" not in held_splits(dataset, stage.dataset_params):
         return (f"dataset {dataset!r} has a validation split only with dataset_params.val_size "
                 f"> 0 (held out of train); set it on stage {stage.name!r} to search")
     if chosen not in info.splits:

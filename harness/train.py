@@ -382,7 +382,7 @@ def _gathered(ctx: RegContext, sizes: list[int]) -> RegContext:
 def _agreed(reason: str | None) -> str | None:
     """Under DDP, the first failing rank's reason on every rank, so that all stop together
     (one rank raising alone would leave the others waiting in the next collective)."""
-    if not distributed.any_rank(reason is not None) or distributed.world_size() == 1:
+    if distributed.world_size() == 1 or not distributed.any_rank(reason is not None):
         return reason
     reasons = distributed.all_gather_object(reason)
     first = next(r for r, v in enumerate(reasons) if v is not None)
@@ -635,7 +635,6 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         history: dict[str, Any] = {"epochs": [], "steps": defaultdict(list)}
         best_acc: float | None = None
         resuming = checkpoint_path is not None and os.path.exists(checkpoint_path)
-        resumed_from = 0
         if distributed.broadcast_object(resuming) != resuming:  # rank 0 writes it
             raise RuntimeError(f"checkpoint {checkpoint_path}: rank 0 and rank {rank} disagree "
                                f"on whether it exists; multi-process runs need a shared file "
@@ -649,7 +648,6 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             start_epoch, step, best_acc = ckpt["epoch"], ckpt["step"], ckpt["best_val_accuracy"]
-            resumed_from = start_epoch
             history = {"epochs": list(ckpt["history"]["epochs"]),
                        "steps": defaultdict(list, {k: list(v) for k, v in
                                                    ckpt["history"]["steps"].items()})}
@@ -821,7 +819,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     except _Failure as failure:
         wall = time.perf_counter() - t_start
         return _result("failed", str(failure), history, best_acc, None, wall, steps_here, step,
-                       resumed_from)
+                       start_epoch)
     finally:
         for t in hooks:
             t.remove()
@@ -830,7 +828,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         if test_set is not None else None
     wall = time.perf_counter() - t_start
     return _result("completed", "", history, best_acc, test_acc, wall, steps_here, step,
-                   resumed_from)
+                   start_epoch)
 
 
 def _result(status: str, reason: str, history: dict[str, Any], best: float | None,

@@ -268,13 +268,9 @@ def _run_dependencies(suite: Suite, search: Search, storage: str,
                   log=log, device=device, jobs=deps)
     if s.failures:
         key, reason = s.failures[0]
-        raise RuntimeError(f"{by_stage(deps, key)} job {key} FAILED: {reason}; the search of "
-                           f"stage {search.stage!r} needs it")
-
-
-def by_stage(jobs: Iterable[Job], key: str) -> str:
-    """The stage of the job ``key`` among ``jobs``."""
-    return next((j.stage for j in jobs if j.key == key), "a")
+        stage = next(j.stage for j in deps if j.key == key)
+        raise RuntimeError(f"{stage} job {key} FAILED: {reason}; the search of stage "
+                           f"{search.stage!r} needs it")
 
 
 class _TrainingFailed(RuntimeError):
@@ -282,21 +278,16 @@ class _TrainingFailed(RuntimeError):
 
 
 def _rdb(storage: str):
-    """The search's storage: the records' (:func:`harness.records.check_storage` first, for its
-    clear error on an unreachable server), with Optuna's trial heartbeats, so that the RUNNING
-    trial of a killed ``tune`` process is failed by the next one instead of lingering."""
+    """The search's storage: the records' (:func:`harness.records.open_rdb`), with Optuna's
+    trial heartbeats, so that the RUNNING trial of a killed ``tune`` process is failed by the
+    next one instead of lingering."""
     import optuna
 
-    from .records import check_storage
+    from .records import open_rdb
 
-    check_storage(storage)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if storage.startswith("sqlite"):  # several tune processes: wait on the file lock
-        kwargs["connect_args"] = {"timeout": 120}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs, heartbeat_interval=30,
-                                          grace_period=120)
+        return open_rdb(storage, heartbeat_interval=30, grace_period=120)
 
 
 def _fmt(point: Mapping[str, Any]) -> str:
@@ -483,10 +474,9 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
             f"{_fmt(summary.best_point)}")
 
     # 3. the best point on test, over the stage's seeds, in the suite's study
-    rerun_keys: list[str] = []
     if best is not None and reruns:
         row = search.row + TUNED
-        jobs, by_key = trial_jobs(suite, search, summary.best_point, stage_obj.seeds)
+        jobs, _ = trial_jobs(suite, search, summary.best_point, stage_obj.seeds)
         anchors = _anchors(suite, search)
         tuned_jobs, extra = [], {}
         for job in jobs:
@@ -495,7 +485,6 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
             anchor = anchors.get((job.dataset, job.seed))
             job = dataclasses.replace(job, key=config_key(cfg), config=cfg, label=row, row=row,
                                       report=anchor.report if anchor else True)
-            rerun_keys.append(job.key)
             tuned_jobs.append(job)
             extra[job.key] = {"tuned": True, "anchor": anchor.key if anchor else None,
                               "tune_study": name, "tune_trial": best.number,
@@ -508,11 +497,10 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
         frame = records.records_frame(storage, suite.name)
         by = {r["key"]: r for r in frame.to_dict("records")}
         accs = []
-        for job in jobs:
-            key = config_key({**job.config, "tuned": name})
-            r = by.get(key)
+        for job in tuned_jobs:
+            r = by.get(job.key)
             acc = r.get("test_accuracy") if r else None
-            summary.reruns.append({"seed": job.seed, "key": key,
+            summary.reruns.append({"seed": job.seed, "key": job.key,
                                    "status": "completed" if r else "failed",
                                    "test_accuracy": acc})
             if acc is not None and not (isinstance(acc, float) and math.isnan(acc)):

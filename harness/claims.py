@@ -125,7 +125,8 @@ class Claims:
             try:
                 meta.create_all(self._engine, checkfirst=True)
                 break
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError,
+                    sa.exc.OperationalError) as exc:
                 if not _creation_race(exc) or attempt == 7:
                     raise
                 time.sleep(0.2 * (attempt + 1))

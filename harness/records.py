@@ -58,11 +58,13 @@ _CREATE_TRIES = 8
 
 
 def _creation_race(exc: BaseException) -> bool:
-    """Whether ``exc`` is PostgreSQL refusing a CREATE that a concurrent worker made first
-    (``CREATE TABLE IF NOT EXISTS`` is not atomic across sessions)."""
+    """Whether ``exc`` is the database refusing a CREATE (or the schema version row) that a
+    concurrent worker made first: ``CREATE TABLE IF NOT EXISTS`` is not atomic across
+    sessions on PostgreSQL, and SQLite reports the same race as a unique constraint."""
     text = str(exc)
-    return type(exc).__name__ in ("IntegrityError", "ProgrammingError") and (
-        "already exists" in text or "duplicate key" in text)
+    return type(exc).__name__ in ("IntegrityError", "ProgrammingError", "OperationalError") \
+        and any(s in text for s in ("already exists", "duplicate key",
+                                    "UNIQUE constraint failed"))
 
 
 class StorageError(RuntimeError):

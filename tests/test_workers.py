@@ -262,18 +262,24 @@ def test_two_tune_processes_share_one_search_on_postgresql(pg_url, tmp_path):
     assert len([t for t in teachers if t.state.name == "COMPLETE"]) == 2  # 2 seeds, once each
 
 
-def test_workers_starting_together_on_a_fresh_database(pg_url):
-    """Six workers open a new, empty PostgreSQL database at the same moment: each creates the
-    Optuna schema and the claims table if missing. PostgreSQL's CREATE ... IF NOT EXISTS is not
-    atomic across sessions (measured: 10 of 18 openings failed before the retry)."""
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_workers_starting_together_on_a_fresh_database(backend, tmp_path, request):
+    """Six workers open a new, empty database at the same moment: each creates the Optuna
+    schema and the claims table if missing. PostgreSQL's CREATE ... IF NOT EXISTS is not
+    atomic across sessions (measured: 10 of 18 openings failed before the retry); SQLite
+    reports the same race as a unique constraint on the schema version (seen in CI)."""
     import sqlalchemy as sa
 
-    db = f"fresh_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as c:
-        c.execute(sa.text(f"CREATE DATABASE {db}"))
-    engine.dispose()
-    url = pg_url.rsplit("/", 1)[0] + "/" + db
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    else:
+        pg_url = request.getfixturevalue("pg_url")
+        db = f"fresh_{uuid.uuid4().hex[:8]}"
+        engine = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as c:
+            c.execute(sa.text(f"CREATE DATABASE {db}"))
+        engine.dispose()
+        url = pg_url.rsplit("/", 1)[0] + "/" + db
     code = ("import sys; from harness import records; from harness.claims import Claims; "
             "records.open_study(sys.argv[1], 's'); Claims(sys.argv[1], 's').close(); "
             "print('opened')")

@@ -36,7 +36,7 @@ from .taps import pool_features
 __all__ = [
     "RegContext", "RegularizerInfo", "Regularizer", "register_regularizer", "get_regularizer",
     "all_regularizers", "available_regularizers", "build_regularizer", "kd_loss", "jtln_loss",
-    "label_cost_mkmmd", "label_cost_ot",
+    "label_cost_mkmmd", "label_cost_ot", "KD_SCALES", "JTLN_ENTROPIES", "LABEL_COSTS", "label_cost_spec",
 ]
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
@@ -497,17 +497,24 @@ def _student(ctx: RegContext) -> nn.Module:
 # --------------------------------------------------------------------------- KD
 
 
+KD_SCALES = ("tau2", "none")
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-            tau: float = 4.0) -> torch.Tensor:
-    """Return Hinton's distillation loss ``tau^2 KL(softmax(t/tau) || softmax(s/tau))``.
+            tau: float = 4.0, scale: str = "tau2") -> torch.Tensor:
+    """Return the distillation loss ``s KL(softmax(t/tau) || softmax(s/tau))``.
 
     Parameters
     ----------
     student_logits, teacher_logits : torch.Tensor
         ``(n, K)``; the teacher's are detached.
     tau : float
-        Temperature; li2020 picks it in {4, 5, 10}. The ``tau^2`` factor keeps the gradient's
-        scale independent of ``tau`` (Hinton et al. 2015).
+        Temperature (> 0); li2020 picks it in {4, 5, 10}.
+    scale : {"tau2", "none"}
+        ``"tau2"``: ``s = tau^2``, Hinton et al. (2015), which keeps the gradient's scale
+        independent of ``tau`` (lohit2020 Eq. 9 uses this KD, from CRD). ``"none"``:
+        ``s = 1``, li2020 Eq. (7) as printed, ``Omega_KD = KL(g^tau(x), f^tau(x; w))``, whose
+        weight grid (1e-3 ... 10) absorbs the factor.
 
     Returns
     -------
@@ -516,25 +523,30 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
     Notes
     -----
-    li2020 Eq. (7): ``Omega_KD = KL(g^tau(x), f^tau(x; w))``, ``g``, ``f`` the teacher's and the
-    student's softmax at temperature ``tau``.
+    ``g``, ``f`` are the teacher's and the student's softmax at temperature ``tau``.
     """
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student and teacher logits differ in shape: "
                          f"{tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+    if scale not in KD_SCALES:
+        raise ValueError(f"kd scale must be one of {KD_SCALES}; got {scale!r}")
+    if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and tau > 0):
+        raise ValueError(f"kd tau must be a positive number; got {tau!r}")
     log_q = F.log_softmax(student_logits / tau, dim=-1)
     log_p = F.log_softmax(teacher_logits.detach().to(log_q.dtype) / tau, dim=-1)
-    return tau ** 2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+    factor = tau ** 2 if scale == "tau2" else 1.0
+    return factor * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
 
 
 @register_regularizer(
-    "kd", needs_teacher=True, params={"alpha": 1.0, "tau": 4.0},
-    paper="li2020 Eq. 7; Hinton et al. 2015; lohit2020 Eq. 9 (gamma)",
-    description="knowledge distillation: alpha tau^2 KL(teacher || student) at temperature tau")
-def _kd(ctx: RegContext, *, alpha: float, tau: float) -> torch.Tensor:
+    "kd", needs_teacher=True, params={"alpha": 1.0, "tau": 4.0, "scale": "tau2"},
+    paper="li2020 Eq. 7 (scale: none); Hinton et al. 2015, lohit2020 Eq. 9 (scale: tau2)",
+    description="knowledge distillation: alpha s KL(teacher || student) at temperature tau, "
+                "s = tau^2 (Hinton) or 1 (li2020 Eq. 7)")
+def _kd(ctx: RegContext, *, alpha: float, tau: float, scale: str) -> torch.Tensor:
     if ctx.logits is None or ctx.teacher_logits is None:
         raise ValueError("kd needs ctx.logits and ctx.teacher_logits")
-    return alpha * kd_loss(ctx.logits, ctx.teacher_logits, tau)
+    return alpha * kd_loss(ctx.logits, ctx.teacher_logits, tau, scale)
 
 
 # --------------------------------------------------------------------------- li2020: neurons
@@ -576,7 +588,29 @@ register_regularizer(
 
 # --------------------------------------------------------------------------- lohit2020: samples
 
-_EMBED = ("teacher", "student", "both", "none")
+_EMBED = ("teacher", "student", "both", "conv", "none")
+
+
+class _ConvEmbed(nn.Module):
+    """lohit2020 App. C at intermediate stages: a convolution mapping the teacher's conv map
+    to the student's channels and spatial shape (FitNets' / CRD's ``ConvReg``: conv, batch
+    norm, ReLU), trained with the student; the result is pooled like any tapped map."""
+
+    def __init__(self, t_shape: tuple[int, ...], s_shape: tuple[int, ...]):
+        super().__init__()
+        (c_t, h_t, w_t), (c_s, h_s, w_s) = t_shape, s_shape
+        self.shapes = (tuple(t_shape), tuple(s_shape))
+        if h_t == 2 * h_s and w_t == 2 * w_s:  # CRD: stride 2 when the teacher map is larger
+            conv = nn.Conv2d(c_t, c_s, kernel_size=3, stride=2, padding=1)
+        elif h_t == h_s and w_t == w_s:
+            conv = nn.Conv2d(c_t, c_s, kernel_size=3, padding=1)
+        else:  # any other ratio: a 1x1 conv, then pooling to the student's spatial shape
+            conv = nn.Sequential(nn.Conv2d(c_t, c_s, kernel_size=1),
+                                 nn.AdaptiveAvgPool2d((h_s, w_s)))
+        self.body = nn.Sequential(conv, nn.BatchNorm2d(c_s), nn.ReLU())
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.body(t)
 
 
 class _SamplesOT(nn.Module):
@@ -590,53 +624,93 @@ class _SamplesOT(nn.Module):
         Layers compared; the paper sums over the outputs of the 4 stages (Table 3 ablates them).
     cost : str
         Ground cost, cosine in the paper (Eq. 3).
-    embed : {"teacher", "student", "both", "none"}
-        Where widths differ, learned linear maps to a common width (lohit2020 §4.1 and
-        appendix C, following FitNets and CRD): ``"teacher"`` maps the teacher's features to
-        the student's width (the paper's main text), ``"student"`` the student's to the
-        teacher's, ``"both"`` both to ``embed_dim`` (appendix C, penultimate layer),
-        ``"none"`` raises. The teacher's features are detached before its embedding, which is
-        trained (its parameters are the regularizer's).
+    embed : str or mapping {tap: str}
+        Where widths differ, learned maps to a common width (lohit2020 §4.1 and appendix C,
+        following FitNets and CRD), one setting for every tap or one per tap
+        (``{stage1: conv, stage2: conv, stage3: conv, stage4: both}``, appendix C; a tap
+        missing from the mapping gets ``"teacher"``): ``"teacher"`` maps the teacher's
+        pooled features linearly to the student's width (the paper's main text),
+        ``"student"`` the student's to the teacher's, ``"both"`` both to ``embed_dim``
+        (appendix C, penultimate layer), ``"conv"`` maps the teacher's conv *map* to the
+        student's channels and spatial shape by a convolution + batch norm + ReLU before
+        pooling (appendix C, intermediate stages; needs conv maps), ``"none"`` raises. The
+        teacher's features are detached before its embedding, which is trained (its
+        parameters are the regularizer's). Where the widths (and, for ``conv``, the shapes)
+        agree, no embedding is used.
     embed_dim : int
         Common width for ``embed="both"`` (128 in appendix C).
     plan, solver
-        OT method and its parameters: IPOT with ``beta`` = 10 relative to the cost range
-        (``beta = 20`` on cosine costs of range <= 2) and N = 50 iterations (lohit2020 §4.1),
-        or REMD (Eq. 8).
+        OT method and its parameters: IPOT as lohit2020 Alg. 1 with the paper's *absolute*
+        ``beta = 20`` (``relative=False``: ``G = exp(-C / 20)``), N = 50 proximal iterations,
+        one inner step (§4.1), or REMD (Eq. 8). On cosine costs between post-ReLU features
+        (range <= 1, measured 0.03-0.8) beta = 20 keeps the plan near the uniform one; a
+        range-relative ``beta`` (``relative=True``) is the other, sharper choice.
     """
 
-    def __init__(self, *, alpha: float, taps: tuple[str, ...], cost: str, embed: str,
+    def __init__(self, *, alpha: float, taps: tuple[str, ...], cost: str, embed,
                  embed_dim: int, plan: str, solver: dict[str, Any]):
         super().__init__()
-        if embed not in _EMBED:
-            raise ValueError(f"embed must be one of {_EMBED}; got {embed!r}")
+        if isinstance(embed, Mapping):
+            unknown = sorted(set(embed) - set(taps))
+            if unknown:
+                raise ValueError(f"embed names taps {unknown} that the term does not read "
+                                 f"(taps: {list(taps)})")
+            modes = {tap: embed.get(tap, "teacher") for tap in taps}
+        else:
+            modes = {tap: embed for tap in taps}
+        for tap, mode in modes.items():
+            if mode not in _EMBED:
+                raise ValueError(f"embed must be one of {_EMBED} (or a mapping tap -> one of "
+                                 f"them); got {mode!r} for tap {tap!r}")
+        if not (isinstance(embed_dim, int) and embed_dim > 0):
+            raise ValueError(f"embed_dim must be a positive integer; got {embed_dim!r}")
         self.alpha, self.taps, self.cost = alpha, taps, cost
-        self.embed, self.embed_dim = embed, embed_dim
+        self.modes, self.embed_dim = modes, embed_dim
         self.plan, self.solver = plan, solver
         self.embeddings = nn.ModuleDict()
         self.building = False  # set by Regularizer.materialize
 
-    def _linear(self, key: str, d_in: int, d_out: int, like: torch.Tensor) -> nn.Linear:
+    def _module(self, key: str, make: Callable[[], nn.Module], like: torch.Tensor) -> nn.Module:
         key = key.replace(".", "__")  # ModuleDict keys cannot hold dots ("layer3.5")
         if key not in self.embeddings:
             if not self.building:
                 raise RuntimeError(
                     f"the embedding {key!r} does not exist yet: call reg.materialize(ctx) on one "
                     f"batch before building the optimiser, so that it trains")
-            self.embeddings[key] = nn.Linear(d_in, d_out).to(device=like.device, dtype=like.dtype)
-        lin = self.embeddings[key]
+            self.embeddings[key] = make().to(device=like.device, dtype=like.dtype)
+        return self.embeddings[key]
+
+    def _linear(self, key: str, d_in: int, d_out: int, like: torch.Tensor) -> nn.Linear:
+        lin = self._module(key, lambda: nn.Linear(d_in, d_out), like)
         if (lin.in_features, lin.out_features) != (d_in, d_out):
             raise ValueError(f"embedding {key!r} maps {lin.in_features} -> {lin.out_features} "
                              f"features; got {d_in} -> {d_out}")
         return lin
 
-    def _embedded(self, tap: str, s: torch.Tensor, t: torch.Tensor):
+    def _pair(self, ctx: RegContext, tap: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tap's pooled student and teacher features, embedded as ``self.modes`` says."""
+        mode = self.modes[tap]
+        if mode == "conv":
+            _feature_pair(ctx, tap)  # the missing-tap errors
+            s_map, t_map = ctx.features[tap], ctx.teacher_features[tap].detach()
+            if s_map.dim() != 4 or t_map.dim() != 4:
+                raise ValueError(f"embed 'conv' at tap {tap!r} needs conv maps (n, c, h, w); "
+                                 f"got {tuple(s_map.shape)} and {tuple(t_map.shape)}")
+            if s_map.shape[1:] != t_map.shape[1:]:
+                t_shape, s_shape = tuple(t_map.shape[1:]), tuple(s_map.shape[1:])
+                conv = self._module(f"{tap}.conv", lambda: _ConvEmbed(t_shape, s_shape), s_map)
+                if conv.shapes != (t_shape, s_shape):
+                    raise ValueError(f"embedding {tap!r} maps {conv.shapes[0]} -> "
+                                     f"{conv.shapes[1]}; got {t_shape} -> {s_shape}")
+                t_map = conv(t_map.to(s_map.dtype))
+            return pool_features(s_map), pool_features(t_map)
+        s, t = _feature_pair(ctx, tap)
         d, d_t = s.shape[1], t.shape[1]
-        if d == d_t or self.embed == "none":
+        if d == d_t or mode == "none":
             return s, t  # "none": _transport raises the view's width error
-        if self.embed == "teacher":
+        if mode == "teacher":
             return s, self._linear(f"{tap}.teacher", d_t, d, t)(t)
-        if self.embed == "student":
+        if mode == "student":
             return self._linear(f"{tap}.student", d, d_t, s)(s), t
         k = self.embed_dim
         return (self._linear(f"{tap}.student", d, k, s)(s),
@@ -645,9 +719,8 @@ class _SamplesOT(nn.Module):
     def forward(self, ctx: RegContext) -> torch.Tensor:
         total = 0
         for tap in self.taps:
-            s, t = _feature_pair(ctx, tap)
-            s, t = self._embedded(tap, s, t)
             # t is detached before its embedding: the teacher network never gets a gradient
+            s, t = self._pair(ctx, tap)
             res = _transport(s, t, "samples", self.cost, self.plan, self.solver)
             _log_solve(ctx.stats, tap, res)
             total = total + res.value
@@ -657,7 +730,8 @@ class _SamplesOT(nn.Module):
 _SAMPLES = dict(needs_teacher=True, taps=STAGES, trainable=True, paper="lohit2020")
 register_regularizer(
     "ot_samples_ipot", **_SAMPLES, aliases=("ipot",), plan="ipot",
-    solver_params={"beta": 10.0, "max_iter": 50, "gap": 0.0},
+    # lohit2020 §4.1: "beta = 20 ... N = 50", Alg. 1 with G = exp(-C / beta): absolute beta
+    solver_params={"beta": 20.0, "max_iter": 50, "gap": 0.0, "relative": False},
     params={"alpha": 0.9, "taps": STAGES, "cost": "cosine", "embed": "teacher", "embed_dim": 128},
     description="lohit2020 IPOT loss: OT between the batch's examples, cosine cost, 4 stages",
 )(_SamplesOT)
@@ -671,8 +745,15 @@ register_regularizer(
 # --------------------------------------------------------------------------- lu2017: JTLN
 
 
+JTLN_ENTROPIES = ("absolute", "relative")
+
+
 def _jtln_solve(source_logits: torch.Tensor, target_logits: torch.Tensor, label_cost: torch.Tensor,
-                solver: dict[str, Any]) -> OTResult:
+                solver: dict[str, Any], entropy: str = "absolute") -> tuple[torch.Tensor, OTResult]:
+    """Per-example OT losses ``(n,)`` between the two heads' softmax outputs, with lu2017's
+    gradient, and the solver's result (diagnostics)."""
+    if entropy not in JTLN_ENTROPIES:
+        raise ValueError(f"jtln entropy must be one of {JTLN_ENTROPIES}; got {entropy!r}")
     if source_logits.dim() != 2 or target_logits.dim() != 2 or \
             source_logits.shape[0] != target_logits.shape[0]:
         raise ValueError(f"source and target logits must be (n, K_src) and (n, K_tgt); got "
@@ -686,14 +767,32 @@ def _jtln_solve(source_logits: torch.Tensor, target_logits: torch.Tensor, label_
     # lu2017 Eq. (5): mu = h_s(x), nu = h_t(x), softmax outputs of the two heads
     mu = torch.softmax(source_logits.to(M.dtype), dim=-1)
     nu = torch.softmax(target_logits.to(M.dtype), dim=-1)
-    # one batched (n, K_src, K_tgt) problem; the gradients w.r.t. mu, nu are the centred dual
-    # potentials (lu2017 Eq. 11), attached by the solver's envelope helper
     C = M.detach().expand(n, k_src, k_tgt).contiguous()
-    return solve(C, mu, nu, method="sinkhorn", **solver)
+    # one batched (n, K_src, K_tgt) entropic problem on the detached marginals (Alg. 1)
+    res = solve(C, mu.detach(), nu.detach(), method="sinkhorn", **solver)
+    f, g = (p.detach() for p in res.potentials)
+    if entropy == "absolute":
+        # lu2017 Eq. (9)-(11): H(gamma) = sum gamma log gamma, gamma = diag(u) K diag(v) with
+        # K = exp(-lambda C - 1), and the gradient alpha = log u / lambda - mean(log u) / lambda.
+        # Our potentials are those of KL(gamma | mu (x) nu), gamma_ij = mu_i nu_j
+        # exp((f_i + g_j - C_ij) / eps), so log u = log mu + f / eps (+ a constant) and
+        # alpha = centred(f + eps log mu), beta = centred(g + eps log nu), eps = 1 / lambda.
+        eps = float(res.extras["eps"])
+        tiny = torch.finfo(mu.dtype).tiny
+        f = f + eps * torch.log(mu.detach().clamp_min(tiny))
+        g = g + eps * torch.log(nu.detach().clamp_min(tiny))
+    alpha = f - f.mean(-1, keepdim=True)
+    beta = g - g.mean(-1, keepdim=True)
+    # value <gamma, C> (Alg. 1 line 6); d value / d mu = alpha, d value / d nu = beta (Eq. 11),
+    # then back through the softmax by autograd
+    value = res.value.detach() + (alpha * (mu - mu.detach())).sum(-1) + \
+        (beta * (nu - nu.detach())).sum(-1)
+    return value, res
 
 
 def jtln_loss(source_logits: torch.Tensor, target_logits: torch.Tensor, label_cost: torch.Tensor,
-              *, reg: float = 0.05, **solver_params: Any) -> torch.Tensor:
+              *, reg: float = 0.05, entropy: str = "absolute",
+              **solver_params: Any) -> torch.Tensor:
     """Return lu2017's OT loss between the source and target heads' predictions.
 
     Parameters
@@ -706,48 +805,58 @@ def jtln_loss(source_logits: torch.Tensor, target_logits: torch.Tensor, label_co
         ``(K_src, K_tgt)`` cost of moving prediction mass from a source label to a target
         label (:func:`label_cost_mkmmd`, :func:`label_cost_ot`).
     reg : float
-        Entropic regularisation ``1/lambda`` *relative to the range of the label cost*
-        (lu2017 Eq. 9: ``lambda = 1 / (reg * (max M - min M))``). Smaller is closer to exact OT
-        and slower; the dual gradient (below) is exact for the regularised objective and off
-        by O(reg) for the reported ``<P, M>``.
+        Entropic regularisation ``1/lambda``, *relative to the range of the label cost*
+        (``lambda = 1 / (reg * (max M - min M))``), or absolute with ``relative=False``
+        (``lambda = 1 / reg``). lu2017 gives no lambda. Smaller is closer to exact OT and
+        slower.
+    entropy : {"absolute", "relative"}
+        Which entropy the gradient is that of. ``"absolute"`` (lu2017 Eq. 9,
+        ``H = sum gamma log gamma``): the gradient w.r.t. ``h_s(x)``, ``h_t(x)`` is Eq. (11),
+        the centred ``log u / lambda``, ``log v / lambda`` of Alg. 1. ``"relative"``:
+        ``KL(gamma | h_s (x) h_t)``, whose gradient is the centred dual potentials, i.e.
+        Eq. (11) minus ``(1/lambda) (log h_s - mean log h_s)``. The plan and the value are the
+        same for both (the two entropies differ by a constant on the transport polytope).
     **solver_params
-        Further ``sinkhorn`` parameters (``max_iter``, ``tol``; ``gap`` defaults to 0: fixed
-        lambda, plain entropic OT, as in the paper).
+        Further ``sinkhorn`` parameters (``max_iter``, ``tol``, ``relative``; ``gap``
+        defaults to 0: fixed lambda, plain entropic OT, as in the paper).
 
     Returns
     -------
     torch.Tensor
-        Scalar: the mean over the batch of ``<P_i, M>`` (lu2017 Eq. 3).
+        Scalar: the mean over the batch of ``<gamma_i, M>`` (lu2017 Eq. 3, Alg. 1 line 6).
 
     Notes
     -----
     ``l_ot(h_s(x), h_t(x)) = <gamma, M>`` with ``gamma`` the entropic plan between the two
-    softmax outputs (lu2017 Eq. 7, 9, Alg. 1); the gradient w.r.t. ``h_s(x)``, ``h_t(x)`` is the
-    centred dual potentials ``alpha``, ``beta`` (Eq. 11), then back through the softmax.
+    softmax outputs (lu2017 Eq. 7, 9, Alg. 1); the gradient is the dual one (Eq. 10-11), never
+    back-propagated through the iterations.
     """
     solver = {"reg": reg, "gap": 0.0, **solver_params}
-    return _jtln_solve(source_logits, target_logits, label_cost, solver).value.mean()
+    return _jtln_solve(source_logits, target_logits, label_cost, solver, entropy)[0].mean()
 
 
 @register_regularizer(
     "jtln", needs_source_head=True, plan="sinkhorn",
-    params={"alpha": 1.0, "label_cost": None}, solver_params={"reg": 0.05, "gap": 0.0},
+    params={"alpha": 1.0, "label_cost": None, "entropy": "absolute"},
+    solver_params={"reg": 0.05, "gap": 0.0},
     paper="lu2017 Eq. 3-11",
     description="lu2017 JTLN: OT loss between the source and target heads' softmax outputs")
-def _jtln(ctx: RegContext, *, alpha: float, label_cost, plan: str,
+def _jtln(ctx: RegContext, *, alpha: float, label_cost, entropy: str, plan: str,
           solver: dict[str, Any]) -> torch.Tensor:
     """``alpha * mean_i l_ot(h_s(x_i), h_t(x_i))`` (lu2017 Eq. 4, weight lambda_ot)."""
+    if entropy not in JTLN_ENTROPIES:
+        raise ValueError(f"jtln entropy must be one of {JTLN_ENTROPIES}; got {entropy!r}")
     if label_cost is None:
         raise ValueError("jtln needs label_cost=M of shape (K_src, K_tgt); build it with "
                          "label_cost_mkmmd(...) or label_cost_ot(...)")
     if ctx.source_logits is None or ctx.logits is None:
         raise ValueError("jtln needs ctx.source_logits (source head on the target batch) and "
                          "ctx.logits (target head)")
-    res = _jtln_solve(ctx.source_logits, ctx.logits, label_cost, solver)
-    ctx.stats["value"] = res.value.detach().mean()
+    value, res = _jtln_solve(ctx.source_logits, ctx.logits, label_cost, solver, entropy)
+    ctx.stats["value"] = value.detach().mean()
     ctx.stats["n_iter"] = res.n_iter
     ctx.stats["converged"] = res.converged
-    return alpha * res.value.mean()
+    return alpha * value.mean()
 
 
 # --------------------------------------------------------------------------- label costs
@@ -863,9 +972,13 @@ def label_cost_mkmmd(source_features: torch.Tensor, source_labels: torch.Tensor,
     return M.clamp_min(0).cpu()
 
 
+# lu2017 Eq. (16): entropic OT at a fixed lambda; the paper gives none (see label_cost_ot)
+LABEL_OT_SOLVER = {"reg": 0.05, "gap": 0.0, "max_iter": 20000, "tol": 1e-6}
+
+
 def label_cost_ot(source_features: torch.Tensor, source_labels: torch.Tensor,
                   target_features: torch.Tensor, target_labels: torch.Tensor, *,
-                  cost: str = "sqeuclidean", method: str = "emd",
+                  cost: str = "sqeuclidean", method: str = "sinkhorn",
                   n_source_classes: int | None = None, n_target_classes: int | None = None,
                   **solver_params: Any) -> torch.Tensor:
     """Return the ``(K_src, K_tgt)`` label cost ``M_ij = OT(class i features, class j features)``.
@@ -877,9 +990,13 @@ def label_cost_ot(source_features: torch.Tensor, source_labels: torch.Tensor,
     cost : str
         Ground cost between features, squared Euclidean in lu2017 (§3.4.2).
     method : str
-        OT solver (default exact ``emd``; lu2017 uses entropic OT, ``method="sinkhorn"``).
+        OT solver. Default ``"sinkhorn"``: lu2017 Eq. (16) is entropic OT, "computed using
+        the same matrix scaling procedure as in Algorithm 1", at a lambda the paper does not
+        give; ours is ``reg = 0.05`` relative to the range of the cost (``LABEL_OT_SOLVER``),
+        the same relative weight as the JTLN loss, at fixed lambda (``gap = 0``). ``"emd"``
+        gives the exact OT distance instead.
     **solver_params
-        Parameters of ``method``.
+        Parameters of ``method`` (for ``sinkhorn`` they default to ``LABEL_OT_SOLVER``).
 
     Returns
     -------
@@ -893,6 +1010,8 @@ def label_cost_ot(source_features: torch.Tensor, source_labels: torch.Tensor,
     """
     _, _, s_sets = _class_sets(source_features, source_labels, n_source_classes, "source")
     _, _, t_sets = _class_sets(target_features, target_labels, n_target_classes, "target")
+    if method == "sinkhorn":
+        solver_params = {**LABEL_OT_SOLVER, **solver_params}
     M = torch.zeros(len(s_sets), len(t_sets), dtype=torch.float64)
     for i, a in enumerate(s_sets):
         for j, b in enumerate(t_sets):
@@ -901,3 +1020,42 @@ def label_cost_ot(source_features: torch.Tensor, source_labels: torch.Tensor,
                 raise RuntimeError(f"label cost: {method} did not converge on classes ({i}, {j})")
             M[i, j] = float(res.value)
     return M
+
+
+LABEL_COSTS = ("mkmmd", "ot")
+
+
+def label_cost_spec(spec) -> tuple[str, dict]:
+    """``(kind, options)`` of a suite's ``label_cost``: ``"mkmmd"`` / ``"ot"``, or a mapping
+    ``{kind: mkmmd, estimator: linear, bandwidths: [...]}`` / ``{kind: ot, method: sinkhorn,
+    reg: 0.05, cost: sqeuclidean}`` whose other keys go to :func:`label_cost_mkmmd` /
+    :func:`label_cost_ot`. Raises ``ValueError`` naming what is wrong."""
+    import inspect
+
+    if isinstance(spec, str):
+        kind, options = spec, {}
+    elif isinstance(spec, Mapping):
+        options = dict(spec)
+        kind = options.pop("kind", None)
+    else:
+        raise ValueError(f"label_cost must be 'mkmmd', 'ot' or a mapping with 'kind'; got "
+                         f"{spec!r}")
+    if kind not in LABEL_COSTS:
+        raise ValueError(f"label_cost kind {kind!r}: expected one of {LABEL_COSTS}")
+    fn = label_cost_mkmmd if kind == "mkmmd" else label_cost_ot
+    named = {k for k, p in inspect.signature(fn).parameters.items()
+             if p.kind == p.KEYWORD_ONLY} - {"n_source_classes", "n_target_classes"}
+    if kind == "mkmmd":
+        bad = sorted(set(options) - named)
+        if bad:
+            raise ValueError(f"label_cost mkmmd takes no {bad}; it takes {sorted(named)}")
+        if options.get("estimator", "quadratic") not in ("quadratic", "linear"):
+            raise ValueError(f"label_cost estimator must be 'quadratic' or 'linear' (lu2017 "
+                             f"Eq. 14); got {options['estimator']!r}")
+    else:
+        method = get_method(options.get("method", "sinkhorn"))
+        bad = sorted(set(options) - named - set(method.params))
+        if bad:
+            raise ValueError(f"label_cost ot ({method.name}) takes no {bad}; it takes "
+                             f"{sorted(named | set(method.params))}")
+    return kind, options

@@ -158,22 +158,19 @@ def _layer_traces(model, teacher, dataset, taps, max_examples: int) -> dict[str,
     return out
 
 
-def _label_cost(kind: str, extractor, source_set, target_set):
+def _label_cost(spec, extractor, source_set, target_set):
     """lu2017 §3.4: the ``(K_src, K_tgt)`` label cost from a fixed extractor's features,
     divided by its largest entry. lu2017 leaves the scale of ``C`` to ``lambda_ot``; MK-MMD^2
     lies in [0, 2] while OT between feature clouds grows with the features' squared norms, so
     we normalise both, and one ``alpha`` (``lambda_ot``) grid serves either cost."""
-    from .regularizers import label_cost_mkmmd, label_cost_ot
+    from .regularizers import label_cost_mkmmd, label_cost_ot, label_cost_spec
 
+    kind, options = label_cost_spec(spec)
     fs, ys = _features(extractor, source_set)
     ft, yt = _features(extractor, target_set)
     ks, kt = len(source_set.classes), len(target_set.classes)
-    if kind == "mkmmd":
-        M = label_cost_mkmmd(fs, ys, ft, yt, n_source_classes=ks, n_target_classes=kt)
-    elif kind == "ot":
-        M = label_cost_ot(fs, ys, ft, yt, n_source_classes=ks, n_target_classes=kt)
-    else:
-        raise ValueError(f"label_cost {kind!r}: expected 'mkmmd' or 'ot' (or a matrix)")
+    fn = label_cost_mkmmd if kind == "mkmmd" else label_cost_ot
+    M = fn(fs, ys, ft, yt, n_source_classes=ks, n_target_classes=kt, **options)
     top = float(M.max())
     return M / top if top > 0 else M
 
@@ -228,7 +225,7 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
     if cfg["regularizer"] != "none" or cfg["regularizer_params"]:
         params = dict(cfg["regularizer_params"])
         for key in ("label_cost", "jtln.label_cost"):
-            if isinstance(params.get(key), str):  # computed here, from the teacher's features
+            if isinstance(params.get(key), (str, Mapping)):  # from the teacher's features
                 kind = params.pop(key)
                 if teacher is None or source_set is None:
                     raise ValueError(f"label_cost {kind!r} needs the stage's 'teacher' (the "

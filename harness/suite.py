@@ -823,10 +823,19 @@ def _dataset_splits(name: Any) -> tuple[str, ...] | None:
 def _check_regularizer(spec: str, params: Mapping[str, Any], path, fail) -> None:
     """Build ``spec`` with ``params`` once (cheap: no data, no solve) so that an unknown term,
     parameter or OT method (``plan: nosuch``) is a schema error naming its line."""
-    from .regularizers import build_regularizer
+    from .regularizers import build_regularizer, label_cost_spec
 
-    given = {k: v for k, v in params.items()
-             if k != ROW_KEY and not (k.endswith("label_cost") and isinstance(v, str))}
+    given = {}
+    for k, v in params.items():
+        if k == ROW_KEY:
+            continue
+        if k.endswith("label_cost") and isinstance(v, (str, Mapping)):
+            try:  # computed by the runner from the teacher's features: check its spelling
+                label_cost_spec(v)
+            except ValueError as exc:
+                fail(path, f"{k}: {exc}")
+            continue
+        given[k] = v
     try:
         build_regularizer(spec, **given)
     except (ValueError, KeyError, TypeError) as exc:

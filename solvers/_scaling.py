@@ -73,11 +73,11 @@ def _l1(x: torch.Tensor) -> float:
 @register(
     "sinkhorn", converges_to_exact=True, value_rtol=1e-3, potentials=True, batched=True,
     params={"reg": 1e-3, "gap": 1e-3, "max_iter": 5000, "tol": 1e-5, "scaling": 0.5,
-            "sparse": True},
+            "sparse": True, "relative": True},
     description="Sinkhorn, log-stabilised, eps-scaling, sparse kernel, certified duality gap",
 )
 def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scaling: float,
-             sparse: bool) -> dict:
+             sparse: bool, relative: bool) -> dict:
     """Solve OT by Sinkhorn scaling with absorption, eps-scaling, kernel truncation and a
     certified stopping rule.
 
@@ -85,7 +85,8 @@ def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scal
     ----------
     reg : float
         Smallest entropic regularisation ``eps``, *relative to the cost's range*
-        ``max C - min C``. ``<P, C>`` overestimates OT by O(eps).
+        ``max C - min C`` (``relative=True``), or in the cost's own units (``relative=False``:
+        ``eps = reg``, a paper's ``1 / lambda``). ``<P, C>`` overestimates OT by O(eps).
     gap : float
         Stop as soon as the relative duality gap ``(UB - LB) / UB`` is at most ``gap``:
         ``UB = <P, C>`` of the rounded (exactly feasible) plan, ``LB`` the dual value of the
@@ -104,6 +105,8 @@ def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scal
         (Schmitzer 2019). The certificate is computed on the dense cost, so truncation can
         slow convergence but never hide an error; a support that stalls the marginals or
         fails the dense certificate is grown. Ignored when ``gap = 0``.
+    relative : bool
+        Whether ``reg`` is relative to the cost's range (default) or absolute.
 
     Notes
     -----
@@ -116,13 +119,12 @@ def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scal
     """
     if not 0 < scaling < 1:
         raise ValueError(f"scaling must lie in (0, 1); got {scaling}")
-    if reg <= 0:
-        raise ValueError(f"reg must be positive; got {reg}")
-    if gap < 0:
+    _check_positive("reg", reg)
+    if not gap >= 0:
         raise ValueError(f"gap must be >= 0; got {gap}")
     C, a, b, single = _batch(C, a, b)
     with torch.no_grad():
-        out = _sinkhorn(C, a, b, reg, gap, max_iter, tol, scaling, sparse)
+        out = _sinkhorn(C, a, b, reg, gap, max_iter, tol, scaling, sparse, relative)
     return _unbatch(out, single)
 
 
@@ -130,7 +132,16 @@ def _absorb(F, G, u, v, eps, tiny):
     return F + eps * torch.log(u.clamp_min(tiny)), G + eps * torch.log(v.clamp_min(tiny))
 
 
-def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse):
+def _check_positive(name: str, value: float) -> None:
+    try:
+        ok = math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+
+
+def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=True):
     B, n, m = C.shape
     tiny = torch.finfo(C.dtype).tiny
     K = Kernel(C, trunc=SINKHORN_TRUNC)
@@ -141,7 +152,7 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse):
     G = R.amin(-2)
     rng = float((C.amax(dim=(-2, -1)) - F.amin(-1)).max())
     rng = rng if rng > 0 else 1.0
-    eps_end = reg * rng
+    eps_end = reg * rng if relative else float(reg)
     # gap = 0 asks for entropic OT at reg itself: truncation would change that problem
     sparse = sparse and gap_tol > 0 and n * m >= SPARSE_MIN_SIZE
     # The late start (range/64) pays on large sparse problems; small dense ones, where an
@@ -266,19 +277,25 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse):
 
 @register(
     "ipot", converges_to_exact=True, value_rtol=1e-3, potentials=True, batched=True,
-    params={"beta": 0.5, "max_iter": 2000, "gap": 1e-3, "check_every": 10, "sparse": True},
+    params={"beta": 0.5, "max_iter": 2000, "gap": 1e-3, "check_every": 10, "sparse": True,
+            "relative": True},
     description="IPOT proximal point (Xie et al. 2019; lohit2020 Alg. 1), certified gap",
 )
 def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
-         sparse: bool) -> dict:
+         sparse: bool, relative: bool) -> dict:
     """Solve OT with the inexact proximal point method IPOT, one inner Sinkhorn step.
 
     Parameters
     ----------
     beta : float
-        Proximal step ``beta`` *relative to the cost's range*. Step ``t`` acts like a Sinkhorn
-        step with ``eps = beta / t``: smaller ``beta`` sharpens faster, each step less exactly.
-        (lohit2020 uses ``beta = 20`` on cosine costs of range <= 2, i.e. 10 here, with N = 50.)
+        Proximal step ``beta``, *relative to the cost's range* ``max C - min C`` by default
+        (``relative=True``: one setting for costs of any scale), or in the cost's own units
+        (``relative=False``: ``G = exp(-C / beta)`` exactly as lohit2020 Alg. 1). Step ``t``
+        acts like a Sinkhorn step with ``eps = beta / t``: smaller ``beta`` sharpens faster,
+        each step less exactly. lohit2020 §4.1 uses the *absolute* ``beta = 20`` with N = 50
+        (``beta=20, max_iter=50, gap=0, relative=False``); on cosine costs between post-ReLU
+        features (range <= 1, often a few hundredths) that is far from the exact plan, and
+        no relative setting reproduces it.
     max_iter : int
         Proximal iterations N at most.
     gap : float
@@ -289,7 +306,10 @@ def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
     check_every : int
         Iterations between certificate attempts.
     sparse : bool
-        Truncate ``T`` to its numerically non-zero support once it concentrates.
+        Truncate ``T`` to its numerically non-zero support once it concentrates. Ignored when
+        ``gap = 0`` (the papers' fixed N steps run on the dense ``T``, as Alg. 1).
+    relative : bool
+        Whether ``beta`` is relative to the cost's range (default) or absolute.
 
     Notes
     -----
@@ -300,26 +320,29 @@ def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
     clamped at -80), and write ``Q = diag(a) K diag(b)`` with the shared kernel at
     ``eps = beta / t``. li2020 (Omega_P) relies on IPOT converging to the exact plan.
     """
-    if beta <= 0:
-        raise ValueError(f"beta must be positive; got {beta}")
-    if gap < 0:
+    _check_positive("beta", beta)
+    if not gap >= 0:
         raise ValueError(f"gap must be >= 0; got {gap}")
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be >= 1; got {max_iter}")
     C, a, b, single = _batch(C, a, b)
     with torch.no_grad():
         # T^(0) = 1 1^T makes IPOT's iterates depend on a constant shift of C (exponents of
-        # C + 1e4 all clamp): solve on C - min C, which has the same plans, and report <P, C>.
+        # C + 1e4 all clamp): solve on C - min C, which has the same plans (the factor
+        # exp(-t shift / beta) of G^t is absorbed by u at each step), and report <P, C>.
         shift = C.amin(dim=(-2, -1), keepdim=True)
-        out = _ipot(C - shift, a, b, beta, max_iter, gap, check_every, sparse,
-                    offset=shift.reshape(-1) * a.sum(-1))
+        beta_abs = beta * _scale(C) if relative else float(beta)
+        out = _ipot(C - shift, a, b, beta_abs, int(max_iter), gap, check_every,
+                    sparse and gap > 0, offset=shift.reshape(-1) * a.sum(-1))
     return _unbatch(out, single)
 
 
-def _ipot(C, a, b, beta_rel, max_iter, gap_tol, check_every, sparse, offset):
-    """IPOT on ``C`` (already shifted to min 0); ``offset`` (B,) = shift * mass turns values of
-    the shifted problem into values of the caller's, so the gap is relative to the latter."""
+def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset):
+    """IPOT on ``C`` (already shifted to min 0) with the absolute proximal step ``beta``;
+    ``offset`` (B,) = shift * mass turns values of the shifted problem into values of the
+    caller's, so the gap is relative to the latter."""
     B, n, m = C.shape
     rng = _scale(C)
-    beta = beta_rel * rng
     K = Kernel(C, trunc=IPOT_TRUNC)
     tiny = torch.finfo(C.dtype).tiny
     Phi, Psi = torch.zeros_like(a), torch.zeros_like(b)  # T^(0) = 1 1^T

@@ -229,7 +229,7 @@ def _report_solvers(args: argparse.Namespace) -> int:
 
 
 def _report_suite(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import records_from_csv, write_report
     from .runner import quick_suite
     from .suite import SuiteError, expand, load_suite
 
@@ -237,12 +237,21 @@ def _report_suite(args: argparse.Namespace) -> int:
         suite = load_suite(args.suite, args.set or ())
         if args.quick:
             suite = quick_suite(suite)
-        keys = [j.key for j in expand(suite)]
+        jobs = expand(suite)
+        keys = [j.key for j in jobs]
     except (FileNotFoundError, SuiteError) as exc:
         print(f"otransfer report: {exc}", file=sys.stderr)
         return 1
+    # the claims and premises of the suite file as it is now (a view: they change no job key)
+    references = {}
+    for j in jobs:
+        if j.report and j.reference:
+            references.setdefault(j.table or j.stage, j.reference)
+    csv = getattr(args, "from_csv", None)
     try:
-        paths = write_report(suite.name, args.storage, args.out, keys=keys)
+        paths = write_report(suite.name, args.storage, args.out, keys=None if csv else keys,
+                             references=references,
+                             records_df=records_from_csv(csv, jobs) if csv else None)
     except ValueError as exc:
         print(f"otransfer report {args.suite}: {exc}", file=sys.stderr)
         return 1
@@ -262,10 +271,10 @@ def _report_all(args: argparse.Namespace) -> int:
     """Every suite of suites/ with records under results/, then results/README.md."""
     from pathlib import Path
 
-    from .report import write_index
+    from .report import write_index, write_verdicts
     from .suite import SuiteError, available_suites, load_suite
 
-    status, described = 0, {}
+    status, described, reported = 0, {}, []
     for name in available_suites():
         try:
             described[name] = load_suite(name).description
@@ -273,19 +282,33 @@ def _report_all(args: argparse.Namespace) -> int:
             print(f"otransfer report --all: {exc}", file=sys.stderr)
             status = 1
             continue
-        if not (Path("results") / name / "runs.sqlite3").is_file():
+        d = Path("results") / name
+        # the Optuna storage when present; else the committed runs.csv (the storage is not
+        # committed: *.sqlite3 is git-ignored), whose rows are the reported jobs
+        if (d / "runs.sqlite3").is_file():
+            csv = None
+        elif (d / "runs.csv").is_file():
+            csv = d / "runs.csv"
+            print(f"otransfer report --all: {name}: no runs.sqlite3, reporting from {csv}",
+                  file=sys.stderr)
+        else:
             continue
-        sub = argparse.Namespace(**{**vars(args), "suite": name, "quiet": True})
-        status |= _report_suite(sub)
+        sub = argparse.Namespace(**{**vars(args), "suite": name, "quiet": True,
+                                    "from_csv": csv})
+        code = _report_suite(sub)
+        status |= code
+        if code == 0:
+            reported.append(name)
+    print(f"wrote {write_verdicts('results', reported)}")
     print(f"wrote {write_index('results', described)}")
     return status
 
 
 def _cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.all:
-        if args.suite or args.out or args.storage:
-            parser.error("--all reports every suite into results/: give no SUITE, --out or "
-                         "--storage")
+        if args.suite or args.out or args.storage or args.from_csv:
+            parser.error("--all reports every suite into results/: give no SUITE, --out, "
+                         "--storage or --from-csv")
         return _report_all(args)
     if not args.suite:
         parser.error("give a SUITE (or 'solvers'), or --all")
@@ -455,8 +478,12 @@ def _add_report(sub) -> None:
     p.add_argument("suite", metavar="SUITE", nargs="?",
                    help="a suite name or file (tables into results/SUITE/), or 'solvers'")
     p.add_argument("--all", action="store_true",
-                   help="every suite with records under results/, then the index "
+                   help="every suite with records under results/ (runs.sqlite3, else the "
+                        "committed runs.csv), then results/VERDICTS.md and the index "
                         "results/README.md")
+    p.add_argument("--from-csv", metavar="PATH", default=None,
+                   help="report from a runs.csv (e.g. the committed results/SUITE/runs.csv) "
+                        "instead of the Optuna storage; per-epoch plots are kept as drawn")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage of the suite's records (default "
                         "sqlite:///results/SUITE/runs.sqlite3)")

@@ -7,12 +7,15 @@ A suite stage points at the table it reproduces::
       table: "1"
       columns: {"digits 0-4 → 5-9": Aircraft100}   # our task -> the paper's column
       rows: {target only: Finetuning on target}     # optional: our row -> the paper's row
+      premises: ["l2sp > none"]                    # optional: checked first, same syntax
       claims: ["omega_p > l2sp", "omega_p > omega_i"]
 
 Rows are matched by the paper row's ``spec`` (the regularizer spec of our row) unless ``rows``
-names the paper's row. A claim ``"a > b"`` (rows by our row name or spec) is counted per column
-in our run and in the paper: "Ω_P > L2-SP on 4 of 5 tasks"; it *holds* in our run when it holds
-on more than half of our columns.
+names the paper's row. A claim ``"a > b"`` (rows by our row name or spec) is decided per column
+from the paired per-seed differences (:mod:`harness.verdicts`: t interval of the mean
+difference, Wilcoxon signed-rank p-value): *holds*, *reversed* or *inconclusive*; in a column
+where a premise does not hold, the claims are *not tested*. The paper's count (its means) stands
+beside ours: "Ω_P > L2-SP: holds on 1, reversed on 0, inconclusive on 4 of 5 tasks; paper 4 of 5".
 """
 from __future__ import annotations
 
@@ -69,6 +72,7 @@ class Reference:
     columns: Mapping[str, str]
     rows: Mapping[str, str]
     claims: tuple[str, ...] = ()
+    premises: tuple[str, ...] = ()
 
 
 def reference_from_config(cfg: Mapping[str, Any] | None) -> Reference | None:
@@ -76,7 +80,8 @@ def reference_from_config(cfg: Mapping[str, Any] | None) -> Reference | None:
         return None
     return Reference(paper=str(cfg["paper"]), table=str(cfg["table"]),
                      columns=dict(cfg.get("columns", {})), rows=dict(cfg.get("rows", {})),
-                     claims=tuple(cfg.get("claims", ())))
+                     claims=tuple(cfg.get("claims", ())),
+                     premises=tuple(cfg.get("premises", ())))
 
 
 def paper_numbers(ref: Reference, our_rows: Sequence[tuple[str, str]], our_columns: Sequence[str],
@@ -136,35 +141,17 @@ def parse_claim(text: str) -> Claim:
     return Claim(m.group(1), m.group(2), m.group(3))
 
 
-def _row(frame, name: str, specs: Mapping[str, str]) -> str | None:
-    if name in frame.index:
-        return name
-    hits = [r for r, s in specs.items() if s == name and r in frame.index]
-    return hits[0] if len(hits) == 1 else None
+def evaluate_claims(claims: Sequence[str], ours, paper, specs: Mapping[str, str],
+                    premises: Sequence[str] = (), level: float | None = None) -> list[dict]:
+    """Decide ``premises`` then ``claims`` per column from paired per-seed differences.
 
-
-def evaluate_claims(claims: Sequence[str], ours, paper, specs: Mapping[str, str]) -> list[dict]:
-    """Count, per claim, the columns where it holds in ``ours`` and in ``paper`` (means frames,
-    rows = our row names, columns = our tasks; ``specs``: row name -> spec).
-
-    Returns one dict per claim: ``claim``, ``ours`` / ``ours_of`` (columns where it holds / where
-    both rows have a number), ``paper`` / ``paper_of``, ``holds`` (in more than half of ours;
-    None when no column has both rows).
+    ``ours``: per-seed accuracies (%), rows = our row names, columns = ``(task, seed)``
+    (:func:`harness.report.leaderboard_seeds`); ``paper``: the paper's means, rows = our row
+    names, columns = our tasks; ``specs``: row name -> spec. One dict per premise and claim; see
+    :func:`harness.verdicts.evaluate` (``ours`` / ``ours_of``: columns where it holds / columns
+    tested; ``paper`` / ``paper_of``; ``verdict``).
     """
-    out = []
-    for text in claims:
-        c = parse_claim(text)
-        res = {"claim": str(c)}
-        for side, frame in (("ours", ours), ("paper", paper)):
-            a, b = _row(frame, c.left, specs), _row(frame, c.right, specs)
-            n = k = 0
-            if a is not None and b is not None:
-                for col in frame.columns:
-                    x, y = frame.at[a, col], frame.at[b, col]
-                    if x == x and y == y:  # both numbers (not NaN)
-                        n += 1
-                        k += int(c.test(float(x), float(y)))
-            res[side], res[f"{side}_of"] = k, n
-        res["holds"] = (res["ours"] * 2 > res["ours_of"]) if res["ours_of"] else None
-        out.append(res)
-    return out
+    from . import verdicts
+
+    return verdicts.evaluate(claims, ours, paper, specs, premises,
+                             verdicts.LEVEL if level is None else level)

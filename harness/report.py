@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping, Sequence
 
 __all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex", "split_tables",
-           "plot_table", "plot_traces", "slug", "write_index", "with_tuned"]
+           "plot_table", "plot_traces", "slug", "write_index", "with_tuned", "leaderboard_seeds",
+           "verdicts_frame", "records_from_csv", "write_verdicts", "plot_verdicts"]
 
 
 def leaderboard_numbers(df, stage: str | None = None):
@@ -23,6 +25,36 @@ def leaderboard_numbers(df, stage: str | None = None):
     optionally ``stage`` / ``status``; only completed rows count. ``stage``: keep that stage only
     (default: the stage with the most distinct regularizers, the later on ties: the students).
     """
+    d = _accuracies(df, stage)
+    order_r = list(dict.fromkeys(d["regularizer"]))
+    order_c = list(dict.fromkeys(d["dataset"]))
+    g = d.groupby(["regularizer", "dataset"], sort=False)["acc"]
+    mean = g.mean().unstack("dataset").reindex(index=order_r, columns=order_c)
+    std = g.std(ddof=0).unstack("dataset").reindex(index=order_r, columns=order_c)
+    n = g.count().unstack("dataset").reindex(index=order_r, columns=order_c)
+    return mean, std, n
+
+
+def leaderboard_seeds(df, stage: str | None = None):
+    """Test accuracy (%) of every seed: rows as :func:`leaderboard_numbers`, columns a
+    ``(task, seed)`` MultiIndex (tasks in order, seeds sorted). The paired verdicts
+    (:mod:`harness.verdicts`) match seeds across rows within a task; a seed recorded twice for
+    one cell (several grid points not reduced by ``select: val``) keeps its mean."""
+    import pandas as pd
+
+    d = _accuracies(df, stage)
+    order_r = list(dict.fromkeys(d["regularizer"]))
+    order_c = list(dict.fromkeys(d["dataset"]))
+    wide = d.groupby(["regularizer", "dataset", "seed"], sort=False)["acc"].mean() \
+        .unstack(["dataset", "seed"])
+    cols = pd.MultiIndex.from_tuples(
+        sorted(wide.columns, key=lambda c: (order_c.index(c[0]), c[1])), names=["task", "seed"])
+    return wide.reindex(index=order_r, columns=cols)
+
+
+def _accuracies(df, stage):
+    """The completed records of one stage (see :func:`leaderboard_numbers`) with ``acc`` (%)
+    and ``regularizer`` replaced by the row name."""
     import pandas as pd
 
     d = df
@@ -37,14 +69,8 @@ def leaderboard_numbers(df, stage: str | None = None):
     # rows: "method" (spec + grid point) when recorded, else the spec
     row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
         else d["regularizer"]
-    d = d.assign(acc=100.0 * pd.to_numeric(d["test_accuracy"]), regularizer=row)
-    order_r = list(dict.fromkeys(d["regularizer"]))
-    order_c = list(dict.fromkeys(d["dataset"]))
-    g = d.groupby(["regularizer", "dataset"], sort=False)["acc"]
-    mean = g.mean().unstack("dataset").reindex(index=order_r, columns=order_c)
-    std = g.std(ddof=0).unstack("dataset").reindex(index=order_r, columns=order_c)
-    n = g.count().unstack("dataset").reindex(index=order_r, columns=order_c)
-    return mean, std, n
+    return d.assign(acc=100.0 * pd.to_numeric(d["test_accuracy"]), regularizer=row,
+                    seed=pd.to_numeric(d["seed"]).astype(int))
 
 
 def leaderboard(df, stage: str | None = None, digits: int = 1, bold: str = "**{}**"):
@@ -345,19 +371,20 @@ def _with_time(table, df):
     return out
 
 
-def _paper_side(d, mean):
-    """``(Reference, (values, text), claims)`` of a table whose stage names a paper table."""
+def _paper_side(d, mean, seeds, reference=None):
+    """``(Reference, (values, text), verdicts)`` of a table whose stage names a paper table:
+    ``reference`` (the current suite's block) or else the one recorded with the jobs."""
     from .reference import evaluate_claims, paper_numbers, reference_from_config
 
     refs = [r for r in d["reference"] if isinstance(r, dict)] if "reference" in d else []
-    if not refs:
+    if reference is None and not refs:
         return None, None, []
-    ref = reference_from_config(refs[0])
+    ref = reference_from_config(reference if reference is not None else refs[0])
     row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
         else d["regularizer"]
     specs = dict(zip(row, d["regularizer"]))
     paper = paper_numbers(ref, [(r, specs[r]) for r in mean.index], list(mean.columns))
-    claims = evaluate_claims(ref.claims, mean, paper[0], specs)
+    claims = evaluate_claims(ref.claims, seeds, paper[0], specs, premises=ref.premises)
     return ref, paper, claims
 
 
@@ -371,14 +398,64 @@ def _beside(table, paper_text, ref):
     return out
 
 
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None or x != x else format(x, spec)
+
+
 def _claims_markdown(claims, ref) -> str:
-    lines = [f"Claims of {ref.paper} Table {ref.table}, counted per task column:\n"]
+    """Premises then claims: per column the mean paired difference (points) with its t
+    interval, the Wilcoxon p-value and the verdict; the counts beside the paper's."""
+    from .verdicts import LEVEL
+
+    lines = [f"Premises and claims of {ref.paper} Table {ref.table}, decided per task column "
+             f"from the paired per-seed differences A − B (points; same seed = same data and "
+             f"initialisation): mean [{100 * LEVEL:g} % t interval], two-sided Wilcoxon "
+             "signed-rank p; **holds** when the interval is above 0, **reversed** below, "
+             "inconclusive otherwise. A column where a premise is not **holds** has its "
+             "claims *not tested*. Per-seed values: `leaderboard.csv` (`seed_*`); these numbers: "
+             "[verdicts.csv](verdicts.csv).\n"]
     for c in claims:
-        verdict = {True: "**holds** in our run", False: "**does not hold** in our run",
-                   None: "not measurable (a row is missing)"}[c["holds"]]
-        lines.append(f"- `{c['claim']}`: ours {c['ours']} of {c['ours_of']} task(s), paper "
-                     f"{c['paper']} of {c['paper_of']}: {verdict}")
+        lines.append(f"- {c['kind']} `{c['claim']}`: **{c['verdict']}** — holds on "
+                     f"{c['holds']}, reversed on {c['reversed']}, inconclusive on "
+                     f"{c['inconclusive']}"
+                     + (f", not tested on {c['not_tested']}" if c["not_tested"] else "")
+                     + (f", not measurable on {c['missing']}" if c["missing"] else "")
+                     + f" of {len(c['columns'])} task(s); paper {c['paper']} of "
+                     f"{c['paper_of']}")
+    rows = []
+    for c in claims:
+        for col in c["columns"]:
+            paper = {True: "yes", False: "no", None: "-"}[col["paper"]]
+            rows.append(f"| {c['kind']} | `{c['claim']}` | {col['task']} | {col['n']} | "
+                        f"{_fmt(col['mean'], '+.2f')} | [{_fmt(col['lo'], '+.2f')}, "
+                        f"{_fmt(col['hi'], '+.2f')}] | {_fmt(col['p'], '.3f')} | "
+                        f"{col['verdict']} | {paper} |")
+    if rows:
+        lines += ["", "| | claim | task | n | mean A − B | interval | p | verdict | paper |",
+                  "|:--|:--|:--|--:|--:|:--|--:|:--|:--|"] + rows
+    dropped = sorted({(col["task"], str(col["dropped"])) for c in claims
+                      for col in c["columns"] if col["dropped"]})
+    if dropped:
+        lines += ["", "Seeds recorded for one side only (dropped from the pairs): "
+                  + "; ".join(f"{t}: {s}" for t, s in dropped)]
     return "\n".join(lines) + "\n"
+
+
+def verdicts_frame(claims, table: str, ref=None):
+    """One row per premise / claim and task column of :func:`harness.verdicts.evaluate`'s
+    output (the numbers behind the verdicts; ``verdicts.csv``); ``ref``: the
+    :class:`~harness.reference.Reference` (its paper and table name the rows)."""
+    import pandas as pd
+
+    rows = [{"paper": getattr(ref, "paper", ""), "paper_table": getattr(ref, "table", ""),
+             "table": table, "kind": c["kind"], "claim": c["claim"], "task": col["task"],
+             "n": col["n"], "mean_diff": col["mean"], "ci_low": col["lo"], "ci_high": col["hi"],
+             "p_wilcoxon": col["p"], "verdict": col["verdict"], "paper_holds": col["paper"],
+             "dropped_seeds": " ".join(map(str, col["dropped"]))}
+            for c in claims for col in c["columns"]]
+    return pd.DataFrame(rows, columns=["paper", "paper_table", "table", "kind", "claim", "task", "n", "mean_diff",
+                                       "ci_low", "ci_high", "p_wilcoxon", "verdict",
+                                       "paper_holds", "dropped_seeds"])
 
 
 def with_tuned(df, keys):
@@ -403,20 +480,33 @@ def with_tuned(df, keys):
 def write_report(suite: str, storage: str | None = None,
                  out_dir: str | os.PathLike | None = None,
                  results_root: str | os.PathLike = "results",
-                 keys=None, plots: bool = True) -> dict[str, Path]:
+                 keys=None, plots: bool = True, references: Mapping | None = None,
+                 records_df=None) -> dict[str, Path]:
     """Write ``leaderboard.{md,csv,tex}`` of ``suite`` (records in ``storage``) to ``out_dir``
-    (default ``<results_root>/<suite>``), one section per table, and the PNG plots
-    (``<table>.png``, ``<table>_trace.png``); return the paths. ``keys``: count only these jobs
-    (the current expansion of the suite file; records of other configs, e.g. ``--set`` runs,
-    share the study)."""
+    (default ``<results_root>/<suite>``), one section per table, the PNG plots
+    (``<table>.png``, ``<table>_trace.png``) and, for tables with a paper reference, the
+    paired verdicts of its premises and claims (``verdicts.csv``); return the paths.
+
+    ``keys``: count only these jobs (the current expansion of the suite file; records of other
+    configs, e.g. ``--set`` runs, share the study). ``references``: ``{table: reference
+    block}`` of the current suite file (claims and premises are a view: editing them changes
+    no job), else the block recorded with the jobs. ``records_df``: the records themselves
+    (:func:`records_from_csv`) instead of reading ``storage``; plots of per-epoch logs the
+    frame lacks are linked when an earlier report drew them.
+    """
     import pandas as pd
 
     from . import records
 
-    storage = storage or records.default_storage(suite, results_root)
     out = Path(out_dir) if out_dir is not None else Path(results_root) / suite
     out.mkdir(parents=True, exist_ok=True)
-    df = records.records_frame(storage, suite)
+    if records_df is None:
+        storage = storage or records.default_storage(suite, results_root)
+        df = records.records_frame(storage, suite)
+    else:
+        storage, df = "the records given", records_df
+    logs = "epochs" in df  # per-epoch logs (plan traces), absent from runs.csv
+    references = dict(references or {})
     if keys is not None:  # rows in the suite's order, not the order the jobs ran in
         df = with_tuned(df, keys)
     tables = split_tables(df)
@@ -426,12 +516,14 @@ def write_report(suite: str, storage: str | None = None,
              "tex": out / "leaderboard.tex", "runs": out / "runs.csv"}
     md = [f"# {suite}: test accuracy (%), mean ± std over seeds; best in bold\n"]
     tex, flat = [], []
+    verdict_frames = []
     for name, d in tables.items():
-        d, choices = select_by_val(d)
+        d, choices = select_by_val(d)  # per seed: the selected grid point's test accuracy
         mean, std, n = leaderboard_numbers(d)
+        per_seed = leaderboard_seeds(d)
         seeds = int(n.max().max()) if n.size else 0
         table = _with_time(leaderboard(d), d)
-        ref, paper, claims = _paper_side(d, mean)
+        ref, paper, claims = _paper_side(d, mean, per_seed, references.get(name))
         if ref is not None:
             table = _beside(table, paper[1], ref)
         md += [f"## {name}\n", f"{seeds} seed(s) per cell; `s / job`: mean wall time of one "
@@ -440,19 +532,28 @@ def write_report(suite: str, storage: str | None = None,
                   if ref is not None else "") + "\n", table.to_markdown(), ""]
         if claims:
             md.append(_claims_markdown(claims, ref))
+            verdict_frames.append(verdicts_frame(claims, name, ref))
         if choices:
             md.append("Hyper-parameters chosen on the validation split (best mean validation "
                       "accuracy over seeds):\n\n" + "\n".join(
                           f"- {row} · {task}: `{point}` (val {100 * v:.1f} %)"
                           for row, task, point, v in choices) + "\n")
         layers = layer_trace_table(d)
+        layers_csv = out / f"{slug(name)}_layers.csv"
+        from_logs = layers is not None
+        if layers is None and not logs and layers_csv.is_file():  # drawn from earlier records
+            layers = pd.read_csv(layers_csv, index_col=0)
         if layers is not None:
+            if from_logs:
+                layers.to_csv(layers_csv)
+            paths[f"layers_csv:{name}"] = layers_csv
             md += ["Trace of the exact plan between the trained network's neurons and the "
                    "teacher's, per layer, after training (li2020 Fig. 2; mean over seeds):\n",
                    layers.round(3).to_markdown(), ""]
             if plots:
                 png = out / f"{slug(name)}_layers.png"
-                plot_layer_traces(layers, name, png)
+                if from_logs or not png.is_file():
+                    plot_layer_traces(layers, name, png)
                 paths[f"layers:{name}"] = png
                 md.append(f"![{name}: trace per layer]({png.name})\n")
         if plots:
@@ -467,7 +568,7 @@ def write_report(suite: str, storage: str | None = None,
                 md.append(f"![{name}: accuracy versus {numeric_axis(mean.columns)[0]}]"
                           f"({line.name})\n")
             trace = out / f"{slug(name)}_trace.png"
-            if plot_traces(d, name, trace):
+            if plot_traces(d, name, trace) or (not logs and trace.is_file()):
                 paths[f"trace:{name}"] = trace
                 md.append(f"![{name}: trace of the plan]({trace.name})\n")
         tex += [f"% {name}", to_latex(leaderboard(d, bold="\\textbf{{{}}}"))]
@@ -478,6 +579,9 @@ def write_report(suite: str, storage: str | None = None,
         if ref is not None:
             f["paper"] = [paper[0].at[r, c] for r, c in zip(f["method"], f["task"])]
             f["paper_column"] = [ref.columns.get(c, "") for c in f["task"]]
+        for seed in sorted(set(per_seed.columns.get_level_values("seed"))):  # redo the tests
+            f[f"seed_{seed}"] = [per_seed[(c, seed)].get(r) if (c, seed) in per_seed else None
+                                 for r, c in zip(f["method"], f["task"])]
         flat.append(f)
     searches = sorted(out.glob("tune_*.md"))  # otransfer tune's tables of trials
     if searches:
@@ -494,7 +598,151 @@ def write_report(suite: str, storage: str | None = None,
     runs.to_csv(paths["runs"], index=False)
     pd.concat(flat, ignore_index=True).to_csv(paths["csv"], index=False)
     paths["tex"].write_text("\n".join(tex))
+    verdicts_csv = out / "verdicts.csv"
+    if verdict_frames:
+        pd.concat(verdict_frames, ignore_index=True).to_csv(verdicts_csv, index=False)
+        paths["verdicts"] = verdicts_csv
+    elif verdicts_csv.is_file():  # the suite no longer names a paper's claims
+        verdicts_csv.unlink()
     return paths
+
+
+def records_from_csv(path: str | os.PathLike, jobs):
+    """The records of a committed ``runs.csv`` (one row per reported job and seed, in the order
+    of the report that wrote it), completed with what the suite's ``jobs`` say of each key
+    (dataset, row, ``select``, reference), for :func:`write_report` when the Optuna storage is
+    not at hand (it is not committed). Rows of other keys (the re-runs of a searched point,
+    ``otransfer tune``) keep their own ``method`` as row; per-epoch logs are not in the CSV."""
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype={"key": str, "git_sha": str})
+    by = {j.key: j for j in jobs}
+    got = [by.get(k) for k in df["key"]]
+    return df.assign(
+        dataset=[j.dataset if j else t for j, t in zip(got, df["task"])],
+        row=[j.row if j else m for j, m in zip(got, df["method"])],
+        select=[j.select if j else None for j in got],
+        report=True, reference=[dict(j.reference) if j and j.reference else None for j in got],
+        status="completed")
+
+
+_COLOURS = {"holds": "tab:green", "reversed": "tab:red", "inconclusive": "tab:gray"}
+
+
+def _verdict_word(v: str) -> str:
+    from .verdicts import INCONCLUSIVE, NOT_TESTED
+
+    return INCONCLUSIVE if v.startswith(INCONCLUSIVE) else NOT_TESTED if \
+        v.startswith(NOT_TESTED) else v
+
+
+def plot_verdicts(frame, title: str, path) -> None:
+    """Forest plot of ``frame`` (rows of ``verdicts.csv``, with a ``suite`` column): one line
+    per premise / claim and task, the mean paired difference (points) and its interval,
+    coloured by verdict (green holds, red reversed, grey inconclusive; hollow: not tested)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    f = frame[frame["n"] > 0].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.17 * max(1, len(f))))
+    y = np.arange(len(f))
+    for i, r in f.iterrows():
+        word = _verdict_word(str(r["verdict"]))
+        colour = _COLOURS.get(word, "tab:gray")
+        hollow = word not in _COLOURS
+        if r["ci_low"] == r["ci_low"]:
+            ax.plot([r["ci_low"], r["ci_high"]], [i, i], color=colour, lw=1.5,
+                    alpha=0.4 if hollow else 1.0)
+        ax.plot(r["mean_diff"], i, "o", ms=4, color=colour,
+                mfc="white" if hollow else colour)
+    labels = [f"{r['suite']} · {'premise ' if r['kind'] == 'premise' else ''}{r['claim']} · "
+              f"{r['task']}" for _, r in f.iterrows()]
+    ax.set_yticks(y, labels, fontsize=6)
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_xlabel("mean paired difference A − B (accuracy points), t interval")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+
+
+def write_verdicts(results_root: str | os.PathLike = "results",
+                   suites: Sequence[str] | None = None, plots: bool = True) -> Path:
+    """Write ``<results_root>/VERDICTS.md``: one row per premise and claim of each paper table
+    that a suite reproduces (from each suite's ``verdicts.csv``): the paper's count, ours at CPU
+    scale (holds / reversed / inconclusive / not tested, and the intervals), the suite and the
+    command that reproduces it; with a forest plot per paper (``verdicts_<paper>.png``).
+
+    ``suites``: the suites to list (default: every directory of ``results_root`` with a
+    ``verdicts.csv``)."""
+    import pandas as pd
+
+    from .verdicts import LEVEL
+
+    root = Path(results_root)
+    names = list(suites) if suites is not None else sorted(
+        d.name for d in root.iterdir() if (d / "verdicts.csv").is_file())
+    frames = [pd.read_csv(root / n / "verdicts.csv", dtype={"paper_table": str}).assign(suite=n)
+              for n in names if (root / n / "verdicts.csv").is_file()]
+    lines = ["# Verdicts: the papers' claims, checked at CPU scale\n",
+             "Regenerated by `otransfer report --all`. Each claim `A > B` is decided per task "
+             "column from the paired per-seed differences A − B (same seed = same data subset "
+             "and initialisation; hyper-parameters chosen on validation where the suite says "
+             f"`select: val`): the mean difference and its {100 * LEVEL:g} % Student t "
+             "interval, and the two-sided Wilcoxon signed-rank p-value. **holds**: the "
+             "interval lies above 0; **reversed**: below 0; **inconclusive**: it contains 0 "
+             "(or fewer than 2 seeds pair up). A suite's premises (e.g. `kd > none`: there is "
+             "something to transfer) are checked first; a column where a premise is not "
+             "**holds** has its claims **not tested**, counted neither way. The paper's count is of the "
+             "columns where its printed means satisfy the claim. Differences are in accuracy "
+             "points; the per-column numbers are in each suite's `verdicts.csv`, the per-seed "
+             "values in its `leaderboard.csv`.\n"]
+    if not frames:
+        lines.append("(no suite with a paper's claims has been reported yet)")
+    else:
+        allv = pd.concat(frames, ignore_index=True)
+        for paper, pf in allv.groupby("paper", sort=True):
+            lines += [f"## {paper}\n"]
+            png = root / f"verdicts_{slug(paper)}.png"
+            if plots:
+                plot_verdicts(pf, f"{paper}: paired differences, {100 * LEVEL:g} % t intervals",
+                              png)
+                lines.append(f"Forest plot of every paired difference and its interval "
+                             f"(green holds, red reversed, grey inconclusive, hollow not "
+                             f"tested): [{png.name}]({png.name})\n")
+            lines += ["| paper table | claim | paper | ours: holds / reversed / inconclusive "
+                      "/ not tested | intervals (points) | suite | reproduce |",
+                      "|:--|:--|:--|:--|:--|:--|:--|"]
+            for (suite, table, kind, claim), g in pf.groupby(
+                    ["suite", "table", "kind", "claim"], sort=False):
+                words = [_verdict_word(str(v)) for v in g["verdict"]]
+                known = g["paper_holds"].dropna()
+                known = known[known.astype(str).isin(["True", "False"])]
+                paper_count = (f"{int((known.astype(str) == 'True').sum())} of {len(known)}"
+                               if len(known) else "-")
+                ours = " / ".join(str(words.count(w)) for w in
+                                  ("holds", "reversed", "inconclusive", "not tested"))
+                missing = words.count("not measurable")
+                ivals = "<br>".join(
+                    f"{r['task']}: " + (f"{r['mean_diff']:+.1f} [{r['ci_low']:+.1f}, "
+                                        f"{r['ci_high']:+.1f}]" if r["ci_low"] == r["ci_low"]
+                                        else f"n = {int(r['n'])}")
+                    + f" {_verdict_word(str(r['verdict']))}"
+                    for _, r in g.iterrows() if r["n"] > 0)
+                label = f"premise `{claim}`" if kind == "premise" else f"`{claim}`"
+                lines.append(
+                    f"| {g['paper_table'].iloc[0]} ({table}) | {label} | {paper_count} | "
+                    f"{ours} of {len(g)}" + (f" ({missing} not measurable)" if missing else "")
+                    + f" | {ivals or '-'} | [{suite}]({suite}/leaderboard.md) | "
+                    f"`otransfer run {suite} && otransfer report {suite}` |")
+            lines.append("")
+    path = root / "VERDICTS.md"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def write_index(results_root: str | os.PathLike = "results", suites: dict | None = None) -> Path:
@@ -505,11 +753,15 @@ def write_index(results_root: str | os.PathLike = "results", suites: dict | None
     ``results_root`` holding a ``leaderboard.md``).
     """
     root = Path(results_root)
-    lines = ["# Results\n",
-             "Regenerated by `otransfer report --all`. Every table is a view of the run records "
-             "(`runs.csv` beside it: one row per job and seed, exported from the Optuna storage "
-             "`runs.sqlite3`); the papers' numbers are in "
-             "[reference/](reference/README.md).\n", "## Suites\n"]
+    lines = ["# Results\n"]
+    if (root / "VERDICTS.md").is_file():
+        lines += ["**[VERDICTS.md](VERDICTS.md)**: one page of the papers' claims checked at "
+                  "CPU scale (paired per-seed differences, t intervals; holds / reversed / "
+                  "inconclusive / premise failed).\n"]
+    lines += ["Regenerated by `otransfer report --all`. Every table is a view of the run records "
+              "(`runs.csv` beside it: one row per job and seed, exported from the Optuna storage "
+              "`runs.sqlite3`); the papers' numbers are in "
+              "[reference/](reference/README.md).\n", "## Suites\n"]
     dirs = sorted(d for d in root.iterdir() if (d / "leaderboard.md").is_file()) \
         if root.is_dir() else []
     suites = suites or {}

@@ -39,6 +39,11 @@ validation accuracy (the papers' cross-validated hyper-parameters; the choice is
 (``train: {aircraft: trainval}, val: {aircraft: null}``);
 ``pretrained: PATH`` names a local state_dict (``$VARS`` and ``~`` expanded when the job runs;
 e.g. ImageNet weights), used by ``init: pretrained`` and ``teacher: pretrained``;
+``reference: {paper, table, columns, rows, premises, claims}`` puts the paper's numbers
+(results/reference/) beside the leaderboard and decides each claim ``"ROW > ROW"`` per column
+from the paired per-seed differences (:mod:`harness.verdicts`); ``premises`` (same syntax,
+e.g. ``"kd > none"``: there is something to transfer) are checked first, and a column whose
+premise does not hold has its claims *not tested* (not counted either way);
 ``source: {dataset, dataset_params, weight, split}`` trains jointly on a source task through a second
 classifier (lu2017 JTLN; ``weight`` is ``lambda_s``); ``report: false`` leaves a stage out of
 the leaderboards (default: stages that another stage uses as teacher or init are left out).
@@ -98,7 +103,7 @@ _STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
 #: ``init:`` / ``teacher:`` value naming the stage's own ``pretrained`` weights file.
 PRETRAINED = "pretrained"
 _REFERENCE_KEYS = {"paper": str, "table": (str, int), "columns": dict, "rows": dict,
-                   "claims": list}
+                   "claims": list, "premises": list}
 _SOURCE_KEYS = {"dataset": str, "dataset_params": dict, "weight": (int, float), "split": str}
 #: Regularizer parameters read by the suite, not by the regularizer: the leaderboard row name.
 ROW_KEY = "row"
@@ -544,14 +549,18 @@ def _check_reference(ref: dict, path, fail) -> dict:
         if theirs not in rows:
             fail(path + ["rows", ours], f"{ref['paper']} table {ref['table']} has no row "
                                         f"{theirs!r}; its rows: {', '.join(sorted(rows))}")
-    for i, claim in enumerate(ref.get("claims", [])):
-        try:
-            parse_claim(claim)
-        except ValueError as exc:
-            fail(path + ["claims", i], str(exc))
-    return {"paper": ref["paper"], "table": str(ref["table"]),
-            "columns": dict(ref.get("columns", {})), "rows": dict(ref.get("rows", {})),
-            "claims": list(ref.get("claims", []))}
+    for key in ("premises", "claims"):  # same syntax; premises are checked first (report)
+        for i, claim in enumerate(ref.get(key, [])):
+            try:
+                parse_claim(claim)
+            except ValueError as exc:
+                fail(path + [key, i], str(exc))
+    out = {"paper": ref["paper"], "table": str(ref["table"]),
+           "columns": dict(ref.get("columns", {})), "rows": dict(ref.get("rows", {})),
+           "claims": list(ref.get("claims", []))}
+    if ref.get("premises"):  # absent when empty: older records compare equal
+        out["premises"] = list(ref["premises"])
+    return out
 
 
 _SEARCH_KEYS = {"stage": str, "regularizer": str, "dataset": str, "trials": int, "seed": int,

@@ -394,19 +394,23 @@ def test_report_puts_the_papers_numbers_beside_ours_and_checks_claims(tmp_path):
     assert "paper: Aircraft100" in md
     for cell in ("83.95 ± 0.37", "83.94 ± 0.39", "85.19 ± 0.36"):
         assert cell in md, cell
-    assert "`omega_p > l2sp`: ours" in md and "paper 1 of 1" in md
-    assert "`omega_p > kd`: ours 0 of 0 task(s), paper 0 of 0: not measurable" in md
+    assert "claim `omega_p > l2sp`: **" in md and "paper 1 of 1" in md
+    assert "claim `omega_p > kd`: **not measurable** — holds on 0, reversed on 0, " \
+        "inconclusive on 0, not measurable on 1 of 1 task(s); paper 0 of 0" in md
+    assert "does not hold" not in md and "t interval" in md
     csv = pd.read_csv(paths["csv"])
     ft = csv[csv["table"] == "fine-tuning"].set_index("method")
     assert ft.at["omega_p", "paper"] == 85.19 and ft.at["l2sp", "paper_column"] == "Aircraft100"
-    # the claims are a pure function of the two frames
-    ours = pd.DataFrame({"t": [80.0, 81.0]}, index=["l2sp", "omega_p"])
+    # the claims are a pure function of the two frames (ours: per seed, rows x (task, seed))
+    ours = pd.DataFrame([[80.0, 80.5, 79.0], [81.0, 82.0, 80.5]], index=["l2sp", "omega_p"],
+                        columns=pd.MultiIndex.from_product([["t"], [0, 1, 2]]))
     ref = reference_from_config({"paper": "li2020", "table": "1", "columns": {"t": "Dogs120"},
                                  "claims": ["omega_p > l2sp"]})
     paper, _ = paper_numbers(ref, [("l2sp", "l2sp"), ("omega_p", "omega_p")], ["t"])
     assert paper.loc["omega_p", "t"] == 77.43
     [c] = evaluate_claims(ref.claims, ours, paper, {"l2sp": "l2sp", "omega_p": "omega_p"})
-    assert (c["ours"], c["ours_of"], c["paper"], c["paper_of"], c["holds"]) == (1, 1, 1, 1, True)
+    assert (c["ours"], c["ours_of"], c["paper"], c["paper_of"], c["verdict"]) == \
+        (1, 1, 1, 1, "holds")  # differences 1.0, 1.5, 1.5: t interval [0.62, 2.05]
     assert len(load_reference("lu2017", "2")) == 10
     index = write_index(tmp_path / "r", {"xfer": "a transfer suite"})
     assert "[leaderboard](xfer/leaderboard.md)" in index.read_text()
@@ -419,6 +423,9 @@ def test_report_puts_the_papers_numbers_beside_ours_and_checks_claims(tmp_path):
     ("      paper: li2020\n", "      paper: li2021\n", "no reference numbers for paper"),
     ("{0-4 to 5-9: Aircraft100}", "{0-4 to 5-9: Aircraft1000}", "has no column 'Aircraft1000'"),
     ('claims: ["omega_p > l2sp"]', 'claims: ["omega_p beats l2sp"]', "expected 'ROW > ROW'"),
+    ('claims: ["omega_p > l2sp"]', 'premises: ["l2sp beats none"]\n      claims: []',
+     r"line 24, key 'stages.finetune.reference.premises.0'.*expected 'ROW > ROW'"),
+    ('claims: ["omega_p > l2sp"]', 'premises: "l2sp > none"', "premises.*must be a list"),
 ])
 def test_bad_reference_and_pretrained_keys_are_named(tmp_path, old, new, what):
     from harness.suite import parse_suite

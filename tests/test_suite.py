@@ -573,3 +573,43 @@ def test_splits_per_dataset(tmp_path):
     with pytest.raises(SuiteError, match="'cifar11' is not a registered dataset"):
         load_suite(path, ["stages.teacher.splits={train: {cifar11: train}}"])
     load_suite(path, ["stages.teacher.splits={train: {cifar10: train}}"])  # another stage's
+
+
+@pytest.mark.parametrize("new,line,what", [
+    ("        - {match: features.1, lr_mult: -1}\n", 20, "lr_mult"),
+    ("        - {match: features.9, lr_mult: 0}\n", 20, "'features.9' matches no parameter"),
+    ("        - {match: [features.1, fc.bias, fetaures.2], lr_mult: 0}\n", 20, "'fetaures.2'"),
+    ("        - {match: features.1, lr: 0}\n", 20, "unknown param_groups key 'lr'"),
+    ("        - features.1\n", 20, "a mapping"),
+    ("        - {match: 'features.*', lr_mult: 0.1}\n        - {match: features.1, lr_mult: 0}\n",
+     21, "earlier group"),
+])
+def test_bad_param_groups_are_named_with_their_line(tmp_path, new, line, what):
+    """train.param_groups: each entry's error on its line; patterns checked against the
+    model's parameter names when the suite loads (the model built on the meta device)."""
+    old = "    train: {epochs: 1, batch_size: 25, lr: 0.05}\n"
+    good = ("    train:\n      epochs: 1\n      batch_size: 25\n      param_groups:\n"
+            "        - {match: features.1, lr_mult: 0}\n")
+    path = tmp_path / "bad.yaml"
+    path.write_text(TINY.replace(old, good, 1))
+    job = expand(load_suite(path))[2]
+    assert job.config["train"]["param_groups"] == [{"match": ["features.1"], "lr_mult": 0.0}]
+    path.write_text(TINY.replace(old, good.replace(good.splitlines(True)[-1], new), 1))
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    msg = str(info.value)
+    assert "bad.yaml" in msg and f"line {line}" in msg and what in msg, msg
+
+
+def test_teacher_mode_is_checked_on_its_line_and_keyed_only_when_set(tiny, tmp_path):
+    base = expand(load_suite(tiny))
+    assert all("teacher_mode" not in j.config["train"] for j in base)  # old keys kept
+    paper = expand(load_suite(tiny, ["stages.students.train.teacher_mode=train"]))
+    assert paper[2].config["train"]["teacher_mode"] == "train"
+    assert {j.key for j in paper[2:]}.isdisjoint(j.key for j in base[2:])
+    path = tmp_path / "bad.yaml"
+    path.write_text(TINY.replace("    train: {epochs: 1, batch_size: 25, lr: 0.05}\n",
+                                 "    train:\n      epochs: 1\n      teacher_mode: batch\n", 1))
+    with pytest.raises(SuiteError, match=r"line 18, key 'stages.students.train.teacher_mode'"
+                                         r".*teacher_mode must be one of"):
+        load_suite(path)

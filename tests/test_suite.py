@@ -613,3 +613,28 @@ def test_teacher_mode_is_checked_on_its_line_and_keyed_only_when_set(tiny, tmp_p
     with pytest.raises(SuiteError, match=r"line 18, key 'stages.students.train.teacher_mode'"
                                          r".*teacher_mode must be one of"):
         load_suite(path)
+
+
+def test_lu2017_suite_freezes_conv1_3_and_slows_conv4_5_of_alexnet():
+    """lu2017 §4 on torchvision's AlexNet (the joint stages' two classifiers included): conv1-3
+    frozen, conv4-5 at 0.1 x lr, fc6-7 at lr, the new fc8 classifiers at the base lr."""
+    import torch
+
+    from harness.models import build_model, with_source_head
+    from harness.train import TrainConfig, assign_param_groups
+
+    suite = load_suite("lu2017_table2")
+    joint = next(j for j in expand(suite) if j.stage == "boeing_joint")
+    cfg = TrainConfig(**{**joint.config["train"], "milestones": ()})
+    with torch.device("meta"):
+        model = with_source_head(build_model("alexnet", 22), 78)
+    names = [n for n, _ in model.named_parameters()]
+    mults = {n: cfg.param_groups[g].lr_mult if g is not None else 1.0
+             for n, g in zip(names, assign_param_groups(names, cfg.param_groups))}
+    by_layer = {n.rsplit(".", 1)[0]: m for n, m in mults.items()}
+    assert by_layer == {"features.0": 0.0, "features.3": 0.0, "features.6": 0.0,
+                        "features.8": 0.1, "features.10": 0.1,
+                        "classifier.1": 1.0, "classifier.4": 1.0,
+                        "classifier.6.target": 1.0, "classifier.6.source": 1.0}
+    assert all(j.config["train"]["param_groups"] == joint.config["train"]["param_groups"]
+               for j in expand(suite))  # every stage fine-tunes that way

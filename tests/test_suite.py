@@ -638,3 +638,25 @@ def test_lu2017_suite_freezes_conv1_3_and_slows_conv4_5_of_alexnet():
                         "classifier.6.target": 1.0, "classifier.6.source": 1.0}
     assert all(j.config["train"]["param_groups"] == joint.config["train"]["param_groups"]
                for j in expand(suite))  # every stage fine-tunes that way
+
+
+def test_li2020_suites_say_and_set_their_teacher_mode():
+    """li2020 §3: T = A^(0). A full-scale stage whose teacher is its initial network runs the
+    teacher's batch norm on batch statistics (teacher_mode: train); a separately trained
+    teacher (compression) stays in eval mode; every li2020 suite's header names its mode."""
+    from harness.suite import SUITES_DIR
+
+    files = sorted([*SUITES_DIR.glob("li2020_*.yaml"), *SUITES_DIR.glob("ablation_*.yaml")])
+    assert len(files) == 18
+    for f in files:
+        header = f.read_text().split("\nname:")[0]
+        assert "# Teacher mode:" in header, f.name
+        for st in load_suite(f).stages:
+            if st.teacher is None:
+                continue
+            initial = st.teacher in ("pretrained", st.init)
+            cpu = f.stem.endswith("-cpu")
+            # the CPU twins fine-tune MLPs, without batch norm: both modes compute the same
+            assert not (initial and cpu) or st.model == "mlp", (f.name, st.name)
+            want = "train" if initial and not cpu else "eval"
+            assert st.train.get("teacher_mode", "eval") == want, (f.name, st.name)

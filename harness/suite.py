@@ -45,6 +45,23 @@ the leaderboards (default: stages that another stage uses as teacher or init are
 A ``jtln`` term's ``label_cost: mkmmd | ot`` is computed from the stage's teacher's
 penultimate features of the source and target training sets (lu2017 §3.4).
 
+``train:`` takes :class:`harness.train.TrainConfig`'s fields (``seed`` excepted: ``seeds``).
+Two of them shape what is trained and against what::
+
+    train:
+      param_groups:            # layer-wise learning rates (lu2017 §4); the first match wins
+        - {match: [features.0, features.3, features.6], lr_mult: 0}   # 0: frozen
+        - {match: [features.8, features.10], lr_mult: 0.1}            # lr * 0.1
+        - {match: "*.bn*.weight", lr_mult: 1.0}                         # fnmatch glob
+      teacher_mode: train      # eval (default) | train: teacher batch norm on batch statistics
+
+A ``match`` is a parameter-name pattern (or a list of them): a module path matching at dotted
+boundaries, or an ``fnmatch`` glob when it holds ``*?[``; the regularizer's own parameters are
+``regularizer.<name>``. Parameters of no group keep ``lr``; a pattern matching none of the
+stage model's parameters is an error when the suite loads. ``teacher_mode: train`` is li2020's
+T = A^(0) (a teacher that is the student's initial network); keep ``eval`` for a separately
+trained teacher. Both are left out of job keys at their defaults.
+
 A top-level ``search:`` block (a mapping, or a list of them) declares an Optuna search of one
 stage's regularizer for ``otransfer tune`` (:mod:`harness.tune`); it is not part of any job's
 config, so it changes no key::

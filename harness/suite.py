@@ -50,6 +50,23 @@ the leaderboards (default: stages that another stage uses as teacher or init are
 A ``jtln`` term's ``label_cost: mkmmd | ot`` is computed from the stage's teacher's
 penultimate features of the source and target training sets (lu2017 §3.4).
 
+``train:`` takes :class:`harness.train.TrainConfig`'s fields (``seed`` excepted: ``seeds``).
+Two of them shape what is trained and against what::
+
+    train:
+      param_groups:            # layer-wise learning rates (lu2017 §4); the first match wins
+        - {match: [features.0, features.3, features.6], lr_mult: 0}   # 0: frozen
+        - {match: [features.8, features.10], lr_mult: 0.1}            # lr * 0.1
+        - {match: "*.bn*.weight", lr_mult: 1.0}                         # fnmatch glob
+      teacher_mode: train      # eval (default) | train: teacher batch norm on batch statistics
+
+A ``match`` is a parameter-name pattern (or a list of them): a module path matching at dotted
+boundaries, or an ``fnmatch`` glob when it holds ``*?[``; the regularizer's own parameters are
+``regularizer.<name>``. Parameters of no group keep ``lr``; a pattern matching none of the
+stage model's parameters is an error when the suite loads. ``teacher_mode: train`` is li2020's
+T = A^(0) (a teacher that is the student's initial network); keep ``eval`` for a separately
+trained teacher. Both are left out of job keys at their defaults.
+
 A top-level ``search:`` block (a mapping, or a list of them) declares an Optuna search of one
 stage's regularizer for ``otransfer tune`` (:mod:`harness.tune`); it is not part of any job's
 config, so it changes no key::
@@ -476,10 +493,15 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
                                           f"{', '.join(sorted(fields))}")
         if "seed" in train:
             fail(base + ["train", "seed"], "set seeds with the 'seeds' list, not train.seed")
+        if "param_groups" in train:
+            _check_param_groups(train["param_groups"], s, base + ["train", "param_groups"],
+                                fail)
         try:
             TrainConfig(**train)
         except (TypeError, ValueError) as exc:
-            fail(base + ["train"], str(exc))
+            # the line of the setting the message names ("teacher_mode must be ..."), if any
+            named = next((k for k in train if str(exc).startswith(str(k))), None)
+            fail(base + ["train"] + ([named] if named is not None else []), str(exc))
         stage_seeds = _seeds(s["seeds"], base + ["seeds"], fail) if "seeds" in s else seeds
         stages.append(Stage(
             name=str(sname), model=s["model"], model_params=dict(s.get("model_params", {})),
@@ -502,6 +524,73 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
             fail(["search"], "two search blocks tune the same stage, regularizer and dataset")
     return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
                  seeds=seeds, path=filename, raw=raw, searches=searches)
+
+
+def _check_param_groups(groups: Any, stage: Mapping[str, Any], path, fail) -> None:
+    """``train.param_groups``: a list of ``{match: pattern(s), lr_mult: number}``, each entry's
+    error on its own line; the patterns are checked against the stage's model's parameter
+    names now (not mid-run), the network built on PyTorch's ``meta`` device (no memory)."""
+    from .train import REGULARIZER_PREFIX, ParamGroup
+
+    if not isinstance(groups, list):
+        fail(path, "param_groups is a list of {match: PATTERN or [PATTERNS], lr_mult: NUMBER} "
+                   "(lr_mult 0 freezes; the first match wins)")
+    parsed = []
+    for i, entry in enumerate(groups):
+        if isinstance(entry, dict):
+            for key in entry:
+                if key not in ("match", "lr_mult"):
+                    fail(path + [i, key], f"unknown param_groups key {key!r}; expected match, "
+                                          "lr_mult")
+        try:
+            parsed.append(ParamGroup.parse(entry))
+        except (TypeError, ValueError) as exc:
+            key = next((k for k in ("lr_mult", "match") if f"'{k}'" in str(exc)
+                        and isinstance(entry, dict) and k in entry), None)
+            fail(path + [i] + ([key] if key else []), str(exc))
+    names = _model_param_names(stage)
+    if names is None:  # a model the meta device cannot build: the trainer checks at its start
+        return
+    # the regularizer's embeddings ("regularizer.*") exist only once it has seen a batch: the
+    # trainer checks those patterns
+    for i, g in enumerate(parsed):
+        for j, pattern in enumerate(g.match):
+            if not pattern.startswith(REGULARIZER_PREFIX) and \
+                    not any(ParamGroup(match=pattern).matches(n) for n in names):
+                where = path + [i, "match"] + ([j] if isinstance(groups[i]["match"], list)
+                                               else [])
+                fail(where, f"pattern {pattern!r} matches no parameter of model "
+                            f"{stage.get('model')!r} (its modules: {_name_summary(names)})")
+    first = {next((i for i, g in enumerate(parsed) if g.matches(n)), None) for n in names}
+    for i, g in enumerate(parsed):
+        if i not in first and not all(m.startswith(REGULARIZER_PREFIX) for m in g.match):
+            fail(path + [i], f"every parameter this group matches belongs to an earlier group "
+                             f"(the first match wins)")
+
+
+def _model_param_names(stage: Mapping[str, Any]) -> list[str] | None:
+    """The parameter names the trainer will see for ``stage``'s model (with the source
+    classifier of joint training), or ``None`` when it cannot be built on the meta device."""
+    try:
+        import torch
+
+        from .models import build_model, with_source_head
+
+        mp = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in dict(stage.get("model_params") or {}).items()}
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            model = build_model(stage["model"], 2, **mp)
+            if stage.get("source"):
+                with_source_head(model, 2)
+        return [n for n, _ in model.named_parameters()]
+    except Exception:  # noqa: BLE001 - best effort: train() checks the patterns anyway
+        return None
+
+
+def _name_summary(names: list[str]) -> str:
+    """Module paths of ``names`` (their parameters' names without the last part)."""
+    mods = list(dict.fromkeys(n.rpartition(".")[0] or n for n in names))
+    return ", ".join(mods[:12]) + (", ..." if len(mods) > 12 else "")
 
 
 def _check_analysis(an: dict, path, fail, teacher) -> dict:

@@ -16,8 +16,14 @@ run with ``status="failed"`` and a reason naming the step and the term; it never
 
 Conventions this module relies on (design.md, Representation contract):
 
-* the teacher is run in eval mode under ``torch.no_grad()``; its parameters never enter the
-  optimiser, so no gradient reaches it;
+* the teacher is run under ``torch.no_grad()`` with dropout off; its parameters never enter the
+  optimiser, so no gradient reaches it. Its batch norm uses its running statistics
+  (``teacher_mode="eval"``) or, with ``teacher_mode="train"``, the batch's statistics as the
+  student's does (li2020 §3: the reference T is the initial network A^(0)), its running
+  statistics left untouched;
+* ``param_groups`` scale the learning rate of parameters matched by name (lu2017 §4: conv1-3
+  frozen, conv4-5 at a small rate, fc6-7 at a larger one); a group at ``lr_mult: 0`` is frozen
+  (``requires_grad`` off during the run, out of the optimiser and its weight decay);
 * a regularizer that ``needs_source_head`` (lu2017) reads the source head's logits from the
   tap point ``"source_head"`` of ``model.tap_points`` (recorded unpooled).
 
@@ -31,6 +37,8 @@ batch (its inputs all-gathered across ranks) or each rank's own slice.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import math
 import os
 import random
 import re
@@ -49,14 +57,110 @@ from . import distributed
 from .regularizers import RegContext, Regularizer
 from .taps import Taps
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "SOURCE_HEAD_TAP"]
+__all__ = ["TrainConfig", "ParamGroup", "TrainResult", "train", "evaluate", "assign_param_groups",
+           "SOURCE_HEAD_TAP", "REGULARIZER_PREFIX"]
 
 SOURCE_HEAD_TAP = "source_head"
 SCHEDULES = ("step", "cosine", "constant")
 REG_BATCHES = ("global", "local")
+TEACHER_MODES = ("eval", "train")
+#: name prefix of the regularizer's own parameters (learned embeddings) in ``param_groups``
+REGULARIZER_PREFIX = "regularizer."
+_GLOB_CHARS = frozenset("*?[")
 
 
 # --------------------------------------------------------------------------- config / result
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """Parameters matched by name that train at ``lr_mult`` times the run's learning rate.
+
+    Attributes
+    ----------
+    match : tuple of str
+        Patterns on parameter names (``model.named_parameters()``; the regularizer's own
+        parameters as ``"regularizer." + name``). A pattern without ``*``, ``?`` or ``[`` is a
+        module path or parameter name, matched at dotted boundaries: ``"features.0"`` matches
+        ``features.0.weight`` and ``features.0.bias``, not ``features.01.weight``. Otherwise it
+        is an ``fnmatch`` glob on the whole name (``"*.bn*.weight"``; ``*`` crosses dots).
+        A single string is accepted for one pattern.
+    lr_mult : float
+        Multiplier of ``lr`` (and so of the schedule's rate at every step), ``>= 0``. ``0``
+        freezes the parameters: ``requires_grad`` is off during the run (restored afterwards),
+        they are left out of the optimiser, so neither the gradient nor weight decay nor
+        momentum moves them.
+    """
+
+    match: tuple[str, ...]
+    lr_mult: float = 1.0
+
+    def __post_init__(self):
+        match = (self.match,) if isinstance(self.match, str) else self.match
+        if not isinstance(match, (tuple, list)) or not match or not all(
+                isinstance(m, str) and m for m in match):
+            raise ValueError(f"param_groups: 'match' must be a non-empty string or a non-empty "
+                             f"list of them; got {self.match!r}")
+        object.__setattr__(self, "match", tuple(match))
+        if isinstance(self.lr_mult, bool) or not isinstance(self.lr_mult, (int, float)) \
+                or not math.isfinite(self.lr_mult) or self.lr_mult < 0:
+            raise ValueError(f"param_groups: 'lr_mult' must be a finite number >= 0 (0 freezes); "
+                             f"got {self.lr_mult!r}")
+        object.__setattr__(self, "lr_mult", float(self.lr_mult))
+
+    @classmethod
+    def parse(cls, entry: Any) -> "ParamGroup":
+        """A group from a suite's ``{match: ..., lr_mult: ...}`` mapping (or a group)."""
+        if isinstance(entry, cls):
+            return entry
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"param_groups: an entry is a mapping {{match: PATTERN(S), "
+                             f"lr_mult: NUMBER}}; got {entry!r}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in entry if k not in known]
+        if unknown:
+            raise ValueError(f"param_groups: unknown key {unknown[0]!r}; expected "
+                             f"{', '.join(known)}")
+        if "match" not in entry:
+            raise ValueError("param_groups: an entry needs 'match' (parameter-name patterns)")
+        return cls(**entry)
+
+    def matches(self, name: str) -> bool:
+        """Whether parameter ``name`` is one of this group's."""
+        return any(_matches(p, name) for p in self.match)
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if _GLOB_CHARS & set(pattern):
+        return fnmatch.fnmatchcase(name, pattern)
+    return name == pattern or name.startswith(pattern + ".")
+
+
+def assign_param_groups(names: list[str], groups: tuple[ParamGroup, ...]) -> list[int | None]:
+    """Return, for each parameter name, the index of its group (``None``: no group, lr_mult 1).
+
+    The first group with a matching pattern wins. Raises ``ValueError`` naming the pattern when
+    a pattern matches no parameter at all, and naming the group when every parameter it
+    matches went to earlier groups (a group that would change nothing is a typo).
+
+    Parameters
+    ----------
+    names : list of str
+        Parameter names (``model.named_parameters()``, regularizer ones prefixed with
+        :data:`REGULARIZER_PREFIX`).
+    groups : tuple of ParamGroup
+    """
+    for i, g in enumerate(groups):
+        for p in g.match:
+            if not any(_matches(p, n) for n in names):
+                raise ValueError(f"param_groups[{i}]: pattern {p!r} matches no parameter "
+                                 f"(names look like {', '.join(names[:4])}, ...)")
+    out = [next((i for i, g in enumerate(groups) if g.matches(n)), None) for n in names]
+    for i, g in enumerate(groups):
+        if i not in out:
+            raise ValueError(f"param_groups[{i}] ({list(g.match)}): every parameter it matches "
+                             f"belongs to an earlier group (the first match wins)")
+    return out
 
 
 @dataclass(frozen=True)
@@ -107,6 +211,23 @@ class TrainConfig:
         (:func:`harness.distributed.gather_batch`); ``"local"`` computes it on each rank's slice
         of ``batch_size / world_size`` examples (the loss is then the ranks' mean). No effect
         in a single process. Written into :meth:`to_dict` only when not ``"global"``.
+    param_groups : tuple of ParamGroup
+        Layer-wise learning rates: each group's parameters train at ``lr * lr_mult`` (every
+        schedule scales each group's rate alike), the first matching group wins, parameters of
+        no group keep ``lr``; ``lr_mult: 0`` freezes (see :class:`ParamGroup`). In a suite,
+        ``train: {param_groups: [{match: [features.0, features.3], lr_mult: 0}, ...]}``
+        (lu2017 §4's frozen conv1-3, small-rate conv4-5, larger-rate fc6-7). A pattern matching
+        no parameter is an error naming it. Written into :meth:`to_dict` only when set.
+    teacher_mode : {"eval", "train"}
+        The batch norm of the frozen teacher: ``"eval"`` normalises with its running statistics;
+        ``"train"`` with each batch's statistics, as the training student's batch norm does, so
+        that a teacher copied from the student at initialisation gives the student's very
+        features at step 0 (li2020 §3: T = A^(0)). Either way dropout is off, no gradient
+        reaches the teacher and its running statistics are left as they were (``"train"``
+        neither reads nor updates them). Choose ``"train"`` when the teacher *is* the initial
+        student (fine-tuning with ``teacher: pretrained`` / the ``init`` stage), ``"eval"`` for
+        a separately trained teacher (compression). Written into :meth:`to_dict` only when not
+        ``"eval"``.
     """
 
     epochs: int = 10
@@ -131,9 +252,23 @@ class TrainConfig:
     # A per-device slice of a large global batch is such a small batch: "global" keeps the
     # regularizer's batch the configured one whatever the number of processes.
     reg_batch: str = "global"
+    # lu2017 §4: conv1-3 fixed, conv4-5 at a small rate, fc6-7 at a larger one
+    param_groups: tuple[ParamGroup, ...] = ()
+    # li2020 §3 defines the reference as the initial network A^(0): its batch norm must then
+    # normalise as the student's does, on the batch ("train"); "eval" was the only behaviour
+    # before this field existed, so it is the default (job keys unchanged)
+    teacher_mode: str = "eval"
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        groups = self.param_groups
+        if not isinstance(groups, (tuple, list)):
+            raise ValueError(f"param_groups must be a list of {{match, lr_mult}} entries; got "
+                             f"{groups!r}")
+        object.__setattr__(self, "param_groups", tuple(ParamGroup.parse(g) for g in groups))
+        if self.teacher_mode not in TEACHER_MODES:
+            raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}; got "
+                             f"{self.teacher_mode!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
         if self.reg_batch not in REG_BATCHES:
@@ -158,6 +293,8 @@ class TrainConfig:
         """
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        d["param_groups"] = [{"match": list(g.match), "lr_mult": g.lr_mult}
+                             for g in self.param_groups]
         for name, default in _KEYED_WHEN_SET.items():
             if d[name] == default:
                 del d[name]
@@ -165,7 +302,8 @@ class TrainConfig:
 
 
 #: fields left out of :meth:`TrainConfig.to_dict` at their default (name -> default)
-_KEYED_WHEN_SET: dict[str, Any] = {"reg_batch": "global"}
+_KEYED_WHEN_SET: dict[str, Any] = {"reg_batch": "global", "param_groups": [],
+                                   "teacher_mode": "eval"}
 
 
 @dataclass
@@ -289,6 +427,13 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps or cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+
+
+def _base_lr(opt: torch.optim.Optimizer) -> float:
+    """The schedule's current rate ``lr`` (a group's rate is ``lr * lr_mult``), for logging."""
+    g = opt.param_groups[0]
+    mult = g.get("lr_mult", 1.0)
+    return g["lr"] if mult == 1.0 else g["lr"] / mult
 
 
 def _cycle(loader: DataLoader):
@@ -493,8 +638,9 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     regularizer : Regularizer, optional
         From :func:`harness.regularizers.build_regularizer`; ``None`` is plain training.
     teacher : nn.Module, optional
-        Frozen reference network, required when ``regularizer.needs_teacher``; run in eval mode
-        under ``no_grad``, never optimised.
+        Frozen reference network, required when ``regularizer.needs_teacher``; run under
+        ``no_grad`` with dropout off, its batch norm as ``config.teacher_mode`` says, never
+        optimised. Left in eval mode, its running statistics unchanged.
     initial_weights : mapping, optional
         ``w0`` by parameter name, required when ``regularizer.needs_initial_weights`` (l2sp).
     label_cost : Tensor, optional
@@ -526,10 +672,12 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
 
     Notes
     -----
-    Per step: batch -> student forward (taps recorded) -> teacher forward (eval, no_grad, taps)
+    Per step: batch -> student forward (taps recorded) -> teacher forward (no_grad, taps)
     -> ``ce + sum(terms)`` -> backward -> (clip) -> step; the schedule steps per epoch.
     Regularizers with learned embeddings (lohit2020) are materialised on the first training
-    examples before the optimiser is built, so that their parameters are optimised.
+    examples before the optimiser is built, so that their parameters are optimised (matched
+    by ``config.param_groups`` as ``"regularizer.<name>"``). Parameters frozen by a group at
+    ``lr_mult: 0`` get ``requires_grad=False`` for the run (restored on return).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1), every rank calls this with the same arguments.
     ``config.batch_size`` is the global batch: every rank draws the same seeded batch of
@@ -573,7 +721,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     _seed_all(cfg.seed)  # the same on every rank: the regularizer's embeddings start equal
     model.to(device)
     if teacher is not None:
-        teacher.to(device).eval()  # frozen: batch-norm statistics and dropout fixed
+        teacher.to(device).eval()  # frozen: dropout off, batch norm on its running statistics
     if reg is not None:
         reg.to(device)
     initial_weights = ({k: v.detach().to(device) for k, v in initial_weights.items()}
@@ -590,6 +738,18 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     src_tap = Taps(model, [SOURCE_HEAD_TAP], pool=False) \
         if (needs_source or source_set is not None) else None
     hooks = [t for t in (s_taps, t_taps, src_tap) if t is not None]
+    # teacher_mode="train" (li2020 §3, T = A^(0)): the teacher's batch norms normalise with the
+    # batch's statistics as the training student's do. track_running_stats=False makes a
+    # training-mode batch norm neither read nor update its running buffers, so the teacher
+    # comes back from this call as it went in (both undone in the finally below)
+    batch_stat_norms = [m for m in teacher.modules()
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                        and m.track_running_stats] \
+        if (teacher is not None and cfg.teacher_mode == "train") else []
+    for m in batch_stat_norms:
+        m.train()
+        m.track_running_stats = False
+    frozen: list[nn.Parameter] = []  # lr_mult 0 parameters, requires_grad restored on return
 
     def context(x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
                 sizes: list[int] | None = None) -> RegContext:
@@ -621,11 +781,32 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                 reg.materialize(context(x0, y0, model(x0)))
             model.train(was_training)
             distributed.broadcast_([*reg.parameters(), *reg.buffers()])  # rank 0's, to be sure
-        params = [p for p in model.parameters() if p.requires_grad]
-        reg_params = [p for p in reg.parameters() if p.requires_grad] if reg is not None else []
-        params += reg_params
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay)
+        # ---- layer-wise learning rates (lu2017 §4): one optimiser group per param_groups
+        # entry, lr = lr * lr_mult (the schedulers scale each group's rate alike); lr_mult 0
+        # is frozen: no gradient is computed, and no update, momentum or weight decay reaches it
+        named = list(model.named_parameters()) + (
+            [(REGULARIZER_PREFIX + n, p) for n, p in reg.named_parameters()]
+            if reg is not None else [])
+        try:
+            which = assign_param_groups([n for n, _ in named], cfg.param_groups)
+        except ValueError as err:
+            raise ValueError(f"train.{err}") from None
+        mults = [cfg.param_groups[g].lr_mult if g is not None else 1.0 for g in which]
+        for (_, p), mult in zip(named, mults):
+            if mult == 0 and p.requires_grad:
+                p.requires_grad_(False)
+                frozen.append(p)
+        reg_ids = {id(p) for p in reg.parameters()} if reg is not None else set()
+        opt_groups: dict[int, dict[str, Any]] = {}  # unmatched (-1) first, then config order
+        for (_, p), g, mult in zip(named, which, mults):
+            if p.requires_grad:
+                opt_groups.setdefault(-1 if g is None else g, {
+                    "params": [], "lr": cfg.lr * mult, "lr_mult": mult})["params"].append(p)
+        opt_groups = dict(sorted(opt_groups.items()))
+        params = [p for grp in opt_groups.values() for p in grp["params"]]
+        reg_params = [p for p in params if id(p) in reg_ids]
+        opt = torch.optim.SGD(list(opt_groups.values()) or [{"params": []}], lr=cfg.lr,
+                              momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         sched = _make_scheduler(opt, cfg)
         if rank > 0:  # its own dropout / augmentation stream; rank 0 goes on as one process
             _seed_all(_rank_seed(cfg.seed, rank))
@@ -777,8 +958,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                     if bar is not None:
                         bar.update(1)
 
-                epoch_record: dict[str, Any] = {"epoch": epoch,
-                                                "lr": opt.param_groups[0]["lr"],
+                epoch_record: dict[str, Any] = {"epoch": epoch, "lr": _base_lr(opt),
                                                 **{k: sums[k] / counts[k] for k in sums}}
                 if not cfg.steps:
                     sched.step()  # per-epoch schedule (the papers decay at epochs)
@@ -823,6 +1003,11 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     finally:
         for t in hooks:
             t.remove()
+        for m in batch_stat_norms:
+            m.track_running_stats = True
+            m.eval()
+        for p in frozen:
+            p.requires_grad_(True)
 
     test_acc = _evaluate_sharded(model, test_set, device)["accuracy"] \
         if test_set is not None else None

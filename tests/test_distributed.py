@@ -68,6 +68,7 @@ def digits():
 
 
 CFG = TrainConfig(epochs=2, batch_size=32, lr=0.05, schedule="step", milestones=(1,), seed=0)
+FROZEN = ({"match": "features.1", "lr_mult": 0}, {"match": "fc", "lr_mult": 0.5})
 
 
 def train_runs() -> dict[str, dict]:
@@ -92,6 +93,9 @@ def train_runs() -> dict[str, dict]:
                        teacher=teacher, test_set=val_set, **omega),
         "local": dict(model=student(), train_set=train_set, val_set=val_set, teacher=teacher,
                       config=dataclasses.replace(CFG, reg_batch="local"), **omega),
+        # lu2017's layer-wise rates: the hidden layer frozen, the head at half the rate
+        "frozen": dict(model=student(), train_set=train_set, val_set=val_set, teacher=teacher,
+                       config=dataclasses.replace(CFG, param_groups=FROZEN), **omega),
         "joint": dict(model=joint, train_set=TensorDataset(x[y >= 5], y[y >= 5] - 5),
                       source_set=TensorDataset(x[y < 5], y[y < 5]), source_weight=0.5,
                       teacher=t5, config=CFG, regularizer="kd", params={"tau": 2.0}),
@@ -263,11 +267,19 @@ def test_global_batch_regularizer_is_the_single_process_one(ranks, spec):
             assert abs(float(value.detach()) - float(terms[name].detach())) > 1e-6
 
 
-@pytest.mark.parametrize("name", ["global", "joint"])
+@pytest.mark.parametrize("name", ["global", "joint", "frozen"])
 def test_ddp_training_matches_single_process(ranks, name):
-    """Two processes with reg_batch="global" train the single-process weights (float32)."""
-    model, res = run_train(train_runs()[name])
+    """Two processes with reg_batch="global" train the single-process weights (float32);
+    under DDP too, a frozen param group (lr_mult 0) keeps its initial weights bitwise."""
+    kw = train_runs()[name]
+    initial = state(kw["model"])
+    model, res = run_train(kw)
     assert res.status == "completed", res.reason
+    if name == "frozen":
+        for got in ranks:
+            for k in ("features.1.weight", "features.1.bias"):
+                assert torch.equal(got["train/frozen"][0][k], initial[k]), k
+            assert not torch.equal(got["train/frozen"][0]["fc.weight"], initial["fc.weight"])
     for r, got in enumerate(ranks):
         weights, res2 = got[f"train/{name}"]
         assert res2.status == "completed", res2.reason

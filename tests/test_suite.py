@@ -580,3 +580,90 @@ def test_splits_per_dataset(tmp_path):
     with pytest.raises(SuiteError, match="'cifar11' is not a registered dataset"):
         load_suite(path, ["stages.teacher.splits={train: {cifar11: train}}"])
     load_suite(path, ["stages.teacher.splits={train: {cifar10: train}}"])  # another stage's
+
+
+@pytest.mark.parametrize("new,line,what", [
+    ("        - {match: features.1, lr_mult: -1}\n", 20, "lr_mult"),
+    ("        - {match: features.9, lr_mult: 0}\n", 20, "'features.9' matches no parameter"),
+    ("        - {match: [features.1, fc.bias, fetaures.2], lr_mult: 0}\n", 20, "'fetaures.2'"),
+    ("        - {match: features.1, lr: 0}\n", 20, "unknown param_groups key 'lr'"),
+    ("        - features.1\n", 20, "a mapping"),
+    ("        - {match: 'features.*', lr_mult: 0.1}\n        - {match: features.1, lr_mult: 0}\n",
+     21, "earlier group"),
+])
+def test_bad_param_groups_are_named_with_their_line(tmp_path, new, line, what):
+    """train.param_groups: each entry's error on its line; patterns checked against the
+    model's parameter names when the suite loads (the model built on the meta device)."""
+    old = "    train: {epochs: 1, batch_size: 25, lr: 0.05}\n"
+    good = ("    train:\n      epochs: 1\n      batch_size: 25\n      param_groups:\n"
+            "        - {match: features.1, lr_mult: 0}\n")
+    path = tmp_path / "bad.yaml"
+    path.write_text(TINY.replace(old, good, 1))
+    job = expand(load_suite(path))[2]
+    assert job.config["train"]["param_groups"] == [{"match": ["features.1"], "lr_mult": 0.0}]
+    path.write_text(TINY.replace(old, good.replace(good.splitlines(True)[-1], new), 1))
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    msg = str(info.value)
+    assert "bad.yaml" in msg and f"line {line}" in msg and what in msg, msg
+
+
+def test_teacher_mode_is_checked_on_its_line_and_keyed_only_when_set(tiny, tmp_path):
+    base = expand(load_suite(tiny))
+    assert all("teacher_mode" not in j.config["train"] for j in base)  # old keys kept
+    paper = expand(load_suite(tiny, ["stages.students.train.teacher_mode=train"]))
+    assert paper[2].config["train"]["teacher_mode"] == "train"
+    assert {j.key for j in paper[2:]}.isdisjoint(j.key for j in base[2:])
+    path = tmp_path / "bad.yaml"
+    path.write_text(TINY.replace("    train: {epochs: 1, batch_size: 25, lr: 0.05}\n",
+                                 "    train:\n      epochs: 1\n      teacher_mode: batch\n", 1))
+    with pytest.raises(SuiteError, match=r"line 18, key 'stages.students.train.teacher_mode'"
+                                         r".*teacher_mode must be one of"):
+        load_suite(path)
+
+
+def test_lu2017_suite_freezes_conv1_3_and_slows_conv4_5_of_alexnet():
+    """lu2017 §4 on torchvision's AlexNet (the joint stages' two classifiers included): conv1-3
+    frozen, conv4-5 at 0.1 x lr, fc6-7 at lr, the new fc8 classifiers at the base lr."""
+    import torch
+
+    from harness.models import build_model, with_source_head
+    from harness.train import TrainConfig, assign_param_groups
+
+    suite = load_suite("lu2017_table2")
+    joint = next(j for j in expand(suite) if j.stage == "boeing_joint")
+    cfg = TrainConfig(**{**joint.config["train"], "milestones": ()})
+    with torch.device("meta"):
+        model = with_source_head(build_model("alexnet", 22), 78)
+    names = [n for n, _ in model.named_parameters()]
+    mults = {n: cfg.param_groups[g].lr_mult if g is not None else 1.0
+             for n, g in zip(names, assign_param_groups(names, cfg.param_groups))}
+    by_layer = {n.rsplit(".", 1)[0]: m for n, m in mults.items()}
+    assert by_layer == {"features.0": 0.0, "features.3": 0.0, "features.6": 0.0,
+                        "features.8": 0.1, "features.10": 0.1,
+                        "classifier.1": 1.0, "classifier.4": 1.0,
+                        "classifier.6.target": 1.0, "classifier.6.source": 1.0}
+    assert all(j.config["train"]["param_groups"] == joint.config["train"]["param_groups"]
+               for j in expand(suite))  # every stage fine-tunes that way
+
+
+def test_li2020_suites_say_and_set_their_teacher_mode():
+    """li2020 §3: T = A^(0). A full-scale stage whose teacher is its initial network runs the
+    teacher's batch norm on batch statistics (teacher_mode: train); a separately trained
+    teacher (compression) stays in eval mode; every li2020 suite's header names its mode."""
+    from harness.suite import SUITES_DIR
+
+    files = sorted([*SUITES_DIR.glob("li2020_*.yaml"), *SUITES_DIR.glob("ablation_*.yaml")])
+    assert len(files) == 18
+    for f in files:
+        header = f.read_text().split("\nname:")[0]
+        assert "# Teacher mode:" in header, f.name
+        for st in load_suite(f).stages:
+            if st.teacher is None:
+                continue
+            initial = st.teacher in ("pretrained", st.init)
+            cpu = f.stem.endswith("-cpu")
+            # the CPU twins fine-tune MLPs, without batch norm: both modes compute the same
+            assert not (initial and cpu) or st.model == "mlp", (f.name, st.name)
+            want = "train" if initial and not cpu else "eval"
+            assert st.train.get("teacher_mode", "eval") == want, (f.name, st.name)

@@ -325,3 +325,185 @@ def test_zero_steps_only_evaluates(digits):
     assert res.status == "completed" and res.steps == 0 and res.epochs_completed == 0
     assert res.test_accuracy is not None
     assert_same(before, weights(model))
+
+
+# --------------------------------------------------------------------------- param_groups
+
+
+def mlp3(seed: int = 0) -> nn.Sequential:
+    """64 -> 32 -> 32 -> 10: three linear layers ("0", "2", "4") to freeze / slow / keep."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                        nn.Linear(32, 10))
+    net.tap_points = {"penultimate": "3", "head": "4"}
+    return net
+
+
+GROUPS = ({"match": "0", "lr_mult": 0}, {"match": ["2.weight", "2.bias"], "lr_mult": 0.1})
+
+
+def test_param_groups_freeze_and_scale_the_learning_rate(digits, tmp_path):
+    """lu2017 §4: frozen layers do not move (bitwise), a group's lr is lr * lr_mult, also
+    under the step schedule; weight decay does not reach the frozen layer."""
+    train_set, _ = digits
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="step", milestones=(1,),
+                      weight_decay=0.01, seed=0, param_groups=GROUPS)
+    model = mlp3()
+    before = weights(model)
+    path = tmp_path / "ckpt.pt"
+    res = train(model, train_set, None, config=cfg, checkpoint_path=path, progress=False)
+    assert res.status == "completed", res.reason
+    after = weights(model)
+    for k in ("0.weight", "0.bias"):
+        assert torch.equal(after[k], before[k]), k  # frozen: bitwise unchanged
+    for k in ("2.weight", "4.weight"):
+        assert not torch.equal(after[k], before[k]), k
+    assert all(p.requires_grad for p in model.parameters())  # restored on return
+    groups = torch.load(path, weights_only=False)["optimizer"]["param_groups"]
+    # the unmatched parameters (lr_mult 1) first, then the config's trained groups; the frozen
+    # group is not in the optimiser at all; after the milestone every rate is * gamma
+    assert [(len(g["params"]), g["lr_mult"]) for g in groups] == [(2, 1.0), (2, 0.1)]
+    assert [g["initial_lr"] for g in groups] == pytest.approx([0.05, 0.005], rel=1e-12)
+    assert [g["lr"] for g in groups] == pytest.approx([0.005, 0.0005], rel=1e-12)
+    assert [e["lr"] for e in res.history["epochs"]] == pytest.approx([0.05, 0.005])
+
+
+def test_param_group_update_is_lr_times_lr_mult(digits):
+    """One plain SGD step (no momentum, no decay) on a one-batch set: each parameter moves by
+    -lr * lr_mult * grad, the gradient computed here by hand."""
+    train_set, _ = digits
+    x, y = (t[:64] for t in train_set.tensors)
+    one = TensorDataset(x, y)
+    ref = mlp3()
+    F = torch.nn.functional
+    F.cross_entropy(ref(x), y).backward()
+    grads = {n: p.grad.clone() for n, p in ref.named_parameters()}
+    model = mlp3()
+    before = weights(model)
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.5, momentum=0.0, schedule="constant",
+                      param_groups=({"match": "0", "lr_mult": 0}, {"match": "2", "lr_mult": 0.1},
+                                    {"match": "4.*", "lr_mult": 2.0}))
+    assert train(model, one, None, config=cfg, progress=False).status == "completed"
+    for n, p in model.named_parameters():
+        mult = {"0": 0.0, "2": 0.1, "4": 2.0}[n.split(".")[0]]
+        delta = p.detach() - before[n]
+        torch.testing.assert_close(delta, -0.5 * mult * grads[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_param_groups_resume_and_regularizer_parameters(digits, tmp_path):
+    """A run with groups resumes to the straight run's weights; the regularizer's learned
+    embeddings are matched as 'regularizer.<name>' (frozen here: they stay as materialised)."""
+    train_set, _ = digits
+    train_set = TensorDataset(*(t[:256] for t in train_set.tensors))
+    teacher = mlp(seed=9, hidden=48)  # 48 vs 32 neurons: a learned embedding
+    groups = GROUPS + ({"match": "regularizer.*", "lr_mult": 0},)
+    cfg = TrainConfig(epochs=2, batch_size=128, lr=0.05, schedule="cosine", seed=1,
+                      param_groups=groups)
+
+    def run(model, config=cfg, **kw):
+        reg = build_regularizer("ot_samples_ipot", taps="penultimate", max_iter=5, alpha=0.5)
+        return reg, train(model, train_set, None, config=config, regularizer=reg,
+                          teacher=copy.deepcopy(teacher), progress=False, **kw)
+
+    straight = mlp3()
+    reg, res = run(straight)
+    assert res.status == "completed", res.reason
+    reg0, _ = run(mlp3(), config=dataclass_replace(cfg, steps=0))  # materialised, no step
+    assert len(reg.state_dict()) > 0
+    assert_same(weights(reg), weights(reg0))
+    path = tmp_path / "ckpt.pt"
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(epoch, record):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run(mlp3(), checkpoint_path=path, on_epoch=stop)
+    resumed = mlp3(seed=5)
+    _, res2 = run(resumed, checkpoint_path=path)
+    assert res2.status == "completed" and res2.resumed_from_epoch == 1
+    assert_same(weights(straight), weights(resumed))
+    assert res2.history["steps"]["train/loss"] == res.history["steps"]["train/loss"]
+    with pytest.raises(ValueError, match="another config"):
+        run(mlp3(), config=dataclass_replace(cfg, param_groups=GROUPS), checkpoint_path=path)
+
+
+def test_param_group_patterns_are_checked():
+    from harness.train import ParamGroup, assign_param_groups
+
+    names = ["features.0.weight", "features.0.bias", "features.01.weight", "fc.weight"]
+    g = lambda *m, lr_mult=0.0: ParamGroup(match=m, lr_mult=lr_mult)  # noqa: E731
+    # dotted-boundary prefixes, full names, globs; the first match wins; no group -> None
+    assert assign_param_groups(names, (g("features.0"),)) == [0, 0, None, None]
+    assert assign_param_groups(names, (g("fc.weight"), g("features.*"))) == [1, 1, 1, 0]
+    with pytest.raises(ValueError, match="'features.1' matches no parameter"):
+        assign_param_groups(names, (g("features.0", "features.1"),))
+    with pytest.raises(ValueError, match=r"param_groups\[1\].*earlier group"):
+        assign_param_groups(names, (g("features.*"), g("features.0")))
+    with pytest.raises(ValueError, match="'fc' matches no parameter"):
+        train(mlp3(), TensorDataset(torch.zeros(8, 64), torch.zeros(8, dtype=torch.long)),
+              config=TrainConfig(epochs=1, batch_size=8,
+                                 param_groups=[{"match": "fc", "lr_mult": 0}]), progress=False)
+    for bad in ({"match": "0", "lr_mult": -1}, {"match": [], "lr_mult": 0}, {"lr_mult": 0},
+                {"match": "0", "lr": 0.1}, "0"):
+        with pytest.raises(ValueError, match="param_groups"):
+            TrainConfig(param_groups=[bad])
+    # keyed only when set: suites' job keys stay as they were without groups
+    assert "param_groups" not in TrainConfig().to_dict()
+    d = TrainConfig(param_groups=[{"match": "0", "lr_mult": 0}]).to_dict()
+    assert d["param_groups"] == [{"match": ["0"], "lr_mult": 0.0}]
+    assert TrainConfig(**{**d, "milestones": ()}) == TrainConfig(
+        param_groups=[ParamGroup(match="0", lr_mult=0)])
+
+
+# --------------------------------------------------------------------------- teacher_mode
+
+
+class BNNet(nn.Module):
+    """64 -> 32 -> batch norm -> ReLU -> 10, no dropout: T = A^(0) is exact in train mode."""
+
+    tap_points = {"penultimate": "act", "head": "fc"}
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body, self.bn, self.act, self.fc = nn.Linear(64, 32), nn.BatchNorm1d(32), \
+            nn.ReLU(), nn.Linear(32, 10)
+        with torch.no_grad():  # running statistics far from any batch's: eval mode differs
+            self.bn.running_mean.fill_(3.0)
+            self.bn.running_var.fill_(9.0)
+
+    def forward(self, x):
+        return self.fc(self.act(self.bn(self.body(x))))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_teacher_mode_train_gives_the_students_features_at_step_0(digits, mode):
+    """li2020 §3: T = A^(0). With the teacher a copy of the student at initialisation,
+    teacher_mode="train" gives bitwise the student's tapped features on the first training
+    batch; "eval" (running statistics) does not. The teacher's running statistics and mode are
+    left as they were."""
+    train_set, _ = digits
+    student = BNNet()
+    teacher = copy.deepcopy(student)
+    seen: dict[str, list] = {"student": [], "teacher": []}
+    for who, net in (("student", student), ("teacher", teacher)):
+        net.act.register_forward_hook(
+            lambda m, i, out, who=who: seen[who].append((m.training, out.detach().clone())))
+    buffers = {k: v.clone() for k, v in teacher.state_dict().items()}
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, steps=1, teacher_mode=mode)
+    res = train(student, train_set, None, config=cfg, teacher=teacher,
+                regularizer=build_regularizer("kd", alpha=0.5), progress=False)
+    assert res.status == "completed", res.reason
+    # the last forwards are step 0's (materialising the regularizer came before)
+    (s_training, s_feat), (_, t_feat) = seen["student"][-1], seen["teacher"][-1]
+    assert s_training  # the student's batch norm trains
+    assert torch.equal(s_feat, t_feat) == (mode == "train")
+    assert_same(buffers, teacher.state_dict())  # running statistics untouched either way
+    assert not teacher.training and not teacher.bn.training and teacher.bn.track_running_stats
+    assert "teacher_mode" not in TrainConfig().to_dict()
+    assert TrainConfig(teacher_mode="train").to_dict()["teacher_mode"] == "train"
+    with pytest.raises(ValueError, match="teacher_mode"):
+        TrainConfig(teacher_mode="batch")

@@ -9,6 +9,8 @@ the plan-trace curves (li2020 Fig. 3) where an OT term logged them.
 """
 from __future__ import annotations
 
+import json
+
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -33,6 +35,51 @@ def leaderboard_numbers(df, stage: str | None = None):
     std = g.std(ddof=0).unstack("dataset").reindex(index=order_r, columns=order_c)
     n = g.count().unstack("dataset").reindex(index=order_r, columns=order_c)
     return mean, std, n
+
+
+def diagnostics_of(record) -> dict[str, float]:
+    """``{"<term>/value_ratio": mean over epochs, "<term>/grad_ratio": ...}`` of one record:
+    from its per-epoch logs, or from the ``diagnostics`` JSON column of a ``runs.csv``."""
+    import json
+
+    epochs = record.get("epochs")
+    if isinstance(epochs, list):
+        keys = sorted({k for e in epochs for k in e if k.startswith("diag/")})
+        return {k[len("diag/"):]: sum(e[k] for e in epochs if k in e) /
+                sum(1 for e in epochs if k in e) for k in keys}
+    text = record.get("diagnostics")
+    return json.loads(text) if isinstance(text, str) and text else {}
+
+
+def term_strength(df):
+    """Per row and column, each regularization term's strength against the cross-entropy:
+    the mean over seeds of the per-epoch ``diag/<term>/value_ratio`` (term / CE) and
+    ``diag/<term>/grad_ratio`` (‖∇_w term‖ / ‖∇_w CE‖ on the student) that training logs once
+    an epoch (:func:`harness.train.train`). ``None`` when the records carry no such logs.
+
+    Returns a frame indexed by ``(regularizer, term)`` with one ``"value · grad"`` string per
+    column (task), for the report: a term whose ratios are ~0 is too weak to move the student;
+    one whose gradient dwarfs the cross-entropy's overrides the task.
+    """
+    import pandas as pd
+
+    if "epochs" not in df and "diagnostics" not in df:
+        return None
+    rows = []
+    for _, r in df.iterrows():
+        for key, value in diagnostics_of(r).items():
+            term, kind = key.rsplit("/", 1)
+            rows.append({"regularizer": r["regularizer"], "dataset": r["dataset"],
+                         "term": term, "kind": kind, "value": value})
+    if not rows:
+        return None
+    f = pd.DataFrame(rows).groupby(["regularizer", "term", "dataset", "kind"], sort=False)[
+        "value"].mean().unstack("kind")
+    cells = f.apply(lambda x: f"{x.get('value_ratio', float('nan')):.3g} · "
+                              f"{x.get('grad_ratio', float('nan')):.3g}", axis=1)
+    order_c = list(dict.fromkeys(df["dataset"]))
+    return cells.unstack("dataset").reindex(columns=[c for c in order_c
+                                                     if c in set(f.index.get_level_values(2))])
 
 
 def leaderboard_seeds(df, stage: str | None = None):
@@ -538,6 +585,12 @@ def write_report(suite: str, storage: str | None = None,
                       "accuracy over seeds):\n\n" + "\n".join(
                           f"- {row} · {task}: `{point}` (val {100 * v:.1f} %)"
                           for row, task, point, v in choices) + "\n")
+        strength = term_strength(d)
+        if strength is not None:
+            md += ["Term strength: `value · gradient` ratios to the cross-entropy, "
+                   "term / CE and ‖∇term‖ / ‖∇CE‖ on the student's weights, logged on the "
+                   "first batch of every epoch, mean over epochs and seeds (near 0: too weak "
+                   "to move the student):\n", strength.to_markdown(), ""]
         layers = layer_trace_table(d)
         layers_csv = out / f"{slug(name)}_layers.csv"
         from_logs = layers is not None
@@ -594,6 +647,11 @@ def write_report(suite: str, storage: str | None = None,
     runs = pd.concat(tables.values())
     if "job_stage" in runs:
         runs = runs.assign(stage=runs["job_stage"])
+    if "epochs" in runs or "diagnostics" in runs:  # the term strengths, for reports from CSV
+        diag = [diagnostics_of(r) for _, r in runs.iterrows()]
+        runs = runs.assign(diagnostics=[json.dumps(x, sort_keys=True) if x else ""
+                                        for x in diag])
+        cols.append("diagnostics")
     runs = runs[cols]
     runs.to_csv(paths["runs"], index=False)
     pd.concat(flat, ignore_index=True).to_csv(paths["csv"], index=False)

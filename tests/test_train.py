@@ -507,3 +507,33 @@ def test_teacher_mode_train_gives_the_students_features_at_step_0(digits, mode):
     assert TrainConfig(teacher_mode="train").to_dict()["teacher_mode"] == "train"
     with pytest.raises(ValueError, match="teacher_mode"):
         TrainConfig(teacher_mode="batch")
+
+
+def test_term_diagnostics_are_value_and_gradient_ratios_to_the_cross_entropy(digits):
+    """Once an epoch the history holds each term's value and student-gradient norm over the
+    cross-entropy's (issue "verdicts": too weak or wrong?), checked by hand on a one-batch
+    epoch, and the training step itself is the plain one."""
+    train_set, val_set = digits
+    small = TensorDataset(*(t[:200] for t in train_set.tensors))
+    cfg = TrainConfig(epochs=1, batch_size=200, lr=0.1, momentum=0.0, seed=0)
+    alpha = 0.3
+    model = mlp(seed=2)
+    w0 = weights(model)
+    res = train(model, small, val_set, config=cfg, regularizer=build_regularizer("l2", alpha=alpha),
+                progress=False)
+    first = res.history["epochs"][0]
+    ref = mlp(seed=2)
+    x, y = small.tensors
+    ce = nn.functional.cross_entropy(ref(x), y)
+    g_ce = torch.autograd.grad(ce, list(ref.parameters()))
+    l2 = alpha / 2 * sum(p.pow(2).sum() for p in ref.parameters())
+    g_l2 = [alpha * p for p in ref.parameters()]  # d/dw alpha/2 ||w||^2 = alpha w
+    norm = lambda gs: float(torch.sqrt(sum(g.pow(2).sum() for g in gs)))  # noqa: E731
+    assert first["diag/l2/value_ratio"] == pytest.approx(float(l2 / ce), rel=1e-5)
+    assert first["diag/l2/grad_ratio"] == pytest.approx(norm(g_l2) / norm(g_ce), rel=1e-5)
+    # the diagnostics never touch the update: one plain SGD step on CE + l2
+    for (name, p), gc, gl in zip(ref.named_parameters(), g_ce, g_l2):
+        torch.testing.assert_close(weights(model)[name], w0[name] - 0.1 * (gc + gl),
+                                   rtol=1e-5, atol=1e-6)
+    plain = train(mlp(), train_set, val_set, config=CFG, progress=False)
+    assert not any(k.startswith("diag/") for k in plain.history["epochs"][0])

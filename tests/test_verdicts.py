@@ -3,6 +3,7 @@ premises before claims, unmatched seeds, the interval against scipy.stats.t, and
 (leaderboard.csv's per-seed values, VERDICTS.md)."""
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -184,3 +185,31 @@ def test_report_all_writes_verdicts_md_from_committed_csv(tmp_path, monkeypatch)
     assert index.index("VERDICTS.md") < index.index("leaderboard.md")
     v = pd.read_csv(root / "results" / "lohit2020_table2-cpu" / "verdicts.csv")
     assert set(v["kind"]) == {"premise", "claim"} and (v["n"] == 3).all()
+
+
+def test_term_strength_averages_the_logged_ratios_over_epochs_and_seeds():
+    import pandas as pd
+
+    from harness.report import term_strength
+
+    def rec(reg, seed, v, g):
+        return {"regularizer": reg, "dataset": "task A", "seed": seed,
+                "epochs": [{"epoch": 0, f"diag/{reg}/value_ratio": v,
+                            f"diag/{reg}/grad_ratio": g},
+                           {"epoch": 1, f"diag/{reg}/value_ratio": 3 * v,
+                            f"diag/{reg}/grad_ratio": 3 * g}]}
+
+    df = pd.DataFrame([rec("kd", 0, 0.1, 0.01), rec("kd", 1, 0.3, 0.03),
+                       {"regularizer": "none", "dataset": "task A", "seed": 0,
+                        "epochs": [{"epoch": 0}]}])
+    t = term_strength(df)
+    # kd: value (0.1 + 0.3 + 0.3 + 0.9) / 4 = 0.4, gradient 0.04; 'none' logs no term
+    assert list(t.index) == [("kd", "kd")]
+    assert t.loc[("kd", "kd"), "task A"] == "0.4 · 0.04"
+    assert term_strength(df.drop(columns="epochs")) is None
+    # the same from a runs.csv's diagnostics column (reports regenerated from committed CSVs)
+    from harness.report import diagnostics_of
+
+    flat = df.assign(diagnostics=[json.dumps(diagnostics_of(r)) for _, r in df.iterrows()])
+    t2 = term_strength(flat.drop(columns="epochs"))
+    assert t2.loc[("kd", "kd"), "task A"] == "0.4 · 0.04"

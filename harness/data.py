@@ -630,3 +630,6 @@ register_dataset("imagenet", num_classes=1000, splits=("train", "val"), params=_
     _image_folder("imagenet", {"train": "train", "val": "val"},
                   "Use the standard ILSVRC-2012 train/ and val/ folders (val sorted into "
                   "<wnid>/ folders)."))
+
+
+from . import glyphs as _glyphs  # noqa: E402,F401  (registers the embedded "glyphs" source)

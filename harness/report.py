@@ -589,7 +589,8 @@ def write_report(suite: str, storage: str | None = None,
         if strength is not None:
             md += ["Term strength: `value · gradient` ratios to the cross-entropy, "
                    "term / CE and ‖∇term‖ / ‖∇CE‖ on the student's weights, logged on the "
-                   "first batch of every epoch, mean over epochs and seeds (near 0: too weak "
+                   "first batch of ~10 epochs spread over training, mean over those and seeds "
+                   "(near 0: too weak "
                    "to move the student):\n", strength.to_markdown(), ""]
         layers = layer_trace_table(d)
         layers_csv = out / f"{slug(name)}_layers.csv"

@@ -855,6 +855,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         # a step budget (li2020's iterations) becomes whole epochs, the last one cut short
         n_epochs = -(-cfg.steps // steps_per_epoch) if cfg.steps is not None else cfg.epochs
         total_steps = cfg.steps if cfg.steps is not None else n_epochs * steps_per_epoch
+        diag_every = max(1, n_epochs // DIAG_EPOCHS)  # term diagnostics: ~DIAG_EPOCHS epochs
         bar = None
         if progress and rank == 0:
             from tqdm.auto import tqdm  # lazy: only when shown
@@ -921,9 +922,12 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                     reason = _agreed(reason)
                     if reason is not None:
                         raise _Failure(reason) from cause
-                    if i == 0 and world == 1 and terms:
-                        # issue "verdicts": is a term too weak or wrong? Once an epoch, each
-                        # term's value and student-gradient norm against the cross-entropy's
+                    if i == 0 and world == 1 and terms and \
+                            (epoch % diag_every == 0 or epoch == n_epochs - 1):
+                        # is a term too weak or wrong? On the first batch of ~10 epochs spread
+                        # over training (a backward per term: every epoch would cost up to
+                        # +50 % on runs of a few steps an epoch), each term's value and
+                        # student-gradient norm against the cross-entropy's
                         diag.update(_term_diagnostics(ce, terms, student_params))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()  # under DDP: the model's gradients averaged over the ranks
@@ -1021,6 +1025,9 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     wall = time.perf_counter() - t_start
     return _result("completed", "", history, best_acc, test_acc, wall, steps_here, step,
                    start_epoch)
+
+
+DIAG_EPOCHS = 10  # epochs (spread over training) on which the term diagnostics are logged
 
 
 def _term_diagnostics(ce: torch.Tensor, terms: Mapping[str, torch.Tensor],

@@ -270,3 +270,27 @@ def test_cub200_fake(tmp_path):
     assert train.targets == [0, 1] and test.targets == [1]
     assert train.classes == ["001.Albatross", "002.Auklet"]
     assert test[0][0].shape == (3, 224, 224)
+
+
+def test_glyphs_are_rendered_deterministically_with_disjoint_stratified_splits():
+    from harness.glyphs import font_files, render_glyphs
+
+    assert len(font_files()) >= 10  # matplotlib's DejaVu, STIX and Computer Modern faces
+    x, y = render_glyphs("AbC", 8, 12, 0)
+    x2, _ = render_glyphs.__wrapped__("AbC", 8, 12, 0)  # rendered again, not from the cache
+    assert x.shape == (36, 64) and torch.equal(x, x2)
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    assert not torch.equal(x, render_glyphs.__wrapped__("AbC", 8, 12, 1)[0])  # data_seed
+    parts = {s: load_dataset("glyphs", split=s, chars="AbC", n_per_class=20) for s in
+             ("train", "val", "test")}
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [48, 6, 6]
+    rows = {s: {tuple(r.tolist()) for r in parts[s].data} for s in parts}
+    assert not (rows["train"] & rows["test"]) and not (rows["val"] & rows["test"])
+    assert parts["train"].classes == ["A", "b", "C"]
+    assert torch.bincount(parts["train"].targets).tolist() == [16, 16, 16]
+    img = load_dataset("glyphs", split="test", chars="AbC", n_per_class=20, image=True)
+    assert img.data.shape == (6, 1, 8, 8)
+    few = load_dataset("glyphs", split="train", chars="AbC", n_per_class=20, few_shot=2)
+    assert torch.bincount(few.targets).tolist() == [2, 2, 2]
+    with pytest.raises(ValueError, match="distinct"):
+        render_glyphs("AA", 8, 2, 0)

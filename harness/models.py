@@ -419,10 +419,11 @@ class _PreActTrunk(nn.Module):
     shared by the pre-activation ResNets and the Wide ResNets. Stage modules are named
     ``{prefix}1..3`` (state-dict keys and tap paths); stage4 = penultimate = pooled features."""
 
-    def _build(self, num_classes, in_channels, widths, n, make_block, expansion, prefix):
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+    def _build(self, num_classes, in_channels, widths, n, make_block, expansion, prefix,
+               stem=16):
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
         self._stages = [f"{prefix}{i + 1}" for i in range(3)]
-        cin = 16
+        cin = stem
         for name, (c, s) in zip(self._stages, zip(widths, (1, 2, 2))):
             blocks = []
             for j in range(n):
@@ -451,18 +452,38 @@ class PreActResNet(_PreActTrunk):
     BN-ReLU.
     """
 
-    def __init__(self, num_classes: int, depth: int = 1001, in_channels: int = 3):
+    def __init__(self, num_classes: int, depth: int = 1001, in_channels: int = 3,
+                 width: float = 1.0):
         super().__init__()
-        if (depth - 2) % 9:
-            raise ValueError(f"pre-activation bottleneck ResNet depth must be 9n+2, got {depth}")
-        self._build(num_classes, in_channels, (16, 32, 64), (depth - 2) // 9,
-                    PreActBottleneck, expansion=4, prefix="layer")
+        if (depth - 2) % 9 or depth < 11:
+            raise ValueError(f"pre-activation bottleneck ResNet depth must be 9n+2 (n >= 1), "
+                             f"got {depth}")
+        if not (width > 0 and all(float(c * width).is_integer() for c in (16, 32, 64))):
+            raise ValueError(f"width must scale 16/32/64 channels to whole numbers; got {width}")
+        c = [int(k * width) for k in (16, 32, 64)]
+        self._build(num_classes, in_channels, tuple(c), (depth - 2) // 9,
+                    PreActBottleneck, expansion=4, prefix="layer", stem=c[0])
 
 
 register_model("preact_resnet1001", family="preact_resnet", paper="li2020",
-               params={"depth": 1001, "in_channels": 3},
+               params={"depth": 1001, "in_channels": 3, "width": 1.0},
                description="pre-activation bottleneck ResNet-1001 for CIFAR (slow; pass a "
                            "smaller depth=9n+2 for tests)")(
+    lambda num_classes, **p: PreActResNet(num_classes, **p))
+# li2020 §4.3: "L->M and W->M, with learned representation of dimension d' = 256": the
+# pre-activation bottleneck ResNet at depth 56 (9n+2, n = 6; 64 x 4 = 256-d penultimate), the
+# family of the L teacher (ResNet-1001). The paper does not say which ResNet-56 it used; the
+# basic-block `resnet56` has a 64-d representation. S ("ResNet-56-Slim") is M at half the
+# channels (8/16/32 x 4: 128-d); the paper does not say how it slims M.
+register_model("preact_resnet56", family="preact_resnet", paper="li2020",
+               params={"depth": 56, "in_channels": 3, "width": 1.0},
+               description="pre-activation bottleneck ResNet-56 for CIFAR (16/32/64 x 4 "
+                           "channels, 256-d representation): li2020's compression student M")(
+    lambda num_classes, **p: PreActResNet(num_classes, **p))
+register_model("preact_resnet56_slim", family="preact_resnet", paper="li2020",
+               params={"depth": 56, "in_channels": 3, "width": 0.5},
+               description="preact_resnet56 at half the channels (8/16/32 x 4, 128-d "
+                           "representation): li2020's compression student S")(
     lambda num_classes, **p: PreActResNet(num_classes, **p))
 
 

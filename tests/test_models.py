@@ -238,3 +238,37 @@ def test_ot_samples_between_resnet32x4_and_shufflenet_v2():
     assert len(steps["train/ot_samples_ipot"]) == 2
     assert all(torch.isfinite(torch.as_tensor(v)) for v in steps["train/ot_samples_ipot"])
     assert any(not torch.equal(before[k], v) for k, v in student.named_parameters())
+
+
+def _preact_bottleneck_params(depth: int, width: float, num_classes: int) -> int:
+    """Parameters of He et al.'s pre-activation bottleneck CIFAR ResNet, counted by hand:
+    stem 3x3 conv; per unit BN-1x1-BN-3x3-BN-1x1 (+ a 1x1 projection where the shape
+    changes); final BN; linear head."""
+    n = (depth - 2) // 9
+    c = [int(k * width) for k in (16, 32, 64)]
+    total = 3 * 9 * c[0]  # stem, no bias
+    cin = c[0]
+    for planes in c:
+        for j in range(n):
+            out = 4 * planes
+            total += 2 * cin + cin * planes + 2 * planes + 9 * planes * planes + 2 * planes \
+                + planes * out
+            if cin != out or j == 0 and planes != c[0]:
+                total += cin * out  # projection shortcut
+            cin = out
+    return total + 2 * cin + cin * num_classes + num_classes
+
+
+@pytest.mark.parametrize("name,width,dim", [("preact_resnet56", 1.0, 256),
+                                            ("preact_resnet56_slim", 0.5, 128)])
+def test_li2020_resnet56_students_have_the_papers_representation(name, width, dim):
+    """li2020 §4.3: M has d' = 256; S is M with half the channels at each layer."""
+    model = build_model(name, 100)
+    assert sum(p.numel() for p in model.parameters()) == \
+        _preact_bottleneck_params(56, width, 100)
+    with Taps(model, ["penultimate", "stage1", "stage3"], pool=False) as taps, torch.no_grad():
+        model.eval()(torch.zeros(2, 3, 32, 32))
+        feats = dict(taps.features)
+    assert feats["penultimate"].shape == (2, dim)
+    assert feats["stage1"].shape[1] == int(64 * width)  # 16 x 4 channels after stage 1
+    assert feats["stage3"].shape[1:] == (dim, 8, 8)

@@ -387,6 +387,10 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         try:
             paths = write_report(summary.suite, summary.storage, keys=summary.keys,
                                  results_root=args.results)
+            if "verdicts" in paths:  # the answer first, the tables behind it after
+                from .report import verdict_summary
+
+                print(verdict_summary(paths["verdicts"]))
             print(paths["md"].read_text())
             print(f"wrote {', '.join(map(str, paths.values()))}")
         except ValueError:

@@ -184,6 +184,47 @@ class ArrayDataset(Dataset):
     def __getitem__(self, i):
         return self.data[i], self.targets[i]
 
+    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x[idx], y[idx])`` by one tensor index: the batch ``default_collate`` would stack
+        from ``[self[i] for i in idx]``, without the per-example calls (see
+        :func:`batched_collate`)."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return self.data[idx], self.targets[idx]
+
+
+
+class _Batch(tuple):
+    """A batch already stacked by :class:`BatchedView` (see :func:`batched_collate`)."""
+
+
+class BatchedView(Dataset):
+    """A dataset with a ``batch(idx)`` method seen through DataLoader's batched fetch
+    (``__getitems__``): one tensor indexing per batch instead of one call per example. Use it
+    with ``collate_fn=batched_collate``; the batches are the tensors ``default_collate`` would
+    stack from the examples (tests/test_data.py)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.dataset[i]
+
+    def __getitems__(self, idx):
+        return _Batch(self.dataset.batch(idx))
+
+
+def batched_collate(samples):
+    """``collate_fn``: a batch that :class:`BatchedView` stacked passes through; a list of
+    examples is stacked by ``default_collate``."""
+    from torch.utils.data import default_collate
+
+    if isinstance(samples, _Batch):
+        return tuple(samples)
+    return default_collate(samples)
+
 
 def _stratified_split(y: np.ndarray, sizes: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
     """Disjoint stratified index sets: ``sizes`` for all but the first split, rest to it."""
@@ -300,6 +341,64 @@ def _synthetic(root, split, seed, *, n_samples, dims, classes, separation, data_
     if n_per_class is not None:
         idx = _few_shot(idx, y.numpy(), int(n_per_class), seed)
     return ArrayDataset(x[idx], y[idx], [str(c) for c in range(classes)])
+
+
+@functools.lru_cache(maxsize=8)
+def _latent_arrays(n_samples: int, dims: int, latent: int, num_classes: int, separation: float,
+                   noise: float, data_seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    g = torch.Generator().manual_seed(int(data_seed))
+    basis, _ = torch.linalg.qr(torch.randn(dims, latent, generator=g))  # dims x latent, Q^T Q = I
+    means = torch.randn(num_classes, latent, generator=g)
+    means = separation * means / means.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    y = torch.arange(n_samples) % num_classes
+    z = means[y] + torch.randn(n_samples, latent, generator=g)
+    x = z @ basis.T + noise * torch.randn(n_samples, dims, generator=g)
+    return x, y.numpy()
+
+
+@functools.lru_cache(maxsize=64)
+def _latent_splits(arrays: tuple, val_fraction: float, test_fraction: float,
+                   seed: int) -> dict[str, np.ndarray]:
+    n_samples = arrays[0]
+    n_val, n_test = int(round(val_fraction * n_samples)), int(round(test_fraction * n_samples))
+    sizes = {"train": n_samples - n_val - n_test, "val": n_val, "test": n_test}
+    return _stratified_split(_latent_arrays(*arrays)[1], sizes, seed)
+
+
+@register_dataset("latent", num_classes=30, input_kind="flat", needs_root=False,
+                  splits=("train", "val", "test"),
+                  params={"n_samples": 6000, "dims": 64, "latent": 8, "num_classes": 30,
+                          "separation": 3.0, "noise": 1.0, "data_seed": 0,
+                          "val_fraction": 0.15, "test_fraction": 0.15, "classes": None,
+                          "relabel": True, "n_per_class": None, "coarse": None},
+                  description="seeded classes that share one low-dimensional subspace: class "
+                              "means on a sphere in a random `latent`-dimensional subspace of "
+                              "R^dims, isotropic noise in every direction; `classes` picks a "
+                              "subset (a source and a disjoint target task with the same "
+                              "structure: transfer by a learned projection); `coarse: k` "
+                              "relabels class c as c % k (the same images under k super-classes, "
+                              "CIFAR-20's relation to CIFAR-100)")
+def _latent(root, split, seed, *, n_samples, dims, latent, num_classes, separation, noise,
+            data_seed, val_fraction, test_fraction, classes, relabel, n_per_class, coarse):
+    """A transfer task whose premise holds by construction: every class lives in the same
+    ``latent``-dimensional subspace, so features learned on some classes (a projection onto the
+    subspace) serve the others, while a network trained from scratch on a few images per class
+    must find the subspace among ``dims`` noisy directions."""
+    arrays = (int(n_samples), int(dims), int(latent), int(num_classes), float(separation),
+              float(noise), int(data_seed))
+    x, y = _latent_arrays(*arrays)
+    idx = _latent_splits(arrays, float(val_fraction), float(test_fraction), int(seed))[split]
+    idx, y, kept = _select_classes(idx, y, classes, relabel)
+    names = [str(c) for c in (kept if kept is not None and relabel else range(num_classes))]
+    if coarse is not None:  # super-classes of the same images: c -> c % coarse
+        if not (isinstance(coarse, int) and 1 < coarse < len(names)):
+            raise ValueError(f"latent coarse must be an integer in [2, {len(names) - 1}]; "
+                             f"got {coarse!r}")
+        y = np.where(y >= 0, y % coarse, y)
+        names = [f"super{c}" for c in range(coarse)]
+    if n_per_class is not None:
+        idx = _few_shot(idx, y, int(n_per_class), seed)
+    return ArrayDataset(x[idx], torch.as_tensor(y[idx]), names)
 
 
 # --------------------------------------------------------------------------- transforms

@@ -99,6 +99,8 @@ def paper_numbers(ref: Reference, our_rows: Sequence[tuple[str, str]], our_colum
     out = pd.DataFrame(np.nan, index=[r for r, _ in our_rows], columns=list(our_columns))
     text = pd.DataFrame("-", index=out.index, columns=out.columns, dtype=object)
     for name, spec in our_rows:
+        if name in ref.rows and ref.rows[name] is None:
+            continue  # `rows: {scratch: null}`: a row of ours the paper does not have
         if name in ref.rows:
             cand = ref_df[ref_df["row"] == ref.rows[name]]
         else:

@@ -214,6 +214,20 @@ def select_by_val(d):
     return out.iloc[sorted(range(len(out)), key=lambda i: order[out["row"].iloc[i]])], choices
 
 
+def _with_choices(table, choices):
+    """``table`` (a :func:`leaderboard`) with each ``select: val`` cell followed by the grid
+    point chosen for it on validation (``"71.2 ± 3.0 · alpha=0.01"``), so that no reader has
+    to look the choice up below the table."""
+    table = table.copy()
+    for row, task, point, _ in choices:
+        if row in table.index and task in table.columns and table.at[row, task] != "-":
+            short = point[len(row):].strip(" ()") if point.startswith(row) else point
+            short = short.replace(f"{row}.", "")  # "omega_p.alpha=0.01" -> "alpha=0.01"
+            if short:  # a row with no grid point has nothing to show
+                table.at[row, task] = f"{table.at[row, task]} · {short}"
+    return table
+
+
 _TRACE = "trace of the plan  tr(P)"
 _UNIT = (-0.02, 1.02)
 
@@ -488,6 +502,29 @@ def _claims_markdown(claims, ref) -> str:
     return "\n".join(lines) + "\n"
 
 
+def verdict_summary(verdicts_csv) -> str:
+    """The verdicts of a suite's ``verdicts.csv`` as a few plain lines, premises first: per
+    leaderboard and claim, the count of task columns where it holds / is reversed / is
+    inconclusive / is not tested, the paper's count, and each column's mean paired difference
+    with its interval (what ``otransfer run`` prints before the leaderboards)."""
+    import pandas as pd
+
+    v = pd.read_csv(verdicts_csv)
+    lines = ["Verdicts (paired per-seed differences A − B in points, mean [95 % t interval]; "
+             "a column whose premise does not hold has its claims not tested):"]
+    for (table, kind, claim), g in v.groupby(["table", "kind", "claim"], sort=False):
+        counts = {k: int((g["verdict"].astype(str).str.startswith(k)).sum())
+                  for k in ("holds", "reversed", "inconclusive", "not tested")}
+        paper = g["paper_holds"].dropna()
+        paper_txt = (f"paper {int(paper.astype(bool).sum())} of {len(paper)}"
+                     if len(paper) else "paper -")
+        cells = "; ".join(f"{r.task}: {_fmt(r.mean_diff, '+.1f')} [{_fmt(r.ci_low, '+.1f')}, "
+                          f"{_fmt(r.ci_high, '+.1f')}]" for r in g.itertuples())
+        lines.append(f"  {table} · {kind} {claim}: " + " / ".join(
+            f"{n} {k}" for k, n in counts.items()) + f" of {len(g)} ({paper_txt})  — {cells}")
+    return "\n".join(lines) + "\n"
+
+
 def verdicts_frame(claims, table: str, ref=None):
     """One row per premise / claim and task column of :func:`harness.verdicts.evaluate`'s
     output (the numbers behind the verdicts; ``verdicts.csv``); ``ref``: the
@@ -569,7 +606,7 @@ def write_report(suite: str, storage: str | None = None,
         mean, std, n = leaderboard_numbers(d)
         per_seed = leaderboard_seeds(d)
         seeds = int(n.max().max()) if n.size else 0
-        table = _with_time(leaderboard(d), d)
+        table = _with_choices(_with_time(leaderboard(d), d), choices)
         ref, paper, claims = _paper_side(d, mean, per_seed, references.get(name))
         if ref is not None:
             table = _beside(table, paper[1], ref)

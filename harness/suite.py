@@ -635,7 +635,7 @@ def _check_reference(ref: dict, path, fail) -> dict:
                                            f"{theirs!r}; its columns: {', '.join(sorted(known))}")
     rows = set(cells["row"])
     for ours, theirs in ref.get("rows", {}).items():
-        if theirs not in rows:
+        if theirs is not None and theirs not in rows:  # null: a row the paper does not have
             fail(path + ["rows", ours], f"{ref['paper']} table {ref['table']} has no row "
                                         f"{theirs!r}; its rows: {', '.join(sorted(rows))}")
     for key in ("premises", "claims"):  # same syntax; premises are checked first (report)

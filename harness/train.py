@@ -482,6 +482,11 @@ def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, salt: int = 0,
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 7_919 * salt)
     drop_last = cfg.drop_last and len(dataset) > cfg.batch_size
     batches = BatchSampler(RandomSampler(dataset, generator=g), cfg.batch_size, drop_last)
+    from .data import BatchedView, batched_collate
+
+    if callable(getattr(dataset, "batch", None)):  # in-memory tensors: one indexing a batch
+        return DataLoader(BatchedView(dataset), batch_sampler=_RankSlice(batches, rank, world),
+                          generator=g, collate_fn=batched_collate)
     return DataLoader(dataset, batch_sampler=_RankSlice(batches, rank, world), generator=g)
 
 

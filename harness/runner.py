@@ -88,6 +88,26 @@ def _build(cfg: Mapping[str, Any], num_classes: int, weights: str | os.PathLike 
     return build_model(cfg["model"], num_classes, weights_path=weights, **mp)
 
 
+def _remove_stale_tmp(path: Path) -> None:
+    """Delete ``<path>.tmp.<pid>`` files that a killed writer left behind (its process is gone;
+    a live writer's file is left alone)."""
+    for tmp in path.parent.glob(f"{path.name}.tmp.*"):
+        pid = tmp.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def _save_atomic_state(model, path: Path) -> None:
     import torch
 
@@ -247,6 +267,7 @@ def _run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress
         tc["device"] = device
     ckpt = artefacts / f"{job.key}.ckpt"
     artefacts.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(ckpt)
     result = train(model, train_set, val_set, config=TrainConfig(**tc), regularizer=reg,
                    teacher=teacher, test_set=test_set, progress=progress,
                    initial_weights=initial_weights, label_cost=label_cost,

@@ -572,8 +572,12 @@ def _evaluate_sharded(model: nn.Module, dataset: Dataset, device: torch.device) 
 
 
 def _rng_state() -> dict[str, Any]:
+    """Every RNG's state as tensors and plain data, so that a checkpoint loads with
+    ``torch.load(weights_only=True)`` (no pickled objects: a results directory cannot run code)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
+             "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
+                       int(has_gauss), float(cached)]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -581,10 +585,38 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_as_tuples(state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((kind, keys.astype(np.uint32), int(pos), int(has_gauss), float(cached)))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(x):
+    """``random.setstate`` wants the nested tuples ``random.getstate`` gave."""
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: unreadable, truncated, foreign or unsafe."""
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """The checkpoint at ``path``, loaded with ``weights_only=True``: tensors and plain data only,
+    so a crafted file cannot run code. Anything else — empty, truncated, not a checkpoint, a
+    pickle of objects — raises :class:`CheckpointError` naming the file."""
+    need = ("model", "optimizer", "scheduler", "epoch", "step", "config", "history")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # EOFError, UnpicklingError, RuntimeError (zip), OSError ...
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"checkpoint {os.fspath(path)} is not a readable checkpoint "
+                              f"({type(exc).__name__}: {first})") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in need):
+        raise CheckpointError(f"checkpoint {os.fspath(path)} is not a training checkpoint "
+                              f"(it lacks {[k for k in need if not isinstance(ckpt, dict) or k not in ckpt]})")
+    return ckpt
 
 
 def _save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -826,8 +858,19 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
             raise RuntimeError(f"checkpoint {checkpoint_path}: rank 0 and rank {rank} disagree "
                                f"on whether it exists; multi-process runs need a shared file "
                                f"system")
+        ckpt = None
         if resuming:
-            ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+            try:
+                ckpt = load_checkpoint(checkpoint_path, device)
+            except CheckpointError as exc:  # restart from scratch; keep the file for a look
+                import warnings
+
+                bad = f"{os.fspath(checkpoint_path)}.bad"
+                if rank == 0:
+                    os.replace(checkpoint_path, bad)
+                warnings.warn(f"{exc}; moved to {bad}, training from scratch", stacklevel=2)
+                resuming = False
+        if resuming:
             _check_resumable(ckpt["config"], cfg, checkpoint_path)
             model.load_state_dict(ckpt["model"])
             if reg is not None and ckpt.get("regularizer") is not None:

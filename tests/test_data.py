@@ -98,7 +98,7 @@ def test_registry_metadata_and_errors():
     for name in ("digits", "synthetic", "cifar10", "cifar100", "cifar20", "svhn", "aircraft",
                  "cub200", "cars196", "dogs120", "food101", "imagenet"):
         assert name in infos
-    assert set(available_datasets(needs_root=False)) == {"digits", "synthetic", "glyphs"}
+    assert set(available_datasets(needs_root=False)) == {"digits", "synthetic", "glyphs", "latent"}
     assert get_dataset("cifar20").num_classes == 20
     with pytest.raises(ValueError, match="digits"):
         load_dataset("digit")

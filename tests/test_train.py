@@ -115,6 +115,7 @@ def test_resume_matches_straight_run(digits, tmp_path, spec):
     r2 = train(resumed, train_set, val_set, config=cfg, checkpoint_path=path, progress=False,
                **reg_kw())
     assert r2.status == "completed", r2.reason
+    assert r2.resumed_from_epoch == 1  # read back with weights_only=True, not restarted
     assert_same(weights(straight), weights(resumed))
     assert r2.history["steps"]["train/loss"] == r_straight.history["steps"]["train/loss"]
     assert r2.final_val_accuracy == r_straight.final_val_accuracy

@@ -12,7 +12,9 @@ from harness.models import build_model
 from harness.report import _with_choices, select_by_val, verdict_summary
 from harness.suite import expand, load_suite
 
-SUITES = ["mini", "li2020_table1-cpu", "li2020_table2-cpu", "lu2017_table2-cpu",
+SUITES = ["mini", "li2020_table1-cpu", "li2020_table2-cpu", "li2020_table3-cpu", "li2020_table4-cpu",
+          "li2020_fig2-cpu", "li2020_fig3-cpu", "ablation_layers-cpu", "ablation_plan-cpu",
+          "ablation_view-cpu", "lu2017_table2-cpu",
           "lohit2020_table1-cpu", "lohit2020_table2-cpu", "lohit2020_table3-cpu",
           "lohit2020_table4-cpu", "lohit2020_table5-cpu"]
 

@@ -1,0 +1,83 @@
+"""Runtime hardening (issue 12): checkpoints that cannot run code or block a job, stale
+temporary files, one-line errors."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from harness.train import CheckpointError, TrainConfig, load_checkpoint, train
+
+
+def _data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    return TensorDataset(x, (x[:, 0] > 0).long())
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+class _Evil:
+    """Unpickling it would run ``open(marker, 'w')``: what a crafted checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+CFG = TrainConfig(epochs=2, batch_size=16, lr=0.05, seed=0)
+
+
+@pytest.mark.parametrize("content", ["evil", "empty", "truncated", "foreign"])
+def test_a_bad_checkpoint_runs_no_code_and_the_job_restarts_from_scratch(tmp_path, content):
+    path, marker = tmp_path / "job.ckpt", tmp_path / "pwned"
+    if content == "evil":
+        torch.save({"model": _Evil(str(marker))}, path)
+    elif content == "empty":
+        path.write_bytes(b"")
+    elif content == "truncated":
+        train(_net(), _data(), _data(seed=1), config=CFG, checkpoint_path=path, progress=False)
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        with open(path, "wb") as f:
+            pickle.dump({"not": "a checkpoint"}, f)
+    with pytest.raises(CheckpointError, match=f"checkpoint {path}"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    with pytest.warns(UserWarning, match="training from scratch"):
+        res = train(_net(), _data(), _data(seed=1), config=CFG, checkpoint_path=path,
+                    progress=False)
+    assert not marker.exists()  # nothing ran
+    assert res.status == "completed" and res.resumed_from_epoch == 0
+    assert (tmp_path / "job.ckpt.bad").is_file()  # kept for a look, out of the way
+    clean = train(_net(), _data(), _data(seed=1), config=CFG, progress=False)
+    assert res.final_val_accuracy == clean.final_val_accuracy  # a fresh run, not a partial one
+
+
+def test_a_checkpoint_holds_only_tensors_and_plain_data(tmp_path):
+    path = tmp_path / "job.ckpt"
+    train(_net(), _data(), _data(seed=1), config=CFG, checkpoint_path=path, progress=False)
+    ckpt = torch.load(path, weights_only=True)  # would raise on any pickled object
+    assert ckpt["epoch"] == 2 and isinstance(ckpt["rng"]["numpy"][1], torch.Tensor)
+
+
+def test_stale_temporary_checkpoints_are_removed_and_live_ones_kept(tmp_path):
+    from harness.runner import _remove_stale_tmp
+
+    ckpt = tmp_path / "abc.ckpt"
+    dead = tmp_path / "abc.ckpt.tmp.999999999"  # no such process
+    live = tmp_path / f"abc.ckpt.tmp.{os.getpid()}"
+    other = tmp_path / "def.ckpt.tmp.999999999"  # another job's: not ours to touch
+    for f in (dead, live, other):
+        f.write_bytes(b"x")
+    _remove_stale_tmp(ckpt)
+    assert not dead.exists() and live.exists() and other.exists()

@@ -13,6 +13,7 @@ argument errors stay instant.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -22,6 +23,16 @@ __all__ = ["main", "build_parser"]
 
 #: What ``otransfer`` with no arguments runs: the embedded default suite (design.md, CLI).
 DEFAULT_ARGV = ["run", "mini"]
+#: Environment variable read for ``--storage`` when the option is not given (a URL with a
+#: password stays off the command line; PostgreSQL's libpq also reads PGPASSWORD and ~/.pgpass
+#: for a URL without one).
+STORAGE_ENV = "OTRANSFER_STORAGE"
+
+
+def _redact(url) -> str:
+    from .records import _redact as redact
+
+    return redact(str(url))
 
 
 def _method_names(values: Sequence[str]) -> list[str]:
@@ -229,6 +240,7 @@ def _report_solvers(args: argparse.Namespace) -> int:
 
 
 def _report_suite(args: argparse.Namespace) -> int:
+    from .records import StorageError
     from .report import records_from_csv, write_report
     from .runner import quick_suite
     from .suite import SuiteError, expand, load_suite
@@ -252,7 +264,7 @@ def _report_suite(args: argparse.Namespace) -> int:
         paths = write_report(suite.name, args.storage, args.out, keys=None if csv else keys,
                              references=references,
                              records_df=records_from_csv(csv, jobs) if csv else None)
-    except ValueError as exc:
+    except (ValueError, StorageError) as exc:  # no records; a storage that cannot be read
         print(f"otransfer report {args.suite}: {exc}", file=sys.stderr)
         return 1
     if not getattr(args, "quiet", False):
@@ -333,7 +345,9 @@ def _spawn_workers(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, args.set or ())
     name = quick_suite(suite).name if args.quick else suite.name  # where run_suite records
     storage = args.storage or default_storage(name, args.results)
-    cmd = [sys.executable, "-m", "harness.cli", "worker", args.suite, "--storage", storage,
+    # the URL travels in the environment, not on the workers' command lines (visible in `ps`)
+    env = {**os.environ, STORAGE_ENV: storage}
+    cmd = [sys.executable, "-m", "harness.cli", "worker", args.suite,
            "--results", str(args.results), "--no-progress",
            "--stale-after", str(args.stale_after), "--heartbeat", str(args.heartbeat)]
     for kv in args.set or ():
@@ -342,7 +356,7 @@ def _spawn_workers(args: argparse.Namespace) -> int:
         cmd.append("--quick")
     if args.device:
         cmd += ["--device", args.device]
-    procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
     codes = [p.wait() for p in procs]
     print(f"\n{args.workers} workers exited with {codes}")
     args.storage = storage  # this process's own pass reads the same records
@@ -378,7 +392,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"\n{summary.suite}: {summary.jobs} jobs, {summary.completed} run, "
           f"{summary.skipped} already done, {summary.by_others} done by other workers, "
           f"{summary.failed} failed in {summary.wall_time:.1f} s; records in "
-          f"{summary.storage}")
+          f"{_redact(summary.storage)}")
     for key, reason in summary.failures:
         print(f"  failed {key}: {reason}")
     if args.command != "worker" and (summary.completed or summary.skipped or summary.by_others):
@@ -676,6 +690,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.command_line = command_line
+    if hasattr(args, "storage") and not args.storage:
+        # the storage URL (and its password) from the environment rather than the command line,
+        # which every user of the machine can read (`ps`); spawned workers get it this way
+        args.storage = os.environ.get(STORAGE_ENV) or None
     # Each subparser stored itself as `parser`, so that errors print the right usage line.
     return int(args.func(args, args.parser) or 0)
 

@@ -81,3 +81,53 @@ def test_stale_temporary_checkpoints_are_removed_and_live_ones_kept(tmp_path):
         f.write_bytes(b"x")
     _remove_stale_tmp(ckpt)
     assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch, capsys,
+                                                                      tmp_path):
+    """`run --workers N` hands the URL to its workers through OTRANSFER_STORAGE (not argv,
+    which `ps` shows), and the summary line prints it redacted."""
+    import subprocess
+    import types
+
+    from harness import cli
+    from harness.records import _redact
+
+    url = "postgresql+psycopg2://otransfer:s3cret@db.example:5432/runs"
+    assert _redact(url) == "postgresql+psycopg2://otransfer:***@db.example:5432/runs"
+    seen = []
+
+    class FakePopen:
+        def __init__(self, cmd, env=None):
+            seen.append((cmd, env))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    args = types.SimpleNamespace(suite="mini", set=(), quick=False, storage=url,
+                                 results=tmp_path, stale_after=120, heartbeat=10, device=None,
+                                 workers=2)
+    assert cli._spawn_workers(args) == 0
+    assert len(seen) == 2
+    for cmd, env in seen:
+        assert not any("s3cret" in part for part in cmd)
+        assert env[cli.STORAGE_ENV] == url
+    summary = types.SimpleNamespace(suite="tiny", jobs=1, completed=0, skipped=1, by_others=0,
+                                    failed=0, wall_time=0.1, storage=url, failures=[], keys=[])
+    monkeypatch.setattr("harness.runner.run_suite", lambda *a, **k: summary)
+    monkeypatch.setattr("harness.report.write_report",
+                        lambda *a, **k: (_ for _ in ()).throw(ValueError("no records")))
+    monkeypatch.setenv(cli.STORAGE_ENV, url)  # read when --storage is not given
+    assert cli.main(["run", "mini", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "otransfer:***@db.example" in out
+
+
+def test_report_on_a_storage_that_cannot_be_opened_is_one_line(capsys, tmp_path):
+    from harness.cli import main
+
+    bad = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'runs.sqlite3'}"
+    assert main(["report", "mini", "--storage", bad]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be opened" in err[0] and "Traceback" not in err[0]

@@ -572,7 +572,9 @@ register_dataset("cifar20", num_classes=20, splits=("train", "val", "test"),
                   params=_CIFAR_PARAMS, paper="li2020",
                   description="SVHN cropped digits (torchvision format: <split>_32x32.mat)")
 def _svhn(root, split, seed, *, augment, transform, val_size):
-    import torchvision
+    from .models import _optional
+
+    torchvision = _optional("torchvision", "vision", "dataset 'svhn'")
 
     base = "train" if split == "val" else split
     _require("svhn", root, [f"{base}_32x32.mat"],
@@ -699,7 +701,9 @@ def _food(root, split, seed, *, augment, transform, ten_crop):
 
 def _image_folder(name: str, folders: Mapping[str, str], hint: str):
     def load(root, split, seed, *, augment, transform, ten_crop):
-        import torchvision
+        from .models import _optional
+
+        torchvision = _optional("torchvision", "vision", f"dataset {name!r}")
 
         sub = folders[split]
         _require(name, root, [sub], f"Expected one folder per class: "

@@ -745,11 +745,22 @@ _TORCHVISION_TAPS = {
 }
 
 
+def _optional(module: str, extra: str, what: str):
+    """``module`` imported, or a one-line ``ModuleNotFoundError`` naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(f"{what} needs {module.split('.')[0]}: "
+                                  f"pip install 'otransfer[{extra}]'") from None
+
+
 def _torchvision(arch: str):
     taps = next(v for k, v in _TORCHVISION_TAPS.items() if arch.startswith(k))
 
     def build(num_classes, **p):
-        import torchvision.models as tvm
+        tvm = _optional("torchvision.models", "vision", f"model {arch!r}")
 
         model = getattr(tvm, arch)(weights=None, num_classes=num_classes, **p)
         model.tap_points = dict(taps)

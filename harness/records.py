@@ -49,8 +49,12 @@ def open_rdb(storage: str, **storage_kwargs):
             if attempt + 1 < _CREATE_TRIES and _creation_race(exc):
                 time.sleep(0.2 * (attempt + 1))  # another worker is creating the schema
                 continue
+            hint = ""
+            if isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc):
+                hint = " (PostgreSQL needs its driver: pip install 'otransfer[postgres]')"
             raise StorageError(f"storage {_redact(storage)!r} cannot be opened: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0]}{hint}") \
+                from exc
 
 
 #: Tries at opening a storage while other workers create its tables (a fresh database).

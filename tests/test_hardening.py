@@ -131,3 +131,36 @@ def test_report_on_a_storage_that_cannot_be_opened_is_one_line(capsys, tmp_path)
     assert main(["report", "mini", "--storage", bad]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot be opened" in err[0] and "Traceback" not in err[0]
+
+
+def test_a_missing_extra_is_one_line_naming_what_to_install(monkeypatch):
+    import optuna
+
+    from harness.models import _optional
+    from harness.records import StorageError, open_rdb
+
+    with pytest.raises(ModuleNotFoundError, match=r"^model 'x' needs nosuchmod: "
+                                                  r"pip install 'otransfer\[vision\]'$"):
+        _optional("nosuchmod.models", "vision", "model 'x'")
+
+    def no_driver(*a, **k):
+        raise ModuleNotFoundError("No module named 'psycopg2'")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", no_driver)
+    with pytest.raises(StorageError, match=r"otransfer:\*\*\*@.*pip install 'otransfer\[postgres\]'"):
+        open_rdb("postgresql+psycopg2://otransfer:pw@localhost/x")
+
+
+def test_the_base_install_has_what_the_default_command_needs():
+    """`pip install otransfer` (no extras) runs `otransfer` (= run mini): its records need Optuna,
+    its data scikit-learn; both are core dependencies, the rest are extras."""
+    import tomllib
+    from pathlib import Path
+
+    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    core = {d.split(">")[0].split("=")[0].split("<")[0] for d in meta["dependencies"]}
+    assert {"optuna", "scikit-learn", "torch", "pot", "pyyaml"} <= core
+    extras = meta["optional-dependencies"]
+    assert {"vision", "geomloss", "postgres", "timing", "full", "test"} <= set(extras)
+    flat = lambda names: {d.split(">")[0] for n in names for d in extras[n]}  # noqa: E731
+    assert flat(["vision", "geomloss", "postgres", "timing"]) == flat(["full"])

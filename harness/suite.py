@@ -94,6 +94,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import hashlib
 import itertools
 import json
@@ -367,6 +368,10 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
     for key in ("name", "stages"):
         if key not in raw:
             fail([], f"missing required key {key!r}")
+    if not isinstance(raw["name"], str) or not _NAME.fullmatch(raw["name"]) \
+            or ".." in raw["name"]:
+        fail(["name"], f"a suite name is a plain name of 1-100 letters, digits, '-', '_' or '.' "
+                       f"(no '/', no '..': it names results/<name>/); got {raw['name']!r}"[:300])
     seeds = _seeds(raw.get("seeds", [0]), ["seeds"], fail)
     if not raw["stages"]:
         fail(["stages"], "needs at least one stage")
@@ -388,6 +393,12 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
         datasets = (s["dataset"],) if isinstance(s["dataset"], str) else tuple(s["dataset"])
         if not datasets or not all(isinstance(d, str) for d in datasets):
             fail(base + ["dataset"], "must be a dataset name or a non-empty list of names")
+        for d in datasets:
+            _check_dataset_params(d, s.get("dataset_params", {}), base + ["dataset_params"], fail)
+        if isinstance(s.get("source"), dict) and isinstance(s["source"].get("dataset"), str):
+            _check_dataset_params(s["source"]["dataset"], s["source"].get("dataset_params", {}),
+                                  base + ["source", "dataset_params"], fail)
+        _check_model_params(s.get("model_params", {}), base + ["model_params"], fail)
         earlier = [st.name for st in stages]
         for ref in ("teacher", "init"):
             if s.get(ref) == PRETRAINED:
@@ -475,6 +486,9 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
         for k, v in s.get("grid", {}).items():
             if not isinstance(v, list) or not v:
                 fail(base + ["grid", k], "a grid axis is a non-empty list of values")
+            if len({repr(x) for x in v}) != len(v):
+                fail(base + ["grid", k], f"a grid axis lists a value twice (the same job twice): "
+                                         f"{v!r}")
             try:
                 taken = any(_accepts(spec, str(k), p) for spec, p in regs)
             except ValueError as exc:  # an unknown regularizer or plan name
@@ -524,6 +538,51 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
             fail(["search"], "two search blocks tune the same stage, regularizer and dataset")
     return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
                  seeds=seeds, path=filename, raw=raw, searches=searches)
+
+
+def _check_dataset_params(name: str, params: Any, path, fail) -> None:
+    """What a dataset's parameters accept, checked before any job runs: ``classes`` a list of
+    distinct class indices of the dataset (two at least; or a count of at least 2 for the
+    synthetic mixture), ``n_per_class`` a positive integer."""
+    from .data import all_datasets
+
+    info = all_datasets().get(name)
+    if info is None or not isinstance(params, dict):
+        return  # unknown names and non-mappings are reported elsewhere
+    n = params.get("n_per_class")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        fail(path + ["n_per_class"], f"n_per_class must be a positive integer; got {n!r}")
+    classes = params.get("classes")
+    if classes is None or "classes" not in info.params:
+        return
+    if isinstance(info.params.get("classes"), int):  # synthetic: a number of classes
+        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+            fail(path + ["classes"], f"classes is the number of classes (at least 2); got "
+                                     f"{classes!r}")
+        return
+    total = params.get("num_classes", info.params.get("num_classes", info.num_classes))
+    if not isinstance(classes, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        fail(path + ["classes"], f"classes is a list of class indices, e.g. [0, 1, 2]; got "
+                                 f"{classes!r}")
+    if len(classes) < 2:
+        fail(path + ["classes"], f"classes needs at least 2 classes (one class makes every "
+                                 f"prediction right); got {classes!r}")
+    if len(set(classes)) != len(classes):
+        fail(path + ["classes"], f"classes lists a class twice: {classes!r}")
+    out = [c for c in classes if not 0 <= c < int(total)]
+    if out:
+        fail(path + ["classes"], f"dataset {name!r} has classes 0..{int(total) - 1}; got {out[0]}")
+
+
+def _check_model_params(params: Any, path, fail) -> None:
+    """``widths``: a list of positive integers (every MLP-like model's hidden widths)."""
+    if not isinstance(params, dict) or "widths" not in params:
+        return
+    w = params["widths"]
+    if not isinstance(w, list) or not w or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in w):
+        fail(path + ["widths"], f"widths is a non-empty list of positive integers; got {w!r}")
 
 
 def _check_param_groups(groups: Any, stage: Mapping[str, Any], path, fail) -> None:
@@ -850,10 +909,19 @@ def _no_val_split(stage: Stage, dataset: str) -> str | None:
     return None
 
 
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
 def _seeds(value, path, fail) -> tuple[int, ...]:
     if not isinstance(value, list) or not value or \
             not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         fail(path, "seeds must be a non-empty list of integers")
+    bad = [v for v in value if not 0 <= v < 2 ** 31]
+    if bad:
+        fail(path, f"a seed is an integer in [0, 2^31); got {bad[0]}")
+    dup = sorted({v for v in value if value.count(v) > 1})
+    if dup:
+        fail(path, f"seed {dup[0]} is listed twice (it would run the same jobs twice)")
     return tuple(value)
 
 

@@ -273,6 +273,21 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
         if self.reg_batch not in REG_BATCHES:
             raise ValueError(f"reg_batch must be one of {REG_BATCHES}; got {self.reg_batch!r}")
+        for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every",
+                     "steps"):
+            v = getattr(self, name)
+            if v is None and name == "steps":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):  # 2.5, true, "10"
+                raise ValueError(f"{name} must be an integer; got {v!r}"
+                                 + _yaml_number_hint(v))
+        for name in ("lr", "momentum", "weight_decay", "gamma", "max_grad_norm"):
+            v = getattr(self, name)
+            if v is None and name == "max_grad_norm":
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number; got {v!r}"
+                                 + _yaml_number_hint(v))
         for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)!r}")
@@ -596,6 +611,18 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 def _as_tuples(x):
     """``random.setstate`` wants the nested tuples ``random.getstate`` gave."""
     return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _yaml_number_hint(v) -> str:
+    """A hint for YAML 1.1's strings that look like numbers (``1e30`` without a dot)."""
+    if isinstance(v, str):
+        try:
+            float(v)
+        except ValueError:
+            return ""
+        return f" (YAML reads {v!r} as a string: write it with a dot and a signed exponent, " \
+               f"e.g. 1.0e+30)"
+    return ""
 
 
 class CheckpointError(ValueError):

@@ -164,3 +164,84 @@ def test_the_base_install_has_what_the_default_command_needs():
     assert {"vision", "geomloss", "postgres", "timing", "full", "test"} <= set(extras)
     flat = lambda names: {d.split(">")[0] for n in names for d in extras[n]}  # noqa: E731
     assert flat(["vision", "geomloss", "postgres", "timing"]) == flat(["full"])
+
+
+# --------------------------------------------------------------------------- suite input
+
+from harness.suite import SuiteError, parse_suite  # noqa: E402
+
+TINY = """\
+name: tiny
+seeds: [0, 1]
+stages:
+  teacher:
+    model: mlp
+    model_params: {widths: [16]}
+    dataset: digits
+    train: {epochs: 1, batch_size: 64, lr: 0.05}
+  students:
+    model: mlp
+    model_params: {widths: [4]}
+    dataset: digits
+    dataset_params: {n_per_class: 5}
+    teacher: teacher
+    train: {epochs: 1, batch_size: 25, lr: 0.05}
+    regularizers:
+      - none
+      - kd: {tau: 4}
+"""
+
+
+@pytest.mark.parametrize("old,new,line,key,what", [
+    ("name: tiny", "name: ../../escape", 1, "name", "plain name"),
+    ("name: tiny", "name: /tmp/abs", 1, "name", "plain name"),
+    ("name: tiny", 'name: ""', 1, "name", "plain name"),
+    ("name: tiny", "name: " + "a" * 5000, 1, "name", "plain name"),
+    ("name: tiny", 'name: "a\\0b"', 1, "name", "plain name"),
+    ("seeds: [0, 1]", "seeds: [0, 0]", 2, "seeds", "listed twice"),
+    ("seeds: [0, 1]", "seeds: [-1]", 2, "seeds", "[0, 2^31)"),
+    ("seeds: [0, 1]", "seeds: [99999999999999999999]", 2, "seeds", "[0, 2^31)"),
+    ("{epochs: 1, batch_size: 25", "{epochs: 2.5, batch_size: 25", 15,
+     "stages.students.train.epochs", "must be an integer"),
+    ("{epochs: 1, batch_size: 25", "{epochs: true, batch_size: 25", 15,
+     "stages.students.train.epochs", "must be an integer"),
+    ("batch_size: 25, lr: 0.05}", "batch_size: 25, lr: 1.0e30}", 15,
+     "stages.students.train.lr", "YAML reads '1.0e30' as a string"),
+    ("dataset_params: {n_per_class: 5}", "dataset_params: {classes: [11]}", 13,
+     "stages.students.dataset_params.classes", "at least 2 classes"),
+    ("dataset_params: {n_per_class: 5}", "dataset_params: {classes: [3, 11]}", 13,
+     "stages.students.dataset_params.classes", "has classes 0..9; got 11"),
+    ("dataset_params: {n_per_class: 5}", "dataset_params: {classes: []}", 13,
+     "stages.students.dataset_params.classes", "at least 2 classes"),
+    ("dataset_params: {n_per_class: 5}", "dataset_params: {classes: [1, 1, 2]}", 13,
+     "stages.students.dataset_params.classes", "lists a class twice"),
+    ("dataset_params: {n_per_class: 5}", 'dataset_params: {classes: "0-4"}', 13,
+     "stages.students.dataset_params.classes", "list of class indices"),
+    ("dataset_params: {n_per_class: 5}", "dataset_params: {classes: [3]}", 13,
+     "stages.students.dataset_params.classes", "at least 2 classes"),
+    ("dataset_params: {n_per_class: 5}", "dataset_params: {n_per_class: 0}", 13,
+     "stages.students.dataset_params.n_per_class", "positive integer"),
+    ("dataset_params: {n_per_class: 5}", "dataset_params: {n_per_class: -5}", 13,
+     "stages.students.dataset_params.n_per_class", "positive integer"),
+    ("dataset_params: {n_per_class: 5}", "dataset_params: {n_per_class: 2.5}", 13,
+     "stages.students.dataset_params.n_per_class", "positive integer"),
+    ("model_params: {widths: [4]}", "model_params: {widths: [0]}", 11,
+     "stages.students.model_params.widths", "positive integers"),
+    ("model_params: {widths: [4]}", "model_params: {widths: eight}", 11,
+     "stages.students.model_params.widths", "positive integers"),
+    ("      - kd: {tau: 4}\n", "      - kd: {tau: 4}\n    grid: {kd.tau: [4, 4]}\n", 19,
+     "stages.students.grid.kd.tau", "lists a value twice"),
+])
+def test_bad_suite_input_is_refused_at_load_with_file_line_and_key(old, new, line, key, what):
+    assert old in TINY
+    with pytest.raises(SuiteError) as info:
+        parse_suite(TINY.replace(old, new), "t.yaml")
+    msg = str(info.value)
+    assert msg.startswith(f"t.yaml, line {line}, key {key!r}:"), msg
+    assert what in msg and "\n" not in msg
+
+
+def test_a_suite_name_from_the_command_line_is_checked_too():
+    with pytest.raises(SuiteError, match="plain name"):
+        parse_suite(TINY, "t.yaml", ["name=../x"])
+    assert parse_suite(TINY, "t.yaml", ["name=tiny-2.b_c"]).name == "tiny-2.b_c"

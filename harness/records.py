@@ -75,6 +75,58 @@ class StorageError(RuntimeError):
     """The records' storage URL cannot be used (unreachable server, bad URL, missing driver)."""
 
 
+#: Seconds a worker keeps retrying a storage operation through an outage before it gives up
+#: (environment variable ``OTRANSFER_STORAGE_RETRY``; default 5 minutes).
+RETRY_ENV = "OTRANSFER_STORAGE_RETRY"
+RETRY_DEFAULT = 300.0
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is the storage being away for a while (connection refused or lost, a
+    server restarting, a locked or full file): worth retrying, unlike a wrong URL or schema."""
+    try:
+        import sqlalchemy.exc as sa
+    except ImportError:  # pragma: no cover - optuna brings SQLAlchemy
+        return False
+    try:
+        from optuna.exceptions import StorageInternalError
+    except ImportError:  # pragma: no cover
+        StorageInternalError = ()  # noqa: N806
+    if isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError,
+                        StorageInternalError)):
+        return True
+    return isinstance(exc, sa.DBAPIError) and bool(getattr(exc, "connection_invalidated", False))
+
+
+def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=time.sleep,
+             clock=time.monotonic, say=None):
+    """``fn()``, retried with exponential backoff (0.5 s doubling to 30 s) while it raises a
+    :func:`transient` storage error, for at most ``budget`` seconds (``OTRANSFER_STORAGE_RETRY``
+    or 5 minutes); then :class:`StorageError`, one line naming the storage and what was being
+    done. Other errors pass through at once."""
+    if budget is None:
+        budget = float(os.environ.get(RETRY_ENV, RETRY_DEFAULT))
+    start, wait, tries = clock(), 0.5, 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            tries += 1
+            left = budget - (clock() - start)
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            if left <= 0:
+                raise StorageError(f"storage {_redact(storage)!r} unreachable for "
+                                   f"{clock() - start:.0f} s while {what} ({tries} tries; "
+                                   f"{type(exc).__name__}: {first})") from None
+            if say is not None and tries == 1:
+                say(f"storage unreachable while {what} ({type(exc).__name__}); retrying for up "
+                    f"to {budget:.0f} s")
+            sleep(min(wait, max(left, 0.0)))
+            wait = min(2 * wait, 30.0)
+
+
 def _redact(url: str) -> str:
     """``url`` without its password."""
     import re

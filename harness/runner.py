@@ -88,6 +88,33 @@ def _build(cfg: Mapping[str, Any], num_classes: int, weights: str | os.PathLike 
     return build_model(cfg["model"], num_classes, weights_path=weights, **mp)
 
 
+def _save_pending(path: Path, metrics) -> None:
+    """A finished job's metrics beside its checkpoint until the storage records them: a worker
+    stopped by a storage outage loses no training (the next run records it from this file)."""
+    import json
+
+    from .records import _plain
+
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(json.dumps({k: _plain(v) for k, v in metrics.items()}))
+    os.replace(tmp, path)
+
+
+def _load_pending(path: Path):
+    """The metrics :func:`_save_pending` left, or None (none, or unreadable: train again)."""
+    import json
+
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("status") == "completed" \
+        else None
+
+
 def _remove_stale_tmp(path: Path) -> None:
     """Delete ``<path>.tmp.<pid>`` files that a killed writer left behind (its process is gone;
     a live writer's file is left alone)."""
@@ -411,6 +438,9 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
         claims.reset_failed()
     tried: set[str] = set()  # failed here: not tried again in this run
 
+    def store(fn, what):  # a storage operation, retried through an outage (records.retrying)
+        return records.retrying(fn, what, storage, say=say)
+
     def pick():
         """The next job this worker claims (with its claim), ``"wait"`` when every job left is
         held by others or waits on one that is, or ``None`` when nothing is left to do."""
@@ -447,10 +477,10 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
         return "wait" if wait else None
 
     def next_job() -> Job | None:
-        job = pick() if main else None
+        job = store(pick, "choosing the next job") if main else None
         while job == "wait":
             time.sleep(poll)
-            job = pick()
+            job = store(pick, "choosing the next job")
         if multi:  # every rank trains the job rank 0 claimed
             job = by_key.get(ddp.broadcast_object(job.key if job else None))
         return job
@@ -467,11 +497,20 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
                 except Exception:
                     pass
                 continue
-            trial = records.start_record(study, job, extra={
-                **(record_extra or {}).get(job.key, {}), "worker": claims.worker})
+            trial = store(lambda: records.start_record(study, job, extra={
+                **(record_extra or {}).get(job.key, {}), "worker": claims.worker}),
+                f"starting the record of {job.key}")
+            pending = artefacts / f"{job.key}.result.json"
             try:
-                metrics = _run_job(job, by_key, artefacts, progress, save=is_teacher,
-                                   device=device)
+                metrics = _load_pending(pending)  # trained before an outage stopped a worker
+                if metrics is None:
+                    metrics = _run_job(job, by_key, artefacts, progress, save=is_teacher,
+                                       device=device)
+                    if metrics["status"] == "completed":  # kept until the storage has it
+                        _save_pending(pending, metrics)
+                else:
+                    say(f"{tag(job)}: recording the result trained before the storage went "
+                        f"away ({pending.name})")
             except Exception as exc:  # recorded, and the run goes on
                 metrics = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
             except BaseException:  # Ctrl-C, SIGTERM: record the interruption, then stop
@@ -480,14 +519,18 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
                 claims.release(job.key)  # resume (or another worker) takes it at once
                 raise
             ok = metrics["status"] == "completed"
-            if ok and not claims.begin_record(job.key):  # we stalled, another worker has it
+            if ok and not store(lambda: claims.begin_record(job.key),
+                                f"claiming the record of {job.key}"):
+                # we stalled, another worker has it
                 metrics = {**metrics, "status": "failed",
                            "reason": "claim lost to another worker (this one stalled longer "
                                      f"than stale_after={stale_after:g} s)"}
                 ok = None
-            records.finish_record(study, trial, metrics)
+            store(lambda: records.finish_record(study, trial, metrics),
+                  f"recording the result of {job.key}")
             if ok is not None:
-                claims.finish(job.key, ok=ok)
+                store(lambda: claims.finish(job.key, ok=ok), f"closing the claim of {job.key}")
+            pending.unlink(missing_ok=True)
             (artefacts / f"{job.key}.ckpt").unlink(missing_ok=True)  # recorded: resume no more
             if ok:
                 summary.completed += 1

@@ -245,3 +245,103 @@ def test_a_suite_name_from_the_command_line_is_checked_too():
     with pytest.raises(SuiteError, match="plain name"):
         parse_suite(TINY, "t.yaml", ["name=../x"])
     assert parse_suite(TINY, "t.yaml", ["name=tiny-2.b_c"]).name == "tiny-2.b_c"
+
+
+# --------------------------------------------------------------------------- storage outages
+
+
+def _outage(n):
+    """A callable that fails like a database that is down, ``n`` times, then works."""
+    import sqlalchemy.exc as sa
+
+    state = {"left": n}
+
+    def fn():
+        if state["left"] > 0:
+            state["left"] -= 1
+            raise sa.OperationalError("INSERT ...", {}, Exception("connection refused"))
+        return "ok"
+    return fn
+
+
+def test_storage_operations_are_retried_with_backoff_for_a_bounded_time():
+    from harness.records import StorageError, retrying
+
+    slept, now = [], [0.0]
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    assert retrying(_outage(3), "recording", "sqlite:///x", budget=60, sleep=sleep,
+                    clock=lambda: now[0]) == "ok"
+    assert slept == [0.5, 1.0, 2.0]  # exponential backoff
+    slept.clear()
+    with pytest.raises(StorageError) as info:
+        retrying(_outage(10 ** 6), "recording the result of abc", "postgresql://u:pw@h/db",
+                 budget=60, sleep=sleep, clock=lambda: now[0])
+    msg = str(info.value)
+    assert "unreachable for 6" in msg and "recording the result of abc" in msg
+    assert "pw" not in msg and "\n" not in msg
+    assert slept == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 28.5]  # capped by the budget left
+    with pytest.raises(KeyError):  # not a storage outage: no retry
+        retrying(lambda: {}["x"], "x", "sqlite:///x", budget=60, sleep=sleep)
+
+
+def _tiny_suite(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0]"))
+    return path
+
+
+def test_a_short_outage_while_recording_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    import harness.records as records
+    from harness.runner import run_suite
+
+    real = records.finish_record
+    down = _outage(2)
+
+    def flaky(study, trial, metrics):
+        down()  # the first two calls meet a storage that is down
+        return real(study, trial, metrics)
+
+    monkeypatch.setattr(records, "finish_record", flaky)
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    s = run_suite(_tiny_suite(tmp_path), storage=storage, progress=False,
+                  results_root=tmp_path / "r", log=None)
+    assert s.completed == 3 and s.failed == 0
+    df = records.records_frame(storage, "tiny")
+    assert len(df) == 3 and df["key"].is_unique
+    assert not list((tmp_path / "r" / "tiny" / "artefacts").glob("*.result.json"))
+
+
+def test_a_result_trained_before_an_outage_is_recorded_without_training_again(tmp_path,
+                                                                               monkeypatch):
+    import json
+
+    import harness.runner as runner
+    from harness.records import records_frame
+    from harness.suite import expand, load_suite
+
+    suite = _tiny_suite(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    jobs = expand(load_suite(suite))
+    student = jobs[1]
+    art = tmp_path / "r" / "tiny" / "artefacts"
+    art.mkdir(parents=True)
+    kept = {"status": "completed", "reason": "", "test_accuracy": 0.4321,
+            "val_accuracy": 0.4, "best_val_accuracy": 0.4, "wall_time": 1.0}
+    (art / f"{student.key}.result.json").write_text(json.dumps(kept))
+    real = runner._run_job
+
+    def run_job(job, *a, **k):
+        assert job.key != student.key, "trained again"
+        return real(job, *a, **k)
+
+    monkeypatch.setattr(runner, "_run_job", run_job)
+    s = runner.run_suite(suite, storage=storage, progress=False, results_root=tmp_path / "r",
+                         log=None)
+    assert s.completed == 3 and s.failed == 0
+    df = records_frame(storage, "tiny")
+    assert df.set_index("key").at[student.key, "test_accuracy"] == pytest.approx(0.4321)
+    assert not (art / f"{student.key}.result.json").exists()

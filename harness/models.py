@@ -159,11 +159,20 @@ def read_state(weights_path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(
             f"weights file {path!r} not found: put a state_dict saved with "
             f"torch.save(model.state_dict(), {path!r}) there (nothing is downloaded)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or pickled objects (never run)
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"weights file {path!r} is not a torch state_dict "
+                         f"({type(exc).__name__}: {first})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     elif isinstance(state, dict) and isinstance(state.get("model"), Mapping):
         state = state["model"]  # RepDistiller (CRD) checkpoints: {"model": state, "epoch": ...}
+    if not isinstance(state, Mapping) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"weights file {path!r} holds no state_dict (a mapping of parameter "
+                         f"names to tensors)")
     return state
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -390,8 +391,25 @@ def build_regularizer(spec: str, **params: Any) -> Regularizer:
         p = {**accepted[info.name], **given[info.name]}
         if "taps" in p:
             p["taps"] = _as_taps(p["taps"])
+        _check_weights(info.name, p)
         resolved[info.name] = p
     return Regularizer(infos, resolved)
+
+
+#: Parameters that are weights or temperatures, by name: ``(lowest value, whether it may be
+#: that value)``; checked for every term when it is built (a suite's load time).
+_BOUNDS = {"alpha": (0.0, True), "beta": (0.0, True), "tau": (0.0, False)}
+
+
+def _check_weights(term: str, params: Mapping[str, Any]) -> None:
+    for key, (low, closed) in _BOUNDS.items():
+        if key not in params or params[key] is None:
+            continue
+        v = params[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v < low or (v == low and not closed):
+            need = f">= {low:g}" if closed else f"> {low:g}"
+            raise ValueError(f"{term}.{key} must be a finite number {need}; got {v!r}")
 
 
 def _unknown(key: str, accepted: Mapping[str, Mapping[str, Any]], spec: str):

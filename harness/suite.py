@@ -335,9 +335,74 @@ def load_suite(path_or_name: str | os.PathLike, overrides: Iterable[str] = ()) -
     return parse_suite(text, str(path), overrides)
 
 
+#: Bounds of a suite file's YAML: aliases, and nodes once every alias is expanded (a
+#: "billion laughs" file of nested anchors would otherwise take minutes and gigabytes).
+MAX_ALIASES = 1000
+MAX_NODES = 200_000
+
+
+class _SuiteLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (YAML keeps the last
+    silently; merge keys ``<<: *anchor`` may still be overridden) and bounds aliases."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = key_node.value
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is written twice in this mapping (first on "
+                                    f"line {seen[key] + 1}; YAML would keep only the last)",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expansion(root) -> None:
+    """Raise when ``root`` holds more than :data:`MAX_ALIASES` alias uses or expands to more
+    than :data:`MAX_NODES` nodes (counted once per node object, with memoisation)."""
+    sizes: dict[int, int] = {}
+    uses = {"aliases": 0}
+    seen_ids: set[int] = set()
+
+    def size(node) -> int:
+        if id(node) in sizes:
+            uses["aliases"] += 1
+            if uses["aliases"] > MAX_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} alias uses", node.start_mark)
+            return sizes[id(node)]
+        if id(node) in seen_ids:  # a recursive alias
+            raise yaml.composer.ComposerError(None, None, "a recursive alias",
+                                              node.start_mark)
+        seen_ids.add(id(node))
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(size(v) for v in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(size(k) + size(v) for k, v in node.value)
+        if n > MAX_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"the document expands to more than {MAX_NODES:,} nodes (nested "
+                            f"aliases?)", node.start_mark)
+        sizes[id(node)] = n
+        return n
+
+    if root is not None:
+        size(root)
+
+
 def parse_suite(text: str, filename: str = "<suite>", overrides: Iterable[str] = ()) -> Suite:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SuiteLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f"line {mark.line + 1}" if mark is not None else "unknown line"
@@ -932,7 +997,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, eq, value = text.partition("=")
     if not eq or not key.strip():
         raise SuiteError(f"--set expects key=value, got {text!r}")
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"--set {text!r}: the value is not valid YAML ({problem})") from None
+    return key.strip().split("."), parsed
 
 
 def apply_overrides(raw: Any, overrides: Iterable[str]) -> Any:
@@ -962,6 +1032,9 @@ def apply_overrides(raw: Any, overrides: Iterable[str]) -> Any:
             else:
                 break
             i += 1
+        if parts[:i] == ["stages"] and len(parts) - i > 1 and isinstance(node, dict):
+            raise SuiteError(f"--set {text!r}: no stage {parts[i]!r} (stages: "
+                             f"{', '.join(map(str, node)) or 'none'})")
         last = ".".join(parts[i:])
         if isinstance(node, list):
             if not (last.lstrip("-").isdigit() and -len(node) <= int(last) < len(node)):

@@ -345,3 +345,49 @@ def test_a_result_trained_before_an_outage_is_recorded_without_training_again(tm
     df = records_frame(storage, "tiny")
     assert df.set_index("key").at[student.key, "test_accuracy"] == pytest.approx(0.4321)
     assert not (art / f"{student.key}.result.json").exists()
+
+
+def test_yaml_alias_bombs_and_keys_written_twice_are_refused_with_the_line():
+    import time
+
+    rows = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]"
+        for i in range(8)]
+    bomb = "\n".join(rows) + "\nname: t\nstages: {}\n"
+    t0 = time.perf_counter()
+    with pytest.raises(SuiteError, match=r"b.yaml, line \d+: invalid YAML: the document "
+                                         r"expands to more than 200,000 nodes"):
+        parse_suite(bomb, "b.yaml")
+    assert time.perf_counter() - t0 < 5
+    with pytest.raises(SuiteError, match=r"d.yaml, line 8: invalid YAML: key 'model' is written "
+                                         r"twice in this mapping \(first on line 5"):
+        parse_suite(TINY.replace("    dataset: digits\n    train: {epochs: 1, batch_size: 64",
+                                 "    dataset: digits\n    model: cnn\n    train: {epochs: 1, "
+                                 "batch_size: 64", 1), "d.yaml")
+    merged = TINY.replace("  students:\n    model: mlp", "  students: &s\n    model: mlp") + \
+        "  other:\n    <<: *s\n    model: cnn\n"  # a merge key may still be overridden
+    assert [st.model for st in parse_suite(merged, "m.yaml").stages] == ["mlp", "mlp", "cnn"]
+
+
+@pytest.mark.parametrize("override,what", [
+    ("seeds=[0", "--set 'seeds=[0': the value is not valid YAML"),
+    ("stages.nosuch.model=mlp", "no stage 'nosuch' (stages: teacher, students)"),
+    ("stages.students.regularizers=[{kd: {tau: -1}}]", "kd.tau must be a finite number > 0"),
+    ("stages.students.regularizers=[{kd: {alpha: .nan}}]", "kd.alpha must be a finite number"),
+])
+def test_bad_overrides_are_one_line_errors(override, what):
+    with pytest.raises(SuiteError) as info:
+        parse_suite(TINY, "t.yaml", [override])
+    assert what in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_pretrained_file_that_is_not_a_state_dict_is_named(tmp_path):
+    from harness.models import read_state
+
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ValueError, match=f"weights file '{text}' is not a torch state_dict"):
+        read_state(text)
+    torch.save({"epoch": 3}, tmp_path / "meta.pt")
+    with pytest.raises(ValueError, match="holds no state_dict"):
+        read_state(tmp_path / "meta.pt")

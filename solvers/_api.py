@@ -25,6 +25,10 @@ def _as_tensor(v: Any, like: torch.Tensor | None = None) -> torch.Tensor:
     return t
 
 
+#: Total masses outside [MASS_LOW, MASS_HIGH] are rescaled to 1 for the solve (see solve).
+MASS_LOW, MASS_HIGH = 1e-3, 1e3
+
+
 def _check_weights(w: torch.Tensor | None, size: int, batch: tuple[int, ...], name: str,
                    like: torch.Tensor) -> torch.Tensor:
     if w is None:
@@ -45,6 +49,8 @@ def _check_weights(w: torch.Tensor | None, size: int, batch: tuple[int, ...], na
 def _check_problem(info: MethodInfo, C: torch.Tensor, a, b) -> tuple[torch.Tensor, torch.Tensor]:
     if C.dim() not in (2, 3):
         raise ValueError(f"cost must have shape (n, m) or (B, n, m); got {tuple(C.shape)}")
+    if C.device.type == "meta":
+        raise ValueError("cost is a meta tensor (a shape without data): nothing to solve")
     if not C.is_floating_point():
         raise ValueError(f"cost must be a floating-point tensor; got {C.dtype}")
     n, m = C.shape[-2:]
@@ -142,11 +148,28 @@ def solve(C, a=None, b=None, *, method: str = "ipot", **params: Any) -> OTResult
     params = _resolve_params(info, params)
     C = _as_tensor(C)
     a, b = _check_problem(info, C, a, b)
+    # masses far from 1 (1e-30: underflow in the scaling iterations) are solved at unit mass:
+    # OT(m a, m b) = m OT(a, b), and the plan scales by m (the Sinkhorn fixed point too)
+    mass = a.detach().sum(-1)
+    scale = mass if bool(((mass < MASS_LOW) | (mass > MASS_HIGH)).any()) else None
+    a_in, b_in = (a.detach(), b.detach()) if scale is None else \
+        (a.detach() / scale[..., None], b.detach() / scale[..., None])
     if C.dim() == 3 and not info.batched:
-        outs = [info.fn(C[i].detach(), a[i].detach(), b[i].detach(), **params) for i in range(C.shape[0])]
+        outs = [info.fn(C[i].detach(), a_in[i], b_in[i], **params) for i in range(C.shape[0])]
         out = _stack(outs)
     else:
-        out = info.fn(C.detach(), a.detach(), b.detach(), **params)
+        out = info.fn(C.detach(), a_in, b_in, **params)
+    if scale is not None:
+        if out.get("plan") is not None:
+            out["plan"] = out["plan"] * scale[..., None, None].to(out["plan"].dtype)
+        elif out.get("value") is not None:
+            out["value"] = out["value"] * scale.to(torch.as_tensor(out["value"]).dtype)
+    if (a.requires_grad or b.requires_grad) and out.get("potentials") is None:
+        if info.name == "exact":  # the same optimum from the network simplex, with its duals
+            return solve(C, a, b, method="emd")
+        raise ValueError(f"method {method!r} returns no dual potentials, so no gradient with "
+                         f"respect to the masses a, b: use 'emd' or 'exact' (the LP duals) or a "
+                         f"scaling method (sinkhorn, ipot), or pass a, b without requires_grad")
     plan = out.get("plan")
     if plan is not None:
         value = attach(C, a, b, plan.to(C.dtype), out.get("potentials"))

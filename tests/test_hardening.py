@@ -391,3 +391,35 @@ def test_a_pretrained_file_that_is_not_a_state_dict_is_named(tmp_path):
     torch.save({"epoch": 3}, tmp_path / "meta.pt")
     with pytest.raises(ValueError, match="holds no state_dict"):
         read_state(tmp_path / "meta.pt")
+
+
+# --------------------------------------------------------------------------- solver API
+
+
+@pytest.mark.parametrize("method", ["sinkhorn", "ipot", "emd", "exact"])
+def test_tiny_and_huge_masses_are_solved_at_unit_mass_and_scaled_back(method):
+    from solvers import solve
+
+    C = torch.rand(6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = solve(C, method="emd")  # unit mass, exact
+    for mass in (1e-30, 1e20):
+        w = torch.full((6,), mass / 6, dtype=torch.float64)
+        r = solve(C, w, w, method=method)
+        assert r.converged, (method, mass)
+        assert float(r.plan.sum()) == pytest.approx(mass, rel=1e-9)
+        assert float(r.value) / mass == pytest.approx(float(ref.value), rel=1e-2)
+
+
+def test_mass_gradients_need_potentials_and_meta_tensors_are_refused():
+    from solvers import solve
+
+    C = torch.rand(4, 4)
+    a = torch.full((4,), 0.25, requires_grad=True)
+    with pytest.raises(ValueError, match="no gradient with respect to the masses"):
+        solve(C, a, method="assignment")
+    r = solve(C, a, method="exact")  # the LP duals (network simplex): d value / d a
+    r.value.backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all()
+    assert float(r.value) == pytest.approx(float(solve(C, method="assignment").value))
+    with pytest.raises(ValueError, match="meta tensor"):
+        solve(torch.empty(3, 3, device="meta"), method="exact")

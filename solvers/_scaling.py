@@ -74,7 +74,10 @@ def _l1(x: torch.Tensor) -> float:
     "sinkhorn", converges_to_exact=True, value_rtol=1e-3, potentials=True, batched=True,
     params={"reg": 1e-3, "gap": 1e-3, "max_iter": 5000, "tol": 1e-5, "scaling": 0.5,
             "sparse": True, "relative": True},
-    description="Sinkhorn, log-stabilised, eps-scaling, sparse kernel, certified duality gap",
+    description="Sinkhorn, log-stabilised, eps-scaling, sparse kernel, certified duality gap "
+                "(uncertified, converged=False, when the entropic bias eps*log(n) at eps = "
+                "reg*range exceeds gap*value: costs whose OT value is far below their range, "
+                "e.g. uniform random costs, need a smaller reg; extras['reason'] says so)",
 )
 def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scaling: float,
              sparse: bool, relative: bool) -> dict:
@@ -267,11 +270,19 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
     value = batched_dot(plan, C)
     dual = (a * torch.where(a > 0, Fa, 0)).sum(-1) + (b * torch.where(b > 0, Ga, 0)).sum(-1)
     converged = certified if gap_tol > 0 else err < tol
+    reason = ""
+    if gap_tol > 0 and not certified:
+        bias = eps * math.log(max(n, m))
+        val = float(batched_dot(plan, C).abs().max())
+        reason = (f"no certificate within gap={gap_tol:g} after {n_iter} iterations at eps="
+                  f"{eps:.3g}" + (f": the entropic bias eps*log(n) = {bias:.3g} exceeds "
+                                  f"gap*value = {gap_tol * val:.3g}; lower reg"
+                                  if bias > gap_tol * val else "; raise max_iter"))
     return {
         "plan": plan, "potentials": (Fa, Ga), "n_iter": n_iter, "converged": bool(converged),
         "extras": {"eps": eps, "gap": gap, "lower_bound": lb, "reg_value": dual - value,
                    "stages": stages, "sparse": K.sparse, "support_size": K.nnz,
-                   "support_grown": grown},
+                   "support_grown": grown, "reason": reason},
     }
 
 

@@ -423,3 +423,17 @@ def test_mass_gradients_need_potentials_and_meta_tensors_are_refused():
     assert float(r.value) == pytest.approx(float(solve(C, method="assignment").value))
     with pytest.raises(ValueError, match="meta tensor"):
         solve(torch.empty(3, 3, device="meta"), method="exact")
+
+
+def test_an_uncertified_sinkhorn_says_why_and_a_smaller_reg_certifies_it():
+    """Uniform random costs: the OT value (~range/n) is far below the range, so the entropic
+    bias at the default reg exceeds the gap the certificate asks for."""
+    from solvers import solve
+
+    C = torch.rand(200, 200, generator=torch.Generator().manual_seed(0))
+    r = solve(C, method="sinkhorn")
+    assert not r.converged and "lower reg" in r.extras["reason"]
+    fine = solve(C, method="sinkhorn", reg=1e-5)
+    assert fine.converged and fine.extras["reason"] == ""
+    ref = float(solve(C.double(), method="exact").value)
+    assert float(fine.value) == pytest.approx(ref, rel=2e-3)

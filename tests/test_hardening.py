@@ -437,3 +437,31 @@ def test_an_uncertified_sinkhorn_says_why_and_a_smaller_reg_certifies_it():
     assert fine.converged and fine.extras["reason"] == ""
     ref = float(solve(C.double(), method="exact").value)
     assert float(fine.value) == pytest.approx(ref, rel=2e-3)
+
+
+def test_a_full_disk_fails_the_job_in_one_line_and_the_next_run_finishes_it(tmp_path,
+                                                                           monkeypatch):
+    import errno
+
+    import harness.train as tr
+    from harness.records import records_frame
+    from harness.runner import run_suite
+
+    real = tr._save_atomic
+
+    def full(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(tr, "_save_atomic", full)
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    kw = dict(storage=storage, progress=False, results_root=tmp_path / "r", log=None)
+    s = run_suite(_tiny_suite(tmp_path), **kw)
+    assert s.failed >= 1 and s.completed == 0
+    reasons = [r for _, r in s.failures]
+    assert "No space left on device" in reasons[0]  # the teacher; its students then wait on it
+    assert all("\n" not in r for r in reasons)
+    monkeypatch.setattr(tr, "_save_atomic", real)
+    again = run_suite(_tiny_suite(tmp_path), **kw)  # `run` retries failed jobs
+    assert again.failed == 0
+    df = records_frame(storage, "tiny")
+    assert len(df) == 3 and df["key"].is_unique

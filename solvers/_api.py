@@ -223,7 +223,13 @@ def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str =
     info = get_method(method)
     y = y.to(x.dtype)  # as for the weights: x sets the dtype (cost methods too, not only points)
     if info.input == "cost":
-        return solve(cost_matrix(x, y, cost), a, b, method=method, **params)
+        C = cost_matrix(x, y, cost)
+        if not torch.isfinite(C.detach().sum()) and not bool(torch.isfinite(C).all()):
+            big = float(torch.maximum(x.detach().abs().amax(), y.detach().abs().amax()))
+            raise ValueError(f"the {cost} cost between finite points overflowed {x.dtype} "
+                             f"(|coordinates| up to {big:.3g}): rescale the points or use "
+                             f"float64")
+        return solve(C, a, b, method=method, **params)
     params = _resolve_params(info, params)
     a, b = _point_weights(info, x, y, a, b)
     out = info.fn(x, y, a, b, cost=cost, **params)

@@ -131,6 +131,11 @@ def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scal
     return _unbatch(out, single)
 
 
+#: The certificate's gap is relative to the value, or to this fraction of the cost's range when
+#: the value is smaller (a value of 0, equal distributions, has no relative gap).
+VALUE_FLOOR = 1e-6
+
+
 def _absorb(F, G, u, v, eps, tiny):
     return F + eps * torch.log(u.clamp_min(tiny)), G + eps * torch.log(v.clamp_min(tiny))
 
@@ -202,7 +207,9 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
             rounding = K.rounded(a * u, b * v, a, b)
             ub = rounding[-1]
             Fa = _absorb(F, G, u, v, eps, tiny)[0]
-            scale_ub = ub.abs().clamp_min(tiny)
+            # relative to the value; to VALUE_FLOOR x the range when the value is ~0 (two equal
+            # distributions: no relative gap can be certified around 0)
+            scale_ub = ub.abs().clamp_min(max(tiny, VALUE_FLOOR * rng))
             lb_est = K.support_lower_bound(Fa, a, b)
             est = float(((ub - lb_est) / scale_ub).max())
             if est <= gap_tol:
@@ -380,7 +387,7 @@ def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset):
             K.set(Fa, Gb, eps)
             rounding = K.rounded(a, b, a, b)
             ub = rounding[-1]
-            scale_ub = (ub + offset).abs().clamp_min(tiny)
+            scale_ub = (ub + offset).abs().clamp_min(max(tiny, VALUE_FLOOR * float(rng)))
             est = float(((ub - K.support_lower_bound(Fa, a, b)) / scale_ub).max())
             if est <= gap_tol:
                 gap = float(((ub - K.lower_bound(Fa, a, b)) / scale_ub).max())

@@ -465,3 +465,17 @@ def test_a_full_disk_fails_the_job_in_one_line_and_the_next_run_finishes_it(tmp_
     assert again.failed == 0
     df = records_frame(storage, "tiny")
     assert len(df) == 3 and df["key"].is_unique
+
+
+def test_points_whose_cost_overflows_are_named_and_odd_points_work():
+    from solvers import solve_sample
+
+    big = torch.rand(6, 3, generator=torch.Generator().manual_seed(0)) * 1e20
+    with pytest.raises(ValueError, match="overflowed torch.float32.*rescale the points"):
+        solve_sample(big, big.flip(0), method="sinkhorn")
+    assert solve_sample(big.double(), big.double().flip(0), method="exact").converged
+    ints = torch.randint(0, 5, (6, 3), generator=torch.Generator().manual_seed(1))
+    assert solve_sample(ints, ints.flip(0), method="sinkhorn").converged  # cast to float
+    same = torch.ones(6, 3)
+    r = solve_sample(same, same, method="sinkhorn", cost="cosine")  # every cost 0
+    assert r.converged and abs(float(r.value)) < 1e-6

@@ -27,6 +27,9 @@ def _as_tensor(v: Any, like: torch.Tensor | None = None) -> torch.Tensor:
 
 #: Total masses outside [MASS_LOW, MASS_HIGH] are rescaled to 1 for the solve (see solve).
 MASS_LOW, MASS_HIGH = 1e-3, 1e3
+#: Costs whose largest magnitude lies outside [COST_LOW, COST_HIGH] are solved divided by it
+#: (scale-free methods only: exact, or reg / beta relative to the cost's range).
+COST_LOW, COST_HIGH = 1e-20, 1e20
 
 
 def _check_weights(w: torch.Tensor | None, size: int, batch: tuple[int, ...], name: str,
@@ -154,11 +157,26 @@ def solve(C, a=None, b=None, *, method: str = "ipot", **params: Any) -> OTResult
     scale = mass if bool(((mass < MASS_LOW) | (mass > MASS_HIGH)).any()) else None
     a_in, b_in = (a.detach(), b.detach()) if scale is None else \
         (a.detach() / scale[..., None], b.detach() / scale[..., None])
+    # costs of subnormal or huge magnitude (1e-310, 1e35) are solved at unit scale: the plan of
+    # a scale-free method (exact, or reg/beta relative to the range) does not change with it
+    C_in, c_scale = C.detach(), None
+    if info.input == "cost" and C.numel():
+        cmax = float(C_in.abs().amax())
+        scale_free = params.get("relative") is True or not any(
+            k in params for k in ("reg", "beta", "blur", "eps"))
+        if 0 < cmax and not COST_LOW <= cmax <= COST_HIGH and scale_free:
+            c_scale = cmax
+            C_in = C_in / cmax
     if C.dim() == 3 and not info.batched:
-        outs = [info.fn(C[i].detach(), a_in[i], b_in[i], **params) for i in range(C.shape[0])]
+        outs = [info.fn(C_in[i], a_in[i], b_in[i], **params) for i in range(C.shape[0])]
         out = _stack(outs)
     else:
-        out = info.fn(C.detach(), a_in, b_in, **params)
+        out = info.fn(C_in, a_in, b_in, **params)
+    if c_scale is not None:
+        if out.get("potentials") is not None:
+            out["potentials"] = tuple(p * c_scale for p in out["potentials"])
+        if out.get("plan") is None and out.get("value") is not None:
+            out["value"] = out["value"] * c_scale
     if scale is not None:
         if out.get("plan") is not None:
             out["plan"] = out["plan"] * scale[..., None, None].to(out["plan"].dtype)

@@ -2,6 +2,7 @@
 temporary files, one-line errors."""
 from __future__ import annotations
 
+import math
 import os
 import pickle
 
@@ -479,3 +480,17 @@ def test_points_whose_cost_overflows_are_named_and_odd_points_work():
     same = torch.ones(6, 3)
     r = solve_sample(same, same, method="sinkhorn", cost="cosine")  # every cost 0
     assert r.converged and abs(float(r.value)) < 1e-6
+
+
+@pytest.mark.parametrize("scale,dtype", [(1e-310, torch.float64), (1e-40, torch.float32),
+                                         (1e35, torch.float32)])
+@pytest.mark.parametrize("method", ["sinkhorn", "ipot", "exact"])
+def test_subnormal_and_huge_costs_are_solved_at_unit_scale(scale, dtype, method):
+    from solvers import solve
+
+    C0 = torch.rand(5, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    C = (C0 * scale).to(dtype)
+    ref = float(solve(C0, method="emd").value) * float(C.abs().max()) / float(C0.abs().max())
+    r = solve(C, method=method)
+    assert r.converged and math.isfinite(float(r.value))
+    assert float(r.value) == pytest.approx(ref, rel=2e-3)

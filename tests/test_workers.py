@@ -317,3 +317,19 @@ def test_a_worker_killed_after_recording_is_not_run_again(tmp_path):
     assert len(_records(storage, name)) == n  # nothing run, nothing rewritten
     engine.dispose()
     assert any(key in line and "skipped" in line for line in lines)  # its record counts
+
+
+def test_the_storage_url_can_come_from_the_environment(pg_url, tmp_path, monkeypatch, capsys):
+    """OTRANSFER_STORAGE stands for --storage (a password stays off the command line; libpq
+    adds PGPASSWORD or ~/.pgpass to a URL without one): run and report find the records."""
+    from harness.cli import STORAGE_ENV, main
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(name="from_env", epochs=1))
+    monkeypatch.setenv(STORAGE_ENV, pg_url)
+    args = ["--results", str(tmp_path / "r")]
+    assert main(["run", str(path), "--no-progress", "--set", "seeds=[0]", *args]) == 0
+    out = capsys.readouterr().out
+    assert "records in postgresql" in out
+    assert main(["report", str(path), "--set", "seeds=[0]", "--out", str(tmp_path / "o")]) == 0
+    assert "| none" in capsys.readouterr().out

@@ -526,7 +526,7 @@ def _add_run_like(sub, name: str, help: str, description: str) -> None:
     p.add_argument("--storage", metavar="URL",
                    help="any Optuna storage URL (default sqlite:///results/SUITE/runs.sqlite3)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 epoch per stage, first seed only")
+                   help="smoke run: 1 epoch per stage, first seed and first grid value only")
     p.add_argument("--device", metavar="DEV",
                    help="train on this device (cpu, cuda, cuda:1 ...) whatever the suite says; "
                         "not part of the jobs' keys, so results stay comparable")

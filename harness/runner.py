@@ -36,11 +36,12 @@ class RunSummary:
 
 
 def quick_suite(suite: Suite) -> Suite:
-    """``suite`` with 1 epoch per stage (no step budget) and only its first seed (a smoke run), named
-    ``<name>-quick`` so that its records and artefacts stay apart from the real runs."""
+    """``suite`` with 1 epoch per stage (no step budget), only its first seed and the first value
+    of each grid axis (a smoke run), named ``<name>-quick`` so that its records and artefacts
+    stay apart from the real runs."""
     stages = tuple(dataclasses.replace(
         s, train={**s.train, "epochs": 1, "steps": 0 if s.train.get("steps") == 0 else None},
-        seeds=s.seeds[:1])
+        seeds=s.seeds[:1], grid={k: tuple(v[:1]) for k, v in s.grid.items()})
                    for s in suite.stages)
     return dataclasses.replace(suite, name=f"{suite.name}-quick", stages=stages,
                                seeds=suite.seeds[:1])

@@ -215,3 +215,13 @@ def test_in_memory_batches_are_the_batches_default_collate_stacks():
     assert len(fast) == len(slow) == 24
     for (xa, ya), (xb, yb) in zip(fast, slow):
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and ya.dtype == yb.dtype
+
+
+def test_quick_smoke_runs_take_the_first_grid_value_only():
+    from harness.runner import quick_suite
+
+    s = load_suite("li2020_table2-cpu")
+    q = quick_suite(s)
+    assert q.name == "li2020_table2-cpu-quick" and q.seeds == (0,)
+    assert all(len(v) == 1 for st in q.stages for v in st.grid.values())
+    assert len(expand(q)) == 6 + 12 * 4  # teachers, then none / Omega_U / KD / Omega_P a column

@@ -245,8 +245,8 @@ def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str =
         if not torch.isfinite(C.detach().sum()) and not bool(torch.isfinite(C).all()):
             big = float(torch.maximum(x.detach().abs().amax(), y.detach().abs().amax()))
             raise ValueError(f"the {cost} cost between finite points overflowed {x.dtype} "
-                             f"(|coordinates| up to {big:.3g}): rescale the points or use "
-                             f"float64")
+                             f"to non-finite entries (|coordinates| up to {big:.3g}): rescale "
+                             f"the points or use float64")
         return solve(C, a, b, method=method, **params)
     params = _resolve_params(info, params)
     a, b = _point_weights(info, x, y, a, b)

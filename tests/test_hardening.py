@@ -472,7 +472,7 @@ def test_points_whose_cost_overflows_are_named_and_odd_points_work():
     from solvers import solve_sample
 
     big = torch.rand(6, 3, generator=torch.Generator().manual_seed(0)) * 1e20
-    with pytest.raises(ValueError, match="overflowed torch.float32.*rescale the points"):
+    with pytest.raises(ValueError, match="overflowed torch.float32 to non-finite.*rescale the points"):
         solve_sample(big, big.flip(0), method="sinkhorn")
     assert solve_sample(big.double(), big.double().flip(0), method="exact").converged
     ints = torch.randint(0, 5, (6, 3), generator=torch.Generator().manual_seed(1))

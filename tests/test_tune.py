@@ -282,7 +282,7 @@ def test_a_trial_over_several_seeds_scores_their_mean(tmp_path):
     assert parse_suite(text, "t.yaml").searches[0].seeds == (0, 1)
     with pytest.raises(SuiteError, match="give 'seed' or 'seeds', not both"):
         parse_suite(text.replace("  seeds: [0, 1]\n", "  seeds: [0, 1]\n  seed: 0\n"), "t.yaml")
-    with pytest.raises(SuiteError, match="distinct integers"):
+    with pytest.raises(SuiteError, match="distinct integers|listed twice"):
         parse_suite(text.replace("seeds: [0, 1]", "seeds: [0, 0]"), "t.yaml")
     path = tmp_path / "t.yaml"
     path.write_text(text.replace("{name: median, n_startup_trials: 1}", "{name: none}"))

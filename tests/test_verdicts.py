@@ -167,24 +167,24 @@ def test_report_all_writes_verdicts_md_from_committed_csv(tmp_path, monkeypatch)
 
     root = tmp_path / "repo"
     (root / "suites").mkdir(parents=True)
-    shutil.copy(SUITES_DIR / "lohit2020_table2-cpu.yaml", root / "suites")
-    src = SUITES_DIR.parent / "results" / "lohit2020_table2-cpu" / "runs.csv"
-    (root / "results" / "lohit2020_table2-cpu").mkdir(parents=True)
-    shutil.copy(src, root / "results" / "lohit2020_table2-cpu" / "runs.csv")
+    shutil.copy(SUITES_DIR / "lohit2020_table1-cpu.yaml", root / "suites")
+    src = SUITES_DIR.parent / "results" / "lohit2020_table1-cpu" / "runs.csv"
+    (root / "results" / "lohit2020_table1-cpu").mkdir(parents=True)
+    shutil.copy(src, root / "results" / "lohit2020_table1-cpu" / "runs.csv")
     monkeypatch.chdir(root)
     monkeypatch.setattr("harness.suite.SUITES_DIR", root / "suites")
     assert main(["report", "--all"]) == 0
     verdicts = (root / "results" / "VERDICTS.md").read_text()
     assert "## lohit2020" in verdicts and "premise `kd > none`" in verdicts
-    assert "`otransfer run lohit2020_table2-cpu && otransfer report lohit2020_table2-cpu`" \
+    assert "`otransfer run lohit2020_table1-cpu && otransfer report lohit2020_table1-cpu`" \
         in verdicts
     assert "[verdicts_lohit2020.png](verdicts_lohit2020.png)" in verdicts
     assert (root / "results" / "verdicts_lohit2020.png").stat().st_size > 5000
     assert "does not hold" not in verdicts
     index = (root / "results" / "README.md").read_text()
     assert index.index("VERDICTS.md") < index.index("leaderboard.md")
-    v = pd.read_csv(root / "results" / "lohit2020_table2-cpu" / "verdicts.csv")
-    assert set(v["kind"]) == {"premise", "claim"} and (v["n"] == 3).all()
+    v = pd.read_csv(root / "results" / "lohit2020_table1-cpu" / "verdicts.csv")
+    assert set(v["kind"]) == {"premise", "claim"} and (v["n"] == 10).all()
 
 
 def test_term_strength_averages_the_logged_ratios_over_epochs_and_seeds():

@@ -119,21 +119,13 @@ def _load_pending(path: Path):
 def _remove_stale_tmp(path: Path) -> None:
     """Delete ``<path>.tmp.<pid>`` files that a killed writer left behind (its process is gone;
     a live writer's file is left alone)."""
+    from .claims import _pid_alive
+
     for tmp in path.parent.glob(f"{path.name}.tmp.*"):
         pid = tmp.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and _pid_alive(int(pid)):
+        if pid.isdigit() and _pid_alive(int(pid)):  # claims.py's liveness test
             continue
         tmp.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 def _save_atomic_state(model, path: Path) -> None:

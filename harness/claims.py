@@ -21,9 +21,14 @@ exists (a SIGKILL'd worker is replaced at once), from any host when its heartbea
 machine, or a network file system).
 
 A ``done`` claim always has its record: the record is written between ``recording`` and
-``done``, and a ``recording`` claim taken over is first checked against the records. Heartbeats
-compare wall clocks of different machines: keep them synchronised (NTP) and ``stale_after``
-well above the skew.
+``done``, and a ``recording`` claim taken over is first checked against the records.
+
+Heartbeats are stamped and compared on the **database's clock** (as Optuna's RDB heartbeats
+are, with the server's ``now``): every ``heartbeat`` written is the database's current time, and a
+claim's age is the database's time minus it, so a worker whose own clock is hours off neither
+takes a live claim nor loses its own. PostgreSQL reads ``clock_timestamp()`` on the server;
+SQLite, an embedded database, reads the clock of the machine that opens the file (workers on one
+machine share it). No worker's ``time.time()`` enters a claim.
 """
 from __future__ import annotations
 
@@ -68,6 +73,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def db_now_sql(dialect: str):
+    """A SQL expression of the database's current time in seconds since the epoch (float)."""
+    import sqlalchemy as sa
+
+    if dialect == "sqlite":  # julianday('now') has millisecond resolution
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+    if dialect == "postgresql":  # the server's wall clock now (not the transaction's start)
+        return sa.literal_column("extract(epoch from clock_timestamp())::float8", sa.Float)
+    if dialect in ("mysql", "mariadb"):
+        return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Float)
+    raise ValueError(f"claims: no database clock for SQL dialect {dialect!r} (SQLite, "
+                     "PostgreSQL and MySQL are supported)")
+
+
 def _engine(url: str):
     import sqlalchemy as sa
 
@@ -108,6 +127,7 @@ class Claims:
         self.pid = os.getpid()
         self.worker = worker or f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
         self._engine = _engine(storage)
+        self._now = db_now_sql(self._engine.dialect.name)
         meta = sa.MetaData()
         self._t = sa.Table(
             TABLE, meta,
@@ -139,14 +159,23 @@ class Claims:
         self._beat.start()
 
     # ---- reading
+    def db_now(self) -> float:
+        """The database's clock (seconds since the epoch): what heartbeats are stamped with."""
+        import sqlalchemy as sa
+
+        with self._engine.connect() as c:
+            return float(c.execute(sa.select(self._now)).scalar_one())
+
     def states(self, keys: Iterable[str] | None = None) -> dict[str, Claim]:
-        """The claims of this suite (of ``keys`` when given), by key."""
+        """The claims of this suite (of ``keys`` when given), by key; the database's clock at
+        the read is left in :attr:`last_now` (what :meth:`is_abandoned` compares with)."""
         import sqlalchemy as sa
 
         t = self._t
         q = sa.select(t).where(t.c.suite == self.suite)
         with self._engine.connect() as c:
             rows = c.execute(q).mappings().all()
+            self.last_now = float(c.execute(sa.select(self._now)).scalar_one())
         out = {r["key"]: Claim(r["key"], r["worker"], r["host"], r["pid"], r["state"],
                                r["heartbeat"], r["attempts"]) for r in rows}
         if keys is not None:
@@ -156,10 +185,13 @@ class Claims:
 
     def is_abandoned(self, claim: Claim, now: float | None = None) -> bool:
         """Whether ``claim``'s worker is gone: a dead process on this host, or a heartbeat
-        older than ``stale_after``."""
+        older than ``stale_after`` on the database's clock (``now``: that clock, by default
+        the one read with the claims, :attr:`last_now`)."""
         if claim.state not in _LIVE:
             return False
-        now = time.time() if now is None else now
+        if now is None:
+            now = getattr(self, "last_now", None)
+            now = self.db_now() if now is None else now
         if claim.host == self.host and (
                 (claim.pid != self.pid and not _pid_alive(claim.pid))
                 or (claim.pid == self.pid and claim.worker not in _OPEN)):
@@ -177,42 +209,47 @@ class Claims:
         import sqlalchemy as sa
 
         t = self._t
-        now = time.time()
         self.last_previous: str | None = None
         try:
             with self._engine.begin() as c:
                 c.execute(t.insert().values(suite=self.suite, key=key, worker=self.worker,
                                             host=self.host, pid=self.pid, state=RUNNING,
-                                            heartbeat=now, attempts=1))
+                                            heartbeat=self._now, attempts=1))
             with self._lock:
                 self._held.add(key)
-            return Claim(key, self.worker, self.host, self.pid, RUNNING, now, 1)
+            return Claim(key, self.worker, self.host, self.pid, RUNNING, self.last_now_or(), 1)
         except sa.exc.IntegrityError:
             pass
         old = self.states([key]).get(key)
         if old is None:  # released between our insert and our read: try once more
             return self.try_claim(key, retake_done) if not retake_done else None
-        if not (self.is_abandoned(old, now) or (retake_done and old.state == DONE)):
+        if not (self.is_abandoned(old) or (retake_done and old.state == DONE)):
             return None
         with self._engine.begin() as c:  # compare-and-set on the row we read
             res = c.execute(t.update().where(
                 t.c.suite == self.suite, t.c.key == key, t.c.worker == old.worker,
                 t.c.state == old.state, t.c.heartbeat == old.heartbeat).values(
                 worker=self.worker, host=self.host, pid=self.pid, state=RUNNING,
-                heartbeat=now, attempts=old.attempts + 1))
+                heartbeat=self._now, attempts=old.attempts + 1))
         if res.rowcount != 1:
             return None
         with self._lock:
             self._held.add(key)
         self.last_previous = old.worker
-        return Claim(key, self.worker, self.host, self.pid, RUNNING, now, old.attempts + 1)
+        return Claim(key, self.worker, self.host, self.pid, RUNNING, self.last_now_or(),
+                     old.attempts + 1)
+
+    def last_now_or(self) -> float:
+        """The database time last read (an approximate stamp for a returned :class:`Claim`)."""
+        now = getattr(self, "last_now", None)
+        return self.db_now() if now is None else now
 
     def _move(self, key: str, frm: str, to: str) -> bool:
         t = self._t
         with self._engine.begin() as c:
             res = c.execute(t.update().where(
                 t.c.suite == self.suite, t.c.key == key, t.c.worker == self.worker,
-                t.c.state == frm).values(state=to, heartbeat=time.time()))
+                t.c.state == frm).values(state=to, heartbeat=self._now))
         return res.rowcount == 1
 
     def begin_record(self, key: str) -> bool:
@@ -255,7 +292,7 @@ class Claims:
                 with self._engine.begin() as c:
                     c.execute(t.update().where(
                         t.c.suite == self.suite, t.c.worker == self.worker,
-                        t.c.key.in_(held), t.c.state.in_(_LIVE)).values(heartbeat=time.time()))
+                        t.c.key.in_(held), t.c.state.in_(_LIVE)).values(heartbeat=self._now))
             except Exception:  # a storage hiccup: the next beat tries again
                 pass
 

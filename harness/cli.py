@@ -3,7 +3,8 @@
 Subcommands: ``solvers bench``, ``regularizers bench``,
 ``list {solvers,regularizers,models,datasets,suites}``, ``report solvers``, ``report SUITE``,
 ``run SUITE [--workers N]``, ``resume SUITE``, ``worker SUITE`` (one of many on a shared
-storage) and ``tune SUITE``. A new one plugs in by adding a parser builder to
+storage), ``launch SUITE --slurm`` (workers as a SLURM job array), ``status SUITE``,
+``schema`` (the suite files' JSON schema) and ``tune SUITE``. A new one plugs in by adding a parser builder to
 :data:`_COMMANDS` (and, for ``list`` / ``report``, an entry to :data:`_LISTERS` /
 :data:`_REPORTERS`).
 
@@ -334,9 +335,42 @@ def _on_sigterm(signum, frame):  # a worker told to stop: record the interruptio
     raise SystemExit(128 + signum)
 
 
+def _follow_workers(suite, storage: str, procs) -> None:
+    """The suite bar of ``run --workers N`` in a terminal, read from the claims and records."""
+    import sqlalchemy as sa
+
+    from .claims import DONE, FAILED, TABLE, _LIVE, _engine
+    from .progress import follow
+    from .records import done_keys
+    from .suite import expand
+
+    jobs = expand(suite)
+    label = {j.key: f"{j.stage} {j.dataset} {j.regularizer} seed={j.seed}" for j in jobs}
+    try:
+        before = done_keys(storage, suite.name) & set(label)
+    except Exception:
+        before = set()
+    engine = _engine(storage)
+
+    def read():
+        with engine.connect() as c:
+            rows = c.execute(sa.text(f"select key, state from {TABLE} where suite = :s"),
+                             {"s": suite.name}).all()
+        done = set(before) | {k for k, st in rows if st == DONE and k in label}
+        failed = sum(st == FAILED and k in label for k, st in rows)
+        running = [label[k] for k, st in rows if st in _LIVE and k in label]
+        return len(done), failed, running
+
+    try:
+        follow(suite.name, len(jobs), read, lambda: any(p.poll() is None for p in procs))
+    finally:
+        engine.dispose()
+
+
 def _spawn_workers(args: argparse.Namespace) -> int:
     """``run --workers N``: N ``otransfer worker`` processes on one storage; wait for them."""
     import subprocess
+    from pathlib import Path
 
     from .records import default_storage
     from .runner import quick_suite
@@ -356,8 +390,24 @@ def _spawn_workers(args: argparse.Namespace) -> int:
         cmd.append("--quick")
     if args.device:
         cmd += ["--device", args.device]
-    procs = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
-    codes = [p.wait() for p in procs]
+    from .progress import is_terminal
+
+    if args.no_progress or not is_terminal():  # a log: the workers' plain lines, interleaved
+        procs = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
+        codes = [p.wait() for p in procs]
+    else:  # a terminal: one bar drawn from the storage; each worker's lines in its own file
+        logs = Path(args.results) / name / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        files = [(logs / f"worker-{i}.log").open("w") for i in range(args.workers)]
+        procs = [subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+                 for f in files]
+        print(f"{args.workers} workers; their logs: {logs}/worker-*.log", file=sys.stderr)
+        try:
+            _follow_workers(suite if not args.quick else quick_suite(suite), storage, procs)
+        finally:
+            codes = [p.wait() for p in procs]
+            for f in files:
+                f.close()
     print(f"\n{args.workers} workers exited with {codes}")
     args.storage = storage  # this process's own pass reads the same records
     return max(codes) if any(codes) else 0
@@ -389,26 +439,34 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if not is_main():  # torchrun: rank 0 reports
         return 0
-    print(f"\n{summary.suite}: {summary.jobs} jobs, {summary.completed} run, "
-          f"{summary.skipped} already done, {summary.by_others} done by other workers, "
-          f"{summary.failed} failed in {summary.wall_time:.1f} s; records in "
-          f"{_redact(summary.storage)}")
-    for key, reason in summary.failures:
-        print(f"  failed {key}: {reason}")
-    if args.command != "worker" and (summary.completed or summary.skipped or summary.by_others):
-        from .report import write_report
+    line = (f"{summary.suite}: {summary.jobs} jobs, {summary.completed} run, "
+            f"{summary.skipped} already done, {summary.by_others} done by other workers, "
+            f"{summary.failed} failed in {summary.wall_time:.1f} s; records in "
+            f"{_redact(summary.storage)}")
+    failures = [f"  failed {key}: {reason}" for key, reason in summary.failures]
+    if args.command == "worker" or not (summary.completed or summary.skipped
+                                        or summary.by_others):
+        print("\n" + "\n".join([line, *failures]))
+        return 1 if (summary.failed or code) else 0
+    from .report import write_report
 
-        try:
-            paths = write_report(summary.suite, summary.storage, keys=summary.keys,
-                                 results_root=args.results)
-            if "verdicts" in paths:  # the answer first, the tables behind it after
-                from .report import verdict_summary
+    try:
+        paths = write_report(summary.suite, summary.storage, keys=summary.keys,
+                             results_root=args.results)
+    except ValueError as exc:
+        print("\n" + "\n".join([line, *failures, f"no report: {exc}"]))
+        return 1 if (summary.failed or code) else 0
+    # the answer first (verdicts), the tables behind it, then where everything is
+    if "verdicts" in paths:
+        from .report import verdict_summary
 
-                print(verdict_summary(paths["verdicts"]))
-            print(paths["md"].read_text())
-            print(f"wrote {', '.join(map(str, paths.values()))}")
-        except ValueError:
-            pass
+        print("\n" + verdict_summary(paths["verdicts"]))
+    print("\n" + paths["md"].read_text())
+    files = [str(p) for p in paths.values()]
+    plots = [f for f in files if f.endswith(".png")]
+    tables = [f for f in files if not f.endswith(".png")]
+    print("\n".join([line, *failures, f"tables: {', '.join(tables)}",
+                      *([f"plots: {', '.join(plots)}"] if plots else [])]))
     return 1 if (summary.failed or code) else 0
 
 
@@ -570,6 +628,185 @@ def _add_resume(sub) -> None:
 #: Parser builders, one per top-level subcommand; run, resume and tune join here.
 _COMMANDS = [_add_solvers, _add_regularizers, _add_list, _add_report, _add_run, _add_resume,
              _add_worker]
+
+
+# --------------------------------------------------------------------------- launch / status
+
+
+def _cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .launch import LaunchError, launch
+    from .suite import SuiteError
+
+    if args.slurm == args.local:
+        parser.error("give one of --slurm (a SLURM job array) or --local (processes here)")
+    if args.array < 1:
+        parser.error(f"--array must be >= 1; got {args.array}")
+    executor = "slurm" if args.slurm else "local"
+    try:
+        jobs, info = launch(
+            args.suite, storage=args.storage, executor=executor, workers=args.array,
+            folder=args.folder, results_root=args.results, overrides=args.set or (),
+            quick=args.quick, device=args.device, stale_after=args.stale_after,
+            heartbeat=args.heartbeat, timeout_min=args.time, partition=args.partition,
+            gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task,
+            mem_gb=args.mem_gb, max_requeue=args.max_requeue, parallelism=args.parallelism,
+            account=args.account, qos=args.qos, constraint=args.constraint,
+            setup=args.setup or ())
+    except (FileNotFoundError, SuiteError, LaunchError, ModuleNotFoundError) as exc:
+        print(f"otransfer launch: {exc}", file=sys.stderr)
+        return 1
+    ids = info["job_ids"]
+    print(f"{info['suite']}: {len(ids)} worker{'s' if len(ids) != 1 else ''} submitted "
+          f"({executor}): job id{'s' if len(ids) != 1 else ''} {' '.join(map(str, ids))}")
+    print(f"  logs: {info['folder']}  (launch log {info['log']})")
+    status_cmd = ["otransfer", "status", args.suite, "--results", str(args.results)]
+    if args.quick:
+        status_cmd.append("--quick")
+    print(f"  progress: {shlex.join(status_cmd)}  (with OTRANSFER_STORAGE set as here)")
+    if not args.wait:
+        return 0
+    codes = 0
+    for job in jobs:  # --wait: block until every worker has exited
+        try:
+            out = job.result()
+            print(f"  worker {job.job_id}: {out['completed']} run, {out['failed']} failed, "
+                  f"{out['by_others']} by others in {out['wall_time']:.0f} s")
+        except Exception as exc:  # a worker killed or failed: its jobs went to the others
+            codes = 1
+            print(f"  worker {job.job_id}: {job.state}: {str(exc).strip().splitlines()[-1]}")
+    from .status import format_status, suite_status
+
+    st = suite_status(args.suite, storage=os.environ.get(STORAGE_ENV),
+                      overrides=args.set or (), quick=args.quick, results_root=args.results)
+    print(format_status(st))
+    return 0 if (not st.failed and not st.waiting and not st.running) else (codes or 1)
+
+
+def _add_launch(sub) -> None:
+    p = sub.add_parser(
+        "launch", help="start a suite's workers as a SLURM job array (submitit)",
+        description="Submit N `otransfer worker` processes of SUITE with submitit: a SLURM job "
+                    "array (--slurm) or local processes (--local). Workers share the jobs "
+                    "through one storage (PostgreSQL across nodes: --storage or "
+                    "OTRANSFER_STORAGE) and one results directory (--results, on a shared file "
+                    "system). A task preempted or timed out is requeued and its job resumes "
+                    "from its last epoch checkpoint. Prints the job ids; follow the run with "
+                    "`otransfer status SUITE`.")
+    p.add_argument("suite", metavar="SUITE", help="a suite name (suites/SUITE.yaml) or a file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--slurm", action="store_true", help="submit a SLURM job array")
+    where.add_argument("--local", action="store_true",
+                       help="run the workers as local processes (submitit's LocalExecutor)")
+    p.add_argument("--array", "--workers", dest="array", type=int, default=2, metavar="N",
+                   help="number of workers: the job array's size (default 2)")
+    p.add_argument("--parallelism", type=int, metavar="K",
+                   help="at most K array tasks at once (sbatch --array=...%%K; default all)")
+    p.add_argument("--partition", metavar="P", help="SLURM partition")
+    p.add_argument("--gpus-per-task", type=int, default=0, metavar="G",
+                   help="GPUs of each worker (default 0)")
+    p.add_argument("--cpus-per-task", type=int, metavar="C", help="CPU cores of each worker")
+    p.add_argument("--mem-gb", type=float, metavar="GB", help="memory of each worker")
+    p.add_argument("--time", type=int, default=240, metavar="MIN",
+                   help="time limit of each task in minutes; a task that reaches it is "
+                        "requeued (default 240)")
+    p.add_argument("--max-requeue", type=int, default=3, metavar="N",
+                   help="requeues after a timeout (preemptions requeue always; default 3)")
+    p.add_argument("--account", help="SLURM account")
+    p.add_argument("--qos", help="SLURM quality of service")
+    p.add_argument("--constraint", help="SLURM node constraint")
+    p.add_argument("--setup", action="append", metavar="LINE",
+                   help="a shell line run before each worker (module load ..., source "
+                        "venv/bin/activate); repeatable")
+    p.add_argument("--folder", metavar="DIR",
+                   help="submitit's logs and pickles (default DIR/SUITE/submitit of --results)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for every worker to exit, then print the suite's status")
+    p.add_argument("--storage", metavar="URL",
+                   help="records' storage (default $OTRANSFER_STORAGE; SQLite only with --local)")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="results root shared by the workers (default results)")
+    p.add_argument("--set", action="append", metavar="K=V", help="override a suite entry, as "
+                                                                   "for run; repeatable")
+    p.add_argument("--quick", action="store_true", help="the --quick smoke run")
+    p.add_argument("--device", metavar="DEV", help="train on this device (cuda, cpu ...)")
+    p.add_argument("--stale-after", type=float, default=120.0, metavar="S",
+                   help="take over a job whose worker's heartbeat is older than S seconds "
+                        "(default 120)")
+    p.add_argument("--heartbeat", type=float, default=10.0, metavar="S",
+                   help="seconds between heartbeats (default 10)")
+    p.set_defaults(func=_cmd_launch, parser=p)
+
+
+def _cmd_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import json
+
+    from .records import StorageError
+    from .status import format_status, suite_status
+    from .suite import SuiteError
+
+    try:
+        st = suite_status(args.suite, storage=args.storage, overrides=args.set or (),
+                          quick=args.quick, results_root=args.results,
+                          stale_after=args.stale_after)
+    except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
+        print(f"otransfer status: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(st.to_dict(), indent=1) if args.json else format_status(st, args.verbose))
+    return 0
+
+
+def _add_status(sub) -> None:
+    p = sub.add_parser(
+        "status", help="where a suite stands: done / running (by worker) / failed / waiting",
+        description="Read SUITE's records and claims (nothing is written) and print how many "
+                    "of its jobs are done, running (by worker, with each heartbeat's age), "
+                    "failed (with the recorded reason) and waiting, the recent throughput "
+                    "and an ETA.")
+    p.add_argument("suite", metavar="SUITE", help="a suite name (suites/SUITE.yaml) or a file")
+    p.add_argument("--storage", metavar="URL",
+                   help="records' storage (default $OTRANSFER_STORAGE, else "
+                        "sqlite:///DIR/SUITE/runs.sqlite3)")
+    p.add_argument("--results", default="results", metavar="DIR", help="results root")
+    p.add_argument("--set", action="append", metavar="K=V",
+                   help="the overrides the suite runs with; repeatable")
+    p.add_argument("--quick", action="store_true", help="the --quick smoke run's jobs")
+    p.add_argument("--stale-after", type=float, default=120.0, metavar="S",
+                   help="flag a running claim whose heartbeat is older (default 120)")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--verbose", action="store_true", help="list every failure")
+    p.set_defaults(func=_cmd_status, parser=p)
+
+
+
+
+def _cmd_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .schema import dumps
+
+    text = dumps()
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}; first line of a suite file: "
+              f"# yaml-language-server: $schema={args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _add_schema(sub) -> None:
+    p = sub.add_parser(
+        "schema", help="print the JSON schema of suite files (for editors)",
+        description="Print a JSON Schema (draft 2020-12) of suite files, generated from the "
+                    "declarations the suite checker uses (keys, types, registered models, "
+                    "datasets and regularizers, train options). Editors validate and complete "
+                    "YAML with it: `# yaml-language-server: $schema=PATH` on a suite's first "
+                    "line (VS Code YAML, yamlls).")
+    p.add_argument("--out", metavar="FILE", help="write it to FILE instead of stdout")
+    p.set_defaults(func=_cmd_schema, parser=p)
+
+
+_COMMANDS += [_add_launch, _add_status, _add_schema]
 
 
 # --------------------------------------------------------------------------- tune

@@ -108,7 +108,7 @@ def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
     args = types.SimpleNamespace(suite="mini", set=(), quick=False, storage=url,
                                  results=tmp_path, stale_after=120, heartbeat=10, device=None,
-                                 workers=2)
+                                 workers=2, no_progress=True)
     assert cli._spawn_workers(args) == 0
     assert len(seen) == 2
     for cmd, env in seen:
@@ -162,9 +162,9 @@ def test_the_base_install_has_what_the_default_command_needs():
     core = {d.split(">")[0].split("=")[0].split("<")[0] for d in meta["dependencies"]}
     assert {"optuna", "scikit-learn", "torch", "pot", "pyyaml"} <= core
     extras = meta["optional-dependencies"]
-    assert {"vision", "geomloss", "postgres", "timing", "full", "test"} <= set(extras)
+    assert {"vision", "geomloss", "postgres", "timing", "cluster", "full", "test"} <= set(extras)
     flat = lambda names: {d.split(">")[0] for n in names for d in extras[n]}  # noqa: E731
-    assert flat(["vision", "geomloss", "postgres", "timing"]) == flat(["full"])
+    assert flat(["vision", "geomloss", "postgres", "timing", "cluster"]) == flat(["full"])
 
 
 # --------------------------------------------------------------------------- suite input

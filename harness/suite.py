@@ -458,6 +458,19 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
         datasets = (s["dataset"],) if isinstance(s["dataset"], str) else tuple(s["dataset"])
         if not datasets or not all(isinstance(d, str) for d in datasets):
             fail(base + ["dataset"], "must be a dataset name or a non-empty list of names")
+        from .data import get_dataset
+        from .models import get_model
+
+        try:  # a misspelt name fails here, naming its line, not when its job starts
+            get_model(s["model"])
+        except ValueError as exc:
+            fail(base + ["model"], str(exc))
+        for d in (*datasets, *([s["source"]["dataset"]] if isinstance(s.get("source"), dict)
+                               and isinstance(s["source"].get("dataset"), str) else [])):
+            try:
+                get_dataset(d)
+            except ValueError as exc:
+                fail(base + (["dataset"] if d in datasets else ["source", "dataset"]), str(exc))
         for d in datasets:
             _check_dataset_params(d, s.get("dataset_params", {}), base + ["dataset_params"], fail)
         if isinstance(s.get("source"), dict) and isinstance(s["source"].get("dataset"), str):

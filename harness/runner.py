@@ -353,7 +353,9 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     overrides : iterable of str
         ``--set`` strings (``stages.students.train.epochs=2``), applied before expansion.
     progress : bool
-        Training progress bars.
+        In a terminal (standard error a TTY, ``log`` left as ``print``): one suite bar and the
+        running job's bar beneath it (:mod:`harness.progress`). Otherwise, or when False, one
+        plain line per job through ``log``.
     quick : bool
         1 epoch per stage and the first seed only (smoke run).
     results_root : path
@@ -409,6 +411,10 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     study = records.open_study(storage, suite.name) if main else None
     done = records.done_keys(storage, suite.name) if main else set()
     say = (log if main else None) or (lambda s: None)
+    # a terminal gets one suite bar (and the job's bar beneath it); a log gets a line per job
+    from .progress import SuiteBar, is_terminal
+
+    bar_mode = bool(progress and main and log is print and is_terminal())
     t0 = time.perf_counter()
     summary = RunSummary(suite.name, storage, len(jobs), 0, 0, 0, 0.0,
                          keys=[j.key for j in jobs])
@@ -423,7 +429,11 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     for job in jobs:
         if finished(job.key):
             summary.skipped += 1
-            say(f"{tag(job)}: done ({job.key}), skipped")
+            if not bar_mode:
+                say(f"{tag(job)}: done ({job.key}), skipped")
+    bar = SuiteBar(suite.name, len(jobs), done=summary.skipped) if bar_mode else None
+    if bar is not None:
+        say = bar.write  # lines a person must see (failures, take-overs) go above the bars
     first_done = set(done)
     claims = Claims(storage, suite.name, stale_after=stale_after, heartbeat=heartbeat) \
         if main else None
@@ -484,6 +494,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
             if job is None:
                 break
             is_teacher = job.key in teacher_keys
+            if bar is not None:
+                bar.start(f"{job.stage} {job.dataset} {job.regularizer} seed={job.seed}")
             if not main:  # a DDP rank: train, rank 0 records (a failure too)
                 try:
                     _run_job(job, by_key, artefacts, progress=False, save=False, device=device)
@@ -497,7 +509,7 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
             try:
                 metrics = _load_pending(pending)  # trained before an outage stopped a worker
                 if metrics is None:
-                    metrics = _run_job(job, by_key, artefacts, progress, save=is_teacher,
+                    metrics = _run_job(job, by_key, artefacts, bar_mode, save=is_teacher,
                                        device=device)
                     if metrics["status"] == "completed":  # kept until the storage has it
                         _save_pending(pending, metrics)
@@ -525,11 +537,14 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
                 store(lambda: claims.finish(job.key, ok=ok), f"closing the claim of {job.key}")
             pending.unlink(missing_ok=True)
             (artefacts / f"{job.key}.ckpt").unlink(missing_ok=True)  # recorded: resume no more
+            if bar is not None:
+                bar.finish(bool(ok))
             if ok:
                 summary.completed += 1
                 done.add(job.key)
-                say(f"{tag(job)}: test {100 * metrics['test_accuracy']:.1f}% "
-                    f"({metrics['wall_time']:.1f} s)")
+                if bar is None:
+                    say(f"{tag(job)}: test {100 * metrics['test_accuracy']:.1f}% "
+                        f"({metrics['wall_time']:.1f} s)")
             else:
                 tried.add(job.key)
                 summary.failed += 1
@@ -540,6 +555,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     finally:
         if claims is not None:
             claims.close()
+        if bar is not None:
+            bar.close()
     summary.by_others = len(set(done) - first_done) - summary.completed
     summary.wall_time = time.perf_counter() - t0
     return summary

@@ -934,8 +934,9 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         bar = None
         if progress and rank == 0:
             from tqdm.auto import tqdm  # lazy: only when shown
+            # beneath the suite's bar (harness.progress), cleared when the job ends
             bar = tqdm(total=total_steps, initial=min(step, total_steps),
-                       desc="train", dynamic_ncols=True, leave=False)
+                       desc="train", dynamic_ncols=True, leave=False, position=1)
         steps_here = 0
         try:
             for epoch in range(start_epoch, n_epochs):

@@ -38,7 +38,15 @@ def _geomloss_setup(x, y, cost: str, reg: float, scaling: float):
     return x, y, p, blur, factor, eps
 
 
+def _quiet_keops() -> None:
+    """KeOps prints a CUDA warning to stdout on import (over the progress bars, into tables);
+    silence it unless the user asked otherwise."""
+    os.environ.setdefault("PYKEOPS_VERBOSE", "0")
+    os.environ.setdefault("KEOPS_VERBOSE", "0")
+
+
 def _geomloss_potentials(x, y, a, b, p, blur, scaling, backend):
+    _quiet_keops()
     from geomloss import SamplesLoss
 
     loss = SamplesLoss("sinkhorn", p=p, blur=blur, scaling=scaling, debias=False,
@@ -102,7 +110,7 @@ def keops_solve(x, y, a, b, *, cost: str, reg: float, scaling: float) -> dict:
     reg, scaling : float
         As for ``geomloss``.
     """
-    os.environ.setdefault("PYKEOPS_VERBOSE", "0")
+    _quiet_keops()
     from pykeops.torch import LazyTensor
 
     if x.dim() != 2:

@@ -63,3 +63,167 @@ def test_a_worker_with_a_clock_hours_off_neither_steals_nor_loses_claims(
     finally:
         a.close()
         b.close()
+
+
+# --------------------------------------------------------------------------- launch
+
+SUITE = """\
+name: {name}
+seeds: [0, 1, 2]
+stages:
+  teacher:
+    model: mlp
+    model_params: {{widths: [32]}}
+    dataset: digits
+    train: {{epochs: 3, batch_size: 64, lr: 0.05}}
+  students:
+    model: mlp
+    model_params: {{widths: [8]}}
+    dataset: digits
+    dataset_params: {{n_per_class: 10}}
+    teacher: teacher
+    train: {{epochs: 40, batch_size: 25, lr: 0.05}}
+    regularizers:
+      - none
+      - kd: {{tau: 4}}
+"""
+
+
+def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
+    """``otransfer launch --local --array 2 --wait`` (submitit's LocalExecutor, the code path
+    of a SLURM array): one worker is SIGKILLed inside a job, past its first checkpoint; the
+    other takes the job over and the suite completes with every job recorded once."""
+    import collections
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import optuna
+    import sqlalchemy as sa
+
+    from harness.suite import expand, load_suite
+
+    pytest.importorskip("submitit")
+    root = Path(__file__).resolve().parents[1]
+    name = f"launch-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(name=name))
+    keys = {j.key for j in expand(load_suite(path))}
+    results = tmp_path / "results"
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    env = {k: v for k, v in os.environ.items() if k != "OTRANSFER_STORAGE"}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "launch", str(path), "--local", "--array", "2",
+         "--wait", "--results", str(results), "--storage", storage, "--heartbeat", "1",
+         "--stale-after", "30"], cwd=root, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    deadline, killed = time.time() + 240, None
+    engine = sa.create_engine(storage)
+    try:
+        while time.time() < deadline and killed is None and proc.poll() is None:
+            try:
+                with engine.connect() as c:
+                    rows = c.execute(sa.text("select key, pid, state from otransfer_claims "
+                                             "where suite = :s"), {"s": name}).all()
+            except sa.exc.OperationalError:  # no table yet
+                rows = []
+            for key, pid, state in rows:
+                ckpt = results / name / "artefacts" / f"{key}.ckpt"
+                if state == RUNNING and key in keys and ckpt.is_file():
+                    os.kill(pid, signal.SIGKILL)  # a lost node: nothing is released
+                    killed = key
+                    break
+            time.sleep(0.2)
+        out, _ = proc.communicate(timeout=max(10, deadline - time.time()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        engine.dispose()
+    assert killed is not None, out
+    assert "2 workers submitted (local): job ids" in out, out
+    assert f"{name}: {len(keys)} jobs: {len(keys)} done, 0 running, 0 failed, 0 waiting" \
+        in out, out
+    assert proc.returncode == 0, out
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    completed = collections.Counter(t.user_attrs["key"] for t in trials
+                                    if t.state == optuna.trial.TrialState.COMPLETE)
+    assert set(completed) == keys and set(completed.values()) == {1}, completed
+    resumed = [t for t in trials if t.user_attrs["key"] == killed
+               and t.state == optuna.trial.TrialState.COMPLETE]
+    assert resumed[0].user_attrs.get("resumed_from_epoch", 0) >= 1  # from the checkpoint
+    assert any(f.suffix == ".out" for f in (results / name / "submitit").iterdir())
+
+
+# --------------------------------------------------------------------------- schema
+
+_BAD = {  # a malformed suite for each kind of declaration the schema carries
+    "unknown top key": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits"}},
+                        "stagse": {}},
+    "unknown stage key": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
+                                                        "epochs": 3}}},
+    "unknown model": {"name": "x", "stages": {"a": {"model": "mlpp", "dataset": "digits"}}},
+    "unknown dataset": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digit"}}},
+    "lr a string": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
+                                                  "train": {"lr": "fast"}}}},
+    "unknown train key": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
+                                                        "train": {"epoch": 3}}}},
+    "unknown schedule": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
+                                                       "train": {"schedule": "linear"}}}},
+    "unknown regularizer": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
+                                                          "regularizers": ["omega_q"]}}},
+    "negative seed": {"name": "x", "seeds": [-1],
+                      "stages": {"a": {"model": "mlp", "dataset": "digits"}}},
+    "name with a slash": {"name": "../x", "stages": {"a": {"model": "mlp",
+                                                           "dataset": "digits"}}},
+    "no model": {"name": "x", "stages": {"a": {"dataset": "digits"}}},
+    "select other": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
+                                                   "select": "test"}}},
+}
+
+
+def test_schema_accepts_every_shipped_suite_and_rejects_what_the_checker_rejects(tmp_path):
+    import glob
+
+    import jsonschema
+    import yaml
+
+    from harness import suite as S
+    from harness.schema import suite_schema
+    from harness.train import TrainConfig
+
+    schema = suite_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    v = jsonschema.Draft202012Validator(schema)
+    # generated from the checker's declarations: the same keys
+    assert set(schema["properties"]) == set(S._TOP_KEYS)
+    assert set(schema["$defs"]["stage"]["properties"]) == set(S._STAGE_KEYS)
+    assert set(schema["$defs"]["reference"]["properties"]) == set(S._REFERENCE_KEYS)
+    assert set(schema["$defs"]["train"]["properties"]) == {
+        f.name for f in __import__("dataclasses").fields(TrainConfig)}
+    files = sorted(glob.glob(str(S.SUITES_DIR / "*.yaml")))
+    assert len(files) > 20
+    for f in files:
+        errors = [e.message for e in v.iter_errors(yaml.safe_load(open(f)))]
+        assert not errors, (f, errors[:3])
+    for what, doc in _BAD.items():
+        assert list(v.iter_errors(doc)), f"the schema accepts a suite with {what}"
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(S.SuiteError):  # and so does the checker: they agree
+            S.load_suite(path)
+
+
+def test_schema_command_prints_the_schema(capsys, tmp_path):
+    import json
+
+    from harness.cli import main
+    from harness.schema import suite_schema
+
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(suite_schema()))
+    out = tmp_path / "suite.schema.json"
+    assert main(["schema", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["title"] == "otransfer suite"

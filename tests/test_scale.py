@@ -9,6 +9,7 @@ import pytest
 
 from harness import claims as claims_mod
 from harness.claims import RUNNING, Claims
+from test_workers import SUITE  # the suite of the many-workers tests
 
 
 class _SkewedTime:
@@ -67,28 +68,6 @@ def test_a_worker_with_a_clock_hours_off_neither_steals_nor_loses_claims(
 
 # --------------------------------------------------------------------------- launch
 
-SUITE = """\
-name: {name}
-seeds: [0, 1, 2]
-stages:
-  teacher:
-    model: mlp
-    model_params: {{widths: [32]}}
-    dataset: digits
-    train: {{epochs: 3, batch_size: 64, lr: 0.05}}
-  students:
-    model: mlp
-    model_params: {{widths: [8]}}
-    dataset: digits
-    dataset_params: {{n_per_class: 10}}
-    teacher: teacher
-    train: {{epochs: 40, batch_size: 25, lr: 0.05}}
-    regularizers:
-      - none
-      - kd: {{tau: 4}}
-"""
-
-
 def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
     """``otransfer launch --local --array 2 --wait`` (submitit's LocalExecutor, the code path
     of a SLURM array): one worker is SIGKILLed inside a job, past its first checkpoint; the
@@ -109,7 +88,8 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
     root = Path(__file__).resolve().parents[1]
     name = f"launch-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "suite.yaml"
-    path.write_text(SUITE.format(name=name))
+    path.write_text(SUITE.format(name=name, epochs=40).replace(
+        "      - omega_p: {alpha: 0.01}\n", ""))  # the workers tests' suite, 9 jobs
     keys = {j.key for j in expand(load_suite(path))}
     results = tmp_path / "results"
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"

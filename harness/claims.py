@@ -166,13 +166,23 @@ class Claims:
         with self._engine.connect() as c:
             return float(c.execute(sa.select(self._now)).scalar_one())
 
-    def states(self, keys: Iterable[str] | None = None) -> dict[str, Claim]:
+    def states(self, keys: Iterable[str] | None = None, unfinished: bool = False,
+               done_since: float | None = None) -> dict[str, Claim]:
         """The claims of this suite (of ``keys`` when given), by key; the database's clock at
-        the read is left in :attr:`last_now` (what :meth:`is_abandoned` compares with)."""
+        the read is left in :attr:`last_now` (what :meth:`is_abandoned` compares with).
+
+        ``unfinished``: only the claims not ``done`` (running, recording, failed), and the
+        ``done`` ones stamped at or after ``done_since`` (the database's clock): what a worker
+        choosing its next job reads, so that the read stays as small as the live claims
+        however many jobs are done. A job done but not read (committed late) is refused by
+        :meth:`try_claim`, which says so in :attr:`last_refused`."""
         import sqlalchemy as sa
 
         t = self._t
         q = sa.select(t).where(t.c.suite == self.suite)
+        if unfinished:
+            q = q.where(t.c.state != DONE) if done_since is None else \
+                q.where(sa.or_(t.c.state != DONE, t.c.heartbeat >= float(done_since)))
         with self._engine.connect() as c:
             rows = c.execute(q).mappings().all()
             self.last_now = float(c.execute(sa.select(self._now)).scalar_one())
@@ -205,11 +215,14 @@ class Claims:
         (its previous owner's worker id is returned in :attr:`last_previous`).
 
         ``retake_done``: also take a ``done`` claim (its job must be run again, e.g. a teacher
-        whose weights file was deleted)."""
+        whose weights file was deleted). When the claim is refused, :attr:`last_refused` is
+        the state of the claim in the way (``done``: the job is finished; ``failed``; or a live
+        state: another worker holds it), else ``None``."""
         import sqlalchemy as sa
 
         t = self._t
         self.last_previous: str | None = None
+        self.last_refused: str | None = None
         try:
             with self._engine.begin() as c:
                 c.execute(t.insert().values(suite=self.suite, key=key, worker=self.worker,
@@ -224,6 +237,7 @@ class Claims:
         if old is None:  # released between our insert and our read: try once more
             return self.try_claim(key, retake_done) if not retake_done else None
         if not (self.is_abandoned(old) or (retake_done and old.state == DONE)):
+            self.last_refused = old.state
             return None
         with self._engine.begin() as c:  # compare-and-set on the row we read
             res = c.execute(t.update().where(
@@ -232,6 +246,7 @@ class Claims:
                 worker=self.worker, host=self.host, pid=self.pid, state=RUNNING,
                 heartbeat=self._now, attempts=old.attempts + 1))
         if res.rowcount != 1:
+            self.last_refused = RUNNING  # another worker took it over first
             return None
         with self._lock:
             self._held.add(key)

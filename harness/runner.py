@@ -444,10 +444,16 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     def store(fn, what):  # a storage operation, retried through an outage (records.retrying)
         return records.retrying(fn, what, storage, say=say)
 
+    since = [None]  # the database time of pick's last read of the claims
+
     def pick():
         """The next job this worker claims (with its claim), ``"wait"`` when every job left is
         held by others or waits on one that is, or ``None`` when nothing is left to do."""
-        states = claims.states()
+        # the live and failed claims and those done since the last read (1 s of margin for a
+        # late commit): the read stays small however many jobs are done; a job done by another
+        # worker and missed is learnt from try_claim's refusal below
+        states = claims.states(unfinished=True, done_since=since[0])
+        since[0] = claims.last_now - 1.0
         done.update(k for k, c in states.items() if c.state == DONE)
         todo = [j for j in jobs if not finished(j.key) and j.key not in tried]
         wait = False
@@ -462,7 +468,15 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
             if c is not None and c.state != DONE and not claims.is_abandoned(c):
                 wait = True  # another worker runs it
                 continue
-            got = claims.try_claim(job.key, retake_done=c is not None and c.state == DONE)
+            # a job recorded done whose job is not finished is a teacher without its weights
+            got = claims.try_claim(job.key, retake_done=job.key in done)
+            if got is None and claims.last_refused == DONE:  # done by another worker
+                done.add(job.key)
+                if finished(job.key):
+                    continue
+                got = claims.try_claim(job.key, retake_done=True)
+            if got is None and claims.last_refused == FAILED:
+                continue  # another worker's failure in this run: left as it is
             if got is None:
                 wait = True
                 continue

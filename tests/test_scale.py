@@ -207,3 +207,68 @@ def test_schema_command_prints_the_schema(capsys, tmp_path):
     out = tmp_path / "suite.schema.json"
     assert main(["schema", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["title"] == "otransfer suite"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_choosing_a_job_reads_only_the_live_claims_and_learns_done_jobs_from_a_refusal(
+        backend, tmp_path, request):
+    """The pick's read (``states(unfinished=True, done_since=...)``) leaves out the done claims
+    older than ``done_since``, so its cost does not grow with the jobs done; a job done but not
+    read is refused by ``try_claim`` with ``last_refused == "done"``."""
+    from harness.claims import DONE, FAILED
+
+    url = _url(backend, tmp_path, request)
+    suite = f"pick-{uuid.uuid4().hex[:6]}"
+    with Claims(url, suite, worker="a") as a, Claims(url, suite, worker="b") as b:
+        for k in ("d1", "d2", "r", "f"):
+            assert a.try_claim(k) is not None
+        for k in ("d1", "d2"):
+            assert a.begin_record(k) and a.finish(k, ok=True)
+        assert a.finish("f", ok=False)
+        assert set(b.states()) == {"d1", "d2", "r", "f"}
+        assert set(b.states(unfinished=True)) == {"r", "f"}
+        now = b.db_now()
+        assert set(b.states(unfinished=True, done_since=now - 60)) == {"d1", "d2", "r", "f"}
+        assert set(b.states(unfinished=True, done_since=now + 60)) == {"r", "f"}
+        assert b.try_claim("d1") is None and b.last_refused == DONE
+        assert b.try_claim("f") is None and b.last_refused == FAILED
+        assert b.try_claim("r") is None and b.last_refused == RUNNING
+        assert b.try_claim("new") is not None and b.last_refused is None
+        got = b.try_claim("d2", retake_done=True)  # a teacher whose weights are gone
+        assert got is not None and got.attempts == 2
+
+
+def test_a_record_is_started_and_finished_in_few_storage_writes(tmp_path):
+    """``start_record`` creates the trial with every attribute in one transaction and
+    ``finish_record`` writes the metrics in one more (then ``tell``): the attributes read back
+    as written, and the commits (reads included) are 2 and 4 where one attribute a commit
+    made 18 and 10."""
+    import sqlalchemy as sa
+
+    from harness import records
+    from harness.suite import expand, load_suite
+
+    url = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    p = tmp_path / "s.yaml"
+    p.write_text(SUITE.format(name="records-writes", epochs=1))
+    suite = load_suite(p)
+    job = expand(suite)[0]
+    study = records.open_study(url, suite.name)
+    engine = records._rdb(url).engine
+    commits = []
+    sa.event.listen(engine, "commit", lambda conn: commits.append(1))
+    trial = records.start_record(study, job, extra={"worker": "w"})
+    n_start = len(commits)
+    metrics = {"status": "completed", "reason": None, "val_accuracy": 0.5,
+               "test_accuracy": 0.75, "wall_time": 1.0, "final_losses": {"ce": 0.1},
+               "epochs": [{"epoch": 1, "val_accuracy": 0.5}]}
+    records.finish_record(study, trial, metrics)
+    n_finish = len(commits) - n_start
+    assert n_start <= 2 and n_finish <= 4, (n_start, n_finish)  # one attribute a commit: 18, 10
+    t = study.get_trials()[-1]
+    assert t.state.name == "COMPLETE" and t.value == 0.75
+    assert t.user_attrs["key"] == job.key and t.user_attrs["worker"] == "w"
+    assert t.user_attrs["final_losses"] == {"ce": 0.1} and t.user_attrs["reason"] is None
+    assert records.done_keys(url, suite.name) == {job.key}
+    df = records.records_frame(url, suite.name)
+    assert list(df["key"]) == [job.key] and df["test_accuracy"].iloc[0] == 0.75

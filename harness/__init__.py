@@ -1,39 +1,34 @@
-"""otransfer harness: training, suites, reports and the CLI.
+"""otransfer harness: five layers, each importing only those below it (tests/test_layers.py)::
 
-The names below are imported on first use (torch and the solvers load then), so that
-``import harness`` and ``otransfer --help`` stay instant.
+    transfer/     taps, OT between representations, the regularizer registry and the papers' terms
+    zoo/          models and datasets (registries, local-root loaders, embedded data)
+    training/     the training loop, checkpoints, DDP helpers
+    experiments/  suites, runner, claims, records, search, launcher, status, reference numbers
+    reports/      leaderboards, verdicts, plots, benchmarks, asv collation
+    cli.py        argument parsing; each subcommand calls one layer (imported by nothing)
+
+``transfer`` and ``zoo`` know no training; ``training`` knows no suites; nothing below
+``reports`` imports it. ``solvers/`` (OT math) sits below all of them. The names below are
+imported on first use (torch and the solvers load then), so that ``import harness`` and
+``otransfer --help`` stay instant.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from harness._lazy import attach
 
-# public name -> submodule that defines it
-_LAZY = {
-    "Taps": "taps",
-    "representation_ot": "representation",
-    "solve_representation": "representation",
-    "matched_fraction": "representation",
-    "RegContext": "regularizers",
-    "Regularizer": "regularizers",
-    "build_regularizer": "regularizers",
-    "available_regularizers": "regularizers",
-    "get_regularizer": "regularizers",
-    "build_model": "models",
-    "all_models": "models",
-    "replace_head": "models",
-    "load_dataset": "data",
-    "all_datasets": "data",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__all__, __getattr__, __dir__ = attach(__name__, {
+    "Taps": "transfer.taps",
+    "representation_ot": "transfer.representation",
+    "solve_representation": "transfer.representation",
+    "matched_fraction": "transfer.representation",
+    "RegContext": "transfer.regularizers",
+    "Regularizer": "transfer.regularizers",
+    "build_regularizer": "transfer.regularizers",
+    "available_regularizers": "transfer.regularizers",
+    "get_regularizer": "transfer.regularizers",
+    "build_model": "zoo.models",
+    "all_models": "zoo.models",
+    "replace_head": "zoo.models",
+    "load_dataset": "zoo.data",
+    "all_datasets": "zoo.data",
+})

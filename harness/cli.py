@@ -20,18 +20,19 @@ import signal
 import sys
 from typing import Callable, Sequence
 
+# STORAGE_ENV: the environment variable read for ``--storage`` when the option is not given
+# (a URL with a password stays off the command line; PostgreSQL's libpq also reads PGPASSWORD
+# and ~/.pgpass for a URL without one)
+from harness.experiments.cluster import STORAGE_ENV  # a light module: no torch, no Optuna
+
 __all__ = ["main", "build_parser"]
 
 #: What ``otransfer`` with no arguments runs: the embedded default suite (design.md, CLI).
 DEFAULT_ARGV = ["run", "mini"]
-#: Environment variable read for ``--storage`` when the option is not given (a URL with a
-#: password stays off the command line; PostgreSQL's libpq also reads PGPASSWORD and ~/.pgpass
-#: for a URL without one).
-STORAGE_ENV = "OTRANSFER_STORAGE"
 
 
-def _redact(url) -> str:
-    from .records import _redact as redact
+def redact(url) -> str:
+    from harness.experiments.records import redact as redact
 
     return redact(str(url))
 
@@ -56,7 +57,7 @@ def _validate_methods(parser: argparse.ArgumentParser, names: list[str]) -> None
 
 
 def _cmd_solvers_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from . import bench
+    from harness.reports import bench
 
     methods = _method_names(args.methods) if args.methods else None
     if methods is not None:
@@ -94,7 +95,7 @@ def _cmd_solvers_bench(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 
 def _cmd_regularizers_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from . import step_bench
+    from harness.reports import step_bench
 
     unknown = [c for c in args.models if c not in step_bench.CASES]
     if unknown:
@@ -151,7 +152,7 @@ def _list_solvers(args: argparse.Namespace) -> int:
 def _list_regularizers(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .regularizers import all_regularizers
+    from harness.transfer.regularizers import all_regularizers
 
     rows = [{
         "name": name, "paper": info.paper or "-", "plan": info.plan or "-",
@@ -169,7 +170,7 @@ def _list_regularizers(args: argparse.Namespace) -> int:
 def _list_models(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .models import all_models
+    from harness.zoo.models import all_models
 
     rows = [{"name": name, "family": info.family, "input": info.input_kind,
              "size": "x".join(map(str, info.input_size)), "paper": info.paper or "-",
@@ -181,7 +182,7 @@ def _list_models(args: argparse.Namespace) -> int:
 def _list_datasets(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .data import all_datasets
+    from harness.zoo.data import all_datasets
 
     rows = [{"name": name, "classes": info.num_classes, "input": info.input_kind,
              "local root": "yes" if info.needs_root else "embedded",
@@ -194,7 +195,7 @@ def _list_datasets(args: argparse.Namespace) -> int:
 def _list_suites(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .suite import SUITES_DIR, available_suites, expand, load_suite
+    from harness.experiments.suite import SUITES_DIR, available_suites, expand, load_suite
 
     rows = []
     for name in available_suites():
@@ -227,7 +228,7 @@ def _cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _report_solvers(args: argparse.Namespace) -> int:
-    from . import asv_report
+    from harness.reports import asv as asv_report
 
     try:
         paths = asv_report.write_report(args.asv_results, args.out or "results/solvers",
@@ -241,30 +242,16 @@ def _report_solvers(args: argparse.Namespace) -> int:
 
 
 def _report_suite(args: argparse.Namespace) -> int:
-    from .records import StorageError
-    from .report import records_from_csv, write_report
-    from .runner import quick_suite
-    from .suite import SuiteError, expand, load_suite
+    from harness.experiments.records import StorageError
+    from harness.experiments.suite import SuiteError
+    from harness.reports.tables import report_suite
 
     try:
-        suite = load_suite(args.suite, args.set or ())
-        if args.quick:
-            suite = quick_suite(suite)
-        jobs = expand(suite)
-        keys = [j.key for j in jobs]
+        paths = report_suite(args.suite, args.storage, args.out, overrides=args.set or (),
+                             quick=args.quick, from_csv=getattr(args, "from_csv", None))
     except (FileNotFoundError, SuiteError) as exc:
         print(f"otransfer report: {exc}", file=sys.stderr)
         return 1
-    # the claims and premises of the suite file as it is now (a view: they change no job key)
-    references = {}
-    for j in jobs:
-        if j.report and j.reference:
-            references.setdefault(j.table or j.stage, j.reference)
-    csv = getattr(args, "from_csv", None)
-    try:
-        paths = write_report(suite.name, args.storage, args.out, keys=None if csv else keys,
-                             references=references,
-                             records_df=records_from_csv(csv, jobs) if csv else None)
     except (ValueError, StorageError) as exc:  # no records; a storage that cannot be read
         print(f"otransfer report {args.suite}: {exc}", file=sys.stderr)
         return 1
@@ -282,38 +269,15 @@ _REPORTERS: dict[str, Callable[[argparse.Namespace], int]] = {"solvers": _report
 
 def _report_all(args: argparse.Namespace) -> int:
     """Every suite of suites/ with records under results/, then results/README.md."""
-    from pathlib import Path
+    from harness.reports.tables import report_all
 
-    from .report import write_index, write_verdicts
-    from .suite import SuiteError, available_suites, load_suite
+    def warn(msg):
+        print(f"otransfer report --all: {msg}", file=sys.stderr)
 
-    status, described, reported = 0, {}, []
-    for name in available_suites():
-        try:
-            described[name] = load_suite(name).description
-        except (FileNotFoundError, SuiteError) as exc:
-            print(f"otransfer report --all: {exc}", file=sys.stderr)
-            status = 1
-            continue
-        d = Path("results") / name
-        # the Optuna storage when present; else the committed runs.csv (the storage is not
-        # committed: *.sqlite3 is git-ignored), whose rows are the reported jobs
-        if (d / "runs.sqlite3").is_file():
-            csv = None
-        elif (d / "runs.csv").is_file():
-            csv = d / "runs.csv"
-            print(f"otransfer report --all: {name}: no runs.sqlite3, reporting from {csv}",
-                  file=sys.stderr)
-        else:
-            continue
-        sub = argparse.Namespace(**{**vars(args), "suite": name, "quiet": True,
-                                    "from_csv": csv})
-        code = _report_suite(sub)
-        status |= code
-        if code == 0:
-            reported.append(name)
-    print(f"wrote {write_verdicts('results', reported)}")
-    print(f"wrote {write_index('results', described)}")
+    status, written = report_all("results", lambda name, csv: _report_suite(argparse.Namespace(
+        **{**vars(args), "suite": name, "quiet": True, "from_csv": csv})), warn)
+    for path in written:
+        print(f"wrote {path}")
     return status
 
 
@@ -335,88 +299,25 @@ def _on_sigterm(signum, frame):  # a worker told to stop: record the interruptio
     raise SystemExit(128 + signum)
 
 
-def _follow_workers(suite, storage: str, procs) -> None:
-    """The suite bar of ``run --workers N`` in a terminal, read from the claims and records."""
-    import sqlalchemy as sa
-
-    from .claims import DONE, FAILED, TABLE, _LIVE, _engine
-    from .progress import follow
-    from .records import done_keys
-    from .suite import expand
-
-    jobs = expand(suite)
-    label = {j.key: f"{j.stage} {j.dataset} {j.regularizer} seed={j.seed}" for j in jobs}
-    try:
-        before = done_keys(storage, suite.name) & set(label)
-    except Exception:
-        before = set()
-    engine = _engine(storage)
-
-    def read():
-        with engine.connect() as c:
-            rows = c.execute(sa.text(f"select key, state from {TABLE} where suite = :s"),
-                             {"s": suite.name}).all()
-        done = set(before) | {k for k, st in rows if st == DONE and k in label}
-        failed = sum(st == FAILED and k in label for k, st in rows)
-        running = [label[k] for k, st in rows if st in _LIVE and k in label]
-        return len(done), failed, running
-
-    try:
-        follow(suite.name, len(jobs), read, lambda: any(p.poll() is None for p in procs))
-    finally:
-        engine.dispose()
-
-
 def _spawn_workers(args: argparse.Namespace) -> int:
     """``run --workers N``: N ``otransfer worker`` processes on one storage; wait for them."""
-    import subprocess
-    from pathlib import Path
+    from harness.experiments.cluster import spawn_workers
+    from harness.experiments.progress import is_terminal
 
-    from .records import default_storage
-    from .runner import quick_suite
-    from .suite import load_suite
-
-    suite = load_suite(args.suite, args.set or ())
-    name = quick_suite(suite).name if args.quick else suite.name  # where run_suite records
-    storage = args.storage or default_storage(name, args.results)
-    # the URL travels in the environment, not on the workers' command lines (visible in `ps`)
-    env = {**os.environ, STORAGE_ENV: storage}
-    cmd = [sys.executable, "-m", "harness.cli", "worker", args.suite,
-           "--results", str(args.results), "--no-progress",
-           "--stale-after", str(args.stale_after), "--heartbeat", str(args.heartbeat)]
-    for kv in args.set or ():
-        cmd += ["--set", kv]
-    if args.quick:
-        cmd.append("--quick")
-    if args.device:
-        cmd += ["--device", args.device]
-    from .progress import is_terminal
-
-    if args.no_progress or not is_terminal():  # a log: the workers' plain lines, interleaved
-        procs = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
-        codes = [p.wait() for p in procs]
-    else:  # a terminal: one bar drawn from the storage; each worker's lines in its own file
-        logs = Path(args.results) / name / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        files = [(logs / f"worker-{i}.log").open("w") for i in range(args.workers)]
-        procs = [subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
-                 for f in files]
-        print(f"{args.workers} workers; their logs: {logs}/worker-*.log", file=sys.stderr)
-        try:
-            _follow_workers(suite if not args.quick else quick_suite(suite), storage, procs)
-        finally:
-            codes = [p.wait() for p in procs]
-            for f in files:
-                f.close()
+    codes, storage = spawn_workers(
+        args.suite, args.workers, results=args.results, storage=args.storage,
+        overrides=args.set or (), quick=args.quick, device=args.device,
+        stale_after=args.stale_after, heartbeat=args.heartbeat,
+        bar=not (args.no_progress or not is_terminal()))
     print(f"\n{args.workers} workers exited with {codes}")
     args.storage = storage  # this process's own pass reads the same records
     return max(codes) if any(codes) else 0
 
 
 def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .records import StorageError
-    from .runner import run_suite
-    from .suite import SuiteError
+    from harness.experiments.records import StorageError
+    from harness.experiments.runner import run_suite
+    from harness.experiments.suite import SuiteError
 
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
@@ -435,20 +336,20 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
         print(f"otransfer {args.command}: {exc}", file=sys.stderr)
         return 1
-    from .distributed import is_main
+    from harness.training.distributed import is_main
 
     if not is_main():  # torchrun: rank 0 reports
         return 0
     line = (f"{summary.suite}: {summary.jobs} jobs, {summary.completed} run, "
             f"{summary.skipped} already done, {summary.by_others} done by other workers, "
             f"{summary.failed} failed in {summary.wall_time:.1f} s; records in "
-            f"{_redact(summary.storage)}")
+            f"{redact(summary.storage)}")
     failures = [f"  failed {key}: {reason}" for key, reason in summary.failures]
     if args.command == "worker" or not (summary.completed or summary.skipped
                                         or summary.by_others):
         print("\n" + "\n".join([line, *failures]))
         return 1 if (summary.failed or code) else 0
-    from .report import write_report
+    from harness.reports.tables import write_report
 
     try:
         paths = write_report(summary.suite, summary.storage, keys=summary.keys,
@@ -458,7 +359,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1 if (summary.failed or code) else 0
     # the answer first (verdicts), the tables behind it, then where everything is
     if "verdicts" in paths:
-        from .report import verdict_summary
+        from harness.reports.tables import verdict_summary
 
         print("\n" + verdict_summary(paths["verdicts"]))
     print("\n" + paths["md"].read_text())
@@ -634,8 +535,8 @@ _COMMANDS = [_add_solvers, _add_regularizers, _add_list, _add_report, _add_run, 
 
 
 def _cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .launch import LaunchError, launch
-    from .suite import SuiteError
+    from harness.experiments.cluster import LaunchError, launch
+    from harness.experiments.suite import SuiteError
 
     if args.slurm == args.local:
         parser.error("give one of --slurm (a SLURM job array) or --local (processes here)")
@@ -674,7 +575,7 @@ def _cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         except Exception as exc:  # a worker killed or failed: its jobs went to the others
             codes = 1
             print(f"  worker {job.job_id}: {job.state}: {str(exc).strip().splitlines()[-1]}")
-    from .status import format_status, suite_status
+    from harness.experiments.status import format_status, suite_status
 
     st = suite_status(args.suite, storage=os.environ.get(STORAGE_ENV),
                       overrides=args.set or (), quick=args.quick, results_root=args.results)
@@ -740,9 +641,9 @@ def _add_launch(sub) -> None:
 def _cmd_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import json
 
-    from .records import StorageError
-    from .status import format_status, suite_status
-    from .suite import SuiteError
+    from harness.experiments.records import StorageError
+    from harness.experiments.status import format_status, suite_status
+    from harness.experiments.suite import SuiteError
 
     try:
         st = suite_status(args.suite, storage=args.storage, overrides=args.set or (),
@@ -780,7 +681,7 @@ def _add_status(sub) -> None:
 
 
 def _cmd_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .schema import dumps
+    from harness.experiments.schema import dumps
 
     text = dumps()
     if args.out:
@@ -813,8 +714,8 @@ _COMMANDS += [_add_launch, _add_status, _add_schema]
 
 
 def _cmd_tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .suite import SuiteError, expand, load_suite
-    from .tune import tune
+    from harness.experiments.suite import SuiteError, expand, load_suite
+    from harness.experiments.search import tune
 
     if args.trials is not None and args.trials < 1:
         parser.error(f"--trials must be >= 1; got {args.trials}")
@@ -839,7 +740,7 @@ def _cmd_tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if s.test_mean is not None:
         print(f"re-runs on test: {100 * s.test_mean:.1f} ± {100 * s.test_std:.1f} % over "
               f"{sum(r['test_accuracy'] is not None for r in s.reruns)} seed(s)")
-    from .report import write_report
+    from harness.reports.tables import write_report
 
     try:  # the leaderboard, with the tuned row beside the grid rows
         keys = [j.key for j in expand(load_suite(args.suite, args.set or ()))]

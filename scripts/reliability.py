@@ -40,7 +40,7 @@ OUT = ROOT / "results" / "reliability"
 
 def _renamed(suite: str, tag: str, tmp: Path) -> tuple[Path, str]:
     """A copy of ``suite`` under a fresh name (a fresh study in the storage)."""
-    from harness.suite import load_suite
+    from harness.experiments.suite import load_suite
 
     s = load_suite(suite)
     name = f"{s.name}-{tag}-{uuid.uuid4().hex[:6]}"
@@ -72,7 +72,7 @@ def _worker(path: Path, storage: str, results: Path, log, extra=()) -> subproces
 
 
 def _keys(path: Path) -> set[str]:
-    from harness.suite import expand, load_suite
+    from harness.experiments.suite import expand, load_suite
 
     return {j.key for j in expand(load_suite(path))}
 
@@ -167,13 +167,13 @@ def faults(args) -> None:
 
 
 def _redact(url: str) -> str:
-    from harness.records import _redact as redact
+    from harness.experiments.records import redact as redact
 
     return redact(url)
 
 
 def bad_input(args) -> None:
-    from harness.records import records_frame
+    from harness.experiments.records import records_frame
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -251,10 +251,12 @@ def _synthetic_suite(tmp: Path, jobs: int, tag: str) -> tuple[Path, str]:
 
 
 def claim_worker(args) -> None:
-    """One worker over the synthetic suite with ``_run_job`` a no-op; writes its timings."""
+    """One worker over the synthetic suite with ``run_job`` a no-op; writes its timings."""
     import json
 
-    from harness import records, runner
+    from harness.experiments import records
+
+    from harness.experiments import runner
 
     times: dict[str, list[float]] = collections.defaultdict(list)
     plain = records.retrying
@@ -267,7 +269,7 @@ def claim_worker(args) -> None:
         finally:
             times[op].append(time.perf_counter() - t)
 
-    def no_op(job, by_key, artefacts, *a, **kw):  # a finished job's metrics, as _run_job's
+    def no_op(job, by_key, artefacts, *a, **kw):  # a finished job's metrics, as run_job's
         Path(artefacts).mkdir(parents=True, exist_ok=True)
         return {"status": "completed", "reason": None, "val_accuracy": 0.5,
                 "best_val_accuracy": 0.5, "test_accuracy": 0.5, "wall_time": 0.0,
@@ -276,7 +278,7 @@ def claim_worker(args) -> None:
                 "epochs": [{"epoch": 1, "train/ce": 1.0, "val_accuracy": 0.5}]}
 
     records.retrying = timed
-    runner._run_job = no_op
+    runner.run_job = no_op
     t0 = time.perf_counter()
     summary = runner.run_suite(args.suite, storage=args.storage, worker=True, progress=False,
                                log=None, results_root=args.results, poll=0.05)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import solvers
-from harness import bench
+from harness.reports import bench
 from harness.cli import main
 
 
@@ -110,11 +110,11 @@ def test_list_registries(what, capsys):
     assert main(["list", what]) == 0
     out = capsys.readouterr().out
     if what == "regularizers":
-        from harness.regularizers import all_regularizers as names
+        from harness.transfer.regularizers import all_regularizers as names
     elif what == "models":
-        from harness.models import all_models as names
+        from harness.zoo.models import all_models as names
     else:
-        from harness.data import all_datasets as names
+        from harness.zoo.data import all_datasets as names
     for name in names():
         assert f"| {name} " in out
 

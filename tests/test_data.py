@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import (CIFAR100_COARSE, DIGITS_SIZES, all_datasets, available_datasets,
+from harness.zoo.data import (CIFAR100_COARSE, DIGITS_SIZES, all_datasets, available_datasets,
                           dataset_root, digits_transfer_split, get_dataset, load_dataset)
 
 
@@ -191,7 +191,7 @@ def test_food101_fake(tmp_path):
     with pytest.raises(ValueError, match="val_size > 0"):
         load_dataset("food101", root=tmp_path, split="val")
     # the runner evaluates no val split when none is held out
-    from harness.runner import _datasets
+    from harness.experiments.runner import _datasets
 
     cfg = {"dataset": "food101", "seed": 0, "dataset_params": {"root": str(tmp_path)}}
     _, val_set, test_set, k = _datasets(cfg)
@@ -273,7 +273,7 @@ def test_cub200_fake(tmp_path):
 
 
 def test_glyphs_are_rendered_deterministically_with_disjoint_stratified_splits():
-    from harness.glyphs import font_files, render_glyphs
+    from harness.zoo.glyphs import font_files, render_glyphs
 
     assert len(font_files()) >= 10  # matplotlib's DejaVu, STIX and Computer Modern faces
     x, y = render_glyphs("AbC", 8, 12, 0)

@@ -3,7 +3,7 @@
 One ``torchrun --nproc_per_node 2`` launch (gloo, CPU) runs this file as a script (the
 ``_worker`` at the bottom): each rank holds half of a fixed batch, computes the regularizers
 with their inputs gathered (``reg_batch="global"``) and on its own half (``"local"``), backward
-through DistributedDataParallel, and trains small MLPs with :func:`harness.train.train`. The
+through DistributedDataParallel, and trains small MLPs with :func:`harness.training.loop.train`. The
 ranks save what they got; the tests compare it with one process on the whole batch.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from harness import distributed
-from harness.models import build_model, with_source_head
-from harness.regularizers import RegContext, build_regularizer
-from harness.taps import Taps
-from harness.train import (TrainConfig, _check_split, _epoch_loader, _gathered, _local_ce,
+from harness.training import distributed
+from harness.zoo.models import build_model, with_source_head
+from harness.transfer.regularizers import RegContext, build_regularizer
+from harness.transfer.taps import Taps
+from harness.training.loop import (TrainConfig, _check_split, _epoch_loader, _gathered, _local_ce,
                            train)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from harness.train import CheckpointError, TrainConfig, load_checkpoint, train
+from harness.training.loop import CheckpointError, TrainConfig, load_checkpoint, train
 
 
 def _data(n=64, seed=0):
@@ -72,7 +72,7 @@ def test_a_checkpoint_holds_only_tensors_and_plain_data(tmp_path):
 
 
 def test_stale_temporary_checkpoints_are_removed_and_live_ones_kept(tmp_path):
-    from harness.runner import _remove_stale_tmp
+    from harness.experiments.runner import _remove_stale_tmp
 
     ckpt = tmp_path / "abc.ckpt"
     dead = tmp_path / "abc.ckpt.tmp.999999999"  # no such process
@@ -92,10 +92,10 @@ def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch
     import types
 
     from harness import cli
-    from harness.records import _redact
+    from harness.experiments.records import redact
 
     url = "postgresql+psycopg2://otransfer:s3cret@db.example:5432/runs"
-    assert _redact(url) == "postgresql+psycopg2://otransfer:***@db.example:5432/runs"
+    assert redact(url) == "postgresql+psycopg2://otransfer:***@db.example:5432/runs"
     seen = []
 
     class FakePopen:
@@ -116,8 +116,8 @@ def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch
         assert env[cli.STORAGE_ENV] == url
     summary = types.SimpleNamespace(suite="tiny", jobs=1, completed=0, skipped=1, by_others=0,
                                     failed=0, wall_time=0.1, storage=url, failures=[], keys=[])
-    monkeypatch.setattr("harness.runner.run_suite", lambda *a, **k: summary)
-    monkeypatch.setattr("harness.report.write_report",
+    monkeypatch.setattr("harness.experiments.runner.run_suite", lambda *a, **k: summary)
+    monkeypatch.setattr("harness.reports.tables.write_report",
                         lambda *a, **k: (_ for _ in ()).throw(ValueError("no records")))
     monkeypatch.setenv(cli.STORAGE_ENV, url)  # read when --storage is not given
     assert cli.main(["run", "mini", "--no-progress"]) == 0
@@ -137,12 +137,12 @@ def test_report_on_a_storage_that_cannot_be_opened_is_one_line(capsys, tmp_path)
 def test_a_missing_extra_is_one_line_naming_what_to_install(monkeypatch):
     import optuna
 
-    from harness.models import _optional
-    from harness.records import StorageError, open_rdb
+    from harness.zoo.models import optional_import
+    from harness.experiments.records import StorageError, open_rdb
 
     with pytest.raises(ModuleNotFoundError, match=r"^model 'x' needs nosuchmod: "
                                                   r"pip install 'otransfer\[vision\]'$"):
-        _optional("nosuchmod.models", "vision", "model 'x'")
+        optional_import("nosuchmod.models", "vision", "model 'x'")
 
     def no_driver(*a, **k):
         raise ModuleNotFoundError("No module named 'psycopg2'")
@@ -169,7 +169,7 @@ def test_the_base_install_has_what_the_default_command_needs():
 
 # --------------------------------------------------------------------------- suite input
 
-from harness.suite import SuiteError, parse_suite  # noqa: E402
+from harness.experiments.suite import SuiteError, parse_suite  # noqa: E402
 
 TINY = """\
 name: tiny
@@ -266,7 +266,7 @@ def _outage(n):
 
 
 def test_storage_operations_are_retried_with_backoff_for_a_bounded_time():
-    from harness.records import StorageError, retrying
+    from harness.experiments.records import StorageError, retrying
 
     slept, now = [], [0.0]
 
@@ -296,8 +296,8 @@ def _tiny_suite(tmp_path):
 
 
 def test_a_short_outage_while_recording_loses_and_duplicates_nothing(tmp_path, monkeypatch):
-    import harness.records as records
-    from harness.runner import run_suite
+    import harness.experiments.records as records
+    from harness.experiments.runner import run_suite
 
     real = records.finish_record
     down = _outage(2)
@@ -320,9 +320,9 @@ def test_a_result_trained_before_an_outage_is_recorded_without_training_again(tm
                                                                                monkeypatch):
     import json
 
-    import harness.runner as runner
-    from harness.records import records_frame
-    from harness.suite import expand, load_suite
+    import harness.experiments.runner as runner
+    from harness.experiments.records import records_frame
+    from harness.experiments.suite import expand, load_suite
 
     suite = _tiny_suite(tmp_path)
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
@@ -333,13 +333,13 @@ def test_a_result_trained_before_an_outage_is_recorded_without_training_again(tm
     kept = {"status": "completed", "reason": "", "test_accuracy": 0.4321,
             "val_accuracy": 0.4, "best_val_accuracy": 0.4, "wall_time": 1.0}
     (art / f"{student.key}.result.json").write_text(json.dumps(kept))
-    real = runner._run_job
+    real = runner.run_job
 
     def run_job(job, *a, **k):
         assert job.key != student.key, "trained again"
         return real(job, *a, **k)
 
-    monkeypatch.setattr(runner, "_run_job", run_job)
+    monkeypatch.setattr(runner, "run_job", run_job)
     s = runner.run_suite(suite, storage=storage, progress=False, results_root=tmp_path / "r",
                          log=None)
     assert s.completed == 3 and s.failed == 0
@@ -383,7 +383,7 @@ def test_bad_overrides_are_one_line_errors(override, what):
 
 
 def test_a_pretrained_file_that_is_not_a_state_dict_is_named(tmp_path):
-    from harness.models import read_state
+    from harness.zoo.models import read_state
 
     text = tmp_path / "passwd"
     text.write_text("root:x:0:0:root:/root:/bin/bash\n")
@@ -444,9 +444,9 @@ def test_a_full_disk_fails_the_job_in_one_line_and_the_next_run_finishes_it(tmp_
                                                                            monkeypatch):
     import errno
 
-    import harness.train as tr
-    from harness.records import records_frame
-    from harness.runner import run_suite
+    import harness.training.loop as tr
+    from harness.experiments.records import records_frame
+    from harness.experiments.runner import run_suite
 
     real = tr._save_atomic
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.models import (STAGES, all_models, build_model, get_model, head_module,
+from harness.zoo.models import (STAGES, all_models, build_model, get_model, head_module,
                             replace_head, with_source_head)
-from harness.taps import Taps
+from harness.transfer.taps import Taps
 
 # run for real (fast); everything else is built on the meta device
 REAL = {"mlp", "cnn", "resnet20", "resnet8x4", "wrn_16_2", "wrn", "vgg8", "mobilenet_v2",
@@ -217,8 +217,8 @@ def test_ot_samples_between_resnet32x4_and_shufflenet_v2():
     the teacher's features per tap (lohit2020 §4.1, embed="teacher"); two SGD steps train it."""
     from torch.utils.data import TensorDataset
 
-    from harness.regularizers import build_regularizer
-    from harness.train import TrainConfig, train
+    from harness.transfer.regularizers import build_regularizer
+    from harness.training.loop import TrainConfig, train
 
     torch.manual_seed(0)
     teacher, student = build_model("resnet32x4", 10), build_model("shufflenet_v2", 10)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from harness import representation_ot
-from harness.regularizers import (RegContext, build_regularizer, jtln_loss, kd_loss,
+from harness.transfer.regularizers import (RegContext, build_regularizer, jtln_loss, kd_loss,
                                   label_cost_mkmmd, label_cost_ot)
 from solvers import solve
 

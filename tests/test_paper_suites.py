@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.suite import available_suites, expand, load_suite
+from harness.experiments.suite import available_suites, expand, load_suite
 
 CPU = sorted(s for s in available_suites() if s.endswith("-cpu"))
 
@@ -57,8 +57,8 @@ def test_every_suite_parses_and_expands(name):
 
 @pytest.mark.parametrize("name", CPU)
 def test_cpu_twin_runs_quick_end_to_end(name, tmp_path):
-    from harness.report import write_report
-    from harness.runner import run_suite
+    from harness.reports.tables import write_report
+    from harness.experiments.runner import run_suite
 
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     s = run_suite(name, storage=storage, progress=False, quick=True,

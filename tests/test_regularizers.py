@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from harness.regularizers import (
+from harness.transfer.regularizers import (
     RegContext, all_regularizers, available_regularizers, build_regularizer, get_regularizer,
     jtln_loss, kd_loss, label_cost_mkmmd, label_cost_ot, register_regularizer,
 )
-from harness.representation import matched_fraction, representation_ot, solve_representation
-from harness.taps import Taps
+from harness.transfer.representation import matched_fraction, representation_ot, solve_representation
+from harness.transfer.taps import Taps
 
 F64 = torch.float64
 

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from harness import claims as claims_mod
-from harness.claims import RUNNING, Claims
+from harness.experiments import claims as claims_mod
+from harness.experiments.claims import RUNNING, Claims
 from test_workers import SUITE  # the suite of the many-workers tests
 
 
@@ -82,7 +82,7 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
     import optuna
     import sqlalchemy as sa
 
-    from harness.suite import expand, load_suite
+    from harness.experiments.suite import expand, load_suite
 
     pytest.importorskip("submitit")
     root = Path(__file__).resolve().parents[1]
@@ -170,9 +170,9 @@ def test_schema_accepts_every_shipped_suite_and_rejects_what_the_checker_rejects
     import jsonschema
     import yaml
 
-    from harness import suite as S
-    from harness.schema import suite_schema
-    from harness.train import TrainConfig
+    from harness.experiments import suite as S
+    from harness.experiments.schema import suite_schema
+    from harness.training.loop import TrainConfig
 
     schema = suite_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -200,7 +200,7 @@ def test_schema_command_prints_the_schema(capsys, tmp_path):
     import json
 
     from harness.cli import main
-    from harness.schema import suite_schema
+    from harness.experiments.schema import suite_schema
 
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(suite_schema()))
@@ -215,7 +215,7 @@ def test_choosing_a_job_reads_only_the_live_claims_and_learns_done_jobs_from_a_r
     """The pick's read (``states(unfinished=True, done_since=...)``) leaves out the done claims
     older than ``done_since``, so its cost does not grow with the jobs done; a job done but not
     read is refused by ``try_claim`` with ``last_refused == "done"``."""
-    from harness.claims import DONE, FAILED
+    from harness.experiments.claims import DONE, FAILED
 
     url = _url(backend, tmp_path, request)
     suite = f"pick-{uuid.uuid4().hex[:6]}"
@@ -245,8 +245,8 @@ def test_a_record_is_started_and_finished_in_few_storage_writes(tmp_path):
     made 18 and 10."""
     import sqlalchemy as sa
 
-    from harness import records
-    from harness.suite import expand, load_suite
+    from harness.experiments import records
+    from harness.experiments.suite import expand, load_suite
 
     url = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     p = tmp_path / "s.yaml"

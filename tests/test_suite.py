@@ -6,7 +6,7 @@ import textwrap
 import pandas as pd
 import pytest
 
-from harness.suite import SuiteError, expand, load_suite
+from harness.experiments.suite import SuiteError, expand, load_suite
 
 TINY = textwrap.dedent("""\
     name: tiny
@@ -103,8 +103,8 @@ def test_malformed_suite_names_file_key_and_line(tmp_path, old, new, line, what)
 
 
 def test_run_skip_and_resume(tiny, tmp_path):
-    from harness.records import done_keys, records_frame
-    from harness.runner import run_suite
+    from harness.experiments.records import done_keys, records_frame
+    from harness.experiments.runner import run_suite
 
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     kw = dict(storage=storage, progress=False, results_root=tmp_path / "results", log=None)
@@ -139,7 +139,7 @@ def test_run_skip_and_resume(tiny, tmp_path):
     for j in jobs[:2]:
         assert (tmp_path / "results" / "tiny" / "artefacts" / f"{j.key}.pt").is_file()
 
-    from harness.report import write_report
+    from harness.reports.tables import write_report
 
     paths = write_report("tiny", storage, tmp_path / "out")
     md = paths["md"].read_text()
@@ -149,8 +149,8 @@ def test_run_skip_and_resume(tiny, tmp_path):
 
 
 def test_failed_job_is_recorded_with_reason(tiny, tmp_path):
-    from harness.records import open_study
-    from harness.runner import run_suite
+    from harness.experiments.records import open_study
+    from harness.experiments.runner import run_suite
 
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     s = run_suite(tiny, storage=storage, progress=False, results_root=tmp_path / "r", log=None,
@@ -167,7 +167,7 @@ def test_failed_job_is_recorded_with_reason(tiny, tmp_path):
     ("nosuch_term", "nosuch_term"),
 ])
 def test_bad_regularizer_is_a_schema_error_before_any_job(tiny, tmp_path, entry, what):
-    from harness.runner import run_suite
+    from harness.experiments.runner import run_suite
 
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     with pytest.raises(SuiteError) as info:
@@ -178,7 +178,7 @@ def test_bad_regularizer_is_a_schema_error_before_any_job(tiny, tmp_path, entry,
 
 
 def test_leaderboard_golden():
-    from harness.report import leaderboard
+    from harness.reports.tables import leaderboard
 
     df = pd.DataFrame({
         "stage": ["students"] * 6 + ["teacher"],
@@ -284,16 +284,16 @@ def test_transfer_stages_expand(xfer):
     assert [(j.table, j.task) for j in ft] == [("fine-tuning", "0-4 to 5-9")] * 3
     bad = TRANSFER.replace("    init: source\n", "    init: nowhere\n")
     with pytest.raises(SuiteError, match=r"line 17, key 'stages.finetune.init'.*nowhere"):
-        from harness.suite import parse_suite
+        from harness.experiments.suite import parse_suite
         parse_suite(bad, "bad.yaml")
     with pytest.raises(SuiteError, match="unknown source key 'wieght'"):
         parse_suite(TRANSFER.replace("weight: 0.5", "wieght: 0.5"), "bad.yaml")
 
 
 def test_transfer_suite_runs_and_reports_each_table(xfer, tmp_path):
-    from harness.records import records_frame
-    from harness.report import write_report
-    from harness.runner import run_suite
+    from harness.experiments.records import records_frame
+    from harness.reports.tables import write_report
+    from harness.experiments.runner import run_suite
 
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     s = run_suite(xfer, storage=storage, progress=False, results_root=tmp_path / "r", log=None)
@@ -322,9 +322,9 @@ def test_transfer_suite_runs_and_reports_each_table(xfer, tmp_path):
 def test_a_job_killed_mid_training_resumes_from_its_checkpoint(tiny, tmp_path, monkeypatch):
     """Ctrl-C in epoch 2 of a job: the next run resumes it at epoch 2 and ends exactly where
     the uninterrupted run does; the checkpoint is removed once the job is recorded."""
-    import harness.train as train_mod
-    from harness.records import records_frame
-    from harness.runner import run_suite
+    import harness.training.loop as train_mod
+    from harness.experiments.records import records_frame
+    from harness.experiments.runner import run_suite
 
     over = ["seeds=[0]", "stages.students.train.epochs=3",
             "stages.students.regularizers=[kd]"]
@@ -370,10 +370,10 @@ def _all_trials(storage):
 
 def test_report_puts_the_papers_numbers_beside_ours_and_checks_claims(tmp_path):
     """A stage's `reference` maps its table to a paper table (results/reference/)."""
-    from harness.reference import evaluate_claims, load_reference, paper_numbers, \
-        reference_from_config
-    from harness.report import write_index, write_report
-    from harness.runner import run_suite
+    from harness.experiments.reference import load_reference, paper_numbers, reference_from_config
+    from harness.reports.verdicts import evaluate_claims
+    from harness.reports.tables import write_index, write_report
+    from harness.experiments.runner import run_suite
 
     text = TRANSFER.replace("    regularizers:\n      - none\n      - l2sp\n",
                             "    reference:\n      paper: li2020\n      table: \"1\"\n"
@@ -428,7 +428,7 @@ def test_report_puts_the_papers_numbers_beside_ours_and_checks_claims(tmp_path):
     ('claims: ["omega_p > l2sp"]', 'premises: "l2sp > none"', "premises.*must be a list"),
 ])
 def test_bad_reference_and_pretrained_keys_are_named(tmp_path, old, new, what):
-    from harness.suite import parse_suite
+    from harness.experiments.suite import parse_suite
 
     text = TRANSFER.replace("    regularizers:\n      - none\n      - l2sp\n",
                             "    reference:\n      paper: li2020\n      table: \"1\"\n"
@@ -444,9 +444,9 @@ def test_pretrained_init_and_teacher_from_a_local_file(tmp_path, monkeypatch):
     """`pretrained: $VAR/file` + `init: pretrained` / `teacher: pretrained` (li2020 Table 1)."""
     import torch
 
-    from harness.models import build_model
-    from harness.records import records_frame
-    from harness.runner import run_suite
+    from harness.zoo.models import build_model
+    from harness.experiments.records import records_frame
+    from harness.experiments.runner import run_suite
 
     torch.manual_seed(3)
     torch.save(build_model("mlp", 7, widths=(16,)).state_dict(), tmp_path / "w.pth")
@@ -485,7 +485,7 @@ def test_pretrained_init_and_teacher_from_a_local_file(tmp_path, monkeypatch):
 
 
 def test_a_grid_key_no_regularizer_takes_is_an_error(tmp_path):
-    from harness.suite import parse_suite
+    from harness.experiments.suite import parse_suite
 
     with pytest.raises(SuiteError, match=r"key 'stages.students.grid.train.lr'.*no regularizer"):
         parse_suite(TINY + "    grid: {train.lr: [0.1, 0.2]}\n", "bad.yaml")
@@ -499,9 +499,9 @@ def test_a_grid_key_no_regularizer_takes_is_an_error(tmp_path):
 
 def test_select_val_keeps_the_grid_point_best_on_validation(tiny, tmp_path):
     """`select: val`: one row per spec, its grid point chosen on validation (li2020 A.2)."""
-    from harness.records import records_frame
-    from harness.report import select_by_val, write_report
-    from harness.runner import run_suite
+    from harness.experiments.records import records_frame
+    from harness.reports.tables import select_by_val, write_report
+    from harness.experiments.runner import run_suite
 
     over = ["seeds=[0, 1]", "stages.students.grid.kd.tau=[1, 16]",
             "stages.students.select=val"]
@@ -542,7 +542,7 @@ def test_training_and_source_splits_are_chosen_and_checked(tiny, tmp_path):
     """``splits: {train: ...}`` and ``source: {split: ...}`` pick the training splits
     (Aircraft's trainval, lu2017's whole source set); a split the dataset lacks is an error
     naming it; keys of suites that set neither do not move."""
-    import harness.runner as runner
+    import harness.experiments.runner as runner
 
     base = expand(load_suite(tiny))
     picked = expand(load_suite(tiny, ["stages.students.splits={train: val}"]))
@@ -564,7 +564,7 @@ def test_training_and_source_splits_are_chosen_and_checked(tiny, tmp_path):
 def test_splits_per_dataset(tmp_path):
     """``splits: {train: {digits: val}}`` in a stage of two datasets: that dataset trains on
     the named split, the other on its default; a dataset not of the stage is an error."""
-    import harness.runner as runner
+    import harness.experiments.runner as runner
 
     path = tmp_path / "two.yaml"
     path.write_text(TINY.replace("name: tiny", "name: two").split("  students:")[0].replace(
@@ -627,8 +627,8 @@ def test_lu2017_suite_freezes_conv1_3_and_slows_conv4_5_of_alexnet():
     frozen, conv4-5 at 0.1 x lr, fc6-7 at lr, the new fc8 classifiers at the base lr."""
     import torch
 
-    from harness.models import build_model, with_source_head
-    from harness.train import TrainConfig, assign_param_groups
+    from harness.zoo.models import build_model, with_source_head
+    from harness.training.loop import TrainConfig, assign_param_groups
 
     suite = load_suite("lu2017_table2")
     joint = next(j for j in expand(suite) if j.stage == "boeing_joint")
@@ -651,7 +651,7 @@ def test_li2020_suites_say_and_set_their_teacher_mode():
     """li2020 §3: T = A^(0). A full-scale stage whose teacher is its initial network runs the
     teacher's batch norm on batch statistics (teacher_mode: train); a separately trained
     teacher (compression) stays in eval mode; every li2020 suite's header names its mode."""
-    from harness.suite import SUITES_DIR
+    from harness.experiments.suite import SUITES_DIR
 
     files = sorted([*SUITES_DIR.glob("li2020_*.yaml"), *SUITES_DIR.glob("ablation_*.yaml")])
     assert len(files) == 18

@@ -1,7 +1,7 @@
 """The training loop: learning, determinism, resumption, regularizers, NaN guard, frozen teacher.
 
 Tiny MLPs on scikit-learn's bundled digits (1,797 8x8 images), built here so that these tests do
-not depend on harness.models / harness.data.
+not depend on harness.zoo.models / harness.zoo.data.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from harness.regularizers import build_regularizer
-from harness.train import TrainConfig, TrainResult, evaluate, train
+from harness.transfer.regularizers import build_regularizer
+from harness.training.loop import TrainConfig, TrainResult, evaluate, train
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
@@ -259,7 +259,7 @@ def test_progress_bar_runs(digits, capsys):
 
 def test_joint_training_adds_the_source_cross_entropy(digits):
     """lu2017 Eq. 4: CE(target) + lambda_s CE(source head on source batch) (+ OT loss)."""
-    from harness.models import build_model, head_module, with_source_head
+    from harness.zoo.models import build_model, head_module, with_source_head
 
     train_set, _ = digits
     x, y = train_set.tensors
@@ -304,7 +304,7 @@ def test_step_budget_and_step_milestones(digits):
 
 def test_ten_crop_evaluation_averages_the_crops_scores():
     """A (n, crops, c, h, w) test batch scores each image by its crops' mean softmax."""
-    from harness.train import evaluate
+    from harness.training.loop import evaluate
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
@@ -433,7 +433,7 @@ def test_param_groups_resume_and_regularizer_parameters(digits, tmp_path):
 
 
 def test_param_group_patterns_are_checked():
-    from harness.train import ParamGroup, assign_param_groups
+    from harness.training.loop import ParamGroup, assign_param_groups
 
     names = ["features.0.weight", "features.0.bias", "features.01.weight", "fc.weight"]
     g = lambda *m, lr_mult=0.0: ParamGroup(match=m, lr_mult=lr_mult)  # noqa: E731

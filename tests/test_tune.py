@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from harness.suite import SuiteError, config_key, expand, load_suite, parse_suite
+from harness.experiments.suite import SuiteError, config_key, expand, load_suite, parse_suite
 
 SUITE = textwrap.dedent("""\
     name: tinytune
@@ -102,7 +102,7 @@ def test_malformed_search_names_key_and_line(old, new, target, what):
 
 
 def test_select_search_by_stage_and_regularizer():
-    from harness.tune import select_search
+    from harness.experiments.search import select_search
 
     suite = parse_suite(SUITE, "t.yaml")
     assert select_search(suite).stage == "students"
@@ -119,8 +119,8 @@ def test_select_search_by_stage_and_regularizer():
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """The tiny suite run (grid rows), then searched with 3 trials; shared by the tests below."""
-    from harness.runner import run_suite
-    from harness.tune import tune
+    from harness.experiments.runner import run_suite
+    from harness.experiments.search import tune
 
     tmp = tmp_path_factory.mktemp("tune")
     path = tmp / "tinytune.yaml"
@@ -174,7 +174,7 @@ def test_best_point_is_chosen_on_validation(searched):
 
 
 def test_best_point_is_rerun_on_test_in_the_suite_study(searched):
-    from harness.records import records_frame
+    from harness.experiments.records import records_frame
 
     s = searched["summary"]
     df = records_frame(searched["storage"], "tinytune")
@@ -194,7 +194,7 @@ def test_best_point_is_rerun_on_test_in_the_suite_study(searched):
 
 
 def test_plots_table_and_report(searched):
-    from harness.report import write_report
+    from harness.reports.tables import write_report
 
     s, out = searched["summary"], searched["tmp"] / "results" / "tinytune"
     for what in ("history", "intermediate", "md"):
@@ -218,8 +218,8 @@ def test_plots_table_and_report(searched):
 def test_a_second_call_adds_trials_and_pruning_stops_them(searched):
     """Same storage, same space: the study goes on. A pruner that always prunes (validation
     accuracy is below 1.01) stops every new trial after its first epoch."""
-    from harness.records import records_frame
-    from harness.tune import tune
+    from harness.experiments.records import records_frame
+    from harness.experiments.search import tune
 
     before = records_frame(searched["storage"], "tinytune")
     s = tune(searched["path"], storage=searched["storage"], trials=2,
@@ -255,7 +255,7 @@ def test_cli_tune(searched, capsys):
 def test_a_broken_setup_stops_the_search(searched):
     """A choice no model has (a tap that does not exist) fails each trial with the same error:
     the search stops after three instead of burning every trial."""
-    from harness.tune import tune
+    from harness.experiments.search import tune
 
     text = SUITE.replace("    kd.tau: {choices: [2, 4]}\n",
                          "    omega_p.taps: {choices: [[nowhere]]}\n")
@@ -276,7 +276,7 @@ def test_a_trial_over_several_seeds_scores_their_mean(tmp_path):
     accuracy, and the pruner sees every epoch of every seed as one step."""
     import optuna
 
-    from harness.tune import tune
+    from harness.experiments.search import tune
 
     text = SUITE.replace("  trials: 3\n", "  trials: 2\n  seeds: [0, 1]\n")
     assert parse_suite(text, "t.yaml").searches[0].seeds == (0, 1)

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.data import load_dataset
-from harness.models import build_model
-from harness.report import _with_choices, select_by_val, verdict_summary
-from harness.suite import expand, load_suite
+from harness.zoo.data import load_dataset
+from harness.zoo.models import build_model
+from harness.reports.tables import _with_choices, select_by_val, verdict_summary
+from harness.experiments.suite import expand, load_suite
 
 SUITES = ["mini", "li2020_table1-cpu", "li2020_table2-cpu", "li2020_table3-cpu", "li2020_table4-cpu",
           "li2020_fig2-cpu", "li2020_fig3-cpu", "ablation_layers-cpu", "ablation_plan-cpu",
@@ -95,7 +95,7 @@ def test_lohit_twins_pair_equal_widths_at_every_tapped_stage_with_no_embedding(s
     """lohit2020's pairs keep the widths and change the depth; so do the twins: each tap of the
     teacher and the student has the same width, and the OT terms say `embed: none` (which
     raises on a width mismatch), so no learned map stands between them."""
-    from harness.taps import Taps
+    from harness.transfer.taps import Taps
 
     s = load_suite(suite)
     stages = {st.name: st for st in s.stages}
@@ -195,7 +195,7 @@ def test_the_printed_summary_leads_with_counts_and_intervals(tmp_path):
 def test_a_row_the_paper_lacks_gets_no_paper_number():
     """`rows: {scratch: null}`: the target trained from random weights has spec `none` like
     the paper's fine-tuning baseline, but no counterpart in the paper."""
-    from harness.reference import paper_numbers, reference_from_config
+    from harness.experiments.reference import paper_numbers, reference_from_config
 
     ref = reference_from_config({"paper": "li2020", "table": "1",
                                  "columns": {"A": "Aircraft100"}, "rows": {"scratch": None}})
@@ -207,7 +207,7 @@ def test_a_row_the_paper_lacks_gets_no_paper_number():
 def test_in_memory_batches_are_the_batches_default_collate_stacks():
     from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-    from harness.train import TrainConfig, _epoch_loader
+    from harness.training.loop import TrainConfig, _epoch_loader
 
     ds = load_dataset("digits", split="train", seed=0, image=True)
     cfg = TrainConfig(batch_size=50, seed=3)
@@ -221,7 +221,7 @@ def test_in_memory_batches_are_the_batches_default_collate_stacks():
 
 
 def test_quick_smoke_runs_take_the_first_grid_value_only():
-    from harness.runner import quick_suite
+    from harness.experiments.runner import quick_suite
 
     s = load_suite("li2020_table2-cpu")
     q = quick_suite(s)

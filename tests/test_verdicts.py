@@ -1,4 +1,4 @@
-"""Verdicts from paired per-seed differences (harness/verdicts.py, design.md Verdicts): the rule,
+"""Verdicts from paired per-seed differences (harness/reports/verdicts.py, design.md Verdicts): the rule,
 premises before claims, unmatched seeds, the interval against scipy.stats.t, and the reports
 (leaderboard.csv's per-seed values, VERDICTS.md)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 
-from harness.verdicts import FEW, HOLDS, INCONCLUSIVE, REVERSED, evaluate, paired
+from harness.reports.verdicts import FEW, HOLDS, INCONCLUSIVE, REVERSED, evaluate, paired
 
 
 def seeds_frame(cells: dict) -> pd.DataFrame:
@@ -128,7 +128,7 @@ def _records(seeds=(0, 1, 2)):
 
 
 def test_leaderboard_csv_carries_the_per_seed_values_and_verdicts(tmp_path):
-    from harness.report import leaderboard_seeds, split_tables, write_report
+    from harness.reports.tables import leaderboard_seeds, split_tables, write_report
 
     df = _records()
     wide = leaderboard_seeds(split_tables(df)["t"])
@@ -163,7 +163,7 @@ def test_report_all_writes_verdicts_md_from_committed_csv(tmp_path, monkeypatch)
     import shutil
 
     from harness.cli import main
-    from harness.suite import SUITES_DIR
+    from harness.experiments.suite import SUITES_DIR
 
     root = tmp_path / "repo"
     (root / "suites").mkdir(parents=True)
@@ -172,7 +172,7 @@ def test_report_all_writes_verdicts_md_from_committed_csv(tmp_path, monkeypatch)
     (root / "results" / "lohit2020_table1-cpu").mkdir(parents=True)
     shutil.copy(src, root / "results" / "lohit2020_table1-cpu" / "runs.csv")
     monkeypatch.chdir(root)
-    monkeypatch.setattr("harness.suite.SUITES_DIR", root / "suites")
+    monkeypatch.setattr("harness.experiments.suite.SUITES_DIR", root / "suites")
     assert main(["report", "--all"]) == 0
     verdicts = (root / "results" / "VERDICTS.md").read_text()
     assert "## lohit2020" in verdicts and "premise `kd > none`" in verdicts
@@ -190,7 +190,7 @@ def test_report_all_writes_verdicts_md_from_committed_csv(tmp_path, monkeypatch)
 def test_term_strength_averages_the_logged_ratios_over_epochs_and_seeds():
     import pandas as pd
 
-    from harness.report import term_strength
+    from harness.reports.tables import term_strength
 
     def rec(reg, seed, v, g):
         return {"regularizer": reg, "dataset": "task A", "seed": seed,
@@ -208,7 +208,7 @@ def test_term_strength_averages_the_logged_ratios_over_epochs_and_seeds():
     assert t.loc[("kd", "kd"), "task A"] == "0.4 · 0.04"
     assert term_strength(df.drop(columns="epochs")) is None
     # the same from a runs.csv's diagnostics column (reports regenerated from committed CSVs)
-    from harness.report import diagnostics_of
+    from harness.reports.tables import diagnostics_of
 
     flat = df.assign(diagnostics=[json.dumps(diagnostics_of(r)) for _, r in df.iterrows()])
     t2 = term_strength(flat.drop(columns="epochs"))

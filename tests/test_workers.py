@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.claims import DONE, FAILED, RECORDING, RUNNING, Claims
+from harness.experiments.claims import DONE, FAILED, RECORDING, RUNNING, Claims
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
     job has exactly one completed record, the killed attempt a failed one."""
     import sqlalchemy as sa
 
-    from harness.suite import expand, load_suite
+    from harness.experiments.suite import expand, load_suite
 
     name = f"workers-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "suite.yaml"
@@ -161,7 +161,7 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
     assert not [t for t in trials if t.state.name == "RUNNING"]
     assert "taken over from" in logs
     # nothing left to do: a resume runs nothing and rewrites nothing
-    from harness.runner import run_suite
+    from harness.experiments.runner import run_suite
 
     s = run_suite(path, storage=pg_url, progress=False, results_root=results, log=None)
     assert (s.completed, s.failed, s.skipped) == (0, 0, len(keys))
@@ -223,8 +223,8 @@ def test_suite_under_torchrun_matches_one_process(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("4 jobs, 4 run") == 1  # one report: rank 0's
 
-    from harness.records import records_frame
-    from harness.runner import run_suite
+    from harness.experiments.records import records_frame
+    from harness.experiments.runner import run_suite
 
     single = f"sqlite:///{tmp_path / 'single.sqlite3'}"
     run_suite(path, storage=single, progress=False, results_root=tmp_path / "one", log=None)
@@ -280,7 +280,7 @@ def test_workers_starting_together_on_a_fresh_database(backend, tmp_path, reques
             c.execute(sa.text(f"CREATE DATABASE {db}"))
         engine.dispose()
         url = pg_url.rsplit("/", 1)[0] + "/" + db
-    code = ("import sys; from harness import records; from harness.claims import Claims; "
+    code = ("import sys; from harness import records; from harness.experiments.claims import Claims; "
             "records.open_study(sys.argv[1], 's'); Claims(sys.argv[1], 's').close(); "
             "print('opened')")
     procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT,
@@ -295,7 +295,7 @@ def test_a_worker_killed_after_recording_is_not_run_again(tmp_path):
     'recording' claim: the next worker takes it over, finds the record, and runs nothing."""
     import sqlalchemy as sa
 
-    from harness.runner import run_suite
+    from harness.experiments.runner import run_suite
 
     name = f"rec-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "suite.yaml"

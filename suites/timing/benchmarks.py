@@ -1,6 +1,6 @@
 """asv benchmarks of the OT solvers on the problems of ``otransfer solvers bench``.
 
-One class per view of representation transfer (``harness.bench.VIEWS``); parameters are the
+One class per view of representation transfer (``harness.reports.bench.VIEWS``); parameters are the
 installed methods of the solver registry and a few modest sizes. ``setup`` builds the seeded
 problem (the same generator as the benchmark) and raises ``NotImplementedError`` for a method
 that cannot run on it, or that would blow asv's time budget; ``time_*`` makes one call;
@@ -17,7 +17,7 @@ Run (from the repository root)::
 import importlib
 
 import solvers
-from harness import bench
+from harness.reports import bench
 
 #: Seed of the problem generator, as ``otransfer solvers bench --seed``.
 SEED = 0

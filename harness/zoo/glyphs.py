@@ -11,7 +11,8 @@ pre-training on the source helps the target — can hold here (measured in the s
 Classes are letters (``A-Z a-z`` by default, 52 classes; digits ``0-9`` are excluded unless
 asked for, so that the source does not contain the target's classes). Images are rendered
 once per ``(classes, size, n_per_class, data_seed)`` and cached in memory; the train / val /
-test splits are disjoint, stratified and seeded by ``seed``.
+test splits are disjoint, stratified and seeded by ``seed`` (the ``glyphs`` dataset of
+:mod:`harness.zoo.data`; this module renders, and knows no registry).
 """
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from .data import ArrayDataset, _few_shot, _stratified_split, register_dataset
 
 __all__ = ["font_files", "render_glyphs", "LETTERS"]
 
@@ -98,24 +97,3 @@ def render_glyphs(classes: str = LETTERS, size: int = 8, n_per_class: int = 120,
             ys.append(k)
     x = torch.as_tensor(np.stack(xs)).reshape(len(xs), -1)
     return x, np.asarray(ys)
-
-
-@register_dataset(
-    "glyphs", num_classes=len(LETTERS), input_kind="flat", needs_root=False,
-    splits=("train", "val", "test"),
-    params={"chars": LETTERS, "size": 8, "n_per_class": 120, "data_seed": 0,
-            "val_fraction": 0.1, "test_fraction": 0.1, "few_shot": None, "image": False},
-    description="characters rendered from matplotlib's fonts under random affine transforms, "
-                "8x8 like digits (letters, 52 classes by default): an embedded many-class "
-                "source task")
-def _glyphs(root, split, seed, *, chars, size, n_per_class, data_seed, val_fraction,
-            test_fraction, few_shot, image):
-    x, y = render_glyphs(str(chars), int(size), int(n_per_class), int(data_seed))
-    n = len(y)
-    n_val, n_test = int(round(val_fraction * n)), int(round(test_fraction * n))
-    sizes = {"train": n - n_val - n_test, "val": n_val, "test": n_test}
-    idx = _stratified_split(y, sizes, seed)[split]
-    if few_shot is not None:
-        idx = _few_shot(idx, y, int(few_shot), seed)
-    data = x[idx].view(-1, 1, int(size), int(size)) if image else x[idx]
-    return ArrayDataset(data, torch.as_tensor(y[idx]), list(chars))

@@ -3,7 +3,7 @@
 asv stores one JSON file per (machine, commit, environment) under
 ``<results_dir>/<machine>/``; each benchmark ``benchmarks.<View>View.<metric>`` holds its
 results flattened over the product of its parameters ``(method, size)``. This module reads the
-latest file into benchmark records (:data:`harness.bench.COLUMNS`) so that the same pure table
+latest file into benchmark records (:data:`harness.reports.bench.COLUMNS`) so that the same pure table
 functions render ``asv.md``.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def load_records(path: str | Path) -> tuple["pd.DataFrame", dict]:
     Returns
     -------
     records : pandas.DataFrame
-        One row per (view, size, method), columns :data:`harness.bench.COLUMNS`. ``status`` is
+        One row per (view, size, method), columns :data:`harness.reports.bench.COLUMNS`. ``status`` is
         ``ok`` where ``time_solve`` has a value, ``skipped`` where asv recorded NaN (setup
         raised ``NotImplementedError``), ``error`` where it failed.
     meta : dict
@@ -78,7 +78,7 @@ def load_records(path: str | Path) -> tuple["pd.DataFrame", dict]:
     """
     import pandas as pd
 
-    from . import bench
+    from harness.reports import bench
 
     path = Path(path)
     data = json.loads(path.read_text())
@@ -137,7 +137,7 @@ def _literal(text: str):
 def _add_reference(records: "pd.DataFrame") -> "pd.DataFrame":
     # The suite compares every method with bench.reference_method on the same problem; recover
     # its name (and the problem's shape) by rebuilding the seeded problem, which is cheap.
-    from . import bench
+    from harness.reports import bench
 
     records = records.copy()
     for key in ("ref_method", "cost"):
@@ -156,7 +156,7 @@ def _add_reference(records: "pd.DataFrame") -> "pd.DataFrame":
 def write_report(results_dir: str | Path = ".asv/results", out: str | Path = "results/solvers",
                  *, machine: str | None = None) -> dict[str, Path]:
     """Write ``asv.md`` and ``asv.csv`` (same layout as ``bench.md``) from the latest asv run."""
-    from . import bench
+    from harness.reports import bench
 
     path = find_latest(results_dir, machine)
     records, meta = load_records(path)

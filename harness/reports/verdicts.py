@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 __all__ = ["LEVEL", "HOLDS", "REVERSED", "INCONCLUSIVE", "FEW", "NOT_TESTED", "MISSING", "Paired",
-           "paired", "evaluate", "summary_counts", "overall"]
+           "paired", "evaluate", "evaluate_claims", "summary_counts", "overall"]
 
 #: Default confidence level of the intervals.
 LEVEL = 0.95
@@ -126,11 +126,11 @@ def evaluate(claims: Sequence[str], ours, paper=None, specs: Mapping[str, str] |
     Parameters
     ----------
     claims, premises
-        ``"ROW > ROW"`` strings (:func:`harness.reference.parse_claim`); a row is named by our
+        ``"ROW > ROW"`` strings (:func:`harness.experiments.reference.parse_claim`); a row is named by our
         row name or, when unique, by its regularizer spec.
     ours
         Per-seed accuracies (%): rows = our row names, columns = a ``(task, seed)``
-        MultiIndex (:func:`harness.report.leaderboard_seeds`).
+        MultiIndex (:func:`harness.reports.tables.leaderboard_seeds`).
     paper
         The paper's means laid out like ours (rows = our row names, columns = our tasks), or
         None.
@@ -147,7 +147,7 @@ def evaluate(claims: Sequence[str], ours, paper=None, specs: Mapping[str, str] |
         ``not_tested``, ``missing``; ``ours`` (= ``holds``) / ``ours_of`` (columns tested),
         ``paper`` / ``paper_of``, and ``verdict`` (:func:`overall`).
     """
-    from .reference import parse_claim
+    from harness.experiments.reference import parse_claim
 
     specs = dict(specs or {})
     tasks = list(dict.fromkeys(ours.columns.get_level_values(0))) if len(ours.columns) else []
@@ -226,3 +226,16 @@ def _paper_holds(c, paper, specs, task) -> bool | None:
     if not (x == x and y == y):
         return None
     return bool(c.test(float(x), float(y)))
+
+
+def evaluate_claims(claims: Sequence[str], ours, paper, specs: Mapping[str, str],
+                    premises: Sequence[str] = (), level: float | None = None) -> list[dict]:
+    """Decide ``premises`` then ``claims`` per column from paired per-seed differences.
+
+    ``ours``: per-seed accuracies (%), rows = our row names, columns = ``(task, seed)``
+    (:func:`harness.reports.tables.leaderboard_seeds`); ``paper``: the paper's means, rows = our row
+    names, columns = our tasks; ``specs``: row name -> spec. One dict per premise and claim; see
+    :func:`harness.reports.verdicts.evaluate` (``ours`` / ``ours_of``: columns where it holds / columns
+    tested; ``paper`` / ``paper_of``; ``verdict``).
+    """
+    return evaluate(claims, ours, paper, specs, premises, LEVEL if level is None else level)

@@ -1,6 +1,6 @@
 """Hyper-parameter search with Optuna: ``otransfer tune SUITE`` (design.md, Experiments).
 
-A suite's ``search:`` block (:class:`harness.suite.Search`) names a stage, one of its
+A suite's ``search:`` block (:class:`harness.experiments.suite.Search`) names a stage, one of its
 regularizers, and a space over that regularizer's parameters (dotted keys, as in the stage's
 ``grid``) and its training settings (``train.lr`` ...). :func:`tune`
 
@@ -27,7 +27,6 @@ an Optuna FAIL, with its reason in the trial's user attributes; samplers ignore 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -36,72 +35,18 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .suite import (PRETRAINED, Job, Search, Stage, Suite, SuiteError, _merge_params,
+from harness.experiments.search_options import PRUNERS, SAMPLERS, build_option, check_option
+from harness.experiments.suite import (PRETRAINED, Job, Search, Stage, Suite, SuiteError, merge_params,
                     apply_overrides, canonical_json, config_key, expand, load_suite)
 
 __all__ = ["tune", "TuneSummary", "PRUNERS", "SAMPLERS", "check_option", "select_search",
            "study_name", "trial_jobs", "sample_point", "write_tune_report", "TUNED"]
 
-#: Optuna pruners by the name a search's ``pruner: {name: ...}`` uses (``optuna.pruners``).
-PRUNERS: dict[str, str] = {
-    "median": "MedianPruner", "percentile": "PercentilePruner",
-    "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner",
-    "threshold": "ThresholdPruner", "none": "NopPruner"}
-#: Optuna samplers by the name a search's ``sampler: {name: ...}`` uses (``optuna.samplers``).
-SAMPLERS: dict[str, str] = {"tpe": "TPESampler", "random": "RandomSampler",
-                            "qmc": "QMCSampler", "gp": "GPSampler"}
-_OPTIONS = {"pruner": ("optuna.pruners", PRUNERS), "sampler": ("optuna.samplers", SAMPLERS)}
 #: Suffix of the leaderboard row of the re-runs of a search's best point.
 TUNED = " (tuned)"
 _TRAIN = "train."
 #: A search stops when this many trials in a row raise the same error (a broken setup).
 _MAX_SAME_ERRORS = 3
-
-
-# --------------------------------------------------------------------------- pruner / sampler
-
-
-def _option_class(kind: str, name: str) -> type:
-    import importlib
-
-    module, table = _OPTIONS[kind]
-    return getattr(importlib.import_module(module), table[name])
-
-
-def _build_option(kind: str, spec: Mapping[str, Any]):
-    """The Optuna pruner or sampler ``spec`` (``{"name": ..., **kwargs}``) describes."""
-    import optuna
-
-    cls = _option_class(kind, spec["name"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return cls(**{k: v for k, v in spec.items() if k != "name"})
-
-
-def check_option(kind: str, spec: Mapping[str, Any]) -> str | None:
-    """Why ``spec`` is not a valid ``pruner`` / ``sampler`` of a search (None when it is).
-
-    The name must be one of :data:`PRUNERS` / :data:`SAMPLERS`, the other keys arguments of
-    that Optuna class, and the class must build with them.
-    """
-    import inspect
-
-    table = _OPTIONS[kind][1]
-    name = spec.get("name")
-    if name not in table:
-        close = difflib.get_close_matches(str(name), list(table), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        return f"unknown {kind} name {name!r}{hint} Known: {', '.join(table)}"
-    params = inspect.signature(_option_class(kind, name)).parameters
-    for key in spec:
-        if key != "name" and key not in params:
-            return (f"{kind} {name!r} ({table[name]}) takes no {key!r}; it takes "
-                    f"{', '.join(params) or 'nothing'}")
-    try:
-        _build_option(kind, spec)
-    except (TypeError, ValueError) as exc:
-        return f"{kind} {name!r}: {exc}"
-    return None
 
 
 # --------------------------------------------------------------------------- jobs of a point
@@ -114,7 +59,7 @@ def select_search(suite: Suite, stage: str | None = None,
     cands = list(suite.searches)
     if not cands:
         raise SuiteError(f"{suite.path}: suite {suite.name!r} has no 'search:' block (see "
-                         "harness/suite.py: stage, regularizer, space)")
+                         "harness/experiments/suite.py: stage, regularizer, space)")
     if stage is not None:
         cands = [s for s in cands if s.stage == stage]
     if regularizer is not None:
@@ -157,7 +102,7 @@ def _point_suite(suite: Suite, search: Search, point: Mapping[str, Any],
     train = {k[len(_TRAIN):]: v for k, v in point.items() if k.startswith(_TRAIN)}
     tuned = dataclasses.replace(
         stage, datasets=(search.dataset,), grid={}, seeds=tuple(int(s) for s in seeds),
-        regularizers=((search.regularizer, _merge_params(search.params, reg)),),
+        regularizers=((search.regularizer, merge_params(search.params, reg)),),
         train={**stage.train, **train})
     deps = [dataclasses.replace(st, report=st.report if st.report is not None else False)
             for st in _dependencies(suite, stage)]
@@ -166,7 +111,7 @@ def _point_suite(suite: Suite, search: Search, point: Mapping[str, Any],
 
 def trial_jobs(suite: Suite, search: Search, point: Mapping[str, Any],
                seeds: Sequence[int]) -> tuple[list[Job], dict[str, Job]]:
-    """The searched stage's jobs at ``point`` (one per seed; :func:`harness.suite.expand` builds
+    """The searched stage's jobs at ``point`` (one per seed; :func:`harness.experiments.suite.expand` builds
     them, so keys and validation are those of grid points) and every job by key (the teacher and
     init jobs they load)."""
     jobs = expand(_point_suite(suite, search, point, seeds))
@@ -258,7 +203,7 @@ def _run_dependencies(suite: Suite, search: Search, storage: str,
     """Train the jobs of the stages the searched stage depends on (all seeds: the re-runs
     need them) with ``run``'s runner: claimed, so that several ``tune`` and ``worker``
     processes on one storage train each teacher once; those done are skipped."""
-    from .runner import run_suite
+    from harness.experiments.runner import run_suite
 
     jobs = expand(_point_suite(suite, search, {}, _stage(suite, search.stage).seeds))
     deps = [j for j in jobs if j.stage != search.stage]
@@ -278,12 +223,12 @@ class _TrainingFailed(RuntimeError):
 
 
 def _rdb(storage: str):
-    """The search's storage: the records' (:func:`harness.records.open_rdb`), with Optuna's
+    """The search's storage: the records' (:func:`harness.experiments.records.open_rdb`), with Optuna's
     trial heartbeats, so that the RUNNING trial of a killed ``tune`` process is failed by the
     next one instead of lingering."""
     import optuna
 
-    from .records import open_rdb
+    from harness.experiments.records import open_rdb
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -338,9 +283,8 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
     """
     import optuna
 
-    from . import records
-    from .runner import _run_job, run_suite
-    from .suite import _check, _Lines
+    from harness.experiments import records
+    from harness.experiments.suite import with_overrides
 
     say = log or (lambda s: None)
     t0 = time.perf_counter()
@@ -348,7 +292,7 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
     if not isinstance(suite, Suite):
         suite = load_suite(suite, overrides)
     elif overrides:
-        suite = _check(apply_overrides(suite.raw, overrides), suite.path, _Lines(""))
+        suite = with_overrides(suite, overrides)
     search = select_search(suite, stage, regularizer)
     n_trials = int(trials if trials is not None else search.trials)
     if n_trials < 1:
@@ -363,21 +307,56 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
 
     # 2. the search: its own study in the same storage
     name = study_name(suite, search)
-    rdb = _rdb(storage)
+    study = _open_search_study(suite, search, name, storage)
+    summary = TuneSummary(suite.name, name, storage, search.stage, search.row)
+    objective = _objective(suite, search, name, artefacts, progress, device)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # on_trial says what happened
+    try:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+                       callbacks=[_trial_logger(summary, say)])
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    best = _best_trial(study, summary, say)
+
+    # 3. the best point on test, over the stage's seeds, in the suite's study
+    if best is not None and reruns:
+        _rerun_best(suite, search, stage_obj, name, best, summary, storage, results_root,
+                    progress, device, log)
+
+    # 4. the table of trials and the plots
+    summary.paths = write_tune_report(study, search, out_dir, summary, plots=plots,
+                                      table=stage_obj.table)
+    summary.wall_time = time.perf_counter() - t0
+    return summary
+
+
+def _open_search_study(suite: Suite, search: Search, name: str, storage: str):
+    """The search's own Optuna study (loaded when other ``tune`` processes made it)."""
+    import optuna
+
     study = optuna.create_study(
-        study_name=name, storage=rdb, direction="maximize", load_if_exists=True,
-        sampler=_build_option("sampler", search.sampler),
-        pruner=_build_option("pruner", search.pruner))
+        study_name=name, storage=_rdb(storage), direction="maximize", load_if_exists=True,
+        sampler=build_option("sampler", search.sampler),
+        pruner=build_option("pruner", search.pruner))
     for key, value in {"suite": suite.name, "stage": search.stage, "row": search.row,
                        "regularizer": search.regularizer, "dataset": search.dataset,
                        "space": canonical_json(search.space), "seed": search.seed}.items():
         study.set_user_attr(key, value)
-    summary = TuneSummary(suite.name, name, storage, search.stage, search.row)
+    return study
+
+
+def _objective(suite: Suite, search: Search, name: str, artefacts: Path, progress: bool,
+               device: str | None) -> Callable:
+    """The Optuna objective: train the sampled point on each of the search's seeds in turn;
+    its value is the mean final validation accuracy. Every epoch of every seed is one step of
+    the pruner (seed i, epoch e is step i * epochs + e in every trial alike)."""
+    import optuna
+
+    from harness.experiments import records
+    from harness.experiments.runner import run_job
 
     def objective(trial) -> float:
-        """Train the point on each of the search's seeds in turn; its value is the mean final
-        validation accuracy. Every epoch of every seed is one step of the pruner (seed i,
-        epoch e is step i * epochs + e in every trial alike)."""
         point = sample_point(trial, search.space)
         jobs, by_key = trial_jobs(suite, search, point, list(search.seeds))
         for key, value in {"key": jobs[0].key, "config": jobs[0].config_json(),
@@ -409,8 +388,8 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
                 run = dataclasses.replace(
                     job, key=f"{job.key}.{name.rsplit(':', 1)[1]}.t{trial.number}")
                 try:
-                    metrics = _run_job(run, by_key, artefacts, progress, save=False,
-                                       device=device, on_epoch=on_epoch)
+                    metrics = run_job(run, by_key, artefacts, progress, save=False,
+                                      device=device, on_epoch=on_epoch)
                 finally:
                     (artefacts / f"{run.key}.ckpt").unlink(missing_ok=True)
                 for key in ("status", "reason", "best_val_accuracy", "epochs_completed"):
@@ -434,6 +413,12 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
         trial.set_user_attr("val_accuracies", accs)
         return value
 
+    return objective
+
+
+def _trial_logger(summary: TuneSummary, say: Callable[[str], None]) -> Callable:
+    """The ``study.optimize`` callback: counts, one line per trial, and a stop when the same
+    error ends ``_MAX_SAME_ERRORS`` trials in a row (the setup's error, not the point's)."""
     errors: list[str] = []  # reasons of this call's latest trials that raised
 
     def on_trial(study, frozen) -> None:
@@ -449,20 +434,19 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
                 "FAIL": f"FAILED: {a.get('reason', '')}"}.get(state, state)
         point = json.loads(a["point"]) if "point" in a else frozen.params
         say(f"[tune {frozen.number}] {what}; {_fmt(point)} ({a.get('wall_time', 0):.1f} s)")
-        # the same error three times in a row is the setup's, not the point's: stop there
         raised = state == "FAIL" and a.get("status") == "failed" and "val_accuracy" not in a
         errors[:] = errors + [a.get("reason", "")] if raised else []
         if len(errors) >= _MAX_SAME_ERRORS and len(set(errors[-_MAX_SAME_ERRORS:])) == 1:
             say(f"stopping: {_MAX_SAME_ERRORS} trials in a row failed with: {errors[-1]}")
             study.stop()
 
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # on_trial says what happened
-    try:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
-                       callbacks=[on_trial])
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    return on_trial
+
+
+def _best_trial(study, summary: TuneSummary, say: Callable[[str], None]):
+    """The best complete trial (the earliest of equals), recorded in ``summary``; or None."""
+    import optuna
+
     done = [t for t in study.get_trials(deepcopy=False)
             if t.state == optuna.trial.TrialState.COMPLETE]
     summary.total = len(study.get_trials(deepcopy=False))
@@ -472,49 +456,50 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
         summary.best_point = json.loads(best.user_attrs["point"])
         say(f"best: trial {best.number}, val {100 * best.value:.1f} %; "
             f"{_fmt(summary.best_point)}")
+    return best
 
-    # 3. the best point on test, over the stage's seeds, in the suite's study
-    if best is not None and reruns:
-        row = search.row + TUNED
-        jobs, _ = trial_jobs(suite, search, summary.best_point, stage_obj.seeds)
-        anchors = _anchors(suite, search)
-        tuned_jobs, extra = [], {}
-        for job in jobs:
-            # the search's name in the config: a tuned row never shares a key with a grid row
-            cfg = {**job.config, "tuned": name}
-            anchor = anchors.get((job.dataset, job.seed))
-            job = dataclasses.replace(job, key=config_key(cfg), config=cfg, label=row, row=row,
-                                      report=anchor.report if anchor else True)
-            tuned_jobs.append(job)
-            extra[job.key] = {"tuned": True, "anchor": anchor.key if anchor else None,
-                              "tune_study": name, "tune_trial": best.number,
-                              "tune_val_accuracy": float(best.value),
-                              "tune_point": summary.best_point}
-        # run's runner: claimed (concurrent tune processes re-run each seed once), skipped
-        # when recorded
-        run_suite(suite, storage=storage, progress=progress, results_root=results_root,
-                  log=log, device=device, jobs=tuned_jobs, record_extra=extra)
-        frame = records.records_frame(storage, suite.name)
-        by = {r["key"]: r for r in frame.to_dict("records")}
-        accs = []
-        for job in tuned_jobs:
-            r = by.get(job.key)
-            acc = r.get("test_accuracy") if r else None
-            summary.reruns.append({"seed": job.seed, "key": job.key,
-                                   "status": "completed" if r else "failed",
-                                   "test_accuracy": acc})
-            if acc is not None and not (isinstance(acc, float) and math.isnan(acc)):
-                accs.append(float(acc))
-        if accs:
-            mean = sum(accs) / len(accs)
-            summary.test_mean = mean
-            summary.test_std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
 
-    # 4. the table of trials and the plots
-    summary.paths = write_tune_report(study, search, out_dir, summary, plots=plots,
-                                      table=stage_obj.table)
-    summary.wall_time = time.perf_counter() - t0
-    return summary
+def _rerun_best(suite: Suite, search: Search, stage_obj: Stage, name: str, best,
+                summary: TuneSummary, storage: str, results_root, progress: bool,
+                device: str | None, log) -> None:
+    """The best point on test over the stage's seeds, recorded in the suite's study as row
+    ``<row> (tuned)``; the re-runs' test accuracies in ``summary``."""
+    from harness.experiments import records
+    from harness.experiments.runner import run_suite
+
+    row = search.row + TUNED
+    jobs, _ = trial_jobs(suite, search, summary.best_point, stage_obj.seeds)
+    anchors = _anchors(suite, search)
+    tuned_jobs, extra = [], {}
+    for job in jobs:
+        # the search's name in the config: a tuned row never shares a key with a grid row
+        cfg = {**job.config, "tuned": name}
+        anchor = anchors.get((job.dataset, job.seed))
+        job = dataclasses.replace(job, key=config_key(cfg), config=cfg, label=row, row=row,
+                                  report=anchor.report if anchor else True)
+        tuned_jobs.append(job)
+        extra[job.key] = {"tuned": True, "anchor": anchor.key if anchor else None,
+                          "tune_study": name, "tune_trial": best.number,
+                          "tune_val_accuracy": float(best.value),
+                          "tune_point": summary.best_point}
+    # run's runner: claimed (concurrent tune processes re-run each seed once), skipped when
+    # recorded
+    run_suite(suite, storage=storage, progress=progress, results_root=results_root, log=log,
+              device=device, jobs=tuned_jobs, record_extra=extra)
+    frame = records.records_frame(storage, suite.name)
+    by = {r["key"]: r for r in frame.to_dict("records")}
+    accs = []
+    for job in tuned_jobs:
+        r = by.get(job.key)
+        acc = r.get("test_accuracy") if r else None
+        summary.reruns.append({"seed": job.seed, "key": job.key,
+                               "status": "completed" if r else "failed", "test_accuracy": acc})
+        if acc is not None and not (isinstance(acc, float) and math.isnan(acc)):
+            accs.append(float(acc))
+    if accs:
+        mean = sum(accs) / len(accs)
+        summary.test_mean = mean
+        summary.test_std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
 
 
 # --------------------------------------------------------------------------- report
@@ -603,8 +588,8 @@ def write_tune_report(study, search: Search, out_dir: str | os.PathLike,
     """Write ``tune_<stage>_<row>.md`` (the trials, the best point, the re-runs' test accuracy)
     and the plots ``tune_<stage>_<row>_{history,intermediate,importance}.png``; return the
     paths."""
-    from .records import _redact
-    from .report import slug
+    from harness.experiments.records import redact
+    from harness.experiments.suite import slug
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -614,7 +599,7 @@ def write_tune_report(study, search: Search, out_dir: str | os.PathLike,
     frame = _trials_frame(study, search.space)
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
     md = [f"# {summary.suite}: search of `{search.row}` in stage `{search.stage}`\n",
-          f"Optuna study `{summary.study}` in `{_redact(summary.storage)}`; dataset "
+          f"Optuna study `{summary.study}` in `{redact(summary.storage)}`; dataset "
           f"`{search.dataset}`, each trial trained with seed(s) "
           f"{', '.join(map(str, search.seeds))} and scored by its final **validation** accuracy "
           f"(mean over the seeds); pruner `{canonical_json(dict(search.pruner))}`, sampler "

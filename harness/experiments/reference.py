@@ -12,7 +12,7 @@ A suite stage points at the table it reproduces::
 
 Rows are matched by the paper row's ``spec`` (the regularizer spec of our row) unless ``rows``
 names the paper's row. A claim ``"a > b"`` (rows by our row name or spec) is decided per column
-from the paired per-seed differences (:mod:`harness.verdicts`: t interval of the mean
+from the paired per-seed differences (:mod:`harness.reports.verdicts`: t interval of the mean
 difference, Wilcoxon signed-rank p-value): *holds*, *reversed* or *inconclusive*; in a column
 where a premise does not hold, the claims are *not tested*. The paper's count (its means) stands
 beside ours: "Ω_P > L2-SP: holds on 1, reversed on 0, inconclusive on 4 of 5 tasks; paper 4 of 5".
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 __all__ = ["REFERENCE_DIR", "load_reference", "Reference", "reference_from_config",
-           "paper_numbers", "Claim", "parse_claim", "evaluate_claims"]
+           "paper_numbers", "Claim", "parse_claim"]
 
 #: ``results/reference/`` at the repository root.
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 _CLAIM = re.compile(r"^\s*(.+?)\s*(>=|<=|>|<)\s*(.+?)\s*$")
 
 
@@ -141,19 +141,3 @@ def parse_claim(text: str) -> Claim:
     if not m:
         raise ValueError(f"claim {text!r}: expected 'ROW > ROW' (or <, >=, <=)")
     return Claim(m.group(1), m.group(2), m.group(3))
-
-
-def evaluate_claims(claims: Sequence[str], ours, paper, specs: Mapping[str, str],
-                    premises: Sequence[str] = (), level: float | None = None) -> list[dict]:
-    """Decide ``premises`` then ``claims`` per column from paired per-seed differences.
-
-    ``ours``: per-seed accuracies (%), rows = our row names, columns = ``(task, seed)``
-    (:func:`harness.report.leaderboard_seeds`); ``paper``: the paper's means, rows = our row
-    names, columns = our tasks; ``specs``: row name -> spec. One dict per premise and claim; see
-    :func:`harness.verdicts.evaluate` (``ours`` / ``ours_of``: columns where it holds / columns
-    tested; ``paper`` / ``paper_of``; ``verdict``).
-    """
-    from . import verdicts
-
-    return verdicts.evaluate(claims, ours, paper, specs, premises,
-                             verdicts.LEVEL if level is None else level)

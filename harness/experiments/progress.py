@@ -5,7 +5,7 @@ In a terminal (standard error is a TTY) :class:`SuiteBar` draws one bar for the 
 done / total, failed, rate and ETA, the current job — and the training loop draws the job's own
 bar beneath it (``position=1``, ``leave=False``: it clears when the job ends). Lines that need a
 person's eye (a failure, a job taken over from a lost worker) are written above the bars. When
-the output is a file or a pipe there are no bars: :func:`harness.runner.run_suite` prints one
+the output is a file or a pipe there are no bars: :func:`harness.experiments.runner.run_suite` prints one
 line per job, which is what a log file and ``grep`` want.
 
 :func:`follow` is the bar of ``otransfer run --workers N`` in a terminal: the workers write
@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Callable, Sequence
 
-__all__ = ["SuiteBar", "is_terminal", "follow"]
+__all__ = ["SuiteBar", "is_terminal", "follow", "follow_workers"]
 
 
 def is_terminal(stream=None) -> bool:
@@ -101,3 +101,35 @@ def follow(name: str, total: int, read: Callable[[], tuple[int, int, Sequence[st
         bar.set(done, failed)
     finally:
         bar.close()
+
+
+def follow_workers(suite, storage: str, alive: Callable[[], bool]) -> None:
+    """The suite bar of ``run --workers N`` in a terminal, read from the claims and records of
+    ``storage`` while ``alive()`` (some worker still runs)."""
+    import sqlalchemy as sa
+
+    from harness.experiments.claims import DONE, FAILED, LIVE, TABLE, make_engine
+    from harness.experiments.records import done_keys
+    from harness.experiments.suite import expand
+
+    jobs = expand(suite)
+    label = {j.key: f"{j.stage} {j.dataset} {j.regularizer} seed={j.seed}" for j in jobs}
+    try:
+        before = done_keys(storage, suite.name) & set(label)
+    except Exception:
+        before = set()
+    engine = make_engine(storage)
+
+    def read():
+        with engine.connect() as c:
+            rows = c.execute(sa.text(f"select key, state from {TABLE} where suite = :s"),
+                             {"s": suite.name}).all()
+        done = set(before) | {k for k, st in rows if st == DONE and k in label}
+        failed = sum(st == FAILED and k in label for k, st in rows)
+        running = [label[k] for k, st in rows if st in LIVE and k in label]
+        return len(done), failed, running
+
+    try:
+        follow(suite.name, len(jobs), read, alive)
+    finally:
+        engine.dispose()

@@ -5,7 +5,7 @@ is 2.7 more time consuming than when using a standard parameter regularizer". Th
 measures that ratio here, for the fine-tuning setting of li2020 Table 1 (the reference network is
 the student's own starting point, ``d == d'``):
 
-* one *step* is what :func:`harness.train.train` does per batch: student forward (taps), the frozen
+* one *step* is what :func:`harness.training.loop.train` does per batch: student forward (taps), the frozen
   reference network's forward when the term needs it, the regularizer (OT solve included),
   backward, SGD step, logging;
 * each configuration trains ``steps`` batches of ``batch`` random inputs of the model's input
@@ -67,13 +67,13 @@ def time_steps(case: Mapping[str, Any], spec: str, params: Mapping[str, Any], *,
     """Median seconds per training step of ``spec`` on ``case`` (see the module docstring).
 
     Each repeat trains a fresh copy of the same student for ``steps + 1`` batches with
-    :func:`harness.train.train` and keeps the time of the last ``steps`` (the first batch warms
+    :func:`harness.training.loop.train` and keeps the time of the last ``steps`` (the first batch warms
     up allocators and solver caches). Returns ``{"step_s", "step_s_all", "n_iter"}``;
     :func:`run` calls it with ``repeats=1`` per round to interleave the rows.
     """
-    from .models import build_model
-    from .regularizers import build_regularizer
-    from .train import TrainConfig, train
+    from harness.zoo.models import build_model
+    from harness.transfer.regularizers import build_regularizer
+    from harness.training.loop import TrainConfig, train
 
     torch.manual_seed(seed)
     base = build_model(case["model"], case["classes"])
@@ -168,7 +168,7 @@ def write_outputs(df, out_dir: str | Path = "results/regularizers", command: str
     batch = int(df["batch"].iloc[0]) if len(df) else 0
     text = [f"# Training-step time / L2-SP step time, batch {batch}\n",
             f"Each cell: the ratio of the median over repeats of the mean step time of "
-            f"`harness.train.train` (student forward, reference forward when needed, "
+            f"`harness.training.loop.train` (student forward, reference forward when needed, "
             f"regularizer, backward, SGD step) to L2-SP's, the median step time, and after `·` "
             f"the same ratio of the fastest repeats (least disturbed by other processes). "
             f"li2020 reports 2.7x for Omega_P on its GPU. Machine: {machine}.\n",

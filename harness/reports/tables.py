@@ -15,9 +15,12 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from harness.experiments.suite import slug
+
 __all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex", "split_tables",
            "plot_table", "plot_traces", "slug", "write_index", "with_tuned", "leaderboard_seeds",
-           "verdicts_frame", "records_from_csv", "write_verdicts", "plot_verdicts"]
+           "verdicts_frame", "records_from_csv", "write_verdicts", "plot_verdicts",
+           "report_suite", "report_all"]
 
 
 def leaderboard_numbers(df, stage: str | None = None):
@@ -55,7 +58,7 @@ def term_strength(df):
     """Per row and column, each regularization term's strength against the cross-entropy:
     the mean over seeds of the per-epoch ``diag/<term>/value_ratio`` (term / CE) and
     ``diag/<term>/grad_ratio`` (‖∇_w term‖ / ‖∇_w CE‖ on the student) that training logs once
-    an epoch (:func:`harness.train.train`). ``None`` when the records carry no such logs.
+    an epoch (:func:`harness.training.loop.train`). ``None`` when the records carry no such logs.
 
     Returns a frame indexed by ``(regularizer, term)`` with one ``"value · grad"`` string per
     column (task), for the report: a term whose ratios are ~0 is too weak to move the student;
@@ -85,7 +88,7 @@ def term_strength(df):
 def leaderboard_seeds(df, stage: str | None = None):
     """Test accuracy (%) of every seed: rows as :func:`leaderboard_numbers`, columns a
     ``(task, seed)`` MultiIndex (tasks in order, seeds sorted). The paired verdicts
-    (:mod:`harness.verdicts`) match seeds across rows within a task; a seed recorded twice for
+    (:mod:`harness.reports.verdicts`) match seeds across rows within a task; a seed recorded twice for
     one cell (several grid points not reduced by ``select: val``) keeps its mean."""
     import pandas as pd
 
@@ -157,13 +160,6 @@ def to_latex(table) -> str:
         lines.append(" & ".join([esc(idx)] + [esc(v) for v in row]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of a table name (``"transfer+compression"`` -> ``transfer-compression``)."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-").lower() or "table"
 
 
 def split_tables(df) -> dict:
@@ -435,7 +431,8 @@ def _with_time(table, df):
 def _paper_side(d, mean, seeds, reference=None):
     """``(Reference, (values, text), verdicts)`` of a table whose stage names a paper table:
     ``reference`` (the current suite's block) or else the one recorded with the jobs."""
-    from .reference import evaluate_claims, paper_numbers, reference_from_config
+    from harness.experiments.reference import paper_numbers, reference_from_config
+    from harness.reports.verdicts import evaluate_claims
 
     refs = [r for r in d["reference"] if isinstance(r, dict)] if "reference" in d else []
     if reference is None and not refs:
@@ -466,7 +463,7 @@ def _fmt(x, spec: str) -> str:
 def _claims_markdown(claims, ref) -> str:
     """Premises then claims: per column the mean paired difference (points) with its t
     interval, the Wilcoxon p-value and the verdict; the counts beside the paper's."""
-    from .verdicts import LEVEL
+    from harness.reports.verdicts import LEVEL
 
     lines = [f"Premises and claims of {ref.paper} Table {ref.table}, decided per task column "
              f"from the paired per-seed differences A − B (points; same seed = same data and "
@@ -526,9 +523,9 @@ def verdict_summary(verdicts_csv) -> str:
 
 
 def verdicts_frame(claims, table: str, ref=None):
-    """One row per premise / claim and task column of :func:`harness.verdicts.evaluate`'s
+    """One row per premise / claim and task column of :func:`harness.reports.verdicts.evaluate`'s
     output (the numbers behind the verdicts; ``verdicts.csv``); ``ref``: the
-    :class:`~harness.reference.Reference` (its paper and table name the rows)."""
+    :class:`~harness.experiments.reference.Reference` (its paper and table name the rows)."""
     import pandas as pd
 
     rows = [{"paper": getattr(ref, "paper", ""), "paper_table": getattr(ref, "table", ""),
@@ -544,7 +541,7 @@ def verdicts_frame(claims, table: str, ref=None):
 
 def with_tuned(df, keys):
     """The records of the jobs ``keys``, in that order, plus the re-runs of a searched best
-    point (``otransfer tune``, :mod:`harness.tune`) whose anchor job is among ``keys``, each
+    point (``otransfer tune``, :mod:`harness.experiments.search`) whose anchor job is among ``keys``, each
     right after its anchor (the tuned row follows its regularizer's rows). Of a row's re-runs,
     only the latest search's best point is kept."""
     order = {k: float(i) for i, k in enumerate(keys)}
@@ -580,7 +577,7 @@ def write_report(suite: str, storage: str | None = None,
     """
     import pandas as pd
 
-    from . import records
+    from harness.experiments import records
 
     out = Path(out_dir) if out_dir is not None else Path(results_root) / suite
     out.mkdir(parents=True, exist_ok=True)
@@ -602,83 +599,135 @@ def write_report(suite: str, storage: str | None = None,
     tex, flat = [], []
     verdict_frames = []
     for name, d in tables.items():
-        d, choices = select_by_val(d)  # per seed: the selected grid point's test accuracy
-        mean, std, n = leaderboard_numbers(d)
-        per_seed = leaderboard_seeds(d)
-        seeds = int(n.max().max()) if n.size else 0
-        table = _with_choices(_with_time(leaderboard(d), d), choices)
-        ref, paper, claims = _paper_side(d, mean, per_seed, references.get(name))
-        if ref is not None:
-            table = _beside(table, paper[1], ref)
-        md += [f"## {name}\n", f"{seeds} seed(s) per cell; `s / job`: mean wall time of one "
-               "training run (this machine)."
-               + (f" `paper: X`: {ref.paper} Table {ref.table}, column X (results/reference/)."
-                  if ref is not None else "") + "\n", table.to_markdown(), ""]
-        if claims:
-            md.append(_claims_markdown(claims, ref))
-            verdict_frames.append(verdicts_frame(claims, name, ref))
-        if choices:
-            md.append("Hyper-parameters chosen on the validation split (best mean validation "
-                      "accuracy over seeds):\n\n" + "\n".join(
-                          f"- {row} · {task}: `{point}` (val {100 * v:.1f} %)"
-                          for row, task, point, v in choices) + "\n")
-        strength = term_strength(d)
-        if strength is not None:
-            md += ["Term strength: `value · gradient` ratios to the cross-entropy, "
-                   "term / CE and ‖∇term‖ / ‖∇CE‖ on the student's weights, logged on the "
-                   "first batch of ~10 epochs spread over training, mean over those and seeds "
-                   "(near 0: too weak "
-                   "to move the student):\n", strength.to_markdown(), ""]
-        layers = layer_trace_table(d)
-        layers_csv = out / f"{slug(name)}_layers.csv"
-        from_logs = layers is not None
-        if layers is None and not logs and layers_csv.is_file():  # drawn from earlier records
-            layers = pd.read_csv(layers_csv, index_col=0)
-        if layers is not None:
-            if from_logs:
-                layers.to_csv(layers_csv)
-            paths[f"layers_csv:{name}"] = layers_csv
-            md += ["Trace of the exact plan between the trained network's neurons and the "
-                   "teacher's, per layer, after training (li2020 Fig. 2; mean over seeds):\n",
-                   layers.round(3).to_markdown(), ""]
-            if plots:
-                png = out / f"{slug(name)}_layers.png"
-                if from_logs or not png.is_file():
-                    plot_layer_traces(layers, name, png)
-                paths[f"layers:{name}"] = png
-                md.append(f"![{name}: trace per layer]({png.name})\n")
-        if plots:
-            png = out / f"{slug(name)}.png"
-            plot_table(d, f"{suite}: {name}", png)
-            paths[f"png:{name}"] = png
-            md.append(f"![{name}]({png.name})\n")
-            if numeric_axis(mean.columns) is not None:  # accuracy vs batch size (Table 4)
-                line = out / f"{slug(name)}_lines.png"
-                plot_lines(d, f"{suite}: {name}", line)
-                paths[f"lines:{name}"] = line
-                md.append(f"![{name}: accuracy versus {numeric_axis(mean.columns)[0]}]"
-                          f"({line.name})\n")
-            trace = out / f"{slug(name)}_trace.png"
-            if plot_traces(d, name, trace) or (not logs and trace.is_file()):
-                paths[f"trace:{name}"] = trace
-                md.append(f"![{name}: trace of the plan]({trace.name})\n")
-        tex += [f"% {name}", to_latex(leaderboard(d, bold="\\textbf{{{}}}"))]
-        f = mean.stack().rename("mean").to_frame().join(std.stack().rename("std")) \
-            .join(n.stack().rename("n")).reset_index()
-        f = f.rename(columns={"regularizer": "method", "dataset": "task"})
-        f.insert(0, "table", name)
-        if ref is not None:
-            f["paper"] = [paper[0].at[r, c] for r, c in zip(f["method"], f["task"])]
-            f["paper_column"] = [ref.columns.get(c, "") for c in f["task"]]
-        for seed in sorted(set(per_seed.columns.get_level_values("seed"))):  # redo the tests
-            f[f"seed_{seed}"] = [per_seed[(c, seed)].get(r) if (c, seed) in per_seed else None
-                                 for r, c in zip(f["method"], f["task"])]
-        flat.append(f)
+        section = _table_section(suite, name, d, references.get(name), out, plots, logs, paths)
+        md += section["md"]
+        tex += section["tex"]
+        flat.append(section["flat"])
+        if section["verdicts"] is not None:
+            verdict_frames.append(section["verdicts"])
     searches = sorted(out.glob("tune_*.md"))  # otransfer tune's tables of trials
     if searches:
         md += ["## Searches (`otransfer tune`)\n"] + [f"- [{p.stem}]({p.name})" for p in searches]
     paths["md"].write_text("\n".join(md))
-    # every job behind the tables, one row per seed (the records, flattened)
+    _runs_frame(tables, df).to_csv(paths["runs"], index=False)
+    pd.concat(flat, ignore_index=True).to_csv(paths["csv"], index=False)
+    paths["tex"].write_text("\n".join(tex))
+    verdicts_csv = out / "verdicts.csv"
+    if verdict_frames:
+        pd.concat(verdict_frames, ignore_index=True).to_csv(verdicts_csv, index=False)
+        paths["verdicts"] = verdicts_csv
+    elif verdicts_csv.is_file():  # the suite no longer names a paper's claims
+        verdicts_csv.unlink()
+    return paths
+
+
+def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, logs: bool,
+                   paths: dict) -> dict:
+    """One table of the report: its markdown (leaderboard beside the paper's, verdicts,
+    chosen hyper-parameters, term strengths, layer traces, plots), LaTeX, flat CSV rows and
+    verdict rows; the files it writes are added to ``paths``."""
+    d, choices = select_by_val(d)  # per seed: the selected grid point's test accuracy
+    mean, std, n = leaderboard_numbers(d)
+    per_seed = leaderboard_seeds(d)
+    seeds = int(n.max().max()) if n.size else 0
+    table = _with_choices(_with_time(leaderboard(d), d), choices)
+    ref, paper, claims = _paper_side(d, mean, per_seed, reference)
+    if ref is not None:
+        table = _beside(table, paper[1], ref)
+    md = [f"## {name}\n", f"{seeds} seed(s) per cell; `s / job`: mean wall time of one "
+          "training run (this machine)."
+          + (f" `paper: X`: {ref.paper} Table {ref.table}, column X (results/reference/)."
+             if ref is not None else "") + "\n", table.to_markdown(), ""]
+    if claims:
+        md.append(_claims_markdown(claims, ref))
+    if choices:
+        md.append("Hyper-parameters chosen on the validation split (best mean validation "
+                  "accuracy over seeds):\n\n" + "\n".join(
+                      f"- {row} · {task}: `{point}` (val {100 * v:.1f} %)"
+                      for row, task, point, v in choices) + "\n")
+    strength = term_strength(d)
+    if strength is not None:
+        md += ["Term strength: `value · gradient` ratios to the cross-entropy, "
+               "term / CE and ‖∇term‖ / ‖∇CE‖ on the student's weights, logged on the "
+               "first batch of ~10 epochs spread over training, mean over those and seeds "
+               "(near 0: too weak "
+               "to move the student):\n", strength.to_markdown(), ""]
+    md += _layers_section(name, d, out, plots, logs, paths)
+    if plots:
+        md += _plots_section(suite, name, d, mean, out, logs, paths)
+    return {"md": md, "tex": [f"% {name}", to_latex(leaderboard(d, bold="\\textbf{{{}}}"))],
+            "flat": _flat_rows(name, mean, std, n, per_seed, ref, paper),
+            "verdicts": verdicts_frame(claims, name, ref) if claims else None}
+
+
+def _layers_section(name: str, d, out: Path, plots: bool, logs: bool, paths: dict) -> list:
+    """The per-layer plan traces after training (li2020 Fig. 2), from the records' logs or,
+    for a report from CSV, the table an earlier report wrote."""
+    import pandas as pd
+
+    layers = layer_trace_table(d)
+    layers_csv = out / f"{slug(name)}_layers.csv"
+    from_logs = layers is not None
+    if layers is None and not logs and layers_csv.is_file():  # drawn from earlier records
+        layers = pd.read_csv(layers_csv, index_col=0)
+    if layers is None:
+        return []
+    if from_logs:
+        layers.to_csv(layers_csv)
+    paths[f"layers_csv:{name}"] = layers_csv
+    md = ["Trace of the exact plan between the trained network's neurons and the "
+          "teacher's, per layer, after training (li2020 Fig. 2; mean over seeds):\n",
+          layers.round(3).to_markdown(), ""]
+    if plots:
+        png = out / f"{slug(name)}_layers.png"
+        if from_logs or not png.is_file():
+            plot_layer_traces(layers, name, png)
+        paths[f"layers:{name}"] = png
+        md.append(f"![{name}: trace per layer]({png.name})\n")
+    return md
+
+
+def _plots_section(suite: str, name: str, d, mean, out: Path, logs: bool, paths: dict) -> list:
+    """The table's bar chart, accuracy versus a numeric column (Table 4's batch sizes), and
+    the plan-trace curves."""
+    png = out / f"{slug(name)}.png"
+    plot_table(d, f"{suite}: {name}", png)
+    paths[f"png:{name}"] = png
+    md = [f"![{name}]({png.name})\n"]
+    if numeric_axis(mean.columns) is not None:  # accuracy vs batch size (Table 4)
+        line = out / f"{slug(name)}_lines.png"
+        plot_lines(d, f"{suite}: {name}", line)
+        paths[f"lines:{name}"] = line
+        md.append(f"![{name}: accuracy versus {numeric_axis(mean.columns)[0]}]"
+                  f"({line.name})\n")
+    trace = out / f"{slug(name)}_trace.png"
+    if plot_traces(d, name, trace) or (not logs and trace.is_file()):
+        paths[f"trace:{name}"] = trace
+        md.append(f"![{name}: trace of the plan]({trace.name})\n")
+    return md
+
+
+def _flat_rows(name: str, mean, std, n, per_seed, ref, paper):
+    """``leaderboard.csv``'s rows of one table: mean, std, n, the paper's number and every
+    seed's value (so anyone can redo the paired tests)."""
+    f = mean.stack().rename("mean").to_frame().join(std.stack().rename("std")) \
+        .join(n.stack().rename("n")).reset_index()
+    f = f.rename(columns={"regularizer": "method", "dataset": "task"})
+    f.insert(0, "table", name)
+    if ref is not None:
+        f["paper"] = [paper[0].at[r, c] for r, c in zip(f["method"], f["task"])]
+        f["paper_column"] = [ref.columns.get(c, "") for c in f["task"]]
+    for seed in sorted(set(per_seed.columns.get_level_values("seed"))):  # redo the tests
+        f[f"seed_{seed}"] = [per_seed[(c, seed)].get(r) if (c, seed) in per_seed else None
+                             for r, c in zip(f["method"], f["task"])]
+    return f
+
+
+def _runs_frame(tables: Mapping, df):
+    """``runs.csv``: every job behind the tables, one row per seed (the records, flattened),
+    with the term strengths for reports from CSV."""
+    import pandas as pd
+
     cols = [c for c in ("key", "stage", "table", "task", "method", "regularizer", "seed",
                         "test_accuracy", "best_val_accuracy", "val_accuracy", "wall_time",
                         "git_sha") if c in df]
@@ -690,17 +739,7 @@ def write_report(suite: str, storage: str | None = None,
         runs = runs.assign(diagnostics=[json.dumps(x, sort_keys=True) if x else ""
                                         for x in diag])
         cols.append("diagnostics")
-    runs = runs[cols]
-    runs.to_csv(paths["runs"], index=False)
-    pd.concat(flat, ignore_index=True).to_csv(paths["csv"], index=False)
-    paths["tex"].write_text("\n".join(tex))
-    verdicts_csv = out / "verdicts.csv"
-    if verdict_frames:
-        pd.concat(verdict_frames, ignore_index=True).to_csv(verdicts_csv, index=False)
-        paths["verdicts"] = verdicts_csv
-    elif verdicts_csv.is_file():  # the suite no longer names a paper's claims
-        verdicts_csv.unlink()
-    return paths
+    return runs[cols]
 
 
 def records_from_csv(path: str | os.PathLike, jobs):
@@ -726,7 +765,7 @@ _COLOURS = {"holds": "tab:green", "reversed": "tab:red", "inconclusive": "tab:gr
 
 
 def _verdict_word(v: str) -> str:
-    from .verdicts import INCONCLUSIVE, NOT_TESTED
+    from harness.reports.verdicts import INCONCLUSIVE, NOT_TESTED
 
     return INCONCLUSIVE if v.startswith(INCONCLUSIVE) else NOT_TESTED if \
         v.startswith(NOT_TESTED) else v
@@ -776,7 +815,7 @@ def write_verdicts(results_root: str | os.PathLike = "results",
     ``verdicts.csv``)."""
     import pandas as pd
 
-    from .verdicts import LEVEL
+    from harness.reports.verdicts import LEVEL
 
     root = Path(results_root)
     names = list(suites) if suites is not None else sorted(
@@ -885,3 +924,57 @@ def write_index(results_root: str | os.PathLike = "results", suites: dict | None
     root.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def report_suite(name: str, storage: str | None = None, out: str | os.PathLike | None = None,
+                 overrides: Sequence[str] = (), quick: bool = False,
+                 from_csv: str | os.PathLike | None = None) -> dict[str, Path]:
+    """``otransfer report SUITE``: :func:`write_report` of the suite file as it is now (its
+    jobs' keys, and its claims and premises: a view, they change no job key), from
+    ``storage`` or from a committed ``runs.csv``. Raises what loading the suite or reading
+    the records raises (:class:`SuiteError`, ``FileNotFoundError``, ``ValueError`` when there
+    are no records, :class:`StorageError`)."""
+    from harness.experiments.runner import quick_suite
+    from harness.experiments.suite import expand, load_suite
+
+    suite = load_suite(name, overrides)
+    if quick:
+        suite = quick_suite(suite)
+    jobs = expand(suite)
+    references = {}
+    for j in jobs:
+        if j.report and j.reference:
+            references.setdefault(j.table or j.stage, j.reference)
+    return write_report(suite.name, storage, out, keys=None if from_csv else [j.key for j in jobs],
+                        references=references,
+                        records_df=records_from_csv(from_csv, jobs) if from_csv else None)
+
+
+def report_all(results_root: str | os.PathLike, report_one, warn) -> tuple[int, list[Path]]:
+    """``otransfer report --all``: ``report_one(name, csv)`` (0 when written) for every suite
+    of suites/ with records under ``results_root`` — its Optuna storage when present, else the
+    committed ``runs.csv`` (the storage is not committed: ``*.sqlite3`` is git-ignored) — then
+    ``VERDICTS.md`` and ``README.md``. Returns the exit status and the index files written."""
+    from harness.experiments.suite import SuiteError, available_suites, load_suite
+
+    status, described, reported = 0, {}, []
+    for name in available_suites():
+        try:
+            described[name] = load_suite(name).description
+        except (FileNotFoundError, SuiteError) as exc:
+            warn(str(exc))
+            status = 1
+            continue
+        d = Path(results_root) / name
+        if (d / "runs.sqlite3").is_file():
+            csv = None
+        elif (d / "runs.csv").is_file():
+            csv = d / "runs.csv"
+            warn(f"{name}: no runs.sqlite3, reporting from {csv}")
+        else:
+            continue
+        code = report_one(name, csv)
+        status |= code
+        if code == 0:
+            reported.append(name)
+    return status, [write_verdicts(results_root, reported), write_index(results_root, described)]

@@ -20,7 +20,7 @@ import torch
 
 from solvers import OTResult, get_method, solve_sample
 
-from .taps import pool_features
+from harness.transfer.taps import pool_features
 
 __all__ = ["VIEWS", "representation_ot", "solve_representation", "matched_fraction"]
 
@@ -56,7 +56,7 @@ def _points(student: torch.Tensor, teacher: torch.Tensor,
     return student, teacher
 
 
-def _transport(student: torch.Tensor, teacher: torch.Tensor, view: str, cost: str | None,
+def transport(student: torch.Tensor, teacher: torch.Tensor, view: str, cost: str | None,
                plan: str, solver_params: dict[str, Any]) -> OTResult:
     """:func:`solve_representation` without detaching the teacher (for embedded teachers)."""
     x, y = _points(student, teacher, view)
@@ -117,7 +117,7 @@ def solve_representation(student: torch.Tensor, teacher: torch.Tensor, *, view: 
     li2020: Li, Grandvalet, Flamary, Courty, Dou. Representation Transfer by Optimal Transport.
     lohit2020: Lohit & Jones. Model Compression Using Optimal Transport.
     """
-    return _transport(student, teacher.detach(), view, cost, plan, solver_params)
+    return transport(student, teacher.detach(), view, cost, plan, solver_params)
 
 
 def representation_ot(student: torch.Tensor, teacher: torch.Tensor, *, view: str = "neurons",

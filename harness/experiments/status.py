@@ -1,7 +1,7 @@
 """Where a suite stands in a storage: done / running (by worker) / failed / waiting (issue 13).
 
-``otransfer status SUITE --storage URL`` reads the records (:mod:`harness.records`) and the
-claims (:mod:`harness.claims`) of the suite's current expansion; it writes nothing, so it is
+``otransfer status SUITE --storage URL`` reads the records (:mod:`harness.experiments.records`) and the
+claims (:mod:`harness.experiments.claims`) of the suite's current expansion; it writes nothing, so it is
 safe to call from anywhere, any number of times, while workers run::
 
     li2020_table4-cpu: 760 jobs: 401 done, 2 running, 0 failed, 357 waiting
@@ -41,9 +41,9 @@ class SuiteStatus:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        from .records import _redact
+        from harness.experiments.records import redact
 
-        out["storage"] = _redact(self.storage)
+        out["storage"] = redact(self.storage)
         return out
 
 
@@ -61,7 +61,7 @@ def _no_storage_yet(storage: str) -> bool:
 def suite_status(suite, storage: str | None = None, overrides: Iterable[str] = (),
                  quick: bool = False, results_root: str | os.PathLike = "results",
                  stale_after: float = 120.0, window: float = 600.0) -> SuiteStatus:
-    """The state of every job of ``suite`` (a name, file or :class:`~harness.suite.Suite`).
+    """The state of every job of ``suite`` (a name, file or :class:`~harness.experiments.suite.Suite`).
 
     Parameters
     ----------
@@ -77,10 +77,10 @@ def suite_status(suite, storage: str | None = None, overrides: Iterable[str] = (
     """
     import sqlalchemy as sa
 
-    from . import records
-    from .claims import DONE, FAILED, TABLE, _engine, db_now_sql
-    from .runner import quick_suite
-    from .suite import Suite, expand, load_suite
+    from harness.experiments import records
+    from harness.experiments.claims import DONE, FAILED, TABLE, make_engine, db_now_sql
+    from harness.experiments.runner import quick_suite
+    from harness.experiments.suite import Suite, expand, load_suite
 
     if not isinstance(suite, Suite):
         suite = load_suite(suite, list(overrides))
@@ -100,7 +100,7 @@ def suite_status(suite, storage: str | None = None, overrides: Iterable[str] = (
             trials = study.get_trials(deepcopy=False)
         except KeyError:  # no study yet: nothing recorded
             trials = []
-        engine = _engine(storage)
+        engine = make_engine(storage)
         try:
             with engine.connect() as c:
                 now = float(c.execute(sa.select(db_now_sql(engine.dialect.name))).scalar_one())
@@ -155,10 +155,10 @@ def suite_status(suite, storage: str | None = None, overrides: Iterable[str] = (
 
 def format_status(s: SuiteStatus, verbose: bool = False) -> str:
     """The status as plain lines (the running jobs by worker, failures with their reasons)."""
-    from .records import _redact
+    from harness.experiments.records import redact
 
     lines = [f"{s.suite}: {s.jobs} jobs: {len(s.done)} done, {len(s.running)} running, "
-             f"{len(s.failed)} failed, {len(s.waiting)} waiting  ({_redact(s.storage)})"]
+             f"{len(s.failed)} failed, {len(s.waiting)} waiting  ({redact(s.storage)})"]
     if s.jobs_per_minute is not None:
         eta = f"; ETA {s.eta_minutes:.1f} min" if s.eta_minutes is not None and (
             s.waiting or s.running) else ""

@@ -41,7 +41,7 @@ validation accuracy (the papers' cross-validated hyper-parameters; the choice is
 e.g. ImageNet weights), used by ``init: pretrained`` and ``teacher: pretrained``;
 ``reference: {paper, table, columns, rows, premises, claims}`` puts the paper's numbers
 (results/reference/) beside the leaderboard and decides each claim ``"ROW > ROW"`` per column
-from the paired per-seed differences (:mod:`harness.verdicts`); ``premises`` (same syntax,
+from the paired per-seed differences (:mod:`harness.reports.verdicts`); ``premises`` (same syntax,
 e.g. ``"kd > none"``: there is something to transfer) are checked first, and a column whose
 premise does not hold has its claims *not tested* (not counted either way);
 ``source: {dataset, dataset_params, weight, split}`` trains jointly on a source task through a second
@@ -50,7 +50,7 @@ the leaderboards (default: stages that another stage uses as teacher or init are
 A ``jtln`` term's ``label_cost: mkmmd | ot`` is computed from the stage's teacher's
 penultimate features of the source and target training sets (lu2017 §3.4).
 
-``train:`` takes :class:`harness.train.TrainConfig`'s fields (``seed`` excepted: ``seeds``).
+``train:`` takes :class:`harness.training.loop.TrainConfig`'s fields (``seed`` excepted: ``seeds``).
 Two of them shape what is trained and against what::
 
     train:
@@ -68,14 +68,14 @@ T = A^(0) (a teacher that is the student's initial network); keep ``eval`` for a
 trained teacher. Both are left out of job keys at their defaults.
 
 A top-level ``search:`` block (a mapping, or a list of them) declares an Optuna search of one
-stage's regularizer for ``otransfer tune`` (:mod:`harness.tune`); it is not part of any job's
+stage's regularizer for ``otransfer tune`` (:mod:`harness.experiments.search`); it is not part of any job's
 config, so it changes no key::
 
     search:
       stage: students            # the stage whose regularizer is tuned
       regularizer: omega_p+kd    # one of its regularizers: the spec (or the entry's row name)
       trials: 20                 # default of --trials
-      pruner: {name: median, n_warmup_steps: 5}   # harness.tune.PRUNERS; sampler: SAMPLERS
+      pruner: {name: median, n_warmup_steps: 5}   # harness.experiments.search.PRUNERS; sampler: SAMPLERS
       space:                     # keys as in 'grid' (term.param), plus train.<TrainConfig field>
         omega_p.alpha: {low: 1.0e-3, high: 10.0, log: true}
         kd.tau: {choices: [4, 5, 10]}
@@ -89,6 +89,17 @@ first seed) are optional. The stage's dataset needs a validation split: trials a
 :func:`expand` turns a suite into :class:`Job` s: datasets x regularizers x params x seeds per
 stage; each job's ``key`` is the sha256 of the canonical JSON of its resolved config (16 hex).
 ``--set k=v`` overrides (:func:`apply_overrides`) edit the raw suite before validation.
+
+The schema is declared once, as data: the key -> type tables (``_TOP_KEYS``, ``_STAGE_KEYS``,
+``_SOURCE_KEYS``, ``_REFERENCE_KEYS``, ``_SEARCH_KEYS``, ``_DIM_KEYS``) that the checker reads
+and :mod:`harness.experiments.schema` turns into the JSON schema for editors. Why not pydantic
+(measured on this file, 2026-12-03): of its 97 failure sites, 15 are what a pydantic model
+declares (an unknown key, a wrong type, a missing key); the other 82 check a value against the
+registries and the rest of the file (model and dataset names and their parameters, earlier
+stages, regularizer terms and the parameters each takes, grid axes a term accepts, splits a
+dataset has, the claim grammar, ``TrainConfig``), which pydantic would run as validators
+written by hand all the same, and its errors (a ``loc`` path) would still need the YAML node
+marks (``_Lines``) to name the line. A dependency for ~15 checks does not serve.
 """
 from __future__ import annotations
 
@@ -106,10 +117,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 __all__ = ["SuiteError", "Suite", "Stage", "Job", "Search", "load_suite", "parse_suite",
+           "with_overrides", "merge_params", "slug",
            "expand", "apply_overrides", "parse_override", "available_suites", "SUITES_DIR", "config_key"]
 
 #: Where suite names resolve (``suites/<name>.yaml`` at the repository root).
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 
 _TOP_KEYS = {"name": str, "description": str, "seeds": list, "stages": dict,
              "search": (dict, list)}
@@ -189,7 +201,7 @@ class Search:
         Seeds each trial trains on; its value is the mean validation accuracy over them (one
         seed's small validation split is easily over-fitted by the search).
     pruner, sampler : Mapping[str, Any]
-        ``{"name": ..., **kwargs}`` of :data:`harness.tune.PRUNERS` / ``SAMPLERS``.
+        ``{"name": ..., **kwargs}`` of :data:`harness.experiments.search.PRUNERS` / ``SAMPLERS``.
     """
 
     stage: str
@@ -420,16 +432,35 @@ def _err(filename: str, lines: _Lines, path: Sequence[Any], msg: str) -> SuiteEr
 
 
 def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
+    """The :class:`Suite` of a parsed suite file, or a :class:`SuiteError` naming the file, the
+    line and the key of the first problem: top-level keys, then each stage in order (what it
+    names must exist: models, datasets, earlier stages, regularizer terms and parameters,
+    splits, train settings), then the search blocks."""
     def fail(path, msg):
         raise _err(filename, lines, path, msg)
 
+    _check_top(raw, fail)
+    seeds = _seeds(raw.get("seeds", [0]), ["seeds"], fail)
+    stages: list[Stage] = []
+    for sname, s in raw["stages"].items():
+        stages.append(_check_stage(str(sname), s, stages, seeds, fail))
+    return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
+                 seeds=seeds, path=filename, raw=raw, searches=_check_searches(raw, stages, fail))
+
+
+def _check_keys(mapping: Mapping, known: Mapping[str, Any], path: list, fail, what: str) -> None:
+    """Every key of ``mapping`` is one of ``known`` (key -> type) and of its type."""
+    for key, value in mapping.items():
+        if key not in known:
+            fail(path + [key], f"unknown {what}{key!r}; expected one of {', '.join(known)}")
+        if not isinstance(value, known[key]):
+            fail(path + [key], f"must be {_type_name(known[key])}, got {type(value).__name__}")
+
+
+def _check_top(raw: Any, fail) -> None:
     if not isinstance(raw, dict):
         fail([], "a suite file is a mapping with keys " + ", ".join(_TOP_KEYS))
-    for key, value in raw.items():
-        if key not in _TOP_KEYS:
-            fail([key], f"unknown key {key!r}; expected one of {', '.join(_TOP_KEYS)}")
-        if not isinstance(value, _TOP_KEYS[key]):
-            fail([key], f"must be {_type_name(_TOP_KEYS[key])}, got {type(value).__name__}")
+    _check_keys(raw, _TOP_KEYS, [], fail, "key ")
     for key in ("name", "stages"):
         if key not in raw:
             fail([], f"missing required key {key!r}")
@@ -437,192 +468,228 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
             or ".." in raw["name"]:
         fail(["name"], f"a suite name is a plain name of 1-100 letters, digits, '-', '_' or '.' "
                        f"(no '/', no '..': it names results/<name>/); got {raw['name']!r}"[:300])
-    seeds = _seeds(raw.get("seeds", [0]), ["seeds"], fail)
     if not raw["stages"]:
         fail(["stages"], "needs at least one stage")
-    stages: list[Stage] = []
-    for sname, s in raw["stages"].items():
-        base = ["stages", sname]
-        if not isinstance(s, dict):
-            fail(base, f"a stage must be a mapping, got {type(s).__name__}")
-        for key, value in s.items():
-            if key not in _STAGE_KEYS:
-                fail(base + [key], f"unknown stage key {key!r}; expected one of "
-                                   f"{', '.join(_STAGE_KEYS)}")
-            if not isinstance(value, _STAGE_KEYS[key]):
-                fail(base + [key], f"must be {_type_name(_STAGE_KEYS[key])}, got "
-                                   f"{type(value).__name__}")
-        for key in ("model", "dataset"):
-            if key not in s:
-                fail(base, f"stage {sname!r} is missing required key {key!r}")
-        datasets = (s["dataset"],) if isinstance(s["dataset"], str) else tuple(s["dataset"])
-        if not datasets or not all(isinstance(d, str) for d in datasets):
-            fail(base + ["dataset"], "must be a dataset name or a non-empty list of names")
-        from .data import get_dataset
-        from .models import get_model
 
-        try:  # a misspelt name fails here, naming its line, not when its job starts
-            get_model(s["model"])
-        except ValueError as exc:
-            fail(base + ["model"], str(exc))
-        for d in (*datasets, *([s["source"]["dataset"]] if isinstance(s.get("source"), dict)
-                               and isinstance(s["source"].get("dataset"), str) else [])):
-            try:
-                get_dataset(d)
-            except ValueError as exc:
-                fail(base + (["dataset"] if d in datasets else ["source", "dataset"]), str(exc))
-        for d in datasets:
-            _check_dataset_params(d, s.get("dataset_params", {}), base + ["dataset_params"], fail)
-        if isinstance(s.get("source"), dict) and isinstance(s["source"].get("dataset"), str):
-            _check_dataset_params(s["source"]["dataset"], s["source"].get("dataset_params", {}),
-                                  base + ["source", "dataset_params"], fail)
-        _check_model_params(s.get("model_params", {}), base + ["model_params"], fail)
-        earlier = [st.name for st in stages]
-        for ref in ("teacher", "init"):
-            if s.get(ref) == PRETRAINED:
-                if "pretrained" not in s:
-                    fail(base + [ref], f"{ref}: pretrained needs the stage's 'pretrained: PATH' "
-                                       "(a local state_dict file)")
-                continue
-            if s.get(ref) is not None and s[ref] not in earlier:
-                fail(base + [ref], f"{ref} {s[ref]!r} is not an earlier stage "
-                                   f"(earlier: {', '.join(earlier) or 'none'})")
-        teacher = s.get("teacher")
-        source = s.get("source")
-        if source is not None:
-            for key, value in source.items():
-                if key not in _SOURCE_KEYS:
-                    fail(base + ["source", key], f"unknown source key {key!r}; expected one of "
-                                                 f"{', '.join(_SOURCE_KEYS)}")
-                if not isinstance(value, _SOURCE_KEYS[key]) or isinstance(value, bool):
-                    fail(base + ["source", key], f"must be {_type_name(_SOURCE_KEYS[key])}")
-            if "dataset" not in source:
-                fail(base + ["source"], "a source needs a 'dataset'")
-            source = {"dataset": source["dataset"],
-                      "dataset_params": dict(source.get("dataset_params", {})),
-                      "weight": float(source.get("weight", 1.0)),
-                      # the source's training split; only when given (keys stay as they were)
-                      **({"split": source["split"]} if "split" in source else {})}
-        regs = []
-        for i, r in enumerate(s.get("regularizers", ["none"])):
-            if isinstance(r, str):
-                regs.append((r, {}))
-            elif isinstance(r, dict) and len(r) == 1 and isinstance(next(iter(r.values())),
-                                                                    (dict, type(None))):
-                spec, params = next(iter(r.items()))
-                params = dict(params or {})
-                if ROW_KEY in params and not isinstance(params[ROW_KEY], str):
-                    fail(base + ["regularizers", i], f"{ROW_KEY!r} (the row name) must be a "
-                                                     "string")
-                regs.append((str(spec), params))
-            else:
-                fail(base + ["regularizers", i], "a regularizer is a spec string or a one-key "
-                                                 "mapping {spec: {param: value}}")
-        if not regs:
-            fail(base + ["regularizers"], "needs at least one regularizer (use 'none')")
-        for i, (spec, params) in enumerate(regs):  # unknown terms, parameters, solvers: now,
-            _check_regularizer(spec, params, base + ["regularizers", i], fail)  # not mid-run
-        splits = s.get("splits")
-        if splits is not None:
-            names = s.get("dataset") if isinstance(s.get("dataset"), list) \
-                else [s.get("dataset")]
-            for key, value in splits.items():
-                # one split for every dataset of the stage, or one per dataset
-                # ({aircraft: trainval}; a dataset left out keeps the default)
-                per = value if isinstance(value, dict) else {n: value for n in names}
-                if key not in ("train", "val", "test") or not all(
-                        isinstance(v, str) or (v is None and key == "val")
-                        for v in per.values()):
-                    fail(base + ["splits", key], "splits maps 'train' / 'val' / 'test' to a "
-                                                 "split name of the datasets, or to {dataset: "
-                                                 "split name} ('val' may be null: none)")
-                for name, v in per.items():
-                    have = _dataset_splits(name)
-                    if have is None:  # a dataset of no stage is a typo; one of another stage
-                        # is allowed (a stage merged from a YAML anchor with its splits)
-                        fail(base + ["splits", key, name], f"{name!r} is not a registered "
-                                                           "dataset (otransfer list datasets)")
-                    if isinstance(v, str) and have is not None and v not in have:
-                        fail(base + ["splits", key], f"dataset {name!r} has no split {v!r} "
-                                                     f"(splits: {', '.join(have)})")
-        if source is not None and "split" in source:
-            have = _dataset_splits(source["dataset"])
-            if have is not None and source["split"] not in have:
-                fail(base + ["source", "split"], f"dataset {source['dataset']!r} has no split "
-                                                 f"{source['split']!r} (splits: "
-                                                 f"{', '.join(have)})")
-        if s.get("select") not in (None, "val"):
-            fail(base + ["select"], "select must be 'val': report, per row and column, the grid "
-                                    "point with the best mean validation accuracy")
-        analysis = s.get("analysis")
-        if analysis is not None:
-            analysis = _check_analysis(analysis, base + ["analysis"], fail, teacher)
-        reference = s.get("reference")
-        if reference is not None:
-            reference = _check_reference(reference, base + ["reference"], fail)
-        grid = {}
-        for k, v in s.get("grid", {}).items():
-            if not isinstance(v, list) or not v:
-                fail(base + ["grid", k], "a grid axis is a non-empty list of values")
-            if len({repr(x) for x in v}) != len(v):
-                fail(base + ["grid", k], f"a grid axis lists a value twice (the same job twice): "
-                                         f"{v!r}")
-            try:
-                taken = any(_accepts(spec, str(k), p) for spec, p in regs)
-            except ValueError as exc:  # an unknown regularizer or plan name
-                fail(base + ["regularizers"], str(exc))
-            if not taken:
-                fail(base + ["grid", k], f"no regularizer of this stage takes {k!r} (the grid "
-                                         "spans regularizer parameters only; train settings "
-                                         "go in 'train', or one stage per value)")
-            grid[str(k)] = tuple(v)
-        train = dict(s.get("train", {}))
-        from .train import TrainConfig
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        for k in train:
-            if k not in fields:
-                fail(base + ["train", k], f"unknown train setting {k!r}; TrainConfig fields: "
-                                          f"{', '.join(sorted(fields))}")
-        if "seed" in train:
-            fail(base + ["train", "seed"], "set seeds with the 'seeds' list, not train.seed")
-        if "param_groups" in train:
-            _check_param_groups(train["param_groups"], s, base + ["train", "param_groups"],
-                                fail)
+
+def _check_stage(sname: str, s: Any, earlier_stages: Sequence[Stage], seeds, fail) -> Stage:
+    """One stage of the suite, checked in the order a reader meets its keys."""
+    base = ["stages", sname]
+    if not isinstance(s, dict):
+        fail(base, f"a stage must be a mapping, got {type(s).__name__}")
+    _check_keys(s, _STAGE_KEYS, base, fail, "stage key ")
+    for key in ("model", "dataset"):
+        if key not in s:
+            fail(base, f"stage {sname!r} is missing required key {key!r}")
+    datasets = _check_stage_names(s, base, fail)
+    _check_model_params(s.get("model_params", {}), base + ["model_params"], fail)
+    _check_stage_refs(s, base, [st.name for st in earlier_stages], fail)
+    teacher = s.get("teacher")
+    source = _check_source(s.get("source"), base, fail)
+    regs = _stage_regularizers(s, base, fail)
+    splits = s.get("splits")
+    if splits is not None:
+        _check_splits(s, splits, base, fail)
+    if source is not None and "split" in source:
+        have = _dataset_splits(source["dataset"])
+        if have is not None and source["split"] not in have:
+            fail(base + ["source", "split"], f"dataset {source['dataset']!r} has no split "
+                                             f"{source['split']!r} (splits: "
+                                             f"{', '.join(have)})")
+    if s.get("select") not in (None, "val"):
+        fail(base + ["select"], "select must be 'val': report, per row and column, the grid "
+                                "point with the best mean validation accuracy")
+    analysis = s.get("analysis")
+    if analysis is not None:
+        analysis = _check_analysis(analysis, base + ["analysis"], fail, teacher)
+    reference = s.get("reference")
+    if reference is not None:
+        reference = _check_reference(reference, base + ["reference"], fail)
+    grid = _stage_grid(s, regs, base, fail)
+    train = _stage_train(s, base, fail)
+    stage_seeds = _seeds(s["seeds"], base + ["seeds"], fail) if "seeds" in s else seeds
+    return Stage(
+        name=sname, model=s["model"], model_params=dict(s.get("model_params", {})),
+        datasets=datasets, dataset_params=dict(s.get("dataset_params", {})), train=train,
+        regularizers=tuple(regs), teacher=teacher, grid=grid, seeds=stage_seeds,
+        init=s.get("init"), pretrained=s.get("pretrained"), splits=splits, analysis=analysis,
+        source=source, table=s.get("table", sname),
+        task=s.get("task"), report=s.get("report"), reference=reference,
+        select=s.get("select"))
+
+
+def _check_stage_names(s: Mapping, base: list, fail) -> tuple[str, ...]:
+    """The stage's datasets; its model and datasets (and the source's) are registered names
+    with parameters they accept: a misspelt name fails here, naming its line, not when its
+    job starts."""
+    from harness.zoo.data import get_dataset
+    from harness.zoo.models import get_model
+
+    datasets = (s["dataset"],) if isinstance(s["dataset"], str) else tuple(s["dataset"])
+    if not datasets or not all(isinstance(d, str) for d in datasets):
+        fail(base + ["dataset"], "must be a dataset name or a non-empty list of names")
+    try:
+        get_model(s["model"])
+    except ValueError as exc:
+        fail(base + ["model"], str(exc))
+    src = s.get("source")
+    src_dataset = src["dataset"] if isinstance(src, dict) and isinstance(src.get("dataset"), str) \
+        else None
+    for d in (*datasets, *([src_dataset] if src_dataset else [])):
         try:
-            TrainConfig(**train)
-        except (TypeError, ValueError) as exc:
-            # the line of the setting the message names ("teacher_mode must be ..."), if any
-            named = next((k for k in train if str(exc).startswith(str(k))), None)
-            fail(base + ["train"] + ([named] if named is not None else []), str(exc))
-        stage_seeds = _seeds(s["seeds"], base + ["seeds"], fail) if "seeds" in s else seeds
-        stages.append(Stage(
-            name=str(sname), model=s["model"], model_params=dict(s.get("model_params", {})),
-            datasets=datasets, dataset_params=dict(s.get("dataset_params", {})), train=train,
-            regularizers=tuple(regs), teacher=teacher, grid=grid, seeds=stage_seeds,
-            init=s.get("init"), pretrained=s.get("pretrained"), splits=splits, analysis=analysis,
-            source=source, table=s.get("table", str(sname)),
-            task=s.get("task"), report=s.get("report"), reference=reference,
-            select=s.get("select")))
-    searches: tuple[Search, ...] = ()
-    if "search" in raw:
-        blocks = raw["search"] if isinstance(raw["search"], list) else [raw["search"]]
-        paths = [["search", i] for i in range(len(blocks))] \
-            if isinstance(raw["search"], list) else [["search"]]
-        if not blocks:
-            fail(["search"], "a search list needs at least one search block")
-        searches = tuple(_check_search(b, p, stages, fail) for b, p in zip(blocks, paths))
-        seen = [(x.stage, x.regularizer, x.row, x.dataset) for x in searches]
-        if len(set(seen)) != len(seen):
-            fail(["search"], "two search blocks tune the same stage, regularizer and dataset")
-    return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
-                 seeds=seeds, path=filename, raw=raw, searches=searches)
+            get_dataset(d)
+        except ValueError as exc:
+            fail(base + (["dataset"] if d in datasets else ["source", "dataset"]), str(exc))
+    for d in datasets:
+        _check_dataset_params(d, s.get("dataset_params", {}), base + ["dataset_params"], fail)
+    if src_dataset:
+        _check_dataset_params(src_dataset, src.get("dataset_params", {}),
+                              base + ["source", "dataset_params"], fail)
+    return datasets
+
+
+def _check_stage_refs(s: Mapping, base: list, earlier: list[str], fail) -> None:
+    """``teacher`` / ``init``: an earlier stage, or ``pretrained`` with a weights file."""
+    for ref in ("teacher", "init"):
+        if s.get(ref) == PRETRAINED:
+            if "pretrained" not in s:
+                fail(base + [ref], f"{ref}: pretrained needs the stage's 'pretrained: PATH' "
+                                   "(a local state_dict file)")
+            continue
+        if s.get(ref) is not None and s[ref] not in earlier:
+            fail(base + [ref], f"{ref} {s[ref]!r} is not an earlier stage "
+                               f"(earlier: {', '.join(earlier) or 'none'})")
+
+
+def _check_source(source: Mapping | None, base: list, fail) -> dict | None:
+    """A joint-training source task (lu2017): its keys, resolved with their defaults."""
+    if source is None:
+        return None
+    for key, value in source.items():
+        if key not in _SOURCE_KEYS:
+            fail(base + ["source", key], f"unknown source key {key!r}; expected one of "
+                                         f"{', '.join(_SOURCE_KEYS)}")
+        if not isinstance(value, _SOURCE_KEYS[key]) or isinstance(value, bool):
+            fail(base + ["source", key], f"must be {_type_name(_SOURCE_KEYS[key])}")
+    if "dataset" not in source:
+        fail(base + ["source"], "a source needs a 'dataset'")
+    return {"dataset": source["dataset"],
+            "dataset_params": dict(source.get("dataset_params", {})),
+            "weight": float(source.get("weight", 1.0)),
+            # the source's training split; only when given (keys stay as they were)
+            **({"split": source["split"]} if "split" in source else {})}
+
+
+def _stage_regularizers(s: Mapping, base: list, fail) -> list[tuple[str, dict]]:
+    """``(spec, params)`` of each regularizer; unknown terms, parameters, solvers fail now,
+    not mid-run."""
+    regs = []
+    for i, r in enumerate(s.get("regularizers", ["none"])):
+        if isinstance(r, str):
+            regs.append((r, {}))
+        elif isinstance(r, dict) and len(r) == 1 and isinstance(next(iter(r.values())),
+                                                                (dict, type(None))):
+            spec, params = next(iter(r.items()))
+            params = dict(params or {})
+            if ROW_KEY in params and not isinstance(params[ROW_KEY], str):
+                fail(base + ["regularizers", i], f"{ROW_KEY!r} (the row name) must be a string")
+            regs.append((str(spec), params))
+        else:
+            fail(base + ["regularizers", i], "a regularizer is a spec string or a one-key "
+                                             "mapping {spec: {param: value}}")
+    if not regs:
+        fail(base + ["regularizers"], "needs at least one regularizer (use 'none')")
+    for i, (spec, params) in enumerate(regs):
+        _check_regularizer(spec, params, base + ["regularizers", i], fail)
+    return regs
+
+
+def _check_splits(s: Mapping, splits: Mapping, base: list, fail) -> None:
+    """``splits``: one split for every dataset of the stage, or one per dataset
+    (``{aircraft: trainval}``; a dataset left out keeps the default)."""
+    names = s.get("dataset") if isinstance(s.get("dataset"), list) else [s.get("dataset")]
+    for key, value in splits.items():
+        per = value if isinstance(value, dict) else {n: value for n in names}
+        if key not in ("train", "val", "test") or not all(
+                isinstance(v, str) or (v is None and key == "val") for v in per.values()):
+            fail(base + ["splits", key], "splits maps 'train' / 'val' / 'test' to a split name "
+                                         "of the datasets, or to {dataset: split name} ('val' "
+                                         "may be null: none)")
+        for name, v in per.items():
+            have = _dataset_splits(name)
+            if have is None:  # a dataset of no stage is a typo; one of another stage is
+                # allowed (a stage merged from a YAML anchor with its splits)
+                fail(base + ["splits", key, name], f"{name!r} is not a registered dataset "
+                                                   "(otransfer list datasets)")
+            if isinstance(v, str) and have is not None and v not in have:
+                fail(base + ["splits", key], f"dataset {name!r} has no split {v!r} "
+                                             f"(splits: {', '.join(have)})")
+
+
+def _stage_grid(s: Mapping, regs, base: list, fail) -> dict[str, tuple]:
+    """``grid``: each axis a non-empty list of distinct values of a regularizer parameter."""
+    grid = {}
+    for k, v in s.get("grid", {}).items():
+        if not isinstance(v, list) or not v:
+            fail(base + ["grid", k], "a grid axis is a non-empty list of values")
+        if len({repr(x) for x in v}) != len(v):
+            fail(base + ["grid", k], f"a grid axis lists a value twice (the same job twice): "
+                                     f"{v!r}")
+        try:
+            taken = any(_accepts(spec, str(k), p) for spec, p in regs)
+        except ValueError as exc:  # an unknown regularizer or plan name
+            fail(base + ["regularizers"], str(exc))
+        if not taken:
+            fail(base + ["grid", k], f"no regularizer of this stage takes {k!r} (the grid spans "
+                                     "regularizer parameters only; train settings go in "
+                                     "'train', or one stage per value)")
+        grid[str(k)] = tuple(v)
+    return grid
+
+
+def _stage_train(s: Mapping, base: list, fail) -> dict:
+    """``train``: :class:`~harness.training.loop.TrainConfig` fields that build one."""
+    from harness.training.loop import TrainConfig
+
+    train = dict(s.get("train", {}))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for k in train:
+        if k not in fields:
+            fail(base + ["train", k], f"unknown train setting {k!r}; TrainConfig fields: "
+                                      f"{', '.join(sorted(fields))}")
+    if "seed" in train:
+        fail(base + ["train", "seed"], "set seeds with the 'seeds' list, not train.seed")
+    if "param_groups" in train:
+        _check_param_groups(train["param_groups"], s, base + ["train", "param_groups"], fail)
+    try:
+        TrainConfig(**train)
+    except (TypeError, ValueError) as exc:
+        # the line of the setting the message names ("teacher_mode must be ..."), if any
+        named = next((k for k in train if str(exc).startswith(str(k))), None)
+        fail(base + ["train"] + ([named] if named is not None else []), str(exc))
+    return train
+
+
+def _check_searches(raw: Mapping, stages: Sequence[Stage], fail) -> tuple[Search, ...]:
+    if "search" not in raw:
+        return ()
+    blocks = raw["search"] if isinstance(raw["search"], list) else [raw["search"]]
+    paths = [["search", i] for i in range(len(blocks))] \
+        if isinstance(raw["search"], list) else [["search"]]
+    if not blocks:
+        fail(["search"], "a search list needs at least one search block")
+    searches = tuple(_check_search(b, p, list(stages), fail) for b, p in zip(blocks, paths))
+    seen = [(x.stage, x.regularizer, x.row, x.dataset) for x in searches]
+    if len(set(seen)) != len(seen):
+        fail(["search"], "two search blocks tune the same stage, regularizer and dataset")
+    return searches
 
 
 def _check_dataset_params(name: str, params: Any, path, fail) -> None:
     """What a dataset's parameters accept, checked before any job runs: ``classes`` a list of
     distinct class indices of the dataset (two at least; or a count of at least 2 for the
     synthetic mixture), ``n_per_class`` a positive integer."""
-    from .data import all_datasets
+    from harness.zoo.data import all_datasets
 
     info = all_datasets().get(name)
     if info is None or not isinstance(params, dict):
@@ -667,7 +734,7 @@ def _check_param_groups(groups: Any, stage: Mapping[str, Any], path, fail) -> No
     """``train.param_groups``: a list of ``{match: pattern(s), lr_mult: number}``, each entry's
     error on its own line; the patterns are checked against the stage's model's parameter
     names now (not mid-run), the network built on PyTorch's ``meta`` device (no memory)."""
-    from .train import REGULARIZER_PREFIX, ParamGroup
+    from harness.training.loop import REGULARIZER_PREFIX, ParamGroup
 
     if not isinstance(groups, list):
         fail(path, "param_groups is a list of {match: PATTERN or [PATTERNS], lr_mult: NUMBER} "
@@ -711,7 +778,7 @@ def _model_param_names(stage: Mapping[str, Any]) -> list[str] | None:
     try:
         import torch
 
-        from .models import build_model, with_source_head
+        from harness.zoo.models import build_model, with_source_head
 
         mp = {k: tuple(v) if isinstance(v, list) else v
               for k, v in dict(stage.get("model_params") or {}).items()}
@@ -750,7 +817,7 @@ def _check_analysis(an: dict, path, fail, teacher) -> dict:
 
 def _check_reference(ref: dict, path, fail) -> dict:
     """A stage's ``reference``: the paper table (results/reference/) its leaderboard mirrors."""
-    from .reference import load_reference, parse_claim
+    from harness.experiments.reference import load_reference, parse_claim
 
     for key, value in ref.items():
         if key not in _REFERENCE_KEYS:
@@ -803,7 +870,7 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def _check_search(block: Any, path: list, stages: Sequence[Stage], fail) -> Search:
     """Check one ``search:`` block against the suite's stages (see the module docstring)."""
-    from .tune import check_option
+    from harness.experiments.search_options import check_option
 
     if not isinstance(block, dict):
         fail(path, "a search block is a mapping with keys " + ", ".join(_SEARCH_KEYS))
@@ -888,7 +955,7 @@ def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
     """One dimension of a search space, normalised: ``{"choices": [...]}`` or
     ``{"low", "high", "log", "step", "type"}``; its key must be one a term of ``spec`` takes
     (as grid keys are) or ``train.<TrainConfig field>``."""
-    from .train import TrainConfig
+    from harness.training.loop import TrainConfig
 
     if not isinstance(dim, dict):
         fail(path, _DIM_HELP)
@@ -967,8 +1034,8 @@ def resolve_split(splits: Mapping[str, Any] | None, role: str, dataset: str) -> 
 
 def _no_val_split(stage: Stage, dataset: str) -> str | None:
     """Why ``stage`` has no validation split on ``dataset`` (None when it has one); the same
-    rule as the runner's (:func:`harness.runner._datasets`)."""
-    from .data import get_dataset, held_splits
+    rule as the runner's (:func:`harness.experiments.runner._datasets`)."""
+    from harness.zoo.data import get_dataset, held_splits
 
     try:
         info = get_dataset(dataset)
@@ -1018,6 +1085,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
+def slug(name: str) -> str:
+    """A file-name-safe form of a table name (``"transfer+compression"`` -> ``transfer-compression``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-").lower() or "table"
+
+
+def with_overrides(suite: Suite, overrides: Iterable[str]) -> Suite:
+    """``suite`` (loaded) with ``--set`` ``overrides`` applied and checked again."""
+    overrides = list(overrides)
+    if not overrides:
+        return suite
+    return _check(apply_overrides(suite.raw, overrides), suite.path, _Lines(""))
+
+
 def apply_overrides(raw: Any, overrides: Iterable[str]) -> Any:
     """Return a copy of ``raw`` with each ``"a.b.c=value"`` set (value parsed as YAML).
 
@@ -1064,7 +1146,7 @@ def apply_overrides(raw: Any, overrides: Iterable[str]) -> Any:
 def _dataset_splits(name: Any) -> tuple[str, ...] | None:
     """The splits of registered dataset ``name`` (``None`` when it is not registered: that
     error is reported where the dataset is checked)."""
-    from .data import get_dataset
+    from harness.zoo.data import get_dataset
 
     try:
         return tuple(get_dataset(str(name)).splits)
@@ -1075,7 +1157,7 @@ def _dataset_splits(name: Any) -> tuple[str, ...] | None:
 def _check_regularizer(spec: str, params: Mapping[str, Any], path, fail) -> None:
     """Build ``spec`` with ``params`` once (cheap: no data, no solve) so that an unknown term,
     parameter or OT method (``plan: nosuch``) is a schema error naming its line."""
-    from .regularizers import build_regularizer, label_cost_spec
+    from harness.transfer.regularizers import build_regularizer, label_cost_spec
 
     given = {}
     for k, v in params.items():
@@ -1103,7 +1185,7 @@ def _takers(spec: str, key: str, params: Mapping[str, Any] | None = None) -> lis
     else its default plan."""
     from solvers import all_methods
 
-    from .regularizers import get_regularizer
+    from harness.transfer.regularizers import get_regularizer
 
     head, dot, rest = key.partition(".")
     params = params or {}
@@ -1127,7 +1209,7 @@ def _accepts(spec: str, key: str, params: Mapping[str, Any] | None = None) -> bo
     return bool(_takers(spec, key, params))
 
 
-def _merge_params(params: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
+def merge_params(params: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` updated with a grid ``point``; a grid key replaces the same parameter however
     it is written (``kd.tau`` replaces ``tau`` and the reverse)."""
     out = dict(params)
@@ -1149,7 +1231,7 @@ def expand(suite: Suite) -> list[Job]:
     only dataset when it has one; its only seed when it has one, a teacher shared by every
     seed), so retraining a teacher differently changes the students' keys too.
     """
-    from .train import TrainConfig
+    from harness.training.loop import TrainConfig
 
     jobs: list[Job] = []
     by_stage: dict[str, list[Job]] = {}
@@ -1163,7 +1245,7 @@ def expand(suite: Suite) -> list[Job]:
                 row = params.pop(ROW_KEY, None)
                 axes = [k for k in stage.grid if _accepts(spec, k, params)]
                 for values in itertools.product(*(stage.grid[k] for k in axes)):
-                    reg_params = _merge_params(params, dict(zip(axes, values)))
+                    reg_params = merge_params(params, dict(zip(axes, values)))
                     for seed in stage.seeds:
                         train = TrainConfig(**{**stage.train, "seed": int(seed)}).to_dict()
                         cfg = {

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ._lookup import lookup, matching
+from harness.zoo._lookup import lookup, matching
 from torch.utils.data import Dataset
 
 __all__ = [
@@ -226,7 +226,7 @@ def batched_collate(samples):
     return default_collate(samples)
 
 
-def _stratified_split(y: np.ndarray, sizes: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
+def stratified_split(y: np.ndarray, sizes: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
     """Disjoint stratified index sets: ``sizes`` for all but the first split, rest to it."""
     from sklearn.model_selection import train_test_split
 
@@ -253,7 +253,7 @@ def _select_classes(idx: np.ndarray, y: np.ndarray, classes, relabel: bool):
     return keep, y, classes
 
 
-def _few_shot(idx: np.ndarray, y: np.ndarray, n_per_class: int, seed: int) -> np.ndarray:
+def few_shot_indices(idx: np.ndarray, y: np.ndarray, n_per_class: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed + 7919)
     out = []
     for c in np.unique(y[idx]):
@@ -279,7 +279,7 @@ def _digits_arrays() -> tuple[torch.Tensor, np.ndarray]:
 
 @functools.lru_cache(maxsize=16)
 def _digits_splits(seed: int) -> dict[str, np.ndarray]:
-    return _stratified_split(_digits_arrays()[1], DIGITS_SIZES, seed)
+    return stratified_split(_digits_arrays()[1], DIGITS_SIZES, seed)
 
 
 @register_dataset("digits", num_classes=10, input_kind="flat", needs_root=False,
@@ -293,7 +293,7 @@ def _digits(root, split, seed, *, classes, relabel, n_per_class, image):
     idx = _digits_splits(seed)[split]
     idx, y, kept = _select_classes(idx, y, classes, relabel)
     if n_per_class is not None:
-        idx = _few_shot(idx, y, int(n_per_class), seed)
+        idx = few_shot_indices(idx, y, int(n_per_class), seed)
     data = x[idx].view(-1, 1, 8, 8) if image else x[idx]
     names = [str(c) for c in (kept if kept is not None else range(10))]
     if kept is not None and not relabel:
@@ -337,9 +337,9 @@ def _synthetic(root, split, seed, *, n_samples, dims, classes, separation, data_
     x = means[y] + torch.randn(n_samples, dims, generator=g)
     n_val, n_test = int(round(val_fraction * n_samples)), int(round(test_fraction * n_samples))
     sizes = {"train": n_samples - n_val - n_test, "val": n_val, "test": n_test}
-    idx = _stratified_split(y.numpy(), sizes, seed)[split]
+    idx = stratified_split(y.numpy(), sizes, seed)[split]
     if n_per_class is not None:
-        idx = _few_shot(idx, y.numpy(), int(n_per_class), seed)
+        idx = few_shot_indices(idx, y.numpy(), int(n_per_class), seed)
     return ArrayDataset(x[idx], y[idx], [str(c) for c in range(classes)])
 
 
@@ -362,7 +362,7 @@ def _latent_splits(arrays: tuple, val_fraction: float, test_fraction: float,
     n_samples = arrays[0]
     n_val, n_test = int(round(val_fraction * n_samples)), int(round(test_fraction * n_samples))
     sizes = {"train": n_samples - n_val - n_test, "val": n_val, "test": n_test}
-    return _stratified_split(_latent_arrays(*arrays)[1], sizes, seed)
+    return stratified_split(_latent_arrays(*arrays)[1], sizes, seed)
 
 
 @register_dataset("latent", num_classes=30, input_kind="flat", needs_root=False,
@@ -397,7 +397,7 @@ def _latent(root, split, seed, *, n_samples, dims, latent, num_classes, separati
         y = np.where(y >= 0, y % coarse, y)
         names = [f"super{c}" for c in range(coarse)]
     if n_per_class is not None:
-        idx = _few_shot(idx, y, int(n_per_class), seed)
+        idx = few_shot_indices(idx, y, int(n_per_class), seed)
     return ArrayDataset(x[idx], torch.as_tensor(y[idx]), names)
 
 
@@ -572,9 +572,9 @@ register_dataset("cifar20", num_classes=20, splits=("train", "val", "test"),
                   params=_CIFAR_PARAMS, paper="li2020",
                   description="SVHN cropped digits (torchvision format: <split>_32x32.mat)")
 def _svhn(root, split, seed, *, augment, transform, val_size):
-    from .models import _optional
+    from harness.zoo.models import optional_import
 
-    torchvision = _optional("torchvision", "vision", "dataset 'svhn'")
+    torchvision = optional_import("torchvision", "vision", "dataset 'svhn'")
 
     base = "train" if split == "val" else split
     _require("svhn", root, [f"{base}_32x32.mat"],
@@ -701,9 +701,9 @@ def _food(root, split, seed, *, augment, transform, ten_crop):
 
 def _image_folder(name: str, folders: Mapping[str, str], hint: str):
     def load(root, split, seed, *, augment, transform, ten_crop):
-        from .models import _optional
+        from harness.zoo.models import optional_import
 
-        torchvision = _optional("torchvision", "vision", f"dataset {name!r}")
+        torchvision = optional_import("torchvision", "vision", f"dataset {name!r}")
 
         sub = folders[split]
         _require(name, root, [sub], f"Expected one folder per class: "
@@ -735,4 +735,26 @@ register_dataset("imagenet", num_classes=1000, splits=("train", "val"), params=_
                   "<wnid>/ folders)."))
 
 
-from . import glyphs as _glyphs  # noqa: E402,F401  (registers the embedded "glyphs" source)
+# ---- glyphs: the embedded many-class source task (rendering: harness.zoo.glyphs)
+from harness.zoo.glyphs import LETTERS, render_glyphs  # noqa: E402
+
+
+@register_dataset(
+    "glyphs", num_classes=len(LETTERS), input_kind="flat", needs_root=False,
+    splits=("train", "val", "test"),
+    params={"chars": LETTERS, "size": 8, "n_per_class": 120, "data_seed": 0,
+            "val_fraction": 0.1, "test_fraction": 0.1, "few_shot": None, "image": False},
+    description="characters rendered from matplotlib's fonts under random affine transforms, "
+                "8x8 like digits (letters, 52 classes by default): an embedded many-class "
+                "source task")
+def _glyphs(root, split, seed, *, chars, size, n_per_class, data_seed, val_fraction,
+            test_fraction, few_shot, image):
+    x, y = render_glyphs(str(chars), int(size), int(n_per_class), int(data_seed))
+    n = len(y)
+    n_val, n_test = int(round(val_fraction * n)), int(round(test_fraction * n))
+    sizes = {"train": n - n_val - n_test, "val": n_val, "test": n_test}
+    idx = stratified_split(y, sizes, seed)[split]
+    if few_shot is not None:
+        idx = few_shot_indices(idx, y, int(few_shot), seed)
+    data = x[idx].view(-1, 1, int(size), int(size)) if image else x[idx]
+    return ArrayDataset(data, torch.as_tensor(y[idx]), list(chars))

@@ -1,7 +1,7 @@
 """Networks of the three papers, by name, with their capabilities as data.
 
 Every model built here exposes ``model.tap_points: dict[str, str]`` mapping the names of the
-representation contract (design.md) to module paths, for :class:`harness.taps.Taps`:
+representation contract (design.md) to module paths, for :class:`harness.transfer.taps.Taps`:
 
 - ``penultimate``: the (pooled) features fed to the classifier;
 - ``stage1`` ... ``stage4``: four stages of roughly equal depth. Networks with four stages
@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ._lookup import lookup, matching
+from harness.zoo._lookup import lookup, matching
 from torch import nn
 
 __all__ = ["ModelInfo", "register_model", "get_model", "all_models", "available_models",
@@ -754,7 +754,7 @@ _TORCHVISION_TAPS = {
 }
 
 
-def _optional(module: str, extra: str, what: str):
+def optional_import(module: str, extra: str, what: str):
     """``module`` imported, or a one-line ``ModuleNotFoundError`` naming the extra to install."""
     import importlib
 
@@ -769,7 +769,7 @@ def _torchvision(arch: str):
     taps = next(v for k, v in _TORCHVISION_TAPS.items() if arch.startswith(k))
 
     def build(num_classes, **p):
-        tvm = _optional("torchvision.models", "vision", f"model {arch!r}")
+        tvm = optional_import("torchvision.models", "vision", f"model {arch!r}")
 
         model = getattr(tvm, arch)(weights=None, num_classes=num_classes, **p)
         model.tap_points = dict(taps)

@@ -31,8 +31,8 @@ from torch import nn
 
 from solvers import OTResult, get_method, solve, solve_sample
 
-from .representation import _transport, matched_fraction
-from .taps import pool_features
+from harness.transfer.representation import transport, matched_fraction
+from harness.transfer.taps import pool_features
 
 __all__ = [
     "RegContext", "RegularizerInfo", "Regularizer", "register_regularizer", "get_regularizer",
@@ -62,7 +62,7 @@ class RegContext:
         head is attached (``l2sp``: parameters absent from it, or of another shape, form the new
         head).
     features, teacher_features : Mapping[str, Tensor]
-        Tapped activations by tap name (:class:`harness.taps.Taps`), ``(n, d)`` or conv maps.
+        Tapped activations by tap name (:class:`harness.transfer.taps.Taps`), ``(n, d)`` or conv maps.
     logits : Tensor, optional
         ``(n, K)`` student (target-head) logits.
     teacher_logits : Tensor, optional
@@ -576,7 +576,7 @@ def _omega(ctx: RegContext, *, alpha: float, taps: tuple[str, ...], cost: str, p
     total = 0
     for tap in taps:
         s, t = _feature_pair(ctx, tap)
-        res = _transport(s, t, "neurons", cost, plan, solver)
+        res = transport(s, t, "neurons", cost, plan, solver)
         _log_solve(ctx.stats, tap, res)
         total = total + res.value
     return alpha * total
@@ -725,7 +725,7 @@ class _SamplesOT(nn.Module):
         s, t = _feature_pair(ctx, tap)
         d, d_t = s.shape[1], t.shape[1]
         if d == d_t or mode == "none":
-            return s, t  # "none": _transport raises the view's width error
+            return s, t  # "none": transport raises the view's width error
         if mode == "teacher":
             return s, self._linear(f"{tap}.teacher", d_t, d, t)(t)
         if mode == "student":
@@ -739,7 +739,7 @@ class _SamplesOT(nn.Module):
         for tap in self.taps:
             # t is detached before its embedding: the teacher network never gets a gradient
             s, t = self._pair(ctx, tap)
-            res = _transport(s, t, "samples", self.cost, self.plan, self.solver)
+            res = transport(s, t, "samples", self.cost, self.plan, self.solver)
             _log_solve(ctx.stats, tap, res)
             total = total + res.value
         return self.alpha * total

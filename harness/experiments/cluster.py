@@ -1,6 +1,6 @@
 """Launch a suite's workers on a cluster with submitit (issue 13).
 
-Workers pull jobs (:mod:`harness.claims`), so a cluster needs only N ``otransfer worker``
+Workers pull jobs (:mod:`harness.experiments.claims`), so a cluster needs only N ``otransfer worker``
 processes on one storage and one shared results directory. :func:`launch` submits them as one
 SLURM job array (``submitit.AutoExecutor``), or as local processes (submitit's
 ``LocalExecutor``: the same code path, used by the tests and on a single machine)::
@@ -9,7 +9,7 @@ SLURM job array (``submitit.AutoExecutor``), or as local processes (submitit's
     otransfer launch li2020_table1 --slurm --array 16 --partition gpu --gpus-per-task 1 \\
         --time 240 --results /shared/otransfer/results
 
-Each array task runs :class:`WorkerTask`, which calls :func:`harness.runner.run_suite` as
+Each array task runs :class:`WorkerTask`, which calls :func:`harness.experiments.runner.run_suite` as
 ``otransfer worker`` does. On preemption or timeout SLURM signals the task (``USR2``, sent
 ``signal_delay_s`` before the limit); submitit then calls :meth:`WorkerTask.checkpoint`, which
 requeues the same task: the interrupted job's claim is released on the way out (the runner's
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["WorkerTask", "launch", "LaunchError"]
+__all__ = ["WorkerTask", "launch", "LaunchError", "spawn_workers", "STORAGE_ENV"]
 
 STORAGE_ENV = "OTRANSFER_STORAGE"
 
@@ -40,9 +40,9 @@ class LaunchError(ValueError):
 
 
 def _submitit():
-    from .models import _optional
+    from harness.zoo.models import optional_import
 
-    return _optional("submitit", "cluster", "otransfer launch")
+    return optional_import("submitit", "cluster", "otransfer launch")
 
 
 @dataclasses.dataclass
@@ -62,7 +62,7 @@ class WorkerTask:
     heartbeat: float = 10.0
 
     def __call__(self) -> dict[str, Any]:
-        from .runner import run_suite
+        from harness.experiments.runner import run_suite
 
         storage = os.environ.get(STORAGE_ENV) or None
         summary = run_suite(self.suite, storage=storage, overrides=list(self.overrides),
@@ -120,9 +120,9 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
     extra : dict, optional
         More ``slurm_additional_parameters`` (``{"exclusive": True}``).
     """
-    from .records import default_storage
-    from .runner import quick_suite
-    from .suite import load_suite
+    from harness.experiments.records import default_storage
+    from harness.experiments.runner import quick_suite
+    from harness.experiments.suite import load_suite
 
     if workers < 1:
         raise LaunchError(f"need at least one worker; got {workers}")
@@ -184,3 +184,49 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
         fh.write(json.dumps(info) + "\n")
     info["log"] = str(log)
     return jobs, info
+
+
+def spawn_workers(suite: str, n: int, *, results, storage: str | None = None,
+                  overrides: Sequence[str] = (), quick: bool = False, device: str | None = None,
+                  stale_after: float = 120.0, heartbeat: float = 10.0,
+                  bar: bool = False) -> tuple[list[int], str]:
+    """``otransfer run --workers N`` on this machine: ``n`` ``otransfer worker`` processes on
+    one storage, waited for; returns their exit codes and the storage URL. With ``bar`` (a
+    terminal) each worker's lines go to ``<results>/<suite>/logs/worker-K.log`` and one suite
+    bar is drawn from the storage; otherwise the workers' plain lines interleave."""
+    import subprocess
+    import sys
+
+    from harness.experiments.progress import follow_workers
+    from harness.experiments.records import default_storage
+    from harness.experiments.runner import quick_suite
+    from harness.experiments.suite import load_suite
+
+    loaded = load_suite(suite, overrides)
+    shown = quick_suite(loaded) if quick else loaded  # where run_suite records
+    storage = storage or default_storage(shown.name, results)
+    # the URL travels in the environment, not on the workers' command lines (visible in `ps`)
+    env = {**os.environ, STORAGE_ENV: storage}
+    cmd = [sys.executable, "-m", "harness.cli", "worker", suite, "--results", str(results),
+           "--no-progress", "--stale-after", str(stale_after), "--heartbeat", str(heartbeat)]
+    for kv in overrides:
+        cmd += ["--set", kv]
+    if quick:
+        cmd.append("--quick")
+    if device:
+        cmd += ["--device", device]
+    if not bar:
+        procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
+        return [p.wait() for p in procs], storage
+    logs = Path(results) / shown.name / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    files = [(logs / f"worker-{i}.log").open("w") for i in range(n)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT) for f in files]
+    print(f"{n} workers; their logs: {logs}/worker-*.log", file=sys.stderr)
+    try:
+        follow_workers(shown, storage, lambda: any(p.poll() is None for p in procs))
+    finally:
+        codes = [p.wait() for p in procs]
+        for f in files:
+            f.close()
+    return codes, storage

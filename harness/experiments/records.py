@@ -4,7 +4,7 @@ Each trial carries user attributes: ``config`` (canonical JSON of the resolved c
 ``stage``, ``git_sha``, ``status`` (``completed`` / ``failed``), ``reason`` and the metrics
 (``val_accuracy``, ``best_val_accuracy``, ``test_accuracy``, ``wall_time``, ``final_losses``).
 Its value is the test accuracy. Records are append-only; tables are views of them
-(:func:`records_frame`, :mod:`harness.report`).
+(:func:`records_frame`, :mod:`harness.reports.tables`).
 """
 from __future__ import annotations
 
@@ -46,13 +46,13 @@ def open_rdb(storage: str, **storage_kwargs):
         try:
             return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs, **storage_kwargs)
         except Exception as exc:  # unreachable server, bad URL, missing driver
-            if attempt + 1 < _CREATE_TRIES and _creation_race(exc):
+            if attempt + 1 < _CREATE_TRIES and creation_race(exc):
                 time.sleep(0.2 * (attempt + 1))  # another worker is creating the schema
                 continue
             hint = ""
             if isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc):
                 hint = " (PostgreSQL needs its driver: pip install 'otransfer[postgres]')"
-            raise StorageError(f"storage {_redact(storage)!r} cannot be opened: "
+            raise StorageError(f"storage {redact(storage)!r} cannot be opened: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0]}{hint}") \
                 from exc
 
@@ -61,7 +61,7 @@ def open_rdb(storage: str, **storage_kwargs):
 _CREATE_TRIES = 8
 
 
-def _creation_race(exc: BaseException) -> bool:
+def creation_race(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing a CREATE (or the schema version row) that a
     concurrent worker made first: ``CREATE TABLE IF NOT EXISTS`` is not atomic across
     sessions on PostgreSQL, and SQLite reports the same race as a unique constraint."""
@@ -117,7 +117,7 @@ def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=
             left = budget - (clock() - start)
             first = (str(exc).strip().splitlines() or [""])[0][:200]
             if left <= 0:
-                raise StorageError(f"storage {_redact(storage)!r} unreachable for "
+                raise StorageError(f"storage {redact(storage)!r} unreachable for "
                                    f"{clock() - start:.0f} s while {what} ({tries} tries; "
                                    f"{type(exc).__name__}: {first})") from None
             if say is not None and tries == 1:
@@ -127,7 +127,7 @@ def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=
             wait = min(2 * wait, 30.0)
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """``url`` without its password."""
     import re
 
@@ -191,7 +191,7 @@ def start_record(study, job, extra: Mapping[str, Any] | None = None):
     template = optuna.trial.FrozenTrial(
         number=-1, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
         datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
-        distributions={}, user_attrs={k: _plain(v) for k, v in attrs.items()},
+        distributions={}, user_attrs={k: jsonable(v) for k, v in attrs.items()},
         system_attrs={}, intermediate_values={}, trial_id=-1)
     trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
     return optuna.trial.Trial(study, trial_id)
@@ -224,7 +224,7 @@ def finish_record(study, trial, metrics: Mapping[str, Any]) -> None:
     transaction, then the trial is told its state."""
     import optuna
 
-    _set_user_attrs(study, trial._trial_id, {k: _plain(v) for k, v in metrics.items()})
+    _set_user_attrs(study, trial._trial_id, {k: jsonable(v) for k, v in metrics.items()})
     ok = metrics.get("status") == "completed" and metrics.get("test_accuracy") is not None
     if ok:
         study.tell(trial, float(metrics["test_accuracy"]))
@@ -247,7 +247,7 @@ def fail_orphans(study, key: str, worker: str, reason: str = "worker lost") -> i
     return n
 
 
-def _plain(v):
+def jsonable(v):
     return json.loads(json.dumps(v, default=float))
 
 

@@ -28,7 +28,7 @@ Conventions this module relies on (design.md, Representation contract):
   tap point ``"source_head"`` of ``model.tap_points`` (recorded unpooled).
 
 Multi-process training: under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`train` joins the process
-group (:mod:`harness.distributed`; gloo on the CPU, NCCL on GPUs), wraps the model in
+group (:mod:`harness.training.distributed`; gloo on the CPU, NCCL on GPUs), wraps the model in
 ``DistributedDataParallel`` and gives each rank a contiguous slice of the seeded global batch,
 so that ``batch_size`` stays the *global* batch size and the union of the ranks' slices is the
 single-process batch. ``TrainConfig.reg_batch`` says whether the regularizer sees that global
@@ -53,9 +53,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, Subset
 
-from . import distributed
-from .regularizers import RegContext, Regularizer
-from .taps import Taps
+from harness.training import distributed
+from harness.transfer.regularizers import RegContext, Regularizer
+from harness.transfer.taps import Taps
 
 __all__ = ["TrainConfig", "ParamGroup", "TrainResult", "train", "evaluate", "assign_param_groups",
            "SOURCE_HEAD_TAP", "REGULARIZER_PREFIX"]
@@ -208,7 +208,7 @@ class TrainConfig:
         Under multi-process training, the batch the regularizer sees: ``"global"`` all-gathers
         its inputs (tapped student and teacher features, logits, labels) over the ranks, so it
         is computed on the same batch as in one process, with the same gradient
-        (:func:`harness.distributed.gather_batch`); ``"local"`` computes it on each rank's slice
+        (:func:`harness.training.distributed.gather_batch`); ``"local"`` computes it on each rank's slice
         of ``batch_size / world_size`` examples (the loss is then the ranks' mean). No effect
         in a single process. Written into :meth:`to_dict` only when not ``"global"``.
     param_groups : tuple of ParamGroup
@@ -497,7 +497,7 @@ def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, salt: int = 0,
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 7_919 * salt)
     drop_last = cfg.drop_last and len(dataset) > cfg.batch_size
     batches = BatchSampler(RandomSampler(dataset, generator=g), cfg.batch_size, drop_last)
-    from .data import BatchedView, batched_collate
+    from harness.zoo.data import BatchedView, batched_collate
 
     if callable(getattr(dataset, "batch", None)):  # in-memory tensors: one indexing a batch
         return DataLoader(BatchedView(dataset), batch_sampler=_RankSlice(batches, rank, world),
@@ -532,7 +532,7 @@ def _gathered(ctx: RegContext, sizes: list[int]) -> RegContext:
     """``ctx`` with every batch-indexed input all-gathered over the ranks (reg_batch="global").
 
     The student's features and logits stay differentiable w.r.t. this rank's slice (see
-    :func:`harness.distributed.gather_batch` for why the gradient is the single-process one).
+    :func:`harness.training.distributed.gather_batch` for why the gradient is the single-process one).
     """
     def gather(t):
         return distributed.gather_batch(t, sizes) if isinstance(t, torch.Tensor) else t
@@ -694,13 +694,13 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     ----------
     model : nn.Module
         The student; trained in place. Maps inputs to ``(n, K)`` logits; its ``tap_points``
-        resolve the regularizer's taps (:class:`harness.taps.Taps`).
+        resolve the regularizer's taps (:class:`harness.transfer.taps.Taps`).
     train_set, val_set : Dataset
         Yield ``(x, y)`` with ``y`` a class index. ``val_set`` is evaluated every
         ``config.eval_every`` epochs (optional).
     config : TrainConfig
     regularizer : Regularizer, optional
-        From :func:`harness.regularizers.build_regularizer`; ``None`` is plain training.
+        From :func:`harness.transfer.regularizers.build_regularizer`; ``None`` is plain training.
     teacher : nn.Module, optional
         Frozen reference network, required when ``regularizer.needs_teacher``; run under
         ``no_grad`` with dropout off, its batch norm as ``config.teacher_mode`` says, never
@@ -715,7 +715,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         Joint training (lu2017 §3.1): each step also draws a batch of this source task and adds
         ``source_weight * CE(h_s(x^s), y^s)`` (lu2017 Eq. 2 and 4, ``lambda_s``), ``h_s`` the
         model's source classifier (tap point ``"source_head"``, see
-        :func:`harness.models.with_source_head`). Logged as ``train/source_ce``.
+        :func:`harness.zoo.models.with_source_head`). Logged as ``train/source_ce``.
     source_weight : float
         ``lambda_s``.
     checkpoint_path : path, optional
@@ -757,98 +757,194 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     0's being the single-process one. ``on_epoch`` runs on every rank. What still differs from
     one process: batch-norm statistics are per slice, dropout masks, and float summation order.
     """
-    cfg = config
-    t_start = time.perf_counter()
-    rank, world = distributed.init_from_env(cfg.device)
-    device = distributed.local_device(cfg.device)  # "cuda" -> this process's GPU under torchrun
-    reg = regularizer
-    gather_reg = world > 1 and cfg.reg_batch == "global" and reg is not None
-    taps_names = tuple(reg.taps) if reg is not None else ()
-    needs_teacher = reg is not None and reg.needs_teacher
-    needs_source = reg is not None and reg.needs_source_head
-    if needs_teacher and teacher is None:
-        raise ValueError(f"regularizer {'+'.join(reg.names)} needs a teacher; pass teacher=")
-    if reg is not None and reg.needs_initial_weights and not initial_weights:
-        raise ValueError(f"regularizer {'+'.join(reg.names)} needs initial_weights= (w0 by "
-                         f"parameter name, taken before the new head was attached)")
-    if label_cost is not None:
-        if reg is None or "jtln" not in reg.names:
-            raise ValueError("label_cost= is only used by a 'jtln' regularizer term")
-        kwargs = reg.terms["jtln"].kwargs  # a stateless term's resolved parameters
-        if kwargs.get("label_cost") is None:
-            kwargs["label_cost"] = torch.as_tensor(label_cost)
-    _check_split("train_set", train_set, cfg, world)
-    if source_set is not None:
-        _check_split("source_set", source_set, cfg, world)
+    run = _Run(model, train_set, val_set, config, regularizer, teacher, initial_weights,
+               label_cost, source_set, source_weight)
+    try:
+        run.materialize_regularizer()
+        run.build_optimizer()
+        run.resume(checkpoint_path)
+        run.wrap_ddp()
+        run.count_steps()
+        run.open_bar(progress)
+        try:
+            for epoch in range(run.start_epoch, run.n_epochs):
+                run.train_epoch(epoch)
+                record = run.end_epoch(epoch)
+                run.save_checkpoint(epoch, checkpoint_path)
+                if on_epoch is not None:
+                    on_epoch(epoch, record)
+        finally:
+            run.close_bar()
+    except _Failure as failure:
+        return run.result("failed", str(failure))
+    finally:
+        run.restore()
+    return run.result("completed", "", test_set)
 
-    # ---- seeds, modules
-    _seed_all(cfg.seed)  # the same on every rank: the regularizer's embeddings start equal
-    model.to(device)
-    if teacher is not None:
-        teacher.to(device).eval()  # frozen: dropout off, batch norm on its running statistics
-    if reg is not None:
-        reg.to(device)
-    initial_weights = ({k: v.detach().to(device) for k, v in initial_weights.items()}
-                       if initial_weights else None)
 
-    # the hooks go on the model itself: DistributedDataParallel (below) calls its forward
-    s_taps = Taps(model, taps_names) if taps_names else None
-    t_taps = Taps(teacher, taps_names) if (needs_teacher and taps_names) else None
-    if source_set is not None and SOURCE_HEAD_TAP not in getattr(model, "tap_points", {}):
-        raise ValueError("source_set= needs a model with a source classifier (tap point "
-                         f"{SOURCE_HEAD_TAP!r}); wrap it with harness.models.with_source_head")
-    if source_weight < 0:
-        raise ValueError(f"source_weight must be >= 0; got {source_weight}")
-    src_tap = Taps(model, [SOURCE_HEAD_TAP], pool=False) \
-        if (needs_source or source_set is not None) else None
-    hooks = [t for t in (s_taps, t_taps, src_tap) if t is not None]
-    # teacher_mode="train" (li2020 §3, T = A^(0)): the teacher's batch norms normalise with the
-    # batch's statistics as the training student's do. track_running_stats=False makes a
-    # training-mode batch norm neither read nor update its running buffers, so the teacher
-    # comes back from this call as it went in (both undone in the finally below)
-    batch_stat_norms = [m for m in teacher.modules()
-                        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                        and m.track_running_stats] \
-        if (teacher is not None and cfg.teacher_mode == "train") else []
-    for m in batch_stat_norms:
-        m.train()
-        m.track_running_stats = False
-    frozen: list[nn.Parameter] = []  # lr_mult 0 parameters, requires_grad restored on return
+class _OneProcess:
+    """How a run spans processes: one. (:class:`_ManyProcesses` is the ``torchrun`` case; the
+    training loop calls the same methods on either.)"""
 
-    def context(x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
+    world = 1
+    #: term diagnostics (a backward per term) are taken in one process only
+    diagnose = True
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        return model
+
+    def gather(self, ctx: RegContext, sizes: list[int] | None) -> RegContext:
+        return ctx
+
+    def reduce_regularizer_grads(self, params: list[torch.Tensor]) -> None:
+        pass
+
+    def mean_losses(self, losses: dict[str, torch.Tensor], loss: torch.Tensor):
+        return losses, loss
+
+
+class _ManyProcesses(_OneProcess):
+    """``torchrun`` (``WORLD_SIZE`` > 1): the model under DistributedDataParallel, the
+    regularizer's inputs all-gathered when ``reg_batch="global"``, its own parameters' gradients
+    averaged by hand, logged losses the ranks' mean."""
+
+    diagnose = False
+
+    def __init__(self, world: int, gather_reg: bool):
+        self.world, self.gather_reg = world, gather_reg
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        if not any(p.requires_grad for p in model.parameters()):
+            return model
+        # static_graph: the same parameters get gradients at every step, some of them only
+        # through the taps (regularizer), the source forward or l2, which DDP cannot see from
+        # the forward's output; some never (a source head without a source task)
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            static_graph=True)
+
+    def gather(self, ctx: RegContext, sizes: list[int] | None) -> RegContext:
+        return _gathered(ctx, sizes) if (self.gather_reg and sizes is not None) else ctx
+
+    def reduce_regularizer_grads(self, params: list[torch.Tensor]) -> None:
+        for p in params:  # the regularizer's own parameters are not under DDP
+            if p.grad is not None:
+                p.grad.copy_(distributed.all_reduce(p.grad))
+
+    def mean_losses(self, losses: dict[str, torch.Tensor], loss: torch.Tensor):
+        # global values: the ranks' mean (ce is scaled for it)
+        means = distributed.all_reduce(torch.stack(
+            [v.detach().float().mean() for v in losses.values()]))
+        return dict(zip(losses, means)), means.sum()
+
+
+class _Run:
+    """One call of :func:`train`: its modules, optimiser and counters, and its steps as methods
+    in the order ``train`` calls them (prepare -> materialise the regularizer -> optimiser ->
+    resume -> DDP -> per epoch: steps, end of epoch, checkpoint -> result)."""
+
+    def __init__(self, model, train_set, val_set, cfg: TrainConfig, reg, teacher,
+                 initial_weights, label_cost, source_set, source_weight):
+        self.t_start = time.perf_counter()
+        self.cfg, self.model, self.reg, self.teacher = cfg, model, reg, teacher
+        self.train_set, self.val_set, self.source_set = train_set, val_set, source_set
+        self.source_weight = source_weight
+        self.rank, self.world = distributed.init_from_env(cfg.device)
+        # "cuda" -> this process's GPU under torchrun
+        self.device = device = distributed.local_device(cfg.device)
+        self.procs = _ManyProcesses(self.world, cfg.reg_batch == "global" and reg is not None) \
+            if self.world > 1 else _OneProcess()
+        taps_names = tuple(reg.taps) if reg is not None else ()
+        self.needs_teacher = needs_teacher = reg is not None and reg.needs_teacher
+        needs_source = reg is not None and reg.needs_source_head
+        _check_inputs(reg, teacher, initial_weights, label_cost)
+        _check_split("train_set", train_set, cfg, self.world)
+        if source_set is not None:
+            _check_split("source_set", source_set, cfg, self.world)
+
+        # ---- seeds, modules
+        _seed_all(cfg.seed)  # the same on every rank: the regularizer's embeddings start equal
+        model.to(device)
+        if teacher is not None:
+            teacher.to(device).eval()  # frozen: dropout off, batch norm on running statistics
+        if reg is not None:
+            reg.to(device)
+        self.initial_weights = ({k: v.detach().to(device) for k, v in initial_weights.items()}
+                                if initial_weights else None)
+
+        # the hooks go on the model itself: DistributedDataParallel (below) calls its forward
+        self.s_taps = Taps(model, taps_names) if taps_names else None
+        self.t_taps = Taps(teacher, taps_names) if (needs_teacher and taps_names) else None
+        if source_set is not None and SOURCE_HEAD_TAP not in getattr(model, "tap_points", {}):
+            raise ValueError("source_set= needs a model with a source classifier (tap point "
+                             f"{SOURCE_HEAD_TAP!r}); wrap it with "
+                             "harness.zoo.models.with_source_head")
+        if source_weight < 0:
+            raise ValueError(f"source_weight must be >= 0; got {source_weight}")
+        self.src_tap = Taps(model, [SOURCE_HEAD_TAP], pool=False) \
+            if (needs_source or source_set is not None) else None
+        self.hooks = [t for t in (self.s_taps, self.t_taps, self.src_tap) if t is not None]
+        # teacher_mode="train" (li2020 §3, T = A^(0)): the teacher's batch norms normalise with
+        # the batch's statistics as the training student's do. track_running_stats=False makes
+        # a training-mode batch norm neither read nor update its running buffers, so the
+        # teacher comes back from this call as it went in (both undone in restore())
+        self.batch_stat_norms = [m for m in teacher.modules()
+                                 if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                 and m.track_running_stats] \
+            if (teacher is not None and cfg.teacher_mode == "train") else []
+        for m in self.batch_stat_norms:
+            m.train()
+            m.track_running_stats = False
+        self.frozen: list[nn.Parameter] = []  # lr_mult 0 parameters, restored on return
+        self.start_epoch, self.step, self.steps_here = 0, 0, 0
+        self.history: dict[str, Any] = {"epochs": [], "steps": defaultdict(list)}
+        self.best_acc: float | None = None
+        self.bar = None
+        self.net: nn.Module = model
+
+    # ---- the regularizer's view of a batch
+    def context(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
                 sizes: list[int] | None = None) -> RegContext:
         """Run the teacher on ``x`` if needed and gather what the regularizer may read (over
         the ranks too, given the ranks' slice ``sizes``, when ``reg_batch="global"``)."""
         t_logits = None
-        if needs_teacher:
+        if self.needs_teacher:
             with torch.no_grad():
-                t_logits = teacher(x)  # on this rank's slice; gathered with the rest
+                t_logits = self.teacher(x)  # on this rank's slice; gathered with the rest
+        s_taps, t_taps, src_tap = self.s_taps, self.t_taps, self.src_tap
         ctx = RegContext(
-            student=model, teacher=teacher, initial_weights=initial_weights,
+            student=self.model, teacher=self.teacher, initial_weights=self.initial_weights,
             features=dict(s_taps.features) if s_taps else {},
             teacher_features=dict(t_taps.features) if t_taps else {},
             logits=logits, teacher_logits=t_logits,
             source_logits=src_tap.features.get(SOURCE_HEAD_TAP) if src_tap else None,
             labels=y)
-        return _gathered(ctx, sizes) if (gather_reg and sizes is not None) else ctx
+        return self.procs.gather(ctx, sizes)
 
-    try:
-        # ---- materialise width-dependent regularizer parameters, then build the optimiser
-        if reg is not None:
-            n0 = min(max(cfg.batch_size // world, 1), len(train_set))
-            x0, y0 = next(iter(DataLoader(train_set, batch_size=n0, shuffle=False,
-                                          generator=torch.Generator())))
-            x0, y0 = x0.to(device), y0.to(device)
-            was_training = model.training
-            model.eval()  # shapes only: leave batch-norm statistics untouched
-            with torch.no_grad():
-                reg.materialize(context(x0, y0, model(x0)))
-            model.train(was_training)
-            distributed.broadcast_([*reg.parameters(), *reg.buffers()])  # rank 0's, to be sure
-        # ---- layer-wise learning rates (lu2017 §4): one optimiser group per param_groups
-        # entry, lr = lr * lr_mult (the schedulers scale each group's rate alike); lr_mult 0
-        # is frozen: no gradient is computed, and no update, momentum or weight decay reaches it
-        named = list(model.named_parameters()) + (
+    # ---- before the loop
+    def materialize_regularizer(self) -> None:
+        """Width-dependent regularizer parameters (lohit2020's embeddings) are built on the
+        first training examples, before the optimiser, so that they are optimised."""
+        reg, model, cfg = self.reg, self.model, self.cfg
+        if reg is None:
+            return
+        n0 = min(max(cfg.batch_size // self.world, 1), len(self.train_set))
+        x0, y0 = next(iter(DataLoader(self.train_set, batch_size=n0, shuffle=False,
+                                      generator=torch.Generator())))
+        x0, y0 = x0.to(self.device), y0.to(self.device)
+        was_training = model.training
+        model.eval()  # shapes only: leave batch-norm statistics untouched
+        with torch.no_grad():
+            reg.materialize(self.context(x0, y0, model(x0)))
+        model.train(was_training)
+        distributed.broadcast_([*reg.parameters(), *reg.buffers()])  # rank 0's, to be sure
+
+    def build_optimizer(self) -> None:
+        """Layer-wise learning rates (lu2017 §4): one SGD group per ``param_groups`` entry,
+        lr = lr * lr_mult (the schedulers scale each group's rate alike); lr_mult 0 is frozen:
+        no gradient is computed, and no update, momentum or weight decay reaches it."""
+        reg, cfg = self.reg, self.cfg
+        named = list(self.model.named_parameters()) + (
             [(REGULARIZER_PREFIX + n, p) for n, p in reg.named_parameters()]
             if reg is not None else [])
         try:
@@ -859,7 +955,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         for (_, p), mult in zip(named, mults):
             if mult == 0 and p.requires_grad:
                 p.requires_grad_(False)
-                frozen.append(p)
+                self.frozen.append(p)
         reg_ids = {id(p) for p in reg.parameters()} if reg is not None else set()
         opt_groups: dict[int, dict[str, Any]] = {}  # unmatched (-1) first, then config order
         for (_, p), g, mult in zip(named, which, mults):
@@ -867,19 +963,19 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                 opt_groups.setdefault(-1 if g is None else g, {
                     "params": [], "lr": cfg.lr * mult, "lr_mult": mult})["params"].append(p)
         opt_groups = dict(sorted(opt_groups.items()))
-        params = [p for grp in opt_groups.values() for p in grp["params"]]
-        reg_params = [p for p in params if id(p) in reg_ids]
-        student_params = [p for p in params if id(p) not in reg_ids]
-        opt = torch.optim.SGD(list(opt_groups.values()) or [{"params": []}], lr=cfg.lr,
-                              momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        sched = _make_scheduler(opt, cfg)
-        if rank > 0:  # its own dropout / augmentation stream; rank 0 goes on as one process
-            _seed_all(_rank_seed(cfg.seed, rank))
+        self.params = [p for grp in opt_groups.values() for p in grp["params"]]
+        self.reg_params = [p for p in self.params if id(p) in reg_ids]
+        self.student_params = [p for p in self.params if id(p) not in reg_ids]
+        self.opt = torch.optim.SGD(list(opt_groups.values()) or [{"params": []}], lr=cfg.lr,
+                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.sched = _make_scheduler(self.opt, cfg)
+        if self.rank > 0:  # its own dropout / augmentation stream; rank 0 goes on as one process
+            _seed_all(_rank_seed(cfg.seed, self.rank))
 
-        # ---- resume
-        start_epoch, step = 0, 0
-        history: dict[str, Any] = {"epochs": [], "steps": defaultdict(list)}
-        best_acc: float | None = None
+    def resume(self, checkpoint_path) -> None:
+        """Model, regularizer, optimiser, scheduler, counters, history and RNG states from
+        ``checkpoint_path`` when it exists (an unreadable one is moved aside with a warning)."""
+        rank, cfg = self.rank, self.cfg
         resuming = checkpoint_path is not None and os.path.exists(checkpoint_path)
         if distributed.broadcast_object(resuming) != resuming:  # rank 0 writes it
             raise RuntimeError(f"checkpoint {checkpoint_path}: rank 0 and rank {rank} disagree "
@@ -888,219 +984,255 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
         ckpt = None
         if resuming:
             try:
-                ckpt = load_checkpoint(checkpoint_path, device)
+                ckpt = load_checkpoint(checkpoint_path, self.device)
             except CheckpointError as exc:  # restart from scratch; keep the file for a look
                 import warnings
 
                 bad = f"{os.fspath(checkpoint_path)}.bad"
                 if rank == 0:
                     os.replace(checkpoint_path, bad)
-                warnings.warn(f"{exc}; moved to {bad}, training from scratch", stacklevel=2)
+                warnings.warn(f"{exc}; moved to {bad}, training from scratch", stacklevel=3)
                 resuming = False
-        if resuming:
-            _check_resumable(ckpt["config"], cfg, checkpoint_path)
-            model.load_state_dict(ckpt["model"])
-            if reg is not None and ckpt.get("regularizer") is not None:
-                reg.load_state_dict(ckpt["regularizer"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            start_epoch, step, best_acc = ckpt["epoch"], ckpt["step"], ckpt["best_val_accuracy"]
-            history = {"epochs": list(ckpt["history"]["epochs"]),
-                       "steps": defaultdict(list, {k: list(v) for k, v in
-                                                   ckpt["history"]["steps"].items()})}
-            rng_ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
-            if rank < len(rng_ranks):
-                _set_rng_state(rng_ranks[rank])
-            else:  # more processes than when it was written: a fresh stream for this rank
-                _seed_all(_rank_seed(cfg.seed * 1_000_003 + start_epoch, rank))
-            del ckpt  # the optimiser holds its own copy
+        if not resuming:
+            return
+        _check_resumable(ckpt["config"], cfg, checkpoint_path)
+        self.model.load_state_dict(ckpt["model"])
+        if self.reg is not None and ckpt.get("regularizer") is not None:
+            self.reg.load_state_dict(ckpt["regularizer"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.start_epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.best_acc = ckpt["best_val_accuracy"]
+        self.history = {"epochs": list(ckpt["history"]["epochs"]),
+                        "steps": defaultdict(list, {k: list(v) for k, v in
+                                                    ckpt["history"]["steps"].items()})}
+        rng_ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        if rank < len(rng_ranks):
+            _set_rng_state(rng_ranks[rank])
+        else:  # more processes than when it was written: a fresh stream for this rank
+            _seed_all(_rank_seed(cfg.seed * 1_000_003 + self.start_epoch, rank))
 
-        # ---- multi-process: the model under DDP, which averages the gradients over the ranks
-        net: nn.Module = model
-        if world > 1 and any(p.requires_grad for p in model.parameters()):
-            # static_graph: the same parameters get gradients at every step, some of them only
-            # through the taps (regularizer), the source forward or l2, which DDP cannot see
-            # from the forward's output; some never (a source head without a source task)
-            net = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None,
-                static_graph=True)
+    def wrap_ddp(self) -> None:
+        """Multi-process: the model under DDP, which averages the gradients over the ranks."""
+        self.net = self.procs.wrap(self.model, self.device)
 
-        # ---- loop
-        steps_per_epoch = len(_epoch_loader(train_set, cfg, 0))
-        # a step budget (li2020's iterations) becomes whole epochs, the last one cut short
-        n_epochs = -(-cfg.steps // steps_per_epoch) if cfg.steps is not None else cfg.epochs
-        total_steps = cfg.steps if cfg.steps is not None else n_epochs * steps_per_epoch
-        diag_every = max(1, n_epochs // DIAG_EPOCHS)  # term diagnostics: ~DIAG_EPOCHS epochs
-        bar = None
-        if progress and rank == 0:
+    def count_steps(self) -> None:
+        """Epochs and steps of the run: a step budget (li2020's iterations) becomes whole
+        epochs, the last one cut short."""
+        cfg = self.cfg
+        steps_per_epoch = len(_epoch_loader(self.train_set, cfg, 0))
+        self.n_epochs = -(-cfg.steps // steps_per_epoch) if cfg.steps is not None else cfg.epochs
+        self.total_steps = cfg.steps if cfg.steps is not None else self.n_epochs * steps_per_epoch
+        self.diag_every = max(1, self.n_epochs // DIAG_EPOCHS)  # diagnostics: ~DIAG_EPOCHS
+
+    def open_bar(self, progress: bool) -> None:
+        if progress and self.rank == 0:
             from tqdm.auto import tqdm  # lazy: only when shown
-            # beneath the suite's bar (harness.progress), cleared when the job ends
-            bar = tqdm(total=total_steps, initial=min(step, total_steps),
-                       desc="train", dynamic_ncols=True, leave=False, position=1)
-        steps_here = 0
+            # beneath the suite's bar (harness.experiments.progress), cleared when the job ends
+            self.bar = tqdm(total=self.total_steps, initial=min(self.step, self.total_steps),
+                            desc="train", dynamic_ncols=True, leave=False, position=1)
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    # ---- one epoch
+    def train_epoch(self, epoch: int) -> None:
+        """The epoch's steps; their logged means and the term diagnostics in ``self.sums`` /
+        ``self.counts`` / ``self.diag`` (read by :meth:`end_epoch`)."""
+        cfg, rank, world = self.cfg, self.rank, self.world
+        self.model.train()
+        self.diag: dict[str, float] = {}
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+        sources = _cycle(_epoch_loader(self.source_set, cfg, epoch, 1, rank, world)) \
+            if self.source_set is not None else None
+        loader = _epoch_loader(self.train_set, cfg, epoch, 0, rank, world)
+        for i, (x, y) in enumerate(loader):
+            if self.step >= self.total_steps:
+                break
+            sizes = loader.batch_sampler.split(i)  # every rank's share of the batch
+            self.train_step(epoch, i, x.to(self.device), y.to(self.device), sizes, sources)
+
+    def train_step(self, epoch: int, i: int, x: torch.Tensor, y: torch.Tensor,
+                   sizes: list[int], sources) -> None:
+        """source batch (joint training) -> student forward (taps) -> teacher forward ->
+        ce + terms (NaN guard) -> diagnostics -> backward -> clip -> step -> log."""
+        source_ce = self.source_forward(sources) if sources is not None else None
+        # forward the student (taps record its features), then the frozen teacher
+        logits = self.net(x)
+        ce = _local_ce(logits, y, sizes)
+        reason = None
+        if not torch.isfinite(logits).all():  # diverged weights: skip the solvers
+            reason = (f"non-finite loss at step {self.step} (epoch {epoch}): the student's "
+                      f"logits are non-finite (term 'ce' = {float(ce.detach())})")
+        reason = _agreed(reason)
+        if reason is not None:
+            raise _Failure(reason)
+        ctx = self.context(x, y, logits, sizes)
+        terms, loss = self.loss_terms(epoch, ctx, ce, source_ce)
+        if i == 0 and self.procs.diagnose and terms and \
+                (epoch % self.diag_every == 0 or epoch == self.n_epochs - 1):
+            # is a term too weak or wrong? On the first batch of ~10 epochs spread over
+            # training (a backward per term: every epoch would cost up to +50 % on runs of a
+            # few steps an epoch), each term's value and student-gradient norm against the CE's
+            self.diag.update(_term_diagnostics(ce, terms, self.student_params))
+        self.optimizer_step(loss)
+        if self.step % self.cfg.log_every == 0:
+            self.log_step(epoch, ce, terms, loss, ctx)
+        self.step += 1
+        self.steps_here += 1
+        if self.cfg.steps:
+            self.sched.step()  # milestones count steps (li2020's iterations)
+        for t in self.hooks:
+            t.clear()  # free the batch's graphs
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def source_forward(self, sources) -> torch.Tensor:
+        """Joint training (lu2017 §3.1): the source batch through the source head, first."""
+        src_sizes, (xs, ys) = next(sources)
+        self.model(xs.to(self.device))  # the module itself: DDP sees one forward a step
+        source_ce = _local_ce(self.src_tap.features[SOURCE_HEAD_TAP], ys.to(self.device),
+                              src_sizes)
+        for t in self.hooks:
+            t.clear()  # the taps now record the target batch only
+        return source_ce
+
+    def loss_terms(self, epoch: int, ctx: RegContext, ce: torch.Tensor,
+                   source_ce: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The regularizer's terms (and ``source_ce``) and the loss ``ce + sum(terms)``;
+        a non-finite one raises :class:`_Failure` naming the first bad term, before any update."""
+        reg, step = self.reg, self.step
+        cause: BaseException | None = None
+        reason = None
+        terms: dict[str, torch.Tensor] = {}
         try:
-            for epoch in range(start_epoch, n_epochs):
-                model.train()
-                diag: dict[str, float] = {}
-                sums: dict[str, float] = defaultdict(float)
-                counts: dict[str, int] = defaultdict(int)
-                sources = _cycle(_epoch_loader(source_set, cfg, epoch, 1, rank, world)) \
-                    if source_set is not None else None
-                loader = _epoch_loader(train_set, cfg, epoch, 0, rank, world)
-                for i, (x, y) in enumerate(loader):
-                    if step >= total_steps:
-                        break
-                    sizes = loader.batch_sampler.split(i)  # every rank's share of the batch
-                    x, y = x.to(device), y.to(device)
-                    source_ce = None
-                    if sources is not None:  # joint training: the source batch first
-                        src_sizes, (xs, ys) = next(sources)
-                        model(xs.to(device))  # the module itself: DDP sees one forward a step
-                        source_ce = _local_ce(src_tap.features[SOURCE_HEAD_TAP], ys.to(device),
-                                              src_sizes)
-                        for t in hooks:
-                            t.clear()  # the taps now record the target batch only
-                    # forward the student (taps record its features), then the frozen teacher
-                    logits = net(x)
-                    ce = _local_ce(logits, y, sizes)
-                    reason = None
-                    if not torch.isfinite(logits).all():  # diverged weights: skip the solvers
-                        reason = (f"non-finite loss at step {step} (epoch {epoch}): the "
-                                   f"student's logits are non-finite (term 'ce' = "
-                                   f"{float(ce.detach())})")
-                    reason = _agreed(reason)
-                    if reason is not None:
-                        raise _Failure(reason)
-                    ctx = context(x, y, logits, sizes)
-                    cause: BaseException | None = None
-                    terms: dict[str, torch.Tensor] = {}
-                    try:
-                        terms = reg(ctx) if reg is not None else {}
-                    except (ValueError, RuntimeError, FloatingPointError) as err:
-                        # the solvers refuse non-finite costs (features overflowing after a
-                        # divergent step): that is the same failure, one term earlier
-                        if not re.search(r"non-finite|\bnan\b|\binf\b", str(err), re.I):
-                            raise
-                        cause = err
-                        reason = (f"non-finite loss at step {step} (epoch {epoch}): the "
-                                   f"regularizer {'+'.join(reg.names)!r} got non-finite "
-                                   f"inputs: {err}")
-                    if source_ce is not None:
-                        terms = {"source_ce": source_weight * source_ce, **terms}
-                    loss = ce + sum(terms.values())
-                    # NaN guard: name the first non-finite term, before any update
-                    if reason is None and not torch.isfinite(loss):
-                        named = {"ce": ce, **terms}
-                        bad = [n for n, v in named.items() if not torch.isfinite(v).all()]
-                        what = (f"term {bad[0]!r} = {float(named[bad[0]].detach())}" if bad else
-                                f"the sum of the terms overflows ({float(loss.detach())})")
-                        reason = f"non-finite loss at step {step} (epoch {epoch}): {what}"
-                    reason = _agreed(reason)
-                    if reason is not None:
-                        raise _Failure(reason) from cause
-                    if i == 0 and world == 1 and terms and \
-                            (epoch % diag_every == 0 or epoch == n_epochs - 1):
-                        # is a term too weak or wrong? On the first batch of ~10 epochs spread
-                        # over training (a backward per term: every epoch would cost up to
-                        # +50 % on runs of a few steps an epoch), each term's value and
-                        # student-gradient norm against the cross-entropy's
-                        diag.update(_term_diagnostics(ce, terms, student_params))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()  # under DDP: the model's gradients averaged over the ranks
-                    if world > 1:  # the regularizer's own parameters are not under DDP
-                        for p in reg_params:
-                            if p.grad is not None:
-                                p.grad.copy_(distributed.all_reduce(p.grad))
-                    if cfg.max_grad_norm is not None:
-                        nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                    opt.step()
+            terms = reg(ctx) if reg is not None else {}
+        except (ValueError, RuntimeError, FloatingPointError) as err:
+            # the solvers refuse non-finite costs (features overflowing after a divergent
+            # step): that is the same failure, one term earlier
+            if not re.search(r"non-finite|\bnan\b|\binf\b", str(err), re.I):
+                raise
+            cause = err
+            reason = (f"non-finite loss at step {step} (epoch {epoch}): the regularizer "
+                      f"{'+'.join(reg.names)!r} got non-finite inputs: {err}")
+        if source_ce is not None:
+            terms = {"source_ce": self.source_weight * source_ce, **terms}
+        loss = ce + sum(terms.values())
+        # NaN guard: name the first non-finite term, before any update
+        if reason is None and not torch.isfinite(loss):
+            named = {"ce": ce, **terms}
+            bad = [n for n, v in named.items() if not torch.isfinite(v).all()]
+            what = (f"term {bad[0]!r} = {float(named[bad[0]].detach())}" if bad else
+                    f"the sum of the terms overflows ({float(loss.detach())})")
+            reason = f"non-finite loss at step {step} (epoch {epoch}): {what}"
+        reason = _agreed(reason)
+        if reason is not None:
+            raise _Failure(reason) from cause
+        return terms, loss
 
-                    # log every term and the solvers' stats (n_iter, converged, matched = tr(P))
-                    if step % cfg.log_every == 0:
-                        losses = {"train/ce": ce, **{f"train/{k}": v for k, v in terms.items()}}
-                        if world > 1:  # global values: the ranks' mean (ce is scaled for it)
-                            means = distributed.all_reduce(torch.stack(
-                                [v.detach().float().mean() for v in losses.values()]))
-                            losses = dict(zip(losses, means))
-                            loss = means.sum()
-                        # solver stats are this rank's (the same on every rank when gathered)
-                        record = {"train/loss": loss, **losses, **ctx.stats}
-                        history["steps"]["step"].append(step)
-                        for key, value in record.items():
-                            v = _scalar(value)
-                            if v is not None:
-                                history["steps"][key].append(v)
-                                sums[key] += v
-                                counts[key] += 1
-                        if bar is not None:
-                            bar.set_postfix(loss=f"{history['steps']['train/loss'][-1]:.3f}",
-                                            epoch=epoch, refresh=False)
-                    step += 1
-                    steps_here += 1
-                    if cfg.steps:
-                        sched.step()  # milestones count steps (li2020's iterations)
-                    for t in hooks:
-                        t.clear()  # free the batch's graphs
-                    if bar is not None:
-                        bar.update(1)
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()  # under DDP: the model's gradients averaged over the ranks
+        self.procs.reduce_regularizer_grads(self.reg_params)
+        if self.cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.opt.step()
 
-                epoch_record: dict[str, Any] = {"epoch": epoch, "lr": _base_lr(opt),
-                                                **{k: sums[k] / counts[k] for k in sums},
-                                                **diag}
-                if not cfg.steps:
-                    sched.step()  # per-epoch schedule (the papers decay at epochs)
-                # a finite loss with non-finite gradients leaves NaN weights: never save those
-                # (the same weights on every rank: they all stop here together)
-                bad = next((n for n, p in model.named_parameters()
-                            if not torch.isfinite(p).all()), None)
-                if bad is not None:
-                    raise _Failure(f"non-finite loss gradient: parameter {bad!r} is non-finite "
-                                   f"after step {step - 1} (epoch {epoch})")
-                last = epoch == n_epochs - 1
-                if val_set is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
-                    ev = _evaluate_sharded(model, val_set, device)
-                    epoch_record.update({"val/accuracy": ev["accuracy"], "val/loss": ev["loss"]})
-                    if best_acc is None or ev["accuracy"] > best_acc:
-                        best_acc = ev["accuracy"]
-                history["epochs"].append(epoch_record)
-                if checkpoint_path is not None and ((epoch + 1) % cfg.checkpoint_every == 0
-                                                    or last):
-                    rng_ranks = distributed.all_gather_object(_rng_state())
-                    if rank == 0:  # one writer; the others wait for the file below
-                        _save_atomic({
-                            "model": model.state_dict(),
-                            "regularizer": reg.state_dict() if reg is not None else None,
-                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "epoch": epoch + 1, "step": step, "best_val_accuracy": best_acc,
-                            "rng": rng_ranks[0], "config": cfg.to_dict(),
-                            **({"rng_ranks": rng_ranks} if world > 1 else {}),
-                            "history": {"epochs": history["epochs"],
-                                        "steps": dict(history["steps"])},
-                        }, checkpoint_path)
-                    distributed.barrier()
-                if on_epoch is not None:
-                    on_epoch(epoch, epoch_record)
-        finally:
-            if bar is not None:
-                bar.close()
-    except _Failure as failure:
-        wall = time.perf_counter() - t_start
-        return _result("failed", str(failure), history, best_acc, None, wall, steps_here, step,
-                       start_epoch)
-    finally:
-        for t in hooks:
+    def log_step(self, epoch: int, ce, terms, loss, ctx: RegContext) -> None:
+        """Every term and the solvers' stats (n_iter, converged, matched = tr(P))."""
+        losses = {"train/ce": ce, **{f"train/{k}": v for k, v in terms.items()}}
+        losses, loss = self.procs.mean_losses(losses, loss)
+        # solver stats are this rank's (the same on every rank when gathered)
+        record = {"train/loss": loss, **losses, **ctx.stats}
+        steps = self.history["steps"]
+        steps["step"].append(self.step)
+        for key, value in record.items():
+            v = _scalar(value)
+            if v is not None:
+                steps[key].append(v)
+                self.sums[key] += v
+                self.counts[key] += 1
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{steps['train/loss'][-1]:.3f}", epoch=epoch,
+                                 refresh=False)
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """The epoch's record: lr, mean logged values, diagnostics, validation; the
+        per-epoch schedule steps; non-finite weights raise :class:`_Failure`."""
+        sums, counts = self.sums, self.counts
+        record: dict[str, Any] = {"epoch": epoch, "lr": _base_lr(self.opt),
+                                  **{k: sums[k] / counts[k] for k in sums}, **self.diag}
+        if not self.cfg.steps:
+            self.sched.step()  # per-epoch schedule (the papers decay at epochs)
+        # a finite loss with non-finite gradients leaves NaN weights: never save those
+        # (the same weights on every rank: they all stop here together)
+        bad = next((n for n, p in self.model.named_parameters()
+                    if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            raise _Failure(f"non-finite loss gradient: parameter {bad!r} is non-finite "
+                           f"after step {self.step - 1} (epoch {epoch})")
+        last = epoch == self.n_epochs - 1
+        if self.val_set is not None and ((epoch + 1) % self.cfg.eval_every == 0 or last):
+            ev = _evaluate_sharded(self.model, self.val_set, self.device)
+            record.update({"val/accuracy": ev["accuracy"], "val/loss": ev["loss"]})
+            if self.best_acc is None or ev["accuracy"] > self.best_acc:
+                self.best_acc = ev["accuracy"]
+        self.history["epochs"].append(record)
+        return record
+
+    def save_checkpoint(self, epoch: int, checkpoint_path) -> None:
+        """Every ``checkpoint_every`` epochs and after the last: rank 0 writes, all wait."""
+        last = epoch == self.n_epochs - 1
+        if checkpoint_path is None or not ((epoch + 1) % self.cfg.checkpoint_every == 0 or last):
+            return
+        rng_ranks = distributed.all_gather_object(_rng_state())
+        if self.rank == 0:  # one writer; the others wait for the file below
+            _save_atomic({
+                "model": self.model.state_dict(),
+                "regularizer": self.reg.state_dict() if self.reg is not None else None,
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "epoch": epoch + 1, "step": self.step, "best_val_accuracy": self.best_acc,
+                "rng": rng_ranks[0], "config": self.cfg.to_dict(),
+                **({"rng_ranks": rng_ranks} if self.world > 1 else {}),
+                "history": {"epochs": self.history["epochs"],
+                            "steps": dict(self.history["steps"])},
+            }, checkpoint_path)
+        distributed.barrier()
+
+    # ---- after the loop
+    def restore(self) -> None:
+        """Hooks off, the teacher's batch norms and the frozen parameters as they were."""
+        for t in self.hooks:
             t.remove()
-        for m in batch_stat_norms:
+        for m in self.batch_stat_norms:
             m.track_running_stats = True
             m.eval()
-        for p in frozen:
+        for p in self.frozen:
             p.requires_grad_(True)
 
-    test_acc = _evaluate_sharded(model, test_set, device)["accuracy"] \
-        if test_set is not None else None
-    wall = time.perf_counter() - t_start
-    return _result("completed", "", history, best_acc, test_acc, wall, steps_here, step,
-                   start_epoch)
+    def result(self, status: str, reason: str, test_set: Dataset | None = None) -> TrainResult:
+        test_acc = _evaluate_sharded(self.model, test_set, self.device)["accuracy"] \
+            if test_set is not None else None
+        wall = time.perf_counter() - self.t_start
+        return _result(status, reason, self.history, self.best_acc, test_acc, wall,
+                       self.steps_here, self.step, self.start_epoch)
+
+
+def _check_inputs(reg, teacher, initial_weights, label_cost) -> None:
+    """What the regularizer needs is there; a ``label_cost`` goes to its ``jtln`` term."""
+    if reg is not None and reg.needs_teacher and teacher is None:
+        raise ValueError(f"regularizer {'+'.join(reg.names)} needs a teacher; pass teacher=")
+    if reg is not None and reg.needs_initial_weights and not initial_weights:
+        raise ValueError(f"regularizer {'+'.join(reg.names)} needs initial_weights= (w0 by "
+                         f"parameter name, taken before the new head was attached)")
+    if label_cost is not None:
+        if reg is None or "jtln" not in reg.names:
+            raise ValueError("label_cost= is only used by a 'jtln' regularizer term")
+        kwargs = reg.terms["jtln"].kwargs  # a stateless term's resolved parameters
+        if kwargs.get("label_cost") is None:
+            kwargs["label_cost"] = torch.as_tensor(label_cost)
 
 
 DIAG_EPOCHS = 10  # epochs (spread over training) on which the term diagnostics are logged

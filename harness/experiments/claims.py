@@ -1,6 +1,6 @@
 """Job claims: many workers, one storage, every job run to completion once (design.md, Experiments).
 
-Records live in an Optuna storage (:mod:`harness.records`); Optuna has no notion of "this job is
+Records live in an Optuna storage (:mod:`harness.experiments.records`); Optuna has no notion of "this job is
 taken", so the claims live beside the records, in the same database, in one table::
 
     otransfer_claims(suite, key, worker, host, pid, state, heartbeat, attempts)
@@ -43,7 +43,7 @@ from typing import Iterable
 __all__ = ["Claims", "Claim", "RUNNING", "RECORDING", "DONE", "FAILED"]
 
 RUNNING, RECORDING, DONE, FAILED = "running", "recording", "done", "failed"
-_LIVE = (RUNNING, RECORDING)
+LIVE = (RUNNING, RECORDING)
 TABLE = "otransfer_claims"
 #: worker ids of this process's open :class:`Claims` (a claim of this process's pid whose
 #: worker is not here was left by an earlier run in this process: abandoned)
@@ -63,7 +63,7 @@ class Claim:
     attempts: int
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -87,7 +87,7 @@ def db_now_sql(dialect: str):
                      "PostgreSQL and MySQL are supported)")
 
 
-def _engine(url: str):
+def make_engine(url: str):
     import sqlalchemy as sa
 
     kwargs = {"pool_pre_ping": True}
@@ -126,7 +126,7 @@ class Claims:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.worker = worker or f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
-        self._engine = _engine(storage)
+        self._engine = make_engine(storage)
         self._now = db_now_sql(self._engine.dialect.name)
         meta = sa.MetaData()
         self._t = sa.Table(
@@ -139,7 +139,7 @@ class Claims:
             sa.Column("state", sa.String(16), nullable=False),
             sa.Column("heartbeat", sa.Float, nullable=False),
             sa.Column("attempts", sa.Integer, nullable=False))
-        from .records import _creation_race
+        from harness.experiments.records import creation_race
 
         for attempt in range(8):  # a fresh database: other workers may be creating it too
             try:
@@ -147,7 +147,7 @@ class Claims:
                 break
             except (sa.exc.IntegrityError, sa.exc.ProgrammingError,
                     sa.exc.OperationalError) as exc:
-                if not _creation_race(exc) or attempt == 7:
+                if not creation_race(exc) or attempt == 7:
                     raise
                 time.sleep(0.2 * (attempt + 1))
         self._held: set[str] = set()
@@ -197,13 +197,13 @@ class Claims:
         """Whether ``claim``'s worker is gone: a dead process on this host, or a heartbeat
         older than ``stale_after`` on the database's clock (``now``: that clock, by default
         the one read with the claims, :attr:`last_now`)."""
-        if claim.state not in _LIVE:
+        if claim.state not in LIVE:
             return False
         if now is None:
             now = getattr(self, "last_now", None)
             now = self.db_now() if now is None else now
         if claim.host == self.host and (
-                (claim.pid != self.pid and not _pid_alive(claim.pid))
+                (claim.pid != self.pid and not pid_alive(claim.pid))
                 or (claim.pid == self.pid and claim.worker not in _OPEN)):
             return True
         return now - claim.heartbeat > self.stale_after
@@ -283,7 +283,7 @@ class Claims:
         t = self._t
         with self._engine.begin() as c:
             c.execute(t.delete().where(t.c.suite == self.suite, t.c.key == key,
-                                       t.c.worker == self.worker, t.c.state.in_(_LIVE)))
+                                       t.c.worker == self.worker, t.c.state.in_(LIVE)))
         with self._lock:
             self._held.discard(key)
 
@@ -307,7 +307,7 @@ class Claims:
                 with self._engine.begin() as c:
                     c.execute(t.update().where(
                         t.c.suite == self.suite, t.c.worker == self.worker,
-                        t.c.key.in_(held), t.c.state.in_(_LIVE)).values(heartbeat=self._now))
+                        t.c.key.in_(held), t.c.state.in_(LIVE)).values(heartbeat=self._now))
             except Exception:  # a storage hiccup: the next beat tries again
                 pass
 

@@ -1,0 +1,686 @@
+"""Run a suite: expand it, train each stage's jobs in order, record every job (design.md).
+
+Teachers are trained once: their artefact is ``<results>/<suite>/artefacts/<key>.pt`` (the
+``state_dict``), reused when present. A student loads its teacher's (and its ``init`` stage's)
+artefact by that job's key (in its config). Jobs whose key is already completed in the storage
+are skipped, and a job interrupted mid-training resumes from its last epoch checkpoint
+(``artefacts/<key>.ckpt``, removed once the job is recorded), so ``run`` after a crash or a
+kill is a resume that loses at most one epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from harness.experiments.suite import PRETRAINED, Job, Suite, apply_overrides, expand, load_suite
+
+__all__ = ["run_suite", "RunSummary", "quick_suite"]
+
+
+@dataclasses.dataclass
+class RunSummary:
+    suite: str
+    storage: str
+    jobs: int
+    skipped: int
+    completed: int
+    failed: int
+    wall_time: float
+    failures: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    keys: list[str] = dataclasses.field(default_factory=list)
+    #: jobs other workers completed while this one ran
+    by_others: int = 0
+
+
+def quick_suite(suite: Suite) -> Suite:
+    """``suite`` with 1 epoch per stage (no step budget), only its first seed and the first value
+    of each grid axis (a smoke run), named ``<name>-quick`` so that its records and artefacts
+    stay apart from the real runs."""
+    stages = tuple(dataclasses.replace(
+        s, train={**s.train, "epochs": 1, "steps": 0 if s.train.get("steps") == 0 else None},
+        seeds=s.seeds[:1], grid={k: tuple(v[:1]) for k, v in s.grid.items()})
+                   for s in suite.stages)
+    return dataclasses.replace(suite, name=f"{suite.name}-quick", stages=stages,
+                               seeds=suite.seeds[:1])
+
+
+def _split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
+    """(train-split params, val/test params): ``n_per_class`` sub-samples the train split only."""
+    train = dict(params)
+    evals = {k: v for k, v in params.items() if k != "n_per_class"}
+    return train, evals
+
+
+def _datasets(cfg: Mapping[str, Any], evals: bool = True):
+    from harness.zoo.data import get_dataset, held_splits, load_dataset
+    from harness.experiments.suite import resolve_split
+
+    tr_p, ev_p = _split_params(cfg["dataset_params"])
+    name, seed = cfg["dataset"], int(cfg["seed"])
+    # stage key 'splits': a split per role, for every dataset or per dataset ({aircraft: ...})
+    chosen = {role: resolve_split(cfg.get("splits"), role, name)
+              for role in ("train", "val", "test")}
+    train_set = load_dataset(name, split=chosen["train"], seed=seed, **tr_p)
+    have = held_splits(name, ev_p) if evals else ()
+    val_set, test_set = (
+        load_dataset(name, split=chosen[role], seed=seed, **ev_p)
+        if evals and chosen[role] is not None and chosen[role] in have else None
+        for role in ("val", "test"))
+    if evals and chosen["test"] is not None and test_set is None:
+        raise ValueError(f"dataset {name!r} has no split {chosen['test']!r} to test on (splits: "
+                         f"{', '.join(have)}); set the stage's 'splits: {{test: ...}}'")
+    classes = getattr(train_set, "classes", None)
+    k = len(classes) if classes else get_dataset(name).num_classes
+    return train_set, val_set, test_set, k
+
+
+def _num_classes(cfg: Mapping[str, Any]) -> int:
+    """Number of classes of a job's task (its train split's, after class selection)."""
+    return _datasets(cfg, evals=False)[3]
+
+
+def _build(cfg: Mapping[str, Any], num_classes: int, weights: str | os.PathLike | None = None):
+    from harness.zoo.models import build_model
+
+    mp = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["model_params"].items()}
+    return build_model(cfg["model"], num_classes, weights_path=weights, **mp)
+
+
+def _save_pending(path: Path, metrics) -> None:
+    """A finished job's metrics beside its checkpoint until the storage records them: a worker
+    stopped by a storage outage loses no training (the next run records it from this file)."""
+    import json
+
+    from harness.experiments.records import jsonable
+
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(json.dumps({k: jsonable(v) for k, v in metrics.items()}))
+    os.replace(tmp, path)
+
+
+def _load_pending(path: Path):
+    """The metrics :func:`_save_pending` left, or None (none, or unreadable: train again)."""
+    import json
+
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("status") == "completed" \
+        else None
+
+
+def _remove_stale_tmp(path: Path) -> None:
+    """Delete ``<path>.tmp.<pid>`` files that a killed writer left behind (its process is gone;
+    a live writer's file is left alone)."""
+    from harness.experiments.claims import pid_alive
+
+    for tmp in path.parent.glob(f"{path.name}.tmp.*"):
+        pid = tmp.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and pid_alive(int(pid)):  # claims.py's liveness test
+            continue
+        tmp.unlink(missing_ok=True)
+
+
+def _save_atomic_state(model, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def _pretrained_path(cfg: Mapping[str, Any]) -> str:
+    path = os.path.expanduser(os.path.expandvars(str(cfg["pretrained"])))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"pretrained weights {cfg['pretrained']!r} (-> {path!r}) not found: put a state_dict "
+            "saved with torch.save(model.state_dict(), path) there (nothing is downloaded; "
+            "torchvision's ImageNet weights files load as they are)")
+    return path
+
+
+def _artefact(artefacts: Path, key: str, role: str) -> Path:
+    path = artefacts / f"{key}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{role} artefact {path} missing ({role} job {key} did not "
+                                "complete)")
+    return path
+
+
+def _features(model, dataset, tap: str = "penultimate", batch_size: int = 256):
+    """``(features, labels)`` of ``dataset`` at ``tap`` of ``model`` (eval mode, pooled)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from harness.transfer.taps import Taps
+
+    feats, labels = [], []
+    model.eval()
+    device = next(model.parameters()).device
+    with Taps(model, [tap]) as taps, torch.no_grad():
+        for x, y in DataLoader(dataset, batch_size=batch_size):
+            model(x.to(device))
+            feats.append(taps.features[tap].cpu())
+            labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def _layer_traces(model, teacher, dataset, taps, max_examples: int) -> dict[str, float]:
+    """li2020 Fig. 2 (post hoc): at each tap, the trace of the exact OT plan between the
+    trained network's and the teacher's neurons, each neuron seen on up to ``max_examples``
+    examples of ``dataset`` (the share of neurons still matched to their initial role)."""
+    import torch
+    from torch.utils.data import Subset
+
+    from harness.transfer.representation import matched_fraction, solve_representation
+
+    if len(dataset) > max_examples:  # a fixed random subset: file lists are often class-sorted
+        pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+        dataset = Subset(dataset, sorted(pick[:max_examples].tolist()))
+    out = {}
+    for tap in taps:
+        s, _ = _features(model, dataset, tap)
+        t, _ = _features(teacher, dataset, tap)
+        res = solve_representation(s.double(), t.double(), view="neurons", plan="exact")
+        trace = matched_fraction(res)
+        if trace is None:
+            raise ValueError(f"trace analysis at {tap!r}: the network has {s.shape[1]} neurons "
+                             f"there and the teacher {t.shape[1]}; the trace needs d == d'")
+        out[tap] = float(trace)
+    return out
+
+
+def _label_cost(spec, extractor, source_set, target_set):
+    """lu2017 §3.4: the ``(K_src, K_tgt)`` label cost from a fixed extractor's features,
+    divided by its largest entry. lu2017 leaves the scale of ``C`` to ``lambda_ot``; MK-MMD^2
+    lies in [0, 2] while OT between feature clouds grows with the features' squared norms, so
+    we normalise both, and one ``alpha`` (``lambda_ot``) grid serves either cost."""
+    from harness.transfer.regularizers import label_cost_mkmmd, label_cost_ot, label_cost_spec
+
+    kind, options = label_cost_spec(spec)
+    fs, ys = _features(extractor, source_set)
+    ft, yt = _features(extractor, target_set)
+    ks, kt = len(source_set.classes), len(target_set.classes)
+    fn = label_cost_mkmmd if kind == "mkmmd" else label_cost_ot
+    M = fn(fs, ys, ft, yt, n_source_classes=ks, n_target_classes=kt, **options)
+    top = float(M.max())
+    return M / top if top > 0 else M
+
+
+def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress: bool,
+            save: bool, device: str | None = None,
+            on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train one job and return its metrics (the record's attributes): data -> student (its
+    starting point) -> teacher -> source task -> regularizer -> :func:`train` -> metrics
+    (plus layer traces and the weights file when asked). ``jobs_by_key`` resolves the job's
+    ``teacher`` / ``init`` keys, whose weights are read from ``artefacts``."""
+    import torch
+
+    from harness.training.loop import train
+
+    cfg = job.config
+    torch.manual_seed(job.seed)  # the data subset's and the student's initialisation
+    train_set, val_set, test_set, k = _datasets(cfg)
+    model = _build(cfg, k)
+    model, initial_weights = _starting_point(cfg, k, model, jobs_by_key, artefacts)
+    teacher = _teacher(cfg, k, jobs_by_key, artefacts)
+    source_set = _source_task(cfg, job, model)
+    reg, label_cost = _regularizer(cfg, teacher, source_set, train_set, initial_weights)
+    ckpt = artefacts / f"{job.key}.ckpt"
+    artefacts.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(ckpt)
+    result = train(model, train_set, val_set, config=_train_config(cfg, device),
+                   regularizer=reg, teacher=teacher, test_set=test_set, progress=progress,
+                   initial_weights=initial_weights, label_cost=label_cost,
+                   source_set=source_set,
+                   source_weight=cfg["source"]["weight"] if cfg.get("source") else 1.0,
+                   checkpoint_path=ckpt, on_epoch=on_epoch)
+    metrics = _metrics(result)
+    if result.status == "completed" and cfg.get("analysis"):
+        an = cfg["analysis"]
+        split = {"val": val_set, "test": test_set}.get(an["split"])
+        if split is None:
+            from harness.zoo.data import load_dataset
+
+            split = load_dataset(cfg["dataset"], split=an["split"], seed=job.seed,
+                                 **_split_params(cfg["dataset_params"])[1])
+        metrics["layer_traces"] = _layer_traces(model, teacher, split, an["trace_taps"],
+                                                an["max_examples"])
+    if result.status == "completed" and save:
+        path = artefacts / f"{job.key}.pt"
+        _save_atomic_state(model, path)
+        metrics["artefact"] = str(path)
+    return metrics
+
+
+def _starting_point(cfg: Mapping[str, Any], k: int, model, jobs_by_key, artefacts: Path):
+    """The student and its ``w0`` (L2-SP's anchor): fresh, a local pre-trained file, or the
+    ``init`` stage's weights with a fresh ``k``-way head (fine-tuning)."""
+    from harness.zoo.models import head_fits, load_weights, read_state, replace_head
+
+    initial_weights = None
+    if cfg.get("init") == PRETRAINED:  # from a local weights file (ImageNet ...)
+        # the file's head is kept when it fits this task (ImageNet on ImageNet: a teacher used
+        # as it is, with steps: 0); a head of another size is left fresh (fine-tuning)
+        model = _build(cfg, k)
+        state = read_state(_pretrained_path(cfg))  # read once: ImageNet files are large
+        fresh = not head_fits(model, state)
+        load_weights(model, state)
+        head = model.tap_points["head"] + "."
+        initial_weights = {n: p.detach().clone() for n, p in model.named_parameters()
+                           if not (fresh and n.startswith(head))}
+    elif cfg.get("init"):  # fine-tuning: the init stage's weights, a fresh k-way head
+        ipath = _artefact(artefacts, cfg["init"], "init")
+        icfg = jobs_by_key[cfg["init"]].config
+        model = _build(icfg, _num_classes(icfg), weights=ipath)
+        head = model.tap_points["head"] + "."
+        initial_weights = {n: p.detach().clone() for n, p in model.named_parameters()
+                           if not n.startswith(head)}
+        replace_head(model, k)
+    return model, initial_weights
+
+
+def _teacher(cfg: Mapping[str, Any], k: int, jobs_by_key, artefacts: Path):
+    """The frozen reference network: a local pre-trained file or an earlier stage's job."""
+    if cfg.get("teacher") == PRETRAINED:  # the pre-trained network itself, frozen (li2020 §3)
+        return _build(cfg, k, weights=_pretrained_path(cfg)).eval()
+    if cfg.get("teacher"):
+        tcfg = jobs_by_key[cfg["teacher"]].config
+        tpath = _artefact(artefacts, cfg["teacher"], "teacher")
+        return _build(tcfg, _num_classes(tcfg), weights=tpath).eval()
+    return None
+
+
+def _source_task(cfg: Mapping[str, Any], job: Job, model):
+    """Joint training (lu2017): the source task's data, and a second classifier for it."""
+    if not cfg.get("source"):
+        return None
+    from harness.zoo.data import load_dataset
+    from harness.zoo.models import with_source_head
+
+    src = cfg["source"]
+    source_set = load_dataset(src["dataset"], split=src.get("split", "train"), seed=job.seed,
+                              **src["dataset_params"])
+    with_source_head(model, len(source_set.classes))
+    return source_set
+
+
+def _regularizer(cfg: Mapping[str, Any], teacher, source_set, train_set, initial_weights):
+    """The job's regularizer (None for plain training) and the label cost it computes from
+    the teacher's features (lu2017), checked against what the stage gives it."""
+    from harness.transfer.regularizers import build_regularizer
+
+    if not (cfg["regularizer"] != "none" or cfg["regularizer_params"]):
+        return None, None
+    label_cost = None
+    params = dict(cfg["regularizer_params"])
+    for key in ("label_cost", "jtln.label_cost"):
+        if isinstance(params.get(key), (str, Mapping)):  # from the teacher's features
+            kind = params.pop(key)
+            if teacher is None or source_set is None:
+                raise ValueError(f"label_cost {kind!r} needs the stage's 'teacher' (the "
+                                 "feature extractor) and 'source' (the source task)")
+            label_cost = _label_cost(kind, teacher, source_set, train_set)
+    reg = build_regularizer(cfg["regularizer"], **params)
+    if reg.needs_teacher and teacher is None:
+        raise ValueError(f"regularizer {cfg['regularizer']!r} needs a teacher: give the "
+                         "stage 'teacher: <earlier stage>'")
+    if reg.needs_initial_weights and initial_weights is None:
+        raise ValueError(f"regularizer {cfg['regularizer']!r} needs a starting point: give "
+                         "the stage 'init: <earlier stage>'")
+    if reg.needs_source_head and source_set is None:
+        raise ValueError(f"regularizer {cfg['regularizer']!r} needs a source task: give "
+                         "the stage 'source: {dataset: ...}'")
+    return reg, label_cost
+
+
+def _train_config(cfg: Mapping[str, Any], device: str | None):
+    from harness.training.loop import TrainConfig
+
+    tc = dict(cfg["train"])
+    tc["milestones"] = tuple(tc.get("milestones", ()))
+    if device:
+        tc["device"] = device
+    return TrainConfig(**tc)
+
+
+def _metrics(result) -> dict[str, Any]:
+    """A record's metrics from a :class:`~harness.training.loop.TrainResult`."""
+    epochs = result.history.get("epochs", []) if result.history else []
+    last = epochs[-1] if epochs else {}
+    losses = {k[len("train/"):]: float(v) for k, v in last.items()
+              if k.startswith("train/") and isinstance(v, (int, float))}
+    return {"status": result.status, "reason": result.reason,
+            "val_accuracy": result.final_val_accuracy,
+            "best_val_accuracy": result.best_val_accuracy,
+            "test_accuracy": result.test_accuracy, "wall_time": result.wall_time,
+            "epochs_completed": result.epochs_completed, "final_losses": losses,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            # per-epoch means of every logged term and solver stat (plan traces, li2020
+            # Fig. 3): what the report's plots read
+            "epochs": [{k: v for k, v in e.items() if isinstance(v, (int, float))}
+                       for e in epochs]}
+
+
+def _deps(job: Job) -> list[str]:
+    """Keys of the jobs whose weights ``job`` loads (its teacher and init stages)."""
+    return [job.config[r] for r in ("teacher", "init")
+            if job.config.get(r) and job.config[r] != PRETRAINED]
+
+
+def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
+              overrides: Iterable[str] = (), progress: bool = True, quick: bool = False,
+              results_root: str | os.PathLike = "results",
+              on_job: Callable[[Job, Mapping[str, Any]], None] | None = None,
+              log: Callable[[str], None] | None = print,
+              device: str | None = None, worker: bool = False, stale_after: float = 120.0,
+              heartbeat: float = 10.0, poll: float = 2.0, jobs: Iterable[Job] | None = None,
+              record_extra: Mapping[str, Mapping[str, Any]] | None = None) -> RunSummary:
+    """Run every job of ``suite`` not yet completed in ``storage``; record each one.
+
+    Any number of processes, on any number of machines, may run the same suite on the same
+    storage at once: each job is claimed before it runs (:mod:`harness.experiments.claims`), so none is run
+    twice to completion, and one whose worker died is taken over and resumed from its last
+    epoch checkpoint. A job waits for its teacher and init jobs, whoever runs them.
+
+    Parameters
+    ----------
+    suite : Suite, path or name
+        A loaded suite, a suite file or a name in ``suites/``.
+    storage : str, optional
+        Any Optuna storage URL; default ``sqlite:///<results_root>/<suite>/runs.sqlite3``.
+    overrides : iterable of str
+        ``--set`` strings (``stages.students.train.epochs=2``), applied before expansion.
+    progress : bool
+        In a terminal (standard error a TTY, ``log`` left as ``print``): one suite bar and the
+        running job's bar beneath it (:mod:`harness.experiments.progress`). Otherwise, or when False, one
+        plain line per job through ``log``.
+    quick : bool
+        1 epoch per stage and the first seed only (smoke run).
+    results_root : path
+        Artefacts go to ``<results_root>/<suite>/artefacts/<key>.pt``; workers on several
+        machines need it on a shared file system.
+    on_job : callable, optional
+        ``on_job(job, metrics)`` after each recorded job (what it raises propagates).
+    log : callable, optional
+        One line per job; ``None`` is silent.
+    device : str, optional
+        Train every job on this device (``"cuda"`` ...), overriding ``train.device`` without
+        changing the jobs' keys.
+    worker : bool
+        ``otransfer worker``: leave the jobs that failed earlier alone (``run``/``resume``
+        forget those failures and try them again).
+    stale_after, heartbeat : float
+        Seconds: a claim whose heartbeat is older than ``stale_after`` is taken over by another
+        worker (a dead process on the same host at once); claims beat every ``heartbeat``.
+    poll : float
+        Seconds between looks at the storage while every job left is held by other workers.
+    jobs : iterable of Job, optional
+        Run these jobs instead of the suite's expansion (``tune``: the teacher stages of the
+        searched stage, the re-runs of its best point); teachers they load are looked up in
+        the suite's expansion.
+    record_extra : mapping, optional
+        Extra attributes of the records of some jobs, by key.
+    """
+    from harness.experiments.suite import with_overrides
+
+    overrides = list(overrides)
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite, overrides)
+    elif overrides:
+        suite = with_overrides(suite, overrides)
+    if quick:
+        suite = quick_suite(suite)
+    run = _SuiteRun(suite, storage, results_root, jobs, progress, log, device, stale_after,
+                    heartbeat, poll, record_extra)
+    try:
+        run.open_claims(reset_failed=not worker)
+        while (job := run.next_job()) is not None:
+            metrics = run.run(job)
+            if on_job is not None and metrics is not None:
+                on_job(job, metrics)
+    finally:
+        run.close()
+    return run.finish()
+
+
+class _SuiteRun:
+    """One call of :func:`run_suite`: the jobs, what is done, this worker's claims, and the
+    steps of the loop as methods (choose and claim a job -> start its record -> train ->
+    move the claim to ``recording`` -> write the record -> close the claim -> say so)."""
+
+    def __init__(self, suite: Suite, storage, results_root, jobs, progress, log, device,
+                 stale_after, heartbeat, poll, record_extra):
+        from harness.experiments import records
+        from harness.experiments.progress import SuiteBar, is_terminal
+        from harness.training import distributed as ddp
+
+        self.suite, self.device, self.poll = suite, device, poll
+        self.stale_after, self.heartbeat = stale_after, heartbeat
+        self.record_extra = record_extra or {}
+        self.storage = storage = storage or records.default_storage(suite.name, results_root)
+        self.artefacts = Path(results_root) / suite.name / "artefacts"
+        expanded = expand(suite)
+        self.jobs = jobs = expanded if jobs is None else list(jobs)
+        self.by_key = {j.key: j for j in [*expanded, *jobs]}
+        self.number = {j.key: i for i, j in enumerate(jobs, 1)}
+        # jobs whose weights later stages load (as teacher or as init) keep an artefact
+        self.teacher_keys = {d for j in self.by_key.values() for d in _deps(j)}
+        # under torchrun every rank trains each job (DDP); rank 0 alone claims and records
+        self.multi = ddp.world_size() > 1
+        if self.multi:
+            ddp.init_from_env(device or "cpu")
+        self.main = main = ddp.is_main()
+        self.study = records.open_study(storage, suite.name) if main else None
+        self.done = records.done_keys(storage, suite.name) if main else set()
+        self.say = (log if main else None) or (lambda s: None)
+        # a terminal gets one suite bar (and the job's bar beneath it); a log a line per job
+        self.bar_mode = bool(progress and main and log is print and is_terminal())
+        self.t0 = time.perf_counter()
+        self.summary = RunSummary(suite.name, storage, len(jobs), 0, 0, 0, 0.0,
+                                  keys=[j.key for j in jobs])
+        for job in jobs:
+            if self.finished(job.key):
+                self.summary.skipped += 1
+                if not self.bar_mode:
+                    self.say(f"{self.tag(job)}: done ({job.key}), skipped")
+        self.bar = SuiteBar(suite.name, len(jobs), done=self.summary.skipped) \
+            if self.bar_mode else None
+        if self.bar is not None:
+            self.say = self.bar.write  # lines a person must see go above the bars
+        self.first_done = set(self.done)
+        self.claims = None
+        self.tried: set[str] = set()  # failed here: not tried again in this run
+        self.since = None  # the database time of pick's last read of the claims
+
+    # ---- small helpers
+    def tag(self, job: Job) -> str:
+        return (f"[{self.number[job.key]}/{len(self.jobs)}] {job.stage} {job.dataset} "
+                f"{job.regularizer} seed={job.seed}")
+
+    def finished(self, key: str) -> bool:
+        return key in self.done and (key not in self.teacher_keys
+                                     or (self.artefacts / f"{key}.pt").is_file())
+
+    def store(self, fn, what):
+        """A storage operation, retried through an outage (records.retrying)."""
+        from harness.experiments import records
+
+        return records.retrying(fn, what, self.storage, say=self.say)
+
+    def open_claims(self, reset_failed: bool) -> None:
+        from harness.experiments.claims import Claims
+
+        if not self.main:
+            return
+        self.claims = Claims(self.storage, self.suite.name, stale_after=self.stale_after,
+                             heartbeat=self.heartbeat)
+        if reset_failed:  # run / resume try failed jobs again; a worker leaves them alone
+            self.claims.reset_failed()
+
+    # ---- choosing the next job
+    def pick(self):
+        """The next job this worker claims (with its claim), ``"wait"`` when every job left is
+        held by others or waits on one that is, or ``None`` when nothing is left to do."""
+        from harness.experiments.claims import DONE, FAILED
+
+        claims, done = self.claims, self.done
+        # the live and failed claims and those done since the last read (1 s of margin for a
+        # late commit): the read stays small however many jobs are done; a job done by another
+        # worker and missed is learnt from try_claim's refusal below
+        states = claims.states(unfinished=True, done_since=self.since)
+        self.since = claims.last_now - 1.0
+        done.update(k for k, c in states.items() if c.state == DONE)
+        wait = False
+        for job in [j for j in self.jobs if not self.finished(j.key) and j.key not in self.tried]:
+            c = states.get(job.key)
+            if c is not None and c.state == FAILED:
+                continue  # another worker's failure in this run: left as it is
+            if any(not (self.finished(d) or d in self.tried or d not in self.number
+                        or (d in states and states[d].state == FAILED)) for d in _deps(job)):
+                wait = True  # its teacher is not there yet
+                continue
+            if c is not None and c.state != DONE and not claims.is_abandoned(c):
+                wait = True  # another worker runs it
+                continue
+            got = self.claim(job)
+            if got == "skip":
+                continue
+            if got is None:
+                wait = True
+                continue
+            return job
+        return "wait" if wait else None
+
+    def claim(self, job: Job):
+        """Claim ``job``: the claim, ``None`` when another worker holds it, ``"skip"`` when it
+        turns out done (by another worker, or recorded by a lost one) or failed."""
+        from harness.experiments import records
+        from harness.experiments.claims import DONE, FAILED
+
+        claims, done = self.claims, self.done
+        # a job recorded done whose job is not finished is a teacher without its weights
+        got = claims.try_claim(job.key, retake_done=job.key in done)
+        if got is None and claims.last_refused == DONE:  # done by another worker
+            done.add(job.key)
+            if self.finished(job.key):
+                return "skip"
+            got = claims.try_claim(job.key, retake_done=True)
+        if got is None and claims.last_refused == FAILED:
+            return "skip"  # another worker's failure in this run: left as it is
+        if got is not None and got.attempts > 1 and claims.last_previous:  # from a lost worker
+            n = records.fail_orphans(self.study, job.key, claims.last_previous)
+            self.say(f"{self.tag(job)}: taken over from {claims.last_previous} (attempt "
+                     f"{got.attempts}; {n} orphan record(s) marked failed)")
+            if job.key in records.done_keys(self.storage, self.suite.name):
+                done.add(job.key)  # it died after recording
+                if self.finished(job.key):  # (a teacher without its weights file: run again)
+                    claims.begin_record(job.key)
+                    claims.finish(job.key, ok=True)
+                    return "skip"
+        return got
+
+    def next_job(self) -> Job | None:
+        from harness.training import distributed as ddp
+
+        job = self.store(self.pick, "choosing the next job") if self.main else None
+        while job == "wait":
+            time.sleep(self.poll)
+            job = self.store(self.pick, "choosing the next job")
+        if self.multi:  # every rank trains the job rank 0 claimed
+            job = self.by_key.get(ddp.broadcast_object(job.key if job else None))
+        return job
+
+    # ---- one job
+    def run(self, job: Job) -> Mapping[str, Any] | None:
+        """Train ``job`` and record it (rank 0); the metrics recorded (None on other ranks)."""
+        from harness.experiments import records
+
+        is_teacher = job.key in self.teacher_keys
+        if self.bar is not None:
+            self.bar.start(f"{job.stage} {job.dataset} {job.regularizer} seed={job.seed}")
+        if not self.main:  # a DDP rank: train, rank 0 records (a failure too)
+            try:
+                run_job(job, self.by_key, self.artefacts, progress=False, save=False,
+                        device=self.device)
+            except Exception:
+                pass
+            return None
+        claims, study = self.claims, self.study
+        trial = self.store(lambda: records.start_record(study, job, extra={
+            **self.record_extra.get(job.key, {}), "worker": claims.worker}),
+            f"starting the record of {job.key}")
+        pending = self.artefacts / f"{job.key}.result.json"
+        try:
+            metrics = _load_pending(pending)  # trained before an outage stopped a worker
+            if metrics is None:
+                metrics = run_job(job, self.by_key, self.artefacts, self.bar_mode,
+                                  save=is_teacher, device=self.device)
+                if metrics["status"] == "completed":  # kept until the storage has it
+                    _save_pending(pending, metrics)
+            else:
+                self.say(f"{self.tag(job)}: recording the result trained before the storage "
+                         f"went away ({pending.name})")
+        except Exception as exc:  # recorded, and the run goes on
+            metrics = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        except BaseException:  # Ctrl-C, SIGTERM: record the interruption, then stop
+            records.finish_record(study, trial, {"status": "failed", "reason": "interrupted"})
+            claims.release(job.key)  # resume (or another worker) takes it at once
+            raise
+        metrics = self.record(job, trial, metrics)
+        pending.unlink(missing_ok=True)
+        (self.artefacts / f"{job.key}.ckpt").unlink(missing_ok=True)  # recorded: resume no more
+        return metrics
+
+    def record(self, job: Job, trial, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Move the claim to ``recording``, write the record, close the claim, say so."""
+        from harness.experiments import records
+
+        claims = self.claims
+        ok = metrics["status"] == "completed"
+        if ok and not self.store(lambda: claims.begin_record(job.key),
+                                 f"claiming the record of {job.key}"):
+            # we stalled, another worker has it
+            metrics = {**metrics, "status": "failed",
+                       "reason": "claim lost to another worker (this one stalled longer "
+                                 f"than stale_after={self.stale_after:g} s)"}
+            ok = None
+        self.store(lambda: records.finish_record(self.study, trial, metrics),
+                   f"recording the result of {job.key}")
+        if ok is not None:
+            self.store(lambda: claims.finish(job.key, ok=ok), f"closing the claim of {job.key}")
+        if self.bar is not None:
+            self.bar.finish(bool(ok))
+        if ok:
+            self.summary.completed += 1
+            self.done.add(job.key)
+            if self.bar is None:
+                self.say(f"{self.tag(job)}: test {100 * metrics['test_accuracy']:.1f}% "
+                         f"({metrics['wall_time']:.1f} s)")
+        else:
+            self.tried.add(job.key)
+            self.summary.failed += 1
+            self.summary.failures.append((job.key, metrics.get("reason", "")))
+            self.say(f"{self.tag(job)}: FAILED: {metrics.get('reason', '')}")
+        return metrics
+
+    # ---- the end
+    def close(self) -> None:
+        if self.claims is not None:
+            self.claims.close()
+        if self.bar is not None:
+            self.bar.close()
+
+    def finish(self) -> RunSummary:
+        s = self.summary
+        s.by_others = len(set(self.done) - self.first_done) - s.completed
+        s.wall_time = time.perf_counter() - self.t0
+        return s

@@ -280,7 +280,7 @@ def test_workers_starting_together_on_a_fresh_database(backend, tmp_path, reques
             c.execute(sa.text(f"CREATE DATABASE {db}"))
         engine.dispose()
         url = pg_url.rsplit("/", 1)[0] + "/" + db
-    code = ("import sys; from harness import records; from harness.experiments.claims import Claims; "
+    code = ("import sys; from harness.experiments import records; from harness.experiments.claims import Claims; "
             "records.open_study(sys.argv[1], 's'); Claims(sys.argv[1], 's').close(); "
             "print('opened')")
     procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT,

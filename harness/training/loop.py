@@ -838,6 +838,32 @@ class _ManyProcesses(_OneProcess):
         return dict(zip(losses, means)), means.sum()
 
 
+class _JointSource:
+    """Joint training (lu2017 §3.1) as a strategy of the loop: each step first draws a batch of
+    the source task and scores it through the model's source classifier (tap point
+    ``"source_head"``); :func:`train` adds ``source_weight * CE(h_s(x^s), y^s)`` (lu2017 Eq. 2
+    and 4, ``lambda_s``) to the loss as the term ``source_ce``. Without a source task the loop
+    holds ``None`` instead."""
+
+    def __init__(self, source_set: Dataset, weight: float, src_tap: Taps, hooks: list,
+                 device: torch.device):
+        self.source_set, self.weight = source_set, weight
+        self.src_tap, self.hooks, self.device = src_tap, hooks, device
+        self.batches = None
+
+    def start_epoch(self, cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
+        self.batches = _cycle(_epoch_loader(self.source_set, cfg, epoch, 1, rank, world))
+
+    def term(self, model: nn.Module) -> torch.Tensor:
+        """``source_weight * CE`` of the next source batch, forwarded before the target's."""
+        src_sizes, (xs, ys) = next(self.batches)
+        model(xs.to(self.device))  # the module itself: DDP sees one forward a step
+        ce = _local_ce(self.src_tap.features[SOURCE_HEAD_TAP], ys.to(self.device), src_sizes)
+        for t in self.hooks:
+            t.clear()  # the taps now record the target batch only
+        return self.weight * ce
+
+
 class _Run:
     """One call of :func:`train`: its modules, optimiser and counters, and its steps as methods
     in the order ``train`` calls them (prepare -> materialise the regularizer -> optimiser ->
@@ -847,8 +873,7 @@ class _Run:
                  initial_weights, label_cost, source_set, source_weight):
         self.t_start = time.perf_counter()
         self.cfg, self.model, self.reg, self.teacher = cfg, model, reg, teacher
-        self.train_set, self.val_set, self.source_set = train_set, val_set, source_set
-        self.source_weight = source_weight
+        self.train_set, self.val_set = train_set, val_set
         self.rank, self.world = distributed.init_from_env(cfg.device)
         # "cuda" -> this process's GPU under torchrun
         self.device = device = distributed.local_device(cfg.device)
@@ -884,6 +909,8 @@ class _Run:
         self.src_tap = Taps(model, [SOURCE_HEAD_TAP], pool=False) \
             if (needs_source or source_set is not None) else None
         self.hooks = [t for t in (self.s_taps, self.t_taps, self.src_tap) if t is not None]
+        self.joint = _JointSource(source_set, source_weight, self.src_tap, self.hooks, device) \
+            if source_set is not None else None
         # teacher_mode="train" (li2020 §3, T = A^(0)): the teacher's batch norms normalise with
         # the batch's statistics as the training student's do. track_running_stats=False makes
         # a training-mode batch norm neither read nor update its running buffers, so the
@@ -1045,20 +1072,20 @@ class _Run:
         self.diag: dict[str, float] = {}
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
-        sources = _cycle(_epoch_loader(self.source_set, cfg, epoch, 1, rank, world)) \
-            if self.source_set is not None else None
+        if self.joint is not None:
+            self.joint.start_epoch(cfg, epoch, rank, world)
         loader = _epoch_loader(self.train_set, cfg, epoch, 0, rank, world)
         for i, (x, y) in enumerate(loader):
             if self.step >= self.total_steps:
                 break
             sizes = loader.batch_sampler.split(i)  # every rank's share of the batch
-            self.train_step(epoch, i, x.to(self.device), y.to(self.device), sizes, sources)
+            self.train_step(epoch, i, x.to(self.device), y.to(self.device), sizes)
 
     def train_step(self, epoch: int, i: int, x: torch.Tensor, y: torch.Tensor,
-                   sizes: list[int], sources) -> None:
+                   sizes: list[int]) -> None:
         """source batch (joint training) -> student forward (taps) -> teacher forward ->
         ce + terms (NaN guard) -> diagnostics -> backward -> clip -> step -> log."""
-        source_ce = self.source_forward(sources) if sources is not None else None
+        source_term = self.joint.term(self.model) if self.joint is not None else None
         # forward the student (taps record its features), then the frozen teacher
         logits = self.net(x)
         ce = _local_ce(logits, y, sizes)
@@ -1070,7 +1097,7 @@ class _Run:
         if reason is not None:
             raise _Failure(reason)
         ctx = self.context(x, y, logits, sizes)
-        terms, loss = self.loss_terms(epoch, ctx, ce, source_ce)
+        terms, loss = self.loss_terms(epoch, ctx, ce, source_term)
         if i == 0 and self.procs.diagnose and terms and \
                 (epoch % self.diag_every == 0 or epoch == self.n_epochs - 1):
             # is a term too weak or wrong? On the first batch of ~10 epochs spread over
@@ -1089,19 +1116,11 @@ class _Run:
         if self.bar is not None:
             self.bar.update(1)
 
-    def source_forward(self, sources) -> torch.Tensor:
-        """Joint training (lu2017 §3.1): the source batch through the source head, first."""
-        src_sizes, (xs, ys) = next(sources)
-        self.model(xs.to(self.device))  # the module itself: DDP sees one forward a step
-        source_ce = _local_ce(self.src_tap.features[SOURCE_HEAD_TAP], ys.to(self.device),
-                              src_sizes)
-        for t in self.hooks:
-            t.clear()  # the taps now record the target batch only
-        return source_ce
-
     def loss_terms(self, epoch: int, ctx: RegContext, ce: torch.Tensor,
-                   source_ce: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """The regularizer's terms (and ``source_ce``) and the loss ``ce + sum(terms)``;
+                   source_term: torch.Tensor | None
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The regularizer's terms (and joint training's ``source_ce``) and the loss
+        ``ce + sum(terms)``;
         a non-finite one raises :class:`_Failure` naming the first bad term, before any update."""
         reg, step = self.reg, self.step
         cause: BaseException | None = None
@@ -1117,8 +1136,8 @@ class _Run:
             cause = err
             reason = (f"non-finite loss at step {step} (epoch {epoch}): the regularizer "
                       f"{'+'.join(reg.names)!r} got non-finite inputs: {err}")
-        if source_ce is not None:
-            terms = {"source_ce": self.source_weight * source_ce, **terms}
+        if source_term is not None:
+            terms = {"source_ce": source_term, **terms}
         loss = ce + sum(terms.values())
         # NaN guard: name the first non-finite term, before any update
         if reason is None and not torch.isfinite(loss):

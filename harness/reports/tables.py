@@ -292,13 +292,17 @@ def plot_table(df, title: str, path) -> None:
     mean, std, n = leaderboard_numbers(df)
     methods, tasks = list(mean.index), list(mean.columns)
     h = 0.8 / max(1, len(tasks))
-    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * len(methods) * max(1, len(tasks)) ** 0.6))
+    many = len(tasks) > 6  # a legend beside the axes, not over the bars; > 10: 20 colours
+    fig, ax = plt.subplots(figsize=(7.5 + 2.5 * many,
+                                    0.9 + 0.42 * len(methods) * max(1, len(tasks)) ** 0.6))
+    colors = plt.get_cmap("tab20").colors if len(tasks) > 10 else [None] * len(tasks)
     y = np.arange(len(methods))
     lo = np.nanmin((mean - std).to_numpy()) if mean.size else 0.0
     for i, task in enumerate(tasks):
         m, s = mean[task].to_numpy(), std[task].fillna(0).to_numpy()
         pos = y + (i - (len(tasks) - 1) / 2) * h
-        bars = ax.barh(pos, m, h * 0.9, xerr=s, capsize=2, label=str(task), alpha=0.85)
+        bars = ax.barh(pos, m, h * 0.9, xerr=s, capsize=2, label=str(task), alpha=0.85,
+                       color=colors[i % len(colors)])
         best = np.nanargmax(m) if np.isfinite(m).any() else None
         if best is not None:
             bars[best].set_edgecolor("black")
@@ -313,7 +317,9 @@ def plot_table(df, title: str, path) -> None:
                   "seeds")
     ax.set_title(str(title))
     ax.grid(axis="x", alpha=0.3)
-    if len(tasks) > 1:
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    elif len(tasks) > 1:
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

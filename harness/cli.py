@@ -678,8 +678,6 @@ def _add_status(sub) -> None:
     p.set_defaults(func=_cmd_status, parser=p)
 
 
-
-
 def _cmd_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from harness.experiments.schema import dumps
 

@@ -180,18 +180,16 @@ class Claims:
 
         t = self._t
         q = sa.select(t).where(t.c.suite == self.suite)
+        if keys is not None:  # in SQL: try_claim reads one row, not the suite's
+            q = q.where(t.c.key.in_(sorted(set(keys))))
         if unfinished:
             q = q.where(t.c.state != DONE) if done_since is None else \
                 q.where(sa.or_(t.c.state != DONE, t.c.heartbeat >= float(done_since)))
         with self._engine.connect() as c:
             rows = c.execute(q).mappings().all()
             self.last_now = float(c.execute(sa.select(self._now)).scalar_one())
-        out = {r["key"]: Claim(r["key"], r["worker"], r["host"], r["pid"], r["state"],
-                               r["heartbeat"], r["attempts"]) for r in rows}
-        if keys is not None:
-            keys = set(keys)
-            out = {k: v for k, v in out.items() if k in keys}
-        return out
+        return {r["key"]: Claim(r["key"], r["worker"], r["host"], r["pid"], r["state"],
+                                r["heartbeat"], r["attempts"]) for r in rows}
 
     def is_abandoned(self, claim: Claim, now: float | None = None) -> bool:
         """Whether ``claim``'s worker is gone: a dead process on this host, or a heartbeat

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from harness.experiments.suite import PRETRAINED, Job, Suite, apply_overrides, expand, load_suite
+from harness.experiments.suite import PRETRAINED, Job, Suite, expand, load_suite
 
 __all__ = ["run_suite", "RunSummary", "quick_suite"]
 

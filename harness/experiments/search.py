@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from harness.experiments.search_options import PRUNERS, SAMPLERS, build_option, check_option
-from harness.experiments.suite import (PRETRAINED, Job, Search, Stage, Suite, SuiteError, merge_params,
-                    apply_overrides, canonical_json, config_key, expand, load_suite)
+from harness.experiments.suite import (PRETRAINED, Job, Search, Stage, Suite, SuiteError,
+                                       canonical_json, config_key, expand, load_suite,
+                                       merge_params)
 
 __all__ = ["tune", "TuneSummary", "PRUNERS", "SAMPLERS", "check_option", "select_search",
            "study_name", "trial_jobs", "sample_point", "write_tune_report", "TUNED"]

@@ -768,8 +768,8 @@ def _check_param_groups(groups: Any, stage: Mapping[str, Any], path, fail) -> No
     first = {next((i for i, g in enumerate(parsed) if g.matches(n)), None) for n in names}
     for i, g in enumerate(parsed):
         if i not in first and not all(m.startswith(REGULARIZER_PREFIX) for m in g.match):
-            fail(path + [i], f"every parameter this group matches belongs to an earlier group "
-                             f"(the first match wins)")
+            fail(path + [i], "every parameter this group matches belongs to an earlier group "
+                             "(the first match wins)")
 
 
 def _model_param_names(stage: Mapping[str, Any]) -> list[str] | None:

@@ -192,7 +192,6 @@ class ArrayDataset(Dataset):
         return self.data[idx], self.targets[idx]
 
 
-
 class _Batch(tuple):
     """A batch already stacked by :class:`BatchedView` (see :func:`batched_collate`)."""
 

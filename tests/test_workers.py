@@ -126,10 +126,13 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
     killed_key = None
     try:
         while time.time() < deadline and killed_key is None:
-            with engine.connect() as c:
-                rows = c.execute(sa.text(
-                    "select key, pid, state from otransfer_claims where suite = :s"),
-                    {"s": name}).all()
+            try:
+                with engine.connect() as c:
+                    rows = c.execute(sa.text(
+                        "select key, pid, state from otransfer_claims where suite = :s"),
+                        {"s": name}).all()
+            except (sa.exc.ProgrammingError, sa.exc.OperationalError):
+                rows = []  # a fresh database: no worker has created the table yet
             held = [k for k, pid, st in rows if pid == victim.pid and st == RUNNING]
             ckpt = results / name / "artefacts" / f"{held[0]}.ckpt" if held else None
             if held and ckpt.is_file():  # inside the job, past its first epoch's checkpoint

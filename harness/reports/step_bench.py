@@ -35,6 +35,10 @@ CASES: dict[str, dict[str, Any]] = {
     "resnet56": {"model": "resnet56", "input": (3, 32, 32), "classes": 10},
     "cnn": {"model": "cnn", "input": (1, 8, 8), "classes": 10},
     "mlp": {"model": "mlp", "input": (64,), "classes": 10},
+    # the full-scale widths (issue 23): li2020 Table 1's ResNet-101 (2048-neuron penultimate
+    # layer, 224x224 crops) and lohit2020's WRN-28-10 teacher (640 channels, 32x32)
+    "resnet101": {"model": "resnet101", "input": (3, 224, 224), "classes": 100},
+    "wrn_28_10": {"model": "wrn_28_10", "input": (3, 32, 32), "classes": 100},
 }
 BASELINE = "l2sp"
 #: (row label, spec, params): the baseline, the fixed plans, and Omega_P with each plan.
@@ -63,7 +67,8 @@ def _inputs(case: Mapping[str, Any], batch: int, steps: int, seed: int):
 
 
 def time_steps(case: Mapping[str, Any], spec: str, params: Mapping[str, Any], *,
-               batch: int = 64, steps: int = 10, repeats: int = 3, seed: int = 0) -> dict:
+               batch: int = 64, steps: int = 10, repeats: int = 3, seed: int = 0,
+               device: str = "cpu") -> dict:
     """Median seconds per training step of ``spec`` on ``case`` (see the module docstring).
 
     Each repeat trains a fresh copy of the same student for ``steps + 1`` batches with
@@ -90,7 +95,7 @@ def time_steps(case: Mapping[str, Any], spec: str, params: Mapping[str, Any], *,
             marks.append(time.perf_counter())
 
         cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, schedule="constant", seed=r,
-                          drop_last=True)
+                          drop_last=True, device=device)
         # one untimed warm-up batch, then the timed steps (the same model and regularizer)
         warm = torch.utils.data.Subset(data, range(batch))
         timed = torch.utils.data.Subset(data, range(batch, len(data)))
@@ -111,7 +116,7 @@ def time_steps(case: Mapping[str, Any], spec: str, params: Mapping[str, Any], *,
 
 def run(cases: Iterable[str] = ("resnet56", "cnn"),
         specs: Sequence[tuple[str, str, dict]] = DEFAULT_SPECS, *, batch: int = 64,
-        steps: int = 10, repeats: int = 3, log=print):
+        steps: int = 10, repeats: int = 3, log=print, device: str = "cpu"):
     """Time every spec on every case; a pandas frame with one row per (case, spec)."""
     import pandas as pd
 
@@ -122,12 +127,13 @@ def run(cases: Iterable[str] = ("resnet56", "cnn"),
         for r in range(repeats):  # interleaved: round r times every row once
             for label, spec, params in specs:
                 runs[label].append(time_steps(case, spec, params, batch=batch, steps=steps,
-                                              repeats=1, seed=r))
+                                              repeats=1, seed=r, device=device))
         for label, spec, params in specs:
             times = [o["step_s"] for o in runs[label]]
             iters = [o["n_iter"] for o in runs[label]]
             rows.append({"case": name, "model": case["model"],
                          "input": "x".join(map(str, case["input"])), "batch": batch,
+                         "device": device,
                          "method": label, "spec": spec, "params": dict(params),
                          "step_ms": 1e3 * statistics.median(times),
                          "step_ms_min": 1e3 * min(times),

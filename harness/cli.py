@@ -321,6 +321,12 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1; got {args.threads}")
+        from harness.training.threads import THREADS_ENV
+
+        os.environ[THREADS_ENV] = str(args.threads)  # this process and the workers it starts
     if args.command == "worker":
         signal.signal(signal.SIGTERM, _on_sigterm)
     code, spawned = 0, args.workers > 1
@@ -490,6 +496,10 @@ def _add_run_like(sub, name: str, help: str, description: str) -> None:
                    help="train on this device (cpu, cuda, cuda:1 ...) whatever the suite says; "
                         "not part of the jobs' keys, so results stay comparable")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads of each job (default: 1 for models under 2M parameters, "
+                        "else the cores this process may use / the workers sharing them); "
+                        "also OTRANSFER_THREADS")
     p.add_argument("--results", default="results", metavar="DIR",
                    help="results root: artefacts (teachers' weights, epoch checkpoints) and "
                         "reports go to DIR/SUITE/; workers on several machines need it on a "

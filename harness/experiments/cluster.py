@@ -201,12 +201,13 @@ def spawn_workers(suite: str, n: int, *, results, storage: str | None = None,
     from harness.experiments.records import default_storage
     from harness.experiments.runner import quick_suite
     from harness.experiments.suite import load_suite
+    from harness.training.threads import WORKERS_ENV
 
     loaded = load_suite(suite, overrides)
     shown = quick_suite(loaded) if quick else loaded  # where run_suite records
     storage = storage or default_storage(shown.name, results)
     # the URL travels in the environment, not on the workers' command lines (visible in `ps`)
-    env = {**os.environ, STORAGE_ENV: storage}
+    env = {**os.environ, STORAGE_ENV: storage, WORKERS_ENV: str(n)}  # n share the cores
     cmd = [sys.executable, "-m", "harness.cli", "worker", suite, "--results", str(results),
            "--no-progress", "--stale-after", str(stale_after), "--heartbeat", str(heartbeat)]
     for kv in overrides:

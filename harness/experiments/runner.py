@@ -225,6 +225,7 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
     import torch
 
     from harness.training.loop import train
+    from harness.training.threads import apply_threads
 
     cfg = job.config
     torch.manual_seed(job.seed)  # the data subset's and the student's initialisation
@@ -232,6 +233,7 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
     model = _build(cfg, k)
     model, initial_weights = _starting_point(cfg, k, model, jobs_by_key, artefacts)
     teacher = _teacher(cfg, k, jobs_by_key, artefacts)
+    apply_threads(max(_n_params(model), _n_params(teacher)))  # workers x threads <= cores
     source_set = _source_task(cfg, job, model)
     reg, label_cost = _regularizer(cfg, teacher, source_set, train_set, initial_weights)
     ckpt = artefacts / f"{job.key}.ckpt"
@@ -259,6 +261,10 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
         _save_atomic_state(model, path)
         metrics["artefact"] = str(path)
     return metrics
+
+
+def _n_params(model) -> int:
+    return 0 if model is None else sum(p.numel() for p in model.parameters())
 
 
 def _starting_point(cfg: Mapping[str, Any], k: int, model, jobs_by_key, artefacts: Path):

@@ -24,6 +24,8 @@ from typing import Callable, Sequence
 # (a URL with a password stays off the command line; PostgreSQL's libpq also reads PGPASSWORD
 # and ~/.pgpass for a URL without one)
 from harness.experiments.cluster import STORAGE_ENV  # a light module: no torch, no Optuna
+# every URL and error line shown goes through these: no secret of the storage URL printed
+from harness.experiments.secrets import redact, scrub
 
 __all__ = ["main", "build_parser"]
 
@@ -31,10 +33,17 @@ __all__ = ["main", "build_parser"]
 DEFAULT_ARGV = ["run", "mini"]
 
 
-def redact(url) -> str:
-    from harness.experiments.records import redact as redact
+def _fail(args: argparse.Namespace, exc, what: str | None = None,
+          line: str | None = None) -> int:
+    """Print ``otransfer COMMAND: <line or exc>`` on one line (the traceback before it with
+    ``--debug``), without the storage URL's secrets; return 1."""
+    if getattr(args, "debug", False) and isinstance(exc, BaseException):
+        from harness.experiments.errors import scrubbed_traceback
 
-    return redact(str(url))
+        sys.stderr.write(scrubbed_traceback(exc, getattr(args, "storage", None)))
+    line = scrub(str(exc if line is None else line), getattr(args, "storage", None))
+    print(f"otransfer {what or args.command}: {line}", file=sys.stderr)
+    return 1
 
 
 def _method_names(values: Sequence[str]) -> list[str]:
@@ -234,8 +243,7 @@ def _report_solvers(args: argparse.Namespace) -> int:
         paths = asv_report.write_report(args.asv_results, args.out or "results/solvers",
                                         machine=args.machine)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"otransfer report solvers: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, exc, "report solvers")
     for path in paths.values():
         print(f"wrote {path}")
     return 0
@@ -250,11 +258,9 @@ def _report_suite(args: argparse.Namespace) -> int:
         paths = report_suite(args.suite, args.storage, args.out, overrides=args.set or (),
                              quick=args.quick, from_csv=getattr(args, "from_csv", None))
     except (FileNotFoundError, SuiteError) as exc:
-        print(f"otransfer report: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, exc, "report")
     except (ValueError, StorageError) as exc:  # no records; a storage that cannot be read
-        print(f"otransfer report {args.suite}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, exc, f"report {args.suite}")
     if not getattr(args, "quiet", False):
         print(paths["md"].read_text())
     for path in paths.values():
@@ -272,7 +278,7 @@ def _report_all(args: argparse.Namespace) -> int:
     from harness.reports.tables import report_all
 
     def warn(msg):
-        print(f"otransfer report --all: {msg}", file=sys.stderr)
+        print(f"otransfer report --all: {scrub(msg)}", file=sys.stderr)
 
     status, written = report_all("results", lambda name, csv: _report_suite(argparse.Namespace(
         **{**vars(args), "suite": name, "quiet": True, "from_csv": csv})), warn)
@@ -330,6 +336,11 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "worker":
         signal.signal(signal.SIGTERM, _on_sigterm)
     code, spawned = 0, args.workers > 1
+    args.finished = 0  # jobs completed by this process: the Ctrl-C line says how many
+
+    def count(job, metrics):
+        args.finished += metrics.get("status") == "completed"
+
     try:
         if spawned:  # then this process's own pass finds what they left: it retries nothing
             code = _spawn_workers(args)
@@ -338,10 +349,9 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                             device=args.device, results_root=args.results,
                             worker=args.command == "worker" or spawned,
                             stale_after=args.stale_after,
-                            heartbeat=args.heartbeat)
+                            heartbeat=args.heartbeat, on_job=count)
     except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
-        print(f"otransfer {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, exc)
     from harness.training.distributed import is_main
 
     if not is_main():  # torchrun: rank 0 reports
@@ -350,7 +360,8 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"{summary.skipped} already done, {summary.by_others} done by other workers, "
             f"{summary.failed} failed in {summary.wall_time:.1f} s; records in "
             f"{redact(summary.storage)}")
-    failures = [f"  failed {key}: {reason}" for key, reason in summary.failures]
+    failures = [f"  failed {key}: {scrub(reason, args.storage)}"
+                for key, reason in summary.failures]
     if args.command == "worker" or not (summary.completed or summary.skipped
                                         or summary.by_others):
         print("\n" + "\n".join([line, *failures]))
@@ -361,7 +372,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         paths = write_report(summary.suite, summary.storage, keys=summary.keys,
                              results_root=args.results)
     except ValueError as exc:
-        print("\n" + "\n".join([line, *failures, f"no report: {exc}"]))
+        print("\n" + "\n".join([line, *failures, f"no report: {scrub(exc, args.storage)}"]))
         return 1 if (summary.failed or code) else 0
     # the answer first (verdicts), the tables behind it, then where everything is
     if "verdicts" in paths:
@@ -564,8 +575,7 @@ def _cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             account=args.account, qos=args.qos, constraint=args.constraint,
             setup=args.setup or ())
     except (FileNotFoundError, SuiteError, LaunchError, ModuleNotFoundError) as exc:
-        print(f"otransfer launch: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, exc)
     ids = info["job_ids"]
     print(f"{info['suite']}: {len(ids)} worker{'s' if len(ids) != 1 else ''} submitted "
           f"({executor}): job id{'s' if len(ids) != 1 else ''} {' '.join(map(str, ids))}")
@@ -660,8 +670,7 @@ def _cmd_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
                           quick=args.quick, results_root=args.results,
                           stale_after=args.stale_after)
     except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
-        print(f"otransfer status: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, exc)
     print(json.dumps(st.to_dict(), indent=1) if args.json else format_status(st, args.verbose))
     return 0
 
@@ -735,8 +744,7 @@ def _cmd_tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                  overrides=args.set or (), progress=args.progress, device=args.device,
                  reruns=not args.no_rerun)
     except (FileNotFoundError, SuiteError, ValueError, RuntimeError) as exc:
-        print(f"otransfer tune: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, exc)
     print(f"\n{s.study}: {s.trials} trial(s) added ({s.completed} complete, {s.pruned} pruned, "
           f"{s.failed} failed), {s.total} in the study, {s.wall_time:.1f} s")
     if s.best_number is None:
@@ -813,7 +821,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
+    _add_debug(parser)
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """``--debug`` on ``parser`` and every subcommand's parser (before or after COMMAND)."""
+    parser.add_argument("--debug", action="store_true",
+                        default=False if top else argparse.SUPPRESS,
+                        help="print the traceback of an error as well as its one line (or "
+                             "set OTRANSFER_DEBUG=1)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _add_debug(child, top=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -836,12 +857,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.command_line = command_line
-    if hasattr(args, "storage") and not args.storage:
+    args.debug = bool(args.debug or os.environ.get("OTRANSFER_DEBUG"))
+    args.storage_from_env = hasattr(args, "storage") and not args.storage
+    if args.storage_from_env:
         # the storage URL (and its password) from the environment rather than the command line,
         # which every user of the machine can read (`ps`); spawned workers get it this way
         args.storage = os.environ.get(STORAGE_ENV) or None
-    # Each subparser stored itself as `parser`, so that errors print the right usage line.
-    return int(args.func(args, args.parser) or 0)
+    return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the subcommand; an error of the machine or the input (a file as --results, a full
+    disk, a storage that cannot be used) is one line, Ctrl-C one line and exit 130; a bug keeps
+    its traceback."""
+    from harness.experiments.errors import (check_results_root, interrupted, one_line,
+                                            scrubbed_traceback)
+
+    try:
+        if getattr(args, "results", None) is not None:
+            check_results_root(args.results, write=args.command != "status")
+    except ValueError as exc:  # a file, a link loop, a folder that cannot be written to
+        return _fail(args, exc)
+    try:
+        # Each subparser stored itself as `parser`, so that errors print the right usage line.
+        return int(args.func(args, args.parser) or 0)
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            sys.stderr.write(scrubbed_traceback(exc, getattr(args, "storage", None)))
+        print(f"otransfer {args.command}: {interrupted(args)}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        line = one_line(exc)
+        if line is None:  # a bug: its traceback
+            raise
+        return _fail(args, exc, line=line)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -73,4 +73,9 @@ __all__, __getattr__, __dir__ = attach(__name__, {
     "follow_workers": "progress",
     "spawn_workers": "cluster",
     "STORAGE_ENV": "cluster",
+    "redact": "secrets",
+    "scrub": "secrets",
+    "check_url": "secrets",
+    "one_line": "errors",
+    "check_results_root": "errors",
 })

@@ -122,6 +122,7 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
     """
     from harness.experiments.records import default_storage
     from harness.experiments.runner import quick_suite
+    from harness.experiments.secrets import redact
     from harness.experiments.suite import load_suite
 
     if workers < 1:
@@ -134,7 +135,7 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
     storage = storage or os.environ.get(STORAGE_ENV) or default_storage(name, results_root)
     if executor == "slurm" and storage.startswith("sqlite"):
         raise LaunchError(
-            f"workers on several SLURM nodes need a database server: {storage.split('?')[0]} is "
+            f"workers on several SLURM nodes need a database server: {redact(storage)} is "
             "a SQLite file, whose locks do not hold across machines on a network file system. "
             "Give --storage postgresql+psycopg2://USER@HOST/DB (or set OTRANSFER_STORAGE)")
     submitit = _submitit()

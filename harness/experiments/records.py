@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+# the one way a storage URL is shown (its password and secret query values masked)
+from harness.experiments.secrets import check_url, open_error, redact, scrub
+
 __all__ = ["default_storage", "open_study", "done_keys", "records_frame", "git_sha",
            "start_record", "finish_record", "fail_orphans", "check_storage", "open_rdb"]
 
@@ -39,22 +42,23 @@ def open_rdb(storage: str, **storage_kwargs):
     :class:`StorageError` naming it."""
     import optuna
 
+    try:
+        check_url(storage)  # unparseable, or a raw '@' in the password: before connecting
+    except ValueError as exc:
+        raise StorageError(str(exc)) from None
     kwargs = {"pool_pre_ping": True}
     if storage.startswith("sqlite"):  # several worker processes: wait on the file lock
         kwargs["connect_args"] = {"timeout": 120}
+    # Optuna str.format()s the URL ({SCHEMA_VERSION}): a brace of a password stays itself
+    template = storage.replace("{", "{{").replace("}", "}}")
     for attempt in range(_CREATE_TRIES):
         try:
-            return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs, **storage_kwargs)
+            return optuna.storages.RDBStorage(template, engine_kwargs=kwargs, **storage_kwargs)
         except Exception as exc:  # unreachable server, bad URL, missing driver
             if attempt + 1 < _CREATE_TRIES and creation_race(exc):
                 time.sleep(0.2 * (attempt + 1))  # another worker is creating the schema
                 continue
-            hint = ""
-            if isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc):
-                hint = " (PostgreSQL needs its driver: pip install 'otransfer[postgres]')"
-            raise StorageError(f"storage {redact(storage)!r} cannot be opened: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0]}{hint}") \
-                from exc
+            raise StorageError(open_error(exc, storage)) from exc
 
 
 #: Tries at opening a storage while other workers create its tables (a fresh database).
@@ -98,6 +102,20 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, sa.DBAPIError) and bool(getattr(exc, "connection_invalidated", False))
 
 
+def retry_budget() -> float:
+    """Seconds of ``OTRANSFER_STORAGE_RETRY`` (default 5 minutes); StorageError naming the
+    variable when it is not a number of seconds >= 0."""
+    text = os.environ.get(RETRY_ENV, "").strip()
+    try:
+        value = float(text) if text else RETRY_DEFAULT
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:  # not a number, NaN or negative
+        raise StorageError(f"{RETRY_ENV}={text!r} is not a number of seconds >= 0 (how long a "
+                           f"worker retries a storage that is away; default {RETRY_DEFAULT:g})")
+    return value
+
+
 def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=time.sleep,
              clock=time.monotonic, say=None):
     """``fn()``, retried with exponential backoff (0.5 s doubling to 30 s) while it raises a
@@ -105,7 +123,7 @@ def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=
     or 5 minutes); then :class:`StorageError`, one line naming the storage and what was being
     done. Other errors pass through at once."""
     if budget is None:
-        budget = float(os.environ.get(RETRY_ENV, RETRY_DEFAULT))
+        budget = retry_budget()
     start, wait, tries = clock(), 0.5, 0
     while True:
         try:
@@ -115,7 +133,7 @@ def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=
                 raise
             tries += 1
             left = budget - (clock() - start)
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            first = scrub((str(exc).strip().splitlines() or [""])[0], storage)[:200]
             if left <= 0:
                 raise StorageError(f"storage {redact(storage)!r} unreachable for "
                                    f"{clock() - start:.0f} s while {what} ({tries} tries; "
@@ -125,13 +143,6 @@ def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=
                     f"to {budget:.0f} s")
             sleep(min(wait, max(left, 0.0)))
             wait = min(2 * wait, 30.0)
-
-
-def redact(url: str) -> str:
-    """``url`` without its password."""
-    import re
-
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def check_storage(storage: str) -> None:

@@ -598,7 +598,9 @@ def write_report(suite: str, storage: str | None = None,
         df = with_tuned(df, keys)
     tables = split_tables(df)
     if not tables:
-        raise ValueError(f"no completed runs of suite {suite!r} in {storage}")
+        from harness.experiments.secrets import redact
+
+        raise ValueError(f"no completed runs of suite {suite!r} in {redact(storage)}")
     paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv",
              "tex": out / "leaderboard.tex", "runs": out / "runs.csv"}
     md = [f"# {suite}: test accuracy (%), mean ± std over seeds; best in bold\n"]

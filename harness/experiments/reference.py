@@ -16,6 +16,8 @@ from the paired per-seed differences (:mod:`harness.reports.verdicts`: t interva
 difference, Wilcoxon signed-rank p-value): *holds*, *reversed* or *inconclusive*; in a column
 where a premise does not hold, the claims are *not tested*. The paper's count (its means) stands
 beside ours: "Ω_P > L2-SP: holds on 1, reversed on 0, inconclusive on 4 of 5 tasks; paper 4 of 5".
+Every premise and claim a suite writes is registered in ``claims/<paper>.yaml`` (the claims
+register, :mod:`harness.experiments.register`, frozen before the confirmatory run).
 """
 from __future__ import annotations
 

@@ -5,10 +5,12 @@ in ``_api.solve`` (style.md §5), never by backpropagating through iterations.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
+from ._envelope import attach_entropic, attach_replay
 from ._kernel import Kernel, batched_dot
 from ._registry import register
 
@@ -38,9 +40,13 @@ def _batch(C, a, b):
 
 
 def _unbatch(out: dict, single: bool) -> dict:
+    """Drop the batch axis added by :func:`_batch`, from the extras too: every extra follows
+    the batch shape of the value."""
     if single:
         out["plan"] = out["plan"][0]
         out["potentials"] = tuple(p[0] for p in out["potentials"])
+        out["extras"] = {k: v[0] if isinstance(v, torch.Tensor) and v.dim() else v
+                         for k, v in out.get("extras", {}).items()}
     return out
 
 
@@ -128,7 +134,13 @@ def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scal
     C, a, b, single = _batch(C, a, b)
     with torch.no_grad():
         out = _sinkhorn(C, a, b, reg, gap, max_iter, tol, scaling, sparse, relative)
+    if gap == 0:  # the entropic plan at eps: its <P, C> is no optimum, so no envelope
+        out["value_fn"] = functools.partial(_entropic_value, reg=reg, relative=relative)
     return _unbatch(out, single)
+
+
+def _entropic_value(C, a, b, plan, potentials, *, reg, relative):
+    return attach_entropic(C, a, b, plan, potentials, reg, relative)
 
 
 #: The certificate's gap is relative to the value, or to this fraction of the cost's range when
@@ -273,7 +285,8 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
         plan = K.plan(ur, vr, err_a, err_b)
     else:
         plan = K.plan(a * u, b * v)
-    Fa, Ga = _lp_potentials(K, Fa, Ga, a, b)
+    # certified: the feasible potentials whose dual value is the certificate's lower bound
+    Fa, Ga = K.ctransform(Fa) if certified else _lp_potentials(K, Fa, Ga, a, b)
     value = batched_dot(plan, C)
     dual = (a * torch.where(a > 0, Fa, 0)).sum(-1) + (b * torch.where(b > 0, Ga, 0)).sum(-1)
     converged = certified if gap_tol > 0 else err < tol
@@ -352,7 +365,48 @@ def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
         beta_abs = beta * _scale(C) if relative else float(beta)
         out = _ipot(C - shift, a, b, beta_abs, int(max_iter), gap, check_every,
                     sparse and gap > 0, offset=shift.reshape(-1) * a.sum(-1))
+    F, G = out["potentials"]
+    out["potentials"] = (F + shift[:, :, 0], G)  # potentials of C, not of C - min C
+    if gap == 0:  # the papers' N fixed steps: the derivative of those steps, not the envelope
+        steps = functools.partial(ipot_steps, beta=beta, n_steps=out["n_iter"], relative=relative)
+        out["value_fn"] = functools.partial(_replayed_value, steps=steps)
     return _unbatch(out, single)
+
+
+def _replayed_value(C, a, b, plan, potentials, *, steps):
+    return attach_replay(steps, (plan * C).sum(dim=(-2, -1)), C, a, b)
+
+
+def ipot_steps(C, a, b, *, beta: float, n_steps: int, relative: bool) -> torch.Tensor:
+    """``<T^(N), C>`` after N steps of lohit2020 Alg. 1, differentiable (log domain, no
+    clamping; each step checkpointed: memory O(n m + N (n + m)) for the backward pass)."""
+    from torch.utils.checkpoint import checkpoint
+
+    C3, a3, b3, single = _batch(C, a, b)
+    Cs = C3 - C3.amin(dim=(-2, -1), keepdim=True)  # as ipot: T^(0) = 1 1^T
+    if relative:
+        rng = (Cs.amax(dim=(-2, -1)) - Cs.amin(dim=(-2, -1))).max()
+        beta = beta * (rng if float(rng) > 0 else torch.ones_like(rng))
+    la = torch.where(a3 > 0, torch.log(a3.clamp_min(torch.finfo(a3.dtype).tiny)), 0)
+    lb = torch.where(b3 > 0, torch.log(b3.clamp_min(torch.finfo(b3.dtype).tiny)), 0)
+    # rows/columns of zero weight take no part in the other side's sums (their u, v are 0)
+    mask_a = torch.where(a3 > 0, 0.0, -math.inf).to(Cs.dtype)
+    mask_b = torch.where(b3 > 0, 0.0, -math.inf).to(Cs.dtype)
+    Phi, Psi = torch.zeros_like(a3), torch.zeros_like(b3)
+    logv = torch.full_like(b3, -math.log(b3.shape[-1]))  # Alg. 1: v = 1/m
+
+    def step(Phi, Psi, logv, t):
+        logQ = (Phi[:, :, None] + Psi[:, None, :] - t * Cs) / beta
+        logu = la - torch.logsumexp(logQ + (logv + mask_b)[:, None, :], dim=-1)
+        logv = lb - torch.logsumexp(logQ + (logu + mask_a)[:, :, None], dim=-2)
+        return Phi + beta * logu, Psi + beta * logv, logv
+
+    for t in range(1, n_steps + 1):
+        Phi, Psi, logv = checkpoint(step, Phi, Psi, logv, t, use_reentrant=False)
+    T = torch.exp((Phi[:, :, None] + Psi[:, None, :] - n_steps * Cs) / beta)
+    T = T * ((a3 > 0)[:, :, None] & (b3 > 0)[:, None, :])
+    value = (T * C3).sum(dim=(-2, -1))
+    return value[0] if single else value
 
 
 def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset):
@@ -407,7 +461,7 @@ def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset):
         plan = K.plan(a, b)
         err = max(_l1(plan.sum(-1) - a), _l1(plan.sum(-2) - b))
         converged = gap_tol == 0 and err < 1e-3
-    F, G = _lp_potentials(K, Fa, Gb, a, b)
+    F, G = K.ctransform(Fa) if certified else _lp_potentials(K, Fa, Gb, a, b)
     return {"plan": plan, "potentials": (F, G), "n_iter": t, "converged": bool(converged),
             "extras": {"eps": eps, "gap": gap, "sparse": K.sparse, "support_size": K.nnz,
                        "support_grown": grown}}
@@ -438,4 +492,5 @@ def pot_sinkhorn(C, a, b, *, reg: float, max_iter: int, tol: float) -> dict:
     G = torch.where(b > 0, G, (C - F.where(a > 0, 0)[:, None]).amin(0))
     F = torch.where(a > 0, F, (C - G[None, :]).amin(1))
     return {"plan": plan.detach(), "potentials": (F, G), "n_iter": n_iter,
-            "converged": bool(err < tol), "extras": {"eps": eps}}
+            "converged": bool(err < tol), "extras": {"eps": eps},
+            "value_fn": functools.partial(_entropic_value, reg=reg, relative=True)}

@@ -299,7 +299,7 @@ def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str =
     """Solve OT between the point clouds ``x`` (n, k) and ``y`` (m, k).
 
     Cost methods build ``C = cost(x, y)`` and call :func:`solve`, so gradients flow to ``x`` and
-    ``y`` through the envelope theorem; point methods (``geomloss``, ``keops``) never
+    ``y`` through ``C`` (as ``grad`` says); point methods (``geomloss``, ``keops``) never
     materialise ``C``.
 
     Parameters

@@ -78,7 +78,13 @@ def assignment(C, a, b, *, backend: str) -> dict:
     if backend == "lap" or (backend == "auto" and importlib.util.find_spec("lap") is not None):
         import lap
 
-        _, cols, _ = lap.lapjv(C64, extend_cost=False)
+        # lap.lapjv misassigns costs of large magnitude or offset (1e7 + small differences:
+        # 16 to 27 % of random 15 x 15 problems measured against scipy): reduce the rows and
+        # columns to minimum 0 (same optimal assignment) and scale to [0, 1] first
+        R = C64 - C64.min(1, keepdims=True)
+        R -= R.min(0, keepdims=True)
+        top = R.max()
+        _, cols, _ = lap.lapjv(R / top if top > 0 else R, extend_cost=False)
         rows = np.arange(C64.shape[0])
     else:
         from scipy.optimize import linear_sum_assignment

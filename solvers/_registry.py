@@ -47,7 +47,9 @@ class MethodInfo:
     gradient : {"envelope", "autodiff", "none"}
         How ``value`` is differentiated. ``"envelope"``: ``dvalue/dC = plan`` and
         ``dvalue/da, dvalue/db`` = centred potentials, valid at convergence and to first order
-        (Danskin); attached by ``_envelope.attach``.
+        (Danskin); attached by ``_envelope.attach``. A method may return its own
+        ``value_fn`` where the envelope is not the derivative of its value (entropic plans
+        and ipot's fixed steps at ``gap=0``); ``solve(grad="envelope")`` ignores it.
     devices : tuple of str
         Devices the method runs on.
     requires : tuple of str

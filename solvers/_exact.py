@@ -45,7 +45,9 @@ def emd(C, a, b, *, max_iter: int, num_threads: int) -> dict:
         "plan": torch.from_numpy(plan).to(**like),
         "potentials": (torch.from_numpy(log["u"]).to(**like), torch.from_numpy(log["v"]).to(**like)),
         "converged": bool(converged),
-        "extras": {"value_f64": float(log["cost"]), "warning": log.get("warning")},
+        "extras": {"value_f64": float(log["cost"]), "warning": log.get("warning"),
+                   "reason": "" if converged else f"network simplex (POT): {log.get('warning')} "
+                   f"(result code {log.get('result_code')}); raise max_iter"},
     }
 
 

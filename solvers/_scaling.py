@@ -253,10 +253,13 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
             lb_est = K.support_lower_bound(Fa, a, b)
             est = float(((ub - lb_est) / scale_ub).max())
             # at the last eps the gap no longer shrinking (by BIAS_STALL per CHECK_EVERY
-            # iterations) while the marginals nearly hold: the entropic bias of this eps, not
-            # the iterations, is what keeps the gap open
-            bias_limited = final and est > gap_tol and err < BIAS_ERR and \
-                est > BIAS_STALL * prev_est
+            # iterations), while the marginals nearly hold (the entropic bias of this eps keeps
+            # it open) or no longer improve either (Sinkhorn's own stall): more iterations at
+            # this eps will not certify
+            if final and est > gap_tol and est > BIAS_STALL * prev_est:
+                # (a truncated support that stalls is grown below before anything else)
+                bias_limited = "bias" if err < BIAS_ERR else "stall" if \
+                    err > BIAS_STALL * prev_err and not (K.sparse and may_grow) else False
             prev_est = est if final else math.inf
             if est <= gap_tol:
                 cpot = K.ctransform(Fa)  # feasible: the potentials of a certified result
@@ -345,6 +348,10 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
 
 def _sinkhorn_reason(gap_tol, gap, n_iter, max_iter, eps, bias_limited) -> str:
     head = f"no certificate within gap={gap_tol:g}: the rounded plan is within {gap:.3g}"
+    if bias_limited == "stall":
+        return (f"{head} after {n_iter} iterations at eps={eps:.3g}, where the gap and the "
+                f"marginals stopped improving (a slow, near-degenerate problem at this eps); "
+                f"let exact_finish=True solve it exactly, or raise reg")
     if bias_limited:
         return (f"{head} after {n_iter} iterations at eps={eps:.3g}, and the gap stopped "
                 f"shrinking: the entropic bias of eps is larger than gap x value (an OT value "
@@ -555,6 +562,8 @@ def pot_sinkhorn(C, a, b, *, reg: float, max_iter: int, tol: float) -> dict:
     G = eps * (log["log_v"] - torch.log(b))
     G = torch.where(b > 0, G, (C - F.where(a > 0, 0)[:, None]).amin(0))
     F = torch.where(a > 0, F, (C - G[None, :]).amin(1))
+    reason = "" if err < tol else (f"L1 marginal error {err:.3g} above tol={tol:g} after "
+                                   f"{n_iter} iterations (no eps-scaling): raise max_iter or reg")
     return {"plan": plan.detach(), "potentials": (F, G), "n_iter": n_iter,
-            "converged": bool(err < tol), "extras": {"eps": eps},
+            "converged": bool(err < tol), "extras": {"eps": eps, "reason": reason},
             "value_fn": functools.partial(_entropic_value, reg=reg, relative=True)}

@@ -70,7 +70,8 @@ def _check_weights(w: torch.Tensor | None, size: int, batch: tuple[int, ...], na
     return w.expand(*batch, size)
 
 
-def _check_problem(info: MethodInfo, C: torch.Tensor, a, b) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_problem(info: MethodInfo, C: torch.Tensor, a, b):
+    """Validate the problem; return the weights (uniform when omitted) and ``max |C|``."""
     if C.dim() not in (2, 3):
         raise ValueError(f"cost must have shape (n, m) or (B, n, m); got {tuple(C.shape)}")
     if C.device.type == "meta":
@@ -79,27 +80,34 @@ def _check_problem(info: MethodInfo, C: torch.Tensor, a, b) -> tuple[torch.Tenso
     n, m = C.shape[-2:]
     if n == 0 or m == 0 or (C.dim() == 3 and C.shape[0] == 0):
         raise ValueError(f"empty OT problem: cost has shape {tuple(C.shape)}")
-    # one reduction instead of a (n, m) mask: NaN and inf propagate into the sum; only an
-    # overflowing sum of finite entries needs the exact test
-    if not torch.isfinite(C.sum()) and not bool(torch.isfinite(C).all()):
+    # one pass for both: NaN and inf propagate into min and max (the largest magnitude then
+    # sets the cost's scale, see _prepare)
+    lo, hi = (float(t) for t in torch.aminmax(C.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = (~torch.isfinite(C)).sum().item()
         raise ValueError(f"cost matrix has {bad} non-finite entries (NaN or inf)")
+    if info.square_only and n != m:
+        raise ValueError(f"method {info.name!r} needs a square problem (n == m); got {n} x {m}")
+    if C.device.type not in info.devices:
+        raise ValueError(f"method {info.name!r} does not run on {C.device.type}")
     batch = tuple(C.shape[:-2])
+    given = a is not None or b is not None
     a = _check_weights(a, n, batch, "a", C)
     b = _check_weights(b, m, batch, "b", C)
+    if given:  # the default weights are uniform with unit mass: nothing to check
+        _check_masses(info, a, b)
+    return a, b, max(abs(lo), abs(hi))
+
+
+def _check_masses(info: MethodInfo, a: torch.Tensor, b: torch.Tensor) -> None:
     ma, mb = a.sum(-1), b.sum(-1)
     if not torch.allclose(ma, mb, rtol=1e-5, atol=1e-7):
         raise ValueError(
             f"unequal total mass on a balanced problem: sum(a)={ma.max().item():.6g}, "
             f"sum(b)={mb.max().item():.6g}")
-    if info.square_only and n != m:
-        raise ValueError(f"method {info.name!r} needs a square problem (n == m); got {n} x {m}")
     if info.uniform_only:
         if not (torch.allclose(a, a[..., :1].expand_as(a)) and torch.allclose(b, b[..., :1].expand_as(b))):
             raise ValueError(f"method {info.name!r} needs uniform marginals")
-    if C.device.type not in info.devices:
-        raise ValueError(f"method {info.name!r} does not run on {C.device.type}")
-    return a, b
 
 
 def _resolve_params(info: MethodInfo, params: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +139,7 @@ def _finish(info: MethodInfo, out: dict, value: torch.Tensor, a, b, params) -> O
     pots = out.get("potentials")
     if pots is not None:
         pots = tuple(p.detach().to(value.dtype) for p in pots)
-    if not torch.isfinite(value).all():
+    if not (math.isfinite(float(value)) if value.dim() == 0 else bool(torch.isfinite(value).all())):
         # Never a silent NaN: report it as a non-converged solve.
         out["converged"] = False
     return OTResult(value=value, plan=plan, potentials=pots, n_iter=int(out.get("n_iter", 0)),
@@ -188,8 +196,9 @@ def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
     _check_grad(grad)
     params = _resolve_params(info, params)
     C = _as_tensor(C, "cost")
-    a, b = _check_problem(info, C, a, b)
-    C_in, a_in, b_in, mass, c_scale = _prepare(info, C, a, b, params)
+    default_mass = a is None and b is None
+    a, b, cmax = _check_problem(info, C, a, b)
+    C_in, a_in, b_in, mass, c_scale = _prepare(C, a, b, params, cmax, default_mass)
     if C.dim() == 3 and not info.batched:
         out = _stack([info.fn(C_in[i], a_in[i], b_in[i], **params) for i in range(C.shape[0])])
     else:
@@ -211,20 +220,22 @@ def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
 HALF = (torch.float16, torch.bfloat16)
 
 
-def _prepare(info: MethodInfo, C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, params):
+def _prepare(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, params, cmax: float,
+             default_mass: bool):
     """The detached problem the method solves: unit mass, unit cost scale where needed."""
     work = torch.float32 if C.dtype in HALF else C.dtype
     # masses far from 1 (1e-30: underflow in the scaling iterations) are solved at unit mass:
     # OT(m a, m b) = m OT(a, b), and the plan scales by m (the Sinkhorn fixed point too)
-    mass = a.detach().sum(-1)
-    mass = mass if bool(((mass < MASS_LOW) | (mass > MASS_HIGH)).any()) else None
+    mass = None
+    if not default_mass:
+        mass = a.detach().sum(-1)
+        mass = mass if bool(((mass < MASS_LOW) | (mass > MASS_HIGH)).any()) else None
     a_in, b_in = a.detach().to(work), b.detach().to(work)
     if mass is not None:
         a_in, b_in = a_in / mass[..., None].to(work), b_in / mass[..., None].to(work)
     # costs of subnormal or huge magnitude (1e-310, 1e35) are solved at unit scale: the plan of
     # a scale-free method (exact, or reg/beta relative to the range) does not change with it
     C_in, c_scale = C.detach().to(work), None
-    cmax = float(C_in.abs().amax())
     scale_free = params.get("relative") is True or not any(
         k in params for k in ("reg", "beta", "blur", "eps"))
     if 0 < cmax and not COST_LOW <= cmax <= COST_HIGH and scale_free:

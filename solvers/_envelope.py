@@ -30,12 +30,21 @@ import torch
 __all__ = ["attach", "attach_entropic", "attach_replay"]
 
 
+def plan_dot(plan: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """``<plan, C>`` per problem, ``()`` or ``(B,)``, without an ``(n, m)`` temporary (a fresh
+    large allocation costs more than the product: page faults)."""
+    if C.dim() == 2:
+        return torch.dot(plan.reshape(-1), C.reshape(-1))
+    B = C.shape[0]
+    return torch.bmm(plan.reshape(B, 1, -1), C.reshape(B, -1, 1)).reshape(B)
+
+
 class _Envelope(torch.autograd.Function):
     @staticmethod
     def forward(ctx, C, a, b, plan, f, g):  # noqa: D401 - autograd signature
         ctx.save_for_backward(plan, f, g)
         ctx.has_pot = f is not None
-        return (plan * C).sum(dim=(-2, -1))
+        return plan_dot(plan, C)
 
     @staticmethod
     def backward(ctx, grad):
@@ -56,6 +65,8 @@ def attach(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, plan: torch.Tensor
     fixed)."""
     assert plan.shape == C.shape, (plan.shape, C.shape)
     plan = plan.detach().to(C.dtype)
+    if not (torch.is_grad_enabled() and (C.requires_grad or a.requires_grad or b.requires_grad)):
+        return plan_dot(plan, C)  # no graph to attach to: skip the Function
     if potentials is None:
         f = g = None
     else:

@@ -445,3 +445,17 @@ def test_geomloss_is_scale_invariant(cost):
     for s in (1e-5, 1e4):
         val = float(_quiet(solve_sample, x * s, y * s, cost=cost, method="geomloss").value)
         assert val / s ** p == pytest.approx(ref, rel=1e-6)
+
+
+def test_solvers_bench_reports_the_wrapper_overhead(tmp_path, capsys):
+    """issue 21: solve() against the routine it calls (lap.lapjv, ot.emd), d = 16..512."""
+    pd = pytest.importorskip("pandas")
+    from harness.cli import main
+
+    assert main(["solvers", "bench", "--sizes", "16", "--methods", "emd,assignment", "--views",
+                 "neurons", "--repeat", "1", "--no-progress", "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "overhead.csv")
+    assert set(df["method"]) == {"emd", "assignment"} and set(df["size"]) == {16, 64, 256, 512}
+    assert (df["ratio"] > 0).all() and (df["routine_ms"] > 0).all()
+    assert "lap.lapjv" in (tmp_path / "overhead.md").read_text()
+    assert "wrapper overhead" in capsys.readouterr().out

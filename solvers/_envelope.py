@@ -65,7 +65,7 @@ def attach(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, plan: torch.Tensor
     fixed)."""
     assert plan.shape == C.shape, (plan.shape, C.shape)
     plan = plan.detach().to(C.dtype)
-    if not (torch.is_grad_enabled() and (C.requires_grad or a.requires_grad or b.requires_grad)):
+    if not _needs_grad(C, a, b):
         return plan_dot(plan, C)  # no graph to attach to: skip the Function
     if potentials is None:
         f = g = None
@@ -172,8 +172,11 @@ def attach_entropic(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, plan: tor
                     relative: bool) -> torch.Tensor:
     """Return ``<plan, C>`` of an entropic plan at ``eps = reg * range(C)`` (``relative``) or
     ``eps = reg``, with its exact derivative (implicit differentiation of the fixed point)."""
+    plan = plan.detach().to(C.dtype)
+    if not _needs_grad(C, a, b):
+        return plan_dot(plan, C)
     f, g = (p.detach().to(C.dtype) for p in potentials)
-    return _Entropic.apply(C, a, b, plan.detach().to(C.dtype), f, g, float(reg), bool(relative))
+    return _Entropic.apply(C, a, b, plan, f, g, float(reg), bool(relative))
 
 
 class _Replay(torch.autograd.Function):
@@ -206,4 +209,10 @@ def attach_replay(fn, value: torch.Tensor, C: torch.Tensor, a: torch.Tensor,
                   b: torch.Tensor) -> torch.Tensor:
     """Return ``value`` (computed without a graph) whose gradient is that of ``fn(C, a, b)``,
     the same computation replayed under autograd in the backward pass."""
+    if not _needs_grad(C, a, b):
+        return value.detach().to(C.dtype)
     return _Replay.apply(fn, value, C, a, b)
+
+
+def _needs_grad(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (C.requires_grad or a.requires_grad or b.requires_grad)

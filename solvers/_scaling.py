@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ._envelope import attach_entropic, attach_replay
+from ._envelope import attach_entropic, attach_replay, plan_dot
 from ._kernel import Kernel, batched_dot
 from ._registry import get_method, register
 
@@ -430,7 +430,7 @@ def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
 
 
 def _replayed_value(C, a, b, plan, potentials, *, steps):
-    return attach_replay(steps, (plan * C).sum(dim=(-2, -1)), C, a, b)
+    return attach_replay(steps, plan_dot(plan, C.detach()), C, a, b)
 
 
 def ipot_steps(C, a, b, *, beta: float, n_steps: int, relative: bool) -> torch.Tensor:

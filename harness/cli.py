@@ -18,6 +18,7 @@ import os
 import shlex
 import signal
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 # STORAGE_ENV: the environment variable read for ``--storage`` when the option is not given
@@ -94,10 +95,31 @@ def _cmd_solvers_bench(args: argparse.Namespace, parser: argparse.ArgumentParser
     for view in dict.fromkeys(records["view"]):
         print(f"\n{view}: solve time, ms (relative error)")
         print(bench.markdown_table(bench.time_table(records, view)))
+    paths.update(_solvers_overhead(args, methods))
     print()
     for key, path in paths.items():
         print(f"wrote {path}")
     return 0
+
+
+def _solvers_overhead(args: argparse.Namespace, methods: list[str] | None) -> dict[str, Path]:
+    """The wrapper-vs-routine table (issue 21): solve() against lap.lapjv / ot.emd."""
+    from harness.reports import bench, overhead
+
+    df = overhead.measure_overhead(methods=methods, seed=args.seed)
+    if df.empty:
+        return {}
+    table = overhead.overhead_table(df)
+    title = ("wrapper overhead: solve() vs the routine it calls, li2020 neuron problems "
+             "(float64), median ms of interleaved calls")
+    print(f"\n{title}")
+    print(bench.markdown_table(table))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "overhead.csv", index=False)
+    (out / "overhead.md").write_text(f"# {title}\n\n`{args.command_line}`\n\n"
+                                     f"{bench.markdown_table(table)}\n")
+    return {"overhead_csv": out / "overhead.csv", "overhead_md": out / "overhead.md"}
 
 
 # --------------------------------------------------------------------------- regularizers bench
@@ -407,8 +429,10 @@ def _add_solvers(sub) -> None:
             "the neuron view of li2020 (n = 64 examples, d neurons, euclidean cost) and the "
             "sample view of lohit2020 (n examples, 256 features, cosine cost). Reports the "
             "median solve time, solve + backward time, relative error vs the exact method, "
-            "marginal error, iterations and convergence. Writes bench.csv, bench.md, "
-            "bench_time.png and bench_accuracy.png into --out."))
+            "marginal error, iterations and convergence; and the wrapper's overhead: solve() "
+            "against the routine it calls (lap.lapjv, ot.emd) at d = 16..512. Writes "
+            "bench.csv, bench.md, bench_time.png, bench_accuracy.png, overhead.csv and "
+            "overhead.md into --out."))
     b.add_argument("--sizes", type=int, nargs="+", metavar="N",
                    help="sizes for every selected view (d neurons / n examples); default: "
                         "neurons 64..2048, samples 16..256 (with --quick: 64 256 / 16 64)")

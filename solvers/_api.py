@@ -4,25 +4,46 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from ._costs import COSTS, cost_matrix
 from ._envelope import attach
+from ._params import check_params
 from ._registry import MethodInfo, get_method
 from ._result import OTResult
 
 __all__ = ["solve", "solve_sample"]
 
 
-def _as_tensor(v: Any, like: torch.Tensor | None = None) -> torch.Tensor:
+def _as_tensor(v: Any, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A tensor as given; anything else (NumPy arrays, nested lists) converted as POT does:
+    integer and boolean data to float64 (``16777217`` survives; float32 would round it), floats
+    in their own precision. ``like`` (weights) sets dtype and device."""
     if isinstance(v, torch.Tensor):
-        return v
-    t = torch.as_tensor(v)
+        t = v
+    else:
+        try:
+            arr = np.asarray(v)
+            if arr.dtype.kind in "biu":
+                arr = arr.astype(np.float64)
+            t = torch.as_tensor(arr)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{name} must be a tensor or an array of numbers; got "
+                             f"{type(v).__name__} ({str(exc).splitlines()[0][:80]})") from None
     if like is not None:
-        t = t.to(dtype=like.dtype, device=like.device)
-    elif not t.is_floating_point():
-        t = t.to(torch.get_default_dtype())
+        if t.is_complex():
+            raise ValueError(f"{name} is complex ({t.dtype}): OT needs real numbers")
+        return t.to(dtype=like.dtype, device=like.device)
     return t
+
+
+def _check_float(name: str, t: torch.Tensor) -> None:
+    if t.is_complex():
+        raise ValueError(f"{name} is complex ({t.dtype}): OT needs real numbers")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor; got {t.dtype}: convert it "
+                         f"first (.double() or .float())")
 
 
 #: Total masses outside [MASS_LOW, MASS_HIGH] are rescaled to 1 for the solve (see solve).
@@ -36,7 +57,7 @@ def _check_weights(w: torch.Tensor | None, size: int, batch: tuple[int, ...], na
                    like: torch.Tensor) -> torch.Tensor:
     if w is None:
         return torch.full((*batch, size), 1.0 / size, dtype=like.dtype, device=like.device)
-    w = _as_tensor(w, like).to(dtype=like.dtype, device=like.device)
+    w = _as_tensor(w, f"weights {name}", like)
     if w.shape != (*batch, size) and w.shape != (size,):
         raise ValueError(f"weights {name} have shape {tuple(w.shape)}; expected ({size},)"
                          + (f" or {(*batch, size)}" if batch else ""))
@@ -49,37 +70,44 @@ def _check_weights(w: torch.Tensor | None, size: int, batch: tuple[int, ...], na
     return w.expand(*batch, size)
 
 
-def _check_problem(info: MethodInfo, C: torch.Tensor, a, b) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_problem(info: MethodInfo, C: torch.Tensor, a, b):
+    """Validate the problem; return the weights (uniform when omitted) and ``max |C|``."""
     if C.dim() not in (2, 3):
         raise ValueError(f"cost must have shape (n, m) or (B, n, m); got {tuple(C.shape)}")
     if C.device.type == "meta":
         raise ValueError("cost is a meta tensor (a shape without data): nothing to solve")
-    if not C.is_floating_point():
-        raise ValueError(f"cost must be a floating-point tensor; got {C.dtype}")
+    _check_float("cost", C)
     n, m = C.shape[-2:]
     if n == 0 or m == 0 or (C.dim() == 3 and C.shape[0] == 0):
         raise ValueError(f"empty OT problem: cost has shape {tuple(C.shape)}")
-    # one reduction instead of a (n, m) mask: NaN and inf propagate into the sum; only an
-    # overflowing sum of finite entries needs the exact test
-    if not torch.isfinite(C.sum()) and not bool(torch.isfinite(C).all()):
+    # one pass for both: NaN and inf propagate into min and max (the largest magnitude then
+    # sets the cost's scale, see _prepare)
+    lo, hi = (float(t) for t in torch.aminmax(C.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = (~torch.isfinite(C)).sum().item()
         raise ValueError(f"cost matrix has {bad} non-finite entries (NaN or inf)")
+    if info.square_only and n != m:
+        raise ValueError(f"method {info.name!r} needs a square problem (n == m); got {n} x {m}")
+    if C.device.type not in info.devices:
+        raise ValueError(f"method {info.name!r} does not run on {C.device.type}")
     batch = tuple(C.shape[:-2])
+    given = a is not None or b is not None
     a = _check_weights(a, n, batch, "a", C)
     b = _check_weights(b, m, batch, "b", C)
+    if given:  # the default weights are uniform with unit mass: nothing to check
+        _check_masses(info, a, b)
+    return a, b, max(abs(lo), abs(hi))
+
+
+def _check_masses(info: MethodInfo, a: torch.Tensor, b: torch.Tensor) -> None:
     ma, mb = a.sum(-1), b.sum(-1)
     if not torch.allclose(ma, mb, rtol=1e-5, atol=1e-7):
         raise ValueError(
             f"unequal total mass on a balanced problem: sum(a)={ma.max().item():.6g}, "
             f"sum(b)={mb.max().item():.6g}")
-    if info.square_only and n != m:
-        raise ValueError(f"method {info.name!r} needs a square problem (n == m); got {n} x {m}")
     if info.uniform_only:
         if not (torch.allclose(a, a[..., :1].expand_as(a)) and torch.allclose(b, b[..., :1].expand_as(b))):
             raise ValueError(f"method {info.name!r} needs uniform marginals")
-    if C.device.type not in info.devices:
-        raise ValueError(f"method {info.name!r} does not run on {C.device.type}")
-    return a, b
 
 
 def _resolve_params(info: MethodInfo, params: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +119,7 @@ def _resolve_params(info: MethodInfo, params: dict[str, Any]) -> dict[str, Any]:
     if not info.is_available:
         raise ValueError(f"method {info.name!r} needs the optional package(s) "
                          f"{', '.join(info.requires)}: pip install 'otransfer[full]'")
-    return {**info.params, **params}
+    return {**info.params, **check_params(info.name, dict(info.params), params)}
 
 
 def _marginal_error(plan: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -102,15 +130,16 @@ def _marginal_error(plan: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> flo
 
 def _finish(info: MethodInfo, out: dict, value: torch.Tensor, a, b, params) -> OTResult:
     plan = out.get("plan")
+    err = out.get("marginal_error")
+    if err is None:  # in the precision the method solved in (float32 for half input)
+        err = math.nan if plan is None else \
+            _marginal_error(plan.detach(), a.detach().to(plan.dtype), b.detach().to(plan.dtype))
     if plan is not None:
-        plan = plan.detach()
+        plan = plan.detach().to(value.dtype)
     pots = out.get("potentials")
     if pots is not None:
-        pots = tuple(p.detach() for p in pots)
-    err = out.get("marginal_error")
-    if err is None:
-        err = math.nan if plan is None else _marginal_error(plan, a.detach(), b.detach())
-    if not torch.isfinite(value).all():
+        pots = tuple(p.detach().to(value.dtype) for p in pots)
+    if not (math.isfinite(float(value)) if value.dim() == 0 else bool(torch.isfinite(value).all())):
         # Never a silent NaN: report it as a non-converged solve.
         out["converged"] = False
     return OTResult(value=value, plan=plan, potentials=pots, n_iter=int(out.get("n_iter", 0)),
@@ -118,7 +147,17 @@ def _finish(info: MethodInfo, out: dict, value: torch.Tensor, a, b, params) -> O
                     method=info.name, params=params, extras=out.get("extras", {}))
 
 
-def solve(C, a=None, b=None, *, method: str = "ipot", **params: Any) -> OTResult:
+#: ``grad=`` of solve / solve_sample: the derivative of the returned value, or Danskin's.
+GRADS = ("auto", "envelope")
+
+
+def _check_grad(grad: Any) -> None:
+    if grad not in GRADS:
+        raise ValueError(f"grad={grad!r}: choose one of {GRADS}")
+
+
+def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
+          **params: Any) -> OTResult:
     """Solve the optimal-transport problem with cost ``C`` and marginals ``a``, ``b``.
 
     Parameters
@@ -131,14 +170,20 @@ def solve(C, a=None, b=None, *, method: str = "ipot", **params: Any) -> OTResult
         Total masses must agree (balanced OT).
     method : str
         A registered method, see :func:`solvers.available`.
+    grad : {"auto", "envelope"}
+        ``"auto"``: the derivative of the returned value. For exact and certified results
+        that is the envelope (``dvalue/dC = plan``, ``dvalue/da``, ``dvalue/db`` = centred
+        potentials: the gradient of exact OT, first order); for an entropic plan at ``gap=0``
+        (``sinkhorn``, ``pot_sinkhorn``) implicit differentiation of ``<P_eps, C>``; for
+        ``ipot`` at ``gap=0`` the derivative of its N steps. ``"envelope"``: Danskin's
+        gradient whatever the solver did, plan and potentials held fixed (li2020 §3.1).
     **params
         The method's parameters (``reg``, ``max_iter``, ``tol``, ...); unknown ones raise.
 
     Returns
     -------
     OTResult
-        ``value = <P, C>``, differentiable by the envelope theorem: ``dvalue/dC = plan``,
-        ``dvalue/da``, ``dvalue/db`` = centred potentials (first order, at convergence).
+        ``value = <P, C>``, differentiable as ``grad`` says.
 
     Notes
     -----
@@ -148,72 +193,124 @@ def solve(C, a=None, b=None, *, method: str = "ipot", **params: Any) -> OTResult
     if info.input != "cost":
         raise ValueError(f"method {method!r} works on points, not on a cost matrix; "
                          f"use solve_sample(x, y, method={method!r})")
+    _check_grad(grad)
     params = _resolve_params(info, params)
-    C = _as_tensor(C)
-    a, b = _check_problem(info, C, a, b)
-    # masses far from 1 (1e-30: underflow in the scaling iterations) are solved at unit mass:
-    # OT(m a, m b) = m OT(a, b), and the plan scales by m (the Sinkhorn fixed point too)
-    mass = a.detach().sum(-1)
-    scale = mass if bool(((mass < MASS_LOW) | (mass > MASS_HIGH)).any()) else None
-    a_in, b_in = (a.detach(), b.detach()) if scale is None else \
-        (a.detach() / scale[..., None], b.detach() / scale[..., None])
-    # costs of subnormal or huge magnitude (1e-310, 1e35) are solved at unit scale: the plan of
-    # a scale-free method (exact, or reg/beta relative to the range) does not change with it
-    C_in, c_scale = C.detach(), None
-    if info.input == "cost" and C.numel():
-        cmax = float(C_in.abs().amax())
-        scale_free = params.get("relative") is True or not any(
-            k in params for k in ("reg", "beta", "blur", "eps"))
-        if 0 < cmax and not COST_LOW <= cmax <= COST_HIGH and scale_free:
-            c_scale = cmax
-            C_in = C_in / cmax
+    C = _as_tensor(C, "cost")
+    default_mass = a is None and b is None
+    a, b, cmax = _check_problem(info, C, a, b)
+    C_in, a_in, b_in, mass, c_scale = _prepare(C, a, b, params, cmax, default_mass)
     if C.dim() == 3 and not info.batched:
-        outs = [info.fn(C_in[i], a_in[i], b_in[i], **params) for i in range(C.shape[0])]
-        out = _stack(outs)
+        out = _stack([info.fn(C_in[i], a_in[i], b_in[i], **params) for i in range(C.shape[0])])
     else:
         out = info.fn(C_in, a_in, b_in, **params)
+    _scale_back(out, mass, c_scale)
+    if (a.requires_grad or b.requires_grad) and out.get("potentials") is None:
+        if info.name == "exact":  # the same optimum from the network simplex, with its duals
+            return solve(C, a, b, method="emd", grad=grad)
+        raise ValueError(f"method {method!r} returns no dual potentials, so no gradient with "
+                         f"respect to the masses a, b: use 'emd' or 'exact' (the LP duals) or a "
+                         f"scaling method (sinkhorn, ipot), or pass a, b without requires_grad")
+    if grad == "envelope":
+        out.pop("value_fn", None)
+    return _finish(info, out, _value(out, C, a, b), a, b, params)
+
+
+#: Half precision is solved in float32 (no sparse matvec, and exp(-17) already underflows
+#: float16), its results cast back: the value keeps the caller's dtype.
+HALF = (torch.float16, torch.bfloat16)
+
+
+def _prepare(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, params, cmax: float,
+             default_mass: bool):
+    """The detached problem the method solves: unit mass, unit cost scale where needed."""
+    work = torch.float32 if C.dtype in HALF else C.dtype
+    # masses far from 1 (1e-30: underflow in the scaling iterations) are solved at unit mass:
+    # OT(m a, m b) = m OT(a, b), and the plan scales by m (the Sinkhorn fixed point too)
+    mass = None
+    if not default_mass:
+        mass = a.detach().sum(-1)
+        mass = mass if bool(((mass < MASS_LOW) | (mass > MASS_HIGH)).any()) else None
+    a_in, b_in = a.detach().to(work), b.detach().to(work)
+    if mass is not None:
+        a_in, b_in = a_in / mass[..., None].to(work), b_in / mass[..., None].to(work)
+    # costs of subnormal or huge magnitude (1e-310, 1e35) are solved at unit scale: the plan of
+    # a scale-free method (exact, or reg/beta relative to the range) does not change with it
+    C_in, c_scale = C.detach().to(work), None
+    scale_free = params.get("relative") is True or not any(
+        k in params for k in ("reg", "beta", "blur", "eps"))
+    if 0 < cmax and not COST_LOW <= cmax <= COST_HIGH and scale_free:
+        c_scale = cmax
+        C_in = C_in / cmax
+    return C_in, a_in, b_in, mass, c_scale
+
+
+def _scale_back(out: dict, mass: torch.Tensor | None, c_scale: float | None) -> None:
     if c_scale is not None:
         if out.get("potentials") is not None:
             out["potentials"] = tuple(p * c_scale for p in out["potentials"])
         if out.get("plan") is None and out.get("value") is not None:
             out["value"] = out["value"] * c_scale
-    if scale is not None:
+    if mass is not None:
         if out.get("plan") is not None:
-            out["plan"] = out["plan"] * scale[..., None, None].to(out["plan"].dtype)
+            out["plan"] = out["plan"] * mass[..., None, None].to(out["plan"].dtype)
         elif out.get("value") is not None:
-            out["value"] = out["value"] * scale.to(torch.as_tensor(out["value"]).dtype)
-    if (a.requires_grad or b.requires_grad) and out.get("potentials") is None:
-        if info.name == "exact":  # the same optimum from the network simplex, with its duals
-            return solve(C, a, b, method="emd")
-        raise ValueError(f"method {method!r} returns no dual potentials, so no gradient with "
-                         f"respect to the masses a, b: use 'emd' or 'exact' (the LP duals) or a "
-                         f"scaling method (sinkhorn, ipot), or pass a, b without requires_grad")
+            out["value"] = out["value"] * mass.to(torch.as_tensor(out["value"]).dtype)
+
+
+def _value(out: dict, C: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The differentiable value: ``<P, C>`` with the envelope gradient, or the method's own
+    ``value_fn`` where the envelope is not the gradient of what is returned."""
     plan = out.get("plan")
-    if plan is not None:
-        value = attach(C, a, b, plan.to(C.dtype), out.get("potentials"))
-    else:
-        value = out["value"]
-    return _finish(info, out, value, a, b, params)
+    if plan is None:
+        return out["value"]
+    plan = plan.to(C.dtype)
+    pots = out.get("potentials")
+    if pots is not None:
+        pots = tuple(p.to(C.dtype) for p in pots)
+    if out.get("value_fn") is not None:
+        return out["value_fn"](C, a, b, plan, pots)
+    return attach(C, a, b, plan, pots)
 
 
 def _stack(outs: list[dict]) -> dict:
+    """One batched output from per-problem ones: every extra follows the batch shape of the
+    value, ``(B, ...)`` (numbers and tensors stacked, anything else a list of B)."""
     out: dict = {
         "plan": torch.stack([o["plan"] for o in outs]) if outs[0].get("plan") is not None else None,
         "n_iter": max(int(o.get("n_iter", 0)) for o in outs),
         "converged": all(o.get("converged", True) for o in outs),
-        "extras": {"per_problem": [o.get("extras", {}) for o in outs]},
+        "extras": _stack_extras([o.get("extras", {}) for o in outs]),
     }
     if outs[0].get("potentials") is not None:
         out["potentials"] = tuple(torch.stack([o["potentials"][k] for o in outs]) for k in (0, 1))
+    fns = [o.get("value_fn") for o in outs]
+    if fns[0] is not None:
+        def value_fn(C, a, b, plan, pots):
+            return torch.stack([fn(C[i], a[i], b[i], plan[i], (pots[0][i], pots[1][i]))
+                                for i, fn in enumerate(fns)])
+        out["value_fn"] = value_fn
     return out
 
 
+def _stack_extras(extras: list[dict]) -> dict:
+    merged: dict = {}
+    for key in extras[0]:
+        vals = [e.get(key) for e in extras]
+        if all(isinstance(v, torch.Tensor) for v in vals) and len({v.shape for v in vals}) == 1:
+            merged[key] = torch.stack(vals)
+        elif all(isinstance(v, (int, float)) for v in vals):  # bool too
+            merged[key] = torch.tensor(vals)
+        else:
+            merged[key] = vals
+    return merged
+
+
 def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str = "ipot",
-                 **params: Any) -> OTResult:
+                 grad: str = "auto", **params: Any) -> OTResult:
     """Solve OT between the point clouds ``x`` (n, k) and ``y`` (m, k).
 
     Cost methods build ``C = cost(x, y)`` and call :func:`solve`, so gradients flow to ``x`` and
-    ``y`` through the envelope theorem; point methods (``geomloss``, ``keops``) never
+    ``y`` through ``C`` (as ``grad`` says); point methods (``geomloss``, ``keops``) never
     materialise ``C``.
 
     Parameters
@@ -225,17 +322,25 @@ def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str =
     cost : {"euclidean", "sqeuclidean", "cosine"}
     method : str
         A registered method.
+    grad : {"auto", "envelope"}
+        As for :func:`solve`.
     """
     if cost not in COSTS:
         raise ValueError(f"unknown cost {cost!r}; choose one of {sorted(COSTS)}")
-    x, y = _as_tensor(x), _as_tensor(y)
+    _check_grad(grad)
+    x, y = _as_tensor(x, "points x"), _as_tensor(y, "points y")
     if x.dim() not in (2, 3) or y.dim() != x.dim() or x.shape[-1] != y.shape[-1] \
             or x.shape[:-2] != y.shape[:-2]:
         raise ValueError(f"points must have shapes (n, k) and (m, k) with the same k; got "
                          f"{tuple(x.shape)} and {tuple(y.shape)}")
     if x.shape[-2] == 0 or y.shape[-2] == 0 or x.shape[-1] == 0:
         raise ValueError(f"empty point cloud: {tuple(x.shape)} vs {tuple(y.shape)}")
+    # integer (and boolean) coordinates are cast to float64, exactly (< 2**53), as POT casts
+    # integer arrays; GeomLoss and KeOps fail deep inside on them
+    x, y = (p.to(torch.float64) if not (p.is_floating_point() or p.is_complex()) else p
+            for p in (x, y))
     for name, p in (("x", x), ("y", y)):
+        _check_float(f"points {name}", p)
         if not torch.isfinite(p).all():
             raise ValueError(f"points {name} contain non-finite values")
     info = get_method(method)
@@ -247,9 +352,12 @@ def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str =
             raise ValueError(f"the {cost} cost between finite points overflowed {x.dtype} "
                              f"to non-finite entries (|coordinates| up to {big:.3g}): rescale "
                              f"the points or use float64")
-        return solve(C, a, b, method=method, **params)
+        return solve(C, a, b, method=method, grad=grad, **params)
     params = _resolve_params(info, params)
     a, b = _point_weights(info, x, y, a, b)
+    if x.dtype in HALF:  # solved in float32, the value cast back (differentiably)
+        out = info.fn(x.float(), y.float(), a.float(), b.float(), cost=cost, **params)
+        return _finish(info, out, out["value"].to(x.dtype), a, b, params)
     out = info.fn(x, y, a, b, cost=cost, **params)
     return _finish(info, out, out["value"], a, b, params)
 

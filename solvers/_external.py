@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -11,12 +12,23 @@ from ._envelope import attach
 from ._registry import register
 
 
-def _geomloss_setup(x, y, cost: str, reg: float, scaling: float):
-    """Map our costs onto GeomLoss's ``p``: ``p=1`` is ``|x-y|``, ``p=2`` is ``|x-y|^2 / 2``.
+class _Setup(NamedTuple):
+    x: torch.Tensor  # the points of our cost (unit vectors for cosine)
+    y: torch.Tensor
+    p: int  # GeomLoss's exponent: p=1 is |x-y|, p=2 is |x-y|^2 / 2
+    blur: float  # GeomLoss's eps = blur^p, on the points divided by ``scale``
+    unit: float  # GeomLoss's cost on the scaled points x unit = our cost
+    eps: float  # our eps
+    scale: float  # the points are fed to GeomLoss divided by this (their diameter)
 
-    Returns the points to feed, ``p``, ``blur`` (GeomLoss's ``eps = blur^p``), the factor that
-    turns GeomLoss's cost into ours, and our eps. ``reg`` is relative to the largest cost,
-    estimated from the bounding box (GeomLoss's own ``max_diameter``).
+
+def _geomloss_setup(x, y, cost: str, reg: float, scaling: float) -> _Setup:
+    """Map our costs onto GeomLoss's ``p`` and feed it clouds of diameter 1.
+
+    ``reg`` is relative to the largest cost, estimated from the bounding box (GeomLoss's own
+    ``max_diameter``). GeomLoss clamps its euclidean distance at 1e-4 and takes
+    ``log(diameter)``: clouds of diameter 1e-5 lost their geometry, coincident points
+    (diameter 0) failed inside it, so the points are divided by their diameter first.
     """
     if not reg > 0:
         raise ValueError(f"reg must be positive; got {reg}")
@@ -25,17 +37,16 @@ def _geomloss_setup(x, y, cost: str, reg: float, scaling: float):
     if cost == "cosine":  # 1 - <x^, y^> = |x^ - y^|^2 / 2 for unit vectors
         x = x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).eps)
         y = y / y.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(y.dtype).eps)
-        p, factor, cmax = 2, 1.0, 2.0
+    pts = torch.cat([x.detach().reshape(-1, x.shape[-1]), y.detach().reshape(-1, y.shape[-1])])
+    diam = float((pts.amax(0) - pts.amin(0)).norm())
+    if cost == "cosine":
+        p, factor, cmax, scale = 2, 1.0, 2.0, 1.0
     else:
-        pts = torch.cat([x.detach().reshape(-1, x.shape[-1]), y.detach().reshape(-1, y.shape[-1])])
-        diam = float((pts.amax(0) - pts.amin(0)).norm())
-        if cost == "euclidean":
-            p, factor, cmax = 1, 1.0, diam
-        else:  # sqeuclidean = 2 * (|x-y|^2 / 2)
-            p, factor, cmax = 2, 2.0, diam ** 2
+        scale = diam if diam > 0 else 1.0
+        p, factor, cmax = (1, 1.0, diam) if cost == "euclidean" else (2, 2.0, diam ** 2)
     eps = reg * max(cmax, 1e-12)
-    blur = (eps / factor) ** (1.0 / p)
-    return x, y, p, blur, factor, eps
+    unit = factor * scale ** p
+    return _Setup(x, y, p, (eps / unit) ** (1.0 / p), unit, eps, scale)
 
 
 def _quiet_keops() -> None:
@@ -45,15 +56,19 @@ def _quiet_keops() -> None:
     os.environ.setdefault("KEOPS_VERBOSE", "0")
 
 
-def _geomloss_potentials(x, y, a, b, p, blur, scaling, backend):
+def _geomloss_potentials(st: _Setup, a, b, scaling, backend):
+    """GeomLoss's potentials, in units of our cost."""
     _quiet_keops()
     from geomloss import SamplesLoss
 
-    loss = SamplesLoss("sinkhorn", p=p, blur=blur, scaling=scaling, debias=False,
-                       potentials=True, backend=backend)
+    xs, ys = st.x.detach() / st.scale, st.y.detach() / st.scale
+    pts = torch.cat([xs.reshape(-1, xs.shape[-1]), ys.reshape(-1, ys.shape[-1])])
+    diameter = max(float((pts.amax(0) - pts.amin(0)).norm()), st.blur)  # > 0: log(diameter)
+    loss = SamplesLoss("sinkhorn", p=st.p, blur=st.blur, scaling=scaling, debias=False,
+                       potentials=True, backend=backend, diameter=diameter)
     with torch.no_grad():
-        F, G = loss(a, x.detach(), b, y.detach())
-    return F.reshape(a.shape), G.reshape(b.shape)
+        F, G = loss(a, xs, b, ys)
+    return F.reshape(a.shape) * st.unit, G.reshape(b.shape) * st.unit
 
 
 @register(
@@ -80,13 +95,18 @@ def geomloss_solve(x, y, a, b, *, cost: str, reg: float, scaling: float) -> dict
     it per problem). Use ``sinkhorn`` when the value must be accurate. We rebuild ``P = a b^T exp((F + G - C)/eps)`` from its potentials and
     report ``<P, C>`` with the envelope gradient, as every other method.
     """
-    xs, ys, p, blur, factor, eps = _geomloss_setup(x, y, cost, reg, scaling)
-    F, G = _geomloss_potentials(xs, ys, a, b, p, blur, scaling, "tensorized")
-    F, G = F * factor, G * factor  # potentials of our cost
+    st = _geomloss_setup(x, y, cost, reg, scaling)
+    F, G = _geomloss_potentials(st, a, b, scaling, "tensorized")
+    eps = st.eps
     C = cost_matrix(x, y, cost)
     with torch.no_grad():
+        # the plan of GeomLoss's potentials on the cost GeomLoss used: its euclidean distance
+        # is sqrt(max(d^2, 1e-8)), 1e-4 where ours is 0 (coincident points; at eps ~ 1e-15
+        # that made exp overflow to inf), and a zero vector's cosine differs
+        d2 = cost_matrix(st.x.detach() / st.scale, st.y.detach() / st.scale, "sqeuclidean")
+        c_geo = st.unit * (d2.clamp_min(1e-8).sqrt() if st.p == 1 else d2 / 2)
         plan = a[..., :, None] * b[..., None, :] * torch.exp(
-            (F[..., :, None] + G[..., None, :] - C.detach()) / eps)
+            (F[..., :, None] + G[..., None, :] - c_geo) / eps)
     value = attach(C, a, b, plan, (F, G))
     return {"value": value, "plan": plan, "potentials": (F, G), "n_iter": 0, "converged": True,
             "extras": {"eps": eps, "backend": "tensorized"}}
@@ -115,14 +135,16 @@ def keops_solve(x, y, a, b, *, cost: str, reg: float, scaling: float) -> dict:
 
     if x.dim() != 2:
         raise ValueError("method 'keops' takes unbatched point clouds (n, k) and (m, k)")
-    xs, ys, p, blur, factor, eps = _geomloss_setup(x, y, cost, reg, scaling)
-    F, G = _geomloss_potentials(xs, ys, a, b, p, blur, scaling, "online")
-    F, G = F * factor, G * factor
+    st = _geomloss_setup(x, y, cost, reg, scaling)
+    F, G = _geomloss_potentials(st, a, b, scaling, "online")
+    xs, ys, eps = st.x, st.y, st.eps
     x_i, y_j = LazyTensor(xs[:, None, :].contiguous()), LazyTensor(ys[None, :, :].contiguous())
     xd, yd = xs.detach(), ys.detach()
     xd_i, yd_j = LazyTensor(xd[:, None, :].contiguous()), LazyTensor(yd[None, :, :].contiguous())
 
-    def lazy_cost(xi, yj):
+    def lazy_cost(xi, yj, ours: bool):
+        if cost == "cosine" and ours:  # 1 - <x^, y^>: a zero vector is at distance 1, as
+            return -(xi * yj).sum(-1) + 1  # cost_matrix says (GeomLoss's |x^ - y^|^2/2 gives 0)
         d2 = ((xi - yj) ** 2).sum(-1)
         if cost == "euclidean":
             return d2.sqrt()
@@ -132,8 +154,9 @@ def keops_solve(x, y, a, b, *, cost: str, reg: float, scaling: float) -> dict:
 
     logw = LazyTensor((torch.log(a) + F / eps)[:, None, None].contiguous()) + \
         LazyTensor((torch.log(b) + G / eps)[None, :, None].contiguous())
-    P_ij = (logw - lazy_cost(xd_i, yd_j) / eps).exp()  # fixed plan: built from detached points
-    value = (P_ij * lazy_cost(x_i, y_j)).sum(dim=1).sum()
+    # fixed plan: built from the detached points, on the cost GeomLoss's potentials are for
+    P_ij = (logw - lazy_cost(xd_i, yd_j, ours=False) / eps).exp()
+    value = (P_ij * lazy_cost(x_i, y_j, ours=True)).sum(dim=1).sum()
     mass = (P_ij.sum(dim=1)).reshape(-1)
     err = float((mass - a).abs().sum())
     return {"value": value, "plan": None, "potentials": (F, G), "n_iter": 0,

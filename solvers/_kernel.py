@@ -217,11 +217,17 @@ class Kernel:
         """A certified lower bound on OT (B,): the dual value of the double c-transform
         ``g_j = min_i C_ij - F_i``, ``f_i = min_j C_ij - g_j`` (feasible: ``f_i + g_j <= C_ij``),
         computed on the dense cost, so it holds whatever support the iterations used."""
+        f, g = self.ctransform(F)
+        return (a * f).sum(-1) + (b * g).sum(-1)
+
+    def ctransform(self, F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The double c-transform ``(f, g)`` of ``F`` on the dense cost: dual-feasible,
+        ``f_i + g_j <= C_ij``, the potentials of a certified result."""
         # slot 1: in dense mode the kernel itself lives in the main workspace
         buf = workspace(self.C.shape, self.C.dtype, self.C.device, 1)
         g = torch.sub(self.C, F[:, :, None], out=buf).amin(-2)
         f = torch.sub(self.C, g[:, None, :], out=buf).amin(-1)
-        return (a * f).sum(-1) + (b * g).sum(-1)
+        return f, g
 
     def support_lower_bound(self, F: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The double c-transform restricted to the support: no bound (it is >= the dense one),

@@ -17,7 +17,8 @@ class OTResult:
     ----------
     value : torch.Tensor
         ``<P, C>``, a scalar (or a ``(B,)`` vector for batched problems). Differentiable w.r.t. the
-        cost (and so the points) and the marginals through the envelope theorem. A regularisation
+        cost (and so the points) and the marginals: the derivative of this value (envelope
+        theorem for exact and certified results; see ``solve(grad=...)``). A regularisation
         term, where the solver has one, is *not* included: it is kept in ``extras["reg_value"]``.
     plan : torch.Tensor or None
         ``(n, m)`` or ``(B, n, m)`` transport plan, detached; ``None`` for plan-free solvers.
@@ -36,7 +37,9 @@ class OTResult:
     params : Mapping[str, Any]
         The resolved parameters the method ran with (defaults filled in).
     extras : Mapping[str, Any]
-        Method-specific diagnostics (e.g. ``reg_value``, ``eps``, ``gap``, ``support_size``).
+        Method-specific diagnostics (e.g. ``reg_value``, ``eps``, ``gap``, ``support_size``,
+        ``reason`` when not converged). Tensors have the batch shape of ``value`` in front;
+        lists (batched problems solved one by one) have one entry per problem.
     """
 
     value: torch.Tensor

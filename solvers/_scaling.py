@@ -5,12 +5,14 @@ in ``_api.solve`` (style.md §5), never by backpropagating through iterations.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
+from ._envelope import attach_entropic, attach_replay, plan_dot
 from ._kernel import Kernel, batched_dot
-from ._registry import register
+from ._registry import get_method, register
 
 import os
 
@@ -28,7 +30,9 @@ CERTIFY_BELOW = 1 / 8  # certify only once eps <= range / 8
 SINKHORN_TRUNC = 8.0  # support: P_ij > exp(-8) a_i b_j (the certificate guards the rest)
 SPARSE_MIN_SIZE = 4096  # below n m = 4096 the dense kernel is cheaper
 SPARSE_MAX_DENSITY = 0.3
-IPOT_TRUNC = 15.0  # IPOT's updates are multiplicative: an entry dropped stays 0, so keep more
+IPOT_TRUNC = 15.0
+BIAS_STALL = 0.9  # a certificate chunk at the last eps must cut the gap estimate by 10%...
+BIAS_ERR = 1e-3  # ...once the L1 marginal error is below this (before, the gap still moves)  # IPOT's updates are multiplicative: an entry dropped stays 0, so keep more
 
 
 def _batch(C, a, b):
@@ -38,9 +42,13 @@ def _batch(C, a, b):
 
 
 def _unbatch(out: dict, single: bool) -> dict:
+    """Drop the batch axis added by :func:`_batch`, from the extras too: every extra follows
+    the batch shape of the value."""
     if single:
         out["plan"] = out["plan"][0]
         out["potentials"] = tuple(p[0] for p in out["potentials"])
+        out["extras"] = {k: v[0] if isinstance(v, torch.Tensor) and v.dim() else v
+                         for k, v in out.get("extras", {}).items()}
     return out
 
 
@@ -73,14 +81,13 @@ def _l1(x: torch.Tensor) -> float:
 @register(
     "sinkhorn", converges_to_exact=True, value_rtol=1e-3, potentials=True, batched=True,
     params={"reg": 1e-3, "gap": 1e-3, "max_iter": 5000, "tol": 1e-5, "scaling": 0.5,
-            "sparse": True, "relative": True},
-    description="Sinkhorn, log-stabilised, eps-scaling, sparse kernel, certified duality gap "
-                "(uncertified, converged=False, when the entropic bias eps*log(n) at eps = "
-                "reg*range exceeds gap*value: costs whose OT value is far below their range, "
-                "e.g. uniform random costs, need a smaller reg; extras['reason'] says so)",
+            "sparse": True, "relative": True, "exact_finish": True},
+    description="Sinkhorn, log-stabilised, eps-scaling, sparse kernel, certified duality gap; "
+                "where the entropic bias at reg keeps the gap open (an OT value far below the "
+                "cost's range, e.g. uniform random costs) it finishes exactly (network simplex)",
 )
 def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scaling: float,
-             sparse: bool, relative: bool) -> dict:
+             sparse: bool, relative: bool, exact_finish: bool) -> dict:
     """Solve OT by Sinkhorn scaling with absorption, eps-scaling, kernel truncation and a
     certified stopping rule.
 
@@ -110,6 +117,14 @@ def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scal
         fails the dense certificate is grown. Ignored when ``gap = 0``.
     relative : bool
         Whether ``reg`` is relative to the cost's range (default) or absolute.
+    exact_finish : bool
+        When, at ``eps = reg``, the gap stops shrinking above ``gap`` with the marginals
+        nearly met, the entropic bias of that eps (``<P_eps, C> - OT`` grows with
+        ``eps log n``) is larger than ``gap * value``: the OT value is far below the cost's
+        range (uniform random costs: value ~ range / n). Smaller eps would take thousands of
+        iterations; instead finish with the network simplex (POT ``ot.emd``, the ``emd``
+        method), whose plan and LP duals certify a gap of 0 (``extras["finish"] = "emd"``).
+        ``False``: return the rounded entropic plan, uncertified, with its gap and the reason.
 
     Notes
     -----
@@ -128,7 +143,32 @@ def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scal
     C, a, b, single = _batch(C, a, b)
     with torch.no_grad():
         out = _sinkhorn(C, a, b, reg, gap, max_iter, tol, scaling, sparse, relative)
+        if out["extras"].pop("bias_limited") and exact_finish and get_method("emd").is_available:
+            _exact_finish(C, a, b, out)
+    if gap == 0:  # the entropic plan at eps: its <P, C> is no optimum, so no envelope
+        out["value_fn"] = functools.partial(_entropic_value, reg=reg, relative=relative)
     return _unbatch(out, single)
+
+
+def _exact_finish(C, a, b, out: dict) -> None:
+    """Replace a bias-limited entropic result by the network simplex's (per problem), keeping
+    the iterations' diagnostics; the gap is that of its plan and LP duals (0 up to round-off)."""
+    from ._exact import emd
+
+    res = [emd(C[i], a[i], b[i], max_iter=10_000_000, num_threads=1) for i in range(C.shape[0])]
+    plan = torch.stack([r["plan"] for r in res])
+    f, g = (torch.stack([r["potentials"][k] for r in res]) for k in (0, 1))
+    ub, lb = batched_dot(plan, C), (a * f).sum(-1) + (b * g).sum(-1)
+    floor = VALUE_FLOOR * _scale(C)
+    gap = float(((ub - lb).clamp_min(0) / ub.abs().clamp_min(floor)).max())
+    converged = all(r["converged"] for r in res)
+    out.update(plan=plan, potentials=(f, g), converged=converged)
+    out["extras"].update(gap=gap, lower_bound=lb, finish="emd", reason="" if converged else
+                         "the network simplex finish hit its iteration limit")
+
+
+def _entropic_value(C, a, b, plan, potentials, *, reg, relative):
+    return attach_entropic(C, a, b, plan, potentials, reg, relative)
 
 
 #: The certificate's gap is relative to the value, or to this fraction of the cost's range when
@@ -173,8 +213,8 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
                    max_density=SPARSE_MAX_DENSITY)
     u, v = torch.ones_like(a), torch.ones_like(b)
     n_iter, stages, grown, err = 0, 0, 0, math.inf
-    certified, gap, lb, rounding = False, math.inf, None, None
-    last_eps = None
+    certified, gap, lb, rounding, cpot = False, math.inf, None, None, None
+    last_eps, prev_est, bias_limited = None, math.inf, False
     while True:
         final = eps <= eps_end * (1 + 1e-9)
         K.set(F, G, eps)
@@ -212,8 +252,18 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
             scale_ub = ub.abs().clamp_min(max(tiny, VALUE_FLOOR * rng))
             lb_est = K.support_lower_bound(Fa, a, b)
             est = float(((ub - lb_est) / scale_ub).max())
+            # at the last eps the gap no longer shrinking (by BIAS_STALL per CHECK_EVERY
+            # iterations), while the marginals nearly hold (the entropic bias of this eps keeps
+            # it open) or no longer improve either (Sinkhorn's own stall): more iterations at
+            # this eps will not certify
+            if final and est > gap_tol and est > BIAS_STALL * prev_est:
+                # (a truncated support that stalls is grown below before anything else)
+                bias_limited = "bias" if err < BIAS_ERR else "stall" if \
+                    err > BIAS_STALL * prev_err and not (K.sparse and may_grow) else False
+            prev_est = est if final else math.inf
             if est <= gap_tol:
-                lb = K.lower_bound(Fa, a, b)
+                cpot = K.ctransform(Fa)  # feasible: the potentials of a certified result
+                lb = (a * cpot[0]).sum(-1) + (b * cpot[1]).sum(-1)
                 gap = float(((ub - lb) / scale_ub).max())
                 certified = gap <= gap_tol
                 if not certified and K.sparse:
@@ -231,7 +281,7 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
         if _DEBUG:
             print(f"stage {stages} eps/rng {eps/rng:.2e} iters {k} err {err:.2e} "
                   f"sparse {K.sparse} nnz {K.nnz}")
-        if certified or n_iter >= max_iter:
+        if certified or n_iter >= max_iter or bias_limited:
             break
         # A truncated support can make the marginals unreachable: the error then stalls. Grow
         # the support with every entry active at this eps (one dense pass) and go on.
@@ -268,29 +318,48 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
         elif sparse:
             K.sparsify(F, G, eps, max_density=SPARSE_MAX_DENSITY)
     Fa, Ga = _absorb(F, G, u, v, eps, tiny)
-    if certified:
+    if gap_tol > 0 and not certified:
+        # round the last iterate onto Pi(a, b) (Altschuler et al. 2017, Alg. 2): a feasible
+        # plan, so an upper bound, and the gap it leaves is reported even when too large
+        rounding = K.rounded(a * u, b * v, a, b)
+        lb = K.lower_bound(Fa, a, b)
+        ub = rounding[-1]
+        gap = float(((ub - lb) / ub.abs().clamp_min(max(tiny, VALUE_FLOOR * rng))).max())
+    if rounding is not None and gap_tol > 0:
         ur, vr, err_a, err_b, _ = rounding
         plan = K.plan(ur, vr, err_a, err_b)
     else:
         plan = K.plan(a * u, b * v)
-    Fa, Ga = _lp_potentials(K, Fa, Ga, a, b)
+    Fe, Ge = _lp_potentials(K, Fa, Ga, a, b)  # the entropic duals
     value = batched_dot(plan, C)
-    dual = (a * torch.where(a > 0, Fa, 0)).sum(-1) + (b * torch.where(b > 0, Ga, 0)).sum(-1)
+    dual = (a * torch.where(a > 0, Fe, 0)).sum(-1) + (b * torch.where(b > 0, Ge, 0)).sum(-1)
     converged = certified if gap_tol > 0 else err < tol
-    reason = ""
-    if gap_tol > 0 and not certified:
-        bias = eps * math.log(max(n, m))
-        val = float(batched_dot(plan, C).abs().max())
-        reason = (f"no certificate within gap={gap_tol:g} after {n_iter} iterations at eps="
-                  f"{eps:.3g}" + (f": the entropic bias eps*log(n) = {bias:.3g} exceeds "
-                                  f"gap*value = {gap_tol * val:.3g}; lower reg"
-                                  if bias > gap_tol * val else "; raise max_iter"))
+    reason = "" if converged or gap_tol == 0 else \
+        _sinkhorn_reason(gap_tol, gap, n_iter, max_iter, eps, bias_limited)
     return {
-        "plan": plan, "potentials": (Fa, Ga), "n_iter": n_iter, "converged": bool(converged),
+        # certified: the feasible potentials whose dual value is the certificate's lower bound
+        "plan": plan, "potentials": cpot if certified else (Fe, Ge),
+        "n_iter": n_iter, "converged": bool(converged),
         "extras": {"eps": eps, "gap": gap, "lower_bound": lb, "reg_value": dual - value,
                    "stages": stages, "sparse": K.sparse, "support_size": K.nnz,
-                   "support_grown": grown, "reason": reason},
+                   "support_grown": grown, "reason": reason, "bias_limited": bias_limited},
     }
+
+
+def _sinkhorn_reason(gap_tol, gap, n_iter, max_iter, eps, bias_limited) -> str:
+    head = f"no certificate within gap={gap_tol:g}: the rounded plan is within {gap:.3g}"
+    if bias_limited == "stall":
+        return (f"{head} after {n_iter} iterations at eps={eps:.3g}, where the gap and the "
+                f"marginals stopped improving (a slow, near-degenerate problem at this eps); "
+                f"let exact_finish=True solve it exactly, or raise reg")
+    if bias_limited:
+        return (f"{head} after {n_iter} iterations at eps={eps:.3g}, and the gap stopped "
+                f"shrinking: the entropic bias of eps is larger than gap x value (an OT value "
+                f"far below the cost's range, e.g. uniform random costs); lower reg, or let "
+                f"exact_finish=True solve it exactly")
+    if n_iter >= max_iter:
+        return f"{head} when max_iter={max_iter} was reached: raise max_iter"
+    return f"{head} once the marginals met tol at eps={eps:.3g}: lower reg or tol"
 
 
 @register(
@@ -352,7 +421,48 @@ def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
         beta_abs = beta * _scale(C) if relative else float(beta)
         out = _ipot(C - shift, a, b, beta_abs, int(max_iter), gap, check_every,
                     sparse and gap > 0, offset=shift.reshape(-1) * a.sum(-1))
+    F, G = out["potentials"]
+    out["potentials"] = (F + shift[:, :, 0], G)  # potentials of C, not of C - min C
+    if gap == 0:  # the papers' N fixed steps: the derivative of those steps, not the envelope
+        steps = functools.partial(ipot_steps, beta=beta, n_steps=out["n_iter"], relative=relative)
+        out["value_fn"] = functools.partial(_replayed_value, steps=steps)
     return _unbatch(out, single)
+
+
+def _replayed_value(C, a, b, plan, potentials, *, steps):
+    return attach_replay(steps, plan_dot(plan, C.detach()), C, a, b)
+
+
+def ipot_steps(C, a, b, *, beta: float, n_steps: int, relative: bool) -> torch.Tensor:
+    """``<T^(N), C>`` after N steps of lohit2020 Alg. 1, differentiable (log domain, no
+    clamping; each step checkpointed: memory O(n m + N (n + m)) for the backward pass)."""
+    from torch.utils.checkpoint import checkpoint
+
+    C3, a3, b3, single = _batch(C, a, b)
+    Cs = C3 - C3.amin(dim=(-2, -1), keepdim=True)  # as ipot: T^(0) = 1 1^T
+    if relative:
+        rng = (Cs.amax(dim=(-2, -1)) - Cs.amin(dim=(-2, -1))).max()
+        beta = beta * (rng if float(rng) > 0 else torch.ones_like(rng))
+    la = torch.where(a3 > 0, torch.log(a3.clamp_min(torch.finfo(a3.dtype).tiny)), 0)
+    lb = torch.where(b3 > 0, torch.log(b3.clamp_min(torch.finfo(b3.dtype).tiny)), 0)
+    # rows/columns of zero weight take no part in the other side's sums (their u, v are 0)
+    mask_a = torch.where(a3 > 0, 0.0, -math.inf).to(Cs.dtype)
+    mask_b = torch.where(b3 > 0, 0.0, -math.inf).to(Cs.dtype)
+    Phi, Psi = torch.zeros_like(a3), torch.zeros_like(b3)
+    logv = torch.full_like(b3, -math.log(b3.shape[-1]))  # Alg. 1: v = 1/m
+
+    def step(Phi, Psi, logv, t):
+        logQ = (Phi[:, :, None] + Psi[:, None, :] - t * Cs) / beta
+        logu = la - torch.logsumexp(logQ + (logv + mask_b)[:, None, :], dim=-1)
+        logv = lb - torch.logsumexp(logQ + (logu + mask_a)[:, :, None], dim=-2)
+        return Phi + beta * logu, Psi + beta * logv, logv
+
+    for t in range(1, n_steps + 1):
+        Phi, Psi, logv = checkpoint(step, Phi, Psi, logv, t, use_reentrant=False)
+    T = torch.exp((Phi[:, :, None] + Psi[:, None, :] - n_steps * Cs) / beta)
+    T = T * ((a3 > 0)[:, :, None] & (b3 > 0)[:, None, :])
+    value = (T * C3).sum(dim=(-2, -1))
+    return value[0] if single else value
 
 
 def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset):
@@ -399,18 +509,33 @@ def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset):
     eps = beta / t
     Fa, Gb = Phi / t - eps * la, Psi / t - eps * lb
     K.set(Fa, Gb, eps)
+    reason = ""
+    if gap_tol > 0 and not certified:
+        # the gap that rounding T onto Pi(a, b) (Altschuler et al. 2017) would leave
+        rounding = K.rounded(a, b, a, b)
+        ub = rounding[-1]
+        scale_ub = (ub + offset).abs().clamp_min(max(tiny, VALUE_FLOOR * float(rng)))
+        gap = float(((ub - K.lower_bound(Fa, a, b)) / scale_ub).max())
+        reason = (f"no certificate within gap={gap_tol:g} after max_iter={t} proximal steps: "
+                  f"the rounded plan is within {gap:.3g} (eps = beta/t = {eps:.3g}); raise "
+                  f"max_iter, or use sinkhorn or emd")
     if certified:
         ur, vr, err_a, err_b, _ = rounding
         plan = K.plan(ur, vr, err_a, err_b)
         converged = True
-    else:
+    elif gap_tol > 0:  # T^(N) as it is (closer to OT than its rounding), its gap reported
+        plan, converged = K.plan(a, b), False
+    else:  # gap = 0: T^(N) of Alg. 1 as it is
         plan = K.plan(a, b)
         err = max(_l1(plan.sum(-1) - a), _l1(plan.sum(-2) - b))
-        converged = gap_tol == 0 and err < 1e-3
-    F, G = _lp_potentials(K, Fa, Gb, a, b)
+        converged = err < 1e-3
+        if not converged:
+            reason = (f"gap=0 runs exactly max_iter={t} proximal steps (the papers' N): the "
+                      f"plan's L1 marginal error {err:.3g} is above 1e-3; raise max_iter")
+    F, G = K.ctransform(Fa) if certified else _lp_potentials(K, Fa, Gb, a, b)
     return {"plan": plan, "potentials": (F, G), "n_iter": t, "converged": bool(converged),
             "extras": {"eps": eps, "gap": gap, "sparse": K.sparse, "support_size": K.nnz,
-                       "support_grown": grown}}
+                       "support_grown": grown, "reason": reason}}
 
 
 @register(
@@ -437,5 +562,8 @@ def pot_sinkhorn(C, a, b, *, reg: float, max_iter: int, tol: float) -> dict:
     G = eps * (log["log_v"] - torch.log(b))
     G = torch.where(b > 0, G, (C - F.where(a > 0, 0)[:, None]).amin(0))
     F = torch.where(a > 0, F, (C - G[None, :]).amin(1))
+    reason = "" if err < tol else (f"L1 marginal error {err:.3g} above tol={tol:g} after "
+                                   f"{n_iter} iterations (no eps-scaling): raise max_iter or reg")
     return {"plan": plan.detach(), "potentials": (F, G), "n_iter": n_iter,
-            "converged": bool(err < tol), "extras": {"eps": eps}}
+            "converged": bool(err < tol), "extras": {"eps": eps, "reason": reason},
+            "value_fn": functools.partial(_entropic_value, reg=reg, relative=True)}

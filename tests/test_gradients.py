@@ -34,6 +34,9 @@ def _centred(v):
 
 
 # --- (a) envelope: dvalue/dC = plan, dvalue/da = centred potentials -----------------------------
+# grad="envelope" asks for Danskin's gradient whatever the solver did (it is the default's too
+# for exact and certified results; an entropic plan at gap=0 defaults to the derivative of its
+# <P, C>, tested in (c) and in test_solver_conformance2.py)
 
 @pytest.mark.parametrize("name", COST)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
@@ -47,7 +50,7 @@ def test_envelope_gradient_is_plan_and_centred_potentials(name, dtype):
         with pytest.raises(ValueError, match="no gradient with respect to the masses"):
             _quiet(solve, C, a, b, method=name)
         a, b = a0, b0
-    res = _quiet(solve, C, a, b, method=name)
+    res = _quiet(solve, C, a, b, method=name, grad="envelope")
     assert res.value.requires_grad
     (FACTOR * res.value).backward()
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
@@ -72,7 +75,7 @@ def test_envelope_gradient_batched(name):
     if info.potentials:  # a method without duals refuses masses that want a gradient
         a = _leaf(a)
     b = torch.stack([p[2] for p in probs])
-    res = _quiet(solve, C, a, b, method=name)
+    res = _quiet(solve, C, a, b, method=name, grad="envelope")
     w = torch.tensor([1.0, -2.0, FACTOR], dtype=C.dtype)
     (w * res.value).sum().backward()
     assert torch.allclose(C.grad, w[:, None, None] * res.plan, rtol=1e-12, atol=1e-14)
@@ -89,7 +92,7 @@ def test_gradient_wrt_points_is_plan_chain_rule(name):
     a = weights(n, seed=3, uniform=info.uniform_only)
     b = weights(m, seed=4, uniform=info.uniform_only)
     x, y = _leaf(x0), _leaf(y0)
-    res = _quiet(solve_sample, x, y, a, b, cost="euclidean", method=name)
+    res = _quiet(solve_sample, x, y, a, b, cost="euclidean", method=name, grad="envelope")
     (FACTOR * res.value).backward()
     assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
     xr, yr = _leaf(x0), _leaf(y0)
@@ -180,20 +183,22 @@ def _log_sinkhorn(C, a, b, eps, n_iter=3000, scaling=0.5, stage_iter=30):
     """An independent log-domain Sinkhorn, unrolled and differentiable (no envelope trick).
 
     eps-scaling from the cost range down to ``eps`` (warm starts), then ``n_iter`` iterations at
-    ``eps``. Returns the entropic OT value ``<a, f> + <b, g>`` (the dual, exact at the fixed
-    point once the column marginal is met) and the plan ``a_i b_j exp((f_i + g_j - C_ij)/eps)``.
+    ``eps`` (a float, or a tensor to differentiate through). Returns the entropic OT value
+    ``<a, f> + <b, g>`` (the dual, exact at the fixed point once the column marginal is met)
+    and the plan ``a_i b_j exp((f_i + g_j - C_ij)/eps)``.
     """
     f, g = torch.zeros_like(a), torch.zeros_like(b)
     loga, logb = a.log(), b.log()
     e = float(C.detach().max() - C.detach().min())
     while True:
-        e = max(e, eps)
-        for _ in range(n_iter if e <= eps else stage_iter):
+        final = e <= float(eps)
+        e = eps if final else e
+        for _ in range(n_iter if final else stage_iter):
             f = -e * torch.logsumexp(logb[None, :] + (g[None, :] - C) / e, dim=1)
             g = -e * torch.logsumexp(loga[:, None] + (f[:, None] - C) / e, dim=0)
-        if e <= eps:
+        if final:
             break
-        e *= scaling
+        e = max(e * scaling, float(eps))
     P = a[:, None] * b[None, :] * torch.exp((f[:, None] + g[None, :] - C) / eps)
     assert float((P.sum(1) - a).detach().abs().sum()) < 1e-8, "reference Sinkhorn did not converge"
     return (a * f).sum() + (b * g).sum(), P
@@ -223,22 +228,31 @@ def sinkhorn_points():
 @pytest.mark.parametrize("name", SINKHORN)
 @pytest.mark.parametrize("reg", [1e-2, 3e-3])
 def test_sinkhorn_envelope_matches_unrolled_autodiff(name, reg, sinkhorn_points):
-    """Same eps = reg * (max C - min C): the envelope gradients w.r.t. x and a equal autodiff of
-    the entropic value through an unrolled Sinkhorn (envelope theorem, at convergence)."""
+    """Same eps = reg * (max C - min C). The returned value <P, C> has the derivative autodiff
+    gives through an unrolled Sinkhorn (eps following the range, as it does); its envelope
+    (grad="envelope") is the gradient of the entropic value <a, f> + <b, g> instead."""
     info = get_method(name)
     x0, y0, a0, b0 = sinkhorn_points
-    x, a = _leaf(x0), _leaf(a0)
-    res = _quiet(solve_sample, x, y0, a, b0, cost="euclidean", method=name, **_plain_entropic(info, reg))
-    (FACTOR * res.value).backward()
+    grads = {}
+    for grad in ("auto", "envelope"):
+        x, a = _leaf(x0), _leaf(a0)
+        res = _quiet(solve_sample, x, y0, a, b0, cost="euclidean", method=name, grad=grad,
+                     **_plain_entropic(info, reg))
+        (FACTOR * res.value).backward()
+        grads[grad] = x.grad, a.grad
 
-    xr, ar = _leaf(x0), _leaf(a0)
-    C = cost_matrix(xr, y0, "euclidean")
-    eps = reg * float(C.detach().max() - C.detach().min())
-    W, P = _log_sinkhorn(C, ar, b0, eps)
-    gx, ga = torch.autograd.grad(FACTOR * W, (xr, ar))
-    assert torch.allclose(res.plan, P.detach(), atol=1e-7)
-    assert torch.allclose(x.grad, gx, rtol=1e-5, atol=1e-8), (x.grad - gx).abs().max()
-    assert torch.allclose(a.grad, _centred(ga), rtol=1e-5, atol=1e-8), (a.grad - _centred(ga)).abs().max()
+    for grad in ("auto", "envelope"):
+        xr, ar = _leaf(x0), _leaf(a0)
+        C = cost_matrix(xr, y0, "euclidean")
+        rng = C.max() - C.min()
+        # auto: <P, C> with eps = reg * range(C) moving with C; envelope: W at a fixed eps
+        W, P = _log_sinkhorn(C, ar, b0, reg * (rng if grad == "auto" else float(rng)))
+        assert torch.allclose(res.plan, P.detach(), atol=1e-7)
+        gx, ga = torch.autograd.grad(FACTOR * ((P * C).sum() if grad == "auto" else W), (xr, ar))
+        x_grad, a_grad = grads[grad]
+        assert torch.allclose(x_grad, gx, rtol=1e-5, atol=1e-8), (grad, (x_grad - gx).abs().max())
+        assert torch.allclose(a_grad, _centred(ga), rtol=1e-5, atol=1e-8), \
+            (grad, (a_grad - _centred(ga)).abs().max())
 
 
 @pytest.mark.parametrize("name", SINKHORN)

@@ -41,6 +41,8 @@ __all__, __getattr__, __dir__ = attach(__name__, {
     "records_from_csv": "tables",
     "write_verdicts": "tables",
     "plot_verdicts": "tables",
+    "measure_overhead": "overhead",
+    "overhead_table": "overhead",
     "CASES": "step_bench",
     "DEFAULT_SPECS": "step_bench",
     "BASELINE": "step_bench",

@@ -570,13 +570,19 @@ def _kd(ctx: RegContext, *, alpha: float, tau: float, scale: str) -> torch.Tenso
 # --------------------------------------------------------------------------- li2020: neurons
 
 
+#: The papers' gradient of their OT terms: the plan held fixed (li2020 §3.1, "we instead apply
+#: the envelope theorem"; lohit2020's IPOT term likewise), whatever the solver did; solvers'
+#: own default at gap=0 is the derivative of the returned value (README, Solvers).
+PAPER_GRAD = "envelope"
+
+
 def _omega(ctx: RegContext, *, alpha: float, taps: tuple[str, ...], cost: str, plan: str,
            solver: dict[str, Any]) -> torch.Tensor:
     """``alpha * sum_taps Omega(A, T)`` over the taps, neurons view (li2020 Eq. 3-6)."""
     total = 0
     for tap in taps:
         s, t = _feature_pair(ctx, tap)
-        res = transport(s, t, "neurons", cost, plan, solver)
+        res = transport(s, t, "neurons", cost, plan, {"grad": PAPER_GRAD, **solver})
         _log_solve(ctx.stats, tap, res)
         total = total + res.value
     return alpha * total
@@ -739,7 +745,8 @@ class _SamplesOT(nn.Module):
         for tap in self.taps:
             # t is detached before its embedding: the teacher network never gets a gradient
             s, t = self._pair(ctx, tap)
-            res = transport(s, t, "samples", self.cost, self.plan, self.solver)
+            res = transport(s, t, "samples", self.cost, self.plan,
+                            {"grad": PAPER_GRAD, **self.solver})
             _log_solve(ctx.stats, tap, res)
             total = total + res.value
         return self.alpha * total

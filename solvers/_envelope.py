@@ -191,8 +191,9 @@ class _Replay(torch.autograd.Function):
     def backward(ctx, grad):
         C, a, b = ctx.saved_tensors
         need = ctx.needs_input_grad[2:]
-        with torch.enable_grad():
-            ins = [t.detach().requires_grad_(n) for t, n in zip((C, a, b), need)]
+        work = torch.float32 if C.dtype in (torch.float16, torch.bfloat16) else C.dtype
+        with torch.enable_grad():  # half precision replayed in float32, as it was solved
+            ins = [t.detach().to(work).requires_grad_(n) for t, n in zip((C, a, b), need)]
             out = ctx.fn(*ins)
             wrt = [t for t, n in zip(ins, need) if n]
             grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
@@ -201,7 +202,7 @@ class _Replay(torch.autograd.Function):
             gr = next(grads) if n else None
             if gr is not None and centre:  # mass-preserving directions only, as attach
                 gr = gr - gr.mean(-1, keepdim=True)
-            res.append(gr)
+            res.append(None if gr is None else gr.to(C.dtype))
         return (None, None, *res)
 
 

@@ -459,3 +459,17 @@ def test_solvers_bench_reports_the_wrapper_overhead(tmp_path, capsys):
     assert (df["ratio"] > 0).all() and (df["routine_ms"] > 0).all()
     assert "lap.lapjv" in (tmp_path / "overhead.md").read_text()
     assert "wrapper overhead" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,params", GAP0, ids=GAP0_IDS)
+def test_half_precision_gap0_gradient_follows_float64(name, params):
+    """ipot's replayed steps ran in float16 and overflowed to inf: replayed in float32 now."""
+    C = torch.rand(8, 8, generator=torch.Generator().manual_seed(15)).half()
+    params = {**params, **({"tol": 1e-6} if "tol" in params else {})}  # float32 reaches this
+    grads = []
+    for dtype in (torch.float16, D):
+        Cl = C.detach().to(dtype).requires_grad_()
+        _quiet(solve, Cl, method=name, **params).value.backward()
+        grads.append(Cl.grad.double())
+    assert torch.isfinite(grads[0]).all()
+    assert float((grads[0] - grads[1]).norm() / grads[1].norm()) < 2e-2

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 # (a URL with a password stays off the command line; PostgreSQL's libpq also reads PGPASSWORD
 # and ~/.pgpass for a URL without one)
 from harness.experiments.cluster import STORAGE_ENV  # a light module: no torch, no Optuna
+from harness.experiments.batching import NO_BATCH_ENV  # light too
 
 __all__ = ["main", "build_parser"]
 
@@ -324,6 +325,8 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "worker":
         signal.signal(signal.SIGTERM, _on_sigterm)
     code, spawned = 0, args.workers > 1
+    if args.no_batch:  # spawned workers inherit it
+        os.environ[NO_BATCH_ENV] = "1"
     try:
         if spawned:  # then this process's own pass finds what they left: it retries nothing
             code = _spawn_workers(args)
@@ -332,7 +335,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                             device=args.device, results_root=args.results,
                             worker=args.command == "worker" or spawned,
                             stale_after=args.stale_after,
-                            heartbeat=args.heartbeat)
+                            heartbeat=args.heartbeat, batch=not args.no_batch)
     except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
         print(f"otransfer {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -490,6 +493,9 @@ def _add_run_like(sub, name: str, help: str, description: str) -> None:
                    help="train on this device (cpu, cuda, cuda:1 ...) whatever the suite says; "
                         "not part of the jobs' keys, so results stay comparable")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--no-batch", action="store_true",
+                   help="train one model at a time (default: jobs that differ only in seed and "
+                        "regularizer weights train as one batched model where that is exact)")
     p.add_argument("--results", default="results", metavar="DIR",
                    help="results root: artefacts (teachers' weights, epoch checkpoints) and "
                         "reports go to DIR/SUITE/; workers on several machines need it on a "

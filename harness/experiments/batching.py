@@ -53,8 +53,13 @@ class SeedBatches:
     """The batching strategy of one :class:`harness.experiments.runner._SuiteRun` (``run``):
     :meth:`metrics` returns a job's metrics from its batch, training the batch when needed."""
 
-    def __init__(self, run, enabled: bool = True):
+    def __init__(self, run, job_inputs: Callable, train_config: Callable,
+                 result_metrics: Callable, enabled: bool = True):
+        """``run``: the suite run; the other three are :mod:`harness.experiments.runner`'s
+        ``job_inputs``, ``_train_config`` and ``_metrics`` (passed in: no import circle)."""
         self.run = run
+        self.job_inputs, self.train_config = job_inputs, train_config
+        self.result_metrics = result_metrics
         self.enabled = enabled and os.environ.get(NO_BATCH_ENV, "") in ("", "0")
         self.done: dict[str, Mapping[str, Any]] = {}  # sibling key -> metrics not yet recorded
         self.refused: dict[str, str] = {}  # group key -> why it is not batched
@@ -90,32 +95,39 @@ class SeedBatches:
             return (not run.finished(j.key) and j.key not in run.tried
                     and j.key not in self.done and group_key(j) == key
                     and not (run.artefacts / f"{j.key}.ckpt").exists()
-                    and all(run.finished(d) for d in _deps(j)))
+                    and all(self.weights_there(d) for d in _deps(j)))
 
         if not ready(job):
             return []
         others = [j for j in run.jobs if j.key != job.key and ready(j)]
         return [job, *others][:MAX_MEMBERS]
 
+    def weights_there(self, key: str) -> bool:
+        """A teacher / init job's weights are there: finished in this run, or a job outside
+        it (``run_suite(jobs=...)``) whose weights file exists, as the runner's ``pick``
+        accepts."""
+        run = self.run
+        return run.finished(key) or (key not in run.number
+                                     and (run.artefacts / f"{key}.pt").is_file())
+
     def train(self, group: list[Job]) -> list[dict[str, Any]]:
         """Train ``group`` as one batched model; each job's metrics, as ``run_job`` gives."""
-        from harness.experiments.runner import job_inputs, result_metrics, train_config
         from harness.training.batched import Member, train_batched
 
         run = self.run
         members = []
         for j in group:
             (train_set, val_set, test_set, model, w0, teacher, source_set, reg,
-             label_cost) = job_inputs(j, run.by_key, run.artefacts)
+             label_cost) = self.job_inputs(j, run.by_key, run.artefacts)
             if source_set is not None or label_cost is not None:
                 from harness.training.batched import NotBatchable
 
                 raise NotBatchable("joint training (a source task)")
             members.append(Member(model, train_set, val_set, test_set,
-                                  train_config(j.config, run.device), reg, teacher, w0))
+                                  self.train_config(j.config, run.device), reg, teacher, w0))
         t0 = time.perf_counter()
         results = train_batched(members)
         run.say(f"{group[0].stage} {group[0].regularizer}: {len(group)} jobs (seeds "
                 f"{sorted({j.seed for j in group})}) trained as one batched model in "
                 f"{time.perf_counter() - t0:.1f} s")
-        return [result_metrics(r) for r in results]
+        return [self.result_metrics(r) for r in results]

@@ -272,16 +272,6 @@ def job_inputs(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path) -> tup
             label_cost)
 
 
-def result_metrics(result) -> dict[str, Any]:
-    """A record's metrics from a TrainResult (for :mod:`harness.experiments.batching`)."""
-    return _metrics(result)
-
-
-def train_config(cfg: Mapping[str, Any], device: str | None):
-    """A job's TrainConfig (for :mod:`harness.experiments.batching`)."""
-    return _train_config(cfg, device)
-
-
 def _starting_point(cfg: Mapping[str, Any], k: int, model, jobs_by_key, artefacts: Path):
     """The student and its ``w0`` (L2-SP's anchor): fresh, a local pre-trained file, or the
     ``init`` stage's weights with a fresh ``k``-way head (fine-tuning)."""
@@ -528,7 +518,8 @@ class _SuiteRun:
         self.since = None  # the database time of pick's last read of the claims
         from harness.experiments.batching import SeedBatches
 
-        self.batch = SeedBatches(self)  # jobs differing only in seed/alpha: trained together
+        # jobs differing only in seed/alpha: trained together (run_job's steps, passed in)
+        self.batch = SeedBatches(self, job_inputs, _train_config, _metrics)
 
     # ---- small helpers
     def tag(self, job: Job) -> str:

@@ -111,3 +111,36 @@ def test_not_batchable_says_why():
     other[1].config = TrainConfig(**{**CFG.__dict__, "seed": 1, "lr": 0.01})
     assert "differ beyond the seed" in why_not_batchable(other)
     assert why_not_batchable(members) is None
+
+
+def test_runner_batches_seeds_one_record_per_job(tmp_path):
+    """run_suite: the seeds of a student stage train as one batch, each job recorded on its
+    own with the keys and (float32, same code path for the data) the test accuracy of the
+    one-at-a-time run; --no-batch (batch=False) trains them one by one."""
+    from harness.experiments.records import records_frame
+    from harness.experiments.runner import run_suite
+    from harness.experiments.suite import expand, load_suite
+
+    over = ["seeds=[0, 1, 2]", "stages.student_LM_digits.grid.alpha=[0.1]",
+            "stages.student_LM_digits.grid.kd.tau=[4]",
+            "stages.teacher_L_digits.train.epochs=1", "stages.student_LM_digits.train.epochs=2"]
+    jobs = expand(load_suite("li2020_table2-cpu", over))
+    pick = [j for j in jobs if j.stage == "teacher_L_digits"] + \
+        [j for j in jobs if j.stage == "student_LM_digits" and j.regularizer in ("none", "kd")]
+    said = {}
+    for batch in (False, True):
+        lines = said[batch] = []
+        s = run_suite("li2020_table2-cpu", overrides=over, jobs=pick, progress=False,
+                      results_root=tmp_path / str(batch), log=lines.append, batch=batch)
+        assert s.completed == len(pick) and not s.failed
+    assert any("trained as one batched model" in line for line in said[True])
+    assert not any("batched" in line for line in said[False])
+    one, many = (records_frame(f"sqlite:///{tmp_path / str(b)}/li2020_table2-cpu/runs.sqlite3",
+                               "li2020_table2-cpu").set_index("key") for b in (False, True))
+    assert list(one.columns) == list(many.columns)
+    assert sorted(one.index) == sorted(many.index) and len(one) == len(pick)
+    for key in one.index:
+        assert one.loc[key, "test_accuracy"] == pytest.approx(many.loc[key, "test_accuracy"],
+                                                              abs=0.01)
+        assert [e.keys() for e in one.loc[key, "epochs"]] == \
+            [e.keys() for e in many.loc[key, "epochs"]]

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 from harness.experiments.cluster import STORAGE_ENV  # a light module: no torch, no Optuna
 # every URL and error line shown goes through these: no secret of the storage URL printed
 from harness.experiments.secrets import redact, scrub
+from harness.experiments.batching import NO_BATCH_ENV  # light too
 
 __all__ = ["main", "build_parser"]
 
@@ -363,6 +364,8 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     def count(job, metrics):
         args.finished += metrics.get("status") == "completed"
 
+    if args.no_batch:  # spawned workers inherit it
+        os.environ[NO_BATCH_ENV] = "1"
     try:
         if spawned:  # then this process's own pass finds what they left: it retries nothing
             code = _spawn_workers(args)
@@ -371,7 +374,8 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                             device=args.device, results_root=args.results,
                             worker=args.command == "worker" or spawned,
                             stale_after=args.stale_after,
-                            heartbeat=args.heartbeat, on_job=count)
+                            heartbeat=args.heartbeat, on_job=count,
+                            batch=not args.no_batch)
     except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
         return _fail(args, exc)
     from harness.training.distributed import is_main
@@ -535,6 +539,9 @@ def _add_run_like(sub, name: str, help: str, description: str) -> None:
                    help="CPU threads of each job (default: 1 for models under 2M parameters, "
                         "else the cores this process may use / the workers sharing them); "
                         "also OTRANSFER_THREADS")
+    p.add_argument("--no-batch", action="store_true",
+                   help="train one model at a time (default: jobs that differ only in seed and "
+                        "regularizer weights train as one batched model where that is exact)")
     p.add_argument("--results", default="results", metavar="DIR",
                    help="results root: artefacts (teachers' weights, epoch checkpoints) and "
                         "reports go to DIR/SUITE/; workers on several machines need it on a "

@@ -222,20 +222,11 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
     starting point) -> teacher -> source task -> regularizer -> :func:`train` -> metrics
     (plus layer traces and the weights file when asked). ``jobs_by_key`` resolves the job's
     ``teacher`` / ``init`` keys, whose weights are read from ``artefacts``."""
-    import torch
-
     from harness.training.loop import train
-    from harness.training.threads import apply_threads
 
     cfg = job.config
-    torch.manual_seed(job.seed)  # the data subset's and the student's initialisation
-    train_set, val_set, test_set, k = _datasets(cfg)
-    model = _build(cfg, k)
-    model, initial_weights = _starting_point(cfg, k, model, jobs_by_key, artefacts)
-    teacher = _teacher(cfg, k, jobs_by_key, artefacts)
-    apply_threads(max(_n_params(model), _n_params(teacher)))  # workers x threads <= cores
-    source_set = _source_task(cfg, job, model)
-    reg, label_cost = _regularizer(cfg, teacher, source_set, train_set, initial_weights)
+    (train_set, val_set, test_set, model, initial_weights, teacher, source_set, reg,
+     label_cost) = job_inputs(job, jobs_by_key, artefacts)
     ckpt = artefacts / f"{job.key}.ckpt"
     artefacts.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(ckpt)
@@ -265,6 +256,27 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
 
 def _n_params(model) -> int:
     return 0 if model is None else sum(p.numel() for p in model.parameters())
+
+
+def job_inputs(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path) -> tuple:
+    """What :func:`run_job` gives ``train`` for ``job`` (also read by
+    :mod:`harness.experiments.batching`): ``(train_set, val_set, test_set, model,
+    initial_weights, teacher, source_set, regularizer, label_cost)``."""
+    import torch
+
+    from harness.training.threads import apply_threads
+
+    cfg = job.config
+    torch.manual_seed(job.seed)  # the data subset's and the student's initialisation
+    train_set, val_set, test_set, k = _datasets(cfg)
+    model = _build(cfg, k)
+    model, initial_weights = _starting_point(cfg, k, model, jobs_by_key, artefacts)
+    teacher = _teacher(cfg, k, jobs_by_key, artefacts)
+    apply_threads(max(_n_params(model), _n_params(teacher)))  # workers x threads <= cores
+    source_set = _source_task(cfg, job, model)
+    reg, label_cost = _regularizer(cfg, teacher, source_set, train_set, initial_weights)
+    return (train_set, val_set, test_set, model, initial_weights, teacher, source_set, reg,
+            label_cost)
 
 
 def _starting_point(cfg: Mapping[str, Any], k: int, model, jobs_by_key, artefacts: Path):
@@ -389,7 +401,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
               log: Callable[[str], None] | None = print,
               device: str | None = None, worker: bool = False, stale_after: float = 120.0,
               heartbeat: float = 10.0, poll: float = 2.0, jobs: Iterable[Job] | None = None,
-              record_extra: Mapping[str, Mapping[str, Any]] | None = None) -> RunSummary:
+              record_extra: Mapping[str, Mapping[str, Any]] | None = None,
+              batch: bool = True) -> RunSummary:
     """Run every job of ``suite`` not yet completed in ``storage``; record each one.
 
     Any number of processes, on any number of machines, may run the same suite on the same
@@ -435,6 +448,9 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
         the suite's expansion.
     record_extra : mapping, optional
         Extra attributes of the records of some jobs, by key.
+    batch : bool
+        Train the jobs that differ only in seed (and regularizer weights) as one batched model
+        where that is exact (:mod:`harness.experiments.batching`); False: one at a time.
     """
     from harness.experiments.suite import with_overrides
 
@@ -447,6 +463,7 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
         suite = quick_suite(suite)
     run = _SuiteRun(suite, storage, results_root, jobs, progress, log, device, stale_after,
                     heartbeat, poll, record_extra)
+    run.batch.enabled = run.batch.enabled and batch and not run.multi
     try:
         run.open_claims(reset_failed=not worker)
         while (job := run.next_job()) is not None:
@@ -506,6 +523,10 @@ class _SuiteRun:
         self.claims = None
         self.tried: set[str] = set()  # failed here: not tried again in this run
         self.since = None  # the database time of pick's last read of the claims
+        from harness.experiments.batching import SeedBatches
+
+        # jobs differing only in seed/alpha: trained together (run_job's steps, passed in)
+        self.batch = SeedBatches(self, job_inputs, _train_config, _metrics)
 
     # ---- small helpers
     def tag(self, job: Job) -> str:
@@ -628,8 +649,9 @@ class _SuiteRun:
         try:
             metrics = _load_pending(pending)  # trained before an outage stopped a worker
             if metrics is None:
-                metrics = run_job(job, self.by_key, self.artefacts, self.bar_mode,
-                                  save=is_teacher, device=self.device)
+                metrics = self.batch.metrics(job, lambda: run_job(
+                    job, self.by_key, self.artefacts, self.bar_mode, save=is_teacher,
+                    device=self.device))  # the job's seed batch, or the job alone
                 if metrics["status"] == "completed":  # kept until the storage has it
                     _save_pending(pending, metrics)
             else:

@@ -1292,3 +1292,15 @@ def _result(status: str, reason: str, history: dict[str, Any], best: float | Non
         history={"epochs": history["epochs"], "steps": dict(history["steps"])},
         wall_time=wall, steps_per_s=steps_here / wall if wall > 0 else 0.0,
         epochs_completed=len(history["epochs"]), steps=step, resumed_from_epoch=resumed_from)
+
+
+# --------------------------------------------------------------------------- shared steps
+# The steps harness.training.batched (K stacked models) shares with this loop, so that a batched
+# member draws its batches, schedule, diagnostics and result exactly as train() would.
+epoch_loader = _epoch_loader
+make_scheduler = _make_scheduler
+base_lr = _base_lr
+log_scalar = _scalar
+seed_all = _seed_all
+term_diagnostics = _term_diagnostics
+make_result = _result

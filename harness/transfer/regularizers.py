@@ -1084,3 +1084,11 @@ def label_cost_spec(spec) -> tuple[str, dict]:
             raise ValueError(f"label_cost ot ({method.name}) takes no {bad}; it takes "
                              f"{sorted(named | set(method.params))}")
     return kind, options
+
+
+# --------------------------------------------------------------------------- shared with batching
+# harness.training.batched solves the OT terms of K stacked members in one batched call: it
+# recognises these terms and logs their solves as a single member's call does.
+omega_term = _omega
+SamplesOTTerm = _SamplesOT
+log_solve = _log_solve

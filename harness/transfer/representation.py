@@ -155,3 +155,7 @@ def matched_fraction(res: OTResult) -> float | None:
         return None
     # `float` syncs with the GPU; call it at logging time only
     return float((torch.diagonal(P, dim1=-2, dim2=-1).sum(-1) / P.sum((-2, -1))).mean())
+
+
+#: the checks and point clouds of one view (harness.training.batched checks one member with it)
+view_points = _points

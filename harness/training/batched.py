@@ -1,0 +1,529 @@
+"""Train K models of one architecture together: one batched forward/backward for K seeds.
+
+The K *members* differ only in their seed (initial weights, data order, data subset) and in
+their regularizer's weights (a grid's alpha, KD's tau): their parameters are stacked along a
+new leading dimension and run with ``torch.func.functional_call`` under ``torch.vmap``, each
+on its own batch (drawn by :func:`harness.training.loop._epoch_loader` for its seed, so each
+sees exactly what :func:`harness.training.loop.train` would show it)::
+
+    results = train_batched([Member(model, train_set, val_set, test_set, cfg_seed_s, reg_s,
+                                    teacher_s, w0_s) for s in seeds])
+
+Each member's loss is ``CE + sum(its regularizer's terms)`` on its own slice, computed by its
+own :class:`~harness.transfer.regularizers.Regularizer` (OT terms of the same plan solved in one
+batched call, :func:`solvers.solve_sample` on ``(K, n, d)`` points: IPOT / Sinkhorn / REMD
+batched, exact plans one per member); the losses are summed and differentiated once: member
+k's parameters only get member k's gradient. ``torch.optim.SGD`` updates element-wise, so one
+SGD over the stacked tensors is K independent SGDs (momentum, weight decay, the schedule);
+gradient clipping is per member. Each member gets the :class:`TrainResult` that ``train``
+returns (history, best validation accuracy, test accuracy), its ``wall_time`` the batched run's
+divided by K (the sum of the job times is the CPU time spent). A member whose loss goes
+non-finite fails alone, with ``train``'s reason; the others go on.
+
+What cannot be batched exactly raises :class:`NotBatchable` before anything is trained
+(:func:`why_not_batchable` says why): batch norm or dropout in the student (running
+statistics and random masks under vmap), joint training (a source task), layer-wise rates,
+regularizers with learned parameters (embeddings), several processes, resuming a checkpoint.
+The caller then trains the members one at a time.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from harness.training import distributed
+from harness.training.loop import DIAG_EPOCHS, TrainConfig, TrainResult
+from harness.training.loop import base_lr as _base_lr
+from harness.training.loop import epoch_loader as _epoch_loader
+from harness.training.loop import log_scalar as _scalar
+from harness.training.loop import make_result as _result
+from harness.training.loop import make_scheduler as _make_scheduler
+from harness.training.loop import seed_all as _seed_all
+from harness.training.loop import term_diagnostics as _term_diagnostics
+from harness.transfer.regularizers import RegContext, Regularizer
+from harness.transfer.taps import Taps
+
+__all__ = ["Member", "train_batched", "why_not_batchable", "NotBatchable"]
+
+#: config fields that may differ between members (everything else must be equal)
+_FREE = {"seed"}
+
+
+class NotBatchable(ValueError):
+    """These members cannot be trained as one batched model (the message says why)."""
+
+
+@dataclass
+class Member:
+    """One job of a batched run: what :func:`harness.training.loop.train` would be given."""
+
+    model: nn.Module
+    train_set: Any
+    val_set: Any
+    test_set: Any
+    config: TrainConfig
+    regularizer: Regularizer | None = None
+    teacher: nn.Module | None = None
+    initial_weights: Mapping[str, torch.Tensor] | None = None
+
+
+def _stochastic(model: nn.Module | None) -> str | None:
+    if model is None:
+        return None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return f"batch norm ({name}): running statistics under vmap"
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            return f"dropout ({name}): random masks differ from one model's stream"
+    return None
+
+
+def _signature(model: nn.Module) -> list:
+    return [(n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()] + \
+        [(n, tuple(b.shape)) for n, b in model.named_buffers()]
+
+
+def why_not_batchable(members: list[Member]) -> str | None:
+    """``None`` when ``members`` train exactly as one batched model, else the reason."""
+    if len(members) < 2:
+        return "a single model"
+    if distributed.world_size() > 1:
+        return "several processes (torchrun)"
+    first = members[0]
+    cfg0 = {k: v for k, v in first.config.to_dict().items() if k not in _FREE}
+    if first.config.param_groups:
+        return "layer-wise learning rates (param_groups)"
+    if first.config.teacher_mode != "eval":
+        return "teacher_mode 'train' (the teacher's batch statistics)"
+    why = _stochastic(first.model)
+    if why:
+        return why
+    for m in members:
+        if {k: v for k, v in m.config.to_dict().items() if k not in _FREE} != cfg0:
+            return "the members' train settings differ beyond the seed"
+        if _signature(m.model) != _signature(first.model) or type(m.model) is not type(first.model):
+            return "the members' architectures differ"
+        if (m.teacher is None) != (first.teacher is None) or (
+                m.teacher is not None and _signature(m.teacher) != _signature(first.teacher)):
+            return "the members' teachers differ in architecture"
+        reg, reg0 = m.regularizer, first.regularizer
+        if (reg is None) != (reg0 is None) or (reg is not None and (
+                reg.names != reg0.names or reg.taps != reg0.taps)):
+            return "the members' regularizers differ in their terms or taps"
+        if reg is not None and (reg.needs_source_head or list(reg.parameters())):
+            return "a regularizer with its own parameters or a source head"
+        if reg is not None and any(hasattr(t, "building") and any(
+                mode != "none" for mode in t.modes.values()) for t in reg.terms.values()):
+            return "an OT term with learned embeddings (embed is not 'none')"
+        if len(m.train_set) != len(first.train_set):
+            return "the members' training sets differ in size"
+    return None
+
+
+# --------------------------------------------------------------------------- stacked modules
+
+
+class _Stack:
+    """K modules of one architecture as stacked tensors, run under vmap; the hooks of ``taps``
+    go on a template copy (its forward is the modules' forward)."""
+
+    def __init__(self, modules: list[nn.Module], taps: tuple[str, ...], device, grad: bool):
+        self.template = copy.deepcopy(modules[0]).to(device)
+        self.params = {n: torch.stack([dict(m.named_parameters())[n].detach().to(device)
+                                       for m in modules]).requires_grad_(grad)
+                       for n, _ in modules[0].named_parameters()}
+        self.buffers = {n: torch.stack([dict(m.named_buffers())[n].to(device) for m in modules])
+                        for n, _ in modules[0].named_buffers()}
+        self.taps = Taps(self.template, taps) if taps else None
+
+    def _one(self, params, buffers, x):
+        if self.taps is not None:
+            self.taps.clear()
+        out = functional_call(self.template, (params, buffers), (x,))
+        feats = dict(self.taps.features) if self.taps is not None else {}
+        return out, feats
+
+    def __call__(self, x: torch.Tensor, params=None):
+        """``(K, n, classes)`` logits and ``{tap: (K, n, d)}`` features of the stacked ``x``."""
+        out = torch.vmap(self._one)(self.params if params is None else params, self.buffers, x)
+        if self.taps is not None:
+            self.taps.clear()
+        return out
+
+    def member(self, k: int) -> "_MemberView":
+        return _MemberView(self.template, {n: p[k] for n, p in self.params.items()})
+
+    def close(self):
+        if self.taps is not None:
+            self.taps.remove()
+
+
+class _MemberView:
+    """Member k's parameters (slices of the stacked tensors, in the graph) as the regularizer
+    reads them: ``parameters()`` and ``named_parameters()`` (``l2``, ``l2sp``)."""
+
+    def __init__(self, template: nn.Module, params: dict[str, torch.Tensor]):
+        self.template, self.params = template, params
+
+    def named_parameters(self):
+        return iter(self.params.items())
+
+    def parameters(self):
+        return iter(self.params.values())
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def _evaluate(stack: _Stack, datasets: list, batch_size: int = 256) -> list[dict | None]:
+    """:func:`harness.training.loop.evaluate` of every member on its own dataset (in eval
+    mode: the members have no batch norm or dropout); ``None`` where a member has none."""
+    from torch.utils.data import DataLoader
+
+    if all(d is None for d in datasets):
+        return [None] * len(datasets)
+    if any(d is None for d in datasets) or len({len(d) for d in datasets}) > 1:
+        raise NotBatchable("the members' evaluation sets differ in size")
+    loaders = [DataLoader(d, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+               for d in datasets]
+    K = len(datasets)
+    correct, loss_sum, n = torch.zeros(K, dtype=torch.long), [0.0] * K, 0
+    device = next(iter(stack.params.values())).device
+    for batches in zip(*loaders):
+        x = torch.stack([b[0] for b in batches]).to(device)
+        y = torch.stack([b[1] for b in batches]).to(device)
+        if x.dim() == 6:  # (K, n, crops, c, h, w): li2020 A.1's ten crops, mean softmax
+            nb, crops = x.shape[1:3]
+            probs = F.softmax(stack(x.flatten(1, 2))[0], -1).view(K, nb, crops, -1).mean(2)
+            logits = probs.clamp_min(1e-12).log()
+        else:
+            logits = stack(x)[0]
+        for k in range(K):
+            loss_sum[k] += float(F.cross_entropy(logits[k], y[k], reduction="sum"))
+        correct += (logits.argmax(-1) == y).sum(1).cpu()
+        n += y.shape[1]
+    if n == 0:
+        raise ValueError("evaluate: the dataset is empty")
+    return [{"accuracy": int(correct[k]) / n, "loss": loss_sum[k] / n} for k in range(K)]
+
+
+# --------------------------------------------------------------------------- batched OT terms
+
+
+def _batched_ot(regs: list[Regularizer], name: str, feats, t_feats, ctxs) -> list | None:
+    """Term ``name`` of every member as one batched solve per tap (``None``: not a term this
+    knows, computed member by member instead). Members share the term's plan, cost and taps;
+    only alpha differs."""
+    from harness.transfer.regularizers import SamplesOTTerm, log_solve, omega_term
+    terms = [r.terms[name] for r in regs]
+    first = terms[0]
+    if isinstance(first, SamplesOTTerm):
+        keys = [(t.taps, t.cost, t.plan, t.solver) for t in terms]
+        view, taps, cost, plan, solver = "samples", first.taps, first.cost, first.plan, \
+            first.solver
+        alphas = [t.alpha for t in terms]
+    elif getattr(first, "fn", None) is omega_term:
+        kw = [t.kwargs for t in terms]
+        keys = [(k["taps"], k["cost"], k["plan"], k["solver"]) for k in kw]
+        view, taps, cost, plan, solver = "neurons", kw[0]["taps"], kw[0]["cost"], \
+            kw[0]["plan"], kw[0]["solver"]
+        alphas = [k["alpha"] for k in kw]
+    else:
+        return None
+    if any(k != keys[0] for k in keys):
+        return None
+    total = 0
+    for tap in taps:
+        s, t = feats[tap], t_feats[tap].detach().to(feats[tap].dtype)
+        if view == "neurons":  # li2020 §2.2: a neuron's activations over the batch
+            s, t = s.transpose(-1, -2), t.transpose(-1, -2)
+        res = transport_batched(s, t, view, cost, plan, solver)
+        for k, ctx in enumerate(ctxs):
+            log_solve(ctx.stats.setdefault(name, {}), tap, _slice_result(res, k))
+        total = total + res.value
+    return [alphas[k] * total[k] for k in range(len(regs))]
+
+
+def transport_batched(s, t, view: str, cost, plan: str, solver) -> Any:
+    """:func:`harness.transfer.representation.transport` on ``(K, points, dim)`` clouds (the
+    points of the view: neurons or examples), with one member's checks."""
+    from solvers import get_method, solve_sample
+
+    from harness.transfer.representation import VIEWS, view_points
+
+    if view == "neurons":  # one member's checks, on its (n, d) activations
+        view_points(s[0].transpose(0, 1), t[0].transpose(0, 1), view)
+    else:
+        view_points(s[0], t[0], view)
+    if get_method(plan).square_only and s.shape[1] != t.shape[1]:
+        raise ValueError(f"plan {plan!r} needs as many student as teacher points; got "
+                         f"{s.shape[1]} and {t.shape[1]}")
+    return solve_sample(s, t, cost=cost or VIEWS[view], method=plan, **solver)
+
+
+def _slice_result(res, k: int):
+    plan = res.plan[k] if res.plan is not None else None
+    return replace(res, value=res.value[k], plan=plan)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _BatchedRun:
+    """One call of :func:`train_batched`: the stacked student (and teacher), the optimiser
+    over the stacked tensors, and each member's counters and history (its state by value)."""
+
+    def __init__(self, members: list[Member]):
+        self.t_start = time.perf_counter()
+        self.members = members
+        self.K = len(members)
+        cfg = self.cfg = members[0].config
+        self.device = torch.device(cfg.device)
+        _seed_all(cfg.seed)  # as train(): nothing below draws from it (no dropout, no embeddings)
+        self.regs = [m.regularizer for m in members]
+        reg0 = self.regs[0]
+        taps = tuple(reg0.taps) if reg0 is not None else ()
+        self.needs_teacher = reg0 is not None and reg0.needs_teacher
+        for m in members:
+            if m.regularizer is not None:
+                m.regularizer.to(self.device)
+        self.student = _Stack([m.model for m in members], taps, self.device, grad=True)
+        self.teacher = _Stack([m.teacher.eval() for m in members],
+                              taps if self.needs_teacher else (), self.device, grad=False) \
+            if self.needs_teacher else None
+        self.w0 = [{k: v.detach().to(self.device) for k, v in m.initial_weights.items()}
+                   if m.initial_weights else None for m in members]
+        self.params = list(self.student.params.values())
+        self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+        self.sched = _make_scheduler(self.opt, cfg)
+        steps_per_epoch = len(_epoch_loader(members[0].train_set, cfg, 0))
+        self.n_epochs = -(-cfg.steps // steps_per_epoch) if cfg.steps is not None else cfg.epochs
+        self.total_steps = cfg.steps if cfg.steps is not None else self.n_epochs * steps_per_epoch
+        self.diag_every = max(1, self.n_epochs // DIAG_EPOCHS)
+        self.step = 0
+        self.histories = [{"epochs": [], "steps": defaultdict(list)} for _ in members]
+        self.best = [None] * self.K
+        self.failed: dict[int, TrainResult] = {}
+
+    @property
+    def active(self) -> list[int]:
+        return [k for k in range(self.K) if k not in self.failed]
+
+    def fail(self, k: int, reason: str) -> None:
+        """Member k stops here with ``train``'s failed result (its history so far)."""
+        h = self.histories[k]
+        hist = {"epochs": list(h["epochs"]), "steps": {a: list(b) for a, b in h["steps"].items()}}
+        self.failed[k] = _result("failed", reason, hist, self.best[k], None,
+                                 time.perf_counter() - self.t_start, self.step, self.step)
+
+    # ---- one epoch
+    def train_epoch(self, epoch: int) -> None:
+        self.sums = [defaultdict(float) for _ in self.members]
+        self.counts = [defaultdict(int) for _ in self.members]
+        self.diag: list[dict] = [{} for _ in self.members]
+        loaders = [_epoch_loader(m.train_set, m.config, epoch) for m in self.members]
+        for i, batches in enumerate(zip(*loaders)):
+            if self.step >= self.total_steps or not self.active:
+                break
+            x = torch.stack([b[0] for b in batches]).to(self.device)
+            y = torch.stack([b[1] for b in batches]).to(self.device)
+            self.train_step(epoch, i, x, y)
+
+    def train_step(self, epoch: int, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Stacked forward (student, teacher) -> per-member CE + terms (NaN guard, one member
+        at a time) -> diagnostics -> one backward -> per-member clip -> SGD -> log."""
+        logits, feats = self.student(x)
+        t_logits, t_feats = (None, {})
+        if self.teacher is not None:
+            with torch.no_grad():
+                t_logits, t_feats = self.teacher(x)
+        K, n = logits.shape[:2]
+        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(K, n) \
+            .mean(1)
+        finite = torch.isfinite(logits).flatten(1).all(1).tolist()
+        for k in self.active:
+            if not finite[k]:
+                self.fail(k, f"non-finite loss at step {self.step} (epoch {epoch}): the "
+                             f"student's logits are non-finite (term 'ce' = {float(ce[k])})")
+        ctxs = {k: RegContext(
+            student=self.student.member(k), teacher=self.members[k].teacher,
+            initial_weights=self.w0[k], features={t: v[k] for t, v in feats.items()},
+            teacher_features={t: v[k] for t, v in t_feats.items()}, logits=logits[k],
+            teacher_logits=t_logits[k] if t_logits is not None else None, labels=y[k])
+            for k in self.active}
+        terms = self.loss_terms(epoch, ctxs, feats, t_feats)
+        losses = {k: ce[k] + sum(terms[k].values()) for k in terms}
+        for k in list(losses):
+            if not torch.isfinite(losses[k]):
+                named = {"ce": ce[k], **terms[k]}
+                bad = [a for a, v in named.items() if not torch.isfinite(v).all()]
+                what = (f"term {bad[0]!r} = {float(named[bad[0]].detach())}" if bad else
+                        f"the sum of the terms overflows ({float(losses[k].detach())})")
+                self.fail(k, f"non-finite loss at step {self.step} (epoch {epoch}): {what}")
+                del losses[k]
+        if i == 0 and (epoch % self.diag_every == 0 or epoch == self.n_epochs - 1):
+            for k in losses:
+                if terms[k]:
+                    self.diag[k].update(_term_diagnostics(ce[k], terms[k], self.params))
+        self.optimizer_step(losses)
+        if self.step % self.cfg.log_every == 0:
+            for k in losses:
+                self.log_step(k, ce[k], terms[k], losses[k], ctxs[k])
+        self.step += 1
+        if self.cfg.steps:
+            self.sched.step()
+
+    def loss_terms(self, epoch: int, ctxs: dict[int, RegContext], feats, t_feats
+                   ) -> dict[int, dict[str, torch.Tensor]]:
+        """Every active member's ``{term: value}``: OT terms in one batched solve where all
+        members' terms agree but for alpha, the rest member by member (the single loop's
+        error handling: a solver refusing non-finite inputs fails that member)."""
+        keys = list(ctxs)
+        regs = [self.regs[k] for k in keys]
+        if regs[0] is None:
+            return {k: {} for k in keys}
+        out: dict[int, dict[str, torch.Tensor]] = {k: {} for k in keys}
+        for name, term in regs[0].terms.items():
+            values = None
+            if len(keys) == self.K:  # all members still there: the stacked features fit
+                try:
+                    values = _batched_ot(regs, name, feats, t_feats, [ctxs[k] for k in keys])
+                except (ValueError, RuntimeError, FloatingPointError):
+                    values = None  # one member's inputs (non-finite): found below, one by one
+            for j, k in enumerate(keys):
+                if k in self.failed:
+                    continue
+                if values is not None:
+                    value = values[j]
+                    stats = ctxs[k].stats.pop(name, {})
+                else:
+                    stats = {}
+                    try:
+                        value = self.regs[k].terms[name](replace(ctxs[k], stats=stats))
+                    except (ValueError, RuntimeError, FloatingPointError) as err:
+                        if not re.search(r"non-finite|\bnan\b|\binf\b", str(err), re.I):
+                            raise
+                        self.fail(k, f"non-finite loss at step {self.step} (epoch {epoch}): "
+                                     f"the regularizer {'+'.join(self.regs[k].names)!r} got "
+                                     f"non-finite inputs: {err}")
+                        continue
+                ctxs[k].stats.update({f"{name}/{a}": v for a, v in stats.items()})
+                if value is not None:
+                    out[k][name] = value
+        return {k: v for k, v in out.items() if k not in self.failed}
+
+    def optimizer_step(self, losses: dict[int, torch.Tensor]) -> None:
+        """One backward of the members' summed losses (member k's gradient reaches only its
+        slice), each member's gradient clipped by its own norm, one element-wise SGD step."""
+        self.opt.zero_grad(set_to_none=True)
+        if not losses:
+            return
+        torch.stack(list(losses.values())).sum().backward()
+        for p in self.params:  # a failed member's slice moves no more (its result is kept)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            elif self.failed:
+                p.grad[list(self.failed)] = 0
+        if self.cfg.max_grad_norm is not None:
+            # nn.utils.clip_grad_norm_ member by member: the norm of the parameters' norms
+            norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1), dim=1)
+                                 for p in self.params], 1)
+            total = torch.linalg.vector_norm(norms, dim=1)
+            coef = (self.cfg.max_grad_norm / (total + 1e-6)).clamp(max=1.0)
+            for p in self.params:
+                p.grad.mul_(coef.view(-1, *([1] * (p.dim() - 1))))
+        self.opt.step()
+
+    def log_step(self, k: int, ce, terms, loss, ctx: RegContext) -> None:
+        """Member k's step record, as :meth:`harness.training.loop._Run.log_step` writes it."""
+        record = {"train/loss": loss, "train/ce": ce,
+                  **{f"train/{a}": v for a, v in terms.items()}, **ctx.stats}
+        steps = self.histories[k]["steps"]
+        steps["step"].append(self.step)
+        for key, value in record.items():
+            v = _scalar(value)
+            if v is not None:
+                steps[key].append(v)
+                self.sums[k][key] += v
+                self.counts[k][key] += 1
+
+    def end_epoch(self, epoch: int) -> None:
+        """Each member's epoch record (lr, means, diagnostics, validation), the schedule's
+        per-epoch step; a member with non-finite weights fails."""
+        lr = _base_lr(self.opt)
+        if not self.cfg.steps:
+            self.sched.step()
+        last = epoch == self.n_epochs - 1
+        evaluate_now = (epoch + 1) % self.cfg.eval_every == 0 or last
+        evals = _evaluate(self.student, [m.val_set for m in self.members]) \
+            if evaluate_now else [None] * self.K
+        names = list(self.student.params)
+        for k in self.active:
+            sums, counts = self.sums[k], self.counts[k]
+            record: dict[str, Any] = {"epoch": epoch, "lr": lr,
+                                      **{a: sums[a] / counts[a] for a in sums}, **self.diag[k]}
+            bad = next((n for n in names if not torch.isfinite(self.student.params[n][k]).all()),
+                       None)
+            if bad is not None:
+                self.fail(k, f"non-finite loss gradient: parameter {bad!r} is non-finite "
+                             f"after step {self.step - 1} (epoch {epoch})")
+                continue
+            ev = evals[k]
+            if ev is not None:
+                record.update({"val/accuracy": ev["accuracy"], "val/loss": ev["loss"]})
+                if self.best[k] is None or ev["accuracy"] > self.best[k]:
+                    self.best[k] = ev["accuracy"]
+            self.histories[k]["epochs"].append(record)
+
+    def results(self) -> list[TrainResult]:
+        """Each member's :class:`TrainResult`; its weights written back into its model."""
+        tests = _evaluate(self.student, [m.test_set for m in self.members])
+        wall = (time.perf_counter() - self.t_start) / self.K
+        out = []
+        for k, m in enumerate(self.members):
+            with torch.no_grad():
+                for n, p in m.model.named_parameters():
+                    p.copy_(self.student.params[n][k])
+            if k in self.failed:
+                r = self.failed[k]
+                out.append(replace(r, wall_time=wall,
+                                   steps_per_s=r.steps / wall if wall > 0 else 0.0))
+                continue
+            out.append(_result("completed", "", self.histories[k], self.best[k],
+                               tests[k]["accuracy"] if tests[k] is not None else None, wall,
+                               self.step, self.step))
+        return out
+
+
+def train_batched(members: list[Member]) -> list[TrainResult]:
+    """Train ``members`` as one batched model; one :class:`TrainResult` per member, in order,
+    each what :func:`harness.training.loop.train` returns for it (no checkpoint is written).
+
+    Raises :class:`NotBatchable` (nothing trained) when :func:`why_not_batchable` gives a
+    reason."""
+    why = why_not_batchable(members)
+    if why is not None:
+        raise NotBatchable(why)
+    run = _BatchedRun(members)
+    try:
+        for epoch in range(run.n_epochs):
+            if not run.active:
+                break
+            run.train_epoch(epoch)
+            run.end_epoch(epoch)
+        return run.results()
+    finally:
+        run.student.close()
+        if run.teacher is not None:
+            run.teacher.close()

@@ -259,6 +259,7 @@ def transport_batched(s, t, view: str, cost, plan: str, solver) -> Any:
     points of the view: neurons or examples), with one member's checks."""
     from solvers import get_method, solve_sample
 
+    from harness.transfer.regularizers import PAPER_GRAD
     from harness.transfer.representation import VIEWS, view_points
 
     if view == "neurons":  # one member's checks, on its (n, d) activations
@@ -268,7 +269,9 @@ def transport_batched(s, t, view: str, cost, plan: str, solver) -> Any:
     if get_method(plan).square_only and s.shape[1] != t.shape[1]:
         raise ValueError(f"plan {plan!r} needs as many student as teacher points; got "
                          f"{s.shape[1]} and {t.shape[1]}")
-    return solve_sample(s, t, cost=cost or VIEWS[view], method=plan, **solver)
+    # the papers' gradient, as the one-model terms ask for it (regularizers.PAPER_GRAD)
+    return solve_sample(s, t, cost=cost or VIEWS[view], method=plan,
+                        **{"grad": PAPER_GRAD, **solver})
 
 
 def _slice_result(res, k: int):

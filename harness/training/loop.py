@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import math
 import os
 import random
@@ -53,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, Subset
 
-from harness.training import distributed
+from harness.training import distributed, proof, safe_io
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps
 
@@ -629,13 +630,63 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from: unreadable, truncated, foreign or unsafe."""
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """The checkpoint at ``path``, loaded with ``weights_only=True``: tensors and plain data only,
-    so a crafted file cannot run code. Anything else — empty, truncated, not a checkpoint, a
-    pickle of objects — raises :class:`CheckpointError` naming the file."""
-    need = ("model", "optimizer", "scheduler", "epoch", "step", "config", "history")
+def proof_path(path: str | os.PathLike) -> str:
+    """The proof beside checkpoint ``path`` (``<path>.proof``): the HMAC that says this
+    project wrote it (:mod:`harness.training.proof`)."""
+    return f"{os.fspath(path)}.proof"
+
+
+def _version(data) -> dict[str, Any]:
+    return {"bytes": len(data), "sha256": proof.sha256_hex(data)}
+
+
+def _signed_versions(path) -> list[dict[str, Any]]:
+    """The checkpoint versions (size, SHA-256) that ``path``'s proof vouches for: the latest
+    and the one before it (a process killed between writing the checkpoint and its proof leaves
+    either), or none when there is no proof that verifies."""
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        meta = json.loads(safe_io.read_bytes(proof_path(path), limit=4096))
+        payload = {"name": os.path.basename(os.fspath(path)), "versions": meta["versions"]}
+        ok = proof.verify("checkpoint", payload, meta["proof"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    versions = payload["versions"]
+    return versions if ok and isinstance(versions, list) and all(
+        isinstance(v, dict) and isinstance(v.get("bytes"), int) for v in versions) else []
+
+
+def _proven_bytes(path) -> bytes:
+    """The bytes of checkpoint ``path`` once its proof verifies (``<path>.proof``: an HMAC of
+    its file name, size and SHA-256), else :class:`CheckpointError` (a file planted, damaged,
+    renamed from another job's, or signed under another user's secret)."""
+    shown = os.fspath(path)
+    versions = _signed_versions(path)
+    if not versions:
+        raise CheckpointError(f"checkpoint {shown} is not a checkpoint otransfer wrote here "
+                              "(no proof beside it that verifies: planted, another job's, or "
+                              f"signed under another user's secret {proof.secret_path()})")
+    try:
+        data = safe_io.read_bytes(path, limit=max(v["bytes"] for v in versions))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {shown} is not a readable checkpoint "
+                              f"({type(exc).__name__}: {str(exc)[:160]})") from None
+    if _version(data) not in versions:
+        raise CheckpointError(f"checkpoint {shown} is not the one otransfer wrote here (its "
+                              "size or SHA-256 differs from its proof's: damaged or replaced)")
+    return data
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """The checkpoint at ``path``, once its proof (``<path>.proof``) verifies, loaded with
+    ``weights_only=True``: tensors and plain data only, so a crafted file cannot run code.
+    Anything else — no proof, empty, truncated, not a checkpoint, a pickle of objects, a FIFO —
+    raises :class:`CheckpointError` naming the file."""
+    import io
+
+    need = ("model", "optimizer", "scheduler", "epoch", "step", "config", "history")
+    data = _proven_bytes(path)
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as exc:  # EOFError, UnpicklingError, RuntimeError (zip), OSError ...
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise CheckpointError(f"checkpoint {os.fspath(path)} is not a readable checkpoint "
@@ -646,14 +697,69 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return ckpt
 
 
+def remove_checkpoint(path: str | os.PathLike) -> None:
+    """Remove checkpoint ``path`` and its proof (a link is removed, never followed)."""
+    for p in (os.fspath(path), proof_path(path)):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def checkpoint_problem(path: str | os.PathLike, config: "TrainConfig") -> str | None:
+    """Why checkpoint ``path`` cannot be resumed by a run of ``config`` (not ours, unreadable,
+    written with another config), or None when it can (or there is none)."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        _check_resumable(load_checkpoint(path)["config"], config, path)
+    except (CheckpointError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _move_aside(path, bad: str) -> None:
+    """Move a checkpoint that cannot be resumed to ``bad`` for a look (removed when that
+    fails, e.g. a folder planted there), and drop its proof."""
+    try:
+        os.replace(path, bad)
+    except OSError:
+        remove_checkpoint(path)
+    try:
+        os.unlink(proof_path(path))
+    except FileNotFoundError:
+        pass
+
+
+_UNSIGNED_WARNED: set[str] = set()
+
+
 def _save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX):
-    a crash mid-write leaves the previous checkpoint intact."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Write ``obj`` to ``path`` through :func:`harness.training.safe_io.atomic_writer` (a
+    temporary file, ``fsync``, ``os.replace``: a crash mid-write leaves the previous checkpoint
+    intact, a link planted there is never written through, a full disk is one line and leaves
+    no temporary file), then its proof beside it."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getbuffer()
+    # the proof first, vouching for this version and the one on disk now: a kill between the
+    # two writes leaves a checkpoint that its proof vouches for, whichever it is
+    versions = [_version(data), *_signed_versions(path)[:2]]
+    payload = {"name": os.path.basename(os.fspath(path)), "versions": versions}
+    try:
+        tag = proof.sign("checkpoint", payload)
+    except proof.ProofError as exc:  # no secret: the checkpoint cannot be resumed from
+        if str(exc) not in _UNSIGNED_WARNED:
+            import warnings
+
+            _UNSIGNED_WARNED.add(str(exc))
+            warnings.warn(f"{exc}; checkpoints are written without a proof and cannot be "
+                          "resumed from", stacklevel=3)
+    else:
+        safe_io.write_text(proof_path(path), json.dumps({"versions": versions, "proof": tag}))
+    safe_io.write_bytes(path, data)
 
 
 # settings that may change between a run and its resumption without changing its trajectory
@@ -1003,7 +1109,7 @@ class _Run:
         """Model, regularizer, optimiser, scheduler, counters, history and RNG states from
         ``checkpoint_path`` when it exists (an unreadable one is moved aside with a warning)."""
         rank, cfg = self.rank, self.cfg
-        resuming = checkpoint_path is not None and os.path.exists(checkpoint_path)
+        resuming = checkpoint_path is not None and os.path.lexists(checkpoint_path)
         if distributed.broadcast_object(resuming) != resuming:  # rank 0 writes it
             raise RuntimeError(f"checkpoint {checkpoint_path}: rank 0 and rank {rank} disagree "
                                f"on whether it exists; multi-process runs need a shared file "
@@ -1017,7 +1123,7 @@ class _Run:
 
                 bad = f"{os.fspath(checkpoint_path)}.bad"
                 if rank == 0:
-                    os.replace(checkpoint_path, bad)
+                    _move_aside(checkpoint_path, bad)
                 warnings.warn(f"{exc}; moved to {bad}, training from scratch", stacklevel=3)
                 resuming = False
         if not resuming:

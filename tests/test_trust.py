@@ -127,26 +127,26 @@ def test_a_planted_result_file_is_ignored_and_its_job_trained(tmp_path):
 
 def _forge(kind: str, path: Path, job, other, monkeypatch) -> None:
     from harness.experiments import records
-    from harness.experiments.runner import _save_pending
+    from harness.experiments.artefacts import save_pending
 
     good = {"status": "completed", "reason": None, "test_accuracy": 0.99, "val_accuracy": 0.9,
             "best_val_accuracy": 0.9, "wall_time": 1.0, "epochs_completed": 2}
     if kind == "another job's":  # a genuine file of another job, renamed
-        _save_pending(path, other, good)
+        save_pending(path, other, good)
     elif kind == "edited":  # a genuine file whose accuracy was raised after it was signed
-        _save_pending(path, job, good)
+        save_pending(path, job, good)
         kept = json.loads(path.read_text())
         kept["metrics"]["test_accuracy"] = 1.0
         path.write_text(json.dumps(kept))
     elif kind == "random proof":
-        _save_pending(path, job, good)
+        save_pending(path, job, good)
         path.write_text(json.dumps({**json.loads(path.read_text()), "proof": "0" * 64}))
     elif kind == "another code version":
         with monkeypatch.context() as m:
             m.setattr(records, "git_sha", lambda: "0" * 40)
-            _save_pending(path, job, good)
+            save_pending(path, job, good)
     elif kind == "bad metrics":  # signed, but no job's metrics: accuracy 1.5, no wall time
-        _save_pending(path, job, {**good, "test_accuracy": 1.5, "wall_time": None})
+        save_pending(path, job, {**good, "test_accuracy": 1.5, "wall_time": None})
     elif kind == "huge":
         with open(path, "wb") as fh:
             fh.truncate(64 * 2 ** 20)  # sparse
@@ -156,7 +156,7 @@ def _forge(kind: str, path: Path, job, other, monkeypatch) -> None:
         path.mkdir()
     elif kind == "link":  # to a genuine result of another job, outside the folder
         elsewhere = path.parent.parent.parent.parent / "elsewhere.json"
-        _save_pending(elsewhere, other, good)
+        save_pending(elsewhere, other, good)
         path.symlink_to(elsewhere)
 
 
@@ -192,7 +192,7 @@ def test_a_result_kept_through_an_outage_is_recorded_once_its_proof_verifies(bas
                                                                              monkeypatch):
     """The pending file's purpose still holds: trained before an outage, recorded after."""
     import harness.experiments.runner as runner
-    from harness.experiments.runner import _save_pending
+    from harness.experiments.artefacts import save_pending
 
     suite, results, storage = _copy(base, tmp_path)
     before = _complete(storage)
@@ -200,7 +200,7 @@ def test_a_result_kept_through_an_outage_is_recorded_once_its_proof_verifies(bas
     kept = {"status": "completed", "reason": None, "test_accuracy": 0.4321,
             "val_accuracy": 0.4, "best_val_accuracy": 0.4, "wall_time": 1.0,
             "epochs_completed": 2, "final_losses": {"ce": 1.0}, "epochs": [{"epoch": 1}]}
-    assert _save_pending(results / "tiny" / "artefacts" / f"{job.key}.result.json", job,
+    assert save_pending(results / "tiny" / "artefacts" / f"{job.key}.result.json", job,
                          kept) is None
     monkeypatch.setattr(runner, "run_job", lambda *a, **k: pytest.fail("trained again"))
     s, _ = _run(suite, results, jobs=[job])
@@ -282,7 +282,7 @@ def _interrupted_checkpoint(tmp_path, name="job.ckpt"):
 @pytest.mark.parametrize("kind", ["tampered", "another job's", "no proof"])
 def test_a_checkpoint_is_resumed_only_with_a_proof_that_we_wrote_it_for_this_job(kind,
                                                                                  tmp_path):
-    from harness.training.loop import proof_path
+    from harness.training.checkpoints import proof_path
 
     path, run = _interrupted_checkpoint(tmp_path)
     clean = run(tmp_path / "fresh.ckpt")
@@ -310,16 +310,55 @@ def test_a_genuine_checkpoint_still_resumes(tmp_path):
 def test_a_checkpoint_of_another_config_is_set_aside_and_the_job_trained(tmp_path):
     """The runner trains from scratch (it used to fail the job on every run until the file
     was removed by hand)."""
-    from harness.training.loop import _save_atomic
+    from harness.training.checkpoints import save_atomic
 
     suite = _suite(tmp_path)
     teachers, _ = _jobs(suite)
     path, _ = _interrupted_checkpoint(tmp_path)
     ckpt = torch.load(path, weights_only=True)  # signed by us, but of another job's config
-    _save_atomic(ckpt, tmp_path / "R" / "tiny" / "artefacts" / f"{teachers[0].key}.ckpt")
+    save_atomic(ckpt, tmp_path / "R" / "tiny" / "artefacts" / f"{teachers[0].key}.ckpt")
     s, lines = _run(suite, tmp_path / "R", jobs=teachers)
     assert s.completed == 1 and s.failed == 0, s.failures
     assert any("another config" in line and "from scratch" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("planted", ["a folder as the checkpoint", "a proof alone, a link"])
+def test_what_is_planted_where_a_checkpoint_goes_is_set_aside(planted, tmp_path):
+    suite = _suite(tmp_path)
+    teachers, _ = _jobs(suite)
+    art = tmp_path / "R" / "tiny" / "artefacts"
+    art.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    ckpt = art / f"{teachers[0].key}.ckpt"
+    if planted == "a folder as the checkpoint":
+        (ckpt / "inside").mkdir(parents=True)
+    else:
+        Path(f"{ckpt}.proof").symlink_to(victim)
+    s, _ = _run(suite, tmp_path / "R", jobs=teachers)
+    assert s.completed == 1 and s.failed == 0, s.failures
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_teacher_recorded_without_a_digest_fails_its_students_in_one_line(tmp_path,
+                                                                           monkeypatch):
+    """A teacher recorded by an older otransfer (no SHA-256 in its record): its weights cannot
+    be verified, and it is not trained again."""
+    import harness.experiments.runner as runner
+
+    suite = _suite(tmp_path)
+    teachers, _ = _jobs(suite)
+    storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    real = runner.save_state
+    monkeypatch.setattr(runner, "save_state",
+                        lambda model, path, root: {"artefact": real(model, path, root)["artefact"]})
+    _run(suite, tmp_path / "R", storage, jobs=teachers)
+    before = _complete(storage)
+    monkeypatch.setattr(runner, "save_state", real)
+    s, _ = _run(suite, tmp_path / "R", storage)
+    assert s.completed == 0 and s.failed == 2 and _complete(storage) == before
+    assert all("without a digest of its weights" in r and "fresh storage" in r
+               for _, r in s.failures)
 
 
 # --------------------------------------------------------------------------- 2. links
@@ -426,6 +465,19 @@ def test_a_folder_or_fifo_where_a_file_belongs_is_one_line(planted, base, tmp_pa
         path.unlink()
         path.write_bytes(kept)
     assert _complete(storage) == before
+
+
+def test_a_fifo_given_as_a_runs_csv_to_report_is_one_line(tmp_path, capsys):
+    """`report --from-csv` (and `report --all`) read committed CSVs: regular files only."""
+    from harness.cli import main
+
+    suite = _suite(tmp_path)
+    fifo = tmp_path / "runs.csv"
+    os.mkfifo(fifo)
+    code = main(["report", str(suite), "--from-csv", str(fifo), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{fifo} is not a regular file" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("results", ["a file", "a loop"])
@@ -615,6 +667,26 @@ def test_a_disk_that_fills_mid_checkpoint_fails_the_job_in_one_line_and_leaves_n
     monkeypatch.setattr(safe_io, "open", builtins.open)  # space freed
     s, _ = _run(suite, tmp_path / "R", storage)
     assert s.completed == 2 and set(before) <= set(_complete(storage))
+
+
+def test_a_result_that_cannot_be_kept_on_a_full_disk_is_recorded_all_the_same(tmp_path,
+                                                                             monkeypatch):
+    from harness.training import safe_io
+
+    suite = _suite(tmp_path)
+    teachers, _ = _jobs(suite)
+    real = safe_io.write_text
+
+    def full(path, text, root=None):
+        if str(path).endswith(".result.json"):
+            raise safe_io.disk_full(path)
+        return real(path, text, root)
+
+    monkeypatch.setattr(safe_io, "write_text", full)
+    s, lines = _run(suite, tmp_path / "R", jobs=teachers)
+    assert s.completed == 1 and s.failed == 0
+    assert any("not kept" in line and "disk full writing" in line for line in lines), lines
+    assert len(_complete(f"sqlite:///{tmp_path / 'R' / 'tiny' / 'runs.sqlite3'}")) == 1
 
 
 @pytest.fixture

@@ -221,9 +221,9 @@ _METRIC_CHECKS = {
     "epochs_completed": _count,
     "resumed_from_epoch": lambda v: v is None or _count(v),
     "final_losses": lambda v: isinstance(v, dict) and all(
-        isinstance(k, str) and _number(x) for k, x in v.items()),
+        isinstance(k, str) and isinstance(x, (int, float)) for k, x in v.items()),
     "epochs": lambda v: isinstance(v, list) and all(isinstance(e, dict) and all(
-        isinstance(k, str) and _number(x) for k, x in e.items()) for e in v),
+        isinstance(k, str) and isinstance(x, (int, float)) for k, x in e.items()) for e in v),
     "layer_traces": lambda v: isinstance(v, dict) and all(
         isinstance(k, str) and _fraction(x) for k, x in v.items()),
     "artefact": lambda v: isinstance(v, str) and len(v) < 4096,

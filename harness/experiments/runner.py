@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from harness.experiments.artefacts import check_checkpoint, load_artefact, load_pending, \
+    save_pending, save_state, unlink
 from harness.experiments.suite import PRETRAINED, Job, Suite, expand, load_suite
 
 __all__ = ["run_suite", "RunSummary", "quick_suite"]
@@ -90,108 +92,6 @@ def _build(cfg: Mapping[str, Any], num_classes: int,
     return build_model(cfg["model"], num_classes, weights_path=weights, **mp)
 
 
-#: a pending result larger than this is not ours (a job's metrics and per-epoch logs are KBs)
-PENDING_LIMIT = 16 * 2 ** 20
-
-
-def _pending_payload(job: Job, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """What a pending result's proof signs: the job's key, its config's SHA-256, the code
-    version and the metrics."""
-    from harness.experiments.records import git_sha, jsonable
-    from harness.training.proof import sha256_hex
-
-    return {"key": job.key, "config_sha256": sha256_hex(job.config_json().encode()),
-            "code": git_sha(), "metrics": {k: jsonable(v) for k, v in metrics.items()}}
-
-
-def _save_pending(path: Path, job: Job, metrics, root=None) -> str | None:
-    """A finished job's metrics beside its checkpoint until the storage records them: a worker
-    stopped by a storage outage loses no training (the next run records it from this file).
-    The file carries an HMAC proof (:mod:`harness.training.proof`). Returns why it could not
-    be kept (no secret, a full disk ...), or None: the result is recorded all the same."""
-    import json
-
-    from harness.training import proof, safe_io
-
-    payload = _pending_payload(job, metrics)
-    try:
-        tag = proof.sign("result", payload)
-        safe_io.write_text(path, json.dumps({**payload, "proof": tag}), root)
-    except (OSError, ValueError) as exc:
-        return f"results are not kept beside their checkpoints until recorded ({exc})"
-    return None
-
-
-def _load_pending(path: Path, job: Job) -> tuple[dict | None, str | None]:
-    """``(metrics, None)`` from the file :func:`_save_pending` left for ``job``, once its proof
-    verifies and its metrics are a record's; ``(None, why)`` when a file is there but is not
-    this project's result for this job (removed: the job is trained); ``(None, None)`` when
-    there is none."""
-    import json
-
-    from harness.experiments.records import check_metrics
-    from harness.training import proof, safe_io
-
-    if not os.path.lexists(path):
-        return None, None
-    try:
-        kept = json.loads(safe_io.read_bytes(path, limit=PENDING_LIMIT))
-        fields = ("key", "config_sha256", "code", "metrics", "proof")
-        if not isinstance(kept, dict) or any(k not in kept for k in fields):
-            raise ValueError("it carries no proof that otransfer wrote it")
-        payload = {k: kept[k] for k in fields[:-1]}
-        why = None if proof.verify("result", payload, kept["proof"]) else \
-            "its proof does not verify (planted, damaged, or another job's, code version's " \
-            "or user's)"
-        if why is None and payload != _pending_payload(job, payload["metrics"]):
-            why = "it is another job's or another code version's"
-        why = why or check_metrics(payload["metrics"])
-    except (OSError, ValueError, TypeError) as exc:  # not JSON, a FIFO, huge, no proof
-        why = str(exc)[:160] if isinstance(exc, ValueError) else \
-            f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
-    if why is None:
-        return dict(payload["metrics"]), None
-    _unlink(path)
-    return None, f"ignored {path} ({why}); training the job"
-
-
-def _unlink(path: Path) -> None:
-    """Remove ``path`` (a link itself, never its target); a folder there is left."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def _remove_stale_tmp(path: Path) -> None:
-    """Delete ``<path>.tmp.<pid>`` files that a killed writer left behind (its process is gone;
-    a live writer's file is left alone)."""
-    from harness.experiments.claims import pid_alive
-
-    for tmp in path.parent.glob(f"{path.name}.tmp.*"):
-        pid = tmp.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and pid_alive(int(pid)):  # claims.py's liveness test
-            continue
-        _unlink(tmp)
-
-
-def _save_state(model, path: Path, root=None) -> dict[str, Any]:
-    """Write the model's ``state_dict`` to ``path`` (atomically, never through a link) and
-    return what its record keeps to verify it later: its path, size and SHA-256."""
-    import io
-
-    import torch
-
-    from harness.training import proof, safe_io
-
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    data = buf.getbuffer()
-    safe_io.write_bytes(path, data, root)
-    return {"artefact": os.path.abspath(path), "artefact_bytes": len(data),
-            "artefact_sha256": proof.sha256_hex(data)}
-
-
 def _pretrained_path(cfg: Mapping[str, Any]) -> str:
     path = os.path.expanduser(os.path.expandvars(str(cfg["pretrained"])))
     if not os.path.isfile(path):
@@ -200,63 +100,6 @@ def _pretrained_path(cfg: Mapping[str, Any]) -> str:
             "saved with torch.save(model.state_dict(), path) there (nothing is downloaded; "
             "torchvision's ImageNet weights files load as they are)")
     return path
-
-
-def _artefact(artefacts: Path, key: str, role: str, record: Mapping[str, Any] | None):
-    """The ``state_dict`` of job ``key``'s weights, from ``artefacts/<key>.pt`` or else the
-    path its record names, once the file's size and SHA-256 match those the storage recorded
-    with the job (``record``: its ``artefact*`` attributes). A file planted for a job not
-    recorded done, or one that does not match, is never loaded: one line says what to do."""
-    import io
-
-    import torch
-
-    from harness.training import proof
-
-    if record is None:
-        raise FileNotFoundError(f"{role} job {key} is not recorded done: its weights cannot be "
-                                "used")
-    want, size = record.get("artefact_sha256"), record.get("artefact_bytes")
-    if not want:
-        raise FileNotFoundError(
-            f"{role} job {key} is recorded done without a digest of its weights (recorded by an "
-            "older otransfer, or when it was no teacher): they cannot be verified; run the "
-            "suite on a fresh storage (--storage) to train it again")
-    recorded = record.get("artefact")
-    missing, wrong = [], []
-    for path in dict.fromkeys([str(artefacts / f"{key}.pt"), *([recorded] if recorded else [])]):
-        data = _read_artefact(path, size)
-        if data is None:
-            missing.append(path)
-        elif isinstance(data, str) or proof.sha256_hex(data) != want:
-            wrong.append(f"{path}{f' ({data})' if isinstance(data, str) else ''}")
-        else:
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if wrong:
-        raise FileNotFoundError(
-            f"{role} job {key}'s weights {'; '.join(wrong)} do not match the size and SHA-256 "
-            "recorded with the job (replaced, damaged or planted): not loaded; restore them, "
-            f"or point --results at the folder holding the recorded ones ({recorded})")
-    raise FileNotFoundError(
-        f"{role} job {key} is recorded done but its weights are not at {' nor '.join(missing)}: "
-        "point --results at the folder that holds them, or share that folder with this "
-        "worker (the job is not trained twice)")
-
-
-def _read_artefact(path: str, size) -> bytes | str | None:
-    """The bytes of weights file ``path`` when it is a regular file of ``size`` bytes; None
-    when it is missing; else why not (a FIFO, a device, another size)."""
-    from harness.training import safe_io
-
-    try:
-        st = os.stat(path)
-        if size is not None and st.st_size != int(size) and os.path.isfile(path):
-            return f"{st.st_size} bytes, not {int(size)}"
-        return safe_io.read_bytes(path, limit=int(size) if size is not None else None)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        return str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
 
 
 def _features(model, dataset, tap: str = "penultimate", batch_size: int = 256):
@@ -350,7 +193,7 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
     ckpt = artefacts / f"{job.key}.ckpt"
     safe_io.ensure_dir(artefacts, root)
     tc = _train_config(cfg, device)
-    _check_checkpoint(ckpt, tc, say)
+    check_checkpoint(ckpt, tc, say)
     result = train(model, train_set, val_set, config=tc,
                    regularizer=reg, teacher=teacher, test_set=test_set, progress=progress,
                    initial_weights=initial_weights, label_cost=label_cost,
@@ -369,29 +212,8 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
         metrics["layer_traces"] = _layer_traces(model, teacher, split, an["trace_taps"],
                                                 an["max_examples"])
     if result.status == "completed" and save:
-        metrics.update(_save_state(model, artefacts / f"{job.key}.pt", root))
+        metrics.update(save_state(model, artefacts / f"{job.key}.pt", root))
     return metrics
-
-
-def _check_checkpoint(ckpt: Path, config, say) -> None:
-    """Before a job trains: stale temporary files of ``ckpt`` removed, and a checkpoint that
-    is not this project's for this job (no proof, planted, another config's) set aside with a
-    line (``say``, else a warning): the job trains from scratch."""
-    from harness.training.loop import checkpoint_problem, proof_path, remove_checkpoint
-
-    _remove_stale_tmp(ckpt)
-    _remove_stale_tmp(Path(proof_path(ckpt)))
-    problem = checkpoint_problem(ckpt, config)
-    if problem is None:
-        return
-    remove_checkpoint(ckpt)
-    msg = f"{problem}; removed, training from scratch"
-    if say is not None:
-        say(msg)
-    else:
-        import warnings
-
-        warnings.warn(msg, stacklevel=3)
 
 
 def _starting_point(cfg: Mapping[str, Any], k: int, model, deps):
@@ -413,7 +235,7 @@ def _starting_point(cfg: Mapping[str, Any], k: int, model, deps):
                            if not (fresh and n.startswith(head))}
     elif cfg.get("init"):  # fine-tuning: the init stage's weights, a fresh k-way head
         jobs_by_key, artefacts, records = deps
-        state = _artefact(artefacts, cfg["init"], "init", records.get(cfg["init"]))
+        state = load_artefact(artefacts, cfg["init"], "init", records.get(cfg["init"]))
         icfg = jobs_by_key[cfg["init"]].config
         model = _build(icfg, _num_classes(icfg), weights=state)
         head = model.tap_points["head"] + "."
@@ -431,7 +253,7 @@ def _teacher(cfg: Mapping[str, Any], k: int, deps):
     if cfg.get("teacher"):
         jobs_by_key, artefacts, records = deps
         tcfg = jobs_by_key[cfg["teacher"]].config
-        state = _artefact(artefacts, cfg["teacher"], "teacher", records.get(cfg["teacher"]))
+        state = load_artefact(artefacts, cfg["teacher"], "teacher", records.get(cfg["teacher"]))
         return _build(tcfg, _num_classes(tcfg), weights=state).eval()
     return None
 
@@ -755,7 +577,7 @@ class _SuiteRun:
         """Train ``job`` and record it (rank 0); the metrics recorded (None on other ranks)."""
         from harness.experiments import records
         from harness.training import distributed as ddp
-        from harness.training.loop import remove_checkpoint
+        from harness.training.checkpoints import remove_checkpoint
 
         deps = self.dep_records(job) if self.main else None
         if self.multi:  # the other ranks verify the teacher's weights as rank 0 does
@@ -783,7 +605,7 @@ class _SuiteRun:
             claims.release(job.key)  # resume (or another worker) takes it at once
             raise
         metrics = self.record(job, trial, metrics)
-        _unlink(self.artefacts / f"{job.key}.result.json")
+        unlink(self.artefacts / f"{job.key}.result.json")
         remove_checkpoint(self.artefacts / f"{job.key}.ckpt")  # recorded: resume no more
         return metrics
 
@@ -792,7 +614,7 @@ class _SuiteRun:
         proof verifies), else :func:`run_job`'s, kept beside the checkpoint until recorded."""
         say = lambda msg: self.say(f"{self.tag(job)}: {msg}")  # noqa: E731
         pending = self.artefacts / f"{job.key}.result.json"
-        metrics, why = _load_pending(pending, job)  # trained before an outage stopped a worker
+        metrics, why = load_pending(pending, job)  # trained before an outage stopped a worker
         if why:
             say(why)
         if metrics is not None:
@@ -802,7 +624,7 @@ class _SuiteRun:
                           save=job.key in self.teacher_keys, device=self.device,
                           records=deps, root=self.root, say=say)
         if metrics["status"] == "completed":  # kept until the storage has it
-            why = _save_pending(pending, job, metrics, self.root)
+            why = save_pending(pending, job, metrics, self.root)
             if why and why not in self.unkept:
                 self.unkept.add(why)
                 say(why)

@@ -358,7 +358,7 @@ def _objective(suite: Suite, search: Search, name: str, artefacts: Path, progres
 
     from harness.experiments import records
     from harness.experiments.runner import run_job
-    from harness.training.loop import remove_checkpoint
+    from harness.training.checkpoints import remove_checkpoint
 
     def objective(trial) -> float:
         point = sample_point(trial, search.space)

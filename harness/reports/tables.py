@@ -529,8 +529,6 @@ def verdict_summary(verdicts_csv) -> str:
     leaderboard and claim, the count of task columns where it holds / is reversed / is
     inconclusive / is not tested, the paper's count, and each column's mean paired difference
     with its interval (what ``otransfer run`` prints before the leaderboards)."""
-    import pandas as pd
-
     v = _read_csv(verdicts_csv)
     lines = ["Verdicts (paired per-seed differences A − B in points, mean [95 % t interval]; "
              "a column whose premise does not hold has its claims not tested):"]
@@ -692,8 +690,6 @@ def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, 
 def _layers_section(name: str, d, out: Path, plots: bool, logs: bool, paths: dict) -> list:
     """The per-layer plan traces after training (li2020 Fig. 2), from the records' logs or,
     for a report from CSV, the table an earlier report wrote."""
-    import pandas as pd
-
     layers = layer_trace_table(d)
     layers_csv = out / f"{slug(name)}_layers.csv"
     from_logs = layers is not None
@@ -777,8 +773,6 @@ def records_from_csv(path: str | os.PathLike, jobs):
     (dataset, row, ``select``, reference), for :func:`write_report` when the Optuna storage is
     not at hand (it is not committed). Rows of other keys (the re-runs of a searched point,
     ``otransfer tune``) keep their own ``method`` as row; per-epoch logs are not in the CSV."""
-    import pandas as pd
-
     df = _read_csv(path, dtype={"key": str, "git_sha": str})
     by = {j.key: j for j in jobs}
     got = [by.get(k) for k in df["key"]]

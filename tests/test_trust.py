@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import shutil
 import sqlite3
 import textwrap
@@ -210,6 +211,16 @@ def test_a_result_kept_through_an_outage_is_recorded_once_its_proof_verifies(bas
 
 # --------------------------------------------------------------------------- teacher weights
 
+class _Evil:
+    """Unpickling it would run ``open(marker, 'w')``: what a crafted weights file does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 def _plant_weights(kind: str, path: Path, tmp_path: Path) -> None:
     if kind == "other weights":  # a valid state_dict: the right shapes, other numbers
         state = torch.load(path, weights_only=True)
@@ -218,7 +229,7 @@ def _plant_weights(kind: str, path: Path, tmp_path: Path) -> None:
         path.write_bytes(path.read_bytes()[:100])
     elif kind == "pickle":  # would run code if unpickled without weights_only
         marker = tmp_path / "pwned"
-        path.write_bytes(b"\x80\x04c" + b"builtins\nexec\n" + b"(V" + f"open({str(marker)!r}, 'w')".encode() + b"\ntR.")
+        path.write_bytes(pickle.dumps(_Evil(str(marker))))
     elif kind == "fifo":
         path.unlink()
         os.mkfifo(path)
@@ -320,6 +331,7 @@ def test_a_checkpoint_of_another_config_is_set_aside_and_the_job_trained(tmp_pat
     s, lines = _run(suite, tmp_path / "R", jobs=teachers)
     assert s.completed == 1 and s.failed == 0, s.failures
     assert any("another config" in line and "from scratch" in line for line in lines), lines
+    assert len(_complete(f"sqlite:///{tmp_path / 'R' / 'tiny' / 'runs.sqlite3'}")) == 1
 
 
 @pytest.mark.parametrize("planted", ["a folder as the checkpoint", "a proof alone, a link"])
@@ -338,6 +350,7 @@ def test_what_is_planted_where_a_checkpoint_goes_is_set_aside(planted, tmp_path)
     s, _ = _run(suite, tmp_path / "R", jobs=teachers)
     assert s.completed == 1 and s.failed == 0, s.failures
     assert victim.read_text() == "precious\n"
+    assert len(_complete(f"sqlite:///{tmp_path / 'R' / 'tiny' / 'runs.sqlite3'}")) == 1
 
 
 def test_a_teacher_recorded_without_a_digest_fails_its_students_in_one_line(tmp_path,
@@ -437,8 +450,9 @@ def test_writes_are_atomic_and_replace_what_was_planted_where_the_file_goes(base
     os.link(victim, folder / "runs.csv")  # a hard link
     os.mkfifo(folder / "leaderboard.csv")
     (folder / f"leaderboard.md.tmp.{os.getpid()}").symlink_to(victim)
+    before = _complete(storage)
     paths = write_report("tiny", storage, results_root=results)
-    assert victim.read_text() == "precious\n"
+    assert victim.read_text() == "precious\n" and _complete(storage) == before
     assert (folder / "runs.csv").read_text().startswith("key,")
     assert (folder / "leaderboard.csv").is_file() and paths["md"].is_file()
     assert not list(folder.glob("*.tmp.*"))
@@ -493,6 +507,35 @@ def test_a_results_folder_that_is_a_file_or_a_link_loop_is_one_line(results, tmp
     assert main(["run", str(suite), "--results", str(path), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"results folder {path}" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["tiny", "tiny/artefacts"])
+def test_a_file_where_a_folder_belongs_is_one_line(where, tmp_path, capsys):
+    from harness.cli import main
+
+    suite = _suite(tmp_path)
+    path = tmp_path / "R" / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    assert main(["run", str(suite), "--results", str(tmp_path / "R"), "--no-progress"]) == 1
+    out = capsys.readouterr()
+    assert f"{path} is not a folder" in (out.err if where == "tiny" else out.out)
+    assert path.read_text() == ""
+    if where != "tiny":  # the storage was made there: no record went into it
+        assert _complete(f"sqlite:///{tmp_path / 'R' / 'tiny' / 'runs.sqlite3'}") == []
+
+
+def test_a_storage_of_another_programs_schema_is_one_line(tmp_path, capsys):
+    from harness.cli import main
+
+    suite = _suite(tmp_path)
+    db = tmp_path / "R" / "tiny" / "runs.sqlite3"
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as c:
+        c.execute("create table studies (y int)")
+    assert main(["run", str(suite), "--results", str(tmp_path / "R"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "not an otransfer (Optuna) database" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_results_folder_that_is_itself_a_link_is_followed(base, tmp_path):

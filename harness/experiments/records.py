@@ -156,11 +156,31 @@ def check_storage(storage: str) -> None:
 
 
 def open_study(storage: str, suite: str):
+    """The study of ``suite`` in ``storage`` (made when missing). A database that cannot hold
+    it (another program's tables, a damaged file, a full disk) is one line:
+    :class:`StorageError`."""
     import optuna
 
+    from harness.training.safe_io import is_disk_full
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=suite, storage=_rdb(storage), direction="maximize",
-                               load_if_exists=True)
+    try:
+        return optuna.create_study(study_name=suite, storage=_rdb(storage),
+                                   direction="maximize", load_if_exists=True)
+    except StorageError:
+        raise
+    except Exception as exc:
+        if not (type(exc).__name__ in ("StorageInternalError", "DatabaseError",
+                                       "IntegrityError", "ProgrammingError")
+                or is_disk_full(exc)):
+            raise
+        cause = exc.__cause__ or exc
+        first = (str(cause).strip().splitlines() or [""])[0][:160]
+        what = "the disk is full" if is_disk_full(exc) else \
+            "not an otransfer (Optuna) database, or a damaged one"
+        raise StorageError(f"storage {redact(storage)!r} cannot hold the records of suite "
+                           f"{suite!r} ({what}: {type(cause).__name__}: {first}); give --storage "
+                           "another database, or move that file away") from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -82,9 +82,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise CheckpointError(f"checkpoint {os.fspath(path)} is not a readable checkpoint "
                               f"({type(exc).__name__}: {first})") from None
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in need):
+    lacks = [k for k in need if not isinstance(ckpt, dict) or k not in ckpt]
+    if lacks:
         raise CheckpointError(f"checkpoint {os.fspath(path)} is not a training checkpoint "
-                              f"(it lacks {[k for k in need if not isinstance(ckpt, dict) or k not in ckpt]})")
+                              f"(it lacks {lacks})")
     return ckpt
 
 

@@ -157,11 +157,13 @@ def _open_dir(path, root) -> _Target:
         raise _refuse_link(*out, shown_root)
     real_parent = os.path.realpath(os.path.join(real_root, *folders))
     fd = os.open(real_root, os.O_RDONLY | os.O_DIRECTORY)
+    here = real_root
     try:
         for part in os.path.relpath(real_parent, real_root).split(os.sep):
             if part == os.curdir:
                 continue
-            fd = _step(fd, part, os.path.join(shown_root, *folders))
+            here = os.path.join(here, part)
+            fd = _step(fd, part, here)
     except BaseException:
         os.close(fd)
         raise
@@ -182,8 +184,8 @@ def _step(fd: int, part: str, shown: str) -> int:
         if exc.errno in FULL:
             raise disk_full(shown, exc) from None
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePathError(f"{shown}: {part!r} is not a folder (a file or a link that "
-                                  "changed while being written): remove it") from None
+            raise UnsafePathError(f"{shown} is not a folder (a file where a folder belongs, or a "
+                                  "link put there while writing): remove it") from None
         raise
     os.close(fd)
     return new

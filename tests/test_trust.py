@@ -417,6 +417,28 @@ def test_a_planted_link_never_redirects_an_artefact_write(where, tmp_path):
     assert victim.read_text() == "precious\n" and _complete(storage) == []
 
 
+def test_artefacts_swapped_for_a_link_mid_training_redirect_no_checkpoint(tmp_path):
+    """The training loop knows no results folder; the runner confines its writes to it."""
+    from harness.experiments.runner import run_job
+    from harness.training import safe_io
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(SUITE.format(name="tiny").replace("epochs: 1,", "epochs: 2,"))
+    teacher = _jobs(suite)[0][0]
+    art = tmp_path / "R" / "tiny" / "artefacts"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def swap(epoch, record):  # after epoch 1's checkpoint
+        shutil.rmtree(art)
+        art.symlink_to(elsewhere)
+
+    with pytest.raises(safe_io.UnsafePathError, match=f"{art} is a symbolic link to"):
+        run_job(teacher, {teacher.key: teacher}, art, progress=False, save=True,
+                on_epoch=swap)
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize("where", ["tiny", "tiny/runs.sqlite3", "tiny/runs.sqlite3-journal"])
 def test_a_planted_link_never_redirects_the_default_storage(where, tmp_path, capsys):
     """SQLite follows links: the suite's folder, its database and journals are checked."""

@@ -194,12 +194,13 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
     safe_io.ensure_dir(artefacts, root)
     tc = _train_config(cfg, device)
     check_checkpoint(ckpt, tc, say)
-    result = train(model, train_set, val_set, config=tc,
-                   regularizer=reg, teacher=teacher, test_set=test_set, progress=progress,
-                   initial_weights=initial_weights, label_cost=label_cost,
-                   source_set=source_set,
-                   source_weight=cfg["source"]["weight"] if cfg.get("source") else 1.0,
-                   checkpoint_path=ckpt, on_epoch=on_epoch)
+    with safe_io.confine(root):  # its checkpoints never leave the results folder either
+        result = train(model, train_set, val_set, config=tc,
+                       regularizer=reg, teacher=teacher, test_set=test_set, progress=progress,
+                       initial_weights=initial_weights, label_cost=label_cost,
+                       source_set=source_set,
+                       source_weight=cfg["source"]["weight"] if cfg.get("source") else 1.0,
+                       checkpoint_path=ckpt, on_epoch=on_epoch)
     metrics = _metrics(result)
     if result.status == "completed" and cfg.get("analysis"):
         an = cfg["analysis"]

@@ -16,6 +16,7 @@ check it against a digest the storage recorded or a proof (:mod:`harness.trainin
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import io
 import os
@@ -25,7 +26,7 @@ from typing import IO, Iterator, NamedTuple
 
 __all__ = ["UnsafePathError", "DiskFullError", "is_disk_full", "ensure_dir", "atomic_writer",
            "write_bytes", "write_text", "write_figure", "open_append", "read_bytes",
-           "check_target", "check_write"]
+           "check_target", "check_write", "confine"]
 
 #: errno values of a disk (or a quota) that is full
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -104,10 +105,29 @@ def _link_out(root: str, real_root: str, parts: list[str]) -> tuple[str, str] | 
     return None
 
 
+#: the results folder that writes given no root stay inside (:func:`confine`)
+_CONFINED: contextvars.ContextVar[str | None] = contextvars.ContextVar("confined", default=None)
+
+
+@contextlib.contextmanager
+def confine(root) -> Iterator[None]:
+    """Within the block, a write given no ``root`` whose path lies under ``root`` stays inside
+    it, as if given it (the training loop writes its checkpoints knowing no results folder:
+    ``artefacts/`` swapped for a link mid-run redirects none)."""
+    token = _CONFINED.set(os.path.abspath(os.fspath(root)))
+    try:
+        yield
+    finally:
+        _CONFINED.reset(token)
+
+
 def _split(path, root) -> tuple[str, str, list[str]]:
-    """``(shown root, real root, parts of path below the root)``; ``root`` None: the path's
-    own folder."""
+    """``(shown root, real root, parts of path below the root)``; ``root`` None: the folder
+    :func:`confine` set when the path lies under it, else the path's own folder."""
     path = os.path.abspath(os.fspath(path))
+    if root is None and _CONFINED.get() is not None and \
+            os.path.commonpath([path, _CONFINED.get()]) == _CONFINED.get():
+        root = _CONFINED.get()
     root = os.path.abspath(os.fspath(root)) if root is not None else os.path.dirname(path)
     rel = os.path.relpath(path, root)
     if rel == os.curdir:

@@ -72,7 +72,7 @@ def test_a_checkpoint_holds_only_tensors_and_plain_data(tmp_path):
 
 
 def test_stale_temporary_checkpoints_are_removed_and_live_ones_kept(tmp_path):
-    from harness.experiments.runner import _remove_stale_tmp
+    from harness.experiments.artefacts import remove_stale_tmp
 
     ckpt = tmp_path / "abc.ckpt"
     dead = tmp_path / "abc.ckpt.tmp.999999999"  # no such process
@@ -80,7 +80,7 @@ def test_stale_temporary_checkpoints_are_removed_and_live_ones_kept(tmp_path):
     other = tmp_path / "def.ckpt.tmp.999999999"  # another job's: not ours to touch
     for f in (dead, live, other):
         f.write_bytes(b"x")
-    _remove_stale_tmp(ckpt)
+    remove_stale_tmp(ckpt)
     assert not dead.exists() and live.exists() and other.exists()
 
 
@@ -318,9 +318,8 @@ def test_a_short_outage_while_recording_loses_and_duplicates_nothing(tmp_path, m
 
 def test_a_result_trained_before_an_outage_is_recorded_without_training_again(tmp_path,
                                                                                monkeypatch):
-    import json
-
     import harness.experiments.runner as runner
+    from harness.experiments.artefacts import save_pending
     from harness.experiments.records import records_frame
     from harness.experiments.suite import expand, load_suite
 
@@ -332,7 +331,8 @@ def test_a_result_trained_before_an_outage_is_recorded_without_training_again(tm
     art.mkdir(parents=True)
     kept = {"status": "completed", "reason": "", "test_accuracy": 0.4321,
             "val_accuracy": 0.4, "best_val_accuracy": 0.4, "wall_time": 1.0}
-    (art / f"{student.key}.result.json").write_text(json.dumps(kept))
+    # written as a worker stopped by the outage wrote it (with its proof: issue 20)
+    assert save_pending(art / f"{student.key}.result.json", student, kept) is None
     real = runner.run_job
 
     def run_job(job, *a, **k):

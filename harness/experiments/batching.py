@@ -118,7 +118,7 @@ class SeedBatches:
         members = []
         for j in group:
             (train_set, val_set, test_set, model, w0, teacher, source_set, reg,
-             label_cost) = self.job_inputs(j, run.by_key, run.artefacts)
+             label_cost) = self.job_inputs(j, (run.by_key, run.artefacts, run.dep_records(j)))
             if source_set is not None or label_cost is not None:
                 from harness.training.batched import NotBatchable
 

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.training import safe_io
+
 __all__ = ["WorkerTask", "launch", "LaunchError", "spawn_workers", "STORAGE_ENV"]
 
 STORAGE_ENV = "OTRANSFER_STORAGE"
@@ -140,8 +142,8 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
             "Give --storage postgresql+psycopg2://USER@HOST/DB (or set OTRANSFER_STORAGE)")
     submitit = _submitit()
     suite_file = str(Path(loaded.path).resolve()) if loaded.path else suite
-    folder = Path(folder) if folder else results_root / name / "submitit"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = safe_io.ensure_dir(Path(folder)) if folder else \
+        safe_io.ensure_dir(results_root / name / "submitit", results_root)
     os.environ[STORAGE_ENV] = storage  # the tasks inherit it; it is not pickled
     ex = submitit.AutoExecutor(folder=str(folder), cluster=executor)
     params: dict[str, Any] = {"timeout_min": int(timeout_min), "tasks_per_node": 1,
@@ -181,7 +183,7 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
             "results": str(results_root), "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "storage_from": "environment (OTRANSFER_STORAGE)"}
     log = results_root / name / "launches.jsonl"  # every launch of the suite, appended
-    with log.open("a") as fh:
+    with safe_io.open_append(log, results_root) as fh:
         fh.write(json.dumps(info) + "\n")
     info["log"] = str(log)
     return jobs, info
@@ -220,9 +222,11 @@ def spawn_workers(suite: str, n: int, *, results, storage: str | None = None,
     if not bar:
         procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
         return [p.wait() for p in procs], storage
-    logs = Path(results) / shown.name / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    files = [(logs / f"worker-{i}.log").open("w") for i in range(n)]
+    logs = safe_io.ensure_dir(Path(results) / shown.name / "logs", results)
+    files = []
+    for i in range(n):  # truncated, never written through a link planted there
+        safe_io.write_bytes(logs / f"worker-{i}.log", b"", results)
+        files.append(safe_io.open_append(logs / f"worker-{i}.log", results))
     procs = [subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT) for f in files]
     print(f"{n} workers; their logs: {logs}/worker-*.log", file=sys.stderr)
     try:

@@ -19,14 +19,24 @@ from typing import Any, Mapping
 # the one way a storage URL is shown (its password and secret query values masked)
 from harness.experiments.secrets import check_url, open_error, redact, scrub
 
-__all__ = ["default_storage", "open_study", "done_keys", "records_frame", "git_sha",
-           "start_record", "finish_record", "fail_orphans", "check_storage", "open_rdb"]
+__all__ = ["default_storage", "open_study", "done_keys", "done_artefacts", "records_frame",
+           "git_sha", "start_record", "finish_record", "fail_orphans", "check_storage",
+           "open_rdb", "check_metrics", "ARTEFACT_KEYS"]
+
+#: the attributes of a teacher's record that locate and verify its weights file
+ARTEFACT_KEYS = ("artefact", "artefact_bytes", "artefact_sha256")
 
 
 def default_storage(suite: str, results_root: str | os.PathLike = "results") -> str:
-    """``sqlite:///results/<suite>/runs.sqlite3`` (the directory is created)."""
+    """``sqlite:///results/<suite>/runs.sqlite3`` (the directory is created). The database
+    and its journals must not be links out of the results folder, folders, FIFOs or devices
+    (SQLite follows links): :class:`~harness.training.safe_io.UnsafePathError` otherwise."""
+    from harness.training import safe_io
+
     d = Path(results_root) / suite
-    d.mkdir(parents=True, exist_ok=True)
+    safe_io.ensure_dir(d, results_root)
+    for name in ("runs.sqlite3", "runs.sqlite3-journal", "runs.sqlite3-wal", "runs.sqlite3-shm"):
+        safe_io.check_target(d / name, results_root)
     return f"sqlite:///{d / 'runs.sqlite3'}"
 
 
@@ -122,6 +132,8 @@ def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=
     :func:`transient` storage error, for at most ``budget`` seconds (``OTRANSFER_STORAGE_RETRY``
     or 5 minutes); then :class:`StorageError`, one line naming the storage and what was being
     done. Other errors pass through at once."""
+    from harness.training.safe_io import is_disk_full
+
     if budget is None:
         budget = retry_budget()
     start, wait, tries = clock(), 0.5, 0
@@ -131,6 +143,10 @@ def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=
         except Exception as exc:
             if not transient(exc):
                 raise
+            if is_disk_full(exc):  # not an outage: waiting frees no space
+                raise StorageError(f"disk full: storage {redact(storage)!r} cannot be written "
+                                   f"while {what} (free some space, then run again; finished "
+                                   "records are kept)") from None
             tries += 1
             left = budget - (clock() - start)
             first = scrub((str(exc).strip().splitlines() or [""])[0], storage)[:200]
@@ -151,11 +167,31 @@ def check_storage(storage: str) -> None:
 
 
 def open_study(storage: str, suite: str):
+    """The study of ``suite`` in ``storage`` (made when missing). A database that cannot hold
+    it (another program's tables, a damaged file, a full disk) is one line:
+    :class:`StorageError`."""
     import optuna
 
+    from harness.training.safe_io import is_disk_full
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=suite, storage=_rdb(storage), direction="maximize",
-                               load_if_exists=True)
+    try:
+        return optuna.create_study(study_name=suite, storage=_rdb(storage),
+                                   direction="maximize", load_if_exists=True)
+    except StorageError:
+        raise
+    except Exception as exc:
+        if not (type(exc).__name__ in ("StorageInternalError", "DatabaseError",
+                                       "IntegrityError", "ProgrammingError")
+                or is_disk_full(exc)):
+            raise
+        cause = exc.__cause__ or exc
+        first = (str(cause).strip().splitlines() or [""])[0][:160]
+        what = "the disk is full" if is_disk_full(exc) else \
+            "not an otransfer (Optuna) database, or a damaged one"
+        raise StorageError(f"storage {redact(storage)!r} cannot hold the records of suite "
+                           f"{suite!r} ({what}: {type(cause).__name__}: {first}); give --storage "
+                           "another database, or move that file away") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -180,6 +216,69 @@ def _completed_trials(study):
 def done_keys(storage: str, suite: str) -> set[str]:
     """Keys of the jobs of ``suite`` completed in ``storage``."""
     return {t.user_attrs["key"] for t in _completed_trials(open_study(storage, suite))}
+
+
+def done_artefacts(storage: str, suite: str) -> dict[str, dict[str, Any]]:
+    """``{key: {artefact, artefact_bytes, artefact_sha256}}`` of every job of ``suite``
+    completed in ``storage`` (its first completed record; None where it kept no weights): how
+    a student finds and verifies its teacher's weights, wherever they were written. Of a key
+    recorded twice (before issue 20), the latest record: the weights written last."""
+    out: dict[str, dict[str, Any]] = {}
+    for t in sorted(_completed_trials(open_study(storage, suite)), key=lambda t: t.number):
+        out[t.user_attrs["key"]] = {k: t.user_attrs.get(k) for k in ARTEFACT_KEYS}
+    return out
+
+
+def _fraction(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+#: a completed job's metrics (runner._metrics, layer traces, a teacher's weights): a check each
+_METRIC_CHECKS = {
+    "status": lambda v: v == "completed",
+    "reason": lambda v: v is None or isinstance(v, str),
+    "test_accuracy": _fraction,
+    "val_accuracy": lambda v: v is None or _fraction(v),
+    "best_val_accuracy": lambda v: v is None or _fraction(v),
+    "wall_time": lambda v: _number(v) and 0.0 <= v < float("inf"),
+    "epochs_completed": _count,
+    "resumed_from_epoch": lambda v: v is None or _count(v),
+    "final_losses": lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, (int, float)) for k, x in v.items()),
+    "epochs": lambda v: isinstance(v, list) and all(isinstance(e, dict) and all(
+        isinstance(k, str) and isinstance(x, (int, float)) for k, x in e.items()) for e in v),
+    "layer_traces": lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and _fraction(x) for k, x in v.items()),
+    "artefact": lambda v: isinstance(v, str) and len(v) < 4096,
+    "artefact_bytes": _count,
+    "artefact_sha256": lambda v: isinstance(v, str) and len(v) == 64 and all(
+        c in "0123456789abcdef" for c in v),
+}
+_METRICS_NEEDED = ("status", "test_accuracy", "wall_time")
+
+
+def check_metrics(metrics: Any) -> str | None:
+    """Why ``metrics`` are not a completed job's (a missing or unknown key, an accuracy that is
+    not a number in [0, 1], a negative time ...), or None."""
+    if not isinstance(metrics, dict):
+        return "its metrics are not a mapping"
+    missing = [k for k in _METRICS_NEEDED if k not in metrics]
+    unknown = sorted(set(metrics) - set(_METRIC_CHECKS))
+    bad = [k for k, check in _METRIC_CHECKS.items() if k in metrics and not check(metrics[k])]
+    if missing or unknown or bad:
+        return "its metrics are not a completed job's (" + "; ".join(
+            ([f"missing {', '.join(missing)}"] if missing else [])
+            + ([f"unknown {', '.join(unknown[:5])}"] if unknown else [])
+            + ([f"bad {', '.join(bad)}"] if bad else [])) + ")"
+    return None
 
 
 def start_record(study, job, extra: Mapping[str, Any] | None = None):

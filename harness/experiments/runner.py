@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from harness.experiments.artefacts import check_checkpoint, load_artefact, load_pending, \
+    save_pending, save_state, unlink
 from harness.experiments.suite import PRETRAINED, Job, Suite, expand, load_suite
 
 __all__ = ["run_suite", "RunSummary", "quick_suite"]
@@ -82,59 +84,12 @@ def _num_classes(cfg: Mapping[str, Any]) -> int:
     return _datasets(cfg, evals=False)[3]
 
 
-def _build(cfg: Mapping[str, Any], num_classes: int, weights: str | os.PathLike | None = None):
+def _build(cfg: Mapping[str, Any], num_classes: int,
+           weights: str | os.PathLike | Mapping[str, Any] | None = None):
     from harness.zoo.models import build_model
 
     mp = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["model_params"].items()}
     return build_model(cfg["model"], num_classes, weights_path=weights, **mp)
-
-
-def _save_pending(path: Path, metrics) -> None:
-    """A finished job's metrics beside its checkpoint until the storage records them: a worker
-    stopped by a storage outage loses no training (the next run records it from this file)."""
-    import json
-
-    from harness.experiments.records import jsonable
-
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps({k: jsonable(v) for k, v in metrics.items()}))
-    os.replace(tmp, path)
-
-
-def _load_pending(path: Path):
-    """The metrics :func:`_save_pending` left, or None (none, or unreadable: train again)."""
-    import json
-
-    if not path.is_file():
-        return None
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        path.unlink(missing_ok=True)
-        return None
-    return metrics if isinstance(metrics, dict) and metrics.get("status") == "completed" \
-        else None
-
-
-def _remove_stale_tmp(path: Path) -> None:
-    """Delete ``<path>.tmp.<pid>`` files that a killed writer left behind (its process is gone;
-    a live writer's file is left alone)."""
-    from harness.experiments.claims import pid_alive
-
-    for tmp in path.parent.glob(f"{path.name}.tmp.*"):
-        pid = tmp.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and pid_alive(int(pid)):  # claims.py's liveness test
-            continue
-        tmp.unlink(missing_ok=True)
-
-
-def _save_atomic_state(model, path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
 
 
 def _pretrained_path(cfg: Mapping[str, Any]) -> str:
@@ -144,14 +99,6 @@ def _pretrained_path(cfg: Mapping[str, Any]) -> str:
             f"pretrained weights {cfg['pretrained']!r} (-> {path!r}) not found: put a state_dict "
             "saved with torch.save(model.state_dict(), path) there (nothing is downloaded; "
             "torchvision's ImageNet weights files load as they are)")
-    return path
-
-
-def _artefact(artefacts: Path, key: str, role: str) -> Path:
-    path = artefacts / f"{key}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{role} artefact {path} missing ({role} job {key} did not "
-                                "complete)")
     return path
 
 
@@ -217,25 +164,35 @@ def _label_cost(spec, extractor, source_set, target_set):
 
 def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress: bool,
             save: bool, device: str | None = None,
-            on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+            on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+            records: Mapping[str, Mapping[str, Any]] | None = None,
+            root: str | os.PathLike | None = None, say: Callable[[str], None] | None = None
+            ) -> dict[str, Any]:
     """Train one job and return its metrics (the record's attributes): data -> student (its
     starting point) -> teacher -> source task -> regularizer -> :func:`train` -> metrics
     (plus layer traces and the weights file when asked). ``jobs_by_key`` resolves the job's
-    ``teacher`` / ``init`` keys, whose weights are read from ``artefacts``."""
+    ``teacher`` / ``init`` keys, whose weights are read from ``artefacts`` and verified
+    against ``records`` (key -> the ``artefact*`` attributes of its completed record).
+    ``root``: the results folder no write leaves (default: the one above
+    ``artefacts/<suite>``); ``say``: where a checkpoint set aside is reported."""
+    from harness.training import safe_io
     from harness.training.loop import train
 
     cfg = job.config
+    root = Path(artefacts).parent.parent if root is None else root
     (train_set, val_set, test_set, model, initial_weights, teacher, source_set, reg,
-     label_cost) = job_inputs(job, jobs_by_key, artefacts)
+     label_cost) = job_inputs(job, (jobs_by_key, artefacts, records or {}))
     ckpt = artefacts / f"{job.key}.ckpt"
-    artefacts.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(ckpt)
-    result = train(model, train_set, val_set, config=_train_config(cfg, device),
-                   regularizer=reg, teacher=teacher, test_set=test_set, progress=progress,
-                   initial_weights=initial_weights, label_cost=label_cost,
-                   source_set=source_set,
-                   source_weight=cfg["source"]["weight"] if cfg.get("source") else 1.0,
-                   checkpoint_path=ckpt, on_epoch=on_epoch)
+    safe_io.ensure_dir(artefacts, root)
+    tc = _train_config(cfg, device)
+    check_checkpoint(ckpt, tc, say)
+    with safe_io.confine(root):  # its checkpoints never leave the results folder either
+        result = train(model, train_set, val_set, config=tc,
+                       regularizer=reg, teacher=teacher, test_set=test_set, progress=progress,
+                       initial_weights=initial_weights, label_cost=label_cost,
+                       source_set=source_set,
+                       source_weight=cfg["source"]["weight"] if cfg.get("source") else 1.0,
+                       checkpoint_path=ckpt, on_epoch=on_epoch)
     metrics = _metrics(result)
     if result.status == "completed" and cfg.get("analysis"):
         an = cfg["analysis"]
@@ -248,9 +205,7 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
         metrics["layer_traces"] = _layer_traces(model, teacher, split, an["trace_taps"],
                                                 an["max_examples"])
     if result.status == "completed" and save:
-        path = artefacts / f"{job.key}.pt"
-        _save_atomic_state(model, path)
-        metrics["artefact"] = str(path)
+        metrics.update(save_state(model, artefacts / f"{job.key}.pt", root))
     return metrics
 
 
@@ -258,10 +213,11 @@ def _n_params(model) -> int:
     return 0 if model is None else sum(p.numel() for p in model.parameters())
 
 
-def job_inputs(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path) -> tuple:
+def job_inputs(job: Job, deps) -> tuple:
     """What :func:`run_job` gives ``train`` for ``job`` (also read by
     :mod:`harness.experiments.batching`): ``(train_set, val_set, test_set, model,
-    initial_weights, teacher, source_set, regularizer, label_cost)``."""
+    initial_weights, teacher, source_set, regularizer, label_cost)``. ``deps``:
+    ``(jobs_by_key, artefacts, records)`` (:func:`run_job`)."""
     import torch
 
     from harness.training.threads import apply_threads
@@ -270,8 +226,8 @@ def job_inputs(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path) -> tup
     torch.manual_seed(job.seed)  # the data subset's and the student's initialisation
     train_set, val_set, test_set, k = _datasets(cfg)
     model = _build(cfg, k)
-    model, initial_weights = _starting_point(cfg, k, model, jobs_by_key, artefacts)
-    teacher = _teacher(cfg, k, jobs_by_key, artefacts)
+    model, initial_weights = _starting_point(cfg, k, model, deps)
+    teacher = _teacher(cfg, k, deps)
     apply_threads(max(_n_params(model), _n_params(teacher)))  # workers x threads <= cores
     source_set = _source_task(cfg, job, model)
     reg, label_cost = _regularizer(cfg, teacher, source_set, train_set, initial_weights)
@@ -279,9 +235,10 @@ def job_inputs(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path) -> tup
             label_cost)
 
 
-def _starting_point(cfg: Mapping[str, Any], k: int, model, jobs_by_key, artefacts: Path):
+def _starting_point(cfg: Mapping[str, Any], k: int, model, deps):
     """The student and its ``w0`` (L2-SP's anchor): fresh, a local pre-trained file, or the
-    ``init`` stage's weights with a fresh ``k``-way head (fine-tuning)."""
+    ``init`` stage's weights with a fresh ``k``-way head (fine-tuning). ``deps``:
+    ``(jobs_by_key, artefacts, records)`` (:func:`run_job`)."""
     from harness.zoo.models import head_fits, load_weights, read_state, replace_head
 
     initial_weights = None
@@ -296,9 +253,10 @@ def _starting_point(cfg: Mapping[str, Any], k: int, model, jobs_by_key, artefact
         initial_weights = {n: p.detach().clone() for n, p in model.named_parameters()
                            if not (fresh and n.startswith(head))}
     elif cfg.get("init"):  # fine-tuning: the init stage's weights, a fresh k-way head
-        ipath = _artefact(artefacts, cfg["init"], "init")
+        jobs_by_key, artefacts, records = deps
+        state = load_artefact(artefacts, cfg["init"], "init", records.get(cfg["init"]))
         icfg = jobs_by_key[cfg["init"]].config
-        model = _build(icfg, _num_classes(icfg), weights=ipath)
+        model = _build(icfg, _num_classes(icfg), weights=state)
         head = model.tap_points["head"] + "."
         initial_weights = {n: p.detach().clone() for n, p in model.named_parameters()
                            if not n.startswith(head)}
@@ -306,14 +264,16 @@ def _starting_point(cfg: Mapping[str, Any], k: int, model, jobs_by_key, artefact
     return model, initial_weights
 
 
-def _teacher(cfg: Mapping[str, Any], k: int, jobs_by_key, artefacts: Path):
-    """The frozen reference network: a local pre-trained file or an earlier stage's job."""
+def _teacher(cfg: Mapping[str, Any], k: int, deps):
+    """The frozen reference network: a local pre-trained file or an earlier stage's job
+    (its weights verified, :func:`_artefact`)."""
     if cfg.get("teacher") == PRETRAINED:  # the pre-trained network itself, frozen (li2020 §3)
         return _build(cfg, k, weights=_pretrained_path(cfg)).eval()
     if cfg.get("teacher"):
+        jobs_by_key, artefacts, records = deps
         tcfg = jobs_by_key[cfg["teacher"]].config
-        tpath = _artefact(artefacts, cfg["teacher"], "teacher")
-        return _build(tcfg, _num_classes(tcfg), weights=tpath).eval()
+        state = load_artefact(artefacts, cfg["teacher"], "teacher", records.get(cfg["teacher"]))
+        return _build(tcfg, _num_classes(tcfg), weights=state).eval()
     return None
 
 
@@ -490,7 +450,8 @@ class _SuiteRun:
         self.stale_after, self.heartbeat = stale_after, heartbeat
         self.record_extra = record_extra or {}
         self.storage = storage = storage or records.default_storage(suite.name, results_root)
-        self.artefacts = Path(results_root) / suite.name / "artefacts"
+        self.root = Path(results_root)
+        self.artefacts = self.root / suite.name / "artefacts"
         expanded = expand(suite)
         self.jobs = jobs = expanded if jobs is None else list(jobs)
         self.by_key = {j.key: j for j in [*expanded, *jobs]}
@@ -503,7 +464,9 @@ class _SuiteRun:
             ddp.init_from_env(device or "cpu")
         self.main = main = ddp.is_main()
         self.study = records.open_study(storage, suite.name) if main else None
-        self.done = records.done_keys(storage, suite.name) if main else set()
+        # the completed jobs, and what their records say of their weights (teachers)
+        self.arts = records.done_artefacts(storage, suite.name) if main else {}
+        self.done = set(self.arts)
         self.say = (log if main else None) or (lambda s: None)
         # a terminal gets one suite bar (and the job's bar beneath it); a log a line per job
         self.bar_mode = bool(progress and main and log is print and is_terminal())
@@ -523,6 +486,7 @@ class _SuiteRun:
         self.claims = None
         self.tried: set[str] = set()  # failed here: not tried again in this run
         self.since = None  # the database time of pick's last read of the claims
+        self.unkept: set[str] = set()  # why a pending result could not be kept, said once
         from harness.experiments.batching import SeedBatches
 
         # jobs differing only in seed/alpha: trained together (run_job's steps, passed in)
@@ -534,8 +498,22 @@ class _SuiteRun:
                 f"{job.regularizer} seed={job.seed}")
 
     def finished(self, key: str) -> bool:
-        return key in self.done and (key not in self.teacher_keys
-                                     or (self.artefacts / f"{key}.pt").is_file())
+        """Recorded done in the storage, whatever this worker's results folder holds: a job is
+        never recorded done twice (a teacher whose weights are elsewhere fails its students
+        with a line saying where they are, :func:`_artefact`)."""
+        return key in self.done
+
+    def dep_records(self, job: Job) -> dict[str, Any]:
+        """The ``artefact*`` attributes of the records of ``job``'s teacher and init jobs
+        (read again from the storage for those done by other workers since)."""
+        from harness.experiments import records
+
+        deps = _deps(job)
+        if any(d not in self.arts for d in deps):
+            self.arts.update(self.store(
+                lambda: records.done_artefacts(self.storage, self.suite.name),
+                f"reading the records of {job.key}'s teacher"))
+        return {d: self.arts[d] for d in deps if d in self.arts}
 
     def store(self, fn, what):
         """A storage operation, retried through an outage (records.retrying)."""
@@ -594,13 +572,10 @@ class _SuiteRun:
         from harness.experiments.claims import DONE, FAILED
 
         claims, done = self.claims, self.done
-        # a job recorded done whose job is not finished is a teacher without its weights
-        got = claims.try_claim(job.key, retake_done=job.key in done)
+        got = claims.try_claim(job.key)
         if got is None and claims.last_refused == DONE:  # done by another worker
             done.add(job.key)
-            if self.finished(job.key):
-                return "skip"
-            got = claims.try_claim(job.key, retake_done=True)
+            return "skip"
         if got is None and claims.last_refused == FAILED:
             return "skip"  # another worker's failure in this run: left as it is
         if got is not None and got.attempts > 1 and claims.last_previous:  # from a lost worker
@@ -609,10 +584,9 @@ class _SuiteRun:
                      f"{got.attempts}; {n} orphan record(s) marked failed)")
             if job.key in records.done_keys(self.storage, self.suite.name):
                 done.add(job.key)  # it died after recording
-                if self.finished(job.key):  # (a teacher without its weights file: run again)
-                    claims.begin_record(job.key)
-                    claims.finish(job.key, ok=True)
-                    return "skip"
+                claims.begin_record(job.key)
+                claims.finish(job.key, ok=True)
+                return "skip"
         return got
 
     def next_job(self) -> Job | None:
@@ -630,14 +604,18 @@ class _SuiteRun:
     def run(self, job: Job) -> Mapping[str, Any] | None:
         """Train ``job`` and record it (rank 0); the metrics recorded (None on other ranks)."""
         from harness.experiments import records
+        from harness.training import distributed as ddp
+        from harness.training.checkpoints import remove_checkpoint
 
-        is_teacher = job.key in self.teacher_keys
+        deps = self.dep_records(job) if self.main else None
+        if self.multi:  # the other ranks verify the teacher's weights as rank 0 does
+            deps = ddp.broadcast_object(deps)
         if self.bar is not None:
             self.bar.start(f"{job.stage} {job.dataset} {job.regularizer} seed={job.seed}")
         if not self.main:  # a DDP rank: train, rank 0 records (a failure too)
             try:
                 run_job(job, self.by_key, self.artefacts, progress=False, save=False,
-                        device=self.device)
+                        device=self.device, records=deps, root=self.root)
             except Exception:
                 pass
             return None
@@ -645,27 +623,39 @@ class _SuiteRun:
         trial = self.store(lambda: records.start_record(study, job, extra={
             **self.record_extra.get(job.key, {}), "worker": claims.worker}),
             f"starting the record of {job.key}")
-        pending = self.artefacts / f"{job.key}.result.json"
         try:
-            metrics = _load_pending(pending)  # trained before an outage stopped a worker
-            if metrics is None:
-                metrics = self.batch.metrics(job, lambda: run_job(
-                    job, self.by_key, self.artefacts, self.bar_mode, save=is_teacher,
-                    device=self.device))  # the job's seed batch, or the job alone
-                if metrics["status"] == "completed":  # kept until the storage has it
-                    _save_pending(pending, metrics)
-            else:
-                self.say(f"{self.tag(job)}: recording the result trained before the storage "
-                         f"went away ({pending.name})")
+            metrics = self.train(job, deps)
         except Exception as exc:  # recorded, and the run goes on
-            metrics = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+            metrics = {"status": "failed",
+                       "reason": " ".join(f"{type(exc).__name__}: {exc}".split())}
         except BaseException:  # Ctrl-C, SIGTERM: record the interruption, then stop
             records.finish_record(study, trial, {"status": "failed", "reason": "interrupted"})
             claims.release(job.key)  # resume (or another worker) takes it at once
             raise
         metrics = self.record(job, trial, metrics)
-        pending.unlink(missing_ok=True)
-        (self.artefacts / f"{job.key}.ckpt").unlink(missing_ok=True)  # recorded: resume no more
+        unlink(self.artefacts / f"{job.key}.result.json")
+        remove_checkpoint(self.artefacts / f"{job.key}.ckpt")  # recorded: resume no more
+        return metrics
+
+    def train(self, job: Job, deps: Mapping[str, Any]) -> dict[str, Any]:
+        """The job's metrics: the result a worker stopped by a storage outage kept (once its
+        proof verifies), else :func:`run_job`'s, kept beside the checkpoint until recorded."""
+        say = lambda msg: self.say(f"{self.tag(job)}: {msg}")  # noqa: E731
+        pending = self.artefacts / f"{job.key}.result.json"
+        metrics, why = load_pending(pending, job)  # trained before an outage stopped a worker
+        if why:
+            say(why)
+        if metrics is not None:
+            say(f"recording the result trained before the storage went away ({pending.name})")
+            return metrics
+        metrics = self.batch.metrics(job, lambda: run_job(
+            job, self.by_key, self.artefacts, self.bar_mode, save=job.key in self.teacher_keys,
+            device=self.device, records=deps, root=self.root, say=say))  # its seed batch or alone
+        if metrics["status"] == "completed":  # kept until the storage has it
+            why = save_pending(pending, job, metrics, self.root)
+            if why and why not in self.unkept:
+                self.unkept.add(why)
+                say(why)
         return metrics
 
     def record(self, job: Job, trial, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -690,9 +680,11 @@ class _SuiteRun:
         if ok:
             self.summary.completed += 1
             self.done.add(job.key)
+            self.arts[job.key] = {k: metrics.get(k) for k in records.ARTEFACT_KEYS}
             if self.bar is None:
-                self.say(f"{self.tag(job)}: test {100 * metrics['test_accuracy']:.1f}% "
-                         f"({metrics['wall_time']:.1f} s)")
+                wall = metrics.get("wall_time")
+                self.say(f"{self.tag(job)}: test {100 * metrics['test_accuracy']:.1f}%"
+                         + (f" ({wall:.1f} s)" if isinstance(wall, (int, float)) else ""))
         else:
             self.tried.add(job.key)
             self.summary.failed += 1

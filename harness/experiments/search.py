@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from harness.experiments.search_options import PRUNERS, SAMPLERS, build_option, check_option
+from harness.training import safe_io
 from harness.experiments.suite import (PRETRAINED, Job, Search, Stage, Suite, SuiteError,
                                        canonical_json, config_key, expand, load_suite,
                                        merge_params)
@@ -310,7 +311,8 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
     name = study_name(suite, search)
     study = _open_search_study(suite, search, name, storage)
     summary = TuneSummary(suite.name, name, storage, search.stage, search.row)
-    objective = _objective(suite, search, name, artefacts, progress, device)
+    objective = _objective(suite, search, name, artefacts, progress, device,
+                           records.done_artefacts(storage, suite.name))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # on_trial says what happened
     try:
@@ -348,7 +350,7 @@ def _open_search_study(suite: Suite, search: Search, name: str, storage: str):
 
 
 def _objective(suite: Suite, search: Search, name: str, artefacts: Path, progress: bool,
-               device: str | None) -> Callable:
+               device: str | None, arts: Mapping[str, Mapping[str, Any]]) -> Callable:
     """The Optuna objective: train the sampled point on each of the search's seeds in turn;
     its value is the mean final validation accuracy. Every epoch of every seed is one step of
     the pruner (seed i, epoch e is step i * epochs + e in every trial alike)."""
@@ -356,6 +358,7 @@ def _objective(suite: Suite, search: Search, name: str, artefacts: Path, progres
 
     from harness.experiments import records
     from harness.experiments.runner import run_job
+    from harness.training.checkpoints import remove_checkpoint
 
     def objective(trial) -> float:
         point = sample_point(trial, search.space)
@@ -390,9 +393,9 @@ def _objective(suite: Suite, search: Search, name: str, artefacts: Path, progres
                     job, key=f"{job.key}.{name.rsplit(':', 1)[1]}.t{trial.number}")
                 try:
                     metrics = run_job(run, by_key, artefacts, progress, save=False,
-                                      device=device, on_epoch=on_epoch)
+                                      device=device, on_epoch=on_epoch, records=arts)
                 finally:
-                    (artefacts / f"{run.key}.ckpt").unlink(missing_ok=True)
+                    remove_checkpoint(artefacts / f"{run.key}.ckpt")
                 for key in ("status", "reason", "best_val_accuracy", "epochs_completed"):
                     trial.set_user_attr(key, metrics.get(key))
                 if metrics["status"] != "completed" or metrics.get("val_accuracy") is None:
@@ -534,7 +537,7 @@ def _save_axes(ax, path: Path) -> None:
 
     fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    safe_io.write_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -592,8 +595,7 @@ def write_tune_report(study, search: Search, out_dir: str | os.PathLike,
     from harness.experiments.records import redact
     from harness.experiments.suite import slug
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = safe_io.ensure_dir(Path(out_dir), Path(out_dir).parent)
     stem = f"tune_{slug(search.stage)}_{slug(search.row)}"
     table = table or search.stage
     paths, notes = _plots(study, stem, out) if plots else ({}, [])
@@ -633,7 +635,7 @@ def write_tune_report(study, search: Search, out_dir: str | os.PathLike,
         md.append(f"![{what}]({path.name})\n")
     md += [f"- {n}" for n in notes]
     paths["md"] = out / f"{stem}.md"
-    paths["md"].write_text("\n".join(md) + "\n")
+    safe_io.write_text(paths["md"], "\n".join(md) + "\n", out)
     return paths
 
 

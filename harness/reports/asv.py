@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.training import safe_io
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -162,8 +164,7 @@ def write_report(results_dir: str | Path = ".asv/results", out: str | Path = "re
     records, meta = load_records(path)
     if records.empty:
         raise ValueError(f"{path} holds no results of the solver timing suite")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = safe_io.ensure_dir(Path(out))
     m = meta["machine"]
     header = [
         f"Source: `{path}` (asv; commit {meta['commit_hash'][:12]}, environment "
@@ -174,8 +175,8 @@ def write_report(results_dir: str | Path = ".asv/results", out: str | Path = "re
         "one sample with `--quick`); relative errors from `track_relative_error`.",
     ]
     paths = {"csv": out / "asv.csv", "md": out / "asv.md"}
-    records.to_csv(paths["csv"], index=False)
+    safe_io.write_text(paths["csv"], records.to_csv(index=False), out)
     text = bench.render_markdown(records, header).replace(
         "# Solver comparison benchmark", "# Solver timing suite (asv)", 1)
-    paths["md"].write_text(text + "\n")
+    safe_io.write_text(paths["md"], text + "\n", out)
     return paths

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 import torch
 
 import solvers
+from harness.training import safe_io
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported where they are used
     import pandas as pd
@@ -467,7 +468,7 @@ def plot_times(records: "pd.DataFrame", path: Path) -> None:
                frameon=False)
     fig.suptitle("OT solvers: time vs problem size (CPU; missing points were skipped)")
     fig.tight_layout(rect=(0, 0.06 * math.ceil(len(methods) / 5), 1, 1))
-    fig.savefig(path, dpi=110)
+    safe_io.write_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -540,7 +541,7 @@ def plot_accuracy(records: "pd.DataFrame", path: Path, *, floor: float = 1e-8) -
     renderer = fig.canvas.get_renderer()
     for ax, points in zip(axes[0], labels):
         _label(ax, points, renderer)
-    fig.savefig(path, dpi=110)
+    safe_io.write_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -588,19 +589,18 @@ def write_outputs(records: "pd.DataFrame", out: str | Path, *, command: str,
     dict
         ``{"csv": path, "md": path, "time_png": path, "accuracy_png": path}``.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = safe_io.ensure_dir(Path(out))
     paths = {"csv": out / f"{prefix}.csv", "md": out / f"{prefix}.md",
              "time_png": out / f"{prefix}_time.png",
              "accuracy_png": out / f"{prefix}_accuracy.png"}
-    records.to_csv(paths["csv"], index=False)
+    safe_io.write_text(paths["csv"], records.to_csv(index=False), out)
     info = machine_info()
     header = [f"Command: `{command}`  ",
               f"Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ",
               *[f"{_LABELS.get(k, k)}: {v}  " for k, v in info.items()]]
     if settings:
         header.append(settings)
-    paths["md"].write_text(render_markdown(records, header) + "\n")
+    safe_io.write_text(paths["md"], render_markdown(records, header) + "\n", out)
     plot_times(records, paths["time_png"])
     plot_accuracy(records, paths["accuracy_png"])
     return paths

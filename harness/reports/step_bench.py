@@ -27,6 +27,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from harness.training import safe_io
+
 __all__ = ["CASES", "DEFAULT_SPECS", "BASELINE", "time_steps", "run", "ratio_table",
            "write_outputs"]
 
@@ -165,10 +167,9 @@ def ratio_table(df):
 
 
 def write_outputs(df, out_dir: str | Path = "results/regularizers", command: str = "") -> dict:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = safe_io.ensure_dir(Path(out_dir))
     paths = {"csv": out / "step_time.csv", "md": out / "step_time.md"}
-    df.to_csv(paths["csv"], index=False)
+    safe_io.write_text(paths["csv"], df.to_csv(index=False), out)
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch " \
               f"{torch.__version__}"
     batch = int(df["batch"].iloc[0]) if len(df) else 0
@@ -180,5 +181,5 @@ def write_outputs(df, out_dir: str | Path = "results/regularizers", command: str
             f"li2020 reports 2.7x for Omega_P on its GPU. Machine: {machine}.\n",
             f"Command: `{command}`\n" if command else "",
             ratio_table(df).to_markdown(), ""]
-    paths["md"].write_text("\n".join(text))
+    safe_io.write_text(paths["md"], "\n".join(text), out)
     return paths

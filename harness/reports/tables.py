@@ -16,6 +16,25 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness.experiments.suite import slug
+from harness.training import safe_io
+
+#: a CSV read back from a results folder larger than this is not one a report wrote
+CSV_LIMIT = 256 * 2 ** 20
+
+
+def _read_csv(path, **kw):
+    """``pd.read_csv`` of a regular file of at most :data:`CSV_LIMIT` bytes (a FIFO or a
+    device planted there is one line, :class:`~harness.training.safe_io.UnsafePathError`)."""
+    import io
+
+    import pandas as pd
+
+    return pd.read_csv(io.BytesIO(safe_io.read_bytes(path, limit=CSV_LIMIT)), **kw)
+
+
+def _write_csv(frame, path, root=None, **kw) -> None:
+    """``frame.to_csv`` written atomically, never through a link (:mod:`safe_io`)."""
+    safe_io.write_text(path, frame.to_csv(**kw), root)
 
 __all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex", "split_tables",
            "plot_table", "plot_traces", "slug", "write_index", "with_tuned", "leaderboard_seeds",
@@ -246,7 +265,7 @@ def _save(fig, path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    safe_io.write_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -322,7 +341,7 @@ def plot_table(df, title: str, path) -> None:
     elif len(tasks) > 1:
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    safe_io.write_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -510,9 +529,7 @@ def verdict_summary(verdicts_csv) -> str:
     leaderboard and claim, the count of task columns where it holds / is reversed / is
     inconclusive / is not tested, the paper's count, and each column's mean paired difference
     with its interval (what ``otransfer run`` prints before the leaderboards)."""
-    import pandas as pd
-
-    v = pd.read_csv(verdicts_csv)
+    v = _read_csv(verdicts_csv)
     lines = ["Verdicts (paired per-seed differences A − B in points, mean [95 % t interval]; "
              "a column whose premise does not hold has its claims not tested):"]
     for (table, kind, claim), g in v.groupby(["table", "kind", "claim"], sort=False):
@@ -586,7 +603,8 @@ def write_report(suite: str, storage: str | None = None,
     from harness.experiments import records
 
     out = Path(out_dir) if out_dir is not None else Path(results_root) / suite
-    out.mkdir(parents=True, exist_ok=True)
+    root = out if out_dir is not None else Path(results_root)
+    safe_io.ensure_dir(out, root)  # no write leaves the results folder through a link
     if records_df is None:
         storage = storage or records.default_storage(suite, results_root)
         df = records.records_frame(storage, suite)
@@ -603,6 +621,8 @@ def write_report(suite: str, storage: str | None = None,
         raise ValueError(f"no completed runs of suite {suite!r} in {redact(storage)}")
     paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv",
              "tex": out / "leaderboard.tex", "runs": out / "runs.csv"}
+    for path in [*paths.values(), out / "verdicts.csv"]:  # nothing written if one is refused
+        safe_io.check_write(path, root)
     md = [f"# {suite}: test accuracy (%), mean ± std over seeds; best in bold\n"]
     tex, flat = [], []
     verdict_frames = []
@@ -616,16 +636,17 @@ def write_report(suite: str, storage: str | None = None,
     searches = sorted(out.glob("tune_*.md"))  # otransfer tune's tables of trials
     if searches:
         md += ["## Searches (`otransfer tune`)\n"] + [f"- [{p.stem}]({p.name})" for p in searches]
-    paths["md"].write_text("\n".join(md))
-    _runs_frame(tables, df).to_csv(paths["runs"], index=False)
-    pd.concat(flat, ignore_index=True).to_csv(paths["csv"], index=False)
-    paths["tex"].write_text("\n".join(tex))
+    safe_io.write_text(paths["md"], "\n".join(md), root)
+    _write_csv(_runs_frame(tables, df), paths["runs"], root, index=False)
+    _write_csv(pd.concat(flat, ignore_index=True), paths["csv"], root, index=False)
+    safe_io.write_text(paths["tex"], "\n".join(tex), root)
     verdicts_csv = out / "verdicts.csv"
     if verdict_frames:
-        pd.concat(verdict_frames, ignore_index=True).to_csv(verdicts_csv, index=False)
+        _write_csv(pd.concat(verdict_frames, ignore_index=True), verdicts_csv, root,
+                   index=False)
         paths["verdicts"] = verdicts_csv
-    elif verdicts_csv.is_file():  # the suite no longer names a paper's claims
-        verdicts_csv.unlink()
+    elif os.path.lexists(verdicts_csv):  # the suite no longer names a paper's claims
+        verdicts_csv.unlink()  # (a link is removed, not followed)
     return paths
 
 
@@ -671,17 +692,15 @@ def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, 
 def _layers_section(name: str, d, out: Path, plots: bool, logs: bool, paths: dict) -> list:
     """The per-layer plan traces after training (li2020 Fig. 2), from the records' logs or,
     for a report from CSV, the table an earlier report wrote."""
-    import pandas as pd
-
     layers = layer_trace_table(d)
     layers_csv = out / f"{slug(name)}_layers.csv"
     from_logs = layers is not None
     if layers is None and not logs and layers_csv.is_file():  # drawn from earlier records
-        layers = pd.read_csv(layers_csv, index_col=0)
+        layers = _read_csv(layers_csv, index_col=0)
     if layers is None:
         return []
     if from_logs:
-        layers.to_csv(layers_csv)
+        _write_csv(layers, layers_csv)
     paths[f"layers_csv:{name}"] = layers_csv
     md = ["Trace of the exact plan between the trained network's neurons and the "
           "teacher's, per layer, after training (li2020 Fig. 2; mean over seeds):\n",
@@ -756,9 +775,7 @@ def records_from_csv(path: str | os.PathLike, jobs):
     (dataset, row, ``select``, reference), for :func:`write_report` when the Optuna storage is
     not at hand (it is not committed). Rows of other keys (the re-runs of a searched point,
     ``otransfer tune``) keep their own ``method`` as row; per-epoch logs are not in the CSV."""
-    import pandas as pd
-
-    df = pd.read_csv(path, dtype={"key": str, "git_sha": str})
+    df = _read_csv(path, dtype={"key": str, "git_sha": str})
     by = {j.key: j for j in jobs}
     got = [by.get(k) for k in df["key"]]
     return df.assign(
@@ -828,7 +845,7 @@ def write_verdicts(results_root: str | os.PathLike = "results",
     root = Path(results_root)
     names = list(suites) if suites is not None else sorted(
         d.name for d in root.iterdir() if (d / "verdicts.csv").is_file())
-    frames = [pd.read_csv(root / n / "verdicts.csv", dtype={"paper_table": str}).assign(suite=n)
+    frames = [_read_csv(root / n / "verdicts.csv", dtype={"paper_table": str}).assign(suite=n)
               for n in names if (root / n / "verdicts.csv").is_file()]
     lines = ["# Verdicts: the papers' claims, checked at CPU scale\n",
              "Regenerated by `otransfer report --all`. Each claim `A > B` is decided per task "
@@ -883,8 +900,7 @@ def write_verdicts(results_root: str | os.PathLike = "results",
                     f"`otransfer run {suite} && otransfer report {suite}` |")
             lines.append("")
     path = root / "VERDICTS.md"
-    root.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    safe_io.write_text(path, "\n".join(lines) + "\n", root)
     return path
 
 
@@ -929,8 +945,7 @@ def write_index(results_root: str | os.PathLike = "results", suites: dict | None
     for png in sorted((root / "solvers").glob("*.png")) if (root / "solvers").is_dir() else []:
         lines.append(f"- [solvers/{png.name}](solvers/{png.name})")
     path = root / "README.md"
-    root.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    safe_io.write_text(path, "\n".join(lines) + "\n", root)
     return path
 
 

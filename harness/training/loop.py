@@ -54,6 +54,8 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, Subset
 
 from harness.training import distributed
+from harness.training.checkpoints import CheckpointError, load_checkpoint, move_aside
+from harness.training.checkpoints import save_atomic as _save_atomic  # (tests replace it)
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps
 
@@ -625,35 +627,17 @@ def _yaml_number_hint(v) -> str:
     return ""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from: unreadable, truncated, foreign or unsafe."""
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """The checkpoint at ``path``, loaded with ``weights_only=True``: tensors and plain data only,
-    so a crafted file cannot run code. Anything else — empty, truncated, not a checkpoint, a
-    pickle of objects — raises :class:`CheckpointError` naming the file."""
-    need = ("model", "optimizer", "scheduler", "epoch", "step", "config", "history")
+def checkpoint_problem(path: str | os.PathLike, config: "TrainConfig") -> str | None:
+    """Why checkpoint ``path`` cannot be resumed by a run of ``config`` (not ours, unreadable,
+    written with another config), or None when it can (or there is none)."""
+    if not os.path.lexists(path):
+        return None
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # EOFError, UnpicklingError, RuntimeError (zip), OSError ...
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"checkpoint {os.fspath(path)} is not a readable checkpoint "
-                              f"({type(exc).__name__}: {first})") from None
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in need):
-        raise CheckpointError(f"checkpoint {os.fspath(path)} is not a training checkpoint "
-                              f"(it lacks {[k for k in need if not isinstance(ckpt, dict) or k not in ckpt]})")
-    return ckpt
+        _check_resumable(load_checkpoint(path)["config"], config, path)
+    except (CheckpointError, ValueError) as exc:
+        return str(exc)
+    return None
 
-
-def _save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX):
-    a crash mid-write leaves the previous checkpoint intact."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 # settings that may change between a run and its resumption without changing its trajectory
@@ -1003,7 +987,7 @@ class _Run:
         """Model, regularizer, optimiser, scheduler, counters, history and RNG states from
         ``checkpoint_path`` when it exists (an unreadable one is moved aside with a warning)."""
         rank, cfg = self.rank, self.cfg
-        resuming = checkpoint_path is not None and os.path.exists(checkpoint_path)
+        resuming = checkpoint_path is not None and os.path.lexists(checkpoint_path)
         if distributed.broadcast_object(resuming) != resuming:  # rank 0 writes it
             raise RuntimeError(f"checkpoint {checkpoint_path}: rank 0 and rank {rank} disagree "
                                f"on whether it exists; multi-process runs need a shared file "
@@ -1017,7 +1001,7 @@ class _Run:
 
                 bad = f"{os.fspath(checkpoint_path)}.bad"
                 if rank == 0:
-                    os.replace(checkpoint_path, bad)
+                    move_aside(checkpoint_path, bad)
                 warnings.warn(f"{exc}; moved to {bad}, training from scratch", stacklevel=3)
                 resuming = False
         if not resuming:

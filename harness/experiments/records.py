@@ -16,15 +16,28 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["default_storage", "open_study", "done_keys", "records_frame", "git_sha",
+__all__ = ["default_storage", "results_dir", "check_schema", "open_study", "done_keys", "records_frame", "git_sha",
            "start_record", "finish_record", "fail_orphans", "check_storage", "open_rdb"]
 
 
 def default_storage(suite: str, results_root: str | os.PathLike = "results") -> str:
     """``sqlite:///results/<suite>/runs.sqlite3`` (the directory is created)."""
+    return f"sqlite:///{results_dir(suite, results_root) / 'runs.sqlite3'}"
+
+
+def results_dir(suite: str, results_root: str | os.PathLike = "results") -> Path:
+    """``<results_root>/<suite>``, created; :class:`StorageError` (one line) when it cannot be:
+    ``--results`` names a file, a loop of links, a read-only or full disk."""
     d = Path(results_root) / suite
-    d.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{d / 'runs.sqlite3'}"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (d, *d.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{str(blocker)!r} is a file, not a folder" if blocker is not None else \
+            (exc.strerror or type(exc).__name__)
+        raise StorageError(f"results folder {str(d)!r} cannot be made: {why}; give --results "
+                           "a folder (created if missing)") from None
+    return d
 
 
 @functools.lru_cache(maxsize=8)
@@ -39,22 +52,63 @@ def open_rdb(storage: str, **storage_kwargs):
     :class:`StorageError` naming it."""
     import optuna
 
+    from optuna.storages._rdb import models
+
     kwargs = {"pool_pre_ping": True}
     if storage.startswith("sqlite"):  # several worker processes: wait on the file lock
         kwargs["connect_args"] = {"timeout": 120}
     for attempt in range(_CREATE_TRIES):
-        try:
+        try:  # another program's tables: refused before Optuna adds its own to them
+            try:
+                check_schema(storage, models.BaseModel.metadata, "Optuna's records")
+            except StorageError:
+                raise
+            except Exception:  # noqa: BLE001 - unreachable, no driver: Optuna says so below
+                pass
             return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs, **storage_kwargs)
         except Exception as exc:  # unreachable server, bad URL, missing driver
             if attempt + 1 < _CREATE_TRIES and creation_race(exc):
                 time.sleep(0.2 * (attempt + 1))  # another worker is creating the schema
                 continue
+            if isinstance(exc, StorageError):
+                raise
             hint = ""
+            if "file is not a database" in str(exc):
+                hint = (" (not an SQLite file: move it away, or give --results a new folder "
+                        "or --storage another database)")
             if isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc):
                 hint = " (PostgreSQL needs its driver: pip install 'otransfer[postgres]')"
             raise StorageError(f"storage {redact(storage)!r} cannot be opened: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0]}{hint}") \
                 from exc
+
+
+def check_schema(storage: str | Any, metadata, what: str) -> None:
+    """Raise :class:`StorageError` when a table of ``metadata`` exists in ``storage`` (a URL or
+    an engine) without the columns ``metadata`` gives it: a database of another program (or of
+    an incompatible version), refused with one line instead of a failed INSERT later."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(storage) if isinstance(storage, str) else storage
+    try:
+        inspector = sa.inspect(engine)
+        have = set(inspector.get_table_names())
+        for table in metadata.sorted_tables:
+            if table.name not in have:
+                continue
+            cols = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = [c.name for c in table.columns if c.name not in cols]
+            if missing:
+                url = redact(storage) if isinstance(storage, str) else \
+                    redact(engine.url.render_as_string(hide_password=True))
+                raise StorageError(
+                    f"storage {url!r} holds a table {table.name!r} without the columns of "
+                    f"{what} (no {', '.join(missing[:3])}): a database of another program? "
+                    "Give --results a new folder or --storage another database, or move it "
+                    "away")
+    finally:
+        if isinstance(storage, str):
+            engine.dispose()
 
 
 #: Tries at opening a storage while other workers create its tables (a fresh database).

@@ -466,6 +466,7 @@ class _SuiteRun:
         self.suite, self.device, self.poll = suite, device, poll
         self.stale_after, self.heartbeat = stale_after, heartbeat
         self.record_extra = record_extra or {}
+        records.results_dir(suite.name, results_root)  # a file or a loop: one line, now
         self.storage = storage = storage or records.default_storage(suite.name, results_root)
         self.artefacts = Path(results_root) / suite.name / "artefacts"
         expanded = expand(suite)

@@ -366,7 +366,8 @@ def test_yaml_alias_bombs_and_keys_written_twice_are_refused_with_the_line():
                                  "    dataset: digits\n    model: cnn\n    train: {epochs: 1, "
                                  "batch_size: 64", 1), "d.yaml")
     merged = TINY.replace("  students:\n    model: mlp", "  students: &s\n    model: mlp") + \
-        "  other:\n    <<: *s\n    model: cnn\n"  # a merge key may still be overridden
+        "  other:\n    <<: *s\n    model: cnn\n    model_params: {width: 4}\n"  # a merge key
+    # may still be overridden (model_params too: cnn takes no 'widths')
     assert [st.model for st in parse_suite(merged, "m.yaml").stages] == ["mlp", "mlp", "cnn"]
 
 

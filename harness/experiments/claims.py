@@ -139,7 +139,9 @@ class Claims:
             sa.Column("state", sa.String(16), nullable=False),
             sa.Column("heartbeat", sa.Float, nullable=False),
             sa.Column("attempts", sa.Integer, nullable=False))
-        from harness.experiments.records import creation_race
+        from harness.experiments.records import check_schema, creation_race
+
+        check_schema(self._engine, meta, "otransfer's claims")
 
         for attempt in range(8):  # a fresh database: other workers may be creating it too
             try:

@@ -61,14 +61,52 @@ def open_rdb(storage: str, **storage_kwargs):
         kwargs["connect_args"] = {"timeout": 120}
     # Optuna str.format()s the URL ({SCHEMA_VERSION}): a brace of a password stays itself
     template = storage.replace("{", "{{").replace("}", "}}")
+    from optuna.storages._rdb import models
+
     for attempt in range(_CREATE_TRIES):
-        try:
+        try:  # another program's tables: refused before Optuna adds its own to them
+            try:
+                check_schema(storage, models.BaseModel.metadata, "Optuna's records")
+            except StorageError:
+                raise
+            except Exception:  # noqa: BLE001 - unreachable, no driver: Optuna says so below
+                pass
             return optuna.storages.RDBStorage(template, engine_kwargs=kwargs, **storage_kwargs)
         except Exception as exc:  # unreachable server, bad URL, missing driver
             if attempt + 1 < _CREATE_TRIES and creation_race(exc):
                 time.sleep(0.2 * (attempt + 1))  # another worker is creating the schema
                 continue
+            if isinstance(exc, StorageError):
+                raise
             raise StorageError(open_error(exc, storage)) from exc
+
+
+def check_schema(storage: str | Any, metadata, what: str) -> None:
+    """Raise :class:`StorageError` when a table of ``metadata`` exists in ``storage`` (a URL or
+    an engine) without the columns ``metadata`` gives it: a database of another program (or of
+    an incompatible version), refused with one line instead of a failed INSERT later."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(storage) if isinstance(storage, str) else storage
+    try:
+        inspector = sa.inspect(engine)
+        have = set(inspector.get_table_names())
+        for table in metadata.sorted_tables:
+            if table.name not in have:
+                continue
+            cols = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = [c.name for c in table.columns if c.name not in cols]
+            if missing:
+                url = redact(storage) if isinstance(storage, str) else \
+                    redact(engine.url.render_as_string(hide_password=True))
+                raise StorageError(
+                    f"storage {url!r} holds a table {table.name!r} without the columns of "
+                    f"{what} (no {', '.join(missing[:3])}): a database of another program? "
+                    "Give --results a new folder or --storage another database, or move it "
+                    "away")
+    finally:
+        if isinstance(storage, str):
+            engine.dispose()
 
 
 #: Tries at opening a storage while other workers create its tables (a fresh database).

@@ -139,7 +139,11 @@ class Claim:
 
 
 def parse_claim(text: str) -> Claim:
+    """``"ROW OP ROW"``: two row names (or specs) and one of ``>``, ``<``, ``>=``, ``<=``; a
+    name holds no ``<`` or ``>`` (``"kd >> none"`` is refused, not read as row ``"> none"``)."""
     m = _CLAIM.match(str(text))
-    if not m:
-        raise ValueError(f"claim {text!r}: expected 'ROW > ROW' (or <, >=, <=)")
+    if not m or any(c in side for side in (m.group(1), m.group(3)) for c in "<>") \
+            or not (m.group(1).strip() and m.group(3).strip()):
+        raise ValueError(f"claim {text!r}: expected 'ROW > ROW' (or <, >=, <=): two row names "
+                         "and one operator between them, e.g. 'omega_p > kd'")
     return Claim(m.group(1), m.group(2), m.group(3))

@@ -88,6 +88,11 @@ first seed) are optional. The stage's dataset needs a validation split: trials a
 
 :func:`expand` turns a suite into :class:`Job` s: datasets x regularizers x params x seeds per
 stage; each job's ``key`` is the sha256 of the canonical JSON of its resolved config (16 hex).
+It counts them first (a product of sizes) and refuses a suite of more than 100,000 jobs
+(``OTRANSFER_MAX_JOBS``). Checks that look across keys (names spelt as registered, rows pooled
+from two configs, claims naming rows of their table, parameter values) are in
+:mod:`harness.experiments.suite_checks`; a suite file is read only when it is UTF-8 text of at
+most 1 MiB, nested at most 50 levels.
 ``--set k=v`` overrides (:func:`apply_overrides`) edit the raw suite before validation.
 
 The schema is declared once, as data: the key -> type tables (``_TOP_KEYS``, ``_STAGE_KEYS``,
@@ -103,18 +108,28 @@ marks (``_Lines``) to name the line. A dependency for ~15 checks does not serve.
 """
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import re
 import hashlib
 import itertools
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
+
+from harness.experiments.reference import parse_claim
+from harness.experiments.suite_checks import (check_claims, check_known, check_rows,
+                                              check_taps, count_jobs, job_count_problem,
+                                              job_limit, meta_model, name_problem,
+                                              number_hint, param_value_problem,
+                                              same_jobs_problem, spec_problem,
+                                              spelling_problem, takers, value_key)
 
 __all__ = ["SuiteError", "Suite", "Stage", "Job", "Search", "load_suite", "parse_suite",
            "with_overrides", "merge_params", "slug",
@@ -292,9 +307,16 @@ def available_suites(directory: str | os.PathLike | None = None) -> list[str]:
 
 def _resolve_path(path_or_name: str | os.PathLike) -> Path:
     p = Path(path_or_name)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml") or p.exists() or p.is_symlink():
+        if p.is_dir():
+            raise FileNotFoundError(f"suite file {str(p)!r} is a directory: give a .yaml file "
+                                    "in it, or a suite name")
+        if p.is_symlink() and not p.exists():
+            raise FileNotFoundError(f"suite file {str(p)!r} is a link to nothing (a broken "
+                                    "link or a loop of links)")
         if not p.is_file():
-            raise FileNotFoundError(f"suite file {str(p)!r} not found")
+            raise FileNotFoundError(f"suite file {str(p)!r} not found" + (
+                " (not a regular file)" if p.exists() else ""))
         return p
     for ext in (".yaml", ".yml"):
         cand = SUITES_DIR / f"{p.name}{ext}"
@@ -307,11 +329,8 @@ def _resolve_path(path_or_name: str | os.PathLike) -> Path:
 class _Lines:
     """Line numbers (1-based) of the nodes of a YAML document, by key path."""
 
-    def __init__(self, text: str):
-        try:
-            self.root = yaml.compose(text)
-        except yaml.YAMLError:
-            self.root = None
+    def __init__(self, root):
+        self.root = root if isinstance(root, yaml.Node) else None
 
     def line(self, path: Sequence[Any]) -> int | None:
         node, best = self.root, None
@@ -343,24 +362,40 @@ def load_suite(path_or_name: str | os.PathLike, overrides: Iterable[str] = ()) -
     schema check. Raises :class:`SuiteError` (file, key, line) on a malformed file.
     """
     path = _resolve_path(path_or_name)
-    text = path.read_text()
-    return parse_suite(text, str(path), overrides)
+    return parse_suite(_read_suite_text(path), str(path), overrides)
+
+
+#: Largest suite file read (the shipped ones are under 20 kB; PyYAML parses ~1 MB a second).
+MAX_SUITE_BYTES = 1 << 20
+
+
+def _read_suite_text(path: Path) -> str:
+    """The text of suite file ``path``: at most :data:`MAX_SUITE_BYTES`, UTF-8."""
+    size = path.stat().st_size
+    if size > MAX_SUITE_BYTES:
+        raise SuiteError(f"{path}: {size:,} bytes, more than a suite file's {MAX_SUITE_BYTES:,} "
+                         "(is it a suite? generate long seed lists with --set seeds=...)")
+    data = path.read_bytes()[:MAX_SUITE_BYTES + 1]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                         f"{exc.start}): a suite file is YAML text, saved as UTF-8") from None
 
 
 #: Bounds of a suite file's YAML: aliases, and nodes once every alias is expanded (a
 #: "billion laughs" file of nested anchors would otherwise take minutes and gigabytes).
 MAX_ALIASES = 1000
 MAX_NODES = 200_000
+#: Deepest nesting of mappings and lists (a suite needs about 6).
+MAX_DEPTH = 50
 
 
-class _SuiteLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (YAML keeps the last
-    silently; merge keys ``<<: *anchor`` may still be overridden) and bounds aliases."""
-
-    def compose_document(self):
-        node = super().compose_document()
-        _check_expansion(node)
-        return node
+class _SuiteLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """``yaml.SafeLoader`` (libyaml's when PyYAML has it: 7x faster, nesting capped at 1,000
+    levels without recursion in Python) that refuses a key written twice in one mapping (YAML
+    keeps the last silently; merge keys ``<<: *anchor`` may still be overridden); aliases,
+    nodes and depth are bounded by :func:`_compose`."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -385,7 +420,10 @@ def _check_expansion(root) -> None:
     uses = {"aliases": 0}
     seen_ids: set[int] = set()
 
-    def size(node) -> int:
+    def size(node, depth: int = 0) -> int:
+        if depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep", node.start_mark)
         if id(node) in sizes:
             uses["aliases"] += 1
             if uses["aliases"] > MAX_ALIASES:
@@ -398,9 +436,9 @@ def _check_expansion(root) -> None:
         seen_ids.add(id(node))
         n = 1
         if isinstance(node, yaml.SequenceNode):
-            n += sum(size(v) for v in node.value)
+            n += sum(size(v, depth + 1) for v in node.value)
         elif isinstance(node, yaml.MappingNode):
-            n += sum(size(k) + size(v) for k, v in node.value)
+            n += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
         if n > MAX_NODES:
             raise yaml.composer.ComposerError(
                 None, None, f"the document expands to more than {MAX_NODES:,} nodes (nested "
@@ -412,15 +450,32 @@ def _check_expansion(root) -> None:
         size(root)
 
 
+def _compose(text: str):
+    """``(root node, data)`` of one YAML document, its size and depth checked between the two
+    (:func:`_check_expansion`) so that nothing unbounded is ever constructed."""
+    loader = _SuiteLoader(text)
+    try:
+        node = loader.get_single_node()
+        _check_expansion(node)
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+
+
 def parse_suite(text: str, filename: str = "<suite>", overrides: Iterable[str] = ()) -> Suite:
     try:
-        raw = yaml.load(text, Loader=_SuiteLoader)  # noqa: S506 - a SafeLoader
+        root, raw = _compose(text)
+    except RecursionError:
+        raise SuiteError(f"{filename}: invalid YAML: nested far deeper than a suite's "
+                         f"{MAX_DEPTH} levels (a generated or corrupt file?)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f"line {mark.line + 1}" if mark is not None else "unknown line"
         problem = getattr(exc, "problem", None) or str(exc)
+        if "nesting depth" in problem:  # libyaml's cap, 1,000 levels
+            problem += f" (a suite nests a few levels; at most {MAX_DEPTH} are read)"
         raise SuiteError(f"{filename}, {line}: invalid YAML: {problem}") from None
-    lines = _Lines(text)
+    lines = _Lines(root)
     raw = apply_overrides(raw if raw is not None else {}, overrides)
     return _check(raw, filename, lines)
 
@@ -443,7 +498,14 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
     seeds = _seeds(raw.get("seeds", [0]), ["seeds"], fail)
     stages: list[Stage] = []
     for sname, s in raw["stages"].items():
-        stages.append(_check_stage(str(sname), s, stages, seeds, fail))
+        problem = name_problem("a stage name", sname) or (
+            "a stage name holds no '.' (--set stages.NAME.key would not reach it)"
+            if "." in sname else None)
+        if problem:
+            fail(["stages", sname], problem)
+        stages.append(_check_stage(sname, s, stages, seeds, fail))
+    check_rows(stages, fail)  # no two configs pooled into one row
+    check_claims(stages, parse_claim, _accepts, _label, fail)
     return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
                  seeds=seeds, path=filename, raw=raw, searches=_check_searches(raw, stages, fail))
 
@@ -486,7 +548,15 @@ def _check_stage(sname: str, s: Any, earlier_stages: Sequence[Stage], seeds, fai
     _check_stage_refs(s, base, [st.name for st in earlier_stages], fail)
     teacher = s.get("teacher")
     source = _check_source(s.get("source"), base, fail)
-    regs = _stage_regularizers(s, base, fail)
+    regs, resolved = _stage_regularizers(s, base, fail)
+    teacher_stage = next(({"model": st.model, "model_params": st.model_params}
+                          for st in earlier_stages if st.name == teacher), None) \
+        if teacher != PRETRAINED else s
+    check_taps(s, teacher_stage, resolved, base, fail)
+    for key in ("table", "task"):
+        problem = name_problem(f"{key}", s[key]) if key in s else None
+        if problem:
+            fail(base + [key], problem)
     splits = s.get("splits")
     if splits is not None:
         _check_splits(s, splits, base, fail)
@@ -502,10 +572,19 @@ def _check_stage(sname: str, s: Any, earlier_stages: Sequence[Stage], seeds, fai
     analysis = s.get("analysis")
     if analysis is not None:
         analysis = _check_analysis(analysis, base + ["analysis"], fail, teacher)
+        for d in datasets:
+            have = _dataset_splits(d) or ()
+            if analysis["split"] not in have:
+                fail(base + ["analysis", "split"], f"dataset {d!r} has no split "
+                                                   f"{analysis['split']!r} (splits: "
+                                                   f"{', '.join(have)})")
     reference = s.get("reference")
     if reference is not None:
         reference = _check_reference(reference, base + ["reference"], fail)
     grid = _stage_grid(s, regs, base, fail)
+    dup = same_jobs_problem([(spec, p, resolved[i]) for i, (spec, p) in enumerate(regs)], grid)
+    if dup:
+        fail(base + ["regularizers", dup[0]], dup[1])
     train = _stage_train(s, base, fail)
     stage_seeds = _seeds(s["seeds"], base + ["seeds"], fail) if "seeds" in s else seeds
     return Stage(
@@ -528,21 +607,36 @@ def _check_stage_names(s: Mapping, base: list, fail) -> tuple[str, ...]:
     datasets = (s["dataset"],) if isinstance(s["dataset"], str) else tuple(s["dataset"])
     if not datasets or not all(isinstance(d, str) for d in datasets):
         fail(base + ["dataset"], "must be a dataset name or a non-empty list of names")
+    if len(set(datasets)) != len(datasets):
+        fail(base + ["dataset"], f"lists a dataset twice (its jobs twice): {list(datasets)!r}")
     try:
-        get_model(s["model"])
+        model = get_model(s["model"])
     except ValueError as exc:
         fail(base + ["model"], str(exc))
+    check_known(model.params, s.get("model_params", {}), f"model {model.name!r}",
+                 base + ["model_params"], fail)
+    problem = spelling_problem("model", s["model"], model.name)
+    if problem:
+        fail(base + ["model"], problem)
     src = s.get("source")
     src_dataset = src["dataset"] if isinstance(src, dict) and isinstance(src.get("dataset"), str) \
         else None
     for d in (*datasets, *([src_dataset] if src_dataset else [])):
+        where = base + (["dataset"] if d in datasets else ["source", "dataset"])
         try:
-            get_dataset(d)
+            info = get_dataset(d)
         except ValueError as exc:
-            fail(base + (["dataset"] if d in datasets else ["source", "dataset"]), str(exc))
+            fail(where, str(exc))
+        problem = spelling_problem("dataset", d, info.name)
+        if problem:
+            fail(where, problem)
     for d in datasets:
+        check_known(get_dataset(d).params, s.get("dataset_params", {}), f"dataset {d!r}",
+                     base + ["dataset_params"], fail)
         _check_dataset_params(d, s.get("dataset_params", {}), base + ["dataset_params"], fail)
     if src_dataset:
+        check_known(get_dataset(src_dataset).params, src.get("dataset_params", {}),
+                     f"dataset {src_dataset!r}", base + ["source", "dataset_params"], fail)
         _check_dataset_params(src_dataset, src.get("dataset_params", {}),
                               base + ["source", "dataset_params"], fail)
     return datasets
@@ -550,6 +644,9 @@ def _check_stage_names(s: Mapping, base: list, fail) -> tuple[str, ...]:
 
 def _check_stage_refs(s: Mapping, base: list, earlier: list[str], fail) -> None:
     """``teacher`` / ``init``: an earlier stage, or ``pretrained`` with a weights file."""
+    if "pretrained" in s and not str(s["pretrained"]).strip():
+        fail(base + ["pretrained"], "pretrained is blank: give the path of a local state_dict "
+                                    "file")
     for ref in ("teacher", "init"):
         if s.get(ref) == PRETRAINED:
             if "pretrained" not in s:
@@ -573,6 +670,10 @@ def _check_source(source: Mapping | None, base: list, fail) -> dict | None:
             fail(base + ["source", key], f"must be {_type_name(_SOURCE_KEYS[key])}")
     if "dataset" not in source:
         fail(base + ["source"], "a source needs a 'dataset'")
+    w = source.get("weight", 1.0)
+    if not math.isfinite(w) or w < 0:
+        fail(base + ["source", "weight"], f"the source's weight (lambda_s) must be a finite "
+                                          f"number >= 0; got {w!r}")
     return {"dataset": source["dataset"],
             "dataset_params": dict(source.get("dataset_params", {})),
             "weight": float(source.get("weight", 1.0)),
@@ -580,9 +681,9 @@ def _check_source(source: Mapping | None, base: list, fail) -> dict | None:
             **({"split": source["split"]} if "split" in source else {})}
 
 
-def _stage_regularizers(s: Mapping, base: list, fail) -> list[tuple[str, dict]]:
-    """``(spec, params)`` of each regularizer; unknown terms, parameters, solvers fail now,
-    not mid-run."""
+def _stage_regularizers(s: Mapping, base: list, fail) -> tuple[list[tuple[str, dict]], list]:
+    """``(spec, params)`` of each regularizer, and each one's resolved parameters by term;
+    unknown terms, parameters, solvers and values they cannot take fail now, not mid-run."""
     regs = []
     for i, r in enumerate(s.get("regularizers", ["none"])):
         if isinstance(r, str):
@@ -591,17 +692,19 @@ def _stage_regularizers(s: Mapping, base: list, fail) -> list[tuple[str, dict]]:
                                                                 (dict, type(None))):
             spec, params = next(iter(r.items()))
             params = dict(params or {})
-            if ROW_KEY in params and not isinstance(params[ROW_KEY], str):
-                fail(base + ["regularizers", i], f"{ROW_KEY!r} (the row name) must be a string")
+            if ROW_KEY in params:
+                problem = name_problem(f"{ROW_KEY!r} (the row name)", params[ROW_KEY])
+                if problem:
+                    fail(base + ["regularizers", i], problem)
             regs.append((str(spec), params))
         else:
             fail(base + ["regularizers", i], "a regularizer is a spec string or a one-key "
                                              "mapping {spec: {param: value}}")
     if not regs:
         fail(base + ["regularizers"], "needs at least one regularizer (use 'none')")
-    for i, (spec, params) in enumerate(regs):
-        _check_regularizer(spec, params, base + ["regularizers", i], fail)
-    return regs
+    resolved = [_check_regularizer(spec, params, base + ["regularizers", i], fail)
+                for i, (spec, params) in enumerate(regs)]
+    return regs, resolved
 
 
 def _check_splits(s: Mapping, splits: Mapping, base: list, fail) -> None:
@@ -632,17 +735,26 @@ def _stage_grid(s: Mapping, regs, base: list, fail) -> dict[str, tuple]:
     for k, v in s.get("grid", {}).items():
         if not isinstance(v, list) or not v:
             fail(base + ["grid", k], "a grid axis is a non-empty list of values")
-        if len({repr(x) for x in v}) != len(v):
-            fail(base + ["grid", k], f"a grid axis lists a value twice (the same job twice): "
-                                     f"{v!r}")
+        keys = [value_key(x) for x in v]
+        twice = next((x for x, key in zip(v, keys) if keys.count(key) > 1), None) \
+            if len(set(keys)) != len(keys) else None
+        if twice is not None:
+            same = " and ".join(repr(x) for x, key in zip(v, keys) if key == value_key(twice))
+            fail(base + ["grid", k], f"a grid axis lists a value twice ({same} are equal: the "
+                                     f"same job twice, under two keys); remove one: {v!r}"[:400])
         try:
-            taken = any(_accepts(spec, str(k), p) for spec, p in regs)
+            taking = [(spec, p) for spec, p in regs if _accepts(spec, str(k), p)]
         except ValueError as exc:  # an unknown regularizer or plan name
             fail(base + ["regularizers"], str(exc))
-        if not taken:
+        if not taking:
             fail(base + ["grid", k], f"no regularizer of this stage takes {k!r} (the grid spans "
                                      "regularizer parameters only; train settings go in "
                                      "'train', or one stage per value)")
+        for x in v:  # each value as the entries that take it will be built with it
+            def at(_path, msg, x=x):
+                fail(base + ["grid", k], f"{k} = {x!r}: {msg}")
+            for spec, p in taking:
+                _check_regularizer(spec, merge_params(p, {str(k): x}), [], at)
         grid[str(k)] = tuple(v)
     return grid
 
@@ -775,20 +887,8 @@ def _check_param_groups(groups: Any, stage: Mapping[str, Any], path, fail) -> No
 def _model_param_names(stage: Mapping[str, Any]) -> list[str] | None:
     """The parameter names the trainer will see for ``stage``'s model (with the source
     classifier of joint training), or ``None`` when it cannot be built on the meta device."""
-    try:
-        import torch
-
-        from harness.zoo.models import build_model, with_source_head
-
-        mp = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in dict(stage.get("model_params") or {}).items()}
-        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-            model = build_model(stage["model"], 2, **mp)
-            if stage.get("source"):
-                with_source_head(model, 2)
-        return [n for n, _ in model.named_parameters()]
-    except Exception:  # noqa: BLE001 - best effort: train() checks the patterns anyway
-        return None
+    model = meta_model(stage.get("model"), stage.get("model_params"), bool(stage.get("source")))
+    return None if model is None else [n for n, _ in model.named_parameters()]
 
 
 def _name_summary(names: list[str]) -> str:
@@ -807,8 +907,12 @@ def _check_analysis(an: dict, path, fail, teacher) -> dict:
             fail(path + [key], f"unknown analysis key {key!r}; expected one of {', '.join(keys)}")
         if not isinstance(value, keys[key]) or isinstance(value, bool):
             fail(path + [key], f"must be {_type_name(keys[key])}")
-    if not an.get("trace_taps"):
-        fail(path, "an analysis needs 'trace_taps': the layers to compare")
+    if not an.get("trace_taps") or not all(isinstance(t, str) and t.strip()
+                                           for t in an["trace_taps"]):
+        fail(path + (["trace_taps"] if "trace_taps" in an else []),
+             "an analysis needs 'trace_taps': a list of the layers (tap names) to compare")
+    if an.get("max_examples", 1) < 1:
+        fail(path + ["max_examples"], f"max_examples must be >= 1; got {an['max_examples']}")
     if teacher is None:
         fail(path, "the plan-trace analysis compares with the stage's teacher: set 'teacher'")
     return {"trace_taps": [str(t) for t in an["trace_taps"]], "split": an.get("split", "val"),
@@ -1013,15 +1117,15 @@ def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
                 fail(path, f"{key} = {v!r}: {exc}")
         return out
     try:
-        takers = _takers(spec, key, params)
+        terms = takers(spec, key, params)
     except ValueError as exc:  # an unknown regularizer or plan name
         fail(path, str(exc))
-    if not takers:
+    if not terms:
         fail(path, f"no term of regularizer {spec!r} takes {key!r} (search keys are grid keys, "
                    "term.param such as omega_p.alpha, or train.<TrainConfig field>)")
-    if len(takers) > 1:
+    if len(terms) > 1:
         fail(path, f"{key!r} is taken by several terms of {spec!r}; write "
-                   f"{' or '.join(repr(f'{t}.{key}') for t in takers)}")
+                   f"{' or '.join(repr(f'{t}.{key}') for t in terms)}")
     return out
 
 
@@ -1064,7 +1168,8 @@ def _seeds(value, path, fail) -> tuple[int, ...]:
     bad = [v for v in value if not 0 <= v < 2 ** 31]
     if bad:
         fail(path, f"a seed is an integer in [0, 2^31); got {bad[0]}")
-    dup = sorted({v for v in value if value.count(v) > 1})
+    counts = collections.Counter(value)
+    dup = sorted(v for v, n in counts.items() if n > 1)
     if dup:
         fail(path, f"seed {dup[0]} is listed twice (it would run the same jobs twice)")
     return tuple(value)
@@ -1078,7 +1183,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not eq or not key.strip():
         raise SuiteError(f"--set expects key=value, got {text!r}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = _compose(value)[1] if value.strip() else None
+    except RecursionError:
+        raise SuiteError(f"--set {text!r}: the value is nested too deeply") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SuiteError(f"--set {text!r}: the value is not valid YAML ({problem})") from None
@@ -1097,7 +1204,7 @@ def with_overrides(suite: Suite, overrides: Iterable[str]) -> Suite:
     overrides = list(overrides)
     if not overrides:
         return suite
-    return _check(apply_overrides(suite.raw, overrides), suite.path, _Lines(""))
+    return _check(apply_overrides(suite.raw, overrides), suite.path, _Lines(None))
 
 
 def apply_overrides(raw: Any, overrides: Iterable[str]) -> Any:
@@ -1154,9 +1261,11 @@ def _dataset_splits(name: Any) -> tuple[str, ...] | None:
         return None
 
 
-def _check_regularizer(spec: str, params: Mapping[str, Any], path, fail) -> None:
+def _check_regularizer(spec: str, params: Mapping[str, Any], path, fail) -> dict:
     """Build ``spec`` with ``params`` once (cheap: no data, no solve) so that an unknown term,
-    parameter or OT method (``plan: nosuch``) is a schema error naming its line."""
+    parameter or OT method (``plan: nosuch``), a misspelt name (``KD``) or a value the term or
+    its solver cannot take (``max_iter: -5``) is a schema error naming its line. Returns the
+    resolved parameters by term."""
     from harness.transfer.regularizers import build_regularizer, label_cost_spec
 
     given = {}
@@ -1171,42 +1280,32 @@ def _check_regularizer(spec: str, params: Mapping[str, Any], path, fail) -> None
             continue
         given[k] = v
     try:
-        build_regularizer(spec, **given)
-    except (ValueError, KeyError, TypeError) as exc:
+        reg = build_regularizer(spec, **given)
+    except KeyError as exc:
         fail(path, str(exc).strip("'\""))
+    except (ValueError, TypeError) as exc:  # with the YAML pitfall of a number as a string
+        hint = next((number_hint(v) for v in given.values()
+                     if isinstance(v, str) and repr(v) in str(exc)), "")
+        fail(path, f"{exc}{hint}")
+    problem = spec_problem(spec) or param_value_problem(reg.params)
+    if problem:
+        fail(path, problem)
+    resolved = {t: dict(p) for t, p in reg.params.items()}
+    for k, v in params.items():  # label costs as written (the runner computes them)
+        head, dot, rest = k.partition(".")
+        if k.endswith("label_cost") and k not in given:
+            for t, p in resolved.items():
+                if (rest if dot else k) in p and (not dot or head == t):
+                    p[rest if dot else k] = v
+    return resolved
 
 
 # --------------------------------------------------------------------------- expansion
 
 
-def _takers(spec: str, key: str, params: Mapping[str, Any] | None = None) -> list[str]:
-    """Names of the terms of ``spec`` that take grid (or search) key ``key``: ``term.param``
-    or a bare ``param``. Solver keys count with the plan that ``params`` sets for the term,
-    else its default plan."""
-    from solvers import all_methods
-
-    from harness.transfer.regularizers import get_regularizer
-
-    head, dot, rest = key.partition(".")
-    params = params or {}
-    out = []
-    for info in (get_regularizer(n.strip()) for n in spec.split("+")):
-        plan = params.get(f"{info.name}.plan", params.get("plan")) \
-            if "plan" in info.params else None
-        if dot and (head == info.name or head in info.aliases):
-            # a term whose plan is configurable takes any solver's key: the plan may itself
-            # be a grid axis (omega_p.plan: [ipot, sinkhorn] with omega_p.beta)
-            if rest in info.accepted(plan) or "plan" in info.params and any(
-                    rest in m.params for m in all_methods().values()):
-                out.append(info.name)
-        elif not dot and key in info.accepted(plan):
-            out.append(info.name)
-    return out
-
-
 def _accepts(spec: str, key: str, params: Mapping[str, Any] | None = None) -> bool:
-    """Whether a term of ``spec`` takes grid key ``key`` (:func:`_takers`)."""
-    return bool(_takers(spec, key, params))
+    """Whether a term of ``spec`` takes grid key ``key`` (:func:`~harness.experiments.suite_checks.takers`)."""
+    return bool(takers(spec, key, params))
 
 
 def merge_params(params: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
@@ -1233,6 +1332,9 @@ def expand(suite: Suite) -> list[Job]:
     """
     from harness.training.loop import TrainConfig
 
+    problem = job_count_problem(suite.name, count_jobs(suite.stages, _accepts), job_limit())
+    if problem:  # counted, not built: refused in microseconds
+        raise SuiteError(f"{suite.path or suite.name}: {problem}")
     jobs: list[Job] = []
     by_stage: dict[str, list[Job]] = {}
     used = {ref for st in suite.stages for ref in (st.teacher, st.init) if ref}
@@ -1274,9 +1376,7 @@ def expand(suite: Suite) -> list[Job]:
                         if stage.source is not None:
                             cfg["source"] = dict(stage.source)
                         cfg = json.loads(canonical_json(cfg))
-                        label = (row or spec) + (" (" + ", ".join(
-                            f"{k}={canonical_json(v)}" for k, v in zip(axes, values)) + ")"
-                            if axes else "")
+                        label = _label(row or spec, axes, values)
                         out.append(Job(suite.name, stage.name, config_key(cfg), cfg, label,
                                        table=stage.table or stage.name,
                                        task=(stage.task or "{dataset}").replace(
@@ -1286,6 +1386,12 @@ def expand(suite: Suite) -> list[Job]:
         by_stage[stage.name] = out
         jobs.extend(out)
     return jobs
+
+
+def _label(row: str, axes: Sequence[str], values: Sequence[Any]) -> str:
+    """A leaderboard row: the entry's row (or spec) and its grid point (``kd (kd.tau=2)``)."""
+    return row + (" (" + ", ".join(f"{k}={canonical_json(v)}" for k, v in zip(axes, values))
+                  + ")" if axes else "")
 
 
 def _teacher_key(teachers: list[Job], dataset: str, seed: int, stage: Stage, suite: Suite,

@@ -12,7 +12,8 @@ per-epoch learning-rate schedule (the papers' "divide by 10 at epochs ...", or c
 
 Runs are reproducible: the same config (seed included) gives the same final weights, and a run
 resumed from its checkpoint ends where the uninterrupted run does. A non-finite loss stops the
-run with ``status="failed"`` and a reason naming the step and the term; it never raises.
+run with ``status="failed"`` and a reason naming the step and the term; it never raises. So does
+a run whose loss exploded while staying finite (:mod:`harness.training.divergence`).
 
 Conventions this module relies on (design.md, Representation contract):
 
@@ -56,6 +57,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from harness.training import distributed
 from harness.training.checkpoints import CheckpointError, load_checkpoint, move_aside
 from harness.training.checkpoints import save_atomic as _save_atomic  # (tests replace it)
+from harness.training.divergence import diverged
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps
 
@@ -262,7 +264,12 @@ class TrainConfig:
     teacher_mode: str = "eval"
 
     def __post_init__(self):
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        ms = self.milestones
+        if isinstance(ms, (str, bytes)) or not isinstance(ms, (list, tuple)) or not all(
+                isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in ms):
+            raise ValueError(f"milestones must be a list of non-negative integers (epochs, or "
+                             f"steps with 'steps'); got {ms!r}")
+        object.__setattr__(self, "milestones", tuple(int(m) for m in ms))
         groups = self.param_groups
         if not isinstance(groups, (tuple, list)):
             raise ValueError(f"param_groups must be a list of {{match, lr_mult}} entries; got "
@@ -293,9 +300,18 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)!r}")
-        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError(f"need lr > 0, momentum >= 0, weight_decay >= 0; got lr={self.lr}, "
-                             f"momentum={self.momentum}, weight_decay={self.weight_decay}")
+        for name, low, closed in (("lr", 0, False), ("momentum", 0, True),
+                                  ("weight_decay", 0, True), ("gamma", 0, False)):
+            v = getattr(self, name)
+            if v < low or (v == low and not closed):
+                raise ValueError(f"{name} must be {'>=' if closed else '>'} {low}; got {v!r}")
+        if not isinstance(self.drop_last, bool):
+            raise ValueError(f"drop_last must be true or false; got {self.drop_last!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"device must be a torch device such as cpu, cuda or cuda:1; got "
+                             f"{self.device!r}") from None
         if self.steps is not None and int(self.steps) < 0:
             raise ValueError(f"steps must be >= 0 when given; got {self.steps!r}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
@@ -759,6 +775,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
                     on_epoch(epoch, record)
         finally:
             run.close_bar()
+        run.check_diverged()  # a finite loss may have exploded all the same
     except _Failure as failure:
         return run.result("failed", str(failure))
     finally:
@@ -910,6 +927,7 @@ class _Run:
         self.start_epoch, self.step, self.steps_here = 0, 0, 0
         self.history: dict[str, Any] = {"epochs": [], "steps": defaultdict(list)}
         self.best_acc: float | None = None
+        self.num_classes: int | None = None  # the logits' width, read at the first step
         self.bar = None
         self.net: nn.Module = model
 
@@ -1072,6 +1090,7 @@ class _Run:
         source_term = self.joint.term(self.model) if self.joint is not None else None
         # forward the student (taps record its features), then the frozen teacher
         logits = self.net(x)
+        self.num_classes = self.num_classes or int(logits.shape[-1])
         ce = _local_ce(logits, y, sizes)
         reason = None
         if not torch.isfinite(logits).all():  # diverged weights: skip the solvers
@@ -1205,6 +1224,15 @@ class _Run:
         distributed.barrier()
 
     # ---- after the loop
+    def check_diverged(self) -> None:
+        """Raise :class:`_Failure` when the run diverged with a finite loss
+        (:func:`harness.training.divergence.diverged`: the loss exploded, or the accuracy
+        fell to chance with a loss worse than a uniform guess)."""
+        k = self.num_classes or len(getattr(self.train_set, "classes", None) or ()) or None
+        reason = diverged(self.history, k, self.cfg.lr)
+        if reason is not None:
+            raise _Failure(reason)
+
     def restore(self) -> None:
         """Hooks off, the teacher's batch norms and the frozen parameters as they were."""
         for t in self.hooks:

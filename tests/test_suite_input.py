@@ -116,6 +116,12 @@ def test_a_claim_by_spec_and_the_row_and_column_maps_are_checked():
     _refused(bad_row, 19, "stages.students.reference.rows.kd", "'kd' is not a row")
 
 
+def test_a_reference_on_a_stage_that_is_not_reported_is_refused():
+    text = _edit("    train: {epochs: 1, batch_size: 64, lr: 0.05}\n",
+                 "    train: {epochs: 1, batch_size: 64, lr: 0.05}\n" + REF % ("claims", ""))
+    _refused(text, 9, "stages.teacher.reference", "stage 'teacher' is not reported")
+
+
 def test_parse_claim_refuses_a_doubled_operator():
     from harness.experiments.reference import parse_claim
 

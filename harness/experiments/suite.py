@@ -375,7 +375,10 @@ def _read_suite_text(path: Path) -> str:
     if size > MAX_SUITE_BYTES:
         raise SuiteError(f"{path}: {size:,} bytes, more than a suite file's {MAX_SUITE_BYTES:,} "
                          "(is it a suite? generate long seed lists with --set seeds=...)")
-    data = path.read_bytes()[:MAX_SUITE_BYTES + 1]
+    with open(path, "rb") as f:  # at most the limit, should the file grow meanwhile
+        data = f.read(MAX_SUITE_BYTES + 1)
+    if len(data) > MAX_SUITE_BYTES:
+        raise SuiteError(f"{path}: more than a suite file's {MAX_SUITE_BYTES:,} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

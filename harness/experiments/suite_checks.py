@@ -343,10 +343,15 @@ def check_claims(stages: Sequence[Any], parse_claim, takes, label, fail) -> None
         tasks[st.table or st.name] |= {(st.task or "{dataset}").replace("{dataset}", d)
                                        for d in st.datasets}
     refs: dict[str, tuple[str, Mapping]] = {}
+    reported = {st.name for st in _reported(stages)}
     for st in stages:
         if not st.reference:
             continue
         table, base = st.table or st.name, ["stages", st.name, "reference"]
+        if st.name not in reported:
+            fail(base, f"stage {st.name!r} is not reported (a teacher or init stage, or "
+                       "'report: false'): its reference would never be read; put it on a "
+                       "reported stage of the table, or set 'report: true'")
         first = refs.setdefault(table, (st.name, st.reference))
         if first[1] != st.reference:
             fail(base, f"table {table!r} has another reference in stage {first[0]!r}: the "

@@ -358,6 +358,18 @@ def test_yaml_nested_twenty_thousand_deep_is_one_line():
         parse_suite("a: " + "[" * 60 + "]" * 60, "d.yaml")
 
 
+def test_a_control_character_and_a_deep_set_value_are_one_line():
+    with pytest.raises(SuiteError) as info:
+        parse_suite("name: t\nstages: {}\nx: a\x00b\n", "n.yaml")
+    msg = str(info.value)
+    assert msg.startswith("n.yaml, line 3: invalid YAML: unacceptable character #x0000") \
+        and "\n" not in msg, msg
+    with pytest.raises(SuiteError) as info:
+        parse_suite(TINY, "t.yaml", ["seeds=" + "[" * 3000 + "]" * 3000])
+    msg = str(info.value)
+    assert "the value is not valid YAML" in msg and "\n" not in msg and len(msg) < 400, msg
+
+
 def test_suite_files_that_are_not_suites_are_one_line(tmp_path):
     cases = {"bin.yaml": b"\xff\xfe\x00binary\x01", "big.yaml": b"name: t\n#" + b"x" * (1 << 20)}
     for name, data in cases.items():

@@ -474,7 +474,9 @@ def parse_suite(text: str, filename: str = "<suite>", overrides: Iterable[str] =
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f"line {mark.line + 1}" if mark is not None else "unknown line"
-        problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(getattr(exc, "position", None), int):  # a character YAML refuses
+            line = f"line {text.count(chr(10), 0, exc.position) + 1}"
+        problem = (getattr(exc, "problem", None) or str(exc)).strip().splitlines()[0]
         if "nesting depth" in problem:  # libyaml's cap, 1,000 levels
             problem += f" (a suite nests a few levels; at most {MAX_DEPTH} are read)"
         raise SuiteError(f"{filename}, {line}: invalid YAML: {problem}") from None
@@ -1223,15 +1225,16 @@ def _seeds(value, path, fail) -> tuple[int, ...]:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     key, eq, value = text.partition("=")
+    shown = repr(text if len(text) <= 200 else text[:200] + "...")
     if not eq or not key.strip():
-        raise SuiteError(f"--set expects key=value, got {text!r}")
+        raise SuiteError(f"--set expects key=value, got {shown}")
     try:
         parsed = _compose(value)[1] if value.strip() else None
     except RecursionError:
-        raise SuiteError(f"--set {text!r}: the value is nested too deeply") from None
+        raise SuiteError(f"--set {shown}: the value is nested too deeply") from None
     except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SuiteError(f"--set {text!r}: the value is not valid YAML ({problem})") from None
+        problem = (getattr(exc, "problem", None) or str(exc)).strip().splitlines()[0]
+        raise SuiteError(f"--set {shown}: the value is not valid YAML ({problem})") from None
     return key.strip().split("."), parsed
 
 

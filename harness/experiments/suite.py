@@ -764,7 +764,7 @@ def _stage_grid(s: Mapping, regs, base: list, fail) -> dict[str, tuple]:
         for spec, p in taking:  # each value as its entries will be built with it (and with
             # each plan of a plan axis: a solver key must be one every plan takes)
             plans = [a for a in s["grid"] if a != k and (a == "plan" or str(a).endswith(".plan"))
-                     and _accepts(spec, str(a), p)]
+                     and isinstance(s["grid"][a], list) and _accepts(spec, str(a), p)]
             for x, combo in itertools.product(v, itertools.product(*(s["grid"][a]
                                                                       for a in plans))):
                 point = {**dict(zip(map(str, plans), combo)), str(k): x}

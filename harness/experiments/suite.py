@@ -375,7 +375,10 @@ def _read_suite_text(path: Path) -> str:
     if size > MAX_SUITE_BYTES:
         raise SuiteError(f"{path}: {size:,} bytes, more than a suite file's {MAX_SUITE_BYTES:,} "
                          "(is it a suite? generate long seed lists with --set seeds=...)")
-    data = path.read_bytes()[:MAX_SUITE_BYTES + 1]
+    with open(path, "rb") as f:  # at most the limit, should the file grow meanwhile
+        data = f.read(MAX_SUITE_BYTES + 1)
+    if len(data) > MAX_SUITE_BYTES:
+        raise SuiteError(f"{path}: more than a suite file's {MAX_SUITE_BYTES:,} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -471,7 +474,9 @@ def parse_suite(text: str, filename: str = "<suite>", overrides: Iterable[str] =
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f"line {mark.line + 1}" if mark is not None else "unknown line"
-        problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(getattr(exc, "position", None), int):  # a character YAML refuses
+            line = f"line {text.count(chr(10), 0, exc.position) + 1}"
+        problem = (getattr(exc, "problem", None) or str(exc)).strip().splitlines()[0]
         if "nesting depth" in problem:  # libyaml's cap, 1,000 levels
             problem += f" (a suite nests a few levels; at most {MAX_DEPTH} are read)"
         raise SuiteError(f"{filename}, {line}: invalid YAML: {problem}") from None
@@ -614,7 +619,7 @@ def _check_stage_names(s: Mapping, base: list, fail) -> tuple[str, ...]:
     except ValueError as exc:
         fail(base + ["model"], str(exc))
     check_known(model.params, s.get("model_params", {}), f"model {model.name!r}",
-                 base + ["model_params"], fail)
+                base + ["model_params"], fail)
     problem = spelling_problem("model", s["model"], model.name)
     if problem:
         fail(base + ["model"], problem)
@@ -632,11 +637,12 @@ def _check_stage_names(s: Mapping, base: list, fail) -> tuple[str, ...]:
             fail(where, problem)
     for d in datasets:
         check_known(get_dataset(d).params, s.get("dataset_params", {}), f"dataset {d!r}",
-                     base + ["dataset_params"], fail)
+                    base + ["dataset_params"], fail, lowest=0)
         _check_dataset_params(d, s.get("dataset_params", {}), base + ["dataset_params"], fail)
     if src_dataset:
         check_known(get_dataset(src_dataset).params, src.get("dataset_params", {}),
-                     f"dataset {src_dataset!r}", base + ["source", "dataset_params"], fail)
+                    f"dataset {src_dataset!r}", base + ["source", "dataset_params"], fail,
+                    lowest=0)
         _check_dataset_params(src_dataset, src.get("dataset_params", {}),
                               base + ["source", "dataset_params"], fail)
     return datasets
@@ -724,6 +730,11 @@ def _check_splits(s: Mapping, splits: Mapping, base: list, fail) -> None:
                 # allowed (a stage merged from a YAML anchor with its splits)
                 fail(base + ["splits", key, name], f"{name!r} is not a registered dataset "
                                                    "(otransfer list datasets)")
+            from harness.zoo.data import get_dataset
+
+            problem = spelling_problem("dataset", name, get_dataset(name).name)
+            if problem:  # 'Aircraft' would never match the job's 'aircraft': silently unused
+                fail(base + ["splits", key, name], problem)
             if isinstance(v, str) and have is not None and v not in have:
                 fail(base + ["splits", key], f"dataset {name!r} has no split {v!r} "
                                              f"(splits: {', '.join(have)})")
@@ -750,12 +761,29 @@ def _stage_grid(s: Mapping, regs, base: list, fail) -> dict[str, tuple]:
             fail(base + ["grid", k], f"no regularizer of this stage takes {k!r} (the grid spans "
                                      "regularizer parameters only; train settings go in "
                                      "'train', or one stage per value)")
-        for x in v:  # each value as the entries that take it will be built with it
-            def at(_path, msg, x=x):
-                fail(base + ["grid", k], f"{k} = {x!r}: {msg}")
-            for spec, p in taking:
-                _check_regularizer(spec, merge_params(p, {str(k): x}), [], at)
+        for spec, p in taking:  # each value as its entries will be built with it (and with
+            # each plan of a plan axis: a solver key must be one every plan takes)
+            plans = [a for a in s["grid"] if a != k and (a == "plan" or str(a).endswith(".plan"))
+                     and isinstance(s["grid"][a], list) and _accepts(spec, str(a), p)]
+            for x, combo in itertools.product(v, itertools.product(*(s["grid"][a]
+                                                                      for a in plans))):
+                point = {**dict(zip(map(str, plans), combo)), str(k): x}
+                where = ", ".join(f"{a} = {y!r}" for a, y in point.items())
+
+                def at(_path, msg, where=where):
+                    fail(base + ["grid", k], f"{where}: {msg}")
+                _check_regularizer(spec, merge_params(p, point), [], at)
         grid[str(k)] = tuple(v)
+    for spec, p in regs:  # 'tau' and 'kd.tau': one parameter, two axes (one overwritten)
+        seen: dict[tuple[str, str], str] = {}
+        for k in grid:
+            for t in takers(spec, k, {x: y for x, y in p.items() if x != ROW_KEY}):
+                other = seen.setdefault((t, k.partition(".")[2] or k), k)
+                if other != k:
+                    fail(base + ["grid", k], f"axes {other!r} and {k!r} both set {t}."
+                                             f"{k.partition('.')[2] or k} of {spec!r}: one "
+                                             "would overwrite the other (the same jobs under "
+                                             "several keys); keep one")
     return grid
 
 
@@ -1033,7 +1061,9 @@ def _check_search(block: Any, path: list, stages: Sequence[Stage], fail) -> Sear
         fail(path + (["space"] if "space" in block else []),
              "a search needs a non-empty 'space': dotted keys (omega_p.alpha, train.lr) mapped "
              "to " + _DIM_HELP.split(" is ", 1)[1])
-    dims = {str(k): _check_dim(str(k), d, path + ["space", k], stage, spec, params, fail)
+    plans = _plan_dims(space)  # a solver key must suit each plan the search may pick
+    dims = {str(k): _check_dim(str(k), d, path + ["space", k], stage, spec,
+                               params, fail, {a: c for a, c in plans.items() if a != str(k)})
             for k, d in space.items()}
     options = {}
     for kind, default in (("pruner", {"name": "median"}), ("sampler", {"name": "tpe"})):
@@ -1044,18 +1074,23 @@ def _check_search(block: Any, path: list, stages: Sequence[Stage], fail) -> Sear
         options[kind] = opt
     if "seed" in block and "seeds" in block:
         fail(path + ["seeds"], "give 'seed' or 'seeds', not both")
-    seeds = block.get("seeds", [block.get("seed", stage.seeds[0])])
-    if not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds) \
-            or len(set(seeds)) != len(seeds):
-        fail(path + ["seeds"], f"seeds must be a non-empty list of distinct integers; got "
-                               f"{seeds!r}")
+    seeds = block.get("seeds", [block.get("seed", stage.seeds[0])])  # non-empty, distinct,
+    _seeds(seeds, path + (["seeds"] if "seeds" in block else ["seed"]), fail)  # in [0, 2^31)
     return Search(stage=stage.name, regularizer=spec, params=params, row=rows[idx],
                   dataset=dataset, space=dims, trials=int(trials), seed=int(seeds[0]),
                   seeds=tuple(int(x) for x in seeds), **options)
 
 
+def _plan_dims(space: Mapping) -> dict[str, list]:
+    """The choices of each plan dimension (``omega_p.plan: {choices: [...]}``) of a space."""
+    return {str(k): d["choices"] for k, d in space.items()
+            if (str(k) == "plan" or str(k).endswith(".plan"))
+            and isinstance(d, dict) and isinstance(d.get("choices"), list)}
+
+
 def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
-               params: Mapping[str, Any], fail) -> dict[str, Any]:
+               params: Mapping[str, Any], fail, plans: Mapping[str, list] = {}
+               ) -> dict[str, Any]:  # noqa: B006 - read only
     """One dimension of a search space, normalised: ``{"choices": [...]}`` or
     ``{"low", "high", "log", "step", "type"}``; its key must be one a term of ``spec`` takes
     (as grid keys are) or ``train.<TrainConfig field>``."""
@@ -1126,6 +1161,16 @@ def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
     if len(terms) > 1:
         fail(path, f"{key!r} is taken by several terms of {spec!r}; write "
                    f"{' or '.join(repr(f'{t}.{key}') for t in terms)}")
+    keys = [value_key(v) for v in values]
+    if "choices" in out and len(set(keys)) != len(keys):
+        fail(path + ["choices"], f"lists a choice twice (equal as numbers): {values!r}"[:300])
+    plans = {a: c for a, c in plans.items() if _accepts(spec, a, params)}
+    for v, combo in itertools.product(values, itertools.product(*plans.values())):
+        # the ends of a range, each choice (with each plan): built as a trial will build them
+        point = {**dict(zip(plans, combo)), key: v}
+        where = ", ".join(f"{a} = {y!r}" for a, y in point.items())
+        _check_regularizer(spec, merge_params(params, point), [],
+                           lambda _p, msg, where=where: fail(path, f"{where}: {msg}"))
     return out
 
 
@@ -1180,15 +1225,16 @@ def _seeds(value, path, fail) -> tuple[int, ...]:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     key, eq, value = text.partition("=")
+    shown = repr(text if len(text) <= 200 else text[:200] + "...")
     if not eq or not key.strip():
-        raise SuiteError(f"--set expects key=value, got {text!r}")
+        raise SuiteError(f"--set expects key=value, got {shown}")
     try:
         parsed = _compose(value)[1] if value.strip() else None
     except RecursionError:
-        raise SuiteError(f"--set {text!r}: the value is nested too deeply") from None
+        raise SuiteError(f"--set {shown}: the value is nested too deeply") from None
     except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SuiteError(f"--set {text!r}: the value is not valid YAML ({problem})") from None
+        problem = (getattr(exc, "problem", None) or str(exc)).strip().splitlines()[0]
+        raise SuiteError(f"--set {shown}: the value is not valid YAML ({problem})") from None
     return key.strip().split("."), parsed
 
 

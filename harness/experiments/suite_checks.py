@@ -245,7 +245,8 @@ def takers(spec: str, key: str, params: Mapping[str, Any] | None = None) -> list
             if "plan" in info.params else None
         if dot and (head == info.name or head in info.aliases):
             # a term whose plan is configurable takes any solver's key: the plan may itself
-            # be a grid axis (omega_p.plan: [ipot, sinkhorn] with omega_p.beta)
+            # be a grid axis (omega_p.plan: [sinkhorn, pot_sinkhorn] with omega_p.reg; each
+            # value is then checked with each plan, suite._stage_grid)
             if rest in info.accepted(plan) or "plan" in info.params and any(
                     rest in m.params for m in all_methods().values()):
                 out.append(info.name)
@@ -342,10 +343,15 @@ def check_claims(stages: Sequence[Any], parse_claim, takes, label, fail) -> None
         tasks[st.table or st.name] |= {(st.task or "{dataset}").replace("{dataset}", d)
                                        for d in st.datasets}
     refs: dict[str, tuple[str, Mapping]] = {}
+    reported = {st.name for st in _reported(stages)}
     for st in stages:
         if not st.reference:
             continue
         table, base = st.table or st.name, ["stages", st.name, "reference"]
+        if st.name not in reported:
+            fail(base, f"stage {st.name!r} is not reported (a teacher or init stage, or "
+                       "'report: false'): its reference would never be read; put it on a "
+                       "reported stage of the table, or set 'report: true'")
         first = refs.setdefault(table, (st.name, st.reference))
         if first[1] != st.reference:
             fail(base, f"table {table!r} has another reference in stage {first[0]!r}: the "
@@ -353,7 +359,10 @@ def check_claims(stages: Sequence[Any], parse_claim, takes, label, fail) -> None
         names, specs = tables.get(table, (set(), {}))
         for key in ("premises", "claims"):
             for i, text in enumerate(st.reference.get(key, ())):
-                for side in _claim_sides(text, parse_claim, base + [key, i], fail):
+                sides = list(_claim_sides(text, parse_claim, base + [key, i], fail))
+                if sides[0] == sides[1]:
+                    fail(base + [key, i], f"{key[:-1]} {text!r} compares a row with itself")
+                for side in sides:
                     problem = _row_problem(side, names, specs, table)
                     if problem:
                         fail(base + [key, i], f"{key[:-1]} {text!r}: {problem}")
@@ -448,14 +457,32 @@ def check_taps(s: Mapping, teacher: Mapping | None, resolved: Sequence[Mapping],
                 fail(base + ["analysis", "trace_taps"], str(exc)[:600])
 
 
-def check_known(accepted: Mapping[str, Any], given: Any, what: str, path, fail) -> None:
-    """Every key of ``given`` (model or dataset parameters) is one ``accepted`` names: a typo
-    fails at load, not when the job builds its model or loads its data."""
+#: Model and dataset parameters (float defaults) that must be > 0, not merely >= 0.
+_POSITIVE = ("width", "widen")
+
+
+def check_known(accepted: Mapping[str, Any], given: Any, what: str, path, fail,
+                lowest: int = 1) -> None:
+    """Every key of ``given`` (model or dataset parameters) is one ``accepted`` names, and its
+    value of the kind of the default there (an integer >= ``lowest``, a finite number >= 0,
+    below 1 for a fraction or a dropout rate, true or false): a typo or a nonsense value fails
+    at load, not when the job builds its model or loads its data."""
     if not isinstance(given, dict):
         return  # reported by the type check of the stage's keys
-    for key in given:
+    for key, v in given.items():
         if key not in accepted:
             close = difflib.get_close_matches(str(key), list(accepted), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             fail(path + [key], f"unknown parameter {key!r} of {what}{hint} (it takes: "
                                f"{', '.join(accepted) or 'none'})")
+        default, problem = accepted[key], None
+        if isinstance(default, bool):
+            problem = None if isinstance(v, bool) else f"{key} must be true or false; got {v!r}"
+        elif isinstance(default, int):
+            problem = _bound_problem(key, v, "int", lowest, True, None, True)
+        elif isinstance(default, float):
+            below_one = key == "dropout" or key.endswith("fraction")
+            problem = _bound_problem(key, v, "num", 0.0, key not in _POSITIVE,
+                                     1.0 if below_one else None, False)
+        if problem:
+            fail(path + [key], f"{problem} ({what})")

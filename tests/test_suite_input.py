@@ -457,8 +457,8 @@ def test_results_that_is_a_file_or_a_loop_is_one_line(tmp_path, capsys, make, st
     assert main(["run", str(_one_stage(tmp_path)), "--results", str(results), "--no-progress",
                  *extra]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("otransfer run: results folder") and "\n" not in err, err
-    assert ("is a file, not a folder" if make == "file" else "symbolic links") in err
+    assert err.startswith("otransfer run: ") and str(results) in err and "\n" not in err, err
+    assert ("is a file, not a folder" if make == "file" else "symbolic link") in err
 
 
 # --------------------------------------------------------------------------- divergence

@@ -178,4 +178,9 @@ def open_error(exc: BaseException, url: str) -> str:
         return (f"storage {shown!r}: SQLAlchemy knows no database driver {name!r}; {hint}"
                 f"give {_FORMS}")
     first = (str(exc).strip().splitlines() or [""])[0]
-    return f"storage {shown!r} cannot be opened: {type(exc).__name__}: {scrub(first, url)}"
+    hint = ""
+    if "file is not a database" in str(exc):
+        hint = (" (not an SQLite file: move it away, or give --results a new folder or "
+                "--storage another database)")
+    return (f"storage {shown!r} cannot be opened: {type(exc).__name__}: {scrub(first, url)}"
+            f"{hint}")

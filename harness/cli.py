@@ -839,6 +839,83 @@ def _add_tune(sub) -> None:
 _COMMANDS.append(_add_tune)
 
 
+# --------------------------------------------------------------------------- bench
+
+
+def _cmd_bench_throughput(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from harness.reports import throughput
+
+    try:
+        throughput.run(args.suites, args.seeds, Path(args.out),
+                       say=lambda line: print(line, flush=True))
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="throughput benchmarks (jobs per CPU-second)",
+                       description="Throughput benchmarks.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = actions.add_parser(
+        "throughput", help="seeds batched against one model at a time",
+        description="Run one slice of li2020_table2-cpu, li2020_table4-cpu and "
+                    "lohit2020_table1-cpu (harness/reports/throughput.py SLICES) the old way "
+                    "(one model at a time, --no-batch) and the new way (seeds batched) in this "
+                    "one process, on fresh storages, after training their teachers untimed; "
+                    "print jobs per CPU-second of each and their ratio. Minutes per suite.")
+    b.add_argument("--seeds", type=int, default=8, help="seeds per slice (default 8)")
+    b.add_argument("--suites", nargs="+", metavar="SUITE",
+                   default=["li2020_table2-cpu", "li2020_table4-cpu", "lohit2020_table1-cpu"],
+                   help="which slices (default: all three)")
+    b.add_argument("--out", default="results/throughput/throughput.md", metavar="FILE",
+                   help="markdown table (default results/throughput/throughput.md)")
+    b.set_defaults(func=_cmd_bench_throughput, parser=b)
+    a = actions.add_parser(
+        "agreement", help="a whole twin batched against one model at a time",
+        description="Run SUITE twice at this commit, `otransfer run --no-batch` and `otransfer "
+                    "run`, into fresh folders under --scratch; time both and compare per-job "
+                    "test accuracies (paired: sign-flip permutation test, bootstrap interval, "
+                    "equivalence margin 0.5 points) and every verdict. Writes --out.")
+    a.add_argument("suite", metavar="SUITE")
+    a.add_argument("--set", action="append", metavar="K=V", help="suite overrides (repeatable)")
+    a.add_argument("--scratch", default=None, metavar="DIR",
+                   help="where the two runs go (default: a new temporary folder, kept)")
+    a.add_argument("--out", default=None, metavar="FILE",
+                   help="default results/throughput/agreement-SUITE.md")
+    a.set_defaults(func=_cmd_bench_agreement, parser=a)
+
+
+def _cmd_bench_agreement(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from harness.reports import agreement
+
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="otransfer-agreement-"))
+    out = Path(args.out or f"results/throughput/agreement-{Path(args.suite).stem}.md")
+    timing = {}
+    try:
+        for way, batch in (("single", False), ("batched", True)):
+            timing[way] = agreement.run_twin(args.suite, scratch / way, batch, args.set or [])
+            print(f"{way}: {timing[way]['wall']:.1f} s wall, {timing[way]['cpu']:.1f} s CPU",
+                  flush=True)
+        res = agreement.compare(timing["single"]["folder"], timing["batched"]["folder"])
+    except (RuntimeError, ValueError, FileNotFoundError) as exc:
+        return _fail(args, exc)
+    text = agreement.markdown(Path(args.suite).stem, timing, res, args.command_line)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text + f"\nwrote {out}; the runs are in {scratch}")
+    return 0
+
+
+_COMMANDS.append(_add_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``otransfer`` argument parser."""
     parser = argparse.ArgumentParser(

@@ -92,6 +92,39 @@ def test_batched_weights_equal_single_runs_float64(case):
                 assert a[key] == pytest.approx(b[key], rel=1e-7, abs=1e-9), key
 
 
+def test_grid_points_share_their_seed_teacher_forward(monkeypatch):
+    """Two grid points per seed (KD, omega_p): the members of a seed share a teacher (loaded
+    from one file: a copy with equal weights) and batches, so the stacked teacher holds one copy
+    per seed and runs once per (seed, batch); every member still equals its single run."""
+    import harness.training.batched as batched
+
+    forward = batched._BatchedRun.teacher_forward
+    for spec, params in (("kd", {"tau": 4, "scale": "none"}),
+                         ("omega_p", {"taps": ["penultimate"]})):
+        members = []
+        for alpha in (0.1, 1.0):
+            for m in _members(spec, lambda s: {**params, "alpha": alpha}, CFG):
+                members.append(m)
+        for m in members[3:]:  # the second grid point: its seed's teacher, reloaded
+            m.teacher = copy.deepcopy(members[m.config.seed].teacher)
+            m.model = copy.deepcopy(members[m.config.seed].model)
+        rows = []
+
+        def spy(self, x):
+            rows.append(len(next(iter(self.teacher.params.values()))))
+            return forward(self, x)
+
+        monkeypatch.setattr(batched._BatchedRun, "teacher_forward", spy)
+        singles = [_single(m) for m in members]
+        results = train_batched(members)
+        assert set(rows) == {len(SEEDS)}, spec  # 3 distinct teachers for 6 members
+        for m, (model, ref), res in zip(members, singles, results):
+            assert res.status == ref.status == "completed", (res.reason, ref.reason)
+            for (n, p), (_, q) in zip(m.model.named_parameters(), model.named_parameters()):
+                torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-11, msg=f"{spec}: {n}")
+            assert res.test_accuracy == ref.test_accuracy
+
+
 def test_not_batchable_says_why():
     """Batch norm, dropout, differing train settings: a reason, and nothing trained."""
     members = _members("none", lambda s: {}, CFG)

@@ -20,6 +20,14 @@ def _cpu(t: torch.Tensor) -> np.ndarray | None:
     return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
+def _like(x: np.ndarray, C: torch.Tensor) -> torch.Tensor:
+    """``torch.from_numpy(x).to(dtype=C.dtype, device=C.device)``; a view when that is x."""
+    t = torch.from_numpy(x)
+    if C.dtype == torch.float64 and C.device.type == "cpu":
+        return t
+    return t.to(dtype=C.dtype, device=C.device)
+
+
 def _range(C64: np.ndarray, cost_range: tuple[float, float] | None) -> tuple[float, float]:
     """``(min C, max C)``: as ``solve`` measured it in its finiteness check, else one pass."""
     return cost_range if cost_range is not None else (float(C64.min()), float(C64.max()))
@@ -54,10 +62,9 @@ def emd(C, a, b, *, max_iter: int, num_threads: int,
     log["u"] = log["u"] + shift
     log["cost"] = log["cost"] + shift * a64.sum()
     converged = log.get("result_code", 1) == 1 and not log.get("warning")
-    like = dict(dtype=C.dtype, device=C.device)
     return {
-        "plan": torch.from_numpy(plan).to(**like),
-        "potentials": (torch.from_numpy(log["u"]).to(**like), torch.from_numpy(log["v"]).to(**like)),
+        "plan": _like(plan, C),
+        "potentials": (_like(log["u"], C), _like(log["v"], C)),
         "converged": bool(converged),
         "extras": {"value_f64": float(log["cost"]), "warning": log.get("warning"),
                    "reason": "" if converged else f"network simplex (POT): {log.get('warning')} "

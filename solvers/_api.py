@@ -71,32 +71,38 @@ def _check_weights(w: torch.Tensor | None, size: int, batch: tuple[int, ...], na
 
 
 def _check_problem(info: MethodInfo, C: torch.Tensor, a, b):
-    """Validate the problem; return the weights (uniform when omitted) and ``max |C|``."""
-    if C.dim() not in (2, 3):
-        raise ValueError(f"cost must have shape (n, m) or (B, n, m); got {tuple(C.shape)}")
-    if C.device.type == "meta":
+    """Validate the problem; return the weights (uniform when omitted) and ``(min C, max C)``."""
+    shape, device = C.shape, C.device.type  # read once: each tensor attribute costs ~0.5 us
+    if len(shape) not in (2, 3):
+        raise ValueError(f"cost must have shape (n, m) or (B, n, m); got {tuple(shape)}")
+    if device == "meta":
         raise ValueError("cost is a meta tensor (a shape without data): nothing to solve")
-    _check_float("cost", C)
-    n, m = C.shape[-2:]
-    if n == 0 or m == 0 or (C.dim() == 3 and C.shape[0] == 0):
-        raise ValueError(f"empty OT problem: cost has shape {tuple(C.shape)}")
+    if not C.is_floating_point():  # complex is not floating point either
+        _check_float("cost", C)
+    n, m = shape[-2:]
+    if n == 0 or m == 0 or (len(shape) == 3 and shape[0] == 0):
+        raise ValueError(f"empty OT problem: cost has shape {tuple(shape)}")
     # one pass for both: NaN and inf propagate into min and max (the largest magnitude then
     # sets the cost's scale, see _prepare)
-    lo, hi = (float(t) for t in torch.aminmax(C.detach()))
+    lo, hi = torch.aminmax(C.detach() if C.requires_grad else C)
+    lo, hi = float(lo), float(hi)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = (~torch.isfinite(C)).sum().item()
         raise ValueError(f"cost matrix has {bad} non-finite entries (NaN or inf)")
     if info.square_only and n != m:
         raise ValueError(f"method {info.name!r} needs a square problem (n == m); got {n} x {m}")
-    if C.device.type not in info.devices:
-        raise ValueError(f"method {info.name!r} does not run on {C.device.type}")
-    batch = tuple(C.shape[:-2])
+    if device not in info.devices:
+        raise ValueError(f"method {info.name!r} does not run on {device}")
+    batch = tuple(shape[:-2])
+    if a is None and b is None and n == m:  # uniform, unit mass: one tensor for both (read only)
+        a = b = _check_weights(None, n, batch, "a", C)
+        return a, b, (lo, hi)
     given = a is not None or b is not None
     a = _check_weights(a, n, batch, "a", C)
     b = _check_weights(b, m, batch, "b", C)
     if given:  # the default weights are uniform with unit mass: nothing to check
         _check_masses(info, a, b)
-    return a, b, max(abs(lo), abs(hi))
+    return a, b, (lo, hi)
 
 
 def _check_masses(info: MethodInfo, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -119,6 +125,8 @@ def _resolve_params(info: MethodInfo, params: dict[str, Any]) -> dict[str, Any]:
     if not info.is_available:
         raise ValueError(f"method {info.name!r} needs the optional package(s) "
                          f"{', '.join(info.requires)}: pip install 'otransfer[full]'")
+    if not params:  # the registered defaults: valid by construction, nothing to check
+        return dict(info.params)
     return {**info.params, **check_params(info.name, dict(info.params), params)}
 
 
@@ -135,7 +143,7 @@ def _finish(info: MethodInfo, out: dict, value: torch.Tensor, a, b, params) -> O
         err = math.nan if plan is None else \
             _marginal_error(plan.detach(), a.detach().to(plan.dtype), b.detach().to(plan.dtype))
     if plan is not None:
-        plan = plan.detach().to(value.dtype)
+        plan = _plain(plan, value.dtype)
     pots = out.get("potentials")
     if pots is not None:
         pots = tuple(p.detach().to(value.dtype) for p in pots)
@@ -197,10 +205,14 @@ def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
     params = _resolve_params(info, params)
     C = _as_tensor(C, "cost")
     default_mass = a is None and b is None
-    a, b, cmax = _check_problem(info, C, a, b)
-    C_in, a_in, b_in, mass, c_scale = _prepare(C, a, b, params, cmax, default_mass)
+    a, b, (lo, hi) = _check_problem(info, C, a, b)
+    C_in, a_in, b_in, mass, c_scale = _prepare(C, a, b, params, max(abs(lo), abs(hi)),
+                                               default_mass)
     if C.dim() == 3 and not info.batched:
         out = _stack([info.fn(C_in[i], a_in[i], b_in[i], **params) for i in range(C.shape[0])])
+    elif info.cost_range and c_scale is None and C.dim() == 2:
+        # C_in holds C's values (a wider dtype at most): its range is the one checked above
+        out = info.fn(C_in, a_in, b_in, cost_range=(lo, hi), **params)
     else:
         out = info.fn(C_in, a_in, b_in, **params)
     _scale_back(out, mass, c_scale)
@@ -230,18 +242,27 @@ def _prepare(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, params, cmax: fl
     if not default_mass:
         mass = a.detach().sum(-1)
         mass = mass if bool(((mass < MASS_LOW) | (mass > MASS_HIGH)).any()) else None
-    a_in, b_in = a.detach().to(work), b.detach().to(work)
+    a_in = _plain(a, work)
+    b_in = a_in if b is a else _plain(b, work)
     if mass is not None:
         a_in, b_in = a_in / mass[..., None].to(work), b_in / mass[..., None].to(work)
     # costs of subnormal or huge magnitude (1e-310, 1e35) are solved at unit scale: the plan of
     # a scale-free method (exact, or reg/beta relative to the range) does not change with it
-    C_in, c_scale = C.detach().to(work), None
+    C_in, c_scale = _plain(C, work), None
     scale_free = params.get("relative") is True or not any(
         k in params for k in ("reg", "beta", "blur", "eps"))
     if 0 < cmax and not COST_LOW <= cmax <= COST_HIGH and scale_free:
         c_scale = cmax
         C_in = C_in / cmax
     return C_in, a_in, b_in, mass, c_scale
+
+
+def _plain(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.detach().to(dtype)``, without the calls that would change nothing (each costs
+    microseconds: issue 21, the wrapper's overhead)."""
+    if t.requires_grad:
+        t = t.detach()
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _scale_back(out: dict, mass: torch.Tensor | None, c_scale: float | None) -> None:
@@ -263,7 +284,7 @@ def _value(out: dict, C: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torc
     plan = out.get("plan")
     if plan is None:
         return out["value"]
-    plan = plan.to(C.dtype)
+    plan = _plain(plan, C.dtype)
     pots = out.get("potentials")
     if pots is not None:
         pots = tuple(p.to(C.dtype) for p in pots)

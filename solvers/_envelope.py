@@ -64,7 +64,8 @@ def attach(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, plan: torch.Tensor
     w.r.t. ``a``, ``b`` (zero when the method has no potentials: the plan is then treated as
     fixed)."""
     assert plan.shape == C.shape, (plan.shape, C.shape)
-    plan = plan.detach().to(C.dtype)
+    if plan.requires_grad or plan.dtype != C.dtype:
+        plan = plan.detach().to(C.dtype)
     if not _needs_grad(C, a, b):
         return plan_dot(plan, C)  # no graph to attach to: skip the Function
     if potentials is None:

@@ -53,6 +53,9 @@ class MethodInfo:
         and ipot's fixed steps at ``gap=0``); ``solve(grad="envelope")`` ignores it.
     devices : tuple of str
         Devices the method runs on.
+    cost_range : bool
+        The method accepts ``cost_range=(min C, max C)`` (a keyword ``solve`` fills in from its
+        finiteness check, not a user parameter), so it need not pass over ``C`` again.
     requires : tuple of str
         Optional importable modules the method needs (``available()`` checks them).
     params : Mapping[str, Any]
@@ -75,6 +78,7 @@ class MethodInfo:
     uniform_only: bool = False
     gradient: Gradient = "envelope"
     devices: tuple[str, ...] = ("cpu", "cuda")
+    cost_range: bool = False
     requires: tuple[str, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -110,14 +114,22 @@ def register(name: str, **capabilities: Any) -> Callable[[Callable[..., dict]], 
     return deco
 
 
+_LOADED: list[bool] = []
+
+
 def _ensure_loaded() -> None:
-    # Importing the implementation modules registers their methods.
-    from . import _exact, _external, _fixed, _scaling  # noqa: F401
+    # Importing the implementation modules registers their methods (once: an import
+    # statement costs microseconds on every solve).
+    if not _LOADED:
+        from . import _exact, _external, _fixed, _scaling  # noqa: F401
+
+        _LOADED.append(True)
 
 
 def get_method(name: str) -> MethodInfo:
     """Look up a method; an unknown name raises ValueError listing the close matches."""
-    _ensure_loaded()
+    if not _LOADED:
+        _ensure_loaded()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):

@@ -5,7 +5,10 @@ POT's ``ot.emd``) and each size ``d``, the li2020 neuron problem of the solver b
 (float64, so that the wrapper has no dtype to convert) is solved by both, interleaved (one
 routine call, one wrapper call, repeated), and the medians compared: ``ratio = solve / routine``
 (issue 21: within 1.2 for d = 16-512). What the wrapper adds: input checks, the result's plan
-as a tensor, the marginal error, the envelope gradient.
+as a tensor, the marginal error, the envelope gradient. ``overhead_us`` is that addition in
+microseconds: where the routine itself takes a few microseconds (lapjv at d = 16-64) it, not the
+ratio, is the number to read (a fixed cost of some tens of torch/NumPy calls, ~1-3 us each, plus
+the O(d^2) passes every solve needs: the finiteness check, the dense plan, ``<P, C>``).
 """
 from __future__ import annotations
 
@@ -84,16 +87,18 @@ def measure_overhead(sizes: Sequence[int] = SIZES, methods: Sequence[str] | None
             label, routine = ROUTINES[name]
             r_ms, s_ms, reps = _cell(name, routine, C, min_reps)
             rows.append({"method": name, "routine": label, "size": int(size), "repeat": reps,
-                         "routine_ms": r_ms, "solve_ms": s_ms, "ratio": s_ms / r_ms})
+                         "routine_ms": r_ms, "solve_ms": s_ms, "ratio": s_ms / r_ms,
+                         "overhead_us": 1e3 * (s_ms - r_ms)})
     return pd.DataFrame(rows, columns=["method", "routine", "size", "repeat", "routine_ms",
-                                       "solve_ms", "ratio"])
+                                       "solve_ms", "ratio", "overhead_us"])
 
 
 def overhead_table(df: "pd.DataFrame") -> "pd.DataFrame":
-    """Rows ``method (routine)``, columns ``d``, cells ``solve ms / routine ms = ratio``."""
+    """Rows ``method (routine)``, columns ``d``, cells ``solve ms / routine ms = ratio
+    (+overhead us)``: the absolute overhead is the floor where the routine takes microseconds."""
     cells = df.assign(
         row=df["method"] + " (" + df["routine"] + ")",
-        cell=[f"{s:.3g} / {r:.3g} = {q:.2f}x"
+        cell=[f"{s:.3g} / {r:.3g} = {q:.2f}x (+{1e3 * (s - r):.0f} us)"
               for s, r, q in zip(df["solve_ms"], df["routine_ms"], df["ratio"])])
     table = cells.pivot(index="row", columns="size", values="cell")
     table.columns = [f"d={c}" for c in table.columns]

@@ -55,6 +55,9 @@ class MethodInfo:
         Devices the method runs on.
     requires : tuple of str
         Optional importable modules the method needs (``available()`` checks them).
+    warmstart : bool
+        Accepts ``solve(..., warmstart=(f, g))``: an initial value for its dual potentials
+        (a previous result's ``.potentials``), as POT's ``warmstart`` and OTT's ``init``.
     params : Mapping[str, Any]
         Accepted parameters and their defaults. Anything else is rejected with a ValueError.
     description : str
@@ -76,6 +79,7 @@ class MethodInfo:
     gradient: Gradient = "envelope"
     devices: tuple[str, ...] = ("cpu", "cuda")
     requires: tuple[str, ...] = ()
+    warmstart: bool = False
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 

@@ -270,6 +270,9 @@ def _scale_back(out: dict, mass: torch.Tensor | None, c_scale: float | None) -> 
     if c_scale is not None:
         if out.get("potentials") is not None:
             out["potentials"] = tuple(p * c_scale for p in out["potentials"])
+        for key in ("warm_f", "warm_g"):  # potentials too (sinkhorn's warm-start duals)
+            if key in out.get("extras", {}):
+                out["extras"][key] = out["extras"][key] * c_scale
         if out.get("plan") is None and out.get("value") is not None:
             out["value"] = out["value"] * c_scale
     if mass is not None:

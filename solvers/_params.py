@@ -77,7 +77,7 @@ def check_warmstart(method: str, warmstart: Any, batch: tuple[int, ...], n: int,
     one-line ValueError naming what is wrong otherwise."""
     import torch
 
-    want = f"({', '.join(map(str, (*batch, n)))}), ({', '.join(map(str, (*batch, m)))})"
+    want = f"{(*batch, n)}, {(*batch, m)}"
     if not isinstance(warmstart, (tuple, list)) or len(warmstart) != 2:
         raise ValueError(f"warmstart of method {method!r} must be a pair (f, g) of potentials "
                          f"of shapes {want} (a previous result's .potentials); got "

@@ -31,6 +31,7 @@ SINKHORN_TRUNC = 8.0  # support: P_ij > exp(-8) a_i b_j (the certificate guards 
 SPARSE_MIN_SIZE = 4096  # below n m = 4096 the dense kernel is cheaper
 SPARSE_MAX_DENSITY = 0.3
 IPOT_TRUNC = 15.0
+WARM_STAGES = 0  # stages above eps = reg a warm start begins at (measured: 0 is best)
 BIAS_STALL = 0.9  # a certificate chunk at the last eps must cut the gap estimate by 10%...
 BIAS_ERR = 1e-3  # ...once the L1 marginal error is below this (before, the gap still moves)  # IPOT's updates are multiplicative: an entry dropped stays 0, so keep more
 
@@ -223,7 +224,8 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
     # iteration is cheap but a start far from the optimum can take thousands, anneal from the
     # range as in classic eps-scaling.
     # warm: potentials near the optimum need no annealing (POT's warmstart has none either)
-    eps = eps_end if warm is not None else max((EPS0 if sparse else 1.0) * rng, eps_end)
+    eps = max(eps_end / scaling ** WARM_STAGES, eps_end) if warm is not None else \
+        max((EPS0 if sparse else 1.0) * rng, eps_end)
     if sparse:
         # support test on the reduced cost already in the workspace: C - F - G < trunc eps
         K.sparsify(F, G, eps, mask=R < K.trunc * eps,
@@ -358,6 +360,9 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
         "plan": plan, "potentials": cpot if certified else (Fe, Ge),
         "n_iter": n_iter, "converged": bool(converged),
         "extras": {"eps": eps, "gap": gap, "lower_bound": lb, "reg_value": dual - value,
+                   # the entropic duals at eps: the best warm start for the next solve (a
+                   # certified result's potentials are their c-transform, O(eps) away)
+                   "warm_f": Fe, "warm_g": Ge,
                    "stages": stages, "sparse": K.sparse, "support_size": K.nnz,
                    "support_grown": grown, "reason": reason, "bias_limited": bias_limited},
     }

@@ -9,7 +9,7 @@ import torch
 
 from ._costs import COSTS, cost_matrix
 from ._envelope import attach
-from ._params import check_params
+from ._params import check_params, check_warmstart
 from ._registry import MethodInfo, get_method
 from ._result import OTResult
 
@@ -165,7 +165,7 @@ def _check_grad(grad: Any) -> None:
 
 
 def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
-          **params: Any) -> OTResult:
+          warmstart=None, **params: Any) -> OTResult:
     """Solve the optimal-transport problem with cost ``C`` and marginals ``a``, ``b``.
 
     Parameters
@@ -185,6 +185,13 @@ def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
         (``sinkhorn``, ``pot_sinkhorn``) implicit differentiation of ``<P_eps, C>``; for
         ``ipot`` at ``gap=0`` the derivative of its N steps. ``"envelope"``: Danskin's
         gradient whatever the solver did, plan and potentials held fixed (li2020 §3.1).
+    warmstart : (f, g), optional
+        Initial dual potentials, shapes ``(n,)``, ``(m,)`` (batched: ``(B, n)``, ``(B, m)``), in
+        the convention of the returned ``.potentials`` (pass a previous result's): the methods
+        with ``warmstart=True`` in the registry (``sinkhorn``, ``pot_sinkhorn``, ``ipot``) start
+        from them instead of a cold start, as POT's ``warmstart`` and OTT's ``init`` do.
+        Tolerance-stopped solves return the same answer to their tolerance (certified as a cold
+        one); see each method for what it does with them.
     **params
         The method's parameters (``reg``, ``max_iter``, ``tol``, ...); unknown ones raise.
 
@@ -208,13 +215,16 @@ def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
     a, b, (lo, hi) = _check_problem(info, C, a, b)
     C_in, a_in, b_in, mass, c_scale = _prepare(C, a, b, params, max(abs(lo), abs(hi)),
                                                default_mass)
+    warm = _warm(info, warmstart, C_in, c_scale)
     if C.dim() == 3 and not info.batched:
-        out = _stack([info.fn(C_in[i], a_in[i], b_in[i], **params) for i in range(C.shape[0])])
-    elif info.cost_range and c_scale is None and C.dim() == 2:
+        out = _stack([info.fn(C_in[i], a_in[i], b_in[i], **params,
+                              **({"warmstart": (warm[0][i], warm[1][i])} if warm else {}))
+                      for i in range(C.shape[0])])
+    elif info.cost_range and c_scale is None and C.dim() == 2 and not warm:
         # C_in holds C's values (a wider dtype at most): its range is the one checked above
         out = info.fn(C_in, a_in, b_in, cost_range=(lo, hi), **params)
     else:
-        out = info.fn(C_in, a_in, b_in, **params)
+        out = info.fn(C_in, a_in, b_in, **params, **({"warmstart": warm} if warm else {}))
     _scale_back(out, mass, c_scale)
     if (a.requires_grad or b.requires_grad) and out.get("potentials") is None:
         if info.name == "exact":  # the same optimum from the network simplex, with its duals
@@ -225,6 +235,18 @@ def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
     if grad == "envelope":
         out.pop("value_fn", None)
     return _finish(info, out, _value(out, C, a, b), a, b, params)
+
+
+def _warm(info: MethodInfo, warmstart, C_in: torch.Tensor, c_scale: float | None):
+    """The checked ``warmstart`` in the units and dtype the method solves in (``None``: cold)."""
+    if warmstart is None:
+        return None
+    if not info.warmstart:
+        raise ValueError(f"method {info.name!r} takes no warmstart; drop it, or use a method "
+                         f"that does: sinkhorn, pot_sinkhorn, ipot")
+    f, g = check_warmstart(info.name, warmstart, tuple(C_in.shape[:-2]), *C_in.shape[-2:])
+    scale = 1.0 if c_scale is None else 1.0 / c_scale  # potentials scale with the cost
+    return tuple(p.to(device=C_in.device, dtype=C_in.dtype) * scale for p in (f, g))
 
 
 #: Half precision is solved in float32 (no sparse matvec, and exp(-17) already underflows
@@ -269,6 +291,9 @@ def _scale_back(out: dict, mass: torch.Tensor | None, c_scale: float | None) -> 
     if c_scale is not None:
         if out.get("potentials") is not None:
             out["potentials"] = tuple(p * c_scale for p in out["potentials"])
+        for key in ("warm_f", "warm_g"):  # potentials too (sinkhorn's warm-start duals)
+            if key in out.get("extras", {}):
+                out["extras"][key] = out["extras"][key] * c_scale
         if out.get("plan") is None and out.get("value") is not None:
             out["value"] = out["value"] * c_scale
     if mass is not None:
@@ -327,7 +352,7 @@ def _stack_extras(extras: list[dict]) -> dict:
 
 
 def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str = "ipot",
-                 grad: str = "auto", **params: Any) -> OTResult:
+                 grad: str = "auto", warmstart=None, **params: Any) -> OTResult:
     """Solve OT between the point clouds ``x`` (n, k) and ``y`` (m, k).
 
     Cost methods build ``C = cost(x, y)`` and call :func:`solve`, so gradients flow to ``x`` and
@@ -345,6 +370,8 @@ def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str =
         A registered method.
     grad : {"auto", "envelope"}
         As for :func:`solve`.
+    warmstart : (f, g), optional
+        As for :func:`solve` (cost methods only).
     """
     if cost not in COSTS:
         raise ValueError(f"unknown cost {cost!r}; choose one of {sorted(COSTS)}")
@@ -373,7 +400,10 @@ def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str =
             raise ValueError(f"the {cost} cost between finite points overflowed {x.dtype} "
                              f"to non-finite entries (|coordinates| up to {big:.3g}): rescale "
                              f"the points or use float64")
-        return solve(C, a, b, method=method, grad=grad, **params)
+        return solve(C, a, b, method=method, grad=grad, warmstart=warmstart, **params)
+    if warmstart is not None:
+        raise ValueError(f"method {method!r} takes no warmstart; drop it, or use a method "
+                         f"that does: sinkhorn, pot_sinkhorn, ipot")
     params = _resolve_params(info, params)
     a, b = _point_weights(info, x, y, a, b)
     if x.dtype in HALF:  # solved in float32, the value cast back (differentiably)

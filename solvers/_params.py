@@ -69,3 +69,32 @@ def check_params(method: str, defaults: dict[str, Any], params: dict[str, Any]) 
             out[name] = _number(method, name, value, integer=isinstance(default, numbers.Integral))
             _check_range(method, name, out[name])
     return out
+
+
+def check_warmstart(method: str, warmstart: Any, batch: tuple[int, ...], n: int, m: int):
+    """``warmstart=(f, g)`` of a ``(*batch, n, m)`` problem as two tensors of shapes
+    ``(*batch, n)``, ``(*batch, m)`` (``(n,)``, ``(m,)`` broadcast over a batch); raise a
+    one-line ValueError naming what is wrong otherwise."""
+    import torch
+
+    want = f"{(*batch, n)}, {(*batch, m)}"
+    if not isinstance(warmstart, (tuple, list)) or len(warmstart) != 2:
+        raise ValueError(f"warmstart of method {method!r} must be a pair (f, g) of potentials "
+                         f"of shapes {want} (a previous result's .potentials); got "
+                         f"{type(warmstart).__name__}")
+    out = []
+    for name, p, size in (("f", warmstart[0], n), ("g", warmstart[1], m)):
+        if not isinstance(p, torch.Tensor):
+            p = torch.as_tensor(p)
+        if p.is_complex() or not (p.is_floating_point() or p.dtype in (torch.int32, torch.int64)):
+            raise ValueError(f"warmstart {name} of method {method!r} must be real numbers; "
+                             f"got {p.dtype}")
+        if tuple(p.shape) not in ((*batch, size), (size,)):
+            raise ValueError(f"warmstart {name} of method {method!r} has shape "
+                             f"{tuple(p.shape)}; expected {want} for a cost of shape "
+                             f"{(*batch, n, m)}: reset it when the problem's shape changes")
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError(f"warmstart {name} of method {method!r} has non-finite entries: "
+                             f"pass finite potentials, or None for a cold start")
+        out.append(p.detach().expand(*batch, size))
+    return tuple(out)

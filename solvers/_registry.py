@@ -58,6 +58,9 @@ class MethodInfo:
         finiteness check, not a user parameter), so it need not pass over ``C`` again.
     requires : tuple of str
         Optional importable modules the method needs (``available()`` checks them).
+    warmstart : bool
+        Accepts ``solve(..., warmstart=(f, g))``: an initial value for its dual potentials
+        (a previous result's ``.potentials``), as POT's ``warmstart`` and OTT's ``init``.
     params : Mapping[str, Any]
         Accepted parameters and their defaults. Anything else is rejected with a ValueError.
     description : str
@@ -80,6 +83,7 @@ class MethodInfo:
     devices: tuple[str, ...] = ("cpu", "cuda")
     cost_range: bool = False
     requires: tuple[str, ...] = ()
+    warmstart: bool = False
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 

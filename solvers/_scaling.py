@@ -31,6 +31,7 @@ SINKHORN_TRUNC = 8.0  # support: P_ij > exp(-8) a_i b_j (the certificate guards 
 SPARSE_MIN_SIZE = 4096  # below n m = 4096 the dense kernel is cheaper
 SPARSE_MAX_DENSITY = 0.3
 IPOT_TRUNC = 15.0
+WARM_STAGES = 0  # stages above eps = reg a warm start begins at (measured: 0 is best)
 BIAS_STALL = 0.9  # a certificate chunk at the last eps must cut the gap estimate by 10%...
 BIAS_ERR = 1e-3  # ...once the L1 marginal error is below this (before, the gap still moves)  # IPOT's updates are multiplicative: an entry dropped stays 0, so keep more
 
@@ -80,6 +81,7 @@ def _l1(x: torch.Tensor) -> float:
 
 @register(
     "sinkhorn", converges_to_exact=True, value_rtol=1e-3, potentials=True, batched=True,
+    warmstart=True,
     params={"reg": 1e-3, "gap": 1e-3, "max_iter": 5000, "tol": 1e-5, "scaling": 0.5,
             "sparse": True, "relative": True, "exact_finish": True},
     description="Sinkhorn, log-stabilised, eps-scaling, sparse kernel, certified duality gap; "
@@ -87,7 +89,7 @@ def _l1(x: torch.Tensor) -> float:
                 "cost's range, e.g. uniform random costs) it finishes exactly (network simplex)",
 )
 def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scaling: float,
-             sparse: bool, relative: bool, exact_finish: bool) -> dict:
+             sparse: bool, relative: bool, exact_finish: bool, warmstart=None) -> dict:
     """Solve OT by Sinkhorn scaling with absorption, eps-scaling, kernel truncation and a
     certified stopping rule.
 
@@ -125,6 +127,13 @@ def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scal
         iterations; instead finish with the network simplex (POT ``ot.emd``, the ``emd``
         method), whose plan and LP duals certify a gap of 0 (``extras["finish"] = "emd"``).
         ``False``: return the rounded entropic plan, uncertified, with its gap and the reason.
+    warmstart : (F, G), optional
+        Potentials of a previous solve (its ``.potentials``, ``a (x) b`` convention): the
+        iterations start at ``eps = reg`` (no eps-scaling) from ``G`` and ``F`` = its
+        c-transform ``min_j C_ij - G_j`` (so ``F + G <= C``: no exponent overflows, and ``F``
+        is what the first ``u`` update recomputes anyway). POT's ``warmstart`` is
+        ``(log u, log v) = (log a + F / eps, log b + G / eps)``. Stopping rule, certificate
+        and ``exact_finish`` are unchanged: a certified result is certified either way.
 
     Notes
     -----
@@ -142,7 +151,8 @@ def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scal
         raise ValueError(f"gap must be >= 0; got {gap}")
     C, a, b, single = _batch(C, a, b)
     with torch.no_grad():
-        out = _sinkhorn(C, a, b, reg, gap, max_iter, tol, scaling, sparse, relative)
+        warm = None if warmstart is None else tuple(p.reshape(C.shape[0], -1) for p in warmstart)
+        out = _sinkhorn(C, a, b, reg, gap, max_iter, tol, scaling, sparse, relative, warm)
         if out["extras"].pop("bias_limited") and exact_finish and get_method("emd").is_available:
             _exact_finish(C, a, b, out)
     if gap == 0:  # the entropic plan at eps: its <P, C> is no optimum, so no envelope
@@ -189,16 +199,23 @@ def _check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a positive finite number; got {value!r}")
 
 
-def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=True):
+def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=True, warm=None):
     B, n, m = C.shape
     tiny = torch.finfo(C.dtype).tiny
     K = Kernel(C, trunc=SINKHORN_TRUNC)
-    # c-transform start: F_i = min_j C_ij, G_j = min_i C_ij - F_i, so C - F - G >= 0 with a
-    # zero in every row and column; the potentials are already dual-feasible.
-    F = C.amin(-1)
-    R = torch.sub(C, F[:, :, None], out=K.buf)
-    G = R.amin(-2)
-    rng = float((C.amax(dim=(-2, -1)) - F.amin(-1)).max())
+    if warm is None:
+        # c-transform start: F_i = min_j C_ij, G_j = min_i C_ij - F_i, so C - F - G >= 0 with
+        # a zero in every row and column; the potentials are already dual-feasible.
+        F = C.amin(-1)
+        R = torch.sub(C, F[:, :, None], out=K.buf)
+        G = R.amin(-2)
+        R.sub_(G[:, None, :])
+    else:  # warm start: the given G and its c-transform F_i = min_j C_ij - G_j (C - F - G >= 0)
+        G = warm[1].clone()
+        R = torch.sub(C, G[:, None, :], out=K.buf)
+        F = R.amin(-1)
+        R.sub_(F[:, :, None])
+    rng = float((C.amax(dim=(-2, -1)) - C.amin(dim=(-2, -1))).max())
     rng = rng if rng > 0 else 1.0
     eps_end = reg * rng if relative else float(reg)
     # gap = 0 asks for entropic OT at reg itself: truncation would change that problem
@@ -206,10 +223,12 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
     # The late start (range/64) pays on large sparse problems; small dense ones, where an
     # iteration is cheap but a start far from the optimum can take thousands, anneal from the
     # range as in classic eps-scaling.
-    eps = max((EPS0 if sparse else 1.0) * rng, eps_end)
+    # warm: potentials near the optimum need no annealing (POT's warmstart has none either)
+    eps = max(eps_end / scaling ** WARM_STAGES, eps_end) if warm is not None else \
+        max((EPS0 if sparse else 1.0) * rng, eps_end)
     if sparse:
         # support test on the reduced cost already in the workspace: C - F - G < trunc eps
-        K.sparsify(F, G, eps, mask=R.sub_(G[:, None, :]) < K.trunc * eps,
+        K.sparsify(F, G, eps, mask=R < K.trunc * eps,
                    max_density=SPARSE_MAX_DENSITY)
     u, v = torch.ones_like(a), torch.ones_like(b)
     n_iter, stages, grown, err = 0, 0, 0, math.inf
@@ -341,6 +360,9 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
         "plan": plan, "potentials": cpot if certified else (Fe, Ge),
         "n_iter": n_iter, "converged": bool(converged),
         "extras": {"eps": eps, "gap": gap, "lower_bound": lb, "reg_value": dual - value,
+                   # the entropic duals at eps: the best warm start for the next solve (a
+                   # certified result's potentials are their c-transform, O(eps) away)
+                   "warm_f": Fe, "warm_g": Ge,
                    "stages": stages, "sparse": K.sparse, "support_size": K.nnz,
                    "support_grown": grown, "reason": reason, "bias_limited": bias_limited},
     }
@@ -364,12 +386,13 @@ def _sinkhorn_reason(gap_tol, gap, n_iter, max_iter, eps, bias_limited) -> str:
 
 @register(
     "ipot", converges_to_exact=True, value_rtol=1e-3, potentials=True, batched=True,
+    warmstart=True,
     params={"beta": 0.5, "max_iter": 2000, "gap": 1e-3, "check_every": 10, "sparse": True,
             "relative": True},
     description="IPOT proximal point (Xie et al. 2019; lohit2020 Alg. 1), certified gap",
 )
 def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
-         sparse: bool, relative: bool) -> dict:
+         sparse: bool, relative: bool, warmstart=None) -> dict:
     """Solve OT with the inexact proximal point method IPOT, one inner Sinkhorn step.
 
     Parameters
@@ -397,6 +420,13 @@ def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
         ``gap = 0`` (the papers' fixed N steps run on the dense ``T``, as Alg. 1).
     relative : bool
         Whether ``beta`` is relative to the cost's range (default) or absolute.
+    warmstart : (F, G), optional
+        Potentials of a previous solve: the proximal iterations start from
+        ``T^(0) = diag(a) exp((F (+) G - C) / beta) diag(b)`` (the previous plan's shape at the
+        proximal step) instead of ``1 1^T``; step ``t`` then acts at ``eps = beta / (t + 1)``.
+        Opt-in, never a default: with ``gap = 0`` the N steps are still N (same cost) but end
+        elsewhere (another value), and the gradient is the envelope (the replay of
+        ``grad="auto"`` starts cold); with ``gap > 0`` the answer is certified as a cold one's.
 
     Notes
     -----
@@ -419,11 +449,13 @@ def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
         # exp(-t shift / beta) of G^t is absorbed by u at each step), and report <P, C>.
         shift = C.amin(dim=(-2, -1), keepdim=True)
         beta_abs = beta * _scale(C) if relative else float(beta)
+        warm = None if warmstart is None else (
+            warmstart[0].reshape(a.shape) - shift[:, :, 0], warmstart[1].reshape(b.shape))
         out = _ipot(C - shift, a, b, beta_abs, int(max_iter), gap, check_every,
-                    sparse and gap > 0, offset=shift.reshape(-1) * a.sum(-1))
+                    sparse and gap > 0, offset=shift.reshape(-1) * a.sum(-1), warm=warm)
     F, G = out["potentials"]
     out["potentials"] = (F + shift[:, :, 0], G)  # potentials of C, not of C - min C
-    if gap == 0:  # the papers' N fixed steps: the derivative of those steps, not the envelope
+    if gap == 0 and warmstart is None:  # the papers' N steps: their derivative, not the envelope
         steps = functools.partial(ipot_steps, beta=beta, n_steps=out["n_iter"], relative=relative)
         out["value_fn"] = functools.partial(_replayed_value, steps=steps)
     return _unbatch(out, single)
@@ -465,32 +497,39 @@ def ipot_steps(C, a, b, *, beta: float, n_steps: int, relative: bool) -> torch.T
     return value[0] if single else value
 
 
-def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset):
+def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset, warm=None):
     """IPOT on ``C`` (already shifted to min 0) with the absolute proximal step ``beta``;
     ``offset`` (B,) = shift * mass turns values of the shifted problem into values of the
-    caller's, so the gap is relative to the latter."""
+    caller's, so the gap is relative to the latter. ``warm`` (F, G) of the shifted problem:
+    ``T^(0) = diag(a) exp((F + G - C) / beta) diag(b)``, i.e. one step already taken (t0 = 1)."""
     B, n, m = C.shape
     rng = _scale(C)
     K = Kernel(C, trunc=IPOT_TRUNC)
     tiny = torch.finfo(C.dtype).tiny
-    Phi, Psi = torch.zeros_like(a), torch.zeros_like(b)  # T^(0) = 1 1^T
     # zero-weight rows/columns: their row of T is 0 whatever the kernel (P = diag(a) K diag(b))
     la = torch.where(a > 0, torch.log(a.clamp_min(tiny)), 0)
     lb = torch.where(b > 0, torch.log(b.clamp_min(tiny)), 0)
+    if warm is None:
+        t0, Phi, Psi = 0, torch.zeros_like(a), torch.zeros_like(b)  # T^(0) = 1 1^T
+    else:  # exp((Phi + Psi - C) / beta) = diag(a) exp((F + G - C) / beta) diag(b)
+        # (F: the c-transform of G, so F + G <= C and no exponent is clamped from above)
+        F0 = _ctransform(C, warm[1], dim=-1)
+        t0, Phi, Psi = 1, F0 + beta * la, warm[1] + beta * lb
     v = torch.full_like(b, 1.0 / m)  # Alg. 1: v <- 1/b (b = batch size there)
     certified, gap, grown, t, rounding = False, math.inf, 0, 0, None
     while t < max_iter:
         t += 1
-        eps = beta / t
+        s = t + t0  # proximal steps taken so far, the warm start's included
+        eps = beta / s
         # Q = G * T^(t-1) = exp((Phi + Psi - t C) / beta) = diag(a) K diag(b)
-        K.set(Phi / t - eps * la, Psi / t - eps * lb, eps)
+        K.set(Phi / s - eps * la, Psi / s - eps * lb, eps)
         u = 1.0 / K.mv(b * v).clamp_min(tiny)  # = mu / (Q v)
         v = 1.0 / K.rmv(a * u).clamp_min(tiny)  # = nu / (Q^T u)
         Phi = Phi + beta * torch.log(u)
         Psi = Psi + beta * torch.log(v)
         if t % check_every and t < max_iter:
             continue
-        Fa, Gb = Phi / t - eps * la, Psi / t - eps * lb  # T^(t) = diag(a) K diag(b)
+        Fa, Gb = Phi / s - eps * la, Psi / s - eps * lb  # T^(t) = diag(a) K diag(b)
         if sparse and not K.sparse and n * m >= SPARSE_MIN_SIZE:
             K.sparsify(Fa, Gb, eps, max_density=SPARSE_MAX_DENSITY)
         if gap_tol > 0 and eps <= rng * CERTIFY_BELOW:
@@ -506,8 +545,8 @@ def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset):
                     grown += 1  # T^(t) has mass outside the support: go on with the larger one
             if certified:
                 break
-    eps = beta / t
-    Fa, Gb = Phi / t - eps * la, Psi / t - eps * lb
+    eps = beta / (t + t0)
+    Fa, Gb = Phi / (t + t0) - eps * la, Psi / (t + t0) - eps * lb
     K.set(Fa, Gb, eps)
     reason = ""
     if gap_tol > 0 and not certified:
@@ -540,21 +579,26 @@ def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset):
 
 @register(
     "pot_sinkhorn", converges_to_exact=True, value_rtol=1e-1, potentials=True, requires=("ot",),
+    warmstart=True,
     params={"reg": 1e-2, "max_iter": 100_000, "tol": 1e-6},
     description="baseline: POT's ot.bregman.sinkhorn_log (no eps-scaling), for comparisons",
 )
-def pot_sinkhorn(C, a, b, *, reg: float, max_iter: int, tol: float) -> dict:
+def pot_sinkhorn(C, a, b, *, reg: float, max_iter: int, tol: float, warmstart=None) -> dict:
     """POT's log-domain Sinkhorn, as shipped, with ``reg`` relative to the cost's range.
 
     A baseline for the solver benchmark: same problem, same ``reg`` meaning as ``sinkhorn``.
+    ``warmstart=(F, G)`` (``a (x) b`` potentials, as returned) goes to POT's own ``warmstart``
+    as the log-scalings ``(log a + F / eps, log b + G / eps)``.
     """
     import ot
 
     if reg <= 0:
         raise ValueError(f"reg must be positive; got {reg}")
     eps = reg * _scale(C)
+    warm = None if warmstart is None else (torch.log(a) + warmstart[0] / eps,
+                                           torch.log(b) + warmstart[1] / eps)
     plan, log = ot.bregman.sinkhorn_log(a, b, C, eps, numItermax=int(max_iter), stopThr=tol,
-                                        log=True, warn=False)
+                                        log=True, warn=False, warmstart=warm)
     n_iter = int(log.get("niter", max_iter))
     err = float(log["err"][-1]) if len(log.get("err", [])) else math.inf
     # a (x) b convention, as the other solvers; zero weights get their c-transform

@@ -183,8 +183,11 @@ def _bound_problem(name: str, v: Any, kind: str, low, low_ok, high, high_ok) -> 
 def _choices(key: str) -> tuple[str, ...] | None:
     from solvers import COSTS
 
+    from harness.training.warm import WARM_CHOICES
     from harness.transfer.regularizers import JTLN_ENTROPIES, KD_SCALES
 
+    if key == "warm_start":  # 'auto', true or false (harness.training.warm)
+        return WARM_CHOICES
     return {"cost": tuple(COSTS), "scale": KD_SCALES, "entropy": JTLN_ENTROPIES}.get(key)
 
 
@@ -219,7 +222,7 @@ def _kind_problem(name: str, key: str, v: Any, default: Any) -> str | None:
     choices = _choices(key)
     if choices is not None and isinstance(default, str):
         return None if v in choices else \
-            f"{name} must be one of {', '.join(choices)}; got {v!r}"
+            f"{name} must be one of {', '.join(map(str, choices))}; got {v!r}"
     if isinstance(default, bool):
         return None if isinstance(v, bool) else f"{name} must be true or false; got {v!r}"
     if isinstance(default, int):

@@ -42,6 +42,7 @@ from torch import nn
 from torch.func import functional_call
 
 from harness.training import distributed
+from harness.training import warm as _warm
 from harness.training.loop import DIAG_EPOCHS, TrainConfig, TrainResult
 from harness.training.loop import base_lr as _base_lr
 from harness.training.loop import epoch_loader as _epoch_loader
@@ -243,38 +244,45 @@ def _evaluate(stack: _Stack, datasets: list, batch_size: int = 256) -> list[dict
 # --------------------------------------------------------------------------- batched OT terms
 
 
-def _batched_ot(regs: list[Regularizer], name: str, feats, t_feats, ctxs) -> list | None:
+def _batched_ot(regs: list[Regularizer], name: str, feats, t_feats, ctxs,
+                warm_state: Mapping | None = None) -> tuple[list, dict] | None:
     """Term ``name`` of every member as one batched solve per tap (``None``: not a term this
     knows, computed member by member instead). Members share the term's plan, cost and taps;
-    only alpha differs."""
+    only alpha differs. Returns the members' values and the solves' potentials by tap,
+    ``(K, n)``, ``(K, m)``: one row per member, passed back as ``warm_state`` next step."""
     from harness.transfer.regularizers import SamplesOTTerm, log_solve, omega_term
     terms = [r.terms[name] for r in regs]
     first = terms[0]
     if isinstance(first, SamplesOTTerm):
-        keys = [(t.taps, t.cost, t.plan, t.solver) for t in terms]
-        view, taps, cost, plan, solver = "samples", first.taps, first.cost, first.plan, \
-            first.solver
+        keys = [(t.taps, t.cost, t.plan, t.solver, t.warm_start) for t in terms]
+        view, (taps, cost, plan, solver, warm_start) = "samples", keys[0]
         alphas = [t.alpha for t in terms]
     elif getattr(first, "fn", None) is omega_term:
         kw = [t.kwargs for t in terms]
-        keys = [(k["taps"], k["cost"], k["plan"], k["solver"]) for k in kw]
-        view, taps, cost, plan, solver = "neurons", kw[0]["taps"], kw[0]["cost"], \
-            kw[0]["plan"], kw[0]["solver"]
+        keys = [(k["taps"], k["cost"], k["plan"], k["solver"], k.get("warm_start", "auto"))
+                for k in kw]
+        view, (taps, cost, plan, solver, warm_start) = "neurons", keys[0]
         alphas = [k["alpha"] for k in kw]
     else:
         return None
     if any(k != keys[0] for k in keys):
         return None
-    total = 0
+    on = _warm.enabled(warm_start, plan, solver)
+    total, new = 0, {}
     for tap in taps:
         s, t = feats[tap], t_feats[tap].detach().to(feats[tap].dtype)
         if view == "neurons":  # li2020 §2.2: a neuron's activations over the batch
             s, t = s.transpose(-1, -2), t.transpose(-1, -2)
-        res = transport_batched(s, t, view, cost, plan, solver)
+        pots = _warm.start(warm_state or {}, tap, s.shape[1], t.shape[1], (s.shape[0],)) \
+            if on else None
+        res = transport_batched(s, t, view, cost, plan,
+                                {**solver, **({"warmstart": pots} if pots else {})})
         for k, ctx in enumerate(ctxs):
             log_solve(ctx.stats.setdefault(name, {}), tap, _slice_result(res, k))
         total = total + res.value
-    return [alphas[k] * total[k] for k in range(len(regs))]
+        if on and _warm.potentials_of(res) is not None:
+            new[tap] = _warm.potentials_of(res)
+    return [alphas[k] * total[k] for k in range(len(regs))], new
 
 
 def transport_batched(s, t, view: str, cost, plan: str, solver) -> Any:
@@ -344,6 +352,9 @@ class _BatchedRun:
         self.histories = [{"epochs": [], "steps": defaultdict(list)} for _ in members]
         self.best = [None] * self.K
         self.failed: dict[int, TrainResult] = {}
+        # the last step's batched OT potentials by "<term>/<tap>", (K, n), (K, m): one row per
+        # member (harness.training.warm); reset when a member fails (the stack's shape changes)
+        self.warm: dict = {}
 
     @property
     def active(self) -> list[int]:
@@ -447,7 +458,12 @@ class _BatchedRun:
             values = None
             if len(keys) == self.K:  # all members still there: the stacked features fit
                 try:
-                    values = _batched_ot(regs, name, feats, t_feats, [ctxs[k] for k in keys])
+                    head = f"{name}/"
+                    state = {k[len(head):]: v for k, v in self.warm.items() if k.startswith(head)}
+                    got = _batched_ot(regs, name, feats, t_feats, [ctxs[k] for k in keys], state)
+                    if got is not None:
+                        values, pots = got
+                        self.warm = _warm.carry(self.warm, {head + t: p for t, p in pots.items()})
                 except (ValueError, RuntimeError, FloatingPointError):
                     values = None  # one member's inputs (non-finite): found below, one by one
             for j, k in enumerate(keys):

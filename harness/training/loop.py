@@ -58,6 +58,7 @@ from harness.training import distributed
 from harness.training.checkpoints import CheckpointError, load_checkpoint, move_aside
 from harness.training.checkpoints import save_atomic as _save_atomic  # (tests replace it)
 from harness.training.divergence import diverged
+from harness.training import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps
 
@@ -930,6 +931,7 @@ class _Run:
         self.num_classes: int | None = None  # the logits' width, read at the first step
         self.bar = None
         self.net: nn.Module = model
+        self.warm: dict = {}  # the last step's OT potentials by "<term>/<tap>" (training.warm)
 
     # ---- the regularizer's view of a batch
     def context(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
@@ -947,7 +949,7 @@ class _Run:
             teacher_features=dict(t_taps.features) if t_taps else {},
             logits=logits, teacher_logits=t_logits,
             source_logits=src_tap.features.get(SOURCE_HEAD_TAP) if src_tap else None,
-            labels=y)
+            labels=y, warm=self.warm)
         return self.procs.gather(ctx, sizes)
 
     # ---- before the loop
@@ -1131,6 +1133,7 @@ class _Run:
         terms: dict[str, torch.Tensor] = {}
         try:
             terms = reg(ctx) if reg is not None else {}
+            self.warm = _warm.carry(self.warm, ctx.potentials)
         except (ValueError, RuntimeError, FloatingPointError) as err:
             # the solvers refuse non-finite costs (features overflowing after a divergent
             # step): that is the same failure, one term earlier

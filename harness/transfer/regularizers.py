@@ -75,6 +75,13 @@ class RegContext:
     stats : dict
         Filled by the call: ``"<term>/<key>"`` diagnostics (unweighted values, ``n_iter``,
         ``converged``, ``matched``) for logging; not part of the loss.
+    warm : Mapping[str, (Tensor, Tensor)]
+        The previous step's dual potentials by ``"<term>/<tap>"`` (what the last call left in
+        ``potentials``): the solves' ``warmstart`` where the term's ``warm_start`` says so
+        (:mod:`harness.training.warm`). Empty: every solve starts cold.
+    potentials : dict
+        Filled by the call: ``"<term>/<tap>"`` -> the potentials of this step's solve, for the
+        caller to pass back as ``warm`` next step (``harness.training.warm.carry``).
     """
 
     student: nn.Module | None = None
@@ -87,6 +94,8 @@ class RegContext:
     source_logits: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    warm: Mapping[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    potentials: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- registry
@@ -305,8 +314,12 @@ class Regularizer(nn.Module):
         out: dict[str, torch.Tensor] = {}
         for name, term in self.terms.items():
             stats: dict[str, Any] = {}
-            value = term(dataclasses.replace(ctx, stats=stats))
+            pots: dict[str, Any] = {}
+            head = f"{name}/"
+            warm = {k[len(head):]: v for k, v in ctx.warm.items() if k.startswith(head)}
+            value = term(dataclasses.replace(ctx, stats=stats, warm=warm, potentials=pots))
             ctx.stats.update({f"{name}/{k}": v for k, v in stats.items()})
+            ctx.potentials.update({f"{name}/{k}": v for k, v in pots.items()})
             if value is not None:
                 out[name] = value
         return out
@@ -392,6 +405,9 @@ def build_regularizer(spec: str, **params: Any) -> Regularizer:
         if "taps" in p:
             p["taps"] = _as_taps(p["taps"])
         _check_weights(info.name, p)
+        if "warm_start" in p:
+            from harness.training.warm import check_setting
+            check_setting(info.name, p["warm_start"])
         resolved[info.name] = p
     return Regularizer(infos, resolved)
 
@@ -434,6 +450,23 @@ def _feature_pair(ctx: RegContext, tap: str) -> tuple[torch.Tensor, torch.Tensor
     s = pool_features(ctx.features[tap])
     t = pool_features(ctx.teacher_features[tap]).detach().to(s.dtype)
     return s, t
+
+
+def _warm_params(ctx: RegContext, tap: str, on: bool, n: int, m: int) -> dict[str, Any]:
+    """``{"warmstart": (f, g)}`` from the previous step's solve of ``tap`` when ``on`` and its
+    potentials fit this ``n x m`` problem; ``{}`` (a cold start) otherwise."""
+    from harness.training import warm
+
+    pots = warm.start(ctx.warm, tap, n, m) if on else None
+    return {} if pots is None else {"warmstart": pots}
+
+
+def _keep_potentials(ctx: RegContext, tap: str, on: bool, res: OTResult) -> None:
+    from harness.training import warm
+
+    pots = warm.potentials_of(res) if on else None
+    if pots is not None:
+        ctx.potentials[tap] = pots
 
 
 def _log_solve(stats: dict, tap: str, res: OTResult) -> None:
@@ -577,13 +610,20 @@ PAPER_GRAD = "envelope"
 
 
 def _omega(ctx: RegContext, *, alpha: float, taps: tuple[str, ...], cost: str, plan: str,
-           solver: dict[str, Any]) -> torch.Tensor:
-    """``alpha * sum_taps Omega(A, T)`` over the taps, neurons view (li2020 Eq. 3-6)."""
+           solver: dict[str, Any], warm_start: Any = "auto") -> torch.Tensor:
+    """``alpha * sum_taps Omega(A, T)`` over the taps, neurons view (li2020 Eq. 3-6); solves
+    warm-started from ``ctx.warm`` as ``warm_start`` says (harness.training.warm)."""
+    from harness.training.warm import check_setting, enabled
+
+    check_setting("omega", warm_start)
+    on = enabled(warm_start, plan, solver)
     total = 0
     for tap in taps:
-        s, t = _feature_pair(ctx, tap)
-        res = transport(s, t, "neurons", cost, plan, {"grad": PAPER_GRAD, **solver})
+        s, t = _feature_pair(ctx, tap)  # the neurons are the points: d x d' problems
+        warm = _warm_params(ctx, tap, on, s.shape[1], t.shape[1])
+        res = transport(s, t, "neurons", cost, plan, {"grad": PAPER_GRAD, **solver, **warm})
         _log_solve(ctx.stats, tap, res)
+        _keep_potentials(ctx, tap, on, res)
         total = total + res.value
     return alpha * total
 
@@ -591,7 +631,8 @@ def _omega(ctx: RegContext, *, alpha: float, taps: tuple[str, ...], cost: str, p
 _OMEGA = dict(needs_teacher=True, taps=("penultimate",), paper="li2020")
 register_regularizer(
     "omega_p", **_OMEGA, plan="exact",
-    params={"alpha": 0.1, "taps": ("penultimate",), "cost": "euclidean", "plan": "exact"},
+    params={"alpha": 0.1, "taps": ("penultimate",), "cost": "euclidean", "plan": "exact",
+            "warm_start": "auto"},
     description="li2020 Omega_P: OT between neurons (Eq. 3-4), exact plan, summed over taps",
 )(_omega)
 # li2020 computes Omega_P's plan with IPOT, "converging to the exact solution of Problem (1)";
@@ -663,6 +704,10 @@ class _SamplesOT(nn.Module):
         agree, no embedding is used.
     embed_dim : int
         Common width for ``embed="both"`` (128 in appendix C).
+    warm_start : "auto", bool
+        Start each solve from the previous step's potentials of its tap
+        (:mod:`harness.training.warm`): ``"auto"`` only for tolerance-stopped methods (not the
+        paper's fixed-N IPOT, whose value a warm start would change), ``True`` for IPOT too.
     plan, solver
         OT method and its parameters: IPOT as lohit2020 Alg. 1 with the paper's *absolute*
         ``beta = 20`` (``relative=False``: ``G = exp(-C / 20)``), N = 50 proximal iterations,
@@ -672,8 +717,12 @@ class _SamplesOT(nn.Module):
     """
 
     def __init__(self, *, alpha: float, taps: tuple[str, ...], cost: str, embed,
-                 embed_dim: int, plan: str, solver: dict[str, Any]):
+                 embed_dim: int, plan: str, solver: dict[str, Any], warm_start: Any = "auto"):
         super().__init__()
+        from harness.training.warm import check_setting
+
+        check_setting("ot_samples", warm_start)
+        self.warm_start = warm_start
         if isinstance(embed, Mapping):
             unknown = sorted(set(embed) - set(taps))
             if unknown:
@@ -741,13 +790,18 @@ class _SamplesOT(nn.Module):
                 self._linear(f"{tap}.teacher", d_t, k, t)(t))
 
     def forward(self, ctx: RegContext) -> torch.Tensor:
+        from harness.training.warm import enabled
+
+        on = enabled(self.warm_start, self.plan, self.solver)
         total = 0
         for tap in self.taps:
             # t is detached before its embedding: the teacher network never gets a gradient
             s, t = self._pair(ctx, tap)
+            warm = _warm_params(ctx, tap, on, s.shape[0], t.shape[0])  # the examples: n x n
             res = transport(s, t, "samples", self.cost, self.plan,
-                            {"grad": PAPER_GRAD, **self.solver})
+                            {"grad": PAPER_GRAD, **self.solver, **warm})
             _log_solve(ctx.stats, tap, res)
+            _keep_potentials(ctx, tap, on, res)
             total = total + res.value
         return self.alpha * total
 
@@ -757,12 +811,14 @@ register_regularizer(
     "ot_samples_ipot", **_SAMPLES, aliases=("ipot",), plan="ipot",
     # lohit2020 §4.1: "beta = 20 ... N = 50", Alg. 1 with G = exp(-C / beta): absolute beta
     solver_params={"beta": 20.0, "max_iter": 50, "gap": 0.0, "relative": False},
-    params={"alpha": 0.9, "taps": STAGES, "cost": "cosine", "embed": "teacher", "embed_dim": 128},
+    params={"alpha": 0.9, "taps": STAGES, "cost": "cosine", "embed": "teacher", "embed_dim": 128,
+            "warm_start": "auto"},
     description="lohit2020 IPOT loss: OT between the batch's examples, cosine cost, 4 stages",
 )(_SamplesOT)
 register_regularizer(
     "ot_samples_remd", **_SAMPLES, aliases=("remd",), plan="remd",
-    params={"alpha": 0.9, "taps": STAGES, "cost": "cosine", "embed": "teacher", "embed_dim": 128},
+    params={"alpha": 0.9, "taps": STAGES, "cost": "cosine", "embed": "teacher", "embed_dim": 128,
+            "warm_start": "auto"},
     description="lohit2020 REMD loss (Eq. 8): relaxed EMD between the batch's examples, 4 stages",
 )(_SamplesOT)
 

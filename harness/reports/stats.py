@@ -34,8 +34,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["EXACT_MAX", "CI_EXACT_MAX", "LEVEL", "Test", "Equivalence", "Replicability",
-           "Aggregate", "Ranking", "sign_flip", "sign_flip_p", "nadeau_bengio", "tost", "mde", "min_seeds", "holm",
-           "replicability", "aggregate", "friedman_cd"]
+           "Aggregate", "Ranking", "sign_flip", "sign_flip_p", "nadeau_bengio", "tost", "mde",
+           "min_seeds", "holm", "replicability", "aggregate", "friedman_cd"]
 
 #: Up to this many seeds the sign-flip p-value enumerates all 2**n sign vectors (exact; 0.3 s
 #: at 16 on one core, 1.6 s at 18) ...
@@ -143,6 +143,9 @@ def sign_flip_p(diffs, alternative: str = "two-sided", shift: float = 0.0) -> fl
     d = _diffs(diffs) - shift
     if len(d) == 0 or not np.any(d):
         return 1.0
+    if len(d) == 1:  # two sign vectors (scipy needs two values): d and -d
+        side = {"greater": d[0] > 0, "less": d[0] < 0}.get(alternative, False)
+        return 0.5 if side else 1.0
     exact = len(d) <= EXACT_MAX
     r = stats.permutation_test((d,), _mean, permutation_type="samples", vectorized=True,
                                n_resamples=np.inf if exact else MC_RESAMPLES,

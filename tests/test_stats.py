@@ -262,3 +262,25 @@ def test_holm_family_adjusts_primary_and_equivalence_apart():
     assert [adj[k][0] for k in fam] == pytest.approx(list(S.holm(raw)))
     assert [adj[k][1] for k in fam] == pytest.approx(list(S.holm([fam[k].p_equivalent
                                                                    for k in fam])))
+
+
+def test_resampled_splits_use_nadeau_bengio():
+    d = np.array([0.5, 1.2, 0.3, 0.9, 1.1, 0.7, 0.4])
+    n, r = len(d), 300 / 1200
+    se = math.sqrt((1 / n + r) * d.var(ddof=1))
+    t = V.column_tests(d, split=(1200, 300))
+    assert t.p_holds == pytest.approx(2 * st.t.sf(d.mean() / se, n - 1), rel=1e-9)
+    assert t.p_primary == pytest.approx(S.nadeau_bengio(d, 1200, 300).p, rel=1e-9)
+    assert t.test.method == "Nadeau-Bengio t"
+    assert t.mde == pytest.approx(S.mde(n, t.sd) * math.sqrt(1 + n * r), rel=1e-9)
+    # a negligible test share leaves the plain paired t: the TOST is statsmodels'
+    x = np.array([0.1, -0.3, 0.2, 0.0, 0.25, 0.1])
+    near = V.column_tests(x, split=(10**12, 1))
+    assert near.p_equivalent == pytest.approx(S.tost(x, 0.5, method="t").p, rel=1e-6)
+    with pytest.raises(ValueError, match="split=None"):
+        V.column_tests([1.0], split=(1200, 300))
+
+
+def test_sign_flip_tost_is_stats_tost():
+    x = [0.1, -0.3, 0.2, 0.0, 0.25, 0.1, 0.45]
+    assert V.column_tests(x).p_equivalent == S.tost(x, 0.5).p

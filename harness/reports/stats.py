@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["EXACT_MAX", "CI_EXACT_MAX", "LEVEL", "Test", "Equivalence", "Replicability",
-           "Aggregate", "Ranking", "sign_flip", "sign_flip_p", "nadeau_bengio", "tost", "mde",
+           "Aggregate", "Ranking", "sign_flip", "sign_flip_p", "nadeau_bengio", "tost", "mde", "nadeau_bengio_p",
            "min_seeds", "holm", "replicability", "aggregate", "friedman_cd"]
 
 #: Up to this many seeds the sign-flip p-value enumerates all 2**n sign vectors (exact; 0.3 s
@@ -239,6 +239,24 @@ def nadeau_bengio(diffs, n_train: int, n_test: int, level: float = LEVEL) -> Tes
     return Test(n, mean, mean - half, mean + half, p, level, "Nadeau-Bengio t", "corrected t")
 
 
+def nadeau_bengio_p(diffs, n_train: int, n_test: int, alternative: str = "two-sided",
+                    shift: float = 0.0) -> float:
+    """p-value of the corrected resampled t test (:func:`nadeau_bengio`) of
+    ``mean(d - shift) = 0``; ``alternative``: ``'two-sided'``, ``'greater'`` or ``'less'``."""
+    from scipy import stats
+
+    d = _diffs(diffs) - shift
+    r = nadeau_bengio(d, n_train, n_test)
+    se = math.sqrt((1 / len(d) + n_test / n_train) * d.var(ddof=1))
+    if alternative == "two-sided":
+        return r.p
+    if se == 0:
+        return 0.0 if (r.mean > 0) == (alternative == "greater") and r.mean != 0 else 1.0
+    t = r.mean / se
+    return float(stats.t.sf(t, len(d) - 1) if alternative == "greater"
+                 else stats.t.cdf(t, len(d) - 1))
+
+
 def tost(diffs, margin: float, method: str = "sign-flip") -> Equivalence:
     """Two one-sided tests of ``-margin < mean(d) < margin`` (Schuirmann 1987).
 
@@ -271,18 +289,21 @@ def min_seeds(alpha: float = 0.05, m: int = 1) -> int:
     return max(1, math.ceil(1 + math.log2(m / alpha) - 1e-12))
 
 
-def mde(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
+def mde(n: int, sd: float, alpha: float = 0.05, power: float = 0.8,
+        split: tuple[int, int] | None = None) -> float:
     """Minimum detectable effect (points) of the two-sided paired test at ``power``.
 
     ``delta * sd`` where ``delta`` solves the noncentral-t power equation of the one-sample t
     test with ``n`` seeds (``statsmodels.stats.power.TTestPower``); close to
     ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)``. The sign-flip test has the t
     test's power asymptotically; it is ``inf`` when ``n < min_seeds(alpha)`` (no p-value of
-    the exact test is small enough), NaN when ``n < 2``.
+    the exact test is small enough), NaN when ``n < 2``. ``split=(n_train, n_test)``: the
+    Nadeau-Bengio test instead, whose standard error is ``sqrt(1 + n n_test / n_train)``
+    times larger (no ``inf``: the t test has no smallest p-value).
     """
     if n < 2 or not sd == sd:
         return math.nan
-    if n < min_seeds(alpha):
+    if split is None and n < min_seeds(alpha):
         return math.inf
     if sd == 0:
         return 0.0
@@ -290,7 +311,8 @@ def mde(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
 
     delta = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
                                      alternative="two-sided")
-    return float(np.asarray(delta).item() * sd)
+    grow = 1.0 if split is None else math.sqrt(1 + n * split[1] / split[0])
+    return float(np.asarray(delta).item() * sd * grow)
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:

@@ -41,8 +41,8 @@ class ColumnTests:
       ``-margin`` (the smaller of the two).
 
     ``p_primary = min(p_holds, p_reversed)`` is the p-value adjusted in the family (for
-    superiority it is the two-sided sign-flip p-value). ``p_equivalent``: the sign-flip TOST
-    within ``+-margin``. ``test``: :func:`harness.reports.stats.sign_flip` of ``d`` (mean and
+    superiority it is the two-sided p-value). ``p_equivalent``: the TOST within ``+-margin``.
+    All from the sign-flip test, or from the Nadeau-Bengio t test (``split``). ``test``: :func:`harness.reports.stats.sign_flip` of ``d`` (mean and
     interval). ``zeros``: seeds with ``d == 0`` exactly. ``mde``: :func:`stats.mde` at
     ``alpha``, points.
     """
@@ -83,18 +83,29 @@ def _two(p: float) -> float:
 
 
 def column_tests(diffs, kind: str = "superiority", margin: float = 0.5, alpha: float = 0.05,
-                 level: float = stats.LEVEL) -> ColumnTests:
+                 level: float = stats.LEVEL,
+                 split: tuple[int, int] | None = None) -> ColumnTests:
     """Run the tests of one claim on one column's per-seed differences ``d = A - B``.
 
     ``kind``: one of :data:`KINDS`; ``margin``: the register's margin (points); ``alpha``:
     the level of the MDE (pass ``alpha / m`` for the worst case of Holm over ``m``).
+    ``split``: ``(n_train, n_test)`` when each seed re-draws its train/test split from one
+    pool: every p-value then comes from the Nadeau-Bengio corrected t test (2+ seeds) instead
+    of the sign-flip test; None (a fixed test pool): the sign-flip test.
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: use one of {', '.join(KINDS)}")
     d = stats._diffs(diffs)
-    test = stats.sign_flip(d, level)
-    sf = stats.sign_flip_p
-    eq = stats.tost(d, margin).p if len(d) else 1.0
+    if split is not None and len(d) < 2:
+        raise ValueError(f"{len(d)} seed(s): the Nadeau-Bengio test needs 2+; pass split=None")
+    if split is None:
+        test, sf = stats.sign_flip(d, level), stats.sign_flip_p
+    else:
+        test = stats.nadeau_bengio(d, *split, level=level)
+
+        def sf(x, alternative="two-sided", shift=0.0):
+            return stats.nadeau_bengio_p(x, *split, alternative, shift)
+    eq = max(sf(d, "greater", -margin), sf(d, "less", margin)) if len(d) else 1.0
     if kind == "superiority":
         ph, pr = _two(sf(d, "greater")), _two(sf(d, "less"))
     elif kind == "non_inferiority":
@@ -103,7 +114,7 @@ def column_tests(diffs, kind: str = "superiority", margin: float = 0.5, alpha: f
         ph, pr = eq, min(_two(sf(d, "greater", margin)), _two(sf(d, "less", -margin)))
     sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
     return ColumnTests(kind, float(margin), test, ph, pr, eq, int(np.sum(d == 0)), sd,
-                       stats.mde(len(d), sd, alpha), alpha)
+                       stats.mde(len(d), sd, alpha, split=split), alpha)
 
 
 def holm_family(tests: Mapping[Hashable, ColumnTests]) -> dict[Hashable, tuple[float, float]]:

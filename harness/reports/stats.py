@@ -34,8 +34,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["EXACT_MAX", "CI_EXACT_MAX", "LEVEL", "Test", "Equivalence", "Replicability",
-           "Aggregate", "Ranking", "sign_flip", "sign_flip_p", "nadeau_bengio", "tost", "mde", "nadeau_bengio_p",
-           "min_seeds", "holm", "replicability", "aggregate", "friedman_cd"]
+           "Aggregate", "Ranking", "sign_flip", "sign_flip_p", "nadeau_bengio", "nadeau_bengio_p",
+           "tost", "mde", "min_seeds", "holm", "replicability", "aggregate", "friedman_cd"]
 
 #: Up to this many seeds the sign-flip p-value enumerates all 2**n sign vectors (exact; 0.3 s
 #: at 16 on one core, 1.6 s at 18) ...

@@ -42,9 +42,9 @@ class ColumnTests:
 
     ``p_primary = min(p_holds, p_reversed)`` is the p-value adjusted in the family (for
     superiority it is the two-sided p-value). ``p_equivalent``: the TOST within ``+-margin``.
-    All from the sign-flip test, or from the Nadeau-Bengio t test (``split``). ``test``: :func:`harness.reports.stats.sign_flip` of ``d`` (mean and
-    interval). ``zeros``: seeds with ``d == 0`` exactly. ``mde``: :func:`stats.mde` at
-    ``alpha``, points.
+    All from the sign-flip test, or from the Nadeau-Bengio t test (``split``). ``test``: that
+    test of ``d`` (mean and interval, :mod:`harness.reports.stats`). ``zeros``: seeds with
+    ``d == 0`` exactly. ``mde``: :func:`stats.mde` at ``alpha``, points.
     """
 
     kind: str

@@ -284,3 +284,9 @@ def test_resampled_splits_use_nadeau_bengio():
 def test_sign_flip_tost_is_stats_tost():
     x = [0.1, -0.3, 0.2, 0.0, 0.25, 0.1, 0.45]
     assert V.column_tests(x).p_equivalent == S.tost(x, 0.5).p
+
+
+def test_diffs_from_mapping_or_series():
+    pd = pytest.importorskip("pandas")
+    by_seed = {0: 1.0, 1: 2.0, 2: 3.0}
+    assert S.sign_flip(by_seed) == S.sign_flip(pd.Series(by_seed)) == S.sign_flip([1, 2, 3])

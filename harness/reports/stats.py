@@ -119,8 +119,8 @@ class Ranking:
 
 
 def _diffs(diffs) -> np.ndarray:
-    d = np.asarray(list(diffs.values()) if hasattr(diffs, "values") and not isinstance(
-        diffs, np.ndarray) else diffs, dtype=float).ravel()
+    d = np.asarray(list(diffs.values()) if isinstance(diffs, Mapping) else diffs,
+                   dtype=float).ravel()
     if np.isnan(d).any():
         raise ValueError("per-seed differences contain NaN: drop the unmatched seeds first")
     return d

@@ -22,7 +22,7 @@ position on each numeric axis (``lower`` / ``upper`` / ``interior``), the grid s
 budget), and an ``edge`` flag when the point sits at the end of a numeric axis of at least
 :data:`EDGE_MIN` values (a grid that was not wide enough). Where the budgets of a table's rows
 differ, :func:`expected_max_frame` gives the expected maximum validation accuracy against the
-budget (Dodge et al. 2019, "Show your work", Eq. 1 with the empirical CDF), so rows can be
+budget (Dodge et al. 2019, "Show your work", §3, with the empirical CDF), so rows can be
 compared at an equal budget.
 """
 from __future__ import annotations
@@ -179,8 +179,8 @@ def budgets(d):
 
 
 def expected_max(values, n: int) -> float:
-    """E[max of ``n`` i.i.d. draws] from the empirical CDF of ``values`` (Dodge et al. 2019,
-    Eq. 1): ``Σ_i v_(i) ((i/N)^n − ((i−1)/N)^n)`` over the sorted values ``v_(1) ≤ … ≤ v_(N)``."""
+    """E[max of ``n`` i.i.d. draws] from the empirical CDF of ``values`` (Dodge et al. 2019, §3,
+    expected validation performance): ``Σ_i v_(i) ((i/N)^n − ((i−1)/N)^n)`` over the sorted values ``v_(1) ≤ … ≤ v_(N)``."""
     v = sorted(float(x) for x in values if x == x)
     if not v or n < 1:
         raise ValueError(f"expected_max needs at least one value and n >= 1 (got {len(v)} "

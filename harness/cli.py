@@ -279,7 +279,8 @@ def _report_suite(args: argparse.Namespace) -> int:
 
     try:
         paths = report_suite(args.suite, args.storage, args.out, overrides=args.set or (),
-                             quick=args.quick, from_csv=getattr(args, "from_csv", None))
+                             quick=args.quick, from_csv=getattr(args, "from_csv", None),
+                             selection=getattr(args, "selection", "loso"))
     except (FileNotFoundError, SuiteError) as exc:
         return _fail(args, exc, "report")
     except (ValueError, StorageError) as exc:  # no records; a storage that cannot be read
@@ -513,6 +514,10 @@ def _add_report(sub) -> None:
                    help="the overrides the runs were made with (a suite's table counts the jobs "
                         "of its current expansion only)")
     p.add_argument("--quick", action="store_true", help="report the --quick smoke run")
+    p.add_argument("--selection", choices=("loso", "pooled"), default="loso",
+                   help="how `select: val` rows pick their grid point: loso (default; each "
+                        "seed on the other seeds' validation accuracy) or pooled (the old "
+                        "rule: one point on all seeds' mean, for comparison)")
     p.add_argument("--asv-results", default=".asv/results", metavar="DIR",
                    help="asv results_dir of asv.conf.json (default .asv/results)")
     p.add_argument("--machine", help="asv machine name (default: the most recent run)")

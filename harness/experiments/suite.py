@@ -32,8 +32,9 @@ More stage keys: ``init: <stage>`` starts each student from that stage's trained
 seed) with a fresh head (fine-tuning; ``l2sp``'s ``w0`` are those weights);
 ``analysis: {trace_taps: [...], split, max_examples}`` records, after training, the trace of the
 exact plan between the network's and the teacher's neurons at each tap (li2020 Fig. 2);
-``select: val`` reports, for each row and column, only the grid point with the best mean
-validation accuracy (the papers' cross-validated hyper-parameters; the choice is listed);
+``select: val`` reports, for each row, column and seed, only the grid point with the best mean
+validation accuracy over the *other* seeds (leave-one-seed-out; the papers' cross-validated
+hyper-parameters; every choice in ``selection.csv``, :mod:`harness.reports.selection`);
 ``splits: {train: NAME, val: NAME, test: NAME}`` picks the training and evaluation splits
 (ImageNet: ``test: val``), each for every dataset of the stage or per dataset
 (``train: {aircraft: trainval}, val: {aircraft: null}``);

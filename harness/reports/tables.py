@@ -205,28 +205,15 @@ def split_tables(df) -> dict:
 
 
 def select_by_val(d):
-    """Keep, for each row (spec without its grid point) and task, the grid point with the best
-    mean validation accuracy over seeds; rename it to the row. Rows of stages without
-    ``select: val`` pass through. Returns ``(records, choices)``, ``choices`` a list of
-    ``(row, task, grid point, mean val accuracy)``."""
-    import pandas as pd
+    """The pooled rule (:mod:`harness.reports.selection`, ``selection="pooled"``): for each row
+    and task, the grid point with the best mean validation accuracy over all seeds. Returns
+    ``(records, choices)``, ``choices`` a list of ``(row, task, grid point, mean val
+    accuracy)``. Reports use leave-one-seed-out by default (:func:`write_report`)."""
+    from harness.reports.selection import select_by_val as select
 
-    if "select" not in d or "row" not in d or not (d["select"] == "val").any():
-        return d, []
-    keep, choices = [d[d["select"] != "val"]], []
-    sel = d[d["select"] == "val"]
-    val = pd.to_numeric(sel["val_accuracy"], errors="coerce")
-    for (row, task), g in sel.assign(v=val).groupby(["row", "dataset"], sort=False):
-        means = g.groupby("method", sort=False)["v"].mean()
-        if means.isna().all():
-            raise ValueError(f"select: val needs validation accuracies; row {row!r} on {task!r} "
-                             "has none (the dataset has no 'val' split)")
-        best = means.idxmax()
-        choices.append((row, task, best, float(means[best])))
-        keep.append(g[g["method"] == best].drop(columns="v").assign(method=row))
-    out = pd.concat(keep)
-    order = {r: i for i, r in enumerate(dict.fromkeys(d["row"]))}  # the suite's row order
-    return out.iloc[sorted(range(len(out)), key=lambda i: order[out["row"].iloc[i]])], choices
+    out, ch = select(d, "pooled")
+    return out, list(dict.fromkeys((r.row, r.task, r.point, r.val_score)
+                                   for r in ch.itertuples()))
 
 
 def _with_choices(table, choices):
@@ -585,7 +572,7 @@ def write_report(suite: str, storage: str | None = None,
                  out_dir: str | os.PathLike | None = None,
                  results_root: str | os.PathLike = "results",
                  keys=None, plots: bool = True, references: Mapping | None = None,
-                 records_df=None) -> dict[str, Path]:
+                 records_df=None, selection: str = "loso") -> dict[str, Path]:
     """Write ``leaderboard.{md,csv,tex}`` of ``suite`` (records in ``storage``) to ``out_dir``
     (default ``<results_root>/<suite>``), one section per table, the PNG plots
     (``<table>.png``, ``<table>_trace.png``) and, for tables with a paper reference, the
@@ -596,12 +583,16 @@ def write_report(suite: str, storage: str | None = None,
     block}`` of the current suite file (claims and premises are a view: editing them changes
     no job), else the block recorded with the jobs. ``records_df``: the records themselves
     (:func:`records_from_csv`) instead of reading ``storage``; plots of per-epoch logs the
-    frame lacks are linked when an earlier report drew them.
+    frame lacks are linked when an earlier report drew them. ``selection``: how ``select: val``
+    rows choose their grid point, ``"loso"`` (leave-one-seed-out) or ``"pooled"`` (the old
+    rule; :mod:`harness.reports.selection`); every choice goes to ``selection.csv``.
     """
     import pandas as pd
 
     from harness.experiments import records
+    from harness.reports.selection import check_selection
 
+    check_selection(selection)
     out = Path(out_dir) if out_dir is not None else Path(results_root) / suite
     root = out if out_dir is not None else Path(results_root)
     safe_io.ensure_dir(out, root)  # no write leaves the results folder through a link
@@ -621,13 +612,16 @@ def write_report(suite: str, storage: str | None = None,
         raise ValueError(f"no completed runs of suite {suite!r} in {redact(storage)}")
     paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv",
              "tex": out / "leaderboard.tex", "runs": out / "runs.csv"}
-    for path in [*paths.values(), out / "verdicts.csv"]:  # nothing written if one is refused
+    extra = [out / "verdicts.csv", out / "selection.csv", out / "expected_max_val.csv"]
+    for path in [*paths.values(), *extra]:  # nothing written if one is refused
         safe_io.check_write(path, root)
     md = [f"# {suite}: test accuracy (%), mean ± std over seeds; best in bold\n"]
     tex, flat = [], []
-    verdict_frames = []
+    verdict_frames, chosen = [], []
     for name, d in tables.items():
-        section = _table_section(suite, name, d, references.get(name), out, plots, logs, paths)
+        section = _table_section(suite, name, d, references.get(name), out, plots, logs, paths,
+                                 selection)
+        chosen.append(section["selection"])
         md += section["md"]
         tex += section["tex"]
         flat.append(section["flat"])
@@ -640,6 +634,7 @@ def write_report(suite: str, storage: str | None = None,
     _write_csv(_runs_frame(tables, df), paths["runs"], root, index=False)
     _write_csv(pd.concat(flat, ignore_index=True), paths["csv"], root, index=False)
     safe_io.write_text(paths["tex"], "\n".join(tex), root)
+    _write_selection(suite, chosen, out, root, paths)
     verdicts_csv = out / "verdicts.csv"
     if verdict_frames:
         _write_csv(pd.concat(verdict_frames, ignore_index=True), verdicts_csv, root,
@@ -650,30 +645,45 @@ def write_report(suite: str, storage: str | None = None,
     return paths
 
 
+def _write_selection(suite: str, chosen: list, out: Path, root, paths: dict) -> None:
+    """``selection.csv`` (every seed's chosen point) and ``expected_max_val.csv`` (tables whose
+    budgets differ) of a report; a stale one is removed."""
+    import pandas as pd
+
+    for key, col in (("selection", "choices"), ("expected_max_val", "expmax")):
+        frames = [c[col] for c in chosen if c[col] is not None and len(c[col])]
+        path = out / f"{key}.csv"
+        if frames:
+            _write_csv(pd.concat(frames, ignore_index=True).assign(suite=suite)
+                       .pipe(lambda f: f[["suite", *f.columns[:-1]]]), path, root, index=False)
+            paths[key] = path
+        elif os.path.lexists(path):
+            path.unlink()
+
+
 def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, logs: bool,
-                   paths: dict) -> dict:
+                   paths: dict, selection: str = "loso") -> dict:
     """One table of the report: its markdown (leaderboard beside the paper's, verdicts,
-    chosen hyper-parameters, term strengths, layer traces, plots), LaTeX, flat CSV rows and
-    verdict rows; the files it writes are added to ``paths``."""
-    d, choices = select_by_val(d)  # per seed: the selected grid point's test accuracy
+    chosen hyper-parameters, term strengths, layer traces, plots), LaTeX, flat CSV rows,
+    verdict rows and the ``select: val`` choices; the files it writes are added to ``paths``."""
+    from harness.reports import selection as sel
+
+    budget, expmax = sel.budgets(d), sel.expected_max_frame(d, name)
+    d, choices = sel.select_by_val(d, selection)  # per seed: its chosen point's test accuracy
     mean, std, n = leaderboard_numbers(d)
     per_seed = leaderboard_seeds(d)
     seeds = int(n.max().max()) if n.size else 0
-    table = _with_choices(_with_time(leaderboard(d), d), choices)
+    table = sel.with_budget(sel.annotate(_with_time(leaderboard(d), d), choices), budget)
     ref, paper, claims = _paper_side(d, mean, per_seed, reference)
     if ref is not None:
         table = _beside(table, paper[1], ref)
     md = [f"## {name}\n", f"{seeds} seed(s) per cell; `s / job`: mean wall time of one "
-          "training run (this machine)."
+          "training run (this machine); `grid`: grid points behind the row (its budget)."
           + (f" `paper: X`: {ref.paper} Table {ref.table}, column X (results/reference/)."
              if ref is not None else "") + "\n", table.to_markdown(), ""]
     if claims:
         md.append(_claims_markdown(claims, ref))
-    if choices:
-        md.append("Hyper-parameters chosen on the validation split (best mean validation "
-                  "accuracy over seeds):\n\n" + "\n".join(
-                      f"- {row} · {task}: `{point}` (val {100 * v:.1f} %)"
-                      for row, task, point, v in choices) + "\n")
+    md.append(sel.selection_markdown(choices, selection, expmax, budget))
     strength = term_strength(d)
     if strength is not None:
         md += ["Term strength: `value · gradient` ratios to the cross-entropy, "
@@ -685,8 +695,10 @@ def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, 
     if plots:
         md += _plots_section(suite, name, d, mean, out, logs, paths)
     return {"md": md, "tex": [f"% {name}", to_latex(leaderboard(d, bold="\\textbf{{{}}}"))],
-            "flat": _flat_rows(name, mean, std, n, per_seed, ref, paper),
-            "verdicts": verdicts_frame(claims, name, ref) if claims else None}
+            "flat": sel.flat_budget(_flat_rows(name, mean, std, n, per_seed, ref, paper), budget),
+            "verdicts": verdicts_frame(claims, name, ref) if claims else None,
+            "selection": {"choices": choices.assign(table=name)[["table", *sel.CHOICE_COLUMNS]],
+                          "expmax": expmax if sel.budgets_differ(budget) else None}}
 
 
 def _layers_section(name: str, d, out: Path, plots: bool, logs: bool, paths: dict) -> list:
@@ -951,7 +963,8 @@ def write_index(results_root: str | os.PathLike = "results", suites: dict | None
 
 def report_suite(name: str, storage: str | None = None, out: str | os.PathLike | None = None,
                  overrides: Sequence[str] = (), quick: bool = False,
-                 from_csv: str | os.PathLike | None = None) -> dict[str, Path]:
+                 from_csv: str | os.PathLike | None = None,
+                 selection: str = "loso") -> dict[str, Path]:
     """``otransfer report SUITE``: :func:`write_report` of the suite file as it is now (its
     jobs' keys, and its claims and premises: a view, they change no job key), from
     ``storage`` or from a committed ``runs.csv``. Raises what loading the suite or reading
@@ -970,7 +983,8 @@ def report_suite(name: str, storage: str | None = None, out: str | os.PathLike |
             references.setdefault(j.table or j.stage, j.reference)
     return write_report(suite.name, storage, out, keys=None if from_csv else [j.key for j in jobs],
                         references=references,
-                        records_df=records_from_csv(from_csv, jobs) if from_csv else None)
+                        records_df=records_from_csv(from_csv, jobs) if from_csv else None,
+                        selection=selection)
 
 
 def report_all(results_root: str | os.PathLike, report_one, warn) -> tuple[int, list[Path]]:

@@ -21,6 +21,8 @@ import re
 import typing
 from typing import Any
 
+from harness.zoo.pools import TEST_POOLS
+
 __all__ = ["suite_schema", "SCHEMA_ID"]
 
 SCHEMA_ID = "https://otransfer.invalid/suite.schema.json"
@@ -168,6 +170,7 @@ def suite_schema() -> dict[str, Any]:
         **_table(S._TOP_KEYS, {
             "name": {"pattern": f"^{S._NAME.pattern}$", "not": {"pattern": r"\.\."}},
             "seeds": seeds,
+            "test_pool": {"enum": list(TEST_POOLS)},
             "stages": {"type": "object", "minProperties": 1,
                        "additionalProperties": {"$ref": "#/$defs/stage"}},
             "search": {"anyOf": [{"$ref": "#/$defs/search"},

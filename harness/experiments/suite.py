@@ -68,6 +68,12 @@ stage model's parameters is an error when the suite loads. ``teacher_mode: train
 T = A^(0) (a teacher that is the student's initial network); keep ``eval`` for a separately
 trained teacher. Both are left out of job keys at their defaults.
 
+A top-level ``test_pool: fixed`` tests every stage whose datasets take a ``test_pool`` parameter
+(``digits``, ``latent``, ``synthetic``) on one fixed test draw that no seed trains on
+(:mod:`harness.zoo.pools`); it is written into those stages' ``dataset_params`` (a stage's own
+setting wins), so their job keys differ from the resampled runs'. ``resampled`` (the default)
+changes nothing.
+
 A top-level ``search:`` block (a mapping, or a list of them) declares an Optuna search of one
 stage's regularizer for ``otransfer tune`` (:mod:`harness.experiments.search`); it is not part of any job's
 config, so it changes no key::
@@ -140,7 +146,7 @@ __all__ = ["SuiteError", "Suite", "Stage", "Job", "Search", "load_suite", "parse
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 
 _TOP_KEYS = {"name": str, "description": str, "seeds": list, "stages": dict,
-             "search": (dict, list)}
+             "search": (dict, list), "test_pool": str}
 _STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
                "dataset_params": dict, "train": dict, "regularizers": list, "teacher": str,
                "grid": dict, "seeds": list, "init": str, "source": dict, "table": str,
@@ -503,7 +509,7 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
     _check_top(raw, fail)
     seeds = _seeds(raw.get("seeds", [0]), ["seeds"], fail)
     stages: list[Stage] = []
-    for sname, s in raw["stages"].items():
+    for sname, s in _with_test_pool(raw, fail)["stages"].items():
         problem = name_problem("a stage name", sname) or (
             "a stage name holds no '.' (--set stages.NAME.key would not reach it)"
             if "." in sname else None)
@@ -514,6 +520,17 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
     check_claims(stages, parse_claim, _accepts, _label, fail)
     return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
                  seeds=seeds, path=filename, raw=raw, searches=_check_searches(raw, stages, fail))
+
+
+def _with_test_pool(raw: Mapping, fail) -> Mapping:
+    """``raw`` with its top-level ``test_pool`` written into every stage whose datasets take
+    it (:func:`harness.zoo.pools.apply_suite_test_pool`; a bad value fails at that key)."""
+    from harness.zoo.pools import apply_suite_test_pool
+
+    try:
+        return apply_suite_test_pool(raw)
+    except ValueError as exc:
+        fail(["test_pool"], str(exc))
 
 
 def _check_keys(mapping: Mapping, known: Mapping[str, Any], path: list, fail, what: str) -> None:
@@ -838,6 +855,13 @@ def _check_dataset_params(name: str, params: Any, path, fail) -> None:
     n = params.get("n_per_class")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         fail(path + ["n_per_class"], f"n_per_class must be a positive integer; got {n!r}")
+    if "test_pool" in params and "test_pool" in info.params:
+        from harness.zoo.pools import TEST_POOLS
+
+        if params["test_pool"] not in TEST_POOLS:
+            fail(path + ["test_pool"], f"test_pool must be one of "
+                                       f"{', '.join(map(repr, TEST_POOLS))}; got "
+                                       f"{params['test_pool']!r}")
     classes = params.get("classes")
     if classes is None or "classes" not in info.params:
         return

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from harness.zoo._lookup import lookup, matching
+from harness.zoo.pools import check_test_pool, pool_split
 from torch.utils.data import Dataset
 
 __all__ = [
@@ -277,19 +278,20 @@ def _digits_arrays() -> tuple[torch.Tensor, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=16)
-def _digits_splits(seed: int) -> dict[str, np.ndarray]:
-    return stratified_split(_digits_arrays()[1], DIGITS_SIZES, seed)
+def _digits_splits(seed: int, test_pool: str = "resampled") -> dict[str, np.ndarray]:
+    return pool_split(_digits_arrays()[1], DIGITS_SIZES, seed, test_pool)
 
 
 @register_dataset("digits", num_classes=10, input_kind="flat", needs_root=False,
                   splits=("train", "val", "test"), paper="li2020",
                   params={"classes": None, "relabel": True, "n_per_class": None,
-                          "image": False},
+                          "image": False, "test_pool": "resampled"},
                   description="scikit-learn's 1,797 8x8 digits in [0, 1]; stratified seeded "
-                              "splits train 1200 / val 297 / test 300")
-def _digits(root, split, seed, *, classes, relabel, n_per_class, image):
+                              "splits train 1200 / val 297 / test 300 (test_pool: fixed: one "
+                              "test draw for every seed, harness/zoo/pools.py)")
+def _digits(root, split, seed, *, classes, relabel, n_per_class, image, test_pool):
     x, y = _digits_arrays()
-    idx = _digits_splits(seed)[split]
+    idx = _digits_splits(seed, check_test_pool(test_pool))[split]
     idx, y, kept = _select_classes(idx, y, classes, relabel)
     if n_per_class is not None:
         idx = few_shot_indices(idx, y, int(n_per_class), seed)
@@ -324,11 +326,12 @@ def digits_transfer_split(split: str = "train", *, seed: int = 0,
                   splits=("train", "val", "test"),
                   params={"n_samples": 1000, "dims": 16, "classes": 4, "separation": 3.0,
                           "data_seed": 0, "val_fraction": 0.15, "test_fraction": 0.15,
-                          "n_per_class": None},
+                          "n_per_class": None, "test_pool": "resampled"},
                   description="seeded Gaussian mixture: one isotropic Gaussian per class, "
-                              "means at distance ~separation; n_per_class: few-shot subset")
+                              "means at distance ~separation; n_per_class: few-shot subset; "
+                              "test_pool: resampled | fixed (harness/zoo/pools.py)")
 def _synthetic(root, split, seed, *, n_samples, dims, classes, separation, data_seed,
-               val_fraction, test_fraction, n_per_class):
+               val_fraction, test_fraction, n_per_class, test_pool):
     g = torch.Generator().manual_seed(int(data_seed))
     means = torch.randn(classes, dims, generator=g)
     means = separation * means / means.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -336,7 +339,7 @@ def _synthetic(root, split, seed, *, n_samples, dims, classes, separation, data_
     x = means[y] + torch.randn(n_samples, dims, generator=g)
     n_val, n_test = int(round(val_fraction * n_samples)), int(round(test_fraction * n_samples))
     sizes = {"train": n_samples - n_val - n_test, "val": n_val, "test": n_test}
-    idx = stratified_split(y.numpy(), sizes, seed)[split]
+    idx = pool_split(y.numpy(), sizes, seed, check_test_pool(test_pool))[split]
     if n_per_class is not None:
         idx = few_shot_indices(idx, y.numpy(), int(n_per_class), seed)
     return ArrayDataset(x[idx], y[idx], [str(c) for c in range(classes)])
@@ -357,11 +360,11 @@ def _latent_arrays(n_samples: int, dims: int, latent: int, num_classes: int, sep
 
 @functools.lru_cache(maxsize=64)
 def _latent_splits(arrays: tuple, val_fraction: float, test_fraction: float,
-                   seed: int) -> dict[str, np.ndarray]:
+                   seed: int, test_pool: str = "resampled") -> dict[str, np.ndarray]:
     n_samples = arrays[0]
     n_val, n_test = int(round(val_fraction * n_samples)), int(round(test_fraction * n_samples))
     sizes = {"train": n_samples - n_val - n_test, "val": n_val, "test": n_test}
-    return stratified_split(_latent_arrays(*arrays)[1], sizes, seed)
+    return pool_split(_latent_arrays(*arrays)[1], sizes, seed, test_pool)
 
 
 @register_dataset("latent", num_classes=30, input_kind="flat", needs_root=False,
@@ -369,16 +372,19 @@ def _latent_splits(arrays: tuple, val_fraction: float, test_fraction: float,
                   params={"n_samples": 6000, "dims": 64, "latent": 8, "num_classes": 30,
                           "separation": 3.0, "noise": 1.0, "data_seed": 0,
                           "val_fraction": 0.15, "test_fraction": 0.15, "classes": None,
-                          "relabel": True, "n_per_class": None, "coarse": None},
+                          "relabel": True, "n_per_class": None, "coarse": None,
+                          "test_pool": "resampled"},
                   description="seeded classes that share one low-dimensional subspace: class "
                               "means on a sphere in a random `latent`-dimensional subspace of "
                               "R^dims, isotropic noise in every direction; `classes` picks a "
                               "subset (a source and a disjoint target task with the same "
                               "structure: transfer by a learned projection); `coarse: k` "
                               "relabels class c as c % k (the same images under k super-classes, "
-                              "CIFAR-20's relation to CIFAR-100)")
+                              "CIFAR-20's relation to CIFAR-100); test_pool: resampled | "
+                              "fixed (harness/zoo/pools.py)")
 def _latent(root, split, seed, *, n_samples, dims, latent, num_classes, separation, noise,
-            data_seed, val_fraction, test_fraction, classes, relabel, n_per_class, coarse):
+            data_seed, val_fraction, test_fraction, classes, relabel, n_per_class, coarse,
+            test_pool):
     """A transfer task whose premise holds by construction: every class lives in the same
     ``latent``-dimensional subspace, so features learned on some classes (a projection onto the
     subspace) serve the others, while a network trained from scratch on a few images per class
@@ -386,7 +392,8 @@ def _latent(root, split, seed, *, n_samples, dims, latent, num_classes, separati
     arrays = (int(n_samples), int(dims), int(latent), int(num_classes), float(separation),
               float(noise), int(data_seed))
     x, y = _latent_arrays(*arrays)
-    idx = _latent_splits(arrays, float(val_fraction), float(test_fraction), int(seed))[split]
+    idx = _latent_splits(arrays, float(val_fraction), float(test_fraction), int(seed),
+                         check_test_pool(test_pool))[split]
     idx, y, kept = _select_classes(idx, y, classes, relabel)
     names = [str(c) for c in (kept if kept is not None and relabel else range(num_classes))]
     if coarse is not None:  # super-classes of the same images: c -> c % coarse

@@ -162,9 +162,9 @@ def test_the_base_install_has_what_the_default_command_needs():
     core = {d.split(">")[0].split("=")[0].split("<")[0] for d in meta["dependencies"]}
     assert {"optuna", "scikit-learn", "torch", "pot", "pyyaml"} <= core
     extras = meta["optional-dependencies"]
-    assert {"vision", "geomloss", "postgres", "timing", "cluster", "full", "test"} <= set(extras)
+    assert {"vision", "geomloss", "postgres", "timing", "cluster", "stats", "full", "test"} <= set(extras)
     flat = lambda names: {d.split(">")[0] for n in names for d in extras[n]}  # noqa: E731
-    assert flat(["vision", "geomloss", "postgres", "timing", "cluster"]) == flat(["full"])
+    assert flat(["vision", "geomloss", "postgres", "timing", "cluster", "stats"]) == flat(["full"])
 
 
 # --------------------------------------------------------------------------- suite input

@@ -8,7 +8,8 @@ import torch
 
 from harness.experiments.suite import SuiteError, expand, parse_suite
 from harness.zoo.data import _digits_splits, load_dataset
-from harness.zoo.pools import FIXED_TEST_SEED, apply_suite_test_pool
+from harness.zoo.pool_switch import apply_suite_test_pool
+from harness.zoo.pools import FIXED_TEST_SEED
 
 SEEDS = range(5)
 # small pools keep the test fast; the defaults of each dataset otherwise

@@ -6,7 +6,7 @@ import ot
 import pytest
 import torch
 
-from harness.training import warm
+from harness.transfer import warm
 from harness.training.loop import TrainConfig, train
 from harness.transfer.regularizers import build_regularizer
 from solvers import solve

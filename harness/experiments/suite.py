@@ -524,8 +524,8 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
 
 def _with_test_pool(raw: Mapping, fail) -> Mapping:
     """``raw`` with its top-level ``test_pool`` written into every stage whose datasets take
-    it (:func:`harness.zoo.pools.apply_suite_test_pool`; a bad value fails at that key)."""
-    from harness.zoo.pools import apply_suite_test_pool
+    it (:func:`harness.zoo.pool_switch.apply_suite_test_pool`; a bad value fails at that key)."""
+    from harness.zoo.pool_switch import apply_suite_test_pool
 
     try:
         return apply_suite_test_pool(raw)

@@ -183,10 +183,10 @@ def _bound_problem(name: str, v: Any, kind: str, low, low_ok, high, high_ok) -> 
 def _choices(key: str) -> tuple[str, ...] | None:
     from solvers import COSTS
 
-    from harness.training.warm import WARM_CHOICES
+    from harness.transfer.warm import WARM_CHOICES
     from harness.transfer.regularizers import JTLN_ENTROPIES, KD_SCALES
 
-    if key == "warm_start":  # 'auto', true or false (harness.training.warm)
+    if key == "warm_start":  # 'auto', true or false (harness.transfer.warm)
         return WARM_CHOICES
     return {"cost": tuple(COSTS), "scale": KD_SCALES, "entropy": JTLN_ENTROPIES}.get(key)
 

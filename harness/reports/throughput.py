@@ -41,8 +41,11 @@ def _overrides(suite: str, seeds: int) -> list[str]:
 
 
 def _slice(suite: str, overrides: list[str]):
-    from harness.experiments.runner import _deps
-    from harness.experiments.suite import expand, load_suite
+    from harness.experiments.suite import PRETRAINED, expand, load_suite
+
+    def _deps(job) -> list[str]:  # the jobs whose weights ``job`` loads
+        return [job.config[r] for r in ("teacher", "init")
+                if job.config.get(r) and job.config[r] != PRETRAINED]
 
     stage, specs, _, _ = SLICES[suite]
     jobs = expand(load_suite(suite, overrides))

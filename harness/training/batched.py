@@ -42,7 +42,7 @@ from torch import nn
 from torch.func import functional_call
 
 from harness.training import distributed
-from harness.training import warm as _warm
+from harness.transfer import warm as _warm
 from harness.training.loop import DIAG_EPOCHS, TrainConfig, TrainResult
 from harness.training.loop import base_lr as _base_lr
 from harness.training.loop import epoch_loader as _epoch_loader
@@ -353,7 +353,7 @@ class _BatchedRun:
         self.best = [None] * self.K
         self.failed: dict[int, TrainResult] = {}
         # the last step's batched OT potentials by "<term>/<tap>", (K, n), (K, m): one row per
-        # member (harness.training.warm); reset when a member fails (the stack's shape changes)
+        # member (harness.transfer.warm); reset when a member fails (the stack's shape changes)
         self.warm: dict = {}
 
     @property

@@ -58,7 +58,7 @@ from harness.training import distributed
 from harness.training.checkpoints import CheckpointError, load_checkpoint, move_aside
 from harness.training.checkpoints import save_atomic as _save_atomic  # (tests replace it)
 from harness.training.divergence import diverged
-from harness.training import warm as _warm
+from harness.transfer import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps
 
@@ -931,7 +931,7 @@ class _Run:
         self.num_classes: int | None = None  # the logits' width, read at the first step
         self.bar = None
         self.net: nn.Module = model
-        self.warm: dict = {}  # the last step's OT potentials by "<term>/<tap>" (training.warm)
+        self.warm: dict = {}  # the last step's OT potentials by "<term>/<tap>" (transfer.warm)
 
     # ---- the regularizer's view of a batch
     def context(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,

@@ -78,10 +78,10 @@ class RegContext:
     warm : Mapping[str, (Tensor, Tensor)]
         The previous step's dual potentials by ``"<term>/<tap>"`` (what the last call left in
         ``potentials``): the solves' ``warmstart`` where the term's ``warm_start`` says so
-        (:mod:`harness.training.warm`). Empty: every solve starts cold.
+        (:mod:`harness.transfer.warm`). Empty: every solve starts cold.
     potentials : dict
         Filled by the call: ``"<term>/<tap>"`` -> the potentials of this step's solve, for the
-        caller to pass back as ``warm`` next step (``harness.training.warm.carry``).
+        caller to pass back as ``warm`` next step (``harness.transfer.warm.carry``).
     """
 
     student: nn.Module | None = None
@@ -406,7 +406,7 @@ def build_regularizer(spec: str, **params: Any) -> Regularizer:
             p["taps"] = _as_taps(p["taps"])
         _check_weights(info.name, p)
         if "warm_start" in p:
-            from harness.training.warm import check_setting
+            from harness.transfer.warm import check_setting
             check_setting(info.name, p["warm_start"])
         resolved[info.name] = p
     return Regularizer(infos, resolved)
@@ -455,14 +455,14 @@ def _feature_pair(ctx: RegContext, tap: str) -> tuple[torch.Tensor, torch.Tensor
 def _warm_params(ctx: RegContext, tap: str, on: bool, n: int, m: int) -> dict[str, Any]:
     """``{"warmstart": (f, g)}`` from the previous step's solve of ``tap`` when ``on`` and its
     potentials fit this ``n x m`` problem; ``{}`` (a cold start) otherwise."""
-    from harness.training import warm
+    from harness.transfer import warm
 
     pots = warm.start(ctx.warm, tap, n, m) if on else None
     return {} if pots is None else {"warmstart": pots}
 
 
 def _keep_potentials(ctx: RegContext, tap: str, on: bool, res: OTResult) -> None:
-    from harness.training import warm
+    from harness.transfer import warm
 
     pots = warm.potentials_of(res) if on else None
     if pots is not None:
@@ -612,8 +612,8 @@ PAPER_GRAD = "envelope"
 def _omega(ctx: RegContext, *, alpha: float, taps: tuple[str, ...], cost: str, plan: str,
            solver: dict[str, Any], warm_start: Any = "auto") -> torch.Tensor:
     """``alpha * sum_taps Omega(A, T)`` over the taps, neurons view (li2020 Eq. 3-6); solves
-    warm-started from ``ctx.warm`` as ``warm_start`` says (harness.training.warm)."""
-    from harness.training.warm import check_setting, enabled
+    warm-started from ``ctx.warm`` as ``warm_start`` says (harness.transfer.warm)."""
+    from harness.transfer.warm import check_setting, enabled
 
     check_setting("omega", warm_start)
     on = enabled(warm_start, plan, solver)
@@ -706,7 +706,7 @@ class _SamplesOT(nn.Module):
         Common width for ``embed="both"`` (128 in appendix C).
     warm_start : "auto", bool
         Start each solve from the previous step's potentials of its tap
-        (:mod:`harness.training.warm`): ``"auto"`` only for tolerance-stopped methods (not the
+        (:mod:`harness.transfer.warm`): ``"auto"`` only for tolerance-stopped methods (not the
         paper's fixed-N IPOT, whose value a warm start would change), ``True`` for IPOT too.
     plan, solver
         OT method and its parameters: IPOT as lohit2020 Alg. 1 with the paper's *absolute*
@@ -719,7 +719,7 @@ class _SamplesOT(nn.Module):
     def __init__(self, *, alpha: float, taps: tuple[str, ...], cost: str, embed,
                  embed_dim: int, plan: str, solver: dict[str, Any], warm_start: Any = "auto"):
         super().__init__()
-        from harness.training.warm import check_setting
+        from harness.transfer.warm import check_setting
 
         check_setting("ot_samples", warm_start)
         self.warm_start = warm_start
@@ -790,7 +790,7 @@ class _SamplesOT(nn.Module):
                 self._linear(f"{tap}.teacher", d_t, k, t)(t))
 
     def forward(self, ctx: RegContext) -> torch.Tensor:
-        from harness.training.warm import enabled
+        from harness.transfer.warm import enabled
 
         on = enabled(self.warm_start, self.plan, self.solver)
         total = 0

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from harness.zoo._lookup import lookup, matching
-from harness.zoo.pools import check_test_pool, pool_split
+from harness.zoo.pools import check_test_pool, pool_split, stratified_split
 from torch.utils.data import Dataset
 
 __all__ = [
@@ -224,21 +224,6 @@ def batched_collate(samples):
     if isinstance(samples, _Batch):
         return tuple(samples)
     return default_collate(samples)
-
-
-def stratified_split(y: np.ndarray, sizes: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
-    """Disjoint stratified index sets: ``sizes`` for all but the first split, rest to it."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    out: dict[str, np.ndarray] = {}
-    names = list(sizes)
-    for k, name in enumerate(names[1:]):
-        idx, held = train_test_split(idx, test_size=sizes[name], stratify=y[idx],
-                                     random_state=seed + k)
-        out[name] = np.sort(held)
-    out[names[0]] = np.sort(idx)
-    return out
 
 
 def _select_classes(idx: np.ndarray, y: np.ndarray, classes, relabel: bool):

@@ -17,7 +17,6 @@ A whole suite switches every stage whose dataset supports it with a top-level
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Mapping
 
 import numpy as np
@@ -47,8 +46,6 @@ def pool_split(y: np.ndarray, sizes: Mapping[str, int], seed: int,
     with :data:`FIXED_TEST_SEED`, val with ``seed`` from the rest, train the remainder."""
     from sklearn.model_selection import train_test_split
 
-    from harness.zoo.data import stratified_split
-
     if check_test_pool(test_pool) == "resampled":
         return stratified_split(y, sizes, seed)
     idx = np.arange(len(y))
@@ -62,44 +59,16 @@ def pool_split(y: np.ndarray, sizes: Mapping[str, int], seed: int,
     return {"train": np.sort(rest), "val": np.sort(val), "test": np.sort(test)}
 
 
-def apply_suite_test_pool(raw: Any) -> Any:
-    """The raw suite with its top-level ``test_pool`` (if any) written into the
-    ``dataset_params`` (and ``source.dataset_params``) of every stage whose datasets all take
-    a ``test_pool`` parameter and that does not set one itself. The default value
-    (``resampled``) writes nothing, so job keys stay as they were; ``fixed`` is part of every
-    job config it reaches, so those jobs' keys differ from the resampled runs'. A bad value is
-    a ``ValueError`` naming the choices (the caller names the key and line)."""
-    if not isinstance(raw, dict) or "test_pool" not in raw:
-        return raw
-    value = check_test_pool(raw["test_pool"])
-    if value == TEST_POOLS[0] or not isinstance(raw.get("stages"), dict):
-        return raw
-    out = copy.deepcopy(raw)
-    for stage in out["stages"].values():
-        if not isinstance(stage, dict):
-            continue  # reported by the stage checks
-        datasets = stage.get("dataset")
-        _set_pool(stage, [datasets] if isinstance(datasets, str) else datasets, value)
-        source = stage.get("source")
-        if isinstance(source, dict):
-            _set_pool(source, [source.get("dataset")], value)
+def stratified_split(y: np.ndarray, sizes: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
+    """Disjoint stratified index sets: ``sizes`` for all but the first split, rest to it."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    out: dict[str, np.ndarray] = {}
+    names = list(sizes)
+    for k, name in enumerate(names[1:]):
+        idx, held = train_test_split(idx, test_size=sizes[name], stratify=y[idx],
+                                     random_state=seed + k)
+        out[name] = np.sort(held)
+    out[names[0]] = np.sort(idx)
     return out
-
-
-def _takes_test_pool(name: Any) -> bool:
-    from harness.zoo.data import all_datasets
-
-    info = all_datasets().get(name) if isinstance(name, str) else None
-    return info is not None and "test_pool" in info.params
-
-
-def _set_pool(block: dict, datasets: Any, value: str) -> None:
-    """Set ``block["dataset_params"]["test_pool"]`` when every one of ``datasets`` takes it."""
-    if not isinstance(datasets, list) or not datasets \
-            or not all(_takes_test_pool(d) for d in datasets):
-        return
-    params = block.get("dataset_params")
-    if params is None:
-        block["dataset_params"] = params = {}
-    if isinstance(params, dict):
-        params.setdefault("test_pool", value)

@@ -69,7 +69,8 @@ def test_params_match_the_implementation_signature(name):
     sig = inspect.signature(info.fn)
     kw = {p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     expected = set(info.params) | ({"cost"} if info.input == "points" else set()) \
-        | ({"cost_range"} if info.cost_range else set())  # solve's hint, not a parameter
+        | ({"cost_range"} if info.cost_range else set()) \
+        | ({"warmstart"} if info.warmstart else set())  # solve's hint / initial value
     assert kw == expected
     positional = [p.name for p in sig.parameters.values()
                   if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]

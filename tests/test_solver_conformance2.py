@@ -236,7 +236,9 @@ def _extras_follow(res, batch: int | None) -> None:
     for key, v in res.extras.items():
         if isinstance(v, torch.Tensor):
             assert v.shape[:res.value.dim()] == res.value.shape, key
-            if batch is None:
+            if key in ("warm_f", "warm_g"):  # the entropic duals: one per point, as .potentials
+                assert v.dim() == res.value.dim() + 1, (key, tuple(v.shape))
+            elif batch is None:
                 assert v.dim() == 0, (key, tuple(v.shape))
         elif isinstance(v, list):
             assert batch is not None and len(v) == batch, key

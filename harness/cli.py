@@ -523,6 +523,7 @@ def _add_report(sub) -> None:
     p.add_argument("--machine", help="asv machine name (default: the most recent run)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default results/solvers, or results/SUITE)")
+    p.add_argument("--quiet", action="store_true", help="print only the files written")
     p.set_defaults(func=_cmd_report, parser=p)
 
 
@@ -919,6 +920,40 @@ def _cmd_bench_agreement(args: argparse.Namespace, parser: argparse.ArgumentPars
 
 
 _COMMANDS.append(_add_bench)
+
+
+def _cmd_confirm(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from harness.experiments.confirm import ConfirmError, command
+    from harness.experiments.register import RegisterError
+
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1; got {args.workers}")
+    try:
+        return command(args, main)
+    except (ConfirmError, RegisterError) as exc:
+        return _fail(args, exc, "confirm")
+
+
+def _add_confirm(sub) -> None:
+    p = sub.add_parser(
+        "confirm", help="run the register's confirmatory runs (fresh seeds, one commit)",
+        description="Run the confirmatory runs that claims/<paper>.yaml plans (its "
+                    "`confirmatory:` block: fresh seeds, the fixed test pool, overrides "
+                    "decided before the run) into results/confirmatory/SUITE/, at one commit; "
+                    "resumes what an earlier run finished. --report writes their tables and "
+                    "verdicts.")
+    p.add_argument("suites", metavar="SUITE", nargs="*",
+                   help="the planned suites to run (default: all, in the registers' order)")
+    p.add_argument("--list", action="store_true", help="print the plan and its commands")
+    p.add_argument("--report", action="store_true",
+                   help="report the confirmatory records into results/confirmatory/SUITE/")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes per suite (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=_cmd_confirm, parser=p)
+
+
+_COMMANDS.append(_add_confirm)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,8 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from harness.experiments.confirm_plan import Confirmatory
+
 __all__ = ["REGISTER_DIR", "RegisterError", "Register", "Family", "Entry", "Location",
            "load_register", "load_registers", "check_register", "compare_with_suites",
            "SuiteComparison", "claims_not_run", "NotRun", "written", "entries", "canonical",
@@ -164,6 +166,7 @@ class Register(_Strict):
     families: list[Family] = Field(min_length=1)
     observations: list[Observation] = []
     changelog: list[Change] = []
+    confirmatory: "Confirmatory | None" = None
     path: str = ""
 
     @field_validator("rules")
@@ -493,8 +496,11 @@ def check_register(regs: Mapping[str, Any] | None = None, suites: bool = True) -
 
     regs = load_registers() if regs is None else regs
     names = set(available_suites()) if suites else None
-    return [f"{reg.path}: {line}" for reg in regs.values() for fam in reg.families
-            for line in _check_family(reg, fam, names)]
+    from harness.experiments.confirm_plan import check_block
+
+    return [f"{reg.path}: {line}" for reg in regs.values() for line in
+            [x for fam in reg.families for x in _check_family(reg, fam, names)]
+            + check_block(reg, names)]
 
 
 # --------------------------------------------------------------------------- coverage

@@ -115,3 +115,22 @@ def test_run_and_report_arguments(tmp_path):
     (tmp_path / "li2020_table4-cpu" / "runs.sqlite3").write_bytes(b"")
     rep = C.report_args("li2020_table4-cpu", run, root=tmp_path)
     assert "--storage" in rep and rep[-2:] == ["--out", str(tmp_path / "li2020_table4-cpu")]
+
+
+def test_a_suite_table_decides_the_registers_claims_in_its_own_spelling():
+    from harness.experiments.register_claims import registered_claims, with_register
+
+    ref = {"paper": "li2020", "table": "2", "claims": ["kd > none"], "premises": [],
+           "columns": {"digits/L->M": "CIFAR-10/L->M", "latent30/L->S": "CIFAR-100/L->S"}}
+    got = registered_claims("li2020_table2-cpu", "compression", ref)
+    assert got[0].kind == "premise" and got[0].text == "kd > none"
+    assert all(c.kind == "claim" for c in got[1:])  # premises first, never repeated as claims
+    texts = {c.text for c in got[1:]}
+    assert {"omega_p > kd", "omega_p > none", "omega_p > omega_u"} <= texts
+    assert "kd > none" not in texts
+    # an entry made on some of the paper's columns is decided on those tasks only
+    assert {c.tasks for c in got if c.text == "kd > omega_p"} == {("latent30/L->S",)}
+    new = with_register(ref, got)
+    assert new["premises"] == ["kd > none"] and "kd > none" not in new["claims"]
+    assert registered_claims("mini", "compression", {**ref}) == []
+    assert with_register(ref, []) == ref  # a suite of one's own keeps its claims

@@ -146,13 +146,19 @@ def load_index(regs=None):
 
 
 def match_entry(index, fams, paper: str, table: str, form: str, kind: str, suite: str,
-                board: str):
+                board: str, column: str | None = None):
     """``(family id, entry or None)`` of a suite's premise / claim ``form`` (canonical) of
-    ``paper`` table ``table``, written in leaderboard ``board`` of ``suite``: the entry whose
-    location names that suite (and table) in that spelling first, then one of the same kind."""
+    ``paper`` table ``table``, written in leaderboard ``board`` of ``suite``, on the paper's
+    ``column``: among the entries registered for that column (all, when none is), the one
+    whose location names that suite (and table) in that spelling first, then one of the same
+    kind."""
     from harness.experiments.register import canonical
 
     hits = index.get((paper, str(table), form), [])
+    on = [(f, k, e) for f, k, e in hits if column in (e.columns or f.columns)]
+    if hits and column is not None and not on:  # registered on other columns only
+        return hits[0][0].id, None
+    hits = on or hits
 
     def here(e):
         return any(loc.suite == suite and loc.table in (None, board)
@@ -235,15 +241,15 @@ def table_rows(ref, ours, paper, specs: Mapping[str, str], board: str, design: M
             form = canonical(text)
             c = parse_claim(form)
             a, b = _row(ours.index, c.left, specs), _row(ours.index, c.right, specs)
-            fam, entry = match_entry(index, fams, ref.paper, ref.table, form, kind, suite,
-                                     board)
             base = {"paper": ref.paper, "paper_table": ref.table, "table": board, "kind": kind,
-                    "claim": form, "family": fam, "_left": c.left, "_right": c.right,
-                    **_entry_fields(entry, c.op)}
+                    "claim": form, "_left": c.left, "_right": c.right}
             pa, pb = _row(getattr(paper, "index", ()), c.left, specs), \
                 _row(getattr(paper, "index", ()), c.right, specs)
             for task in tasks:
-                col = _column(base, ours, a, b, task, design.get(task, _UNKNOWN),
+                fam, entry = match_entry(index, fams, ref.paper, ref.table, form, kind, suite,
+                                         board, ref.columns.get(task))
+                here = dict(base, family=fam, **_entry_fields(entry, c.op))
+                col = _column(here, ours, a, b, task, design.get(task, _UNKNOWN),
                               (a, task) in edges)
                 col["paper_holds"] = _paper_holds(c, paper, specs, task)
                 col["paper_diff"] = _paper_diff(paper, pa, pb, task)

@@ -403,7 +403,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1 if (summary.failed or code) else 0
     # the answer first (verdicts), the tables behind it, then where everything is
     if "verdicts" in paths:
-        from harness.reports.tables import verdict_summary
+        from harness.reports.verdict_text import verdict_summary
 
         print("\n" + verdict_summary(paths["verdicts"]))
     print("\n" + paths["md"].read_text())

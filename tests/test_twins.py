@@ -9,7 +9,8 @@ import torch
 
 from harness.zoo.data import load_dataset
 from harness.zoo.models import build_model
-from harness.reports.tables import _with_choices, select_by_val, verdict_summary
+from harness.reports.tables import _with_choices, select_by_val
+from harness.reports.verdict_text import verdict_summary
 from harness.experiments.suite import expand, load_suite
 
 SUITES = ["mini", "li2020_table1-cpu", "li2020_table2-cpu", "li2020_table3-cpu", "li2020_table4-cpu",
@@ -175,21 +176,25 @@ def test_the_chosen_point_is_printed_beside_each_cell():
 
 def test_the_printed_summary_leads_with_counts_and_intervals(tmp_path):
     v = pd.DataFrame([
-        dict(table="c", kind="premise", claim="kd > none", task="a", mean_diff=6.7, ci_low=5.4,
-             ci_high=8.1, verdict="holds", paper_holds=True),
-        dict(table="c", kind="claim", claim="omega_p > kd", task="a", mean_diff=-4.4,
-             ci_low=-5.4, ci_high=-3.3, verdict="reversed", paper_holds=True),
-        dict(table="c", kind="claim", claim="omega_p > kd", task="b", mean_diff=0.1,
-             ci_low=-1.0, ci_high=1.2, verdict="not tested (premise failed: kd > none)",
-             paper_holds=False)])
+        dict(table="c", kind="premise", claim="kd > none", task="a", family="p.T1",
+             method="sign-flip", mean_diff=6.7, ci_low=5.4, ci_high=8.1, verdict="holds",
+             paper_holds=True),
+        dict(table="c", kind="claim", claim="omega_p > kd", task="a", family="p.T1",
+             method="sign-flip", mean_diff=-4.4, ci_low=-5.4, ci_high=-3.3, verdict="reversed",
+             paper_holds=True),
+        dict(table="c", kind="claim", claim="omega_p > kd", task="b", family="p.T1",
+             method="sign-flip", mean_diff=0.1, ci_low=-1.0, ci_high=1.2,
+             verdict="not tested", paper_holds=False)])
     path = tmp_path / "verdicts.csv"
     v.to_csv(path, index=False)
     text = verdict_summary(path).splitlines()
-    assert text[0].startswith("Verdicts")
-    assert text[1] == ("  c · premise kd > none: 1 holds / 0 reversed / 0 inconclusive / "
-                       "0 not tested of 1 (paper 1 of 1)  — a: +6.7 [+5.4, +8.1]")
-    assert text[2].startswith("  c · claim omega_p > kd: 0 holds / 1 reversed / 0 inconclusive"
-                              " / 1 not tested of 2 (paper 1 of 2)")
+    assert text[0].startswith("Verdicts") and "sign-flip" in text[0] and "Holm" in text[0]
+    assert text[1] == ("  c · premise kd > none [p.T1]: 1 holds / 0 reversed / 0 equivalent / "
+                       "0 inconclusive / 0 vacuous / 0 not tested of 1 (paper 1 of 1)  — "
+                       "a: +6.7 [+5.4, +8.1]")
+    assert text[2].startswith("  c · claim omega_p > kd [p.T1]: 0 holds / 1 reversed / "
+                              "0 equivalent / 0 inconclusive / 0 vacuous / 1 not tested of 2 "
+                              "(paper 1 of 2)")
 
 
 def test_a_row_the_paper_lacks_gets_no_paper_number():

@@ -146,15 +146,20 @@ def test_leaderboard_csv_carries_the_per_seed_values_and_verdicts(tmp_path):
     assert csv.at[("kd", "win"), "paper"] == 94.0  # li2020 Table 2, CIFAR-10/L->M, Omega_KD
     v = pd.read_csv(paths["verdicts"])
     assert list(v["kind"]) == ["premise", "premise", "claim", "claim"]
-    assert list(v["verdict"][:2]) == [HOLDS, INCONCLUSIVE]
-    assert v["verdict"][3].startswith("not tested (premise failed")
+    # no dataset config in these records: the sign-flip test (3 seeds: p >= 0.25)
+    assert list(v["method"]) == ["sign-flip"] * 4 and v["p"][0] == pytest.approx(0.25)
+    # 3 seeds cannot reach p <= 0.05: the premise is inconclusive, so no claim is tested
+    assert list(v["verdict"]) == ["inconclusive", "vacuous", "not tested", "not tested"]
+    assert v["reason"][0].startswith("p = 0.25; MDE inf pt")
+    assert v["reason"][1] == "identical to the baseline on 2 of 3 seeds"
+    assert v["reason"][2] == "a premise failed (kd > none: inconclusive)"
+    assert v["reason"][3] == "a premise failed (kd > none: vacuous)"
+    assert v["diffs"][0] == "0:10.0000 1:10.5000 2:10.0000"
     md = paths["md"].read_text()
-    # holds on "win", not on "tie" (differences 0, 0.5, 0): inconclusive across the two
-    assert "premise `kd > none`: **inconclusive** — holds on 1, reversed on 0, " \
-        "inconclusive on 1 of 2 task(s); paper 1 of 1" in md
-    assert "claim `kd > none`: **holds** — holds on 1, reversed on 0, inconclusive on 0, " \
-        "not tested on 1 of 2 task(s)" in md
-    assert "does not hold" not in md and "t interval" in md and "Wilcoxon" in md
+    assert "- premise `kd > none` (li2020.T2.kd-vs-none, superiority): 0 holds / 0 reversed / " \
+        "0 equivalent / 1 inconclusive / 1 vacuous / 0 not tested of 2 column(s); paper 1 of 1" \
+        in md
+    assert "Holm" in md and "Wilcoxon" not in md and "t interval" not in md
 
 
 def test_report_all_writes_verdicts_md_from_committed_csv(tmp_path, monkeypatch):
@@ -175,9 +180,9 @@ def test_report_all_writes_verdicts_md_from_committed_csv(tmp_path, monkeypatch)
     monkeypatch.setattr("harness.experiments.suite.SUITES_DIR", root / "suites")
     assert main(["report", "--all"]) == 0
     verdicts = (root / "results" / "VERDICTS.md").read_text()
-    assert "## lohit2020" in verdicts and "premise `kd > none`" in verdicts
-    assert "`otransfer run lohit2020_table1-cpu && otransfer report lohit2020_table1-cpu`" \
-        in verdicts
+    assert "(EXPLORATORY)" in verdicts.splitlines()[0]
+    assert "[lohit2020_table1-cpu](lohit2020_table1-cpu/leaderboard.md)" in verdicts
+    assert "### lohit2020.T1" in verdicts and "| premise | `kd > none` |" in verdicts
     assert "[verdicts_lohit2020.png](verdicts_lohit2020.png)" in verdicts
     assert (root / "results" / "verdicts_lohit2020.png").stat().st_size > 5000
     assert "does not hold" not in verdicts

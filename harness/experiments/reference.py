@@ -12,10 +12,10 @@ A suite stage points at the table it reproduces::
 
 Rows are matched by the paper row's ``spec`` (the regularizer spec of our row) unless ``rows``
 names the paper's row. A claim ``"a > b"`` (rows by our row name or spec) is decided per column
-from the paired per-seed differences (:mod:`harness.reports.verdicts`: t interval of the mean
-difference, Wilcoxon signed-rank p-value): *holds*, *reversed* or *inconclusive*; in a column
-where a premise does not hold, the claims are *not tested*. The paper's count (its means) stands
-beside ours: "Ω_P > L2-SP: holds on 1, reversed on 0, inconclusive on 4 of 5 tasks; paper 4 of 5".
+from the paired per-seed differences (:mod:`harness.reports.claim_verdicts`: the sign-flip or
+Nadeau-Bengio test, Holm within the register family): one of six verdicts (holds, reversed,
+equivalent, inconclusive, vacuous, not tested; docs/statistics.md); in a column where a premise
+does not hold, the claims are *not tested*. The paper's count (its means) stands beside ours.
 Every premise and claim a suite writes is registered in ``claims/<paper>.yaml`` (the claims
 register, :mod:`harness.experiments.register`, frozen before the confirmatory run).
 """

@@ -38,8 +38,7 @@ def _write_csv(frame, path, root=None, **kw) -> None:
 
 __all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex", "split_tables",
            "plot_table", "plot_traces", "slug", "write_index", "with_tuned", "leaderboard_seeds",
-           "verdicts_frame", "records_from_csv", "write_verdicts", "plot_verdicts",
-           "report_suite", "report_all"]
+           "records_from_csv", "report_suite", "report_all"]
 
 
 def leaderboard_numbers(df, stage: str | None = None):
@@ -440,11 +439,14 @@ def _with_time(table, df):
     return out
 
 
-def _paper_side(d, mean, seeds, reference=None):
-    """``(Reference, (values, text), verdicts)`` of a table whose stage names a paper table:
-    ``reference`` (the current suite's block) or else the one recorded with the jobs."""
+def _paper_side(d, mean, seeds, reference=None, choices=None, suite: str = "",
+                name: str = ""):
+    """``(Reference, (values, text), rows)`` of a table whose stage names a paper table:
+    ``reference`` (the current suite's block) or else the one recorded with the jobs; ``rows``:
+    its premises and claims per column, not yet Holm-adjusted
+    (:func:`harness.reports.claim_verdicts.table_rows`)."""
     from harness.experiments.reference import paper_numbers, reference_from_config
-    from harness.reports.verdicts import evaluate_claims
+    from harness.reports import claim_verdicts as cv
 
     refs = [r for r in d["reference"] if isinstance(r, dict)] if "reference" in d else []
     if reference is None and not refs:
@@ -454,8 +456,9 @@ def _paper_side(d, mean, seeds, reference=None):
         else d["regularizer"]
     specs = dict(zip(row, d["regularizer"]))
     paper = paper_numbers(ref, [(r, specs[r]) for r in mean.index], list(mean.columns))
-    claims = evaluate_claims(ref.claims, seeds, paper[0], specs, premises=ref.premises)
-    return ref, paper, claims
+    rows = cv.table_rows(ref, seeds, paper[0], specs, name, cv.designs(d),
+                         cv.lower_edges(choices), suite)
+    return ref, paper, rows
 
 
 def _beside(table, paper_text, ref):
@@ -466,87 +469,6 @@ def _beside(table, paper_text, ref):
         if col in paper_text.columns:
             out[f"paper: {ref.columns.get(col, '?')}"] = paper_text[col]
     return out
-
-
-def _fmt(x, spec: str) -> str:
-    return "-" if x is None or x != x else format(x, spec)
-
-
-def _claims_markdown(claims, ref) -> str:
-    """Premises then claims: per column the mean paired difference (points) with its t
-    interval, the Wilcoxon p-value and the verdict; the counts beside the paper's."""
-    from harness.reports.verdicts import LEVEL
-
-    lines = [f"Premises and claims of {ref.paper} Table {ref.table}, decided per task column "
-             f"from the paired per-seed differences A − B (points; same seed = same data and "
-             f"initialisation): mean [{100 * LEVEL:g} % t interval], two-sided Wilcoxon "
-             "signed-rank p; **holds** when the interval is above 0, **reversed** below, "
-             "inconclusive otherwise. A column where a premise is not **holds** has its "
-             "claims *not tested*. Per-seed values: `leaderboard.csv` (`seed_*`); these numbers: "
-             "[verdicts.csv](verdicts.csv).\n"]
-    for c in claims:
-        lines.append(f"- {c['kind']} `{c['claim']}`: **{c['verdict']}** — holds on "
-                     f"{c['holds']}, reversed on {c['reversed']}, inconclusive on "
-                     f"{c['inconclusive']}"
-                     + (f", not tested on {c['not_tested']}" if c["not_tested"] else "")
-                     + (f", not measurable on {c['missing']}" if c["missing"] else "")
-                     + f" of {len(c['columns'])} task(s); paper {c['paper']} of "
-                     f"{c['paper_of']}")
-    rows = []
-    for c in claims:
-        for col in c["columns"]:
-            paper = {True: "yes", False: "no", None: "-"}[col["paper"]]
-            rows.append(f"| {c['kind']} | `{c['claim']}` | {col['task']} | {col['n']} | "
-                        f"{_fmt(col['mean'], '+.2f')} | [{_fmt(col['lo'], '+.2f')}, "
-                        f"{_fmt(col['hi'], '+.2f')}] | {_fmt(col['p'], '.3f')} | "
-                        f"{col['verdict']} | {paper} |")
-    if rows:
-        lines += ["", "| | claim | task | n | mean A − B | interval | p | verdict | paper |",
-                  "|:--|:--|:--|--:|--:|:--|--:|:--|:--|"] + rows
-    dropped = sorted({(col["task"], str(col["dropped"])) for c in claims
-                      for col in c["columns"] if col["dropped"]})
-    if dropped:
-        lines += ["", "Seeds recorded for one side only (dropped from the pairs): "
-                  + "; ".join(f"{t}: {s}" for t, s in dropped)]
-    return "\n".join(lines) + "\n"
-
-
-def verdict_summary(verdicts_csv) -> str:
-    """The verdicts of a suite's ``verdicts.csv`` as a few plain lines, premises first: per
-    leaderboard and claim, the count of task columns where it holds / is reversed / is
-    inconclusive / is not tested, the paper's count, and each column's mean paired difference
-    with its interval (what ``otransfer run`` prints before the leaderboards)."""
-    v = _read_csv(verdicts_csv)
-    lines = ["Verdicts (paired per-seed differences A − B in points, mean [95 % t interval]; "
-             "a column whose premise does not hold has its claims not tested):"]
-    for (table, kind, claim), g in v.groupby(["table", "kind", "claim"], sort=False):
-        counts = {k: int((g["verdict"].astype(str).str.startswith(k)).sum())
-                  for k in ("holds", "reversed", "inconclusive", "not tested")}
-        paper = g["paper_holds"].dropna()
-        paper_txt = (f"paper {int(paper.astype(bool).sum())} of {len(paper)}"
-                     if len(paper) else "paper -")
-        cells = "; ".join(f"{r.task}: {_fmt(r.mean_diff, '+.1f')} [{_fmt(r.ci_low, '+.1f')}, "
-                          f"{_fmt(r.ci_high, '+.1f')}]" for r in g.itertuples())
-        lines.append(f"  {table} · {kind} {claim}: " + " / ".join(
-            f"{n} {k}" for k, n in counts.items()) + f" of {len(g)} ({paper_txt})  — {cells}")
-    return "\n".join(lines) + "\n"
-
-
-def verdicts_frame(claims, table: str, ref=None):
-    """One row per premise / claim and task column of :func:`harness.reports.verdicts.evaluate`'s
-    output (the numbers behind the verdicts; ``verdicts.csv``); ``ref``: the
-    :class:`~harness.experiments.reference.Reference` (its paper and table name the rows)."""
-    import pandas as pd
-
-    rows = [{"paper": getattr(ref, "paper", ""), "paper_table": getattr(ref, "table", ""),
-             "table": table, "kind": c["kind"], "claim": c["claim"], "task": col["task"],
-             "n": col["n"], "mean_diff": col["mean"], "ci_low": col["lo"], "ci_high": col["hi"],
-             "p_wilcoxon": col["p"], "verdict": col["verdict"], "paper_holds": col["paper"],
-             "dropped_seeds": " ".join(map(str, col["dropped"]))}
-            for c in claims for col in c["columns"]]
-    return pd.DataFrame(rows, columns=["paper", "paper_table", "table", "kind", "claim", "task", "n", "mean_diff",
-                                       "ci_low", "ci_high", "p_wilcoxon", "verdict",
-                                       "paper_holds", "dropped_seeds"])
 
 
 def with_tuned(df, keys):
@@ -617,7 +539,7 @@ def write_report(suite: str, storage: str | None = None,
         safe_io.check_write(path, root)
     md = [f"# {suite}: test accuracy (%), mean ± std over seeds; best in bold\n"]
     tex, flat = [], []
-    verdict_frames, chosen = [], []
+    verdict_rows, chosen, refs = [], [], {}
     for name, d in tables.items():
         section = _table_section(suite, name, d, references.get(name), out, plots, logs, paths,
                                  selection)
@@ -625,8 +547,9 @@ def write_report(suite: str, storage: str | None = None,
         md += section["md"]
         tex += section["tex"]
         flat.append(section["flat"])
-        if section["verdicts"] is not None:
-            verdict_frames.append(section["verdicts"])
+        verdict_rows += section["verdicts"]
+        refs[name] = section["ref"]
+    verdicts = _verdicts(verdict_rows, refs, md)
     searches = sorted(out.glob("tune_*.md"))  # otransfer tune's tables of trials
     if searches:
         md += ["## Searches (`otransfer tune`)\n"] + [f"- [{p.stem}]({p.name})" for p in searches]
@@ -636,9 +559,8 @@ def write_report(suite: str, storage: str | None = None,
     safe_io.write_text(paths["tex"], "\n".join(tex), root)
     _write_selection(suite, chosen, out, root, paths)
     verdicts_csv = out / "verdicts.csv"
-    if verdict_frames:
-        _write_csv(pd.concat(verdict_frames, ignore_index=True), verdicts_csv, root,
-                   index=False)
+    if verdicts is not None:
+        _write_csv(verdicts, verdicts_csv, root, index=False)
         paths["verdicts"] = verdicts_csv
     elif os.path.lexists(verdicts_csv):  # the suite no longer names a paper's claims
         verdicts_csv.unlink()  # (a link is removed, not followed)
@@ -674,7 +596,7 @@ def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, 
     per_seed = leaderboard_seeds(d)
     seeds = int(n.max().max()) if n.size else 0
     table = sel.with_budget(sel.annotate(_with_time(leaderboard(d), d), choices), budget)
-    ref, paper, claims = _paper_side(d, mean, per_seed, reference)
+    ref, paper, claims = _paper_side(d, mean, per_seed, reference, choices, suite, name)
     if ref is not None:
         table = _beside(table, paper[1], ref)
     md = [f"## {name}\n", f"{seeds} seed(s) per cell; `s / job`: mean wall time of one "
@@ -682,7 +604,8 @@ def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, 
           + (f" `paper: X`: {ref.paper} Table {ref.table}, column X (results/reference/)."
              if ref is not None else "") + "\n", table.to_markdown(), ""]
     if claims:
-        md.append(_claims_markdown(claims, ref))
+        md.append(_CLAIMS + name)  # filled in by _verdicts once the families are adjusted
+    md.append(_friedman(name, per_seed, out, plots, paths))
     md.append(sel.selection_markdown(choices, selection, expmax, budget))
     strength = term_strength(d)
     if strength is not None:
@@ -696,9 +619,40 @@ def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, 
         md += _plots_section(suite, name, d, mean, out, logs, paths)
     return {"md": md, "tex": [f"% {name}", to_latex(leaderboard(d, bold="\\textbf{{{}}}"))],
             "flat": sel.flat_budget(_flat_rows(name, mean, std, n, per_seed, ref, paper), budget),
-            "verdicts": verdicts_frame(claims, name, ref) if claims else None,
+            "verdicts": claims, "ref": ref,
             "selection": {"choices": choices.assign(table=name)[["table", *sel.CHOICE_COLUMNS]],
                           "expmax": expmax if sel.budgets_differ(budget) else None}}
+
+
+_CLAIMS = "\x00claims of "
+
+
+def _verdicts(rows: list, refs: Mapping, md: list):
+    """Holm within each register family over all the report's claim columns, then the
+    verdicts (:func:`harness.reports.claim_verdicts.finish`): each table's claims section
+    replaces its placeholder in ``md``; returns ``verdicts.csv``'s frame (None: no claims)."""
+    from harness.reports import claim_verdicts as cv
+    from harness.reports.verdict_text import claims_markdown
+
+    if not rows:
+        return None
+    frame = cv.verdicts_frame(cv.finish(rows))
+    for i, line in enumerate(md):
+        if isinstance(line, str) and line.startswith(_CLAIMS):
+            name = line[len(_CLAIMS):]
+            md[i] = claims_markdown(frame[frame["table"] == name], refs[name])
+    return frame
+
+
+def _friedman(name: str, per_seed, out: Path, plots: bool, paths: dict) -> str:
+    """The table's Friedman line, and its critical-difference diagram ``<table>_cd.png``."""
+    from harness.reports.verdict_text import friedman_markdown
+
+    png = out / f"{slug(name)}_cd.png" if plots else None
+    text, written = friedman_markdown(per_seed, name, png)
+    if written is not None:
+        paths[f"cd:{name}"] = written
+    return text
 
 
 def _layers_section(name: str, d, out: Path, plots: bool, logs: bool, paths: dict) -> list:
@@ -784,7 +738,7 @@ def _runs_frame(tables: Mapping, df):
 def records_from_csv(path: str | os.PathLike, jobs):
     """The records of a committed ``runs.csv`` (one row per reported job and seed, in the order
     of the report that wrote it), completed with what the suite's ``jobs`` say of each key
-    (dataset, row, ``select``, reference), for :func:`write_report` when the Optuna storage is
+    (dataset, row, ``select``, reference, config), for :func:`write_report` when the Optuna storage is
     not at hand (it is not committed). Rows of other keys (the re-runs of a searched point,
     ``otransfer tune``) keep their own ``method`` as row; per-epoch logs are not in the CSV."""
     df = _read_csv(path, dtype={"key": str, "git_sha": str})
@@ -795,125 +749,7 @@ def records_from_csv(path: str | os.PathLike, jobs):
         row=[j.row if j else m for j, m in zip(got, df["method"])],
         select=[j.select if j else None for j in got],
         report=True, reference=[dict(j.reference) if j and j.reference else None for j in got],
-        status="completed")
-
-
-_COLOURS = {"holds": "tab:green", "reversed": "tab:red", "inconclusive": "tab:gray"}
-
-
-def _verdict_word(v: str) -> str:
-    from harness.reports.verdicts import INCONCLUSIVE, NOT_TESTED
-
-    return INCONCLUSIVE if v.startswith(INCONCLUSIVE) else NOT_TESTED if \
-        v.startswith(NOT_TESTED) else v
-
-
-def plot_verdicts(frame, title: str, path) -> None:
-    """Forest plot of ``frame`` (rows of ``verdicts.csv``, with a ``suite`` column): one line
-    per premise / claim and task, the mean paired difference (points) and its interval,
-    coloured by verdict (green holds, red reversed, grey inconclusive; hollow: not tested)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    f = frame[frame["n"] > 0].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.17 * max(1, len(f))))
-    y = np.arange(len(f))
-    for i, r in f.iterrows():
-        word = _verdict_word(str(r["verdict"]))
-        colour = _COLOURS.get(word, "tab:gray")
-        hollow = word not in _COLOURS
-        if r["ci_low"] == r["ci_low"]:
-            ax.plot([r["ci_low"], r["ci_high"]], [i, i], color=colour, lw=1.5,
-                    alpha=0.4 if hollow else 1.0)
-        ax.plot(r["mean_diff"], i, "o", ms=4, color=colour,
-                mfc="white" if hollow else colour)
-    labels = [f"{r['suite']} · {'premise ' if r['kind'] == 'premise' else ''}{r['claim']} · "
-              f"{r['task']}" for _, r in f.iterrows()]
-    ax.set_yticks(y, labels, fontsize=6)
-    ax.invert_yaxis()
-    ax.axvline(0.0, color="black", lw=0.8)
-    ax.set_xlabel("mean paired difference A − B (accuracy points), t interval")
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    _save(fig, path)
-
-
-def write_verdicts(results_root: str | os.PathLike = "results",
-                   suites: Sequence[str] | None = None, plots: bool = True) -> Path:
-    """Write ``<results_root>/VERDICTS.md``: one row per premise and claim of each paper table
-    that a suite reproduces (from each suite's ``verdicts.csv``): the paper's count, ours at CPU
-    scale (holds / reversed / inconclusive / not tested, and the intervals), the suite and the
-    command that reproduces it; with a forest plot per paper (``verdicts_<paper>.png``).
-
-    ``suites``: the suites to list (default: every directory of ``results_root`` with a
-    ``verdicts.csv``)."""
-    import pandas as pd
-
-    from harness.reports.verdicts import LEVEL
-
-    root = Path(results_root)
-    names = list(suites) if suites is not None else sorted(
-        d.name for d in root.iterdir() if (d / "verdicts.csv").is_file())
-    frames = [_read_csv(root / n / "verdicts.csv", dtype={"paper_table": str}).assign(suite=n)
-              for n in names if (root / n / "verdicts.csv").is_file()]
-    lines = ["# Verdicts: the papers' claims, checked at CPU scale\n",
-             "Regenerated by `otransfer report --all`. Each claim `A > B` is decided per task "
-             "column from the paired per-seed differences A − B (same seed = same data subset "
-             "and initialisation; hyper-parameters chosen on validation where the suite says "
-             f"`select: val`): the mean difference and its {100 * LEVEL:g} % Student t "
-             "interval, and the two-sided Wilcoxon signed-rank p-value. **holds**: the "
-             "interval lies above 0; **reversed**: below 0; **inconclusive**: it contains 0 "
-             "(or fewer than 2 seeds pair up). A suite's premises (e.g. `kd > none`: there is "
-             "something to transfer) are checked first; a column where a premise is not "
-             "**holds** has its claims **not tested**, counted neither way. The paper's count is of the "
-             "columns where its printed means satisfy the claim. Differences are in accuracy "
-             "points; the per-column numbers are in each suite's `verdicts.csv`, the per-seed "
-             "values in its `leaderboard.csv`.\n"]
-    if not frames:
-        lines.append("(no suite with a paper's claims has been reported yet)")
-    else:
-        allv = pd.concat(frames, ignore_index=True)
-        for paper, pf in allv.groupby("paper", sort=True):
-            lines += [f"## {paper}\n"]
-            png = root / f"verdicts_{slug(paper)}.png"
-            if plots:
-                plot_verdicts(pf, f"{paper}: paired differences, {100 * LEVEL:g} % t intervals",
-                              png)
-                lines.append(f"Forest plot of every paired difference and its interval "
-                             f"(green holds, red reversed, grey inconclusive, hollow not "
-                             f"tested): [{png.name}]({png.name})\n")
-            lines += ["| paper table | claim | paper | ours: holds / reversed / inconclusive "
-                      "/ not tested | intervals (points) | suite | reproduce |",
-                      "|:--|:--|:--|:--|:--|:--|:--|"]
-            for (suite, table, kind, claim), g in pf.groupby(
-                    ["suite", "table", "kind", "claim"], sort=False):
-                words = [_verdict_word(str(v)) for v in g["verdict"]]
-                known = g["paper_holds"].dropna()
-                known = known[known.astype(str).isin(["True", "False"])]
-                paper_count = (f"{int((known.astype(str) == 'True').sum())} of {len(known)}"
-                               if len(known) else "-")
-                ours = " / ".join(str(words.count(w)) for w in
-                                  ("holds", "reversed", "inconclusive", "not tested"))
-                missing = words.count("not measurable")
-                ivals = "<br>".join(
-                    f"{r['task']}: " + (f"{r['mean_diff']:+.1f} [{r['ci_low']:+.1f}, "
-                                        f"{r['ci_high']:+.1f}]" if r["ci_low"] == r["ci_low"]
-                                        else f"n = {int(r['n'])}")
-                    + f" {_verdict_word(str(r['verdict']))}"
-                    for _, r in g.iterrows() if r["n"] > 0)
-                label = f"premise `{claim}`" if kind == "premise" else f"`{claim}`"
-                lines.append(
-                    f"| {g['paper_table'].iloc[0]} ({table}) | {label} | {paper_count} | "
-                    f"{ours} of {len(g)}" + (f" ({missing} not measurable)" if missing else "")
-                    + f" | {ivals or '-'} | [{suite}]({suite}/leaderboard.md) | "
-                    f"`otransfer run {suite} && otransfer report {suite}` |")
-            lines.append("")
-    path = root / "VERDICTS.md"
-    safe_io.write_text(path, "\n".join(lines) + "\n", root)
-    return path
+        config=[dict(j.config) if j else None for j in got], status="completed")
 
 
 def write_index(results_root: str | os.PathLike = "results", suites: dict | None = None) -> Path:
@@ -927,8 +763,8 @@ def write_index(results_root: str | os.PathLike = "results", suites: dict | None
     lines = ["# Results\n"]
     if (root / "VERDICTS.md").is_file():
         lines += ["**[VERDICTS.md](VERDICTS.md)**: one page of the papers' claims checked at "
-                  "CPU scale (paired per-seed differences, t intervals; holds / reversed / "
-                  "inconclusive / premise failed).\n"]
+                  "CPU scale (one line per register claim; six verdicts per column, Holm within "
+                  "each family; docs/statistics.md).\n"]
     lines += ["Regenerated by `otransfer report --all`. Every table is a view of the run records "
               "(`runs.csv` beside it: one row per job and seed, exported from the Optuna storage "
               "`runs.sqlite3`); the papers' numbers are in "
@@ -1014,4 +850,6 @@ def report_all(results_root: str | os.PathLike, report_one, warn) -> tuple[int, 
         status |= code
         if code == 0:
             reported.append(name)
+    from harness.reports.verdict_page import write_verdicts
+
     return status, [write_verdicts(results_root, reported), write_index(results_root, described)]

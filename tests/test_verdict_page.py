@@ -162,3 +162,21 @@ def test_the_design_follows_the_test_pool():
     pooled = cv.test_design({"dataset": "digits", "dataset_params": {}})
     assert pooled.split == (1200, 300) and pooled.method == "nadeau-bengio"
     assert cv.test_design(None).method == "sign-flip"
+
+
+def test_only_the_registers_locations_feed_an_entry():
+    """A suite the register does not name for an entry (mini) keeps its claim as its own;
+    an entry made on some columns is not decided on the others."""
+    from harness.reports.claim_verdicts import load_index, match_entry
+
+    index, fams = load_index()
+    args = ("li2020", "2", "omega_p > kd", "claim")
+    fam, entry, elsewhere = match_entry(index, fams, *args, "mini", "compression",
+                                        "CIFAR-10/L->M")
+    assert entry is None and not elsewhere and fam.startswith("li2020.T2")
+    _, entry, _ = match_entry(index, fams, *args, "li2020_table2-cpu", "compression",
+                              "CIFAR-10/L->M")
+    assert entry.id == "li2020.T2.omega_p-vs-kd.cifar10"
+    _, entry, elsewhere = match_entry(index, fams, *args, "li2020_table2-cpu", "compression",
+                                      "CIFAR-100/L->S")
+    assert entry is None and elsewhere  # the register has kd > omega_p there

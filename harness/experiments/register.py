@@ -613,8 +613,8 @@ def claims_not_run(regs: Mapping[str, Any] | None = None, scale: str = "cpu_twin
                 locs = [x for x in locs if (paper, fam.table, kind,
                                             canonical(x.as_ or e.comparison))
                         in done.get(x.suite, ())]
-                why = e.not_run or "registered for " + ", ".join(
-                    x.suite for x in e.cpu_twin + e.full_scale) + ", not in its claims yet"
+                why = e.not_run or "registered for " + ", ".join(dict.fromkeys(
+                    x.suite for x in e.cpu_twin + e.full_scale)) + ", not in its claims yet"
             else:
                 why = e.not_run or "full scale only"
             if not locs:

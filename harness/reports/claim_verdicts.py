@@ -147,31 +147,30 @@ def load_index(regs=None):
 
 def match_entry(index, fams, paper: str, table: str, form: str, kind: str, suite: str,
                 board: str, column: str | None = None):
-    """``(family id, entry or None)`` of a suite's premise / claim ``form`` (canonical) of
-    ``paper`` table ``table``, written in leaderboard ``board`` of ``suite``, on the paper's
-    ``column``: among the entries registered for that column (all, when none is), the one
-    whose location names that suite (and table) in that spelling first, then one of the same
-    kind."""
+    """``(family id, entry or None, elsewhere)`` of a suite's premise / claim ``form``
+    (canonical) of ``paper`` table ``table``, written in leaderboard ``board`` of ``suite``,
+    on the paper's ``column``. Only entries whose location names that suite (and table) in
+    that spelling count: of those made on ``column`` (all columns when the entry names none),
+    one of the same kind first. ``elsewhere``: the register has the comparison for this suite
+    on the paper's other columns only (the column is not decided). A comparison no entry
+    locates here is the suite's own (entry None): it joins the table's family, unregistered."""
     from harness.experiments.register import canonical
-
-    hits = index.get((paper, str(table), form), [])
-    on = [(f, k, e) for f, k, e in hits if column in (e.columns or f.columns)]
-    if hits and column is not None and not on:  # registered on other columns only
-        return hits[0][0].id, None
-    hits = on or hits
 
     def here(e):
         return any(loc.suite == suite and loc.table in (None, board)
                    and canonical(loc.as_ or e.comparison) == form
                    for loc in e.cpu_twin + e.full_scale)
 
-    for ok in (lambda f, k, e: k == kind and here(e), lambda f, k, e: k == kind,
-               lambda f, k, e: True):
-        got = [(f, e) for f, k, e in hits if ok(f, k, e)]
+    mine = [(f, k, e) for f, k, e in index.get((paper, str(table), form), []) if here(e)]
+    on = [(f, k, e) for f, k, e in mine if column is None or column in (e.columns or f.columns)]
+    for ok in (lambda k: k == kind, lambda k: True):
+        got = [(f, e) for f, k, e in on if ok(k)]
         if got:
-            return got[0][0].id, got[0][1]
+            return got[0][0].id, got[0][1], False
+    if mine:
+        return mine[0][0].id, None, True
     ids = fams.get((paper, str(table)), [])
-    return (ids[0] if ids else f"{paper}.{table}"), None
+    return (ids[0] if ids else f"{paper}.{table}"), None, False
 
 
 # --------------------------------------------------------------------------- one table
@@ -246,8 +245,10 @@ def table_rows(ref, ours, paper, specs: Mapping[str, str], board: str, design: M
             pa, pb = _row(getattr(paper, "index", ()), c.left, specs), \
                 _row(getattr(paper, "index", ()), c.right, specs)
             for task in tasks:
-                fam, entry = match_entry(index, fams, ref.paper, ref.table, form, kind, suite,
-                                         board, ref.columns.get(task))
+                fam, entry, elsewhere = match_entry(index, fams, ref.paper, ref.table, form,
+                                                    kind, suite, board, ref.columns.get(task))
+                if elsewhere:  # registered for this suite on the paper's other columns only
+                    continue
                 here = dict(base, family=fam, **_entry_fields(entry, c.op))
                 col = _column(here, ours, a, b, task, design.get(task, _UNKNOWN),
                               (a, task) in edges)

@@ -446,12 +446,14 @@ def _paper_side(d, mean, seeds, reference=None, choices=None, suite: str = "",
     its premises and claims per column, not yet Holm-adjusted
     (:func:`harness.reports.claim_verdicts.table_rows`)."""
     from harness.experiments.reference import paper_numbers, reference_from_config
+    from harness.experiments.register_claims import registered_claims, with_register
     from harness.reports import claim_verdicts as cv
 
     refs = [r for r in d["reference"] if isinstance(r, dict)] if "reference" in d else []
     if reference is None and not refs:
         return None, None, []
-    ref = reference_from_config(reference if reference is not None else refs[0])
+    cfg = reference if reference is not None else refs[0]
+    ref = reference_from_config(with_register(cfg, registered_claims(suite, name, cfg)))
     row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
         else d["regularizer"]
     specs = dict(zip(row, d["regularizer"]))

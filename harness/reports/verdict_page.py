@@ -76,7 +76,8 @@ def _aggregate(t):
 
 def claim_verdict(k: int, k_rev: int, agg, kind: str, margin: float, words: Sequence[str]) \
         -> str:
-    """The claim's verdict over its tested columns (``words``: their verdicts), first rule
+    """The claim's verdict over its tested columns (``words``: their verdicts; ``k``,
+    ``k_rev`` and ``agg`` come from the columns that are not vacuous), first rule
     that applies: not tested (no tested column); holds (``k >= 1`` columns by the
     replicability count and the aggregate interval on the claim's side: above 0 for
     superiority, above ``-margin`` for non-inferiority, inside ``+-margin`` for equivalence);
@@ -104,7 +105,8 @@ def summarize(g) -> ClaimSummary:
     """:class:`ClaimSummary` of one claim's rows of ``verdicts.csv`` (all its columns)."""
     from harness.reports import stats
 
-    t = _tested(g)
+    tested = _tested(g)
+    t = tested[tested["verdict"] != vr.VACUOUS]  # a term switched off is evidence of nothing
     kind, margin = str(g["test_kind"].iloc[0]), float(g["margin"].iloc[0])
     k = stats.replicability(t["p_holds"].to_numpy(float)).k if len(t) else 0
     k_rev = stats.replicability(t["p_reversed"].to_numpy(float)).k if len(t) else 0
@@ -113,8 +115,8 @@ def summarize(g) -> ClaimSummary:
     agree = int(sum((m > 0) == (p > 0) and (m < 0) == (p < 0)
                     for m, p in zip(both["mean_diff"], both["paper_diff"])))
     mdes = [float(x) for x in t["mde"] if x == x]
-    return ClaimSummary(claim_verdict(k, k_rev, agg, kind, margin, list(t["verdict"])),
-                        len(t), len(g), k, k_rev, agg, agree, len(both),
+    return ClaimSummary(claim_verdict(k, k_rev, agg, kind, margin, list(tested["verdict"])),
+                        len(tested), len(g), k, k_rev, agg, agree, len(both),
                         statistics.median(mdes) if mdes else math.nan)
 
 
@@ -140,7 +142,8 @@ def suite_frames(root: Path, suites: Sequence[str] | None = None) -> dict[str, t
 
 
 def _short(label: str) -> str:
-    return CONFIRMATORY if label == CONFIRMATORY else f"{EXPLORATORY}: {EXPLORATORY_NOTE}"
+    """The run's label on a line: the page's header says what each means."""
+    return "confirmatory" if label == CONFIRMATORY else "EXPLORATORY"
 
 
 def _claim_line(reg, fam, e, rows, not_run: Mapping) -> str:
@@ -184,7 +187,7 @@ def _header(frames: Mapping, exploratory: bool, root: Path) -> list[str]:
              "- **Minimum detectable effects** (80 % power, α = 0.05 before Holm) are in the "
              "claim lines (median over tested columns) beside the register's minimum effect of "
              "interest; an MDE above it means the run could not see the effect the paper "
-             "reports.", "", "| suite | data | seeds | primary test | budgets (grid points "
+             "reports.", "", "| suite | run | seeds | primary test | budgets (grid points "
              "per row) |", "|:--|:--|--:|:--|:--|"]
     for name, (label, f) in frames.items():
         seeds = int(f["n"].max()) if len(f) else 0

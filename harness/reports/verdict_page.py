@@ -328,7 +328,13 @@ def plot_verdicts(frame, title: str, path) -> None:
     ax.set_yticks(np.arange(len(f)), labels, fontsize=6)
     ax.invert_yaxis()
     ax.axvline(0.0, color="black", lw=0.8)
-    ax.set_xlabel("mean paired difference A − B (accuracy points), primary test's 95 % interval")
+    ax.set_xlabel("A − B (accuracy points): mean and the primary test's 95 % interval")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    shown = [v for v in _COLOURS if v in set(f["verdict"].astype(str))]
+    ax.legend([Line2D([], [], color=_COLOURS[v], marker="o", lw=1.5) for v in shown], shown,
+              fontsize=6, loc="lower right", title="verdict", title_fontsize=6)
+    fig.tight_layout()
     _save(fig, path)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = ["TEST_POOLS", "FIXED_TEST_SEED", "check_test_pool", "pool_split",
-           "apply_suite_test_pool"]
+           "stratified_split"]
 
 #: The choices of the ``test_pool`` dataset parameter; the first is the default.
 TEST_POOLS = ("resampled", "fixed")

@@ -115,10 +115,14 @@ def paper_numbers(ref: Reference, our_rows: Sequence[tuple[str, str]], our_colum
             if len(cell) == 1:
                 printed, pm = str(cell["value"].iloc[0]), cell["pm"].iloc[0]
                 value = float(printed)
-                if cell["metric"].iloc[0] == "accuracy_frac":  # lu2017 prints fractions
+                metric = str(cell["metric"].iloc[0])
+                if metric == "accuracy_frac":  # lu2017 prints fractions
                     value = round(100 * value, 10)
                     printed = f"{value:g}"
                     pm = f"{100 * float(pm):g}" if isinstance(pm, str) and pm else pm
+                elif metric.endswith("_error_pct"):  # lohit2020 Table 4 prints error rates
+                    value = round(100 - value, 10)  # accuracy = 100 - error, as ours
+                    printed = f"{value:g} (error {printed})"
                 out.at[name, col] = value
                 text.at[name, col] = printed + (f" ± {pm}" if isinstance(pm, str) and pm
                                                 else "")

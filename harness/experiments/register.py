@@ -334,8 +334,10 @@ def paper_evidence(reg, fam, e) -> Evidence:
     ref = Reference(reg.paper, fam.table, {col: col for col in cols}, rows)
     values, _ = paper_numbers(ref, ours, cols)
     cells = load_reference(reg.paper, fam.table)
-    higher = {col: str(h).lower() != "false" for col, h in zip(cells["column"],
-                                                              cells["higher_is_better"])}
+    # paper_numbers turns error rates into accuracies (100 - error); other lower-is-better
+    # metrics are negated here, so that A - B > 0 always means A is better
+    higher = {col: str(h).lower() != "false" or str(m).endswith("_error_pct")
+              for col, h, m in zip(cells["column"], cells["higher_is_better"], cells["metric"])}
     diffs = {}
     for col in cols:
         a, b = values.at[c.left, col], values.at[c.right, col]

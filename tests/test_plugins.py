@@ -240,6 +240,10 @@ def test_only_run_then_full_run_reuses(study, tmp_path, capsys):
     assert "4 jobs, 4 run, 0 already done" in capsys.readouterr().out
     assert main(["run", str(study), "--results", results, "--no-progress"]) == 0
     assert "8 jobs, 4 run, 4 already done" in capsys.readouterr().out
+    board = next(Path(results).glob("*/leaderboard.md"))
+    board.unlink()  # `report --results DIR` reads DIR/SUITE/runs.sqlite3, writes DIR/SUITE/
+    assert main(["report", str(study), "--results", results, "--quiet"]) == 0
+    assert board.is_file() and f"wrote {board}" in capsys.readouterr().out
     assert main(["run", str(study), "--only", "task=cifar", "--results", results,
                  "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -213,8 +213,8 @@ def spawn_workers(suite: str, n: int, *, results, storage: str | None = None,
 
     loaded = load_suite(suite, overrides)
     shown = quick_suite(loaded) if quick else loaded  # where run_suite records
-    if only:
-        select_jobs(expand(shown), only)  # a bad filter fails here, not in every worker
+    # a bad filter fails here, not in every worker
+    jobs = select_jobs(expand(shown), only) if only else None
     storage = storage or default_storage(shown.name, results)
     # the URL travels in the environment, not on the workers' command lines (visible in `ps`)
     env = {**os.environ, STORAGE_ENV: storage, WORKERS_ENV: str(n)}  # n share the cores
@@ -238,7 +238,7 @@ def spawn_workers(suite: str, n: int, *, results, storage: str | None = None,
     try:
         if bar:
             print(f"{n} workers; their logs: {logs}/worker-*.log", file=sys.stderr)
-            follow_workers(shown, storage, lambda: any(p.poll() is None for p in procs))
+            follow_workers(shown, storage, lambda: any(p.poll() is None for p in procs), jobs)
     finally:
         codes = wait()
         for f in files:

@@ -31,8 +31,9 @@ from harness.experiments.batching import NO_BATCH_ENV  # light too
 
 __all__ = ["main", "build_parser"]
 
-#: What ``otransfer`` with no arguments runs: the embedded default suite (design.md, CLI).
-DEFAULT_ARGV = ["run", "mini"]
+#: What ``otransfer`` with no arguments runs: the embedded default suite (design.md, CLI), into
+#: a folder git does not track (.gitignore), so a fresh clone's committed results/mini/ stays.
+DEFAULT_ARGV = ["run", "mini", "--results", "results/local"]
 
 
 def _fail(args: argparse.Namespace, exc, what: str | None = None,
@@ -280,7 +281,8 @@ def _report_suite(args: argparse.Namespace) -> int:
     try:
         paths = report_suite(args.suite, args.storage, args.out, overrides=args.set or (),
                              quick=args.quick, from_csv=getattr(args, "from_csv", None),
-                             selection=getattr(args, "selection", "loso"))
+                             selection=getattr(args, "selection", "loso"),
+                             results_root=getattr(args, "results", "results"))
     except (FileNotFoundError, SuiteError) as exc:
         return _fail(args, exc, "report")
     except (ValueError, StorageError) as exc:  # no records; a storage that cannot be read
@@ -304,7 +306,7 @@ def _report_all(args: argparse.Namespace) -> int:
     def warn(msg):
         print(f"otransfer report --all: {scrub(msg)}", file=sys.stderr)
 
-    status, written = report_all("results", lambda name, csv: _report_suite(argparse.Namespace(
+    status, written = report_all(args.results, lambda name, csv: _report_suite(argparse.Namespace(
         **{**vars(args), "suite": name, "quiet": True, "from_csv": csv})), warn)
     for path in written:
         print(f"wrote {path}")
@@ -334,12 +336,14 @@ def _spawn_workers(args: argparse.Namespace) -> int:
     from harness.experiments.cluster import spawn_workers
     from harness.experiments.progress import is_terminal
 
-    codes, storage = spawn_workers(
+    codes, storage, errors = spawn_workers(
         args.suite, args.workers, results=args.results, storage=args.storage,
         overrides=args.set or (), quick=args.quick, device=args.device,
         stale_after=args.stale_after, heartbeat=args.heartbeat,
-        bar=not (args.no_progress or not is_terminal()))
-    print(f"\n{args.workers} workers exited with {codes}")
+        bar=not (args.no_progress or not is_terminal()), only=args.only or ())
+    print(f"\n{args.workers} workers exited with {codes}"
+          + ("; this process runs what they left" if any(codes) else "")
+          + "".join(f"\n  {line}" for line in errors))  # why, one line per distinct error
     args.storage = storage  # this process's own pass reads the same records
     return max(codes) if any(codes) else 0
 
@@ -376,7 +380,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                             worker=args.command == "worker" or spawned,
                             stale_after=args.stale_after,
                             heartbeat=args.heartbeat, on_job=count,
-                            batch=not args.no_batch)
+                            batch=not args.no_batch, only=args.only or ())
     except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
         return _fail(args, exc)
     from harness.training.distributed import is_main
@@ -524,6 +528,9 @@ def _add_report(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default results/solvers, or results/SUITE)")
     p.add_argument("--quiet", action="store_true", help="print only the files written")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="results root, as run's: records in DIR/SUITE/runs.sqlite3, tables to "
+                        "DIR/SUITE/ (default results)")
     p.set_defaults(func=_cmd_report, parser=p)
 
 
@@ -557,6 +564,10 @@ def _add_run_like(sub, name: str, help: str, description: str) -> None:
                         "(a dead worker on the same host is replaced at once; default 120)")
     p.add_argument("--heartbeat", type=float, default=10.0, metavar="S",
                    help="seconds between the heartbeats of a worker's claims (default 10)")
+    p.add_argument("--only", action="append", metavar="KEY=V[,V]",
+                   help="run only the jobs whose KEY (stage, task, method/row, regularizer, "
+                        "dataset, seed) is one of the values, and the teachers they need; "
+                        "same keys as the full run; repeatable (all must match)")
     if name != "worker":
         p.add_argument("--workers", type=int, default=1, metavar="N",
                        help="start N worker processes on this machine (default 1)")
@@ -736,6 +747,13 @@ def _add_status(sub) -> None:
 
 def _cmd_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from harness.experiments.schema import dumps
+    from harness.experiments.suite import SuiteError, load_suite
+
+    try:  # its plugins: their names join the schema's
+        if args.suite:
+            load_suite(args.suite)
+    except (FileNotFoundError, SuiteError) as exc:
+        return _fail(args, exc)
 
     text = dumps()
     if args.out:
@@ -757,6 +775,9 @@ def _add_schema(sub) -> None:
                     "datasets and regularizers, train options). Editors validate and complete "
                     "YAML with it: `# yaml-language-server: $schema=PATH` on a suite's first "
                     "line (VS Code YAML, yamlls).")
+    p.add_argument("suite", metavar="SUITE", nargs="?",
+                   help="a suite whose plugins: are imported first (their names join the "
+                        "schema's)")
     p.add_argument("--out", metavar="FILE", help="write it to FILE instead of stdout")
     p.set_defaults(func=_cmd_schema, parser=p)
 
@@ -962,8 +983,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="otransfer",
         description="Benchmark and research harness for representation transfer by optimal "
                     "transport.",
-        epilog="With no arguments, `otransfer` runs `otransfer run mini`, the embedded default "
-               "suite (digits, CPU, about 2 minutes). "
+        epilog="With no arguments, `otransfer` runs `otransfer run mini --results "
+               "results/local`, the embedded default suite (digits, CPU, about 2 minutes), into "
+               "a folder git does not track. "
                "Run `otransfer COMMAND --help` for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -999,6 +1021,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         argv = list(DEFAULT_ARGV)
         command_line = f"otransfer (= {shlex.join(['otransfer', *argv])})"
+        print(f"otransfer: no command: running `{shlex.join(['otransfer', *argv])}` (into "
+              f"{argv[-1]}/, which git does not track; `otransfer run mini` writes "
+              "results/mini/)", file=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:  # a bare group such as `otransfer solvers`

@@ -128,6 +128,22 @@ def _ensure_loaded() -> None:
         from . import _exact, _external, _fixed, _scaling  # noqa: F401
 
         _LOADED.append(True)
+        _load_plugins()
+
+
+def _load_plugins() -> None:
+    """Import the modules the ``otransfer.solvers`` entry points name (their imports call
+    :func:`register`); one that fails is skipped with one line on standard error."""
+    import sys
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="otransfer.solvers"):
+        try:
+            ep.load()
+        except Exception as exc:
+            line = " ".join(f"{type(exc).__name__}: {exc}".split())
+            print(f"otransfer: solver plugin {ep.name!r} ({ep.value}, entry point group "
+                  f"otransfer.solvers) failed to import and is skipped: {line}", file=sys.stderr)
 
 
 def get_method(name: str) -> MethodInfo:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -99,7 +100,11 @@ def test_no_arguments_runs_the_mini_suite(monkeypatch):
     # the parser binds func at build time: rebuild it after patching
     assert main([]) == 0
     assert seen["suite"] == "mini"
-    assert seen["command_line"] == "otransfer (= otransfer run mini)"
+    # into a git-ignored folder: a fresh clone's committed results/mini/ is not rewritten
+    assert seen["results"] == "results/local"
+    assert seen["command_line"] == "otransfer (= otransfer run mini --results results/local)"
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().split()
+    assert "results/local/" in ignored
 
 
 @pytest.mark.parametrize("what", ["regularizers", "models", "datasets"])

@@ -99,8 +99,9 @@ def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch
     seen = []
 
     class FakePopen:
-        def __init__(self, cmd, env=None):
+        def __init__(self, cmd, env=None, **kw):
             seen.append((cmd, env))
+            self.stdout = iter(())  # the lines teed to the worker's log
 
         def wait(self):
             return 0
@@ -108,7 +109,7 @@ def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
     args = types.SimpleNamespace(suite="mini", set=(), quick=False, storage=url,
                                  results=tmp_path, stale_after=120, heartbeat=10, device=None,
-                                 workers=2, no_progress=True)
+                                 workers=2, no_progress=True, only=None)
     assert cli._spawn_workers(args) == 0
     assert len(seen) == 2
     for cmd, env in seen:

@@ -79,12 +79,14 @@ def test_spawned_workers_know_how_many_share_the_cores(monkeypatch, tmp_path):
     class FakePopen:
         def __init__(self, cmd, env=None, **kw):
             seen.append(env)
+            self.stdout = iter(())  # the lines teed to the worker's log
 
         def wait(self):
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
-    codes, _ = cluster.spawn_workers("mini", 3, results=tmp_path)
+    codes, _, errors = cluster.spawn_workers("mini", 3, results=tmp_path)
+    assert errors == []
     assert codes == [0, 0, 0]
     assert [e["OTRANSFER_WORKERS"] for e in seen] == ["3", "3", "3"]
 

@@ -192,22 +192,29 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
 def spawn_workers(suite: str, n: int, *, results, storage: str | None = None,
                   overrides: Sequence[str] = (), quick: bool = False, device: str | None = None,
                   stale_after: float = 120.0, heartbeat: float = 10.0,
-                  bar: bool = False) -> tuple[list[int], str]:
+                  bar: bool = False, only: Sequence[str] = ()
+                  ) -> tuple[list[int], str, list[str]]:
     """``otransfer run --workers N`` on this machine: ``n`` ``otransfer worker`` processes on
-    one storage, waited for; returns their exit codes and the storage URL. With ``bar`` (a
-    terminal) each worker's lines go to ``<results>/<suite>/logs/worker-K.log`` and one suite
-    bar is drawn from the storage; otherwise the workers' plain lines interleave."""
-    import subprocess
+    one storage, waited for; returns their exit codes, the storage URL and one line per
+    distinct error of the workers that failed (:func:`harness.experiments.worker_logs.
+    worker_errors`). Each worker's lines go to ``<results>/<suite>/logs/worker-K.log``; with
+    ``bar`` (a terminal) one suite bar is drawn from the storage, otherwise the workers' plain
+    lines also interleave on standard output. ``only``: ``--only`` filters, checked here."""
     import sys
 
+    from harness.experiments.only import select_jobs
     from harness.experiments.progress import follow_workers
     from harness.experiments.records import default_storage
     from harness.experiments.runner import quick_suite
-    from harness.experiments.suite import load_suite
+    from harness.experiments.secrets import scrub
+    from harness.experiments.suite import expand, load_suite
+    from harness.experiments.worker_logs import log_paths, start_workers, worker_errors
     from harness.training.threads import WORKERS_ENV
 
     loaded = load_suite(suite, overrides)
     shown = quick_suite(loaded) if quick else loaded  # where run_suite records
+    # a bad filter fails here, not in every worker
+    jobs = select_jobs(expand(shown), only) if only else None
     storage = storage or default_storage(shown.name, results)
     # the URL travels in the environment, not on the workers' command lines (visible in `ps`)
     env = {**os.environ, STORAGE_ENV: storage, WORKERS_ENV: str(n)}  # n share the cores
@@ -215,24 +222,25 @@ def spawn_workers(suite: str, n: int, *, results, storage: str | None = None,
            "--no-progress", "--stale-after", str(stale_after), "--heartbeat", str(heartbeat)]
     for kv in overrides:
         cmd += ["--set", kv]
+    for spec in only:
+        cmd += ["--only", spec]
     if quick:
         cmd.append("--quick")
     if device:
         cmd += ["--device", device]
-    if not bar:
-        procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
-        return [p.wait() for p in procs], storage
     logs = safe_io.ensure_dir(Path(results) / shown.name / "logs", results)
+    paths = log_paths(logs, n)
     files = []
-    for i in range(n):  # truncated, never written through a link planted there
-        safe_io.write_bytes(logs / f"worker-{i}.log", b"", results)
-        files.append(safe_io.open_append(logs / f"worker-{i}.log", results))
-    procs = [subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT) for f in files]
-    print(f"{n} workers; their logs: {logs}/worker-*.log", file=sys.stderr)
+    for path in paths:  # truncated, never written through a link planted there
+        safe_io.write_bytes(path, b"", results)
+        files.append(safe_io.open_append(path, results))
+    wait, procs = start_workers(cmd, env, files, echo=not bar)
     try:
-        follow_workers(shown, storage, lambda: any(p.poll() is None for p in procs))
+        if bar:
+            print(f"{n} workers; their logs: {logs}/worker-*.log", file=sys.stderr)
+            follow_workers(shown, storage, lambda: any(p.poll() is None for p in procs), jobs)
     finally:
-        codes = [p.wait() for p in procs]
+        codes = wait()
         for f in files:
             f.close()
-    return codes, storage
+    return codes, storage, worker_errors(paths, codes, lambda s: scrub(s, storage))

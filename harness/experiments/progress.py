@@ -103,16 +103,17 @@ def follow(name: str, total: int, read: Callable[[], tuple[int, int, Sequence[st
         bar.close()
 
 
-def follow_workers(suite, storage: str, alive: Callable[[], bool]) -> None:
+def follow_workers(suite, storage: str, alive: Callable[[], bool], jobs=None) -> None:
     """The suite bar of ``run --workers N`` in a terminal, read from the claims and records of
-    ``storage`` while ``alive()`` (some worker still runs)."""
+    ``storage`` while ``alive()`` (some worker still runs); ``jobs``: those run (``--only``),
+    default the suite's."""
     import sqlalchemy as sa
 
     from harness.experiments.claims import DONE, FAILED, LIVE, TABLE, make_engine
     from harness.experiments.records import done_keys
     from harness.experiments.suite import expand
 
-    jobs = expand(suite)
+    jobs = expand(suite) if jobs is None else jobs
     label = {j.key: f"{j.stage} {j.dataset} {j.regularizer} seed={j.seed}" for j in jobs}
     try:
         before = done_keys(storage, suite.name) & set(label)

@@ -362,7 +362,7 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
               device: str | None = None, worker: bool = False, stale_after: float = 120.0,
               heartbeat: float = 10.0, poll: float = 2.0, jobs: Iterable[Job] | None = None,
               record_extra: Mapping[str, Mapping[str, Any]] | None = None,
-              batch: bool = True) -> RunSummary:
+              batch: bool = True, only: Iterable[str] = ()) -> RunSummary:
     """Run every job of ``suite`` not yet completed in ``storage``; record each one.
 
     Any number of processes, on any number of machines, may run the same suite on the same
@@ -411,6 +411,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     batch : bool
         Train the jobs that differ only in seed (and regularizer weights) as one batched model
         where that is exact (:mod:`harness.experiments.batching`); False: one at a time.
+    only : iterable of str
+        ``--only KEY=V[,V]`` filters: run only the jobs they match, and those they load.
     """
     from harness.experiments.suite import with_overrides
 
@@ -421,6 +423,10 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
         suite = with_overrides(suite, overrides)
     if quick:
         suite = quick_suite(suite)
+    if only and jobs is None:  # --only: a subset, same keys (harness.experiments.only)
+        from harness.experiments.only import select_jobs
+
+        jobs = select_jobs(expand(suite), only)
     run = _SuiteRun(suite, storage, results_root, jobs, progress, log, device, stale_after,
                     heartbeat, poll, record_extra)
     run.batch.enabled = run.batch.enabled and batch and not run.multi

@@ -171,6 +171,11 @@ def suite_schema() -> dict[str, Any]:
             "name": {"pattern": f"^{S._NAME.pattern}$", "not": {"pattern": r"\.\."}},
             "seeds": seeds,
             "test_pool": {"enum": list(TEST_POOLS)},
+            "plugins": {"type": "array", "items": {"type": "string", "minLength": 1},
+                        "description": "modules imported before the suite is checked, by "
+                                       "every process that loads it: module names, or paths "
+                                       "to .py files from the suite file's folder "
+                                       "(docs/plugins.md)"},
             "stages": {"type": "object", "minProperties": 1,
                        "additionalProperties": {"$ref": "#/$defs/stage"}},
             "search": {"anyOf": [{"$ref": "#/$defs/search"},

@@ -74,6 +74,11 @@ A top-level ``test_pool: fixed`` tests every stage whose datasets take a ``test_
 setting wins), so their job keys differ from the resampled runs'. ``resampled`` (the default)
 changes nothing.
 
+A top-level ``plugins: [my_terms.py, my_lab.ot]`` lists modules (names, or ``.py`` paths from the
+suite file's folder) imported before the file is checked, by every process that loads it: their
+components (``register_regularizer``, ``solvers.register`` ...) are then valid names here
+(:mod:`harness.experiments.plugins`, docs/plugins.md). It is part of no job's key.
+
 A top-level ``search:`` block (a mapping, or a list of them) declares an Optuna search of one
 stage's regularizer for ``otransfer tune`` (:mod:`harness.experiments.search`); it is not part of any job's
 config, so it changes no key::
@@ -130,6 +135,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from harness.experiments.plugins import suite_plugins
 from harness.experiments.reference import parse_claim
 from harness.experiments.suite_checks import (check_claims, check_known, check_rows,
                                               check_taps, count_jobs, job_count_problem,
@@ -146,7 +152,7 @@ __all__ = ["SuiteError", "Suite", "Stage", "Job", "Search", "load_suite", "parse
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 
 _TOP_KEYS = {"name": str, "description": str, "seeds": list, "stages": dict,
-             "search": (dict, list), "test_pool": str}
+             "search": (dict, list), "test_pool": str, "plugins": list}
 _STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
                "dataset_params": dict, "train": dict, "regularizers": list, "teacher": str,
                "grid": dict, "seeds": list, "init": str, "source": dict, "table": str,
@@ -489,6 +495,7 @@ def parse_suite(text: str, filename: str = "<suite>", overrides: Iterable[str] =
         raise SuiteError(f"{filename}, {line}: invalid YAML: {problem}") from None
     lines = _Lines(root)
     raw = apply_overrides(raw if raw is not None else {}, overrides)
+    suite_plugins(raw, filename, lambda path, msg: _err(filename, lines, path, msg))
     return _check(raw, filename, lines)
 
 

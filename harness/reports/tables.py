@@ -801,8 +801,8 @@ def write_index(results_root: str | os.PathLike = "results", suites: dict | None
 
 def report_suite(name: str, storage: str | None = None, out: str | os.PathLike | None = None,
                  overrides: Sequence[str] = (), quick: bool = False,
-                 from_csv: str | os.PathLike | None = None,
-                 selection: str = "loso") -> dict[str, Path]:
+                 from_csv: str | os.PathLike | None = None, selection: str = "loso",
+                 results_root: str | os.PathLike = "results") -> dict[str, Path]:
     """``otransfer report SUITE``: :func:`write_report` of the suite file as it is now (its
     jobs' keys, and its claims and premises: a view, they change no job key), from
     ``storage`` or from a committed ``runs.csv``. Raises what loading the suite or reading
@@ -819,7 +819,8 @@ def report_suite(name: str, storage: str | None = None, out: str | os.PathLike |
     for j in jobs:
         if j.report and j.reference:
             references.setdefault(j.table or j.stage, j.reference)
-    return write_report(suite.name, storage, out, keys=None if from_csv else [j.key for j in jobs],
+    return write_report(suite.name, storage, out, results_root,
+                        keys=None if from_csv else [j.key for j in jobs],
                         references=references,
                         records_df=records_from_csv(from_csv, jobs) if from_csv else None,
                         selection=selection)

@@ -1061,7 +1061,8 @@ class _Run:
             from tqdm.auto import tqdm  # lazy: only when shown
             # beneath the suite's bar (harness.experiments.progress), cleared when the job ends
             self.bar = tqdm(total=self.total_steps, initial=min(self.step, self.total_steps),
-                            desc="train", dynamic_ncols=True, leave=False, position=1)
+                            desc="train", dynamic_ncols=True, leave=False, position=1,
+                            disable=None)  # None: no bar when stderr is not a terminal
 
     def close_bar(self) -> None:
         if self.bar is not None:

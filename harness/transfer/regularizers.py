@@ -33,6 +33,7 @@ from solvers import OTResult, get_method, solve, solve_sample
 
 from harness.transfer.representation import transport, matched_fraction
 from harness.transfer.taps import pool_features
+from harness._lazy import load_entry_points
 
 __all__ = [
     "RegContext", "RegularizerInfo", "Regularizer", "register_regularizer", "get_regularizer",
@@ -202,6 +203,7 @@ def register_regularizer(name: str, **capabilities: Any) -> Callable:
 
 def get_regularizer(name: str) -> RegularizerInfo:
     """Look up a regularizer by name or alias; an unknown name raises with the close matches."""
+    load_entry_points("otransfer.regularizers")  # plugins: once per process
     key = str(name).strip()
     key = _ALIASES.get(key, key)
     if key in _REGISTRY:
@@ -217,6 +219,7 @@ def get_regularizer(name: str) -> RegularizerInfo:
 
 def all_regularizers() -> dict[str, RegularizerInfo]:
     """Every registered regularizer, in registration order."""
+    load_entry_points("otransfer.regularizers")  # plugins: once per process
     return dict(_REGISTRY)
 
 
@@ -228,6 +231,7 @@ def available_regularizers(**flags: Any) -> list[str]:
     >>> available_regularizers(needs_teacher=False)
     ['none', 'l2', 'l2sp', 'jtln']
     """
+    load_entry_points("otransfer.regularizers")  # plugins: once per process
     return [n for n, info in _REGISTRY.items()
             if all(getattr(info, k) == v for k, v in flags.items())]
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from harness._lazy import load_entry_points
 from harness.zoo._lookup import lookup, matching
 from harness.zoo.pools import check_test_pool, pool_split, stratified_split
 from torch.utils.data import Dataset
@@ -105,6 +106,7 @@ def register_dataset(name: str, **capabilities: Any) -> Callable:
 
 def get_dataset(name: str) -> DatasetInfo:
     """Look up a dataset by name; an unknown name raises with the close matches."""
+    load_entry_points("otransfer.datasets")  # plugins: once per process
     return lookup(_REGISTRY, name, "dataset")
 
 
@@ -119,11 +121,13 @@ def held_splits(name: str, params: Mapping[str, Any]) -> tuple[str, ...]:
 
 def all_datasets() -> dict[str, DatasetInfo]:
     """Every registered dataset, in registration order."""
+    load_entry_points("otransfer.datasets")  # plugins: once per process
     return dict(_REGISTRY)
 
 
 def available_datasets(**flags: Any) -> list[str]:
     """Names of the datasets whose capabilities match ``flags`` (``needs_root=False``)."""
+    load_entry_points("otransfer.datasets")  # plugins: once per process
     return matching(_REGISTRY, flags)
 
 

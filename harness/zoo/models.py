@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from harness._lazy import load_entry_points
 from harness.zoo._lookup import lookup, matching
 from torch import nn
 
@@ -95,16 +96,19 @@ def register_model(name: str, **capabilities: Any) -> Callable:
 
 def get_model(name: str) -> ModelInfo:
     """Look up a model by name; an unknown name raises with the close matches."""
+    load_entry_points("otransfer.models")  # plugins: once per process
     return lookup(_REGISTRY, name, "model")
 
 
 def all_models() -> dict[str, ModelInfo]:
     """Every registered model, in registration order."""
+    load_entry_points("otransfer.models")  # plugins: once per process
     return dict(_REGISTRY)
 
 
 def available_models(**flags: Any) -> list[str]:
     """Names of the models whose capabilities match ``flags`` (e.g. ``family="wrn"``)."""
+    load_entry_points("otransfer.models")  # plugins: once per process
     return matching(_REGISTRY, flags)
 
 

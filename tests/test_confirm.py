@@ -134,3 +134,14 @@ def test_a_suite_table_decides_the_registers_claims_in_its_own_spelling():
     assert new["premises"] == ["kd > none"] and "kd > none" not in new["claims"]
     assert registered_claims("mini", "compression", {**ref}) == []
     assert with_register(ref, []) == ref  # a suite of one's own keeps its claims
+
+
+def test_an_ablation_table_decides_the_entries_located_in_it():
+    from harness.experiments.register_claims import located_claims
+
+    got = located_claims("ablation_view-cpu", "view")
+    assert set(got) == {("lohit2020", "3")}
+    texts = {c.text for c in got[("lohit2020", "3")]}
+    assert "samples (ipot) @ 4 stages > samples (ipot) @ penultimate" in texts
+    assert all(c.tasks is None for cs in got.values() for c in cs)
+    assert located_claims("mini", "compression") == {}

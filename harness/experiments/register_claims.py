@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-__all__ = ["SuiteClaim", "registered_claims", "with_register"]
+__all__ = ["SuiteClaim", "registered_claims", "with_register", "located_claims"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,23 @@ def with_register(reference: Mapping[str, Any],
     return {**reference,
             "premises": list(dict.fromkeys(c.text for c in claims if c.kind == "premise")),
             "claims": list(dict.fromkeys(c.text for c in claims if c.kind == "claim"))}
+
+
+def located_claims(suite: str, table: str, regs: Mapping[str, Any] | None = None) \
+        -> dict[tuple[str, str], list[SuiteClaim]]:
+    """For a suite table with no ``reference:`` block (an ablation): ``{(paper, paper table):
+    [premises then claims]}`` of every entry whose location names ``suite`` and ``table``
+    explicitly or by default, in the suite's spelling; on all of its tasks (an ablation's tasks
+    are not the paper's columns)."""
+    from harness.experiments.register import entries, load_registers
+
+    regs = load_registers() if regs is None else regs
+    out: dict[tuple[str, str], list[SuiteClaim]] = {}
+    for reg in regs.values():
+        for fam, kind, e in entries(reg):
+            for loc in (e.cpu_twin + e.full_scale) if e is not None else ():
+                if loc.suite == suite and loc.table in (None, table):
+                    out.setdefault((reg.paper, fam.table), []).append(SuiteClaim(
+                        e.id, fam.id, kind, loc.as_ or e.comparison, e.kind_of_test,
+                        e.margin, e.min_effect, None))
+    return {k: sorted(v, key=lambda c: c.kind != "premise") for k, v in out.items()}

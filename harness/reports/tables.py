@@ -450,8 +450,8 @@ def _paper_side(d, mean, seeds, reference=None, choices=None, suite: str = "",
     from harness.reports import claim_verdicts as cv
 
     refs = [r for r in d["reference"] if isinstance(r, dict)] if "reference" in d else []
-    if reference is None and not refs:
-        return None, None, []
+    if reference is None and not refs:  # an ablation: the register's entries located here
+        return None, None, _located_rows(d, seeds, choices, suite, name)
     cfg = reference if reference is not None else refs[0]
     ref = reference_from_config(with_register(cfg, registered_claims(suite, name, cfg)))
     row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
@@ -461,6 +461,25 @@ def _paper_side(d, mean, seeds, reference=None, choices=None, suite: str = "",
     rows = cv.table_rows(ref, seeds, paper[0], specs, name, cv.designs(d),
                          cv.lower_edges(choices), suite)
     return ref, paper, rows
+
+
+def _located_rows(d, seeds, choices, suite: str, name: str) -> list:
+    """The premises and claims the register locates in table ``name`` of ``suite`` when the
+    table names no paper table (an ablation), one family at a time, on all its tasks."""
+    from harness.experiments.reference import Reference
+    from harness.experiments.register_claims import located_claims
+    from harness.reports import claim_verdicts as cv
+
+    row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
+        else d["regularizer"]
+    specs, rows = dict(zip(row, d["regularizer"])), []
+    for (paper, table), cs in located_claims(suite, name).items():
+        ref = Reference(paper, table, {}, {}, claims=tuple(dict.fromkeys(
+            c.text for c in cs if c.kind == "claim")), premises=tuple(dict.fromkeys(
+                c.text for c in cs if c.kind == "premise")))
+        rows += cv.table_rows(ref, seeds, None, specs, name, cv.designs(d),
+                              cv.lower_edges(choices), suite)
+    return rows
 
 
 def _beside(table, paper_text, ref):

@@ -45,7 +45,9 @@ def claims_markdown(frame, ref) -> str:
     the six verdicts beside the paper's count, then per column the mean difference with the
     primary test's interval, p, Holm-adjusted p, verdict, reason and MDE."""
     fams = ", ".join(dict.fromkeys(frame.loc[frame["kind"] == "claim", "family"]))
-    lines = [f"Premises and claims of {ref.paper} Table {ref.table}, decided per task column "
+    tables = ", ".join(dict.fromkeys(f"{p} Table {t}" for p, t in
+                                     zip(frame["paper"], frame["paper_table"].astype(str))))
+    lines = [f"Premises and claims of {tables}, decided per task column "
              "from the paired per-seed differences A − B (points; same seed = same data and "
              f"initialisation). Primary test: {_tests_used(frame)}; 95 % interval of that "
              f"test. Level: {LEVEL_TEXT}; family {fams or '-'}. Verdicts: holds / reversed / "

@@ -45,6 +45,8 @@ e.g. ImageNet weights), used by ``init: pretrained`` and ``teacher: pretrained``
 from the paired per-seed differences (:mod:`harness.reports.verdicts`); ``premises`` (same syntax,
 e.g. ``"kd > none"``: there is something to transfer) are checked first, and a column whose
 premise does not hold has its claims *not tested* (not counted either way);
+``claims: [...]`` and ``premises: [...]`` on a stage with no paper are a study's own claims,
+decided the same way (docs/claims.md, "Claims of one's own");
 ``source: {dataset, dataset_params, weight, split}`` trains jointly on a source task through a second
 classifier (lu2017 JTLN; ``weight`` is ``lambda_s``); ``report: false`` leaves a stage out of
 the leaderboards (default: stages that another stage uses as teacher or init are left out).
@@ -157,7 +159,7 @@ _STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
                "dataset_params": dict, "train": dict, "regularizers": list, "teacher": str,
                "grid": dict, "seeds": list, "init": str, "source": dict, "table": str,
                "task": str, "report": bool, "reference": dict, "pretrained": str, "splits": dict,
-               "analysis": dict, "select": str}
+               "analysis": dict, "select": str, "claims": list, "premises": list}
 #: ``init:`` / ``teacher:`` value naming the stage's own ``pretrained`` weights file.
 PRETRAINED = "pretrained"
 _REFERENCE_KEYS = {"paper": str, "table": (str, int), "columns": dict, "rows": dict,
@@ -611,6 +613,7 @@ def _check_stage(sname: str, s: Any, earlier_stages: Sequence[Stage], seeds, fai
     reference = s.get("reference")
     if reference is not None:
         reference = _check_reference(reference, base + ["reference"], fail)
+    reference = _own_claims(s, reference, base, fail)
     grid = _stage_grid(s, regs, base, fail)
     dup = same_jobs_problem([(spec, p, resolved[i]) for i, (spec, p) in enumerate(regs)], grid)
     if dup:
@@ -1017,6 +1020,30 @@ def _check_reference(ref: dict, path, fail) -> dict:
            "claims": list(ref.get("claims", []))}
     if ref.get("premises"):  # absent when empty: older records compare equal
         out["premises"] = list(ref["premises"])
+    return out
+
+
+def _own_claims(s: Mapping, reference, base, fail):
+    """A stage's ``claims:`` / ``premises:`` of one's own (no paper): the reference the report
+    decides them from (``paper`` empty); beside a paper's ``reference`` they belong in it."""
+    from harness.experiments.reference import parse_claim
+
+    own = {k: s[k] for k in ("premises", "claims") if k in s}
+    if not own:
+        return reference
+    if reference is not None:
+        fail(base + [next(iter(own))], "this stage has a paper's reference block: list its "
+                                       "premises and claims there")
+    for key, items in own.items():
+        for i, text in enumerate(items):
+            try:
+                parse_claim(text if isinstance(text, str) else "")
+            except ValueError as exc:
+                fail(base + [key, i], str(exc))
+    out = {"paper": "", "table": "", "columns": {}, "rows": {},
+           "claims": list(own.get("claims", []))}
+    if own.get("premises"):
+        out["premises"] = list(own["premises"])
     return out
 
 

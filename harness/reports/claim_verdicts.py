@@ -170,7 +170,8 @@ def match_entry(index, fams, paper: str, table: str, form: str, kind: str, suite
     if mine:
         return mine[0][0].id, None, True
     ids = fams.get((paper, str(table)), [])
-    return (ids[0] if ids else f"{paper}.{table}"), None, False
+    own = f"{paper}.{table}" if paper else f"{suite}.{board}"  # no paper: the suite's table
+    return (ids[0] if ids else own), None, False
 
 
 # --------------------------------------------------------------------------- one table

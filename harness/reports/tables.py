@@ -457,9 +457,11 @@ def _paper_side(d, mean, seeds, reference=None, choices=None, suite: str = "",
     row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
         else d["regularizer"]
     specs = dict(zip(row, d["regularizer"]))
-    paper = paper_numbers(ref, [(r, specs[r]) for r in mean.index], list(mean.columns))
-    rows = cv.table_rows(ref, seeds, paper[0], specs, name, cv.designs(d),
-                         cv.lower_edges(choices), suite)
+    # claims of one's own (a stage's `claims:`) have no paper to print beside
+    paper = paper_numbers(ref, [(r, specs[r]) for r in mean.index], list(mean.columns)) \
+        if ref.paper else None
+    rows = cv.table_rows(ref, seeds, None if paper is None else paper[0], specs, name,
+                         cv.designs(d), cv.lower_edges(choices), suite)
     return ref, paper, rows
 
 
@@ -618,12 +620,12 @@ def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, 
     seeds = int(n.max().max()) if n.size else 0
     table = sel.with_budget(sel.annotate(_with_time(leaderboard(d), d), choices), budget)
     ref, paper, claims = _paper_side(d, mean, per_seed, reference, choices, suite, name)
-    if ref is not None:
+    if paper is not None:
         table = _beside(table, paper[1], ref)
     md = [f"## {name}\n", f"{seeds} seed(s) per cell; `s / job`: mean wall time of one "
           "training run (this machine); `grid`: grid points behind the row (its budget)."
           + (f" `paper: X`: {ref.paper} Table {ref.table}, column X (results/reference/)."
-             if ref is not None else "") + "\n", table.to_markdown(), ""]
+             if paper is not None else "") + "\n", table.to_markdown(), ""]
     if claims:
         md.append(_CLAIMS + name)  # filled in by _verdicts once the families are adjusted
     md.append(_friedman(name, per_seed, out, plots, paths))
@@ -728,7 +730,7 @@ def _flat_rows(name: str, mean, std, n, per_seed, ref, paper):
         .join(n.stack().rename("n")).reset_index()
     f = f.rename(columns={"regularizer": "method", "dataset": "task"})
     f.insert(0, "table", name)
-    if ref is not None:
+    if paper is not None:
         f["paper"] = [paper[0].at[r, c] for r, c in zip(f["method"], f["task"])]
         f["paper_column"] = [ref.columns.get(c, "") for c in f["task"]]
     for seed in sorted(set(per_seed.columns.get_level_values("seed"))):  # redo the tests

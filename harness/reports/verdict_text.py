@@ -45,7 +45,8 @@ def claims_markdown(frame, ref) -> str:
     the six verdicts beside the paper's count, then per column the mean difference with the
     primary test's interval, p, Holm-adjusted p, verdict, reason and MDE."""
     fams = ", ".join(dict.fromkeys(frame.loc[frame["kind"] == "claim", "family"]))
-    tables = ", ".join(dict.fromkeys(f"{p} Table {t}" for p, t in
+    tables = ", ".join(dict.fromkeys(f"{p} Table {t}" if p == p and p else "this suite (its "
+                                     "own claims, no paper)" for p, t in
                                      zip(frame["paper"], frame["paper_table"].astype(str))))
     lines = [f"Premises and claims of {tables}, decided per task column "
              "from the paired per-seed differences A − B (points; same seed = same data and "

@@ -1,0 +1,80 @@
+"""Claims of one's own (issue 24, item 2): a stage's ``claims:`` / ``premises:`` in any suite
+are decided and printed exactly as the papers' claims are, and bad ones are one line naming the
+file, line and key."""
+from __future__ import annotations
+
+import pytest
+
+SUITE = """\
+name: own
+seeds: [0, 1, 2, 3, 4, 5]
+stages:
+  teacher:
+    model: mlp
+    model_params: {widths: [32]}
+    dataset: digits
+    dataset_params: {n_per_class: 10}
+    train: {epochs: 2, batch_size: 50, lr: 0.05}
+  students:
+    table: mine
+    model: mlp
+    model_params: {widths: [8]}
+    dataset: digits
+    dataset_params: {n_per_class: 5, test_pool: fixed}
+    teacher: teacher
+    train: {epochs: 1, batch_size: 25, lr: 0.05}
+    regularizers: [none, kd]
+    premises: ["kd >= none"]
+    claims: ["kd > none"]
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "own.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_own_claims_become_the_stage_reference(tmp_path):
+    from harness.experiments.suite import expand, load_suite
+
+    jobs = [j for j in expand(load_suite(str(_write(tmp_path, SUITE)))) if j.report]
+    ref = jobs[0].reference
+    assert ref["paper"] == "" and ref["claims"] == ["kd > none"]
+    assert ref["premises"] == ["kd >= none"]
+
+
+@pytest.mark.parametrize("change, key, words", [
+    ('claims: ["kd >> none"]', "stages.students.claims.0", "ROW > ROW"),
+    ('claims: ["kd > nobody"]', "stages.students.reference.claims.0", "nobody"),
+])
+def test_a_bad_own_claim_is_one_line(tmp_path, change, key, words):
+    from harness.experiments.suite import SuiteError, load_suite
+
+    path = _write(tmp_path, SUITE.replace('claims: ["kd > none"]', change))
+    with pytest.raises(SuiteError) as info:
+        load_suite(str(path))
+    msg = str(info.value)
+    assert "\n" not in msg and str(path) in msg and words in msg, msg
+
+
+def test_own_claims_are_decided_like_the_papers(tmp_path, capsys):
+    """Run the suite for real (tiny), then its verdicts: the same columns, the six verdicts,
+    Holm within the suite table's family, the sign-flip test on the fixed test pool."""
+    import pandas as pd
+
+    from harness.cli import main
+
+    path = _write(tmp_path, SUITE)
+    code = main(["run", str(path), "--results", str(tmp_path / "r"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "own.mine" in out or "kd > none" in out  # verdict summary printed first
+    v = pd.read_csv(tmp_path / "r" / "own" / "verdicts.csv")
+    assert list(v["kind"]) == ["premise", "claim"] and set(v["family"]) == {"own.mine"}
+    assert list(v["method"]) == ["sign-flip", "sign-flip"] and (v["n"] == 6).all()
+    assert v["entry_id"].isna().all() and v["paper"].isna().all()
+    assert set(v["verdict"]) <= {"holds", "reversed", "equivalent", "inconclusive", "vacuous",
+                                 "not tested"}
+    md = (tmp_path / "r" / "own" / "leaderboard.md").read_text()
+    assert "this suite (its own claims, no paper)" in md and "paper:" not in md

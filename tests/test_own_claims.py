@@ -69,6 +69,11 @@ def test_own_claims_are_decided_like_the_papers(tmp_path, capsys):
     code = main(["run", str(path), "--results", str(tmp_path / "r"), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
+    # plain output says how much work there is before the first job, and what is left after each
+    lines = out.splitlines()
+    assert lines[0].startswith("own: 18 jobs, 0 already done, 18 to run; records in sqlite:")
+    assert any(line.endswith("18 of 18 done") for line in lines)
+    assert any(" of 18 done, ~" in line and line.endswith(" left") for line in lines)
     assert "own.mine" in out or "kd > none" in out  # verdict summary printed first
     v = pd.read_csv(tmp_path / "r" / "own" / "verdicts.csv")
     assert list(v["kind"]) == ["premise", "claim"] and set(v["family"]) == {"own.mine"}

@@ -484,6 +484,12 @@ class _SuiteRun:
                 self.summary.skipped += 1
                 if not self.bar_mode:
                     self.say(f"{self.tag(job)}: done ({job.key}), skipped")
+        if not self.bar_mode and main:  # how much work there is, before the first job
+            from harness.experiments.secrets import redact
+
+            left = len(jobs) - self.summary.skipped
+            self.say(f"{suite.name}: {len(jobs)} jobs, {self.summary.skipped} already done, "
+                     f"{left} to run; records in {redact(storage)}")
         self.bar = SuiteBar(suite.name, len(jobs), done=self.summary.skipped) \
             if self.bar_mode else None
         if self.bar is not None:
@@ -500,8 +506,20 @@ class _SuiteRun:
 
     # ---- small helpers
     def tag(self, job: Job) -> str:
+        """``[k/N] stage dataset row-with-grid-point seed=S``."""
         return (f"[{self.number[job.key]}/{len(self.jobs)}] {job.stage} {job.dataset} "
-                f"{job.regularizer} seed={job.seed}")
+                f"{job.label or job.regularizer} seed={job.seed}")
+
+    def eta(self) -> str:
+        """``; 12 of 170 done, ~3.5 min left`` from this process's pace so far."""
+        done = len(self.done & set(self.number))
+        left = len(self.jobs) - done
+        ran = self.summary.completed + self.summary.failed
+        if not ran or not left:
+            return f"; {done} of {len(self.jobs)} done"
+        secs = (time.perf_counter() - self.t0) / ran * left
+        when = f"{secs / 60:.1f} min" if secs >= 90 else f"{secs:.0f} s"
+        return f"; {done} of {len(self.jobs)} done, ~{when} left"
 
     def finished(self, key: str) -> bool:
         """Recorded done in the storage, whatever this worker's results folder holds: a job is
@@ -690,7 +708,8 @@ class _SuiteRun:
             if self.bar is None:
                 wall = metrics.get("wall_time")
                 self.say(f"{self.tag(job)}: test {100 * metrics['test_accuracy']:.1f}%"
-                         + (f" ({wall:.1f} s)" if isinstance(wall, (int, float)) else ""))
+                         + (f" ({wall:.1f} s)" if isinstance(wall, (int, float)) else "")
+                         + self.eta())
         else:
             self.tried.add(job.key)
             self.summary.failed += 1

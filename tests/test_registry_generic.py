@@ -159,3 +159,14 @@ def test_every_registry_of_the_project_is_one_of_these():
     for reg, name in ((METHODS, "emd"), (REGULARIZERS, "kd"), (MODELS, "mlp"),
                       (DATASETS, "digits")):
         assert isinstance(reg, Registry) and reg.get(name).name == name
+
+
+def test_the_split_regularizer_modules_register_in_the_old_order():
+    """harness.transfer.regularizers imports its term modules in an order the listing, the
+    schemas and the CLI choices read back."""
+    from harness.transfer.regularizers import all_regularizers, available_regularizers
+
+    assert list(all_regularizers()) == [
+        "none", "l2", "l2sp", "kd", "omega_p", "omega_i", "omega_u", "ot_samples_ipot",
+        "ot_samples_remd", "jtln"]
+    assert available_regularizers(needs_teacher=False) == ["none", "l2", "l2sp", "jtln"]

@@ -7,10 +7,9 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
-from solvers import OTResult, get_method, solve, solve_sample
-
 from harness.transfer.reg_core import RegContext, register_regularizer
 from harness.transfer.taps import pool_features
+from solvers import OTResult, get_method, solve, solve_sample
 
 __all__ = ["JTLN_ENTROPIES", "jtln_loss", "label_cost_mkmmd", "label_cost_ot", "LABEL_OT_SOLVER",
            "LABEL_COSTS", "label_cost_spec"]

@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from solvers import OTResult
-
 from harness.transfer.reg_core import RegContext, register_regularizer
-from harness.transfer.representation import transport, matched_fraction
+from harness.transfer.representation import matched_fraction, transport
 from harness.transfer.taps import pool_features
+from solvers import OTResult
 
 __all__ = ["STAGES", "KD_SCALES", "PAPER_GRAD", "kd_loss", "omega_term", "SamplesOTTerm",
            "log_solve"]

@@ -19,11 +19,12 @@ Optuna categoricals and test parametrisation read :func:`available_regularizers`
 """
 from __future__ import annotations
 
+# isort: off
+# the terms register on import, in this order (``otransfer list regularizers``, schemas): keep it
 from harness.transfer.reg_core import (
     REGULARIZERS, RegContext, Regularizer, RegularizerInfo, all_regularizers,
     available_regularizers, build_regularizer, get_regularizer, register_regularizer,
 )
-# importing the terms registers them, in this order (``otransfer list regularizers``)
 from harness.transfer.reg_terms import (
     KD_SCALES, PAPER_GRAD, STAGES, SamplesOTTerm, kd_loss, log_solve, omega_term,
 )
@@ -31,11 +32,13 @@ from harness.transfer.reg_jtln import (
     JTLN_ENTROPIES, LABEL_COSTS, LABEL_OT_SOLVER, jtln_loss, label_cost_mkmmd, label_cost_ot,
     label_cost_spec,
 )
+# isort: on
 
 __all__ = [
     "RegContext", "RegularizerInfo", "Regularizer", "register_regularizer", "get_regularizer",
     "all_regularizers", "available_regularizers", "build_regularizer", "kd_loss", "jtln_loss",
-    "label_cost_mkmmd", "label_cost_ot", "KD_SCALES", "JTLN_ENTROPIES", "LABEL_COSTS", "label_cost_spec",
+    "label_cost_mkmmd", "label_cost_ot", "KD_SCALES", "JTLN_ENTROPIES", "LABEL_COSTS",
+    "label_cost_spec",
     "REGULARIZERS", "STAGES", "PAPER_GRAD", "LABEL_OT_SOLVER", "omega_term", "SamplesOTTerm",
     "log_solve",
 ]

@@ -23,30 +23,9 @@ def attach(package: str, names: Mapping[str, str]
     return sorted(names), __getattr__, __dir__
 
 
-#: Entry-point groups already loaded in this process (each is loaded once).
-_GROUPS_LOADED: set[str] = set()
-
-
 def load_entry_points(group: str) -> list[str]:
-    """Import every module that a Python entry point of ``group`` names (``otransfer.solvers``,
-    ``otransfer.regularizers``, ``otransfer.models``, ``otransfer.datasets``), once per process:
-    their imports register components with the registries' decorators. A plugin that fails to
-    import is skipped with one line on standard error naming it, its package and the error.
-    Returns the entry points' names loaded by this call."""
-    if group in _GROUPS_LOADED:
-        return []
-    _GROUPS_LOADED.add(group)  # first: a plugin that looks its registry up does not recurse
-    import sys
-    from importlib.metadata import entry_points
+    """:func:`solvers.registry.load_entry_points` (imported here on call: ``solvers`` loads
+    torch, and this module must stay instant)."""
+    from solvers.registry import load_entry_points as load
 
-    loaded = []
-    for ep in entry_points(group=group):
-        try:
-            ep.load()
-            loaded.append(ep.name)
-        except Exception as exc:  # a broken plugin: said in one line, the others still load
-            pkg = getattr(getattr(ep, "dist", None), "name", None) or "?"
-            line = " ".join(f"{type(exc).__name__}: {exc}".split())
-            print(f"otransfer: plugin {ep.name!r} ({ep.value}, entry point group {group}, "
-                  f"package {pkg}) failed to import and is skipped: {line}", file=sys.stderr)
-    return loaded
+    return load(group)

@@ -3,13 +3,14 @@ capabilities as data (style.md §1–2). CLI choices, Optuna categoricals and te
 are read back from here."""
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
-__all__ = ["MethodInfo", "register", "get_method", "available", "all_methods"]
+from .registry import Registry
+
+__all__ = ["MethodInfo", "METHODS", "register", "get_method", "available", "all_methods"]
 
 Input = Literal["cost", "points"]
 Gradient = Literal["envelope", "autodiff", "none"]
@@ -103,70 +104,32 @@ def module_available(mod: str) -> bool:
     return importlib.util.find_spec(mod) is not None
 
 
-_REGISTRY: dict[str, MethodInfo] = {}
+def _builtins() -> None:
+    # Importing the implementation modules registers their methods (once: the registry's
+    # first lookup; a lookup then costs a dict access on every solve).
+    from . import _exact, _external, _fixed, _scaling  # noqa: F401
+
+
+#: The OT methods, by name (exact names only: ``"EMD"`` is suggested ``'emd'``, not found).
+METHODS: Registry[MethodInfo] = Registry(
+    "OT method", plural="methods", exact=True, preload=_builtins,
+    entry_points="otransfer.solvers",
+    make=lambda name, fn, **capabilities: MethodInfo(name=name, fn=fn, **capabilities))
 
 
 def register(name: str, **capabilities: Any) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
     """Register ``fn`` as OT method ``name`` with its capabilities (decorator)."""
-
-    def deco(fn: Callable[..., dict]) -> Callable[..., dict]:
-        if name in _REGISTRY:
-            raise ValueError(f"OT method {name!r} is already registered")
-        _REGISTRY[name] = MethodInfo(name=name, fn=fn, **capabilities)
-        return fn
-
-    return deco
-
-
-_LOADED: list[bool] = []
-
-
-def _ensure_loaded() -> None:
-    # Importing the implementation modules registers their methods (once: an import
-    # statement costs microseconds on every solve).
-    if not _LOADED:
-        from . import _exact, _external, _fixed, _scaling  # noqa: F401
-
-        _LOADED.append(True)
-        _load_plugins()
-
-
-def _load_plugins() -> None:
-    """Import the modules the ``otransfer.solvers`` entry points name (their imports call
-    :func:`register`); one that fails is skipped with one line on standard error."""
-    import sys
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="otransfer.solvers"):
-        try:
-            ep.load()
-        except Exception as exc:
-            line = " ".join(f"{type(exc).__name__}: {exc}".split())
-            print(f"otransfer: solver plugin {ep.name!r} ({ep.value}, entry point group "
-                  f"otransfer.solvers) failed to import and is skipped: {line}", file=sys.stderr)
+    return METHODS.register(name, **capabilities)
 
 
 def get_method(name: str) -> MethodInfo:
     """Look up a method; an unknown name raises ValueError listing the close matches."""
-    if not _LOADED:
-        _ensure_loaded()
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        # case-insensitive, so the papers' spelling ("IPOT", "EMD") finds the method
-        lower = {k.lower(): k for k in _REGISTRY}
-        close = [lower[c] for c in
-                 difflib.get_close_matches(str(name).lower(), list(lower), n=3, cutoff=0.5)]
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
-            f"unknown OT method {name!r}{hint} Known methods: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    return METHODS.get(name)
 
 
 def all_methods() -> dict[str, MethodInfo]:
     """Every registered method, installed or not, in registration order."""
-    _ensure_loaded()
-    return dict(_REGISTRY)
+    return dict(METHODS.items())
 
 
 def available(**flags: Any) -> list[str]:
@@ -175,19 +138,8 @@ def available(**flags: Any) -> list[str]:
     Examples
     --------
     >>> available(exact=True)
-    ['emd', 'assignment']
+    ['emd', 'assignment', 'exact']
     >>> available(input="points")  # doctest: +SKIP
     ['geomloss', 'keops']
     """
-    _ensure_loaded()
-    fields = set(MethodInfo.__dataclass_fields__) | {"is_available", "approximates_ot"}
-    unknown = set(flags) - fields
-    if unknown:
-        raise ValueError(f"unknown capability flag(s) {sorted(unknown)}; known: {sorted(fields)}")
-    out = []
-    for name, info in _REGISTRY.items():
-        if not info.is_available:
-            continue
-        if all(getattr(info, k) == v for k, v in flags.items()):
-            out.append(name)
-    return out
+    return [n for n in METHODS.names(**flags) if METHODS.get(n).is_available]

@@ -257,14 +257,14 @@ def test_point_method_weight_errors(name):
         solve_sample(x, y, None, torch.full((3,), 1 / 3, dtype=torch.float64), method=name)
 
 
-def test_unavailable_method_names_its_dependency(monkeypatch):
+def test_unavailable_method_names_its_dependency():
     """A registered method whose optional package is missing raises a ValueError naming it."""
-    import solvers._registry as reg
-    from dataclasses import replace
+    from solvers._registry import METHODS
 
     info = get_method("emd")
-    fake = replace(info, name="emd_missing_dep", requires=("no_such_module_xyz",))
-    monkeypatch.setitem(reg._REGISTRY, "emd_missing_dep", fake)
-    assert "emd_missing_dep" not in available()
-    with pytest.raises(ValueError, match="no_such_module_xyz"):
-        solve(torch.rand(3, 3, dtype=torch.float64), method="emd_missing_dep")
+    with METHODS.restoring():  # the registration is undone after the block
+        METHODS.register("emd_missing_dep", info.fn, exact=True, params=info.params,
+                         requires=("no_such_module_xyz",))
+        assert "emd_missing_dep" not in available()
+        with pytest.raises(ValueError, match="no_such_module_xyz"):
+            solve(torch.rand(3, 3, dtype=torch.float64), method="emd_missing_dep")

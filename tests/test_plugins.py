@@ -51,21 +51,19 @@ def study(tmp_path):
     """A folder with docs/plugins.md's plugin and a tiny suite using both of its components;
     the registries and modules are restored afterwards (other tests see no plugin)."""
     from harness.experiments import plugins as P
-    from harness.transfer import regularizers as R
-    from solvers import _registry as S
+    from harness.transfer.regularizers import REGULARIZERS
+    from solvers._registry import METHODS
 
     folder = tmp_path / "study"
     folder.mkdir()
     (folder / "my_plugin.py").write_text(_example())
     suite = folder / "tiny.yaml"
     suite.write_text(SUITE.format(name=f"plugins-{tmp_path.name[-12:]}", plugins="my_plugin.py"))
-    R.all_regularizers(), S.all_methods()  # the built-in ones registered before the copy
-    before = (dict(R._REGISTRY), dict(S._REGISTRY), dict(P._FILES), set(sys.modules))
-    yield suite
-    R._REGISTRY.clear(), R._REGISTRY.update(before[0])
-    S._REGISTRY.clear(), S._REGISTRY.update(before[1])
-    P._FILES.clear(), P._FILES.update(before[2])
-    for name in set(sys.modules) - before[3]:
+    before = (dict(P._FILES), set(sys.modules))
+    with REGULARIZERS.restoring(), METHODS.restoring():
+        yield suite
+    P._FILES.clear(), P._FILES.update(before[0])
+    for name in set(sys.modules) - before[1]:
         if name.startswith("otransfer_plugin_"):
             del sys.modules[name]
 

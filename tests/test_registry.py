@@ -125,12 +125,18 @@ def test_duplicate_registration_raises():
     assert get_method(name) is before  # the original is untouched
 
 
-def test_registering_a_method_makes_it_usable(monkeypatch):
+@pytest.fixture
+def restore_methods():
+    """The solver registry as it was before the test (its registrations undone)."""
+    from solvers._registry import METHODS
+
+    with METHODS.restoring():
+        yield
+
+
+def test_registering_a_method_makes_it_usable(restore_methods):
     """A plugin registered with its capabilities is listed, filtered and solvable, with its
     parameters validated and the envelope gradient attached — no other edit needed."""
-    import solvers._registry as reg
-
-    monkeypatch.setattr(reg, "_REGISTRY", dict(reg._REGISTRY))  # undone after the test
 
     @register("test_north_west", batched=False, params={"shift": 0.0},
               description="north-west corner rule (test plugin)")

@@ -12,7 +12,7 @@ suite file and the error.
 
 Installed packages may instead declare Python entry points (groups ``otransfer.solvers``,
 ``otransfer.regularizers``, ``otransfer.models``, ``otransfer.datasets``), imported at the
-registries' first lookup (:func:`harness._lazy.load_entry_points`).
+registries' first lookup (:func:`solvers.registry.load_entry_points`).
 """
 from __future__ import annotations
 

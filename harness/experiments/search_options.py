@@ -5,7 +5,6 @@ Kept apart from :mod:`harness.experiments.search` so that the suite checker
 """
 from __future__ import annotations
 
-import difflib
 import warnings
 from typing import Any, Mapping
 
@@ -50,8 +49,9 @@ def check_option(kind: str, spec: Mapping[str, Any]) -> str | None:
     table = _OPTIONS[kind][1]
     name = spec.get("name")
     if name not in table:
-        close = difflib.get_close_matches(str(name), list(table), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        from solvers.registry import did_you_mean
+
+        hint = did_you_mean(name, table)
         return f"unknown {kind} name {name!r}{hint} Known: {', '.join(table)}"
     params = inspect.signature(_option_class(kind, name)).parameters
     for key in spec:

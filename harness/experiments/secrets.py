@@ -163,8 +163,6 @@ def _missing_module(exc: BaseException) -> str | None:
 def open_error(exc: BaseException, url: str) -> str:
     """One line: why the storage ``url`` cannot be opened (``exc``) and how to fix it; no
     secret of the URL in it."""
-    import difflib
-
     shown = redact(url)
     missing = _missing_module(exc)
     if missing is not None:
@@ -173,7 +171,9 @@ def open_error(exc: BaseException, url: str) -> str:
                 f"installed: {how}")
     if type(exc).__name__ == "NoSuchModuleError":
         name = url.split("://", 1)[0]
-        close = difflib.get_close_matches(name, _DIALECTS, n=1, cutoff=0.6)
+        from solvers.registry import close_matches  # an error's path only: solvers loads torch
+
+        close = close_matches(name, _DIALECTS, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return (f"storage {shown!r}: SQLAlchemy knows no database driver {name!r}; {hint}"
                 f"give {_FORMS}")

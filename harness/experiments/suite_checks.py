@@ -21,7 +21,6 @@ suite module, so they stay testable on their own. What they refuse, with the rea
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import itertools
 import json
@@ -474,8 +473,9 @@ def check_known(accepted: Mapping[str, Any], given: Any, what: str, path, fail,
         return  # reported by the type check of the stage's keys
     for key, v in given.items():
         if key not in accepted:
-            close = difflib.get_close_matches(str(key), list(accepted), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            from solvers.registry import did_you_mean
+
+            hint = did_you_mean(key, accepted)
             fail(path + [key], f"unknown parameter {key!r} of {what}{hint} (it takes: "
                                f"{', '.join(accepted) or 'none'})")
         default, problem = accepted[key], None

@@ -14,11 +14,12 @@ torch.Size([5, 8])
 """
 from __future__ import annotations
 
-import difflib
 from typing import Iterable
 
 import torch
 from torch import nn
+
+from solvers.registry import did_you_mean
 
 __all__ = ["Taps", "tap_paths", "pool_features"]
 
@@ -78,8 +79,7 @@ def tap_paths(model: nn.Module, names: Iterable[str]) -> dict[str, str]:
         if path not in modules:
             out_of = f"tap point {name!r} -> {path!r}" if name in points else f"tap {name!r}"
             known = list(points) + [p for p in modules if p]
-            close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(name, known)
             raise ValueError(
                 f"unknown {out_of} for {type(model).__name__}{hint} Tap points: "
                 f"{', '.join(points) or 'none'}; module paths: {', '.join(known[len(points):])}")

@@ -15,7 +15,6 @@ The others read a local root: the ``root`` argument, else ``$OTRANSFER_DATA/<nam
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import pickle
@@ -26,13 +25,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from harness._lazy import load_entry_points
-from harness.zoo._lookup import lookup, matching
+from solvers.registry import Registry, did_you_mean
 from harness.zoo.pools import check_test_pool, pool_split, stratified_split
 from torch.utils.data import Dataset
 
 __all__ = [
-    "DatasetInfo", "register_dataset", "get_dataset", "all_datasets", "available_datasets",
+    "DatasetInfo", "DATASETS", "register_dataset", "get_dataset", "all_datasets", "available_datasets",
     "held_splits",
     "load_dataset", "dataset_root", "ArrayDataset", "FileListDataset", "CifarDataset",
     "digits_transfer_split",
@@ -89,25 +87,20 @@ class DatasetInfo:
     description: str = ""
 
 
-_REGISTRY: dict[str, DatasetInfo] = {}
+#: The datasets, by name (installed plugins: entry point group ``otransfer.datasets``).
+DATASETS: Registry[DatasetInfo] = Registry(
+    "dataset", entry_points="otransfer.datasets",
+    make=lambda name, fn, **capabilities: DatasetInfo(name=name, loader=fn, **capabilities))
 
 
 def register_dataset(name: str, **capabilities: Any) -> Callable:
     """Register ``fn(root, split, seed, **params) -> Dataset`` as dataset ``name``."""
-
-    def deco(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"dataset name {name!r} is already registered")
-        _REGISTRY[name] = DatasetInfo(name=name, loader=fn, **capabilities)
-        return fn
-
-    return deco
+    return DATASETS.register(name, **capabilities)
 
 
 def get_dataset(name: str) -> DatasetInfo:
     """Look up a dataset by name; an unknown name raises with the close matches."""
-    load_entry_points("otransfer.datasets")  # plugins: once per process
-    return lookup(_REGISTRY, name, "dataset")
+    return DATASETS.get(name)
 
 
 def held_splits(name: str, params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -121,14 +114,12 @@ def held_splits(name: str, params: Mapping[str, Any]) -> tuple[str, ...]:
 
 def all_datasets() -> dict[str, DatasetInfo]:
     """Every registered dataset, in registration order."""
-    load_entry_points("otransfer.datasets")  # plugins: once per process
-    return dict(_REGISTRY)
+    return dict(DATASETS.items())
 
 
 def available_datasets(**flags: Any) -> list[str]:
     """Names of the datasets whose capabilities match ``flags`` (``needs_root=False``)."""
-    load_entry_points("otransfer.datasets")  # plugins: once per process
-    return matching(_REGISTRY, flags)
+    return DATASETS.names(**flags)
 
 
 def dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
@@ -162,8 +153,7 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None, split: str
     unknown = set(kw) - set(info.params)
     if unknown:
         bad = sorted(unknown)[0]
-        close = difflib.get_close_matches(bad, list(info.params), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(bad, info.params)
         raise ValueError(f"unknown option {bad!r} for dataset {info.name!r}{hint} Options: "
                          f"{', '.join(info.params) or 'none'}")
     params = {**info.params, **kw}

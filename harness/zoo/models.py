@@ -24,18 +24,16 @@ parametrisation read :func:`all_models` / :func:`available_models`.
 """
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
 
-from harness._lazy import load_entry_points
-from harness.zoo._lookup import lookup, matching
+from solvers.registry import Registry, did_you_mean
 from torch import nn
 
-__all__ = ["ModelInfo", "register_model", "get_model", "all_models", "available_models",
+__all__ = ["ModelInfo", "MODELS", "register_model", "get_model", "all_models", "available_models",
            "build_model", "replace_head", "head_module", "with_source_head", "DualHead", "STAGES",
            "read_state", "head_fits", "load_weights"]
 
@@ -76,40 +74,36 @@ class ModelInfo:
     description: str = ""
 
 
-_REGISTRY: dict[str, ModelInfo] = {}
+def _model_info(name: str, fn: Callable[..., nn.Module], **capabilities: Any) -> ModelInfo:
+    info = ModelInfo(name=name, factory=fn, **capabilities)
+    if info.input_kind not in ("flat", "image"):
+        raise ValueError(f"model {name!r}: input_kind must be 'flat' or 'image'")
+    return info
+
+
+#: The models, by name (installed plugins: entry point group ``otransfer.models``).
+MODELS: Registry[ModelInfo] = Registry("model", make=_model_info,
+                                       entry_points="otransfer.models")
 
 
 def register_model(name: str, **capabilities: Any) -> Callable:
     """Register ``fn(num_classes, **params) -> nn.Module`` as model ``name`` (decorator)."""
-
-    def deco(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is already registered")
-        info = ModelInfo(name=name, factory=fn, **capabilities)
-        if info.input_kind not in ("flat", "image"):
-            raise ValueError(f"model {name!r}: input_kind must be 'flat' or 'image'")
-        _REGISTRY[name] = info
-        return fn
-
-    return deco
+    return MODELS.register(name, **capabilities)
 
 
 def get_model(name: str) -> ModelInfo:
     """Look up a model by name; an unknown name raises with the close matches."""
-    load_entry_points("otransfer.models")  # plugins: once per process
-    return lookup(_REGISTRY, name, "model")
+    return MODELS.get(name)
 
 
 def all_models() -> dict[str, ModelInfo]:
     """Every registered model, in registration order."""
-    load_entry_points("otransfer.models")  # plugins: once per process
-    return dict(_REGISTRY)
+    return dict(MODELS.items())
 
 
 def available_models(**flags: Any) -> list[str]:
     """Names of the models whose capabilities match ``flags`` (e.g. ``family="wrn"``)."""
-    load_entry_points("otransfer.models")  # plugins: once per process
-    return matching(_REGISTRY, flags)
+    return MODELS.names(**flags)
 
 
 def build_model(name: str, num_classes: int, *, weights_path: str | os.PathLike | None = None,
@@ -139,8 +133,7 @@ def build_model(name: str, num_classes: int, *, weights_path: str | os.PathLike 
     unknown = set(kw) - set(info.params)
     if unknown:
         bad = sorted(unknown)[0]
-        close = difflib.get_close_matches(bad, list(info.params), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(bad, info.params)
         raise ValueError(f"unknown parameter {bad!r} for model {info.name!r}{hint} "
                          f"Parameters: {', '.join(info.params) or 'none'}")
     params = {**info.params, **kw}

@@ -230,7 +230,8 @@ def table_rows(ref, ours, paper, specs: Mapping[str, str], board: str, design: M
     :func:`lower_edges`; ``index``: :func:`load_index`."""
     from harness.experiments.reference import parse_claim
     from harness.experiments.register import canonical
-    from harness.reports.verdicts import _paper_holds, _row
+    from harness.reports.verdicts import paper_holds as _paper_holds
+    from harness.reports.verdicts import row_of as _row
 
     index, fams = load_index() if index is None else index
     tasks = list(dict.fromkeys(ours.columns.get_level_values(0))) if len(ours.columns) else []

@@ -18,23 +18,11 @@ from typing import Mapping, Sequence
 from harness.experiments.suite import slug
 from harness.training import safe_io
 
-#: a CSV read back from a results folder larger than this is not one a report wrote
-CSV_LIMIT = 256 * 2 ** 20
-
-
-def _read_csv(path, **kw):
-    """``pd.read_csv`` of a regular file of at most :data:`CSV_LIMIT` bytes (a FIFO or a
-    device planted there is one line, :class:`~harness.training.safe_io.UnsafePathError`)."""
-    import io
-
-    import pandas as pd
-
-    return pd.read_csv(io.BytesIO(safe_io.read_bytes(path, limit=CSV_LIMIT)), **kw)
-
-
-def _write_csv(frame, path, root=None, **kw) -> None:
-    """``frame.to_csv`` written atomically, never through a link (:mod:`safe_io`)."""
-    safe_io.write_text(path, frame.to_csv(**kw), root)
+# the reports' file I/O (harness.reports.files), under the names this module always used
+from harness.reports.files import CSV_LIMIT  # noqa: E402,F401
+from harness.reports.files import read_csv as _read_csv  # noqa: E402,F401
+from harness.reports.files import save_figure as _save  # noqa: E402,F401
+from harness.reports.files import write_csv as _write_csv  # noqa: E402,F401
 
 __all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex", "split_tables",
            "plot_table", "plot_traces", "slug", "write_index", "with_tuned", "leaderboard_seeds",
@@ -245,14 +233,6 @@ def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str, ylim=None) -
     ax.legend(fontsize=7)
     if path is not None:
         _save(fig, path)
-
-
-def _save(fig, path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    safe_io.write_figure(fig, path, dpi=120)
-    plt.close(fig)
 
 
 def numeric_axis(columns) -> tuple[str, list[float]] | None:

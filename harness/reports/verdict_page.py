@@ -123,7 +123,7 @@ def summarize(g) -> ClaimSummary:
 def suite_frames(root: Path, suites: Sequence[str] | None = None) -> dict[str, tuple]:
     """``{suite: (label, frame)}``: ``confirmatory/<suite>/verdicts.csv`` when present
     (:data:`CONFIRMATORY`), else ``<suite>/verdicts.csv`` (:data:`EXPLORATORY`)."""
-    from harness.reports.tables import _read_csv
+    from harness.reports.files import read_csv as _read_csv
 
     conf = root / "confirmatory"
     names = list(suites) if suites is not None else sorted(
@@ -165,7 +165,7 @@ def _claim_line(reg, fam, e, rows, not_run: Mapping) -> str:
 
 
 def _header(frames: Mapping, exploratory: bool, root: Path) -> list[str]:
-    from harness.reports.tables import _read_csv
+    from harness.reports.files import read_csv as _read_csv
 
     title = "# Verdicts: the papers' claims, checked at CPU scale" + \
         (" (EXPLORATORY)" if exploratory else "")
@@ -313,7 +313,7 @@ def plot_verdicts(frame, title: str, path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from harness.reports.tables import _save
+    from harness.reports.files import save_figure as _save
 
     f = frame[frame["n"] > 0].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.17 * max(1, len(f))))

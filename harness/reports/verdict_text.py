@@ -82,7 +82,7 @@ def verdict_summary(verdicts_csv) -> str:
     leaderboard and claim, the count of task columns of each of the six verdicts, the paper's
     count, and each column's mean paired difference with its interval (what ``otransfer run``
     prints before the leaderboards)."""
-    from harness.reports.tables import _read_csv
+    from harness.reports.files import read_csv as _read_csv
 
     v = _read_csv(verdicts_csv)
     methods = ", ".join(dict.fromkeys(v["method"].dropna().astype(str))) \

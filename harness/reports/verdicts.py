@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 __all__ = ["LEVEL", "HOLDS", "REVERSED", "INCONCLUSIVE", "FEW", "NOT_TESTED", "MISSING", "Paired",
-           "paired", "evaluate", "evaluate_claims", "summary_counts", "overall"]
+           "paired", "evaluate", "row_of", "paper_holds", "evaluate_claims", "summary_counts", "overall"]
 
 #: Default confidence level of the intervals.
 LEVEL = 0.95
@@ -156,12 +156,12 @@ def evaluate(claims: Sequence[str], ours, paper=None, specs: Mapping[str, str] |
         for text in texts:
             c = parse_claim(text)
             left, right = (c.left, c.right) if c.op in (">", ">=") else (c.right, c.left)
-            a, b = _row(ours.index, left, specs), _row(ours.index, right, specs)
+            a, b = row_of(ours.index, left, specs), row_of(ours.index, right, specs)
             cols = []
             for task in tasks:
                 col = {"task": task, "n": 0, "mean": math.nan, "lo": math.nan, "hi": math.nan,
                        "p": math.nan, "dropped": (), "premise": None,
-                       "paper": _paper_holds(c, paper, specs, task)}
+                       "paper": paper_holds(c, paper, specs, task)}
                 if a is None or b is None or ours.loc[a, task].isna().all() \
                         or ours.loc[b, task].isna().all():
                     col["verdict"] = MISSING
@@ -208,18 +208,18 @@ def overall(res: Mapping[str, int]) -> str:
     return INCONCLUSIVE
 
 
-def _row(index, name: str, specs: Mapping[str, str]) -> str | None:
+def row_of(index, name: str, specs: Mapping[str, str]) -> str | None:
     if name in index:
         return name
     hits = [r for r, s in specs.items() if s == name and r in index]
     return hits[0] if len(hits) == 1 else None
 
 
-def _paper_holds(c, paper, specs, task) -> bool | None:
+def paper_holds(c, paper, specs, task) -> bool | None:
     """Whether the paper's means satisfy claim ``c`` on ``task`` (None: a number is missing)."""
     if paper is None or task not in getattr(paper, "columns", ()):
         return None
-    a, b = _row(paper.index, c.left, specs), _row(paper.index, c.right, specs)
+    a, b = row_of(paper.index, c.left, specs), row_of(paper.index, c.right, specs)
     if a is None or b is None:
         return None
     x, y = paper.at[a, task], paper.at[b, task]

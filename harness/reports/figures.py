@@ -19,9 +19,18 @@ from collections import Counter
 
 from harness.training import safe_io
 
-__all__ = ["plot_table", "plot_lines", "plot_traces", "plot_layer_traces", "numeric_axis",
-           "value_axis", "chosen_points", "with_teacher_accuracy", "REFERENCE_ROWS",
-           "GAP_SHARE"]
+__all__ = [
+    "GAP_SHARE",
+    "REFERENCE_ROWS",
+    "chosen_points",
+    "numeric_axis",
+    "plot_layer_traces",
+    "plot_lines",
+    "plot_table",
+    "plot_traces",
+    "value_axis",
+    "with_teacher_accuracy",
+]
 
 #: rows drawn as a dashed reference line in every panel: the student trained alone
 REFERENCE_ROWS = {"none": "none (student alone)", "scratch": "scratch",
@@ -81,7 +90,7 @@ def _trace_frame(df):
             for k, v in e.items():
                 if k.endswith("/matched"):
                     tap = k[:-len("/matched")]
-                    term, _, short = tap.partition("/")  # "omega_p/penultimate"
+                    _term, _, short = tap.partition("/")  # "omega_p/penultimate"
                     rows.append({"method": r.get("method") or r["regularizer"],
                                  "task": r["dataset"], "tap": short if "+" not in str(
                                      r["regularizer"]) and short else tap,
@@ -142,8 +151,9 @@ def plot_layer_traces(table, title: str, path) -> None:
 def _save_both(fig, path) -> None:
     """``path`` (PNG, 150 dpi) and the same figure as a PDF beside it (vector, for a draft;
     no creation date, so an unchanged figure rewrites the same bytes)."""
-    import matplotlib.pyplot as plt
     from pathlib import Path
+
+    import matplotlib.pyplot as plt
 
     safe_io.write_figure(fig, path, dpi=150)
     safe_io.write_figure(fig, Path(path).with_suffix(".pdf"), metadata={"CreationDate": None})
@@ -194,16 +204,17 @@ def chosen_points(choices, by_task: bool = True) -> dict:
     return out
 
 
-def value_axis(mean, std, seeds) -> tuple[float, float, bool]:
+def value_axis(mean, std, seeds, extra=()) -> tuple[float, float, bool]:
     """``(lo, hi, broken)`` of the accuracy axis (%). ``hi``: the largest seed value or
     mean + std, plus 1, rounded up to 5 (at most 100). From 0 (``lo = 0``, not broken) when the
     largest gap between two means of one task is at least :data:`GAP_SHARE` of ``hi``; else
     broken, the main part from ``lo`` (the smallest seed value or mean − std, minus 1, rounded
-    down to 5)."""
+    down to 5). ``extra``: other values drawn on the axis (the teacher's accuracy)."""
     import numpy as np
 
     values = np.concatenate([seeds.to_numpy(float).ravel(), (mean + std.fillna(0)).to_numpy(
-        float).ravel(), (mean - std.fillna(0)).to_numpy(float).ravel()])
+        float).ravel(), (mean - std.fillna(0)).to_numpy(float).ravel(), np.asarray(
+            list(extra), dtype=float)])
     values = values[np.isfinite(values)]
     if not values.size:
         return 0.0, 100.0, False
@@ -246,8 +257,8 @@ def _axes(fig, spec, lo: float, hi: float, broken: bool, horizontal: bool):
         main.spines["bottom"].set_visible(False)
         main.tick_params(axis="x", bottom=False, labelbottom=False)
         ends = ((stub, [0, 1], [1, 1]), (main, [0, 1], [0, 0]))
-    mark = dict(marker=[(-1, -1.5), (1, 1.5)], markersize=9, linestyle="none", color="k",
-                mec="k", mew=1, clip_on=False)
+    mark = {"marker": [(-1, -1.5), (1, 1.5)], "markersize": 9, "linestyle": "none",
+            "color": "k", "mec": "k", "mew": 1, "clip_on": False}
     for ax, xs, ys in ends:  # the break: two slanted strokes on each side of the gap
         ax.plot(xs, ys, transform=ax.transAxes, **mark)
     return main, [stub, main]
@@ -310,13 +321,14 @@ def plot_table(df, title: str, path, choices=None) -> None:
     mean, std, n = leaderboard_numbers(df)
     seeds = leaderboard_seeds(df)
     methods, tasks = list(mean.index), list(mean.columns)
-    lo, hi, broken = value_axis(mean, std, seeds)
+    teacher = _teacher(df, tasks)
+    lo, hi, broken = value_axis(mean, std, seeds, teacher.values())
     cols = min(len(tasks), 3)
     rows = math.ceil(len(tasks) / cols)
     left = 0.3 + 0.075 * max(len(str(r)) for r in methods)  # inches for the row names
     fig = plt.figure(figsize=(left + 0.2 + 3.2 * cols, 1.3 + rows * (0.55 + 0.3 * len(methods))))
     grid = fig.add_gridspec(rows, cols, hspace=0.45, wspace=0.12)
-    colour, points, teacher = _colours(methods), chosen_points(choices), _teacher(df, tasks)
+    colour, points = _colours(methods), chosen_points(choices)
     rng = np.random.default_rng(0)  # the jitter is the same on every report
     y = np.arange(len(methods))
     for i, task in enumerate(tasks):
@@ -339,8 +351,8 @@ def plot_table(df, title: str, path, choices=None) -> None:
             if np.isfinite(m[j]):
                 text = f"{m[j]:.1f}" + (f" · {points[(r, task)]}" if (r, task) in points else "")
                 main.text(lo + 0.01 * (hi - lo), j, text, va="center", ha="left", fontsize=6.5,
-                          zorder=3.5, clip_on=True, bbox=dict(facecolor="white", alpha=0.6,
-                                                              edgecolor="none", pad=0.6))
+                          zorder=3.5, clip_on=True, bbox={"facecolor": "white", "alpha": 0.6,
+                                                        "edgecolor": "none", "pad": 0.6})
         _reference_lines(main, mean, task, teacher, horizontal=True)
         main.set_title(str(task), fontsize=8)
         main.grid(axis="x", alpha=0.3)
@@ -375,11 +387,11 @@ def plot_lines(df, title: str, path, choices=None) -> None:
     mean, std, n = leaderboard_numbers(df)
     seeds = leaderboard_seeds(df)
     name, xs = numeric_axis(mean.columns)
-    lo, hi, broken = value_axis(mean, std, seeds)
+    teacher = _teacher(df, list(mean.columns))
+    lo, hi, broken = value_axis(mean, std, seeds, teacher.values())
     fig = plt.figure(figsize=(6.5, 4.4))
     main, parts = _axes(fig, fig.add_gridspec(1, 1)[0], lo, hi, broken, horizontal=False)
     colour, points = _colours(mean.index), chosen_points(choices, by_task=False)
-    teacher = _teacher(df, list(mean.columns))
     rng, width = np.random.default_rng(0), 0.012 * (max(xs) - min(xs))
     for method in mean.index:
         m, s = mean.loc[method].to_numpy(float), std.loc[method].fillna(0).to_numpy(float)

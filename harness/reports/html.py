@@ -18,12 +18,12 @@ import html
 import os
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from harness.training import safe_io
 
-__all__ = ["markdown_html", "write_page", "write_index_page", "report_command", "suite_text"]
+__all__ = ["markdown_html", "report_command", "suite_text", "write_index_page", "write_page"]
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;
@@ -148,8 +148,8 @@ def _per_seed(flat) -> str:
         return ""
     seeds = [c for c in flat.columns if str(c).startswith("seed_")]
     out = ["<h2>Per-seed values</h2>",
-           "<p>Test accuracy (%) of every seed, as in <code>leaderboard.csv</code> "
-           "(the paired tests match seeds across rows).</p>"]
+           ("<p>Test accuracy (%) of every seed, as in <code>leaderboard.csv</code> "
+            "(the paired tests match seeds across rows).</p>")]
     for name, g in flat.groupby("table", sort=False):
         cols = ["method", "task", "mean", "std", "n", *seeds]
         frame = g[[c for c in cols if c in g]].rename(
@@ -200,9 +200,9 @@ def write_index_page(results_root: str | os.PathLike, suites: Mapping[str, str] 
     pages = sorted(d.name for d in root.iterdir() if (d / "index.html").is_file()) \
         if root.is_dir() else []
     body = ["<h1>Results</h1>",
-            "<p>Written by <code>otransfer report --all</code>; one page per suite (its "
-            'tables, verdicts, figures and per-seed values); <a href="README.md">README.md</a> '
-            "lists the same files as Markdown.</p>", "<h2>Suites</h2><ul>"]
+            ("<p>Written by <code>otransfer report --all</code>; one page per suite (its "
+             'tables, verdicts, figures and per-seed values); <a href="README.md">README.md</a> '
+             "lists the same files as Markdown.</p>"), "<h2>Suites</h2><ul>"]
     for name in pages:
         desc = " ".join(str(suites.get(name, "")).split())
         body.append(f'<li><a href="{html.escape(name)}/index.html"><strong>'

@@ -189,6 +189,12 @@ def test_report_all_writes_verdicts_md_from_committed_csv(tmp_path, monkeypatch)
     assert "does not hold" not in verdicts
     index = (root / "results" / "README.md").read_text()
     assert index.index("VERDICTS.md") < index.index("leaderboard.md")
+    page = (root / "results" / "index.html").read_text()  # the HTML index, VERDICTS rendered
+    assert '<a href="lohit2020_table1-cpu/index.html"><strong>lohit2020_table1-cpu' in page
+    assert '<h2 id="verdicts">Verdicts</h2>' in page and "<code>kd &gt; none</code>" in page
+    suite_page = (root / "results" / "lohit2020_table1-cpu" / "index.html").read_text()
+    assert "otransfer report lohit2020_table1-cpu --from-csv" in suite_page
+    assert '<img src="compression.png"' in suite_page and "<h2>Suite file</h2>" in suite_page
     v = pd.read_csv(root / "results" / "lohit2020_table1-cpu" / "verdicts.csv")
     assert set(v["kind"]) == {"premise", "claim"} and (v["n"] == 10).all()
 

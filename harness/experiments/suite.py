@@ -384,6 +384,12 @@ def load_suite(path_or_name: str | os.PathLike, overrides: Iterable[str] = ()) -
 MAX_SUITE_BYTES = 1 << 20
 
 
+def suite_file_text(path_or_name: str | os.PathLike) -> str:
+    """The text of a suite file (a name in suites/ or a path), read as :func:`load_suite`
+    reads it."""
+    return _read_suite_text(_resolve_path(path_or_name))
+
+
 def _read_suite_text(path: Path) -> str:
     """The text of suite file ``path``: at most :data:`MAX_SUITE_BYTES`, UTF-8."""
     size = path.stat().st_size

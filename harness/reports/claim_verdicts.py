@@ -128,7 +128,7 @@ def load_index(regs=None):
     """``(paper, table, canonical comparison) -> [(family, kind, entry)]`` of the register
     (default ``claims/``), and ``(paper, table) -> [family id]``; empty when it cannot be read
     (the claims are then unregistered)."""
-    from harness.experiments.register import RegisterError, canonical, entries, load_registers
+    from harness.experiments.register import RegisterError, entries, load_registers
 
     try:
         regs = load_registers() if regs is None else regs

@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness.experiments.suite import slug
+from harness.reports.numbers import (  # noqa: F401  (moved there; still importable here)
+    accuracies as _accuracies, leaderboard_numbers, leaderboard_seeds)
+from harness.reports.figures import (  # noqa: F401  (moved there; still importable here)
+    numeric_axis, plot_layer_traces, plot_lines, plot_table,
+    plot_traces, with_teacher_accuracy)
 from harness.training import safe_io
 
 # the reports' file I/O (harness.reports.files), under the names this module always used
@@ -27,23 +32,6 @@ from harness.reports.files import write_csv as _write_csv  # noqa: E402,F401
 __all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex", "split_tables",
            "plot_table", "plot_traces", "slug", "write_index", "with_tuned", "leaderboard_seeds",
            "records_from_csv", "report_suite", "report_all"]
-
-
-def leaderboard_numbers(df, stage: str | None = None):
-    """``(mean, std, n)`` frames of test accuracy (%) by regularizer (rows) x dataset (cols).
-
-    ``df`` has columns ``regularizer``, ``dataset``, ``seed``, ``test_accuracy`` (a fraction) and
-    optionally ``stage`` / ``status``; only completed rows count. ``stage``: keep that stage only
-    (default: the stage with the most distinct regularizers, the later on ties: the students).
-    """
-    d = _accuracies(df, stage)
-    order_r = list(dict.fromkeys(d["regularizer"]))
-    order_c = list(dict.fromkeys(d["dataset"]))
-    g = d.groupby(["regularizer", "dataset"], sort=False)["acc"]
-    mean = g.mean().unstack("dataset").reindex(index=order_r, columns=order_c)
-    std = g.std(ddof=0).unstack("dataset").reindex(index=order_r, columns=order_c)
-    n = g.count().unstack("dataset").reindex(index=order_r, columns=order_c)
-    return mean, std, n
 
 
 def diagnostics_of(record) -> dict[str, float]:
@@ -89,44 +77,6 @@ def term_strength(df):
     order_c = list(dict.fromkeys(df["dataset"]))
     return cells.unstack("dataset").reindex(columns=[c for c in order_c
                                                      if c in set(f.index.get_level_values(2))])
-
-
-def leaderboard_seeds(df, stage: str | None = None):
-    """Test accuracy (%) of every seed: rows as :func:`leaderboard_numbers`, columns a
-    ``(task, seed)`` MultiIndex (tasks in order, seeds sorted). The paired verdicts
-    (:mod:`harness.reports.verdicts`) match seeds across rows within a task; a seed recorded twice for
-    one cell (several grid points not reduced by ``select: val``) keeps its mean."""
-    import pandas as pd
-
-    d = _accuracies(df, stage)
-    order_r = list(dict.fromkeys(d["regularizer"]))
-    order_c = list(dict.fromkeys(d["dataset"]))
-    wide = d.groupby(["regularizer", "dataset", "seed"], sort=False)["acc"].mean() \
-        .unstack(["dataset", "seed"])
-    cols = pd.MultiIndex.from_tuples(
-        sorted(wide.columns, key=lambda c: (order_c.index(c[0]), c[1])), names=["task", "seed"])
-    return wide.reindex(index=order_r, columns=cols)
-
-
-def _accuracies(df, stage):
-    """The completed records of one stage (see :func:`leaderboard_numbers`) with ``acc`` (%)
-    and ``regularizer`` replaced by the row name."""
-    import pandas as pd
-
-    d = df
-    if "status" in d:
-        d = d[d["status"] == "completed"]
-    if "stage" in d and len(d):
-        if stage is None:  # the stage comparing the most specs (students, not the teacher)
-            order = list(dict.fromkeys(d["stage"]))
-            width = d.groupby("stage")["regularizer"].nunique()
-            stage = max(order, key=lambda s: (width[s], order.index(s)))
-        d = d[d["stage"] == stage]
-    # rows: "method" (spec + grid point) when recorded, else the spec
-    row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
-        else d["regularizer"]
-    return d.assign(acc=100.0 * pd.to_numeric(d["test_accuracy"]), regularizer=row,
-                    seed=pd.to_numeric(d["seed"]).astype(int))
 
 
 def leaderboard(df, stage: str | None = None, digits: int = 1, bold: str = "**{}**"):
@@ -217,155 +167,6 @@ def _with_choices(table, choices):
     return table
 
 
-_TRACE = "trace of the plan  tr(P)"
-_UNIT = (-0.02, 1.02)
-
-
-def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str, ylim=None) -> None:
-    """Label, grid and legend a line plot; save it (PNG, 120 dpi) and close it unless ``path``
-    is None (a panel of a larger figure)."""
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if path is not None:
-        _save(fig, path)
-
-
-def numeric_axis(columns) -> tuple[str, list[float]] | None:
-    """``("batch", [16, 32, ...])`` when every column ends in ``name=<number>[%]`` with one
-    name (li2020 Table 4's batch sizes, Table 3's pre-training levels), else None."""
-    import re
-
-    found = [re.search(r"([A-Za-z_]+)=([0-9.]+)%?$", str(c)) for c in columns]
-    if len(columns) < 2 or not all(found) or len({m.group(1) for m in found}) != 1:
-        return None
-    return found[0].group(1), [float(m.group(2)) for m in found]
-
-
-def plot_lines(df, title: str, path) -> None:
-    """Test accuracy (%) versus a numeric task axis (li2020 Table 4: batch size), one line per
-    method, mean ± std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mean, std, n = leaderboard_numbers(df)
-    name, xs = numeric_axis(mean.columns)
-    fig, ax = plt.subplots(figsize=(6.5, 4.0))
-    for method in mean.index:
-        m, s = mean.loc[method].to_numpy(float), std.loc[method].fillna(0).to_numpy(float)
-        ax.errorbar(xs, m, yerr=s, marker="o", capsize=3, label=str(method))
-    ax.set_xticks(xs, [f"{x:g}" for x in xs])
-    _finish(fig, ax, path, xlabel=name, title=str(title),
-            ylabel=f"test accuracy (%), mean ± std over {int(n.max().max())} seeds")
-
-
-def plot_table(df, title: str, path) -> None:
-    """Horizontal bar chart of one table: test accuracy (%) mean ± std per method, one bar
-    group per task, the best mean of each task outlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    mean, std, n = leaderboard_numbers(df)
-    methods, tasks = list(mean.index), list(mean.columns)
-    h = 0.8 / max(1, len(tasks))
-    many = len(tasks) > 6  # a legend beside the axes, not over the bars; > 10: 20 colours
-    fig, ax = plt.subplots(figsize=(7.5 + 2.5 * many,
-                                    0.9 + 0.42 * len(methods) * max(1, len(tasks)) ** 0.6))
-    colors = plt.get_cmap("tab20").colors if len(tasks) > 10 else [None] * len(tasks)
-    y = np.arange(len(methods))
-    lo = np.nanmin((mean - std).to_numpy()) if mean.size else 0.0
-    for i, task in enumerate(tasks):
-        m, s = mean[task].to_numpy(), std[task].fillna(0).to_numpy()
-        pos = y + (i - (len(tasks) - 1) / 2) * h
-        bars = ax.barh(pos, m, h * 0.9, xerr=s, capsize=2, label=str(task), alpha=0.85,
-                       color=colors[i % len(colors)])
-        best = np.nanargmax(m) if np.isfinite(m).any() else None
-        if best is not None:
-            bars[best].set_edgecolor("black")
-            bars[best].set_linewidth(1.5)
-        for p, v, e in zip(pos, m, s):
-            if np.isfinite(v):
-                ax.text(v + e, p, f"  {v:.1f}", va="center", fontsize=7)
-    ax.set_yticks(y, [str(m) for m in methods])
-    ax.invert_yaxis()
-    ax.set_xlim(max(0.0, (lo if np.isfinite(lo) else 0.0) - 5.0), 100.0)
-    ax.set_xlabel(f"test accuracy (%), mean ± std over {int(n.max().max()) if n.size else 0} "
-                  "seeds")
-    ax.set_title(str(title))
-    ax.grid(axis="x", alpha=0.3)
-    if many:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    elif len(tasks) > 1:
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    safe_io.write_figure(fig, path, dpi=120)
-    plt.close(fig)
-
-
-def _trace_frame(df):
-    """Long frame (method, tap, epoch, seed, matched) of the per-epoch plan traces."""
-    import pandas as pd
-
-    rows = []
-    if "epochs" not in df:
-        return pd.DataFrame(rows)
-    for _, r in df.iterrows():
-        epochs = r["epochs"] if isinstance(r["epochs"], list) else []
-        for e in epochs:
-            for k, v in e.items():
-                if k.endswith("/matched"):
-                    tap = k[:-len("/matched")]
-                    term, _, short = tap.partition("/")  # "omega_p/penultimate"
-                    rows.append({"method": r.get("method") or r["regularizer"],
-                                 "task": r["dataset"], "tap": short if "+" not in str(
-                                     r["regularizer"]) and short else tap,
-                                 "epoch": int(e.get("epoch", 0)) + 1, "seed": r["seed"],
-                                 "matched": float(v)})
-    return pd.DataFrame(rows)
-
-
-def plot_traces(df, title: str, path) -> bool:
-    """li2020 Fig. 3: the trace of the transport plan along training, per method and tap, mean
-    ± std over seeds: in the neurons view the share of neurons matched to their own index
-    (1 for Omega_I, 1/d for Omega_U); in the samples view (lohit2020) the share of each example's
-    mass sent to the same example. Returns False (and writes nothing) when no OT term of the
-    table logged a square plan."""
-    tr = _trace_frame(df)
-    if tr.empty:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    taps = list(dict.fromkeys(tr["tap"]))  # one panel per layer (li2020 Fig. 3 and S1)
-    fig, axes = plt.subplots(1, len(taps), figsize=(1.0 + 5.5 * len(taps), 3.8), sharey=True,
-                             squeeze=False)
-    for ax, tap in zip(axes[0], taps):
-        sub = tr[tr["tap"] == tap]
-        for (method, task), g in sub.groupby(["method", "task"], sort=False):
-            st = g.groupby("epoch")["matched"].agg(["mean", "std"]).fillna(0.0)
-            label = " · ".join(str(p) for p, many in ((method, sub["method"].nunique() > 1),
-                                                      (task, sub["task"].nunique() > 1))
-                               if many) or str(method)
-            ax.plot(st.index, st["mean"], label=label)
-            ax.fill_between(st.index, st["mean"] - st["std"], st["mean"] + st["std"], alpha=0.2)
-        _finish(fig, ax, None, xlabel="epoch", ylabel=_TRACE if ax is axes[0][0] else "",
-                ylim=_UNIT, title=f"{title}: {tap}")
-    fig.suptitle("trace of the plan along training (li2020 Fig. 3)", fontsize=10)
-    _save(fig, path)
-    return True
-
-
 def layer_trace_table(df):
     """li2020 Fig. 2 as numbers: mean trace of the plan per tap (rows, in tap order) and
     task (columns; ``task · method`` when a table has several methods), or None."""
@@ -388,22 +189,6 @@ def layer_trace_table(df):
     taps = t.groupby("tap")["order"].min().sort_values().index
     out = t.groupby(["tap", "column"], sort=False)["trace"].mean().unstack("column")
     return out.reindex(index=taps, columns=list(dict.fromkeys(t["column"])))
-
-
-def plot_layer_traces(table, title: str, path) -> None:
-    """li2020 Fig. 2: trace of the plan versus layer depth, one line per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    x = range(len(table.index))
-    for col in table.columns:
-        ax.plot(x, table[col], marker="o", label=str(col))
-    ax.set_xticks(list(x), [str(t) for t in table.index], rotation=30, ha="right")
-    _finish(fig, ax, path, xlabel="layer (input → output)", ylabel=_TRACE, ylim=_UNIT,
-            title=f"{title}: neurons matching their initial role (li2020 Fig. 2)")
 
 
 def _with_time(table, df):
@@ -497,7 +282,8 @@ def write_report(suite: str, storage: str | None = None,
                  out_dir: str | os.PathLike | None = None,
                  results_root: str | os.PathLike = "results",
                  keys=None, plots: bool = True, references: Mapping | None = None,
-                 records_df=None, selection: str = "loso") -> dict[str, Path]:
+                 records_df=None, selection: str = "loso", page: Mapping | None = None) \
+        -> dict[str, Path]:
     """Write ``leaderboard.{md,csv,tex}`` of ``suite`` (records in ``storage``) to ``out_dir``
     (default ``<results_root>/<suite>``), one section per table, the PNG plots
     (``<table>.png``, ``<table>_trace.png``) and, for tables with a paper reference, the
@@ -511,6 +297,8 @@ def write_report(suite: str, storage: str | None = None,
     frame lacks are linked when an earlier report drew them. ``selection``: how ``select: val``
     rows choose their grid point, ``"loso"`` (leave-one-seed-out) or ``"pooled"`` (the old
     rule; :mod:`harness.reports.selection`); every choice goes to ``selection.csv``.
+    ``page``: what ``index.html`` (:func:`harness.reports.html.write_page`) shows besides the
+    report: ``description``, ``suite_text``, ``command``.
     """
     import pandas as pd
 
@@ -527,6 +315,7 @@ def write_report(suite: str, storage: str | None = None,
     else:
         storage, df = "the records given", records_df
     logs = "epochs" in df  # per-epoch logs (plan traces), absent from runs.csv
+    df = with_teacher_accuracy(df)  # the teacher's line in the figures (teacher records here)
     references = dict(references or {})
     if keys is not None:  # rows in the suite's order, not the order the jobs ran in
         df = with_tuned(df, keys)
@@ -537,7 +326,8 @@ def write_report(suite: str, storage: str | None = None,
         raise ValueError(f"no completed runs of suite {suite!r} in {redact(storage)}")
     paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv",
              "tex": out / "leaderboard.tex", "runs": out / "runs.csv"}
-    extra = [out / "verdicts.csv", out / "selection.csv", out / "expected_max_val.csv"]
+    extra = [out / "verdicts.csv", out / "selection.csv", out / "expected_max_val.csv",
+             out / "index.html"]
     for path in [*paths.values(), *extra]:  # nothing written if one is refused
         safe_io.check_write(path, root)
     md = [f"# {suite}: test accuracy (%), mean ± std over seeds; best in bold\n"]
@@ -567,6 +357,10 @@ def write_report(suite: str, storage: str | None = None,
         paths["verdicts"] = verdicts_csv
     elif os.path.lexists(verdicts_csv):  # the suite no longer names a paper's claims
         verdicts_csv.unlink()  # (a link is removed, not followed)
+    from harness.reports.html import write_page
+
+    paths["html"] = write_page(out, root, suite, paths, pd.concat(flat, ignore_index=True),
+                               page or {})
     return paths
 
 
@@ -619,7 +413,7 @@ def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, 
                "to move the student):\n", strength.to_markdown(), ""]
     md += _layers_section(name, d, out, plots, logs, paths)
     if plots:
-        md += _plots_section(suite, name, d, mean, out, logs, paths)
+        md += _plots_section(suite, name, d, mean, out, logs, paths, choices)
     return {"md": md, "tex": [f"% {name}", to_latex(leaderboard(d, bold="\\textbf{{{}}}"))],
             "flat": sel.flat_budget(_flat_rows(name, mean, std, n, per_seed, ref, paper), budget),
             "verdicts": claims, "ref": ref,
@@ -683,19 +477,20 @@ def _layers_section(name: str, d, out: Path, plots: bool, logs: bool, paths: dic
     return md
 
 
-def _plots_section(suite: str, name: str, d, mean, out: Path, logs: bool, paths: dict) -> list:
-    """The table's bar chart, accuracy versus a numeric column (Table 4's batch sizes), and
-    the plan-trace curves."""
+def _plots_section(suite: str, name: str, d, mean, out: Path, logs: bool, paths: dict,
+                   choices=None) -> list:
+    """The table's bar chart, accuracy versus a numeric column (Table 4's batch sizes), each
+    with its PDF (:mod:`harness.reports.figures`), and the plan-trace curves."""
     png = out / f"{slug(name)}.png"
-    plot_table(d, f"{suite}: {name}", png)
+    plot_table(d, f"{suite}: {name}", png, choices)
     paths[f"png:{name}"] = png
-    md = [f"![{name}]({png.name})\n"]
+    md = [f"![{name}]({png.name})\n", f"Vector: [{png.stem}.pdf]({png.stem}.pdf)\n"]
     if numeric_axis(mean.columns) is not None:  # accuracy vs batch size (Table 4)
         line = out / f"{slug(name)}_lines.png"
-        plot_lines(d, f"{suite}: {name}", line)
+        plot_lines(d, f"{suite}: {name}", line, choices)
         paths[f"lines:{name}"] = line
-        md.append(f"![{name}: accuracy versus {numeric_axis(mean.columns)[0]}]"
-                  f"({line.name})\n")
+        md += [f"![{name}: accuracy versus {numeric_axis(mean.columns)[0]}]({line.name})\n",
+               f"Vector: [{line.stem}.pdf]({line.stem}.pdf)\n"]
     trace = out / f"{slug(name)}_trace.png"
     if plot_traces(d, name, trace) or (not logs and trace.is_file()):
         paths[f"trace:{name}"] = trace
@@ -726,7 +521,7 @@ def _runs_frame(tables: Mapping, df):
 
     cols = [c for c in ("key", "stage", "table", "task", "method", "regularizer", "seed",
                         "test_accuracy", "best_val_accuracy", "val_accuracy", "wall_time",
-                        "git_sha") if c in df]
+                        "git_sha", "teacher_accuracy") if c in df]
     runs = pd.concat(tables.values())
     if "job_stage" in runs:
         runs = runs.assign(stage=runs["job_stage"])
@@ -820,11 +615,16 @@ def report_suite(name: str, storage: str | None = None, out: str | os.PathLike |
     for j in jobs:
         if j.report and j.reference:
             references.setdefault(j.table or j.stage, j.reference)
+    from harness.reports.html import report_command, suite_text
+
     return write_report(suite.name, storage, out, results_root,
                         keys=None if from_csv else [j.key for j in jobs],
                         references=references,
                         records_df=records_from_csv(from_csv, jobs) if from_csv else None,
-                        selection=selection)
+                        selection=selection, page={
+                            "description": suite.description, "suite_text": suite_text(name),
+                            "command": report_command(name, storage, out, overrides, quick,
+                                                      from_csv, selection, results_root)})
 
 
 def report_all(results_root: str | os.PathLike, report_one, warn) -> tuple[int, list[Path]]:
@@ -856,4 +656,7 @@ def report_all(results_root: str | os.PathLike, report_one, warn) -> tuple[int, 
             reported.append(name)
     from harness.reports.verdict_page import write_verdicts
 
-    return status, [write_verdicts(results_root, reported), write_index(results_root, described)]
+    from harness.reports.html import write_index_page
+
+    return status, [write_verdicts(results_root, reported), write_index(results_root, described),
+                    write_index_page(results_root, described)]

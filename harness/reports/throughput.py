@@ -11,7 +11,6 @@ trained first (not timed) and their weights shared. Prints and writes jobs per C
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time

@@ -430,6 +430,9 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     run = _SuiteRun(suite, storage, results_root, jobs, progress, log, device, stale_after,
                     heartbeat, poll, record_extra)
     run.batch.enabled = run.batch.enabled and batch and not run.multi
+    from harness.experiments.preflight import check_data_roots
+
+    check_data_roots(j for j in run.jobs if not run.finished(j.key))  # before any job starts
     try:
         run.open_claims(reset_failed=not worker)
         while (job := run.next_job()) is not None:

@@ -1,6 +1,7 @@
-"""Claims of one's own (issue 24, item 2): a stage's ``claims:`` / ``premises:`` in any suite
-are decided and printed exactly as the papers' claims are, and bad ones are one line naming the
-file, line and key."""
+"""A researcher's own suite (issue 24): claims of one's own on any stage (item 2), decided and
+printed exactly as the papers' claims are, bad ones one line naming file, line and key; plain
+output that says how much work is left (item 6); a missing dataset folder found before the first
+job (item 7)."""
 from __future__ import annotations
 
 import pytest
@@ -83,3 +84,21 @@ def test_own_claims_are_decided_like_the_papers(tmp_path, capsys):
                                  "not tested"}
     md = (tmp_path / "r" / "own" / "leaderboard.md").read_text()
     assert "this suite (its own claims, no paper)" in md and "paper:" not in md
+
+
+def test_a_missing_dataset_folder_is_one_line_before_any_job(tmp_path, monkeypatch, capsys):
+    """issue 24 item 7: the folder a run needs is checked before its first job, not found
+    when each job fails."""
+    from harness.cli import main
+
+    monkeypatch.setenv("OTRANSFER_DATA", str(tmp_path / "data"))
+    suite = tmp_path / "c10.yaml"
+    suite.write_text("name: c10\nseeds: [0, 1]\nstages:\n  s:\n    model: mlp\n"
+                     "    model_params: {in_features: 3072}\n    dataset: cifar10\n"
+                     "    train: {epochs: 1, batch_size: 8}\n")
+    code = main(["run", str(suite), "--results", str(tmp_path / "r"), "--no-progress"])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 1 and "\n" not in err, err
+    assert f"no folder {str(tmp_path / 'data' / 'cifar10')!r} (2 job(s) to run need it)" in err
+    assert "FAILED" not in captured.out  # no job was started, none recorded as failed

@@ -351,6 +351,10 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
+    if getattr(args, "smoke", False):  # every template, 2 steps, stand-in data (issue 23)
+        from harness.experiments.smoke import smoke_cli
+
+        return smoke_cli(args)
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1; got {args.threads}")
@@ -556,6 +560,9 @@ def _add_run_like(sub, name: str, help: str, description: str) -> None:
                         "(a dead worker on the same host is replaced at once; default 120)")
     p.add_argument("--heartbeat", type=float, default=10.0, metavar="S",
                    help="seconds between the heartbeats of a worker's claims (default 10)")
+    if name == "run":
+        p.add_argument("--smoke", action="store_true", help="every job template, 2 steps at "
+                       "batch 2 on synthetic stand-in data, eval, checkpoint, resume (throwaway)")
     if name != "worker":
         p.add_argument("--workers", type=int, default=1, metavar="N",
                        help="start N worker processes on this machine (default 1)")

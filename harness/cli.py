@@ -928,6 +928,15 @@ def _cmd_bench_agreement(args: argparse.Namespace, parser: argparse.ArgumentPars
 _COMMANDS.append(_add_bench)
 
 
+def _add_plan(sub) -> None:  # otransfer plan SUITE: harness/reports/plan.py
+    from harness.reports.plan import add_plan_parser
+
+    add_plan_parser(sub)
+
+
+_COMMANDS.append(_add_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``otransfer`` argument parser."""
     parser = argparse.ArgumentParser(

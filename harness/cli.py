@@ -354,7 +354,10 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if getattr(args, "smoke", False):  # every template, 2 steps, stand-in data (issue 23)
         from harness.experiments.smoke import smoke_cli
 
-        return smoke_cli(args)
+        try:
+            return smoke_cli(args)
+        except (FileNotFoundError, SuiteError, ValueError) as exc:
+            return _fail(args, exc)
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1; got {args.threads}")

@@ -205,13 +205,15 @@ def recalibrate_batchnorm(model, dataset, batch_size: int = 64) -> int:
 
 
 def run_smoke(suite: Suite | str, overrides: Iterable[str] = (), batch: int = 2,
-              device: str | None = None, sample: bool = False, image_size: int = 224,
+              device: str | None = None, sample: bool | Callable = False,
+              image_size: int = 224,
               folder: str | None = None,
               say: Callable[[str], None] | None = print) -> list[SmokeResult]:
     """Run every template of ``suite`` (or a :func:`cover_sample` of them) as the module doc
     says, in a throwaway folder (``folder``, else a temporary one, removed afterwards); one
-    :class:`SmokeResult` per template, in the suite's order. ``image_size`` shrinks the
-    224-pixel datasets (CI only)."""
+    :class:`SmokeResult` per template, in the suite's order. ``sample``: True for
+    :func:`cover_sample`, or ``fn(jobs, by_key) -> jobs`` choosing the templates (with the
+    jobs they need). ``image_size`` shrinks the 224-pixel datasets (CI only)."""
     if not isinstance(suite, Suite):
         suite = load_suite(suite, list(overrides))
     tmp = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="otransfer-smoke-"))
@@ -220,7 +222,7 @@ def run_smoke(suite: Suite | str, overrides: Iterable[str] = (), batch: int = 2,
         jobs = expand(smoke)
         by_key = {j.key: j for j in jobs}
         if sample:
-            jobs = cover_sample(jobs, by_key)
+            jobs = (cover_sample if sample is True else sample)(jobs, by_key)
         return _run_jobs(smoke, jobs, tmp, device, image_size, say or (lambda s: None))
     finally:
         if not folder:

@@ -123,3 +123,23 @@ def test_smoke_reports_the_first_error_and_exits_1(capsys, tmp_path):
     assert len(failed) == 1 and "t digits mlp none" in failed[0] and "non-finite" in failed[0]
     assert any(ln.startswith("NOT RUN") and "its teacher job (t) failed" in ln for ln in lines)
     assert "bad smoke: 0 of 2 templates ok" in lines[-1]
+
+
+def test_conv_embedding_trains_on_the_raw_maps():
+    """Found by the smoke (lohit2020_table1, ShuffleNetV2 column): the loop pooled every tap, so
+    lohit2020 App. C's conv embedding never saw a conv map and failed at step 0."""
+    from torch.utils.data import TensorDataset
+
+    from harness.training.loop import TrainConfig, train
+    from harness.transfer.regularizers import build_regularizer
+    from harness.zoo.models import build_model
+
+    torch.manual_seed(0)
+    student, teacher = build_model("resnet8x4", 10), build_model("resnet32x4", 10).eval()
+    data = TensorDataset(torch.randn(4, 3, 32, 32), torch.arange(4) % 10)
+    reg = build_regularizer("ot_samples_remd", taps=["stage1", "stage4"],
+                            embed={"stage1": "conv", "stage4": "both"})
+    res = train(student, data, config=TrainConfig(steps=2, batch_size=2, lr=0.01),
+                regularizer=reg, teacher=teacher)
+    assert res.status == "completed", res.reason
+    assert any("ot_samples_remd" in k for k in res.history["steps"])

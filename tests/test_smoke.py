@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.experiments.runner import quick_suite
-from harness.experiments.smoke import SmokeResult, _closure, run_smoke, template_features
+from harness.experiments.smoke import _closure, run_smoke, template_features
 from harness.experiments.suite import available_suites, expand, load_suite
 from harness.zoo.data import load_dataset
 from harness.zoo.standin import standin_datasets
@@ -71,29 +71,39 @@ def test_standin_shapes_and_classes():
         load_dataset("cifar100", split="train", root="/nonexistent")
 
 
-def test_cover_sample_runs_on_every_full_suite(capsys):
-    need, chosen = global_cover()
-    assert set(chosen) <= set(FULL) and {"model:resnet101", "model:preact_resnet1001",
-                                         "solver:exact", "term:jtln", "embed:{'stage1': 'conv', "
-                                         "'stage2': 'conv', 'stage3': 'conv', 'stage4': 'both'}"
-                                         } & need
-    covered, results = set(), []
-    for name, idents in sorted(chosen.items()):
-        def pick(jobs, by_key, idents=idents):
-            out = {}
-            for j in jobs:
-                if _ident(j) in idents:
-                    out.update({d.key: d for d in _closure(j, by_key)})
-            return [j for j in jobs if j.key in out]
-        res = run_smoke(name, sample=pick, image_size=64, say=print)
-        results += [(name, r) for r in res]
-        covered |= set().union(*(_features(r.job) for r in res if r.status == "ok"))
-    bad = [f"{n}: {r.job.stage} {r.job.label}: {r.reason}" for n, r in results
+NEED, CHOSEN = global_cover()
+
+
+def test_the_sample_covers_every_model_term_tap_and_solver():
+    assert {"model:resnet101", "model:preact_resnet1001", "model:alexnet", "solver:exact",
+            "solver:ipot", "solver:sinkhorn", "term:jtln", "tap:layer3.11", "source"} <= NEED
+    covered = set()
+    for name, idents in CHOSEN.items():
+        covered |= set().union(*(_features(j) for j in expand(quick_suite(load_suite(name)))
+                                 if _ident(j) in idents))
+    assert covered == NEED
+
+
+@pytest.mark.parametrize("name", sorted(CHOSEN))
+def test_smoke_sample_of_each_full_suite(name):
+    """The suite's chosen templates and the teachers they need: 2 steps, evaluation,
+    checkpoint, interruption and resume each, all ok."""
+    idents = CHOSEN[name]
+
+    def pick(jobs, by_key):
+        out = {}
+        for j in jobs:
+            if _ident(j) in idents:
+                out.update({d.key: d for d in _closure(j, by_key)})
+        return [j for j in jobs if j.key in out]
+
+    res = run_smoke(name, sample=pick, image_size=64, say=None)
+    bad = [f"{r.job.stage} {r.job.label}: {r.status} {r.reason}" for r in res
            if r.status != "ok"]
     assert not bad, bad
-    assert need <= covered, sorted(need - covered)
-    trained = [r for _, r in results if r.job.config["train"].get("steps")]
-    assert trained and all(r.resumed for r in trained)  # every one resumed from step 1
+    assert {_ident(r.job) for r in res} >= idents
+    trained = [r for r in res if r.job.config["train"].get("steps")]
+    assert all(r.resumed for r in trained)  # every trained one resumed from step 1
 
 
 def test_cli_smoke_on_an_embedded_twin_and_one_line_errors(capsys, tmp_path):

@@ -355,6 +355,13 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
+    if getattr(args, "smoke", False):  # every template, 2 steps, stand-in data (issue 23)
+        from harness.experiments.smoke import smoke_cli
+
+        try:
+            return smoke_cli(args)
+        except (FileNotFoundError, SuiteError, ValueError) as exc:
+            return _fail(args, exc)
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1; got {args.threads}")
@@ -568,6 +575,9 @@ def _add_run_like(sub, name: str, help: str, description: str) -> None:
                    help="run only the jobs whose KEY (stage, task, method/row, regularizer, "
                         "dataset, seed) is one of the values, and the teachers they need; "
                         "same keys as the full run; repeatable (all must match)")
+    if name == "run":
+        p.add_argument("--smoke", action="store_true", help="every job template, 2 steps at "
+                       "batch 2 on synthetic stand-in data, eval, checkpoint, resume (throwaway)")
     if name != "worker":
         p.add_argument("--workers", type=int, default=1, metavar="N",
                        help="start N worker processes on this machine (default 1)")
@@ -975,6 +985,15 @@ def _add_confirm(sub) -> None:
 
 
 _COMMANDS.append(_add_confirm)
+
+
+def _add_plan(sub) -> None:  # otransfer plan SUITE: harness/reports/plan.py
+    from harness.reports.plan import add_plan_parser
+
+    add_plan_parser(sub)
+
+
+_COMMANDS.append(_add_plan)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -148,6 +148,14 @@ class Registry(Generic[T]):
             self._entries.clear(), self._entries.update(entries)
             self._aliases.clear(), self._aliases.update(aliases)
 
+    def replace(self, name: str, entry: T) -> None:
+        """Put ``entry`` in place of the registered ``name`` (inside :meth:`restoring`: e.g.
+        the smoke run's stand-in datasets); an unknown name raises KeyError."""
+        self._load()
+        if name not in self._entries:
+            raise KeyError(f"no {self.kind} {name!r} to replace")
+        self._entries[name] = entry
+
     # ------------------------------------------------------------------ looking up
 
     def _load(self) -> None:

@@ -362,7 +362,8 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
               device: str | None = None, worker: bool = False, stale_after: float = 120.0,
               heartbeat: float = 10.0, poll: float = 2.0, jobs: Iterable[Job] | None = None,
               record_extra: Mapping[str, Mapping[str, Any]] | None = None,
-              batch: bool = True, only: Iterable[str] = ()) -> RunSummary:
+              batch: bool = True, only: Iterable[str] = (),
+              on_epoch: Callable[[Job, int, dict], None] | None = None) -> RunSummary:
     """Run every job of ``suite`` not yet completed in ``storage``; record each one.
 
     Any number of processes, on any number of machines, may run the same suite on the same
@@ -413,6 +414,9 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
         where that is exact (:mod:`harness.experiments.batching`); False: one at a time.
     only : iterable of str
         ``--only KEY=V[,V]`` filters: run only the jobs they match, and those they load.
+    on_epoch : callable, optional
+        ``on_epoch(job, epoch, record)`` after each epoch of a job trained alone (``--smoke``
+        interrupts there to prove the resume, :mod:`harness.experiments.smoke`).
     """
     from harness.experiments.suite import with_overrides
 
@@ -433,6 +437,7 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     from harness.experiments.preflight import check_data_roots
 
     check_data_roots(j for j in run.jobs if not run.finished(j.key))  # before any job starts
+    run.on_epoch = on_epoch
     try:
         run.open_claims(reset_failed=not worker)
         while (job := run.next_job()) is not None:
@@ -677,13 +682,18 @@ class _SuiteRun:
             return metrics
         metrics = self.batch.metrics(job, lambda: run_job(
             job, self.by_key, self.artefacts, self.bar_mode, save=job.key in self.teacher_keys,
-            device=self.device, records=deps, root=self.root, say=say))  # its seed batch or alone
+            device=self.device, records=deps, root=self.root, say=say,
+            on_epoch=self.epoch_hook(job)))  # its seed batch or alone
         if metrics["status"] == "completed":  # kept until the storage has it
             why = save_pending(pending, job, metrics, self.root)
             if why and why not in self.unkept:
                 self.unkept.add(why)
                 say(why)
         return metrics
+
+    def epoch_hook(self, job: Job):
+        hook = getattr(self, "on_epoch", None)
+        return None if hook is None else (lambda epoch, rec: hook(job, epoch, rec))
 
     def record(self, job: Job, trial, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
         """Move the claim to ``recording``, write the record, close the claim, say so."""

@@ -60,7 +60,7 @@ from harness.training.checkpoints import save_atomic as _save_atomic  # (tests r
 from harness.training.divergence import diverged
 from harness.transfer import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
-from harness.transfer.taps import Taps
+from harness.transfer.taps import Taps, needs_maps
 
 __all__ = ["TrainConfig", "ParamGroup", "TrainResult", "train", "evaluate", "assign_param_groups",
            "SOURCE_HEAD_TAP", "REGULARIZER_PREFIX"]
@@ -900,8 +900,9 @@ class _Run:
                                 if initial_weights else None)
 
         # the hooks go on the model itself: DistributedDataParallel (below) calls its forward
-        self.s_taps = Taps(model, taps_names) if taps_names else None
-        self.t_taps = Taps(teacher, taps_names) if (needs_teacher and taps_names) else None
+        self.s_taps = Taps(model, taps_names, pool=not needs_maps(reg)) if taps_names else None
+        self.t_taps = Taps(teacher, taps_names, pool=not needs_maps(reg)) \
+            if (needs_teacher and taps_names) else None
         if source_set is not None and SOURCE_HEAD_TAP not in getattr(model, "tap_points", {}):
             raise ValueError("source_set= needs a model with a source classifier (tap point "
                              f"{SOURCE_HEAD_TAP!r}); wrap it with "

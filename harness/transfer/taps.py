@@ -154,3 +154,11 @@ class Taps:
 
     def __repr__(self) -> str:
         return f"Taps({self.paths}, pool={self.pool})"
+
+
+def needs_maps(reg) -> bool:
+    """Whether a regularizer reads un-pooled conv maps at some tap (lohit2020 App. C's conv
+    embedding, ``embed: conv``): its taps are then recorded raw, and every term pools what it
+    reads itself (``_feature_pair``)."""
+    return reg is not None and any("conv" in getattr(t, "modes", {}).values()
+                                   for t in reg.terms.values())

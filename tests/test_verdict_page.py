@@ -130,6 +130,7 @@ def test_the_page_lists_not_run_claims_and_labels_exploratory_then_confirmatory(
     assert "EXPLORATORY" not in page
     line = next(x for x in page.splitlines() if "`li2020.T2.omega_p-vs-none`" in x)
     assert "(confirmatory)" in line
+    assert "(confirmatory/toy-suite/leaderboard.md)" in line  # the confirmatory tables
 
 
 def test_claim_verdict_rule():

@@ -141,6 +141,11 @@ def suite_frames(root: Path, suites: Sequence[str] | None = None) -> dict[str, t
     return out
 
 
+def _folder(suite: str, label: str) -> str:
+    """The suite's report folder relative to the page: ``confirmatory/<suite>`` or ``<suite>``."""
+    return f"confirmatory/{suite}" if label == CONFIRMATORY else suite
+
+
 def _short(label: str) -> str:
     """The run's label on a line: the page's header says what each means."""
     return "confirmatory" if label == CONFIRMATORY else "EXPLORATORY"
@@ -157,7 +162,8 @@ def _claim_line(reg, fam, e, rows, not_run: Mapping) -> str:
     agg = "-" if a is None else (f"{a.iqm:+.2f} [{a.lo:+.2f}, {a.hi:+.2f}]; "
                                  f"P(A>B) {a.poi:.2f} [{a.poi_lo:.2f}, {a.poi_hi:.2f}]")
     label = ", ".join(dict.fromkeys(_short(x) for x in rows["label"]))
-    suites = ", ".join(f"[{x}]({x}/leaderboard.md)" for x in dict.fromkeys(rows["suite"]))
+    suites = ", ".join(f"[{x}]({_folder(x, lab)}/leaderboard.md)" for x, lab in
+                       dict.fromkeys(zip(rows["suite"], rows["label"])))
     rev = f"; reversed on ≥ {s.k_reversed}" if s.k_reversed else ""
     return head + (f" {agg} | holds on ≥ {s.k} of {s.tested}{rev} | **{s.verdict}** | "
                    f"{s.sign_agree} of {s.sign_known} | {fmt(s.mde, '.2f')} | "
@@ -192,7 +198,8 @@ def _header(frames: Mapping, exploratory: bool, root: Path) -> list[str]:
     for name, (label, f) in frames.items():
         seeds = int(f["n"].max()) if len(f) else 0
         tests = "; ".join(sorted({f"{m}" for m in f["method"].dropna()}))
-        lines.append(f"| [{name}]({name}/leaderboard.md) | {_short(label)} | {seeds} | "
+        lines.append(f"| [{name}]({_folder(name, label)}/leaderboard.md) | {_short(label)} | "
+                     f"{seeds} | "
                      f"{tests} | {_budgets(root, name, label, _read_csv)} |")
     return lines + [""]
 

@@ -102,3 +102,29 @@ def test_a_missing_dataset_folder_is_one_line_before_any_job(tmp_path, monkeypat
     assert code == 1 and "\n" not in err, err
     assert f"no folder {str(tmp_path / 'data' / 'cifar10')!r} (2 job(s) to run need it)" in err
     assert "FAILED" not in captured.out  # no job was started, none recorded as failed
+
+
+def test_job_labels_show_the_grid_point_and_backends_warm_before_the_bars(tmp_path,
+                                                                          monkeypatch):
+    """issue 24 items 6 and 10: the job's label carries its grid point; the backends a suite
+    uses are imported before the bars are drawn (their import-time warnings print above)."""
+    import types
+
+    from harness.experiments import runner
+    from harness.experiments.suite import expand, load_suite
+
+    path = _write(tmp_path, SUITE.replace("    regularizers: [none, kd]\n",
+                                          "    regularizers: [none, kd]\n"
+                                          "    grid: {alpha: [0.5, 1.0]}\n"))
+    jobs = [j for j in expand(load_suite(str(path))) if j.regularizer == "kd"]
+    fake = types.SimpleNamespace(number={j.key: i for i, j in enumerate(jobs, 1)}, jobs=jobs)
+    tags = {runner._SuiteRun.tag(fake, j) for j in jobs}
+    assert any("kd (alpha=0.5)" in t for t in tags) and any("kd (alpha=1.0)" in t for t in tags)
+
+    imported = []
+    monkeypatch.setattr("importlib.import_module", lambda name: imported.append(name))
+    runner._warm_backends(jobs)
+    assert imported == []  # no KeOps method in this suite: nothing imported
+    keops = [types.SimpleNamespace(config_json=lambda: '{"method": "keops"}')]
+    runner._warm_backends(keops)
+    assert imported == ["pykeops"]

@@ -34,12 +34,12 @@ class SuiteBar:
     """The suite-level bar: ``update(job_label)`` when a job starts, ``finish(ok)`` when it
     ends, ``write(line)`` for a line above the bars."""
 
-    def __init__(self, name: str, total: int, done: int = 0, stream=None):
+    def __init__(self, name: str, total: int, done: int = 0, stream=None, leave: bool = True):
         from tqdm.auto import tqdm
 
         self.failed = 0
         self._bar = tqdm(total=total, initial=done, desc=name, unit="job", position=0,
-                         leave=True, dynamic_ncols=True, file=stream or sys.stderr,
+                         leave=leave, dynamic_ncols=True, file=stream or sys.stderr,
                          smoothing=0.05)
         self._postfix()
 
@@ -83,7 +83,8 @@ def follow(name: str, total: int, read: Callable[[], tuple[int, int, Sequence[st
         done, failed, running = read()
     except Exception:
         pass
-    bar = SuiteBar(name, total, done=done, stream=stream)
+    # not left on screen: when the workers stop, the caller's own pass draws the suite's bar
+    bar = SuiteBar(name, total, done=done, stream=stream, leave=False)
     try:
         while alive():
             try:
@@ -114,7 +115,8 @@ def follow_workers(suite, storage: str, alive: Callable[[], bool], jobs=None) ->
     from harness.experiments.suite import expand
 
     jobs = expand(suite) if jobs is None else jobs
-    label = {j.key: f"{j.stage} {j.dataset} {j.regularizer} seed={j.seed}" for j in jobs}
+    label = {j.key: f"{j.stage} {j.dataset} {j.label or j.regularizer} seed={j.seed}"
+             for j in jobs}
     try:
         before = done_keys(storage, suite.name) & set(label)
     except Exception:

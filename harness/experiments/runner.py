@@ -449,6 +449,20 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
     return run.finish()
 
 
+def _warm_backends(jobs) -> None:
+    """Import the optional backends the jobs use (KeOps, through GeomLoss too) before the
+    progress bars are drawn: pykeops prints its warnings on import, which would break into a
+    bar's line."""
+    import contextlib
+    import importlib
+
+    text = " ".join(j.config_json() for j in jobs[:2000])
+    for word, module in (("keops", "pykeops"), ("geomloss", "pykeops")):
+        if word in text:
+            with contextlib.suppress(Exception):
+                importlib.import_module(module)
+
+
 class _SuiteRun:
     """One call of :func:`run_suite`: the jobs, what is done, this worker's claims, and the
     steps of the loop as methods (choose and claim a job -> start its record -> train ->
@@ -498,6 +512,8 @@ class _SuiteRun:
             left = len(jobs) - self.summary.skipped
             self.say(f"{suite.name}: {len(jobs)} jobs, {self.summary.skipped} already done, "
                      f"{left} to run; records in {redact(storage)}")
+        if self.bar_mode:
+            _warm_backends(jobs)  # their import-time warnings print once, above the bars
         self.bar = SuiteBar(suite.name, len(jobs), done=self.summary.skipped) \
             if self.bar_mode else None
         if self.bar is not None:
@@ -643,7 +659,8 @@ class _SuiteRun:
         if self.multi:  # the other ranks verify the teacher's weights as rank 0 does
             deps = ddp.broadcast_object(deps)
         if self.bar is not None:
-            self.bar.start(f"{job.stage} {job.dataset} {job.regularizer} seed={job.seed}")
+            self.bar.start(f"{job.stage} {job.dataset} {job.label or job.regularizer} "
+                           f"seed={job.seed}")
         if not self.main:  # a DDP rank: train, rank 0 records (a failure too)
             try:
                 run_job(job, self.by_key, self.artefacts, progress=False, save=False,

@@ -10,7 +10,6 @@ unknown or misspelt driver, a driver not installed) are one line; a bug keeps it
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import subprocess

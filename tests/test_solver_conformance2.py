@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import method_params, problem, weights
+from conftest import method_params, problem
 from solvers import available, cost_matrix, get_method, solve, solve_sample
 
 ot = pytest.importorskip("ot")

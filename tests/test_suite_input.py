@@ -4,9 +4,6 @@ to do), before any job runs; and a run whose finite loss exploded is failed, not
 from __future__ import annotations
 
 import csv
-import json
-import math
-import os
 import sqlite3
 import time
 from pathlib import Path

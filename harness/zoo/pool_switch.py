@@ -3,7 +3,7 @@ datasets take ``test_pool`` gets it in its ``dataset_params`` (harness/zoo/pools
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from typing import Any
 
 from harness.zoo.pools import TEST_POOLS, check_test_pool  # noqa: F401
 

@@ -82,6 +82,7 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
     import optuna
     import sqlalchemy as sa
 
+    from harness.experiments.batching import NO_BATCH_ENV
     from harness.experiments.suite import expand, load_suite
 
     pytest.importorskip("submitit")
@@ -95,6 +96,7 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     env = {k: v for k, v in os.environ.items() if k != "OTRANSFER_STORAGE"}
     env["OMP_NUM_THREADS"] = "1"
+    env[NO_BATCH_ENV] = "1"  # one job at a time, each with its checkpoint (a seed batch has none)
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "launch", str(path), "--local", "--array", "2",
          "--wait", "--results", str(results), "--storage", storage, "--heartbeat", "1",
@@ -111,8 +113,12 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
             except sa.exc.OperationalError:  # no table yet
                 rows = []
             for key, pid, state in rows:
-                ckpt = results / name / "artefacts" / f"{key}.ckpt"
-                if state == RUNNING and key in keys and ckpt.is_file():
+                art = results / name / "artefacts"
+                ckpt, pending = art / f"{key}.ckpt", art / f"{key}.result.json"
+                # mid-training: a checkpoint and no result trained yet (once the result is
+                # pending, the next worker records it as trained and nothing resumes)
+                if (state == RUNNING and key in keys and ckpt.is_file()
+                        and not pending.exists()):
                     os.kill(pid, signal.SIGKILL)  # a lost node: nothing is released
                     killed = key
                     break

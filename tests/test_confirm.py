@@ -145,3 +145,16 @@ def test_an_ablation_table_decides_the_entries_located_in_it():
     assert "samples (ipot) @ 4 stages > samples (ipot) @ penultimate" in texts
     assert all(c.tasks is None for cs in got.values() for c in cs)
     assert located_claims("mini", "compression") == {}
+
+
+def test_commit_check_reads_the_store_and_never_swallows_a_damaged_one(tmp_path):
+    """No database yet: nothing recorded, and no file made; a file that is not a database is
+    the storage's one-line error, not "no records" (which would skip the one-commit check)."""
+    from harness.experiments.records import StorageError
+
+    missing = tmp_path / "runs.sqlite3"
+    C.check_commit("s", f"sqlite:///{missing}", "f" * 40)
+    assert not missing.exists()
+    missing.write_bytes(b"not a database, " * 64)
+    with pytest.raises(StorageError):
+        C.check_commit("s", f"sqlite:///{missing}", "f" * 40)

@@ -82,12 +82,16 @@ def check_commit(suite: str, storage: str, head: str) -> None:
 
 
 def _has_records(storage: str, suite: str) -> bool:
+    """Whether ``storage`` holds completed records of ``suite``. No file yet: none (and none
+    made); a file that is not the project's database is the storage's one-line
+    :class:`~harness.experiments.records.StorageError`, never "no records", so a damaged
+    store cannot skip the one-commit check."""
     from harness.experiments import records
 
-    try:
-        return bool(records.done_keys(storage, suite))
-    except Exception:  # no study yet: nothing recorded
+    path = storage.removeprefix("sqlite:///")
+    if path != storage and not Path(path).is_file():
         return False
+    return bool(records.done_keys(storage, suite))
 
 
 def storage_of(suite: str, root: Path = CONFIRM_ROOT) -> str:

@@ -21,6 +21,7 @@ import re
 import typing
 from typing import Any
 
+from harness.training.precision import PRECISIONS as PRECISIONS_
 from harness.zoo.pools import TEST_POOLS
 
 __all__ = ["suite_schema", "SCHEMA_ID"]
@@ -82,10 +83,11 @@ def _train_schema() -> dict[str, Any]:
             entry["default"] = list(default) if isinstance(default, tuple) else default
         props[f.name] = entry
     for name, values in (("schedule", tr.SCHEDULES), ("reg_batch", tr.REG_BATCHES),
-                         ("teacher_mode", tr.TEACHER_MODES)):
+                         ("teacher_mode", tr.TEACHER_MODES), ("precision", PRECISIONS_)):
         props[name]["enum"] = list(values)
     for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every"):
         props[name]["minimum"] = 1
+    props["loader_workers"]["minimum"] = 0
     props["steps"]["anyOf"] = [{"type": "integer", "minimum": 0}, {"type": "null"}]
     props["param_groups"]["items"]["properties"]["match"] = {
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}

@@ -44,6 +44,7 @@ from torch.func import functional_call
 from harness.training import distributed
 from harness.transfer import warm as _warm
 from harness.training.loop import DIAG_EPOCHS, TrainConfig, TrainResult
+from harness.training.precision import gpu_options_set
 from harness.training.loop import base_lr as _base_lr
 from harness.training.loop import epoch_loader as _epoch_loader
 from harness.training.loop import log_scalar as _scalar
@@ -103,6 +104,8 @@ def why_not_batchable(members: list[Member]) -> str | None:
     cfg0 = {k: v for k, v in first.config.to_dict().items() if k not in _FREE}
     if first.config.param_groups:
         return "layer-wise learning rates (param_groups)"
+    if gpu_options_set(first.config):
+        return f"GPU options set ({', '.join(gpu_options_set(first.config))})"
     if first.config.teacher_mode != "eval":
         return "teacher_mode 'train' (the teacher's batch statistics)"
     why = _stochastic(first.model)

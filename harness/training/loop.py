@@ -58,6 +58,7 @@ from harness.training import distributed
 from harness.training.checkpoints import CheckpointError, load_checkpoint, move_aside
 from harness.training.checkpoints import save_atomic as _save_atomic  # (tests replace it)
 from harness.training.divergence import diverged
+from harness.training.precision import GPU_DEFAULTS, check_gpu_options
 from harness.transfer import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps, needs_maps
@@ -233,6 +234,12 @@ class TrainConfig:
         student (fine-tuning with ``teacher: pretrained`` / the ``init`` stage), ``"eval"`` for
         a separately trained teacher (compression). Written into :meth:`to_dict` only when not
         ``"eval"``.
+    precision : {"fp32", "bf16"}
+        GPU option (:mod:`harness.training.precision`); keyed only when set, like the two below.
+    channels_last : bool
+        GPU option: conv models and their inputs in ``torch.channels_last`` memory format.
+    loader_workers : int
+        GPU option: DataLoader worker processes (>= 0); the batch order does not depend on it.
     """
 
     epochs: int = 10
@@ -263,6 +270,10 @@ class TrainConfig:
     # normalise as the student's does, on the batch ("train"); "eval" was the only behaviour
     # before this field existed, so it is the default (job keys unchanged)
     teacher_mode: str = "eval"
+    # GPU runs (docstring "GPU options"); defaults leave job keys unchanged
+    precision: str = "fp32"
+    channels_last: bool = False
+    loader_workers: int = 0
 
     def __post_init__(self):
         ms = self.milestones
@@ -279,6 +290,7 @@ class TrainConfig:
         if self.teacher_mode not in TEACHER_MODES:
             raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}; got "
                              f"{self.teacher_mode!r}")
+        check_gpu_options(self)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
         if self.reg_batch not in REG_BATCHES:
@@ -337,7 +349,7 @@ class TrainConfig:
 
 #: fields left out of :meth:`TrainConfig.to_dict` at their default (name -> default)
 _KEYED_WHEN_SET: dict[str, Any] = {"reg_batch": "global", "param_groups": [],
-                                   "teacher_mode": "eval"}
+                                   "teacher_mode": "eval", **GPU_DEFAULTS}
 
 
 @dataclass

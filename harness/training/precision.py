@@ -1,0 +1,32 @@
+"""GPU-run options of :class:`~harness.training.loop.TrainConfig` (issue 23 item 4).
+
+``precision`` ("fp32" | "bf16"), ``channels_last`` (bool), ``loader_workers`` (int >= 0).
+At their defaults they are left out of the job key (``GPU_DEFAULTS`` joins
+``loop._KEYED_WHEN_SET``) and change nothing. The batched engine refuses jobs that set them
+(:func:`gpu_options_set`, called by ``batched.why_not_batchable``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+PRECISIONS = ("fp32", "bf16")
+
+#: name -> default; these fields are keyed only when set
+GPU_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False,
+                                "loader_workers": 0}
+
+
+def check_gpu_options(cfg) -> None:
+    """One-line ``ValueError`` naming the bad option and the fix."""
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {cfg.precision!r}")
+    if not isinstance(cfg.channels_last, bool):
+        raise ValueError(f"channels_last must be true or false; got {cfg.channels_last!r}")
+    w = cfg.loader_workers
+    if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+        raise ValueError(f"loader_workers must be an integer >= 0; got {w!r}")
+
+
+def gpu_options_set(cfg) -> list[str]:
+    """Names of the GPU options ``cfg`` sets to something else than their default."""
+    return [k for k, v in GPU_DEFAULTS.items() if getattr(cfg, k) != v]

@@ -32,3 +32,15 @@ def test_schema_lists_the_options():
     props = train_schema()["properties"]
     assert props["precision"]["enum"] == ["fp32", "bf16"]
     assert props["loader_workers"]["minimum"] == 0
+
+
+def test_loader_workers_keep_the_batch_order():
+    import torch
+    from harness.training.loop import _epoch_loader
+    from torch.utils.data import TensorDataset
+    ds = TensorDataset(torch.arange(100.0).unsqueeze(1), torch.arange(100))
+    seqs = []
+    for w in (0, 2):
+        cfg = TrainConfig(batch_size=16, seed=3, loader_workers=w)
+        seqs.append([y.tolist() for _, y in _epoch_loader(ds, cfg, 0)])
+    assert seqs[0] == seqs[1] and len(seqs[0]) == 100 // 16

@@ -58,7 +58,7 @@ from harness.training import distributed
 from harness.training.checkpoints import CheckpointError, load_checkpoint, move_aside
 from harness.training.checkpoints import save_atomic as _save_atomic  # (tests replace it)
 from harness.training.divergence import diverged
-from harness.training.precision import GPU_DEFAULTS, check_gpu_options
+from harness.training.precision import GPU_DEFAULTS, check_gpu_options, loader_kwargs
 from harness.transfer import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps, needs_maps
@@ -532,8 +532,9 @@ def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, salt: int = 0,
 
     if callable(getattr(dataset, "batch", None)):  # in-memory tensors: one indexing a batch
         return DataLoader(BatchedView(dataset), batch_sampler=_RankSlice(batches, rank, world),
-                          generator=g, collate_fn=batched_collate)
-    return DataLoader(dataset, batch_sampler=_RankSlice(batches, rank, world), generator=g)
+                          generator=g, collate_fn=batched_collate, **loader_kwargs(cfg))
+    return DataLoader(dataset, batch_sampler=_RankSlice(batches, rank, world), generator=g,
+                      **loader_kwargs(cfg))
 
 
 def _check_split(name: str, dataset: Dataset, cfg: TrainConfig, world: int) -> None:
@@ -1097,7 +1098,8 @@ class _Run:
             if self.step >= self.total_steps:
                 break
             sizes = loader.batch_sampler.split(i)  # every rank's share of the batch
-            self.train_step(epoch, i, x.to(self.device), y.to(self.device), sizes)
+            self.train_step(epoch, i, x.to(self.device, non_blocking=True),
+                            y.to(self.device, non_blocking=True), sizes)
 
     def train_step(self, epoch: int, i: int, x: torch.Tensor, y: torch.Tensor,
                    sizes: list[int]) -> None:

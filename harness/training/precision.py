@@ -30,3 +30,14 @@ def check_gpu_options(cfg) -> None:
 def gpu_options_set(cfg) -> list[str]:
     """Names of the GPU options ``cfg`` sets to something else than their default."""
     return [k for k, v in GPU_DEFAULTS.items() if getattr(cfg, k) != v]
+
+
+def loader_kwargs(cfg) -> dict[str, Any]:
+    """DataLoader options for ``cfg.loader_workers``: worker processes (persistent across the
+    epoch's iterations when > 0), pinned host memory when the device is CUDA. The batch
+    order is drawn by the batch sampler in the main process, so it does not depend on them."""
+    import torch
+
+    w = cfg.loader_workers
+    return {"num_workers": w, "persistent_workers": w > 0,
+            "pin_memory": torch.device(cfg.device).type == "cuda"}

@@ -58,7 +58,8 @@ from harness.training import distributed
 from harness.training.checkpoints import CheckpointError, load_checkpoint, move_aside
 from harness.training.checkpoints import save_atomic as _save_atomic  # (tests replace it)
 from harness.training.divergence import diverged
-from harness.training.precision import GPU_DEFAULTS, check_gpu_options, loader_kwargs
+from harness.training.precision import (GPU_DEFAULTS, autocast, check_gpu_options,
+                                         loader_kwargs, to_float32)
 from harness.transfer import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps, needs_maps
@@ -954,7 +955,9 @@ class _Run:
         the ranks too, given the ranks' slice ``sizes``, when ``reg_batch="global"``)."""
         t_logits = None
         if self.needs_teacher:
-            with torch.no_grad():
+            # no_grad, not inference_mode: teacher features meet student tensors that need
+            # grad in the regularizer's ops, and inference tensors cannot be saved for backward
+            with torch.no_grad(), autocast(self.cfg):
                 t_logits = self.teacher(x)  # on this rank's slice; gathered with the rest
         s_taps, t_taps, src_tap = self.s_taps, self.t_taps, self.src_tap
         ctx = RegContext(
@@ -964,7 +967,7 @@ class _Run:
             logits=logits, teacher_logits=t_logits,
             source_logits=src_tap.features.get(SOURCE_HEAD_TAP) if src_tap else None,
             labels=y, warm=self.warm)
-        return self.procs.gather(ctx, sizes)
+        return self.procs.gather(to_float32(ctx), sizes)  # OT never solved in bf16
 
     # ---- before the loop
     def materialize_regularizer(self) -> None:
@@ -1107,7 +1110,8 @@ class _Run:
         ce + terms (NaN guard) -> diagnostics -> backward -> clip -> step -> log."""
         source_term = self.joint.term(self.model) if self.joint is not None else None
         # forward the student (taps record its features), then the frozen teacher
-        logits = self.net(x)
+        with autocast(self.cfg):  # precision: bf16; the CE and the regularizer in float32
+            logits = self.net(x).float()
         self.num_classes = self.num_classes or int(logits.shape[-1])
         ce = _local_ce(logits, y, sizes)
         reason = None

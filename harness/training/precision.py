@@ -41,3 +41,32 @@ def loader_kwargs(cfg) -> dict[str, Any]:
     w = cfg.loader_workers
     return {"num_workers": w, "persistent_workers": w > 0,
             "pin_memory": torch.device(cfg.device).type == "cuda"}
+
+
+def autocast(cfg):
+    """``torch.autocast`` to bfloat16 on ``cfg.device``'s type when ``precision: bf16``
+    (CPU autocast supports bf16 too), else a context that does nothing."""
+    import contextlib
+
+    import torch
+
+    if cfg.precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16)
+
+
+def _f32(t):
+    return t.float() if t is not None and t.is_floating_point() else t
+
+
+def to_float32(ctx):
+    """``ctx`` (a RegContext) with its tapped features and logits in float32: the one boundary
+    where the forward's (possibly bf16) outputs enter the regularizer, so that the OT costs and
+    plans are never computed in bf16. Identity on float32 inputs (``.float()`` returns self)."""
+    import dataclasses
+
+    return dataclasses.replace(
+        ctx, features={k: _f32(v) for k, v in ctx.features.items()},
+        teacher_features={k: _f32(v) for k, v in ctx.teacher_features.items()},
+        logits=_f32(ctx.logits), teacher_logits=_f32(ctx.teacher_logits),
+        source_logits=_f32(ctx.source_logits))

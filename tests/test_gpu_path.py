@@ -107,3 +107,24 @@ def test_bf16_autocast_is_active_in_the_forward():
         assert lin(torch.ones(2, 4)).dtype == torch.bfloat16
     with autocast(TrainConfig()):
         assert lin(torch.ones(2, 4)).dtype == torch.float32
+
+
+def test_channels_last_trains_a_tiny_cnn_and_is_a_no_op_for_mlps():
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+    from harness.training.loop import train
+    from harness.training.precision import channels_last
+    cfg = TrainConfig(channels_last=True, epochs=1, batch_size=50, lr=0.05)
+    assert channels_last(cfg, torch.ones(3, 64)).is_contiguous()
+    x = channels_last(cfg, torch.ones(2, 3, 4, 4))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    tr, va = _digits()
+    img = lambda d: TensorDataset(d.tensors[0].view(-1, 1, 8, 8), d.tensors[1])  # noqa: E731
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(512, 10))
+    res = train(net, img(tr), img(va), config=cfg, progress=False)
+    assert res.status == "completed", res.reason
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert res.final_val_accuracy > 0.5

@@ -58,7 +58,7 @@ from harness.training import distributed
 from harness.training.checkpoints import CheckpointError, load_checkpoint, move_aside
 from harness.training.checkpoints import save_atomic as _save_atomic  # (tests replace it)
 from harness.training.divergence import diverged
-from harness.training.precision import (GPU_DEFAULTS, autocast, check_gpu_options,
+from harness.training.precision import (GPU_DEFAULTS, autocast, channels_last, check_gpu_options,
                                          loader_kwargs, to_float32)
 from harness.transfer import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
@@ -905,9 +905,9 @@ class _Run:
 
         # ---- seeds, modules
         _seed_all(cfg.seed)  # the same on every rank: the regularizer's embeddings start equal
-        model.to(device)
+        channels_last(cfg, model.to(device))
         if teacher is not None:
-            teacher.to(device).eval()  # frozen: dropout off, batch norm on running statistics
+            channels_last(cfg, teacher.to(device)).eval()  # frozen: dropout off, BN running stats
         if reg is not None:
             reg.to(device)
         self.initial_weights = ({k: v.detach().to(device) for k, v in initial_weights.items()}
@@ -1101,6 +1101,7 @@ class _Run:
             if self.step >= self.total_steps:
                 break
             sizes = loader.batch_sampler.split(i)  # every rank's share of the batch
+            x = channels_last(self.cfg, x)  # no-op unless channels_last and 4-D
             self.train_step(epoch, i, x.to(self.device, non_blocking=True),
                             y.to(self.device, non_blocking=True), sizes)
 

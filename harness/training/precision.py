@@ -70,3 +70,15 @@ def to_float32(ctx):
         teacher_features={k: _f32(v) for k, v in ctx.teacher_features.items()},
         logits=_f32(ctx.logits), teacher_logits=_f32(ctx.teacher_logits),
         source_logits=_f32(ctx.source_logits))
+
+
+def channels_last(cfg, t):
+    """``t`` (a module or a batch) in ``torch.channels_last`` when ``cfg.channels_last``. Only
+    4-D tensors (conv weights, image batches) change: for an MLP or flat inputs it is a no-op."""
+    import torch
+
+    if not cfg.channels_last:
+        return t
+    if isinstance(t, torch.nn.Module):
+        return t.to(memory_format=torch.channels_last)
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t

@@ -59,7 +59,7 @@ from harness.training.checkpoints import CheckpointError, load_checkpoint, move_
 from harness.training.checkpoints import save_atomic as _save_atomic  # (tests replace it)
 from harness.training.divergence import diverged
 from harness.training.precision import (GPU_DEFAULTS, autocast, channels_last, check_gpu_options,
-                                         loader_kwargs, to_float32)
+                                         f32, loader_kwargs, to_float32)
 from harness.transfer import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps, needs_maps
@@ -1112,7 +1112,7 @@ class _Run:
         source_term = self.joint.term(self.model) if self.joint is not None else None
         # forward the student (taps record its features), then the frozen teacher
         with autocast(self.cfg):  # precision: bf16; the CE and the regularizer in float32
-            logits = self.net(x).float()
+            logits = f32(self.net(x))
         self.num_classes = self.num_classes or int(logits.shape[-1])
         ce = _local_ce(logits, y, sizes)
         reason = None

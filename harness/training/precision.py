@@ -55,21 +55,25 @@ def autocast(cfg):
     return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16)
 
 
-def _f32(t):
-    return t.float() if t is not None and t.is_floating_point() else t
+def f32(t):
+    """``t`` upcast to float32 when it is a half type (bf16/fp16), else ``t`` itself: float32
+    and float64 (the exactness tests' dtype) pass through unchanged."""
+    import torch
+
+    return t.float() if t is not None and t.dtype in (torch.bfloat16, torch.float16) else t
 
 
 def to_float32(ctx):
     """``ctx`` (a RegContext) with its tapped features and logits in float32: the one boundary
     where the forward's (possibly bf16) outputs enter the regularizer, so that the OT costs and
-    plans are never computed in bf16. Identity on float32 inputs (``.float()`` returns self)."""
+    plans are never computed in bf16. Identity on float32/float64 inputs."""
     import dataclasses
 
     return dataclasses.replace(
-        ctx, features={k: _f32(v) for k, v in ctx.features.items()},
-        teacher_features={k: _f32(v) for k, v in ctx.teacher_features.items()},
-        logits=_f32(ctx.logits), teacher_logits=_f32(ctx.teacher_logits),
-        source_logits=_f32(ctx.source_logits))
+        ctx, features={k: f32(v) for k, v in ctx.features.items()},
+        teacher_features={k: f32(v) for k, v in ctx.teacher_features.items()},
+        logits=f32(ctx.logits), teacher_logits=f32(ctx.teacher_logits),
+        source_logits=f32(ctx.source_logits))
 
 
 def channels_last(cfg, t):

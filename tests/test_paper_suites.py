@@ -12,7 +12,7 @@ CPU = sorted(s for s in available_suites() if s.endswith("-cpu"))
 CPU_GRID = {  # reported jobs: rows (x grid points under select: val) x columns x seeds
     "li2020_table1-cpu": (2 + 5 * 5) * 5 * 10,  # scratch, none, 5-point L2/L2-SP/Omega_I/U/P x 5
     "li2020_table2-cpu": (1 + 5 + 5 * 3 + 5) * 12 * 10,  # none, Omega_U 5, KD 5 x 3 tau, Omega_P 5
-    "li2020_table3-cpu": (1 + 2 * 5) * 3 * 10,   # none, 5-point Omega_U/P x 0/10/100 % pre-training
+    "li2020_table3-cpu": (1 + 2 * 6) * 3 * 10,   # none, 6-point Omega_U/P x 0/10/100 % pre-training
     "li2020_table4-cpu": 5 * 3 * 5 * 20,         # 3-point L2/L2-SP/Omega_I/U/P x batch 16..128
     "li2020_fig2-cpu": 1 * 5 * 10,               # L2-SP fine-tuning, traces per layer, five tasks
     "li2020_fig3-cpu": 1 * 5 * 10,               # Omega_P traces along training, five tasks

@@ -104,8 +104,8 @@ def why_not_batchable(members: list[Member]) -> str | None:
     cfg0 = {k: v for k, v in first.config.to_dict().items() if k not in _FREE}
     if first.config.param_groups:
         return "layer-wise learning rates (param_groups)"
-    if gpu_options_set(first.config):
-        return f"GPU options set ({', '.join(gpu_options_set(first.config))})"
+    if gpu := gpu_options_set(first.config):
+        return f"GPU options set ({', '.join(gpu)})"
     if first.config.teacher_mode != "eval":
         return "teacher_mode 'train' (the teacher's batch statistics)"
     why = _stochastic(first.model)

@@ -967,7 +967,9 @@ class _Run:
             logits=logits, teacher_logits=t_logits,
             source_logits=src_tap.features.get(SOURCE_HEAD_TAP) if src_tap else None,
             labels=y, warm=self.warm)
-        return self.procs.gather(to_float32(ctx), sizes)  # OT never solved in bf16
+        if self.cfg.precision == "bf16":  # OT never solved in bf16 (fp32: nothing to copy)
+            ctx = to_float32(ctx)
+        return self.procs.gather(ctx, sizes)
 
     # ---- before the loop
     def materialize_regularizer(self) -> None:

@@ -12,23 +12,27 @@
 imported on first use (torch and the solvers load then), so that ``import harness`` and
 ``otransfer --help`` stay instant.
 """
+
 from __future__ import annotations
 
 from harness._lazy import attach
 
-__all__, __getattr__, __dir__ = attach(__name__, {
-    "Taps": "transfer.taps",
-    "representation_ot": "transfer.representation",
-    "solve_representation": "transfer.representation",
-    "matched_fraction": "transfer.representation",
-    "RegContext": "transfer.regularizers",
-    "Regularizer": "transfer.regularizers",
-    "build_regularizer": "transfer.regularizers",
-    "available_regularizers": "transfer.regularizers",
-    "get_regularizer": "transfer.regularizers",
-    "build_model": "zoo.models",
-    "all_models": "zoo.models",
-    "replace_head": "zoo.models",
-    "load_dataset": "zoo.data",
-    "all_datasets": "zoo.data",
-})
+__all__, __getattr__, __dir__ = attach(
+    __name__,
+    {
+        "Taps": "transfer.taps",
+        "representation_ot": "transfer.representation",
+        "solve_representation": "transfer.representation",
+        "matched_fraction": "transfer.representation",
+        "RegContext": "transfer.regularizers",
+        "Regularizer": "transfer.regularizers",
+        "build_regularizer": "transfer.regularizers",
+        "available_regularizers": "transfer.regularizers",
+        "get_regularizer": "transfer.regularizers",
+        "build_model": "zoo.models",
+        "all_models": "zoo.models",
+        "replace_head": "zoo.models",
+        "load_dataset": "zoo.data",
+        "all_datasets": "zoo.data",
+    },
+)

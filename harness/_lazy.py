@@ -1,14 +1,16 @@
 """Lazy public names of a package: ``import harness.experiments`` stays instant (torch, Optuna and
 the solvers load when a name is first used), while ``from harness.experiments import run_suite``
 works as an eager import would."""
+
 from __future__ import annotations
 
 import importlib
 from typing import Any, Callable, Mapping
 
 
-def attach(package: str, names: Mapping[str, str]
-           ) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
+def attach(
+    package: str, names: Mapping[str, str]
+) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
     """``__all__``, ``__getattr__`` and ``__dir__`` of ``package`` exporting each of ``names``
     (public name -> submodule that defines it)."""
 

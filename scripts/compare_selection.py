@@ -7,6 +7,7 @@ Reports every suite of suites/ that has a committed ``results/<suite>/runs.csv``
 prints the verdicts that change, and the edge selections and budgets per table, as Markdown
 (docs/selection.md quotes it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,14 @@ def report_both(results: Path, out: Path) -> list[str]:
             if j.report and j.reference:
                 refs.setdefault(j.table or j.stage, j.reference)
         for rule in ("loso", "pooled"):
-            write_report(suite.name, out_dir=out / rule / name, plots=False, references=refs,
-                         records_df=records_from_csv(csv, jobs), selection=rule)
+            write_report(
+                suite.name,
+                out_dir=out / rule / name,
+                plots=False,
+                references=refs,
+                records_df=records_from_csv(csv, jobs),
+                selection=rule,
+            )
         done.append(name)
     return done
 
@@ -46,8 +53,10 @@ def verdict_changes(out: Path, names: list[str]):
     keys = ["table", "kind", "claim", "task"]
     rows = []
     for name in names:
-        a, b = _read(out / "loso" / name / "verdicts.csv"), _read(out / "pooled" / name /
-                                                                    "verdicts.csv")
+        a, b = (
+            _read(out / "loso" / name / "verdicts.csv"),
+            _read(out / "pooled" / name / "verdicts.csv"),
+        )
         if a is None or b is None:
             continue
         m = b.merge(a, on=keys, suffixes=("_pooled", "_loso"))
@@ -70,10 +79,18 @@ def edge_table(out: Path, names: list[str]):
                 elig = g[g["long_axis"]]
                 cells = elig.groupby(["row", "task"])["edge"].any()
                 b = g.groupby("row", sort=False)["budget"].max()
-                rows.append({"rule": rule, "suite": name, "table": table,
-                             "choices": len(elig), "edge": int(elig["edge"].sum()),
-                             "cells": len(cells), "cells_edge": int(cells.sum()),
-                             "budgets": ", ".join(f"{r} {int(x)}" for r, x in b.items())})
+                rows.append(
+                    {
+                        "rule": rule,
+                        "suite": name,
+                        "table": table,
+                        "choices": len(elig),
+                        "edge": int(elig["edge"].sum()),
+                        "cells": len(cells),
+                        "cells_edge": int(cells.sum()),
+                        "budgets": ", ".join(f"{r} {int(x)}" for r, x in b.items()),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -82,22 +99,39 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, type=Path, help="scratch folder (not results/)")
     p.add_argument("--results", default=Path("results"), type=Path)
     args = p.parse_args(argv)
-    if args.out.resolve() == args.results.resolve() or \
-            args.results.resolve() in args.out.resolve().parents:
+    if (
+        args.out.resolve() == args.results.resolve()
+        or args.results.resolve() in args.out.resolve().parents
+    ):
         p.error("--out must not be inside --results: the committed results stay as they are")
     names = report_both(args.results, args.out)
     m = verdict_changes(args.out, names)
     ch = m[m["changed"]]
     print(f"## Verdicts: {int(m['changed'].sum())} of {len(m)} change (pooled -> loso)\n")
-    print(ch[["suite", "table", "kind", "claim", "task", "verdict_pooled", "verdict_loso",
-              "mean_diff_pooled", "mean_diff_loso"]].to_markdown(index=False, floatfmt="+.2f"))
+    print(
+        ch[
+            [
+                "suite",
+                "table",
+                "kind",
+                "claim",
+                "task",
+                "verdict_pooled",
+                "verdict_loso",
+                "mean_diff_pooled",
+                "mean_diff_loso",
+            ]
+        ].to_markdown(index=False, floatfmt="+.2f")
+    )
     e = edge_table(args.out, names)
     print("\n## Edge selections (numeric axis of >= 3 values) and budgets per table\n")
     print(e.to_markdown(index=False))
     for rule, g in e.groupby("rule"):
-        print(f"\n{rule}: {g['edge'].sum()} of {g['choices'].sum()} choices "
-              f"({100 * g['edge'].sum() / max(1, g['choices'].sum()):.0f} %), "
-              f"{g['cells_edge'].sum()} of {g['cells'].sum()} cells at an edge")
+        print(
+            f"\n{rule}: {g['edge'].sum()} of {g['choices'].sum()} choices "
+            f"({100 * g['edge'].sum() / max(1, g['choices'].sum()):.0f} %), "
+            f"{g['cells_edge'].sum()} of {g['cells'].sum()} cells at an edge"
+        )
     return 0
 
 

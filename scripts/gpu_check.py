@@ -20,6 +20,7 @@ Sections, each timed, each failure kept as a row rather than stopping the run:
 
 Writes ``gpu-check.md`` (one table per section) and ``gpu-check.json`` into ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,17 @@ def section_env(args):
     if args.device == "cpu":
         return [{"python": platform.python_version(), "torch": torch.__version__}]
     p = torch.cuda.get_device_properties(0)
-    return [{"python": platform.python_version(), "torch": torch.__version__,
-             "cuda": torch.version.cuda, "device": p.name, "sms": p.multi_processor_count,
-             "memory_gib": round(p.total_memory / 2**30, 1), "host_cpus": os.cpu_count()}]
+    return [
+        {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "device": p.name,
+            "sms": p.multi_processor_count,
+            "memory_gib": round(p.total_memory / 2**30, 1),
+            "host_cpus": os.cpu_count(),
+        }
+    ]
 
 
 def _neuron_problem(d: int, n: int, seed: int, device: str):
@@ -92,11 +101,16 @@ def _solve_row(method: str, s, t, C, ref: float) -> dict:
         fn = lambda: solvers.solve(C, method=method)  # noqa: E731
     sec, res = _timed(fn)
     value = float(res.value.detach().double().sum())
-    return {"ms": round(1e3 * sec, 2), "value": value,
-            "rel_error": (value - ref) / abs(ref),
-            "converged": bool(torch.as_tensor(res.converged).all()) if res.converged is not None
-            else None, "n_iter": int(torch.as_tensor(res.n_iter).max())
-            if res.n_iter is not None else None, "on_device": str(res.value.device)}
+    return {
+        "ms": round(1e3 * sec, 2),
+        "value": value,
+        "rel_error": (value - ref) / abs(ref),
+        "converged": bool(torch.as_tensor(res.converged).all())
+        if res.converged is not None
+        else None,
+        "n_iter": int(torch.as_tensor(res.n_iter).max()) if res.n_iter is not None else None,
+        "on_device": str(res.value.device),
+    }
 
 
 #: not OT solvers: li2020's fixed plans (Eq. 5, 6)
@@ -136,17 +150,28 @@ def _batched_rows(device: str, B: int = 16, d: int = 256):
     C = torch.stack([torch.cdist(s, t) for s, t in probs])
     refs = [_exact_value(c) for c in C]
     rows = []
-    for method in [m for m in solvers.available(batched=True) if m not in FIXED_PLANS
-                   and solvers.get_method(m).input == "cost"]:
-        row = {"problem": f"batch of {B}, d={d} n=64", "method": method,
-               "exact_value": statistics.mean(refs)}
+    for method in [
+        m
+        for m in solvers.available(batched=True)
+        if m not in FIXED_PLANS and solvers.get_method(m).input == "cost"
+    ]:
+        row = {
+            "problem": f"batch of {B}, d={d} n=64",
+            "method": method,
+            "exact_value": statistics.mean(refs),
+        }
         try:
             sec, res = _timed(lambda: solvers.solve(C, method=method))
             vals = res.value.detach().double().cpu()
-            row.update({"ms": round(1e3 * sec, 2), "value": float(vals.mean()),
-                        "rel_error": max((float(v) - r) / r for v, r in zip(vals, refs)),
-                        "converged": bool(torch.as_tensor(res.converged).all()),
-                        "on_device": str(res.value.device)})
+            row.update(
+                {
+                    "ms": round(1e3 * sec, 2),
+                    "value": float(vals.mean()),
+                    "rel_error": max((float(v) - r) / r for v, r in zip(vals, refs)),
+                    "converged": bool(torch.as_tensor(res.converged).all()),
+                    "on_device": str(res.value.device),
+                }
+            )
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         rows.append(row)
@@ -157,10 +182,19 @@ def section_steps(args):
     from harness.reports import step_bench
 
     specs = [s for s in step_bench.DEFAULT_SPECS if s[0] != "omega_p (emd)"]
-    df = step_bench.run(args.models, specs, batch=64, steps=args.steps, repeats=2,
-                        device=args.device, log=print)
-    keep = ["case", "method", "batch", "step_ms", "step_ms_all", "ratio_to_l2sp",
-            "ratio_min_to_l2sp", "solver_iters"]
+    df = step_bench.run(
+        args.models, specs, batch=64, steps=args.steps, repeats=2, device=args.device, log=print
+    )
+    keep = [
+        "case",
+        "method",
+        "batch",
+        "step_ms",
+        "step_ms_all",
+        "ratio_to_l2sp",
+        "ratio_min_to_l2sp",
+        "solver_iters",
+    ]
     return df[keep].to_dict("records")
 
 
@@ -169,8 +203,19 @@ def section_mini(args):
 
     res = Path(tempfile.mkdtemp(prefix="gpu-check-mini-"))
     # seeds 0-1 of mini (34 jobs): the same keys as the committed run's first two seeds
-    cmd = [sys.executable, "-m", "harness.cli", "run", "mini", "--set", "seeds=[0,1]",
-           "--device", args.device, "--results", str(res)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        "mini",
+        "--set",
+        "seeds=[0,1]",
+        "--device",
+        args.device,
+        "--results",
+        str(res),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.mini_s)
     wall = time.perf_counter() - t0
@@ -182,10 +227,15 @@ def section_mini(args):
     cpu = pd.read_csv(ROOT / "results" / "mini" / "runs.csv")
     both = ours.merge(cpu, on="key", suffixes=("_cuda", "_cpu"))
     diff = 100 * (both["test_accuracy_cuda"] - both["test_accuracy_cpu"])
-    row.update({"jobs_cuda": len(ours), "jobs_paired": len(both),
-                "identical": int((diff == 0).sum()),
-                "mean_diff_points": round(float(diff.mean()), 3),
-                "max_abs_diff_points": round(float(diff.abs().max()), 3)})
+    row.update(
+        {
+            "jobs_cuda": len(ours),
+            "jobs_paired": len(both),
+            "identical": int((diff == 0).sum()),
+            "mean_diff_points": round(float(diff.mean()), 3),
+            "max_abs_diff_points": round(float(diff.abs().max()), 3),
+        }
+    )
     return [row]
 
 
@@ -214,12 +264,20 @@ def section_probe(args):
         model.eval()
         with torch.inference_mode():
             out = model(torch.randn(256, 3, 32, 32, device="cuda", generator=g))
-        rows.append({"model": "preact_resnet1001", "lr": lr, "warmup_steps_at_lr/10": warm,
-                     "steps": args.probe_steps, "step_ms": round(step_ms, 1),
-                     "first_loss": round(losses[0], 3), "last_loss": round(losses[-1], 3),
-                     "train_losses_finite": all(map(lambda v: v == v and abs(v) < 1e30, losses)),
-                     "eval_outputs_finite": bool(torch.isfinite(out).all()),
-                     "eval_output_absmax": float(out.abs().max())})
+        rows.append(
+            {
+                "model": "preact_resnet1001",
+                "lr": lr,
+                "warmup_steps_at_lr/10": warm,
+                "steps": args.probe_steps,
+                "step_ms": round(step_ms, 1),
+                "first_loss": round(losses[0], 3),
+                "last_loss": round(losses[-1], 3),
+                "train_losses_finite": all(map(lambda v: v == v and abs(v) < 1e30, losses)),
+                "eval_outputs_finite": bool(torch.isfinite(out).all()),
+                "eval_output_absmax": float(out.abs().max()),
+            }
+        )
     return rows
 
 
@@ -239,8 +297,14 @@ def section_ddp(args):
     script.write_text(DDP_SCRIPT)
     rows = []
     for nproc in (1, 2):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               str(script)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            str(script),
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
             out = (proc.stdout + proc.stderr).strip().splitlines()
@@ -252,16 +316,25 @@ def section_ddp(args):
     return rows
 
 
-SECTIONS = {"env": section_env, "solvers": section_solvers, "keops": section_keops,
-            "steps": section_steps,
-            "probe": section_probe, "mini": section_mini, "ddp": section_ddp}
+SECTIONS = {
+    "env": section_env,
+    "solvers": section_solvers,
+    "keops": section_keops,
+    "steps": section_steps,
+    "probe": section_probe,
+    "mini": section_mini,
+    "ddp": section_ddp,
+}
 
 
 def _markdown(results: dict) -> str:
     import pandas as pd
 
-    lines = ["# Device check\n", f"Command: `python scripts/gpu_check.py {' '.join(sys.argv[1:])}`"
-             f" ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n"]
+    lines = [
+        "# Device check\n",
+        f"Command: `python scripts/gpu_check.py {' '.join(sys.argv[1:])}`"
+        f" ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n",
+    ]
     for name, sec in results.items():
         lines.append(f"## {name} ({sec['seconds']:.0f} s)\n")
         if "error" in sec:
@@ -277,16 +350,19 @@ def _run_section(name: str, argv: list[str], timeout: float) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [sys.executable, __file__, *argv, "--only", name, "--rows-to", f.name]
         try:
-            proc = subprocess.run(cmd, text=True, stdout=sys.stdout, stderr=subprocess.PIPE,
-                                  timeout=timeout)
+            proc = subprocess.run(
+                cmd, text=True, stdout=sys.stdout, stderr=subprocess.PIPE, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             return {"rows": [], "error": f"no answer within {timeout:.0f} s"}
         sys.stderr.write(proc.stderr[-4000:])
         text = Path(f.name).read_text()
         if proc.returncode != 0 or not text:
             tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:]
-            return {"rows": json.loads(text) if text else [],
-                    "error": f"exit {proc.returncode}: {' '.join(tail)[:300]}"}
+            return {
+                "rows": json.loads(text) if text else [],
+                "error": f"exit {proc.returncode}: {' '.join(tail)[:300]}",
+            }
         return {"rows": json.loads(text)}
 
 

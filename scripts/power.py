@@ -8,6 +8,7 @@ For every registered premise and claim (claims/*.yaml) x column that a CPU twin 
 (harness/reports/power.py). Per suite: the seeds to register by the rule stated in the
 output (power.md), and the machine cost. Writes power.csv and power.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from harness.experiments.register import canonical, entries, load_registers
-from harness.reports.power import (ALPHA, N_CAP, POWER, mde, permutation_floor,
-                                   sd_from_interval, seeds_needed)
+from harness.reports.power import (
+    ALPHA,
+    N_CAP,
+    POWER,
+    mde,
+    permutation_floor,
+    sd_from_interval,
+    seeds_needed,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -50,24 +58,38 @@ def column_rows(regs) -> list[dict]:
                 continue
             for loc in e.cpu_twin:
                 want = canonical(loc.as_ or e.comparison)
-                found = [r for r in _rows(loc.suite) if canonical(r["claim"]) == want
-                         and (not loc.table or r["table"] == loc.table)]
+                found = [
+                    r
+                    for r in _rows(loc.suite)
+                    if canonical(r["claim"]) == want and (not loc.table or r["table"] == loc.table)
+                ]
                 by_task: dict[str, dict] = {}
                 for r in found:  # a suite may write one comparison as premise and claim
                     if r["task"] not in by_task or r["kind"] == kind:
                         by_task[r["task"]] = r
-                out.extend(_power_row(paper, fam, kind, e, loc.suite, r)
-                           for r in by_task.values())
+                out.extend(_power_row(paper, fam, kind, e, loc.suite, r) for r in by_task.values())
     return out
 
 
 def _power_row(paper, fam, kind, e, suite, r) -> dict:
     n, lo, hi = int(_num(r["n"]) if r["n"] else 0), _num(r["ci_low"]), _num(r["ci_high"])
-    row = {"paper": paper, "family": fam.id, "family_claims": len(fam.claims), "kind": kind,
-           "id": e.id, "test": e.kind_of_test, "suite": suite, "task": r["task"],
-           "verdict": r["verdict"], "n": n, "mean_diff": _num(r["mean_diff"]),
-           "min_effect": e.min_effect, "sd": math.nan, "mde_at_n": math.nan,
-           "n_needed": None}
+    row = {
+        "paper": paper,
+        "family": fam.id,
+        "family_claims": len(fam.claims),
+        "kind": kind,
+        "id": e.id,
+        "test": e.kind_of_test,
+        "suite": suite,
+        "task": r["task"],
+        "verdict": r["verdict"],
+        "n": n,
+        "mean_diff": _num(r["mean_diff"]),
+        "min_effect": e.min_effect,
+        "sd": math.nan,
+        "mde_at_n": math.nan,
+        "n_needed": None,
+    }
     if n >= 2 and math.isfinite(lo) and math.isfinite(hi):
         sd = sd_from_interval(lo, hi, n)  # the verdicts' intervals are in points already
         need = seeds_needed(sd, e.min_effect)
@@ -80,11 +102,15 @@ def _speedups() -> tuple[dict[str, float], str]:
     path = RESULTS / "throughput" / "throughput.md"
     if not path.exists():
         return {}, "no results/throughput/throughput.md: speed-up 1.0 assumed everywhere"
-    found = {m.group(1): float(m.group(2)) for m in re.finditer(
-        r"^\| (\S+) \|.*\| ([0-9.]+)x \|$", path.read_text(), flags=re.M)}
-    return found, ("results/throughput/throughput.md (batched / one at a time, jobs per CPU-s, "
-                   f"--seeds 8): {', '.join(f'{k} {v}x' for k, v in found.items())}; "
-                   f"other suites: {DEFAULT_SPEEDUP}x (not measured, no gain assumed)")
+    found = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^\| (\S+) \|.*\| ([0-9.]+)x \|$", path.read_text(), flags=re.M)
+    }
+    return found, (
+        "results/throughput/throughput.md (batched / one at a time, jobs per CPU-s, "
+        f"--seeds 8): {', '.join(f'{k} {v}x' for k, v in found.items())}; "
+        f"other suites: {DEFAULT_SPEEDUP}x (not measured, no gain assumed)"
+    )
 
 
 def _cost(suite: str) -> tuple[int, float]:
@@ -92,15 +118,20 @@ def _cost(suite: str) -> tuple[int, float]:
     path = RESULTS / suite / "runs.csv"
     rows = list(csv.DictReader(path.open())) if path.exists() else []
     seeds = {r["seed"] for r in rows}
-    return len(seeds), sum(_num(r["wall_time"]) for r in rows if math.isfinite(_num(r["wall_time"])))
+    return len(seeds), sum(
+        _num(r["wall_time"]) for r in rows if math.isfinite(_num(r["wall_time"]))
+    )
 
 
 def suite_rows(rows: list[dict], speedups: dict[str, float]) -> list[dict]:
     """Per suite, the registered seed count: the rule of :data:`RULE`."""
     out = []
     for suite in sorted({r["suite"] for r in rows}):
-        claims = [r for r in rows if r["suite"] == suite and r["kind"] == "claim"
-                  and math.isfinite(r["sd"])]
+        claims = [
+            r
+            for r in rows
+            if r["suite"] == suite and r["kind"] == "claim" and math.isfinite(r["sd"])
+        ]
         if not claims:
             continue
         needs = [r["n_needed"] if r["n_needed"] is not None else N_CAP for r in claims]
@@ -111,13 +142,23 @@ def suite_rows(rows: list[dict], speedups: dict[str, float]) -> list[dict]:
         committed, cpu_s = _cost(suite)
         speed = speedups.get(suite, DEFAULT_SPEEDUP)
         hours = cpu_s * proposed / max(committed, 1) / speed / 3600
-        out.append({"suite": suite, "columns": len(claims), "committed_seeds": committed,
-                    "needed_median": statistics.median(needs),
-                    "needed_p75": float(np.percentile(needs, 75)), "needed_max": max(needs),
-                    "unreachable": sum(r["n_needed"] is None for r in claims),
-                    "floor": floor, "proposed_seeds": proposed,
-                    "mde_median": statistics.median(mdes), "over_min_effect": over,
-                    "speedup": speed, "cpu_hours": hours})
+        out.append(
+            {
+                "suite": suite,
+                "columns": len(claims),
+                "committed_seeds": committed,
+                "needed_median": statistics.median(needs),
+                "needed_p75": float(np.percentile(needs, 75)),
+                "needed_max": max(needs),
+                "unreachable": sum(r["n_needed"] is None for r in claims),
+                "floor": floor,
+                "proposed_seeds": proposed,
+                "mde_median": statistics.median(mdes),
+                "over_min_effect": over,
+                "speedup": speed,
+                "cpu_hours": hours,
+            }
+        )
     return out
 
 
@@ -148,85 +189,116 @@ def write(out: Path, rows: list[dict], suites: list[dict], speed_note: str) -> N
     with (out / "power.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
-        w.writerows({k: _fmt(r[k], 4) if isinstance(r[k], float) or r[k] is None else r[k]
-                     for k in keys} for r in rows)
+        w.writerows(
+            {k: _fmt(r[k], 4) if isinstance(r[k], float) or r[k] is None else r[k] for k in keys}
+            for r in rows
+        )
     (out / "power.md").write_text(_markdown(rows, suites, speed_note))
 
 
 def _markdown(rows, suites, speed_note) -> str:
-    lines = ["# Confirmatory run: power calculation (issue 22)", "",
-             "Command: `PYTHONPATH=$PWD python scripts/power.py` (reads claims/*.yaml and the "
-             "committed results/<suite>/verdicts.csv and runs.csv; writes this file and "
-             "power.csv, one row per registered entry x CPU-twin column).", "", RULE, "",
-             "The verdicts' `mean_diff`, `ci_low`, `ci_high` are in accuracy points already "
-             "(e.g. mini's `kd > none` +6.7), so no factor 100 is applied.", "",
-             "Caveats: each sd is estimated from 5-20 exploratory seeds on resampled splits; "
-             "the fixed test pool removes the test-set draw from the seed-to-seed variation, so "
-             "these sds are likely upper bounds, and noisy ones. An sd of 0 (every seed gave the "
-             "same difference, e.g. li2020_table3-cpu) gives MDE 0 and leaves only the "
-             "permutation floor. One verdict column can count for two entries when two "
-             "families name the same suite row.", "",
-             f"Machine cost: the suite's committed job wall times (runs.csv `wall_time`, one "
-             f"job at a time) x proposed / committed seeds / the batched speed-up. Speed-ups: "
-             f"{speed_note}. CPU-hours; this machine has 2 cores, so wall-clock hours are at "
-             f"best half of them.", "",
-             "| suite | claim columns | committed seeds | needed n: median / p75 / max | "
-             "> 200 | floor | **proposed seeds** | MDE at proposed (median, points) | "
-             "columns with MDE > min_effect | speed-up | est. CPU-hours |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Confirmatory run: power calculation (issue 22)",
+        "",
+        "Command: `PYTHONPATH=$PWD python scripts/power.py` (reads claims/*.yaml and the "
+        "committed results/<suite>/verdicts.csv and runs.csv; writes this file and "
+        "power.csv, one row per registered entry x CPU-twin column).",
+        "",
+        RULE,
+        "",
+        "The verdicts' `mean_diff`, `ci_low`, `ci_high` are in accuracy points already "
+        "(e.g. mini's `kd > none` +6.7), so no factor 100 is applied.",
+        "",
+        "Caveats: each sd is estimated from 5-20 exploratory seeds on resampled splits; "
+        "the fixed test pool removes the test-set draw from the seed-to-seed variation, so "
+        "these sds are likely upper bounds, and noisy ones. An sd of 0 (every seed gave the "
+        "same difference, e.g. li2020_table3-cpu) gives MDE 0 and leaves only the "
+        "permutation floor. One verdict column can count for two entries when two "
+        "families name the same suite row.",
+        "",
+        f"Machine cost: the suite's committed job wall times (runs.csv `wall_time`, one "
+        f"job at a time) x proposed / committed seeds / the batched speed-up. Speed-ups: "
+        f"{speed_note}. CPU-hours; this machine has 2 cores, so wall-clock hours are at "
+        f"best half of them.",
+        "",
+        "| suite | claim columns | committed seeds | needed n: median / p75 / max | "
+        "> 200 | floor | **proposed seeds** | MDE at proposed (median, points) | "
+        "columns with MDE > min_effect | speed-up | est. CPU-hours |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in suites:
-        lines.append(f"| {s['suite']} | {s['columns']} | {s['committed_seeds']} | "
-                     f"{s['needed_median']:g} / {s['needed_p75']:g} / {s['needed_max']} | "
-                     f"{s['unreachable']} | {s['floor']} | **{s['proposed_seeds']}** | "
-                     f"{s['mde_median']:.2f} | {s['over_min_effect']} / {s['columns']} | "
-                     f"{s['speedup']:g}x | {s['cpu_hours']:.2f} |")
-    lines += ["", _reach(suites, rows), "", _blocks(suites), "",
-              "## Per column", "",
-              "| suite | kind | id | task | n | mean diff | sd | MDE at n | min_effect | "
-              "needed n |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {s['suite']} | {s['columns']} | {s['committed_seeds']} | "
+            f"{s['needed_median']:g} / {s['needed_p75']:g} / {s['needed_max']} | "
+            f"{s['unreachable']} | {s['floor']} | **{s['proposed_seeds']}** | "
+            f"{s['mde_median']:.2f} | {s['over_min_effect']} / {s['columns']} | "
+            f"{s['speedup']:g}x | {s['cpu_hours']:.2f} |"
+        )
+    lines += [
+        "",
+        _reach(suites, rows),
+        "",
+        _blocks(suites),
+        "",
+        "## Per column",
+        "",
+        "| suite | kind | id | task | n | mean diff | sd | MDE at n | min_effect | needed n |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['suite']} | {r['kind']} | {r['id']} | {r['task']} | {r['n']} | "
-                     f"{_fmt(r['mean_diff'])} | {_fmt(r['sd'])} | {_fmt(r['mde_at_n'])} | "
-                     f"{r['min_effect']:g} | "
-                     f"{_fmt(r['n_needed']) if math.isfinite(r['sd']) else 'no interval'} |")
+        lines.append(
+            f"| {r['suite']} | {r['kind']} | {r['id']} | {r['task']} | {r['n']} | "
+            f"{_fmt(r['mean_diff'])} | {_fmt(r['sd'])} | {_fmt(r['mde_at_n'])} | "
+            f"{r['min_effect']:g} | "
+            f"{_fmt(r['n_needed']) if math.isfinite(r['sd']) else 'no interval'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _reach(suites, rows) -> str:
     total = sum(s["cpu_hours"] for s in suites)
     bad = [s for s in suites if s["over_min_effect"]]
-    text = [f"**Where this machine cannot reach the effect of interest.** All suites at their "
-            f"proposed counts: {total:.1f} CPU-hours (>= {total / 2:.1f} h on 2 cores). "
-            "By construction of the median rule, up to half a suite's claim columns keep an "
-            "MDE above their min_effect at the proposed count:"]
+    text = [
+        f"**Where this machine cannot reach the effect of interest.** All suites at their "
+        f"proposed counts: {total:.1f} CPU-hours (>= {total / 2:.1f} h on 2 cores). "
+        "By construction of the median rule, up to half a suite's claim columns keep an "
+        "MDE above their min_effect at the proposed count:"
+    ]
     for s in bad:
-        text.append(f"- {s['suite']}: {s['over_min_effect']} of {s['columns']} claim columns "
-                    f"(MDE median {s['mde_median']:.2f} points at {s['proposed_seeds']} seeds; "
-                    f"{s['unreachable']} need more than {N_CAP} seeds; covering all would take "
-                    f"{s['needed_max']}{'+' if s['unreachable'] else ''} seeds). Their "
-                    "confirmatory verdicts are underpowered and say so.")
+        text.append(
+            f"- {s['suite']}: {s['over_min_effect']} of {s['columns']} claim columns "
+            f"(MDE median {s['mde_median']:.2f} points at {s['proposed_seeds']} seeds; "
+            f"{s['unreachable']} need more than {N_CAP} seeds; covering all would take "
+            f"{s['needed_max']}{'+' if s['unreachable'] else ''} seeds). Their "
+            "confirmatory verdicts are underpowered and say so."
+        )
     return "\n".join(text)
 
 
 def _blocks(suites) -> str:
-    text = ["## Proposed `confirmatory:` blocks (for claims/<paper>.yaml; not edited here)",
-            "", "```yaml"]
+    text = [
+        "## Proposed `confirmatory:` blocks (for claims/<paper>.yaml; not edited here)",
+        "",
+        "```yaml",
+    ]
     for s in suites:
         n = s["proposed_seeds"]
-        text += [f"# {s['suite']}",
-                 "confirmatory:",
-                 f"  suite: {s['suite']}",
-                 f"  seeds: [{FIRST_SEED}, ..., {FIRST_SEED + n - 1}]   # {n} seeds, "
-                 f"range({FIRST_SEED}, {FIRST_SEED + n})",
-                 "  test_pool: fixed            # harness/zoo/pools.py, FIXED_TEST_SEED",
-                 "  primary_test: >-",
-                 "    per claim x column, the paired per-seed differences (fixed test pool);",
-                 "    exact two-sided sign-flip (Wilcoxon signed-rank) p, Holm within the family;",
-                 "    superiority needs p < the Holm threshold and the 95 % t interval above 0,",
-                 "    non-inferiority its lower bound above -margin, equivalence TOST +-margin",
-                 f"  power: scripts/power.py (results/confirmatory/power.md), median rule, "
-                 f"alpha {ALPHA}, power {POWER}",
-                 ""]
+        text += [
+            f"# {s['suite']}",
+            "confirmatory:",
+            f"  suite: {s['suite']}",
+            f"  seeds: [{FIRST_SEED}, ..., {FIRST_SEED + n - 1}]   # {n} seeds, "
+            f"range({FIRST_SEED}, {FIRST_SEED + n})",
+            "  test_pool: fixed            # harness/zoo/pools.py, FIXED_TEST_SEED",
+            "  primary_test: >-",
+            "    per claim x column, the paired per-seed differences (fixed test pool);",
+            "    exact two-sided sign-flip (Wilcoxon signed-rank) p, Holm within the family;",
+            "    superiority needs p < the Holm threshold and the 95 % t interval above 0,",
+            "    non-inferiority its lower bound above -margin, equivalence TOST +-margin",
+            f"  power: scripts/power.py (results/confirmatory/power.md), median rule, "
+            f"alpha {ALPHA}, power {POWER}",
+            "",
+        ]
     return "\n".join(text[:-1] + ["```"])
 
 
@@ -239,9 +311,11 @@ def main(argv=None) -> None:
     suites = suite_rows(rows, speedups)
     write(Path(args.out), rows, suites, note)
     for s in suites:
-        print(f"{s['suite']}: {s['committed_seeds']} -> {s['proposed_seeds']} seeds, "
-              f"MDE {s['mde_median']:.2f}, {s['over_min_effect']}/{s['columns']} over, "
-              f"{s['cpu_hours']:.2f} CPU-h")
+        print(
+            f"{s['suite']}: {s['committed_seeds']} -> {s['proposed_seeds']} seeds, "
+            f"MDE {s['mde_median']:.2f}, {s['over_min_effect']}/{s['columns']} over, "
+            f"{s['cpu_hours']:.2f} CPU-h"
+        )
 
 
 if __name__ == "__main__":

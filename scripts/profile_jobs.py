@@ -8,6 +8,7 @@ temporary results folder; then the job itself runs under cProfile through
 time of each function is sorted into buckets (forward/backward, OT solve, solver wrapper,
 data loading, evaluation, storage) by the file and name of the frames (nested rows).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,12 @@ def _job(suite_name: str, stage: str, spec: str, point):
     jobs = expand(load_suite(suite_name))
     for j in jobs:
         params = j.config["regularizer_params"]
-        if j.stage == stage and j.regularizer == spec and j.seed == 0 and all(
-                params.get(k.split(".")[-1], params.get(k)) == v for k, v in point.items()):
+        if (
+            j.stage == stage
+            and j.regularizer == spec
+            and j.seed == 0
+            and all(params.get(k.split(".")[-1], params.get(k)) == v for k, v in point.items())
+        ):
             return j, {x.key: x for x in jobs}
     raise SystemExit(f"no job {suite_name}/{stage}/{spec} {point}")
 
@@ -88,8 +93,9 @@ def _cumulative(stats: pstats.Stats) -> dict[str, float]:
     return out
 
 
-def profile(suite_name: str, stage: str, spec: str, point, root: Path) -> tuple[str, float, dict,
-                                                                              str]:
+def profile(
+    suite_name: str, stage: str, spec: str, point, root: Path
+) -> tuple[str, float, dict, str]:
     from harness.experiments.runner import run_job
 
     job, by_key = _job(suite_name, stage, spec, point)
@@ -116,17 +122,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/throughput/profile.md")
     args = ap.parse_args()
-    lines = ["# Where a job's time goes (cProfile, OMP_NUM_THREADS=1)", "",
-             "Command: `PYTHONPATH=$PWD OMP_NUM_THREADS=1 python scripts/profile_jobs.py`", "",
-             "Each row is the cumulative time of one function (cProfile), rows indented under the",
-             "row they run inside; what a row's children do not cover is that row's own Python.",
-             ""]
+    lines = [
+        "# Where a job's time goes (cProfile, OMP_NUM_THREADS=1)",
+        "",
+        "Command: `PYTHONPATH=$PWD OMP_NUM_THREADS=1 python scripts/profile_jobs.py`",
+        "",
+        "Each row is the cumulative time of one function (cProfile), rows indented under the",
+        "row they run inside; what a row's children do not cover is that row's own Python.",
+        "",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for suite_name, stage, spec, point in JOBS:
             label, wall, buckets, top = profile(suite_name, stage, spec, point, Path(tmp))
-            lines += [f"## {label}", "", f"wall time (profiled): {wall:.2f} s", "",
-                      "| where (nested rows are inside the row above) | s | share |",
-                      "|---|---:|---:|"]
+            lines += [
+                f"## {label}",
+                "",
+                f"wall time (profiled): {wall:.2f} s",
+                "",
+                "| where (nested rows are inside the row above) | s | share |",
+                "|---|---:|---:|",
+            ]
             for name, _ in ROWS:
                 s = buckets.get(name, 0.0)
                 lines.append(f"| `{name}` | {s:.2f} | {100 * s / wall:.0f} % |")

@@ -10,6 +10,7 @@ drift of the machine's load biases neither. torch's default is one thread per co
 (``torch.get_num_threads()`` at start); the policy's is :func:`harness.training.threads.
 choose_threads` for this model (1: a small model).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ def one_job(threads: int) -> float:
     reg = build_regularizer("omega_p", **{"alpha": 0.1, "taps": ["penultimate"]})
     cfg = TrainConfig(epochs=3, batch_size=25, lr=0.05, schedule="cosine", eval_every=3)
     t0 = time.perf_counter()
-    res = train(student, train_set, None, config=cfg, regularizer=reg, teacher=teacher,
-                progress=False)
+    res = train(
+        student, train_set, None, config=cfg, regularizer=reg, teacher=teacher, progress=False
+    )
     assert res.status == "completed", res.reason
     return time.perf_counter() - t0
 
@@ -58,8 +60,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     default = torch.get_num_threads()
     policy = choose_threads(10_000, environ={})
-    busy = [subprocess.Popen([sys.executable, "-c", BUSY.format(s=3600)])
-            for _ in range(args.load)]
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY.format(s=3600)]) for _ in range(args.load)]
     times: dict[int, list[float]] = {default: [], policy: []}
     try:
         one_job(policy)  # warm-up: imports, the digits
@@ -80,7 +81,9 @@ def main(argv=None) -> int:
         "The job: 3 epochs of Omega_P (exact plan) training an MLP [16] student on digits "
         "(100 images) against an MLP [256, 256] teacher, beside "
         f"{args.load} busy processes; settings interleaved.\n",
-        "| threads | setting | median s | runs (s) |", "|---|---|---|---|"]
+        "| threads | setting | median s | runs (s) |",
+        "|---|---|---|---|",
+    ]
     for n, v in times.items():
         name = "torch default (one per core)" if n == default else "policy (small model: 1)"
         if n == default == policy:

@@ -8,6 +8,7 @@ the identical problem. Writes ``results/throughput/warm-start.md``::
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python scripts/warm_start.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,14 @@ def _digits(split: str, n_per_class: int | None = None) -> TensorDataset:
 
 
 def _row(res, seconds: float) -> dict:
-    return {"n_iter": res.n_iter, "certified": bool(res.converged), "s": seconds,
-            "gap": float(torch.as_tensor(res.extras.get("gap", float("nan"))).max()),
-            "finish": res.extras.get("finish", ""), "value": float(res.value.detach())}
+    return {
+        "n_iter": res.n_iter,
+        "certified": bool(res.converged),
+        "s": seconds,
+        "gap": float(torch.as_tensor(res.extras.get("gap", float("nan"))).max()),
+        "finish": res.extras.get("finish", ""),
+        "value": float(res.value.detach()),
+    }
 
 
 def _timed(C, a, b, kw):
@@ -70,14 +76,34 @@ def run(epochs: int, lr: float, solver: dict):
     torch.manual_seed(0)
     model = MLP(10, widths=(64, 64)).double()
     teacher = MLP(10, widths=(64, 64)).double().eval()
-    reg = build_regularizer("omega_p", alpha=0.1, plan="sinkhorn", warm_start=True,
-                            taps=["penultimate", "stage1"], **solver)
-    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=lr, momentum=0.9, eval_every=epochs,
-                      max_grad_norm=1.0, seed=0)
+    reg = build_regularizer(
+        "omega_p",
+        alpha=0.1,
+        plan="sinkhorn",
+        warm_start=True,
+        taps=["penultimate", "stage1"],
+        **solver,
+    )
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=64,
+        lr=lr,
+        momentum=0.9,
+        eval_every=epochs,
+        max_grad_norm=1.0,
+        seed=0,
+    )
     api.solve = _spy
     try:
-        return train(model, _digits("train", 40), _digits("val"), config=cfg, regularizer=reg,
-                     teacher=teacher, progress=False)
+        return train(
+            model,
+            _digits("train", 40),
+            _digits("val"),
+            config=cfg,
+            regularizer=reg,
+            teacher=teacher,
+            progress=False,
+        )
     finally:
         api.solve = ORIG
 
@@ -90,11 +116,15 @@ def report(res, epochs: int, lr: float, solver: dict) -> str:
     tot_c, tot_w = sum(r["n_iter"] for r in cold), sum(r["n_iter"] for r in warm)
     ratio = statistics.median(w["s"] / c["s"] for c, w in zip(cold, warm))
     t_c, t_w = sum(r["s"] for r in cold), sum(r["s"] for r in warm)
-    uncert = [i for i, (c, w) in enumerate(zip(cold, warm)) if c["certified"] and not w["certified"]]
+    uncert = [
+        i for i, (c, w) in enumerate(zip(cold, warm)) if c["certified"] and not w["certified"]
+    ]
     dv = max(abs(w["value"] - c["value"]) / max(abs(c["value"]), 1e-12) for c, w in zip(cold, warm))
     lines = [
-        "# Warm-started Sinkhorn across training steps (issue 21, item 4)", "",
-        f"Command: `{COMMAND}`", "",
+        "# Warm-started Sinkhorn across training steps (issue 21, item 4)",
+        "",
+        f"Command: `{COMMAND}`",
+        "",
         f"Run: li2020 Omega_P (`omega_p`, `plan: sinkhorn`, {solver or 'its defaults'}; "
         "defaults: reg 1e-3 of the cost range, certified gap 1e-3, `exact_finish`), "
         "warm_start true, taps `penultimate` and `stage1`, "
@@ -103,8 +133,10 @@ def report(res, epochs: int, lr: float, solver: dict) -> str:
         "(the first of each tap has no previous potentials and starts cold). Each warm solve "
         "of the run was repeated cold on the identical cost in the same process, the order "
         "alternating; wall times are per solve, 2-core CPU shared with other jobs, "
-        "OMP_NUM_THREADS=1.", "",
-        "| | cold | warm |", "|---|---|---|",
+        "OMP_NUM_THREADS=1.",
+        "",
+        "| | cold | warm |",
+        "|---|---|---|",
         f"| median iterations per solve | {med_c:g} | {med_w:g} |",
         f"| total iterations | {tot_c} | {tot_w} |",
         f"| total solve time (s) | {t_c:.3f} | {t_w:.3f} |",
@@ -117,15 +149,24 @@ def report(res, epochs: int, lr: float, solver: dict) -> str:
         f"{med_c:g} -> {med_w:g}. Wall time warm / cold: median per solve {ratio:.2f}, "
         f"total {t_w / t_c:.2f}. Largest relative difference of the values, warm vs cold: "
         f"{dv:.2g}.",
-        "", ("Every warm value is certified where the cold one is." if not uncert else
-             f"Warm solves not certified where the cold one was: {uncert}."),
-        f"Run status: {res.status}.", "",
-        "Per solve (step order, taps alternating):", "",
+        "",
+        (
+            "Every warm value is certified where the cold one is."
+            if not uncert
+            else f"Warm solves not certified where the cold one was: {uncert}."
+        ),
+        f"Run status: {res.status}.",
+        "",
+        "Per solve (step order, taps alternating):",
+        "",
         "| # | shape | cold iters | warm iters | cold s | warm s | cold gap | warm gap |",
-        "|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for i, (r, c, w) in enumerate(zip(RECORDS, cold, warm)):
-        lines.append(f"| {i} | {r['shape'][0]}x{r['shape'][1]} | {c['n_iter']} | {w['n_iter']} "
-                     f"| {c['s']:.4f} | {w['s']:.4f} | {c['gap']:.1e} | {w['gap']:.1e} |")
+        lines.append(
+            f"| {i} | {r['shape'][0]}x{r['shape'][1]} | {c['n_iter']} | {w['n_iter']} "
+            f"| {c['s']:.4f} | {w['s']:.4f} | {c['gap']:.1e} | {w['gap']:.1e} |"
+        )
     return "\n".join(lines) + "\n"
 
 

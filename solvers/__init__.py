@@ -8,12 +8,21 @@ torch.Size([5, 7])
 
 See ``../shared/design.md`` (Solver contract) and ``otransfer list solvers``.
 """
+
 from ._api import solve, solve_sample
 from ._costs import COSTS, cost_matrix
 from ._registry import MethodInfo, all_methods, available, get_method, register
 from ._result import OTResult
 
 __all__ = [
-    "solve", "solve_sample", "OTResult", "available", "all_methods", "get_method", "register",
-    "MethodInfo", "cost_matrix", "COSTS",
+    "solve",
+    "solve_sample",
+    "OTResult",
+    "available",
+    "all_methods",
+    "get_method",
+    "register",
+    "MethodInfo",
+    "cost_matrix",
+    "COSTS",
 ]

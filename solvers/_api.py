@@ -1,4 +1,5 @@
 """``solve`` and ``solve_sample``: one contract in front of every registered method."""
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,10 @@ def _as_tensor(v: Any, name: str, like: torch.Tensor | None = None) -> torch.Ten
                 arr = arr.astype(np.float64)
             t = torch.as_tensor(arr)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{name} must be a tensor or an array of numbers; got "
-                             f"{type(v).__name__} ({str(exc).splitlines()[0][:80]})") from None
+            raise ValueError(
+                f"{name} must be a tensor or an array of numbers; got "
+                f"{type(v).__name__} ({str(exc).splitlines()[0][:80]})"
+            ) from None
     if like is not None:
         if t.is_complex():
             raise ValueError(f"{name} is complex ({t.dtype}): OT needs real numbers")
@@ -42,8 +45,10 @@ def _check_float(name: str, t: torch.Tensor) -> None:
     if t.is_complex():
         raise ValueError(f"{name} is complex ({t.dtype}): OT needs real numbers")
     if not t.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor; got {t.dtype}: convert it "
-                         f"first (.double() or .float())")
+        raise ValueError(
+            f"{name} must be a floating-point tensor; got {t.dtype}: convert it "
+            f"first (.double() or .float())"
+        )
 
 
 #: Total masses outside [MASS_LOW, MASS_HIGH] are rescaled to 1 for the solve (see solve).
@@ -53,14 +58,17 @@ MASS_LOW, MASS_HIGH = 1e-3, 1e3
 COST_LOW, COST_HIGH = 1e-20, 1e20
 
 
-def _check_weights(w: torch.Tensor | None, size: int, batch: tuple[int, ...], name: str,
-                   like: torch.Tensor) -> torch.Tensor:
+def _check_weights(
+    w: torch.Tensor | None, size: int, batch: tuple[int, ...], name: str, like: torch.Tensor
+) -> torch.Tensor:
     if w is None:
         return torch.full((*batch, size), 1.0 / size, dtype=like.dtype, device=like.device)
     w = _as_tensor(w, f"weights {name}", like)
     if w.shape != (*batch, size) and w.shape != (size,):
-        raise ValueError(f"weights {name} have shape {tuple(w.shape)}; expected ({size},)"
-                         + (f" or {(*batch, size)}" if batch else ""))
+        raise ValueError(
+            f"weights {name} have shape {tuple(w.shape)}; expected ({size},)"
+            + (f" or {(*batch, size)}" if batch else "")
+        )
     if not torch.isfinite(w).all():
         raise ValueError(f"weights {name} contain non-finite values")
     if (w < 0).any():
@@ -110,9 +118,13 @@ def _check_masses(info: MethodInfo, a: torch.Tensor, b: torch.Tensor) -> None:
     if not torch.allclose(ma, mb, rtol=1e-5, atol=1e-7):
         raise ValueError(
             f"unequal total mass on a balanced problem: sum(a)={ma.max().item():.6g}, "
-            f"sum(b)={mb.max().item():.6g}")
+            f"sum(b)={mb.max().item():.6g}"
+        )
     if info.uniform_only:
-        if not (torch.allclose(a, a[..., :1].expand_as(a)) and torch.allclose(b, b[..., :1].expand_as(b))):
+        if not (
+            torch.allclose(a, a[..., :1].expand_as(a))
+            and torch.allclose(b, b[..., :1].expand_as(b))
+        ):
             raise ValueError(f"method {info.name!r} needs uniform marginals")
 
 
@@ -121,10 +133,13 @@ def _resolve_params(info: MethodInfo, params: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(
             f"unknown parameter(s) {sorted(unknown)} for method {info.name!r}; it accepts "
-            f"{sorted(info.params) or 'none'}")
+            f"{sorted(info.params) or 'none'}"
+        )
     if not info.is_available:
-        raise ValueError(f"method {info.name!r} needs the optional package(s) "
-                         f"{', '.join(info.requires)}: pip install 'otransfer[full]'")
+        raise ValueError(
+            f"method {info.name!r} needs the optional package(s) "
+            f"{', '.join(info.requires)}: pip install 'otransfer[full]'"
+        )
     if not params:  # the registered defaults: valid by construction, nothing to check
         return dict(info.params)
     return {**info.params, **check_params(info.name, dict(info.params), params)}
@@ -140,8 +155,13 @@ def _finish(info: MethodInfo, out: dict, value: torch.Tensor, a, b, params) -> O
     plan = out.get("plan")
     err = out.get("marginal_error")
     if err is None:  # in the precision the method solved in (float32 for half input)
-        err = math.nan if plan is None else \
-            _marginal_error(plan.detach(), a.detach().to(plan.dtype), b.detach().to(plan.dtype))
+        err = (
+            math.nan
+            if plan is None
+            else _marginal_error(
+                plan.detach(), a.detach().to(plan.dtype), b.detach().to(plan.dtype)
+            )
+        )
     if plan is not None:
         plan = _plain(plan, value.dtype)
     pots = out.get("potentials")
@@ -150,9 +170,17 @@ def _finish(info: MethodInfo, out: dict, value: torch.Tensor, a, b, params) -> O
     if not (math.isfinite(float(value)) if value.dim() == 0 else bool(torch.isfinite(value).all())):
         # Never a silent NaN: report it as a non-converged solve.
         out["converged"] = False
-    return OTResult(value=value, plan=plan, potentials=pots, n_iter=int(out.get("n_iter", 0)),
-                    converged=bool(out.get("converged", True)), marginal_error=float(err),
-                    method=info.name, params=params, extras=out.get("extras", {}))
+    return OTResult(
+        value=value,
+        plan=plan,
+        potentials=pots,
+        n_iter=int(out.get("n_iter", 0)),
+        converged=bool(out.get("converged", True)),
+        marginal_error=float(err),
+        method=info.name,
+        params=params,
+        extras=out.get("extras", {}),
+    )
 
 
 #: ``grad=`` of solve / solve_sample: the derivative of the returned value, or Danskin's.
@@ -164,8 +192,9 @@ def _check_grad(grad: Any) -> None:
         raise ValueError(f"grad={grad!r}: choose one of {GRADS}")
 
 
-def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
-          warmstart=None, **params: Any) -> OTResult:
+def solve(
+    C, a=None, b=None, *, method: str = "ipot", grad: str = "auto", warmstart=None, **params: Any
+) -> OTResult:
     """Solve the optimal-transport problem with cost ``C`` and marginals ``a``, ``b``.
 
     Parameters
@@ -206,20 +235,30 @@ def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
     """
     info = get_method(method)
     if info.input != "cost":
-        raise ValueError(f"method {method!r} works on points, not on a cost matrix; "
-                         f"use solve_sample(x, y, method={method!r})")
+        raise ValueError(
+            f"method {method!r} works on points, not on a cost matrix; "
+            f"use solve_sample(x, y, method={method!r})"
+        )
     _check_grad(grad)
     params = _resolve_params(info, params)
     C = _as_tensor(C, "cost")
     default_mass = a is None and b is None
     a, b, (lo, hi) = _check_problem(info, C, a, b)
-    C_in, a_in, b_in, mass, c_scale = _prepare(C, a, b, params, max(abs(lo), abs(hi)),
-                                               default_mass)
+    C_in, a_in, b_in, mass, c_scale = _prepare(C, a, b, params, max(abs(lo), abs(hi)), default_mass)
     warm = _warm(info, warmstart, C_in, c_scale)
     if C.dim() == 3 and not info.batched:
-        out = _stack([info.fn(C_in[i], a_in[i], b_in[i], **params,
-                              **({"warmstart": (warm[0][i], warm[1][i])} if warm else {}))
-                      for i in range(C.shape[0])])
+        out = _stack(
+            [
+                info.fn(
+                    C_in[i],
+                    a_in[i],
+                    b_in[i],
+                    **params,
+                    **({"warmstart": (warm[0][i], warm[1][i])} if warm else {}),
+                )
+                for i in range(C.shape[0])
+            ]
+        )
     elif info.cost_range and c_scale is None and C.dim() == 2 and not warm:
         # C_in holds C's values (a wider dtype at most): its range is the one checked above
         out = info.fn(C_in, a_in, b_in, cost_range=(lo, hi), **params)
@@ -229,9 +268,11 @@ def solve(C, a=None, b=None, *, method: str = "ipot", grad: str = "auto",
     if (a.requires_grad or b.requires_grad) and out.get("potentials") is None:
         if info.name == "exact":  # the same optimum from the network simplex, with its duals
             return solve(C, a, b, method="emd", grad=grad)
-        raise ValueError(f"method {method!r} returns no dual potentials, so no gradient with "
-                         f"respect to the masses a, b: use 'emd' or 'exact' (the LP duals) or a "
-                         f"scaling method (sinkhorn, ipot), or pass a, b without requires_grad")
+        raise ValueError(
+            f"method {method!r} returns no dual potentials, so no gradient with "
+            f"respect to the masses a, b: use 'emd' or 'exact' (the LP duals) or a "
+            f"scaling method (sinkhorn, ipot), or pass a, b without requires_grad"
+        )
     if grad == "envelope":
         out.pop("value_fn", None)
     return _finish(info, out, _value(out, C, a, b), a, b, params)
@@ -242,8 +283,10 @@ def _warm(info: MethodInfo, warmstart, C_in: torch.Tensor, c_scale: float | None
     if warmstart is None:
         return None
     if not info.warmstart:
-        raise ValueError(f"method {info.name!r} takes no warmstart; drop it, or use a method "
-                         f"that does: sinkhorn, pot_sinkhorn, ipot")
+        raise ValueError(
+            f"method {info.name!r} takes no warmstart; drop it, or use a method "
+            f"that does: sinkhorn, pot_sinkhorn, ipot"
+        )
     f, g = check_warmstart(info.name, warmstart, tuple(C_in.shape[:-2]), *C_in.shape[-2:])
     scale = 1.0 if c_scale is None else 1.0 / c_scale  # potentials scale with the cost
     return tuple(p.to(device=C_in.device, dtype=C_in.dtype) * scale for p in (f, g))
@@ -254,8 +297,9 @@ def _warm(info: MethodInfo, warmstart, C_in: torch.Tensor, c_scale: float | None
 HALF = (torch.float16, torch.bfloat16)
 
 
-def _prepare(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, params, cmax: float,
-             default_mass: bool):
+def _prepare(
+    C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, params, cmax: float, default_mass: bool
+):
     """The detached problem the method solves: unit mass, unit cost scale where needed."""
     work = torch.float32 if C.dtype in HALF else C.dtype
     # masses far from 1 (1e-30: underflow in the scaling iterations) are solved at unit mass:
@@ -272,7 +316,8 @@ def _prepare(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, params, cmax: fl
     # a scale-free method (exact, or reg/beta relative to the range) does not change with it
     C_in, c_scale = _plain(C, work), None
     scale_free = params.get("relative") is True or not any(
-        k in params for k in ("reg", "beta", "blur", "eps"))
+        k in params for k in ("reg", "beta", "blur", "eps")
+    )
     if 0 < cmax and not COST_LOW <= cmax <= COST_HIGH and scale_free:
         c_scale = cmax
         C_in = C_in / cmax
@@ -331,9 +376,15 @@ def _stack(outs: list[dict]) -> dict:
         out["potentials"] = tuple(torch.stack([o["potentials"][k] for o in outs]) for k in (0, 1))
     fns = [o.get("value_fn") for o in outs]
     if fns[0] is not None:
+
         def value_fn(C, a, b, plan, pots):
-            return torch.stack([fn(C[i], a[i], b[i], plan[i], (pots[0][i], pots[1][i]))
-                                for i, fn in enumerate(fns)])
+            return torch.stack(
+                [
+                    fn(C[i], a[i], b[i], plan[i], (pots[0][i], pots[1][i]))
+                    for i, fn in enumerate(fns)
+                ]
+            )
+
         out["value_fn"] = value_fn
     return out
 
@@ -351,8 +402,18 @@ def _stack_extras(extras: list[dict]) -> dict:
     return merged
 
 
-def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str = "ipot",
-                 grad: str = "auto", warmstart=None, **params: Any) -> OTResult:
+def solve_sample(
+    x,
+    y,
+    a=None,
+    b=None,
+    *,
+    cost: str = "euclidean",
+    method: str = "ipot",
+    grad: str = "auto",
+    warmstart=None,
+    **params: Any,
+) -> OTResult:
     """Solve OT between the point clouds ``x`` (n, k) and ``y`` (m, k).
 
     Cost methods build ``C = cost(x, y)`` and call :func:`solve`, so gradients flow to ``x`` and
@@ -377,16 +438,23 @@ def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str =
         raise ValueError(f"unknown cost {cost!r}; choose one of {sorted(COSTS)}")
     _check_grad(grad)
     x, y = _as_tensor(x, "points x"), _as_tensor(y, "points y")
-    if x.dim() not in (2, 3) or y.dim() != x.dim() or x.shape[-1] != y.shape[-1] \
-            or x.shape[:-2] != y.shape[:-2]:
-        raise ValueError(f"points must have shapes (n, k) and (m, k) with the same k; got "
-                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if (
+        x.dim() not in (2, 3)
+        or y.dim() != x.dim()
+        or x.shape[-1] != y.shape[-1]
+        or x.shape[:-2] != y.shape[:-2]
+    ):
+        raise ValueError(
+            f"points must have shapes (n, k) and (m, k) with the same k; got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
     if x.shape[-2] == 0 or y.shape[-2] == 0 or x.shape[-1] == 0:
         raise ValueError(f"empty point cloud: {tuple(x.shape)} vs {tuple(y.shape)}")
     # integer (and boolean) coordinates are cast to float64, exactly (< 2**53), as POT casts
     # integer arrays; GeomLoss and KeOps fail deep inside on them
-    x, y = (p.to(torch.float64) if not (p.is_floating_point() or p.is_complex()) else p
-            for p in (x, y))
+    x, y = (
+        p.to(torch.float64) if not (p.is_floating_point() or p.is_complex()) else p for p in (x, y)
+    )
     for name, p in (("x", x), ("y", y)):
         _check_float(f"points {name}", p)
         if not torch.isfinite(p).all():
@@ -397,13 +465,17 @@ def solve_sample(x, y, a=None, b=None, *, cost: str = "euclidean", method: str =
         C = cost_matrix(x, y, cost)
         if not torch.isfinite(C.detach().sum()) and not bool(torch.isfinite(C).all()):
             big = float(torch.maximum(x.detach().abs().amax(), y.detach().abs().amax()))
-            raise ValueError(f"the {cost} cost between finite points overflowed {x.dtype} "
-                             f"to non-finite entries (|coordinates| up to {big:.3g}): rescale "
-                             f"the points or use float64")
+            raise ValueError(
+                f"the {cost} cost between finite points overflowed {x.dtype} "
+                f"to non-finite entries (|coordinates| up to {big:.3g}): rescale "
+                f"the points or use float64"
+            )
         return solve(C, a, b, method=method, grad=grad, warmstart=warmstart, **params)
     if warmstart is not None:
-        raise ValueError(f"method {method!r} takes no warmstart; drop it, or use a method "
-                         f"that does: sinkhorn, pot_sinkhorn, ipot")
+        raise ValueError(
+            f"method {method!r} takes no warmstart; drop it, or use a method "
+            f"that does: sinkhorn, pot_sinkhorn, ipot"
+        )
     params = _resolve_params(info, params)
     a, b = _point_weights(info, x, y, a, b)
     if x.dtype in HALF:  # solved in float32, the value cast back (differentiably)
@@ -419,8 +491,10 @@ def _point_weights(info: MethodInfo, x, y, a, b):
     a = _check_weights(a, n, batch, "a", x)
     b = _check_weights(b, m, batch, "b", x)
     if not torch.allclose(a.sum(-1), b.sum(-1), rtol=1e-5, atol=1e-7):
-        raise ValueError("unequal total mass on a balanced problem: "
-                         f"sum(a)={a.sum(-1).max().item():.6g}, sum(b)={b.sum(-1).max().item():.6g}")
+        raise ValueError(
+            "unequal total mass on a balanced problem: "
+            f"sum(a)={a.sum(-1).max().item():.6g}, sum(b)={b.sum(-1).max().item():.6g}"
+        )
     if x.device.type not in info.devices:
         raise ValueError(f"method {info.name!r} does not run on {x.device.type}")
     return a, b

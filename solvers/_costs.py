@@ -1,4 +1,5 @@
 """Ground costs between point clouds, differentiable everywhere they are used."""
+
 from __future__ import annotations
 
 from typing import Callable

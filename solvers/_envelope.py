@@ -21,6 +21,7 @@ envelope is not its gradient, and two other helpers attach the derivative of wha
   papers' N proximal steps) has the derivative of those steps: the forward pass keeps the
   solver's value, the backward pass replays the steps under autograd.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,13 @@ class _Envelope(torch.autograd.Function):
         return g_out, ga, gb, None, None, None
 
 
-def attach(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, plan: torch.Tensor,
-           potentials: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+def attach(
+    C: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    plan: torch.Tensor,
+    potentials: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
     """Return ``<plan, C>`` whose gradient is ``plan`` w.r.t. ``C`` and the centred potentials
     w.r.t. ``a``, ``b`` (zero when the method has no potentials: the plan is then treated as
     fixed)."""
@@ -88,7 +94,9 @@ class _Entropic(torch.autograd.Function):
         C, a, b, plan, f, g = ctx.saved_tensors
         single = C.dim() == 2
         D = torch.float64  # the linear solve is ill-conditioned at small eps: solve in float64
-        C3, a3, b3, P, f3, g3 = (t.to(D)[None] if single else t.to(D) for t in (C, a, b, plan, f, g))
+        C3, a3, b3, P, f3, g3 = (
+            t.to(D)[None] if single else t.to(D) for t in (C, a, b, plan, f, g)
+        )
         gC, ga, gb, sens, deps = _entropic_grads(C3, a3, b3, P, f3, g3, ctx.reg, ctx.relative)
         w = grad.to(D).reshape(-1)
         gC, ga, gb = w[:, None, None] * gC, w[:, None] * ga, w[:, None] * gb
@@ -96,8 +104,16 @@ class _Entropic(torch.autograd.Function):
             gC = gC + (w * sens).sum() * deps
         if single:
             gC, ga, gb = gC[0], ga[0], gb[0]
-        return (gC.to(C.dtype), ga.to(a.dtype) if ctx.needs_input_grad[1] else None,
-                gb.to(b.dtype) if ctx.needs_input_grad[2] else None, None, None, None, None, None)
+        return (
+            gC.to(C.dtype),
+            ga.to(a.dtype) if ctx.needs_input_grad[1] else None,
+            gb.to(b.dtype) if ctx.needs_input_grad[2] else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def _range_eps(C: torch.Tensor, reg: float, relative: bool):
@@ -125,8 +141,11 @@ def _schur_solve(P, al, be, r, c):
     S = torch.diag_embed(be) - PtA @ P
     rhs = c - (PtA @ r[:, :, None])[:, :, 0]
     live = (be > 0).to(S.dtype)
-    S = S + torch.diag_embed(1 - live) + live[:, :, None] * live[:, None, :] * \
-        (be.sum(-1) / m)[:, None, None]
+    S = (
+        S
+        + torch.diag_embed(1 - live)
+        + live[:, :, None] * live[:, None, :] * (be.sum(-1) / m)[:, None, None]
+    )
     wg = torch.linalg.solve(S, rhs)
     wf = ia * (r - (P @ wg[:, :, None])[:, :, 0])
     return wf, wg
@@ -161,16 +180,24 @@ def _mass_grad(P, C, w_other, other, pot_other, eps, mass):
     tiny = torch.finfo(P.dtype).tiny
     Q = P / mass.clamp_min(tiny)[:, :, None]
     if bool((mass <= 0).any()):
-        logits = torch.where(other[:, None, :] > 0,
-                             torch.log(other.clamp_min(tiny))[:, None, :] +
-                             (pot_other[:, None, :] - C) / eps, -math.inf)
+        logits = torch.where(
+            other[:, None, :] > 0,
+            torch.log(other.clamp_min(tiny))[:, None, :] + (pot_other[:, None, :] - C) / eps,
+            -math.inf,
+        )
         Q = torch.where((mass > 0)[:, :, None], Q, torch.softmax(logits, dim=-1))
     return (Q * (C - w_other[:, None, :])).sum(-1)
 
 
-def attach_entropic(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, plan: torch.Tensor,
-                    potentials: tuple[torch.Tensor, torch.Tensor], reg: float,
-                    relative: bool) -> torch.Tensor:
+def attach_entropic(
+    C: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    plan: torch.Tensor,
+    potentials: tuple[torch.Tensor, torch.Tensor],
+    reg: float,
+    relative: bool,
+) -> torch.Tensor:
     """Return ``<plan, C>`` of an entropic plan at ``eps = reg * range(C)`` (``relative``) or
     ``eps = reg``, with its exact derivative (implicit differentiation of the fixed point)."""
     plan = plan.detach().to(C.dtype)
@@ -207,8 +234,9 @@ class _Replay(torch.autograd.Function):
         return (None, None, *res)
 
 
-def attach_replay(fn, value: torch.Tensor, C: torch.Tensor, a: torch.Tensor,
-                  b: torch.Tensor) -> torch.Tensor:
+def attach_replay(
+    fn, value: torch.Tensor, C: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
     """Return ``value`` (computed without a graph) whose gradient is that of ``fn(C, a, b)``,
     the same computation replayed under autograd in the backward pass."""
     if not _needs_grad(C, a, b):

@@ -1,4 +1,5 @@
 """Exact solvers: POT's network simplex and scipy's Hungarian algorithm."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,12 +35,19 @@ def _range(C64: np.ndarray, cost_range: tuple[float, float] | None) -> tuple[flo
 
 
 @register(
-    "emd", exact=True, value_rtol=1e-9, potentials=True, devices=("cpu", "cuda"), requires=("ot",),
-    params={"max_iter": 10_000_000, "num_threads": 1}, cost_range=True,
+    "emd",
+    exact=True,
+    value_rtol=1e-9,
+    potentials=True,
+    devices=("cpu", "cuda"),
+    requires=("ot",),
+    params={"max_iter": 10_000_000, "num_threads": 1},
+    cost_range=True,
     description="exact OT by network simplex (POT ot.emd), any marginals, n != m",
 )
-def emd(C, a, b, *, max_iter: int, num_threads: int,
-        cost_range: tuple[float, float] | None = None) -> dict:
+def emd(
+    C, a, b, *, max_iter: int, num_threads: int, cost_range: tuple[float, float] | None = None
+) -> dict:
     """Solve OT exactly with POT's network simplex (Bonneel et al. 2011), in float64 on the CPU.
 
     Parameters
@@ -57,8 +65,14 @@ def emd(C, a, b, *, max_iter: int, num_threads: int,
     # POT's network simplex reports "infeasible" (zero plan) on negative costs; OT is invariant
     # to C -> C - c up to c * mass, so solve on C - min(C) >= 0 and shift the row potentials back
     shift = min(_range(C64, cost_range)[0], 0.0)
-    plan, log = ot.emd(a64, b64, C64 - shift if shift < 0 else C64, numItermax=int(max_iter),
-                       log=True, numThreads=num_threads)
+    plan, log = ot.emd(
+        a64,
+        b64,
+        C64 - shift if shift < 0 else C64,
+        numItermax=int(max_iter),
+        log=True,
+        numThreads=num_threads,
+    )
     log["u"] = log["u"] + shift
     log["cost"] = log["cost"] + shift * a64.sum()
     converged = log.get("result_code", 1) == 1 and not log.get("warning")
@@ -66,9 +80,14 @@ def emd(C, a, b, *, max_iter: int, num_threads: int,
         "plan": _like(plan, C),
         "potentials": (_like(log["u"], C), _like(log["v"], C)),
         "converged": bool(converged),
-        "extras": {"value_f64": float(log["cost"]), "warning": log.get("warning"),
-                   "reason": "" if converged else f"network simplex (POT): {log.get('warning')} "
-                   f"(result code {log.get('result_code')}); raise max_iter"},
+        "extras": {
+            "value_f64": float(log["cost"]),
+            "warning": log.get("warning"),
+            "reason": ""
+            if converged
+            else f"network simplex (POT): {log.get('warning')} "
+            f"(result code {log.get('result_code')}); raise max_iter",
+        },
     }
 
 
@@ -77,8 +96,15 @@ LAP_SAFE = 1e5  # largest |C| given to lap.lapjv as it is (it fails from ~1e6 on
 
 
 @register(
-    "assignment", exact=True, value_rtol=1e-9, square_only=True, uniform_only=True,
-    devices=("cpu", "cuda"), requires=("scipy",), params={"backend": "auto"}, cost_range=True,
+    "assignment",
+    exact=True,
+    value_rtol=1e-9,
+    square_only=True,
+    uniform_only=True,
+    devices=("cpu", "cuda"),
+    requires=("scipy",),
+    params={"backend": "auto"},
+    cost_range=True,
     description="exact OT for n == m uniform: a permutation (LAPJV via lap, or scipy)",
 )
 def assignment(C, a, b, *, backend: str, cost_range: tuple[float, float] | None = None) -> dict:
@@ -119,16 +145,20 @@ def assignment(C, a, b, *, backend: str, cost_range: tuple[float, float] | None 
         rows, cols = linear_sum_assignment(C64)
     a_np = _cpu(a)
     b_np = a_np if b is a else _cpu(b)
-    return {"plan": _permutation(C, rows, cols, a, a_np), "converged": True,
-            "marginal_error": _permutation_error(a, b, a_np, b_np)}
+    return {
+        "plan": _permutation(C, rows, cols, a, a_np),
+        "converged": True,
+        "marginal_error": _permutation_error(a, b, a_np, b_np),
+    }
 
 
 def _permutation(C: torch.Tensor, rows, cols, a: torch.Tensor, a_np) -> torch.Tensor:
     """The plan ``a[0] * P_sigma`` of the assignment ``rows -> cols``, like ``C``."""
     if a_np is not None and C.dtype in (torch.float64, torch.float32):
         # NumPy's zeroed allocation (calloc) and one scatter; a view, no copy
-        plan = np.zeros(tuple(C.shape), dtype=np.float64 if C.dtype == torch.float64
-                        else np.float32)
+        plan = np.zeros(
+            tuple(C.shape), dtype=np.float64 if C.dtype == torch.float64 else np.float32
+        )
         plan[rows, cols] = a_np[0]
         return torch.from_numpy(plan)
     plan = torch.zeros_like(C)
@@ -155,10 +185,15 @@ def _permutation_error(a: torch.Tensor, b: torch.Tensor, a_np, b_np) -> float:
 
 
 @register(
-    "exact", exact=True, value_rtol=1e-9, devices=("cpu", "cuda"), requires=("ot",),
-    params={"backend": "auto"}, cost_range=True,
+    "exact",
+    exact=True,
+    value_rtol=1e-9,
+    devices=("cpu", "cuda"),
+    requires=("ot",),
+    params={"backend": "auto"},
+    cost_range=True,
     description="exact OT, fastest exact solver for the problem: assignment (LAPJV) when n == m "
-                "with uniform marginals, else emd",
+    "with uniform marginals, else emd",
 )
 def exact(C, a, b, *, backend: str, cost_range: tuple[float, float] | None = None) -> dict:
     """Solve OT exactly with the fastest exact method that applies.

@@ -1,4 +1,5 @@
 """Point-cloud methods backed by GeomLoss and KeOps (optional dependencies, imported lazily)."""
+
 from __future__ import annotations
 
 import math
@@ -43,9 +44,9 @@ def _geomloss_setup(x, y, cost: str, reg: float, scaling: float) -> _Setup:
         p, factor, cmax, scale = 2, 1.0, 2.0, 1.0
     else:
         scale = diam if diam > 0 else 1.0
-        p, factor, cmax = (1, 1.0, diam) if cost == "euclidean" else (2, 2.0, diam ** 2)
+        p, factor, cmax = (1, 1.0, diam) if cost == "euclidean" else (2, 2.0, diam**2)
     eps = reg * max(cmax, 1e-12)
-    unit = factor * scale ** p
+    unit = factor * scale**p
     return _Setup(x, y, p, (eps / unit) ** (1.0 / p), unit, eps, scale)
 
 
@@ -64,16 +65,31 @@ def _geomloss_potentials(st: _Setup, a, b, scaling, backend):
     xs, ys = st.x.detach() / st.scale, st.y.detach() / st.scale
     pts = torch.cat([xs.reshape(-1, xs.shape[-1]), ys.reshape(-1, ys.shape[-1])])
     diameter = max(float((pts.amax(0) - pts.amin(0)).norm()), st.blur)  # > 0: log(diameter)
-    loss = SamplesLoss("sinkhorn", p=st.p, blur=st.blur, scaling=scaling, debias=False,
-                       potentials=True, backend=backend, diameter=diameter)
+    loss = SamplesLoss(
+        "sinkhorn",
+        p=st.p,
+        blur=st.blur,
+        scaling=scaling,
+        debias=False,
+        potentials=True,
+        backend=backend,
+        diameter=diameter,
+    )
     with torch.no_grad():
         F, G = loss(a, xs, b, ys)
     return F.reshape(a.shape) * st.unit, G.reshape(b.shape) * st.unit
 
 
 @register(
-    "geomloss", input="points", converges_to_exact=False, value_rtol=None, returns_plan=True,
-    potentials=True, feasible_plan=False, batched=True, requires=("geomloss",),
+    "geomloss",
+    input="points",
+    converges_to_exact=False,
+    value_rtol=None,
+    returns_plan=True,
+    potentials=True,
+    feasible_plan=False,
+    batched=True,
+    requires=("geomloss",),
     params={"reg": 1e-3, "scaling": 0.7},
     description="GeomLoss SamplesLoss('sinkhorn', tensorized): eps-annealing on points",
 )
@@ -105,16 +121,31 @@ def geomloss_solve(x, y, a, b, *, cost: str, reg: float, scaling: float) -> dict
         # that made exp overflow to inf), and a zero vector's cosine differs
         d2 = cost_matrix(st.x.detach() / st.scale, st.y.detach() / st.scale, "sqeuclidean")
         c_geo = st.unit * (d2.clamp_min(1e-8).sqrt() if st.p == 1 else d2 / 2)
-        plan = a[..., :, None] * b[..., None, :] * torch.exp(
-            (F[..., :, None] + G[..., None, :] - c_geo) / eps)
+        plan = (
+            a[..., :, None]
+            * b[..., None, :]
+            * torch.exp((F[..., :, None] + G[..., None, :] - c_geo) / eps)
+        )
     value = attach(C, a, b, plan, (F, G))
-    return {"value": value, "plan": plan, "potentials": (F, G), "n_iter": 0, "converged": True,
-            "extras": {"eps": eps, "backend": "tensorized"}}
+    return {
+        "value": value,
+        "plan": plan,
+        "potentials": (F, G),
+        "n_iter": 0,
+        "converged": True,
+        "extras": {"eps": eps, "backend": "tensorized"},
+    }
 
 
 @register(
-    "keops", input="points", converges_to_exact=False, value_rtol=None, returns_plan=False,
-    potentials=True, feasible_plan=False, requires=("pykeops", "geomloss"),
+    "keops",
+    input="points",
+    converges_to_exact=False,
+    value_rtol=None,
+    returns_plan=False,
+    potentials=True,
+    feasible_plan=False,
+    requires=("pykeops", "geomloss"),
     params={"reg": 1e-3, "scaling": 0.7},
     description="KeOps online kernels (GeomLoss backend='online'): O(n+m) memory, GPU if present",
 )
@@ -152,13 +183,20 @@ def keops_solve(x, y, a, b, *, cost: str, reg: float, scaling: float) -> dict:
             return d2 / 2
         return d2
 
-    logw = LazyTensor((torch.log(a) + F / eps)[:, None, None].contiguous()) + \
-        LazyTensor((torch.log(b) + G / eps)[None, :, None].contiguous())
+    logw = LazyTensor((torch.log(a) + F / eps)[:, None, None].contiguous()) + LazyTensor(
+        (torch.log(b) + G / eps)[None, :, None].contiguous()
+    )
     # fixed plan: built from the detached points, on the cost GeomLoss's potentials are for
     P_ij = (logw - lazy_cost(xd_i, yd_j, ours=False) / eps).exp()
     value = (P_ij * lazy_cost(x_i, y_j, ours=True)).sum(dim=1).sum()
     mass = (P_ij.sum(dim=1)).reshape(-1)
     err = float((mass - a).abs().sum())
-    return {"value": value, "plan": None, "potentials": (F, G), "n_iter": 0,
-            "converged": bool(math.isfinite(err)), "marginal_error": err,
-            "extras": {"eps": eps, "backend": "keops-online"}}
+    return {
+        "value": value,
+        "plan": None,
+        "potentials": (F, G),
+        "n_iter": 0,
+        "converged": bool(math.isfinite(err)),
+        "marginal_error": err,
+        "extras": {"eps": eps, "backend": "keops-online"},
+    }

@@ -1,4 +1,5 @@
 """Closed-form plans: the fixed plans of li2020 (Omega_I, Omega_U) and REMD (lohit2020)."""
+
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,11 @@ from ._registry import register
 
 
 @register(
-    "identity", square_only=True, uniform_only=True, batched=True, params={},
+    "identity",
+    square_only=True,
+    uniform_only=True,
+    batched=True,
+    params={},
     description="fixed identity plan diag(a) (li2020 Omega_I, Eq. 5); n == m",
 )
 def identity(C, a, b) -> dict:
@@ -17,17 +22,25 @@ def identity(C, a, b) -> dict:
 
 
 @register(
-    "uniform", batched=True, params={},
+    "uniform",
+    batched=True,
+    params={},
     description="fixed uniform plan a b^T (li2020 Omega_U, Eq. 6); any marginals",
 )
 def uniform(C, a, b) -> dict:
     """The independent coupling ``a b^T / sum(a)`` (li2020 Eq. 6, ``Omega_U = <1/(d d'), M>``:
     the mean of all pairwise distances)."""
-    return {"plan": a[..., :, None] * b[..., None, :] / a.sum(-1)[..., None, None], "converged": True}
+    return {
+        "plan": a[..., :, None] * b[..., None, :] / a.sum(-1)[..., None, None],
+        "converged": True,
+    }
 
 
 @register(
-    "remd", feasible_plan=False, batched=True, params={},
+    "remd",
+    feasible_plan=False,
+    batched=True,
+    params={},
     description="relaxed EMD: max of the two one-sided relaxations (lohit2020 Eq. 7-8)",
 )
 def remd(C, a, b) -> dict:
@@ -49,5 +62,8 @@ def remd(C, a, b) -> dict:
     r1 = (plan1 * C).sum((-2, -1))
     r2 = (plan2 * C).sum((-2, -1))
     use1 = (r1 >= r2)[..., None, None]
-    return {"plan": torch.where(use1, plan1, plan2), "converged": True,
-            "extras": {"r1": r1, "r2": r2}}
+    return {
+        "plan": torch.where(use1, plan1, plan2),
+        "converged": True,
+        "extras": {"r1": r1, "r2": r2},
+    }

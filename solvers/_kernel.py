@@ -23,6 +23,7 @@ not yet feasible there) stay finite until the scalings absorb them.
 Batched problems ``(B, n, m)`` are solved at once: dense with ``bmm``, sparse as one
 block-diagonal ``(B n, B m)`` matrix.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,15 +82,21 @@ class Kernel:
         if self.sparse:
             e = (F.reshape(-1)[self.rows] + G.reshape(-1)[self.cols] - self.c_e).mul_(1.0 / eps)
             self.vals = e.clamp_(-CLAMP, CLAMP).exp_()
-            self.K = torch.sparse_csr_tensor(self.crow, self.cols32, self.vals,
-                                             size=(self.B * self.n, self.B * self.m))
-            self.KT = torch.sparse_csr_tensor(self.crow_t, self.rows_t, self.vals[self.perm_t],
-                                              size=(self.B * self.m, self.B * self.n))
+            self.K = torch.sparse_csr_tensor(
+                self.crow, self.cols32, self.vals, size=(self.B * self.n, self.B * self.m)
+            )
+            self.KT = torch.sparse_csr_tensor(
+                self.crow_t,
+                self.rows_t,
+                self.vals[self.perm_t],
+                size=(self.B * self.m, self.B * self.n),
+            )
         else:
             self.K = self.exponent(F, G, eps).clamp_(-CLAMP, CLAMP).exp_()
 
-    def sparsify(self, F, G, eps, mask: torch.Tensor | None = None,
-                 max_density: float = 1.0) -> bool:
+    def sparsify(
+        self, F, G, eps, mask: torch.Tensor | None = None, max_density: float = 1.0
+    ) -> bool:
         """Switch to the support ``{(F + G - C)/eps > -trunc}`` unless it holds more than
         ``max_density`` of the entries; return whether the kernel is now sparse.
 
@@ -122,8 +129,9 @@ class Kernel:
         rows = idx[:, 0]
         self._set_support(rows, idx[:, 1] + torch.div(rows, self.n, rounding_mode="floor") * self.m)
 
-    def _set_support(self, rows: torch.Tensor, cols: torch.Tensor,
-                     perm_t: torch.Tensor | None = None) -> None:
+    def _set_support(
+        self, rows: torch.Tensor, cols: torch.Tensor, perm_t: torch.Tensor | None = None
+    ) -> None:
         """Rows/cols are global indices of the block-diagonal (B n, B m) matrix, row-sorted;
         ``perm_t`` (the column-sorted order) is recomputed unless given."""
         Bn, Bm = self.B * self.n, self.B * self.m
@@ -153,10 +161,12 @@ class Kernel:
         e = self._support_exponent(F, G, eps)
         keep = e > -self.trunc
         Bn, Bm = self.B * self.n, self.B * self.m
-        rmax = torch.full((Bn,), -math.inf, dtype=e.dtype, device=e.device) \
-            .scatter_reduce_(0, self.rows, e, "amax")
-        cmax = torch.full((Bm,), -math.inf, dtype=e.dtype, device=e.device) \
-            .scatter_reduce_(0, self.cols, e, "amax")
+        rmax = torch.full((Bn,), -math.inf, dtype=e.dtype, device=e.device).scatter_reduce_(
+            0, self.rows, e, "amax"
+        )
+        cmax = torch.full((Bm,), -math.inf, dtype=e.dtype, device=e.device).scatter_reduce_(
+            0, self.cols, e, "amax"
+        )
         keep |= (e >= rmax[self.rows]) | (e >= cmax[self.cols])
         if float(keep.sum()) > SHRINK_BELOW * keep.numel():
             return self.nnz  # rebuilding costs ~10 matvecs: only worth it for a large cut
@@ -193,7 +203,8 @@ class Kernel:
         if self.sparse:
             kc = self.vals * self.c_e * u.reshape(-1)[self.rows] * v.reshape(-1)[self.cols]
             return torch.zeros(self.B, dtype=kc.dtype, device=kc.device).index_add_(
-                0, torch.div(self.rows, self.n, rounding_mode="floor"), kc)
+                0, torch.div(self.rows, self.n, rounding_mode="floor"), kc
+            )
         KC = torch.mul(self.K, self.C, out=workspace(self.C.shape, self.C.dtype, self.C.device, 1))
         return (torch.bmm(KC, v[:, :, None])[:, :, 0] * u).sum(-1)
 
@@ -229,24 +240,37 @@ class Kernel:
         f = torch.sub(self.C, g[:, None, :], out=buf).amin(-1)
         return f, g
 
-    def support_lower_bound(self, F: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def support_lower_bound(
+        self, F: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    ) -> torch.Tensor:
         """The double c-transform restricted to the support: no bound (it is >= the dense one),
         but a free test of whether the dense certificate can pass."""
         if not self.sparse:
             return self.lower_bound(F, a, b)
         Bn, Bm = self.B * self.n, self.B * self.m
         inf = torch.tensor(math.inf, dtype=self.C.dtype, device=self.C.device)
-        g = inf.expand(Bm).clone().scatter_reduce_(0, self.cols, self.c_e - F.reshape(-1)[self.rows], "amin")
+        g = (
+            inf.expand(Bm)
+            .clone()
+            .scatter_reduce_(0, self.cols, self.c_e - F.reshape(-1)[self.rows], "amin")
+        )
         f = inf.expand(Bn).clone().scatter_reduce_(0, self.rows, self.c_e - g[self.cols], "amin")
         return (a * f.view(self.B, self.n)).sum(-1) + (b * g.view(self.B, self.m)).sum(-1)
 
-    def plan(self, u: torch.Tensor, v: torch.Tensor, err_a: torch.Tensor | None = None,
-             err_b: torch.Tensor | None = None) -> torch.Tensor:
+    def plan(
+        self,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        err_a: torch.Tensor | None = None,
+        err_b: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The dense plan ``diag(u) K diag(v)`` (+ the rounding term ``err_a err_b^T / |err_a|``)
         as a new ``(B, n, m)`` tensor."""
         if self.sparse:
             P = torch.zeros(self.C.shape, dtype=self.C.dtype, device=self.C.device)
-            P.view(-1)[self._flat()] = u.reshape(-1)[self.rows] * self.vals * v.reshape(-1)[self.cols]
+            P.view(-1)[self._flat()] = (
+                u.reshape(-1)[self.rows] * self.vals * v.reshape(-1)[self.cols]
+            )
         else:
             P = torch.mul(self.K, u[:, :, None]).mul_(v[:, None, :])
         if err_a is not None:

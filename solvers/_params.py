@@ -5,6 +5,7 @@ parameter, never a ``TypeError`` from deep inside a solver.
 The type of each parameter is that of its registered default (``bool``, ``int``, ``float``,
 ``str``); the ranges below are the field's conventions (POT, GeomLoss, OTT-JAX).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,10 @@ def _number(method: str, name: str, value: Any, integer: bool) -> float | int:
     if not bad and integer and not float(value).is_integer():
         bad = True
     if bad:
-        raise ValueError(f"parameter {name}={value!r} of method {method!r} must be {what}; "
-                         f"got {type(value).__name__}")
+        raise ValueError(
+            f"parameter {name}={value!r} of method {method!r} must be {what}; "
+            f"got {type(value).__name__}"
+        )
     if not math.isfinite(float(value)):
         raise ValueError(f"parameter {name}={value!r} of method {method!r} must be finite")
     return int(value) if integer else float(value)
@@ -57,13 +60,17 @@ def check_params(method: str, defaults: dict[str, Any], params: dict[str, Any]) 
             continue
         if isinstance(default, bool):
             if not isinstance(value, bool):
-                raise ValueError(f"parameter {name}={value!r} of method {method!r} must be "
-                                 f"True or False; got {type(value).__name__}")
+                raise ValueError(
+                    f"parameter {name}={value!r} of method {method!r} must be "
+                    f"True or False; got {type(value).__name__}"
+                )
             continue
         if isinstance(default, str):
             if not isinstance(value, str):
-                raise ValueError(f"parameter {name}={value!r} of method {method!r} must be a "
-                                 f"string; got {type(value).__name__}")
+                raise ValueError(
+                    f"parameter {name}={value!r} of method {method!r} must be a "
+                    f"string; got {type(value).__name__}"
+                )
             continue
         if isinstance(default, numbers.Real):
             out[name] = _number(method, name, value, integer=isinstance(default, numbers.Integral))
@@ -79,22 +86,29 @@ def check_warmstart(method: str, warmstart: Any, batch: tuple[int, ...], n: int,
 
     want = f"{(*batch, n)}, {(*batch, m)}"
     if not isinstance(warmstart, (tuple, list)) or len(warmstart) != 2:
-        raise ValueError(f"warmstart of method {method!r} must be a pair (f, g) of potentials "
-                         f"of shapes {want} (a previous result's .potentials); got "
-                         f"{type(warmstart).__name__}")
+        raise ValueError(
+            f"warmstart of method {method!r} must be a pair (f, g) of potentials "
+            f"of shapes {want} (a previous result's .potentials); got "
+            f"{type(warmstart).__name__}"
+        )
     out = []
     for name, p, size in (("f", warmstart[0], n), ("g", warmstart[1], m)):
         if not isinstance(p, torch.Tensor):
             p = torch.as_tensor(p)
         if p.is_complex() or not (p.is_floating_point() or p.dtype in (torch.int32, torch.int64)):
-            raise ValueError(f"warmstart {name} of method {method!r} must be real numbers; "
-                             f"got {p.dtype}")
+            raise ValueError(
+                f"warmstart {name} of method {method!r} must be real numbers; got {p.dtype}"
+            )
         if tuple(p.shape) not in ((*batch, size), (size,)):
-            raise ValueError(f"warmstart {name} of method {method!r} has shape "
-                             f"{tuple(p.shape)}; expected {want} for a cost of shape "
-                             f"{(*batch, n, m)}: reset it when the problem's shape changes")
+            raise ValueError(
+                f"warmstart {name} of method {method!r} has shape "
+                f"{tuple(p.shape)}; expected {want} for a cost of shape "
+                f"{(*batch, n, m)}: reset it when the problem's shape changes"
+            )
         if not bool(torch.isfinite(p).all()):
-            raise ValueError(f"warmstart {name} of method {method!r} has non-finite entries: "
-                             f"pass finite potentials, or None for a cold start")
+            raise ValueError(
+                f"warmstart {name} of method {method!r} has non-finite entries: "
+                f"pass finite potentials, or None for a cold start"
+            )
         out.append(p.detach().expand(*batch, size))
     return tuple(out)

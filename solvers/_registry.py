@@ -1,6 +1,7 @@
 """The registry of OT methods: each method is named once, where it is defined, with its
 capabilities as data (style.md §1–2). CLI choices, Optuna categoricals and test parametrisation
 are read back from here."""
+
 from __future__ import annotations
 
 import functools
@@ -112,12 +113,18 @@ def _builtins() -> None:
 
 #: The OT methods, by name (exact names only: ``"EMD"`` is suggested ``'emd'``, not found).
 METHODS: Registry[MethodInfo] = Registry(
-    "OT method", plural="methods", exact=True, preload=_builtins,
+    "OT method",
+    plural="methods",
+    exact=True,
+    preload=_builtins,
     entry_points="otransfer.solvers",
-    make=lambda name, fn, **capabilities: MethodInfo(name=name, fn=fn, **capabilities))
+    make=lambda name, fn, **capabilities: MethodInfo(name=name, fn=fn, **capabilities),
+)
 
 
-def register(name: str, **capabilities: Any) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+def register(
+    name: str, **capabilities: Any
+) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
     """Register ``fn`` as OT method ``name`` with its capabilities (decorator)."""
     return METHODS.register(name, **capabilities)
 

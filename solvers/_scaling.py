@@ -3,18 +3,18 @@
 All iterate under ``torch.no_grad()``; the value's gradient is attached by the envelope theorem
 in ``_api.solve`` (style.md §5), never by backpropagating through iterations.
 """
+
 from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 
 from ._envelope import attach_entropic, attach_replay, plan_dot
 from ._kernel import Kernel, batched_dot
 from ._registry import get_method, register
-
-import os
 
 _DEBUG = bool(os.environ.get("OTRANSFER_DEBUG"))
 ABSORB = 30.0  # absorb the scalings into the potentials once |log u| or |log v| exceeds this
@@ -48,8 +48,10 @@ def _unbatch(out: dict, single: bool) -> dict:
     if single:
         out["plan"] = out["plan"][0]
         out["potentials"] = tuple(p[0] for p in out["potentials"])
-        out["extras"] = {k: v[0] if isinstance(v, torch.Tensor) and v.dim() else v
-                         for k, v in out.get("extras", {}).items()}
+        out["extras"] = {
+            k: v[0] if isinstance(v, torch.Tensor) and v.dim() else v
+            for k, v in out.get("extras", {}).items()
+        }
     return out
 
 
@@ -80,16 +82,41 @@ def _l1(x: torch.Tensor) -> float:
 
 
 @register(
-    "sinkhorn", converges_to_exact=True, value_rtol=1e-3, potentials=True, batched=True,
+    "sinkhorn",
+    converges_to_exact=True,
+    value_rtol=1e-3,
+    potentials=True,
+    batched=True,
     warmstart=True,
-    params={"reg": 1e-3, "gap": 1e-3, "max_iter": 5000, "tol": 1e-5, "scaling": 0.5,
-            "sparse": True, "relative": True, "exact_finish": True},
+    params={
+        "reg": 1e-3,
+        "gap": 1e-3,
+        "max_iter": 5000,
+        "tol": 1e-5,
+        "scaling": 0.5,
+        "sparse": True,
+        "relative": True,
+        "exact_finish": True,
+    },
     description="Sinkhorn, log-stabilised, eps-scaling, sparse kernel, certified duality gap; "
-                "where the entropic bias at reg keeps the gap open (an OT value far below the "
-                "cost's range, e.g. uniform random costs) it finishes exactly (network simplex)",
+    "where the entropic bias at reg keeps the gap open (an OT value far below the "
+    "cost's range, e.g. uniform random costs) it finishes exactly (network simplex)",
 )
-def sinkhorn(C, a, b, *, reg: float, gap: float, max_iter: int, tol: float, scaling: float,
-             sparse: bool, relative: bool, exact_finish: bool, warmstart=None) -> dict:
+def sinkhorn(
+    C,
+    a,
+    b,
+    *,
+    reg: float,
+    gap: float,
+    max_iter: int,
+    tol: float,
+    scaling: float,
+    sparse: bool,
+    relative: bool,
+    exact_finish: bool,
+    warmstart=None,
+) -> dict:
     """Solve OT by Sinkhorn scaling with absorption, eps-scaling, kernel truncation and a
     certified stopping rule.
 
@@ -173,8 +200,12 @@ def _exact_finish(C, a, b, out: dict) -> None:
     gap = float(((ub - lb).clamp_min(0) / ub.abs().clamp_min(floor)).max())
     converged = all(r["converged"] for r in res)
     out.update(plan=plan, potentials=(f, g), converged=converged)
-    out["extras"].update(gap=gap, lower_bound=lb, finish="emd", reason="" if converged else
-                         "the network simplex finish hit its iteration limit")
+    out["extras"].update(
+        gap=gap,
+        lower_bound=lb,
+        finish="emd",
+        reason="" if converged else "the network simplex finish hit its iteration limit",
+    )
 
 
 def _entropic_value(C, a, b, plan, potentials, *, reg, relative):
@@ -224,12 +255,14 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
     # iteration is cheap but a start far from the optimum can take thousands, anneal from the
     # range as in classic eps-scaling.
     # warm: potentials near the optimum need no annealing (POT's warmstart has none either)
-    eps = max(eps_end / scaling ** WARM_STAGES, eps_end) if warm is not None else \
-        max((EPS0 if sparse else 1.0) * rng, eps_end)
+    eps = (
+        max(eps_end / scaling**WARM_STAGES, eps_end)
+        if warm is not None
+        else max((EPS0 if sparse else 1.0) * rng, eps_end)
+    )
     if sparse:
         # support test on the reduced cost already in the workspace: C - F - G < trunc eps
-        K.sparsify(F, G, eps, mask=R < K.trunc * eps,
-                   max_density=SPARSE_MAX_DENSITY)
+        K.sparsify(F, G, eps, mask=R < K.trunc * eps, max_density=SPARSE_MAX_DENSITY)
     u, v = torch.ones_like(a), torch.ones_like(b)
     n_iter, stages, grown, err = 0, 0, 0, math.inf
     certified, gap, lb, rounding, cpot = False, math.inf, None, None, None
@@ -255,8 +288,9 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
                 break
             if final and gap_tol > 0 and k % CHECK_EVERY == 0:
                 break  # go and try the certificate
-            if float(torch.maximum(u.amax(), v.amax())) > math.exp(ABSORB) or \
-                    float(torch.minimum(u.amin(), v.amin())) < math.exp(-ABSORB):
+            if float(torch.maximum(u.amax(), v.amax())) > math.exp(ABSORB) or float(
+                torch.minimum(u.amin(), v.amin())
+            ) < math.exp(-ABSORB):
                 F, G = _absorb(F, G, u, v, eps, tiny)
                 u, v = torch.ones_like(u), torch.ones_like(v)
                 K.set(F, G, eps)
@@ -277,8 +311,13 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
             # this eps will not certify
             if final and est > gap_tol and est > BIAS_STALL * prev_est:
                 # (a truncated support that stalls is grown below before anything else)
-                bias_limited = "bias" if err < BIAS_ERR else "stall" if \
-                    err > BIAS_STALL * prev_err and not (K.sparse and may_grow) else False
+                bias_limited = (
+                    "bias"
+                    if err < BIAS_ERR
+                    else "stall"
+                    if err > BIAS_STALL * prev_err and not (K.sparse and may_grow)
+                    else False
+                )
             prev_est = est if final else math.inf
             if est <= gap_tol:
                 cpot = K.ctransform(Fa)  # feasible: the potentials of a certified result
@@ -298,14 +337,17 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
             if _DEBUG:
                 print(f"  gap est {est:.2e} certified {gap:.2e}")
         if _DEBUG:
-            print(f"stage {stages} eps/rng {eps/rng:.2e} iters {k} err {err:.2e} "
-                  f"sparse {K.sparse} nnz {K.nnz}")
+            print(
+                f"stage {stages} eps/rng {eps / rng:.2e} iters {k} err {err:.2e} "
+                f"sparse {K.sparse} nnz {K.nnz}"
+            )
         if certified or n_iter >= max_iter or bias_limited:
             break
         # A truncated support can make the marginals unreachable: the error then stalls. Grow
         # the support with every entry active at this eps (one dense pass) and go on.
-        stalled = (err >= stage_tol) and (k >= STAGE_MAX_ITER if not final
-                                          else err > STALL_RATIO * prev_err)
+        stalled = (err >= stage_tol) and (
+            k >= STAGE_MAX_ITER if not final else err > STALL_RATIO * prev_err
+        )
         prev_err = err
         if stalled and K.sparse and may_grow:
             F, G = _absorb(F, G, u, v, eps, tiny)
@@ -353,46 +395,86 @@ def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=Tr
     value = batched_dot(plan, C)
     dual = (a * torch.where(a > 0, Fe, 0)).sum(-1) + (b * torch.where(b > 0, Ge, 0)).sum(-1)
     converged = certified if gap_tol > 0 else err < tol
-    reason = "" if converged or gap_tol == 0 else \
-        _sinkhorn_reason(gap_tol, gap, n_iter, max_iter, eps, bias_limited)
+    reason = (
+        ""
+        if converged or gap_tol == 0
+        else _sinkhorn_reason(gap_tol, gap, n_iter, max_iter, eps, bias_limited)
+    )
     return {
         # certified: the feasible potentials whose dual value is the certificate's lower bound
-        "plan": plan, "potentials": cpot if certified else (Fe, Ge),
-        "n_iter": n_iter, "converged": bool(converged),
-        "extras": {"eps": eps, "gap": gap, "lower_bound": lb, "reg_value": dual - value,
-                   # the entropic duals at eps: the best warm start for the next solve (a
-                   # certified result's potentials are their c-transform, O(eps) away)
-                   "warm_f": Fe, "warm_g": Ge,
-                   "stages": stages, "sparse": K.sparse, "support_size": K.nnz,
-                   "support_grown": grown, "reason": reason, "bias_limited": bias_limited},
+        "plan": plan,
+        "potentials": cpot if certified else (Fe, Ge),
+        "n_iter": n_iter,
+        "converged": bool(converged),
+        "extras": {
+            "eps": eps,
+            "gap": gap,
+            "lower_bound": lb,
+            "reg_value": dual - value,
+            # the entropic duals at eps: the best warm start for the next solve (a
+            # certified result's potentials are their c-transform, O(eps) away)
+            "warm_f": Fe,
+            "warm_g": Ge,
+            "stages": stages,
+            "sparse": K.sparse,
+            "support_size": K.nnz,
+            "support_grown": grown,
+            "reason": reason,
+            "bias_limited": bias_limited,
+        },
     }
 
 
 def _sinkhorn_reason(gap_tol, gap, n_iter, max_iter, eps, bias_limited) -> str:
     head = f"no certificate within gap={gap_tol:g}: the rounded plan is within {gap:.3g}"
     if bias_limited == "stall":
-        return (f"{head} after {n_iter} iterations at eps={eps:.3g}, where the gap and the "
-                f"marginals stopped improving (a slow, near-degenerate problem at this eps); "
-                f"let exact_finish=True solve it exactly, or raise reg")
+        return (
+            f"{head} after {n_iter} iterations at eps={eps:.3g}, where the gap and the "
+            f"marginals stopped improving (a slow, near-degenerate problem at this eps); "
+            f"let exact_finish=True solve it exactly, or raise reg"
+        )
     if bias_limited:
-        return (f"{head} after {n_iter} iterations at eps={eps:.3g}, and the gap stopped "
-                f"shrinking: the entropic bias of eps is larger than gap x value (an OT value "
-                f"far below the cost's range, e.g. uniform random costs); lower reg, or let "
-                f"exact_finish=True solve it exactly")
+        return (
+            f"{head} after {n_iter} iterations at eps={eps:.3g}, and the gap stopped "
+            f"shrinking: the entropic bias of eps is larger than gap x value (an OT value "
+            f"far below the cost's range, e.g. uniform random costs); lower reg, or let "
+            f"exact_finish=True solve it exactly"
+        )
     if n_iter >= max_iter:
         return f"{head} when max_iter={max_iter} was reached: raise max_iter"
     return f"{head} once the marginals met tol at eps={eps:.3g}: lower reg or tol"
 
 
 @register(
-    "ipot", converges_to_exact=True, value_rtol=1e-3, potentials=True, batched=True,
+    "ipot",
+    converges_to_exact=True,
+    value_rtol=1e-3,
+    potentials=True,
+    batched=True,
     warmstart=True,
-    params={"beta": 0.5, "max_iter": 2000, "gap": 1e-3, "check_every": 10, "sparse": True,
-            "relative": True},
+    params={
+        "beta": 0.5,
+        "max_iter": 2000,
+        "gap": 1e-3,
+        "check_every": 10,
+        "sparse": True,
+        "relative": True,
+    },
     description="IPOT proximal point (Xie et al. 2019; lohit2020 Alg. 1), certified gap",
 )
-def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
-         sparse: bool, relative: bool, warmstart=None) -> dict:
+def ipot(
+    C,
+    a,
+    b,
+    *,
+    beta: float,
+    max_iter: int,
+    gap: float,
+    check_every: int,
+    sparse: bool,
+    relative: bool,
+    warmstart=None,
+) -> dict:
     """Solve OT with the inexact proximal point method IPOT, one inner Sinkhorn step.
 
     Parameters
@@ -449,10 +531,23 @@ def ipot(C, a, b, *, beta: float, max_iter: int, gap: float, check_every: int,
         # exp(-t shift / beta) of G^t is absorbed by u at each step), and report <P, C>.
         shift = C.amin(dim=(-2, -1), keepdim=True)
         beta_abs = beta * _scale(C) if relative else float(beta)
-        warm = None if warmstart is None else (
-            warmstart[0].reshape(a.shape) - shift[:, :, 0], warmstart[1].reshape(b.shape))
-        out = _ipot(C - shift, a, b, beta_abs, int(max_iter), gap, check_every,
-                    sparse and gap > 0, offset=shift.reshape(-1) * a.sum(-1), warm=warm)
+        warm = (
+            None
+            if warmstart is None
+            else (warmstart[0].reshape(a.shape) - shift[:, :, 0], warmstart[1].reshape(b.shape))
+        )
+        out = _ipot(
+            C - shift,
+            a,
+            b,
+            beta_abs,
+            int(max_iter),
+            gap,
+            check_every,
+            sparse and gap > 0,
+            offset=shift.reshape(-1) * a.sum(-1),
+            warm=warm,
+        )
     F, G = out["potentials"]
     out["potentials"] = (F + shift[:, :, 0], G)  # potentials of C, not of C - min C
     if gap == 0 and warmstart is None:  # the papers' N steps: their derivative, not the envelope
@@ -555,9 +650,11 @@ def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset, warm=No
         ub = rounding[-1]
         scale_ub = (ub + offset).abs().clamp_min(max(tiny, VALUE_FLOOR * float(rng)))
         gap = float(((ub - K.lower_bound(Fa, a, b)) / scale_ub).max())
-        reason = (f"no certificate within gap={gap_tol:g} after max_iter={t} proximal steps: "
-                  f"the rounded plan is within {gap:.3g} (eps = beta/t = {eps:.3g}); raise "
-                  f"max_iter, or use sinkhorn or emd")
+        reason = (
+            f"no certificate within gap={gap_tol:g} after max_iter={t} proximal steps: "
+            f"the rounded plan is within {gap:.3g} (eps = beta/t = {eps:.3g}); raise "
+            f"max_iter, or use sinkhorn or emd"
+        )
     if certified:
         ur, vr, err_a, err_b, _ = rounding
         plan = K.plan(ur, vr, err_a, err_b)
@@ -569,16 +666,33 @@ def _ipot(C, a, b, beta, max_iter, gap_tol, check_every, sparse, offset, warm=No
         err = max(_l1(plan.sum(-1) - a), _l1(plan.sum(-2) - b))
         converged = err < 1e-3
         if not converged:
-            reason = (f"gap=0 runs exactly max_iter={t} proximal steps (the papers' N): the "
-                      f"plan's L1 marginal error {err:.3g} is above 1e-3; raise max_iter")
+            reason = (
+                f"gap=0 runs exactly max_iter={t} proximal steps (the papers' N): the "
+                f"plan's L1 marginal error {err:.3g} is above 1e-3; raise max_iter"
+            )
     F, G = K.ctransform(Fa) if certified else _lp_potentials(K, Fa, Gb, a, b)
-    return {"plan": plan, "potentials": (F, G), "n_iter": t, "converged": bool(converged),
-            "extras": {"eps": eps, "gap": gap, "sparse": K.sparse, "support_size": K.nnz,
-                       "support_grown": grown, "reason": reason}}
+    return {
+        "plan": plan,
+        "potentials": (F, G),
+        "n_iter": t,
+        "converged": bool(converged),
+        "extras": {
+            "eps": eps,
+            "gap": gap,
+            "sparse": K.sparse,
+            "support_size": K.nnz,
+            "support_grown": grown,
+            "reason": reason,
+        },
+    }
 
 
 @register(
-    "pot_sinkhorn", converges_to_exact=True, value_rtol=1e-1, potentials=True, requires=("ot",),
+    "pot_sinkhorn",
+    converges_to_exact=True,
+    value_rtol=1e-1,
+    potentials=True,
+    requires=("ot",),
     warmstart=True,
     params={"reg": 1e-2, "max_iter": 100_000, "tol": 1e-6},
     description="baseline: POT's ot.bregman.sinkhorn_log (no eps-scaling), for comparisons",
@@ -595,10 +709,14 @@ def pot_sinkhorn(C, a, b, *, reg: float, max_iter: int, tol: float, warmstart=No
     if reg <= 0:
         raise ValueError(f"reg must be positive; got {reg}")
     eps = reg * _scale(C)
-    warm = None if warmstart is None else (torch.log(a) + warmstart[0] / eps,
-                                           torch.log(b) + warmstart[1] / eps)
-    plan, log = ot.bregman.sinkhorn_log(a, b, C, eps, numItermax=int(max_iter), stopThr=tol,
-                                        log=True, warn=False, warmstart=warm)
+    warm = (
+        None
+        if warmstart is None
+        else (torch.log(a) + warmstart[0] / eps, torch.log(b) + warmstart[1] / eps)
+    )
+    plan, log = ot.bregman.sinkhorn_log(
+        a, b, C, eps, numItermax=int(max_iter), stopThr=tol, log=True, warn=False, warmstart=warm
+    )
     n_iter = int(log.get("niter", max_iter))
     err = float(log["err"][-1]) if len(log.get("err", [])) else math.inf
     # a (x) b convention, as the other solvers; zero weights get their c-transform
@@ -606,8 +724,19 @@ def pot_sinkhorn(C, a, b, *, reg: float, max_iter: int, tol: float, warmstart=No
     G = eps * (log["log_v"] - torch.log(b))
     G = torch.where(b > 0, G, (C - F.where(a > 0, 0)[:, None]).amin(0))
     F = torch.where(a > 0, F, (C - G[None, :]).amin(1))
-    reason = "" if err < tol else (f"L1 marginal error {err:.3g} above tol={tol:g} after "
-                                   f"{n_iter} iterations (no eps-scaling): raise max_iter or reg")
-    return {"plan": plan.detach(), "potentials": (F, G), "n_iter": n_iter,
-            "converged": bool(err < tol), "extras": {"eps": eps, "reason": reason},
-            "value_fn": functools.partial(_entropic_value, reg=reg, relative=True)}
+    reason = (
+        ""
+        if err < tol
+        else (
+            f"L1 marginal error {err:.3g} above tol={tol:g} after "
+            f"{n_iter} iterations (no eps-scaling): raise max_iter or reg"
+        )
+    )
+    return {
+        "plan": plan.detach(),
+        "potentials": (F, G),
+        "n_iter": n_iter,
+        "converged": bool(err < tol),
+        "extras": {"eps": eps, "reason": reason},
+        "value_fn": functools.partial(_entropic_value, reg=reg, relative=True),
+    }

@@ -15,6 +15,7 @@ It lives here, at the bottom (``solvers`` imports nothing of ``harness``; the ha
     MODELS.get("mpl")            # ValueError: unknown model 'mpl'; did you mean 'mlp'? Known ...
     MODELS.names(input_kind="flat")
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,16 +30,19 @@ T = TypeVar("T")
 _MISSING = object()
 
 
-def close_matches(name: Any, known: Iterable[str], *, n: int = 3, cutoff: float = 0.5,
-                  fold_case: bool = False) -> list[str]:
+def close_matches(
+    name: Any, known: Iterable[str], *, n: int = 3, cutoff: float = 0.5, fold_case: bool = False
+) -> list[str]:
     """The names of ``known`` closest to ``name`` (difflib's ratio >= ``cutoff``), best first;
     with ``fold_case`` compared in lower case and returned in their own spelling."""
     known = list(known)
     if not fold_case:
         return difflib.get_close_matches(str(name), known, n=n, cutoff=cutoff)
     lower = {k.lower(): k for k in known}
-    return [lower[c] for c in difflib.get_close_matches(str(name).lower(), list(lower), n=n,
-                                                        cutoff=cutoff)]
+    return [
+        lower[c]
+        for c in difflib.get_close_matches(str(name).lower(), list(lower), n=n, cutoff=cutoff)
+    ]
 
 
 def did_you_mean(name: Any, known: Iterable[str], **options: Any) -> str:
@@ -70,17 +74,24 @@ def load_entry_points(group: str) -> list[str]:
         except Exception as exc:  # a broken plugin: said in one line, the others still load
             pkg = getattr(getattr(ep, "dist", None), "name", None) or "?"
             line = " ".join(f"{type(exc).__name__}: {exc}".split())
-            print(f"otransfer: plugin {ep.name!r} ({ep.value}, entry point group {group}, "
-                  f"package {pkg}) failed to import and is skipped: {line}", file=sys.stderr)
+            print(
+                f"otransfer: plugin {ep.name!r} ({ep.value}, entry point group {group}, "
+                f"package {pkg}) failed to import and is skipped: {line}",
+                file=sys.stderr,
+            )
     return loaded
 
 
 def _attributes(entry: Any) -> set[str]:
     """What ``names(**flags)`` may filter on: an entry's dataclass fields and properties."""
     cls = type(entry)
-    fields = {f.name for f in dataclasses.fields(entry)} if dataclasses.is_dataclass(entry) \
-        else {k for k in vars(entry) if not k.startswith("_")} if hasattr(entry, "__dict__") \
+    fields = (
+        {f.name for f in dataclasses.fields(entry)}
+        if dataclasses.is_dataclass(entry)
+        else {k for k in vars(entry) if not k.startswith("_")}
+        if hasattr(entry, "__dict__")
         else set()
+    )
     props = {k for c in cls.__mro__ for k, v in vars(c).items() if isinstance(v, property)}
     return fields | props
 
@@ -109,9 +120,16 @@ class Registry(Generic[T]):
         forgiven (``"KD"``, ``"REMD"``: the papers' spellings).
     """
 
-    def __init__(self, kind: str, *, plural: str | None = None,
-                 make: Callable[..., T] | None = None, entry_points: str | None = None,
-                 preload: Callable[[], Any] | None = None, exact: bool = False):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        plural: str | None = None,
+        make: Callable[..., T] | None = None,
+        entry_points: str | None = None,
+        preload: Callable[[], Any] | None = None,
+        exact: bool = False,
+    ):
         self.kind, self.plural = kind, plural or f"{kind}s"
         self._make, self._group, self._preload, self._exact = make, entry_points, preload, exact
         self._entries: dict[str, T] = {}
@@ -126,8 +144,9 @@ class Registry(Generic[T]):
         if obj is _MISSING:
             return lambda fn: self.register(name, fn, **capabilities)
         if self._make is None and capabilities:
-            raise TypeError(f"{self.kind} registry takes no capabilities; got "
-                            f"{sorted(capabilities)}")
+            raise TypeError(
+                f"{self.kind} registry takes no capabilities; got {sorted(capabilities)}"
+            )
         entry = self._make(name, obj, **capabilities) if self._make is not None else obj
         aliases = tuple(getattr(entry, "aliases", ()) or ())
         for key in (name, *aliases):
@@ -202,8 +221,10 @@ class Registry(Generic[T]):
             return entry
         key = name if self._exact else str(name).strip()
         hint = did_you_mean(key, (*self._entries, *self._aliases), fold_case=True)
-        raise ValueError(f"unknown {self.kind} {name!r}{hint} Known {self.plural}: "
-                         f"{', '.join(sorted(self._entries))}")
+        raise ValueError(
+            f"unknown {self.kind} {name!r}{hint} Known {self.plural}: "
+            f"{', '.join(sorted(self._entries))}"
+        )
 
     def __contains__(self, name: Any) -> bool:
         self._load()
@@ -222,10 +243,12 @@ class Registry(Generic[T]):
             known = set().union(*(_attributes(e) for e in self._entries.values()))
             unknown = set(flags) - known
             if unknown:
-                raise ValueError(f"unknown capability flag(s) {sorted(unknown)}; known: "
-                                 f"{sorted(known)}")
-        return [n for n, e in self._entries.items()
-                if all(getattr(e, k) == v for k, v in flags.items())]
+                raise ValueError(
+                    f"unknown capability flag(s) {sorted(unknown)}; known: {sorted(known)}"
+                )
+        return [
+            n for n, e in self._entries.items() if all(getattr(e, k) == v for k, v in flags.items())
+        ]
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"

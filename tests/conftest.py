@@ -3,6 +3,7 @@
 Everything is parametrised from the registry (style.md §9): a new method is picked up by every
 test whose capability flags it matches, without editing a list of names here.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,6 +22,7 @@ SQUARE = 9
 
 
 # --- method selection --------------------------------------------------------------------------
+
 
 def is_slow(info) -> bool:
     """Methods that compile code on first use (KeOps: 10-40 s per formula)."""
@@ -58,12 +60,14 @@ def compiling_method_params():
 
 # --- seeded problems ---------------------------------------------------------------------------
 
+
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-def weights(n: int, *, seed: int, uniform: bool = False, mass: float = 1.0,
-            dtype=torch.float64) -> torch.Tensor:
+def weights(
+    n: int, *, seed: int, uniform: bool = False, mass: float = 1.0, dtype=torch.float64
+) -> torch.Tensor:
     """Positive weights summing to ``mass`` (uniform, or drawn in [0.2, 1.2] then normalised)."""
     if uniform:
         w = torch.full((n,), 1.0 / n, dtype=torch.float64)
@@ -75,8 +79,9 @@ def weights(n: int, *, seed: int, uniform: bool = False, mass: float = 1.0,
     return w.to(dtype)
 
 
-def problem(n: int, m: int, *, seed: int = 0, uniform: bool = False, dtype=torch.float64,
-            mass: float = 1.0):
+def problem(
+    n: int, m: int, *, seed: int = 0, uniform: bool = False, dtype=torch.float64, mass: float = 1.0
+):
     """A generic (non-degenerate almost surely) cost in [0, 1) and marginals ``a``, ``b``.
 
     Drawn in float64 and cast, so float32 and float64 variants are the same problem.
@@ -134,6 +139,7 @@ def solved(name: str, dtype_name: str):
 
 # --- references --------------------------------------------------------------------------------
 
+
 def lp_reference(C, a, b):
     """Exact OT by scipy's HiGHS LP solver, independent of POT: ``(value, plan)`` in float64.
 
@@ -147,8 +153,13 @@ def lp_reference(C, a, b):
     n, m = C.shape
     rows = np.kron(np.eye(n), np.ones((1, m)))  # (n, nm): sum_j P_ij
     cols = np.kron(np.ones((1, n)), np.eye(m))  # (m, nm): sum_i P_ij
-    res = linprog(C.ravel(), A_eq=np.vstack([rows, cols]), b_eq=np.concatenate([a, b]),
-                  bounds=(0, None), method="highs")
+    res = linprog(
+        C.ravel(),
+        A_eq=np.vstack([rows, cols]),
+        b_eq=np.concatenate([a, b]),
+        bounds=(0, None),
+        method="highs",
+    )
     assert res.status == 0, res.message
     return float(res.fun), res.x.reshape(n, m)
 
@@ -193,20 +204,23 @@ def _seed_everything():
 # --- known bugs in modules this suite may not edit ---------------------------------------------
 # (test function, method, predicate on the other parameters or None, reason). They run as
 # xfail(strict=False): still executed and reported, and an XPASS shows when one is fixed.
-KNOWN_ISSUES: list = [
-]
+KNOWN_ISSUES: list = []
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         for test, method, pred, reason in KNOWN_ISSUES:
-            if item.originalname == test and params.get("name") == method and \
-                    (pred is None or pred(params)):
+            if (
+                item.originalname == test
+                and params.get("name") == method
+                and (pred is None or pred(params))
+            ):
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
 
 
 # --- a real PostgreSQL server for the many-workers tests ----------------------------------------
+
 
 @pytest.fixture(scope="session")
 def pg_url():
@@ -234,6 +248,9 @@ def pg_url():
         yield out.stdout.strip()
     finally:
         as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*as_pg, "pg_ctl", "-D", f"{pgdir}/data", "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_pg, "pg_ctl", "-D", f"{pgdir}/data", "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(pgdir, ignore_errors=True)

@@ -3,14 +3,15 @@
 Tolerances come from the registry: a method with ``converges_to_exact`` states in ``value_rtol``
 how close to exact OT it gets at its default parameters.
 """
+
 from __future__ import annotations
 
 import warnings
 
 import pytest
 import torch
-
 from conftest import method_params, permutation_problem, points, problem, rel_err, weights
+
 from solvers import get_method, solve, solve_sample
 
 APPROX = method_params(input="cost", converges_to_exact=True)
@@ -20,8 +21,14 @@ PROBLEMS = [(7, 11, False), (13, 5, False), (12, 12, True), (30, 17, True), (25,
 
 
 def _emd(C, a=None, b=None):
-    return float(solve(C.double(), None if a is None else a.double(),
-                       None if b is None else b.double(), method="emd").value)
+    return float(
+        solve(
+            C.double(),
+            None if a is None else a.double(),
+            None if b is None else b.double(),
+            method="emd",
+        ).value
+    )
 
 
 def _quiet_solve(*args, **kw):
@@ -32,7 +39,9 @@ def _quiet_solve(*args, **kw):
 
 @pytest.mark.parametrize("name", APPROX)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("n,m,uniform", PROBLEMS, ids=[f"{n}x{m}{'u' if u else ''}" for n, m, u in PROBLEMS])
+@pytest.mark.parametrize(
+    "n,m,uniform", PROBLEMS, ids=[f"{n}x{m}{'u' if u else ''}" for n, m, u in PROBLEMS]
+)
 def test_reaches_registry_tolerance_at_defaults(name, dtype, n, m, uniform):
     info = get_method(name)
     rtol = info.value_rtol  # the method's own claim, from the registry
@@ -42,7 +51,9 @@ def test_reaches_registry_tolerance_at_defaults(name, dtype, n, m, uniform):
     res = _quiet_solve(C, a, b, method=name)
     assert res.value.dtype == dtype
     err = rel_err(res.value, ref)
-    assert err <= rtol, f"{name}: relative error {err:.3g} > value_rtol {rtol:g} (converged={res.converged})"
+    assert err <= rtol, (
+        f"{name}: relative error {err:.3g} > value_rtol {rtol:g} (converged={res.converged})"
+    )
     assert torch.isfinite(res.plan).all() and (res.plan >= 0).all()
 
 
@@ -117,6 +128,7 @@ def test_point_methods_track_exact_ot_loosely(name, cost):
 
 
 # --- closed forms: REMD, Omega_U, Omega_I ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_remd_matches_lohit_eq8(seed):

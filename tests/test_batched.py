@@ -4,6 +4,7 @@ The contract: every member of :func:`harness.training.batched.train_batched` end
 :func:`harness.training.loop.train` run ends (float64: to round-off), with a result of the same
 keys; what cannot be batched exactly says why and trains nothing.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,8 +31,9 @@ def _digits(split: str, seed: int, n_per_class=None, dtype=torch.float64):
     return TensorDataset(xs, ys)
 
 
-def _members(spec: str, params_by_seed, cfg: TrainConfig, dtype=torch.float64,
-             widths=(16, 16), n_per_class=6):
+def _members(
+    spec: str, params_by_seed, cfg: TrainConfig, dtype=torch.float64, widths=(16, 16), n_per_class=6
+):
     out = []
     for seed in SEEDS:
         torch.manual_seed(seed)
@@ -39,32 +41,61 @@ def _members(spec: str, params_by_seed, cfg: TrainConfig, dtype=torch.float64,
         teacher = MLP(10, widths=(32, 16)).to(dtype).eval()
         w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
         reg = build_regularizer(spec, **params_by_seed(seed)) if spec != "none" else None
-        out.append(Member(model, _digits("train", seed, n_per_class, dtype),
-                          _digits("val", seed, dtype=dtype), _digits("test", seed, dtype=dtype),
-                          TrainConfig(**{**cfg.__dict__, "seed": seed}), reg, teacher, w0))
+        out.append(
+            Member(
+                model,
+                _digits("train", seed, n_per_class, dtype),
+                _digits("val", seed, dtype=dtype),
+                _digits("test", seed, dtype=dtype),
+                TrainConfig(**{**cfg.__dict__, "seed": seed}),
+                reg,
+                teacher,
+                w0,
+            )
+        )
     return out
 
 
 def _single(m: Member):
     model = copy.deepcopy(m.model)
     reg = copy.deepcopy(m.regularizer)
-    res = train(model, m.train_set, m.val_set, config=m.config, regularizer=reg,
-                teacher=m.teacher, initial_weights=m.initial_weights, test_set=m.test_set,
-                progress=False)
+    res = train(
+        model,
+        m.train_set,
+        m.val_set,
+        config=m.config,
+        regularizer=reg,
+        teacher=m.teacher,
+        initial_weights=m.initial_weights,
+        test_set=m.test_set,
+        progress=False,
+    )
     return model, res
 
 
-CFG = TrainConfig(epochs=3, batch_size=16, lr=0.05, momentum=0.9, weight_decay=1e-4,
-                  schedule="cosine", eval_every=1, max_grad_norm=1.0)
+CFG = TrainConfig(
+    epochs=3,
+    batch_size=16,
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule="cosine",
+    eval_every=1,
+    max_grad_norm=1.0,
+)
 CASES = {
     "none": ("none", lambda s: {}),
     "l2sp": ("l2sp", lambda s: {"alpha": [0.01, 0.1, 1.0][s]}),
     "kd": ("kd", lambda s: {"alpha": 1.0, "tau": [4, 5, 10][s], "scale": "none"}),
-    "omega_p exact": ("omega_p", lambda s: {"alpha": [0.01, 0.1, 0.1][s],
-                                            "taps": ["penultimate", "stage1"]}),
+    "omega_p exact": (
+        "omega_p",
+        lambda s: {"alpha": [0.01, 0.1, 0.1][s], "taps": ["penultimate", "stage1"]},
+    ),
     "omega_u": ("omega_u", lambda s: {"alpha": 0.1, "taps": ["penultimate"]}),
-    "ipot samples": ("ot_samples_ipot", lambda s: {"alpha": 0.5, "taps": ["penultimate"],
-                                                   "embed": "none"}),
+    "ipot samples": (
+        "ot_samples_ipot",
+        lambda s: {"alpha": 0.5, "taps": ["penultimate"], "embed": "none"},
+    ),
 }
 
 
@@ -83,8 +114,9 @@ def test_batched_weights_equal_single_runs_float64(case):
         assert res.test_accuracy == ref.test_accuracy
         assert res.best_val_accuracy == ref.best_val_accuracy
         assert res.to_dict().keys() == ref.to_dict().keys()
-        assert [e.keys() for e in res.history["epochs"]] == \
-            [e.keys() for e in ref.history["epochs"]]
+        assert [e.keys() for e in res.history["epochs"]] == [
+            e.keys() for e in ref.history["epochs"]
+        ]
         assert res.history["steps"].keys() == ref.history["steps"].keys()
         assert (res.steps, res.epochs_completed) == (ref.steps, ref.epochs_completed)
         for a, b in zip(res.history["epochs"], ref.history["epochs"]):
@@ -99,8 +131,10 @@ def test_grid_points_share_their_seed_teacher_forward(monkeypatch):
     import harness.training.batched as batched
 
     forward = batched._BatchedRun.teacher_forward
-    for spec, params in (("kd", {"tau": 4, "scale": "none"}),
-                         ("omega_p", {"taps": ["penultimate"]})):
+    for spec, params in (
+        ("kd", {"tau": 4, "scale": "none"}),
+        ("omega_p", {"taps": ["penultimate"]}),
+    ):
         members = []
         for alpha in (0.1, 1.0):
             for m in _members(spec, lambda s: {**params, "alpha": alpha}, CFG):
@@ -130,15 +164,17 @@ def test_not_batchable_says_why():
     members = _members("none", lambda s: {}, CFG)
     bn = copy.deepcopy(members)
     for m in bn:
-        m.model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8),
-                                nn.Linear(8, 10)).double()
+        m.model = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.Linear(8, 10)
+        ).double()
     assert "batch norm" in why_not_batchable(bn)
     with pytest.raises(NotBatchable, match="batch norm"):
         train_batched(bn)
     drop = copy.deepcopy(members)
     for m in drop:
-        m.model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Dropout(0.5),
-                                nn.Linear(8, 10)).double()
+        m.model = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 8), nn.Dropout(0.5), nn.Linear(8, 10)
+        ).double()
     assert "dropout" in why_not_batchable(drop)
     other = copy.deepcopy(members)
     other[1].config = TrainConfig(**{**CFG.__dict__, "seed": 1, "lr": 0.01})
@@ -154,26 +190,44 @@ def test_runner_batches_seeds_one_record_per_job(tmp_path):
     from harness.experiments.runner import run_suite
     from harness.experiments.suite import expand, load_suite
 
-    over = ["seeds=[0, 1, 2]", "stages.student_LM_digits.grid.alpha=[0.1]",
-            "stages.student_LM_digits.grid.kd.tau=[4]",
-            "stages.teacher_L_digits.train.epochs=1", "stages.student_LM_digits.train.epochs=2"]
+    over = [
+        "seeds=[0, 1, 2]",
+        "stages.student_LM_digits.grid.alpha=[0.1]",
+        "stages.student_LM_digits.grid.kd.tau=[4]",
+        "stages.teacher_L_digits.train.epochs=1",
+        "stages.student_LM_digits.train.epochs=2",
+    ]
     jobs = expand(load_suite("li2020_table2-cpu", over))
-    pick = [j for j in jobs if j.stage == "teacher_L_digits"] + \
-        [j for j in jobs if j.stage == "student_LM_digits" and j.regularizer in ("none", "kd")]
+    pick = [j for j in jobs if j.stage == "teacher_L_digits"] + [
+        j for j in jobs if j.stage == "student_LM_digits" and j.regularizer in ("none", "kd")
+    ]
     said = {}
     for batch in (False, True):
         lines = said[batch] = []
-        s = run_suite("li2020_table2-cpu", overrides=over, jobs=pick, progress=False,
-                      results_root=tmp_path / str(batch), log=lines.append, batch=batch)
+        s = run_suite(
+            "li2020_table2-cpu",
+            overrides=over,
+            jobs=pick,
+            progress=False,
+            results_root=tmp_path / str(batch),
+            log=lines.append,
+            batch=batch,
+        )
         assert s.completed == len(pick) and not s.failed
     assert any("trained as one batched model" in line for line in said[True])
     assert not any("batched" in line for line in said[False])
-    one, many = (records_frame(f"sqlite:///{tmp_path / str(b)}/li2020_table2-cpu/runs.sqlite3",
-                               "li2020_table2-cpu").set_index("key") for b in (False, True))
+    one, many = (
+        records_frame(
+            f"sqlite:///{tmp_path / str(b)}/li2020_table2-cpu/runs.sqlite3", "li2020_table2-cpu"
+        ).set_index("key")
+        for b in (False, True)
+    )
     assert list(one.columns) == list(many.columns)
     assert sorted(one.index) == sorted(many.index) and len(one) == len(pick)
     for key in one.index:
-        assert one.loc[key, "test_accuracy"] == pytest.approx(many.loc[key, "test_accuracy"],
-                                                              abs=0.01)
-        assert [e.keys() for e in one.loc[key, "epochs"]] == \
-            [e.keys() for e in many.loc[key, "epochs"]]
+        assert one.loc[key, "test_accuracy"] == pytest.approx(
+            many.loc[key, "test_accuracy"], abs=0.01
+        )
+        assert [e.keys() for e in one.loc[key, "epochs"]] == [
+            e.keys() for e in many.loc[key, "epochs"]
+        ]

@@ -1,5 +1,6 @@
 """`otransfer bench throughput` and `otransfer bench agreement` (issue 21, "what must show"):
 their input errors, their tables, and the paired comparison against hand-computed numbers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,7 @@ def test_throughput_refuses_unknown_suite_and_one_seed(capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "throughput", "--suites", "nope"])
     assert e.value.code == 2
-    assert "no throughput slice for nope: choose among li2020_table2-cpu" in \
-        capsys.readouterr().err
+    assert "no throughput slice for nope: choose among li2020_table2-cpu" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "throughput", "--seeds", "1"])
     assert "--seeds 1: batching needs at least 2 seeds" in capsys.readouterr().err
@@ -23,6 +23,7 @@ def test_throughput_refuses_unknown_suite_and_one_seed(capsys):
 
 def test_throughput_run_writes_ratio(monkeypatch, tmp_path):
     """run() divides the jobs by each way's CPU seconds; the page carries the command."""
+
     def fake(suite, seeds, tmp):
         return {"suite": suite, "jobs": 40, "one at a time": 20.0, "batched": 4.0, "ratio": 5.0}
 
@@ -30,8 +31,10 @@ def test_throughput_run_writes_ratio(monkeypatch, tmp_path):
     lines = []
     out = tmp_path / "t.md"
     throughput.run(["li2020_table4-cpu"], 8, out, say=lines.append)
-    assert lines == ["li2020_table4-cpu: 40 jobs: one at a time 2.000 jobs/CPU-s, batched "
-                     "10.000 jobs/CPU-s, ratio 5.0x"]
+    assert lines == [
+        "li2020_table4-cpu: 40 jobs: one at a time 2.000 jobs/CPU-s, batched "
+        "10.000 jobs/CPU-s, ratio 5.0x"
+    ]
     text = out.read_text()
     assert "otransfer bench throughput --seeds 8" in text
     assert "| 40 | 2.000 | 10.000 | 5.0x |" in text
@@ -39,19 +42,33 @@ def test_throughput_run_writes_ratio(monkeypatch, tmp_path):
 
 def _folder(path, accs, verdicts):
     path.mkdir(parents=True)
-    rows = [{"key": f"k{i}", "stage": "s", "table": "t", "task": "c", "method": m,
-             "regularizer": m, "seed": i % 3, "test_accuracy": a}
-            for i, (m, a) in enumerate(accs)]
+    rows = [
+        {
+            "key": f"k{i}",
+            "stage": "s",
+            "table": "t",
+            "task": "c",
+            "method": m,
+            "regularizer": m,
+            "seed": i % 3,
+            "test_accuracy": a,
+        }
+        for i, (m, a) in enumerate(accs)
+    ]
     pd.DataFrame(rows).to_csv(path / "runs.csv", index=False)
-    pd.DataFrame([{"table": "t", "kind": "claim", "claim": "a > b", "task": c, "verdict": v}
-                  for c, v in verdicts]).to_csv(path / "verdicts.csv", index=False)
+    pd.DataFrame(
+        [
+            {"table": "t", "kind": "claim", "claim": "a > b", "task": c, "verdict": v}
+            for c, v in verdicts
+        ]
+    ).to_csv(path / "verdicts.csv", index=False)
     return path
 
 
 def test_agreement_pairs_jobs_by_key(tmp_path):
     """Differences by hand: +1, -1, +2, 0, 0, +1 points -> mean 0.5; one verdict differs."""
-    single = [("a", .80), ("a", .81), ("a", .79), ("b", .70), ("b", .72), ("b", .74)]
-    batched = [("a", .81), ("a", .80), ("a", .81), ("b", .70), ("b", .72), ("b", .75)]
+    single = [("a", 0.80), ("a", 0.81), ("a", 0.79), ("b", 0.70), ("b", 0.72), ("b", 0.74)]
+    batched = [("a", 0.81), ("a", 0.80), ("a", 0.81), ("b", 0.70), ("b", 0.72), ("b", 0.75)]
     a = _folder(tmp_path / "one", single, [("c", "holds"), ("d", "inconclusive")])
     b = _folder(tmp_path / "two", batched, [("c", "holds"), ("d", "holds")])
     res = agreement.compare(a, b)
@@ -67,15 +84,19 @@ def test_agreement_pairs_jobs_by_key(tmp_path):
     assert res["p"] == pytest.approx(0.5)
     assert (res["verdicts"], res["verdicts_equal"]) == (2, 1)
     assert res["agrees"] is (-agreement.MARGIN < res["lo"] and res["hi"] < agreement.MARGIN)
-    page = agreement.markdown("x", {"single": {"wall": 10, "cpu": 9},
-                                    "batched": {"wall": 2, "cpu": 3}}, res, "otransfer bench")
+    page = agreement.markdown(
+        "x",
+        {"single": {"wall": 10, "cpu": 9}, "batched": {"wall": 2, "cpu": 3}},
+        res,
+        "otransfer bench",
+    )
     assert "| ratio | 5.00x | 3.00x |" in page and "1 of 2 claim x column verdicts" in page
 
 
 def test_agreement_refuses_unrelated_folders(tmp_path):
-    a = _folder(tmp_path / "one", [("a", .8), ("a", .7)], [("c", "holds")])
+    a = _folder(tmp_path / "one", [("a", 0.8), ("a", 0.7)], [("c", "holds")])
     b = tmp_path / "two"
     b.mkdir()
-    pd.DataFrame([{"key": "other", "test_accuracy": .5}]).to_csv(b / "runs.csv", index=False)
+    pd.DataFrame([{"key": "other", "test_accuracy": 0.5}]).to_csv(b / "runs.csv", index=False)
     with pytest.raises(ValueError, match="share 0 jobs: nothing to pair"):
         agreement.compare(a, b)

@@ -1,4 +1,5 @@
 """The ``otransfer`` command line and the solver benchmark's tables (small, seconds)."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,8 @@ import pandas as pd
 import pytest
 
 import solvers
-from harness.reports import bench
 from harness.cli import main
+from harness.reports import bench
 
 
 def test_list_solvers_names_every_available_method(capsys):
@@ -22,8 +23,19 @@ def test_list_solvers_names_every_available_method(capsys):
 
 
 def test_solvers_bench_writes_outputs(tmp_path, capsys):
-    code = main(["solvers", "bench", "--sizes", "16", "--methods", "emd,sinkhorn,uniform",
-                 "--out", str(tmp_path), "--no-progress"])
+    code = main(
+        [
+            "solvers",
+            "bench",
+            "--sizes",
+            "16",
+            "--methods",
+            "emd,sinkhorn,uniform",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     for name in ("bench.csv", "bench.md", "bench_time.png", "bench_accuracy.png"):
         assert (tmp_path / name).stat().st_size > 0, name
@@ -51,8 +63,9 @@ def test_unknown_method_exits_with_close_matches(tmp_path, capsys):
 
 
 def test_report_solvers_without_results_says_how(tmp_path, capsys):
-    code = main(["report", "solvers", "--asv-results", str(tmp_path / "none"),
-                 "--out", str(tmp_path)])
+    code = main(
+        ["report", "solvers", "--asv-results", str(tmp_path / "none"), "--out", str(tmp_path)]
+    )
     assert code == 1
     assert "--set-commit-hash" in capsys.readouterr().err
 
@@ -65,8 +78,10 @@ def _frame() -> pd.DataFrame:
         ("sinkhorn", 64, "ok", 1.0, 1.5, 1.23e-4, ""),
         ("sinkhorn", 256, "skipped", math.nan, math.nan, math.nan, "over budget"),
     ]
-    df = pd.DataFrame(rows, columns=["method", "size", "status", "time_ms", "time_backward_ms",
-                                     "rel_error", "reason"])
+    df = pd.DataFrame(
+        rows,
+        columns=["method", "size", "status", "time_ms", "time_backward_ms", "rel_error", "reason"],
+    )
     df["view"], df["size_name"], df["ref_method"] = "neurons", "d", "emd"
     return df
 
@@ -74,13 +89,17 @@ def _frame() -> pd.DataFrame:
 def test_tables_golden():
     df = _frame()
     idx = pd.Index(["emd", "sinkhorn"], name="method")
-    expected = pd.DataFrame({"d=64": ["2.00 (0)", "1.00 (1.2e-04)"],
-                             "d=256": ["40.0 (0)", "—"]}, index=idx, dtype=object)
+    expected = pd.DataFrame(
+        {"d=64": ["2.00 (0)", "1.00 (1.2e-04)"], "d=256": ["40.0 (0)", "—"]},
+        index=idx,
+        dtype=object,
+    )
     pd.testing.assert_frame_equal(bench.time_table(df, "neurons"), expected)
     expected = pd.DataFrame({"d=64": ["1", "0.5"], "d=256": ["1", "—"]}, index=idx, dtype=object)
     pd.testing.assert_frame_equal(bench.ratio_table(df, "neurons"), expected)
-    expected = pd.DataFrame({"d=64": ["3.00", "1.50"], "d=256": ["45.0", "—"]}, index=idx,
-                            dtype=object)
+    expected = pd.DataFrame(
+        {"d=64": ["3.00", "1.50"], "d=256": ["45.0", "—"]}, index=idx, dtype=object
+    )
     pd.testing.assert_frame_equal(bench.backward_table(df, "neurons"), expected)
     assert bench.skip_notes(df, "neurons") == ["sinkhorn (d = 256): skipped, over budget"]
     # Pure: the input frame is untouched.
@@ -129,9 +148,28 @@ def test_regularizers_bench_writes_ratios(tmp_path, capsys):
     import pandas as pd
 
     out = tmp_path / "reg"
-    assert main(["regularizers", "bench", "--models", "mlp", "--methods", "omega_p",
-                 "omega_p (ipot)", "--steps", "2", "--repeats", "1", "--batch", "16",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "regularizers",
+                "bench",
+                "--models",
+                "mlp",
+                "--methods",
+                "omega_p",
+                "omega_p (ipot)",
+                "--steps",
+                "2",
+                "--repeats",
+                "1",
+                "--batch",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     df = pd.read_csv(out / "step_time.csv")
     assert list(df["method"]) == ["l2sp", "omega_p", "omega_p (ipot)"]
     assert (df["step_ms"] > 0).all()

@@ -1,22 +1,33 @@
 """The confirmatory run (issue 22 item 5): the register's ``confirmatory:`` block
 (harness.experiments.confirm_plan), ``otransfer confirm`` (harness.experiments.confirm): fresh
 seeds only, the fixed test pool, one commit, one-line errors."""
+
 from __future__ import annotations
 
 import copy
 
 import pytest
 import yaml
+from test_register import GOOD, _write  # noqa: E402 (tests/ is on sys.path under pytest)
 
 from harness.experiments import confirm as C
 from harness.experiments import confirm_plan as P
 from harness.experiments import register as R
-from test_register import GOOD, _write  # noqa: E402 (tests/ is on sys.path under pytest)
 
-RUN = {"suite": "li2020_table4-cpu", "seeds": {"first": 1000, "count": 3},
-       "set": {"stages.batch_16.grid.alpha": [0.001, 1.0]}, "why": "w"}
-BLOCK = {"decided": "2026-12-05", "primary_test": "sign-flip", "level": 0.05,
-         "correction": "holm", "power": "power.md", "runs": [RUN]}
+RUN = {
+    "suite": "li2020_table4-cpu",
+    "seeds": {"first": 1000, "count": 3},
+    "set": {"stages.batch_16.grid.alpha": [0.001, 1.0]},
+    "why": "w",
+}
+BLOCK = {
+    "decided": "2026-12-05",
+    "primary_test": "sign-flip",
+    "level": 0.05,
+    "correction": "holm",
+    "power": "power.md",
+    "runs": [RUN],
+}
 
 
 def _with_block(**changes):
@@ -30,19 +41,25 @@ def test_a_block_loads_and_gives_the_run_its_overrides(tmp_path):
     run = reg.confirmatory.runs[0]
     assert run.seeds.values() == [1000, 1001, 1002] and run.test_pool == "fixed"
     sets = P.run_overrides(run)
-    assert sets == ["seeds=[1000, 1001, 1002]", "test_pool=fixed",
-                    "stages.batch_16.grid.alpha=[0.001, 1.0]"]
+    assert sets == [
+        "seeds=[1000, 1001, 1002]",
+        "test_pool=fixed",
+        "stages.batch_16.grid.alpha=[0.001, 1.0]",
+    ]
     # the strings are what `otransfer run --set` reads back (YAML values)
     assert [yaml.safe_load(s.partition("=")[2]) for s in sets][0] == [1000, 1001, 1002]
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"runs": [{**RUN, "seeds": {"first": 5, "count": 3}}]}, ["confirmatory", "1000"]),
-    ({"runs": [{**RUN, "set": {"seeds": [1]}}]}, ["'seeds'", "own field"]),
-    ({"runs": [RUN, RUN]}, ["two runs"]),
-    ({"correction": "bonferroni"}, ["correction"]),
-    ({"runs": [{**RUN, "test_pool": "resampled"}]}, ["test_pool"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"runs": [{**RUN, "seeds": {"first": 5, "count": 3}}]}, ["confirmatory", "1000"]),
+        ({"runs": [{**RUN, "set": {"seeds": [1]}}]}, ["'seeds'", "own field"]),
+        ({"runs": [RUN, RUN]}, ["two runs"]),
+        ({"correction": "bonferroni"}, ["correction"]),
+        ({"runs": [{**RUN, "test_pool": "resampled"}]}, ["test_pool"]),
+    ],
+)
 def test_a_bad_block_is_one_line(tmp_path, change, words):
     path = _write(tmp_path, _with_block(**change))
     with pytest.raises(R.RegisterError) as info:
@@ -63,8 +80,12 @@ def test_a_seed_of_the_exploratory_runs_is_refused():
 def test_the_shipped_plan_is_fresh_and_loads(tmp_path):
     regs = R.load_registers()
     planned = P.plans(regs)
-    assert {"li2020_table1-cpu", "li2020_table2-cpu", "lohit2020_table1-cpu",
-            "lu2017_table2-cpu"} <= set(planned)
+    assert {
+        "li2020_table1-cpu",
+        "li2020_table2-cpu",
+        "lohit2020_table1-cpu",
+        "lu2017_table2-cpu",
+    } <= set(planned)
     # redesigned on exploratory seeds, then added with its own changelog entry
     assert planned["li2020_table3-cpu"][2].seeds.count == 40
     for suite, (paper, block, run) in planned.items():
@@ -75,8 +96,9 @@ def test_the_shipped_plan_is_fresh_and_loads(tmp_path):
 
 
 def test_a_dirty_checkout_or_another_commit_is_refused(monkeypatch):
-    monkeypatch.setattr(C, "_git", lambda *a: " M harness/cli.py\n M x.py\n"
-                        if a[0] == "status" else "abc\n")
+    monkeypatch.setattr(
+        C, "_git", lambda *a: " M harness/cli.py\n M x.py\n" if a[0] == "status" else "abc\n"
+    )
     with pytest.raises(C.ConfirmError, match="uncommitted changes to harness/cli.py and 1 more"):
         C.check_clean()
     monkeypatch.setattr(C, "_git", lambda *a: "" if a[0] == "status" else "f" * 40 + "\n")
@@ -85,9 +107,11 @@ def test_a_dirty_checkout_or_another_commit_is_refused(monkeypatch):
     import pandas as pd
 
     from harness.experiments import records
+
     monkeypatch.setattr(C, "_has_records", lambda storage, suite: True)
-    monkeypatch.setattr(records, "records_frame",
-                        lambda storage, suite: pd.DataFrame({"git_sha": ["e" * 40]}))
+    monkeypatch.setattr(
+        records, "records_frame", lambda storage, suite: pd.DataFrame({"git_sha": ["e" * 40]})
+    )
     with pytest.raises(C.ConfirmError, match="made at commit eeeeeeeeeeee.*git worktree add"):
         C.check_commit("s", "sqlite:///x", "f" * 40)
     C.check_commit("s", "sqlite:///x", "e" * 40)  # the same commit: resumes
@@ -109,7 +133,11 @@ def test_run_and_report_arguments(tmp_path):
     run = P.ConfirmRun.model_validate(RUN)
     args = C.run_args("li2020_table4-cpu", run, workers=2, root=tmp_path)
     assert args[:2] == ["run", "li2020_table4-cpu"] and args[-4:] == [
-        "--results", str(tmp_path), "--workers", "2"]
+        "--results",
+        str(tmp_path),
+        "--workers",
+        "2",
+    ]
     rep = C.report_args("li2020_table4-cpu", run, root=tmp_path)
     assert rep[rep.index("--from-csv") + 1] == str(tmp_path / "li2020_table4-cpu" / "runs.csv")
     (tmp_path / "li2020_table4-cpu").mkdir()
@@ -121,8 +149,13 @@ def test_run_and_report_arguments(tmp_path):
 def test_a_suite_table_decides_the_registers_claims_in_its_own_spelling():
     from harness.experiments.register_claims import registered_claims, with_register
 
-    ref = {"paper": "li2020", "table": "2", "claims": ["kd > none"], "premises": [],
-           "columns": {"digits/L->M": "CIFAR-10/L->M", "latent30/L->S": "CIFAR-100/L->S"}}
+    ref = {
+        "paper": "li2020",
+        "table": "2",
+        "claims": ["kd > none"],
+        "premises": [],
+        "columns": {"digits/L->M": "CIFAR-10/L->M", "latent30/L->S": "CIFAR-100/L->S"},
+    }
     got = registered_claims("li2020_table2-cpu", "compression", ref)
     assert got[0].kind == "premise" and got[0].text == "kd > none"
     assert all(c.kind == "claim" for c in got[1:])  # premises first, never repeated as claims

@@ -2,6 +2,7 @@
 
 Parametrised over the registry; a method's flags decide which checks apply to it.
 """
+
 from __future__ import annotations
 
 import math
@@ -9,9 +10,19 @@ import warnings
 
 import pytest
 import torch
+from conftest import (
+    DTYPES,
+    assert_plan_marginals,
+    compiling_method_params,
+    conformance_problem,
+    method_params,
+    problem,
+    run_method,
+    shape_for,
+    solved,
+    weights,
+)
 
-from conftest import (DTYPES, assert_plan_marginals, compiling_method_params, conformance_problem,
-                      method_params, problem, run_method, shape_for, solved, weights)
 from solvers import OTResult, get_method, solve, solve_sample
 
 ALL = method_params()
@@ -20,8 +31,11 @@ COST = method_params(input="cost")
 
 def _by_dtype(params):
     """(method, dtype) pairs."""
-    return [pytest.param(p.values[0], dt, marks=p.marks, id=f"{p.values[0]}-{str(dt)[6:]}")
-            for p in params for dt in DTYPES]
+    return [
+        pytest.param(p.values[0], dt, marks=p.marks, id=f"{p.values[0]}-{str(dt)[6:]}")
+        for p in params
+        for dt in DTYPES
+    ]
 
 
 ALL_DT = _by_dtype(ALL)
@@ -114,7 +128,9 @@ def test_marginal_error_is_reported_honestly(name, dtype):
         assert math.isnan(res.marginal_error) or res.marginal_error >= 0
         return
     P = res.plan.double()
-    expected = max(float((P.sum(1) - a.double()).abs().sum()), float((P.sum(0) - b.double()).abs().sum()))
+    expected = max(
+        float((P.sum(1) - a.double()).abs().sum()), float((P.sum(0) - b.double()).abs().sum())
+    )
     assert res.marginal_error == pytest.approx(expected, rel=1e-3, abs=1e-6)
 
 
@@ -184,11 +200,15 @@ def test_batched_equals_separate(name, dtype):
         rtol = 1e-5 if dtype == torch.float32 else 1e-12
     else:  # iterative: both stop within their tolerance of the same answer
         rtol = info.value_rtol
-    assert torch.allclose(rb.value.detach(), sep, rtol=rtol, atol=rtol * float(C.abs().max())), \
-        (rb.value, sep)
+    assert torch.allclose(rb.value.detach(), sep, rtol=rtol, atol=rtol * float(C.abs().max())), (
+        rb.value,
+        sep,
+    )
     if info.returns_plan and (info.exact or info.value_rtol is None):
         for i in range(B):
-            assert torch.allclose(rb.plan[i], rs[i].plan, atol=1e-5 if dtype == torch.float32 else 1e-12)
+            assert torch.allclose(
+                rb.plan[i], rs[i].plan, atol=1e-5 if dtype == torch.float32 else 1e-12
+            )
 
 
 @pytest.mark.parametrize("name", COST)
@@ -204,7 +224,9 @@ def test_shared_weights_broadcast_over_batch(name):
         r0 = solve(C0, a, b, method=name)
     rtol = 1e-10 if (info.exact or info.value_rtol is None) else info.value_rtol
     # the second problem is the first with its cost doubled
-    assert torch.allclose(res.value.detach(), torch.stack([r0.value, 2 * r0.value]).detach(), rtol=rtol)
+    assert torch.allclose(
+        res.value.detach(), torch.stack([r0.value, 2 * r0.value]).detach(), rtol=rtol
+    )
 
 
 @pytest.mark.parametrize("name", method_params(input="points", batched=False, compiling=True))
@@ -237,8 +259,12 @@ def test_accepts_numpy_and_default_weights(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r_np = solve(C.numpy(), method=name)
-        r_t = solve(C, torch.full((n,), 1 / n, dtype=C.dtype), torch.full((m,), 1 / m, dtype=C.dtype),
-                    method=name)
+        r_t = solve(
+            C,
+            torch.full((n,), 1 / n, dtype=C.dtype),
+            torch.full((m,), 1 / m, dtype=C.dtype),
+            method=name,
+        )
     assert r_np.value.dtype == torch.float64
     assert torch.allclose(r_np.value, r_t.value.detach(), rtol=1e-12)
 
@@ -250,10 +276,15 @@ def test_zero_weights(name):
     info = get_method(name)
     n, m = shape_for(info, 6, 8)
     C, a, b = problem(n, m, seed=8)
-    a = a.clone(); a[2] = 0; a = a / a.sum()
-    b = b.clone(); b[5] = 0; b = b / b.sum()
+    a = a.clone()
+    a[2] = 0
+    a = a / a.sum()
+    b = b.clone()
+    b[5] = 0
+    b = b / b.sum()
     C = C.clone().requires_grad_(True)
-    a.requires_grad_(True); b.requires_grad_(True)
+    a.requires_grad_(True)
+    b.requires_grad_(True)
     if not info.potentials and name != "exact":  # no duals: no silent a.grad = None
         with pytest.raises(ValueError, match="no gradient with respect to the masses"):
             solve(C, a, b, method=name)
@@ -342,8 +373,15 @@ def test_compiling_method_end_to_end(name):
     (3.7 * res.value).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     # same algorithm, same parameters, a backend that returns the plan: same value and gradient
-    twins = [t for t, i in all_methods().items() if t != name and i.is_available
-             and i.input == "points" and i.returns_plan and dict(i.params) == dict(info.params)]
+    twins = [
+        t
+        for t, i in all_methods().items()
+        if t != name
+        and i.is_available
+        and i.input == "points"
+        and i.returns_plan
+        and dict(i.params) == dict(info.params)
+    ]
     if twins:
         xt = x0.clone().requires_grad_(True)
         with warnings.catch_warnings():

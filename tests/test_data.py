@@ -1,5 +1,6 @@
 """Dataset registry: embedded digits / synthetic splits, and the real loaders on tiny fake
 datasets written to tmp_path in the official on-disk formats (nothing is downloaded)."""
+
 from __future__ import annotations
 
 import collections
@@ -9,8 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from harness.zoo.data import (CIFAR100_COARSE, DIGITS_SIZES, all_datasets, available_datasets,
-                          dataset_root, digits_transfer_split, get_dataset, load_dataset)
+from harness.zoo.data import (
+    CIFAR100_COARSE,
+    DIGITS_SIZES,
+    all_datasets,
+    available_datasets,
+    dataset_root,
+    digits_transfer_split,
+    get_dataset,
+    load_dataset,
+)
 
 
 def _targets(ds):
@@ -31,6 +40,7 @@ def test_digits_splits_disjoint_stratified_reproducible():
     x = torch.cat([d.data for d in splits.values()])
     assert x.shape == (1797, 64) and 0 <= x.min() and x.max() <= 1
     from sklearn.datasets import load_digits
+
     full = torch.as_tensor(load_digits().data / 16.0, dtype=torch.float32)
     # every image is used exactly once: the sorted multiset of rows equals the full data's
     key = lambda t: sorted(map(tuple, t.numpy().round(4).tolist()))  # noqa: E731
@@ -61,8 +71,9 @@ def test_digits_transfer_split_relabels():
     assert set(_targets(src)) == set(range(5)) and set(_targets(tgt)) == set(range(5))
     full = load_dataset("digits", split="train", seed=0)
     assert len(src) + len(tgt) == len(full)
-    src2, tgt2 = digits_transfer_split("train", source_classes=(0, 1, 2),
-                                       target_classes=(9, 8), image=True)
+    src2, tgt2 = digits_transfer_split(
+        "train", source_classes=(0, 1, 2), target_classes=(9, 8), image=True
+    )
     assert set(_targets(tgt2)) == {0, 1} and tgt2.data.shape[1:] == (1, 8, 8)
     # label 0 of the target is digit 9 (order given)
     nines = load_dataset("digits", split="train", classes=(9,))
@@ -83,8 +94,10 @@ def test_few_shot_sampling():
 
 
 def test_synthetic():
-    parts = [load_dataset("synthetic", split=s, n_samples=200, dims=5, classes=3)
-             for s in ("train", "val", "test")]
+    parts = [
+        load_dataset("synthetic", split=s, n_samples=200, dims=5, classes=3)
+        for s in ("train", "val", "test")
+    ]
     assert [len(p) for p in parts] == [140, 30, 30]
     assert parts[0].data.shape[1] == 5 and set(_targets(parts[0])) == {0, 1, 2}
     rows = [_rows(p) for p in parts]
@@ -95,8 +108,20 @@ def test_synthetic():
 
 def test_registry_metadata_and_errors():
     infos = all_datasets()
-    for name in ("digits", "synthetic", "cifar10", "cifar100", "cifar20", "svhn", "aircraft",
-                 "cub200", "cars196", "dogs120", "food101", "imagenet"):
+    for name in (
+        "digits",
+        "synthetic",
+        "cifar10",
+        "cifar100",
+        "cifar20",
+        "svhn",
+        "aircraft",
+        "cub200",
+        "cars196",
+        "dogs120",
+        "food101",
+        "imagenet",
+    ):
         assert name in infos
     assert set(available_datasets(needs_root=False)) == {"digits", "synthetic", "glyphs", "latent"}
     assert get_dataset("cifar20").num_classes == 20
@@ -140,8 +165,10 @@ def _write_cifar10(root, n=6):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 "labels": [int(v) for v in rng.integers(0, 10, n)]}
+        batch = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "labels": [int(v) for v in rng.integers(0, 10, n)],
+        }
         with open(folder / f, "wb") as fh:
             pickle.dump(batch, fh)
     with open(folder / "batches.meta", "wb") as fh:
@@ -163,6 +190,7 @@ def test_cifar10_fake(tmp_path):
 
 def _write_image(path, color):
     from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (40, 30), color).save(path)
 
@@ -202,13 +230,19 @@ def test_aircraft_fake_manufacturer_split(tmp_path):
     data = tmp_path / "fgvc-aircraft-2013b" / "data"
     variants = ["707-320", "A320", "A330", "737-800"]
     makers = {"707-320": "Boeing", "A320": "Airbus", "A330": "Airbus", "737-800": "Boeing"}
-    rows = [("0001", "707-320"), ("0002", "A320"), ("0003", "A330"), ("0004", "737-800"),
-            ("0005", "A320")]
+    rows = [
+        ("0001", "707-320"),
+        ("0002", "A320"),
+        ("0003", "A330"),
+        ("0004", "737-800"),
+        ("0005", "A320"),
+    ]
     data.mkdir(parents=True)
     (data / "variants.txt").write_text("\n".join(variants) + "\n")
     (data / "images_variant_train.txt").write_text("".join(f"{i} {v}\n" for i, v in rows))
     (data / "images_manufacturer_train.txt").write_text(
-        "".join(f"{i} {makers[v]}\n" for i, v in rows))
+        "".join(f"{i} {makers[v]}\n" for i, v in rows)
+    )
     for i, _ in rows:
         _write_image(data / "images" / f"{i}.jpg", (0, 90, 0))
     full = load_dataset("aircraft", root=tmp_path, split="train")
@@ -218,8 +252,7 @@ def test_aircraft_fake_manufacturer_split(tmp_path):
     boeing = load_dataset("aircraft", root=tmp_path, split="train", manufacturer="Boeing")
     assert boeing.classes == ["707-320", "737-800"] and boeing.targets == [0, 1]
     # lu2017 ITL-Boeing: the source task is every other manufacturer's variants
-    source = load_dataset("aircraft", root=tmp_path, split="train",
-                          exclude_manufacturer="Boeing")
+    source = load_dataset("aircraft", root=tmp_path, split="train", exclude_manufacturer="Boeing")
     assert source.classes == ["A320", "A330"] and source.targets == [0, 1, 0]
     x, _ = boeing[0]
     assert x.shape == (3, 224, 224)
@@ -227,14 +260,15 @@ def test_aircraft_fake_manufacturer_split(tmp_path):
     more = [("0006", "A330"), ("0007", "707-320")]
     for part, part_rows in (("trainval", rows + more[:1]), ("test", more[1:])):
         (data / f"images_variant_{part}.txt").write_text(
-            "".join(f"{i} {v}\n" for i, v in part_rows))
+            "".join(f"{i} {v}\n" for i, v in part_rows)
+        )
         (data / f"images_manufacturer_{part}.txt").write_text(
-            "".join(f"{i} {makers[v]}\n" for i, v in part_rows))
+            "".join(f"{i} {makers[v]}\n" for i, v in part_rows)
+        )
     for i, _ in more:
         _write_image(data / "images" / f"{i}.jpg", (0, 90, 0))
     assert len(load_dataset("aircraft", root=tmp_path, split="trainval")) == 6
-    everything = load_dataset("aircraft", root=tmp_path, split="all",
-                              exclude_manufacturer="Airbus")
+    everything = load_dataset("aircraft", root=tmp_path, split="all", exclude_manufacturer="Airbus")
     assert everything.classes == ["707-320", "737-800"] and everything.targets == [0, 1, 0]
 
 
@@ -244,11 +278,22 @@ def test_cifar20_fake_coarse_labels(tmp_path):
     rng = np.random.default_rng(1)
     for f, fine in (("train", [0, 1, 99, 4]), ("test", [55])):
         with open(folder / f, "wb") as fh:
-            pickle.dump({"data": rng.integers(0, 256, (len(fine), 3072), dtype=np.uint8),
-                         "fine_labels": fine, "coarse_labels": [0] * len(fine)}, fh)
+            pickle.dump(
+                {
+                    "data": rng.integers(0, 256, (len(fine), 3072), dtype=np.uint8),
+                    "fine_labels": fine,
+                    "coarse_labels": [0] * len(fine),
+                },
+                fh,
+            )
     with open(folder / "meta", "wb") as fh:
-        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)],
-                     "coarse_label_names": [f"c{i}" for i in range(20)]}, fh)
+        pickle.dump(
+            {
+                "fine_label_names": [f"f{i}" for i in range(100)],
+                "coarse_label_names": [f"c{i}" for i in range(20)],
+            },
+            fh,
+        )
     c20 = load_dataset("cifar20", root=tmp_path, split="train")
     assert c20.targets == [4, 1, 13, 0] and len(c20.classes) == 20  # apple->fruit_and_veg ...
     c100 = load_dataset("cifar100", root=tmp_path, split="test")
@@ -281,8 +326,10 @@ def test_glyphs_are_rendered_deterministically_with_disjoint_stratified_splits()
     assert x.shape == (36, 64) and torch.equal(x, x2)
     assert float(x.min()) >= 0 and float(x.max()) <= 1
     assert not torch.equal(x, render_glyphs.__wrapped__("AbC", 8, 12, 1)[0])  # data_seed
-    parts = {s: load_dataset("glyphs", split=s, chars="AbC", n_per_class=20) for s in
-             ("train", "val", "test")}
+    parts = {
+        s: load_dataset("glyphs", split=s, chars="AbC", n_per_class=20)
+        for s in ("train", "val", "test")
+    }
     assert [len(parts[s]) for s in ("train", "val", "test")] == [48, 6, 6]
     rows = {s: {tuple(r.tolist()) for r in parts[s].data} for s in parts}
     assert not (rows["train"] & rows["test"]) and not (rows["val"] & rows["test"])

@@ -6,6 +6,7 @@ with their inputs gathered (``reg_batch="global"``) and on its own half (``"loca
 through DistributedDataParallel, and trains small MLPs with :func:`harness.training.loop.train`. The
 ranks save what they got; the tests compare it with one process on the whole batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,11 +24,17 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from harness.training import distributed
-from harness.zoo.models import build_model, with_source_head
+from harness.training.loop import (
+    TrainConfig,
+    _check_split,
+    _epoch_loader,
+    _gathered,
+    _local_ce,
+    train,
+)
 from harness.transfer.regularizers import RegContext, build_regularizer
 from harness.transfer.taps import Taps
-from harness.training.loop import (TrainConfig, _check_split, _epoch_loader, _gathered, _local_ce,
-                           train)
+from harness.zoo.models import build_model, with_source_head
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -89,16 +96,42 @@ def train_runs() -> dict[str, dict]:
     torch.manual_seed(6)
     t5 = build_model("mlp", 5, widths=(16,))
     return {
-        "global": dict(model=student(), train_set=train_set, val_set=val_set, config=CFG,
-                       teacher=teacher, test_set=val_set, **omega),
-        "local": dict(model=student(), train_set=train_set, val_set=val_set, teacher=teacher,
-                      config=dataclasses.replace(CFG, reg_batch="local"), **omega),
+        "global": dict(
+            model=student(),
+            train_set=train_set,
+            val_set=val_set,
+            config=CFG,
+            teacher=teacher,
+            test_set=val_set,
+            **omega,
+        ),
+        "local": dict(
+            model=student(),
+            train_set=train_set,
+            val_set=val_set,
+            teacher=teacher,
+            config=dataclasses.replace(CFG, reg_batch="local"),
+            **omega,
+        ),
         # lu2017's layer-wise rates: the hidden layer frozen, the head at half the rate
-        "frozen": dict(model=student(), train_set=train_set, val_set=val_set, teacher=teacher,
-                       config=dataclasses.replace(CFG, param_groups=FROZEN), **omega),
-        "joint": dict(model=joint, train_set=TensorDataset(x[y >= 5], y[y >= 5] - 5),
-                      source_set=TensorDataset(x[y < 5], y[y < 5]), source_weight=0.5,
-                      teacher=t5, config=CFG, regularizer="kd", params={"tau": 2.0}),
+        "frozen": dict(
+            model=student(),
+            train_set=train_set,
+            val_set=val_set,
+            teacher=teacher,
+            config=dataclasses.replace(CFG, param_groups=FROZEN),
+            **omega,
+        ),
+        "joint": dict(
+            model=joint,
+            train_set=TensorDataset(x[y >= 5], y[y >= 5] - 5),
+            source_set=TensorDataset(x[y < 5], y[y < 5]),
+            source_weight=0.5,
+            teacher=t5,
+            config=CFG,
+            regularizer="kd",
+            params={"tau": 2.0},
+        ),
     }
 
 
@@ -106,8 +139,9 @@ def run_train(kw: dict, **extra):
     kw = {**kw, **extra}
     reg = build_regularizer(kw.pop("regularizer"), **kw.pop("params"))
     model = kw.pop("model")
-    res = train(model, kw.pop("train_set"), kw.pop("val_set", None), regularizer=reg,
-                progress=False, **kw)
+    res = train(
+        model, kw.pop("train_set"), kw.pop("val_set", None), regularizer=reg, progress=False, **kw
+    )
     return model, res
 
 
@@ -148,14 +182,23 @@ def _worker(out: Path) -> None:
             logits = net(xs)
             with torch.no_grad():
                 t_logits = teacher(xs)
-        ctx = RegContext(student=student, teacher=teacher, features=dict(s_taps.features),
-                         teacher_features=dict(t_taps.features), logits=logits,
-                         teacher_logits=t_logits, labels=ys)
+        ctx = RegContext(
+            student=student,
+            teacher=teacher,
+            features=dict(s_taps.features),
+            teacher_features=dict(t_taps.features),
+            logits=logits,
+            teacher_logits=t_logits,
+            labels=ys,
+        )
         local = {k: v.detach() for k, v in reg(ctx).items()}
         terms = reg(_gathered(ctx, sizes))
         (_local_ce(logits, ys, sizes) + sum(terms.values())).backward()
-        got[spec] = {"global": {k: v.detach() for k, v in terms.items()}, "local": local,
-                     "grads": {n: p.grad.clone() for n, p in student.named_parameters()}}
+        got[spec] = {
+            "global": {k: v.detach() for k, v in terms.items()},
+            "local": local,
+            "grads": {n: p.grad.clone() for n, p in student.named_parameters()},
+        }
 
     # train() under DDP; "resumed" stops after epoch 0 and resumes from the checkpoint
     runs = train_runs()
@@ -195,15 +238,33 @@ def _free_port() -> int:
 def ranks(tmp_path_factory) -> list[dict]:
     """Launch the 2-process worker once; each rank's saved results."""
     out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={WORLD}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        __file__,
+        str(out),
+    ]
     # a session of its own: on a timeout (a rank stuck in a collective) the workers go too
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:
@@ -242,9 +303,15 @@ def test_global_batch_regularizer_is_the_single_process_one(ranks, spec):
             logits = student(x[rows])
             with torch.no_grad():
                 t_logits = teacher(x[rows])
-        ctx = RegContext(student=student, teacher=teacher, features=dict(s_taps.features),
-                         teacher_features=dict(t_taps.features), logits=logits,
-                         teacher_logits=t_logits, labels=y[rows])
+        ctx = RegContext(
+            student=student,
+            teacher=teacher,
+            features=dict(s_taps.features),
+            teacher_features=dict(t_taps.features),
+            logits=logits,
+            teacher_logits=t_logits,
+            labels=y[rows],
+        )
         return logits, reg(ctx)
 
     logits, terms = terms_on(slice(None))
@@ -253,16 +320,13 @@ def test_global_batch_regularizer_is_the_single_process_one(ranks, spec):
     for r, got in enumerate(ranks):
         res = got[spec]
         for name, value in terms.items():
-            torch.testing.assert_close(res["global"][name], value.detach(), rtol=1e-9,
-                                       atol=1e-9)
+            torch.testing.assert_close(res["global"][name], value.detach(), rtol=1e-9, atol=1e-9)
         for name, p in student.named_parameters():
-            torch.testing.assert_close(res["grads"][name], p.grad, rtol=1e-9, atol=1e-9,
-                                       msg=name)
+            torch.testing.assert_close(res["grads"][name], p.grad, rtol=1e-9, atol=1e-9, msg=name)
         half = slice(r * N // WORLD, (r + 1) * N // WORLD)
         _, local = terms_on(half)
         for name, value in local.items():
-            torch.testing.assert_close(res["local"][name], value.detach(), rtol=1e-9,
-                                       atol=1e-9)
+            torch.testing.assert_close(res["local"][name], value.detach(), rtol=1e-9, atol=1e-9)
             # another batch, another value
             assert abs(float(value.detach()) - float(terms[name].detach())) > 1e-6
 
@@ -289,9 +353,13 @@ def test_ddp_training_matches_single_process(ranks, name):
         # the logged losses are the global batch's
         for key in res.history["steps"]:
             if key.startswith("train/"):
-                torch.testing.assert_close(torch.tensor(res2.history["steps"][key]),
-                                           torch.tensor(res.history["steps"][key]),
-                                           rtol=1e-4, atol=1e-5, msg=key)
+                torch.testing.assert_close(
+                    torch.tensor(res2.history["steps"][key]),
+                    torch.tensor(res.history["steps"][key]),
+                    rtol=1e-4,
+                    atol=1e-5,
+                    msg=key,
+                )
         assert res2.final_val_accuracy == res.final_val_accuracy
         assert res2.test_accuracy == res.test_accuracy
 

@@ -3,6 +3,7 @@
 Input validation is common to all methods, so it is checked for every available cost method
 (it must fire before any solving starts, so these tests are fast).
 """
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,8 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import method_params, problem
+
 from solvers import available, cost_matrix, get_method, solve, solve_sample
 
 COST = method_params(input="cost")
@@ -125,14 +126,19 @@ def test_integer_cost(name):
         solve(torch.ones(3, 3, dtype=torch.int64), method=name)
 
 
-@pytest.mark.parametrize("typo,expected", [("sinkhorm", "sinkhorn"), ("emdd", "emd"), ("IPOT", "ipot"),
-                                           ("assignement", "assignment")])
+@pytest.mark.parametrize(
+    "typo,expected",
+    [("sinkhorm", "sinkhorn"), ("emdd", "emd"), ("IPOT", "ipot"), ("assignement", "assignment")],
+)
 def test_unknown_method_suggests_close_match(typo, expected):
     if expected not in available():
         pytest.skip(f"{expected} not available")
     C, a, b = _square(expected)
-    for call in (lambda: solve(C, method=typo), lambda: get_method(typo),
-                 lambda: solve_sample(torch.rand(3, 2), torch.rand(3, 2), method=typo)):
+    for call in (
+        lambda: solve(C, method=typo),
+        lambda: get_method(typo),
+        lambda: solve_sample(torch.rand(3, 2), torch.rand(3, 2), method=typo),
+    ):
         with pytest.raises(ValueError, match=f"unknown OT method '{typo}'") as exc:
             call()
         assert f"did you mean '{expected}'" in str(exc.value)
@@ -150,8 +156,11 @@ def test_unknown_parameter(name):
     info = get_method(name)
     C, a, b = _square(name)
     x = torch.rand(4, 2, dtype=torch.float64)
-    call = (lambda: solve(C, a, b, method=name, numItermax=10)) if info.input == "cost" else \
-        (lambda: solve_sample(x, x, method=name, numItermax=10))
+    call = (
+        (lambda: solve(C, a, b, method=name, numItermax=10))
+        if info.input == "cost"
+        else (lambda: solve_sample(x, x, method=name, numItermax=10))
+    )
     with pytest.raises(ValueError, match="unknown parameter") as exc:
         call()
     msg = str(exc.value)
@@ -159,7 +168,9 @@ def test_unknown_parameter(name):
     assert all(p in msg for p in info.params)  # lists what it accepts
 
 
-@pytest.mark.parametrize("name", [p for p in ALL if {"reg", "beta"} & set(get_method(p.values[0]).params)])
+@pytest.mark.parametrize(
+    "name", [p for p in ALL if {"reg", "beta"} & set(get_method(p.values[0]).params)]
+)
 @pytest.mark.parametrize("bad_value", [0.0, -1.0])
 def test_non_positive_accuracy_parameter(name, bad_value):
     """``reg`` and ``beta`` must be positive: a clear ValueError, not a crash deep inside."""
@@ -249,10 +260,17 @@ def test_point_method_weight_errors(name):
     """Point methods validate their weights like cost methods."""
     x, y = torch.rand(5, 3, dtype=torch.float64), torch.rand(4, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="unequal total mass"):
-        solve_sample(x, y, torch.full((5,), 0.2, dtype=torch.float64), torch.full((4,), 0.5, dtype=torch.float64),
-                     method=name)
+        solve_sample(
+            x,
+            y,
+            torch.full((5,), 0.2, dtype=torch.float64),
+            torch.full((4,), 0.5, dtype=torch.float64),
+            method=name,
+        )
     with pytest.raises(ValueError, match="negative"):
-        solve_sample(x, y, torch.tensor([-0.2, 0.4, 0.4, 0.2, 0.2], dtype=torch.float64), None, method=name)
+        solve_sample(
+            x, y, torch.tensor([-0.2, 0.4, 0.4, 0.2, 0.2], dtype=torch.float64), None, method=name
+        )
     with pytest.raises(ValueError, match=r"weights b have shape"):
         solve_sample(x, y, None, torch.full((3,), 1 / 3, dtype=torch.float64), method=name)
 
@@ -263,8 +281,13 @@ def test_unavailable_method_names_its_dependency():
 
     info = get_method("emd")
     with METHODS.restoring():  # the registration is undone after the block
-        METHODS.register("emd_missing_dep", info.fn, exact=True, params=info.params,
-                         requires=("no_such_module_xyz",))
+        METHODS.register(
+            "emd_missing_dep",
+            info.fn,
+            exact=True,
+            params=info.params,
+            requires=("no_such_module_xyz",),
+        )
         assert "emd_missing_dep" not in available()
         with pytest.raises(ValueError, match="no_such_module_xyz"):
             solve(torch.rand(3, 3, dtype=torch.float64), method="emd_missing_dep")

@@ -1,12 +1,19 @@
 """Exact methods against an independent LP solver (scipy's HiGHS), and the closed forms of the
 square uniform case (Birkhoff: the optimal plan is a permutation / n)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import (
+    assert_plan_marginals,
+    lp_reference,
+    method_params,
+    permutation_problem,
+    problem,
+    rel_err,
+)
 
-from conftest import (assert_plan_marginals, lp_reference, method_params, permutation_problem,
-                      problem, rel_err)
 from solvers import available, get_method, solve
 
 EXACT = method_params(exact=True)
@@ -77,6 +84,7 @@ def test_square_uniform_plan_is_permutation(name, n):
     assert torch.equal(P.round().sum(1), torch.ones(n, dtype=P.dtype))
     # the permutation is the optimal assignment (independent check by scipy)
     from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(C.numpy())
     assert torch.equal(P.round().argmax(1), torch.as_tensor(cols))
 
@@ -101,8 +109,11 @@ def test_available_exact_names_the_exact_methods():
 
 def test_emd_and_assignment_agree_on_square_uniform():
     C, a, b = problem(15, 15, seed=7, uniform=True)
-    v = {name: float(solve(C, method=name).value) for name in available(exact=True, uniform_only=False)
-         + available(exact=True, uniform_only=True)}
+    v = {
+        name: float(solve(C, method=name).value)
+        for name in available(exact=True, uniform_only=False)
+        + available(exact=True, uniform_only=True)
+    }
     assert max(v.values()) - min(v.values()) <= 1e-12 * max(1.0, max(v.values()))
 
 

@@ -1,5 +1,6 @@
 """scripts/gpu_check.py's own logic, on the CPU (``--device cpu``): sections run in child
 processes, exact methods match POT's exact value, a crashed section becomes a row."""
+
 import importlib.util
 import json
 import sys
@@ -19,11 +20,24 @@ def _module():
 
 def test_dry_run_on_cpu_writes_the_tables(tmp_path):
     mod = _module()
-    rc = mod.main(["--device", "cpu", "--sections", "env", "solvers", "--widths", "16",
-                   "--out", str(tmp_path)])
+    rc = mod.main(
+        [
+            "--device",
+            "cpu",
+            "--sections",
+            "env",
+            "solvers",
+            "--widths",
+            "16",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     results = json.loads((tmp_path / "gpu-check.json").read_text())
-    rows = {r["method"]: r for r in results["solvers"]["rows"] if r["problem"].startswith("neurons")}
+    rows = {
+        r["method"]: r for r in results["solvers"]["rows"] if r["problem"].startswith("neurons")
+    }
     for method in ("emd", "assignment", "exact"):  # exact OT: POT's value to round-off
         assert abs(rows[method]["rel_error"]) < 1e-6, rows[method]
     assert rows["sinkhorn"]["converged"] and abs(rows["sinkhorn"]["rel_error"]) < 1e-3

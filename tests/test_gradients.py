@@ -4,14 +4,15 @@ differences of the exact value, and autodiff through an independent unrolled Sin
 All with non-uniform marginals (where the method allows them) and an upstream factor, since
 the envelope formula for ``a``, ``b`` is the one most often wrong (design.md).
 """
+
 from __future__ import annotations
 
 import warnings
 
 import pytest
 import torch
-
 from conftest import DTYPES, method_params, points, problem, shape_for, weights
+
 from solvers import cost_matrix, get_method, solve, solve_sample
 
 FACTOR = 3.7  # upstream scale: loss = FACTOR * value
@@ -37,6 +38,7 @@ def _centred(v):
 # grad="envelope" asks for Danskin's gradient whatever the solver did (it is the default's too
 # for exact and certified results; an entropic plan at gap=0 defaults to the derivative of its
 # <P, C>, tested in (c) and in test_solver_conformance2.py)
+
 
 @pytest.mark.parametrize("name", COST)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
@@ -80,7 +82,9 @@ def test_envelope_gradient_batched(name):
     (w * res.value).sum().backward()
     assert torch.allclose(C.grad, w[:, None, None] * res.plan, rtol=1e-12, atol=1e-14)
     if info.potentials:
-        assert torch.allclose(a.grad, w[:, None] * _centred(res.potentials[0]), rtol=1e-12, atol=1e-14)
+        assert torch.allclose(
+            a.grad, w[:, None] * _centred(res.potentials[0]), rtol=1e-12, atol=1e-14
+        )
 
 
 @pytest.mark.parametrize("name", method_params(returns_plan=True))
@@ -179,6 +183,7 @@ def _fd_points(value_fn, x0, h=H):
 
 # --- (c) sinkhorn: FD of the exact value, and autodiff of an independent Sinkhorn -----------------
 
+
 def _log_sinkhorn(C, a, b, eps, n_iter=3000, scaling=0.5, stage_iter=30):
     """An independent log-domain Sinkhorn, unrolled and differentiable (no envelope trick).
 
@@ -216,7 +221,11 @@ def _plain_entropic(info, reg):
     return p
 
 
-SINKHORN = [p for p in method_params(input="cost", converges_to_exact=True) if "reg" in get_method(p.values[0]).params]
+SINKHORN = [
+    p
+    for p in method_params(input="cost", converges_to_exact=True)
+    if "reg" in get_method(p.values[0]).params
+]
 
 
 @pytest.fixture
@@ -236,8 +245,17 @@ def test_sinkhorn_envelope_matches_unrolled_autodiff(name, reg, sinkhorn_points)
     grads = {}
     for grad in ("auto", "envelope"):
         x, a = _leaf(x0), _leaf(a0)
-        res = _quiet(solve_sample, x, y0, a, b0, cost="euclidean", method=name, grad=grad,
-                     **_plain_entropic(info, reg))
+        res = _quiet(
+            solve_sample,
+            x,
+            y0,
+            a,
+            b0,
+            cost="euclidean",
+            method=name,
+            grad=grad,
+            **_plain_entropic(info, reg),
+        )
         (FACTOR * res.value).backward()
         grads[grad] = x.grad, a.grad
 
@@ -251,8 +269,10 @@ def test_sinkhorn_envelope_matches_unrolled_autodiff(name, reg, sinkhorn_points)
         gx, ga = torch.autograd.grad(FACTOR * ((P * C).sum() if grad == "auto" else W), (xr, ar))
         x_grad, a_grad = grads[grad]
         assert torch.allclose(x_grad, gx, rtol=1e-5, atol=1e-8), (grad, (x_grad - gx).abs().max())
-        assert torch.allclose(a_grad, _centred(ga), rtol=1e-5, atol=1e-8), \
-            (grad, (a_grad - _centred(ga)).abs().max())
+        assert torch.allclose(a_grad, _centred(ga), rtol=1e-5, atol=1e-8), (
+            grad,
+            (a_grad - _centred(ga)).abs().max(),
+        )
 
 
 @pytest.mark.parametrize("name", SINKHORN)
@@ -270,6 +290,7 @@ def test_sinkhorn_small_reg_gradient_matches_exact_fd(name, sinkhorn_points):
 
 
 # --- non-differentiable points: coinciding x == y ------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("same_tensor", [True, False], ids=["y_is_x", "y_equals_x"])

@@ -1,5 +1,6 @@
 """Runtime hardening (issue 12): checkpoints that cannot run code or block a job, stale
 temporary files, one-line errors."""
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,9 @@ def test_a_bad_checkpoint_runs_no_code_and_the_job_restarts_from_scratch(tmp_pat
         load_checkpoint(path)
     assert not marker.exists()
     with pytest.warns(UserWarning, match="training from scratch"):
-        res = train(_net(), _data(), _data(seed=1), config=CFG, checkpoint_path=path,
-                    progress=False)
+        res = train(
+            _net(), _data(), _data(seed=1), config=CFG, checkpoint_path=path, progress=False
+        )
     assert not marker.exists()  # nothing ran
     assert res.status == "completed" and res.resumed_from_epoch == 0
     assert (tmp_path / "job.ckpt.bad").is_file()  # kept for a look, out of the way
@@ -84,8 +86,7 @@ def test_stale_temporary_checkpoints_are_removed_and_live_ones_kept(tmp_path):
     assert not dead.exists() and live.exists() and other.exists()
 
 
-def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch, capsys,
-                                                                      tmp_path):
+def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch, capsys, tmp_path):
     """`run --workers N` hands the URL to its workers through OTRANSFER_STORAGE (not argv,
     which `ps` shows), and the summary line prints it redacted."""
     import subprocess
@@ -107,19 +108,41 @@ def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
-    args = types.SimpleNamespace(suite="mini", set=(), quick=False, storage=url,
-                                 results=tmp_path, stale_after=120, heartbeat=10, device=None,
-                                 workers=2, no_progress=True, only=None)
+    args = types.SimpleNamespace(
+        suite="mini",
+        set=(),
+        quick=False,
+        storage=url,
+        results=tmp_path,
+        stale_after=120,
+        heartbeat=10,
+        device=None,
+        workers=2,
+        no_progress=True,
+        only=None,
+    )
     assert cli._spawn_workers(args) == 0
     assert len(seen) == 2
     for cmd, env in seen:
         assert not any("s3cret" in part for part in cmd)
         assert env[cli.STORAGE_ENV] == url
-    summary = types.SimpleNamespace(suite="tiny", jobs=1, completed=0, skipped=1, by_others=0,
-                                    failed=0, wall_time=0.1, storage=url, failures=[], keys=[])
+    summary = types.SimpleNamespace(
+        suite="tiny",
+        jobs=1,
+        completed=0,
+        skipped=1,
+        by_others=0,
+        failed=0,
+        wall_time=0.1,
+        storage=url,
+        failures=[],
+        keys=[],
+    )
     monkeypatch.setattr("harness.experiments.runner.run_suite", lambda *a, **k: summary)
-    monkeypatch.setattr("harness.reports.tables.write_report",
-                        lambda *a, **k: (_ for _ in ()).throw(ValueError("no records")))
+    monkeypatch.setattr(
+        "harness.reports.tables.write_report",
+        lambda *a, **k: (_ for _ in ()).throw(ValueError("no records")),
+    )
     monkeypatch.setenv(cli.STORAGE_ENV, url)  # read when --storage is not given
     assert cli.main(["run", "mini", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -138,32 +161,40 @@ def test_report_on_a_storage_that_cannot_be_opened_is_one_line(capsys, tmp_path)
 def test_a_missing_extra_is_one_line_naming_what_to_install(monkeypatch):
     import optuna
 
-    from harness.zoo.models import optional_import
     from harness.experiments.records import StorageError, open_rdb
+    from harness.zoo.models import optional_import
 
-    with pytest.raises(ModuleNotFoundError, match=r"^model 'x' needs nosuchmod: "
-                                                  r"pip install 'otransfer\[vision\]'$"):
+    with pytest.raises(
+        ModuleNotFoundError,
+        match=r"^model 'x' needs nosuchmod: "
+        r"pip install 'otransfer\[vision\]'$",
+    ):
         optional_import("nosuchmod.models", "vision", "model 'x'")
 
     def no_driver(*a, **k):
         raise ModuleNotFoundError("No module named 'psycopg2'")
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", no_driver)
-    with pytest.raises(StorageError, match=r"otransfer:\*\*\*@.*pip install 'otransfer\[postgres\]'"):
+    with pytest.raises(
+        StorageError, match=r"otransfer:\*\*\*@.*pip install 'otransfer\[postgres\]'"
+    ):
         open_rdb("postgresql+psycopg2://otransfer:pw@localhost/x")
 
 
 def test_the_base_install_has_what_the_default_command_needs():
     """`pip install otransfer` (no extras) runs `otransfer` (= run mini): its records need Optuna,
     its data scikit-learn; both are core dependencies, the rest are extras."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
     core = {d.split(">")[0].split("=")[0].split("<")[0] for d in meta["dependencies"]}
     assert {"optuna", "scikit-learn", "torch", "pot", "pyyaml"} <= core
     extras = meta["optional-dependencies"]
-    assert {"vision", "geomloss", "postgres", "timing", "cluster", "stats", "full", "test"} <= set(extras)
+    assert {"vision", "geomloss", "postgres", "timing", "cluster", "stats", "full", "test"} <= set(
+        extras
+    )
     flat = lambda names: {d.split(">")[0] for n in names for d in extras[n]}  # noqa: E731
     assert flat(["vision", "geomloss", "postgres", "timing", "cluster", "stats"]) == flat(["full"])
 
@@ -194,46 +225,124 @@ stages:
 """
 
 
-@pytest.mark.parametrize("old,new,line,key,what", [
-    ("name: tiny", "name: ../../escape", 1, "name", "plain name"),
-    ("name: tiny", "name: /tmp/abs", 1, "name", "plain name"),
-    ("name: tiny", 'name: ""', 1, "name", "plain name"),
-    ("name: tiny", "name: " + "a" * 5000, 1, "name", "plain name"),
-    ("name: tiny", 'name: "a\\0b"', 1, "name", "plain name"),
-    ("seeds: [0, 1]", "seeds: [0, 0]", 2, "seeds", "listed twice"),
-    ("seeds: [0, 1]", "seeds: [-1]", 2, "seeds", "[0, 2^31)"),
-    ("seeds: [0, 1]", "seeds: [99999999999999999999]", 2, "seeds", "[0, 2^31)"),
-    ("{epochs: 1, batch_size: 25", "{epochs: 2.5, batch_size: 25", 15,
-     "stages.students.train.epochs", "must be an integer"),
-    ("{epochs: 1, batch_size: 25", "{epochs: true, batch_size: 25", 15,
-     "stages.students.train.epochs", "must be an integer"),
-    ("batch_size: 25, lr: 0.05}", "batch_size: 25, lr: 1.0e30}", 15,
-     "stages.students.train.lr", "YAML reads '1.0e30' as a string"),
-    ("dataset_params: {n_per_class: 5}", "dataset_params: {classes: [11]}", 13,
-     "stages.students.dataset_params.classes", "at least 2 classes"),
-    ("dataset_params: {n_per_class: 5}", "dataset_params: {classes: [3, 11]}", 13,
-     "stages.students.dataset_params.classes", "has classes 0..9; got 11"),
-    ("dataset_params: {n_per_class: 5}", "dataset_params: {classes: []}", 13,
-     "stages.students.dataset_params.classes", "at least 2 classes"),
-    ("dataset_params: {n_per_class: 5}", "dataset_params: {classes: [1, 1, 2]}", 13,
-     "stages.students.dataset_params.classes", "lists a class twice"),
-    ("dataset_params: {n_per_class: 5}", 'dataset_params: {classes: "0-4"}', 13,
-     "stages.students.dataset_params.classes", "list of class indices"),
-    ("dataset_params: {n_per_class: 5}", "dataset_params: {classes: [3]}", 13,
-     "stages.students.dataset_params.classes", "at least 2 classes"),
-    ("dataset_params: {n_per_class: 5}", "dataset_params: {n_per_class: 0}", 13,
-     "stages.students.dataset_params.n_per_class", "positive integer"),
-    ("dataset_params: {n_per_class: 5}", "dataset_params: {n_per_class: -5}", 13,
-     "stages.students.dataset_params.n_per_class", "positive integer"),
-    ("dataset_params: {n_per_class: 5}", "dataset_params: {n_per_class: 2.5}", 13,
-     "stages.students.dataset_params.n_per_class", "positive integer"),
-    ("model_params: {widths: [4]}", "model_params: {widths: [0]}", 11,
-     "stages.students.model_params.widths", "positive integers"),
-    ("model_params: {widths: [4]}", "model_params: {widths: eight}", 11,
-     "stages.students.model_params.widths", "positive integers"),
-    ("      - kd: {tau: 4}\n", "      - kd: {tau: 4}\n    grid: {kd.tau: [4, 4]}\n", 19,
-     "stages.students.grid.kd.tau", "lists a value twice"),
-])
+@pytest.mark.parametrize(
+    "old,new,line,key,what",
+    [
+        ("name: tiny", "name: ../../escape", 1, "name", "plain name"),
+        ("name: tiny", "name: /tmp/abs", 1, "name", "plain name"),
+        ("name: tiny", 'name: ""', 1, "name", "plain name"),
+        ("name: tiny", "name: " + "a" * 5000, 1, "name", "plain name"),
+        ("name: tiny", 'name: "a\\0b"', 1, "name", "plain name"),
+        ("seeds: [0, 1]", "seeds: [0, 0]", 2, "seeds", "listed twice"),
+        ("seeds: [0, 1]", "seeds: [-1]", 2, "seeds", "[0, 2^31)"),
+        ("seeds: [0, 1]", "seeds: [99999999999999999999]", 2, "seeds", "[0, 2^31)"),
+        (
+            "{epochs: 1, batch_size: 25",
+            "{epochs: 2.5, batch_size: 25",
+            15,
+            "stages.students.train.epochs",
+            "must be an integer",
+        ),
+        (
+            "{epochs: 1, batch_size: 25",
+            "{epochs: true, batch_size: 25",
+            15,
+            "stages.students.train.epochs",
+            "must be an integer",
+        ),
+        (
+            "batch_size: 25, lr: 0.05}",
+            "batch_size: 25, lr: 1.0e30}",
+            15,
+            "stages.students.train.lr",
+            "YAML reads '1.0e30' as a string",
+        ),
+        (
+            "dataset_params: {n_per_class: 5}",
+            "dataset_params: {classes: [11]}",
+            13,
+            "stages.students.dataset_params.classes",
+            "at least 2 classes",
+        ),
+        (
+            "dataset_params: {n_per_class: 5}",
+            "dataset_params: {classes: [3, 11]}",
+            13,
+            "stages.students.dataset_params.classes",
+            "has classes 0..9; got 11",
+        ),
+        (
+            "dataset_params: {n_per_class: 5}",
+            "dataset_params: {classes: []}",
+            13,
+            "stages.students.dataset_params.classes",
+            "at least 2 classes",
+        ),
+        (
+            "dataset_params: {n_per_class: 5}",
+            "dataset_params: {classes: [1, 1, 2]}",
+            13,
+            "stages.students.dataset_params.classes",
+            "lists a class twice",
+        ),
+        (
+            "dataset_params: {n_per_class: 5}",
+            'dataset_params: {classes: "0-4"}',
+            13,
+            "stages.students.dataset_params.classes",
+            "list of class indices",
+        ),
+        (
+            "dataset_params: {n_per_class: 5}",
+            "dataset_params: {classes: [3]}",
+            13,
+            "stages.students.dataset_params.classes",
+            "at least 2 classes",
+        ),
+        (
+            "dataset_params: {n_per_class: 5}",
+            "dataset_params: {n_per_class: 0}",
+            13,
+            "stages.students.dataset_params.n_per_class",
+            "positive integer",
+        ),
+        (
+            "dataset_params: {n_per_class: 5}",
+            "dataset_params: {n_per_class: -5}",
+            13,
+            "stages.students.dataset_params.n_per_class",
+            "positive integer",
+        ),
+        (
+            "dataset_params: {n_per_class: 5}",
+            "dataset_params: {n_per_class: 2.5}",
+            13,
+            "stages.students.dataset_params.n_per_class",
+            "positive integer",
+        ),
+        (
+            "model_params: {widths: [4]}",
+            "model_params: {widths: [0]}",
+            11,
+            "stages.students.model_params.widths",
+            "positive integers",
+        ),
+        (
+            "model_params: {widths: [4]}",
+            "model_params: {widths: eight}",
+            11,
+            "stages.students.model_params.widths",
+            "positive integers",
+        ),
+        (
+            "      - kd: {tau: 4}\n",
+            "      - kd: {tau: 4}\n    grid: {kd.tau: [4, 4]}\n",
+            19,
+            "stages.students.grid.kd.tau",
+            "lists a value twice",
+        ),
+    ],
+)
 def test_bad_suite_input_is_refused_at_load_with_file_line_and_key(old, new, line, key, what):
     assert old in TINY
     with pytest.raises(SuiteError) as info:
@@ -263,6 +372,7 @@ def _outage(n):
             state["left"] -= 1
             raise sa.OperationalError("INSERT ...", {}, Exception("connection refused"))
         return "ok"
+
     return fn
 
 
@@ -275,13 +385,23 @@ def test_storage_operations_are_retried_with_backoff_for_a_bounded_time():
         slept.append(s)
         now[0] += s
 
-    assert retrying(_outage(3), "recording", "sqlite:///x", budget=60, sleep=sleep,
-                    clock=lambda: now[0]) == "ok"
+    assert (
+        retrying(
+            _outage(3), "recording", "sqlite:///x", budget=60, sleep=sleep, clock=lambda: now[0]
+        )
+        == "ok"
+    )
     assert slept == [0.5, 1.0, 2.0]  # exponential backoff
     slept.clear()
     with pytest.raises(StorageError) as info:
-        retrying(_outage(10 ** 6), "recording the result of abc", "postgresql://u:pw@h/db",
-                 budget=60, sleep=sleep, clock=lambda: now[0])
+        retrying(
+            _outage(10**6),
+            "recording the result of abc",
+            "postgresql://u:pw@h/db",
+            budget=60,
+            sleep=sleep,
+            clock=lambda: now[0],
+        )
     msg = str(info.value)
     assert "unreachable for 6" in msg and "recording the result of abc" in msg
     assert "pw" not in msg and "\n" not in msg
@@ -309,16 +429,22 @@ def test_a_short_outage_while_recording_loses_and_duplicates_nothing(tmp_path, m
 
     monkeypatch.setattr(records, "finish_record", flaky)
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
-    s = run_suite(_tiny_suite(tmp_path), storage=storage, progress=False,
-                  results_root=tmp_path / "r", log=None)
+    s = run_suite(
+        _tiny_suite(tmp_path),
+        storage=storage,
+        progress=False,
+        results_root=tmp_path / "r",
+        log=None,
+    )
     assert s.completed == 3 and s.failed == 0
     df = records.records_frame(storage, "tiny")
     assert len(df) == 3 and df["key"].is_unique
     assert not list((tmp_path / "r" / "tiny" / "artefacts").glob("*.result.json"))
 
 
-def test_a_result_trained_before_an_outage_is_recorded_without_training_again(tmp_path,
-                                                                               monkeypatch):
+def test_a_result_trained_before_an_outage_is_recorded_without_training_again(
+    tmp_path, monkeypatch
+):
     import harness.experiments.runner as runner
     from harness.experiments.artefacts import save_pending
     from harness.experiments.records import records_frame
@@ -330,8 +456,14 @@ def test_a_result_trained_before_an_outage_is_recorded_without_training_again(tm
     student = jobs[1]
     art = tmp_path / "r" / "tiny" / "artefacts"
     art.mkdir(parents=True)
-    kept = {"status": "completed", "reason": "", "test_accuracy": 0.4321,
-            "val_accuracy": 0.4, "best_val_accuracy": 0.4, "wall_time": 1.0}
+    kept = {
+        "status": "completed",
+        "reason": "",
+        "test_accuracy": 0.4321,
+        "val_accuracy": 0.4,
+        "best_val_accuracy": 0.4,
+        "wall_time": 1.0,
+    }
     # written as a worker stopped by the outage wrote it (with its proof: issue 20)
     assert save_pending(art / f"{student.key}.result.json", student, kept) is None
     real = runner.run_job
@@ -341,8 +473,9 @@ def test_a_result_trained_before_an_outage_is_recorded_without_training_again(tm
         return real(job, *a, **k)
 
     monkeypatch.setattr(runner, "run_job", run_job)
-    s = runner.run_suite(suite, storage=storage, progress=False, results_root=tmp_path / "r",
-                         log=None)
+    s = runner.run_suite(
+        suite, storage=storage, progress=False, results_root=tmp_path / "r", log=None
+    )
     assert s.completed == 3 and s.failed == 0
     df = records_frame(storage, "tiny")
     assert df.set_index("key").at[student.key, "test_accuracy"] == pytest.approx(0.4321)
@@ -354,30 +487,47 @@ def test_yaml_alias_bombs_and_keys_written_twice_are_refused_with_the_line():
 
     rows = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
         f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]"
-        for i in range(8)]
+        for i in range(8)
+    ]
     bomb = "\n".join(rows) + "\nname: t\nstages: {}\n"
     t0 = time.perf_counter()
-    with pytest.raises(SuiteError, match=r"b.yaml, line \d+: invalid YAML: the document "
-                                         r"expands to more than 200,000 nodes"):
+    with pytest.raises(
+        SuiteError,
+        match=r"b.yaml, line \d+: invalid YAML: the document "
+        r"expands to more than 200,000 nodes",
+    ):
         parse_suite(bomb, "b.yaml")
     assert time.perf_counter() - t0 < 5
-    with pytest.raises(SuiteError, match=r"d.yaml, line 8: invalid YAML: key 'model' is written "
-                                         r"twice in this mapping \(first on line 5"):
-        parse_suite(TINY.replace("    dataset: digits\n    train: {epochs: 1, batch_size: 64",
-                                 "    dataset: digits\n    model: cnn\n    train: {epochs: 1, "
-                                 "batch_size: 64", 1), "d.yaml")
-    merged = TINY.replace("  students:\n    model: mlp", "  students: &s\n    model: mlp") + \
-        "  other:\n    <<: *s\n    model: cnn\n    model_params: {width: 4}\n"  # a merge key
+    with pytest.raises(
+        SuiteError,
+        match=r"d.yaml, line 8: invalid YAML: key 'model' is written "
+        r"twice in this mapping \(first on line 5",
+    ):
+        parse_suite(
+            TINY.replace(
+                "    dataset: digits\n    train: {epochs: 1, batch_size: 64",
+                "    dataset: digits\n    model: cnn\n    train: {epochs: 1, batch_size: 64",
+                1,
+            ),
+            "d.yaml",
+        )
+    merged = (
+        TINY.replace("  students:\n    model: mlp", "  students: &s\n    model: mlp")
+        + "  other:\n    <<: *s\n    model: cnn\n    model_params: {width: 4}\n"
+    )  # a merge key
     # may still be overridden (model_params too: cnn takes no 'widths')
     assert [st.model for st in parse_suite(merged, "m.yaml").stages] == ["mlp", "mlp", "cnn"]
 
 
-@pytest.mark.parametrize("override,what", [
-    ("seeds=[0", "--set 'seeds=[0': the value is not valid YAML"),
-    ("stages.nosuch.model=mlp", "no stage 'nosuch' (stages: teacher, students)"),
-    ("stages.students.regularizers=[{kd: {tau: -1}}]", "kd.tau must be a finite number > 0"),
-    ("stages.students.regularizers=[{kd: {alpha: .nan}}]", "kd.alpha must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "override,what",
+    [
+        ("seeds=[0", "--set 'seeds=[0': the value is not valid YAML"),
+        ("stages.nosuch.model=mlp", "no stage 'nosuch' (stages: teacher, students)"),
+        ("stages.students.regularizers=[{kd: {tau: -1}}]", "kd.tau must be a finite number > 0"),
+        ("stages.students.regularizers=[{kd: {alpha: .nan}}]", "kd.alpha must be a finite number"),
+    ],
+)
 def test_bad_overrides_are_one_line_errors(override, what):
     with pytest.raises(SuiteError) as info:
         parse_suite(TINY, "t.yaml", [override])
@@ -443,8 +593,7 @@ def test_an_uncertified_sinkhorn_says_why_and_a_smaller_reg_certifies_it():
     assert float(fine.value) == pytest.approx(ref, rel=2e-3)
 
 
-def test_a_full_disk_fails_the_job_in_one_line_and_the_next_run_finishes_it(tmp_path,
-                                                                           monkeypatch):
+def test_a_full_disk_fails_the_job_in_one_line_and_the_next_run_finishes_it(tmp_path, monkeypatch):
     import errno
 
     import harness.training.loop as tr
@@ -475,7 +624,9 @@ def test_points_whose_cost_overflows_are_named_and_odd_points_work():
     from solvers import solve_sample
 
     big = torch.rand(6, 3, generator=torch.Generator().manual_seed(0)) * 1e20
-    with pytest.raises(ValueError, match="overflowed torch.float32 to non-finite.*rescale the points"):
+    with pytest.raises(
+        ValueError, match="overflowed torch.float32 to non-finite.*rescale the points"
+    ):
         solve_sample(big, big.flip(0), method="sinkhorn")
     assert solve_sample(big.double(), big.double().flip(0), method="exact").converged
     ints = torch.randint(0, 5, (6, 3), generator=torch.Generator().manual_seed(1))
@@ -485,8 +636,9 @@ def test_points_whose_cost_overflows_are_named_and_odd_points_work():
     assert r.converged and abs(float(r.value)) < 1e-6
 
 
-@pytest.mark.parametrize("scale,dtype", [(1e-310, torch.float64), (1e-40, torch.float32),
-                                         (1e35, torch.float32)])
+@pytest.mark.parametrize(
+    "scale,dtype", [(1e-310, torch.float64), (1e-40, torch.float32), (1e35, torch.float32)]
+)
 @pytest.mark.parametrize("method", ["sinkhorn", "ipot", "exact"])
 def test_subnormal_and_huge_costs_are_solved_at_unit_scale(scale, dtype, method):
     from solvers import solve

@@ -2,6 +2,7 @@
 no module imports another in a circle, no module imports another's private name, and the CLI
 is imported by nothing. Read from the modules' own import statements (every one, including
 those inside functions), so the rules stay true as the code changes."""
+
 from __future__ import annotations
 
 import ast
@@ -32,7 +33,9 @@ def _imports(path: Path) -> list[tuple[str, tuple[str, ...], int]]:
         if isinstance(node, ast.Import):
             out += [(a.name, (), node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"{path}:{node.lineno}: relative import (use harness.<layer>...)"
+            assert node.level == 0, (
+                f"{path}:{node.lineno}: relative import (use harness.<layer>...)"
+            )
             out.append((node.module or "", tuple(a.name for a in node.names), node.lineno))
     return out
 
@@ -64,8 +67,9 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_every_module_lives_in_a_layer():
-    loose = [m for m in MODULES if m.count(".") == 1
-             and m.split(".")[1] not in {"cli", "_lazy", *RANK}]
+    loose = [
+        m for m in MODULES if m.count(".") == 1 and m.split(".")[1] not in {"cli", "_lazy", *RANK}
+    ]
     assert MODULES and not loose, f"modules outside the layers: {loose}"
 
 
@@ -82,8 +86,9 @@ def test_a_module_imports_only_its_layer_and_those_below(module):
             continue
         if layer == "cli":
             bad.append(f"line {line}: imports the CLI ({target})")
-        elif layer != own and (RANK[layer] > RANK[own]
-                               or (RANK[layer] == RANK[own] and layer != own)):
+        elif layer != own and (
+            RANK[layer] > RANK[own] or (RANK[layer] == RANK[own] and layer != own)
+        ):
             bad.append(f"line {line}: {own} imports {layer} ({target})")
     assert not bad, f"{module}: " + "; ".join(bad)
 
@@ -96,7 +101,7 @@ def test_no_module_imports_another_in_a_circle():
         state[m] = 1
         for d in sorted(g.get(m, ())):
             if state.get(d) == 1:
-                cycles.append(stack[stack.index(d):] + [d])
+                cycles.append(stack[stack.index(d) :] + [d])
             elif d not in state:
                 visit(d, stack + [d])
         state[m] = 2
@@ -110,9 +115,13 @@ def test_no_module_imports_another_in_a_circle():
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_imports_a_private_name_of_another(module):
-    bad = [f"line {line}: {n} from {target}" for target, names, line in _imports(MODULES[module])
-           if target.startswith("harness") for n in names
-           if n.startswith("_") and not n.startswith("__")]
+    bad = [
+        f"line {line}: {n} from {target}"
+        for target, names, line in _imports(MODULES[module])
+        if target.startswith("harness")
+        for n in names
+        if n.startswith("_") and not n.startswith("__")
+    ]
     assert not bad, f"{module}: " + "; ".join(bad)
 
 
@@ -129,15 +138,22 @@ def test_every_layer_declares_its_public_names():
 def _body_lines(fn: ast.AST) -> int:
     """Lines of a function's code, its docstring left out."""
     body = fn.body
-    doc = body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+    doc = (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
         and isinstance(body[0].value.value, str)
+    )
     rest = body[1:] if doc else body
     return fn.end_lineno - rest[0].lineno + 1 if rest else 0
 
 
 def test_no_function_in_the_harness_is_over_80_lines_of_code():
     """A function a reader can hold in view: at most 80 lines of code (docstring aside)."""
-    long = [f"{m}.{fn.name}: {_body_lines(fn)}" for m, p in MODULES.items()
-            for fn in ast.walk(ast.parse(p.read_text()))
-            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(fn) > 80]
+    long = [
+        f"{m}.{fn.name}: {_body_lines(fn)}"
+        for m, p in MODULES.items()
+        for fn in ast.walk(ast.parse(p.read_text()))
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(fn) > 80
+    ]
     assert not long, "functions over 80 lines: " + ", ".join(long)

@@ -1,6 +1,7 @@
 """The field's habits (issue 25, item 7): ruff on the whole repository, with the rules that
 pass today enforced here (so the README's test command, and CI, run them); pyproject.toml's
 ``[tool.ruff.lint]`` holds the target set and .pre-commit-config.yaml runs it on commit."""
+
 from __future__ import annotations
 
 import shutil
@@ -24,6 +25,10 @@ def _ruff() -> list[str]:
 
 
 def test_ruff_finds_nothing_of_the_enforced_rules():
-    out = subprocess.run([*_ruff(), "check", "--select", ENFORCED, "--output-format",
-                          "concise", "."], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [*_ruff(), "check", "--select", ENFORCED, "--output-format", "concise", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]

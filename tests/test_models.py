@@ -4,19 +4,37 @@ Small members run for real on CPU; the heavy ones (ResNet-110, WRN-28-10, torchv
 ResNets ...) are built and run on the ``meta`` device (shapes only, no memory, no init cost),
 and preact_resnet1001 is exercised through a shallow member of its family (depth 11).
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from harness.zoo.models import (STAGES, all_models, build_model, get_model, head_module,
-                            replace_head, with_source_head)
 from harness.transfer.taps import Taps
+from harness.zoo.models import (
+    STAGES,
+    all_models,
+    build_model,
+    get_model,
+    head_module,
+    replace_head,
+    with_source_head,
+)
 
 # run for real (fast); everything else is built on the meta device
-REAL = {"mlp", "cnn", "resnet20", "resnet8x4", "wrn_16_2", "wrn", "vgg8", "mobilenet_v2",
-        "preact_resnet1001", "shufflenet_v2"}
+REAL = {
+    "mlp",
+    "cnn",
+    "resnet20",
+    "resnet8x4",
+    "wrn_16_2",
+    "wrn",
+    "vgg8",
+    "mobilenet_v2",
+    "preact_resnet1001",
+    "shufflenet_v2",
+}
 SMALL_PARAMS = {"preact_resnet1001": {"depth": 11}}
 NUM_CLASSES = 7
 #: smallest input side of the torchvision nets run at less than 224 (AlexNet's stride-4 conv1
@@ -64,8 +82,9 @@ def test_builds_forward_and_taps(name):
     assert taps.features["penultimate"].shape[1] == head_module(model).in_features
 
 
-@pytest.mark.parametrize("name", ["mlp", "resnet20", "vgg8", "mobilenet_v2", "shufflenet_v2",
-                                  "alexnet"])
+@pytest.mark.parametrize(
+    "name", ["mlp", "resnet20", "vgg8", "mobilenet_v2", "shufflenet_v2", "alexnet"]
+)
 def test_replace_head(name):
     device = "meta" if name in ("mobilenet_v2", "alexnet") else "cpu"
     with torch.device(device):
@@ -102,53 +121,75 @@ def test_resnet_definitions():
     def n_params(name, **kw):
         with torch.device("meta"):
             return sum(p.numel() for p in build_model(name, 10, **kw).parameters())
-    assert 0.26e6 < n_params("resnet20") < 0.29e6       # He et al.: 0.27M
-    assert 0.83e6 < n_params("resnet56") < 0.88e6       # 0.85M
-    assert 1.6e6 < n_params("resnet110") < 1.8e6        # 1.7M
+
+    assert 0.26e6 < n_params("resnet20") < 0.29e6  # He et al.: 0.27M
+    assert 0.83e6 < n_params("resnet56") < 0.88e6  # 0.85M
+    assert 1.6e6 < n_params("resnet110") < 1.8e6  # 1.7M
     assert n_params("resnet56_slim") < n_params("resnet56") / 3
-    assert 1.1e6 < n_params("resnet8x4", ) < 1.3e6      # CRD: 1.23M
-    assert 7.3e6 < n_params("resnet32x4") < 7.5e6       # CRD: 7.43M
-    assert 0.68e6 < n_params("wrn_16_2") < 0.71e6       # 0.70M
-    assert 36.4e6 < n_params("wrn_28_10") < 36.6e6      # 36.5M
+    assert (
+        1.1e6
+        < n_params(
+            "resnet8x4",
+        )
+        < 1.3e6
+    )  # CRD: 1.23M
+    assert 7.3e6 < n_params("resnet32x4") < 7.5e6  # CRD: 7.43M
+    assert 0.68e6 < n_params("wrn_16_2") < 0.71e6  # 0.70M
+    assert 36.4e6 < n_params("wrn_28_10") < 36.6e6  # 36.5M
     assert 10.1e6 < n_params("preact_resnet1001") < 10.4e6  # 10.2M
-    assert n_params("alexnet") == 57_044_810           # torchvision: 61,100,840 at 1000 classes
+    assert n_params("alexnet") == 57_044_810  # torchvision: 61,100,840 at 1000 classes
     assert n_params("shufflenet_v2") == 1_355_528 - 90 * 1025  # 1,355,528 at 100 classes
 
 
 def _shufflenet_v2_params(num_classes, out=(116, 232, 464, 1024), blocks=(3, 7, 3)):
     """Parameters of RepDistiller's ShuffleV2, counted from its definition (BN: 2 per channel)."""
-    n = 3 * 24 + 2 * 24                                # conv1 1x1 3->24 (no bias), bn1
+    n = 3 * 24 + 2 * 24  # conv1 1x1 3->24 (no bias), bn1
     cin = 24
     for c, k in zip(out[:3], blocks):
-        m = c // 2                                     # DownBlock: two branches of c/2 channels
-        n += 9 * cin + 2 * cin + cin * m + 2 * m       # left: 3x3 dw, bn, 1x1, bn
+        m = c // 2  # DownBlock: two branches of c/2 channels
+        n += 9 * cin + 2 * cin + cin * m + 2 * m  # left: 3x3 dw, bn, 1x1, bn
         n += cin * m + 2 * m + 9 * m + 2 * m + m * m + 2 * m  # right: 1x1, bn, 3x3 dw, bn, 1x1, bn
-        n += k * (2 * m * m + 9 * m + 6 * m)           # BasicBlocks on the split half: 1x1, dw, 1x1
+        n += k * (2 * m * m + 9 * m + 6 * m)  # BasicBlocks on the split half: 1x1, dw, 1x1
         cin = c
-    n += cin * out[3] + 2 * out[3]                     # conv2 1x1, bn2
-    return n + out[3] * num_classes + num_classes      # linear
+    n += cin * out[3] + 2 * out[3]  # conv2 1x1, bn2
+    return n + out[3] * num_classes + num_classes  # linear
 
 
 def test_shufflenet_v2_matches_repdistiller():
     """CRD's ShuffleV2 (net_size 1): parameter count and stage shapes on 32x32 inputs."""
-    assert _shufflenet_v2_params(100) == 1_355_528      # lohit2020's student, ~1.36M
+    assert _shufflenet_v2_params(100) == 1_355_528  # lohit2020's student, ~1.36M
     net = build_model("shufflenet_v2", 100)
     assert sum(p.numel() for p in net.parameters()) == _shufflenet_v2_params(100)
     # RepDistiller's module names, so its checkpoints load as they are
-    assert {"conv1.weight", "layer1.0.conv5.weight", "layer2.7.conv3.weight", "conv2.weight",
-            "bn2.running_mean", "linear.weight"} <= set(net.state_dict())
+    assert {
+        "conv1.weight",
+        "layer1.0.conv5.weight",
+        "layer2.7.conv3.weight",
+        "conv2.weight",
+        "bn2.running_mean",
+        "linear.weight",
+    } <= set(net.state_dict())
     assert [len(net.layer1), len(net.layer2), len(net.layer3)] == [4, 8, 4]  # Down + 3/7/3
     shapes = {}
-    hooks = [net.get_submodule(p).register_forward_hook(
-        lambda m, i, o, k=k: shapes.__setitem__(k, tuple(o.shape)))
-        for k, p in net.tap_points.items() if k != "head"]
+    hooks = [
+        net.get_submodule(p).register_forward_hook(
+            lambda m, i, o, k=k: shapes.__setitem__(k, tuple(o.shape))
+        )
+        for k, p in net.tap_points.items()
+        if k != "head"
+    ]
     net.eval()
     with torch.no_grad():
         assert net(torch.randn(3, 3, 32, 32)).shape == (3, 100)
     for h in hooks:
         h.remove()
-    assert shapes == {"stage1": (3, 116, 16, 16), "stage2": (3, 232, 8, 8),
-                      "stage3": (3, 464, 4, 4), "stage4": (3, 1024), "penultimate": (3, 1024)}
+    assert shapes == {
+        "stage1": (3, 116, 16, 16),
+        "stage2": (3, 232, 8, 8),
+        "stage3": (3, 464, 4, 4),
+        "stage4": (3, 1024),
+        "penultimate": (3, 1024),
+    }
 
 
 def test_alexnet_taps():
@@ -161,8 +202,13 @@ def test_alexnet_taps():
     with Taps(net, ["stage1", "stage2", "stage3", "stage4", "fc6", "fc7"]) as taps:
         net(torch.randn(2, 3, 224, 224, device="meta"))
     assert {k: tuple(v.shape) for k, v in taps.features.items()} == {
-        "stage1": (2, 64), "stage2": (2, 192), "stage3": (2, 256), "stage4": (2, 256),
-        "fc6": (2, 4096), "fc7": (2, 4096)}
+        "stage1": (2, 64),
+        "stage2": (2, 192),
+        "stage3": (2, 256),
+        "stage4": (2, 256),
+        "fc6": (2, 4096),
+        "fc7": (2, 4096),
+    }
     with_source_head(net, 5)  # lu2017's JTLN: a source classifier beside fc8
     assert net.tap_points["head"] == "classifier.6.target"
     assert net.tap_points["source_head"] == "classifier.6.source"
@@ -217,8 +263,8 @@ def test_ot_samples_between_resnet32x4_and_shufflenet_v2():
     the teacher's features per tap (lohit2020 §4.1, embed="teacher"); two SGD steps train it."""
     from torch.utils.data import TensorDataset
 
-    from harness.transfer.regularizers import build_regularizer
     from harness.training.loop import TrainConfig, train
+    from harness.transfer.regularizers import build_regularizer
 
     torch.manual_seed(0)
     teacher, student = build_model("resnet32x4", 10), build_model("shufflenet_v2", 10)
@@ -226,14 +272,24 @@ def test_ot_samples_between_resnet32x4_and_shufflenet_v2():
     reg = build_regularizer("ot_samples_ipot", alpha=0.9)
     assert reg.taps == STAGES
     before = {k: v.detach().clone() for k, v in student.named_parameters()}
-    res = train(student, data, None, regularizer=reg, teacher=teacher, progress=False,
-                config=TrainConfig(steps=2, batch_size=8, lr=0.01, eval_every=1, log_every=1))
+    res = train(
+        student,
+        data,
+        None,
+        regularizer=reg,
+        teacher=teacher,
+        progress=False,
+        config=TrainConfig(steps=2, batch_size=8, lr=0.01, eval_every=1, log_every=1),
+    )
     assert res.status == "completed", res.reason
     assert res.steps == 2
     emb = reg.terms["ot_samples_ipot"].embeddings
     assert {k: (m.in_features, m.out_features) for k, m in emb.items()} == {
-        "stage1__teacher": (64, 116), "stage2__teacher": (128, 232),
-        "stage3__teacher": (256, 464), "stage4__teacher": (256, 1024)}
+        "stage1__teacher": (64, 116),
+        "stage2__teacher": (128, 232),
+        "stage3__teacher": (256, 464),
+        "stage4__teacher": (256, 1024),
+    }
     steps = res.history["steps"]
     assert len(steps["train/ot_samples_ipot"]) == 2
     assert all(torch.isfinite(torch.as_tensor(v)) for v in steps["train/ot_samples_ipot"])
@@ -251,21 +307,27 @@ def _preact_bottleneck_params(depth: int, width: float, num_classes: int) -> int
     for planes in c:
         for j in range(n):
             out = 4 * planes
-            total += 2 * cin + cin * planes + 2 * planes + 9 * planes * planes + 2 * planes \
+            total += (
+                2 * cin
+                + cin * planes
+                + 2 * planes
+                + 9 * planes * planes
+                + 2 * planes
                 + planes * out
+            )
             if cin != out or j == 0 and planes != c[0]:
                 total += cin * out  # projection shortcut
             cin = out
     return total + 2 * cin + cin * num_classes + num_classes
 
 
-@pytest.mark.parametrize("name,width,dim", [("preact_resnet56", 1.0, 256),
-                                            ("preact_resnet56_slim", 0.5, 128)])
+@pytest.mark.parametrize(
+    "name,width,dim", [("preact_resnet56", 1.0, 256), ("preact_resnet56_slim", 0.5, 128)]
+)
 def test_li2020_resnet56_students_have_the_papers_representation(name, width, dim):
     """li2020 §4.3: M has d' = 256; S is M with half the channels at each layer."""
     model = build_model(name, 100)
-    assert sum(p.numel() for p in model.parameters()) == \
-        _preact_bottleneck_params(56, width, 100)
+    assert sum(p.numel() for p in model.parameters()) == _preact_bottleneck_params(56, width, 100)
     with Taps(model, ["penultimate", "stage1", "stage3"], pool=False) as taps, torch.no_grad():
         model.eval()(torch.zeros(2, 3, 32, 32))
         feats = dict(taps.features)

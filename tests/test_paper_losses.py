@@ -5,6 +5,7 @@ with the project: lohit2020 Alg. 1 (IPOT, absolute beta), lu2017 Alg. 1 + Eq. 11
 and gradient), li2020 Eq. 7 / Hinton's KD, lu2017 Eq. 14 (linear MK-MMD), lu2017 Eq. 16
 (entropic OT label cost).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,14 @@ import torch
 from torch import nn
 
 from harness import representation_ot
-from harness.transfer.regularizers import (RegContext, build_regularizer, jtln_loss, kd_loss,
-                                  label_cost_mkmmd, label_cost_ot)
+from harness.transfer.regularizers import (
+    RegContext,
+    build_regularizer,
+    jtln_loss,
+    kd_loss,
+    label_cost_mkmmd,
+    label_cost_ot,
+)
 from solvers import solve
 
 D = torch.float64
@@ -63,8 +70,17 @@ def test_ipot_absolute_beta_is_lohit2020_algorithm_1(spread):
     assert torch.allclose(res.plan, T, rtol=1e-6, atol=1e-12)
     assert res.n_iter == 50
     # through the representation API and the regularizer's defaults (beta 20, N 50, absolute)
-    val = representation_ot(y, x, view="samples", cost="cosine", plan="ipot", beta=20,
-                            max_iter=50, gap=0, relative=False)
+    val = representation_ot(
+        y,
+        x,
+        view="samples",
+        cost="cosine",
+        plan="ipot",
+        beta=20,
+        max_iter=50,
+        gap=0,
+        relative=False,
+    )
     assert float(val) == pytest.approx(ref, rel=1e-6, abs=1e-12)
     reg = build_regularizer("ot_samples_ipot", taps="penultimate", alpha=1.0)
     ctx = RegContext(features={"penultimate": y}, teacher_features={"penultimate": x})
@@ -86,8 +102,7 @@ def test_sinkhorn_absolute_reg_is_entropic_ot_at_that_eps():
         u = a / (K @ v)
         v = b / (K.T @ u)
     ref = float(((u[:, None] * K * v[None, :]) * C).sum())
-    res = solve(C, method="sinkhorn", reg=eps, gap=0, tol=1e-12, max_iter=100000,
-                relative=False)
+    res = solve(C, method="sinkhorn", reg=eps, gap=0, tol=1e-12, max_iter=100000, relative=False)
     assert float(res.value) == pytest.approx(ref, rel=1e-8)
 
 
@@ -127,8 +142,9 @@ def test_jtln_value_and_gradient_are_lu2017_alg1_and_eq11(lam):
     assert float((t.grad - gt).norm() / gt.norm()) < 1e-3
     # the relative-entropy form is another gradient (same value): an explicit option only
     s2, t2 = zs.clone().requires_grad_(), zt.clone().requires_grad_()
-    other = jtln_loss(s2, t2, M, reg=1 / lam, relative=False, tol=1e-12, max_iter=100000,
-                      entropy="relative")
+    other = jtln_loss(
+        s2, t2, M, reg=1 / lam, relative=False, tol=1e-12, max_iter=100000, entropy="relative"
+    )
     other.backward()
     assert float(other.detach()) == pytest.approx(ref, rel=1e-6)
     assert float((s2.grad - gs).norm() / gs.norm()) > 1e-2
@@ -159,7 +175,7 @@ def test_kd_is_eq7_or_hintons_by_scale(scale):
         q = [math.exp(float(s[i, k]) / tau) for k in range(5)]
         p, q = [x / sum(p) for x in p], [x / sum(q) for x in q]
         ref += sum(pk * math.log(pk / qk) for pk, qk in zip(p, q)) / 7
-    factor = tau ** 2 if scale == "tau2" else 1.0
+    factor = tau**2 if scale == "tau2" else 1.0
     assert float(kd_loss(s, t, tau, scale)) == pytest.approx(factor * ref, rel=1e-10)
     reg = build_regularizer("kd", tau=tau, scale=scale, alpha=0.3)
     out = reg(RegContext(logits=s, teacher_logits=t))["kd"]
@@ -178,7 +194,7 @@ def test_linear_mkmmd_is_lu2017_eq14():
 
     def k(x, y):  # Eq. (13), equal weights beta_u = 1/m
         d2 = float(((x - y) ** 2).sum())
-        return sum(math.exp(-d2 / (2 * s ** 2)) for s in sigmas) / len(sigmas)
+        return sum(math.exp(-d2 / (2 * s**2)) for s in sigmas) / len(sigmas)
 
     M = label_cost_mkmmd(xs, ys, xt, yt, bandwidths=sigmas, estimator="linear")
     for i in range(2):
@@ -207,8 +223,10 @@ def test_ot_label_cost_defaults_to_entropic_ot_eq16():
             C = torch.tensor([[float(((p - q) ** 2).sum()) for q in b] for p in a], dtype=D)
             eps = 0.05 * float(C.max() - C.min())  # the stated lambda = 1 / eps
             K = torch.exp(-C / eps)
-            mu, nu = torch.full((len(a),), 1 / len(a), dtype=D), torch.full((len(b),), 1 / len(b),
-                                                                            dtype=D)
+            mu, nu = (
+                torch.full((len(a),), 1 / len(a), dtype=D),
+                torch.full((len(b),), 1 / len(b), dtype=D),
+            )
             u, v = torch.ones(len(a), dtype=D), torch.ones(len(b), dtype=D)
             for _ in range(20000):
                 v = nu / (K.T @ u)
@@ -224,10 +242,15 @@ def test_embed_per_tap_conv_maps_at_stages_and_both_at_the_penultimate():
     t1 = torch.relu(torch.randn(8, 6, 12, 12, generator=g))  # wider, twice the spatial size
     s4 = torch.relu(torch.randn(8, 10, generator=g)).requires_grad_()
     t4 = torch.relu(torch.randn(8, 16, generator=g))
-    reg = build_regularizer("ot_samples_remd", taps=["stage1", "stage4"],
-                            embed={"stage1": "conv", "stage4": "both"}, embed_dim=5)
-    ctx = RegContext(features={"stage1": s1, "stage4": s4},
-                     teacher_features={"stage1": t1, "stage4": t4})
+    reg = build_regularizer(
+        "ot_samples_remd",
+        taps=["stage1", "stage4"],
+        embed={"stage1": "conv", "stage4": "both"},
+        embed_dim=5,
+    )
+    ctx = RegContext(
+        features={"stage1": s1, "stage4": s4}, teacher_features={"stage1": t1, "stage4": t4}
+    )
     reg.materialize(ctx)
     mods = dict(reg.terms["ot_samples_remd"].embeddings.items())
     assert set(mods) == {"stage1__conv", "stage4__student", "stage4__teacher"}

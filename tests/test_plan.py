@@ -1,4 +1,5 @@
 """otransfer plan: FLOP counts against hand counts, a suite's plan, the CLI (issue 23 item 3)."""
+
 import pytest
 import torch
 from torch import nn
@@ -49,8 +50,9 @@ def test_plan_of_mini(mini_plan):
     t_fwd = 2 * (64 * 256 + 256 * 256 + 256 * 10)
     assert kd["flops_step"] == 25 * (_mlp_train_flops([64, 16, 10]) + t_fwd)
     op = rows[("students", "omega_p")]
-    assert [(o["tap"], o["size"], o["method"]) for o in op["ot"]] == \
-        [("penultimate", "16 x 256", "exact")]
+    assert [(o["tap"], o["size"], o["method"]) for o in op["ot"]] == [
+        ("penultimate", "16 x 256", "exact")
+    ]
     assert op["ot"][0]["seconds"] > 0
     assert rows[("students", "none")]["ot"] == []
     # GPU-hours: steps x FLOPs / (100 TFLOP/s x 0.5), summed over the rows

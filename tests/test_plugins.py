@@ -4,6 +4,7 @@ fails is one line, a failing worker says why; and ``--only`` subsets keep the fu
 
 The plugin is docs/plugins.md's worked example itself (its Python block), so the document
 stays true."""
+
 from __future__ import annotations
 
 import json
@@ -69,10 +70,19 @@ def study(tmp_path):
 
 
 def _cli(*argv, cwd=ROOT, env=None, timeout=300) -> subprocess.CompletedProcess:
-    env = {**{k: v for k, v in os.environ.items() if k != "OTRANSFER_STORAGE"},
-           "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, argv)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "OTRANSFER_STORAGE"},
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, argv)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_sliced_w_matches_pot_and_nw_corner_is_feasible(study):
@@ -94,8 +104,10 @@ def test_sliced_w_matches_pot_and_nw_corner_is_feasible(study):
     ours = reg(RegContext(features={"penultimate": s}, teacher_features={"penultimate": t}))
     theta = torch.randn(20, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     theta = theta / theta.norm(dim=0, keepdim=True)
-    ref = ot.sliced_wasserstein_distance(s.T.numpy(), t.T.numpy(), projections=theta.numpy(),
-                                         p=2) ** 2
+    ref = (
+        ot.sliced_wasserstein_distance(s.T.numpy(), t.T.numpy(), projections=theta.numpy(), p=2)
+        ** 2
+    )
     assert float(ours["sliced_w"]) == pytest.approx(ref, rel=1e-6)
     a, b = torch.full((5,), 0.2, dtype=torch.float64), torch.full((6,), 1 / 6, dtype=torch.float64)
     C = torch.rand(5, 6, dtype=torch.float64, generator=g)
@@ -129,8 +141,10 @@ def test_run_two_workers_then_status_and_schema(study, tmp_path, capsys):
     assert f"{len(keys)} done" in capsys.readouterr().out
     assert main(["schema", str(study)]) == 0
     schema = json.loads(capsys.readouterr().out)
-    assert "sliced_w" in schema["$defs"]["stage"]["properties"]["regularizers"]["items"][
-        "anyOf"][0]["examples"]
+    assert (
+        "sliced_w"
+        in schema["$defs"]["stage"]["properties"]["regularizers"]["items"]["anyOf"][0]["examples"]
+    )
     assert schema["properties"]["plugins"]["type"] == "array"
 
 
@@ -139,8 +153,18 @@ def test_launch_local(study, tmp_path):
     pytest.importorskip("submitit")
     results = tmp_path / "results"
     storage = f"sqlite:///{tmp_path / 'launch.sqlite3'}"
-    out = _cli("launch", study, "--local", "--array", "2", "--wait", "--results", results,
-               "--storage", storage)
+    out = _cli(
+        "launch",
+        study,
+        "--local",
+        "--array",
+        "2",
+        "--wait",
+        "--results",
+        results,
+        "--storage",
+        storage,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "8 jobs: 8 done, 0 running, 0 failed, 0 waiting" in out.stdout, out.stdout
 
@@ -148,8 +172,10 @@ def test_launch_local(study, tmp_path):
 def test_missing_plugin_is_one_line(study, tmp_path, capsys):
     from harness.cli import main
 
-    for entry, error in (("no_such_lab.terms", "ModuleNotFoundError"),
-                         ("missing.py", "FileNotFoundError")):
+    for entry, error in (
+        ("no_such_lab.terms", "ModuleNotFoundError"),
+        ("missing.py", "FileNotFoundError"),
+    ):
         bad = study.with_name(f"bad-{error}.yaml")
         bad.write_text(study.read_text().replace("[my_plugin.py]", f"[{entry}]"))
         assert main(["run", str(bad), "--results", str(tmp_path / "r"), "--no-progress"]) == 1
@@ -164,16 +190,27 @@ def test_failing_workers_say_why(study, tmp_path):
     (issue 24: it said only ``2 workers exited with [1, 1]``)."""
     (study.parent / "license.py").write_text(
         "import os\nif os.environ.get('OTRANSFER_WORKERS'):\n"
-        "    raise RuntimeError('no licence server on this node')\n")
+        "    raise RuntimeError('no licence server on this node')\n"
+    )
     study.write_text(study.read_text().replace("[my_plugin.py]", "[my_plugin.py, license.py]"))
     results = tmp_path / "results"
-    out = _cli("run", study, "--workers", "2", "--results", results, "--no-progress",
-               "--only", "method=none", "--only", "seed=0")
+    out = _cli(
+        "run",
+        study,
+        "--workers",
+        "2",
+        "--results",
+        results,
+        "--no-progress",
+        "--only",
+        "method=none",
+        "--only",
+        "seed=0",
+    )
     lines = out.stdout.splitlines()
     at = lines.index("2 workers exited with [1, 1]; this process runs what they left")
     assert lines[at + 1].startswith("  workers 0, 1 (exit 1): otransfer worker: ")
-    assert "plugin 'license.py' failed to import: RuntimeError: no licence server" \
-        in lines[at + 1]
+    assert "plugin 'license.py' failed to import: RuntimeError: no licence server" in lines[at + 1]
     assert not lines[at + 2].startswith("  worker")  # one line for one distinct error
     assert len(list(results.glob("*/logs/worker-*.log"))) == 2  # each worker's whole output
     assert out.returncode == 1  # the parent ran the jobs, the workers' failure stays in the code
@@ -188,7 +225,8 @@ def test_entry_points_reach_the_registries(tmp_path):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mylab\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
         "[otransfer.regularizers]\nsliced_w = my_plugin\n\n"
-        "[otransfer.solvers]\nnw_corner = my_plugin\n")
+        "[otransfer.solvers]\nnw_corner = my_plugin\n"
+    )
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     regs = _cli("list", "regularizers", env=env)
     assert regs.returncode == 0 and "| sliced_w " in regs.stdout, regs.stderr
@@ -197,12 +235,15 @@ def test_entry_points_reach_the_registries(tmp_path):
     (tmp_path / "my_plugin.py").write_text("raise ImportError('broken on purpose')\n")
     broken = _cli("list", "regularizers", env=env)
     assert broken.returncode == 0  # the others still load
-    assert "plugin 'sliced_w' (my_plugin, entry point group otransfer.regularizers, " \
-           "package mylab) failed to import and is skipped: ImportError: broken on purpose" \
+    assert (
+        "plugin 'sliced_w' (my_plugin, entry point group otransfer.regularizers, "
+        "package mylab) failed to import and is skipped: ImportError: broken on purpose"
         in broken.stderr
+    )
 
 
 # --------------------------------------------------------------------------- --only
+
 
 def test_only_selects_by_name_with_teachers_and_same_keys():
     from harness.experiments.only import OnlyError, select_jobs
@@ -213,17 +254,22 @@ def test_only_selects_by_name_with_teachers_and_same_keys():
     assert {j.key for j in picked} <= {j.key for j in jobs}  # the full run's keys
     students = [j for j in picked if j.stage == "students"]
     assert {j.row for j in students} == {"kd", "omega_p"}
-    assert len(students) == len([j for j in jobs if j.stage == "students"
-                                 and j.row in ("kd", "omega_p")])
+    assert len(students) == len(
+        [j for j in jobs if j.stage == "students" and j.row in ("kd", "omega_p")]
+    )
     assert {j.stage for j in picked} == {"students", "teacher"}  # the teachers they load
     teachers = {j.config["teacher"] for j in students}
     assert teachers == {j.key for j in picked if j.stage == "teacher"}
     assert {j.seed for j in select_jobs(jobs, ["seed=3", "row=scratch"])} == {3}
-    with pytest.raises(OnlyError, match=r"--only method=kdd matches no job of the suite; "
-                                        r"valid method values: .*\bkd\b.*omega_p"):
+    with pytest.raises(
+        OnlyError,
+        match=r"--only method=kdd matches no job of the suite; "
+        r"valid method values: .*\bkd\b.*omega_p",
+    ):
         select_jobs(jobs, ["method=kdd"])
-    with pytest.raises(OnlyError, match="KEY one of stage, task, method, regularizer, "
-                                        "dataset, seed, row"):
+    with pytest.raises(
+        OnlyError, match="KEY one of stage, task, method, regularizer, dataset, seed, row"
+    ):
         select_jobs(jobs, ["solver=emd"])
     with pytest.raises(OnlyError, match="valid seed values: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9$"):
         select_jobs(jobs, ["seed=10"])
@@ -233,8 +279,10 @@ def test_only_run_then_full_run_reuses(study, tmp_path, capsys):
     from harness.cli import main
 
     results = str(tmp_path / "results")
-    assert main(["run", str(study), "--only", "method=none", "--results", results,
-                 "--no-progress"]) == 0
+    assert (
+        main(["run", str(study), "--only", "method=none", "--results", results, "--no-progress"])
+        == 0
+    )
     assert "4 jobs, 4 run, 0 already done" in capsys.readouterr().out
     assert main(["run", str(study), "--results", results, "--no-progress"]) == 0
     assert "8 jobs, 4 run, 4 already done" in capsys.readouterr().out
@@ -242,8 +290,11 @@ def test_only_run_then_full_run_reuses(study, tmp_path, capsys):
     board.unlink()  # `report --results DIR` reads DIR/SUITE/runs.sqlite3, writes DIR/SUITE/
     assert main(["report", str(study), "--results", results, "--quiet"]) == 0
     assert board.is_file() and f"wrote {board}" in capsys.readouterr().out
-    assert main(["run", str(study), "--only", "task=cifar", "--results", results,
-                 "--no-progress"]) == 1
+    assert (
+        main(["run", str(study), "--only", "task=cifar", "--results", results, "--no-progress"])
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["otransfer run: --only task=cifar matches no job of the suite; valid task "
-                   "values: digits"]
+    assert err == [
+        "otransfer run: --only task=cifar matches no job of the suite; valid task values: digits"
+    ]

@@ -1,12 +1,12 @@
 """The power calculation (harness/reports/power.py) against independent references."""
+
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from harness.reports.power import (mde, permutation_floor, sd_from_interval, seeds_needed,
-                                   t_power)
+from harness.reports.power import mde, permutation_floor, sd_from_interval, seeds_needed, t_power
 
 
 def test_mde_one_sample_n10():
@@ -24,11 +24,13 @@ def test_power_against_statsmodels():
     sm = pytest.importorskip("statsmodels.stats.power")
     for d, n in [(0.5, 10), (0.3, 40), (1.2, 6)]:
         assert t_power(d, 1.0, n) == pytest.approx(
-            sm.TTestPower().power(effect_size=d, nobs=n, alpha=0.05), abs=1e-8)
+            sm.TTestPower().power(effect_size=d, nobs=n, alpha=0.05), abs=1e-8
+        )
     # seeds for d = 0.5: statsmodels solves n = 33.37, so 34 whole seeds
     assert seeds_needed(1.0, 0.5) == 34
-    assert sm.TTestPower().solve_power(effect_size=0.5, alpha=0.05, power=0.8) \
-        == pytest.approx(33.367, abs=1e-3)
+    assert sm.TTestPower().solve_power(effect_size=0.5, alpha=0.05, power=0.8) == pytest.approx(
+        33.367, abs=1e-3
+    )
     assert seeds_needed(1.0, 0.01) is None  # over the cap of 200
     assert seeds_needed(0.0, 0.5) == 2
 
@@ -44,7 +46,7 @@ def test_sd_from_interval_inverts_the_t_interval():
 
 def test_permutation_floor():
     # smallest two-sided sign-flip p with n seeds is 2 / 2^n
-    assert permutation_floor(1) == 6 and 2 / 2 ** 6 <= 0.05 < 2 / 2 ** 5
-    assert permutation_floor(4) == 8 and 2 / 2 ** 8 <= 0.05 / 4 < 2 / 2 ** 7
+    assert permutation_floor(1) == 6 and 2 / 2**6 <= 0.05 < 2 / 2**5
+    assert permutation_floor(4) == 8 and 2 / 2**8 <= 0.05 / 4 < 2 / 2**7
     # the exact Wilcoxon test of scipy reaches it with all 6 differences positive
-    assert stats.wilcoxon([1, 2, 3, 4, 5, 6]).pvalue == pytest.approx(2 / 2 ** 6)
+    assert stats.wilcoxon([1, 2, 3, 4, 5, 6]).pvalue == pytest.approx(2 / 2**6)

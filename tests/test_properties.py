@@ -4,25 +4,32 @@ shifting, and the permutation closed form.
 Direct methods (exact, fixed plans, REMD) are cheap and get full hypothesis runs; iterative
 methods are checked on a few seeded draws of the same properties.
 """
+
 from __future__ import annotations
 
 import warnings
 
 import pytest
 import torch
+from conftest import gen, method_params, permutation_problem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import gen, method_params, permutation_problem
 from solvers import get_method, solve
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 EXACT = method_params(exact=True)
 COST = method_params(input="cost")
 # direct = no iterations: exact solvers, fixed plans, REMD
-DIRECT = [p for p in COST if get_method(p.values[0]).exact or get_method(p.values[0]).value_rtol is None]
+DIRECT = [
+    p for p in COST if get_method(p.values[0]).exact or get_method(p.values[0]).value_rtol is None
+]
 ITERATIVE = [p for p in COST if p not in DIRECT]
 
 
@@ -36,7 +43,9 @@ def ot_problems(draw, *, square=False, uniform=False, generic=True):
     mass = draw(st.sampled_from([1.0, 2.5]))
     g = gen(seed)
     if generic:
-        C = torch.rand(n, m, generator=g, dtype=torch.float64) * draw(st.sampled_from([1e-3, 1.0, 1e3]))
+        C = torch.rand(n, m, generator=g, dtype=torch.float64) * draw(
+            st.sampled_from([1e-3, 1.0, 1e3])
+        )
     else:
         C = torch.randint(0, 3, (n, m), generator=g).double()
     if uniform:
@@ -57,10 +66,13 @@ def _solve(C, a, b, name, **kw):
 
 def _draw_for(data, name, generic=True):
     info = get_method(name)
-    return data.draw(ot_problems(square=info.square_only, uniform=info.uniform_only, generic=generic))
+    return data.draw(
+        ot_problems(square=info.square_only, uniform=info.uniform_only, generic=generic)
+    )
 
 
 # --- symmetry --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", EXACT)
 @SETTINGS
@@ -90,8 +102,14 @@ def test_symmetry_exact_degenerate(name, data):
     assert float((P * C).sum()) == pytest.approx(float(r.value), abs=1e-10)
 
 
-@pytest.mark.parametrize("name", [p for p in DIRECT if get_method(p.values[0]).feasible_plan
-                                  and not get_method(p.values[0]).exact])
+@pytest.mark.parametrize(
+    "name",
+    [
+        p
+        for p in DIRECT
+        if get_method(p.values[0]).feasible_plan and not get_method(p.values[0]).exact
+    ],
+)
 @SETTINGS
 @given(data=st.data())
 def test_symmetry_fixed_plans(name, data):
@@ -107,10 +125,13 @@ def test_symmetry_remd():
         pytest.skip()
     for seed in range(5):
         C = torch.rand(4 + seed, 7, generator=gen(seed), dtype=torch.float64)
-        assert float(solve(C, method="remd").value) == pytest.approx(float(solve(C.T, method="remd").value), rel=1e-14)
+        assert float(solve(C, method="remd").value) == pytest.approx(
+            float(solve(C.T, method="remd").value), rel=1e-14
+        )
 
 
 # --- cost scaling and shifting -----------------------------------------------------------------------
+
 
 def _check_scaling(name, C, a, b, k, c, rtol):
     mass = float(a.sum())
@@ -120,12 +141,18 @@ def _check_scaling(name, C, a, b, k, c, rtol):
     scale = float(C.abs().max()) * mass + 1e-300
     assert abs(vk - k * v) <= rtol * k * scale, ("scale", v, vk)
     # the plan does not change with a shift: compare at the scale of the unshifted problem
-    assert abs(vc - (v + c * mass)) <= rtol * scale + 1e-12 * abs(c) * mass, ("shift", v, vc - c * mass)
+    assert abs(vc - (v + c * mass)) <= rtol * scale + 1e-12 * abs(c) * mass, (
+        "shift",
+        v,
+        vc - c * mass,
+    )
 
 
 @pytest.mark.parametrize("name", DIRECT)
 @SETTINGS
-@given(data=st.data(), k=st.sampled_from([1e-3, 0.5, 7.0, 1e4]), c=st.sampled_from([-3.0, 0.25, 100.0]))
+@given(
+    data=st.data(), k=st.sampled_from([1e-3, 0.5, 7.0, 1e4]), c=st.sampled_from([-3.0, 0.25, 100.0])
+)
 def test_cost_scaling_direct(name, data, k, c):
     """value(k C) = k value(C); value(C + c) = value(C) + c * mass (every plan has that mass)."""
     C, a, b = _draw_for(data, name)
@@ -177,10 +204,14 @@ def test_certificate_holds_on_shifted_costs(name, shift):
 
 # --- permutation closed form ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", EXACT)
 @SETTINGS
-@given(n=st.integers(1, 12), seed=st.integers(0, 2**31 - 1),
-       cost=st.sampled_from(["euclidean", "sqeuclidean", "cosine"]))
+@given(
+    n=st.integers(1, 12),
+    seed=st.integers(0, 2**31 - 1),
+    cost=st.sampled_from(["euclidean", "sqeuclidean", "cosine"]),
+)
 def test_permutation_closed_form(name, n, seed, cost):
     """C = cost(x, x[perm]) for distinct points: OT = 0 and the plan is the permutation / n."""
     C, perm, expected = permutation_problem(n, seed=seed, cost=cost)

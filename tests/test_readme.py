@@ -1,4 +1,5 @@
 """The README's two quick-start commands are what CI runs and what the CLI offers."""
+
 from __future__ import annotations
 
 import re
@@ -33,6 +34,7 @@ def test_main_command_is_the_cli():
 
 
 # --------------------------------------------------------------------------- every snippet runs
+
 
 def _blocks(lang: str, path: Path = ROOT / "README.md") -> list[str]:
     return re.findall(rf"^```{lang}\n(.*?)^```", path.read_text(), re.S | re.M)

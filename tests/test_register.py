@@ -1,6 +1,7 @@
 """The claims register (claims/*.yaml, harness.experiments.register, issue 22 item 1): the
 shipped files load and agree with the papers' numbers and the suites; a malformed entry is one
 line naming the file and the id; the not-run list of a small hand-made register."""
+
 from __future__ import annotations
 
 import copy
@@ -13,17 +14,44 @@ from harness.experiments import register as R  # needs pydantic (a dependency, p
 RULES = {"min_effect": "the rule", "margin": "0.5"}
 #: A one-claim register of li2020 Table 1 that passes every check.
 GOOD = {
-    "paper": "li2020", "title": "t", "frozen": "2026-12-04", "status": "frozen", "rules": RULES,
-    "families": [{
-        "id": "t.T1", "table": "1", "where": "Table 1",
-        "columns": ["Aircraft100", "Birds200", "Cars196", "Dogs120", "Foods101"],
-        "premises": [{"id": "t.T1.p", "comparison": "l2sp > none", "where": "§4.2", "quote": "q",
-                      "paper_count": "4 of 5", "min_effect": 0.5, "margin": 0.5,
-                      "cpu_twin": "li2020_table1-cpu"}],
-        "claims": [{"id": "t.T1.c", "comparison": "omega_p > l2sp", "where": "§4.2",
-                    "quote": "q", "paper_count": "4 of 5", "min_effect": 0.6, "margin": 0.5,
-                    "cpu_twin": "li2020_table1-cpu", "full_scale": "li2020_table1"}],
-    }],
+    "paper": "li2020",
+    "title": "t",
+    "frozen": "2026-12-04",
+    "status": "frozen",
+    "rules": RULES,
+    "families": [
+        {
+            "id": "t.T1",
+            "table": "1",
+            "where": "Table 1",
+            "columns": ["Aircraft100", "Birds200", "Cars196", "Dogs120", "Foods101"],
+            "premises": [
+                {
+                    "id": "t.T1.p",
+                    "comparison": "l2sp > none",
+                    "where": "§4.2",
+                    "quote": "q",
+                    "paper_count": "4 of 5",
+                    "min_effect": 0.5,
+                    "margin": 0.5,
+                    "cpu_twin": "li2020_table1-cpu",
+                }
+            ],
+            "claims": [
+                {
+                    "id": "t.T1.c",
+                    "comparison": "omega_p > l2sp",
+                    "where": "§4.2",
+                    "quote": "q",
+                    "paper_count": "4 of 5",
+                    "min_effect": 0.6,
+                    "margin": 0.5,
+                    "cpu_twin": "li2020_table1-cpu",
+                    "full_scale": "li2020_table1",
+                }
+            ],
+        }
+    ],
 }
 
 
@@ -78,15 +106,15 @@ def test_every_suite_claim_and_premise_is_registered(shipped):
     assert got.unregistered == ()
     # what differs is only the suites' premises repeated as claims (issue 22), never the reverse
     assert got.kind and all("is registered as a premise" in line for line in got.kind)
-    assert any("li2020_table2-cpu: li2020 table 2: claim 'kd > none'" in line
-               for line in got.kind)
+    assert any("li2020_table2-cpu: li2020 table 2: claim 'kd > none'" in line for line in got.kind)
     # the claims issue 22 found missing from the twins are registered for them
-    for line in ("li2020_table1-cpu: li2020 table 1: claim 'omega_p > none'",
-                 "li2020_table1-cpu: li2020 table 1: claim 'l2sp > l2'",
-                 "li2020_table4-cpu: li2020 table 4: claim 'omega_p > l2'",
-                 "lohit2020_table3-cpu: lohit2020 table 3: claim 'ot_samples_ipot+kd > "
-                 "ot_samples_ipot'",
-                 "lohit2020_table4-cpu: lohit2020 table 4: claim 'ot_samples_ipot+kd > kd'"):
+    for line in (
+        "li2020_table1-cpu: li2020 table 1: claim 'omega_p > none'",
+        "li2020_table1-cpu: li2020 table 1: claim 'l2sp > l2'",
+        "li2020_table4-cpu: li2020 table 4: claim 'omega_p > l2'",
+        "lohit2020_table3-cpu: lohit2020 table 3: claim 'ot_samples_ipot+kd > ot_samples_ipot'",
+        "lohit2020_table4-cpu: lohit2020 table 4: claim 'ot_samples_ipot+kd > kd'",
+    ):
         assert any(x.startswith(line) for x in got.not_written), line
 
 
@@ -108,8 +136,9 @@ def test_the_papers_counts_are_computed_from_the_reference_numbers(shipped):
 def test_canonical_spells_each_comparison_one_way():
     assert R.canonical("none < kd") == "kd > none"
     assert R.canonical(" a <= b ") == "b >= a"
-    assert R.canonical("IPOT (alpha=0.9) > REMD (alpha=0.9)") == \
-        "IPOT (alpha=0.9) > REMD (alpha=0.9)"
+    assert (
+        R.canonical("IPOT (alpha=0.9) > REMD (alpha=0.9)") == "IPOT (alpha=0.9) > REMD (alpha=0.9)"
+    )
 
 
 # ------------------------------------------------------------------ malformed entries
@@ -121,8 +150,13 @@ def test_a_good_hand_made_register_checks_clean(tmp_path):
 
 
 def test_an_unknown_row_is_one_line_naming_file_id_and_row(tmp_path):
-    data = _claim(GOOD, comparison="omega_q > l2sp", paper_count="not printed",
-                  min_effect=1.0, full_scale=None)
+    data = _claim(
+        GOOD,
+        comparison="omega_q > l2sp",
+        paper_count="not printed",
+        min_effect=1.0,
+        full_scale=None,
+    )
     (line,) = R.check_register({"li2020": R.load_register(_write(tmp_path, data))})
     assert str(tmp_path / "li2020.yaml") in line and "t.T1.c" in line
     assert "li2020_table1-cpu" in line and "no row 'omega_q'" in line and "\n" not in line
@@ -224,13 +258,18 @@ def test_a_minimum_effect_off_the_rule_needs_a_reason(tmp_path):
     (line,) = R.check_register({"li2020": reg}, suites=False)
     assert "t.T1.c" in line and "rule gives 0.6" in line and "min_effect_reason" in line
     reasoned = _claim(GOOD, min_effect=2.0, min_effect_reason="the full-scale effect")
-    assert R.check_register({"li2020": R.load_register(_write(tmp_path, reasoned))},
-                            suites=False) == []
+    assert (
+        R.check_register({"li2020": R.load_register(_write(tmp_path, reasoned))}, suites=False)
+        == []
+    )
 
 
 def test_a_premise_repeated_as_a_claim_is_refused(tmp_path):
-    reg = R.load_register(_write(tmp_path, _claim(GOOD, comparison="none < l2sp",
-                                                  paper_count="4 of 5", min_effect=0.5)))
+    reg = R.load_register(
+        _write(
+            tmp_path, _claim(GOOD, comparison="none < l2sp", paper_count="4 of 5", min_effect=0.5)
+        )
+    )
     (line,) = R.check_register({"li2020": reg}, suites=False)
     assert "t.T1.c" in line and "never repeated as a claim" in line
 
@@ -244,18 +283,22 @@ def test_a_column_the_papers_table_lacks_is_one_line(tmp_path):
 def test_a_family_column_the_papers_table_lacks_is_one_line(tmp_path):
     data = copy.deepcopy(GOOD)
     data["families"][0]["columns"].append("Aircraft101")
-    (line,) = R.check_register({"li2020": R.load_register(_write(tmp_path, data))},
-                               suites=False)
+    (line,) = R.check_register({"li2020": R.load_register(_write(tmp_path, data))}, suites=False)
     assert "t.T1" in line and "li2020 table 1 has no column 'Aircraft101'" in line
 
 
 def test_a_claim_registered_twice_on_a_column_is_refused(tmp_path):
     data = copy.deepcopy(GOOD)
-    twin = dict(data["families"][0]["claims"][0], id="t.T1.again", comparison="l2sp < omega_p",
-                columns=["Foods101"], paper_count="0 of 1", min_effect=0.5)
+    twin = dict(
+        data["families"][0]["claims"][0],
+        id="t.T1.again",
+        comparison="l2sp < omega_p",
+        columns=["Foods101"],
+        paper_count="0 of 1",
+        min_effect=0.5,
+    )
     data["families"][0]["claims"].append(twin)
-    (line,) = R.check_register({"li2020": R.load_register(_write(tmp_path, data))},
-                               suites=False)
+    (line,) = R.check_register({"li2020": R.load_register(_write(tmp_path, data))}, suites=False)
     assert "t.T1.again" in line and "'Foods101' is registered twice (also t.T1.c)" in line
 
 
@@ -272,12 +315,31 @@ def _small():
     """A hand-made register: one claim on a twin, one at full scale only, one in no suite."""
     data = copy.deepcopy(GOOD)
     c = data["families"][0]["claims"]
-    c.append({"id": "t.T1.full", "comparison": "l2sp > l2", "where": "§4.2", "quote": "q",
-              "paper_count": "5 of 5", "min_effect": 0.5, "margin": 0.5,
-              "full_scale": "li2020_table1", "not_run": "the twin lacks it"})
-    c.append({"id": "t.T1.none", "comparison": "CRD > omega_p", "where": "§4.2", "quote": "q",
-              "paper_count": "not printed", "min_effect": 1.0, "margin": 0.5,
-              "not_run": "CRD is not implemented"})
+    c.append(
+        {
+            "id": "t.T1.full",
+            "comparison": "l2sp > l2",
+            "where": "§4.2",
+            "quote": "q",
+            "paper_count": "5 of 5",
+            "min_effect": 0.5,
+            "margin": 0.5,
+            "full_scale": "li2020_table1",
+            "not_run": "the twin lacks it",
+        }
+    )
+    c.append(
+        {
+            "id": "t.T1.none",
+            "comparison": "CRD > omega_p",
+            "where": "§4.2",
+            "quote": "q",
+            "paper_count": "not printed",
+            "min_effect": 1.0,
+            "margin": 0.5,
+            "not_run": "CRD is not implemented",
+        }
+    )
     return data
 
 
@@ -285,25 +347,29 @@ def test_the_not_run_list_of_a_small_register(tmp_path):
     regs = {"li2020": R.load_register(_write(tmp_path, _small()))}
     twin = R.claims_not_run(regs)
     assert [(x.id, x.reason) for x in twin["li2020"]] == [
-        ("t.T1.full", "the twin lacks it"), ("t.T1.none", "CRD is not implemented")]
+        ("t.T1.full", "the twin lacks it"),
+        ("t.T1.none", "CRD is not implemented"),
+    ]
     assert [x.id for x in R.claims_not_run(regs, scale="any")["li2020"]] == ["t.T1.none"]
     # premises are left out unless asked; a premise on a twin is run
-    assert [x.id for x in R.claims_not_run(regs, premises=True)["li2020"]] == \
-        ["t.T1.full", "t.T1.none"]
+    assert [x.id for x in R.claims_not_run(regs, premises=True)["li2020"]] == [
+        "t.T1.full",
+        "t.T1.none",
+    ]
 
 
 def test_a_claim_its_twin_does_not_write_is_not_run(tmp_path):
     regs = {"li2020": R.load_register(_write(tmp_path, _small()))}
-    done = {"li2020_table1-cpu": {("li2020", "1", "premise", "l2sp > none")},
-            "li2020_table1": {("li2020", "1", "claim", "l2sp > l2")}}
+    done = {
+        "li2020_table1-cpu": {("li2020", "1", "premise", "l2sp > none")},
+        "li2020_table1": {("li2020", "1", "claim", "l2sp > l2")},
+    }
     got = R.claims_not_run(regs, done=done)["li2020"]
     assert [x.id for x in got] == ["t.T1.c", "t.T1.full", "t.T1.none"]
     assert "li2020_table1-cpu" in got[0].reason
     done["li2020_table1-cpu"].add(("li2020", "1", "claim", "omega_p > l2sp"))
-    assert [x.id for x in R.claims_not_run(regs, done=done)["li2020"]] == \
-        ["t.T1.full", "t.T1.none"]
-    assert [x.id for x in R.claims_not_run(regs, scale="any", done=done)["li2020"]] == \
-        ["t.T1.none"]
+    assert [x.id for x in R.claims_not_run(regs, done=done)["li2020"]] == ["t.T1.full", "t.T1.none"]
+    assert [x.id for x in R.claims_not_run(regs, scale="any", done=done)["li2020"]] == ["t.T1.none"]
 
 
 def test_the_shipped_not_run_list_names_the_baselines_the_project_lacks(shipped):
@@ -334,9 +400,11 @@ def test_the_readme_counts_are_the_registers(shipped):
     claims = [e for kind, e in kinds if kind == "claim"]
     twin = sum(bool(e.cpu_twin) for e in claims)
     full = sum(bool(e.full_scale and not e.cpu_twin) for e in claims)
-    expect = (f"hold {len(claims)} claims and {len(kinds) - len(claims)} premises: {twin} "
-              f"claims are on a CPU twin, {full} are at full scale only, and "
-              f"{len(claims) - twin - full} are not run")
+    expect = (
+        f"hold {len(claims)} claims and {len(kinds) - len(claims)} premises: {twin} "
+        f"claims are on a CPU twin, {full} are at full scale only, and "
+        f"{len(claims) - twin - full} are not run"
+    )
     assert expect in text
 
 

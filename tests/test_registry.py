@@ -1,5 +1,6 @@
 """The registry is the source of truth (style.md §1-2): its data must be complete and consistent,
 and it must behave as a plugin registry (duplicate names raise, new methods are picked up)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,9 +9,9 @@ from typing import Mapping, get_args
 
 import pytest
 import torch
+from conftest import method_params, solved
 
 import solvers
-from conftest import method_params, solved
 from solvers import MethodInfo, all_methods, available, get_method, register, solve
 from solvers._registry import Gradient, Input
 
@@ -35,8 +36,16 @@ def test_method_info_is_complete(name):
     assert info.gradient in get_args(Gradient)
     assert isinstance(info.requires, tuple) and all(isinstance(r, str) for r in info.requires)
     assert isinstance(info.devices, tuple) and "cpu" in info.devices
-    for flag in ("exact", "converges_to_exact", "returns_plan", "potentials", "feasible_plan",
-                 "batched", "square_only", "uniform_only"):
+    for flag in (
+        "exact",
+        "converges_to_exact",
+        "returns_plan",
+        "potentials",
+        "feasible_plan",
+        "batched",
+        "square_only",
+        "uniform_only",
+    ):
         assert isinstance(getattr(info, flag), bool), flag
     assert callable(info.fn)
     assert info.fn.__doc__, "the implementation carries the math in its docstring"
@@ -57,8 +66,9 @@ def test_capability_flags_are_consistent(name):
     if not info.returns_plan:
         assert not info.feasible_plan, "a feasible plan needs a plan"
     if info.gradient == "envelope":
-        assert info.returns_plan or info.input == "points", \
+        assert info.returns_plan or info.input == "points", (
             "the envelope gradient of a cost method is attached from its plan"
+        )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -68,12 +78,18 @@ def test_params_match_the_implementation_signature(name):
     info = get_method(name)
     sig = inspect.signature(info.fn)
     kw = {p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    expected = set(info.params) | ({"cost"} if info.input == "points" else set()) \
-        | ({"cost_range"} if info.cost_range else set()) \
-        | ({"warmstart"} if info.warmstart else set())  # solve's hint / initial value
+    expected = (
+        set(info.params)
+        | ({"cost"} if info.input == "points" else set())
+        | ({"cost_range"} if info.cost_range else set())
+        | ({"warmstart"} if info.warmstart else set())
+    )  # solve's hint / initial value
     assert kw == expected
-    positional = [p.name for p in sig.parameters.values()
-                  if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    positional = [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
     assert positional == (["C", "a", "b"] if info.input == "cost" else ["x", "y", "a", "b"])
 
 
@@ -104,11 +120,22 @@ def test_available_exact_contains_emd_and_assignment():
     assert "emd" in exact and "assignment" in exact
 
 
-@pytest.mark.parametrize("flag,value", [("exact", True), ("input", "points"), ("input", "cost"),
-                                        ("batched", True), ("square_only", False), ("potentials", True)])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("exact", True),
+        ("input", "points"),
+        ("input", "cost"),
+        ("batched", True),
+        ("square_only", False),
+        ("potentials", True),
+    ],
+)
 def test_available_filters_on_flags(flag, value):
     names = available(**{flag: value})
-    assert names == [n for n, i in all_methods().items() if i.is_available and getattr(i, flag) == value]
+    assert names == [
+        n for n, i in all_methods().items() if i.is_available and getattr(i, flag) == value
+    ]
     assert set(names) <= set(available())
 
 
@@ -138,8 +165,12 @@ def test_registering_a_method_makes_it_usable(restore_methods):
     """A plugin registered with its capabilities is listed, filtered and solvable, with its
     parameters validated and the envelope gradient attached — no other edit needed."""
 
-    @register("test_north_west", batched=False, params={"shift": 0.0},
-              description="north-west corner rule (test plugin)")
+    @register(
+        "test_north_west",
+        batched=False,
+        params={"shift": 0.0},
+        description="north-west corner rule (test plugin)",
+    )
     def north_west(C, a, b, *, shift):
         """North-west corner rule: a feasible (not optimal) plan."""
         a, b = a.clone(), b.clone()
@@ -172,6 +203,13 @@ def test_registering_a_method_makes_it_usable(restore_methods):
 
 
 def test_public_surface():
-    for name in ("solve", "solve_sample", "available", "all_methods", "get_method", "OTResult",
-                 "cost_matrix"):
+    for name in (
+        "solve",
+        "solve_sample",
+        "available",
+        "all_methods",
+        "get_method",
+        "OTResult",
+        "cost_matrix",
+    ):
         assert name in solvers.__all__ and hasattr(solvers, name)

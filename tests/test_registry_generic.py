@@ -1,6 +1,7 @@
 """The one registry class (solvers/registry.py) that solvers, regularizers, models and datasets
 use: registering, refusing a duplicate, looking up with suggestions, filtering by capability,
 and the plugin hook run once at the first lookup."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ class Info:
 
 
 def _registry(**options) -> Registry:
-    return Registry("widget", make=lambda name, fn, **caps: Info(name=name, fn=fn, **caps),
-                    **options)
+    return Registry(
+        "widget", make=lambda name, fn, **caps: Info(name=name, fn=fn, **caps), **options
+    )
 
 
 def test_register_direct_and_as_decorator():
@@ -64,8 +66,9 @@ def test_unknown_name_suggests_close_matches_and_lists_the_names():
         reg.register(name, None)
     with pytest.raises(ValueError) as exc:
         reg.get("sinkorn")
-    assert str(exc.value) == ("unknown widget 'sinkorn'; did you mean 'sinkhorn'? "
-                              "Known widgets: emd, ipot, sinkhorn")
+    assert str(exc.value) == (
+        "unknown widget 'sinkorn'; did you mean 'sinkhorn'? Known widgets: emd, ipot, sinkhorn"
+    )
     with pytest.raises(ValueError) as exc:
         reg.get("zzzz")
     assert "did you mean" not in str(exc.value) and "Known widgets: emd" in str(exc.value)
@@ -105,8 +108,10 @@ def test_without_make_the_object_is_the_entry():
 
 def test_plugin_hook_runs_once_at_the_first_lookup(monkeypatch):
     calls = []
-    reg = _registry(preload=lambda: (calls.append("preload"), reg.register("built_in", None)),
-                    entry_points="otransfer.test_group_none")
+    reg = _registry(
+        preload=lambda: (calls.append("preload"), reg.register("built_in", None)),
+        entry_points="otransfer.test_group_none",
+    )
     import solvers.registry as R
 
     monkeypatch.setattr(R, "load_entry_points", lambda group: calls.append(group))
@@ -156,8 +161,12 @@ def test_every_registry_of_the_project_is_one_of_these():
     from harness.zoo.models import MODELS
     from solvers._registry import METHODS
 
-    for reg, name in ((METHODS, "emd"), (REGULARIZERS, "kd"), (MODELS, "mlp"),
-                      (DATASETS, "digits")):
+    for reg, name in (
+        (METHODS, "emd"),
+        (REGULARIZERS, "kd"),
+        (MODELS, "mlp"),
+        (DATASETS, "digits"),
+    ):
         assert isinstance(reg, Registry) and reg.get(name).name == name
 
 
@@ -167,6 +176,15 @@ def test_the_split_regularizer_modules_register_in_the_old_order():
     from harness.transfer.regularizers import all_regularizers, available_regularizers
 
     assert list(all_regularizers()) == [
-        "none", "l2", "l2sp", "kd", "omega_p", "omega_i", "omega_u", "ot_samples_ipot",
-        "ot_samples_remd", "jtln"]
+        "none",
+        "l2",
+        "l2sp",
+        "kd",
+        "omega_p",
+        "omega_i",
+        "omega_u",
+        "ot_samples_ipot",
+        "ot_samples_remd",
+        "jtln",
+    ]
     assert available_regularizers(needs_teacher=False) == ["none", "l2", "l2sp", "jtln"]

@@ -3,6 +3,7 @@
 Every expected value is computed by hand from the papers' equations (li2020 Eq. 3-7,
 lohit2020 Eq. 2-3 and 8, lu2017 Eq. 7-14), never by the code under test. Small, seeded, CPU.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -10,10 +11,22 @@ import torch
 from torch import nn
 
 from harness.transfer.regularizers import (
-    RegContext, all_regularizers, available_regularizers, build_regularizer, get_regularizer,
-    jtln_loss, kd_loss, label_cost_mkmmd, label_cost_ot, register_regularizer,
+    RegContext,
+    all_regularizers,
+    available_regularizers,
+    build_regularizer,
+    get_regularizer,
+    jtln_loss,
+    kd_loss,
+    label_cost_mkmmd,
+    label_cost_ot,
+    register_regularizer,
 )
-from harness.transfer.representation import matched_fraction, representation_ot, solve_representation
+from harness.transfer.representation import (
+    matched_fraction,
+    representation_ot,
+    solve_representation,
+)
 from harness.transfer.taps import Taps
 
 F64 = torch.float64
@@ -39,15 +52,25 @@ class SmallCNN(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            nn.Conv2d(3, w, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(w, 2 * w, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(2 * w, 2 * w, 3), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, w, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.fc = nn.Linear(2 * w, classes)
-        self.tap_points = {"stage1": "features.1", "stage2": "features.3", "stage3": "features.5",
-                           "stage4": "features.7", "penultimate": "features.9"}
+        self.tap_points = {
+            "stage1": "features.1",
+            "stage2": "features.3",
+            "stage3": "features.5",
+            "stage4": "features.7",
+            "penultimate": "features.9",
+        }
 
     def forward(self, x):
         return self.fc(self.features(x))
@@ -67,8 +90,15 @@ def context(reg, student, teacher, x, **extra) -> RegContext:
         with Taps(teacher, reg.taps) as t_taps, torch.no_grad():
             t_logits = teacher(x)
         t_feats = t_taps.features
-    return RegContext(student=student, teacher=teacher, features=s_taps.features,
-                      teacher_features=t_feats, logits=logits, teacher_logits=t_logits, **extra)
+    return RegContext(
+        student=student,
+        teacher=teacher,
+        features=s_taps.features,
+        teacher_features=t_feats,
+        logits=logits,
+        teacher_logits=t_logits,
+        **extra,
+    )
 
 
 # --------------------------------------------------------------------------- taps
@@ -79,8 +109,11 @@ def test_taps_on_sequential_collect_module_outputs():
     x = torch.randn(5, 4, generator=gen(1))
     with Taps(net, ["0", "1", "2"]) as taps:
         out = net(x)
-    assert {k: tuple(v.shape) for k, v in taps.features.items()} == \
-        {"0": (5, 8), "1": (5, 8), "2": (5, 3)}
+    assert {k: tuple(v.shape) for k, v in taps.features.items()} == {
+        "0": (5, 8),
+        "1": (5, 8),
+        "2": (5, 3),
+    }
     torch.testing.assert_close(taps.features["1"], torch.relu(net[0](x)))
     torch.testing.assert_close(taps.features["2"], out)
     net(torch.zeros(5, 4))  # hooks are gone after the with block
@@ -90,8 +123,10 @@ def test_taps_on_sequential_collect_module_outputs():
 def test_taps_pool_conv_maps_and_resolve_tap_points():
     net = SmallCNN(4)
     x = torch.randn(6, 3, 9, 9, generator=gen(2))
-    with Taps(net, ["stage1", "stage3", "penultimate", "fc"]) as taps, \
-            Taps(net, ["stage1"], pool=False) as raw:
+    with (
+        Taps(net, ["stage1", "stage3", "penultimate", "fc"]) as taps,
+        Taps(net, ["stage1"], pool=False) as raw,
+    ):
         net(x)
     assert tuple(raw.features["stage1"].shape) == (6, 4, 9, 9)
     shapes = {k: tuple(v.shape) for k, v in taps.features.items()}
@@ -230,8 +265,9 @@ def test_l2sp_is_zero_at_start_and_its_gradient_is_alpha_w_minus_w0():
     full = {k: v.detach().clone() for k, v in net.named_parameters()}
     full.update(w0)
     by_prefix = build_regularizer("l2sp", alpha=0.3, beta=0.05, new=["2."])
-    torch.testing.assert_close(by_prefix(RegContext(student=net, initial_weights=full))["l2sp"],
-                               reg(ctx)["l2sp"])
+    torch.testing.assert_close(
+        by_prefix(RegContext(student=net, initial_weights=full))["l2sp"], reg(ctx)["l2sp"]
+    )
 
 
 def test_l2_is_weight_decay():
@@ -248,7 +284,7 @@ def test_kd_equals_hand_computed_tau2_kl():
     tau = 3.0
     p = torch.softmax(t / tau, 1)
     q = torch.softmax(s / tau, 1)
-    expected = tau ** 2 * (p * (p.log() - q.log())).sum(1).mean()  # li2020 Eq. (7)
+    expected = tau**2 * (p * (p.log() - q.log())).sum(1).mean()  # li2020 Eq. (7)
     torch.testing.assert_close(kd_loss(s, t, tau), expected)
     reg = build_regularizer("kd", tau=tau, alpha=2.0)
     value = reg(RegContext(logits=s, teacher_logits=t))["kd"]
@@ -299,8 +335,9 @@ def test_jtln_gradient_matches_finite_differences():
 
 def _class_clouds(centers, per_class, seed, shift=0.0):
     g = gen(seed)
-    feats = torch.cat([c + shift + 0.3 * torch.randn(per_class, 2, generator=g, dtype=F64)
-                       for c in centers])
+    feats = torch.cat(
+        [c + shift + 0.3 * torch.randn(per_class, 2, generator=g, dtype=F64) for c in centers]
+    )
     labels = torch.arange(len(centers)).repeat_interleave(per_class)
     return feats, labels
 
@@ -310,9 +347,11 @@ def test_label_costs_pair_matching_classes():
     xs, ys = _class_clouds(centers, 12, seed=24)
     perm = torch.tensor([2, 0, 1])
     xt, yt = _class_clouds(centers[perm], 9, seed=25, shift=0.1)  # target class j ~ source perm[j]
-    for M in (label_cost_mkmmd(xs, ys, xt, yt),
-              label_cost_mkmmd(xs, ys, xt, yt, estimator="linear"),
-              label_cost_ot(xs, ys, xt, yt)):
+    for M in (
+        label_cost_mkmmd(xs, ys, xt, yt),
+        label_cost_mkmmd(xs, ys, xt, yt, estimator="linear"),
+        label_cost_ot(xs, ys, xt, yt),
+    ):
         assert M.shape == (3, 3) and (M >= 0).all()
         assert torch.equal(M.argmin(0), perm)
     # the quadratic estimate is the unbiased U-statistic (lu2017 Eq. 12) with the mean kernel
@@ -321,7 +360,7 @@ def test_label_costs_pair_matching_classes():
 
     def k(x, y):
         d2 = torch.cdist(x, y) ** 2
-        return sum(torch.exp(-d2 / (2 * s ** 2)) for s in sig) / len(sig)
+        return sum(torch.exp(-d2 / (2 * s**2)) for s in sig) / len(sig)
 
     def u(K):
         n = K.shape[0]

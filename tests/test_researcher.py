@@ -2,6 +2,7 @@
 printed exactly as the papers' claims are, bad ones one line naming file, line and key; plain
 output that says how much work is left (item 6); a missing dataset folder found before the first
 job (item 7)."""
+
 from __future__ import annotations
 
 import pytest
@@ -45,10 +46,13 @@ def test_own_claims_become_the_stage_reference(tmp_path):
     assert ref["premises"] == ["kd >= none"]
 
 
-@pytest.mark.parametrize("change, key, words", [
-    ('claims: ["kd >> none"]', "stages.students.claims.0", "ROW > ROW"),
-    ('claims: ["kd > nobody"]', "stages.students.reference.claims.0", "nobody"),
-])
+@pytest.mark.parametrize(
+    "change, key, words",
+    [
+        ('claims: ["kd >> none"]', "stages.students.claims.0", "ROW > ROW"),
+        ('claims: ["kd > nobody"]', "stages.students.reference.claims.0", "nobody"),
+    ],
+)
 def test_a_bad_own_claim_is_one_line(tmp_path, change, key, words):
     from harness.experiments.suite import SuiteError, load_suite
 
@@ -80,8 +84,14 @@ def test_own_claims_are_decided_like_the_papers(tmp_path, capsys):
     assert list(v["kind"]) == ["premise", "claim"] and set(v["family"]) == {"own.mine"}
     assert list(v["method"]) == ["sign-flip", "sign-flip"] and (v["n"] == 6).all()
     assert v["entry_id"].isna().all() and v["paper"].isna().all()
-    assert set(v["verdict"]) <= {"holds", "reversed", "equivalent", "inconclusive", "vacuous",
-                                 "not tested"}
+    assert set(v["verdict"]) <= {
+        "holds",
+        "reversed",
+        "equivalent",
+        "inconclusive",
+        "vacuous",
+        "not tested",
+    }
     md = (tmp_path / "r" / "own" / "leaderboard.md").read_text()
     assert "this suite (its own claims, no paper)" in md and "paper:" not in md
 
@@ -93,9 +103,11 @@ def test_a_missing_dataset_folder_is_one_line_before_any_job(tmp_path, monkeypat
 
     monkeypatch.setenv("OTRANSFER_DATA", str(tmp_path / "data"))
     suite = tmp_path / "c10.yaml"
-    suite.write_text("name: c10\nseeds: [0, 1]\nstages:\n  s:\n    model: mlp\n"
-                     "    model_params: {in_features: 3072}\n    dataset: cifar10\n"
-                     "    train: {epochs: 1, batch_size: 8}\n")
+    suite.write_text(
+        "name: c10\nseeds: [0, 1]\nstages:\n  s:\n    model: mlp\n"
+        "    model_params: {in_features: 3072}\n    dataset: cifar10\n"
+        "    train: {epochs: 1, batch_size: 8}\n"
+    )
     code = main(["run", str(suite), "--results", str(tmp_path / "r"), "--no-progress"])
     captured = capsys.readouterr()
     err = captured.err.strip()
@@ -104,8 +116,7 @@ def test_a_missing_dataset_folder_is_one_line_before_any_job(tmp_path, monkeypat
     assert "FAILED" not in captured.out  # no job was started, none recorded as failed
 
 
-def test_job_labels_show_the_grid_point_and_backends_warm_before_the_bars(tmp_path,
-                                                                          monkeypatch):
+def test_job_labels_show_the_grid_point_and_backends_warm_before_the_bars(tmp_path, monkeypatch):
     """issue 24 items 6 and 10: the job's label carries its grid point; the backends a suite
     uses are imported before the bars are drawn (their import-time warnings print above)."""
     import types
@@ -113,9 +124,13 @@ def test_job_labels_show_the_grid_point_and_backends_warm_before_the_bars(tmp_pa
     from harness.experiments import runner
     from harness.experiments.suite import expand, load_suite
 
-    path = _write(tmp_path, SUITE.replace("    regularizers: [none, kd]\n",
-                                          "    regularizers: [none, kd]\n"
-                                          "    grid: {alpha: [0.5, 1.0]}\n"))
+    path = _write(
+        tmp_path,
+        SUITE.replace(
+            "    regularizers: [none, kd]\n",
+            "    regularizers: [none, kd]\n    grid: {alpha: [0.5, 1.0]}\n",
+        ),
+    )
     jobs = [j for j in expand(load_suite(str(path))) if j.regularizer == "kd"]
     fake = types.SimpleNamespace(number={j.key: i for i, j in enumerate(jobs, 1)}, jobs=jobs)
     tags = {runner._SuiteRun.tag(fake, j) for j in jobs}

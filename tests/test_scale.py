@@ -1,15 +1,16 @@
 """Past one machine (issue 13): heartbeats on the database's clock, the submitit launcher,
 ``otransfer status``, the suite schema and the progress view."""
+
 from __future__ import annotations
 
 import time
 import uuid
 
 import pytest
+from test_workers import SUITE  # the suite of the many-workers tests
 
 from harness.experiments import claims as claims_mod
 from harness.experiments.claims import RUNNING, Claims
-from test_workers import SUITE  # the suite of the many-workers tests
 
 
 class _SkewedTime:
@@ -27,14 +28,18 @@ class _SkewedTime:
 
 
 def _url(backend, tmp_path, request):
-    return (f"sqlite:///{tmp_path / 'claims.sqlite3'}" if backend == "sqlite"
-            else request.getfixturevalue("pg_url"))
+    return (
+        f"sqlite:///{tmp_path / 'claims.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("offset", [-5 * 3600.0, 5 * 3600.0])
 def test_a_worker_with_a_clock_hours_off_neither_steals_nor_loses_claims(
-        backend, offset, tmp_path, request, monkeypatch):
+    backend, offset, tmp_path, request, monkeypatch
+):
     """Two workers on two hosts, one whose clock is five hours off (either way): neither takes
     the other's live claim, and a claim whose heartbeat stops is still taken over after
     ``stale_after`` seconds of the database's clock."""
@@ -68,6 +73,7 @@ def test_a_worker_with_a_clock_hours_off_neither_steals_nor_loses_claims(
 
 # --------------------------------------------------------------------------- launch
 
+
 def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
     """``otransfer launch --local --array 2 --wait`` (submitit's LocalExecutor, the code path
     of a SLURM array): one worker is SIGKILLed inside a job, past its first checkpoint; the
@@ -89,8 +95,9 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
     root = Path(__file__).resolve().parents[1]
     name = f"launch-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "suite.yaml"
-    path.write_text(SUITE.format(name=name, epochs=40).replace(
-        "      - omega_p: {alpha: 0.01}\n", ""))  # the workers tests' suite, 9 jobs
+    path.write_text(
+        SUITE.format(name=name, epochs=40).replace("      - omega_p: {alpha: 0.01}\n", "")
+    )  # the workers tests' suite, 9 jobs
     keys = {j.key for j in expand(load_suite(path))}
     results = tmp_path / "results"
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
@@ -98,18 +105,41 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
     env["OMP_NUM_THREADS"] = "1"
     env[NO_BATCH_ENV] = "1"  # one job at a time, each with its checkpoint (a seed batch has none)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "launch", str(path), "--local", "--array", "2",
-         "--wait", "--results", str(results), "--storage", storage, "--heartbeat", "1",
-         "--stale-after", "30"], cwd=root, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "launch",
+            str(path),
+            "--local",
+            "--array",
+            "2",
+            "--wait",
+            "--results",
+            str(results),
+            "--storage",
+            storage,
+            "--heartbeat",
+            "1",
+            "--stale-after",
+            "30",
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline, killed = time.time() + 240, None
     engine = sa.create_engine(storage)
     try:
         while time.time() < deadline and killed is None and proc.poll() is None:
             try:
                 with engine.connect() as c:
-                    rows = c.execute(sa.text("select key, pid, state from otransfer_claims "
-                                             "where suite = :s"), {"s": name}).all()
+                    rows = c.execute(
+                        sa.text("select key, pid, state from otransfer_claims where suite = :s"),
+                        {"s": name},
+                    ).all()
             except sa.exc.OperationalError:  # no table yet
                 rows = []
             for key, pid, state in rows:
@@ -117,8 +147,7 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
                 ckpt, pending = art / f"{key}.ckpt", art / f"{key}.result.json"
                 # mid-training: a checkpoint and no result trained yet (once the result is
                 # pending, the next worker records it as trained and nothing resumes)
-                if (state == RUNNING and key in keys and ckpt.is_file()
-                        and not pending.exists()):
+                if state == RUNNING and key in keys and ckpt.is_file() and not pending.exists():
                     os.kill(pid, signal.SIGKILL)  # a lost node: nothing is released
                     killed = key
                     break
@@ -130,15 +159,18 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
         engine.dispose()
     assert killed is not None, out
     assert "2 workers submitted (local): job ids" in out, out
-    assert f"{name}: {len(keys)} jobs: {len(keys)} done, 0 running, 0 failed, 0 waiting" \
-        in out, out
+    assert f"{name}: {len(keys)} jobs: {len(keys)} done, 0 running, 0 failed, 0 waiting" in out, out
     assert proc.returncode == 0, out
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-    completed = collections.Counter(t.user_attrs["key"] for t in trials
-                                    if t.state == optuna.trial.TrialState.COMPLETE)
+    completed = collections.Counter(
+        t.user_attrs["key"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE
+    )
     assert set(completed) == keys and set(completed.values()) == {1}, completed
-    resumed = [t for t in trials if t.user_attrs["key"] == killed
-               and t.state == optuna.trial.TrialState.COMPLETE]
+    resumed = [
+        t
+        for t in trials
+        if t.user_attrs["key"] == killed and t.state == optuna.trial.TrialState.COMPLETE
+    ]
     assert resumed[0].user_attrs.get("resumed_from_epoch", 0) >= 1  # from the checkpoint
     assert any(f.suffix == ".out" for f in (results / name / "submitit").iterdir())
 
@@ -146,27 +178,44 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
 # --------------------------------------------------------------------------- schema
 
 _BAD = {  # a malformed suite for each kind of declaration the schema carries
-    "unknown top key": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits"}},
-                        "stagse": {}},
-    "unknown stage key": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
-                                                        "epochs": 3}}},
+    "unknown top key": {
+        "name": "x",
+        "stages": {"a": {"model": "mlp", "dataset": "digits"}},
+        "stagse": {},
+    },
+    "unknown stage key": {
+        "name": "x",
+        "stages": {"a": {"model": "mlp", "dataset": "digits", "epochs": 3}},
+    },
     "unknown model": {"name": "x", "stages": {"a": {"model": "mlpp", "dataset": "digits"}}},
     "unknown dataset": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digit"}}},
-    "lr a string": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
-                                                  "train": {"lr": "fast"}}}},
-    "unknown train key": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
-                                                        "train": {"epoch": 3}}}},
-    "unknown schedule": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
-                                                       "train": {"schedule": "linear"}}}},
-    "unknown regularizer": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
-                                                          "regularizers": ["omega_q"]}}},
-    "negative seed": {"name": "x", "seeds": [-1],
-                      "stages": {"a": {"model": "mlp", "dataset": "digits"}}},
-    "name with a slash": {"name": "../x", "stages": {"a": {"model": "mlp",
-                                                           "dataset": "digits"}}},
+    "lr a string": {
+        "name": "x",
+        "stages": {"a": {"model": "mlp", "dataset": "digits", "train": {"lr": "fast"}}},
+    },
+    "unknown train key": {
+        "name": "x",
+        "stages": {"a": {"model": "mlp", "dataset": "digits", "train": {"epoch": 3}}},
+    },
+    "unknown schedule": {
+        "name": "x",
+        "stages": {"a": {"model": "mlp", "dataset": "digits", "train": {"schedule": "linear"}}},
+    },
+    "unknown regularizer": {
+        "name": "x",
+        "stages": {"a": {"model": "mlp", "dataset": "digits", "regularizers": ["omega_q"]}},
+    },
+    "negative seed": {
+        "name": "x",
+        "seeds": [-1],
+        "stages": {"a": {"model": "mlp", "dataset": "digits"}},
+    },
+    "name with a slash": {"name": "../x", "stages": {"a": {"model": "mlp", "dataset": "digits"}}},
     "no model": {"name": "x", "stages": {"a": {"dataset": "digits"}}},
-    "select other": {"name": "x", "stages": {"a": {"model": "mlp", "dataset": "digits",
-                                                   "select": "test"}}},
+    "select other": {
+        "name": "x",
+        "stages": {"a": {"model": "mlp", "dataset": "digits", "select": "test"}},
+    },
 }
 
 
@@ -188,7 +237,8 @@ def test_schema_accepts_every_shipped_suite_and_rejects_what_the_checker_rejects
     assert set(schema["$defs"]["stage"]["properties"]) == set(S._STAGE_KEYS)
     assert set(schema["$defs"]["reference"]["properties"]) == set(S._REFERENCE_KEYS)
     assert set(schema["$defs"]["train"]["properties"]) == {
-        f.name for f in __import__("dataclasses").fields(TrainConfig)}
+        f.name for f in __import__("dataclasses").fields(TrainConfig)
+    }
     files = sorted(glob.glob(str(S.SUITES_DIR / "*.yaml")))
     assert len(files) > 20
     for f in files:
@@ -217,7 +267,8 @@ def test_schema_command_prints_the_schema(capsys, tmp_path):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_choosing_a_job_reads_only_the_live_claims_and_learns_done_jobs_from_a_refusal(
-        backend, tmp_path, request):
+    backend, tmp_path, request
+):
     """The pick's read (``states(unfinished=True, done_since=...)``) leaves out the done claims
     older than ``done_since``, so its cost does not grow with the jobs done; a job done but not
     read is refused by ``try_claim`` with ``last_refused == "done"``."""
@@ -265,9 +316,15 @@ def test_a_record_is_started_and_finished_in_few_storage_writes(tmp_path):
     sa.event.listen(engine, "commit", lambda conn: commits.append(1))
     trial = records.start_record(study, job, extra={"worker": "w"})
     n_start = len(commits)
-    metrics = {"status": "completed", "reason": None, "val_accuracy": 0.5,
-               "test_accuracy": 0.75, "wall_time": 1.0, "final_losses": {"ce": 0.1},
-               "epochs": [{"epoch": 1, "val_accuracy": 0.5}]}
+    metrics = {
+        "status": "completed",
+        "reason": None,
+        "val_accuracy": 0.5,
+        "test_accuracy": 0.75,
+        "wall_time": 1.0,
+        "final_losses": {"ce": 0.1},
+        "epochs": [{"epoch": 1, "val_accuracy": 0.5}],
+    }
     records.finish_record(study, trial, metrics)
     n_finish = len(commits) - n_start
     assert n_start <= 2 and n_finish <= 4, (n_start, n_finish)  # one attribute a commit: 18, 10

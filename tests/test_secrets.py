@@ -7,6 +7,7 @@ unreachable server, on a real PostgreSQL, and on one that refuses the password. 
 machine or the input (``--results`` a file, a link loop or read-only, a full disk, Ctrl-C, an
 unknown or misspelt driver, a driver not installed) are one line; a bug keeps its traceback.
 """
+
 from __future__ import annotations
 
 import errno
@@ -34,8 +35,7 @@ SHAPES = {
     "query": "postgresql+psycopg2://otransfer@{hp}/postgres?password={pw}",
     "raw-at": "postgresql+psycopg2://otransfer:s@{pw}@{hp}/postgres",
     "encoded-at": "postgresql+psycopg2://otransfer:p%40{pw}@{hp}/postgres",
-    "sslpassword": "postgresql+psycopg2://otransfer@{hp}/postgres?sslmode=disable&"
-                   "sslpassword={pw}",
+    "sslpassword": "postgresql+psycopg2://otransfer@{hp}/postgres?sslmode=disable&sslpassword={pw}",
     "colon": "postgresql+psycopg2://otransfer:a:{pw}@{hp}/postgres",
     "brace": "postgresql+psycopg2://otransfer:{{{pw}}}@{hp}/postgres",
     "bad-port": "postgresql+psycopg2://otransfer:{pw}@127.0.0.1:noport/postgres",
@@ -103,22 +103,29 @@ def test_redact_hides_the_password_of_every_url_shape(shape):
     assert shown.split("://")[0] == url.split("://")[0] or "://" not in url  # still readable
 
 
-@pytest.mark.parametrize("url,shown", [
-    ("postgresql+psycopg2://u:pw@h:5432/db", "postgresql+psycopg2://u:***@h:5432/db"),
-    ("postgresql+psycopg2://:pw@h/db", "postgresql+psycopg2://:***@h/db"),
-    ("postgresql+psycopg2://u@h/db?password=pw&sslmode=require",
-     "postgresql+psycopg2://u@h/db?password=***&sslmode=require"),
-    ("postgresql+psycopg2://u:s@cret@h/db", "postgresql+psycopg2://u:***@h/db"),
-    ("postgresql://u:pa%40ss@h/db", "postgresql://u:***@h/db"),
-    ("mysql+pymysql://root:pw@h/db", "mysql+pymysql://root:***@h/db"),
-    ("redis://:pw@h:6379", "redis://:***@h:6379"),
-    ("postgresql://u:pw@h/db?token=t0k&api_key=k3y", "postgresql://u:***@h/db?api_key=***&"
-                                                      "token=***"),
-    ("sqlite:////abs/path/runs.sqlite3?mode=ro", "sqlite:////abs/path/runs.sqlite3?mode=ro"),
-    ("sqlite:///results/mini/runs.sqlite3", "sqlite:///results/mini/runs.sqlite3"),
-    ("postgresql://u:pw@h1:1,h2:2/db", "postgresql://u:***@h1:1,h2:2/db"),  # unparseable
-    ("u:pw@h/db", "u:***@h/db"),
-])
+@pytest.mark.parametrize(
+    "url,shown",
+    [
+        ("postgresql+psycopg2://u:pw@h:5432/db", "postgresql+psycopg2://u:***@h:5432/db"),
+        ("postgresql+psycopg2://:pw@h/db", "postgresql+psycopg2://:***@h/db"),
+        (
+            "postgresql+psycopg2://u@h/db?password=pw&sslmode=require",
+            "postgresql+psycopg2://u@h/db?password=***&sslmode=require",
+        ),
+        ("postgresql+psycopg2://u:s@cret@h/db", "postgresql+psycopg2://u:***@h/db"),
+        ("postgresql://u:pa%40ss@h/db", "postgresql://u:***@h/db"),
+        ("mysql+pymysql://root:pw@h/db", "mysql+pymysql://root:***@h/db"),
+        ("redis://:pw@h:6379", "redis://:***@h:6379"),
+        (
+            "postgresql://u:pw@h/db?token=t0k&api_key=k3y",
+            "postgresql://u:***@h/db?api_key=***&token=***",
+        ),
+        ("sqlite:////abs/path/runs.sqlite3?mode=ro", "sqlite:////abs/path/runs.sqlite3?mode=ro"),
+        ("sqlite:///results/mini/runs.sqlite3", "sqlite:///results/mini/runs.sqlite3"),
+        ("postgresql://u:pw@h1:1,h2:2/db", "postgresql://u:***@h1:1,h2:2/db"),  # unparseable
+        ("u:pw@h/db", "u:***@h/db"),
+    ],
+)
 def test_redact_is_sqlalchemys_rendering_with_query_secrets_masked(url, shown):
     assert redact(url) == shown
 
@@ -144,21 +151,23 @@ def fast_retry(monkeypatch):
 
 @pytest.mark.parametrize("via", ["option", "environment"])
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_no_command_prints_the_password_of_an_unreachable_storage(shape, via, tmp_path,
-                                                                   monkeypatch, capsys,
-                                                                   fast_retry):
+def test_no_command_prints_the_password_of_an_unreachable_storage(
+    shape, via, tmp_path, monkeypatch, capsys, fast_retry
+):
     url = _url(shape)
     suite = str(_suite(tmp_path))
     results = tmp_path / "r"
     storage = ["--storage", url] if via == "option" else []
     if via == "environment":
         monkeypatch.setenv(STORAGE_ENV, url)
-    for cmd in (["status", suite, "--results", str(results)],
-                ["run", suite, "--no-progress", "--results", str(results)],
-                ["worker", suite, "--no-progress", "--results", str(results)],
-                ["resume", suite, "--no-progress", "--results", str(results)],
-                ["report", suite],
-                ["status", suite, "--json", "--results", str(results)]):
+    for cmd in (
+        ["status", suite, "--results", str(results)],
+        ["run", suite, "--no-progress", "--results", str(results)],
+        ["worker", suite, "--no-progress", "--results", str(results)],
+        ["resume", suite, "--no-progress", "--results", str(results)],
+        ["report", suite],
+        ["status", suite, "--json", "--results", str(results)],
+    ):
         assert main([*cmd, *storage]) == 1, cmd
         out, err = capsys.readouterr()
         assert SECRET not in out + err, (cmd, out, err)
@@ -167,8 +176,9 @@ def test_no_command_prints_the_password_of_an_unreachable_storage(shape, via, tm
     _files_without(tmp_path, SECRET)
 
 
-def test_tune_and_launch_print_no_password_and_write_none(tmp_path, monkeypatch, capsys,
-                                                          fast_retry):
+def test_tune_and_launch_print_no_password_and_write_none(
+    tmp_path, monkeypatch, capsys, fast_retry
+):
     url = _url("query")
     monkeypatch.setenv(STORAGE_ENV, url)
     results = tmp_path / "r"
@@ -177,8 +187,18 @@ def test_tune_and_launch_print_no_password_and_write_none(tmp_path, monkeypatch,
     assert SECRET not in out + err and "storage" in _one_line_error(err, "tune")
     # launch: the URL reaches the worker through the environment (not its pickle or its
     # log); its status at the end says the storage cannot be opened, in one line
-    code = main(["launch", str(_suite(tmp_path)), "--local", "--wait", "--array", "1",
-                 "--results", str(results)])
+    code = main(
+        [
+            "launch",
+            str(_suite(tmp_path)),
+            "--local",
+            "--wait",
+            "--array",
+            "1",
+            "--results",
+            str(results),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 1 and SECRET not in out + err
     assert "storage" in _one_line_error(err, "launch")
@@ -195,8 +215,11 @@ def test_the_help_never_shows_the_storage_of_the_environment(monkeypatch, capsys
 
 def test_debug_shows_the_traceback_without_the_password(tmp_path, monkeypatch, capsys):
     url = _url("raw-at", hp="127.0.0.1:1")
-    for argv, env in ((["--debug", "status", "mini"], None), (["status", "mini", "--debug"], None),
-                      (["status", "mini"], "1")):
+    for argv, env in (
+        (["--debug", "status", "mini"], None),
+        (["status", "mini", "--debug"], None),
+        (["status", "mini"], "1"),
+    ):
         if env:
             monkeypatch.setenv("OTRANSFER_DEBUG", env)
         assert main([*argv, "--storage", url, "--results", str(tmp_path)]) == 1
@@ -215,14 +238,15 @@ def _database_text(storage: str) -> str:
     engine = sa.create_engine(storage)
     try:
         with engine.connect() as c:
-            return "\n".join(str(c.execute(sa.text(f'select * from "{t}"')).all())
-                             for t in sa.inspect(c).get_table_names())
+            return "\n".join(
+                str(c.execute(sa.text(f'select * from "{t}"')).all())
+                for t in sa.inspect(c).get_table_names()
+            )
     finally:
         engine.dispose()
 
 
-def test_a_real_postgresql_run_prints_and_writes_no_password(pg_url, tmp_path, monkeypatch,
-                                                             capfd):
+def test_a_real_postgresql_run_prints_and_writes_no_password(pg_url, tmp_path, monkeypatch, capfd):
     """The throwaway server trusts every connection, so the URL's password is not checked:
     the runs go through, two workers write their logs (a terminal's bar), and not one file,
     line or record holds the password."""
@@ -241,12 +265,23 @@ def test_a_real_postgresql_run_prints_and_writes_no_password(pg_url, tmp_path, m
     monkeypatch.setenv(STORAGE_ENV, with_user)
     assert main(["run", str(suite), "--workers", "2", "--results", str(results)]) == 0
     monkeypatch.delenv(STORAGE_ENV)
-    assert main(["resume", str(suite), "--no-progress", "--results", str(results),
-                 "--storage", in_query]) == 0
+    assert (
+        main(
+            [
+                "resume",
+                str(suite),
+                "--no-progress",
+                "--results",
+                str(results),
+                "--storage",
+                in_query,
+            ]
+        )
+        == 0
+    )
     for cmd in (["status", str(suite), "--verbose"], ["status", str(suite), "--json"]):
         assert main([*cmd, "--results", str(results), "--storage", in_query]) == 0
-    assert main(["report", str(suite), "--storage", with_user,
-                 "--out", str(results / name)]) == 0
+    assert main(["report", str(suite), "--storage", with_user, "--out", str(results / name)]) == 0
     out, err = capfd.readouterr()
     assert SECRET not in out + err
     assert f"{base.username}:***@" in out and "password=***" in out
@@ -262,9 +297,13 @@ def pg_password():
     if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
         pytest.skip("no PostgreSQL (initdb) to start a server that checks passwords")
     password = f"Right@{uuid.uuid4().hex[:6]}"
-    out = subprocess.run([str(ROOT / "scripts" / "pg-throwaway")], capture_output=True,
-                         text=True, timeout=120,
-                         env={**os.environ, "PG_THROWAWAY_PASSWORD": password})
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "pg-throwaway")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PG_THROWAWAY_PASSWORD": password},
+    )
     if out.returncode != 0:
         pytest.skip(f"could not start PostgreSQL: {out.stderr.strip()[-300:]}")
     pgdir = out.stderr.strip().splitlines()[-1]
@@ -272,13 +311,15 @@ def pg_password():
         yield out.stdout.strip(), password
     finally:
         as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*as_pg, "pg_ctl", "-D", f"{pgdir}/data", "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_pg, "pg_ctl", "-D", f"{pgdir}/data", "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(pgdir, ignore_errors=True)
 
 
-@pytest.mark.parametrize("shape", ["userinfo", "no-user", "query", "encoded-at", "colon",
-                                   "brace"])
+@pytest.mark.parametrize("shape", ["userinfo", "no-user", "query", "encoded-at", "colon", "brace"])
 def test_a_refused_password_is_one_line_without_it(shape, pg_password, tmp_path, capsys):
     from sqlalchemy.engine import make_url
 
@@ -322,11 +363,18 @@ def test_results_that_is_a_file_or_a_link_loop_is_one_line(tmp_path, capsys):
     a_file.write_text("x")
     (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
     (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
-    cases = {a_file: "is a file, not a folder", tmp_path / "loop1": "symbolic link",
-             a_file / "sub": "where a folder is expected"}
+    cases = {
+        a_file: "is a file, not a folder",
+        tmp_path / "loop1": "symbolic link",
+        a_file / "sub": "where a folder is expected",
+    }
     for results, says in cases.items():
-        for cmd in (["run", "mini", "--no-progress"], ["status", "mini"], ["tune", "mini"],
-                    ["worker", "mini", "--no-progress"]):
+        for cmd in (
+            ["run", "mini", "--no-progress"],
+            ["status", "mini"],
+            ["tune", "mini"],
+            ["worker", "mini", "--no-progress"],
+        ):
             assert main([*cmd, "--results", str(results)]) == 1, cmd
             line = _one_line_error(capsys.readouterr().err, cmd[0])
             assert says in line and str(results) in line, line
@@ -342,6 +390,7 @@ def test_a_read_only_results_folder_is_one_line(tmp_path, monkeypatch, capsys):
     ro.chmod(0o555)
     try:
         if os.geteuid() == 0:  # root writes anyway: the file system refuses in its stead
+
             def refuse(*a, **k):
                 raise PermissionError(errno.EACCES, "Permission denied", str(ro))
 
@@ -358,8 +407,9 @@ def test_a_read_only_results_folder_is_one_line(tmp_path, monkeypatch, capsys):
         raise PermissionError(errno.EACCES, "Permission denied", f"{results_root}/{suite}")
 
     monkeypatch.setattr(records, "default_storage", no_dir)
-    assert main(["run", str(_suite(tmp_path)), "--no-progress",
-                 "--results", str(tmp_path / "r")]) == 1
+    assert (
+        main(["run", str(_suite(tmp_path)), "--no-progress", "--results", str(tmp_path / "r")]) == 1
+    )
     line = _one_line_error(capsys.readouterr().err, "run")
     assert "Permission denied" in line and "not writable" in line
 
@@ -390,23 +440,28 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
         main(["run", "mini", "--no-progress", "--results", str(tmp_path)])
 
 
-@pytest.mark.parametrize("url,says", [
-    ("postgresql+psycopg3://u:{pw}@127.0.0.1:1/db", "did you mean 'postgresql+psycopg2'"),
-    ("postgres://u:{pw}@127.0.0.1:1/db", "did you mean 'postgresql'"),
-    ("foo://u:{pw}@127.0.0.1:1/db", "knows no database driver 'foo'"),
-    ("redis://:{pw}@127.0.0.1:1", "knows no database driver 'redis'"),
-    ("mysql+pymysql://u:{pw}@127.0.0.1:1/db", "pip install pymysql"),
-    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which otransfer[postgres] is not
-    ("postgresql://u:{pw}@127.0.0.1:1/db", "postgresql+psycopg2://"),
-])
+@pytest.mark.parametrize(
+    "url,says",
+    [
+        ("postgresql+psycopg3://u:{pw}@127.0.0.1:1/db", "did you mean 'postgresql+psycopg2'"),
+        ("postgres://u:{pw}@127.0.0.1:1/db", "did you mean 'postgresql'"),
+        ("foo://u:{pw}@127.0.0.1:1/db", "knows no database driver 'foo'"),
+        ("redis://:{pw}@127.0.0.1:1", "knows no database driver 'redis'"),
+        ("mysql+pymysql://u:{pw}@127.0.0.1:1/db", "pip install pymysql"),
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which otransfer[postgres] is not
+        ("postgresql://u:{pw}@127.0.0.1:1/db", "postgresql+psycopg2://"),
+    ],
+)
 def test_an_unknown_or_misspelt_driver_is_one_line_with_the_fix(url, says, tmp_path, capsys):
     import importlib.util
 
     driver = {"mysql+pymysql": "pymysql", "postgresql": "psycopg"}.get(url.split("://")[0])
     if driver and importlib.util.find_spec(driver):
         pytest.skip(f"{driver} is installed")
-    assert main(["status", "mini", "--storage", url.format(pw=SECRET),
-                 "--results", str(tmp_path)]) == 1
+    assert (
+        main(["status", "mini", "--storage", url.format(pw=SECRET), "--results", str(tmp_path)])
+        == 1
+    )
     out, err = capsys.readouterr()
     line = _one_line_error(err, "status")
     assert says in line and SECRET not in out + err, line
@@ -422,8 +477,7 @@ def test_a_missing_postgresql_driver_names_the_extra(tmp_path, monkeypatch, caps
         assert SECRET not in out + err
 
 
-def test_ctrl_c_is_one_line_saying_what_is_kept_and_how_to_resume(tmp_path, monkeypatch,
-                                                                   capsys):
+def test_ctrl_c_is_one_line_saying_what_is_kept_and_how_to_resume(tmp_path, monkeypatch, capsys):
     import harness.experiments.runner as runner
     from harness.experiments.records import records_frame
 
@@ -439,19 +493,23 @@ def test_ctrl_c_is_one_line_saying_what_is_kept_and_how_to_resume(tmp_path, monk
 
     monkeypatch.setattr(runner, "run_job", interrupted_at_the_second)
     try:
-        code = main(["run", str(suite), "--no-progress", "--results", str(results),
-                     "--set", "seeds=[0]"])
+        code = main(
+            ["run", str(suite), "--no-progress", "--results", str(results), "--set", "seeds=[0]"]
+        )
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C left main as a traceback")
     out, err = capsys.readouterr()
     assert code == 130
     line = _one_line_error(err, "run")
     assert "interrupted (Ctrl-C): 1 job(s) finished and recorded" in line
-    assert (f"`otransfer resume {suite} --results {results} --set 'seeds=[0]'` runs the rest"
-            in line)
+    assert f"`otransfer resume {suite} --results {results} --set 'seeds=[0]'` runs the rest" in line
     monkeypatch.setattr(runner, "run_job", real)
-    assert main(["resume", str(suite), "--no-progress", "--results", str(results),
-                 "--set", "seeds=[0]"]) == 0
+    assert (
+        main(
+            ["resume", str(suite), "--no-progress", "--results", str(results), "--set", "seeds=[0]"]
+        )
+        == 0
+    )
     assert "2 run, 1 already done" in capsys.readouterr().out
     storage = f"sqlite:///{results / suite.stem / 'runs.sqlite3'}"
     assert len(records_frame(storage, suite.stem)) == 3  # the finished one kept, not re-run
@@ -468,8 +526,10 @@ def test_ctrl_c_of_any_command_is_one_line(tmp_path, monkeypatch, capsys):
         assert main(["status", "mini", "--results", str(tmp_path)]) == 130
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C left main as a traceback")
-    assert _one_line_error(capsys.readouterr().err, "status") == \
-        "otransfer status: interrupted (Ctrl-C)"
+    assert (
+        _one_line_error(capsys.readouterr().err, "status")
+        == "otransfer status: interrupted (Ctrl-C)"
+    )
 
 
 def test_an_output_path_that_is_a_file_or_a_folder_is_one_line(tmp_path, capsys):
@@ -480,7 +540,8 @@ def test_an_output_path_that_is_a_file_or_a_folder_is_one_line(tmp_path, capsys)
     assert "a file where a folder is expected" in line or "is a file, not a folder" in line
     assert main(["schema", "--out", str(tmp_path)]) == 1
     assert "a folder stands where a file is expected" in _one_line_error(
-        capsys.readouterr().err, "schema")
+        capsys.readouterr().err, "schema"
+    )
     assert a_file.read_text() == "x"
 
 

@@ -1,4 +1,5 @@
 """Selection that cannot leak (issue 22, item 2): leave-one-seed-out, edges, budgets, Dodge."""
+
 from __future__ import annotations
 
 import re
@@ -14,16 +15,35 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _frame(val: dict, test: dict | None = None, row="omega_p", task="t"):
     """Records of one ``select: val`` cell: ``val[(alpha, seed)]`` validation accuracies."""
-    return pd.DataFrame([dict(row=row, method=f"{row} (alpha={a})", regularizer=row,
-                              dataset=task, seed=s, select="val", val_accuracy=v,
-                              test_accuracy=(test or {}).get((a, s), 0.5 + s / 100))
-                         for (a, s), v in val.items()])
+    return pd.DataFrame(
+        [
+            dict(
+                row=row,
+                method=f"{row} (alpha={a})",
+                regularizer=row,
+                dataset=task,
+                seed=s,
+                select="val",
+                val_accuracy=v,
+                test_accuracy=(test or {}).get((a, s), 0.5 + s / 100),
+            )
+            for (a, s), v in val.items()
+        ]
+    )
 
 
 # seed 0 loves alpha=1.0 on its own validation split; the other two seeds prefer 0.1
-VAL = {(0.01, 0): 0.70, (0.1, 0): 0.70, (1.0, 0): 0.99,
-       (0.01, 1): 0.70, (0.1, 1): 0.80, (1.0, 1): 0.75,
-       (0.01, 2): 0.70, (0.1, 2): 0.80, (1.0, 2): 0.75}
+VAL = {
+    (0.01, 0): 0.70,
+    (0.1, 0): 0.70,
+    (1.0, 0): 0.99,
+    (0.01, 1): 0.70,
+    (0.1, 1): 0.80,
+    (1.0, 1): 0.75,
+    (0.01, 2): 0.70,
+    (0.1, 2): 0.80,
+    (1.0, 2): 0.75,
+}
 TEST = {(a, s): 0.1 * (i + 1) + s / 100 for i, a in enumerate((0.01, 0.1, 1.0)) for s in range(3)}
 
 
@@ -32,8 +52,11 @@ def test_loso_chooses_each_seed_on_the_other_seeds():
     (mean 0.87 vs 0.75); seed 2 on 0, 1 -> 1.0 (0.87 vs 0.75). Pooled: 1.0 (0.83 vs 0.77)."""
     d = _frame(VAL, TEST)
     out, ch = sel.select_by_val(d)  # loso is the default
-    assert list(ch["point"]) == ["omega_p (alpha=0.1)", "omega_p (alpha=1.0)",
-                                 "omega_p (alpha=1.0)"]
+    assert list(ch["point"]) == [
+        "omega_p (alpha=0.1)",
+        "omega_p (alpha=1.0)",
+        "omega_p (alpha=1.0)",
+    ]
     assert list(ch["rule"]) == ["loso"] * 3
     assert ch["val_score"].tolist() == pytest.approx([0.80, (0.99 + 0.75) / 2, 0.87])
     assert sorted(out["test_accuracy"]) == pytest.approx([0.20, 0.31, 0.32])  # each seed's own
@@ -46,8 +69,9 @@ def test_loso_chooses_each_seed_on_the_other_seeds():
 def test_loso_never_reads_the_seeds_own_validation_or_any_test():
     d = _frame(VAL, TEST)
     _, ch = sel.select_by_val(d)
-    mine = d.assign(val_accuracy=[0.0 if s == 0 else v for s, v in zip(d["seed"],
-                                                                       d["val_accuracy"])])
+    mine = d.assign(
+        val_accuracy=[0.0 if s == 0 else v for s, v in zip(d["seed"], d["val_accuracy"])]
+    )
     assert sel.select_by_val(mine)[1].loc[0, "point"] == ch.loc[0, "point"]  # seed 0: same
     poisoned = d.assign(test_accuracy=float("nan"))
     assert list(sel.select_by_val(poisoned)[1]["point"]) == list(ch["point"])
@@ -77,17 +101,25 @@ def test_bad_selection_and_no_validation_are_one_line_errors():
 def test_parse_point_reads_the_labels_the_suite_writes():
     assert sel.parse_point("kd (alpha=0.001, kd.tau=4)", "kd") == {"alpha": 0.001, "kd.tau": 4}
     assert sel.parse_point('omega_p (plan="sinkhorn", reg=[1, 2])', "omega_p") == {
-        "plan": "sinkhorn", "reg": [1, 2]}
+        "plan": "sinkhorn",
+        "reg": [1, 2],
+    }
     assert sel.parse_point("none", "none") == {}
 
 
 def test_edges_per_numeric_axis_of_three_values_or_more():
-    points = [{"alpha": a, "tau": t, "plan": p} for a in (0.01, 0.1, 1.0) for t in (4, 10)
-              for p in ("exact", "sinkhorn")]
+    points = [
+        {"alpha": a, "tau": t, "plan": p}
+        for a in (0.01, 0.1, 1.0)
+        for t in (4, 10)
+        for p in ("exact", "sinkhorn")
+    ]
     pos = sel.axis_positions(points, {"alpha": 1.0, "tau": 4, "plan": "exact"})
     assert pos == {"alpha": ("upper", 3), "tau": ("lower", 2)}  # a plan has no edge
-    assert sel.axis_positions(points, {"alpha": 0.1, "tau": 10, "plan": "x"})["alpha"] == \
-        ("interior", 3)
+    assert sel.axis_positions(points, {"alpha": 0.1, "tau": 10, "plan": "x"})["alpha"] == (
+        "interior",
+        3,
+    )
     _, ch = sel.select_by_val(_frame(VAL, TEST))
     assert ch["position"].tolist() == ["alpha=interior", "alpha=upper", "alpha=upper"]
     assert ch["edge"].tolist() == [False, True, True]
@@ -98,10 +130,26 @@ def test_edges_per_numeric_axis_of_three_values_or_more():
 
 
 def test_budgets_and_the_grid_column():
-    d = pd.concat([_frame(VAL), _frame({(1.0, 0): 0.5, (1.0, 1): 0.6}, row="kd"),
-                   pd.DataFrame([dict(row="none", method="none", regularizer="none",
-                                      dataset="t", seed=0, select=None, val_accuracy=0.6,
-                                      test_accuracy=0.6)])])
+    d = pd.concat(
+        [
+            _frame(VAL),
+            _frame({(1.0, 0): 0.5, (1.0, 1): 0.6}, row="kd"),
+            pd.DataFrame(
+                [
+                    dict(
+                        row="none",
+                        method="none",
+                        regularizer="none",
+                        dataset="t",
+                        seed=0,
+                        select=None,
+                        val_accuracy=0.6,
+                        test_accuracy=0.6,
+                    )
+                ]
+            ),
+        ]
+    )
     b = sel.budgets(d)
     assert b.to_dict() == {("omega_p", "t"): 3, ("kd", "t"): 1, ("none", "t"): 1}
     assert sel.budgets_differ(b) and not sel.budgets_differ(b.drop(("omega_p", "t")))
@@ -119,13 +167,16 @@ def test_dodge_expected_max_by_hand():
     assert sel.expected_max(v, 3) == pytest.approx(91 / 27)
     # against enumeration of all 3^2 draws with replacement
     import itertools
+
     assert sel.expected_max(v, 2) == pytest.approx(
-        sum(max(p) for p in itertools.product(v, repeat=2)) / 9)
+        sum(max(p) for p in itertools.product(v, repeat=2)) / 9
+    )
     f = sel.expected_max_frame(_frame(VAL), "tab")
     assert f["n"].tolist() == [1, 2, 3] and set(f["budget"]) == {3}
     means = [70.0, 100 * (0.70 + 0.80 + 0.80) / 3, 100 * (0.99 + 0.75 + 0.75) / 3]
     assert f["expected_max_val"].tolist() == pytest.approx(
-        [sel.expected_max(means, n) for n in (1, 2, 3)])
+        [sel.expected_max(means, n) for n in (1, 2, 3)]
+    )
     with pytest.raises(ValueError, match="at least one value"):
         sel.expected_max([], 1)
 
@@ -140,8 +191,9 @@ def test_tables_select_by_val_keeps_the_pooled_rule():
     from harness.reports.tables import select_by_val
 
     _, choices = select_by_val(_frame(VAL, TEST))
-    assert choices == [("omega_p", "t", "omega_p (alpha=1.0)",
-                        pytest.approx((0.99 + 0.75 + 0.75) / 3))]
+    assert choices == [
+        ("omega_p", "t", "omega_p (alpha=1.0)", pytest.approx((0.99 + 0.75 + 0.75) / 3))
+    ]
 
 
 @pytest.mark.parametrize("selection", ["loso", "pooled"])
@@ -151,12 +203,23 @@ def test_report_from_a_committed_runs_csv(tmp_path, selection):
     from harness.cli import main
 
     suite = "lu2017_table2-cpu"
-    code = main(["report", suite, "--from-csv", str(ROOT / "results" / suite / "runs.csv"),
-                 "--out", str(tmp_path), "--selection", selection])
+    code = main(
+        [
+            "report",
+            suite,
+            "--from-csv",
+            str(ROOT / "results" / suite / "runs.csv"),
+            "--out",
+            str(tmp_path),
+            "--selection",
+            selection,
+        ]
+    )
     assert code == 0
     ch = pd.read_csv(tmp_path / "selection.csv")
-    assert {"suite", "table", "row", "task", "seed", "point", "budget", "position",
-            "edge"} <= set(ch.columns)
+    assert {"suite", "table", "row", "task", "seed", "point", "budget", "position", "edge"} <= set(
+        ch.columns
+    )
     assert set(ch["rule"]) == {selection}
     md = (tmp_path / "leaderboard.md").read_text()
     assert re.search(r"\|\s+grid\s+\|", md) and "Hyper-parameters chosen" in md

@@ -3,6 +3,7 @@ every full-scale suite that covers every model, dataset, regularizer term, tap, 
 embedding and label cost of the full suites at least once, run for real (2 steps, evaluation,
 checkpoint, interruption, resume). CI shrinks the 224-pixel images to 64 (the models are the
 real ones; the CLI keeps 224)."""
+
 import pytest
 import torch
 
@@ -12,11 +13,21 @@ from harness.experiments.suite import available_suites, expand, load_suite
 from harness.zoo.data import load_dataset
 from harness.zoo.standin import standin_datasets
 
-FULL = [n for n in available_suites()
-        if not n.endswith("-cpu") and n not in ("mini", "load-40", "tune-cpu")]
+FULL = [
+    n
+    for n in available_suites()
+    if not n.endswith("-cpu") and n not in ("mini", "load-40", "tune-cpu")
+]
 #: rough cost of a template's models on CPU, to prefer cheap ones when covering
-_COST = {"preact_resnet1001": 12, "wrn_28_10": 8, "resnet101": 6, "alexnet": 6, "resnet34": 3,
-         "resnet18": 2, "mobilenet_v2": 2}
+_COST = {
+    "preact_resnet1001": 12,
+    "wrn_28_10": 8,
+    "resnet101": 6,
+    "alexnet": 6,
+    "resnet34": 3,
+    "resnet18": 2,
+    "mobilenet_v2": 2,
+}
 
 
 def _ident(job):
@@ -75,12 +86,22 @@ NEED, CHOSEN = global_cover()
 
 
 def test_the_sample_covers_every_model_term_tap_and_solver():
-    assert {"model:resnet101", "model:preact_resnet1001", "model:alexnet", "solver:exact",
-            "solver:ipot", "solver:sinkhorn", "term:jtln", "tap:layer3.11", "source"} <= NEED
+    assert {
+        "model:resnet101",
+        "model:preact_resnet1001",
+        "model:alexnet",
+        "solver:exact",
+        "solver:ipot",
+        "solver:sinkhorn",
+        "term:jtln",
+        "tap:layer3.11",
+        "source",
+    } <= NEED
     covered = set()
     for name, idents in CHOSEN.items():
-        covered |= set().union(*(_features(j) for j in expand(quick_suite(load_suite(name)))
-                                 if _ident(j) in idents))
+        covered |= set().union(
+            *(_features(j) for j in expand(quick_suite(load_suite(name))) if _ident(j) in idents)
+        )
     assert covered == NEED
 
 
@@ -98,8 +119,7 @@ def test_smoke_sample_of_each_full_suite(name):
         return [j for j in jobs if j.key in out]
 
     res = run_smoke(name, sample=pick, image_size=64, say=None)
-    bad = [f"{r.job.stage} {r.job.label}: {r.status} {r.reason}" for r in res
-           if r.status != "ok"]
+    bad = [f"{r.job.stage} {r.job.label}: {r.status} {r.reason}" for r in res if r.status != "ok"]
     assert not bad, bad
     assert {_ident(r.job) for r in res} >= idents
     trained = [r for r in res if r.job.config["train"].get("steps")]
@@ -126,7 +146,8 @@ def test_smoke_reports_the_first_error_and_exits_1(capsys, tmp_path):
     suite.write_text(
         "name: bad\nseeds: [0]\nstages:\n  t:\n    model: mlp\n    dataset: digits\n"
         "    train: {epochs: 1, lr: 1.0e+30}\n  s:\n    model: mlp\n    dataset: digits\n"
-        "    teacher: t\n    regularizers: [kd]\n")
+        "    teacher: t\n    regularizers: [kd]\n"
+    )
     assert main(["run", str(suite), "--smoke"]) == 1
     lines = capsys.readouterr().out.splitlines()
     failed = [ln for ln in lines if ln.startswith("FAILED")]
@@ -147,9 +168,15 @@ def test_conv_embedding_trains_on_the_raw_maps():
     torch.manual_seed(0)
     student, teacher = build_model("resnet8x4", 10), build_model("resnet32x4", 10).eval()
     data = TensorDataset(torch.randn(4, 3, 32, 32), torch.arange(4) % 10)
-    reg = build_regularizer("ot_samples_remd", taps=["stage1", "stage4"],
-                            embed={"stage1": "conv", "stage4": "both"})
-    res = train(student, data, config=TrainConfig(steps=2, batch_size=2, lr=0.01),
-                regularizer=reg, teacher=teacher)
+    reg = build_regularizer(
+        "ot_samples_remd", taps=["stage1", "stage4"], embed={"stage1": "conv", "stage4": "both"}
+    )
+    res = train(
+        student,
+        data,
+        config=TrainConfig(steps=2, batch_size=2, lr=0.01),
+        regularizer=reg,
+        teacher=teacher,
+    )
     assert res.status == "completed", res.reason
     assert any("ot_samples_remd" in k for k in res.history["steps"])

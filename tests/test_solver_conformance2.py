@@ -5,6 +5,7 @@ Every reference is independent of this project's solvers: POT (``ot.emd2``, ``ot
 ``ot.sinkhorn2``), finite differences of the returned value, or the papers' algorithms written
 out here.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import method_params, problem
+
 from solvers import available, cost_matrix, get_method, solve, solve_sample
 
 ot = pytest.importorskip("ot")
@@ -40,6 +41,7 @@ def _emd2(C, a=None, b=None) -> float:
 
 
 # --- 1. potentials are those of the cost given, not of a shifted one ---------------------------
+
 
 @pytest.mark.parametrize("name", ["ipot", "sinkhorn", "emd"])
 def test_one_by_one_potentials_add_up_to_the_cost(name):
@@ -75,8 +77,10 @@ GAP0 = [
     ("ipot", {"gap": 0.0, "max_iter": 50}),
     ("ipot", {"beta": 20.0, "max_iter": 50, "gap": 0.0, "relative": False}),  # lohit2020 Alg. 1
 ]
-GAP0_IDS = [f"{n}-{'abs' if p.get('relative') is False else 'rel'}-{p.get('reg', p.get('beta', ''))}"
-            for n, p in GAP0]
+GAP0_IDS = [
+    f"{n}-{'abs' if p.get('relative') is False else 'rel'}-{p.get('reg', p.get('beta', ''))}"
+    for n, p in GAP0
+]
 
 
 def _issue_problem(batch: int | None = None, zero: bool = False):
@@ -96,8 +100,9 @@ def test_gap0_gradient_wrt_cost_passes_gradcheck(name, params):
     """On the issue's problem the envelope gave -0.016 where finite differences gave +0.038."""
     C, a, b = _issue_problem()
     fn = lambda c: _quiet(solve, c, a, b, method=name, **params).value  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (C.clone().requires_grad_(),), eps=1e-6, atol=1e-6,
-                                    rtol=1e-4)
+    assert torch.autograd.gradcheck(
+        fn, (C.clone().requires_grad_(),), eps=1e-6, atol=1e-6, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("zero", [False, True], ids=["positive", "zero_mass"])
@@ -111,16 +116,21 @@ def test_gap0_directional_derivative_matches_finite_differences(name, params, ba
     da, db = torch.randn(a.shape, generator=g, dtype=D), torch.randn(b.shape, generator=g, dtype=D)
     if zero:
         da[..., 1] = 0.0  # stay on the non-negative orthant: that mass stays 0
-    da, db = da - da.mean(-1, keepdim=True) * (a > 0) * a.shape[-1] / (a > 0).sum(-1, keepdim=True), \
-        db - db.mean(-1, keepdim=True)
+    da, db = (
+        da - da.mean(-1, keepdim=True) * (a > 0) * a.shape[-1] / (a > 0).sum(-1, keepdim=True),
+        db - db.mean(-1, keepdim=True),
+    )
     w = torch.linspace(1.0, 2.0, C.shape[0], dtype=D) if batch else torch.tensor(1.0, dtype=D)
     Cl, al, bl = (t.clone().requires_grad_() for t in (C, a, b))
     (w * _quiet(solve, Cl, al, bl, method=name, **params).value).sum().backward()
     slope = float((Cl.grad * dC).sum() + (al.grad * da).sum() + (bl.grad * db).sum())
 
     def value(h):
-        return float((w * _quiet(solve, C + h * dC, a + h * da, b + h * db, method=name,
-                                 **params).value).sum())
+        return float(
+            (
+                w * _quiet(solve, C + h * dC, a + h * da, b + h * db, method=name, **params).value
+            ).sum()
+        )
 
     h = 1e-6
     fd = (value(h) - value(-h)) / (2 * h)
@@ -132,8 +142,17 @@ def test_gap0_sinkhorn_value_is_pots_linear_cost_at_that_eps():
     regularised objective: the papers' losses (lu2017 Alg. 1 line 6) are this value."""
     C, a, b = _issue_problem()
     eps = 0.5 * float(C.max() - C.min())
-    ref = float(ot.sinkhorn2(a.numpy(), b.numpy(), C.numpy(), eps, method="sinkhorn_log",
-                             numItermax=100_000, stopThr=1e-14))
+    ref = float(
+        ot.sinkhorn2(
+            a.numpy(),
+            b.numpy(),
+            C.numpy(),
+            eps,
+            method="sinkhorn_log",
+            numItermax=100_000,
+            stopThr=1e-14,
+        )
+    )
     res = solve(C, a, b, method="sinkhorn", reg=0.5, gap=0.0, tol=1e-13, max_iter=100_000)
     assert float(res.value) == pytest.approx(ref, rel=1e-9)
 
@@ -143,8 +162,9 @@ def test_envelope_gradient_is_still_available_and_differs_at_gap0():
     grads = {}
     for grad in ("auto", "envelope"):
         Cl = C.clone().requires_grad_()
-        res = solve(Cl, a, b, method="sinkhorn", reg=0.5, gap=0.0, tol=1e-13, max_iter=100_000,
-                    grad=grad)
+        res = solve(
+            Cl, a, b, method="sinkhorn", reg=0.5, gap=0.0, tol=1e-13, max_iter=100_000, grad=grad
+        )
         res.value.backward()
         grads[grad] = Cl.grad
     assert torch.allclose(grads["envelope"], res.plan, atol=1e-15)  # Danskin: the plan
@@ -187,6 +207,7 @@ def test_papers_ipot_term_keeps_its_envelope_gradient():
 
 # --- 3. GeomLoss on coincident points ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cost", ["euclidean", "sqeuclidean", "cosine"])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 4)], ids=["1x1", "3x4"])
 @pytest.mark.parametrize("name", POINTS)
@@ -213,6 +234,7 @@ def test_geomloss_zero_vectors_under_cosine_match_the_cost_matrix():
 
 # --- 4. NumPy and list input in float64, as POT -------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["emd", "exact", "assignment"])
 @pytest.mark.parametrize("kind", ["numpy", "list"])
 def test_integer_costs_are_solved_in_float64(name, kind):
@@ -232,10 +254,11 @@ def test_float32_numpy_stays_float32_and_mass_lists_are_accepted():
 
 # --- 5. extras follow the batch shape of the value -----------------------------------------------
 
+
 def _extras_follow(res, batch: int | None) -> None:
     for key, v in res.extras.items():
         if isinstance(v, torch.Tensor):
-            assert v.shape[:res.value.dim()] == res.value.shape, key
+            assert v.shape[: res.value.dim()] == res.value.shape, key
             if key in ("warm_f", "warm_g"):  # the entropic duals: one per point, as .potentials
                 assert v.dim() == res.value.dim() + 1, (key, tuple(v.shape))
             elif batch is None:
@@ -267,6 +290,7 @@ def test_extras_of_point_methods_follow_the_value(name):
 
 # --- 6. an uncertified ipot says why --------------------------------------------------------------
 
+
 def test_uncertified_ipot_says_why_and_a_certified_one_says_nothing():
     C = torch.rand(30, 30, generator=torch.Generator().manual_seed(7), dtype=D)
     r = solve(C, method="ipot", max_iter=10)
@@ -279,6 +303,7 @@ def test_uncertified_ipot_says_why_and_a_certified_one_says_nothing():
 
 
 # --- 7. sinkhorn certifies at its defaults where the OT value is far below the range ---------------
+
 
 @pytest.mark.parametrize("n", [200, 500])
 def test_sinkhorn_defaults_certify_uniform_random_costs(n):
@@ -310,11 +335,31 @@ def test_sinkhorn_keeps_its_own_certificate_where_it_can():
 
 # --- 8. bad parameters and inputs: one line, ValueError -------------------------------------------
 
-BAD = [("max_iter", -5), ("max_iter", 0), ("max_iter", 2.5), ("max_iter", True),
-       ("max_iter", "100"), ("reg", "0.1"), ("reg", math.nan), ("reg", math.inf), ("reg", -1.0),
-       ("reg", None), ("beta", "1"), ("beta", -0.5), ("gap", -1e-3), ("gap", math.nan),
-       ("gap", "0"), ("tol", -1.0), ("scaling", 1.0), ("sparse", "yes"), ("relative", 1),
-       ("check_every", 0), ("num_threads", 0), ("backend", 3), ("exact_finish", "no")]
+BAD = [
+    ("max_iter", -5),
+    ("max_iter", 0),
+    ("max_iter", 2.5),
+    ("max_iter", True),
+    ("max_iter", "100"),
+    ("reg", "0.1"),
+    ("reg", math.nan),
+    ("reg", math.inf),
+    ("reg", -1.0),
+    ("reg", None),
+    ("beta", "1"),
+    ("beta", -0.5),
+    ("gap", -1e-3),
+    ("gap", math.nan),
+    ("gap", "0"),
+    ("tol", -1.0),
+    ("scaling", 1.0),
+    ("sparse", "yes"),
+    ("relative", 1),
+    ("check_every", 0),
+    ("num_threads", 0),
+    ("backend", 3),
+    ("exact_finish", "no"),
+]
 
 
 @pytest.mark.parametrize("key,bad", BAD, ids=[f"{k}={v!r}" for k, v in BAD])
@@ -324,8 +369,11 @@ def test_bad_parameter_is_a_one_line_value_error(key, bad):
     C = torch.rand(4, 4, dtype=D)
     x = torch.rand(4, 2, dtype=D)
     for name in methods:
-        call = (lambda: solve(C, method=name, **{key: bad})) if get_method(name).input == "cost" \
+        call = (
+            (lambda: solve(C, method=name, **{key: bad}))
+            if get_method(name).input == "cost"
             else (lambda: solve_sample(x, x + 1, method=name, **{key: bad}))
+        )
         with pytest.raises(ValueError, match=key) as exc:
             _quiet(call)
         assert "\n" not in str(exc.value), (name, str(exc.value))
@@ -346,11 +394,13 @@ def test_integer_points_are_cast_to_float64(name):
     ref = _quiet(solve_sample, x.double(), y.double(), method=name, cost="sqeuclidean")
     assert res.value.dtype == D and float(res.value) == pytest.approx(float(ref.value), rel=1e-12)
     if get_method(name).exact:
-        assert float(res.value) == pytest.approx(_emd2(cost_matrix(x.double(), y.double(),
-                                                                   "sqeuclidean")))
+        assert float(res.value) == pytest.approx(
+            _emd2(cost_matrix(x.double(), y.double(), "sqeuclidean"))
+        )
 
 
 # --- neighbours -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["sinkhorn", "ipot", "pot_sinkhorn", "emd", "remd"])
@@ -363,8 +413,11 @@ def test_half_precision_costs_are_solved_in_float32(name, dtype):
         assert float(res.value) == pytest.approx(_emd2(C.double()), rel=2e-2)
 
 
-@pytest.mark.parametrize("name", [p for p in POINTS if not get_method(p.values[0]).batched] +
-                         [p for p in POINTS if get_method(p.values[0]).batched])
+@pytest.mark.parametrize(
+    "name",
+    [p for p in POINTS if not get_method(p.values[0]).batched]
+    + [p for p in POINTS if get_method(p.values[0]).batched],
+)
 def test_half_precision_points(name):
     x = torch.rand(6, 2, generator=torch.Generator().manual_seed(10))
     res = _quiet(solve_sample, x.half(), x.flip(0).half(), method=name)
@@ -373,9 +426,12 @@ def test_half_precision_points(name):
 
 def test_complex_input_is_refused():
     C = torch.rand(3, 3, dtype=torch.complex64)
-    for call in (lambda: solve(C, method="emd"), lambda: solve(C.numpy(), method="emd"),
-                 lambda: solve_sample(C, C, method="sinkhorn"),
-                 lambda: solve(torch.rand(3, 3), np.ones(3, dtype=complex) / 3, method="emd")):
+    for call in (
+        lambda: solve(C, method="emd"),
+        lambda: solve(C.numpy(), method="emd"),
+        lambda: solve_sample(C, C, method="sinkhorn"),
+        lambda: solve(torch.rand(3, 3), np.ones(3, dtype=complex) / 3, method="emd"),
+    ):
         with pytest.raises(ValueError, match="complex"):
             call()
 
@@ -391,7 +447,8 @@ def test_non_contiguous_cost_gives_the_contiguous_result(name):
     C = torch.rand(9, 7, generator=torch.Generator().manual_seed(11), dtype=D).T  # a view
     assert not C.is_contiguous()
     assert float(solve(C, method=name).value) == pytest.approx(
-        float(solve(C.contiguous(), method=name).value), rel=1e-12)
+        float(solve(C.contiguous(), method=name).value), rel=1e-12
+    )
     assert float(solve(C, method=name).value) == pytest.approx(_emd2(C), rel=1e-3)
 
 
@@ -446,7 +503,7 @@ def test_geomloss_is_scale_invariant(cost):
     ref = float(_quiet(solve_sample, x, y, cost=cost, method="geomloss").value)
     for s in (1e-5, 1e4):
         val = float(_quiet(solve_sample, x * s, y * s, cost=cost, method="geomloss").value)
-        assert val / s ** p == pytest.approx(ref, rel=1e-6)
+        assert val / s**p == pytest.approx(ref, rel=1e-6)
 
 
 def test_solvers_bench_reports_the_wrapper_overhead(tmp_path, capsys):
@@ -454,8 +511,26 @@ def test_solvers_bench_reports_the_wrapper_overhead(tmp_path, capsys):
     pd = pytest.importorskip("pandas")
     from harness.cli import main
 
-    assert main(["solvers", "bench", "--sizes", "16", "--methods", "emd,assignment", "--views",
-                 "neurons", "--repeat", "1", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "solvers",
+                "bench",
+                "--sizes",
+                "16",
+                "--methods",
+                "emd,assignment",
+                "--views",
+                "neurons",
+                "--repeat",
+                "1",
+                "--no-progress",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     df = pd.read_csv(tmp_path / "overhead.csv")
     assert set(df["method"]) == {"emd", "assignment"} and set(df["size"]) == {16, 64, 256, 512}
     assert (df["ratio"] > 0).all() and (df["routine_ms"] > 0).all()

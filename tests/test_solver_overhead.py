@@ -5,6 +5,7 @@ builtins, ``sys.setprofile`` events) that ``solve`` makes beyond the routine it 
 deterministic. Bounds sit between the trimmed wrapper (assignment 74, emd 110 events on
 torch 2.14 / NumPy 2) and the one before (111, 151): a regression to per-call re-validation,
 re-imports or no-op conversions fails here."""
+
 from __future__ import annotations
 
 import sys
@@ -38,26 +39,34 @@ def _cost(d: int = 64) -> torch.Tensor:
     return torch.rand(d, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("as_input", [lambda C: C, lambda C: C.numpy(), lambda C: C.float()],
-                         ids=["torch64", "numpy64", "torch32"])
+@pytest.mark.parametrize(
+    "as_input",
+    [lambda C: C, lambda C: C.numpy(), lambda C: C.float()],
+    ids=["torch64", "numpy64", "torch32"],
+)
 def test_assignment_wrapper_calls_are_bounded(as_input):
     lap = pytest.importorskip("lap")
     C = _cost()
     X, C64 = as_input(C), C.numpy()
-    extra = _events(lambda: solvers.solve(X, method="assignment")) - \
-        _events(lambda: lap.lapjv(C64, extend_cost=False))
+    extra = _events(lambda: solvers.solve(X, method="assignment")) - _events(
+        lambda: lap.lapjv(C64, extend_cost=False)
+    )
     assert extra <= 90, f"solve(method='assignment') makes {extra} calls beyond lap.lapjv"
 
 
-@pytest.mark.parametrize("as_input", [lambda C: C, lambda C: C.numpy(), lambda C: C.float()],
-                         ids=["torch64", "numpy64", "torch32"])
+@pytest.mark.parametrize(
+    "as_input",
+    [lambda C: C, lambda C: C.numpy(), lambda C: C.float()],
+    ids=["torch64", "numpy64", "torch32"],
+)
 def test_emd_wrapper_calls_are_bounded(as_input):
     import ot
 
     C = _cost()
     X, C64, a = as_input(C), C.numpy(), np.full(64, 1 / 64)
-    extra = _events(lambda: solvers.solve(X, method="emd")) - \
-        _events(lambda: ot.emd(a, a, C64, log=True))
+    extra = _events(lambda: solvers.solve(X, method="emd")) - _events(
+        lambda: ot.emd(a, a, C64, log=True)
+    )
     assert extra <= 130, f"solve(method='emd') makes {extra} calls beyond ot.emd"
 
 

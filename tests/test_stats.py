@@ -1,5 +1,6 @@
 """The verdicts' statistics (harness/reports/stats.py, verdict_rules.py): each library call
 against a case computed by hand, and each verdict rule."""
+
 import math
 
 import numpy as np
@@ -13,9 +14,14 @@ from harness.reports import verdict_rules as V  # noqa: E402
 
 def _scipy_flip_p(d, alternative="two-sided"):
     """The sign-flip p-value straight from scipy (the reference for the inversion)."""
-    return st.permutation_test((np.asarray(d, float),), lambda x, axis: x.mean(axis=axis),
-                               permutation_type="samples", n_resamples=np.inf,
-                               vectorized=True, alternative=alternative).pvalue
+    return st.permutation_test(
+        (np.asarray(d, float),),
+        lambda x, axis: x.mean(axis=axis),
+        permutation_type="samples",
+        n_resamples=np.inf,
+        vectorized=True,
+        alternative=alternative,
+    ).pvalue
 
 
 # ------------------------------------------------------------------ sign-flip (primary test)
@@ -46,7 +52,7 @@ def test_sign_flip_interval_inverts_scipys_test(level):
     alpha, eps = 1 - level, 1e-6
     for edge, out in ((r.lo, -eps), (r.hi, eps)):
         assert _scipy_flip_p(d - (edge + out)) <= alpha + 1e-12  # just outside: rejected
-        assert _scipy_flip_p(d - (edge - out)) > alpha           # just inside: kept
+        assert _scipy_flip_p(d - (edge - out)) > alpha  # just inside: kept
     assert r.p == pytest.approx(_scipy_flip_p(d))
 
 
@@ -181,7 +187,8 @@ def test_stratified_bootstrap_matches_rliable_metrics():
         assert np.isin(x[:, :, col], a[:, col]).all()
     assert S._iqm_batch(x) == pytest.approx([metrics.aggregate_iqm(v) for v in x])
     assert S._poi_batch(x, y) == pytest.approx(
-        [metrics.probability_of_improvement(u, v) for u, v in zip(x, y)])
+        [metrics.probability_of_improvement(u, v) for u, v in zip(x, y)]
+    )
     with pytest.raises(ValueError, match="NaN"):
         S.aggregate(np.array([[1.0, np.nan]]), np.ones((1, 2)))
 
@@ -211,8 +218,7 @@ UP = [0.5, 1.2, 0.3, 0.9, 1.1, 0.7, 0.4]
 
 def test_holds_and_reversed():
     t = V.column_tests(UP)
-    assert t.p_holds == pytest.approx(2 / 128) and t.p_primary == pytest.approx(
-        _scipy_flip_p(UP))
+    assert t.p_holds == pytest.approx(2 / 128) and t.p_primary == pytest.approx(_scipy_flip_p(UP))
     assert V.classify(t).verdict == V.HOLDS
     assert V.classify(V.column_tests([-x for x in UP])).verdict == V.REVERSED
     # the same column after Holm in a family where the adjusted p passes alpha
@@ -248,20 +254,23 @@ def test_non_inferiority_and_equivalence_kinds():
     assert V.classify(V.column_tests(near, "equivalence")).verdict == V.HOLDS
     far = [x + 2 for x in UP]
     assert V.classify(V.column_tests(far, "equivalence")).verdict == V.REVERSED
-    assert V.classify(V.column_tests([-x - 1 for x in UP], "non_inferiority")).verdict \
-        == V.REVERSED
+    assert V.classify(V.column_tests([-x - 1 for x in UP], "non_inferiority")).verdict == V.REVERSED
     with pytest.raises(ValueError, match="kind"):
         V.column_tests(UP, "better")
 
 
 def test_holm_family_adjusts_primary_and_equivalence_apart():
-    fam = {("c1", "T1"): V.column_tests(UP), ("c1", "T2"): V.column_tests(UP[:6]),
-           ("c2", "T1"): V.column_tests([1.0, -1.0, 2.0, 0.5, -0.5, 1.5])}
+    fam = {
+        ("c1", "T1"): V.column_tests(UP),
+        ("c1", "T2"): V.column_tests(UP[:6]),
+        ("c2", "T1"): V.column_tests([1.0, -1.0, 2.0, 0.5, -0.5, 1.5]),
+    }
     adj = V.holm_family(fam)
     raw = [fam[k].p_primary for k in fam]
     assert [adj[k][0] for k in fam] == pytest.approx(list(S.holm(raw)))
-    assert [adj[k][1] for k in fam] == pytest.approx(list(S.holm([fam[k].p_equivalent
-                                                                   for k in fam])))
+    assert [adj[k][1] for k in fam] == pytest.approx(
+        list(S.holm([fam[k].p_equivalent for k in fam]))
+    )
 
 
 def test_resampled_splits_use_nadeau_bengio():

@@ -1,4 +1,5 @@
 """Experiment suites: schema, expansion and keys, records, resume, leaderboard (design.md)."""
+
 from __future__ import annotations
 
 import textwrap
@@ -72,26 +73,45 @@ def test_set_overrides_change_the_key(tiny):
     assert len(one) == 3
     grid = expand(load_suite(tiny, ["stages.students.grid.kd.tau=[2, 8]"]))
     assert len(grid) == 2 + 2 * (1 + 2)  # the grid applies to kd only
-    assert sorted({j.config["regularizer_params"].get("kd.tau") for j in grid[2:]},
-                  key=str) == [2, 8, None]
+    assert sorted({j.config["regularizer_params"].get("kd.tau") for j in grid[2:]}, key=str) == [
+        2,
+        8,
+        None,
+    ]
     # the grid's kd.tau replaces the spec's own tau (written unqualified)
     assert [j.config["regularizer_params"] for j in grid[4:6]] == [{"kd.tau": 2}] * 2
-    assert [j.label for j in grid[2:]] == ["none"] * 2 + ["kd (kd.tau=2)"] * 2 + \
-        ["kd (kd.tau=8)"] * 2
+    assert [j.label for j in grid[2:]] == ["none"] * 2 + ["kd (kd.tau=2)"] * 2 + [
+        "kd (kd.tau=8)"
+    ] * 2
 
 
-@pytest.mark.parametrize("old,new,line,what", [
-    ("seeds: [0, 1]\n", "seeds: [0, 1]\ncolour: blue\n", 4, "colour"),
-    ("    model_params: {widths: [4]}\n", "    model_params: {widths: [4]}\n"
-     "    epochz: 3\n", 13, "epochz"),
-    ("    train: {epochs: 1, batch_size: 25, lr: 0.05}\n",
-     "    train: {epochs: 1, batch_size: 25, lr: 0.05, momentun: 0.9}\n", 16, "momentun"),
-    ("seeds: [0, 1]\n", "seeds: 3\n", 3, "seeds"),
-    ("    dataset: digits\n    dataset_params", "    dataset: 7\n    dataset_params",
-     13, "dataset"),
-    ("    teacher: teacher\n", "    teacher: nobody\n", 15, "nobody"),
-    ("  - kd: {tau: 4}\n", "  - kd: {tau: 4\n", 20, "invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "old,new,line,what",
+    [
+        ("seeds: [0, 1]\n", "seeds: [0, 1]\ncolour: blue\n", 4, "colour"),
+        (
+            "    model_params: {widths: [4]}\n",
+            "    model_params: {widths: [4]}\n    epochz: 3\n",
+            13,
+            "epochz",
+        ),
+        (
+            "    train: {epochs: 1, batch_size: 25, lr: 0.05}\n",
+            "    train: {epochs: 1, batch_size: 25, lr: 0.05, momentun: 0.9}\n",
+            16,
+            "momentun",
+        ),
+        ("seeds: [0, 1]\n", "seeds: 3\n", 3, "seeds"),
+        (
+            "    dataset: digits\n    dataset_params",
+            "    dataset: 7\n    dataset_params",
+            13,
+            "dataset",
+        ),
+        ("    teacher: teacher\n", "    teacher: nobody\n", 15, "nobody"),
+        ("  - kd: {tau: 4}\n", "  - kd: {tau: 4\n", 20, "invalid YAML"),
+    ],
+)
 def test_malformed_suite_names_file_key_and_line(tmp_path, old, new, line, what):
     assert old in TINY
     path = tmp_path / "bad.yaml"
@@ -153,26 +173,44 @@ def test_failed_job_is_recorded_with_reason(tiny, tmp_path):
     from harness.experiments.runner import run_suite
 
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
-    s = run_suite(tiny, storage=storage, progress=False, results_root=tmp_path / "r", log=None,
-                  overrides=["seeds=[0]", "stages.students.regularizers=[{omega_i: {taps: [penultimate]}}]"])
+    s = run_suite(
+        tiny,
+        storage=storage,
+        progress=False,
+        results_root=tmp_path / "r",
+        log=None,
+        overrides=["seeds=[0]", "stages.students.regularizers=[{omega_i: {taps: [penultimate]}}]"],
+    )
     assert s.failed == 1 and s.completed == 1
-    failed = [t for t in open_study(storage, "tiny").get_trials()
-              if t.user_attrs.get("status") == "failed"]
+    failed = [
+        t
+        for t in open_study(storage, "tiny").get_trials()
+        if t.user_attrs.get("status") == "failed"
+    ]
     assert len(failed) == 1 and "d != d'" in failed[0].user_attrs["reason"]  # 4 vs 16 neurons
 
 
-@pytest.mark.parametrize("entry, what", [
-    ("{kd: {tau: 4, nope: 1}}", "unknown parameter 'nope'"),
-    ("{omega_p: {plan: nosuch}}", "unknown OT method 'nosuch'"),
-    ("nosuch_term", "nosuch_term"),
-])
+@pytest.mark.parametrize(
+    "entry, what",
+    [
+        ("{kd: {tau: 4, nope: 1}}", "unknown parameter 'nope'"),
+        ("{omega_p: {plan: nosuch}}", "unknown OT method 'nosuch'"),
+        ("nosuch_term", "nosuch_term"),
+    ],
+)
 def test_bad_regularizer_is_a_schema_error_before_any_job(tiny, tmp_path, entry, what):
     from harness.experiments.runner import run_suite
 
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     with pytest.raises(SuiteError) as info:
-        run_suite(tiny, storage=storage, progress=False, results_root=tmp_path / "r", log=None,
-                  overrides=[f"stages.students.regularizers=[{entry}]"])
+        run_suite(
+            tiny,
+            storage=storage,
+            progress=False,
+            results_root=tmp_path / "r",
+            log=None,
+            overrides=[f"stages.students.regularizers=[{entry}]"],
+        )
     assert "stages.students.regularizers.0" in str(info.value) and what in str(info.value)
     assert not (tmp_path / "r").exists()  # nothing ran
 
@@ -180,23 +218,27 @@ def test_bad_regularizer_is_a_schema_error_before_any_job(tiny, tmp_path, entry,
 def test_leaderboard_golden():
     from harness.reports.tables import leaderboard
 
-    df = pd.DataFrame({
-        "stage": ["students"] * 6 + ["teacher"],
-        "regularizer": ["none", "none", "kd", "kd", "none", "kd", "none"],
-        "dataset": ["a", "a", "a", "a", "b", "b", "a"],
-        "seed": [0, 1, 0, 1, 0, 0, 0],
-        "test_accuracy": [0.50, 0.60, 0.80, 0.70, 0.90, 0.40, 0.99],
-        "status": ["completed"] * 7,
-    })
-    expected = pd.DataFrame({"a": ["55.0 ± 5.0", "**75.0 ± 5.0**"],
-                             "b": ["**90.0 ± 0.0**", "40.0 ± 0.0"]},
-                            index=pd.Index(["none", "kd"], name="regularizer"))
+    df = pd.DataFrame(
+        {
+            "stage": ["students"] * 6 + ["teacher"],
+            "regularizer": ["none", "none", "kd", "kd", "none", "kd", "none"],
+            "dataset": ["a", "a", "a", "a", "b", "b", "a"],
+            "seed": [0, 1, 0, 1, 0, 0, 0],
+            "test_accuracy": [0.50, 0.60, 0.80, 0.70, 0.90, 0.40, 0.99],
+            "status": ["completed"] * 7,
+        }
+    )
+    expected = pd.DataFrame(
+        {"a": ["55.0 ± 5.0", "**75.0 ± 5.0**"], "b": ["**90.0 ± 0.0**", "40.0 ± 0.0"]},
+        index=pd.Index(["none", "kd"], name="regularizer"),
+    )
     got = leaderboard(df)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False, check_names=False)
     assert got.index.name == "regularizer"
     # a grid splits a spec into one row per grid point ("method")
-    df2 = df.assign(method=["none", "none", "kd (kd.tau=2)", "kd (kd.tau=8)", "none",
-                            "kd (kd.tau=2)", "none"])
+    df2 = df.assign(
+        method=["none", "none", "kd (kd.tau=2)", "kd (kd.tau=8)", "none", "kd (kd.tau=2)", "none"]
+    )
     got2 = leaderboard(df2)
     assert list(got2.index) == ["none", "kd (kd.tau=2)", "kd (kd.tau=8)"]
     assert list(got2["a"]) == ["55.0 ± 5.0", "**80.0 ± 0.0**", "70.0 ± 0.0"]
@@ -277,14 +319,18 @@ def test_transfer_stages_expand(xfer):
     assert not src.report and all(j.report for j in jobs[1:])
     assert all(j.config["init"] == src.key and j.config["teacher"] == src.key for j in ft)
     assert "init" not in src.config and "source" not in ft[0].config  # old keys unchanged
-    assert joint[0].config["source"] == {"dataset": "digits", "weight": 0.5,
-                                         "dataset_params": {"classes": [0, 1, 2, 3, 4]}}
+    assert joint[0].config["source"] == {
+        "dataset": "digits",
+        "weight": 0.5,
+        "dataset_params": {"classes": [0, 1, 2, 3, 4]},
+    }
     assert [j.label for j in joint] == ["joint", "JTLN (MK-MMD)"]
     assert "row" not in joint[1].config["regularizer_params"]  # a name, not a parameter
     assert [(j.table, j.task) for j in ft] == [("fine-tuning", "0-4 to 5-9")] * 3
     bad = TRANSFER.replace("    init: source\n", "    init: nowhere\n")
     with pytest.raises(SuiteError, match=r"line 17, key 'stages.finetune.init'.*nowhere"):
         from harness.experiments.suite import parse_suite
+
         parse_suite(bad, "bad.yaml")
     with pytest.raises(SuiteError, match="unknown source key 'wieght'"):
         parse_suite(TRANSFER.replace("weight: 0.5", "wieght: 0.5"), "bad.yaml")
@@ -292,8 +338,8 @@ def test_transfer_stages_expand(xfer):
 
 def test_transfer_suite_runs_and_reports_each_table(xfer, tmp_path):
     from harness.experiments.records import records_frame
-    from harness.reports.tables import write_report
     from harness.experiments.runner import run_suite
+    from harness.reports.tables import write_report
 
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     s = run_suite(xfer, storage=storage, progress=False, results_root=tmp_path / "r", log=None)
@@ -326,11 +372,16 @@ def test_a_job_killed_mid_training_resumes_from_its_checkpoint(tiny, tmp_path, m
     from harness.experiments.records import records_frame
     from harness.experiments.runner import run_suite
 
-    over = ["seeds=[0]", "stages.students.train.epochs=3",
-            "stages.students.regularizers=[kd]"]
+    over = ["seeds=[0]", "stages.students.train.epochs=3", "stages.students.regularizers=[kd]"]
     ref_storage = f"sqlite:///{tmp_path / 'ref.sqlite3'}"
-    run_suite(tiny, storage=ref_storage, overrides=over, progress=False,
-              results_root=tmp_path / "ref", log=None)
+    run_suite(
+        tiny,
+        storage=ref_storage,
+        overrides=over,
+        progress=False,
+        results_root=tmp_path / "ref",
+        log=None,
+    )
     ref = records_frame(ref_storage, "tiny").set_index("stage")
 
     real, starts = train_mod.train, []
@@ -342,12 +393,14 @@ def test_a_job_killed_mid_training_resumes_from_its_checkpoint(tiny, tmp_path, m
         def hook(epoch, record):
             if args[0].fc.out_features == 10 and epoch == 1 and len(starts) == 2:
                 raise KeyboardInterrupt  # the student, in its second epoch, the first time
+
         return real(*args, on_epoch=hook, **kw)
 
     monkeypatch.setattr(train_mod, "train", interrupted)
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
-    kw = dict(storage=storage, overrides=over, progress=False, results_root=tmp_path / "r",
-              log=None)
+    kw = dict(
+        storage=storage, overrides=over, progress=False, results_root=tmp_path / "r", log=None
+    )
     with pytest.raises(KeyboardInterrupt):
         run_suite(tiny, **kw)
     ckpts = list((tmp_path / "r" / "tiny" / "artefacts").glob("*.ckpt"))
@@ -371,21 +424,29 @@ def _all_trials(storage):
 def test_report_puts_the_papers_numbers_beside_ours_and_checks_claims(tmp_path):
     """A stage's `reference` maps its table to a paper table (results/reference/)."""
     from harness.experiments.reference import load_reference, paper_numbers, reference_from_config
-    from harness.reports.verdicts import evaluate_claims
-    from harness.reports.tables import write_index, write_report
     from harness.experiments.runner import run_suite
+    from harness.reports.tables import write_index, write_report
+    from harness.reports.verdicts import evaluate_claims
 
-    text = TRANSFER.replace("    regularizers:\n      - none\n      - l2sp\n",
-                            "    reference:\n      paper: li2020\n      table: \"1\"\n"
-                            "      columns: {0-4 to 5-9: Aircraft100}\n"
-                            "      claims: [\"omega_p > l2sp\", \"l2sp > omega_p\"]\n"
-                            "    regularizers:\n      - none\n      - l2sp\n")
+    text = TRANSFER.replace(
+        "    regularizers:\n      - none\n      - l2sp\n",
+        '    reference:\n      paper: li2020\n      table: "1"\n'
+        "      columns: {0-4 to 5-9: Aircraft100}\n"
+        '      claims: ["omega_p > l2sp", "l2sp > omega_p"]\n'
+        "    regularizers:\n      - none\n      - l2sp\n",
+    )
     assert "reference:" in text
     path = tmp_path / "xfer.yaml"
     path.write_text(text)
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
-    s = run_suite(path, storage=storage, progress=False, results_root=tmp_path / "r", log=None,
-                  overrides=["stages.joint.regularizers=[none]"])
+    s = run_suite(
+        path,
+        storage=storage,
+        progress=False,
+        results_root=tmp_path / "r",
+        log=None,
+        overrides=["stages.joint.regularizers=[none]"],
+    )
     assert s.failed == 0, s.failures
     paths = write_report("xfer", storage, tmp_path / "r" / "xfer", keys=s.keys)
     md = paths["md"].read_text()
@@ -394,8 +455,7 @@ def test_report_puts_the_papers_numbers_beside_ours_and_checks_claims(tmp_path):
     for cell in ("83.95 ± 0.37", "83.94 ± 0.39", "85.19 ± 0.36"):
         assert cell in md, cell
     # suite "xfer" is no location of the register's entry: the claim is its own (unregistered)
-    assert "- claim `omega_p > l2sp` (unregistered, superiority): " in md \
-        and "paper 1 of 1" in md
+    assert "- claim `omega_p > l2sp` (unregistered, superiority): " in md and "paper 1 of 1" in md
     # a claim naming no row of the table ("omega_p > kd" here) is refused when the suite
     # loads (tests/test_suite_input.py), no longer reported as "not measurable"
     assert "does not hold" not in md and "Holm" in md
@@ -403,39 +463,59 @@ def test_report_puts_the_papers_numbers_beside_ours_and_checks_claims(tmp_path):
     ft = csv[csv["table"] == "fine-tuning"].set_index("method")
     assert ft.at["omega_p", "paper"] == 85.19 and ft.at["l2sp", "paper_column"] == "Aircraft100"
     # the claims are a pure function of the two frames (ours: per seed, rows x (task, seed))
-    ours = pd.DataFrame([[80.0, 80.5, 79.0], [81.0, 82.0, 80.5]], index=["l2sp", "omega_p"],
-                        columns=pd.MultiIndex.from_product([["t"], [0, 1, 2]]))
-    ref = reference_from_config({"paper": "li2020", "table": "1", "columns": {"t": "Dogs120"},
-                                 "claims": ["omega_p > l2sp"]})
+    ours = pd.DataFrame(
+        [[80.0, 80.5, 79.0], [81.0, 82.0, 80.5]],
+        index=["l2sp", "omega_p"],
+        columns=pd.MultiIndex.from_product([["t"], [0, 1, 2]]),
+    )
+    ref = reference_from_config(
+        {"paper": "li2020", "table": "1", "columns": {"t": "Dogs120"}, "claims": ["omega_p > l2sp"]}
+    )
     paper, _ = paper_numbers(ref, [("l2sp", "l2sp"), ("omega_p", "omega_p")], ["t"])
     assert paper.loc["omega_p", "t"] == 77.43
     [c] = evaluate_claims(ref.claims, ours, paper, {"l2sp": "l2sp", "omega_p": "omega_p"})
-    assert (c["ours"], c["ours_of"], c["paper"], c["paper_of"], c["verdict"]) == \
-        (1, 1, 1, 1, "holds")  # differences 1.0, 1.5, 1.5: t interval [0.62, 2.05]
+    assert (c["ours"], c["ours_of"], c["paper"], c["paper_of"], c["verdict"]) == (
+        1,
+        1,
+        1,
+        1,
+        "holds",
+    )  # differences 1.0, 1.5, 1.5: t interval [0.62, 2.05]
     assert len(load_reference("lu2017", "2")) == 10
     index = write_index(tmp_path / "r", {"xfer": "a transfer suite"})
     assert "[leaderboard](xfer/leaderboard.md)" in index.read_text()
     assert "a transfer suite" in index.read_text()
 
 
-@pytest.mark.parametrize("old, new, what", [
-    ("    init: source\n    teacher: source\n", "    init: pretrained\n    teacher: source\n",
-     "pretrained: PATH"),
-    ("      paper: li2020\n", "      paper: li2021\n", "no reference numbers for paper"),
-    ("{0-4 to 5-9: Aircraft100}", "{0-4 to 5-9: Aircraft1000}", "has no column 'Aircraft1000'"),
-    ('claims: ["omega_p > l2sp"]', 'claims: ["omega_p beats l2sp"]', "expected 'ROW > ROW'"),
-    ('claims: ["omega_p > l2sp"]', 'premises: ["l2sp beats none"]\n      claims: []',
-     r"line 24, key 'stages.finetune.reference.premises.0'.*expected 'ROW > ROW'"),
-    ('claims: ["omega_p > l2sp"]', 'premises: "l2sp > none"', "premises.*must be a list"),
-])
+@pytest.mark.parametrize(
+    "old, new, what",
+    [
+        (
+            "    init: source\n    teacher: source\n",
+            "    init: pretrained\n    teacher: source\n",
+            "pretrained: PATH",
+        ),
+        ("      paper: li2020\n", "      paper: li2021\n", "no reference numbers for paper"),
+        ("{0-4 to 5-9: Aircraft100}", "{0-4 to 5-9: Aircraft1000}", "has no column 'Aircraft1000'"),
+        ('claims: ["omega_p > l2sp"]', 'claims: ["omega_p beats l2sp"]', "expected 'ROW > ROW'"),
+        (
+            'claims: ["omega_p > l2sp"]',
+            'premises: ["l2sp beats none"]\n      claims: []',
+            r"line 24, key 'stages.finetune.reference.premises.0'.*expected 'ROW > ROW'",
+        ),
+        ('claims: ["omega_p > l2sp"]', 'premises: "l2sp > none"', "premises.*must be a list"),
+    ],
+)
 def test_bad_reference_and_pretrained_keys_are_named(tmp_path, old, new, what):
     from harness.experiments.suite import parse_suite
 
-    text = TRANSFER.replace("    regularizers:\n      - none\n      - l2sp\n",
-                            "    reference:\n      paper: li2020\n      table: \"1\"\n"
-                            "      columns: {0-4 to 5-9: Aircraft100}\n"
-                            "      claims: [\"omega_p > l2sp\"]\n"
-                            "    regularizers:\n      - none\n      - l2sp\n")
+    text = TRANSFER.replace(
+        "    regularizers:\n      - none\n      - l2sp\n",
+        '    reference:\n      paper: li2020\n      table: "1"\n'
+        "      columns: {0-4 to 5-9: Aircraft100}\n"
+        '      claims: ["omega_p > l2sp"]\n'
+        "    regularizers:\n      - none\n      - l2sp\n",
+    )
     assert old in text
     with pytest.raises(SuiteError, match=what):
         parse_suite(text.replace(old, new), "bad.yaml")
@@ -445,9 +525,9 @@ def test_pretrained_init_and_teacher_from_a_local_file(tmp_path, monkeypatch):
     """`pretrained: $VAR/file` + `init: pretrained` / `teacher: pretrained` (li2020 Table 1)."""
     import torch
 
-    from harness.zoo.models import build_model
     from harness.experiments.records import records_frame
     from harness.experiments.runner import run_suite
+    from harness.zoo.models import build_model
 
     torch.manual_seed(3)
     torch.save(build_model("mlp", 7, widths=(16,)).state_dict(), tmp_path / "w.pth")
@@ -480,8 +560,13 @@ def test_pretrained_init_and_teacher_from_a_local_file(tmp_path, monkeypatch):
     # l2sp starts at w0 = the file's weights: its first logged value is 0 + beta/2 |new head|^2
     assert set(df["regularizer"]) == {"l2sp", "omega_i"}
     monkeypatch.setenv("OTR_TEST_WEIGHTS", str(tmp_path / "nowhere"))
-    s = run_suite(path, storage=f"sqlite:///{tmp_path / 'b.sqlite3'}", progress=False,
-                  results_root=tmp_path / "r2", log=None)
+    s = run_suite(
+        path,
+        storage=f"sqlite:///{tmp_path / 'b.sqlite3'}",
+        progress=False,
+        results_root=tmp_path / "r2",
+        log=None,
+    )
     assert s.failed == 2 and "pretrained weights" in s.failures[0][1]
 
 
@@ -491,24 +576,27 @@ def test_a_grid_key_no_regularizer_takes_is_an_error(tmp_path):
     with pytest.raises(SuiteError, match=r"key 'stages.students.grid.train.lr'.*no regularizer"):
         parse_suite(TINY + "    grid: {train.lr: [0.1, 0.2]}\n", "bad.yaml")
     # a solver key counts with the plan the spec sets
-    ok = TINY.replace("      - kd: {tau: 4}\n",
-                      "      - omega_p: {plan: sinkhorn}\n") + "    grid: {reg: [0.01, 0.1]}\n"
+    ok = (
+        TINY.replace("      - kd: {tau: 4}\n", "      - omega_p: {plan: sinkhorn}\n")
+        + "    grid: {reg: [0.01, 0.1]}\n"
+    )
     jobs = expand(parse_suite(ok, "ok.yaml"))
-    assert sorted(j.config["regularizer_params"].get("reg", 0) for j in jobs
-                  if j.regularizer == "omega_p") == [0.01, 0.01, 0.1, 0.1]
+    assert sorted(
+        j.config["regularizer_params"].get("reg", 0) for j in jobs if j.regularizer == "omega_p"
+    ) == [0.01, 0.01, 0.1, 0.1]
 
 
 def test_select_val_keeps_the_grid_point_best_on_validation(tiny, tmp_path):
     """`select: val`: one row per spec, its grid point chosen on validation (li2020 A.2)."""
     from harness.experiments.records import records_frame
-    from harness.reports.tables import select_by_val, write_report
     from harness.experiments.runner import run_suite
+    from harness.reports.tables import select_by_val, write_report
 
-    over = ["seeds=[0, 1]", "stages.students.grid.kd.tau=[1, 16]",
-            "stages.students.select=val"]
+    over = ["seeds=[0, 1]", "stages.students.grid.kd.tau=[1, 16]", "stages.students.select=val"]
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
-    s = run_suite(tiny, storage=storage, overrides=over, progress=False,
-                  results_root=tmp_path / "r", log=None)
+    s = run_suite(
+        tiny, storage=storage, overrides=over, progress=False, results_root=tmp_path / "r", log=None
+    )
     assert s.failed == 0
     df = records_frame(storage, "tiny")
     kd = df[df["regularizer"] == "kd"]
@@ -556,8 +644,12 @@ def test_training_and_source_splits_are_chosen_and_checked(tiny, tmp_path):
     with pytest.raises(SuiteError, match="has no split 'all'"):
         load_suite(tiny, ["stages.students.source={dataset: digits, split: all}"])
     src = expand(load_suite(tiny, ["stages.students.source={dataset: digits, split: val}"]))
-    assert src[2].config["source"] == {"dataset": "digits", "dataset_params": {},
-                                       "weight": 1.0, "split": "val"}
+    assert src[2].config["source"] == {
+        "dataset": "digits",
+        "dataset_params": {},
+        "weight": 1.0,
+        "split": "val",
+    }
     nosplit = expand(load_suite(tiny, ["stages.students.source={dataset: digits}"]))
     assert "split" not in nosplit[2].config["source"]
 
@@ -568,14 +660,21 @@ def test_splits_per_dataset(tmp_path):
     import harness.experiments.runner as runner
 
     path = tmp_path / "two.yaml"
-    path.write_text(TINY.replace("name: tiny", "name: two").split("  students:")[0].replace(
-        "    dataset: digits\n", "    dataset: [digits, synthetic]\n    splits: {train: {digits: "
-        "val}, val: {digits: null}}\n"))
+    path.write_text(
+        TINY.replace("name: tiny", "name: two")
+        .split("  students:")[0]
+        .replace(
+            "    dataset: digits\n",
+            "    dataset: [digits, synthetic]\n    splits: {train: {digits: "
+            "val}, val: {digits: null}}\n",
+        )
+    )
     jobs = expand(load_suite(path))
     by_ds = {j.dataset: j for j in jobs if j.seed == 0}
     tr, val, _, _ = runner._datasets(by_ds["digits"].config)
-    assert val is None and len(tr) == len(runner._datasets(
-        {**by_ds["digits"].config, "splits": {}})[1])  # digits trains on its val split
+    assert val is None and len(tr) == len(
+        runner._datasets({**by_ds["digits"].config, "splits": {}})[1]
+    )  # digits trains on its val split
     tr2, val2, _, _ = runner._datasets(by_ds["synthetic"].config)
     assert val2 is not None  # synthetic keeps train / val
     with pytest.raises(SuiteError, match="'cifar11' is not a registered dataset"):
@@ -583,21 +682,29 @@ def test_splits_per_dataset(tmp_path):
     load_suite(path, ["stages.teacher.splits={train: {cifar10: train}}"])  # another stage's
 
 
-@pytest.mark.parametrize("new,line,what", [
-    ("        - {match: features.1, lr_mult: -1}\n", 20, "lr_mult"),
-    ("        - {match: features.9, lr_mult: 0}\n", 20, "'features.9' matches no parameter"),
-    ("        - {match: [features.1, fc.bias, fetaures.2], lr_mult: 0}\n", 20, "'fetaures.2'"),
-    ("        - {match: features.1, lr: 0}\n", 20, "unknown param_groups key 'lr'"),
-    ("        - features.1\n", 20, "a mapping"),
-    ("        - {match: 'features.*', lr_mult: 0.1}\n        - {match: features.1, lr_mult: 0}\n",
-     21, "earlier group"),
-])
+@pytest.mark.parametrize(
+    "new,line,what",
+    [
+        ("        - {match: features.1, lr_mult: -1}\n", 20, "lr_mult"),
+        ("        - {match: features.9, lr_mult: 0}\n", 20, "'features.9' matches no parameter"),
+        ("        - {match: [features.1, fc.bias, fetaures.2], lr_mult: 0}\n", 20, "'fetaures.2'"),
+        ("        - {match: features.1, lr: 0}\n", 20, "unknown param_groups key 'lr'"),
+        ("        - features.1\n", 20, "a mapping"),
+        (
+            "        - {match: 'features.*', lr_mult: 0.1}\n        - {match: features.1, lr_mult: 0}\n",
+            21,
+            "earlier group",
+        ),
+    ],
+)
 def test_bad_param_groups_are_named_with_their_line(tmp_path, new, line, what):
     """train.param_groups: each entry's error on its line; patterns checked against the
     model's parameter names when the suite loads (the model built on the meta device)."""
     old = "    train: {epochs: 1, batch_size: 25, lr: 0.05}\n"
-    good = ("    train:\n      epochs: 1\n      batch_size: 25\n      param_groups:\n"
-            "        - {match: features.1, lr_mult: 0}\n")
+    good = (
+        "    train:\n      epochs: 1\n      batch_size: 25\n      param_groups:\n"
+        "        - {match: features.1, lr_mult: 0}\n"
+    )
     path = tmp_path / "bad.yaml"
     path.write_text(TINY.replace(old, good, 1))
     job = expand(load_suite(path))[2]
@@ -616,10 +723,18 @@ def test_teacher_mode_is_checked_on_its_line_and_keyed_only_when_set(tiny, tmp_p
     assert paper[2].config["train"]["teacher_mode"] == "train"
     assert {j.key for j in paper[2:]}.isdisjoint(j.key for j in base[2:])
     path = tmp_path / "bad.yaml"
-    path.write_text(TINY.replace("    train: {epochs: 1, batch_size: 25, lr: 0.05}\n",
-                                 "    train:\n      epochs: 1\n      teacher_mode: batch\n", 1))
-    with pytest.raises(SuiteError, match=r"line 18, key 'stages.students.train.teacher_mode'"
-                                         r".*teacher_mode must be one of"):
+    path.write_text(
+        TINY.replace(
+            "    train: {epochs: 1, batch_size: 25, lr: 0.05}\n",
+            "    train:\n      epochs: 1\n      teacher_mode: batch\n",
+            1,
+        )
+    )
+    with pytest.raises(
+        SuiteError,
+        match=r"line 18, key 'stages.students.train.teacher_mode'"
+        r".*teacher_mode must be one of",
+    ):
         load_suite(path)
 
 
@@ -628,8 +743,8 @@ def test_lu2017_suite_freezes_conv1_3_and_slows_conv4_5_of_alexnet():
     frozen, conv4-5 at 0.1 x lr, fc6-7 at lr, the new fc8 classifiers at the base lr."""
     import torch
 
-    from harness.zoo.models import build_model, with_source_head
     from harness.training.loop import TrainConfig, assign_param_groups
+    from harness.zoo.models import build_model, with_source_head
 
     suite = load_suite("lu2017_table2")
     joint = next(j for j in expand(suite) if j.stage == "boeing_joint")
@@ -637,15 +752,26 @@ def test_lu2017_suite_freezes_conv1_3_and_slows_conv4_5_of_alexnet():
     with torch.device("meta"):
         model = with_source_head(build_model("alexnet", 22), 78)
     names = [n for n, _ in model.named_parameters()]
-    mults = {n: cfg.param_groups[g].lr_mult if g is not None else 1.0
-             for n, g in zip(names, assign_param_groups(names, cfg.param_groups))}
+    mults = {
+        n: cfg.param_groups[g].lr_mult if g is not None else 1.0
+        for n, g in zip(names, assign_param_groups(names, cfg.param_groups))
+    }
     by_layer = {n.rsplit(".", 1)[0]: m for n, m in mults.items()}
-    assert by_layer == {"features.0": 0.0, "features.3": 0.0, "features.6": 0.0,
-                        "features.8": 0.1, "features.10": 0.1,
-                        "classifier.1": 1.0, "classifier.4": 1.0,
-                        "classifier.6.target": 1.0, "classifier.6.source": 1.0}
-    assert all(j.config["train"]["param_groups"] == joint.config["train"]["param_groups"]
-               for j in expand(suite))  # every stage fine-tunes that way
+    assert by_layer == {
+        "features.0": 0.0,
+        "features.3": 0.0,
+        "features.6": 0.0,
+        "features.8": 0.1,
+        "features.10": 0.1,
+        "classifier.1": 1.0,
+        "classifier.4": 1.0,
+        "classifier.6.target": 1.0,
+        "classifier.6.source": 1.0,
+    }
+    assert all(
+        j.config["train"]["param_groups"] == joint.config["train"]["param_groups"]
+        for j in expand(suite)
+    )  # every stage fine-tunes that way
 
 
 def test_li2020_suites_say_and_set_their_teacher_mode():

@@ -1,5 +1,6 @@
 """The fixed test pool (harness/zoo/pools.py): one test draw that no seed trains on; the
 resampled default unchanged bit for bit; the suite-level switch reaches every stage."""
+
 import hashlib
 
 import numpy as np
@@ -64,11 +65,14 @@ def test_resampled_test_moves_with_the_seed(name):
 # Computed on commit 172917c, BEFORE test_pool existed (seed 3; sha256 of data + targets bytes,
 # first 16 hex digits): the default must stay bit for bit what the committed results used.
 BEFORE = {
-    ("digits", "train"): "a16c69b63f871294", ("digits", "val"): "0a0ea3dd8f2e5fcb",
+    ("digits", "train"): "a16c69b63f871294",
+    ("digits", "val"): "0a0ea3dd8f2e5fcb",
     ("digits", "test"): "282a19152c1c1792",
-    ("latent", "train"): "3ed3c34199087b82", ("latent", "val"): "0ec10c822e7ab1ea",
+    ("latent", "train"): "3ed3c34199087b82",
+    ("latent", "val"): "0ec10c822e7ab1ea",
     ("latent", "test"): "d9be2c89335395a7",
-    ("synthetic", "train"): "abc737ceb7a4b7d0", ("synthetic", "val"): "a0ab9653e765fff8",
+    ("synthetic", "train"): "abc737ceb7a4b7d0",
+    ("synthetic", "val"): "a0ab9653e765fff8",
     ("synthetic", "test"): "32185e21c5e89be3",
 }
 
@@ -88,21 +92,50 @@ def test_resampled_digits_indices_are_todays():
 def test_options_on_top_of_the_fixed_pool():
     full_ds = load_dataset("digits", split="test", seed=0, test_pool="fixed")
     full = _rows(full_ds)
-    few = load_dataset("digits", split="train", seed=2, test_pool="fixed", n_per_class=5,
-                       classes=[5, 6, 7, 8, 9])
+    few = load_dataset(
+        "digits", split="train", seed=2, test_pool="fixed", n_per_class=5, classes=[5, 6, 7, 8, 9]
+    )
     assert len(few) == 25 and set(few.targets.tolist()) == {0, 1, 2, 3, 4}
-    assert not (_rows(load_dataset("digits", split="train", seed=2, test_pool="fixed",
-                                   classes=[5, 6, 7, 8, 9], relabel=False)) & full)
-    sub = load_dataset("digits", split="test", seed=4, test_pool="fixed", classes=[5, 6, 7, 8, 9],
-                       relabel=False)
+    assert not (
+        _rows(
+            load_dataset(
+                "digits",
+                split="train",
+                seed=2,
+                test_pool="fixed",
+                classes=[5, 6, 7, 8, 9],
+                relabel=False,
+            )
+        )
+        & full
+    )
+    sub = load_dataset(
+        "digits", split="test", seed=4, test_pool="fixed", classes=[5, 6, 7, 8, 9], relabel=False
+    )
     assert _rows(sub) <= full and len(sub) == int((full_ds.targets >= 5).sum())
-    co = load_dataset("latent", split="test", seed=1, test_pool="fixed", n_samples=600,
-                      classes=list(range(10)), coarse=5)
-    co0 = load_dataset("latent", split="test", seed=0, test_pool="fixed", n_samples=600,
-                       classes=list(range(10)), coarse=5)
+    co = load_dataset(
+        "latent",
+        split="test",
+        seed=1,
+        test_pool="fixed",
+        n_samples=600,
+        classes=list(range(10)),
+        coarse=5,
+    )
+    co0 = load_dataset(
+        "latent",
+        split="test",
+        seed=0,
+        test_pool="fixed",
+        n_samples=600,
+        classes=list(range(10)),
+        coarse=5,
+    )
     assert torch.equal(co.data, co0.data) and set(co.targets.tolist()) == set(range(5))
-    assert len(load_dataset("synthetic", split="train", seed=1, test_pool="fixed",
-                            n_per_class=3)) == 12
+    assert (
+        len(load_dataset("synthetic", split="train", seed=1, test_pool="fixed", n_per_class=3))
+        == 12
+    )
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -169,8 +202,9 @@ def test_the_suite_switch_changes_job_keys_and_reaches_the_loader():
 
 
 def test_the_switch_by_override_and_a_bad_value():
-    jobs = expand(parse_suite(SUITE.format(pool="x", top=""), "pool.yaml",
-                              overrides=["test_pool=fixed"]))
+    jobs = expand(
+        parse_suite(SUITE.format(pool="x", top=""), "pool.yaml", overrides=["test_pool=fixed"])
+    )
     assert {j.config["dataset_params"]["test_pool"] for j in jobs if j.stage != "lat"} == {"fixed"}
     with pytest.raises(SuiteError, match=r"key 'test_pool'.*'resampled', 'fixed'; got 'frozen'"):
         _suite("frozen")
@@ -180,9 +214,15 @@ def test_the_switch_by_override_and_a_bad_value():
 
 
 def test_stages_whose_datasets_do_not_take_it_are_left_alone():
-    raw = {"name": "x", "test_pool": "fixed", "stages": {
-        "a": {"dataset": ["digits", "cifar10"]}, "b": {"dataset": "cifar10"},
-        "c": {"dataset": ["digits", "latent"], "source": {"dataset": "latent"}}}}
+    raw = {
+        "name": "x",
+        "test_pool": "fixed",
+        "stages": {
+            "a": {"dataset": ["digits", "cifar10"]},
+            "b": {"dataset": "cifar10"},
+            "c": {"dataset": ["digits", "latent"], "source": {"dataset": "latent"}},
+        },
+    }
     out = apply_suite_test_pool(raw)
     assert "dataset_params" not in out["stages"]["a"] and "dataset_params" not in out["stages"]["b"]
     assert out["stages"]["c"]["dataset_params"] == {"test_pool": "fixed"}

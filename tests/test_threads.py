@@ -1,4 +1,5 @@
 """The thread policy (harness/training/threads.py): workers x threads <= the usable cores."""
+
 import os
 
 import pytest

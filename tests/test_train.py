@@ -3,6 +3,7 @@
 Tiny MLPs on scikit-learn's bundled digits (1,797 8x8 images), built here so that these tests do
 not depend on harness.zoo.models / harness.zoo.data.
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from harness.transfer.regularizers import build_regularizer
 from harness.training.loop import TrainConfig, TrainResult, evaluate, train
+from harness.transfer.regularizers import build_regularizer
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
@@ -108,12 +109,21 @@ def test_resume_matches_straight_run(digits, tmp_path, spec):
         raise Interrupted
 
     with pytest.raises(Interrupted):
-        train(mlp(hidden=16), train_set, val_set, config=cfg, checkpoint_path=path,
-              progress=False, on_epoch=stop_after_first, **reg_kw())
+        train(
+            mlp(hidden=16),
+            train_set,
+            val_set,
+            config=cfg,
+            checkpoint_path=path,
+            progress=False,
+            on_epoch=stop_after_first,
+            **reg_kw(),
+        )
     assert path.exists()
     resumed = mlp(seed=123, hidden=16)  # other initial weights: all come from the checkpoint
-    r2 = train(resumed, train_set, val_set, config=cfg, checkpoint_path=path, progress=False,
-               **reg_kw())
+    r2 = train(
+        resumed, train_set, val_set, config=cfg, checkpoint_path=path, progress=False, **reg_kw()
+    )
     assert r2.status == "completed", r2.reason
     assert r2.resumed_from_epoch == 1  # read back with weights_only=True, not restarted
     assert_same(weights(straight), weights(resumed))
@@ -122,8 +132,15 @@ def test_resume_matches_straight_run(digits, tmp_path, spec):
     assert r2.epochs_completed == 3
     assert not list(tmp_path.glob("*.tmp*"))  # atomic write left no temporary file
     with pytest.raises(ValueError, match="another config"):
-        train(mlp(hidden=16), train_set, val_set, config=dataclass_replace(cfg, lr=0.1),
-              checkpoint_path=path, progress=False, **reg_kw())
+        train(
+            mlp(hidden=16),
+            train_set,
+            val_set,
+            config=dataclass_replace(cfg, lr=0.1),
+            checkpoint_path=path,
+            progress=False,
+            **reg_kw(),
+        )
 
 
 def test_omega_p_plus_kd_logs_terms_and_ot_stats(digits):
@@ -132,17 +149,25 @@ def test_omega_p_plus_kd_logs_terms_and_ot_stats(digits):
     train(teacher, train_set, None, config=dataclass_replace(CFG, epochs=1), progress=False)
     teacher.zero_grad(set_to_none=True)  # forget the grads of its own training
     t_before = weights(teacher)
-    reg = build_regularizer("omega_p+kd", **{"omega_p.alpha": 0.1, "kd.tau": 4.0,
-                                             "omega_p.plan": "ipot", "omega_p.max_iter": 10})
+    reg = build_regularizer(
+        "omega_p+kd",
+        **{"omega_p.alpha": 0.1, "kd.tau": 4.0, "omega_p.plan": "ipot", "omega_p.max_iter": 10},
+    )
     student = copy.deepcopy(teacher)
     cfg = TrainConfig(epochs=1, batch_size=100, lr=0.02, seed=0)
-    res = train(student, train_set, val_set, config=cfg, regularizer=reg, teacher=teacher,
-                progress=False)
+    res = train(
+        student, train_set, val_set, config=cfg, regularizer=reg, teacher=teacher, progress=False
+    )
     assert res.status == "completed", res.reason
     steps, epoch = res.history["steps"], res.history["epochs"][0]
     n = res.steps
-    for key in ("train/omega_p", "train/kd", "omega_p/penultimate/n_iter",
-                "omega_p/penultimate/converged", "omega_p/penultimate/matched"):
+    for key in (
+        "train/omega_p",
+        "train/kd",
+        "omega_p/penultimate/n_iter",
+        "omega_p/penultimate/converged",
+        "omega_p/penultimate/matched",
+    ):
         assert len(steps[key]) == n, key
         assert key in epoch, key
     matched = steps["omega_p/penultimate/matched"]
@@ -160,8 +185,15 @@ def test_l2sp_with_initial_weights(digits):
     model = mlp()
     w0 = {k: v.detach().clone() for k, v in model.named_parameters()}
     reg = build_regularizer("l2sp", alpha=0.5)
-    res = train(model, train_set, val_set, config=dataclass_replace(CFG, epochs=1),
-                regularizer=reg, initial_weights=w0, progress=False)
+    res = train(
+        model,
+        train_set,
+        val_set,
+        config=dataclass_replace(CFG, epochs=1),
+        regularizer=reg,
+        initial_weights=w0,
+        progress=False,
+    )
     assert res.status == "completed", res.reason
     l2sp = res.history["steps"]["train/l2sp"]
     assert l2sp[0] == 0.0 and l2sp[-1] > 0.0
@@ -172,8 +204,14 @@ def test_l2sp_with_initial_weights(digits):
 def test_teacher_required(digits):
     train_set, val_set = digits
     with pytest.raises(ValueError, match="teacher"):
-        train(mlp(), train_set, val_set, config=CFG, regularizer=build_regularizer("kd"),
-              progress=False)
+        train(
+            mlp(),
+            train_set,
+            val_set,
+            config=CFG,
+            regularizer=build_regularizer("kd"),
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize("case", ["lr", "weight", "ot_weight"])
@@ -184,8 +222,11 @@ def test_non_finite_loss_fails_cleanly(digits, case):
         kw = {"config": dataclass_replace(CFG, lr=1e30)}
     else:
         spec = "kd" if case == "weight" else "omega_p"
-        kw = {"config": CFG, "teacher": mlp(seed=5),
-              "regularizer": build_regularizer(spec, alpha=1e30)}
+        kw = {
+            "config": CFG,
+            "teacher": mlp(seed=5),
+            "regularizer": build_regularizer(spec, alpha=1e30),
+        }
     res = train(mlp(), train_set, val_set, progress=False, **kw)  # must not raise
     assert res.status == "failed"
     assert "non-finite loss" in res.reason and "step" in res.reason
@@ -202,9 +243,16 @@ def test_failure_does_not_touch_checkpoint(digits, tmp_path):
     # same trajectory-defining config, more epochs; a KD weight of 1e30 fails in epoch 1 (an
     # infinite one is refused when the term is built)
     teacher = mlp(seed=5)
-    res = train(mlp(), train_set, val_set, config=dataclass_replace(ok, epochs=2),
-                regularizer=build_regularizer("kd", alpha=1e30), teacher=teacher,
-                checkpoint_path=path, progress=False)
+    res = train(
+        mlp(),
+        train_set,
+        val_set,
+        config=dataclass_replace(ok, epochs=2),
+        regularizer=build_regularizer("kd", alpha=1e30),
+        teacher=teacher,
+        checkpoint_path=path,
+        progress=False,
+    )
     assert res.status == "failed" and "non-finite" in res.reason
     assert path.read_bytes() == before
 
@@ -217,7 +265,8 @@ def test_config_validation_and_dict():
     d = TrainConfig(milestones=[3, 6]).to_dict()
     assert d["milestones"] == [3, 6] and d["momentum"] == 0.9
     assert TrainConfig(**{**d, "milestones": tuple(d["milestones"])}) == TrainConfig(
-        milestones=(3, 6))
+        milestones=(3, 6)
+    )
 
 
 class TwoHeads(nn.Module):
@@ -242,9 +291,15 @@ def test_jtln_reads_source_head_and_label_cost(digits):
     x, y = train_set.tensors
     target = TensorDataset(x, y % 4)
     label_cost = torch.rand(10, 4, generator=torch.Generator().manual_seed(0))
-    res = train(TwoHeads(), target, None, config=dataclass_replace(CFG, epochs=1),
-                regularizer=build_regularizer("jtln", alpha=0.5), label_cost=label_cost,
-                progress=False)
+    res = train(
+        TwoHeads(),
+        target,
+        None,
+        config=dataclass_replace(CFG, epochs=1),
+        regularizer=build_regularizer("jtln", alpha=0.5),
+        label_cost=label_cost,
+        progress=False,
+    )
     assert res.status == "completed", res.reason
     assert len(res.history["steps"]["train/jtln"]) == res.steps > 0
     assert "jtln/n_iter" in res.history["epochs"][0]
@@ -252,8 +307,7 @@ def test_jtln_reads_source_head_and_label_cost(digits):
 
 def test_progress_bar_runs(digits, capsys):
     train_set, val_set = digits
-    res = train(mlp(), train_set, val_set, config=dataclass_replace(CFG, epochs=1),
-                progress=True)
+    res = train(mlp(), train_set, val_set, config=dataclass_replace(CFG, epochs=1), progress=True)
     assert res.status == "completed"
 
 
@@ -268,14 +322,16 @@ def test_joint_training_adds_the_source_cross_entropy(digits):
     assert model.tap_points["source_head"] == "fc.source" and head_module(model).out_features == 5
     w_src0 = model.fc.source.weight.detach().clone()
     cfg = dataclass_replace(CFG, epochs=1)
-    res = train(model, target, None, config=cfg, source_set=source, source_weight=0.5,
-                progress=False)
+    res = train(
+        model, target, None, config=cfg, source_set=source, source_weight=0.5, progress=False
+    )
     assert res.status == "completed", res.reason
     steps = res.history["steps"]
     assert len(steps["train/source_ce"]) == res.steps > 0
     # the logged loss is ce + 0.5 * source ce
-    assert steps["train/loss"][0] == pytest.approx(steps["train/ce"][0] +
-                                                   steps["train/source_ce"][0], rel=1e-5)
+    assert steps["train/loss"][0] == pytest.approx(
+        steps["train/ce"][0] + steps["train/source_ce"][0], rel=1e-5
+    )
     assert not torch.equal(model.fc.source.weight, w_src0)  # the source head is trained
     # without a source set the source head gets no gradient at all
     plain = with_source_head(build_model("mlp", 5, widths=(16,)), 5)
@@ -283,8 +339,14 @@ def test_joint_training_adds_the_source_cross_entropy(digits):
     train(plain, target, None, config=cfg, progress=False)
     assert torch.equal(plain.fc.source.weight, w0)
     with pytest.raises(ValueError, match="source classifier"):
-        train(build_model("mlp", 5, widths=(16,)), target, None, config=cfg,
-              source_set=source, progress=False)
+        train(
+            build_model("mlp", 5, widths=(16,)),
+            target,
+            None,
+            config=cfg,
+            source_set=source,
+            progress=False,
+        )
 
 
 def test_step_budget_and_step_milestones(digits):
@@ -292,8 +354,9 @@ def test_step_budget_and_step_milestones(digits):
     train_set, _ = digits
     x, y = train_set.tensors
     small = TensorDataset(x[:96], y[:96])  # 3 steps per epoch at batch 32
-    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.1, schedule="step", milestones=(5,),
-                      steps=7, seed=0)
+    cfg = TrainConfig(
+        epochs=1, batch_size=32, lr=0.1, schedule="step", milestones=(5,), steps=7, seed=0
+    )
     res = train(mlp(), small, None, config=cfg, progress=False)
     assert res.status == "completed" and res.steps == 7 and res.epochs_completed == 3
     # the lr an epoch ends with: 3 steps (before 5), 6 steps (after), 7 steps
@@ -322,8 +385,14 @@ def test_zero_steps_only_evaluates(digits):
     train_set, val_set = digits
     model = mlp()
     before = weights(model)
-    res = train(model, train_set, val_set, config=TrainConfig(steps=0, batch_size=64),
-                test_set=val_set, progress=False)
+    res = train(
+        model,
+        train_set,
+        val_set,
+        config=TrainConfig(steps=0, batch_size=64),
+        test_set=val_set,
+        progress=False,
+    )
     assert res.status == "completed" and res.steps == 0 and res.epochs_completed == 0
     assert res.test_accuracy is not None
     assert_same(before, weights(model))
@@ -335,8 +404,9 @@ def test_zero_steps_only_evaluates(digits):
 def mlp3(seed: int = 0) -> nn.Sequential:
     """64 -> 32 -> 32 -> 10: three linear layers ("0", "2", "4") to freeze / slow / keep."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
-                        nn.Linear(32, 10))
+    net = nn.Sequential(
+        nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10)
+    )
     net.tap_points = {"penultimate": "3", "head": "4"}
     return net
 
@@ -348,8 +418,16 @@ def test_param_groups_freeze_and_scale_the_learning_rate(digits, tmp_path):
     """lu2017 §4: frozen layers do not move (bitwise), a group's lr is lr * lr_mult, also
     under the step schedule; weight decay does not reach the frozen layer."""
     train_set, _ = digits
-    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="step", milestones=(1,),
-                      weight_decay=0.01, seed=0, param_groups=GROUPS)
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=64,
+        lr=0.05,
+        schedule="step",
+        milestones=(1,),
+        weight_decay=0.01,
+        seed=0,
+        param_groups=GROUPS,
+    )
     model = mlp3()
     before = weights(model)
     path = tmp_path / "ckpt.pt"
@@ -382,9 +460,18 @@ def test_param_group_update_is_lr_times_lr_mult(digits):
     grads = {n: p.grad.clone() for n, p in ref.named_parameters()}
     model = mlp3()
     before = weights(model)
-    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.5, momentum=0.0, schedule="constant",
-                      param_groups=({"match": "0", "lr_mult": 0}, {"match": "2", "lr_mult": 0.1},
-                                    {"match": "4.*", "lr_mult": 2.0}))
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=64,
+        lr=0.5,
+        momentum=0.0,
+        schedule="constant",
+        param_groups=(
+            {"match": "0", "lr_mult": 0},
+            {"match": "2", "lr_mult": 0.1},
+            {"match": "4.*", "lr_mult": 2.0},
+        ),
+    )
     assert train(model, one, None, config=cfg, progress=False).status == "completed"
     for n, p in model.named_parameters():
         mult = {"0": 0.0, "2": 0.1, "4": 2.0}[n.split(".")[0]]
@@ -399,13 +486,22 @@ def test_param_groups_resume_and_regularizer_parameters(digits, tmp_path):
     train_set = TensorDataset(*(t[:256] for t in train_set.tensors))
     teacher = mlp(seed=9, hidden=48)  # 48 vs 32 neurons: a learned embedding
     groups = GROUPS + ({"match": "regularizer.*", "lr_mult": 0},)
-    cfg = TrainConfig(epochs=2, batch_size=128, lr=0.05, schedule="cosine", seed=1,
-                      param_groups=groups)
+    cfg = TrainConfig(
+        epochs=2, batch_size=128, lr=0.05, schedule="cosine", seed=1, param_groups=groups
+    )
 
     def run(model, config=cfg, **kw):
         reg = build_regularizer("ot_samples_ipot", taps="penultimate", max_iter=5, alpha=0.5)
-        return reg, train(model, train_set, None, config=config, regularizer=reg,
-                          teacher=copy.deepcopy(teacher), progress=False, **kw)
+        return reg, train(
+            model,
+            train_set,
+            None,
+            config=config,
+            regularizer=reg,
+            teacher=copy.deepcopy(teacher),
+            progress=False,
+            **kw,
+        )
 
     straight = mlp3()
     reg, res = run(straight)
@@ -445,11 +541,21 @@ def test_param_group_patterns_are_checked():
     with pytest.raises(ValueError, match=r"param_groups\[1\].*earlier group"):
         assign_param_groups(names, (g("features.*"), g("features.0")))
     with pytest.raises(ValueError, match="'fc' matches no parameter"):
-        train(mlp3(), TensorDataset(torch.zeros(8, 64), torch.zeros(8, dtype=torch.long)),
-              config=TrainConfig(epochs=1, batch_size=8,
-                                 param_groups=[{"match": "fc", "lr_mult": 0}]), progress=False)
-    for bad in ({"match": "0", "lr_mult": -1}, {"match": [], "lr_mult": 0}, {"lr_mult": 0},
-                {"match": "0", "lr": 0.1}, "0"):
+        train(
+            mlp3(),
+            TensorDataset(torch.zeros(8, 64), torch.zeros(8, dtype=torch.long)),
+            config=TrainConfig(
+                epochs=1, batch_size=8, param_groups=[{"match": "fc", "lr_mult": 0}]
+            ),
+            progress=False,
+        )
+    for bad in (
+        {"match": "0", "lr_mult": -1},
+        {"match": [], "lr_mult": 0},
+        {"lr_mult": 0},
+        {"match": "0", "lr": 0.1},
+        "0",
+    ):
         with pytest.raises(ValueError, match="param_groups"):
             TrainConfig(param_groups=[bad])
     # keyed only when set: suites' job keys stay as they were without groups
@@ -457,7 +563,8 @@ def test_param_group_patterns_are_checked():
     d = TrainConfig(param_groups=[{"match": "0", "lr_mult": 0}]).to_dict()
     assert d["param_groups"] == [{"match": ["0"], "lr_mult": 0.0}]
     assert TrainConfig(**{**d, "milestones": ()}) == TrainConfig(
-        param_groups=[ParamGroup(match="0", lr_mult=0)])
+        param_groups=[ParamGroup(match="0", lr_mult=0)]
+    )
 
 
 # --------------------------------------------------------------------------- teacher_mode
@@ -471,8 +578,12 @@ class BNNet(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.body, self.bn, self.act, self.fc = nn.Linear(64, 32), nn.BatchNorm1d(32), \
-            nn.ReLU(), nn.Linear(32, 10)
+        self.body, self.bn, self.act, self.fc = (
+            nn.Linear(64, 32),
+            nn.BatchNorm1d(32),
+            nn.ReLU(),
+            nn.Linear(32, 10),
+        )
         with torch.no_grad():  # running statistics far from any batch's: eval mode differs
             self.bn.running_mean.fill_(3.0)
             self.bn.running_var.fill_(9.0)
@@ -493,11 +604,19 @@ def test_teacher_mode_train_gives_the_students_features_at_step_0(digits, mode):
     seen: dict[str, list] = {"student": [], "teacher": []}
     for who, net in (("student", student), ("teacher", teacher)):
         net.act.register_forward_hook(
-            lambda m, i, out, who=who: seen[who].append((m.training, out.detach().clone())))
+            lambda m, i, out, who=who: seen[who].append((m.training, out.detach().clone()))
+        )
     buffers = {k: v.clone() for k, v in teacher.state_dict().items()}
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, steps=1, teacher_mode=mode)
-    res = train(student, train_set, None, config=cfg, teacher=teacher,
-                regularizer=build_regularizer("kd", alpha=0.5), progress=False)
+    res = train(
+        student,
+        train_set,
+        None,
+        config=cfg,
+        teacher=teacher,
+        regularizer=build_regularizer("kd", alpha=0.5),
+        progress=False,
+    )
     assert res.status == "completed", res.reason
     # the last forwards are step 0's (materialising the regularizer came before)
     (s_training, s_feat), (_, t_feat) = seen["student"][-1], seen["teacher"][-1]
@@ -521,8 +640,14 @@ def test_term_diagnostics_are_value_and_gradient_ratios_to_the_cross_entropy(dig
     alpha = 0.3
     model = mlp(seed=2)
     w0 = weights(model)
-    res = train(model, small, val_set, config=cfg, regularizer=build_regularizer("l2", alpha=alpha),
-                progress=False)
+    res = train(
+        model,
+        small,
+        val_set,
+        config=cfg,
+        regularizer=build_regularizer("l2", alpha=alpha),
+        progress=False,
+    )
     first = res.history["epochs"][0]
     ref = mlp(seed=2)
     x, y = small.tensors
@@ -535,7 +660,8 @@ def test_term_diagnostics_are_value_and_gradient_ratios_to_the_cross_entropy(dig
     assert first["diag/l2/grad_ratio"] == pytest.approx(norm(g_l2) / norm(g_ce), rel=1e-5)
     # the diagnostics never touch the update: one plain SGD step on CE + l2
     for (name, p), gc, gl in zip(ref.named_parameters(), g_ce, g_l2):
-        torch.testing.assert_close(weights(model)[name], w0[name] - 0.1 * (gc + gl),
-                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            weights(model)[name], w0[name] - 0.1 * (gc + gl), rtol=1e-5, atol=1e-6
+        )
     plain = train(mlp(), train_set, val_set, config=CFG, progress=False)
     assert not any(k.startswith("diag/") for k in plain.history["epochs"][0])

@@ -6,6 +6,7 @@ teacher's weights the SHA-256 its record keeps, a checkpoint a proof beside it. 
 leave the results folder through a link and are atomic; a full disk is one line. In every case
 the storage's COMPLETE records are counted before and after: none is lost, changed or
 duplicated."""
+
 from __future__ import annotations
 
 import errno
@@ -71,8 +72,10 @@ def _complete(storage: str, suite: str = "tiny") -> list[tuple[str, float]]:
         study = optuna.load_study(study_name=suite, storage=storage)
     except KeyError:  # no study yet
         return []
-    return sorted((t.user_attrs["key"], t.value)
-                  for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    return sorted(
+        (t.user_attrs["key"], t.value)
+        for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    )
 
 
 def _run(suite, results, storage=None, **kw):
@@ -107,6 +110,7 @@ def _copy(base, tmp_path) -> tuple[Path, Path, str]:
 
 # --------------------------------------------------------------------------- 1. planted results
 
+
 def test_a_planted_result_file_is_ignored_and_its_job_trained(tmp_path):
     """The issue's case: `artefacts/<key>.result.json` saying completed at 100 % was recorded
     COMPLETE without training, then `run` died on KeyError 'wall_time'."""
@@ -115,8 +119,9 @@ def test_a_planted_result_file_is_ignored_and_its_job_trained(tmp_path):
     art = tmp_path / "R" / "tiny" / "artefacts"
     art.mkdir(parents=True)
     for job in teachers + students:
-        (art / f"{job.key}.result.json").write_text(json.dumps(
-            {"status": "completed", "test_accuracy": 1.0, "val_accuracy": 1.0}))
+        (art / f"{job.key}.result.json").write_text(
+            json.dumps({"status": "completed", "test_accuracy": 1.0, "val_accuracy": 1.0})
+        )
     s, lines = _run(suite, tmp_path / "R")
     assert s.completed == 3 and s.failed == 0
     done = _complete(f"sqlite:///{tmp_path / 'R' / 'tiny' / 'runs.sqlite3'}")
@@ -130,8 +135,15 @@ def _forge(kind: str, path: Path, job, other, monkeypatch) -> None:
     from harness.experiments import records
     from harness.experiments.artefacts import save_pending
 
-    good = {"status": "completed", "reason": None, "test_accuracy": 0.99, "val_accuracy": 0.9,
-            "best_val_accuracy": 0.9, "wall_time": 1.0, "epochs_completed": 2}
+    good = {
+        "status": "completed",
+        "reason": None,
+        "test_accuracy": 0.99,
+        "val_accuracy": 0.9,
+        "best_val_accuracy": 0.9,
+        "wall_time": 1.0,
+        "epochs_completed": 2,
+    }
     if kind == "another job's":  # a genuine file of another job, renamed
         save_pending(path, other, good)
     elif kind == "edited":  # a genuine file whose accuracy was raised after it was signed
@@ -150,7 +162,7 @@ def _forge(kind: str, path: Path, job, other, monkeypatch) -> None:
         save_pending(path, job, {**good, "test_accuracy": 1.5, "wall_time": None})
     elif kind == "huge":
         with open(path, "wb") as fh:
-            fh.truncate(64 * 2 ** 20)  # sparse
+            fh.truncate(64 * 2**20)  # sparse
     elif kind == "fifo":
         os.mkfifo(path)
     elif kind == "folder":
@@ -161,11 +173,21 @@ def _forge(kind: str, path: Path, job, other, monkeypatch) -> None:
         path.symlink_to(elsewhere)
 
 
-@pytest.mark.parametrize("kind", ["another job's", "edited", "random proof",
-                                  "another code version", "bad metrics", "huge", "fifo",
-                                  "folder", "link"])
-def test_a_result_file_that_is_not_ours_for_this_job_is_ignored(kind, base, tmp_path,
-                                                                   monkeypatch):
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "another job's",
+        "edited",
+        "random proof",
+        "another code version",
+        "bad metrics",
+        "huge",
+        "fifo",
+        "folder",
+        "link",
+    ],
+)
+def test_a_result_file_that_is_not_ours_for_this_job_is_ignored(kind, base, tmp_path, monkeypatch):
     """Proof (HMAC over key, config hash, code version, metrics) and schema both checked."""
     suite, results, storage = _copy(base, tmp_path)
     before = _complete(storage)
@@ -189,8 +211,9 @@ def dataclasses_replace_key(job):
     return dataclasses.replace(job, key=f"{job.key}x")
 
 
-def test_a_result_kept_through_an_outage_is_recorded_once_its_proof_verifies(base, tmp_path,
-                                                                             monkeypatch):
+def test_a_result_kept_through_an_outage_is_recorded_once_its_proof_verifies(
+    base, tmp_path, monkeypatch
+):
     """The pending file's purpose still holds: trained before an outage, recorded after."""
     import harness.experiments.runner as runner
     from harness.experiments.artefacts import save_pending
@@ -198,11 +221,20 @@ def test_a_result_kept_through_an_outage_is_recorded_once_its_proof_verifies(bas
     suite, results, storage = _copy(base, tmp_path)
     before = _complete(storage)
     job = dataclasses_replace_key(_jobs(suite)[1][0])
-    kept = {"status": "completed", "reason": None, "test_accuracy": 0.4321,
-            "val_accuracy": 0.4, "best_val_accuracy": 0.4, "wall_time": 1.0,
-            "epochs_completed": 2, "final_losses": {"ce": 1.0}, "epochs": [{"epoch": 1}]}
-    assert save_pending(results / "tiny" / "artefacts" / f"{job.key}.result.json", job,
-                         kept) is None
+    kept = {
+        "status": "completed",
+        "reason": None,
+        "test_accuracy": 0.4321,
+        "val_accuracy": 0.4,
+        "best_val_accuracy": 0.4,
+        "wall_time": 1.0,
+        "epochs_completed": 2,
+        "final_losses": {"ce": 1.0},
+        "epochs": [{"epoch": 1}],
+    }
+    assert (
+        save_pending(results / "tiny" / "artefacts" / f"{job.key}.result.json", job, kept) is None
+    )
     monkeypatch.setattr(runner, "run_job", lambda *a, **k: pytest.fail("trained again"))
     s, _ = _run(suite, results, jobs=[job])
     assert s.completed == 1
@@ -210,6 +242,7 @@ def test_a_result_kept_through_an_outage_is_recorded_once_its_proof_verifies(bas
 
 
 # --------------------------------------------------------------------------- teacher weights
+
 
 class _Evil:
     """Unpickling it would run ``open(marker, 'w')``: what a crafted weights file does."""
@@ -238,8 +271,9 @@ def _plant_weights(kind: str, path: Path, tmp_path: Path) -> None:
         path.symlink_to("/dev/zero")
 
 
-@pytest.mark.parametrize("kind", ["other weights", "truncated", "pickle", "fifo",
-                                  "link to a device"])
+@pytest.mark.parametrize(
+    "kind", ["other weights", "truncated", "pickle", "fifo", "link to a device"]
+)
 def test_teacher_weights_that_do_not_match_their_record_are_never_loaded(kind, tmp_path):
     """A teacher recorded done keeps its weights' size and SHA-256 in its record; a file that
     does not match is not loaded: its students fail with one line, and the teacher is not
@@ -250,8 +284,7 @@ def test_teacher_weights_that_do_not_match_their_record_are_never_loaded(kind, t
     s, _ = _run(suite, tmp_path / "R", storage, jobs=teachers)
     assert s.completed == 1
     before = _complete(storage)
-    _plant_weights(kind, tmp_path / "R" / "tiny" / "artefacts" / f"{teachers[0].key}.pt",
-                   tmp_path)
+    _plant_weights(kind, tmp_path / "R" / "tiny" / "artefacts" / f"{teachers[0].key}.pt", tmp_path)
     s, _ = _run(suite, tmp_path / "R", storage)
     assert s.completed == 0 and s.failed == 2
     for key, reason in s.failures:
@@ -262,6 +295,7 @@ def test_teacher_weights_that_do_not_match_their_record_are_never_loaded(kind, t
 
 
 # --------------------------------------------------------------------------- checkpoints
+
 
 def _interrupted_checkpoint(tmp_path, name="job.ckpt"):
     """A checkpoint ``train`` wrote after epoch 1 of 3, and the run's arguments."""
@@ -286,13 +320,11 @@ def _interrupted_checkpoint(tmp_path, name="job.ckpt"):
 
     with pytest.raises(KeyboardInterrupt):
         train(net(), data, data, config=cfg, checkpoint_path=path, progress=False, on_epoch=stop)
-    return path, lambda p: train(net(), data, data, config=cfg, checkpoint_path=p,
-                                 progress=False)
+    return path, lambda p: train(net(), data, data, config=cfg, checkpoint_path=p, progress=False)
 
 
 @pytest.mark.parametrize("kind", ["tampered", "another job's", "no proof"])
-def test_a_checkpoint_is_resumed_only_with_a_proof_that_we_wrote_it_for_this_job(kind,
-                                                                                 tmp_path):
+def test_a_checkpoint_is_resumed_only_with_a_proof_that_we_wrote_it_for_this_job(kind, tmp_path):
     from harness.training.checkpoints import proof_path
 
     path, run = _interrupted_checkpoint(tmp_path)
@@ -353,8 +385,7 @@ def test_what_is_planted_where_a_checkpoint_goes_is_set_aside(planted, tmp_path)
     assert len(_complete(f"sqlite:///{tmp_path / 'R' / 'tiny' / 'runs.sqlite3'}")) == 1
 
 
-def test_a_teacher_recorded_without_a_digest_fails_its_students_in_one_line(tmp_path,
-                                                                           monkeypatch):
+def test_a_teacher_recorded_without_a_digest_fails_its_students_in_one_line(tmp_path, monkeypatch):
     """A teacher recorded by an older otransfer (no SHA-256 in its record): its weights cannot
     be verified, and it is not trained again."""
     import harness.experiments.runner as runner
@@ -363,21 +394,25 @@ def test_a_teacher_recorded_without_a_digest_fails_its_students_in_one_line(tmp_
     teachers, _ = _jobs(suite)
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     real = runner.save_state
-    monkeypatch.setattr(runner, "save_state",
-                        lambda model, path, root: {"artefact": real(model, path, root)["artefact"]})
+    monkeypatch.setattr(
+        runner,
+        "save_state",
+        lambda model, path, root: {"artefact": real(model, path, root)["artefact"]},
+    )
     _run(suite, tmp_path / "R", storage, jobs=teachers)
     before = _complete(storage)
     monkeypatch.setattr(runner, "save_state", real)
     s, _ = _run(suite, tmp_path / "R", storage)
     assert s.completed == 0 and s.failed == 2 and _complete(storage) == before
-    assert all("without a digest of its weights" in r and "fresh storage" in r
-               for _, r in s.failures)
+    assert all(
+        "without a digest of its weights" in r and "fresh storage" in r for _, r in s.failures
+    )
 
 
 # --------------------------------------------------------------------------- 2. links
 
-@pytest.mark.parametrize("where", ["runs.csv", "leaderboard.md", "students.png",
-                                   "verdicts.csv"])
+
+@pytest.mark.parametrize("where", ["runs.csv", "leaderboard.md", "students.png", "verdicts.csv"])
 def test_a_planted_link_never_redirects_a_report_write(where, base, tmp_path, capsys):
     """The issue's case: `ln -s ../victim.txt R/SUITE/runs.csv` then `run` overwrote the
     victim. The report refuses, in one line naming the link, and writes nothing."""
@@ -411,8 +446,10 @@ def test_a_planted_link_never_redirects_an_artefact_write(where, tmp_path):
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     s, _ = _run(suite, tmp_path / "R", storage)
     assert s.completed == 0 and s.failures
-    assert f"{link} is a symbolic link to {elsewhere if where == 'artefacts' else victim}" \
+    assert (
+        f"{link} is a symbolic link to {elsewhere if where == 'artefacts' else victim}"
         in s.failures[0][1]
+    )
     assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.pt"]
     assert victim.read_text() == "precious\n" and _complete(storage) == []
 
@@ -434,8 +471,7 @@ def test_artefacts_swapped_for_a_link_mid_training_redirect_no_checkpoint(tmp_pa
         art.symlink_to(elsewhere)
 
     with pytest.raises(safe_io.UnsafePathError, match=f"{art} is a symbolic link to"):
-        run_job(teacher, {teacher.key: teacher}, art, progress=False, save=True,
-                on_epoch=swap)
+        run_job(teacher, {teacher.key: teacher}, art, progress=False, save=True, on_epoch=swap)
     assert list(elsewhere.iterdir()) == []
 
 
@@ -557,8 +593,9 @@ def test_a_storage_of_another_programs_schema_is_one_line(tmp_path, capsys):
         c.execute("create table studies (y int)")
     assert main(["run", str(suite), "--results", str(tmp_path / "R"), "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert ("not an otransfer (Optuna) database" in err or "another program" in err) \
-        and len(err.strip().splitlines()) == 1
+    assert ("not an otransfer (Optuna) database" in err or "another program" in err) and len(
+        err.strip().splitlines()
+    ) == 1
 
 
 def test_a_results_folder_that_is_itself_a_link_is_followed(base, tmp_path):
@@ -589,10 +626,12 @@ def test_a_planted_storage_of_another_suite_lends_no_record(base, tmp_path):
     this suite's jobs are trained."""
     import optuna
 
-    optuna.copy_study(from_study_name="tiny",
-                      from_storage=f"sqlite:///{base / 'R' / 'tiny' / 'runs.sqlite3'}",
-                      to_storage=f"sqlite:///{tmp_path / 'other.sqlite3'}",
-                      to_study_name="other")
+    optuna.copy_study(
+        from_study_name="tiny",
+        from_storage=f"sqlite:///{base / 'R' / 'tiny' / 'runs.sqlite3'}",
+        to_storage=f"sqlite:///{tmp_path / 'other.sqlite3'}",
+        to_study_name="other",
+    )
     suite = _suite(tmp_path)
     (tmp_path / "R" / "tiny").mkdir(parents=True)
     shutil.copy(tmp_path / "other.sqlite3", tmp_path / "R" / "tiny" / "runs.sqlite3")
@@ -604,6 +643,7 @@ def test_a_planted_storage_of_another_suite_lends_no_record(base, tmp_path):
 
 
 # --------------------------------------------------------------------------- 3. duplicates
+
 
 def _two_folders(tmp_path, storage, drop_first: bool):
     """Teachers run with --results R1; then the suite with --results R2 (R1 moved away when
@@ -628,8 +668,11 @@ def test_a_job_recorded_done_is_done_whatever_the_results_folder(backend, tmp_pa
     """The issue's case: a worker with --results R2 retrained the teachers a worker with R1
     recorded, and recorded them COMPLETE again. Now R2's students load R1's weights from the
     path the teacher's record keeps, once their SHA-256 matches."""
-    storage = (f"sqlite:///{tmp_path / 'shared.sqlite3'}" if backend == "sqlite"
-               else request.getfixturevalue("pg_url"))
+    storage = (
+        f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
     s, after, teachers, students = _two_folders(tmp_path, storage, drop_first=False)
     assert s.completed == 2 and s.failed == 0 and s.skipped == 1, s.failures
     assert sorted(dict(after)) == sorted(j.key for j in teachers + students)
@@ -637,11 +680,14 @@ def test_a_job_recorded_done_is_done_whatever_the_results_folder(backend, tmp_pa
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_teacher_whose_weights_are_elsewhere_fails_its_students_in_one_line(backend,
-                                                                            tmp_path,
-                                                                            request):
-    storage = (f"sqlite:///{tmp_path / 'shared.sqlite3'}" if backend == "sqlite"
-               else request.getfixturevalue("pg_url"))
+def test_a_teacher_whose_weights_are_elsewhere_fails_its_students_in_one_line(
+    backend, tmp_path, request
+):
+    storage = (
+        f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
     s, after, teachers, students = _two_folders(tmp_path, storage, drop_first=True)
     assert s.completed == 0 and s.failed == 2 and len(after) == 1
     for _, reason in s.failures:
@@ -650,6 +696,7 @@ def test_a_teacher_whose_weights_are_elsewhere_fails_its_students_in_one_line(ba
 
 
 # --------------------------------------------------------------------------- 4. full disk
+
 
 def test_a_full_disk_under_the_storage_is_said_at_once(tmp_path, monkeypatch):
     """It was 'storage unreachable' after 300 s of retries: waiting frees no space."""
@@ -666,8 +713,9 @@ def test_a_full_disk_under_the_storage_is_said_at_once(tmp_path, monkeypatch):
     def full(study, trial, metrics):
         calls.append(metrics.get("status"))
         if len(calls) == 2:
-            raise sa.OperationalError("UPDATE ...", {},
-                                      sqlite3.OperationalError("database or disk is full"))
+            raise sa.OperationalError(
+                "UPDATE ...", {}, sqlite3.OperationalError("database or disk is full")
+            )
         return real(study, trial, metrics)
 
     monkeypatch.setattr(records, "finish_record", full)
@@ -693,7 +741,7 @@ class _FillsUp:
 
     def write(self, data):
         if len(data) > self.room:
-            self.fh.write(bytes(data[:self.room]))
+            self.fh.write(bytes(data[: self.room]))
             self.fh.flush()
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.room -= len(data)
@@ -710,7 +758,8 @@ class _FillsUp:
 
 
 def test_a_disk_that_fills_mid_checkpoint_fails_the_job_in_one_line_and_leaves_no_tmp(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     import builtins
 
     from harness.training import safe_io
@@ -720,8 +769,9 @@ def test_a_disk_that_fills_mid_checkpoint_fails_the_job_in_one_line_and_leaves_n
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     _run(suite, tmp_path / "R", storage, jobs=teachers)
     before = _complete(storage)
-    monkeypatch.setattr(safe_io, "open",
-                        lambda *a, **k: _FillsUp(builtins.open(*a, **k), 100), raising=False)
+    monkeypatch.setattr(
+        safe_io, "open", lambda *a, **k: _FillsUp(builtins.open(*a, **k), 100), raising=False
+    )
     s, _ = _run(suite, tmp_path / "R", storage)
     assert s.completed == 0 and s.failed == 2
     art = tmp_path / "R" / "tiny" / "artefacts"
@@ -735,8 +785,9 @@ def test_a_disk_that_fills_mid_checkpoint_fails_the_job_in_one_line_and_leaves_n
     assert s.completed == 2 and set(before) <= set(_complete(storage))
 
 
-def test_a_result_that_cannot_be_kept_on_a_full_disk_is_recorded_all_the_same(tmp_path,
-                                                                             monkeypatch):
+def test_a_result_that_cannot_be_kept_on_a_full_disk_is_recorded_all_the_same(
+    tmp_path, monkeypatch
+):
     from harness.training import safe_io
 
     suite = _suite(tmp_path)
@@ -762,15 +813,18 @@ def tiny_disk(tmp_path):
 
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_a_real_disk_that_fills_after_the_database_exists_is_one_line(tiny_disk, tmp_path,
-                                                                      capsys):
+def test_a_real_disk_that_fills_after_the_database_exists_is_one_line(tiny_disk, tmp_path, capsys):
     """The issue's case, on a real 1 MiB file system: the storage and the artefacts on it,
     filled once the database exists."""
     from harness.cli import main
@@ -797,6 +851,7 @@ def test_a_real_disk_that_fills_after_the_database_exists_is_one_line(tiny_disk,
 
 
 # --------------------------------------------------------------------------- the secret
+
 
 def test_a_secret_others_can_read_is_refused_in_one_line(tmp_path, monkeypatch):
     from harness.training import proof

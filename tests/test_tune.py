@@ -1,5 +1,6 @@
 """``otransfer tune``: the ``search:`` block of a suite, the Optuna search on validation with
 pruning, the re-runs of the best point on test, the plots and the report (issue 5)."""
+
 from __future__ import annotations
 
 import json
@@ -50,11 +51,22 @@ TUNED_ROW = "omega_p+kd (tuned)"
 def test_search_block_parses_and_changes_no_key():
     suite = parse_suite(SUITE, "t.yaml")
     (s,) = suite.searches
-    assert (s.stage, s.regularizer, s.row, s.dataset, s.trials, s.seed) == \
-        ("students", "omega_p+kd", "omega_p+kd", "digits", 3, 0)
+    assert (s.stage, s.regularizer, s.row, s.dataset, s.trials, s.seed) == (
+        "students",
+        "omega_p+kd",
+        "omega_p+kd",
+        "digits",
+        3,
+        0,
+    )
     assert s.params == {"kd.tau": 4}
-    assert s.space["omega_p.alpha"] == {"low": 1e-3, "high": 1.0, "log": True, "step": None,
-                                        "type": "float"}
+    assert s.space["omega_p.alpha"] == {
+        "low": 1e-3,
+        "high": 1.0,
+        "log": True,
+        "step": None,
+        "type": "float",
+    }
     assert s.space["kd.tau"] == {"choices": [2, 4]}
     assert s.pruner == {"name": "median", "n_startup_trials": 1}
     bare = parse_suite(SUITE.split("search:")[0], "t.yaml")
@@ -65,32 +77,79 @@ def test_search_block_parses_and_changes_no_key():
     assert mini.searches and mini.searches[0].stage == "students"
 
 
-@pytest.mark.parametrize("old,new,target,what", [
-    ("  stage: students\n", "  stage: pupils\n", "  stage: pupils",
-     "search stage 'pupils' is not a stage"),
-    ("  regularizer: omega_p+kd\n", "  regularizer: kd\n", "  regularizer: kd",
-     "has no regularizer 'kd'"),
-    ("{low: 1.0e-3, high: 1.0, log: true}", "{low: 1e-3, high: 1.0, log: true}",
-     "    omega_p.alpha:", "write 1.0e-4"),
-    ("{low: 0.01, high: 0.1, log: true}", "{low: 0.5, high: 0.1}", "    train.lr:",
-     "low (0.5) > high (0.1)"),
-    ("{low: 1.0e-3, high: 1.0, log: true}", "{low: 0.0, high: 1.0, log: true}",
-     "    omega_p.alpha:", "needs low > 0"),
-    ("    kd.tau: {choices: [2, 4]}\n", "    kd.temperature: {choices: [2, 4]}\n",
-     "    kd.temperature:", "no term of regularizer 'omega_p+kd' takes 'kd.temperature'"),
-    ("    kd.tau: {choices: [2, 4]}\n", "    alpha: {choices: [0.1, 1.0]}\n", "    alpha:",
-     "taken by several terms"),
-    ("    train.lr:", "    train.seed:", "    train.seed:", "TrainConfig field other than"),
-    ("    kd.tau: {choices: [2, 4]}\n", "    kd.tau: {choices: [2, 4], low: 1}\n",
-     "    kd.tau:", "exclude each other"),
-    ("{name: median, n_startup_trials: 1}", "{name: medain}", "  pruner:",
-     "did you mean 'median'"),
-    ("{name: median, n_startup_trials: 1}", "{name: median, patience: 3}", "  pruner:",
-     "takes no 'patience'"),
-    ("  trials: 3\n", "  trails: 3\n", "  trails:", "unknown search key 'trails'"),
-    ("    teacher: teacher\n", "    teacher: teacher\n    splits: {val: null}\n",
-     "  stage: students", "scores its trials on a validation split"),
-])
+@pytest.mark.parametrize(
+    "old,new,target,what",
+    [
+        (
+            "  stage: students\n",
+            "  stage: pupils\n",
+            "  stage: pupils",
+            "search stage 'pupils' is not a stage",
+        ),
+        (
+            "  regularizer: omega_p+kd\n",
+            "  regularizer: kd\n",
+            "  regularizer: kd",
+            "has no regularizer 'kd'",
+        ),
+        (
+            "{low: 1.0e-3, high: 1.0, log: true}",
+            "{low: 1e-3, high: 1.0, log: true}",
+            "    omega_p.alpha:",
+            "write 1.0e-4",
+        ),
+        (
+            "{low: 0.01, high: 0.1, log: true}",
+            "{low: 0.5, high: 0.1}",
+            "    train.lr:",
+            "low (0.5) > high (0.1)",
+        ),
+        (
+            "{low: 1.0e-3, high: 1.0, log: true}",
+            "{low: 0.0, high: 1.0, log: true}",
+            "    omega_p.alpha:",
+            "needs low > 0",
+        ),
+        (
+            "    kd.tau: {choices: [2, 4]}\n",
+            "    kd.temperature: {choices: [2, 4]}\n",
+            "    kd.temperature:",
+            "no term of regularizer 'omega_p+kd' takes 'kd.temperature'",
+        ),
+        (
+            "    kd.tau: {choices: [2, 4]}\n",
+            "    alpha: {choices: [0.1, 1.0]}\n",
+            "    alpha:",
+            "taken by several terms",
+        ),
+        ("    train.lr:", "    train.seed:", "    train.seed:", "TrainConfig field other than"),
+        (
+            "    kd.tau: {choices: [2, 4]}\n",
+            "    kd.tau: {choices: [2, 4], low: 1}\n",
+            "    kd.tau:",
+            "exclude each other",
+        ),
+        (
+            "{name: median, n_startup_trials: 1}",
+            "{name: medain}",
+            "  pruner:",
+            "did you mean 'median'",
+        ),
+        (
+            "{name: median, n_startup_trials: 1}",
+            "{name: median, patience: 3}",
+            "  pruner:",
+            "takes no 'patience'",
+        ),
+        ("  trials: 3\n", "  trails: 3\n", "  trails:", "unknown search key 'trails'"),
+        (
+            "    teacher: teacher\n",
+            "    teacher: teacher\n    splits: {val: null}\n",
+            "  stage: students",
+            "scores its trials on a validation split",
+        ),
+    ],
+)
 def test_malformed_search_names_key_and_line(old, new, target, what):
     assert old in SUITE
     text = SUITE.replace(old, new, 1)
@@ -126,13 +185,18 @@ def searched(tmp_path_factory):
     path = tmp / "tinytune.yaml"
     path.write_text(SUITE)
     storage = f"sqlite:///{tmp / 'runs.sqlite3'}"
-    run = run_suite(path, storage=storage, progress=False, results_root=tmp / "results",
-                    log=None)
+    run = run_suite(path, storage=storage, progress=False, results_root=tmp / "results", log=None)
     assert run.failed == 0
     lines: list[str] = []
     summary = tune(path, storage=storage, results_root=tmp / "results", log=lines.append)
-    return {"tmp": tmp, "path": path, "storage": storage, "summary": summary, "lines": lines,
-            "keys": run.keys}
+    return {
+        "tmp": tmp,
+        "path": path,
+        "storage": storage,
+        "summary": summary,
+        "lines": lines,
+        "keys": run.keys,
+    }
 
 
 def _study(searched):
@@ -209,8 +273,11 @@ def test_plots_table_and_report(searched):
         assert "importances: not drawn" in md
     board = write_report("tinytune", searched["storage"], out, keys=searched["keys"])
     text = board["md"].read_text()
-    rows = [line.split("|")[1].strip() for line in text.splitlines()
-            if line.startswith("| ") and "±" in line]
+    rows = [
+        line.split("|")[1].strip()
+        for line in text.splitlines()
+        if line.startswith("| ") and "±" in line
+    ]
     assert rows == ["none", "omega_p+kd", TUNED_ROW]  # the tuned row beside the grid rows
     assert s.paths["md"].name in text
 
@@ -222,9 +289,14 @@ def test_a_second_call_adds_trials_and_pruning_stops_them(searched):
     from harness.experiments.search import tune
 
     before = records_frame(searched["storage"], "tinytune")
-    s = tune(searched["path"], storage=searched["storage"], trials=2,
-             results_root=searched["tmp"] / "results", log=None,
-             overrides=["search.pruner={name: threshold, lower: 1.01}"])
+    s = tune(
+        searched["path"],
+        storage=searched["storage"],
+        trials=2,
+        results_root=searched["tmp"] / "results",
+        log=None,
+        overrides=["search.pruner={name: threshold, lower: 1.01}"],
+    )
     assert s.study == searched["summary"].study
     assert (s.trials, s.pruned, s.total) == (2, 2, 5)
     pruned = [t for t in _study(searched).get_trials() if t.state.name == "PRUNED"]
@@ -240,8 +312,18 @@ def test_a_second_call_adds_trials_and_pruning_stops_them(searched):
 def test_cli_tune(searched, capsys):
     from harness.cli import main
 
-    code = main(["tune", str(searched["path"]), "--trials", "1", "--storage",
-                 searched["storage"], "--results", str(searched["tmp"] / "results")])
+    code = main(
+        [
+            "tune",
+            str(searched["path"]),
+            "--trials",
+            "1",
+            "--storage",
+            searched["storage"],
+            "--results",
+            str(searched["tmp"] / "results"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "1 trial(s) added" in out and "6 in the study" in out
@@ -257,13 +339,21 @@ def test_a_broken_setup_stops_the_search(searched):
     the search stops after three instead of burning every trial."""
     from harness.experiments.search import tune
 
-    text = SUITE.replace("    kd.tau: {choices: [2, 4]}\n",
-                         "    omega_p.taps: {choices: [[nowhere]]}\n")
+    text = SUITE.replace(
+        "    kd.tau: {choices: [2, 4]}\n", "    omega_p.taps: {choices: [[nowhere]]}\n"
+    )
     path = searched["tmp"] / "broken.yaml"
     path.write_text(text)
     lines: list[str] = []
-    s = tune(path, storage=searched["storage"], trials=10, reruns=False, plots=False,
-             results_root=searched["tmp"] / "results", log=lines.append)
+    s = tune(
+        path,
+        storage=searched["storage"],
+        trials=10,
+        reruns=False,
+        plots=False,
+        results_root=searched["tmp"] / "results",
+        log=lines.append,
+    )
     assert (s.trials, s.failed, s.best_number) == (3, 3, None)
     trials = [line for line in lines if line.startswith("[tune")]
     assert len(trials) == 3 and all("FAILED" in t and "nowhere" in t for t in trials), trials
@@ -287,8 +377,9 @@ def test_a_trial_over_several_seeds_scores_their_mean(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text(text.replace("{name: median, n_startup_trials: 1}", "{name: none}"))
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
-    s = tune(path, storage=storage, results_root=tmp_path / "r", log=None, plots=False,
-             reruns=False)
+    s = tune(
+        path, storage=storage, results_root=tmp_path / "r", log=None, plots=False, reruns=False
+    )
     assert s.completed == 2
     for t in optuna.load_study(study_name=s.study, storage=storage).get_trials():
         accs = t.user_attrs["val_accuracies"]

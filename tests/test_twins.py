@@ -1,23 +1,37 @@
 """The CPU twins fit to test the papers' claims (issue 11): the shared-subspace task `latent`,
 equal-width deeper -> shallower pairs without embeddings, selection on the validation split
 only, the chosen point beside each cell, and the verdicts printed first."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 import torch
 
-from harness.zoo.data import load_dataset
-from harness.zoo.models import build_model
+from harness.experiments.suite import expand, load_suite
 from harness.reports.tables import _with_choices, select_by_val
 from harness.reports.verdict_text import verdict_summary
-from harness.experiments.suite import expand, load_suite
+from harness.zoo.data import load_dataset
+from harness.zoo.models import build_model
 
-SUITES = ["mini", "li2020_table1-cpu", "li2020_table2-cpu", "li2020_table3-cpu", "li2020_table4-cpu",
-          "li2020_fig2-cpu", "li2020_fig3-cpu", "ablation_layers-cpu", "ablation_plan-cpu",
-          "ablation_view-cpu", "lu2017_table2-cpu",
-          "lohit2020_table1-cpu", "lohit2020_table2-cpu", "lohit2020_table3-cpu",
-          "lohit2020_table4-cpu", "lohit2020_table5-cpu"]
+SUITES = [
+    "mini",
+    "li2020_table1-cpu",
+    "li2020_table2-cpu",
+    "li2020_table3-cpu",
+    "li2020_table4-cpu",
+    "li2020_fig2-cpu",
+    "li2020_fig3-cpu",
+    "ablation_layers-cpu",
+    "ablation_plan-cpu",
+    "ablation_view-cpu",
+    "lu2017_table2-cpu",
+    "lohit2020_table1-cpu",
+    "lohit2020_table2-cpu",
+    "lohit2020_table3-cpu",
+    "lohit2020_table4-cpu",
+    "lohit2020_table5-cpu",
+]
 
 
 # --------------------------------------------------------------------------- latent
@@ -70,10 +84,18 @@ def test_latent_coarse_labels_are_the_same_images_under_super_classes():
 def test_mlp_stages_tap_deep_and_shallow_nets_at_matching_depths():
     deep = build_model("mlp", 10, widths=[32] * 8, stages=4)
     shallow = build_model("mlp", 10, widths=[32] * 4)
-    assert [deep.tap_points[f"stage{k}"] for k in (1, 2, 3, 4)] == \
-        ["features.4", "features.8", "features.12", "features.16"]  # after ReLUs 2, 4, 6, 8
-    assert [shallow.tap_points[f"stage{k}"] for k in (1, 2, 3, 4)] == \
-        ["features.2", "features.4", "features.6", "features.8"]
+    assert [deep.tap_points[f"stage{k}"] for k in (1, 2, 3, 4)] == [
+        "features.4",
+        "features.8",
+        "features.12",
+        "features.16",
+    ]  # after ReLUs 2, 4, 6, 8
+    assert [shallow.tap_points[f"stage{k}"] for k in (1, 2, 3, 4)] == [
+        "features.2",
+        "features.4",
+        "features.6",
+        "features.8",
+    ]
     assert deep.tap_points["penultimate"] == deep.tap_points["stage4"]
     with pytest.raises(ValueError, match="do not split into 3 stages"):
         build_model("mlp", 10, widths=[32] * 8, stages=3)
@@ -81,8 +103,10 @@ def test_mlp_stages_tap_deep_and_shallow_nets_at_matching_depths():
 
 def test_cnn_depth_adds_layers_per_stage_and_depth_one_keeps_the_old_layout():
     one = build_model("cnn", 10)
-    assert [k for k in one.state_dict() if k.startswith("layer1")][:2] == \
-        ["layer1.0.weight", "layer1.1.weight"]  # conv, BN: the committed weights still load
+    assert [k for k in one.state_dict() if k.startswith("layer1")][:2] == [
+        "layer1.0.weight",
+        "layer1.1.weight",
+    ]  # conv, BN: the committed weights still load
     three = build_model("cnn", 10, depth=3)
     convs = [m for m in three.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 9 and three(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
@@ -105,12 +129,16 @@ def test_lohit_twins_pair_equal_widths_at_every_tapped_stage_with_no_embedding(s
         if not st.teacher or not st.regularizers:
             continue
         t = stages[st.teacher]
-        x = torch.rand(4, 1, 8, 8) if st.model == "cnn" else torch.rand(
-            4, int(st.model_params.get("in_features", 64)))
+        x = (
+            torch.rand(4, 1, 8, 8)
+            if st.model == "cnn"
+            else torch.rand(4, int(st.model_params.get("in_features", 64)))
+        )
         nets = [build_model(m.model, 10, **dict(m.model_params)) for m in (t, st)]
         assert nets[0].__class__ is nets[1].__class__
-        assert sum(p.numel() for p in nets[0].parameters()) > \
-            sum(p.numel() for p in nets[1].parameters())  # deeper teacher
+        assert sum(p.numel() for p in nets[0].parameters()) > sum(
+            p.numel() for p in nets[1].parameters()
+        )  # deeper teacher
         for spec, params in st.regularizers:
             if "ot_samples" not in spec:
                 continue
@@ -149,10 +177,26 @@ def test_selection_on_validation_never_reads_the_test_split():
     accuracies are (it would keep B, or fail on the NaNs, if it read them)."""
     rows = []
     for seed in range(3):
-        rows += [dict(row="omega_p", method="omega_p (alpha=0.1)", dataset="t", seed=seed,
-                      select="val", val_accuracy=0.90, test_accuracy=0.50 + seed / 100),
-                 dict(row="omega_p", method="omega_p (alpha=1.0)", dataset="t", seed=seed,
-                      select="val", val_accuracy=0.80, test_accuracy=0.99)]
+        rows += [
+            dict(
+                row="omega_p",
+                method="omega_p (alpha=0.1)",
+                dataset="t",
+                seed=seed,
+                select="val",
+                val_accuracy=0.90,
+                test_accuracy=0.50 + seed / 100,
+            ),
+            dict(
+                row="omega_p",
+                method="omega_p (alpha=1.0)",
+                dataset="t",
+                seed=seed,
+                select="val",
+                val_accuracy=0.80,
+                test_accuracy=0.99,
+            ),
+        ]
     d = pd.DataFrame(rows)
     sel, choices = select_by_val(d)
     assert choices == [("omega_p", "t", "omega_p (alpha=0.1)", pytest.approx(0.90))]
@@ -164,10 +208,12 @@ def test_selection_on_validation_never_reads_the_test_split():
 
 
 def test_the_chosen_point_is_printed_beside_each_cell():
-    table = pd.DataFrame({"t": ["70.0 ± 1.0", "71.0 ± 2.0", "-"]},
-                         index=["none", "omega_p", "kd"])
-    choices = [("none", "t", "none", 0.7), ("omega_p", "t", "omega_p (omega_p.alpha=0.1)", 0.8),
-               ("kd", "t", "kd (alpha=1.0)", 0.5)]
+    table = pd.DataFrame({"t": ["70.0 ± 1.0", "71.0 ± 2.0", "-"]}, index=["none", "omega_p", "kd"])
+    choices = [
+        ("none", "t", "none", 0.7),
+        ("omega_p", "t", "omega_p (omega_p.alpha=0.1)", 0.8),
+        ("kd", "t", "kd (alpha=1.0)", 0.5),
+    ]
     out = _with_choices(table, choices)
     assert out.at["none", "t"] == "70.0 ± 1.0"  # no grid: nothing to add
     assert out.at["omega_p", "t"] == "71.0 ± 2.0 · alpha=0.1"
@@ -175,26 +221,63 @@ def test_the_chosen_point_is_printed_beside_each_cell():
 
 
 def test_the_printed_summary_leads_with_counts_and_intervals(tmp_path):
-    v = pd.DataFrame([
-        dict(table="c", kind="premise", claim="kd > none", task="a", family="p.T1",
-             method="sign-flip", mean_diff=6.7, ci_low=5.4, ci_high=8.1, verdict="holds",
-             paper_holds=True),
-        dict(table="c", kind="claim", claim="omega_p > kd", task="a", family="p.T1",
-             method="sign-flip", mean_diff=-4.4, ci_low=-5.4, ci_high=-3.3, verdict="reversed",
-             paper_holds=True),
-        dict(table="c", kind="claim", claim="omega_p > kd", task="b", family="p.T1",
-             method="sign-flip", mean_diff=0.1, ci_low=-1.0, ci_high=1.2,
-             verdict="not tested", paper_holds=False)])
+    v = pd.DataFrame(
+        [
+            dict(
+                table="c",
+                kind="premise",
+                claim="kd > none",
+                task="a",
+                family="p.T1",
+                method="sign-flip",
+                mean_diff=6.7,
+                ci_low=5.4,
+                ci_high=8.1,
+                verdict="holds",
+                paper_holds=True,
+            ),
+            dict(
+                table="c",
+                kind="claim",
+                claim="omega_p > kd",
+                task="a",
+                family="p.T1",
+                method="sign-flip",
+                mean_diff=-4.4,
+                ci_low=-5.4,
+                ci_high=-3.3,
+                verdict="reversed",
+                paper_holds=True,
+            ),
+            dict(
+                table="c",
+                kind="claim",
+                claim="omega_p > kd",
+                task="b",
+                family="p.T1",
+                method="sign-flip",
+                mean_diff=0.1,
+                ci_low=-1.0,
+                ci_high=1.2,
+                verdict="not tested",
+                paper_holds=False,
+            ),
+        ]
+    )
     path = tmp_path / "verdicts.csv"
     v.to_csv(path, index=False)
     text = verdict_summary(path).splitlines()
     assert text[0].startswith("Verdicts") and "sign-flip" in text[0] and "Holm" in text[0]
-    assert text[1] == ("  c · premise kd > none [p.T1]: 1 holds / 0 reversed / 0 equivalent / "
-                       "0 inconclusive / 0 vacuous / 0 not tested of 1 (paper 1 of 1)  — "
-                       "a: +6.7 [+5.4, +8.1]")
-    assert text[2].startswith("  c · claim omega_p > kd [p.T1]: 0 holds / 1 reversed / "
-                              "0 equivalent / 0 inconclusive / 0 vacuous / 1 not tested of 2 "
-                              "(paper 1 of 2)")
+    assert text[1] == (
+        "  c · premise kd > none [p.T1]: 1 holds / 0 reversed / 0 equivalent / "
+        "0 inconclusive / 0 vacuous / 0 not tested of 1 (paper 1 of 1)  — "
+        "a: +6.7 [+5.4, +8.1]"
+    )
+    assert text[2].startswith(
+        "  c · claim omega_p > kd [p.T1]: 0 holds / 1 reversed / "
+        "0 equivalent / 0 inconclusive / 0 vacuous / 1 not tested of 2 "
+        "(paper 1 of 2)"
+    )
 
 
 def test_a_row_the_paper_lacks_gets_no_paper_number():
@@ -202,8 +285,14 @@ def test_a_row_the_paper_lacks_gets_no_paper_number():
     the paper's fine-tuning baseline, but no counterpart in the paper."""
     from harness.experiments.reference import paper_numbers, reference_from_config
 
-    ref = reference_from_config({"paper": "li2020", "table": "1",
-                                 "columns": {"A": "Aircraft100"}, "rows": {"scratch": None}})
+    ref = reference_from_config(
+        {
+            "paper": "li2020",
+            "table": "1",
+            "columns": {"A": "Aircraft100"},
+            "rows": {"scratch": None},
+        }
+    )
     values, text = paper_numbers(ref, [("scratch", "none"), ("none", "none")], ["A"])
     assert text.at["scratch", "A"] == "-" and pd.isna(values.at["scratch", "A"])
     assert values.at["none", "A"] == pytest.approx(83.95)
@@ -218,8 +307,11 @@ def test_in_memory_batches_are_the_batches_default_collate_stacks():
     cfg = TrainConfig(batch_size=50, seed=3)
     fast = list(_epoch_loader(ds, cfg, 2))
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2)
-    slow = list(DataLoader(ds, batch_sampler=BatchSampler(RandomSampler(ds, generator=g), 50,
-                                                           True), generator=g))
+    slow = list(
+        DataLoader(
+            ds, batch_sampler=BatchSampler(RandomSampler(ds, generator=g), 50, True), generator=g
+        )
+    )
     assert len(fast) == len(slow) == 24
     for (xa, ya), (xb, yb) in zip(fast, slow):
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and ya.dtype == yb.dtype

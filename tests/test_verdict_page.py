@@ -2,6 +2,7 @@
 (harness/reports/verdict_page.py): a synthetic table where each verdict is known by
 construction, Holm checked against the step-down procedure done by hand, and the page's
 not-run, exploratory and confirmatory labels."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -30,22 +31,25 @@ def _ours():
         rows[("small", t)] = b + 0.1 + 2.0 * SIGN * (1 + 0.1 * np.arange(10))  # noise
         rows[("eq", t)] = b + 0.01 * SIGN  # inside +-0.5 on every seed
     names = ["none", "kd", "big", "same", "small", "eq"]
-    cols = pd.MultiIndex.from_tuples([(t, s) for t in TASKS for s in SEEDS],
-                                     names=["task", "seed"])
-    return pd.DataFrame([np.concatenate([rows[(r, t)] for t in TASKS]) for r in names],
-                        index=names, columns=cols)
+    cols = pd.MultiIndex.from_tuples([(t, s) for t in TASKS for s in SEEDS], names=["task", "seed"])
+    return pd.DataFrame(
+        [np.concatenate([rows[(r, t)] for t in TASKS]) for r in names], index=names, columns=cols
+    )
 
 
-REF = SimpleNamespace(paper="toy", table="9", columns={t: t for t in TASKS},
-                      premises=["kd > none"],
-                      claims=["big > none", "same > none", "small > none", "eq > none"])
+REF = SimpleNamespace(
+    paper="toy",
+    table="9",
+    columns={t: t for t in TASKS},
+    premises=["kd > none"],
+    claims=["big > none", "same > none", "small > none", "eq > none"],
+)
 
 
 @pytest.fixture(scope="module")
 def frame():
     design = {t: cv.Design(None, cv.SIGN_FLIP, "fixed pool") for t in TASKS}
-    rows = cv.table_rows(REF, _ours(), None, {}, "t", design, set(), "toy-suite",
-                         index=({}, {}))
+    rows = cv.table_rows(REF, _ours(), None, {}, "t", design, set(), "toy-suite", index=({}, {}))
     return cv.verdicts_frame(cv.finish(rows))
 
 
@@ -62,8 +66,10 @@ def test_each_verdict_by_construction(frame):
         assert big["verdict"] == "holds" and big["reason"].startswith("p = ")
         assert big["p"] == pytest.approx(2 / 1024)  # exact sign-flip: every seed positive
         same = _v(frame, "same > none", t)
-        assert (same["verdict"], same["reason"]) == \
-            ("vacuous", "identical to the baseline on 10 of 10 seeds")
+        assert (same["verdict"], same["reason"]) == (
+            "vacuous",
+            "identical to the baseline on 10 of 10 seeds",
+        )
         small = _v(frame, "small > none", t)
         assert small["verdict"] == "inconclusive" and np.isfinite(small["mde"])
         assert f"MDE {small['mde']:.2g} pt at 80 % power" in small["reason"]
@@ -72,11 +78,19 @@ def test_each_verdict_by_construction(frame):
     assert _v(frame, "kd > none", "c4")["verdict"] == "vacuous"  # the premise fails on c4
     for claim in REF.claims:
         r = _v(frame, claim, "c4")
-        assert (r["verdict"], r["reason"]) == \
-            ("not tested", "a premise failed (kd > none: vacuous)")
+        assert (r["verdict"], r["reason"]) == (
+            "not tested",
+            "a premise failed (kd > none: vacuous)",
+        )
         assert np.isnan(r["p_adj"])
-    assert set(frame["verdict"]) <= {"holds", "reversed", "equivalent", "inconclusive",
-                                     "vacuous", "not tested"}
+    assert set(frame["verdict"]) <= {
+        "holds",
+        "reversed",
+        "equivalent",
+        "inconclusive",
+        "vacuous",
+        "not tested",
+    }
     big = _v(frame, "big > none", "c1")
     assert big["diffs"].split()[0] == "0:5.0000" and big["method"] == "sign-flip"
     assert big["entry_id"] == "" and big["family"] == "toy.9" and big["margin"] == 0.5
@@ -109,16 +123,17 @@ def _suite_dir(root, frame, entry="li2020.T2.omega_p-vs-none"):
     f.to_csv(root / "verdicts.csv", index=False)
 
 
-def test_the_page_lists_not_run_claims_and_labels_exploratory_then_confirmatory(
-        tmp_path, frame):
+def test_the_page_lists_not_run_claims_and_labels_exploratory_then_confirmatory(tmp_path, frame):
     from harness.reports.verdict_page import write_verdicts
 
     res = tmp_path / "results"
     _suite_dir(res / "toy-suite", frame)
     page = write_verdicts(res, plots=False).read_text()
     assert page.splitlines()[0].endswith("(EXPLORATORY)")
-    assert "exploratory: seeds were looked at while the protocol was designed; not a " \
+    assert (
+        "exploratory: seeds were looked at while the protocol was designed; not a "
         "confirmatory result" in page
+    )
     # a register claim no suite runs: its line says so, with the register's reason
     line = next(x for x in page.splitlines() if "`li2020.A-unit19.vs-unit9`" in x)
     assert "not run: The CPU twins' MLPs have no residual units" in line
@@ -142,18 +157,25 @@ def test_claim_verdict_rule():
     neg = SimpleNamespace(lo=-2.0, hi=-1.0)
     assert claim_verdict(0, 2, neg, "superiority", 0.5, ["reversed"] * 2) == "reversed"
     assert claim_verdict(0, 0, neg, "superiority", 0.5, ["equivalent"] * 2) == "equivalent"
-    assert claim_verdict(0, 0, agg, "superiority", 0.5,
-                         ["vacuous", "vacuous", "holds"]) == "vacuous"
+    assert (
+        claim_verdict(0, 0, agg, "superiority", 0.5, ["vacuous", "vacuous", "holds"]) == "vacuous"
+    )
     assert claim_verdict(0, 0, None, "superiority", 0.5, []) == "not tested"
 
 
 def test_lower_edge_of_a_weight_axis_on_most_seeds_is_flagged():
-    ch = pd.DataFrame({"row": ["kd"] * 3 + ["omega_p"] * 3, "task": ["a"] * 6,
-                       "edge": [True, True, False, True, True, True],
-                       "position": ["alpha=lower, kd.tau=interior"] * 2 + ["alpha=interior"]
-                       + ["omega_p.alpha=upper"] * 2 + ["kd.tau=lower"],
-                       "edge_axes": ["alpha", "alpha", "", "omega_p.alpha", "omega_p.alpha",
-                                     "kd.tau"]})
+    ch = pd.DataFrame(
+        {
+            "row": ["kd"] * 3 + ["omega_p"] * 3,
+            "task": ["a"] * 6,
+            "edge": [True, True, False, True, True, True],
+            "position": ["alpha=lower, kd.tau=interior"] * 2
+            + ["alpha=interior"]
+            + ["omega_p.alpha=upper"] * 2
+            + ["kd.tau=lower"],
+            "edge_axes": ["alpha", "alpha", "", "omega_p.alpha", "omega_p.alpha", "kd.tau"],
+        }
+    )
     assert cv.lower_edges(ch) == {("kd", "a")}
 
 
@@ -172,12 +194,13 @@ def test_only_the_registers_locations_feed_an_entry():
 
     index, fams = load_index()
     args = ("li2020", "2", "omega_p > kd", "claim")
-    fam, entry, elsewhere = match_entry(index, fams, *args, "mini", "compression",
-                                        "CIFAR-10/L->M")
+    fam, entry, elsewhere = match_entry(index, fams, *args, "mini", "compression", "CIFAR-10/L->M")
     assert entry is None and not elsewhere and fam.startswith("li2020.T2")
-    _, entry, _ = match_entry(index, fams, *args, "li2020_table2-cpu", "compression",
-                              "CIFAR-10/L->M")
+    _, entry, _ = match_entry(
+        index, fams, *args, "li2020_table2-cpu", "compression", "CIFAR-10/L->M"
+    )
     assert entry.id == "li2020.T2.omega_p-vs-kd.cifar10"
-    _, entry, elsewhere = match_entry(index, fams, *args, "li2020_table2-cpu", "compression",
-                                      "CIFAR-100/L->S")
+    _, entry, elsewhere = match_entry(
+        index, fams, *args, "li2020_table2-cpu", "compression", "CIFAR-100/L->S"
+    )
     assert entry is None and elsewhere  # the register has kd > omega_p there

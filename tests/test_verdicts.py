@@ -1,6 +1,7 @@
 """Verdicts from paired per-seed differences (harness/reports/verdicts.py, design.md Verdicts): the rule,
 premises before claims, unmatched seeds, the interval against scipy.stats.t, and the reports
 (leaderboard.csv's per-seed values, VERDICTS.md)."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,13 @@ from harness.reports.verdicts import FEW, HOLDS, INCONCLUSIVE, REVERSED, evaluat
 def seeds_frame(cells: dict) -> pd.DataFrame:
     """``{(row, task): {seed: accuracy %}}`` -> rows x (task, seed), as leaderboard_seeds."""
     rows = list(dict.fromkeys(r for r, _ in cells))
-    cols = sorted({(t, s) for (_, t), v in cells.items() for s in v},
-                  key=lambda c: (list(dict.fromkeys(t for _, t in cells)).index(c[0]), c[1]))
-    out = pd.DataFrame(float("nan"), index=rows,
-                       columns=pd.MultiIndex.from_tuples(cols, names=["task", "seed"]))
+    cols = sorted(
+        {(t, s) for (_, t), v in cells.items() for s in v},
+        key=lambda c: (list(dict.fromkeys(t for _, t in cells)).index(c[0]), c[1]),
+    )
+    out = pd.DataFrame(
+        float("nan"), index=rows, columns=pd.MultiIndex.from_tuples(cols, names=["task", "seed"])
+    )
     for (r, t), v in cells.items():
         for s, x in v.items():
             out.loc[r, (t, s)] = x
@@ -70,13 +74,27 @@ def test_unmatched_seeds_are_dropped_and_listed():
 
 
 def test_claims_per_column_and_counts_beside_the_paper():
-    ours = seeds_frame({
-        ("omega_p", "win"): {0: 90, 1: 91, 2: 92}, ("l2sp", "win"): {0: 80, 1: 80.5, 2: 81},
-        ("omega_p", "loss"): {0: 80, 1: 80.5, 2: 81}, ("l2sp", "loss"): {0: 90, 1: 91, 2: 92},
-        ("omega_p", "tie"): {0: 80, 1: 82, 2: 81}, ("l2sp", "tie"): {0: 80.5, 1: 81, 2: 82},
-        ("omega_p", "one"): {0: 80}, ("l2sp", "one"): {0: 70}})
-    paper = pd.DataFrame({"win": [85.0, 84.0], "loss": [85.0, 84.0], "tie": [83.0, 84.0],
-                          "one": [float("nan"), 1.0]}, index=["omega_p", "l2sp"])
+    ours = seeds_frame(
+        {
+            ("omega_p", "win"): {0: 90, 1: 91, 2: 92},
+            ("l2sp", "win"): {0: 80, 1: 80.5, 2: 81},
+            ("omega_p", "loss"): {0: 80, 1: 80.5, 2: 81},
+            ("l2sp", "loss"): {0: 90, 1: 91, 2: 92},
+            ("omega_p", "tie"): {0: 80, 1: 82, 2: 81},
+            ("l2sp", "tie"): {0: 80.5, 1: 81, 2: 82},
+            ("omega_p", "one"): {0: 80},
+            ("l2sp", "one"): {0: 70},
+        }
+    )
+    paper = pd.DataFrame(
+        {
+            "win": [85.0, 84.0],
+            "loss": [85.0, 84.0],
+            "tie": [83.0, 84.0],
+            "one": [float("nan"), 1.0],
+        },
+        index=["omega_p", "l2sp"],
+    )
     [c] = evaluate(["omega_p > l2sp"], ours, paper, {"omega_p": "omega_p", "l2sp": "l2sp"})
     assert [x["verdict"] for x in c["columns"]] == [HOLDS, REVERSED, INCONCLUSIVE, FEW]
     assert (c["holds"], c["reversed"], c["inconclusive"], c["not_tested"]) == (1, 1, 2, 0)
@@ -91,24 +109,36 @@ def test_claims_per_column_and_counts_beside_the_paper():
 
 
 def test_a_failed_premise_leaves_its_columns_claims_not_tested():
-    ours = seeds_frame({
-        ("kd", "a"): {0: 90, 1: 91, 2: 92}, ("none", "a"): {0: 80, 1: 80.5, 2: 81},
-        ("omega_p", "a"): {0: 95, 1: 96, 2: 97},
-        ("kd", "b"): {0: 80, 1: 82, 2: 81}, ("none", "b"): {0: 80.5, 1: 81, 2: 82},
-        ("omega_p", "b"): {0: 95, 1: 96, 2: 97}})
+    ours = seeds_frame(
+        {
+            ("kd", "a"): {0: 90, 1: 91, 2: 92},
+            ("none", "a"): {0: 80, 1: 80.5, 2: 81},
+            ("omega_p", "a"): {0: 95, 1: 96, 2: 97},
+            ("kd", "b"): {0: 80, 1: 82, 2: 81},
+            ("none", "b"): {0: 80.5, 1: 81, 2: 82},
+            ("omega_p", "b"): {0: 95, 1: 96, 2: 97},
+        }
+    )
     premise, claim = evaluate(["omega_p > kd"], ours, premises=["kd > none"])
-    assert premise["kind"] == "premise" and [x["verdict"] for x in premise["columns"]] == \
-        [HOLDS, INCONCLUSIVE]
+    assert premise["kind"] == "premise" and [x["verdict"] for x in premise["columns"]] == [
+        HOLDS,
+        INCONCLUSIVE,
+    ]
     a, b = claim["columns"]
     assert a["verdict"] == HOLDS and a["premise"] is None
     assert b["verdict"].startswith("not tested (premise failed: kd > none, ")
     assert b["premise"].startswith("kd > none, -0.2 [")  # the premise's interval is named
     assert b["mean"] > 0  # measured, but counted neither way
-    assert (claim["holds"], claim["reversed"], claim["inconclusive"], claim["not_tested"]) == \
-        (1, 0, 0, 1)
+    assert (claim["holds"], claim["reversed"], claim["inconclusive"], claim["not_tested"]) == (
+        1,
+        0,
+        0,
+        1,
+    )
     assert claim["verdict"] == HOLDS and (claim["ours"], claim["ours_of"]) == (1, 1)
-    [_, only] = evaluate(["omega_p > kd"], ours.drop(columns="a", level="task"),
-                         premises=["kd > none"])
+    [_, only] = evaluate(
+        ["omega_p > kd"], ours.drop(columns="a", level="task"), premises=["kd > none"]
+    )
     assert only["verdict"] == "not tested"
 
 
@@ -117,13 +147,28 @@ def _records(seeds=(0, 1, 2)):
     for task, gap in (("win", 10.0), ("tie", 0.0)):
         for s in seeds:
             for reg, acc in (("none", 80.0 + s), ("kd", 80.0 + s + gap + 0.5 * (s % 2))):
-                rows.append({"key": f"{task}{reg}{s}", "stage": "students", "table": "t",
-                             "task": task, "dataset": "digits", "regularizer": reg,
-                             "method": reg, "seed": s, "test_accuracy": acc / 100,
-                             "val_accuracy": 0.5, "wall_time": 1.0, "status": "completed",
-                             "reference": {"paper": "li2020", "table": "2",
-                                           "columns": {"win": "CIFAR-10/L->M"},
-                                           "claims": ["kd > none"]}})
+                rows.append(
+                    {
+                        "key": f"{task}{reg}{s}",
+                        "stage": "students",
+                        "table": "t",
+                        "task": task,
+                        "dataset": "digits",
+                        "regularizer": reg,
+                        "method": reg,
+                        "seed": s,
+                        "test_accuracy": acc / 100,
+                        "val_accuracy": 0.5,
+                        "wall_time": 1.0,
+                        "status": "completed",
+                        "reference": {
+                            "paper": "li2020",
+                            "table": "2",
+                            "columns": {"win": "CIFAR-10/L->M"},
+                            "claims": ["kd > none"],
+                        },
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -132,13 +177,25 @@ def test_leaderboard_csv_carries_the_per_seed_values_and_verdicts(tmp_path):
 
     df = _records()
     wide = leaderboard_seeds(split_tables(df)["t"])
-    assert list(wide.columns) == [("win", 0), ("win", 1), ("win", 2), ("tie", 0), ("tie", 1),
-                                  ("tie", 2)]
+    assert list(wide.columns) == [
+        ("win", 0),
+        ("win", 1),
+        ("win", 2),
+        ("tie", 0),
+        ("tie", 1),
+        ("tie", 2),
+    ]
     assert wide.loc["kd", ("win", 1)] == pytest.approx(91.5)
-    ref = {"paper": "li2020", "table": "2", "columns": {"win": "CIFAR-10/L->M"},
-           "premises": ["kd > none"], "claims": ["kd > none"]}
-    paths = write_report("toy", out_dir=tmp_path / "toy", records_df=df, plots=False,
-                         references={"t": ref})
+    ref = {
+        "paper": "li2020",
+        "table": "2",
+        "columns": {"win": "CIFAR-10/L->M"},
+        "premises": ["kd > none"],
+        "claims": ["kd > none"],
+    }
+    paths = write_report(
+        "toy", out_dir=tmp_path / "toy", records_df=df, plots=False, references={"t": ref}
+    )
     csv = pd.read_csv(paths["csv"]).set_index(["method", "task"])
     for s in (0, 1, 2):  # anyone can redo the test from the CSV
         assert csv.at[("kd", "win"), f"seed_{s}"] == pytest.approx(wide.loc["kd", ("win", s)])
@@ -157,9 +214,11 @@ def test_leaderboard_csv_carries_the_per_seed_values_and_verdicts(tmp_path):
     assert v["diffs"][0] == "0:10.0000 1:10.5000 2:10.0000"
     md = paths["md"].read_text()
     # suite "toy" is no location of the register's entry: its premise is its own (unregistered)
-    assert "- premise `kd > none` (unregistered, superiority): 0 holds / 0 reversed / " \
-        "0 equivalent / 1 inconclusive / 1 vacuous / 0 not tested of 2 column(s); paper 1 of 1" \
+    assert (
+        "- premise `kd > none` (unregistered, superiority): 0 holds / 0 reversed / "
+        "0 equivalent / 1 inconclusive / 1 vacuous / 0 not tested of 2 column(s); paper 1 of 1"
         in md
+    )
     assert "Holm" in md and "Wilcoxon" not in md and "t interval" not in md
 
 
@@ -205,15 +264,23 @@ def test_term_strength_averages_the_logged_ratios_over_epochs_and_seeds():
     from harness.reports.tables import term_strength
 
     def rec(reg, seed, v, g):
-        return {"regularizer": reg, "dataset": "task A", "seed": seed,
-                "epochs": [{"epoch": 0, f"diag/{reg}/value_ratio": v,
-                            f"diag/{reg}/grad_ratio": g},
-                           {"epoch": 1, f"diag/{reg}/value_ratio": 3 * v,
-                            f"diag/{reg}/grad_ratio": 3 * g}]}
+        return {
+            "regularizer": reg,
+            "dataset": "task A",
+            "seed": seed,
+            "epochs": [
+                {"epoch": 0, f"diag/{reg}/value_ratio": v, f"diag/{reg}/grad_ratio": g},
+                {"epoch": 1, f"diag/{reg}/value_ratio": 3 * v, f"diag/{reg}/grad_ratio": 3 * g},
+            ],
+        }
 
-    df = pd.DataFrame([rec("kd", 0, 0.1, 0.01), rec("kd", 1, 0.3, 0.03),
-                       {"regularizer": "none", "dataset": "task A", "seed": 0,
-                        "epochs": [{"epoch": 0}]}])
+    df = pd.DataFrame(
+        [
+            rec("kd", 0, 0.1, 0.01),
+            rec("kd", 1, 0.3, 0.03),
+            {"regularizer": "none", "dataset": "task A", "seed": 0, "epochs": [{"epoch": 0}]},
+        ]
+    )
     t = term_strength(df)
     # kd: value (0.1 + 0.3 + 0.3 + 0.9) / 4 = 0.4, gradient 0.04; 'none' logs no term
     assert list(t.index) == [("kd", "kd")]

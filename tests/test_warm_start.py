@@ -1,13 +1,14 @@
 """Warm-started OT across training steps (issue 21, item 4): POT reference, certification,
 per-tap / per-member state, shape-change reset, bad input, the loop carrying the state."""
+
 from __future__ import annotations
 
 import ot
 import pytest
 import torch
 
-from harness.transfer import warm
 from harness.training.loop import TrainConfig, train
+from harness.transfer import warm
 from harness.transfer.regularizers import build_regularizer
 from solvers import solve
 
@@ -32,14 +33,13 @@ def test_warm_sinkhorn_equals_pot_and_converges_at_once():
     assert warm_res.n_iter <= 2 < cold.n_iter
     # POT's own warm start from the same potentials (log-scalings) lands on the same plan
     f, g = cold.potentials
-    ref_w = ot.bregman.sinkhorn_log(a, b, C, reg, warmstart=(torch.log(a) + f / reg,
-                                                             torch.log(b) + g / reg),
-                                    stopThr=1e-13)
+    ref_w = ot.bregman.sinkhorn_log(
+        a, b, C, reg, warmstart=(torch.log(a) + f / reg, torch.log(b) + g / reg), stopThr=1e-13
+    )
     torch.testing.assert_close(warm_res.plan, ref_w, atol=1e-9, rtol=0)
     # pot_sinkhorn forwards it to POT
     p_cold = solve(C, a, b, method="pot_sinkhorn", reg=0.05, tol=1e-9)
-    p_warm = solve(C, a, b, method="pot_sinkhorn", reg=0.05, tol=1e-9,
-                   warmstart=p_cold.potentials)
+    p_warm = solve(C, a, b, method="pot_sinkhorn", reg=0.05, tol=1e-9, warmstart=p_cold.potentials)
     assert p_warm.n_iter < p_cold.n_iter
     torch.testing.assert_close(p_warm.plan, p_cold.plan, atol=1e-8, rtol=0)
 
@@ -48,11 +48,18 @@ def test_warm_sinkhorn_equals_pot_and_converges_at_once():
 def test_warm_certified_where_cold_is(reg):
     C, a, b = _problem(40, 40, seed=1)
     prev = solve(C, a, b, method="sinkhorn", reg=reg)
-    C2 = C + 0.01 * torch.rand(40, 40, generator=torch.Generator().manual_seed(2),
-                               dtype=torch.float64)
+    C2 = C + 0.01 * torch.rand(
+        40, 40, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
     cold = solve(C2, a, b, method="sinkhorn", reg=reg)
-    w = solve(C2, a, b, method="sinkhorn", reg=reg,
-              warmstart=(prev.extras["warm_f"], prev.extras["warm_g"]))
+    w = solve(
+        C2,
+        a,
+        b,
+        method="sinkhorn",
+        reg=reg,
+        warmstart=(prev.extras["warm_f"], prev.extras["warm_g"]),
+    )
     assert cold.converged and w.converged
     assert w.extras["gap"] <= 1e-3
     exact = ot.emd2(a, b, C2)
@@ -73,11 +80,14 @@ def test_batched_warmstart_per_member():
     assert swapped.n_iter > w.n_iter
 
 
-@pytest.mark.parametrize("bad, match", [
-    ((torch.zeros(5), torch.zeros(40)), r"warmstart f .* has shape \(5,\)"),
-    ((torch.zeros(30), torch.full((40,), float("nan"))), "warmstart g .* non-finite"),
-    (torch.zeros(30), "must be a pair"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ((torch.zeros(5), torch.zeros(40)), r"warmstart f .* has shape \(5,\)"),
+        ((torch.zeros(30), torch.full((40,), float("nan"))), "warmstart g .* non-finite"),
+        (torch.zeros(30), "must be a pair"),
+    ],
+)
 def test_bad_warmstart_one_line(bad, match):
     C, a, b = _problem()
     with pytest.raises(ValueError, match=match) as err:
@@ -120,14 +130,22 @@ def test_loop_carries_state_iterations_drop():
     iters = {}
     for ws in (False, "auto"):
         torch.manual_seed(0)
-        model, teacher = MLP(3, in_features=10, widths=(16, 16)).double(), \
-            MLP(3, in_features=10, widths=(16, 16)).double().eval()
-        reg = build_regularizer("omega_p", plan="sinkhorn", reg=0.05, gap=0.0, tol=1e-9,
-                                taps=["penultimate"], warm_start=ws)
+        model, teacher = (
+            MLP(3, in_features=10, widths=(16, 16)).double(),
+            MLP(3, in_features=10, widths=(16, 16)).double().eval(),
+        )
+        reg = build_regularizer(
+            "omega_p",
+            plan="sinkhorn",
+            reg=0.05,
+            gap=0.0,
+            tol=1e-9,
+            taps=["penultimate"],
+            warm_start=ws,
+        )
         # one full batch: the cost changes only by the SGD step (new batches change it more)
         cfg = TrainConfig(epochs=4, batch_size=64, lr=1e-4, eval_every=4, seed=0)
-        res = train(model, ds, ds, config=cfg, regularizer=reg, teacher=teacher,
-                    progress=False)
+        res = train(model, ds, ds, config=cfg, regularizer=reg, teacher=teacher, progress=False)
         iters[ws] = res.history["steps"]["omega_p/penultimate/n_iter"]
     assert iters["auto"][0] == iters[False][0]  # step 1: no previous potentials
     assert max(iters["auto"][1:]) < min(iters[False][1:])

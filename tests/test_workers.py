@@ -1,5 +1,6 @@
 """Many workers, one storage (issue 5): claims, take-over of a dead worker's job, every job
 recorded exactly once, on SQLite and on a real PostgreSQL server."""
+
 from __future__ import annotations
 
 import collections
@@ -46,8 +47,11 @@ def _storages(tmp_path, pg_url):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_claims_are_exclusive_and_taken_over_when_stale(backend, tmp_path, request):
-    url = (f"sqlite:///{tmp_path / 'claims.sqlite3'}" if backend == "sqlite"
-           else request.getfixturevalue("pg_url"))
+    url = (
+        f"sqlite:///{tmp_path / 'claims.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
     suite = f"claims-{uuid.uuid4().hex[:8]}"
     a = Claims(url, suite, stale_after=1.5, heartbeat=0.5, worker="host-a:1:a")
     b = Claims(url, suite, stale_after=1.5, heartbeat=0.5, worker="host-b:2:b")
@@ -93,10 +97,26 @@ def test_claim_of_a_dead_process_is_taken_over_at_once(tmp_path):
 
 def _worker(suite: Path, storage: str, results: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "worker", str(suite), "--storage", storage,
-         "--results", str(results), "--no-progress", "--heartbeat", "1",
-         "--stale-after", "30"],
-        cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "worker",
+            str(suite),
+            "--storage",
+            storage,
+            "--results",
+            str(results),
+            "--no-progress",
+            "--heartbeat",
+            "1",
+            "--stale-after",
+            "30",
+        ],
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _records(storage: str, name: str):
@@ -128,9 +148,10 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
         while time.time() < deadline and killed_key is None:
             try:
                 with engine.connect() as c:
-                    rows = c.execute(sa.text(
-                        "select key, pid, state from otransfer_claims where suite = :s"),
-                        {"s": name}).all()
+                    rows = c.execute(
+                        sa.text("select key, pid, state from otransfer_claims where suite = :s"),
+                        {"s": name},
+                    ).all()
             except (sa.exc.ProgrammingError, sa.exc.OperationalError):
                 rows = []  # a fresh database: no worker has created the table yet
             held = [k for k, pid, st in rows if pid == victim.pid and st == RUNNING]
@@ -151,14 +172,17 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
     logs = "\n".join((tmp_path / f"w{i}.log").read_text() for i in range(3))
     assert codes == [0, 0], logs
     trials = _records(pg_url, name)
-    completed = [t.user_attrs["key"] for t in trials
-                 if t.state.name == "COMPLETE" and t.user_attrs.get("status") == "completed"]
+    completed = [
+        t.user_attrs["key"]
+        for t in trials
+        if t.state.name == "COMPLETE" and t.user_attrs.get("status") == "completed"
+    ]
     assert collections.Counter(completed) == collections.Counter(keys), logs  # each once
-    lost = [t for t in trials if t.user_attrs.get("key") == killed_key
-            and t.state.name == "FAIL"]
+    lost = [t for t in trials if t.user_attrs.get("key") == killed_key and t.state.name == "FAIL"]
     assert [t.user_attrs["reason"] for t in lost] == ["worker lost"], logs
-    (taken,) = [t for t in trials if t.user_attrs.get("key") == killed_key
-                and t.state.name == "COMPLETE"]
+    (taken,) = [
+        t for t in trials if t.user_attrs.get("key") == killed_key and t.state.name == "COMPLETE"
+    ]
     assert taken.user_attrs["resumed_from_epoch"] >= 1  # from the checkpoint, not from scratch
     assert taken.user_attrs["worker"] != lost[0].user_attrs["worker"]
     assert not [t for t in trials if t.state.name == "RUNNING"]
@@ -179,13 +203,26 @@ def test_run_with_workers_on_sqlite(tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text(SUITE.format(name=name, epochs=2))
     out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(path), "--workers", "2",
-         "--results", str(tmp_path / "results"), "--no-progress"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            str(path),
+            "--workers",
+            "2",
+            "--results",
+            str(tmp_path / "results"),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     storage = f"sqlite:///{tmp_path / 'results' / name / 'runs.sqlite3'}"
-    completed = [t.user_attrs["key"] for t in _records(storage, name)
-                 if t.state.name == "COMPLETE"]
+    completed = [t.user_attrs["key"] for t in _records(storage, name) if t.state.name == "COMPLETE"]
     assert len(completed) == len(set(completed)) == 12
     assert "2 workers exited with [0, 0]" in out.stdout
     assert "12 already done" in out.stdout  # the parent's own pass finds nothing left
@@ -197,9 +234,17 @@ def test_unreachable_storage_is_a_clear_error(tmp_path, capsys):
 
     path = tmp_path / "suite.yaml"
     path.write_text(SUITE.format(name="unreachable", epochs=1))
-    code = main(["run", str(path), "--storage",
-                 "postgresql+psycopg2://nobody:secret@127.0.0.1:1/none",
-                 "--results", str(tmp_path / "r"), "--no-progress"])
+    code = main(
+        [
+            "run",
+            str(path),
+            "--storage",
+            "postgresql+psycopg2://nobody:secret@127.0.0.1:1/none",
+            "--results",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "storage 'postgresql+psycopg2://nobody:***@127.0.0.1:1/none' cannot be opened" in err
@@ -213,16 +258,38 @@ def test_suite_under_torchrun_matches_one_process(tmp_path):
 
     name = f"ddp-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "suite.yaml"
-    path.write_text(SUITE.format(name=name, epochs=3).replace("seeds: [0, 1, 2]", "seeds: [0]")
-                    .replace("batch_size: 25", "batch_size: 24"))
+    path.write_text(
+        SUITE.format(name=name, epochs=3)
+        .replace("seeds: [0, 1, 2]", "seeds: [0]")
+        .replace("batch_size: 25", "batch_size: 24")
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "harness.cli", "run",
-         str(path), "--results", str(tmp_path / "ddp"), "--no-progress"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            "-m",
+            "harness.cli",
+            "run",
+            str(path),
+            "--results",
+            str(tmp_path / "ddp"),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("4 jobs, 4 run") == 1  # one report: rank 0's
 
@@ -242,24 +309,38 @@ def test_two_tune_processes_share_one_search_on_postgresql(pg_url, tmp_path):
     """Two ``otransfer tune`` processes on one PostgreSQL storage add their trials to the same
     search study; the teachers are trained once and no re-run is recorded twice."""
     import optuna
-
     from test_tune import SUITE as TUNE_SUITE
 
     name = f"tune-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "suite.yaml"
     path.write_text(TUNE_SUITE.replace("name: tinytune", f"name: {name}"))
-    cmd = [sys.executable, "-m", "harness.cli", "tune", str(path), "--storage", pg_url,
-           "--trials", "2", "--results", str(tmp_path / "results")]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "tune",
+        str(path),
+        "--storage",
+        pg_url,
+        "--trials",
+        "2",
+        "--results",
+        str(tmp_path / "results"),
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
-    searches = [s for s in optuna.get_all_study_summaries(pg_url)
-                if s.study_name.startswith(f"{name}:tune:")]
+    searches = [
+        s
+        for s in optuna.get_all_study_summaries(pg_url)
+        if s.study_name.startswith(f"{name}:tune:")
+    ]
     assert len(searches) == 1 and searches[0].n_trials == 4  # one study, both calls' trials
     trials = optuna.load_study(study_name=name, storage=pg_url).get_trials()
-    done = collections.Counter(t.user_attrs["key"] for t in trials
-                               if t.state.name == "COMPLETE")
+    done = collections.Counter(t.user_attrs["key"] for t in trials if t.state.name == "COMPLETE")
     assert done and max(done.values()) == 1  # teachers and re-runs: each recorded once
     teachers = [t for t in trials if t.user_attrs.get("stage") == "teacher"]
     assert len([t for t in teachers if t.state.name == "COMPLETE"]) == 2  # 2 seeds, once each
@@ -283,12 +364,21 @@ def test_workers_starting_together_on_a_fresh_database(backend, tmp_path, reques
             c.execute(sa.text(f"CREATE DATABASE {db}"))
         engine.dispose()
         url = pg_url.rsplit("/", 1)[0] + "/" + db
-    code = ("import sys; from harness.experiments import records; from harness.experiments.claims import Claims; "
-            "records.open_study(sys.argv[1], 's'); Claims(sys.argv[1], 's').close(); "
-            "print('opened')")
-    procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(6)]
+    code = (
+        "import sys; from harness.experiments import records; from harness.experiments.claims import Claims; "
+        "records.open_study(sys.argv[1], 's'); Claims(sys.argv[1], 's').close(); "
+        "print('opened')"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(6)
+    ]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(o.strip().endswith("opened") for o in outs), "\n".join(outs)
 
@@ -312,8 +402,13 @@ def test_a_worker_killed_after_recording_is_not_run_again(tmp_path):
     engine = sa.create_engine(storage)
     with engine.begin() as c:  # the last student's claim, as its killed worker left it
         key = first.keys[-1]
-        c.execute(sa.text("update otransfer_claims set state = 'recording', pid = :p, "
-                          "worker = 'gone' where key = :k"), {"p": dead.pid, "k": key})
+        c.execute(
+            sa.text(
+                "update otransfer_claims set state = 'recording', pid = :p, "
+                "worker = 'gone' where key = :k"
+            ),
+            {"p": dead.pid, "k": key},
+        )
     lines = []
     again = run_suite(path, **{**kw, "log": lines.append})
     assert (again.completed, again.failed) == (0, 0)

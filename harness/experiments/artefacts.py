@@ -9,6 +9,7 @@ those its completed record keeps; a checkpoint only when its proof verifies and 
 this job's. Anything else is ignored with a line, and the job trained; writes go through
 :mod:`harness.training.safe_io`.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,12 +18,21 @@ from typing import Any, Mapping
 
 from harness.experiments.suite import Job
 
-__all__ = ["save_pending", "load_pending", "pending_payload", "save_state", "load_artefact",
-           "check_checkpoint", "remove_stale_tmp", "unlink", "PENDING_LIMIT"]
+__all__ = [
+    "save_pending",
+    "load_pending",
+    "pending_payload",
+    "save_state",
+    "load_artefact",
+    "check_checkpoint",
+    "remove_stale_tmp",
+    "unlink",
+    "PENDING_LIMIT",
+]
 
 
 #: a pending result larger than this is not ours (a job's metrics and per-epoch logs are KBs)
-PENDING_LIMIT = 16 * 2 ** 20
+PENDING_LIMIT = 16 * 2**20
 
 
 def pending_payload(job: Job, metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -31,8 +41,12 @@ def pending_payload(job: Job, metrics: Mapping[str, Any]) -> dict[str, Any]:
     from harness.experiments.records import git_sha, jsonable
     from harness.training.proof import sha256_hex
 
-    return {"key": job.key, "config_sha256": sha256_hex(job.config_json().encode()),
-            "code": git_sha(), "metrics": {k: jsonable(v) for k, v in metrics.items()}}
+    return {
+        "key": job.key,
+        "config_sha256": sha256_hex(job.config_json().encode()),
+        "code": git_sha(),
+        "metrics": {k: jsonable(v) for k, v in metrics.items()},
+    }
 
 
 def save_pending(path: Path, job: Job, metrics, root=None) -> str | None:
@@ -71,16 +85,23 @@ def load_pending(path: Path, job: Job) -> tuple[dict | None, str | None]:
         if not isinstance(kept, dict) or any(k not in kept for k in fields):
             raise ValueError("it carries no proof that otransfer wrote it")
         payload = {k: kept[k] for k in fields[:-1]}
-        why = None if proof.verify("result", payload, kept["proof"]) else \
-            "its proof does not verify (planted, damaged, or another job's, code version's " \
+        why = (
+            None
+            if proof.verify("result", payload, kept["proof"])
+            else "its proof does not verify (planted, damaged, or another job's, code version's "
             "or user's)"
+        )
         if why is None and proof.canonical(payload) != proof.canonical(
-                pending_payload(job, payload["metrics"])):  # (as JSON: NaN == NaN there)
+            pending_payload(job, payload["metrics"])
+        ):  # (as JSON: NaN == NaN there)
             why = "it is another job's or another code version's"
         why = why or check_metrics(payload["metrics"])
     except (OSError, ValueError, TypeError) as exc:  # not JSON, a FIFO, huge, no proof
-        why = str(exc)[:160] if isinstance(exc, ValueError) else \
-            f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+        why = (
+            str(exc)[:160]
+            if isinstance(exc, ValueError)
+            else f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+        )
     if why is None:
         return dict(payload["metrics"]), None
     unlink(path)
@@ -120,8 +141,11 @@ def save_state(model, path: Path, root=None) -> dict[str, Any]:
     torch.save(model.state_dict(), buf)
     data = buf.getbuffer()
     safe_io.write_bytes(path, data, root)
-    return {"artefact": os.path.abspath(path), "artefact_bytes": len(data),
-            "artefact_sha256": proof.sha256_hex(data)}
+    return {
+        "artefact": os.path.abspath(path),
+        "artefact_bytes": len(data),
+        "artefact_sha256": proof.sha256_hex(data),
+    }
 
 
 def load_artefact(artefacts: Path, key: str, role: str, record: Mapping[str, Any] | None):
@@ -136,14 +160,16 @@ def load_artefact(artefacts: Path, key: str, role: str, record: Mapping[str, Any
     from harness.training import proof
 
     if record is None:
-        raise FileNotFoundError(f"{role} job {key} is not recorded done: its weights cannot be "
-                                "used")
+        raise FileNotFoundError(
+            f"{role} job {key} is not recorded done: its weights cannot be used"
+        )
     want, size = record.get("artefact_sha256"), record.get("artefact_bytes")
     if not want:
         raise FileNotFoundError(
             f"{role} job {key} is recorded done without a digest of its weights (recorded by an "
             "older otransfer, or when it was no teacher): they cannot be verified; run the "
-            "suite on a fresh storage (--storage) to train it again")
+            "suite on a fresh storage (--storage) to train it again"
+        )
     recorded = record.get("artefact")
     missing, wrong = [], []
     for path in dict.fromkeys([str(artefacts / f"{key}.pt"), *([recorded] if recorded else [])]):
@@ -158,11 +184,13 @@ def load_artefact(artefacts: Path, key: str, role: str, record: Mapping[str, Any
         raise FileNotFoundError(
             f"{role} job {key}'s weights {'; '.join(wrong)} do not match the size and SHA-256 "
             "recorded with the job (replaced, damaged or planted): not loaded; restore them, "
-            f"or point --results at the folder holding the recorded ones ({recorded})")
+            f"or point --results at the folder holding the recorded ones ({recorded})"
+        )
     raise FileNotFoundError(
         f"{role} job {key} is recorded done but its weights are not at {' nor '.join(missing)}: "
         "point --results at the folder that holds them, or share that folder with this "
-        "worker (the job is not trained twice)")
+        "worker (the job is not trained twice)"
+    )
 
 
 def _readload_artefact(path: str, size) -> bytes | str | None:

@@ -16,6 +16,7 @@ norm, dropout, joint training, layer-wise rates, learned embeddings, torchrun).
 ``otransfer run --no-batch`` (``run_suite(batch=False)``, or the environment variable
 ``OTRANSFER_NO_BATCH=1``) turns batching off.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,24 +38,36 @@ MAX_MEMBERS = 64
 def group_key(job: Job) -> str:
     """What siblings share: the job's config without its seed, its seed's teacher / init jobs
     and its regularizer's parameters (the spec itself stays)."""
-    cfg = {k: v for k, v in job.config.items()
-           if k not in ("seed", "teacher", "init", "regularizer_params")}
+    cfg = {
+        k: v
+        for k, v in job.config.items()
+        if k not in ("seed", "teacher", "init", "regularizer_params")
+    }
     cfg["train"] = {k: v for k, v in job.config["train"].items() if k != "seed"}
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
 def _deps(job: Job) -> list[str]:
     """Keys of the jobs whose weights ``job`` loads (its teacher and init stages)."""
-    return [job.config[r] for r in ("teacher", "init")
-            if job.config.get(r) and job.config[r] != PRETRAINED]
+    return [
+        job.config[r]
+        for r in ("teacher", "init")
+        if job.config.get(r) and job.config[r] != PRETRAINED
+    ]
 
 
 class SeedBatches:
     """The batching strategy of one :class:`harness.experiments.runner._SuiteRun` (``run``):
     :meth:`metrics` returns a job's metrics from its batch, training the batch when needed."""
 
-    def __init__(self, run, job_inputs: Callable, train_config: Callable,
-                 result_metrics: Callable, enabled: bool = True):
+    def __init__(
+        self,
+        run,
+        job_inputs: Callable,
+        train_config: Callable,
+        result_metrics: Callable,
+        enabled: bool = True,
+    ):
         """``run``: the suite run; the other three are :mod:`harness.experiments.runner`'s
         ``job_inputs``, ``_train_config`` and ``_metrics`` (passed in: no import circle)."""
         self.run = run
@@ -92,10 +105,14 @@ class SeedBatches:
             return []
 
         def ready(j: Job) -> bool:
-            return (not run.finished(j.key) and j.key not in run.tried
-                    and j.key not in self.done and group_key(j) == key
-                    and not (run.artefacts / f"{j.key}.ckpt").exists()
-                    and all(self.weights_there(d) for d in _deps(j)))
+            return (
+                not run.finished(j.key)
+                and j.key not in run.tried
+                and j.key not in self.done
+                and group_key(j) == key
+                and not (run.artefacts / f"{j.key}.ckpt").exists()
+                and all(self.weights_there(d) for d in _deps(j))
+            )
 
         if not ready(job):
             return []
@@ -107,8 +124,9 @@ class SeedBatches:
         it (``run_suite(jobs=...)``) whose weights file exists, as the runner's ``pick``
         accepts."""
         run = self.run
-        return run.finished(key) or (key not in run.number
-                                     and (run.artefacts / f"{key}.pt").is_file())
+        return run.finished(key) or (
+            key not in run.number and (run.artefacts / f"{key}.pt").is_file()
+        )
 
     def train(self, group: list[Job]) -> list[dict[str, Any]]:
         """Train ``group`` as one batched model; each job's metrics, as ``run_job`` gives."""
@@ -117,17 +135,30 @@ class SeedBatches:
         run = self.run
         members = []
         for j in group:
-            (train_set, val_set, test_set, model, w0, teacher, source_set, reg,
-             label_cost) = self.job_inputs(j, (run.by_key, run.artefacts, run.dep_records(j)))
+            (train_set, val_set, test_set, model, w0, teacher, source_set, reg, label_cost) = (
+                self.job_inputs(j, (run.by_key, run.artefacts, run.dep_records(j)))
+            )
             if source_set is not None or label_cost is not None:
                 from harness.training.batched import NotBatchable
 
                 raise NotBatchable("joint training (a source task)")
-            members.append(Member(model, train_set, val_set, test_set,
-                                  self.train_config(j.config, run.device), reg, teacher, w0))
+            members.append(
+                Member(
+                    model,
+                    train_set,
+                    val_set,
+                    test_set,
+                    self.train_config(j.config, run.device),
+                    reg,
+                    teacher,
+                    w0,
+                )
+            )
         t0 = time.perf_counter()
         results = train_batched(members)
-        run.say(f"{group[0].stage} {group[0].regularizer}: {len(group)} jobs (seeds "
-                f"{sorted({j.seed for j in group})}) trained as one batched model in "
-                f"{time.perf_counter() - t0:.1f} s")
+        run.say(
+            f"{group[0].stage} {group[0].regularizer}: {len(group)} jobs (seeds "
+            f"{sorted({j.seed for j in group})}) trained as one batched model in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         return [self.result_metrics(r) for r in results]

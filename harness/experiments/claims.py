@@ -30,6 +30,7 @@ takes a live claim nor loses its own. PostgreSQL reads ``clock_timestamp()`` on 
 SQLite, an embedded database, reads the clock of the machine that opens the file (workers on one
 machine share it). No worker's ``time.time()`` enters a claim.
 """
+
 from __future__ import annotations
 
 import os
@@ -83,8 +84,10 @@ def db_now_sql(dialect: str):
         return sa.literal_column("extract(epoch from clock_timestamp())::float8", sa.Float)
     if dialect in ("mysql", "mariadb"):
         return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Float)
-    raise ValueError(f"claims: no database clock for SQL dialect {dialect!r} (SQLite, "
-                     "PostgreSQL and MySQL are supported)")
+    raise ValueError(
+        f"claims: no database clock for SQL dialect {dialect!r} (SQLite, "
+        "PostgreSQL and MySQL are supported)"
+    )
 
 
 def make_engine(url: str):
@@ -114,13 +117,21 @@ class Claims:
         This worker's id; default ``host:pid:random``.
     """
 
-    def __init__(self, storage: str, suite: str, stale_after: float = 120.0,
-                 heartbeat: float = 10.0, worker: str | None = None):
+    def __init__(
+        self,
+        storage: str,
+        suite: str,
+        stale_after: float = 120.0,
+        heartbeat: float = 10.0,
+        worker: str | None = None,
+    ):
         import sqlalchemy as sa
 
         if heartbeat <= 0 or stale_after <= heartbeat:
-            raise ValueError(f"need 0 < heartbeat < stale_after; got heartbeat={heartbeat}, "
-                             f"stale_after={stale_after}")
+            raise ValueError(
+                f"need 0 < heartbeat < stale_after; got heartbeat={heartbeat}, "
+                f"stale_after={stale_after}"
+            )
         self.suite = suite
         self.stale_after = float(stale_after)
         self.host = socket.gethostname()
@@ -130,7 +141,8 @@ class Claims:
         self._now = db_now_sql(self._engine.dialect.name)
         meta = sa.MetaData()
         self._t = sa.Table(
-            TABLE, meta,
+            TABLE,
+            meta,
             sa.Column("suite", sa.String(512), primary_key=True),
             sa.Column("key", sa.String(128), primary_key=True),
             sa.Column("worker", sa.String(512), nullable=False),
@@ -138,7 +150,8 @@ class Claims:
             sa.Column("pid", sa.Integer, nullable=False),
             sa.Column("state", sa.String(16), nullable=False),
             sa.Column("heartbeat", sa.Float, nullable=False),
-            sa.Column("attempts", sa.Integer, nullable=False))
+            sa.Column("attempts", sa.Integer, nullable=False),
+        )
         from harness.experiments.records import check_schema, creation_race
 
         check_schema(self._engine, meta, "otransfer's claims")
@@ -147,8 +160,7 @@ class Claims:
             try:
                 meta.create_all(self._engine, checkfirst=True)
                 break
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError,
-                    sa.exc.OperationalError) as exc:
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
                 if not creation_race(exc) or attempt == 7:
                     raise
                 time.sleep(0.2 * (attempt + 1))
@@ -156,8 +168,12 @@ class Claims:
         _OPEN.add(self.worker)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._beat_loop, args=(float(heartbeat),),
-                                      name="otransfer-claims-heartbeat", daemon=True)
+        self._beat = threading.Thread(
+            target=self._beat_loop,
+            args=(float(heartbeat),),
+            name="otransfer-claims-heartbeat",
+            daemon=True,
+        )
         self._beat.start()
 
     # ---- reading
@@ -168,8 +184,12 @@ class Claims:
         with self._engine.connect() as c:
             return float(c.execute(sa.select(self._now)).scalar_one())
 
-    def states(self, keys: Iterable[str] | None = None, unfinished: bool = False,
-               done_since: float | None = None) -> dict[str, Claim]:
+    def states(
+        self,
+        keys: Iterable[str] | None = None,
+        unfinished: bool = False,
+        done_since: float | None = None,
+    ) -> dict[str, Claim]:
         """The claims of this suite (of ``keys`` when given), by key; the database's clock at
         the read is left in :attr:`last_now` (what :meth:`is_abandoned` compares with).
 
@@ -185,13 +205,26 @@ class Claims:
         if keys is not None:  # in SQL: try_claim reads one row, not the suite's
             q = q.where(t.c.key.in_(sorted(set(keys))))
         if unfinished:
-            q = q.where(t.c.state != DONE) if done_since is None else \
-                q.where(sa.or_(t.c.state != DONE, t.c.heartbeat >= float(done_since)))
+            q = (
+                q.where(t.c.state != DONE)
+                if done_since is None
+                else q.where(sa.or_(t.c.state != DONE, t.c.heartbeat >= float(done_since)))
+            )
         with self._engine.connect() as c:
             rows = c.execute(q).mappings().all()
             self.last_now = float(c.execute(sa.select(self._now)).scalar_one())
-        return {r["key"]: Claim(r["key"], r["worker"], r["host"], r["pid"], r["state"],
-                                r["heartbeat"], r["attempts"]) for r in rows}
+        return {
+            r["key"]: Claim(
+                r["key"],
+                r["worker"],
+                r["host"],
+                r["pid"],
+                r["state"],
+                r["heartbeat"],
+                r["attempts"],
+            )
+            for r in rows
+        }
 
     def is_abandoned(self, claim: Claim, now: float | None = None) -> bool:
         """Whether ``claim``'s worker is gone: a dead process on this host, or a heartbeat
@@ -203,8 +236,9 @@ class Claims:
             now = getattr(self, "last_now", None)
             now = self.db_now() if now is None else now
         if claim.host == self.host and (
-                (claim.pid != self.pid and not pid_alive(claim.pid))
-                or (claim.pid == self.pid and claim.worker not in _OPEN)):
+            (claim.pid != self.pid and not pid_alive(claim.pid))
+            or (claim.pid == self.pid and claim.worker not in _OPEN)
+        ):
             return True
         return now - claim.heartbeat > self.stale_after
 
@@ -225,9 +259,18 @@ class Claims:
         self.last_refused: str | None = None
         try:
             with self._engine.begin() as c:
-                c.execute(t.insert().values(suite=self.suite, key=key, worker=self.worker,
-                                            host=self.host, pid=self.pid, state=RUNNING,
-                                            heartbeat=self._now, attempts=1))
+                c.execute(
+                    t.insert().values(
+                        suite=self.suite,
+                        key=key,
+                        worker=self.worker,
+                        host=self.host,
+                        pid=self.pid,
+                        state=RUNNING,
+                        heartbeat=self._now,
+                        attempts=1,
+                    )
+                )
             with self._lock:
                 self._held.add(key)
             return Claim(key, self.worker, self.host, self.pid, RUNNING, self.last_now_or(), 1)
@@ -240,19 +283,33 @@ class Claims:
             self.last_refused = old.state
             return None
         with self._engine.begin() as c:  # compare-and-set on the row we read
-            res = c.execute(t.update().where(
-                t.c.suite == self.suite, t.c.key == key, t.c.worker == old.worker,
-                t.c.state == old.state, t.c.heartbeat == old.heartbeat).values(
-                worker=self.worker, host=self.host, pid=self.pid, state=RUNNING,
-                heartbeat=self._now, attempts=old.attempts + 1))
+            res = c.execute(
+                t.update()
+                .where(
+                    t.c.suite == self.suite,
+                    t.c.key == key,
+                    t.c.worker == old.worker,
+                    t.c.state == old.state,
+                    t.c.heartbeat == old.heartbeat,
+                )
+                .values(
+                    worker=self.worker,
+                    host=self.host,
+                    pid=self.pid,
+                    state=RUNNING,
+                    heartbeat=self._now,
+                    attempts=old.attempts + 1,
+                )
+            )
         if res.rowcount != 1:
             self.last_refused = RUNNING  # another worker took it over first
             return None
         with self._lock:
             self._held.add(key)
         self.last_previous = old.worker
-        return Claim(key, self.worker, self.host, self.pid, RUNNING, self.last_now_or(),
-                     old.attempts + 1)
+        return Claim(
+            key, self.worker, self.host, self.pid, RUNNING, self.last_now_or(), old.attempts + 1
+        )
 
     def last_now_or(self) -> float:
         """The database time last read (an approximate stamp for a returned :class:`Claim`)."""
@@ -262,9 +319,16 @@ class Claims:
     def _move(self, key: str, frm: str, to: str) -> bool:
         t = self._t
         with self._engine.begin() as c:
-            res = c.execute(t.update().where(
-                t.c.suite == self.suite, t.c.key == key, t.c.worker == self.worker,
-                t.c.state == frm).values(state=to, heartbeat=self._now))
+            res = c.execute(
+                t.update()
+                .where(
+                    t.c.suite == self.suite,
+                    t.c.key == key,
+                    t.c.worker == self.worker,
+                    t.c.state == frm,
+                )
+                .values(state=to, heartbeat=self._now)
+            )
         return res.rowcount == 1
 
     def begin_record(self, key: str) -> bool:
@@ -282,8 +346,14 @@ class Claims:
         """Drop our claim (an interrupted job: another worker or ``resume`` takes it at once)."""
         t = self._t
         with self._engine.begin() as c:
-            c.execute(t.delete().where(t.c.suite == self.suite, t.c.key == key,
-                                       t.c.worker == self.worker, t.c.state.in_(LIVE)))
+            c.execute(
+                t.delete().where(
+                    t.c.suite == self.suite,
+                    t.c.key == key,
+                    t.c.worker == self.worker,
+                    t.c.state.in_(LIVE),
+                )
+            )
         with self._lock:
             self._held.discard(key)
 
@@ -305,9 +375,16 @@ class Claims:
                 continue
             try:
                 with self._engine.begin() as c:
-                    c.execute(t.update().where(
-                        t.c.suite == self.suite, t.c.worker == self.worker,
-                        t.c.key.in_(held), t.c.state.in_(LIVE)).values(heartbeat=self._now))
+                    c.execute(
+                        t.update()
+                        .where(
+                            t.c.suite == self.suite,
+                            t.c.worker == self.worker,
+                            t.c.key.in_(held),
+                            t.c.state.in_(LIVE),
+                        )
+                        .values(heartbeat=self._now)
+                    )
             except Exception:  # a storage hiccup: the next beat tries again
                 pass
 

@@ -21,6 +21,7 @@ database's clock (at once for another worker on the same host).
 The storage URL travels in the environment (``OTRANSFER_STORAGE``, inherited by the tasks),
 never in submitit's pickles or on a command line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,14 +68,28 @@ class WorkerTask:
         from harness.experiments.runner import run_suite
 
         storage = os.environ.get(STORAGE_ENV) or None
-        summary = run_suite(self.suite, storage=storage, overrides=list(self.overrides),
-                            progress=False, quick=self.quick, device=self.device,
-                            results_root=self.results_root, worker=True,
-                            stale_after=self.stale_after, heartbeat=self.heartbeat,
-                            log=lambda line: print(line, flush=True))
-        return {"suite": summary.suite, "jobs": summary.jobs, "completed": summary.completed,
-                "failed": summary.failed, "skipped": summary.skipped,
-                "by_others": summary.by_others, "wall_time": summary.wall_time}
+        summary = run_suite(
+            self.suite,
+            storage=storage,
+            overrides=list(self.overrides),
+            progress=False,
+            quick=self.quick,
+            device=self.device,
+            results_root=self.results_root,
+            worker=True,
+            stale_after=self.stale_after,
+            heartbeat=self.heartbeat,
+            log=lambda line: print(line, flush=True),
+        )
+        return {
+            "suite": summary.suite,
+            "jobs": summary.jobs,
+            "completed": summary.completed,
+            "failed": summary.failed,
+            "skipped": summary.skipped,
+            "by_others": summary.by_others,
+            "wall_time": summary.wall_time,
+        }
 
     def checkpoint(self, *args, **kwargs):
         """Preempted or timed out: requeue this same task (submitit's ``Checkpointable``
@@ -84,16 +99,33 @@ class WorkerTask:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
-def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
-           workers: int = 2, folder: str | os.PathLike | None = None,
-           results_root: str | os.PathLike = "results", overrides: Sequence[str] = (),
-           quick: bool = False, device: str | None = None, stale_after: float = 120.0,
-           heartbeat: float = 10.0, timeout_min: int = 240, partition: str | None = None,
-           gpus_per_task: int = 0, cpus_per_task: int | None = None,
-           mem_gb: float | None = None, max_requeue: int = 3, parallelism: int | None = None,
-           account: str | None = None, qos: str | None = None,
-           constraint: str | None = None, setup: Sequence[str] = (),
-           signal_delay_s: int = 120, extra: dict[str, Any] | None = None):
+def launch(
+    suite: str,
+    *,
+    storage: str | None = None,
+    executor: str = "slurm",
+    workers: int = 2,
+    folder: str | os.PathLike | None = None,
+    results_root: str | os.PathLike = "results",
+    overrides: Sequence[str] = (),
+    quick: bool = False,
+    device: str | None = None,
+    stale_after: float = 120.0,
+    heartbeat: float = 10.0,
+    timeout_min: int = 240,
+    partition: str | None = None,
+    gpus_per_task: int = 0,
+    cpus_per_task: int | None = None,
+    mem_gb: float | None = None,
+    max_requeue: int = 3,
+    parallelism: int | None = None,
+    account: str | None = None,
+    qos: str | None = None,
+    constraint: str | None = None,
+    setup: Sequence[str] = (),
+    signal_delay_s: int = 120,
+    extra: dict[str, Any] | None = None,
+):
     """Submit ``workers`` workers of ``suite``; return ``(jobs, info)``.
 
     Parameters
@@ -139,15 +171,23 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
         raise LaunchError(
             f"workers on several SLURM nodes need a database server: {redact(storage)} is "
             "a SQLite file, whose locks do not hold across machines on a network file system. "
-            "Give --storage postgresql+psycopg2://USER@HOST/DB (or set OTRANSFER_STORAGE)")
+            "Give --storage postgresql+psycopg2://USER@HOST/DB (or set OTRANSFER_STORAGE)"
+        )
     submitit = _submitit()
     suite_file = str(Path(loaded.path).resolve()) if loaded.path else suite
-    folder = safe_io.ensure_dir(Path(folder)) if folder else \
-        safe_io.ensure_dir(results_root / name / "submitit", results_root)
+    folder = (
+        safe_io.ensure_dir(Path(folder))
+        if folder
+        else safe_io.ensure_dir(results_root / name / "submitit", results_root)
+    )
     os.environ[STORAGE_ENV] = storage  # the tasks inherit it; it is not pickled
     ex = submitit.AutoExecutor(folder=str(folder), cluster=executor)
-    params: dict[str, Any] = {"timeout_min": int(timeout_min), "tasks_per_node": 1,
-                              "nodes": 1, "name": f"otransfer-{name}"}
+    params: dict[str, Any] = {
+        "timeout_min": int(timeout_min),
+        "tasks_per_node": 1,
+        "nodes": 1,
+        "name": f"otransfer-{name}",
+    }
     if gpus_per_task:
         params["gpus_per_node"] = int(gpus_per_task)
     if cpus_per_task:
@@ -155,9 +195,11 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
     if mem_gb:
         params["mem_gb"] = float(mem_gb)
     if executor == "slurm":
-        slurm: dict[str, Any] = {"slurm_max_num_timeout": int(max_requeue),
-                                 "slurm_signal_delay_s": int(signal_delay_s),
-                                 "slurm_array_parallelism": int(parallelism or workers)}
+        slurm: dict[str, Any] = {
+            "slurm_max_num_timeout": int(max_requeue),
+            "slurm_signal_delay_s": int(signal_delay_s),
+            "slurm_array_parallelism": int(parallelism or workers),
+        }
         if partition:
             slurm["slurm_partition"] = partition
         if account:
@@ -174,14 +216,27 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
     elif setup:
         params["local_setup"] = list(setup)
     ex.update_parameters(**params)
-    task = WorkerTask(suite_file, str(results_root), tuple(overrides), quick, device,
-                      float(stale_after), float(heartbeat))
+    task = WorkerTask(
+        suite_file,
+        str(results_root),
+        tuple(overrides),
+        quick,
+        device,
+        float(stale_after),
+        float(heartbeat),
+    )
     with ex.batch():  # one SLURM job array
         jobs = [ex.submit(task) for _ in range(workers)]
-    info = {"suite": name, "executor": executor, "workers": workers,
-            "job_ids": [j.job_id for j in jobs], "folder": str(folder),
-            "results": str(results_root), "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "storage_from": "environment (OTRANSFER_STORAGE)"}
+    info = {
+        "suite": name,
+        "executor": executor,
+        "workers": workers,
+        "job_ids": [j.job_id for j in jobs],
+        "folder": str(folder),
+        "results": str(results_root),
+        "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "storage_from": "environment (OTRANSFER_STORAGE)",
+    }
     log = results_root / name / "launches.jsonl"  # every launch of the suite, appended
     with safe_io.open_append(log, results_root) as fh:
         fh.write(json.dumps(info) + "\n")
@@ -189,11 +244,20 @@ def launch(suite: str, *, storage: str | None = None, executor: str = "slurm",
     return jobs, info
 
 
-def spawn_workers(suite: str, n: int, *, results, storage: str | None = None,
-                  overrides: Sequence[str] = (), quick: bool = False, device: str | None = None,
-                  stale_after: float = 120.0, heartbeat: float = 10.0,
-                  bar: bool = False, only: Sequence[str] = ()
-                  ) -> tuple[list[int], str, list[str]]:
+def spawn_workers(
+    suite: str,
+    n: int,
+    *,
+    results,
+    storage: str | None = None,
+    overrides: Sequence[str] = (),
+    quick: bool = False,
+    device: str | None = None,
+    stale_after: float = 120.0,
+    heartbeat: float = 10.0,
+    bar: bool = False,
+    only: Sequence[str] = (),
+) -> tuple[list[int], str, list[str]]:
     """``otransfer run --workers N`` on this machine: ``n`` ``otransfer worker`` processes on
     one storage, waited for; returns their exit codes, the storage URL and one line per
     distinct error of the workers that failed (:func:`harness.experiments.worker_logs.
@@ -218,8 +282,20 @@ def spawn_workers(suite: str, n: int, *, results, storage: str | None = None,
     storage = storage or default_storage(shown.name, results)
     # the URL travels in the environment, not on the workers' command lines (visible in `ps`)
     env = {**os.environ, STORAGE_ENV: storage, WORKERS_ENV: str(n)}  # n share the cores
-    cmd = [sys.executable, "-m", "harness.cli", "worker", suite, "--results", str(results),
-           "--no-progress", "--stale-after", str(stale_after), "--heartbeat", str(heartbeat)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "worker",
+        suite,
+        "--results",
+        str(results),
+        "--no-progress",
+        "--stale-after",
+        str(stale_after),
+        "--heartbeat",
+        str(heartbeat),
+    ]
     for kv in overrides:
         cmd += ["--set", kv]
     for spec in only:

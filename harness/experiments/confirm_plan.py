@@ -11,6 +11,7 @@ any suite override decided on the exploratory seeds (a widened grid). ``otransfe
 run into the ``--set`` strings of ``otransfer run``; :func:`check_fresh` refuses a seed that
 the suite's exploratory runs used.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -19,8 +20,14 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["FIRST_FRESH_SEED", "Seeds", "ConfirmRun", "Confirmatory", "run_overrides",
-           "check_fresh"]
+__all__ = [
+    "FIRST_FRESH_SEED",
+    "Seeds",
+    "ConfirmRun",
+    "Confirmatory",
+    "run_overrides",
+    "check_fresh",
+]
 
 #: Confirmatory seeds start here: every exploratory run used seeds below it.
 FIRST_FRESH_SEED = 1000
@@ -86,16 +93,21 @@ class Confirmatory(_Strict):
 def run_overrides(run: ConfirmRun) -> list[str]:
     """The ``otransfer run --set`` strings of ``run``: its seeds, the fixed test pool, then its
     own overrides (values as JSON, which YAML reads back unchanged)."""
-    return [f"seeds={json.dumps(run.seeds.values())}", f"test_pool={run.test_pool}",
-            *(f"{k}={json.dumps(v)}" for k, v in run.set.items())]
+    return [
+        f"seeds={json.dumps(run.seeds.values())}",
+        f"test_pool={run.test_pool}",
+        *(f"{k}={json.dumps(v)}" for k, v in run.set.items()),
+    ]
 
 
 def check_fresh(run: ConfirmRun, exploratory_seeds: Sequence[int]) -> str | None:
     """A one-line problem when ``run`` reuses a seed of the suite's exploratory runs."""
     used = sorted(set(run.seeds.values()) & {int(s) for s in exploratory_seeds})
     if used:
-        return (f"{run.suite}: seed {used[0]} of the confirmatory run was used by an "
-                f"exploratory run; start the confirmatory seeds above {max(exploratory_seeds)}")
+        return (
+            f"{run.suite}: seed {used[0]} of the confirmatory run was used by an "
+            f"exploratory run; start the confirmatory seeds above {max(exploratory_seeds)}"
+        )
     return None
 
 
@@ -106,8 +118,10 @@ def plans(regs: Mapping[str, Any]) -> dict[str, tuple[str, Confirmatory, Confirm
         block = getattr(reg, "confirmatory", None)
         for run in block.runs if block is not None else ():
             if run.suite in out:
-                raise ValueError(f"suite {run.suite!r} is in the confirmatory blocks of "
-                                 f"{out[run.suite][0]} and {paper}; one register runs it")
+                raise ValueError(
+                    f"suite {run.suite!r} is in the confirmatory blocks of "
+                    f"{out[run.suite][0]} and {paper}; one register runs it"
+                )
             out[run.suite] = (paper, block, run)
     return out
 

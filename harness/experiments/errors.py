@@ -5,6 +5,7 @@ An exception that is none of these (a bug) keeps its traceback. Every line, and 
 traceback shown, goes through :func:`harness.experiments.secrets.scrub`: no secret of the
 storage URL in either.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,9 +21,9 @@ __all__ = ["one_line", "check_results_root", "scrubbed_traceback", "interrupted"
 #: errno -> what it means for a folder or file of the run, and what to do
 _MACHINE = {
     errno.ENOSPC: "the disk is full: free some space, then `otransfer resume` (finished "
-                  "records are kept)",
+    "records are kept)",
     errno.EDQUOT: "the disk quota is used up: free some space, then `otransfer resume` "
-                  "(finished records are kept)",
+    "(finished records are kept)",
     errno.EACCES: "not writable by this user: give a folder you may write to",
     errno.EPERM: "not permitted: give a folder you may write to",
     errno.EROFS: "a read-only file system: give a writable folder",
@@ -60,16 +61,19 @@ def check_results_root(path, write: bool = True) -> Path:
     except OSError as exc:
         raise ValueError(f"--results {str(root)!r}: {_reason(exc)}") from None
     if st is not None and not os.path.isdir(root):
-        raise ValueError(f"--results {str(root)!r} is a file, not a folder: give a folder "
-                         "(it is created when missing)")
+        raise ValueError(
+            f"--results {str(root)!r} is a file, not a folder: give a folder "
+            "(it is created when missing)"
+        )
     if write:
         try:
             root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=root):
                 pass
         except OSError as exc:
-            raise ValueError(f"--results {str(root)!r} cannot be written to: "
-                             f"{_reason(exc)}") from None
+            raise ValueError(
+                f"--results {str(root)!r} cannot be written to: {_reason(exc)}"
+            ) from None
     return root
 
 
@@ -91,16 +95,22 @@ def interrupted(args) -> str:
     from harness.experiments.secrets import redact
 
     if args.command not in ("run", "resume", "worker") or not hasattr(args, "finished"):
-        return "interrupted (Ctrl-C)" + ("; the study keeps its finished trials"
-                                         if args.command == "tune" else "")
+        return "interrupted (Ctrl-C)" + (
+            "; the study keeps its finished trials" if args.command == "tune" else ""
+        )
     again = ["otransfer", "resume", args.suite, "--results", str(args.results)]
     for kv in args.set or ():
         again += ["--set", kv]
     again += ["--quick"] if args.quick else []
-    done = ("the workers' finished jobs are recorded" if args.workers > 1 else
-            f"{args.finished} job(s) finished and recorded in this run")
+    done = (
+        "the workers' finished jobs are recorded"
+        if args.workers > 1
+        else f"{args.finished} job(s) finished and recorded in this run"
+    )
     where = f" in {redact(args.storage)}" if args.storage else ""
     same = " with the same --storage" if args.storage and not args.storage_from_env else ""
-    return (f"interrupted (Ctrl-C): {done}{where}; the job that was running is recorded as "
-            f"interrupted and resumes from its last epoch checkpoint: `{shlex.join(again)}`"
-            f"{same} runs the rest")
+    return (
+        f"interrupted (Ctrl-C): {done}{where}; the job that was running is recorded as "
+        f"interrupted and resumes from its last epoch checkpoint: `{shlex.join(again)}`"
+        f"{same} runs the rest"
+    )

@@ -8,6 +8,7 @@ suite's own (same configs, same keys: a later full run skips them), plus the tea
 jobs they load, whatever the filters say. A key that does not exist, or a value that matches no
 job, is one line listing the valid ones.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
@@ -40,8 +41,10 @@ def parse_only(specs: Iterable[str]) -> dict[str, set[str]]:
         key, sep, values = str(spec).partition("=")
         key = ALIASES.get(key.strip(), key.strip())
         if not sep or key not in KEYS:
-            raise OnlyError(f"--only {spec!r}: give KEY=VALUE[,VALUE...] with KEY one of "
-                            f"{', '.join([*KEYS, *ALIASES])}")
+            raise OnlyError(
+                f"--only {spec!r}: give KEY=VALUE[,VALUE...] with KEY one of "
+                f"{', '.join([*KEYS, *ALIASES])}"
+            )
         vals = {v.strip() for v in values.split(",") if v.strip()}
         if not vals:
             raise OnlyError(f"--only {spec!r}: no value after '='")
@@ -50,8 +53,11 @@ def parse_only(specs: Iterable[str]) -> dict[str, set[str]]:
 
 
 def _deps(job: Job) -> list[str]:
-    return [job.config[r] for r in ("teacher", "init")
-            if job.config.get(r) and job.config[r] != PRETRAINED]
+    return [
+        job.config[r]
+        for r in ("teacher", "init")
+        if job.config.get(r) and job.config[r] != PRETRAINED
+    ]
 
 
 def select_jobs(jobs: Sequence[Job], only: Iterable[str] | Mapping[str, set[str]]) -> list[Job]:
@@ -62,12 +68,17 @@ def select_jobs(jobs: Sequence[Job], only: Iterable[str] | Mapping[str, set[str]
         have = sorted({v for j in jobs for v in KEYS[key](j) if v}, key=_order)
         missing = sorted(values - set(have))
         if missing:
-            raise OnlyError(f"--only {key}={','.join(missing)} matches no job of the suite; "
-                            f"valid {key} values: {', '.join(have)}")
+            raise OnlyError(
+                f"--only {key}={','.join(missing)} matches no job of the suite; "
+                f"valid {key} values: {', '.join(have)}"
+            )
     chosen = [j for j in jobs if all(KEYS[k](j) & v for k, v in filters.items())]
     if not chosen:
-        raise OnlyError("no job matches all of --only " + " --only ".join(
-            f"{k}={','.join(sorted(v))}" for k, v in filters.items()) + " together")
+        raise OnlyError(
+            "no job matches all of --only "
+            + " --only ".join(f"{k}={','.join(sorted(v))}" for k, v in filters.items())
+            + " together"
+        )
     by_key = {j.key: j for j in jobs}
     keep, todo = set(), [j.key for j in chosen]
     while todo:

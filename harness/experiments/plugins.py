@@ -14,6 +14,7 @@ Installed packages may instead declare Python entry points (groups ``otransfer.s
 ``otransfer.regularizers``, ``otransfer.models``, ``otransfer.datasets``), imported at the
 registries' first lookup (:func:`solvers.registry.load_entry_points`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,12 +86,16 @@ def import_plugins(entries: Sequence[Any], suite_file: str) -> list[str]:
                 names.append(importlib.import_module(entry.strip()).__name__)
         except Exception as exc:
             why = " ".join(f"{type(exc).__name__}: {exc}".split())
-            hint = (" (relative paths start from the suite file's folder)" if _is_path(entry)
-                    else " (a module name must be importable: installed, or on PYTHONPATH; "
-                         "or give a path to a .py file)")
-            raise PluginError(f"plugin {entry!r} failed to import: "
-                              f"{why}{hint if isinstance(exc, (ImportError, OSError)) else ''}"
-                              ) from None
+            hint = (
+                " (relative paths start from the suite file's folder)"
+                if _is_path(entry)
+                else " (a module name must be importable: installed, or on PYTHONPATH; "
+                "or give a path to a .py file)"
+            )
+            raise PluginError(
+                f"plugin {entry!r} failed to import: "
+                f"{why}{hint if isinstance(exc, (ImportError, OSError)) else ''}"
+            ) from None
     return names
 
 
@@ -102,8 +107,10 @@ def suite_plugins(raw: Any, filename: str, err) -> list[str]:
     if entries is None:
         return []
     if not isinstance(entries, list):
-        raise err(["plugins"], "must be a list of module names or paths to .py files, got "
-                               f"{type(entries).__name__}")
+        raise err(
+            ["plugins"],
+            f"must be a list of module names or paths to .py files, got {type(entries).__name__}",
+        )
     names = []
     for i, entry in enumerate(entries):
         try:

@@ -1,6 +1,7 @@
 """Checks made before the first job of a run starts (issue 24, item 7): every dataset folder
 the jobs still to run need exists. A missing one is one line naming the dataset, the folder,
 how many jobs need it and how to provide it, instead of a failed record per job."""
+
 from __future__ import annotations
 
 import os
@@ -40,10 +41,14 @@ def check_data_roots(jobs: Iterable[Any]) -> None:
     if not missing:
         return
     name, root, n = missing[0]
-    more = f"; also missing: {', '.join(str(r) for _, r, _ in missing[1:])}" \
-        if len(missing) > 1 else ""
+    more = (
+        f"; also missing: {', '.join(str(r) for _, r, _ in missing[1:])}"
+        if len(missing) > 1
+        else ""
+    )
     raise FileNotFoundError(
         f"dataset {name!r}: no folder {str(root)!r} ({n} job(s) to run need it){more}. Put its "
         f"files there, set OTRANSFER_DATA to the folder that holds {name}/, or give "
         f"dataset_params.root; nothing is downloaded (`otransfer list datasets` says what "
-        f"each expects)")
+        f"each expects)"
+    )

@@ -12,6 +12,7 @@ line per job, which is what a log file and ``grep`` want.
 their lines to ``<results>/<suite>/logs/worker-K.log`` and the parent draws one bar from the
 storage (the claims table and the records), polled once a second.
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,9 +39,17 @@ class SuiteBar:
         from tqdm.auto import tqdm
 
         self.failed = 0
-        self._bar = tqdm(total=total, initial=done, desc=name, unit="job", position=0,
-                         leave=leave, dynamic_ncols=True, file=stream or sys.stderr,
-                         smoothing=0.05)
+        self._bar = tqdm(
+            total=total,
+            initial=done,
+            desc=name,
+            unit="job",
+            position=0,
+            leave=leave,
+            dynamic_ncols=True,
+            file=stream or sys.stderr,
+            smoothing=0.05,
+        )
         self._postfix()
 
     def _postfix(self, current: str = "") -> None:
@@ -71,8 +80,14 @@ class SuiteBar:
         self._bar.close()
 
 
-def follow(name: str, total: int, read: Callable[[], tuple[int, int, Sequence[str]]],
-           alive: Callable[[], bool], every: float = 1.0, stream=None) -> None:
+def follow(
+    name: str,
+    total: int,
+    read: Callable[[], tuple[int, int, Sequence[str]]],
+    alive: Callable[[], bool],
+    every: float = 1.0,
+    stream=None,
+) -> None:
     """Draw one bar for a suite that other processes run, until ``alive()`` is false.
 
     ``read()`` returns ``(done, failed, running job labels)``; a read that fails (the storage
@@ -91,8 +106,7 @@ def follow(name: str, total: int, read: Callable[[], tuple[int, int, Sequence[st
                 done, failed, running = read()
             except Exception:
                 pass
-            label = "; ".join(running[:3]) + (f" (+{len(running) - 3})" if len(running) > 3
-                                               else "")
+            label = "; ".join(running[:3]) + (f" (+{len(running) - 3})" if len(running) > 3 else "")
             bar.set(done, failed, f"running {label}" if running else "")
             time.sleep(every)
         try:
@@ -115,8 +129,7 @@ def follow_workers(suite, storage: str, alive: Callable[[], bool], jobs=None) ->
     from harness.experiments.suite import expand
 
     jobs = expand(suite) if jobs is None else jobs
-    label = {j.key: f"{j.stage} {j.dataset} {j.label or j.regularizer} seed={j.seed}"
-             for j in jobs}
+    label = {j.key: f"{j.stage} {j.dataset} {j.label or j.regularizer} seed={j.seed}" for j in jobs}
     try:
         before = done_keys(storage, suite.name) & set(label)
     except Exception:
@@ -125,8 +138,9 @@ def follow_workers(suite, storage: str, alive: Callable[[], bool], jobs=None) ->
 
     def read():
         with engine.connect() as c:
-            rows = c.execute(sa.text(f"select key, state from {TABLE} where suite = :s"),
-                             {"s": suite.name}).all()
+            rows = c.execute(
+                sa.text(f"select key, state from {TABLE} where suite = :s"), {"s": suite.name}
+            ).all()
         done = set(before) | {k for k, st in rows if st == DONE and k in label}
         failed = sum(st == FAILED and k in label for k, st in rows)
         running = [label[k] for k, st in rows if st in LIVE and k in label]

@@ -6,6 +6,7 @@ Each trial carries user attributes: ``config`` (canonical JSON of the resolved c
 Its value is the test accuracy. Records are append-only; tables are views of them
 (:func:`records_frame`, :mod:`harness.reports.tables`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,9 +20,21 @@ from typing import Any, Mapping
 # the one way a storage URL is shown (its password and secret query values masked)
 from harness.experiments.secrets import check_url, open_error, redact, scrub
 
-__all__ = ["default_storage", "open_study", "done_keys", "done_artefacts", "records_frame",
-           "git_sha", "start_record", "finish_record", "fail_orphans", "check_storage",
-           "open_rdb", "check_metrics", "ARTEFACT_KEYS"]
+__all__ = [
+    "default_storage",
+    "open_study",
+    "done_keys",
+    "done_artefacts",
+    "records_frame",
+    "git_sha",
+    "start_record",
+    "finish_record",
+    "fail_orphans",
+    "check_storage",
+    "open_rdb",
+    "check_metrics",
+    "ARTEFACT_KEYS",
+]
 
 #: the attributes of a teacher's record that locate and verify its weights file
 ARTEFACT_KEYS = ("artefact", "artefact_bytes", "artefact_sha256")
@@ -97,13 +110,17 @@ def check_schema(storage: str | Any, metadata, what: str) -> None:
             cols = {c["name"] for c in inspector.get_columns(table.name)}
             missing = [c.name for c in table.columns if c.name not in cols]
             if missing:
-                url = redact(storage) if isinstance(storage, str) else \
-                    redact(engine.url.render_as_string(hide_password=True))
+                url = (
+                    redact(storage)
+                    if isinstance(storage, str)
+                    else redact(engine.url.render_as_string(hide_password=True))
+                )
                 raise StorageError(
                     f"storage {url!r} holds a table {table.name!r} without the columns of "
                     f"{what} (no {', '.join(missing[:3])}): a database of another program? "
                     "Give --results a new folder or --storage another database, or move it "
-                    "away")
+                    "away"
+                )
     finally:
         if isinstance(storage, str):
             engine.dispose()
@@ -118,9 +135,9 @@ def creation_race(exc: BaseException) -> bool:
     concurrent worker made first: ``CREATE TABLE IF NOT EXISTS`` is not atomic across
     sessions on PostgreSQL, and SQLite reports the same race as a unique constraint."""
     text = str(exc)
-    return type(exc).__name__ in ("IntegrityError", "ProgrammingError", "OperationalError") \
-        and any(s in text for s in ("already exists", "duplicate key",
-                                    "UNIQUE constraint failed"))
+    return type(exc).__name__ in ("IntegrityError", "ProgrammingError", "OperationalError") and any(
+        s in text for s in ("already exists", "duplicate key", "UNIQUE constraint failed")
+    )
 
 
 class StorageError(RuntimeError):
@@ -144,8 +161,9 @@ def transient(exc: BaseException) -> bool:
         from optuna.exceptions import StorageInternalError
     except ImportError:  # pragma: no cover
         StorageInternalError = ()  # noqa: N806
-    if isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError,
-                        StorageInternalError)):
+    if isinstance(
+        exc, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError, StorageInternalError)
+    ):
         return True
     return isinstance(exc, sa.DBAPIError) and bool(getattr(exc, "connection_invalidated", False))
 
@@ -159,13 +177,23 @@ def retry_budget() -> float:
     except ValueError:
         value = float("nan")
     if not value >= 0:  # not a number, NaN or negative
-        raise StorageError(f"{RETRY_ENV}={text!r} is not a number of seconds >= 0 (how long a "
-                           f"worker retries a storage that is away; default {RETRY_DEFAULT:g})")
+        raise StorageError(
+            f"{RETRY_ENV}={text!r} is not a number of seconds >= 0 (how long a "
+            f"worker retries a storage that is away; default {RETRY_DEFAULT:g})"
+        )
     return value
 
 
-def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=time.sleep,
-             clock=time.monotonic, say=None):
+def retrying(
+    fn,
+    what: str,
+    storage: str,
+    budget: float | None = None,
+    *,
+    sleep=time.sleep,
+    clock=time.monotonic,
+    say=None,
+):
     """``fn()``, retried with exponential backoff (0.5 s doubling to 30 s) while it raises a
     :func:`transient` storage error, for at most ``budget`` seconds (``OTRANSFER_STORAGE_RETRY``
     or 5 minutes); then :class:`StorageError`, one line naming the storage and what was being
@@ -182,19 +210,25 @@ def retrying(fn, what: str, storage: str, budget: float | None = None, *, sleep=
             if not transient(exc):
                 raise
             if is_disk_full(exc):  # not an outage: waiting frees no space
-                raise StorageError(f"disk full: storage {redact(storage)!r} cannot be written "
-                                   f"while {what} (free some space, then run again; finished "
-                                   "records are kept)") from None
+                raise StorageError(
+                    f"disk full: storage {redact(storage)!r} cannot be written "
+                    f"while {what} (free some space, then run again; finished "
+                    "records are kept)"
+                ) from None
             tries += 1
             left = budget - (clock() - start)
             first = scrub((str(exc).strip().splitlines() or [""])[0], storage)[:200]
             if left <= 0:
-                raise StorageError(f"storage {redact(storage)!r} unreachable for "
-                                   f"{clock() - start:.0f} s while {what} ({tries} tries; "
-                                   f"{type(exc).__name__}: {first})") from None
+                raise StorageError(
+                    f"storage {redact(storage)!r} unreachable for "
+                    f"{clock() - start:.0f} s while {what} ({tries} tries; "
+                    f"{type(exc).__name__}: {first})"
+                ) from None
             if say is not None and tries == 1:
-                say(f"storage unreachable while {what} ({type(exc).__name__}); retrying for up "
-                    f"to {budget:.0f} s")
+                say(
+                    f"storage unreachable while {what} ({type(exc).__name__}); retrying for up "
+                    f"to {budget:.0f} s"
+                )
             sleep(min(wait, max(left, 0.0)))
             wait = min(2 * wait, 30.0)
 
@@ -214,30 +248,43 @@ def open_study(storage: str, suite: str):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.create_study(study_name=suite, storage=_rdb(storage),
-                                   direction="maximize", load_if_exists=True)
+        return optuna.create_study(
+            study_name=suite, storage=_rdb(storage), direction="maximize", load_if_exists=True
+        )
     except StorageError:
         raise
     except Exception as exc:
-        if not (type(exc).__name__ in ("StorageInternalError", "DatabaseError",
-                                       "IntegrityError", "ProgrammingError")
-                or is_disk_full(exc)):
+        if not (
+            type(exc).__name__
+            in ("StorageInternalError", "DatabaseError", "IntegrityError", "ProgrammingError")
+            or is_disk_full(exc)
+        ):
             raise
         cause = exc.__cause__ or exc
         first = (str(cause).strip().splitlines() or [""])[0][:160]
-        what = "the disk is full" if is_disk_full(exc) else \
-            "not an otransfer (Optuna) database, or a damaged one"
-        raise StorageError(f"storage {redact(storage)!r} cannot hold the records of suite "
-                           f"{suite!r} ({what}: {type(cause).__name__}: {first}); give --storage "
-                           "another database, or move that file away") from None
+        what = (
+            "the disk is full"
+            if is_disk_full(exc)
+            else "not an otransfer (Optuna) database, or a damaged one"
+        )
+        raise StorageError(
+            f"storage {redact(storage)!r} cannot hold the records of suite "
+            f"{suite!r} ({what}: {type(cause).__name__}: {first}); give --storage "
+            "another database, or move that file away"
+        ) from None
 
 
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str:
     """The repository's HEAD commit, or ``"unknown"`` outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -246,9 +293,11 @@ def git_sha() -> str:
 def _completed_trials(study):
     import optuna
 
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE
-            and t.user_attrs.get("status") == "completed"]
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("status") == "completed"
+    ]
 
 
 def done_keys(storage: str, suite: str) -> set[str]:
@@ -289,16 +338,26 @@ _METRIC_CHECKS = {
     "wall_time": lambda v: _number(v) and 0.0 <= v < float("inf"),
     "epochs_completed": _count,
     "resumed_from_epoch": lambda v: v is None or _count(v),
-    "final_losses": lambda v: isinstance(v, dict) and all(
-        isinstance(k, str) and isinstance(x, (int, float)) for k, x in v.items()),
-    "epochs": lambda v: isinstance(v, list) and all(isinstance(e, dict) and all(
-        isinstance(k, str) and isinstance(x, (int, float)) for k, x in e.items()) for e in v),
-    "layer_traces": lambda v: isinstance(v, dict) and all(
-        isinstance(k, str) and _fraction(x) for k, x in v.items()),
+    "final_losses": lambda v: (
+        isinstance(v, dict)
+        and all(isinstance(k, str) and isinstance(x, (int, float)) for k, x in v.items())
+    ),
+    "epochs": lambda v: (
+        isinstance(v, list)
+        and all(
+            isinstance(e, dict)
+            and all(isinstance(k, str) and isinstance(x, (int, float)) for k, x in e.items())
+            for e in v
+        )
+    ),
+    "layer_traces": lambda v: (
+        isinstance(v, dict) and all(isinstance(k, str) and _fraction(x) for k, x in v.items())
+    ),
     "artefact": lambda v: isinstance(v, str) and len(v) < 4096,
     "artefact_bytes": _count,
-    "artefact_sha256": lambda v: isinstance(v, str) and len(v) == 64 and all(
-        c in "0123456789abcdef" for c in v),
+    "artefact_sha256": lambda v: (
+        isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+    ),
 }
 _METRICS_NEEDED = ("status", "test_accuracy", "wall_time")
 
@@ -312,10 +371,15 @@ def check_metrics(metrics: Any) -> str | None:
     unknown = sorted(set(metrics) - set(_METRIC_CHECKS))
     bad = [k for k, check in _METRIC_CHECKS.items() if k in metrics and not check(metrics[k])]
     if missing or unknown or bad:
-        return "its metrics are not a completed job's (" + "; ".join(
-            ([f"missing {', '.join(missing)}"] if missing else [])
-            + ([f"unknown {', '.join(unknown[:5])}"] if unknown else [])
-            + ([f"bad {', '.join(bad)}"] if bad else [])) + ")"
+        return (
+            "its metrics are not a completed job's ("
+            + "; ".join(
+                ([f"missing {', '.join(missing)}"] if missing else [])
+                + ([f"unknown {', '.join(unknown[:5])}"] if unknown else [])
+                + ([f"bad {', '.join(bad)}"] if bad else [])
+            )
+            + ")"
+        )
     return None
 
 
@@ -329,18 +393,37 @@ def start_record(study, job, extra: Mapping[str, Any] | None = None):
 
     import optuna
 
-    attrs = {"key": job.key, "stage": job.stage, "config": job.config_json(),
-             "git_sha": git_sha(), "dataset": job.dataset, "regularizer": job.regularizer,
-             "method": job.label or job.regularizer, "table": job.table or job.stage,
-             "row": job.row or job.label or job.regularizer, "select": job.select,
-             "task": job.task or job.dataset, "report": bool(job.report),
-             "reference": dict(job.reference) if job.reference else None,
-             "seed": job.seed, **(extra or {})}
+    attrs = {
+        "key": job.key,
+        "stage": job.stage,
+        "config": job.config_json(),
+        "git_sha": git_sha(),
+        "dataset": job.dataset,
+        "regularizer": job.regularizer,
+        "method": job.label or job.regularizer,
+        "table": job.table or job.stage,
+        "row": job.row or job.label or job.regularizer,
+        "select": job.select,
+        "task": job.task or job.dataset,
+        "report": bool(job.report),
+        "reference": dict(job.reference) if job.reference else None,
+        "seed": job.seed,
+        **(extra or {}),
+    }
     template = optuna.trial.FrozenTrial(
-        number=-1, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
-        datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
-        distributions={}, user_attrs={k: jsonable(v) for k, v in attrs.items()},
-        system_attrs={}, intermediate_values={}, trial_id=-1)
+        number=-1,
+        state=optuna.trial.TrialState.RUNNING,
+        value=None,
+        values=None,
+        datetime_start=datetime.datetime.now(),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={k: jsonable(v) for k, v in attrs.items()},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=-1,
+    )
     trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
     return optuna.trial.Trial(study, trial_id)
 
@@ -410,9 +493,28 @@ def records_frame(storage: str, suite: str):
         a["config"] = json.loads(a["config"])
         a["trial"] = t.number
         rows[a["key"]] = a
-    cols = ["key", "stage", "table", "task", "report", "dataset", "regularizer", "method",
-            "seed", "val_accuracy", "best_val_accuracy", "test_accuracy", "wall_time",
-            "final_losses", "epochs", "layer_traces", "status", "git_sha", "trial", "config"]
+    cols = [
+        "key",
+        "stage",
+        "table",
+        "task",
+        "report",
+        "dataset",
+        "regularizer",
+        "method",
+        "seed",
+        "val_accuracy",
+        "best_val_accuracy",
+        "test_accuracy",
+        "wall_time",
+        "final_losses",
+        "epochs",
+        "layer_traces",
+        "status",
+        "git_sha",
+        "trial",
+        "config",
+    ]
     df = pd.DataFrame(list(rows.values()))
     for c in cols:
         if c not in df:

@@ -19,6 +19,7 @@ does not hold, the claims are *not tested*. The paper's count (its means) stands
 Every premise and claim a suite writes is registered in ``claims/<paper>.yaml`` (the claims
 register, :mod:`harness.experiments.register`, frozen before the confirmatory run).
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,8 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["REFERENCE_DIR", "load_reference", "Reference", "reference_from_config",
-           "paper_numbers", "Claim", "parse_claim"]
+__all__ = [
+    "REFERENCE_DIR",
+    "load_reference",
+    "Reference",
+    "reference_from_config",
+    "paper_numbers",
+    "Claim",
+    "parse_claim",
+]
 
 #: ``results/reference/`` at the repository root.
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
@@ -42,25 +50,32 @@ def _load(directory: str):
     files = sorted(Path(directory).glob("*.csv"))
     if not files:
         raise FileNotFoundError(f"no reference CSVs in {directory}")
-    df = pd.concat([pd.read_csv(f, dtype={"table": str, "spec": str, "pm": str, "value": str})
-                    for f in files], ignore_index=True)
+    df = pd.concat(
+        [pd.read_csv(f, dtype={"table": str, "spec": str, "pm": str, "value": str}) for f in files],
+        ignore_index=True,
+    )
     df["spec"] = df["spec"].fillna("")
     return df
 
 
-def load_reference(paper: str | None = None, table: str | None = None,
-                   directory: str | Path = REFERENCE_DIR):
+def load_reference(
+    paper: str | None = None, table: str | None = None, directory: str | Path = REFERENCE_DIR
+):
     """The reference numbers (one row per cell) of ``paper`` / ``table`` (all when None)."""
     df = _load(str(directory))
     if paper is not None:
         if paper not in set(df["paper"]):
-            raise ValueError(f"no reference numbers for paper {paper!r}; known: "
-                             f"{', '.join(sorted(set(df['paper'])))}")
+            raise ValueError(
+                f"no reference numbers for paper {paper!r}; known: "
+                f"{', '.join(sorted(set(df['paper'])))}"
+            )
         df = df[df["paper"] == paper]
     if table is not None:
         if str(table) not in set(df["table"]):
-            raise ValueError(f"{paper or 'the papers'} has no table {table!r} in the reference "
-                             f"CSVs; known: {', '.join(sorted(set(df['table'])))}")
+            raise ValueError(
+                f"{paper or 'the papers'} has no table {table!r} in the reference "
+                f"CSVs; known: {', '.join(sorted(set(df['table'])))}"
+            )
         df = df[df["table"] == str(table)]
     return df.reset_index(drop=True)
 
@@ -80,14 +95,22 @@ class Reference:
 def reference_from_config(cfg: Mapping[str, Any] | None) -> Reference | None:
     if not cfg:
         return None
-    return Reference(paper=str(cfg["paper"]), table=str(cfg["table"]),
-                     columns=dict(cfg.get("columns", {})), rows=dict(cfg.get("rows", {})),
-                     claims=tuple(cfg.get("claims", ())),
-                     premises=tuple(cfg.get("premises", ())))
+    return Reference(
+        paper=str(cfg["paper"]),
+        table=str(cfg["table"]),
+        columns=dict(cfg.get("columns", {})),
+        rows=dict(cfg.get("rows", {})),
+        claims=tuple(cfg.get("claims", ())),
+        premises=tuple(cfg.get("premises", ())),
+    )
 
 
-def paper_numbers(ref: Reference, our_rows: Sequence[tuple[str, str]], our_columns: Sequence[str],
-                  directory: str | Path = REFERENCE_DIR):
+def paper_numbers(
+    ref: Reference,
+    our_rows: Sequence[tuple[str, str]],
+    our_columns: Sequence[str],
+    directory: str | Path = REFERENCE_DIR,
+):
     """The paper's values laid out like our table: rows = our row names, columns = our tasks.
 
     ``our_rows``: ``(row name, regularizer spec)`` pairs. Returns ``(values, text)``: floats
@@ -124,8 +147,7 @@ def paper_numbers(ref: Reference, our_rows: Sequence[tuple[str, str]], our_colum
                     value = round(100 - value, 10)  # accuracy = 100 - error, as ours
                     printed = f"{value:g} (error {printed})"
                 out.at[name, col] = value
-                text.at[name, col] = printed + (f" ± {pm}" if isinstance(pm, str) and pm
-                                                else "")
+                text.at[name, col] = printed + (f" ± {pm}" if isinstance(pm, str) and pm else "")
     return out, text
 
 
@@ -146,8 +168,13 @@ def parse_claim(text: str) -> Claim:
     """``"ROW OP ROW"``: two row names (or specs) and one of ``>``, ``<``, ``>=``, ``<=``; a
     name holds no ``<`` or ``>`` (``"kd >> none"`` is refused, not read as row ``"> none"``)."""
     m = _CLAIM.match(str(text))
-    if not m or any(c in side for side in (m.group(1), m.group(3)) for c in "<>") \
-            or not (m.group(1).strip() and m.group(3).strip()):
-        raise ValueError(f"claim {text!r}: expected 'ROW > ROW' (or <, >=, <=): two row names "
-                         "and one operator between them, e.g. 'omega_p > kd'")
+    if (
+        not m
+        or any(c in side for side in (m.group(1), m.group(3)) for c in "<>")
+        or not (m.group(1).strip() and m.group(3).strip())
+    ):
+        raise ValueError(
+            f"claim {text!r}: expected 'ROW > ROW' (or <, >=, <=): two row names "
+            "and one operator between them, e.g. 'omega_p > kd'"
+        )
     return Claim(m.group(1), m.group(2), m.group(3))

@@ -16,6 +16,7 @@ and minimum effects follow the file's rule) and the suites (every row named exis
 the registered ones a suite does not write; :func:`claims_not_run` lists, per paper, the claims no
 suite runs (for the verdict page).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -27,15 +28,30 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.experiments.confirm_plan import Confirmatory
 
-__all__ = ["REGISTER_DIR", "RegisterError", "Register", "Family", "Entry", "Location",
-           "load_register", "load_registers", "check_register", "compare_with_suites",
-           "SuiteComparison", "claims_not_run", "NotRun", "written", "entries", "canonical",
-           "paper_evidence", "Evidence"]
+__all__ = [
+    "REGISTER_DIR",
+    "RegisterError",
+    "Register",
+    "Family",
+    "Entry",
+    "Location",
+    "load_register",
+    "load_registers",
+    "check_register",
+    "compare_with_suites",
+    "SuiteComparison",
+    "claims_not_run",
+    "NotRun",
+    "written",
+    "entries",
+    "canonical",
+    "paper_evidence",
+    "Evidence",
+]
 
 #: ``claims/`` at the repository root.
 REGISTER_DIR = Path(__file__).resolve().parents[2] / "claims"
@@ -120,8 +136,11 @@ class Entry(_Strict):
 
     def forms(self) -> set[str]:
         """The entry's comparison in every spelling a suite may write it (canonical)."""
-        return {canonical(t) for t in [self.comparison]
-                + [loc.as_ for loc in self.cpu_twin + self.full_scale if loc.as_]}
+        return {
+            canonical(t)
+            for t in [self.comparison]
+            + [loc.as_ for loc in self.cpu_twin + self.full_scale if loc.as_]
+        }
 
 
 class Family(_Strict):
@@ -186,8 +205,9 @@ def _parsed(text: str | None) -> str | None:
     c = parse_claim(text)  # ValueError: "expected 'ROW > ROW' (or <, >=, <=)"
     for side in (c.left, c.right):  # "kd >> none", "kd => none": not two rows
         if any(ch in side for ch in "<>") or side.startswith("=") or side.endswith("="):
-            raise ValueError(f"claim {text!r}: expected 'ROW > ROW' (or <, >=, <=); "
-                             f"{side!r} is not a row name")
+            raise ValueError(
+                f"claim {text!r}: expected 'ROW > ROW' (or <, >=, <=); {side!r} is not a row name"
+            )
     return text
 
 
@@ -210,7 +230,8 @@ def _mapping(loader: _NoDuplicates, node: yaml.MappingNode, deep: bool = False):
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} given twice", key_node.start_mark)
+                None, None, f"key {key!r} given twice", key_node.start_mark
+            )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -228,7 +249,7 @@ def _where_in(raw: Any, loc: Sequence[Any]) -> tuple[str, str]:
         except (KeyError, IndexError, TypeError):
             break
         if isinstance(node, dict) and isinstance(node.get("id"), str):
-            found, below = node["id"], list(loc[i + 1:])
+            found, below = node["id"], list(loc[i + 1 :])
     field = ".".join(str(p) for p in below if not isinstance(p, int))
     return found, field or "(entry)"
 
@@ -241,13 +262,15 @@ def load_register(path: str | Path):
     except OSError as exc:
         raise RegisterError(f"{path}: cannot read the register: {exc.strerror}") from None
     except (UnicodeDecodeError, RecursionError) as exc:
-        raise RegisterError(f"{path}: not a register file (UTF-8 YAML): "
-                            f"{type(exc).__name__}") from None
+        raise RegisterError(
+            f"{path}: not a register file (UTF-8 YAML): {type(exc).__name__}"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise RegisterError(f"{path}:{where}: not valid YAML: "
-                            f"{getattr(exc, 'problem', None) or exc}") from None
+        raise RegisterError(
+            f"{path}:{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
+        ) from None
     if not isinstance(raw, dict):
         raise RegisterError(f"{path}: a register is a mapping (paper, title, families, ...)")
     try:
@@ -259,8 +282,9 @@ def load_register(path: str | Path):
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise RegisterError(f"{path}: {ident}: {field}: {msg}{more}") from None
     if reg.paper != path.stem:
-        raise RegisterError(f"{path}: (file): paper: {reg.paper!r}; the register of paper P "
-                            f"is claims/P.yaml")
+        raise RegisterError(
+            f"{path}: (file): paper: {reg.paper!r}; the register of paper P is claims/P.yaml"
+        )
     _unique_ids(reg, {})
     return reg
 
@@ -268,13 +292,13 @@ def load_register(path: str | Path):
 def _unique_ids(reg, seen: dict[str, str]) -> None:
     """Family, entry and observation ids, unique within and across the files (``seen``: id ->
     the file that has it)."""
-    ids = [x.id for fam in reg.families for x in [fam, *fam.premises, *fam.claims]] \
-        + [o.id for o in reg.observations]
+    ids = [x.id for fam in reg.families for x in [fam, *fam.premises, *fam.claims]] + [
+        o.id for o in reg.observations
+    ]
     for ident in ids:
         if ident in seen:
             also = "" if seen[ident] == reg.path else f" (also in {seen[ident]})"
-            raise RegisterError(f"{reg.path}: {ident}: id given twice{also}; ids must be "
-                                f"unique")
+            raise RegisterError(f"{reg.path}: {ident}: id given twice{also}; ids must be unique")
         seen[ident] = reg.path
 
 
@@ -325,8 +349,7 @@ def _paper_rows(reg, fam, names: Sequence[str]) -> tuple[dict[str, str], list[tu
 
 def paper_evidence(reg, fam, e) -> Evidence:
     """The paper's own evidence for entry ``e`` of family ``fam`` (results/reference/)."""
-    from harness.experiments.reference import (Reference, load_reference, paper_numbers,
-                                               parse_claim)
+    from harness.experiments.reference import Reference, load_reference, paper_numbers, parse_claim
 
     c = parse_claim(canonical(e.comparison))
     cols = list(e.columns or fam.columns)
@@ -336,8 +359,10 @@ def paper_evidence(reg, fam, e) -> Evidence:
     cells = load_reference(reg.paper, fam.table)
     # paper_numbers turns error rates into accuracies (100 - error); other lower-is-better
     # metrics are negated here, so that A - B > 0 always means A is better
-    higher = {col: str(h).lower() != "false" or str(m).endswith("_error_pct")
-              for col, h, m in zip(cells["column"], cells["higher_is_better"], cells["metric"])}
+    higher = {
+        col: str(h).lower() != "false" or str(m).endswith("_error_pct")
+        for col, h, m in zip(cells["column"], cells["higher_is_better"], cells["metric"])
+    }
     diffs = {}
     for col in cols:
         a, b = values.at[c.left, col], values.at[c.right, col]
@@ -351,8 +376,14 @@ def _count(e, diffs: Mapping[str, Decimal | None]) -> str | None:
     if not known:
         return None
     test = e.kind_of_test
-    agree = sum(d > 0 if test == "superiority" else d > -MARGIN if test == "non_inferiority"
-                else abs(d) < MARGIN for d in known)
+    agree = sum(
+        d > 0
+        if test == "superiority"
+        else d > -MARGIN
+        if test == "non_inferiority"
+        else abs(d) < MARGIN
+        for d in known
+    )
     return f"{agree} of {len(known)}"
 
 
@@ -371,18 +402,26 @@ def _check_numbers(reg, fam, e) -> list[str]:
     out = []
     bad = [c for c in (e.columns or []) if c not in fam.columns]
     if bad:
-        return [f"{e.id}: columns: {bad[0]!r} is not a column of family {fam.id} "
-                f"({reg.paper} table {fam.table}); its columns: {', '.join(fam.columns)}"]
+        return [
+            f"{e.id}: columns: {bad[0]!r} is not a column of family {fam.id} "
+            f"({reg.paper} table {fam.table}); its columns: {', '.join(fam.columns)}"
+        ]
     ev = paper_evidence(reg, fam, e)
     if ev.count is not None and e.paper_count != ev.count:
-        out.append(f"{e.id}: paper_count: {e.paper_count!r}, but the paper's means "
-                   f"(results/reference/) give {ev.count!r}")
+        out.append(
+            f"{e.id}: paper_count: {e.paper_count!r}, but the paper's means "
+            f"(results/reference/) give {ev.count!r}"
+        )
     if Decimal(str(e.min_effect)) != ev.min_effect and not e.min_effect_reason:
-        out.append(f"{e.id}: min_effect: {e.min_effect}, but the register's rule gives "
-                   f"{ev.min_effect}; use it or say why in 'min_effect_reason'")
+        out.append(
+            f"{e.id}: min_effect: {e.min_effect}, but the register's rule gives "
+            f"{ev.min_effect}; use it or say why in 'min_effect_reason'"
+        )
     if Decimal(str(e.margin)) != MARGIN and not e.min_effect_reason:
-        out.append(f"{e.id}: margin: {e.margin}, but the register's rule gives {MARGIN}; "
-                   f"use it or say why in 'min_effect_reason'")
+        out.append(
+            f"{e.id}: margin: {e.margin}, but the register's rule gives {MARGIN}; "
+            f"use it or say why in 'min_effect_reason'"
+        )
     return out
 
 
@@ -423,8 +462,11 @@ def _tables_for(name: str, reg, fam, loc) -> dict[str, _Table]:
     tables = _suite_tables(name)
     if loc.table is not None:
         return {loc.table: tables[loc.table]} if loc.table in tables else {}
-    ref = {t: v for t, v in tables.items() if any(
-        r.get("paper") == reg.paper and str(r.get("table")) == fam.table for r in v.refs)}
+    ref = {
+        t: v
+        for t, v in tables.items()
+        if any(r.get("paper") == reg.paper and str(r.get("table")) == fam.table for r in v.refs)
+    }
     return ref or dict(tables)
 
 
@@ -444,10 +486,11 @@ def _check_location(reg, fam, e, loc, suites: set[str]) -> list[str]:
         return []
     missing = [n for n in (c.left, c.right) if not any(_has_row(t, n) for t in tables.values())]
     rows = sorted({r for t in tables.values() for r in t.rows})
-    what = f"no row {missing[0]!r}" if missing else f"no table with both {c.left!r} and " \
-        f"{c.right!r}"
-    return [f"{e.id}: suite {loc.suite!r} has {what} in its leaderboard table(s) "
-            f"{', '.join(map(repr, tables))}; its rows: {', '.join(rows)}"]
+    what = f"no row {missing[0]!r}" if missing else f"no table with both {c.left!r} and {c.right!r}"
+    return [
+        f"{e.id}: suite {loc.suite!r} has {what} in its leaderboard table(s) "
+        f"{', '.join(map(repr, tables))}; its rows: {', '.join(rows)}"
+    ]
 
 
 def _check_family(reg, fam, suites: set[str] | None) -> list[str]:
@@ -459,12 +502,14 @@ def _check_family(reg, fam, suites: set[str] | None) -> list[str]:
         return [f"{fam.id}: table: {exc}"]
     bad = [c for c in fam.columns if c not in known]
     if bad:
-        return [f"{fam.id}: columns: {reg.paper} table {fam.table} has no column {bad[0]!r}; "
-                f"its columns: {', '.join(sorted(known))}"]
+        return [
+            f"{fam.id}: columns: {reg.paper} table {fam.table} has no column {bad[0]!r}; "
+            f"its columns: {', '.join(sorted(known))}"
+        ]
     out = _check_twice(fam)
     for e in fam.premises + fam.claims:
         out += _check_numbers(reg, fam, e)
-        for loc in ([] if suites is None else e.cpu_twin + e.full_scale):
+        for loc in [] if suites is None else e.cpu_twin + e.full_scale:
             out += _check_location(reg, fam, e, loc, suites)
     return out
 
@@ -476,15 +521,19 @@ def _check_twice(fam) -> list[str]:
     seen: dict[str, list[tuple[str, set[str]]]] = {}
     for e in fam.claims:
         if e.forms() & premises:
-            out.append(f"{e.id}: {e.comparison!r} is a premise of {fam.id}: a premise is "
-                       f"never repeated as a claim")
+            out.append(
+                f"{e.id}: {e.comparison!r} is a premise of {fam.id}: a premise is "
+                f"never repeated as a claim"
+            )
         cols = set(e.columns or fam.columns)
         for form in sorted(e.forms()):
             for other, theirs in seen.get(form, []):
                 if cols & theirs:
-                    out.append(f"{e.id}: {form!r} on {sorted(cols & theirs)[0]!r} is "
-                               f"registered twice (also {other}); one entry per comparison "
-                               f"and column")
+                    out.append(
+                        f"{e.id}: {form!r} on {sorted(cols & theirs)[0]!r} is "
+                        f"registered twice (also {other}); one entry per comparison "
+                        f"and column"
+                    )
             seen.setdefault(form, []).append((e.id, cols))
     return out
 
@@ -500,9 +549,12 @@ def check_register(regs: Mapping[str, Any] | None = None, suites: bool = True) -
     names = set(available_suites()) if suites else None
     from harness.experiments.confirm_plan import check_block
 
-    return [f"{reg.path}: {line}" for reg in regs.values() for line in
-            [x for fam in reg.families for x in _check_family(reg, fam, names)]
-            + check_block(reg, names)]
+    return [
+        f"{reg.path}: {line}"
+        for reg in regs.values()
+        for line in [x for fam in reg.families for x in _check_family(reg, fam, names)]
+        + check_block(reg, names)
+    ]
 
 
 # --------------------------------------------------------------------------- coverage
@@ -527,7 +579,7 @@ def _index(regs: Mapping[str, Any]) -> dict[tuple[str, str, str], list[tuple[str
     out: dict[tuple[str, str, str], list[tuple[str, Any]]] = {}
     for reg in regs.values():
         for fam, kind, e in entries(reg):
-            for form in (e.forms() if e is not None else ()):
+            for form in e.forms() if e is not None else ():
                 out.setdefault((reg.paper, fam.table, form), []).append((kind, e))
     return out
 
@@ -540,14 +592,17 @@ def written(suite_names: Iterable[str]) -> dict[str, set[tuple[str, str, str, st
         for table in _suite_tables(name).values():
             for ref in table.refs:
                 for kind, key in (("premise", "premises"), ("claim", "claims")):
-                    got |= {(str(ref["paper"]), str(ref["table"]), kind, canonical(t))
-                            for t in ref.get(key, ())}
+                    got |= {
+                        (str(ref["paper"]), str(ref["table"]), kind, canonical(t))
+                        for t in ref.get(key, ())
+                    }
         out[name] = got
     return out
 
 
-def compare_with_suites(regs: Mapping[str, Any] | None = None,
-                        suite_names: Iterable[str] | None = None) -> SuiteComparison:
+def compare_with_suites(
+    regs: Mapping[str, Any] | None = None, suite_names: Iterable[str] | None = None
+) -> SuiteComparison:
     """What the suites write against what the register holds (see :class:`SuiteComparison`)."""
     from harness.experiments.suite import available_suites
 
@@ -564,21 +619,25 @@ def compare_with_suites(regs: Mapping[str, Any] | None = None,
             elif hits and kind not in {k for k, _ in hits}:
                 ids = ", ".join(e.id for _, e in hits)
                 kind_off.append(f"{what} is registered as a {hits[0][0]} ({ids})")
-    return SuiteComparison(tuple(unregistered), tuple(kind_off),
-                           tuple(_not_written(regs, done)))
+    return SuiteComparison(tuple(unregistered), tuple(kind_off), tuple(_not_written(regs, done)))
 
 
 def _not_written(regs, done) -> list[str]:
     out = []
     for reg in regs.values():
         for fam, kind, e in entries(reg):
-            for scale, loc in ([] if e is None else [("cpu_twin", x) for x in e.cpu_twin]
-                               + [("full_scale", x) for x in e.full_scale]):
+            for scale, loc in (
+                []
+                if e is None
+                else [("cpu_twin", x) for x in e.cpu_twin]
+                + [("full_scale", x) for x in e.full_scale]
+            ):
                 form = canonical(loc.as_ or e.comparison)
-                if loc.suite in done and (reg.paper, fam.table, kind, form) \
-                        not in done[loc.suite]:
-                    out.append(f"{loc.suite}: {reg.paper} table {fam.table}: {kind} "
-                               f"{form!r} ({e.id}, {scale}) is not in its reference block")
+                if loc.suite in done and (reg.paper, fam.table, kind, form) not in done[loc.suite]:
+                    out.append(
+                        f"{loc.suite}: {reg.paper} table {fam.table}: {kind} "
+                        f"{form!r} ({e.id}, {scale}) is not in its reference block"
+                    )
     return out
 
 
@@ -592,9 +651,12 @@ class NotRun:
     reason: str
 
 
-def claims_not_run(regs: Mapping[str, Any] | None = None, scale: str = "cpu_twin",
-            done: Mapping[str, set] | None = None,
-            premises: bool = False) -> dict[str, list[NotRun]]:
+def claims_not_run(
+    regs: Mapping[str, Any] | None = None,
+    scale: str = "cpu_twin",
+    done: Mapping[str, set] | None = None,
+    premises: bool = False,
+) -> dict[str, list[NotRun]]:
     """Per paper, the claims (and premises, if asked) that no suite runs, for the verdict page.
 
     ``scale``: ``"cpu_twin"`` (what runs on a CPU: an entry without a cpu_twin) or ``"any"``
@@ -612,11 +674,18 @@ def claims_not_run(regs: Mapping[str, Any] | None = None, scale: str = "cpu_twin
                 continue
             locs = e.cpu_twin + (e.full_scale if scale == "any" else [])
             if done is not None:
-                locs = [x for x in locs if (paper, fam.table, kind,
-                                            canonical(x.as_ or e.comparison))
-                        in done.get(x.suite, ())]
-                why = e.not_run or "registered for " + ", ".join(dict.fromkeys(
-                    x.suite for x in e.cpu_twin + e.full_scale)) + ", not in its claims yet"
+                locs = [
+                    x
+                    for x in locs
+                    if (paper, fam.table, kind, canonical(x.as_ or e.comparison))
+                    in done.get(x.suite, ())
+                ]
+                why = (
+                    e.not_run
+                    or "registered for "
+                    + ", ".join(dict.fromkeys(x.suite for x in e.cpu_twin + e.full_scale))
+                    + ", not in its claims yet"
+                )
             else:
                 why = e.not_run or "full scale only"
             if not locs:
@@ -630,8 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Exit status 1 when a register entry is wrong or a suite's claim is not registered."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m harness.experiments.register",
-                                 description=main.__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m harness.experiments.register", description=main.__doc__
+    )
     ap.add_argument("--directory", default=str(REGISTER_DIR), help="the register's folder")
     ap.add_argument("-v", "--verbose", action="store_true", help="list every line")
     args = ap.parse_args(argv)
@@ -642,10 +712,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     problems = check_register(regs)
     got = compare_with_suites(regs)
-    sections = [("wrong in the register", problems),
-                ("written in a suite, not registered", got.unregistered),
-                ("a premise in one, a claim in the other", got.kind),
-                ("registered for a suite that does not write it", got.not_written)]
+    sections = [
+        ("wrong in the register", problems),
+        ("written in a suite, not registered", got.unregistered),
+        ("a premise in one, a claim in the other", got.kind),
+        ("registered for a suite that does not write it", got.not_written),
+    ]
     for title, lines in sections:
         print(f"{title}: {len(lines)}")
         for line in lines if args.verbose or title.startswith(("wrong", "written")) else ():

@@ -8,6 +8,7 @@ table), in the suite's spelling (the location's ``as:``), with the tasks they ar
 :func:`with_register` returns the reference block with those premises and claims in place of
 the suite's own list, so the report decides exactly what the register froze.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ def _tasks(entry, reference: Mapping[str, Any]) -> tuple[str, ...] | None:
     return tuple(t for t, col in mapping.items() if col in entry.columns)
 
 
-def registered_claims(suite: str, table: str, reference: Mapping[str, Any],
-                      regs: Mapping[str, Any] | None = None) -> list[SuiteClaim]:
+def registered_claims(
+    suite: str, table: str, reference: Mapping[str, Any], regs: Mapping[str, Any] | None = None
+) -> list[SuiteClaim]:
     """The register's premises then claims for leaderboard ``table`` of ``suite`` whose
     ``reference`` block names (paper, paper table); [] when the register has none."""
     from harness.experiments.register import entries, load_registers
@@ -54,26 +56,37 @@ def registered_claims(suite: str, table: str, reference: Mapping[str, Any],
             continue
         for loc in e.cpu_twin + e.full_scale:
             if loc.suite == suite and loc.table in (None, table):
-                out.append(SuiteClaim(e.id, fam.id, kind, loc.as_ or e.comparison,
-                                      e.kind_of_test, e.margin, e.min_effect,
-                                      _tasks(e, reference)))
+                out.append(
+                    SuiteClaim(
+                        e.id,
+                        fam.id,
+                        kind,
+                        loc.as_ or e.comparison,
+                        e.kind_of_test,
+                        e.margin,
+                        e.min_effect,
+                        _tasks(e, reference),
+                    )
+                )
                 break
     return sorted(out, key=lambda c: c.kind != "premise")
 
 
-def with_register(reference: Mapping[str, Any],
-                  claims: Sequence[SuiteClaim]) -> dict[str, Any]:
+def with_register(reference: Mapping[str, Any], claims: Sequence[SuiteClaim]) -> dict[str, Any]:
     """``reference`` with the register's premises and claims (unchanged when there are
     none: a suite of one's own, or a table the register does not cover)."""
     if not claims:
         return dict(reference)
-    return {**reference,
-            "premises": list(dict.fromkeys(c.text for c in claims if c.kind == "premise")),
-            "claims": list(dict.fromkeys(c.text for c in claims if c.kind == "claim"))}
+    return {
+        **reference,
+        "premises": list(dict.fromkeys(c.text for c in claims if c.kind == "premise")),
+        "claims": list(dict.fromkeys(c.text for c in claims if c.kind == "claim")),
+    }
 
 
-def located_claims(suite: str, table: str, regs: Mapping[str, Any] | None = None) \
-        -> dict[tuple[str, str], list[SuiteClaim]]:
+def located_claims(
+    suite: str, table: str, regs: Mapping[str, Any] | None = None
+) -> dict[tuple[str, str], list[SuiteClaim]]:
     """For a suite table with no ``reference:`` block (an ablation): ``{(paper, paper table):
     [premises then claims]}`` of every entry whose location names ``suite`` and ``table``
     explicitly or by default, in the suite's spelling; on all of its tasks (an ablation's tasks
@@ -86,7 +99,16 @@ def located_claims(suite: str, table: str, regs: Mapping[str, Any] | None = None
         for fam, kind, e in entries(reg):
             for loc in (e.cpu_twin + e.full_scale) if e is not None else ():
                 if loc.suite == suite and loc.table in (None, table):
-                    out.setdefault((reg.paper, fam.table), []).append(SuiteClaim(
-                        e.id, fam.id, kind, loc.as_ or e.comparison, e.kind_of_test,
-                        e.margin, e.min_effect, None))
+                    out.setdefault((reg.paper, fam.table), []).append(
+                        SuiteClaim(
+                            e.id,
+                            fam.id,
+                            kind,
+                            loc.as_ or e.comparison,
+                            e.kind_of_test,
+                            e.margin,
+                            e.min_effect,
+                            None,
+                        )
+                    )
     return {k: sorted(v, key=lambda c: c.kind != "premise") for k, v in out.items()}

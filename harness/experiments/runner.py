@@ -7,6 +7,7 @@ are skipped, and a job interrupted mid-training resumes from its last epoch chec
 (``artefacts/<key>.ckpt``, removed once the job is recorded), so ``run`` after a crash or a
 kill is a resume that loses at most one epoch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from harness.experiments.artefacts import check_checkpoint, load_artefact, load_pending, \
-    save_pending, save_state, unlink
+from harness.experiments.artefacts import (
+    check_checkpoint,
+    load_artefact,
+    load_pending,
+    save_pending,
+    save_state,
+    unlink,
+)
 from harness.experiments.suite import PRETRAINED, Job, Suite, expand, load_suite
 
 __all__ = ["run_suite", "RunSummary", "quick_suite"]
@@ -41,12 +48,18 @@ def quick_suite(suite: Suite) -> Suite:
     """``suite`` with 1 epoch per stage (no step budget), only its first seed and the first value
     of each grid axis (a smoke run), named ``<name>-quick`` so that its records and artefacts
     stay apart from the real runs."""
-    stages = tuple(dataclasses.replace(
-        s, train={**s.train, "epochs": 1, "steps": 0 if s.train.get("steps") == 0 else None},
-        seeds=s.seeds[:1], grid={k: tuple(v[:1]) for k, v in s.grid.items()})
-                   for s in suite.stages)
-    return dataclasses.replace(suite, name=f"{suite.name}-quick", stages=stages,
-                               seeds=suite.seeds[:1])
+    stages = tuple(
+        dataclasses.replace(
+            s,
+            train={**s.train, "epochs": 1, "steps": 0 if s.train.get("steps") == 0 else None},
+            seeds=s.seeds[:1],
+            grid={k: tuple(v[:1]) for k, v in s.grid.items()},
+        )
+        for s in suite.stages
+    )
+    return dataclasses.replace(
+        suite, name=f"{suite.name}-quick", stages=stages, seeds=suite.seeds[:1]
+    )
 
 
 def _split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -57,23 +70,28 @@ def _split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
 
 
 def _datasets(cfg: Mapping[str, Any], evals: bool = True):
-    from harness.zoo.data import get_dataset, held_splits, load_dataset
     from harness.experiments.suite import resolve_split
+    from harness.zoo.data import get_dataset, held_splits, load_dataset
 
     tr_p, ev_p = _split_params(cfg["dataset_params"])
     name, seed = cfg["dataset"], int(cfg["seed"])
     # stage key 'splits': a split per role, for every dataset or per dataset ({aircraft: ...})
-    chosen = {role: resolve_split(cfg.get("splits"), role, name)
-              for role in ("train", "val", "test")}
+    chosen = {
+        role: resolve_split(cfg.get("splits"), role, name) for role in ("train", "val", "test")
+    }
     train_set = load_dataset(name, split=chosen["train"], seed=seed, **tr_p)
     have = held_splits(name, ev_p) if evals else ()
     val_set, test_set = (
         load_dataset(name, split=chosen[role], seed=seed, **ev_p)
-        if evals and chosen[role] is not None and chosen[role] in have else None
-        for role in ("val", "test"))
+        if evals and chosen[role] is not None and chosen[role] in have
+        else None
+        for role in ("val", "test")
+    )
     if evals and chosen["test"] is not None and test_set is None:
-        raise ValueError(f"dataset {name!r} has no split {chosen['test']!r} to test on (splits: "
-                         f"{', '.join(have)}); set the stage's 'splits: {{test: ...}}'")
+        raise ValueError(
+            f"dataset {name!r} has no split {chosen['test']!r} to test on (splits: "
+            f"{', '.join(have)}); set the stage's 'splits: {{test: ...}}'"
+        )
     classes = getattr(train_set, "classes", None)
     k = len(classes) if classes else get_dataset(name).num_classes
     return train_set, val_set, test_set, k
@@ -84,8 +102,11 @@ def _num_classes(cfg: Mapping[str, Any]) -> int:
     return _datasets(cfg, evals=False)[3]
 
 
-def _build(cfg: Mapping[str, Any], num_classes: int,
-           weights: str | os.PathLike | Mapping[str, Any] | None = None):
+def _build(
+    cfg: Mapping[str, Any],
+    num_classes: int,
+    weights: str | os.PathLike | Mapping[str, Any] | None = None,
+):
     from harness.zoo.models import build_model
 
     mp = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["model_params"].items()}
@@ -98,7 +119,8 @@ def _pretrained_path(cfg: Mapping[str, Any]) -> str:
         raise FileNotFoundError(
             f"pretrained weights {cfg['pretrained']!r} (-> {path!r}) not found: put a state_dict "
             "saved with torch.save(model.state_dict(), path) there (nothing is downloaded; "
-            "torchvision's ImageNet weights files load as they are)")
+            "torchvision's ImageNet weights files load as they are)"
+        )
     return path
 
 
@@ -139,8 +161,10 @@ def _layer_traces(model, teacher, dataset, taps, max_examples: int) -> dict[str,
         res = solve_representation(s.double(), t.double(), view="neurons", plan="exact")
         trace = matched_fraction(res)
         if trace is None:
-            raise ValueError(f"trace analysis at {tap!r}: the network has {s.shape[1]} neurons "
-                             f"there and the teacher {t.shape[1]}; the trace needs d == d'")
+            raise ValueError(
+                f"trace analysis at {tap!r}: the network has {s.shape[1]} neurons "
+                f"there and the teacher {t.shape[1]}; the trace needs d == d'"
+            )
         out[tap] = float(trace)
     return out
 
@@ -162,12 +186,18 @@ def _label_cost(spec, extractor, source_set, target_set):
     return M / top if top > 0 else M
 
 
-def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress: bool,
-            save: bool, device: str | None = None,
-            on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
-            records: Mapping[str, Mapping[str, Any]] | None = None,
-            root: str | os.PathLike | None = None, say: Callable[[str], None] | None = None
-            ) -> dict[str, Any]:
+def run_job(
+    job: Job,
+    jobs_by_key: Mapping[str, Job],
+    artefacts: Path,
+    progress: bool,
+    save: bool,
+    device: str | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    records: Mapping[str, Mapping[str, Any]] | None = None,
+    root: str | os.PathLike | None = None,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Train one job and return its metrics (the record's attributes): data -> student (its
     starting point) -> teacher -> source task -> regularizer -> :func:`train` -> metrics
     (plus layer traces and the weights file when asked). ``jobs_by_key`` resolves the job's
@@ -180,19 +210,30 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
 
     cfg = job.config
     root = Path(artefacts).parent.parent if root is None else root
-    (train_set, val_set, test_set, model, initial_weights, teacher, source_set, reg,
-     label_cost) = job_inputs(job, (jobs_by_key, artefacts, records or {}))
+    (train_set, val_set, test_set, model, initial_weights, teacher, source_set, reg, label_cost) = (
+        job_inputs(job, (jobs_by_key, artefacts, records or {}))
+    )
     ckpt = artefacts / f"{job.key}.ckpt"
     safe_io.ensure_dir(artefacts, root)
     tc = _train_config(cfg, device)
     check_checkpoint(ckpt, tc, say)
     with safe_io.confine(root):  # its checkpoints never leave the results folder either
-        result = train(model, train_set, val_set, config=tc,
-                       regularizer=reg, teacher=teacher, test_set=test_set, progress=progress,
-                       initial_weights=initial_weights, label_cost=label_cost,
-                       source_set=source_set,
-                       source_weight=cfg["source"]["weight"] if cfg.get("source") else 1.0,
-                       checkpoint_path=ckpt, on_epoch=on_epoch)
+        result = train(
+            model,
+            train_set,
+            val_set,
+            config=tc,
+            regularizer=reg,
+            teacher=teacher,
+            test_set=test_set,
+            progress=progress,
+            initial_weights=initial_weights,
+            label_cost=label_cost,
+            source_set=source_set,
+            source_weight=cfg["source"]["weight"] if cfg.get("source") else 1.0,
+            checkpoint_path=ckpt,
+            on_epoch=on_epoch,
+        )
     metrics = _metrics(result)
     if result.status == "completed" and cfg.get("analysis"):
         an = cfg["analysis"]
@@ -200,10 +241,15 @@ def run_job(job: Job, jobs_by_key: Mapping[str, Job], artefacts: Path, progress:
         if split is None:
             from harness.zoo.data import load_dataset
 
-            split = load_dataset(cfg["dataset"], split=an["split"], seed=job.seed,
-                                 **_split_params(cfg["dataset_params"])[1])
-        metrics["layer_traces"] = _layer_traces(model, teacher, split, an["trace_taps"],
-                                                an["max_examples"])
+            split = load_dataset(
+                cfg["dataset"],
+                split=an["split"],
+                seed=job.seed,
+                **_split_params(cfg["dataset_params"])[1],
+            )
+        metrics["layer_traces"] = _layer_traces(
+            model, teacher, split, an["trace_taps"], an["max_examples"]
+        )
     if result.status == "completed" and save:
         metrics.update(save_state(model, artefacts / f"{job.key}.pt", root))
     return metrics
@@ -231,8 +277,17 @@ def job_inputs(job: Job, deps) -> tuple:
     apply_threads(max(_n_params(model), _n_params(teacher)))  # workers x threads <= cores
     source_set = _source_task(cfg, job, model)
     reg, label_cost = _regularizer(cfg, teacher, source_set, train_set, initial_weights)
-    return (train_set, val_set, test_set, model, initial_weights, teacher, source_set, reg,
-            label_cost)
+    return (
+        train_set,
+        val_set,
+        test_set,
+        model,
+        initial_weights,
+        teacher,
+        source_set,
+        reg,
+        label_cost,
+    )
 
 
 def _starting_point(cfg: Mapping[str, Any], k: int, model, deps):
@@ -250,16 +305,20 @@ def _starting_point(cfg: Mapping[str, Any], k: int, model, deps):
         fresh = not head_fits(model, state)
         load_weights(model, state)
         head = model.tap_points["head"] + "."
-        initial_weights = {n: p.detach().clone() for n, p in model.named_parameters()
-                           if not (fresh and n.startswith(head))}
+        initial_weights = {
+            n: p.detach().clone()
+            for n, p in model.named_parameters()
+            if not (fresh and n.startswith(head))
+        }
     elif cfg.get("init"):  # fine-tuning: the init stage's weights, a fresh k-way head
         jobs_by_key, artefacts, records = deps
         state = load_artefact(artefacts, cfg["init"], "init", records.get(cfg["init"]))
         icfg = jobs_by_key[cfg["init"]].config
         model = _build(icfg, _num_classes(icfg), weights=state)
         head = model.tap_points["head"] + "."
-        initial_weights = {n: p.detach().clone() for n, p in model.named_parameters()
-                           if not n.startswith(head)}
+        initial_weights = {
+            n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith(head)
+        }
         replace_head(model, k)
     return model, initial_weights
 
@@ -285,8 +344,9 @@ def _source_task(cfg: Mapping[str, Any], job: Job, model):
     from harness.zoo.models import with_source_head
 
     src = cfg["source"]
-    source_set = load_dataset(src["dataset"], split=src.get("split", "train"), seed=job.seed,
-                              **src["dataset_params"])
+    source_set = load_dataset(
+        src["dataset"], split=src.get("split", "train"), seed=job.seed, **src["dataset_params"]
+    )
     with_source_head(model, len(source_set.classes))
     return source_set
 
@@ -304,19 +364,27 @@ def _regularizer(cfg: Mapping[str, Any], teacher, source_set, train_set, initial
         if isinstance(params.get(key), (str, Mapping)):  # from the teacher's features
             kind = params.pop(key)
             if teacher is None or source_set is None:
-                raise ValueError(f"label_cost {kind!r} needs the stage's 'teacher' (the "
-                                 "feature extractor) and 'source' (the source task)")
+                raise ValueError(
+                    f"label_cost {kind!r} needs the stage's 'teacher' (the "
+                    "feature extractor) and 'source' (the source task)"
+                )
             label_cost = _label_cost(kind, teacher, source_set, train_set)
     reg = build_regularizer(cfg["regularizer"], **params)
     if reg.needs_teacher and teacher is None:
-        raise ValueError(f"regularizer {cfg['regularizer']!r} needs a teacher: give the "
-                         "stage 'teacher: <earlier stage>'")
+        raise ValueError(
+            f"regularizer {cfg['regularizer']!r} needs a teacher: give the "
+            "stage 'teacher: <earlier stage>'"
+        )
     if reg.needs_initial_weights and initial_weights is None:
-        raise ValueError(f"regularizer {cfg['regularizer']!r} needs a starting point: give "
-                         "the stage 'init: <earlier stage>'")
+        raise ValueError(
+            f"regularizer {cfg['regularizer']!r} needs a starting point: give "
+            "the stage 'init: <earlier stage>'"
+        )
     if reg.needs_source_head and source_set is None:
-        raise ValueError(f"regularizer {cfg['regularizer']!r} needs a source task: give "
-                         "the stage 'source: {dataset: ...}'")
+        raise ValueError(
+            f"regularizer {cfg['regularizer']!r} needs a source task: give "
+            "the stage 'source: {dataset: ...}'"
+        )
     return reg, label_cost
 
 
@@ -334,36 +402,56 @@ def _metrics(result) -> dict[str, Any]:
     """A record's metrics from a :class:`~harness.training.loop.TrainResult`."""
     epochs = result.history.get("epochs", []) if result.history else []
     last = epochs[-1] if epochs else {}
-    losses = {k[len("train/"):]: float(v) for k, v in last.items()
-              if k.startswith("train/") and isinstance(v, (int, float))}
-    return {"status": result.status, "reason": result.reason,
-            "val_accuracy": result.final_val_accuracy,
-            "best_val_accuracy": result.best_val_accuracy,
-            "test_accuracy": result.test_accuracy, "wall_time": result.wall_time,
-            "epochs_completed": result.epochs_completed, "final_losses": losses,
-            "resumed_from_epoch": result.resumed_from_epoch,
-            # per-epoch means of every logged term and solver stat (plan traces, li2020
-            # Fig. 3): what the report's plots read
-            "epochs": [{k: v for k, v in e.items() if isinstance(v, (int, float))}
-                       for e in epochs]}
+    losses = {
+        k[len("train/") :]: float(v)
+        for k, v in last.items()
+        if k.startswith("train/") and isinstance(v, (int, float))
+    }
+    return {
+        "status": result.status,
+        "reason": result.reason,
+        "val_accuracy": result.final_val_accuracy,
+        "best_val_accuracy": result.best_val_accuracy,
+        "test_accuracy": result.test_accuracy,
+        "wall_time": result.wall_time,
+        "epochs_completed": result.epochs_completed,
+        "final_losses": losses,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        # per-epoch means of every logged term and solver stat (plan traces, li2020
+        # Fig. 3): what the report's plots read
+        "epochs": [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in epochs],
+    }
 
 
 def _deps(job: Job) -> list[str]:
     """Keys of the jobs whose weights ``job`` loads (its teacher and init stages)."""
-    return [job.config[r] for r in ("teacher", "init")
-            if job.config.get(r) and job.config[r] != PRETRAINED]
+    return [
+        job.config[r]
+        for r in ("teacher", "init")
+        if job.config.get(r) and job.config[r] != PRETRAINED
+    ]
 
 
-def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
-              overrides: Iterable[str] = (), progress: bool = True, quick: bool = False,
-              results_root: str | os.PathLike = "results",
-              on_job: Callable[[Job, Mapping[str, Any]], None] | None = None,
-              log: Callable[[str], None] | None = print,
-              device: str | None = None, worker: bool = False, stale_after: float = 120.0,
-              heartbeat: float = 10.0, poll: float = 2.0, jobs: Iterable[Job] | None = None,
-              record_extra: Mapping[str, Mapping[str, Any]] | None = None,
-              batch: bool = True, only: Iterable[str] = (),
-              on_epoch: Callable[[Job, int, dict], None] | None = None) -> RunSummary:
+def run_suite(
+    suite: Suite | str | os.PathLike,
+    storage: str | None = None,
+    overrides: Iterable[str] = (),
+    progress: bool = True,
+    quick: bool = False,
+    results_root: str | os.PathLike = "results",
+    on_job: Callable[[Job, Mapping[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = print,
+    device: str | None = None,
+    worker: bool = False,
+    stale_after: float = 120.0,
+    heartbeat: float = 10.0,
+    poll: float = 2.0,
+    jobs: Iterable[Job] | None = None,
+    record_extra: Mapping[str, Mapping[str, Any]] | None = None,
+    batch: bool = True,
+    only: Iterable[str] = (),
+    on_epoch: Callable[[Job, int, dict], None] | None = None,
+) -> RunSummary:
     """Run every job of ``suite`` not yet completed in ``storage``; record each one.
 
     Any number of processes, on any number of machines, may run the same suite on the same
@@ -431,8 +519,19 @@ def run_suite(suite: Suite | str | os.PathLike, storage: str | None = None,
         from harness.experiments.only import select_jobs
 
         jobs = select_jobs(expand(suite), only)
-    run = _SuiteRun(suite, storage, results_root, jobs, progress, log, device, stale_after,
-                    heartbeat, poll, record_extra)
+    run = _SuiteRun(
+        suite,
+        storage,
+        results_root,
+        jobs,
+        progress,
+        log,
+        device,
+        stale_after,
+        heartbeat,
+        poll,
+        record_extra,
+    )
     run.batch.enabled = run.batch.enabled and batch and not run.multi
     from harness.experiments.preflight import check_data_roots
 
@@ -468,8 +567,20 @@ class _SuiteRun:
     steps of the loop as methods (choose and claim a job -> start its record -> train ->
     move the claim to ``recording`` -> write the record -> close the claim -> say so)."""
 
-    def __init__(self, suite: Suite, storage, results_root, jobs, progress, log, device,
-                 stale_after, heartbeat, poll, record_extra):
+    def __init__(
+        self,
+        suite: Suite,
+        storage,
+        results_root,
+        jobs,
+        progress,
+        log,
+        device,
+        stale_after,
+        heartbeat,
+        poll,
+        record_extra,
+    ):
         from harness.experiments import records
         from harness.experiments.progress import SuiteBar, is_terminal
         from harness.training import distributed as ddp
@@ -499,8 +610,9 @@ class _SuiteRun:
         # a terminal gets one suite bar (and the job's bar beneath it); a log a line per job
         self.bar_mode = bool(progress and main and log is print and is_terminal())
         self.t0 = time.perf_counter()
-        self.summary = RunSummary(suite.name, storage, len(jobs), 0, 0, 0, 0.0,
-                                  keys=[j.key for j in jobs])
+        self.summary = RunSummary(
+            suite.name, storage, len(jobs), 0, 0, 0, 0.0, keys=[j.key for j in jobs]
+        )
         for job in jobs:
             if self.finished(job.key):
                 self.summary.skipped += 1
@@ -510,12 +622,15 @@ class _SuiteRun:
             from harness.experiments.secrets import redact
 
             left = len(jobs) - self.summary.skipped
-            self.say(f"{suite.name}: {len(jobs)} jobs, {self.summary.skipped} already done, "
-                     f"{left} to run; records in {redact(storage)}")
+            self.say(
+                f"{suite.name}: {len(jobs)} jobs, {self.summary.skipped} already done, "
+                f"{left} to run; records in {redact(storage)}"
+            )
         if self.bar_mode:
             _warm_backends(jobs)  # their import-time warnings print once, above the bars
-        self.bar = SuiteBar(suite.name, len(jobs), done=self.summary.skipped) \
-            if self.bar_mode else None
+        self.bar = (
+            SuiteBar(suite.name, len(jobs), done=self.summary.skipped) if self.bar_mode else None
+        )
         if self.bar is not None:
             self.say = self.bar.write  # lines a person must see go above the bars
         self.first_done = set(self.done)
@@ -531,8 +646,10 @@ class _SuiteRun:
     # ---- small helpers
     def tag(self, job: Job) -> str:
         """``[k/N] stage dataset row-with-grid-point seed=S``."""
-        return (f"[{self.number[job.key]}/{len(self.jobs)}] {job.stage} {job.dataset} "
-                f"{job.label or job.regularizer} seed={job.seed}")
+        return (
+            f"[{self.number[job.key]}/{len(self.jobs)}] {job.stage} {job.dataset} "
+            f"{job.label or job.regularizer} seed={job.seed}"
+        )
 
     def eta(self) -> str:
         """``; 12 of 170 done, ~3.5 min left`` from this process's pace so far."""
@@ -558,9 +675,12 @@ class _SuiteRun:
 
         deps = _deps(job)
         if any(d not in self.arts for d in deps):
-            self.arts.update(self.store(
-                lambda: records.done_artefacts(self.storage, self.suite.name),
-                f"reading the records of {job.key}'s teacher"))
+            self.arts.update(
+                self.store(
+                    lambda: records.done_artefacts(self.storage, self.suite.name),
+                    f"reading the records of {job.key}'s teacher",
+                )
+            )
         return {d: self.arts[d] for d in deps if d in self.arts}
 
     def store(self, fn, what):
@@ -574,8 +694,9 @@ class _SuiteRun:
 
         if not self.main:
             return
-        self.claims = Claims(self.storage, self.suite.name, stale_after=self.stale_after,
-                             heartbeat=self.heartbeat)
+        self.claims = Claims(
+            self.storage, self.suite.name, stale_after=self.stale_after, heartbeat=self.heartbeat
+        )
         if reset_failed:  # run / resume try failed jobs again; a worker leaves them alone
             self.claims.reset_failed()
 
@@ -597,8 +718,15 @@ class _SuiteRun:
             c = states.get(job.key)
             if c is not None and c.state == FAILED:
                 continue  # another worker's failure in this run: left as it is
-            if any(not (self.finished(d) or d in self.tried or d not in self.number
-                        or (d in states and states[d].state == FAILED)) for d in _deps(job)):
+            if any(
+                not (
+                    self.finished(d)
+                    or d in self.tried
+                    or d not in self.number
+                    or (d in states and states[d].state == FAILED)
+                )
+                for d in _deps(job)
+            ):
                 wait = True  # its teacher is not there yet
                 continue
             if c is not None and c.state != DONE and not claims.is_abandoned(c):
@@ -628,8 +756,10 @@ class _SuiteRun:
             return "skip"  # another worker's failure in this run: left as it is
         if got is not None and got.attempts > 1 and claims.last_previous:  # from a lost worker
             n = records.fail_orphans(self.study, job.key, claims.last_previous)
-            self.say(f"{self.tag(job)}: taken over from {claims.last_previous} (attempt "
-                     f"{got.attempts}; {n} orphan record(s) marked failed)")
+            self.say(
+                f"{self.tag(job)}: taken over from {claims.last_previous} (attempt "
+                f"{got.attempts}; {n} orphan record(s) marked failed)"
+            )
             if job.key in records.done_keys(self.storage, self.suite.name):
                 done.add(job.key)  # it died after recording
                 claims.begin_record(job.key)
@@ -659,24 +789,38 @@ class _SuiteRun:
         if self.multi:  # the other ranks verify the teacher's weights as rank 0 does
             deps = ddp.broadcast_object(deps)
         if self.bar is not None:
-            self.bar.start(f"{job.stage} {job.dataset} {job.label or job.regularizer} "
-                           f"seed={job.seed}")
+            self.bar.start(
+                f"{job.stage} {job.dataset} {job.label or job.regularizer} seed={job.seed}"
+            )
         if not self.main:  # a DDP rank: train, rank 0 records (a failure too)
             try:
-                run_job(job, self.by_key, self.artefacts, progress=False, save=False,
-                        device=self.device, records=deps, root=self.root)
+                run_job(
+                    job,
+                    self.by_key,
+                    self.artefacts,
+                    progress=False,
+                    save=False,
+                    device=self.device,
+                    records=deps,
+                    root=self.root,
+                )
             except Exception:
                 pass
             return None
         claims, study = self.claims, self.study
-        trial = self.store(lambda: records.start_record(study, job, extra={
-            **self.record_extra.get(job.key, {}), "worker": claims.worker}),
-            f"starting the record of {job.key}")
+        trial = self.store(
+            lambda: records.start_record(
+                study, job, extra={**self.record_extra.get(job.key, {}), "worker": claims.worker}
+            ),
+            f"starting the record of {job.key}",
+        )
         try:
             metrics = self.train(job, deps)
         except Exception as exc:  # recorded, and the run goes on
-            metrics = {"status": "failed",
-                       "reason": " ".join(f"{type(exc).__name__}: {exc}".split())}
+            metrics = {
+                "status": "failed",
+                "reason": " ".join(f"{type(exc).__name__}: {exc}".split()),
+            }
         except BaseException:  # Ctrl-C, SIGTERM: record the interruption, then stop
             records.finish_record(study, trial, {"status": "failed", "reason": "interrupted"})
             claims.release(job.key)  # resume (or another worker) takes it at once
@@ -697,10 +841,21 @@ class _SuiteRun:
         if metrics is not None:
             say(f"recording the result trained before the storage went away ({pending.name})")
             return metrics
-        metrics = self.batch.metrics(job, lambda: run_job(
-            job, self.by_key, self.artefacts, self.bar_mode, save=job.key in self.teacher_keys,
-            device=self.device, records=deps, root=self.root, say=say,
-            on_epoch=self.epoch_hook(job)))  # its seed batch or alone
+        metrics = self.batch.metrics(
+            job,
+            lambda: run_job(
+                job,
+                self.by_key,
+                self.artefacts,
+                self.bar_mode,
+                save=job.key in self.teacher_keys,
+                device=self.device,
+                records=deps,
+                root=self.root,
+                say=say,
+                on_epoch=self.epoch_hook(job),
+            ),
+        )  # its seed batch or alone
         if metrics["status"] == "completed":  # kept until the storage has it
             why = save_pending(pending, job, metrics, self.root)
             if why and why not in self.unkept:
@@ -718,15 +873,21 @@ class _SuiteRun:
 
         claims = self.claims
         ok = metrics["status"] == "completed"
-        if ok and not self.store(lambda: claims.begin_record(job.key),
-                                 f"claiming the record of {job.key}"):
+        if ok and not self.store(
+            lambda: claims.begin_record(job.key), f"claiming the record of {job.key}"
+        ):
             # we stalled, another worker has it
-            metrics = {**metrics, "status": "failed",
-                       "reason": "claim lost to another worker (this one stalled longer "
-                                 f"than stale_after={self.stale_after:g} s)"}
+            metrics = {
+                **metrics,
+                "status": "failed",
+                "reason": "claim lost to another worker (this one stalled longer "
+                f"than stale_after={self.stale_after:g} s)",
+            }
             ok = None
-        self.store(lambda: records.finish_record(self.study, trial, metrics),
-                   f"recording the result of {job.key}")
+        self.store(
+            lambda: records.finish_record(self.study, trial, metrics),
+            f"recording the result of {job.key}",
+        )
         if ok is not None:
             self.store(lambda: claims.finish(job.key, ok=ok), f"closing the claim of {job.key}")
         if self.bar is not None:
@@ -737,9 +898,11 @@ class _SuiteRun:
             self.arts[job.key] = {k: metrics.get(k) for k in records.ARTEFACT_KEYS}
             if self.bar is None:
                 wall = metrics.get("wall_time")
-                self.say(f"{self.tag(job)}: test {100 * metrics['test_accuracy']:.1f}%"
-                         + (f" ({wall:.1f} s)" if isinstance(wall, (int, float)) else "")
-                         + self.eta())
+                self.say(
+                    f"{self.tag(job)}: test {100 * metrics['test_accuracy']:.1f}%"
+                    + (f" ({wall:.1f} s)" if isinstance(wall, (int, float)) else "")
+                    + self.eta()
+                )
         else:
             self.tried.add(job.key)
             self.summary.failed += 1

@@ -13,6 +13,7 @@ checker: keys, types, names, enumerations. The checks that read other files or b
 (a teacher stage defined earlier, a regularizer's parameters, a dataset's splits) stay with
 ``otransfer run``, whose errors name the line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,13 +28,20 @@ from harness.zoo.pools import TEST_POOLS
 __all__ = ["suite_schema", "SCHEMA_ID"]
 
 SCHEMA_ID = "https://otransfer.invalid/suite.schema.json"
-_SEED_MAX = 2 ** 31 - 1
+_SEED_MAX = 2**31 - 1
 
 
 def _json_type(t) -> dict[str, Any]:
     """The JSON Schema of one entry of a checker key table (a type or a tuple of types)."""
-    names = {str: "string", list: "array", dict: "object", int: "integer", float: "number",
-             bool: "boolean", type(None): "null"}
+    names = {
+        str: "string",
+        list: "array",
+        dict: "object",
+        int: "integer",
+        float: "number",
+        bool: "boolean",
+        type(None): "null",
+    }
     ts = t if isinstance(t, tuple) else (t,)
     kinds = [names[x] for x in ts]
     if "number" in kinds and "integer" in kinds:
@@ -62,9 +70,11 @@ def _annotation(tp) -> dict[str, Any]:
         return {"type": "string"}
     if dataclasses.is_dataclass(tp):  # ParamGroup
         hints = typing.get_type_hints(tp)
-        return {"type": "object", "additionalProperties": False,
-                "properties": {f.name: _annotation(hints[f.name])
-                               for f in dataclasses.fields(tp)}}
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {f.name: _annotation(hints[f.name]) for f in dataclasses.fields(tp)},
+        }
     return {}
 
 
@@ -82,31 +92,38 @@ def _train_schema() -> dict[str, Any]:
             default = f.default
             entry["default"] = list(default) if isinstance(default, tuple) else default
         props[f.name] = entry
-    for name, values in (("schedule", tr.SCHEDULES), ("reg_batch", tr.REG_BATCHES),
-                         ("teacher_mode", tr.TEACHER_MODES), ("precision", PRECISIONS_)):
+    for name, values in (
+        ("schedule", tr.SCHEDULES),
+        ("reg_batch", tr.REG_BATCHES),
+        ("teacher_mode", tr.TEACHER_MODES),
+        ("precision", PRECISIONS_),
+    ):
         props[name]["enum"] = list(values)
     for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every"):
         props[name]["minimum"] = 1
     props["loader_workers"]["minimum"] = 0
     props["steps"]["anyOf"] = [{"type": "integer", "minimum": 0}, {"type": "null"}]
     props["param_groups"]["items"]["properties"]["match"] = {
-        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+    }
     props["param_groups"]["items"]["properties"]["lr_mult"] = {"type": "number", "minimum": 0}
     return {"type": "object", "additionalProperties": False, "properties": props}
 
 
 def _field_doc(doc: str, name: str) -> str:
     """The first sentence of ``name``'s entry in a numpy-style ``Attributes`` section."""
-    m = re.search(rf"^\s*(?:\w+, )*{re.escape(name)}(?:, \w+)* : [^\n]*\n((?:\s{{8}}[^\n]*\n)+)",
-                  doc, re.M)
+    m = re.search(
+        rf"^\s*(?:\w+, )*{re.escape(name)}(?:, \w+)* : [^\n]*\n((?:\s{{8}}[^\n]*\n)+)", doc, re.M
+    )
     if not m:
         return ""
     text = " ".join(line.strip() for line in m.group(1).splitlines())
     return text.split(". ")[0].rstrip(".") + "."
 
 
-def _table(keys: dict, refine: dict[str, dict] | None = None,
-           required: tuple[str, ...] = ()) -> dict[str, Any]:
+def _table(
+    keys: dict, refine: dict[str, dict] | None = None, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     props = {k: _json_type(t) for k, t in keys.items()}
     for k, extra in (refine or {}).items():
         props[k] = extra if "$ref" in extra or "anyOf" in extra else {**props[k], **extra}
@@ -119,78 +136,151 @@ def _table(keys: dict, refine: dict[str, dict] | None = None,
 def suite_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a suite file."""
     from harness.experiments import suite as S
+    from harness.transfer.regularizers import available_regularizers
     from harness.zoo.data import available_datasets
     from harness.zoo.models import available_models
-    from harness.transfer.regularizers import available_regularizers
 
     models, datasets = available_models(), available_datasets()
     regs = available_regularizers()
     term = "(?:" + "|".join(map(re.escape, regs)) + ")"
-    spec = {"type": "string", "pattern": rf"^\s*{term}(?:\s*\+\s*{term})*\s*$",
-            "description": "a regularizer (otransfer list regularizers), or several joined "
-                           "by '+': " + ", ".join(regs),
-            "examples": regs}
-    seeds = {"type": "array", "uniqueItems": True, "minItems": 1,
-             "items": {"type": "integer", "minimum": 0, "maximum": _SEED_MAX}}
+    spec = {
+        "type": "string",
+        "pattern": rf"^\s*{term}(?:\s*\+\s*{term})*\s*$",
+        "description": "a regularizer (otransfer list regularizers), or several joined "
+        "by '+': " + ", ".join(regs),
+        "examples": regs,
+    }
+    seeds = {
+        "type": "array",
+        "uniqueItems": True,
+        "minItems": 1,
+        "items": {"type": "integer", "minimum": 0, "maximum": _SEED_MAX},
+    }
     dataset_name = {"enum": datasets}
-    stage = _table(S._STAGE_KEYS, {
-        "model": {"enum": models, "description": "otransfer list models"},
-        "dataset": {"anyOf": [dataset_name, {"type": "array", "minItems": 1,
-                                             "items": dataset_name}]},
-        "train": {"$ref": "#/$defs/train"},
-        "regularizers": {"type": "array", "minItems": 1, "items": {"anyOf": [
-            spec, {"type": "object", "minProperties": 1, "maxProperties": 1,
-                   "propertyNames": spec,
-                   "additionalProperties": {"type": ["object", "null"]}}]}},
-        "grid": {"type": "object", "additionalProperties": {
-            "type": "array", "minItems": 1, "uniqueItems": True}},
-        "seeds": seeds,
-        "select": {"enum": ["val"], "description": "report, per row and column, the grid "
-                                                   "point with the best mean validation "
-                                                   "accuracy"},
-        "source": {"$ref": "#/$defs/source"},
-        "reference": {"$ref": "#/$defs/reference"},
-        "splits": {"type": "object", "additionalProperties": False, "properties": {
-            role: {"anyOf": [{"type": "string"}, {"type": "object"},
-                             *([{"type": "null"}] if role == "val" else [])]}
-            for role in ("train", "val", "test")}},
-        "model_params": {"type": "object", "properties": {"widths": {
-            "type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1}}}},
-    }, required=("model", "dataset"))
-    search = _table(S._SEARCH_KEYS, {
-        "seeds": seeds, "trials": {"minimum": 1},
-        "seed": {"minimum": 0, "maximum": _SEED_MAX},
-        "space": {"type": "object", "additionalProperties": {"$ref": "#/$defs/dimension"}}},
-        required=("stage",))
+    stage = _table(
+        S._STAGE_KEYS,
+        {
+            "model": {"enum": models, "description": "otransfer list models"},
+            "dataset": {
+                "anyOf": [dataset_name, {"type": "array", "minItems": 1, "items": dataset_name}]
+            },
+            "train": {"$ref": "#/$defs/train"},
+            "regularizers": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "anyOf": [
+                        spec,
+                        {
+                            "type": "object",
+                            "minProperties": 1,
+                            "maxProperties": 1,
+                            "propertyNames": spec,
+                            "additionalProperties": {"type": ["object", "null"]},
+                        },
+                    ]
+                },
+            },
+            "grid": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "minItems": 1, "uniqueItems": True},
+            },
+            "seeds": seeds,
+            "select": {
+                "enum": ["val"],
+                "description": "report, per row and column, the grid "
+                "point with the best mean validation "
+                "accuracy",
+            },
+            "source": {"$ref": "#/$defs/source"},
+            "reference": {"$ref": "#/$defs/reference"},
+            "splits": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    role: {
+                        "anyOf": [
+                            {"type": "string"},
+                            {"type": "object"},
+                            *([{"type": "null"}] if role == "val" else []),
+                        ]
+                    }
+                    for role in ("train", "val", "test")
+                },
+            },
+            "model_params": {
+                "type": "object",
+                "properties": {
+                    "widths": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "integer", "minimum": 1},
+                    }
+                },
+            },
+        },
+        required=("model", "dataset"),
+    )
+    search = _table(
+        S._SEARCH_KEYS,
+        {
+            "seeds": seeds,
+            "trials": {"minimum": 1},
+            "seed": {"minimum": 0, "maximum": _SEED_MAX},
+            "space": {"type": "object", "additionalProperties": {"$ref": "#/$defs/dimension"}},
+        },
+        required=("stage",),
+    )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "otransfer suite",
         "description": "An experiment suite: stages (teacher, students ...) x datasets x "
-                       "regularizers x grid x seeds (harness/experiments/suite.py). Generated by "
-                       "`otransfer schema` from the checker's declarations.",
-        **_table(S._TOP_KEYS, {
-            "name": {"pattern": f"^{S._NAME.pattern}$", "not": {"pattern": r"\.\."}},
-            "seeds": seeds,
-            "test_pool": {"enum": list(TEST_POOLS)},
-            "plugins": {"type": "array", "items": {"type": "string", "minLength": 1},
-                        "description": "modules imported before the suite is checked, by "
-                                       "every process that loads it: module names, or paths "
-                                       "to .py files from the suite file's folder "
-                                       "(docs/plugins.md)"},
-            "stages": {"type": "object", "minProperties": 1,
-                       "additionalProperties": {"$ref": "#/$defs/stage"}},
-            "search": {"anyOf": [{"$ref": "#/$defs/search"},
-                                 {"type": "array", "items": {"$ref": "#/$defs/search"}}]},
-        }, required=("name", "stages")),
+        "regularizers x grid x seeds (harness/experiments/suite.py). Generated by "
+        "`otransfer schema` from the checker's declarations.",
+        **_table(
+            S._TOP_KEYS,
+            {
+                "name": {"pattern": f"^{S._NAME.pattern}$", "not": {"pattern": r"\.\."}},
+                "seeds": seeds,
+                "test_pool": {"enum": list(TEST_POOLS)},
+                "plugins": {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1},
+                    "description": "modules imported before the suite is checked, by "
+                    "every process that loads it: module names, or paths "
+                    "to .py files from the suite file's folder "
+                    "(docs/plugins.md)",
+                },
+                "stages": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": {"$ref": "#/$defs/stage"},
+                },
+                "search": {
+                    "anyOf": [
+                        {"$ref": "#/$defs/search"},
+                        {"type": "array", "items": {"$ref": "#/$defs/search"}},
+                    ]
+                },
+            },
+            required=("name", "stages"),
+        ),
         "$defs": {
             "stage": stage,
             "train": _train_schema(),
-            "source": _table(S._SOURCE_KEYS, {"dataset": dataset_name,
-                                              "weight": {"minimum": 0}}, required=("dataset",)),
-            "reference": _table(S._REFERENCE_KEYS, {
-                "claims": {"type": "array", "items": {"type": "string"}},
-                "premises": {"type": "array", "items": {"type": "string"}}}),
+            "source": _table(
+                S._SOURCE_KEYS,
+                {"dataset": dataset_name, "weight": {"minimum": 0}},
+                required=("dataset",),
+            ),
+            "reference": _table(
+                S._REFERENCE_KEYS,
+                {
+                    "claims": {"type": "array", "items": {"type": "string"}},
+                    "premises": {"type": "array", "items": {"type": "string"}},
+                },
+            ),
             "search": search,
             "dimension": _table(S._DIM_KEYS),
         },

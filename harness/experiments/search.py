@@ -24,6 +24,7 @@ settings, its teacher's key): editing either starts a new search rather than mix
 that are not comparable. A trial whose training fails (a non-finite loss: alpha too large) is
 an Optuna FAIL, with its reason in the trial's user attributes; samplers ignore FAIL trials.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,13 +37,34 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from harness.experiments.search_options import PRUNERS, SAMPLERS, build_option, check_option
+from harness.experiments.suite import (
+    PRETRAINED,
+    Job,
+    Search,
+    Stage,
+    Suite,
+    SuiteError,
+    canonical_json,
+    config_key,
+    expand,
+    load_suite,
+    merge_params,
+)
 from harness.training import safe_io
-from harness.experiments.suite import (PRETRAINED, Job, Search, Stage, Suite, SuiteError,
-                                       canonical_json, config_key, expand, load_suite,
-                                       merge_params)
 
-__all__ = ["tune", "TuneSummary", "PRUNERS", "SAMPLERS", "check_option", "select_search",
-           "study_name", "trial_jobs", "sample_point", "write_tune_report", "TUNED"]
+__all__ = [
+    "tune",
+    "TuneSummary",
+    "PRUNERS",
+    "SAMPLERS",
+    "check_option",
+    "select_search",
+    "study_name",
+    "trial_jobs",
+    "sample_point",
+    "write_tune_report",
+    "TUNED",
+]
 
 #: Suffix of the leaderboard row of the re-runs of a search's best point.
 TUNED = " (tuned)"
@@ -54,23 +76,26 @@ _MAX_SAME_ERRORS = 3
 # --------------------------------------------------------------------------- jobs of a point
 
 
-def select_search(suite: Suite, stage: str | None = None,
-                  regularizer: str | None = None) -> Search:
+def select_search(suite: Suite, stage: str | None = None, regularizer: str | None = None) -> Search:
     """The search block of ``suite`` for ``stage`` (and ``regularizer``: spec or row name);
     either may be omitted when it leaves one block. Raises :class:`SuiteError` otherwise."""
     cands = list(suite.searches)
     if not cands:
-        raise SuiteError(f"{suite.path}: suite {suite.name!r} has no 'search:' block (see "
-                         "harness/experiments/suite.py: stage, regularizer, space)")
+        raise SuiteError(
+            f"{suite.path}: suite {suite.name!r} has no 'search:' block (see "
+            "harness/experiments/suite.py: stage, regularizer, space)"
+        )
     if stage is not None:
         cands = [s for s in cands if s.stage == stage]
     if regularizer is not None:
         cands = [s for s in cands if regularizer in (s.regularizer, s.row)]
     have = ", ".join(f"--stage {s.stage} --regularizer {s.row!r}" for s in suite.searches)
     if not cands:
-        raise SuiteError(f"{suite.path}: no search block for stage {stage!r}"
-                         + (f" and regularizer {regularizer!r}" if regularizer else "")
-                         + f"; the suite searches: {have}")
+        raise SuiteError(
+            f"{suite.path}: no search block for stage {stage!r}"
+            + (f" and regularizer {regularizer!r}" if regularizer else "")
+            + f"; the suite searches: {have}"
+        )
     if len(cands) > 1:
         raise SuiteError(f"{suite.path}: several search blocks match; choose one with {have}")
     return cands[0]
@@ -93,26 +118,34 @@ def _dependencies(suite: Suite, stage: Stage) -> list[Stage]:
     return [st for st in suite.stages if st.name in need]
 
 
-def _point_suite(suite: Suite, search: Search, point: Mapping[str, Any],
-                 seeds: Sequence[int]) -> Suite:
+def _point_suite(
+    suite: Suite, search: Search, point: Mapping[str, Any], seeds: Sequence[int]
+) -> Suite:
     """``suite`` cut to the searched stage and its dependencies, the stage holding one
     regularizer entry (the searched one with ``point`` merged in, as a grid point is) and no
     grid, on the searched dataset and ``seeds``. Dependency stages keep their keys; their
     ``report`` is pinned to its value in the full suite (they are used, so False unless set)."""
     stage = _stage(suite, search.stage)
     reg = {k: v for k, v in point.items() if not k.startswith(_TRAIN)}
-    train = {k[len(_TRAIN):]: v for k, v in point.items() if k.startswith(_TRAIN)}
+    train = {k[len(_TRAIN) :]: v for k, v in point.items() if k.startswith(_TRAIN)}
     tuned = dataclasses.replace(
-        stage, datasets=(search.dataset,), grid={}, seeds=tuple(int(s) for s in seeds),
+        stage,
+        datasets=(search.dataset,),
+        grid={},
+        seeds=tuple(int(s) for s in seeds),
         regularizers=((search.regularizer, merge_params(search.params, reg)),),
-        train={**stage.train, **train})
-    deps = [dataclasses.replace(st, report=st.report if st.report is not None else False)
-            for st in _dependencies(suite, stage)]
+        train={**stage.train, **train},
+    )
+    deps = [
+        dataclasses.replace(st, report=st.report if st.report is not None else False)
+        for st in _dependencies(suite, stage)
+    ]
     return dataclasses.replace(suite, stages=(*deps, tuned))
 
 
-def trial_jobs(suite: Suite, search: Search, point: Mapping[str, Any],
-               seeds: Sequence[int]) -> tuple[list[Job], dict[str, Job]]:
+def trial_jobs(
+    suite: Suite, search: Search, point: Mapping[str, Any], seeds: Sequence[int]
+) -> tuple[list[Job], dict[str, Job]]:
     """The searched stage's jobs at ``point`` (one per seed; :func:`harness.experiments.suite.expand` builds
     them, so keys and validation are those of grid points) and every job by key (the teacher and
     init jobs they load)."""
@@ -133,8 +166,11 @@ def study_name(suite: Suite, search: Search) -> str:
 
 def _encode(choice: Any) -> Any:
     """An Optuna categorical value for a choice: scalars as they are, lists as JSON text."""
-    return choice if choice is None or isinstance(choice, (str, int, float, bool)) \
+    return (
+        choice
+        if choice is None or isinstance(choice, (str, int, float, bool))
         else canonical_json(choice)
+    )
 
 
 def sample_point(trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -145,11 +181,13 @@ def sample_point(trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
             encoded = [_encode(c) for c in dim["choices"]]
             point[key] = dim["choices"][encoded.index(trial.suggest_categorical(key, encoded))]
         elif dim["type"] == "int":
-            point[key] = trial.suggest_int(key, dim["low"], dim["high"], step=dim["step"] or 1,
-                                           log=dim["log"])
+            point[key] = trial.suggest_int(
+                key, dim["low"], dim["high"], step=dim["step"] or 1, log=dim["log"]
+            )
         else:
-            point[key] = trial.suggest_float(key, float(dim["low"]), float(dim["high"]),
-                                             step=dim["step"], log=dim["log"])
+            point[key] = trial.suggest_float(
+                key, float(dim["low"]), float(dim["high"]), step=dim["step"], log=dim["log"]
+            )
     return point
 
 
@@ -159,8 +197,7 @@ def _anchors(suite: Suite, search: Search) -> dict[tuple[str, int], Job]:
     the suite's current expansion in the report."""
     out = {}
     for j in expand(suite):
-        if j.stage == search.stage and j.regularizer == search.regularizer and \
-                j.row == search.row:
+        if j.stage == search.stage and j.regularizer == search.regularizer and j.row == search.row:
             out[(j.dataset, j.seed)] = j
     return out
 
@@ -199,9 +236,15 @@ class TuneSummary:
     wall_time: float = 0.0
 
 
-def _run_dependencies(suite: Suite, search: Search, storage: str,
-                      results_root: str | os.PathLike, progress: bool, device: str | None,
-                      log: Callable[[str], None] | None) -> None:
+def _run_dependencies(
+    suite: Suite,
+    search: Search,
+    storage: str,
+    results_root: str | os.PathLike,
+    progress: bool,
+    device: str | None,
+    log: Callable[[str], None] | None,
+) -> None:
     """Train the jobs of the stages the searched stage depends on (all seeds: the re-runs
     need them) with ``run``'s runner: claimed, so that several ``tune`` and ``worker``
     processes on one storage train each teacher once; those done are skipped."""
@@ -211,13 +254,21 @@ def _run_dependencies(suite: Suite, search: Search, storage: str,
     deps = [j for j in jobs if j.stage != search.stage]
     if not deps:
         return
-    s = run_suite(suite, storage=storage, progress=progress, results_root=results_root,
-                  log=log, device=device, jobs=deps)
+    s = run_suite(
+        suite,
+        storage=storage,
+        progress=progress,
+        results_root=results_root,
+        log=log,
+        device=device,
+        jobs=deps,
+    )
     if s.failures:
         key, reason = s.failures[0]
         stage = next(j.stage for j in deps if j.key == key)
-        raise RuntimeError(f"{stage} job {key} FAILED: {reason}; the search of stage "
-                           f"{search.stage!r} needs it")
+        raise RuntimeError(
+            f"{stage} job {key} FAILED: {reason}; the search of stage {search.stage!r} needs it"
+        )
 
 
 class _TrainingFailed(RuntimeError):
@@ -238,16 +289,28 @@ def _rdb(storage: str):
 
 
 def _fmt(point: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={canonical_json(v)}"
-                     for k, v in point.items())
+    return ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={canonical_json(v)}"
+        for k, v in point.items()
+    )
 
 
-def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
-         storage: str | None = None, stage: str | None = None, regularizer: str | None = None,
-         timeout: float | None = None, results_root: str | os.PathLike = "results",
-         overrides: Iterable[str] = (), progress: bool = False, device: str | None = None,
-         reruns: bool = True, plots: bool = True,
-         log: Callable[[str], None] | None = print) -> TuneSummary:
+def tune(
+    suite: Suite | str | os.PathLike,
+    *,
+    trials: int | None = None,
+    storage: str | None = None,
+    stage: str | None = None,
+    regularizer: str | None = None,
+    timeout: float | None = None,
+    results_root: str | os.PathLike = "results",
+    overrides: Iterable[str] = (),
+    progress: bool = False,
+    device: str | None = None,
+    reruns: bool = True,
+    plots: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> TuneSummary:
     """Search a suite's ``search:`` block on validation, then re-run the best point on test.
 
     Parameters
@@ -311,25 +374,49 @@ def tune(suite: Suite | str | os.PathLike, *, trials: int | None = None,
     name = study_name(suite, search)
     study = _open_search_study(suite, search, name, storage)
     summary = TuneSummary(suite.name, name, storage, search.stage, search.row)
-    objective = _objective(suite, search, name, artefacts, progress, device,
-                           records.done_artefacts(storage, suite.name))
+    objective = _objective(
+        suite,
+        search,
+        name,
+        artefacts,
+        progress,
+        device,
+        records.done_artefacts(storage, suite.name),
+    )
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # on_trial says what happened
     try:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
-                       callbacks=[_trial_logger(summary, say)])
+        study.optimize(
+            objective,
+            n_trials=n_trials,
+            timeout=timeout,
+            catch=(Exception,),
+            callbacks=[_trial_logger(summary, say)],
+        )
     finally:
         optuna.logging.set_verbosity(verbosity)
     best = _best_trial(study, summary, say)
 
     # 3. the best point on test, over the stage's seeds, in the suite's study
     if best is not None and reruns:
-        _rerun_best(suite, search, stage_obj, name, best, summary, storage, results_root,
-                    progress, device, log)
+        _rerun_best(
+            suite,
+            search,
+            stage_obj,
+            name,
+            best,
+            summary,
+            storage,
+            results_root,
+            progress,
+            device,
+            log,
+        )
 
     # 4. the table of trials and the plots
-    summary.paths = write_tune_report(study, search, out_dir, summary, plots=plots,
-                                      table=stage_obj.table)
+    summary.paths = write_tune_report(
+        study, search, out_dir, summary, plots=plots, table=stage_obj.table
+    )
     summary.wall_time = time.perf_counter() - t0
     return summary
 
@@ -339,18 +426,35 @@ def _open_search_study(suite: Suite, search: Search, name: str, storage: str):
     import optuna
 
     study = optuna.create_study(
-        study_name=name, storage=_rdb(storage), direction="maximize", load_if_exists=True,
+        study_name=name,
+        storage=_rdb(storage),
+        direction="maximize",
+        load_if_exists=True,
         sampler=build_option("sampler", search.sampler),
-        pruner=build_option("pruner", search.pruner))
-    for key, value in {"suite": suite.name, "stage": search.stage, "row": search.row,
-                       "regularizer": search.regularizer, "dataset": search.dataset,
-                       "space": canonical_json(search.space), "seed": search.seed}.items():
+        pruner=build_option("pruner", search.pruner),
+    )
+    for key, value in {
+        "suite": suite.name,
+        "stage": search.stage,
+        "row": search.row,
+        "regularizer": search.regularizer,
+        "dataset": search.dataset,
+        "space": canonical_json(search.space),
+        "seed": search.seed,
+    }.items():
         study.set_user_attr(key, value)
     return study
 
 
-def _objective(suite: Suite, search: Search, name: str, artefacts: Path, progress: bool,
-               device: str | None, arts: Mapping[str, Mapping[str, Any]]) -> Callable:
+def _objective(
+    suite: Suite,
+    search: Search,
+    name: str,
+    artefacts: Path,
+    progress: bool,
+    device: str | None,
+    arts: Mapping[str, Mapping[str, Any]],
+) -> Callable:
     """The Optuna objective: train the sampled point on each of the search's seeds in turn;
     its value is the mean final validation accuracy. Every epoch of every seed is one step of
     the pruner (seed i, epoch e is step i * epochs + e in every trial alike)."""
@@ -363,10 +467,15 @@ def _objective(suite: Suite, search: Search, name: str, artefacts: Path, progres
     def objective(trial) -> float:
         point = sample_point(trial, search.space)
         jobs, by_key = trial_jobs(suite, search, point, list(search.seeds))
-        for key, value in {"key": jobs[0].key, "config": jobs[0].config_json(),
-                           "keys": [j.key for j in jobs], "point": canonical_json(point),
-                           "seed": search.seed, "seeds": list(search.seeds),
-                           "git_sha": records.git_sha()}.items():
+        for key, value in {
+            "key": jobs[0].key,
+            "config": jobs[0].config_json(),
+            "keys": [j.key for j in jobs],
+            "point": canonical_json(point),
+            "seed": search.seed,
+            "seeds": list(search.seeds),
+            "git_sha": records.git_sha(),
+        }.items():
             trial.set_user_attr(key, value)
         step = 0
         accs: list[float] = []
@@ -382,26 +491,38 @@ def _objective(suite: Suite, search: Search, name: str, artefacts: Path, progres
                 trial.set_user_attr("val_accuracy", float(acc))
                 trial.set_user_attr("epochs_completed", epoch + 1)
                 trial.set_user_attr("seeds_completed", len(accs))
-                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of seed "
-                                         f"{len(accs) + 1} (val accuracy {100 * acc:.1f} %)")
+                raise optuna.TrialPruned(
+                    f"pruned after epoch {epoch + 1} of seed "
+                    f"{len(accs) + 1} (val accuracy {100 * acc:.1f} %)"
+                )
 
         start = time.perf_counter()
         try:
             for job in jobs:
                 # a key of its own per trial: its epoch checkpoint cannot meet another's
                 run = dataclasses.replace(
-                    job, key=f"{job.key}.{name.rsplit(':', 1)[1]}.t{trial.number}")
+                    job, key=f"{job.key}.{name.rsplit(':', 1)[1]}.t{trial.number}"
+                )
                 try:
-                    metrics = run_job(run, by_key, artefacts, progress, save=False,
-                                      device=device, on_epoch=on_epoch, records=arts)
+                    metrics = run_job(
+                        run,
+                        by_key,
+                        artefacts,
+                        progress,
+                        save=False,
+                        device=device,
+                        on_epoch=on_epoch,
+                        records=arts,
+                    )
                 finally:
                     remove_checkpoint(artefacts / f"{run.key}.ckpt")
                 for key in ("status", "reason", "best_val_accuracy", "epochs_completed"):
                     trial.set_user_attr(key, metrics.get(key))
                 if metrics["status"] != "completed" or metrics.get("val_accuracy") is None:
                     trial.set_user_attr("val_accuracy", metrics.get("val_accuracy"))
-                    raise _TrainingFailed(f"seed {job.seed}: "
-                                          + (metrics.get("reason") or "no validation accuracy"))
+                    raise _TrainingFailed(
+                        f"seed {job.seed}: " + (metrics.get("reason") or "no validation accuracy")
+                    )
                 accs.append(float(metrics["val_accuracy"]))
         except optuna.TrialPruned:
             trial.set_user_attr("status", "pruned")
@@ -432,10 +553,12 @@ def _trial_logger(summary: TuneSummary, say: Callable[[str], None]) -> Callable:
         summary.pruned += state == "PRUNED"
         summary.failed += state == "FAIL"
         a = frozen.user_attrs
-        what = {"COMPLETE": f"val {100 * (frozen.value or 0):.1f} %",
-                "PRUNED": f"pruned after epoch {a.get('epochs_completed', '?')} (val "
-                          f"{100 * (a.get('val_accuracy') or 0):.1f} %)",
-                "FAIL": f"FAILED: {a.get('reason', '')}"}.get(state, state)
+        what = {
+            "COMPLETE": f"val {100 * (frozen.value or 0):.1f} %",
+            "PRUNED": f"pruned after epoch {a.get('epochs_completed', '?')} (val "
+            f"{100 * (a.get('val_accuracy') or 0):.1f} %)",
+            "FAIL": f"FAILED: {a.get('reason', '')}",
+        }.get(state, state)
         point = json.loads(a["point"]) if "point" in a else frozen.params
         say(f"[tune {frozen.number}] {what}; {_fmt(point)} ({a.get('wall_time', 0):.1f} s)")
         raised = state == "FAIL" and a.get("status") == "failed" and "val_accuracy" not in a
@@ -451,21 +574,31 @@ def _best_trial(study, summary: TuneSummary, say: Callable[[str], None]):
     """The best complete trial (the earliest of equals), recorded in ``summary``; or None."""
     import optuna
 
-    done = [t for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [
+        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
+    ]
     summary.total = len(study.get_trials(deepcopy=False))
     best = max(done, key=lambda t: (t.value, -t.number)) if done else None
     if best is not None:
         summary.best_number, summary.best_value = best.number, float(best.value)
         summary.best_point = json.loads(best.user_attrs["point"])
-        say(f"best: trial {best.number}, val {100 * best.value:.1f} %; "
-            f"{_fmt(summary.best_point)}")
+        say(f"best: trial {best.number}, val {100 * best.value:.1f} %; {_fmt(summary.best_point)}")
     return best
 
 
-def _rerun_best(suite: Suite, search: Search, stage_obj: Stage, name: str, best,
-                summary: TuneSummary, storage: str, results_root, progress: bool,
-                device: str | None, log) -> None:
+def _rerun_best(
+    suite: Suite,
+    search: Search,
+    stage_obj: Stage,
+    name: str,
+    best,
+    summary: TuneSummary,
+    storage: str,
+    results_root,
+    progress: bool,
+    device: str | None,
+    log,
+) -> None:
     """The best point on test over the stage's seeds, recorded in the suite's study as row
     ``<row> (tuned)``; the re-runs' test accuracies in ``summary``."""
     from harness.experiments import records
@@ -479,25 +612,49 @@ def _rerun_best(suite: Suite, search: Search, stage_obj: Stage, name: str, best,
         # the search's name in the config: a tuned row never shares a key with a grid row
         cfg = {**job.config, "tuned": name}
         anchor = anchors.get((job.dataset, job.seed))
-        job = dataclasses.replace(job, key=config_key(cfg), config=cfg, label=row, row=row,
-                                  report=anchor.report if anchor else True)
+        job = dataclasses.replace(
+            job,
+            key=config_key(cfg),
+            config=cfg,
+            label=row,
+            row=row,
+            report=anchor.report if anchor else True,
+        )
         tuned_jobs.append(job)
-        extra[job.key] = {"tuned": True, "anchor": anchor.key if anchor else None,
-                          "tune_study": name, "tune_trial": best.number,
-                          "tune_val_accuracy": float(best.value),
-                          "tune_point": summary.best_point}
+        extra[job.key] = {
+            "tuned": True,
+            "anchor": anchor.key if anchor else None,
+            "tune_study": name,
+            "tune_trial": best.number,
+            "tune_val_accuracy": float(best.value),
+            "tune_point": summary.best_point,
+        }
     # run's runner: claimed (concurrent tune processes re-run each seed once), skipped when
     # recorded
-    run_suite(suite, storage=storage, progress=progress, results_root=results_root, log=log,
-              device=device, jobs=tuned_jobs, record_extra=extra)
+    run_suite(
+        suite,
+        storage=storage,
+        progress=progress,
+        results_root=results_root,
+        log=log,
+        device=device,
+        jobs=tuned_jobs,
+        record_extra=extra,
+    )
     frame = records.records_frame(storage, suite.name)
     by = {r["key"]: r for r in frame.to_dict("records")}
     accs = []
     for job in tuned_jobs:
         r = by.get(job.key)
         acc = r.get("test_accuracy") if r else None
-        summary.reruns.append({"seed": job.seed, "key": job.key,
-                               "status": "completed" if r else "failed", "test_accuracy": acc})
+        summary.reruns.append(
+            {
+                "seed": job.seed,
+                "key": job.key,
+                "status": "completed" if r else "failed",
+                "test_accuracy": acc,
+            }
+        )
         if acc is not None and not (isinstance(acc, float) and math.isnan(acc)):
             accs.append(float(acc))
     if accs:
@@ -518,13 +675,17 @@ def _trials_frame(study, space: Mapping[str, Any]):
         a = t.user_attrs
         point = json.loads(a["point"]) if "point" in a else dict(t.params)
         val = t.value if t.value is not None else a.get("val_accuracy")
-        row = {"trial": t.number, "state": t.state.name,
-               "val acc. (%)": round(100 * val, 2) if val is not None else None,
-               "epochs": a.get("epochs_completed", len(t.intermediate_values) or None)}
+        row = {
+            "trial": t.number,
+            "state": t.state.name,
+            "val acc. (%)": round(100 * val, 2) if val is not None else None,
+            "epochs": a.get("epochs_completed", len(t.intermediate_values) or None),
+        }
         for key in space:
             v = point.get(key)
-            row[key] = f"{v:.4g}" if isinstance(v, float) else (
-                canonical_json(v) if v is not None else "")
+            row[key] = (
+                f"{v:.4g}" if isinstance(v, float) else (canonical_json(v) if v is not None else "")
+            )
         row["s"] = round(a["wall_time"], 1) if "wall_time" in a else None
         if t.state.name == "FAIL":
             row["reason"] = str(a.get("reason", ""))[:80]
@@ -551,24 +712,32 @@ def _plots(study, stem: str, out_dir: Path) -> tuple[dict[str, Path], list[str]]
     from optuna.importance import FanovaImportanceEvaluator
     from optuna.visualization import matplotlib as ovm
 
-    complete = [t for t in study.get_trials(deepcopy=False)
-                if t.state == optuna.trial.TrialState.COMPLETE]
-    varying = [k for k in {k for t in complete for k in t.params}
-               if len({repr(t.params.get(k)) for t in complete}) > 1]
+    complete = [
+        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
+    ]
+    varying = [
+        k
+        for k in {k for t in complete for k in t.params}
+        if len({repr(t.params.get(k)) for t in complete}) > 1
+    ]
     paths, notes = {}, []
     plots = {
         "history": lambda: ovm.plot_optimization_history(study, target_name="val accuracy"),
         "intermediate": lambda: ovm.plot_intermediate_values(study),
         "importance": lambda: ovm.plot_param_importances(
-            study, evaluator=FanovaImportanceEvaluator(seed=0), target_name="val accuracy"),
+            study, evaluator=FanovaImportanceEvaluator(seed=0), target_name="val accuracy"
+        ),
     }
     for what, draw in plots.items():
         if what == "importance" and (len(complete) < 2 or not varying):
-            notes.append(f"parameter importances: not drawn ({len(complete)} completed "
-                         f"trial(s), {len(varying)} varying parameter(s); needs >= 2 and >= 1)")
+            notes.append(
+                f"parameter importances: not drawn ({len(complete)} completed "
+                f"trial(s), {len(varying)} varying parameter(s); needs >= 2 and >= 1)"
+            )
             continue
-        if what == "intermediate" and not any(t.intermediate_values
-                                              for t in study.get_trials(deepcopy=False)):
+        if what == "intermediate" and not any(
+            t.intermediate_values for t in study.get_trials(deepcopy=False)
+        ):
             notes.append("intermediate values: not drawn (no trial reported any)")
             continue
         if not complete and what != "intermediate":
@@ -586,9 +755,14 @@ def _plots(study, stem: str, out_dir: Path) -> tuple[dict[str, Path], list[str]]
     return paths, notes
 
 
-def write_tune_report(study, search: Search, out_dir: str | os.PathLike,
-                      summary: TuneSummary, plots: bool = True,
-                      table: str | None = None) -> dict[str, Path]:
+def write_tune_report(
+    study,
+    search: Search,
+    out_dir: str | os.PathLike,
+    summary: TuneSummary,
+    plots: bool = True,
+    table: str | None = None,
+) -> dict[str, Path]:
     """Write ``tune_<stage>_<row>.md`` (the trials, the best point, the re-runs' test accuracy)
     and the plots ``tune_<stage>_<row>_{history,intermediate,importance}.png``; return the
     paths."""
@@ -601,35 +775,49 @@ def write_tune_report(study, search: Search, out_dir: str | os.PathLike,
     paths, notes = _plots(study, stem, out) if plots else ({}, [])
     frame = _trials_frame(study, search.space)
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
-    md = [f"# {summary.suite}: search of `{search.row}` in stage `{search.stage}`\n",
-          f"Optuna study `{summary.study}` in `{redact(summary.storage)}`; dataset "
-          f"`{search.dataset}`, each trial trained with seed(s) "
-          f"{', '.join(map(str, search.seeds))} and scored by its final **validation** accuracy "
-          f"(mean over the seeds); pruner `{canonical_json(dict(search.pruner))}`, sampler "
-          f"`{canonical_json(dict(search.sampler))}`. "
-          + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + ".\n",
-          "Space: " + "; ".join(f"`{k}` {_describe(d)}" for k, d in search.space.items())
-          + "\n"]
+    md = [
+        f"# {summary.suite}: search of `{search.row}` in stage `{search.stage}`\n",
+        f"Optuna study `{summary.study}` in `{redact(summary.storage)}`; dataset "
+        f"`{search.dataset}`, each trial trained with seed(s) "
+        f"{', '.join(map(str, search.seeds))} and scored by its final **validation** accuracy "
+        f"(mean over the seeds); pruner `{canonical_json(dict(search.pruner))}`, sampler "
+        f"`{canonical_json(dict(search.sampler))}`. "
+        + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+        + ".\n",
+        "Space: " + "; ".join(f"`{k}` {_describe(d)}" for k, d in search.space.items()) + "\n",
+    ]
     if summary.best_number is not None:
-        md.append(f"**Best**: trial {summary.best_number}, validation accuracy "
-                  f"{100 * summary.best_value:.2f} %: "
-                  + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else
-                              f"`{k}` = {canonical_json(v)}"
-                              for k, v in summary.best_point.items()) + "\n")
+        md.append(
+            f"**Best**: trial {summary.best_number}, validation accuracy "
+            f"{100 * summary.best_value:.2f} %: "
+            + ", ".join(
+                f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {canonical_json(v)}"
+                for k, v in summary.best_point.items()
+            )
+            + "\n"
+        )
     else:
         md.append("**Best**: none yet (no trial completed).\n")
     if summary.reruns:
         accs = [r["test_accuracy"] for r in summary.reruns]
-        md += [f"Re-runs of the best point on the **test** split (row "
-               f"`{search.row}{TUNED}` of the `{table}` leaderboard):\n",
-               "| seed | key | test acc. (%) |", "|---|---|---|"]
-        md += [f"| {r['seed']} | {r['key']} | "
-               + (f"{100 * a:.2f}" if a is not None else r["status"]) + " |"
-               for r, a in zip(summary.reruns, accs)]
+        md += [
+            f"Re-runs of the best point on the **test** split (row "
+            f"`{search.row}{TUNED}` of the `{table}` leaderboard):\n",
+            "| seed | key | test acc. (%) |",
+            "|---|---|---|",
+        ]
+        md += [
+            f"| {r['seed']} | {r['key']} | "
+            + (f"{100 * a:.2f}" if a is not None else r["status"])
+            + " |"
+            for r, a in zip(summary.reruns, accs)
+        ]
         if summary.test_mean is not None:
-            md.append(f"\nTest accuracy: **{100 * summary.test_mean:.1f} ± "
-                      f"{100 * summary.test_std:.1f} %** (mean ± std over "
-                      f"{sum(a is not None for a in accs)} seed(s)).\n")
+            md.append(
+                f"\nTest accuracy: **{100 * summary.test_mean:.1f} ± "
+                f"{100 * summary.test_std:.1f} %** (mean ± std over "
+                f"{sum(a is not None for a in accs)} seed(s)).\n"
+            )
     md += ["## Trials\n", frame.to_markdown(index=False) if len(frame) else "(none)", ""]
     for what, path in paths.items():
         md.append(f"![{what}]({path.name})\n")

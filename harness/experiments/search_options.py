@@ -3,6 +3,7 @@
 Kept apart from :mod:`harness.experiments.search` so that the suite checker
 (:mod:`harness.experiments.suite`) can validate a search block without importing the search.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -12,12 +13,20 @@ __all__ = ["PRUNERS", "SAMPLERS", "check_option", "build_option"]
 
 #: Optuna pruners by the name a search's ``pruner: {name: ...}`` uses (``optuna.pruners``).
 PRUNERS: dict[str, str] = {
-    "median": "MedianPruner", "percentile": "PercentilePruner",
-    "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner",
-    "threshold": "ThresholdPruner", "none": "NopPruner"}
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner",
+    "none": "NopPruner",
+}
 #: Optuna samplers by the name a search's ``sampler: {name: ...}`` uses (``optuna.samplers``).
-SAMPLERS: dict[str, str] = {"tpe": "TPESampler", "random": "RandomSampler",
-                            "qmc": "QMCSampler", "gp": "GPSampler"}
+SAMPLERS: dict[str, str] = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "qmc": "QMCSampler",
+    "gp": "GPSampler",
+}
 _OPTIONS = {"pruner": ("optuna.pruners", PRUNERS), "sampler": ("optuna.samplers", SAMPLERS)}
 
 
@@ -56,8 +65,10 @@ def check_option(kind: str, spec: Mapping[str, Any]) -> str | None:
     params = inspect.signature(_option_class(kind, name)).parameters
     for key in spec:
         if key != "name" and key not in params:
-            return (f"{kind} {name!r} ({table[name]}) takes no {key!r}; it takes "
-                    f"{', '.join(params) or 'nothing'}")
+            return (
+                f"{kind} {name!r} ({table[name]}) takes no {key!r}; it takes "
+                f"{', '.join(params) or 'nothing'}"
+            )
     try:
         build_option(kind, spec)
     except (TypeError, ValueError) as exc:

@@ -9,6 +9,7 @@ harness prints or writes about a storage goes through :func:`redact` (a URL) or 
 meant (a raw ``@`` in a password) and :func:`open_error` turns the exception of a storage that
 cannot be opened into one line with the fix.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,19 +36,21 @@ def secret_key(name: str) -> bool:
 
 
 def _mask_query(text: str) -> str:
-    return _QUERY_ITEM.sub(lambda m: m.group(0) if not secret_key(m.group(2))
-                           else f"{m.group(1)}{m.group(2)}={MASK}", text)
+    return _QUERY_ITEM.sub(
+        lambda m: m.group(0) if not secret_key(m.group(2)) else f"{m.group(1)}{m.group(2)}={MASK}",
+        text,
+    )
 
 
 def _mask_userinfo(text: str, bare: bool = False) -> str:
     """``text`` with every ``scheme://user:password@`` shown as ``scheme://user:***@`` (the
     password up to the last ``@`` of the URL), without parsing it; with ``bare``, a text that
     is ``user:password@...`` without a scheme too."""
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}{':' + MASK if m.group(3) else ''}@",
-                         text)
+    text = _USERINFO.sub(
+        lambda m: f"{m.group(1)}{m.group(2)}{':' + MASK if m.group(3) else ''}@", text
+    )
     if bare and "://" not in text and "@" in text:  # ``user:password@host/db``: still a secret
-        text = re.sub(r"^[^\s:@/]*:[^\s]*@", lambda m: m.group(0).split(":")[0] + f":{MASK}@",
-                      text)
+        text = re.sub(r"^[^\s:@/]*:[^\s]*@", lambda m: m.group(0).split(":")[0] + f":{MASK}@", text)
     return text
 
 
@@ -70,8 +73,9 @@ def redact(url) -> str:
     raw string."""
     text = "" if url is None else str(url)
     u = _parsed(text)
-    shown = (u.render_as_string(hide_password=True) if u is not None
-             else _mask_userinfo(text, bare=True))
+    shown = (
+        u.render_as_string(hide_password=True) if u is not None else _mask_userinfo(text, bare=True)
+    )
     return _mask_query(shown)
 
 
@@ -126,23 +130,36 @@ def check_url(url: str) -> None:
         u = make_url(url)
     except Exception as exc:
         why = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, url)
-        raise ValueError(f"storage {shown!r} is not a database URL ({why}); give {_FORMS}"
-                         ) from None
+        raise ValueError(
+            f"storage {shown!r} is not a database URL ({why}); give {_FORMS}"
+        ) from None
     if u.host and "@" in u.host:
-        raise ValueError(f"storage {shown!r}: its password (or user name) holds a raw '@'; "
-                         "percent-encode it as %40 (and ':' as %3A, '/' as %2F), or leave the "
-                         "password out of the URL and set PGPASSWORD or ~/.pgpass")
+        raise ValueError(
+            f"storage {shown!r}: its password (or user name) holds a raw '@'; "
+            "percent-encode it as %40 (and ':' as %3A, '/' as %2F), or leave the "
+            "password out of the URL and set PGPASSWORD or ~/.pgpass"
+        )
 
 
 #: SQLAlchemy dialects suggested for a misspelt one (Optuna's RDB storage: SQLite,
 #: PostgreSQL, MySQL; PostgreSQL through psycopg2, the driver of otransfer[postgres])
-_DIALECTS = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+pg8000", "mysql",
-             "mysql+pymysql", "mysql+mysqldb", "mysql+mysqlconnector")
+_DIALECTS = (
+    "sqlite",
+    "postgresql",
+    "postgresql+psycopg2",
+    "postgresql+pg8000",
+    "mysql",
+    "mysql+pymysql",
+    "mysql+mysqldb",
+    "mysql+mysqlconnector",
+)
 #: drivers shipped as an extra of this project
-_EXTRAS = {"psycopg2": "pip install 'otransfer[postgres]'",
-           # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (3)
-           "psycopg": "pip install psycopg, or name the driver otransfer[postgres] installs: "
-                      "postgresql+psycopg2://..."}
+_EXTRAS = {
+    "psycopg2": "pip install 'otransfer[postgres]'",
+    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (3)
+    "psycopg": "pip install psycopg, or name the driver otransfer[postgres] installs: "
+    "postgresql+psycopg2://...",
+}
 
 
 def _missing_module(exc: BaseException) -> str | None:
@@ -167,20 +184,24 @@ def open_error(exc: BaseException, url: str) -> str:
     missing = _missing_module(exc)
     if missing is not None:
         how = _EXTRAS.get(missing, f"pip install {missing}")
-        return (f"storage {shown!r} needs the database driver {missing!r}, which is not "
-                f"installed: {how}")
+        return (
+            f"storage {shown!r} needs the database driver {missing!r}, which is not "
+            f"installed: {how}"
+        )
     if type(exc).__name__ == "NoSuchModuleError":
         name = url.split("://", 1)[0]
         from solvers.registry import close_matches  # an error's path only: solvers loads torch
 
         close = close_matches(name, _DIALECTS, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        return (f"storage {shown!r}: SQLAlchemy knows no database driver {name!r}; {hint}"
-                f"give {_FORMS}")
+        return (
+            f"storage {shown!r}: SQLAlchemy knows no database driver {name!r}; {hint}give {_FORMS}"
+        )
     first = (str(exc).strip().splitlines() or [""])[0]
     hint = ""
     if "file is not a database" in str(exc):
-        hint = (" (not an SQLite file: move it away, or give --results a new folder or "
-                "--storage another database)")
-    return (f"storage {shown!r} cannot be opened: {type(exc).__name__}: {scrub(first, url)}"
-            f"{hint}")
+        hint = (
+            " (not an SQLite file: move it away, or give --results a new folder or "
+            "--storage another database)"
+        )
+    return f"storage {shown!r} cannot be opened: {type(exc).__name__}: {scrub(first, url)}{hint}"

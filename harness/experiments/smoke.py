@@ -21,6 +21,7 @@ the same network at lr 0.1, batch 4, gave eval-mode outputs of NaN after 2 steps
 10, 6e4 after 30 and 3.9 after 60 (finite from then on), and 7.8 after 2 steps once its
 statistics were re-estimated; a real run evaluates first after an epoch (782 steps at batch 64).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,12 +63,12 @@ def stage_batch(stage, batch: int) -> int:
         return batch
     from harness.zoo.standin import standin_classes
 
-    return max(batch, *(2 * standin_classes(d, dict(stage.dataset_params))
-                        for d in stage.datasets))
+    return max(batch, *(2 * standin_classes(d, dict(stage.dataset_params)) for d in stage.datasets))
 
 
-def smoke_suite(suite: Suite, weights_dir: Path, batch: int = 2,
-                device: str | None = None) -> Suite:
+def smoke_suite(
+    suite: Suite, weights_dir: Path, batch: int = 2, device: str | None = None
+) -> Suite:
     """``suite``'s templates as a throwaway suite ``<name>-smoke``: first seed and grid value,
     2 steps at the smoke batch (a ``steps: 0`` stage stays evaluation only), evaluation and a
     checkpoint every epoch, ``pretrained`` files replaced by random weights in
@@ -77,9 +78,16 @@ def smoke_suite(suite: Suite, weights_dir: Path, batch: int = 2,
     quick = quick_suite(suite)
     stages = []
     for s in quick.stages:
-        train = {**s.train, "steps": 0 if s.train.get("steps") == 0 else SMOKE_STEPS,
-                 "epochs": 1, "batch_size": stage_batch(s, batch), "eval_every": 1,
-                 "checkpoint_every": 1, "log_every": 1, "device": device or "cpu"}
+        train = {
+            **s.train,
+            "steps": 0 if s.train.get("steps") == 0 else SMOKE_STEPS,
+            "epochs": 1,
+            "batch_size": stage_batch(s, batch),
+            "eval_every": 1,
+            "checkpoint_every": 1,
+            "log_every": 1,
+            "device": device or "cpu",
+        }
         pretrained = s.pretrained
         if pretrained is not None:
             pretrained = str(_random_weights(s.model, dict(s.model_params), weights_dir))
@@ -134,7 +142,9 @@ def cover_sample(jobs: Sequence[Job], by_key: dict[str, Job]) -> list[Job]:
     left = set().union(*(template_features(j) for j in jobs)) if jobs else set()
     chosen: dict[str, Job] = {}
     while left:
-        best = max(jobs, key=lambda j: (len(template_features(j) & left), -_closure_size(j, by_key)))
+        best = max(
+            jobs, key=lambda j: (len(template_features(j) & left), -_closure_size(j, by_key))
+        )
         left -= template_features(best)
         for j in _closure(best, by_key):
             chosen[j.key] = j
@@ -204,11 +214,16 @@ def recalibrate_batchnorm(model, dataset, batch_size: int = 64) -> int:
     return len(bns)
 
 
-def run_smoke(suite: Suite | str, overrides: Iterable[str] = (), batch: int = 2,
-              device: str | None = None, sample: bool | Callable = False,
-              image_size: int = 224,
-              folder: str | None = None,
-              say: Callable[[str], None] | None = print) -> list[SmokeResult]:
+def run_smoke(
+    suite: Suite | str,
+    overrides: Iterable[str] = (),
+    batch: int = 2,
+    device: str | None = None,
+    sample: bool | Callable = False,
+    image_size: int = 224,
+    folder: str | None = None,
+    say: Callable[[str], None] | None = print,
+) -> list[SmokeResult]:
     """Run every template of ``suite`` (or a :func:`cover_sample` of them) as the module doc
     says, in a throwaway folder (``folder``, else a temporary one, removed afterwards); one
     :class:`SmokeResult` per template, in the suite's order. ``sample``: True for
@@ -237,14 +252,22 @@ def _run_jobs(smoke: Suite, jobs: list[Job], tmp: Path, device, image_size, say)
     with _fresh_teacher_statistics():
         for job in jobs:
             stage = stages[job.stage]
-            failed_dep = next((d for d in _deps(job) if d in results
-                               and results[d].status != "ok"), None)
+            failed_dep = next(
+                (d for d in _deps(job) if d in results and results[d].status != "ok"), None
+            )
             if failed_dep is not None:
-                res = SmokeResult(job, "not run", f"its {_dep_role(job, failed_dep)} job "
-                                                  f"({results[failed_dep].job.stage}) failed")
+                res = SmokeResult(
+                    job,
+                    "not run",
+                    f"its {_dep_role(job, failed_dep)} job "
+                    f"({results[failed_dep].job.stage}) failed",
+                )
             else:
-                with standin_datasets(n=stage.train["batch_size"],
-                                      cover=_label_cost_stage(stage), image_size=image_size):
+                with standin_datasets(
+                    n=stage.train["batch_size"],
+                    cover=_label_cost_stage(stage),
+                    image_size=image_size,
+                ):
                     res = _run_one(smoke, job, tmp, device)
             results[job.key] = res
             say(format_line(res))
@@ -252,8 +275,11 @@ def _run_jobs(smoke: Suite, jobs: list[Job], tmp: Path, device, image_size, say)
 
 
 def _deps(job: Job) -> list[str]:
-    return [job.config[r] for r in ("teacher", "init")
-            if job.config.get(r) and job.config[r] != PRETRAINED]
+    return [
+        job.config[r]
+        for r in ("teacher", "init")
+        if job.config.get(r) and job.config[r] != PRETRAINED
+    ]
 
 
 def _dep_role(job: Job, key: str) -> str:
@@ -275,9 +301,18 @@ def _run_one(smoke: Suite, job: Job, tmp: Path, device) -> SmokeResult:
     t0 = time.perf_counter()
     for _ in range(2):
         try:
-            run_suite(smoke, storage=f"sqlite:///{tmp}/runs.sqlite3", progress=False,
-                      results_root=tmp, log=None, device=device, jobs=[job], batch=False,
-                      on_epoch=on_epoch, on_job=lambda j, m: got.update(m))
+            run_suite(
+                smoke,
+                storage=f"sqlite:///{tmp}/runs.sqlite3",
+                progress=False,
+                results_root=tmp,
+                log=None,
+                device=device,
+                jobs=[job],
+                batch=False,
+                on_epoch=on_epoch,
+                on_job=lambda j, m: got.update(m),
+            )
             break
         except _Interrupt:
             continue
@@ -287,9 +322,13 @@ def _run_one(smoke: Suite, job: Job, tmp: Path, device) -> SmokeResult:
     steps = job.config["train"].get("steps")
     resumed = got.get("resumed_from_epoch") == 1
     if steps and not resumed:
-        return SmokeResult(job, "failed", f"did not resume from its epoch-1 checkpoint "
-                                          f"(resumed_from_epoch={got.get('resumed_from_epoch')})",
-                           wall)
+        return SmokeResult(
+            job,
+            "failed",
+            f"did not resume from its epoch-1 checkpoint "
+            f"(resumed_from_epoch={got.get('resumed_from_epoch')})",
+            wall,
+        )
     return SmokeResult(job, "ok", "", wall, resumed)
 
 
@@ -302,8 +341,9 @@ def describe(job: Job, by_key: dict[str, Job] | None = None) -> str:
     elif teacher and by_key and teacher in by_key:
         pair = f"{cfg['model']} <- {by_key[teacher].config['model']}"
     taps = sorted({str(v) for k, v in cfg["regularizer_params"].items() if k.endswith("taps")})
-    return (f"{job.stage} {cfg['dataset']} {pair} {job.label}"
-            + (f" taps={'/'.join(taps)}" if taps else ""))
+    return f"{job.stage} {cfg['dataset']} {pair} {job.label}" + (
+        f" taps={'/'.join(taps)}" if taps else ""
+    )
 
 
 def format_line(res: SmokeResult) -> str:
@@ -322,19 +362,19 @@ def header(suite: Suite, batch: int, image_size: int, sample: bool) -> str:
     standin = [d for d in datasets if get_dataset(d).needs_root]
     pretrained = sorted({s.model for s in suite.stages if s.pretrained})
     batches = sorted({s.train.get("batch_size", 64) for s in suite.stages})
-    lines = [f"smoke run of {suite.name}: {'a covering sample of ' if sample else 'every '}"
-             f"job template (first seed, first grid value), {SMOKE_STEPS} SGD steps at batch "
-             f"{batch} (the smallest that keeps the shapes; the suite's: "
-             f"{'/'.join(map(str, batches))}), evaluation, checkpoint, interruption and resume",
-             "  data: seeded random stand-ins of the real shapes and class counts for "
-             f"{', '.join(standin) or 'none (every dataset is embedded)'}"
-             + (f" (224-pixel images shrunk to {image_size} for CI)" if image_size != 224
-                else ""),
-             "  models at their real sizes; random weights"
-             + (f" stand in for the pretrained files of {', '.join(pretrained)}" if pretrained
-                else ""),
-             "  teachers' batch-norm statistics re-estimated on their current weights before "
-             "use (2 steps leave them stale; see harness/experiments/smoke.py)"]
+    lines = [
+        f"smoke run of {suite.name}: {'a covering sample of ' if sample else 'every '}"
+        f"job template (first seed, first grid value), {SMOKE_STEPS} SGD steps at batch "
+        f"{batch} (the smallest that keeps the shapes; the suite's: "
+        f"{'/'.join(map(str, batches))}), evaluation, checkpoint, interruption and resume",
+        "  data: seeded random stand-ins of the real shapes and class counts for "
+        f"{', '.join(standin) or 'none (every dataset is embedded)'}"
+        + (f" (224-pixel images shrunk to {image_size} for CI)" if image_size != 224 else ""),
+        "  models at their real sizes; random weights"
+        + (f" stand in for the pretrained files of {', '.join(pretrained)}" if pretrained else ""),
+        "  teachers' batch-norm statistics re-estimated on their current weights before "
+        "use (2 steps leave them stale; see harness/experiments/smoke.py)",
+    ]
     return "\n".join(lines)
 
 
@@ -343,15 +383,15 @@ def smoke_cli(args) -> int:
     failure."""
     batch = getattr(args, "smoke_batch", 2)
     if batch < 2:
-        raise ValueError(f"--smoke-batch must be >= 2 (batch norm needs two examples); got "
-                         f"{batch}")
+        raise ValueError(f"--smoke-batch must be >= 2 (batch norm needs two examples); got {batch}")
     suite = load_suite(args.suite, args.set or ())
     print(header(suite, batch, 224, False), flush=True)
     t0 = time.perf_counter()
-    results = run_smoke(suite, batch=batch, device=args.device,
-                        say=lambda s: print(s, flush=True))
+    results = run_smoke(suite, batch=batch, device=args.device, say=lambda s: print(s, flush=True))
     wall = time.perf_counter() - t0
     bad = [r for r in results if r.status != "ok"]
-    print(f"{suite.name} smoke: {len(results) - len(bad)} of {len(results)} templates ok, "
-          f"{len(bad)} failed or not run, in {wall:.1f} s")
+    print(
+        f"{suite.name} smoke: {len(results) - len(bad)} of {len(results)} templates ok, "
+        f"{len(bad)} failed or not run, in {wall:.1f} s"
+    )
     return 1 if bad else 0

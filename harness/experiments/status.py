@@ -15,6 +15,7 @@ claim, *failed* when its last attempt failed (with the reason recorded), *waitin
 A running claim whose heartbeat is older than ``stale_after`` (on the database's clock) is
 listed as *abandoned*: the next worker to look takes it over.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,13 +55,19 @@ def _label(job) -> str:
 def _no_storage_yet(storage: str) -> bool:
     if not storage.startswith("sqlite:///"):
         return False
-    path = storage[len("sqlite:///"):]
+    path = storage[len("sqlite:///") :]
     return path not in ("", ":memory:") and not os.path.exists(path)
 
 
-def suite_status(suite, storage: str | None = None, overrides: Iterable[str] = (),
-                 quick: bool = False, results_root: str | os.PathLike = "results",
-                 stale_after: float = 120.0, window: float = 600.0) -> SuiteStatus:
+def suite_status(
+    suite,
+    storage: str | None = None,
+    overrides: Iterable[str] = (),
+    quick: bool = False,
+    results_root: str | os.PathLike = "results",
+    stale_after: float = 120.0,
+    window: float = 600.0,
+) -> SuiteStatus:
     """The state of every job of ``suite`` (a name, file or :class:`~harness.experiments.suite.Suite`).
 
     Parameters
@@ -78,7 +85,7 @@ def suite_status(suite, storage: str | None = None, overrides: Iterable[str] = (
     import sqlalchemy as sa
 
     from harness.experiments import records
-    from harness.experiments.claims import DONE, FAILED, TABLE, make_engine, db_now_sql
+    from harness.experiments.claims import DONE, FAILED, TABLE, db_now_sql, make_engine
     from harness.experiments.runner import quick_suite
     from harness.experiments.suite import Suite, expand, load_suite
 
@@ -105,9 +112,17 @@ def suite_status(suite, storage: str | None = None, overrides: Iterable[str] = (
             with engine.connect() as c:
                 now = float(c.execute(sa.select(db_now_sql(engine.dialect.name))).scalar_one())
                 if sa.inspect(c).has_table(TABLE):
-                    rows = c.execute(sa.text(
-                        f"select key, worker, host, pid, state, heartbeat, attempts from {TABLE} "
-                        "where suite = :s"), {"s": suite.name}).mappings().all()
+                    rows = (
+                        c.execute(
+                            sa.text(
+                                f"select key, worker, host, pid, state, heartbeat, attempts from {TABLE} "
+                                "where suite = :s"
+                            ),
+                            {"s": suite.name},
+                        )
+                        .mappings()
+                        .all()
+                    )
                     claims = {r["key"]: dict(r) for r in rows}
         finally:
             engine.dispose()
@@ -128,14 +143,24 @@ def suite_status(suite, storage: str | None = None, overrides: Iterable[str] = (
         if job.key in completed or (c is not None and c["state"] == DONE):
             done.append(job.key)
         elif c is not None and c["state"] == FAILED:
-            failed.append({"key": job.key, "job": _label(job),
-                           "reason": last_fail.get(job.key, "failed")})
+            failed.append(
+                {"key": job.key, "job": _label(job), "reason": last_fail.get(job.key, "failed")}
+            )
         elif c is not None:  # running or recording
             age = None if now is None else now - float(c["heartbeat"])
-            running.append({"key": job.key, "job": _label(job), "worker": c["worker"],
-                            "host": c["host"], "pid": c["pid"], "state": c["state"],
-                            "heartbeat_age": age, "attempts": c["attempts"],
-                            "abandoned": age is not None and age > stale_after})
+            running.append(
+                {
+                    "key": job.key,
+                    "job": _label(job),
+                    "worker": c["worker"],
+                    "host": c["host"],
+                    "pid": c["pid"],
+                    "state": c["state"],
+                    "heartbeat_age": age,
+                    "attempts": c["attempts"],
+                    "abandoned": age is not None and age > stale_after,
+                }
+            )
         else:
             waiting.append(job.key)
     rate = eta = None
@@ -149,21 +174,38 @@ def suite_status(suite, storage: str | None = None, overrides: Iterable[str] = (
             rate = 60.0 * (len(recent) - 1) / span
             left = len(waiting) + len(running)
             eta = left / rate if rate > 0 else None
-    return SuiteStatus(suite.name, storage, len(jobs), done, running, failed, waiting,
-                       jobs_per_minute=rate, window=window, eta_minutes=eta)
+    return SuiteStatus(
+        suite.name,
+        storage,
+        len(jobs),
+        done,
+        running,
+        failed,
+        waiting,
+        jobs_per_minute=rate,
+        window=window,
+        eta_minutes=eta,
+    )
 
 
 def format_status(s: SuiteStatus, verbose: bool = False) -> str:
     """The status as plain lines (the running jobs by worker, failures with their reasons)."""
     from harness.experiments.records import redact
 
-    lines = [f"{s.suite}: {s.jobs} jobs: {len(s.done)} done, {len(s.running)} running, "
-             f"{len(s.failed)} failed, {len(s.waiting)} waiting  ({redact(s.storage)})"]
+    lines = [
+        f"{s.suite}: {s.jobs} jobs: {len(s.done)} done, {len(s.running)} running, "
+        f"{len(s.failed)} failed, {len(s.waiting)} waiting  ({redact(s.storage)})"
+    ]
     if s.jobs_per_minute is not None:
-        eta = f"; ETA {s.eta_minutes:.1f} min" if s.eta_minutes is not None and (
-            s.waiting or s.running) else ""
-        lines.append(f"  throughput {s.jobs_per_minute:.1f} jobs/min over the last "
-                     f"{s.window / 60:.0f} min of records{eta}")
+        eta = (
+            f"; ETA {s.eta_minutes:.1f} min"
+            if s.eta_minutes is not None and (s.waiting or s.running)
+            else ""
+        )
+        lines.append(
+            f"  throughput {s.jobs_per_minute:.1f} jobs/min over the last "
+            f"{s.window / 60:.0f} min of records{eta}"
+        )
     if s.running:
         workers: dict[str, list[dict]] = {}
         for r in s.running:
@@ -171,13 +213,19 @@ def format_status(s: SuiteStatus, verbose: bool = False) -> str:
         lines.append(f"  running ({len(workers)} worker{'s' if len(workers) != 1 else ''}):")
         for w, rs in sorted(workers.items()):
             for r in rs:
-                age = "" if r["heartbeat_age"] is None else f"heartbeat {r['heartbeat_age']:.0f} s ago"
+                age = (
+                    ""
+                    if r["heartbeat_age"] is None
+                    else f"heartbeat {r['heartbeat_age']:.0f} s ago"
+                )
                 flag = "  ABANDONED: the next worker takes it over" if r["abandoned"] else ""
                 again = f" (attempt {r['attempts']})" if r["attempts"] > 1 else ""
                 lines.append(f"    {w}  {age}  {r['job']}{again}{flag}")
     if s.failed:
-        lines.append(f"  failed ({len(s.failed)}; `otransfer run`/`resume` tries them again, "
-                     "`worker` does not):")
+        lines.append(
+            f"  failed ({len(s.failed)}; `otransfer run`/`resume` tries them again, "
+            "`worker` does not):"
+        )
         shown = s.failed if verbose else s.failed[:10]
         for f in shown:
             lines.append(f"    {f['job']} ({f['key']}): {f['reason']}")

@@ -120,17 +120,18 @@ dataset has, the claim grammar, ``TrainConfig``), which pydantic would run as va
 written by hand all the same, and its errors (a ``loc`` path) would still need the YAML node
 marks (``_Lines``) to name the line. A dependency for ~15 checks does not serve.
 """
+
 from __future__ import annotations
 
 import collections
 import copy
 import dataclasses
-import re
 import hashlib
 import itertools
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -139,37 +140,101 @@ import yaml
 
 from harness.experiments.plugins import suite_plugins
 from harness.experiments.reference import parse_claim
-from harness.experiments.suite_checks import (check_claims, check_known, check_rows,
-                                              check_taps, count_jobs, job_count_problem,
-                                              job_limit, meta_model, name_problem,
-                                              number_hint, param_value_problem,
-                                              same_jobs_problem, spec_problem,
-                                              spelling_problem, takers, value_key)
+from harness.experiments.suite_checks import (
+    check_claims,
+    check_known,
+    check_rows,
+    check_taps,
+    count_jobs,
+    job_count_problem,
+    job_limit,
+    meta_model,
+    name_problem,
+    number_hint,
+    param_value_problem,
+    same_jobs_problem,
+    spec_problem,
+    spelling_problem,
+    takers,
+    value_key,
+)
 
-__all__ = ["SuiteError", "Suite", "Stage", "Job", "Search", "load_suite", "parse_suite",
-           "with_overrides", "merge_params", "slug",
-           "expand", "apply_overrides", "parse_override", "available_suites", "SUITES_DIR", "config_key"]
+__all__ = [
+    "SuiteError",
+    "Suite",
+    "Stage",
+    "Job",
+    "Search",
+    "load_suite",
+    "parse_suite",
+    "with_overrides",
+    "merge_params",
+    "slug",
+    "expand",
+    "apply_overrides",
+    "parse_override",
+    "available_suites",
+    "SUITES_DIR",
+    "config_key",
+]
 
 #: Where suite names resolve (``suites/<name>.yaml`` at the repository root).
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 
-_TOP_KEYS = {"name": str, "description": str, "seeds": list, "stages": dict,
-             "search": (dict, list), "test_pool": str, "plugins": list}
-_STAGE_KEYS = {"model": str, "model_params": dict, "dataset": (str, list),
-               "dataset_params": dict, "train": dict, "regularizers": list, "teacher": str,
-               "grid": dict, "seeds": list, "init": str, "source": dict, "table": str,
-               "task": str, "report": bool, "reference": dict, "pretrained": str, "splits": dict,
-               "analysis": dict, "select": str, "claims": list, "premises": list}
+_TOP_KEYS = {
+    "name": str,
+    "description": str,
+    "seeds": list,
+    "stages": dict,
+    "search": (dict, list),
+    "test_pool": str,
+    "plugins": list,
+}
+_STAGE_KEYS = {
+    "model": str,
+    "model_params": dict,
+    "dataset": (str, list),
+    "dataset_params": dict,
+    "train": dict,
+    "regularizers": list,
+    "teacher": str,
+    "grid": dict,
+    "seeds": list,
+    "init": str,
+    "source": dict,
+    "table": str,
+    "task": str,
+    "report": bool,
+    "reference": dict,
+    "pretrained": str,
+    "splits": dict,
+    "analysis": dict,
+    "select": str,
+    "claims": list,
+    "premises": list,
+}
 #: ``init:`` / ``teacher:`` value naming the stage's own ``pretrained`` weights file.
 PRETRAINED = "pretrained"
-_REFERENCE_KEYS = {"paper": str, "table": (str, int), "columns": dict, "rows": dict,
-                   "claims": list, "premises": list}
+_REFERENCE_KEYS = {
+    "paper": str,
+    "table": (str, int),
+    "columns": dict,
+    "rows": dict,
+    "claims": list,
+    "premises": list,
+}
 _SOURCE_KEYS = {"dataset": str, "dataset_params": dict, "weight": (int, float), "split": str}
 #: Regularizer parameters read by the suite, not by the regularizer: the leaderboard row name.
 ROW_KEY = "row"
 _SUBMAPS = ("grid", "model_params", "dataset_params", "train")
-_TYPE_NAMES = {str: "a string", list: "a list", dict: "a mapping", int: "an integer",
-               float: "a number", bool: "true or false"}
+_TYPE_NAMES = {
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+}
 
 
 class SuiteError(ValueError):
@@ -324,21 +389,26 @@ def _resolve_path(path_or_name: str | os.PathLike) -> Path:
     p = Path(path_or_name)
     if p.suffix in (".yaml", ".yml") or p.exists() or p.is_symlink():
         if p.is_dir():
-            raise FileNotFoundError(f"suite file {str(p)!r} is a directory: give a .yaml file "
-                                    "in it, or a suite name")
+            raise FileNotFoundError(
+                f"suite file {str(p)!r} is a directory: give a .yaml file in it, or a suite name"
+            )
         if p.is_symlink() and not p.exists():
-            raise FileNotFoundError(f"suite file {str(p)!r} is a link to nothing (a broken "
-                                    "link or a loop of links)")
+            raise FileNotFoundError(
+                f"suite file {str(p)!r} is a link to nothing (a broken link or a loop of links)"
+            )
         if not p.is_file():
-            raise FileNotFoundError(f"suite file {str(p)!r} not found" + (
-                " (not a regular file)" if p.exists() else ""))
+            raise FileNotFoundError(
+                f"suite file {str(p)!r} not found" + (" (not a regular file)" if p.exists() else "")
+            )
         return p
     for ext in (".yaml", ".yml"):
         cand = SUITES_DIR / f"{p.name}{ext}"
         if cand.is_file():
             return cand
-    raise FileNotFoundError(f"no suite {str(path_or_name)!r}: not a file and not in {SUITES_DIR} "
-                            f"(known: {', '.join(available_suites()) or 'none'})")
+    raise FileNotFoundError(
+        f"no suite {str(path_or_name)!r}: not a file and not in {SUITES_DIR} "
+        f"(known: {', '.join(available_suites()) or 'none'})"
+    )
 
 
 class _Lines:
@@ -360,8 +430,11 @@ class _Lines:
                         best = k.start_mark.line + 1
                         nxt = v
                         break
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
-                    and part < len(node.value):
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(part, int)
+                and part < len(node.value)
+            ):
                 nxt = node.value[part]
                 best = nxt.start_mark.line + 1
             if nxt is None:
@@ -394,8 +467,10 @@ def _read_suite_text(path: Path) -> str:
     """The text of suite file ``path``: at most :data:`MAX_SUITE_BYTES`, UTF-8."""
     size = path.stat().st_size
     if size > MAX_SUITE_BYTES:
-        raise SuiteError(f"{path}: {size:,} bytes, more than a suite file's {MAX_SUITE_BYTES:,} "
-                         "(is it a suite? generate long seed lists with --set seeds=...)")
+        raise SuiteError(
+            f"{path}: {size:,} bytes, more than a suite file's {MAX_SUITE_BYTES:,} "
+            "(is it a suite? generate long seed lists with --set seeds=...)"
+        )
     with open(path, "rb") as f:  # at most the limit, should the file grow meanwhile
         data = f.read(MAX_SUITE_BYTES + 1)
     if len(data) > MAX_SUITE_BYTES:
@@ -403,8 +478,10 @@ def _read_suite_text(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SuiteError(f"{path}: not UTF-8 text (byte {data[exc.start]:#04x} at offset "
-                         f"{exc.start}): a suite file is YAML text, saved as UTF-8") from None
+        raise SuiteError(
+            f"{path}: not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+            f"{exc.start}): a suite file is YAML text, saved as UTF-8"
+        ) from None
 
 
 #: Bounds of a suite file's YAML: aliases, and nodes once every alias is expanded (a
@@ -430,9 +507,12 @@ class _SuiteLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
                 key = key_node.value
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} is written twice in this mapping (first on "
-                                    f"line {seen[key] + 1}; YAML would keep only the last)",
-                        key_node.start_mark)
+                        None,
+                        None,
+                        f"key {key!r} is written twice in this mapping (first on "
+                        f"line {seen[key] + 1}; YAML would keep only the last)",
+                        key_node.start_mark,
+                    )
                 seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
@@ -447,16 +527,17 @@ def _check_expansion(root) -> None:
     def size(node, depth: int = 0) -> int:
         if depth > MAX_DEPTH:
             raise yaml.composer.ComposerError(
-                None, None, f"nested more than {MAX_DEPTH} levels deep", node.start_mark)
+                None, None, f"nested more than {MAX_DEPTH} levels deep", node.start_mark
+            )
         if id(node) in sizes:
             uses["aliases"] += 1
             if uses["aliases"] > MAX_ALIASES:
                 raise yaml.composer.ComposerError(
-                    None, None, f"more than {MAX_ALIASES} alias uses", node.start_mark)
+                    None, None, f"more than {MAX_ALIASES} alias uses", node.start_mark
+                )
             return sizes[id(node)]
         if id(node) in seen_ids:  # a recursive alias
-            raise yaml.composer.ComposerError(None, None, "a recursive alias",
-                                              node.start_mark)
+            raise yaml.composer.ComposerError(None, None, "a recursive alias", node.start_mark)
         seen_ids.add(id(node))
         n = 1
         if isinstance(node, yaml.SequenceNode):
@@ -465,8 +546,11 @@ def _check_expansion(root) -> None:
             n += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
         if n > MAX_NODES:
             raise yaml.composer.ComposerError(
-                None, None, f"the document expands to more than {MAX_NODES:,} nodes (nested "
-                            f"aliases?)", node.start_mark)
+                None,
+                None,
+                f"the document expands to more than {MAX_NODES:,} nodes (nested aliases?)",
+                node.start_mark,
+            )
         sizes[id(node)] = n
         return n
 
@@ -490,8 +574,10 @@ def parse_suite(text: str, filename: str = "<suite>", overrides: Iterable[str] =
     try:
         root, raw = _compose(text)
     except RecursionError:
-        raise SuiteError(f"{filename}: invalid YAML: nested far deeper than a suite's "
-                         f"{MAX_DEPTH} levels (a generated or corrupt file?)") from None
+        raise SuiteError(
+            f"{filename}: invalid YAML: nested far deeper than a suite's "
+            f"{MAX_DEPTH} levels (a generated or corrupt file?)"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f"line {mark.line + 1}" if mark is not None else "unknown line"
@@ -518,6 +604,7 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
     line and the key of the first problem: top-level keys, then each stage in order (what it
     names must exist: models, datasets, earlier stages, regularizer terms and parameters,
     splits, train settings), then the search blocks."""
+
     def fail(path, msg):
         raise _err(filename, lines, path, msg)
 
@@ -527,14 +614,23 @@ def _check(raw: Any, filename: str, lines: _Lines) -> Suite:
     for sname, s in _with_test_pool(raw, fail)["stages"].items():
         problem = name_problem("a stage name", sname) or (
             "a stage name holds no '.' (--set stages.NAME.key would not reach it)"
-            if "." in sname else None)
+            if "." in sname
+            else None
+        )
         if problem:
             fail(["stages", sname], problem)
         stages.append(_check_stage(sname, s, stages, seeds, fail))
     check_rows(stages, fail)  # no two configs pooled into one row
     check_claims(stages, parse_claim, _accepts, _label, fail)
-    return Suite(name=raw["name"], description=raw.get("description", ""), stages=tuple(stages),
-                 seeds=seeds, path=filename, raw=raw, searches=_check_searches(raw, stages, fail))
+    return Suite(
+        name=raw["name"],
+        description=raw.get("description", ""),
+        stages=tuple(stages),
+        seeds=seeds,
+        path=filename,
+        raw=raw,
+        searches=_check_searches(raw, stages, fail),
+    )
 
 
 def _with_test_pool(raw: Mapping, fail) -> Mapping:
@@ -564,10 +660,12 @@ def _check_top(raw: Any, fail) -> None:
     for key in ("name", "stages"):
         if key not in raw:
             fail([], f"missing required key {key!r}")
-    if not isinstance(raw["name"], str) or not _NAME.fullmatch(raw["name"]) \
-            or ".." in raw["name"]:
-        fail(["name"], f"a suite name is a plain name of 1-100 letters, digits, '-', '_' or '.' "
-                       f"(no '/', no '..': it names results/<name>/); got {raw['name']!r}"[:300])
+    if not isinstance(raw["name"], str) or not _NAME.fullmatch(raw["name"]) or ".." in raw["name"]:
+        fail(
+            ["name"],
+            f"a suite name is a plain name of 1-100 letters, digits, '-', '_' or '.' "
+            f"(no '/', no '..': it names results/<name>/); got {raw['name']!r}"[:300],
+        )
     if not raw["stages"]:
         fail(["stages"], "needs at least one stage")
 
@@ -587,9 +685,18 @@ def _check_stage(sname: str, s: Any, earlier_stages: Sequence[Stage], seeds, fai
     teacher = s.get("teacher")
     source = _check_source(s.get("source"), base, fail)
     regs, resolved = _stage_regularizers(s, base, fail)
-    teacher_stage = next(({"model": st.model, "model_params": st.model_params}
-                          for st in earlier_stages if st.name == teacher), None) \
-        if teacher != PRETRAINED else s
+    teacher_stage = (
+        next(
+            (
+                {"model": st.model, "model_params": st.model_params}
+                for st in earlier_stages
+                if st.name == teacher
+            ),
+            None,
+        )
+        if teacher != PRETRAINED
+        else s
+    )
     check_taps(s, teacher_stage, resolved, base, fail)
     for key in ("table", "task"):
         problem = name_problem(f"{key}", s[key]) if key in s else None
@@ -601,21 +708,28 @@ def _check_stage(sname: str, s: Any, earlier_stages: Sequence[Stage], seeds, fai
     if source is not None and "split" in source:
         have = _dataset_splits(source["dataset"])
         if have is not None and source["split"] not in have:
-            fail(base + ["source", "split"], f"dataset {source['dataset']!r} has no split "
-                                             f"{source['split']!r} (splits: "
-                                             f"{', '.join(have)})")
+            fail(
+                base + ["source", "split"],
+                f"dataset {source['dataset']!r} has no split "
+                f"{source['split']!r} (splits: "
+                f"{', '.join(have)})",
+            )
     if s.get("select") not in (None, "val"):
-        fail(base + ["select"], "select must be 'val': report, per row and column, the grid "
-                                "point with the best mean validation accuracy")
+        fail(
+            base + ["select"],
+            "select must be 'val': report, per row and column, the grid "
+            "point with the best mean validation accuracy",
+        )
     analysis = s.get("analysis")
     if analysis is not None:
         analysis = _check_analysis(analysis, base + ["analysis"], fail, teacher)
         for d in datasets:
             have = _dataset_splits(d) or ()
             if analysis["split"] not in have:
-                fail(base + ["analysis", "split"], f"dataset {d!r} has no split "
-                                                   f"{analysis['split']!r} (splits: "
-                                                   f"{', '.join(have)})")
+                fail(
+                    base + ["analysis", "split"],
+                    f"dataset {d!r} has no split {analysis['split']!r} (splits: {', '.join(have)})",
+                )
     reference = s.get("reference")
     if reference is not None:
         reference = _check_reference(reference, base + ["reference"], fail)
@@ -627,13 +741,27 @@ def _check_stage(sname: str, s: Any, earlier_stages: Sequence[Stage], seeds, fai
     train = _stage_train(s, base, fail)
     stage_seeds = _seeds(s["seeds"], base + ["seeds"], fail) if "seeds" in s else seeds
     return Stage(
-        name=sname, model=s["model"], model_params=dict(s.get("model_params", {})),
-        datasets=datasets, dataset_params=dict(s.get("dataset_params", {})), train=train,
-        regularizers=tuple(regs), teacher=teacher, grid=grid, seeds=stage_seeds,
-        init=s.get("init"), pretrained=s.get("pretrained"), splits=splits, analysis=analysis,
-        source=source, table=s.get("table", sname),
-        task=s.get("task"), report=s.get("report"), reference=reference,
-        select=s.get("select"))
+        name=sname,
+        model=s["model"],
+        model_params=dict(s.get("model_params", {})),
+        datasets=datasets,
+        dataset_params=dict(s.get("dataset_params", {})),
+        train=train,
+        regularizers=tuple(regs),
+        teacher=teacher,
+        grid=grid,
+        seeds=stage_seeds,
+        init=s.get("init"),
+        pretrained=s.get("pretrained"),
+        splits=splits,
+        analysis=analysis,
+        source=source,
+        table=s.get("table", sname),
+        task=s.get("task"),
+        report=s.get("report"),
+        reference=reference,
+        select=s.get("select"),
+    )
 
 
 def _check_stage_names(s: Mapping, base: list, fail) -> tuple[str, ...]:
@@ -652,14 +780,20 @@ def _check_stage_names(s: Mapping, base: list, fail) -> tuple[str, ...]:
         model = get_model(s["model"])
     except ValueError as exc:
         fail(base + ["model"], str(exc))
-    check_known(model.params, s.get("model_params", {}), f"model {model.name!r}",
-                base + ["model_params"], fail)
+    check_known(
+        model.params,
+        s.get("model_params", {}),
+        f"model {model.name!r}",
+        base + ["model_params"],
+        fail,
+    )
     problem = spelling_problem("model", s["model"], model.name)
     if problem:
         fail(base + ["model"], problem)
     src = s.get("source")
-    src_dataset = src["dataset"] if isinstance(src, dict) and isinstance(src.get("dataset"), str) \
-        else None
+    src_dataset = (
+        src["dataset"] if isinstance(src, dict) and isinstance(src.get("dataset"), str) else None
+    )
     for d in (*datasets, *([src_dataset] if src_dataset else [])):
         where = base + (["dataset"] if d in datasets else ["source", "dataset"])
         try:
@@ -670,32 +804,49 @@ def _check_stage_names(s: Mapping, base: list, fail) -> tuple[str, ...]:
         if problem:
             fail(where, problem)
     for d in datasets:
-        check_known(get_dataset(d).params, s.get("dataset_params", {}), f"dataset {d!r}",
-                    base + ["dataset_params"], fail, lowest=0)
+        check_known(
+            get_dataset(d).params,
+            s.get("dataset_params", {}),
+            f"dataset {d!r}",
+            base + ["dataset_params"],
+            fail,
+            lowest=0,
+        )
         _check_dataset_params(d, s.get("dataset_params", {}), base + ["dataset_params"], fail)
     if src_dataset:
-        check_known(get_dataset(src_dataset).params, src.get("dataset_params", {}),
-                    f"dataset {src_dataset!r}", base + ["source", "dataset_params"], fail,
-                    lowest=0)
-        _check_dataset_params(src_dataset, src.get("dataset_params", {}),
-                              base + ["source", "dataset_params"], fail)
+        check_known(
+            get_dataset(src_dataset).params,
+            src.get("dataset_params", {}),
+            f"dataset {src_dataset!r}",
+            base + ["source", "dataset_params"],
+            fail,
+            lowest=0,
+        )
+        _check_dataset_params(
+            src_dataset, src.get("dataset_params", {}), base + ["source", "dataset_params"], fail
+        )
     return datasets
 
 
 def _check_stage_refs(s: Mapping, base: list, earlier: list[str], fail) -> None:
     """``teacher`` / ``init``: an earlier stage, or ``pretrained`` with a weights file."""
     if "pretrained" in s and not str(s["pretrained"]).strip():
-        fail(base + ["pretrained"], "pretrained is blank: give the path of a local state_dict "
-                                    "file")
+        fail(base + ["pretrained"], "pretrained is blank: give the path of a local state_dict file")
     for ref in ("teacher", "init"):
         if s.get(ref) == PRETRAINED:
             if "pretrained" not in s:
-                fail(base + [ref], f"{ref}: pretrained needs the stage's 'pretrained: PATH' "
-                                   "(a local state_dict file)")
+                fail(
+                    base + [ref],
+                    f"{ref}: pretrained needs the stage's 'pretrained: PATH' "
+                    "(a local state_dict file)",
+                )
             continue
         if s.get(ref) is not None and s[ref] not in earlier:
-            fail(base + [ref], f"{ref} {s[ref]!r} is not an earlier stage "
-                               f"(earlier: {', '.join(earlier) or 'none'})")
+            fail(
+                base + [ref],
+                f"{ref} {s[ref]!r} is not an earlier stage "
+                f"(earlier: {', '.join(earlier) or 'none'})",
+            )
 
 
 def _check_source(source: Mapping | None, base: list, fail) -> dict | None:
@@ -704,21 +855,27 @@ def _check_source(source: Mapping | None, base: list, fail) -> dict | None:
         return None
     for key, value in source.items():
         if key not in _SOURCE_KEYS:
-            fail(base + ["source", key], f"unknown source key {key!r}; expected one of "
-                                         f"{', '.join(_SOURCE_KEYS)}")
+            fail(
+                base + ["source", key],
+                f"unknown source key {key!r}; expected one of {', '.join(_SOURCE_KEYS)}",
+            )
         if not isinstance(value, _SOURCE_KEYS[key]) or isinstance(value, bool):
             fail(base + ["source", key], f"must be {_type_name(_SOURCE_KEYS[key])}")
     if "dataset" not in source:
         fail(base + ["source"], "a source needs a 'dataset'")
     w = source.get("weight", 1.0)
     if not math.isfinite(w) or w < 0:
-        fail(base + ["source", "weight"], f"the source's weight (lambda_s) must be a finite "
-                                          f"number >= 0; got {w!r}")
-    return {"dataset": source["dataset"],
-            "dataset_params": dict(source.get("dataset_params", {})),
-            "weight": float(source.get("weight", 1.0)),
-            # the source's training split; only when given (keys stay as they were)
-            **({"split": source["split"]} if "split" in source else {})}
+        fail(
+            base + ["source", "weight"],
+            f"the source's weight (lambda_s) must be a finite number >= 0; got {w!r}",
+        )
+    return {
+        "dataset": source["dataset"],
+        "dataset_params": dict(source.get("dataset_params", {})),
+        "weight": float(source.get("weight", 1.0)),
+        # the source's training split; only when given (keys stay as they were)
+        **({"split": source["split"]} if "split" in source else {}),
+    }
 
 
 def _stage_regularizers(s: Mapping, base: list, fail) -> tuple[list[tuple[str, dict]], list]:
@@ -728,8 +885,11 @@ def _stage_regularizers(s: Mapping, base: list, fail) -> tuple[list[tuple[str, d
     for i, r in enumerate(s.get("regularizers", ["none"])):
         if isinstance(r, str):
             regs.append((r, {}))
-        elif isinstance(r, dict) and len(r) == 1 and isinstance(next(iter(r.values())),
-                                                                (dict, type(None))):
+        elif (
+            isinstance(r, dict)
+            and len(r) == 1
+            and isinstance(next(iter(r.values())), (dict, type(None)))
+        ):
             spec, params = next(iter(r.items()))
             params = dict(params or {})
             if ROW_KEY in params:
@@ -738,12 +898,16 @@ def _stage_regularizers(s: Mapping, base: list, fail) -> tuple[list[tuple[str, d
                     fail(base + ["regularizers", i], problem)
             regs.append((str(spec), params))
         else:
-            fail(base + ["regularizers", i], "a regularizer is a spec string or a one-key "
-                                             "mapping {spec: {param: value}}")
+            fail(
+                base + ["regularizers", i],
+                "a regularizer is a spec string or a one-key mapping {spec: {param: value}}",
+            )
     if not regs:
         fail(base + ["regularizers"], "needs at least one regularizer (use 'none')")
-    resolved = [_check_regularizer(spec, params, base + ["regularizers", i], fail)
-                for i, (spec, params) in enumerate(regs)]
+    resolved = [
+        _check_regularizer(spec, params, base + ["regularizers", i], fail)
+        for i, (spec, params) in enumerate(regs)
+    ]
     return regs, resolved
 
 
@@ -754,24 +918,32 @@ def _check_splits(s: Mapping, splits: Mapping, base: list, fail) -> None:
     for key, value in splits.items():
         per = value if isinstance(value, dict) else {n: value for n in names}
         if key not in ("train", "val", "test") or not all(
-                isinstance(v, str) or (v is None and key == "val") for v in per.values()):
-            fail(base + ["splits", key], "splits maps 'train' / 'val' / 'test' to a split name "
-                                         "of the datasets, or to {dataset: split name} ('val' "
-                                         "may be null: none)")
+            isinstance(v, str) or (v is None and key == "val") for v in per.values()
+        ):
+            fail(
+                base + ["splits", key],
+                "splits maps 'train' / 'val' / 'test' to a split name "
+                "of the datasets, or to {dataset: split name} ('val' "
+                "may be null: none)",
+            )
         for name, v in per.items():
             have = _dataset_splits(name)
             if have is None:  # a dataset of no stage is a typo; one of another stage is
                 # allowed (a stage merged from a YAML anchor with its splits)
-                fail(base + ["splits", key, name], f"{name!r} is not a registered dataset "
-                                                   "(otransfer list datasets)")
+                fail(
+                    base + ["splits", key, name],
+                    f"{name!r} is not a registered dataset (otransfer list datasets)",
+                )
             from harness.zoo.data import get_dataset
 
             problem = spelling_problem("dataset", name, get_dataset(name).name)
             if problem:  # 'Aircraft' would never match the job's 'aircraft': silently unused
                 fail(base + ["splits", key, name], problem)
             if isinstance(v, str) and have is not None and v not in have:
-                fail(base + ["splits", key], f"dataset {name!r} has no split {v!r} "
-                                             f"(splits: {', '.join(have)})")
+                fail(
+                    base + ["splits", key],
+                    f"dataset {name!r} has no split {v!r} (splits: {', '.join(have)})",
+                )
 
 
 def _stage_grid(s: Mapping, regs, base: list, fail) -> dict[str, tuple]:
@@ -781,31 +953,46 @@ def _stage_grid(s: Mapping, regs, base: list, fail) -> dict[str, tuple]:
         if not isinstance(v, list) or not v:
             fail(base + ["grid", k], "a grid axis is a non-empty list of values")
         keys = [value_key(x) for x in v]
-        twice = next((x for x, key in zip(v, keys) if keys.count(key) > 1), None) \
-            if len(set(keys)) != len(keys) else None
+        twice = (
+            next((x for x, key in zip(v, keys) if keys.count(key) > 1), None)
+            if len(set(keys)) != len(keys)
+            else None
+        )
         if twice is not None:
             same = " and ".join(repr(x) for x, key in zip(v, keys) if key == value_key(twice))
-            fail(base + ["grid", k], f"a grid axis lists a value twice ({same} are equal: the "
-                                     f"same job twice, under two keys); remove one: {v!r}"[:400])
+            fail(
+                base + ["grid", k],
+                f"a grid axis lists a value twice ({same} are equal: the "
+                f"same job twice, under two keys); remove one: {v!r}"[:400],
+            )
         try:
             taking = [(spec, p) for spec, p in regs if _accepts(spec, str(k), p)]
         except ValueError as exc:  # an unknown regularizer or plan name
             fail(base + ["regularizers"], str(exc))
         if not taking:
-            fail(base + ["grid", k], f"no regularizer of this stage takes {k!r} (the grid spans "
-                                     "regularizer parameters only; train settings go in "
-                                     "'train', or one stage per value)")
+            fail(
+                base + ["grid", k],
+                f"no regularizer of this stage takes {k!r} (the grid spans "
+                "regularizer parameters only; train settings go in "
+                "'train', or one stage per value)",
+            )
         for spec, p in taking:  # each value as its entries will be built with it (and with
             # each plan of a plan axis: a solver key must be one every plan takes)
-            plans = [a for a in s["grid"] if a != k and (a == "plan" or str(a).endswith(".plan"))
-                     and isinstance(s["grid"][a], list) and _accepts(spec, str(a), p)]
-            for x, combo in itertools.product(v, itertools.product(*(s["grid"][a]
-                                                                      for a in plans))):
+            plans = [
+                a
+                for a in s["grid"]
+                if a != k
+                and (a == "plan" or str(a).endswith(".plan"))
+                and isinstance(s["grid"][a], list)
+                and _accepts(spec, str(a), p)
+            ]
+            for x, combo in itertools.product(v, itertools.product(*(s["grid"][a] for a in plans))):
                 point = {**dict(zip(map(str, plans), combo)), str(k): x}
                 where = ", ".join(f"{a} = {y!r}" for a, y in point.items())
 
                 def at(_path, msg, where=where):
                     fail(base + ["grid", k], f"{where}: {msg}")
+
                 _check_regularizer(spec, merge_params(p, point), [], at)
         grid[str(k)] = tuple(v)
     for spec, p in regs:  # 'tau' and 'kd.tau': one parameter, two axes (one overwritten)
@@ -814,10 +1001,13 @@ def _stage_grid(s: Mapping, regs, base: list, fail) -> dict[str, tuple]:
             for t in takers(spec, k, {x: y for x, y in p.items() if x != ROW_KEY}):
                 other = seen.setdefault((t, k.partition(".")[2] or k), k)
                 if other != k:
-                    fail(base + ["grid", k], f"axes {other!r} and {k!r} both set {t}."
-                                             f"{k.partition('.')[2] or k} of {spec!r}: one "
-                                             "would overwrite the other (the same jobs under "
-                                             "several keys); keep one")
+                    fail(
+                        base + ["grid", k],
+                        f"axes {other!r} and {k!r} both set {t}."
+                        f"{k.partition('.')[2] or k} of {spec!r}: one "
+                        "would overwrite the other (the same jobs under "
+                        "several keys); keep one",
+                    )
     return grid
 
 
@@ -829,8 +1019,10 @@ def _stage_train(s: Mapping, base: list, fail) -> dict:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for k in train:
         if k not in fields:
-            fail(base + ["train", k], f"unknown train setting {k!r}; TrainConfig fields: "
-                                      f"{', '.join(sorted(fields))}")
+            fail(
+                base + ["train", k],
+                f"unknown train setting {k!r}; TrainConfig fields: {', '.join(sorted(fields))}",
+            )
     if "seed" in train:
         fail(base + ["train", "seed"], "set seeds with the 'seeds' list, not train.seed")
     if "param_groups" in train:
@@ -848,8 +1040,11 @@ def _check_searches(raw: Mapping, stages: Sequence[Stage], fail) -> tuple[Search
     if "search" not in raw:
         return ()
     blocks = raw["search"] if isinstance(raw["search"], list) else [raw["search"]]
-    paths = [["search", i] for i in range(len(blocks))] \
-        if isinstance(raw["search"], list) else [["search"]]
+    paths = (
+        [["search", i] for i in range(len(blocks))]
+        if isinstance(raw["search"], list)
+        else [["search"]]
+    )
     if not blocks:
         fail(["search"], "a search list needs at least one search block")
     searches = tuple(_check_search(b, p, list(stages), fail) for b, p in zip(blocks, paths))
@@ -875,25 +1070,36 @@ def _check_dataset_params(name: str, params: Any, path, fail) -> None:
         from harness.zoo.pools import TEST_POOLS
 
         if params["test_pool"] not in TEST_POOLS:
-            fail(path + ["test_pool"], f"test_pool must be one of "
-                                       f"{', '.join(map(repr, TEST_POOLS))}; got "
-                                       f"{params['test_pool']!r}")
+            fail(
+                path + ["test_pool"],
+                f"test_pool must be one of "
+                f"{', '.join(map(repr, TEST_POOLS))}; got "
+                f"{params['test_pool']!r}",
+            )
     classes = params.get("classes")
     if classes is None or "classes" not in info.params:
         return
     if isinstance(info.params.get("classes"), int):  # synthetic: a number of classes
         if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-            fail(path + ["classes"], f"classes is the number of classes (at least 2); got "
-                                     f"{classes!r}")
+            fail(
+                path + ["classes"],
+                f"classes is the number of classes (at least 2); got {classes!r}",
+            )
         return
     total = params.get("num_classes", info.params.get("num_classes", info.num_classes))
     if not isinstance(classes, list) or not all(
-            isinstance(c, int) and not isinstance(c, bool) for c in classes):
-        fail(path + ["classes"], f"classes is a list of class indices, e.g. [0, 1, 2]; got "
-                                 f"{classes!r}")
+        isinstance(c, int) and not isinstance(c, bool) for c in classes
+    ):
+        fail(
+            path + ["classes"],
+            f"classes is a list of class indices, e.g. [0, 1, 2]; got {classes!r}",
+        )
     if len(classes) < 2:
-        fail(path + ["classes"], f"classes needs at least 2 classes (one class makes every "
-                                 f"prediction right); got {classes!r}")
+        fail(
+            path + ["classes"],
+            f"classes needs at least 2 classes (one class makes every "
+            f"prediction right); got {classes!r}",
+        )
     if len(set(classes)) != len(classes):
         fail(path + ["classes"], f"classes lists a class twice: {classes!r}")
     out = [c for c in classes if not 0 <= c < int(total)]
@@ -906,8 +1112,11 @@ def _check_model_params(params: Any, path, fail) -> None:
     if not isinstance(params, dict) or "widths" not in params:
         return
     w = params["widths"]
-    if not isinstance(w, list) or not w or not all(
-            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in w):
+    if (
+        not isinstance(w, list)
+        or not w
+        or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in w)
+    ):
         fail(path + ["widths"], f"widths is a non-empty list of positive integers; got {w!r}")
 
 
@@ -918,20 +1127,31 @@ def _check_param_groups(groups: Any, stage: Mapping[str, Any], path, fail) -> No
     from harness.training.loop import REGULARIZER_PREFIX, ParamGroup
 
     if not isinstance(groups, list):
-        fail(path, "param_groups is a list of {match: PATTERN or [PATTERNS], lr_mult: NUMBER} "
-                   "(lr_mult 0 freezes; the first match wins)")
+        fail(
+            path,
+            "param_groups is a list of {match: PATTERN or [PATTERNS], lr_mult: NUMBER} "
+            "(lr_mult 0 freezes; the first match wins)",
+        )
     parsed = []
     for i, entry in enumerate(groups):
         if isinstance(entry, dict):
             for key in entry:
                 if key not in ("match", "lr_mult"):
-                    fail(path + [i, key], f"unknown param_groups key {key!r}; expected match, "
-                                          "lr_mult")
+                    fail(
+                        path + [i, key],
+                        f"unknown param_groups key {key!r}; expected match, lr_mult",
+                    )
         try:
             parsed.append(ParamGroup.parse(entry))
         except (TypeError, ValueError) as exc:
-            key = next((k for k in ("lr_mult", "match") if f"'{k}'" in str(exc)
-                        and isinstance(entry, dict) and k in entry), None)
+            key = next(
+                (
+                    k
+                    for k in ("lr_mult", "match")
+                    if f"'{k}'" in str(exc) and isinstance(entry, dict) and k in entry
+                ),
+                None,
+            )
             fail(path + [i] + ([key] if key else []), str(exc))
     names = _model_param_names(stage)
     if names is None:  # a model the meta device cannot build: the trainer checks at its start
@@ -940,17 +1160,23 @@ def _check_param_groups(groups: Any, stage: Mapping[str, Any], path, fail) -> No
     # trainer checks those patterns
     for i, g in enumerate(parsed):
         for j, pattern in enumerate(g.match):
-            if not pattern.startswith(REGULARIZER_PREFIX) and \
-                    not any(ParamGroup(match=pattern).matches(n) for n in names):
-                where = path + [i, "match"] + ([j] if isinstance(groups[i]["match"], list)
-                                               else [])
-                fail(where, f"pattern {pattern!r} matches no parameter of model "
-                            f"{stage.get('model')!r} (its modules: {_name_summary(names)})")
+            if not pattern.startswith(REGULARIZER_PREFIX) and not any(
+                ParamGroup(match=pattern).matches(n) for n in names
+            ):
+                where = path + [i, "match"] + ([j] if isinstance(groups[i]["match"], list) else [])
+                fail(
+                    where,
+                    f"pattern {pattern!r} matches no parameter of model "
+                    f"{stage.get('model')!r} (its modules: {_name_summary(names)})",
+                )
     first = {next((i for i, g in enumerate(parsed) if g.matches(n)), None) for n in names}
     for i, g in enumerate(parsed):
         if i not in first and not all(m.startswith(REGULARIZER_PREFIX) for m in g.match):
-            fail(path + [i], "every parameter this group matches belongs to an earlier group "
-                             "(the first match wins)")
+            fail(
+                path + [i],
+                "every parameter this group matches belongs to an earlier group "
+                "(the first match wins)",
+            )
 
 
 def _model_param_names(stage: Mapping[str, Any]) -> list[str] | None:
@@ -976,16 +1202,22 @@ def _check_analysis(an: dict, path, fail, teacher) -> dict:
             fail(path + [key], f"unknown analysis key {key!r}; expected one of {', '.join(keys)}")
         if not isinstance(value, keys[key]) or isinstance(value, bool):
             fail(path + [key], f"must be {_type_name(keys[key])}")
-    if not an.get("trace_taps") or not all(isinstance(t, str) and t.strip()
-                                           for t in an["trace_taps"]):
-        fail(path + (["trace_taps"] if "trace_taps" in an else []),
-             "an analysis needs 'trace_taps': a list of the layers (tap names) to compare")
+    if not an.get("trace_taps") or not all(
+        isinstance(t, str) and t.strip() for t in an["trace_taps"]
+    ):
+        fail(
+            path + (["trace_taps"] if "trace_taps" in an else []),
+            "an analysis needs 'trace_taps': a list of the layers (tap names) to compare",
+        )
     if an.get("max_examples", 1) < 1:
         fail(path + ["max_examples"], f"max_examples must be >= 1; got {an['max_examples']}")
     if teacher is None:
         fail(path, "the plan-trace analysis compares with the stage's teacher: set 'teacher'")
-    return {"trace_taps": [str(t) for t in an["trace_taps"]], "split": an.get("split", "val"),
-            "max_examples": int(an.get("max_examples", 3000))}
+    return {
+        "trace_taps": [str(t) for t in an["trace_taps"]],
+        "split": an.get("split", "val"),
+        "max_examples": int(an.get("max_examples", 3000)),
+    }
 
 
 def _check_reference(ref: dict, path, fail) -> dict:
@@ -994,8 +1226,10 @@ def _check_reference(ref: dict, path, fail) -> dict:
 
     for key, value in ref.items():
         if key not in _REFERENCE_KEYS:
-            fail(path + [key], f"unknown reference key {key!r}; expected one of "
-                               f"{', '.join(_REFERENCE_KEYS)}")
+            fail(
+                path + [key],
+                f"unknown reference key {key!r}; expected one of {', '.join(_REFERENCE_KEYS)}",
+            )
         if not isinstance(value, _REFERENCE_KEYS[key]):
             fail(path + [key], f"must be {_type_name(_REFERENCE_KEYS[key])}")
     for key in ("paper", "table"):
@@ -1008,22 +1242,32 @@ def _check_reference(ref: dict, path, fail) -> dict:
     known = set(cells["column"])
     for ours, theirs in ref.get("columns", {}).items():
         if theirs not in known:
-            fail(path + ["columns", ours], f"{ref['paper']} table {ref['table']} has no column "
-                                           f"{theirs!r}; its columns: {', '.join(sorted(known))}")
+            fail(
+                path + ["columns", ours],
+                f"{ref['paper']} table {ref['table']} has no column "
+                f"{theirs!r}; its columns: {', '.join(sorted(known))}",
+            )
     rows = set(cells["row"])
     for ours, theirs in ref.get("rows", {}).items():
         if theirs is not None and theirs not in rows:  # null: a row the paper does not have
-            fail(path + ["rows", ours], f"{ref['paper']} table {ref['table']} has no row "
-                                        f"{theirs!r}; its rows: {', '.join(sorted(rows))}")
+            fail(
+                path + ["rows", ours],
+                f"{ref['paper']} table {ref['table']} has no row "
+                f"{theirs!r}; its rows: {', '.join(sorted(rows))}",
+            )
     for key in ("premises", "claims"):  # same syntax; premises are checked first (report)
         for i, claim in enumerate(ref.get(key, [])):
             try:
                 parse_claim(claim)
             except ValueError as exc:
                 fail(path + [key, i], str(exc))
-    out = {"paper": ref["paper"], "table": str(ref["table"]),
-           "columns": dict(ref.get("columns", {})), "rows": dict(ref.get("rows", {})),
-           "claims": list(ref.get("claims", []))}
+    out = {
+        "paper": ref["paper"],
+        "table": str(ref["table"]),
+        "columns": dict(ref.get("columns", {})),
+        "rows": dict(ref.get("rows", {})),
+        "claims": list(ref.get("claims", [])),
+    }
     if ref.get("premises"):  # absent when empty: older records compare equal
         out["premises"] = list(ref["premises"])
     return out
@@ -1038,27 +1282,50 @@ def _own_claims(s: Mapping, reference, base, fail):
     if not own:
         return reference
     if reference is not None:
-        fail(base + [next(iter(own))], "this stage has a paper's reference block: list its "
-                                       "premises and claims there")
+        fail(
+            base + [next(iter(own))],
+            "this stage has a paper's reference block: list its premises and claims there",
+        )
     for key, items in own.items():
         for i, text in enumerate(items):
             try:
                 parse_claim(text if isinstance(text, str) else "")
             except ValueError as exc:
                 fail(base + [key, i], str(exc))
-    out = {"paper": "", "table": "", "columns": {}, "rows": {},
-           "claims": list(own.get("claims", []))}
+    out = {
+        "paper": "",
+        "table": "",
+        "columns": {},
+        "rows": {},
+        "claims": list(own.get("claims", [])),
+    }
     if own.get("premises"):
         out["premises"] = list(own["premises"])
     return out
 
 
-_SEARCH_KEYS = {"stage": str, "regularizer": str, "dataset": str, "trials": int, "seed": int,
-                "seeds": list, "pruner": dict, "sampler": dict, "space": dict}
-_DIM_KEYS = {"low": (int, float), "high": (int, float), "log": bool, "step": (int, float),
-             "type": str, "choices": list}
-_DIM_HELP = ("a search dimension is {low: L, high: H[, log: true, step: S, type: int]} or "
-             "{choices: [...]}")
+_SEARCH_KEYS = {
+    "stage": str,
+    "regularizer": str,
+    "dataset": str,
+    "trials": int,
+    "seed": int,
+    "seeds": list,
+    "pruner": dict,
+    "sampler": dict,
+    "space": dict,
+}
+_DIM_KEYS = {
+    "low": (int, float),
+    "high": (int, float),
+    "log": bool,
+    "step": (int, float),
+    "type": str,
+    "choices": list,
+}
+_DIM_HELP = (
+    "a search dimension is {low: L, high: H[, log: true, step: S, type: int]} or {choices: [...]}"
+)
 #: TrainConfig fields a search does not set: the trials' seed is the search's ``seed``, the
 #: device the machine's (``--device``).
 _FIXED_TRAIN = ("seed", "device")
@@ -1073,48 +1340,70 @@ def _check_search(block: Any, path: list, stages: Sequence[Stage], fail) -> Sear
         fail(path, "a search block is a mapping with keys " + ", ".join(_SEARCH_KEYS))
     for key, value in block.items():
         if key not in _SEARCH_KEYS:
-            fail(path + [key], f"unknown search key {key!r}; expected one of "
-                               f"{', '.join(_SEARCH_KEYS)}")
+            fail(
+                path + [key],
+                f"unknown search key {key!r}; expected one of {', '.join(_SEARCH_KEYS)}",
+            )
         if not isinstance(value, _SEARCH_KEYS[key]) or isinstance(value, bool):
-            fail(path + [key], f"must be {_type_name(_SEARCH_KEYS[key])}, got "
-                               f"{type(value).__name__}")
+            fail(
+                path + [key], f"must be {_type_name(_SEARCH_KEYS[key])}, got {type(value).__name__}"
+            )
     if "stage" not in block:
         fail(path, "a search needs 'stage': the stage whose regularizer is tuned")
     by_name = {st.name: st for st in stages}
     stage = by_name.get(block["stage"])
     if stage is None:
-        fail(path + ["stage"], f"search stage {block['stage']!r} is not a stage of this suite "
-                               f"(stages: {', '.join(by_name)})")
+        fail(
+            path + ["stage"],
+            f"search stage {block['stage']!r} is not a stage of this suite "
+            f"(stages: {', '.join(by_name)})",
+        )
     # the regularizer entry tuned: by its row name, else by its spec
     rows = [p.get(ROW_KEY) or spec for spec, p in stage.regularizers]
     want = block.get("regularizer")
     if want is None:
         if len(rows) != 1:
-            fail(path, f"stage {stage.name!r} has {len(rows)} regularizers; name the one to "
-                       f"tune with 'regularizer' (one of {', '.join(map(repr, rows))})")
+            fail(
+                path,
+                f"stage {stage.name!r} has {len(rows)} regularizers; name the one to "
+                f"tune with 'regularizer' (one of {', '.join(map(repr, rows))})",
+            )
         idx = 0
     else:
-        cands = [i for i, r in enumerate(rows) if r == want] or \
-            [i for i, (spec, _) in enumerate(stage.regularizers) if spec == want]
+        cands = [i for i, r in enumerate(rows) if r == want] or [
+            i for i, (spec, _) in enumerate(stage.regularizers) if spec == want
+        ]
         if not cands:
-            fail(path + ["regularizer"], f"stage {stage.name!r} has no regularizer {want!r}; its "
-                                         f"regularizers: {', '.join(map(repr, rows))}")
+            fail(
+                path + ["regularizer"],
+                f"stage {stage.name!r} has no regularizer {want!r}; its "
+                f"regularizers: {', '.join(map(repr, rows))}",
+            )
         if len(cands) > 1:
-            fail(path + ["regularizer"], f"several regularizers of stage {stage.name!r} have "
-                                         f"spec {want!r}; name one by its row: "
-                                         f"{', '.join(repr(rows[i]) for i in cands)}")
+            fail(
+                path + ["regularizer"],
+                f"several regularizers of stage {stage.name!r} have "
+                f"spec {want!r}; name one by its row: "
+                f"{', '.join(repr(rows[i]) for i in cands)}",
+            )
         idx = cands[0]
     spec = stage.regularizers[idx][0]
     params = {k: v for k, v in stage.regularizers[idx][1].items() if k != ROW_KEY}
     dataset = block.get("dataset")
     if dataset is None:
         if len(stage.datasets) > 1:
-            fail(path, f"stage {stage.name!r} has several datasets; name the one to search on "
-                       f"with 'dataset' (one of {', '.join(stage.datasets)})")
+            fail(
+                path,
+                f"stage {stage.name!r} has several datasets; name the one to search on "
+                f"with 'dataset' (one of {', '.join(stage.datasets)})",
+            )
         dataset = stage.datasets[0]
     elif dataset not in stage.datasets:
-        fail(path + ["dataset"], f"stage {stage.name!r} has no dataset {dataset!r} (its "
-                                 f"datasets: {', '.join(stage.datasets)})")
+        fail(
+            path + ["dataset"],
+            f"stage {stage.name!r} has no dataset {dataset!r} (its "
+            f"datasets: {', '.join(stage.datasets)})",
+        )
     problem = _no_val_split(stage, dataset)
     if problem:
         fail(path + ["stage"], problem)
@@ -1123,13 +1412,25 @@ def _check_search(block: Any, path: list, stages: Sequence[Stage], fail) -> Sear
         fail(path + ["trials"], f"trials must be >= 1; got {trials}")
     space = block.get("space")
     if not space:
-        fail(path + (["space"] if "space" in block else []),
-             "a search needs a non-empty 'space': dotted keys (omega_p.alpha, train.lr) mapped "
-             "to " + _DIM_HELP.split(" is ", 1)[1])
+        fail(
+            path + (["space"] if "space" in block else []),
+            "a search needs a non-empty 'space': dotted keys (omega_p.alpha, train.lr) mapped "
+            "to " + _DIM_HELP.split(" is ", 1)[1],
+        )
     plans = _plan_dims(space)  # a solver key must suit each plan the search may pick
-    dims = {str(k): _check_dim(str(k), d, path + ["space", k], stage, spec,
-                               params, fail, {a: c for a, c in plans.items() if a != str(k)})
-            for k, d in space.items()}
+    dims = {
+        str(k): _check_dim(
+            str(k),
+            d,
+            path + ["space", k],
+            stage,
+            spec,
+            params,
+            fail,
+            {a: c for a, c in plans.items() if a != str(k)},
+        )
+        for k, d in space.items()
+    }
     options = {}
     for kind, default in (("pruner", {"name": "median"}), ("sampler", {"name": "tpe"})):
         opt = dict(block.get(kind, default))
@@ -1141,21 +1442,41 @@ def _check_search(block: Any, path: list, stages: Sequence[Stage], fail) -> Sear
         fail(path + ["seeds"], "give 'seed' or 'seeds', not both")
     seeds = block.get("seeds", [block.get("seed", stage.seeds[0])])  # non-empty, distinct,
     _seeds(seeds, path + (["seeds"] if "seeds" in block else ["seed"]), fail)  # in [0, 2^31)
-    return Search(stage=stage.name, regularizer=spec, params=params, row=rows[idx],
-                  dataset=dataset, space=dims, trials=int(trials), seed=int(seeds[0]),
-                  seeds=tuple(int(x) for x in seeds), **options)
+    return Search(
+        stage=stage.name,
+        regularizer=spec,
+        params=params,
+        row=rows[idx],
+        dataset=dataset,
+        space=dims,
+        trials=int(trials),
+        seed=int(seeds[0]),
+        seeds=tuple(int(x) for x in seeds),
+        **options,
+    )
 
 
 def _plan_dims(space: Mapping) -> dict[str, list]:
     """The choices of each plan dimension (``omega_p.plan: {choices: [...]}``) of a space."""
-    return {str(k): d["choices"] for k, d in space.items()
-            if (str(k) == "plan" or str(k).endswith(".plan"))
-            and isinstance(d, dict) and isinstance(d.get("choices"), list)}
+    return {
+        str(k): d["choices"]
+        for k, d in space.items()
+        if (str(k) == "plan" or str(k).endswith(".plan"))
+        and isinstance(d, dict)
+        and isinstance(d.get("choices"), list)
+    }
 
 
-def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
-               params: Mapping[str, Any], fail, plans: Mapping[str, list] = {}
-               ) -> dict[str, Any]:  # noqa: B006 - read only
+def _check_dim(
+    key: str,
+    dim: Any,
+    path: list,
+    stage: Stage,
+    spec: str,
+    params: Mapping[str, Any],
+    fail,
+    plans: Mapping[str, list] = {},
+) -> dict[str, Any]:  # noqa: B006 - read only
     """One dimension of a search space, normalised: ``{"choices": [...]}`` or
     ``{"low", "high", "log", "step", "type"}``; its key must be one a term of ``spec`` takes
     (as grid keys are) or ``train.<TrainConfig field>``."""
@@ -1167,22 +1488,32 @@ def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
         if k not in _DIM_KEYS:
             fail(path + [k], f"unknown key {k!r}: {_DIM_HELP}")
         if k in ("low", "high", "step") and isinstance(v, str):
-            fail(path + [k], f"must be a number, got the string {v!r} (YAML reads 1e-4 as a "
-                             "string: write 1.0e-4)")
+            fail(
+                path + [k],
+                f"must be a number, got the string {v!r} (YAML reads 1e-4 as a "
+                "string: write 1.0e-4)",
+            )
         if not isinstance(v, _DIM_KEYS[k]) or (isinstance(v, bool) and k != "log"):
             fail(path + [k], f"must be {_type_name(_DIM_KEYS[k])}, got {type(v).__name__}")
     if "choices" in dim:
         extra = sorted(set(dim) - {"choices"})
         if extra:
-            fail(path + [extra[0]], "'choices' and a range (low, high, log, step, type) "
-                                    "exclude each other")
+            fail(
+                path + [extra[0]],
+                "'choices' and a range (low, high, log, step, type) exclude each other",
+            )
         if not dim["choices"]:
             fail(path + ["choices"], "needs at least one choice")
         for i, c in enumerate(dim["choices"]):
-            if not (isinstance(c, _SCALARS) or (
-                    isinstance(c, list) and all(isinstance(x, _SCALARS) for x in c))):
-                fail(path + ["choices", i], "a choice is a number, a string, true/false, null "
-                                            "or a list of those (e.g. taps)")
+            if not (
+                isinstance(c, _SCALARS)
+                or (isinstance(c, list) and all(isinstance(x, _SCALARS) for x in c))
+            ):
+                fail(
+                    path + ["choices", i],
+                    "a choice is a number, a string, true/false, null "
+                    "or a list of those (e.g. taps)",
+                )
         out: dict[str, Any] = {"choices": list(dim["choices"])}
         values = list(dim["choices"])
     else:
@@ -1205,11 +1536,14 @@ def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
         out = {"low": low, "high": high, "log": bool(log), "step": step, "type": kind}
         values = [low, high]
     if key.startswith("train."):
-        name = key[len("train."):]
+        name = key[len("train.") :]
         free = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(_FIXED_TRAIN))
         if name not in free:
-            fail(path, f"{key!r}: a train key names a TrainConfig field other than "
-                       f"{' and '.join(_FIXED_TRAIN)} ({', '.join(free)})")
+            fail(
+                path,
+                f"{key!r}: a train key names a TrainConfig field other than "
+                f"{' and '.join(_FIXED_TRAIN)} ({', '.join(free)})",
+            )
         for v in values:
             try:
                 TrainConfig(**{**stage.train, name: v})
@@ -1221,11 +1555,17 @@ def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
     except ValueError as exc:  # an unknown regularizer or plan name
         fail(path, str(exc))
     if not terms:
-        fail(path, f"no term of regularizer {spec!r} takes {key!r} (search keys are grid keys, "
-                   "term.param such as omega_p.alpha, or train.<TrainConfig field>)")
+        fail(
+            path,
+            f"no term of regularizer {spec!r} takes {key!r} (search keys are grid keys, "
+            "term.param such as omega_p.alpha, or train.<TrainConfig field>)",
+        )
     if len(terms) > 1:
-        fail(path, f"{key!r} is taken by several terms of {spec!r}; write "
-                   f"{' or '.join(repr(f'{t}.{key}') for t in terms)}")
+        fail(
+            path,
+            f"{key!r} is taken by several terms of {spec!r}; write "
+            f"{' or '.join(repr(f'{t}.{key}') for t in terms)}",
+        )
     keys = [value_key(v) for v in values]
     if "choices" in out and len(set(keys)) != len(keys):
         fail(path + ["choices"], f"lists a choice twice (equal as numbers): {values!r}"[:300])
@@ -1234,8 +1574,12 @@ def _check_dim(key: str, dim: Any, path: list, stage: Stage, spec: str,
         # the ends of a range, each choice (with each plan): built as a trial will build them
         point = {**dict(zip(plans, combo)), key: v}
         where = ", ".join(f"{a} = {y!r}" for a, y in point.items())
-        _check_regularizer(spec, merge_params(params, point), [],
-                           lambda _p, msg, where=where: fail(path, f"{where}: {msg}"))
+        _check_regularizer(
+            spec,
+            merge_params(params, point),
+            [],
+            lambda _p, msg, where=where: fail(path, f"{where}: {msg}"),
+        )
     return out
 
 
@@ -1257,14 +1601,20 @@ def _no_val_split(stage: Stage, dataset: str) -> str | None:
         return str(exc)
     chosen = resolve_split(stage.splits, "val", dataset)
     if chosen is None:
-        return (f"stage {stage.name!r} sets 'splits: {{val: null}}': a search scores its trials "
-                "on a validation split (the test split is kept for the re-runs)")
+        return (
+            f"stage {stage.name!r} sets 'splits: {{val: null}}': a search scores its trials "
+            "on a validation split (the test split is kept for the re-runs)"
+        )
     if chosen == "val" and "val" not in held_splits(dataset, stage.dataset_params):
-        return (f"dataset {dataset!r} has a validation split only with dataset_params.val_size "
-                f"> 0 (held out of train); set it on stage {stage.name!r} to search")
+        return (
+            f"dataset {dataset!r} has a validation split only with dataset_params.val_size "
+            f"> 0 (held out of train); set it on stage {stage.name!r} to search"
+        )
     if chosen not in info.splits:
-        return (f"dataset {dataset!r} has no split {chosen!r} to score the search's trials on "
-                f"(splits: {', '.join(info.splits)}); a search needs a validation split")
+        return (
+            f"dataset {dataset!r} has no split {chosen!r} to score the search's trials on "
+            f"(splits: {', '.join(info.splits)}); a search needs a validation split"
+        )
     return None
 
 
@@ -1272,10 +1622,13 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def _seeds(value, path, fail) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value or \
-            not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         fail(path, "seeds must be a non-empty list of integers")
-    bad = [v for v in value if not 0 <= v < 2 ** 31]
+    bad = [v for v in value if not 0 <= v < 2**31]
     if bad:
         fail(path, f"a seed is an integer in [0, 2^31); got {bad[0]}")
     counts = collections.Counter(value)
@@ -1339,20 +1692,27 @@ def apply_overrides(raw: Any, overrides: Iterable[str]) -> Any:
                 node = node[part]
             elif isinstance(node, dict) and part not in node and part in _SUBMAPS:
                 node = node.setdefault(part, {})  # e.g. a stage's grid given on the CLI
-            elif isinstance(node, list) and part.lstrip("-").isdigit() \
-                    and -len(node) <= int(part) < len(node):
+            elif (
+                isinstance(node, list)
+                and part.lstrip("-").isdigit()
+                and -len(node) <= int(part) < len(node)
+            ):
                 node = node[int(part)]
             else:
                 break
             i += 1
         if parts[:i] == ["stages"] and len(parts) - i > 1 and isinstance(node, dict):
-            raise SuiteError(f"--set {text!r}: no stage {parts[i]!r} (stages: "
-                             f"{', '.join(map(str, node)) or 'none'})")
+            raise SuiteError(
+                f"--set {text!r}: no stage {parts[i]!r} (stages: "
+                f"{', '.join(map(str, node)) or 'none'})"
+            )
         last = ".".join(parts[i:])
         if isinstance(node, list):
             if not (last.lstrip("-").isdigit() and -len(node) <= int(last) < len(node)):
-                raise SuiteError(f"--set {text!r}: {last!r} is not an index of the list at "
-                                 f"{'.'.join(parts[:i])!r}")
+                raise SuiteError(
+                    f"--set {text!r}: {last!r} is not an index of the list at "
+                    f"{'.'.join(parts[:i])!r}"
+                )
             node[int(last)] = value
         elif isinstance(node, dict):
             node[last] = value
@@ -1395,8 +1755,10 @@ def _check_regularizer(spec: str, params: Mapping[str, Any], path, fail) -> dict
     except KeyError as exc:
         fail(path, str(exc).strip("'\""))
     except (ValueError, TypeError) as exc:  # with the YAML pitfall of a number as a string
-        hint = next((number_hint(v) for v in given.values()
-                     if isinstance(v, str) and repr(v) in str(exc)), "")
+        hint = next(
+            (number_hint(v) for v in given.values() if isinstance(v, str) and repr(v) in str(exc)),
+            "",
+        )
         fail(path, f"{exc}{hint}")
     problem = spec_problem(spec) or param_value_problem(reg.params)
     if problem:
@@ -1427,8 +1789,11 @@ def merge_params(params: Mapping[str, Any], point: Mapping[str, Any]) -> dict[st
         _, dot, rest = k.partition(".")
         for other in list(out):
             _, odot, orest = other.partition(".")
-            if other == k or (dot and not odot and other == rest) or \
-                    (not dot and odot and orest == k):
+            if (
+                other == k
+                or (dot and not odot and other == rest)
+                or (not dot and odot and orest == k)
+            ):
                 del out[other]
         out[k] = v
     return out
@@ -1462,11 +1827,17 @@ def expand(suite: Suite) -> list[Job]:
                     for seed in stage.seeds:
                         train = TrainConfig(**{**stage.train, "seed": int(seed)}).to_dict()
                         cfg = {
-                            "suite": suite.name, "stage": stage.name, "model": stage.model,
-                            "model_params": dict(stage.model_params), "dataset": dataset,
-                            "dataset_params": dict(stage.dataset_params), "train": train,
-                            "regularizer": spec, "regularizer_params": reg_params,
-                            "seed": int(seed), "teacher": None,
+                            "suite": suite.name,
+                            "stage": stage.name,
+                            "model": stage.model,
+                            "model_params": dict(stage.model_params),
+                            "dataset": dataset,
+                            "dataset_params": dict(stage.dataset_params),
+                            "train": train,
+                            "regularizer": spec,
+                            "regularizer_params": reg_params,
+                            "seed": int(seed),
+                            "teacher": None,
                         }
                         if stage.analysis is not None:
                             cfg["analysis"] = dict(stage.analysis)
@@ -1477,23 +1848,34 @@ def expand(suite: Suite) -> list[Job]:
                         if stage.teacher == PRETRAINED:
                             cfg["teacher"] = PRETRAINED
                         elif stage.teacher is not None:
-                            cfg["teacher"] = _teacher_key(by_stage[stage.teacher], dataset,
-                                                          int(seed), stage, suite)
+                            cfg["teacher"] = _teacher_key(
+                                by_stage[stage.teacher], dataset, int(seed), stage, suite
+                            )
                         if stage.init == PRETRAINED:
                             cfg["init"] = PRETRAINED
                         elif stage.init is not None:  # keys of plain stages stay as they were
-                            cfg["init"] = _teacher_key(by_stage[stage.init], dataset, int(seed),
-                                                       stage, suite, "init")
+                            cfg["init"] = _teacher_key(
+                                by_stage[stage.init], dataset, int(seed), stage, suite, "init"
+                            )
                         if stage.source is not None:
                             cfg["source"] = dict(stage.source)
                         cfg = json.loads(canonical_json(cfg))
                         label = _label(row or spec, axes, values)
-                        out.append(Job(suite.name, stage.name, config_key(cfg), cfg, label,
-                                       table=stage.table or stage.name,
-                                       task=(stage.task or "{dataset}").replace(
-                                           "{dataset}", dataset), report=report,
-                                       reference=stage.reference, row=row or spec,
-                                       select=stage.select))
+                        out.append(
+                            Job(
+                                suite.name,
+                                stage.name,
+                                config_key(cfg),
+                                cfg,
+                                label,
+                                table=stage.table or stage.name,
+                                task=(stage.task or "{dataset}").replace("{dataset}", dataset),
+                                report=report,
+                                reference=stage.reference,
+                                row=row or spec,
+                                select=stage.select,
+                            )
+                        )
         by_stage[stage.name] = out
         jobs.extend(out)
     return jobs
@@ -1501,26 +1883,35 @@ def expand(suite: Suite) -> list[Job]:
 
 def _label(row: str, axes: Sequence[str], values: Sequence[Any]) -> str:
     """A leaderboard row: the entry's row (or spec) and its grid point (``kd (kd.tau=2)``)."""
-    return row + (" (" + ", ".join(f"{k}={canonical_json(v)}" for k, v in zip(axes, values))
-                  + ")" if axes else "")
+    return row + (
+        " (" + ", ".join(f"{k}={canonical_json(v)}" for k, v in zip(axes, values)) + ")"
+        if axes
+        else ""
+    )
 
 
-def _teacher_key(teachers: list[Job], dataset: str, seed: int, stage: Stage, suite: Suite,
-                 ref: str = "teacher") -> str:
+def _teacher_key(
+    teachers: list[Job], dataset: str, seed: int, stage: Stage, suite: Suite, ref: str = "teacher"
+) -> str:
     cands = [j for j in teachers if j.dataset == dataset and j.seed == seed]
     if not cands and len({j.dataset for j in teachers}) == 1:
         cands = [j for j in teachers if j.seed == seed]
     if not cands:  # a teacher stage of one seed: its one job serves every seed (one teacher,
         # as the papers that distil from released networks have)
-        same = [j for j in teachers if j.dataset == dataset] or \
-            (teachers if len({j.dataset for j in teachers}) == 1 else [])
+        same = [j for j in teachers if j.dataset == dataset] or (
+            teachers if len({j.dataset for j in teachers}) == 1 else []
+        )
         if len({j.seed for j in same}) == 1:
             cands = same
     if not cands:
-        raise SuiteError(f"{suite.path}: stage {stage.name!r} needs a {getattr(stage, ref)!r} "
-                         f"job for dataset {dataset!r} and seed {seed}; there is none")
+        raise SuiteError(
+            f"{suite.path}: stage {stage.name!r} needs a {getattr(stage, ref)!r} "
+            f"job for dataset {dataset!r} and seed {seed}; there is none"
+        )
     if len(cands) > 1:
-        raise SuiteError(f"{suite.path}: stage {stage.name!r}: several {getattr(stage, ref)!r} "
-                         f"jobs for dataset {dataset!r} and seed {seed}; a {ref} stage needs "
-                         "one regularizer and no grid")
+        raise SuiteError(
+            f"{suite.path}: stage {stage.name!r}: several {getattr(stage, ref)!r} "
+            f"jobs for dataset {dataset!r} and seed {seed}; a {ref} stage needs "
+            "one regularizer and no grid"
+        )
     return cands[0].key

@@ -19,6 +19,7 @@ suite module, so they stay testable on their own. What they refuse, with the rea
 * **suites too large to expand**: the number of jobs is counted (a product of sizes, no job
   built) and refused above :func:`job_limit` (``OTRANSFER_MAX_JOBS``, default 100,000).
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,10 +30,26 @@ import os
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-__all__ = ["MAX_JOBS_ENV", "MAX_JOBS_DEFAULT", "job_limit", "count_jobs", "job_count_problem",
-           "name_problem", "spelling_problem", "spec_problem", "value_key", "takers",
-           "param_value_problem", "same_jobs_problem", "check_rows", "check_claims",
-           "number_hint", "meta_model", "check_taps", "check_known"]
+__all__ = [
+    "MAX_JOBS_ENV",
+    "MAX_JOBS_DEFAULT",
+    "job_limit",
+    "count_jobs",
+    "job_count_problem",
+    "name_problem",
+    "spelling_problem",
+    "spec_problem",
+    "value_key",
+    "takers",
+    "param_value_problem",
+    "same_jobs_problem",
+    "check_rows",
+    "check_claims",
+    "number_hint",
+    "meta_model",
+    "check_taps",
+    "check_known",
+]
 
 #: Environment variable raising (or lowering) the number of jobs a suite may expand to.
 MAX_JOBS_ENV = "OTRANSFER_MAX_JOBS"
@@ -55,8 +72,9 @@ def job_limit() -> int:
     return value
 
 
-def count_jobs(stages: Sequence[Any], takes: Callable[[str, str, Mapping], bool]
-               ) -> list[tuple[str, int, int, int, int]]:
+def count_jobs(
+    stages: Sequence[Any], takes: Callable[[str, str, Mapping], bool]
+) -> list[tuple[str, int, int, int, int]]:
     """``(stage, datasets, grid points over all entries, seeds, jobs)`` per stage, counted as
     products of sizes: nothing is expanded, so a 1000 x 1000 grid costs microseconds."""
     out = []
@@ -70,16 +88,19 @@ def count_jobs(stages: Sequence[Any], takes: Callable[[str, str, Mapping], bool]
     return out
 
 
-def job_count_problem(name: str, counts: Sequence[tuple[str, int, int, int, int]],
-                      limit: int) -> str | None:
+def job_count_problem(
+    name: str, counts: Sequence[tuple[str, int, int, int, int]], limit: int
+) -> str | None:
     """Why a suite of these stage ``counts`` is too large to expand (None when it is not)."""
     total = sum(c[-1] for c in counts)
     if total <= limit:
         return None
     stage, d, p, s, n = max(counts, key=lambda c: c[-1])
-    return (f"suite {name!r} expands to {total:,} jobs, more than the limit of {limit:,} (stage "
-            f"{stage!r}: {d:,} dataset(s) x {p:,} regularizer grid point(s) x {s:,} seed(s) = "
-            f"{n:,}): shrink its grids or seeds, or raise the limit with {MAX_JOBS_ENV}={total}")
+    return (
+        f"suite {name!r} expands to {total:,} jobs, more than the limit of {limit:,} (stage "
+        f"{stage!r}: {d:,} dataset(s) x {p:,} regularizer grid point(s) x {s:,} seed(s) = "
+        f"{n:,}): shrink its grids or seeds, or raise the limit with {MAX_JOBS_ENV}={total}"
+    )
 
 
 # --------------------------------------------------------------------------- names
@@ -88,13 +109,14 @@ def job_count_problem(name: str, counts: Sequence[tuple[str, int, int, int, int]
 def name_problem(what: str, name: Any) -> str | None:
     """Why ``name`` cannot name a stage, row, table or task (None when it can)."""
     if not isinstance(name, str):
-        return (f"{what} must be a string, got {type(name).__name__} {name!r} (quote it: "
-                f"'{name}')")
+        return f"{what} must be a string, got {type(name).__name__} {name!r} (quote it: '{name}')"
     if not name.strip():
         return f"{what} is blank ({name!r}): give it a name"
     if name != name.strip():
-        return (f"{what} {name!r} starts or ends with spaces: write {name.strip()!r} (the "
-                "spaces would make a second name of the same thing)")
+        return (
+            f"{what} {name!r} starts or ends with spaces: write {name.strip()!r} (the "
+            "spaces would make a second name of the same thing)"
+        )
     return None
 
 
@@ -102,9 +124,11 @@ def spelling_problem(kind: str, written: str, canonical: str) -> str | None:
     """``written`` resolved to registered ``canonical`` only by forgiving case or spaces."""
     if written == canonical:
         return None
-    return (f"{kind} {written!r} is spelt {canonical!r} in the registry; did you mean "
-            f"{canonical!r}? (a suite spells names exactly: the spelling is part of each job's "
-            "key and of its leaderboard row)")
+    return (
+        f"{kind} {written!r} is spelt {canonical!r} in the registry; did you mean "
+        f"{canonical!r}? (a suite spells names exactly: the spelling is part of each job's "
+        "key and of its leaderboard row)"
+    )
 
 
 def spec_problem(spec: str) -> str | None:
@@ -120,8 +144,10 @@ def spec_problem(spec: str) -> str | None:
     fixed = [folded.get(p.strip().lower(), p.strip()) for p in parts]
     if len(parts) > 1 and "none" in fixed:
         rest = "+".join(p for p in fixed if p != "none") or "none"
-        return (f"regularizer {spec!r}: 'none' in a sum adds nothing (and makes a second key "
-                f"for the same jobs); write {rest!r}")
+        return (
+            f"regularizer {spec!r}: 'none' in a sum adds nothing (and makes a second key "
+            f"for the same jobs); write {rest!r}"
+        )
     want = "+".join(fixed)
     if want != spec and all(p.strip().lower() in folded for p in parts):
         return spelling_problem("regularizer", spec, want)
@@ -152,22 +178,32 @@ def number_hint(v: Any) -> str:
             float(v)
         except ValueError:
             return ""
-        return (f" (YAML reads {v!r} as a string: write a number with a dot and a signed "
-                "exponent, e.g. 1.0e-3)")
+        return (
+            f" (YAML reads {v!r} as a string: write a number with a dot and a signed "
+            "exponent, e.g. 1.0e-3)"
+        )
     return ""
 
 
 #: Solver parameters by name: (kind, low, low allowed, high, high allowed); None: no bound.
 _SOLVER_BOUNDS: dict[str, tuple] = {
-    "max_iter": ("int", 1, True, None, True), "check_every": ("int", 1, True, None, True),
-    "num_threads": ("int", 1, True, None, True), "reg": ("num", 0.0, False, None, True),
-    "beta": ("num", 0.0, False, None, True), "gap": ("num", 0.0, True, None, True),
-    "tol": ("num", 0.0, True, None, True), "scaling": ("num", 0.0, False, 1.0, False)}
+    "max_iter": ("int", 1, True, None, True),
+    "check_every": ("int", 1, True, None, True),
+    "num_threads": ("int", 1, True, None, True),
+    "reg": ("num", 0.0, False, None, True),
+    "beta": ("num", 0.0, False, None, True),
+    "gap": ("num", 0.0, True, None, True),
+    "tol": ("num", 0.0, True, None, True),
+    "scaling": ("num", 0.0, False, 1.0, False),
+}
 
 
 def _bound_problem(name: str, v: Any, kind: str, low, low_ok, high, high_ok) -> str | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or \
-            (kind == "int" and not isinstance(v, int)):
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or (kind == "int" and not isinstance(v, int))
+    ):
         what = "an integer" if kind == "int" else "a number"
         return f"{name} must be {what}; got {v!r}{number_hint(v)}"
     if not math.isfinite(v):
@@ -180,10 +216,9 @@ def _bound_problem(name: str, v: Any, kind: str, low, low_ok, high, high_ok) -> 
 
 
 def _choices(key: str) -> tuple[str, ...] | None:
-    from solvers import COSTS
-
-    from harness.transfer.warm import WARM_CHOICES
     from harness.transfer.regularizers import JTLN_ENTROPIES, KD_SCALES
+    from harness.transfer.warm import WARM_CHOICES
+    from solvers import COSTS
 
     if key == "warm_start":  # 'auto', true or false (harness.transfer.warm)
         return WARM_CHOICES
@@ -196,9 +231,8 @@ def param_value_problem(resolved: Mapping[str, Mapping[str, Any]]) -> str | None
     Solver parameters are checked by kind and range (``max_iter`` a positive integer, ``reg``
     a positive number, ``scaling`` in (0, 1) ...), any other parameter by the kind of its
     default (a number, an integer, true/false) and, for names, by the registered choices."""
-    from solvers import get_method
-
     from harness.transfer.regularizers import get_regularizer
+    from solvers import get_method
 
     for term, params in resolved.items():
         info = get_regularizer(term)
@@ -220,8 +254,11 @@ def _kind_problem(name: str, key: str, v: Any, default: Any) -> str | None:
     """``v`` of the kind of ``default`` (and one of the choices, for a name)."""
     choices = _choices(key)
     if choices is not None and isinstance(default, str):
-        return None if v in choices else \
-            f"{name} must be one of {', '.join(map(str, choices))}; got {v!r}"
+        return (
+            None
+            if v in choices
+            else f"{name} must be one of {', '.join(map(str, choices))}; got {v!r}"
+        )
     if isinstance(default, bool):
         return None if isinstance(v, bool) else f"{name} must be true or false; got {v!r}"
     if isinstance(default, int):
@@ -235,30 +272,34 @@ def takers(spec: str, key: str, params: Mapping[str, Any] | None = None) -> list
     """Names of the terms of ``spec`` that take grid (or search) key ``key``: ``term.param``
     or a bare ``param``. Solver keys count with the plan that ``params`` sets for the term,
     else its default plan."""
-    from solvers import all_methods
-
     from harness.transfer.regularizers import get_regularizer
+    from solvers import all_methods
 
     head, dot, rest = key.partition(".")
     params = params or {}
     out = []
     for info in (get_regularizer(n.strip()) for n in spec.split("+")):
-        plan = params.get(f"{info.name}.plan", params.get("plan")) \
-            if "plan" in info.params else None
+        plan = (
+            params.get(f"{info.name}.plan", params.get("plan")) if "plan" in info.params else None
+        )
         if dot and (head == info.name or head in info.aliases):
             # a term whose plan is configurable takes any solver's key: the plan may itself
             # be a grid axis (omega_p.plan: [sinkhorn, pot_sinkhorn] with omega_p.reg; each
             # value is then checked with each plan, suite._stage_grid)
-            if rest in info.accepted(plan) or "plan" in info.params and any(
-                    rest in m.params for m in all_methods().values()):
+            if (
+                rest in info.accepted(plan)
+                or "plan" in info.params
+                and any(rest in m.params for m in all_methods().values())
+            ):
                 out.append(info.name)
         elif not dot and key in info.accepted(plan):
             out.append(info.name)
     return out
 
 
-def same_jobs_problem(entries: Sequence[tuple[str, Mapping, Mapping[str, Mapping]]],
-                      grid: Mapping[str, Sequence]) -> tuple[int, str] | None:
+def same_jobs_problem(
+    entries: Sequence[tuple[str, Mapping, Mapping[str, Mapping]]], grid: Mapping[str, Sequence]
+) -> tuple[int, str] | None:
     """``(index, message)`` of the first regularizer entry of a stage that trains the same
     jobs as an earlier one: the same terms, and for every parameter (defaults filled in) a
     value in common, a grid axis counting as its values. ``entries``: ``(spec, params as
@@ -272,10 +313,12 @@ def same_jobs_problem(entries: Sequence[tuple[str, Mapping, Mapping[str, Mapping
                 values[(t, axis.partition(".")[2] or axis)] = {value_key(v) for v in axis_values}
         for j, other_spec, other in seen:
             if set(other) == set(values) and all(other[k] & values[k] for k in values):
-                return i, (f"trains the same jobs as regularizers.{j} ({other_spec!r}: the same "
-                           "terms and parameters, defaults filled in; only the row name may "
-                           "differ): one job would serve two rows; remove one or change a "
-                           "parameter")
+                return i, (
+                    f"trains the same jobs as regularizers.{j} ({other_spec!r}: the same "
+                    "terms and parameters, defaults filled in; only the row name may "
+                    "differ): one job would serve two rows; remove one or change a "
+                    "parameter"
+                )
         seen.append((i, spec, values))
     return None
 
@@ -302,14 +345,18 @@ def check_rows(stages: Sequence[Any], fail) -> None:
                 if first == (st.name, i, d):
                     continue
                 if first[:2] == (st.name, i):
-                    fail(["stages", st.name, "task"],
-                         f"task {task!r} is the column of datasets {first[2]!r} and {d!r}: "
-                         "their results would be pooled into one cell; put '{dataset}' in "
-                         "the task (e.g. 'task: \"{dataset} (100 images)\"')")
-                fail(["stages", st.name, "regularizers", i],
-                     f"row {row!r} of table {table!r}, column {task!r} is also "
-                     f"stages.{first[0]}.regularizers.{first[1]}: two configs would be pooled "
-                     "into one leaderboard row; give one a distinct 'row: NAME'")
+                    fail(
+                        ["stages", st.name, "task"],
+                        f"task {task!r} is the column of datasets {first[2]!r} and {d!r}: "
+                        "their results would be pooled into one cell; put '{dataset}' in "
+                        "the task (e.g. 'task: \"{dataset} (100 images)\"')",
+                    )
+                fail(
+                    ["stages", st.name, "regularizers", i],
+                    f"row {row!r} of table {table!r}, column {task!r} is also "
+                    f"stages.{first[0]}.regularizers.{first[1]}: two configs would be pooled "
+                    "into one leaderboard row; give one a distinct 'row: NAME'",
+                )
 
 
 def _table_rows(stages: Sequence[Any], takes, label) -> dict[str, tuple[set, dict]]:
@@ -328,8 +375,9 @@ def _table_rows(stages: Sequence[Any], takes, label) -> dict[str, tuple[set, dic
                 if math.prod(len(st.grid[k]) for k in axes) > MAX_JOBS_DEFAULT:
                     shown = {None, base}  # listing them costs more than the check is worth
                 else:
-                    shown = {label(base, axes, v) for v in itertools.product(
-                        *(st.grid[k] for k in axes))}
+                    shown = {
+                        label(base, axes, v) for v in itertools.product(*(st.grid[k] for k in axes))
+                    }
             names |= shown
             specs[spec] |= shown - {None}
     return out
@@ -342,8 +390,9 @@ def check_claims(stages: Sequence[Any], parse_claim, takes, label, fail) -> None
     tables = _table_rows(stages, takes, label)
     tasks: dict[str, set] = defaultdict(set)
     for st in _reported(stages):
-        tasks[st.table or st.name] |= {(st.task or "{dataset}").replace("{dataset}", d)
-                                       for d in st.datasets}
+        tasks[st.table or st.name] |= {
+            (st.task or "{dataset}").replace("{dataset}", d) for d in st.datasets
+        }
     refs: dict[str, tuple[str, Mapping]] = {}
     reported = {st.name for st in _reported(stages)}
     for st in stages:
@@ -351,13 +400,19 @@ def check_claims(stages: Sequence[Any], parse_claim, takes, label, fail) -> None
             continue
         table, base = st.table or st.name, ["stages", st.name, "reference"]
         if st.name not in reported:
-            fail(base, f"stage {st.name!r} is not reported (a teacher or init stage, or "
-                       "'report: false'): its reference would never be read; put it on a "
-                       "reported stage of the table, or set 'report: true'")
+            fail(
+                base,
+                f"stage {st.name!r} is not reported (a teacher or init stage, or "
+                "'report: false'): its reference would never be read; put it on a "
+                "reported stage of the table, or set 'report: true'",
+            )
         first = refs.setdefault(table, (st.name, st.reference))
         if first[1] != st.reference:
-            fail(base, f"table {table!r} has another reference in stage {first[0]!r}: the "
-                       "report reads one per table; give both stages the same block")
+            fail(
+                base,
+                f"table {table!r} has another reference in stage {first[0]!r}: the "
+                "report reads one per table; give both stages the same block",
+            )
         names, specs = tables.get(table, (set(), {}))
         for key in ("premises", "claims"):
             for i, text in enumerate(st.reference.get(key, ())):
@@ -374,9 +429,11 @@ def check_claims(stages: Sequence[Any], parse_claim, takes, label, fail) -> None
                 fail(base + ["rows", ours], problem)
         for ours in st.reference.get("columns", {}):
             if tasks.get(table) and ours not in tasks[table]:
-                fail(base + ["columns", ours],
-                     f"{ours!r} is not a column of table {table!r} (its columns: "
-                     f"{', '.join(map(repr, sorted(tasks[table])))})")
+                fail(
+                    base + ["columns", ours],
+                    f"{ours!r} is not a column of table {table!r} (its columns: "
+                    f"{', '.join(map(repr, sorted(tasks[table])))})",
+                )
 
 
 def _claim_sides(text: str, parse_claim, path, fail) -> Iterable[str]:
@@ -418,8 +475,7 @@ def _meta_model(name: str, params_json: str, source: bool):
 
         from harness.zoo.models import build_model, with_source_head
 
-        mp = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in json.loads(params_json).items()}
+        mp = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(params_json).items()}
         with torch.device("meta"):
             model = build_model(name, 2, **mp)
             if source:
@@ -429,8 +485,9 @@ def _meta_model(name: str, params_json: str, source: bool):
         return None
 
 
-def check_taps(s: Mapping, teacher: Mapping | None, resolved: Sequence[Mapping], base: list,
-               fail) -> None:
+def check_taps(
+    s: Mapping, teacher: Mapping | None, resolved: Sequence[Mapping], base: list, fail
+) -> None:
     """The taps each term reads (and the analysis' ``trace_taps``) name layers of the stage's
     model, and of its teacher's model for terms that read the teacher: checked on the meta
     device now, not when the job starts."""
@@ -463,8 +520,9 @@ def check_taps(s: Mapping, teacher: Mapping | None, resolved: Sequence[Mapping],
 _POSITIVE = ("width", "widen")
 
 
-def check_known(accepted: Mapping[str, Any], given: Any, what: str, path, fail,
-                lowest: int = 1) -> None:
+def check_known(
+    accepted: Mapping[str, Any], given: Any, what: str, path, fail, lowest: int = 1
+) -> None:
     """Every key of ``given`` (model or dataset parameters) is one ``accepted`` names, and its
     value of the kind of the default there (an integer >= ``lowest``, a finite number >= 0,
     below 1 for a fraction or a dropout rate, true or false): a typo or a nonsense value fails
@@ -476,8 +534,11 @@ def check_known(accepted: Mapping[str, Any], given: Any, what: str, path, fail,
             from solvers.registry import did_you_mean
 
             hint = did_you_mean(key, accepted)
-            fail(path + [key], f"unknown parameter {key!r} of {what}{hint} (it takes: "
-                               f"{', '.join(accepted) or 'none'})")
+            fail(
+                path + [key],
+                f"unknown parameter {key!r} of {what}{hint} (it takes: "
+                f"{', '.join(accepted) or 'none'})",
+            )
         default, problem = accepted[key], None
         if isinstance(default, bool):
             problem = None if isinstance(v, bool) else f"{key} must be true or false; got {v!r}"
@@ -485,7 +546,8 @@ def check_known(accepted: Mapping[str, Any], given: Any, what: str, path, fail,
             problem = _bound_problem(key, v, "int", lowest, True, None, True)
         elif isinstance(default, float):
             below_one = key == "dropout" or key.endswith("fraction")
-            problem = _bound_problem(key, v, "num", 0.0, key not in _POSITIVE,
-                                     1.0 if below_one else None, False)
+            problem = _bound_problem(
+                key, v, "num", 0.0, key not in _POSITIVE, 1.0 if below_one else None, False
+            )
         if problem:
             fail(path + [key], f"{problem} ({what})")

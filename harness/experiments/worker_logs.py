@@ -7,6 +7,7 @@ error: the worker's own one-line error (``otransfer worker: ...``, e.g. a suite 
 cannot be loaded), else the distinct reasons of the jobs it recorded as failed, else its last
 line (a traceback's).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -39,14 +40,22 @@ def start_workers(cmd: Sequence[str], env, files: Sequence[IO[str]], echo: bool)
     """Start one worker per log file in ``files``; with ``echo`` their lines also go to
     standard output. Returns ``wait()``, which waits for them and returns their exit codes."""
     if not echo:
-        procs = [subprocess.Popen(list(cmd), env=env, stdout=f, stderr=subprocess.STDOUT)
-                 for f in files]
+        procs = [
+            subprocess.Popen(list(cmd), env=env, stdout=f, stderr=subprocess.STDOUT) for f in files
+        ]
         return lambda: [p.wait() for p in procs], procs
     procs, threads = [], []
     for f in files:
-        p = subprocess.Popen(list(cmd), env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, bufsize=1,
-                             encoding="utf-8", errors="replace")
+        p = subprocess.Popen(
+            list(cmd),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            encoding="utf-8",
+            errors="replace",
+        )
         t = threading.Thread(target=_tee, args=(p.stdout, f), daemon=True)
         t.start()
         procs.append(p)
@@ -68,8 +77,7 @@ def _reasons(text: str) -> list[str]:
     own = [ln for ln in lines if ln.startswith("otransfer worker:")]
     if own:
         return [own[-1]]
-    failed = [ln.split(": ", 1)[1] for ln in lines
-              if ln.startswith("failed ") and ": " in ln]
+    failed = [ln.split(": ", 1)[1] for ln in lines if ln.startswith("failed ") and ": " in ln]
     if failed:
         return list(dict.fromkeys(failed))[:MAX_REASONS]
     return lines[-1:] or ["no output"]

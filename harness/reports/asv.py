@@ -6,6 +6,7 @@ results flattened over the product of its parameters ``(method, size)``. This mo
 latest file into benchmark records (:data:`harness.reports.bench.COLUMNS`) so that the same pure table
 functions render ``asv.md``.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -62,7 +63,8 @@ def find_latest(results_dir: str | Path, machine: str | None = None) -> Path:
             f"no asv results under {where}. Run the timing suite first, e.g.\n"
             "  asv machine --yes\n"
             "  asv run --python=same --quick --set-commit-hash $(git rev-parse HEAD)\n"
-            "(asv saves nothing for --python=same unless --set-commit-hash is given)")
+            "(asv saves nothing for --python=same unless --set-commit-hash is given)"
+        )
     return max(files, key=_run_time)
 
 
@@ -104,9 +106,17 @@ def load_records(path: str | Path) -> tuple["pd.DataFrame", dict]:
             results = [None] * len(combos)
         repeats = entry.get("stats_repeat") or [None] * len(combos)
         for (method, size), value, rep in zip(combos, results, repeats):
-            rec = rows.setdefault((view, int(size), method), {
-                "view": view, "size_name": bench.VIEWS[view].size_name, "size": int(size),
-                "method": method, "status": "ok", "reason": ""})
+            rec = rows.setdefault(
+                (view, int(size), method),
+                {
+                    "view": view,
+                    "size_name": bench.VIEWS[view].size_name,
+                    "size": int(size),
+                    "method": method,
+                    "status": "ok",
+                    "reason": "",
+                },
+            )
             if value is None:
                 rec.update(status="error", reason=f"{parts[-1]} failed (see asv's log)")
             elif isinstance(value, float) and math.isnan(value):
@@ -121,9 +131,13 @@ def load_records(path: str | Path) -> tuple["pd.DataFrame", dict]:
         records = _add_reference(records)
     records = records.reindex(columns=bench.COLUMNS)
     date = datetime.fromtimestamp(max(started) / 1e3, timezone.utc) if started else None
-    meta = {"file": str(path), "commit_hash": data.get("commit_hash", ""),
-            "env_name": data.get("env_name", ""), "machine": data.get("params", {}),
-            "date": date.isoformat(timespec="seconds") if date else ""}
+    meta = {
+        "file": str(path),
+        "commit_hash": data.get("commit_hash", ""),
+        "env_name": data.get("env_name", ""),
+        "machine": data.get("params", {}),
+        "date": date.isoformat(timespec="seconds") if date else "",
+    }
     return records, meta
 
 
@@ -155,8 +169,12 @@ def _add_reference(records: "pd.DataFrame") -> "pd.DataFrame":
     return records
 
 
-def write_report(results_dir: str | Path = ".asv/results", out: str | Path = "results/solvers",
-                 *, machine: str | None = None) -> dict[str, Path]:
+def write_report(
+    results_dir: str | Path = ".asv/results",
+    out: str | Path = "results/solvers",
+    *,
+    machine: str | None = None,
+) -> dict[str, Path]:
     """Write ``asv.md`` and ``asv.csv`` (same layout as ``bench.md``) from the latest asv run."""
     from harness.reports import bench
 
@@ -177,6 +195,7 @@ def write_report(results_dir: str | Path = ".asv/results", out: str | Path = "re
     paths = {"csv": out / "asv.csv", "md": out / "asv.md"}
     safe_io.write_text(paths["csv"], records.to_csv(index=False), out)
     text = bench.render_markdown(records, header).replace(
-        "# Solver comparison benchmark", "# Solver timing suite (asv)", 1)
+        "# Solver comparison benchmark", "# Solver timing suite (asv)", 1
+    )
     safe_io.write_text(paths["md"], text + "\n", out)
     return paths

@@ -17,6 +17,7 @@ pandas frame; the Markdown tables are pure functions of it (style.md §12).
 
 Method names come only from the registry (``solvers.available()``).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,16 +40,53 @@ if TYPE_CHECKING:  # pandas and matplotlib are imported where they are used
     import pandas as pd
 
 __all__ = [
-    "VIEWS", "View", "Problem", "COLUMNS", "run", "run_once", "warm_up", "invalid_reason",
-    "reference_method", "machine_info", "time_table", "ratio_table", "backward_table",
-    "skip_notes", "markdown_table", "render_markdown", "plot_times", "plot_accuracy", "write_outputs",
+    "VIEWS",
+    "View",
+    "Problem",
+    "COLUMNS",
+    "run",
+    "run_once",
+    "warm_up",
+    "invalid_reason",
+    "reference_method",
+    "machine_info",
+    "time_table",
+    "ratio_table",
+    "backward_table",
+    "skip_notes",
+    "markdown_table",
+    "render_markdown",
+    "plot_times",
+    "plot_accuracy",
+    "write_outputs",
 ]
 
 #: Columns of ``bench.csv``, in order. ``size`` is ``d`` (neurons) or ``n`` (samples).
 COLUMNS = [
-    "view", "size_name", "size", "n", "m", "k", "cost", "method", "input", "exact", "status",
-    "reason", "repeat", "time_ms", "time_backward_ms", "warmup_ms", "value", "ref_method",
-    "ref_value", "rel_error", "marginal_error", "n_iter", "converged", "seed",
+    "view",
+    "size_name",
+    "size",
+    "n",
+    "m",
+    "k",
+    "cost",
+    "method",
+    "input",
+    "exact",
+    "status",
+    "reason",
+    "repeat",
+    "time_ms",
+    "time_backward_ms",
+    "warmup_ms",
+    "value",
+    "ref_method",
+    "ref_value",
+    "rel_error",
+    "marginal_error",
+    "n_iter",
+    "converged",
+    "seed",
 ]
 
 #: Default budget for one solve, seconds: a method slower than this at some size is not run at
@@ -126,15 +164,26 @@ class View:
 
 
 VIEWS: dict[str, View] = {
-    v.name: v for v in (
-        View("neurons", "d", (64, 128, 256, 512, 1024, 2048), (64, 256),
-             "li2020 neuron view: n = 64 examples, d neurons per layer, each a point in R^64; "
-             "euclidean cost; student = noisy permutation of the teacher",
-             _neurons),
-        View("samples", "n", (16, 32, 64, 128, 256), (16, 64),
-             "lohit2020 sample view: n examples with 256 features each; cosine cost; "
-             "student = noisy copy of the teacher",
-             _samples),
+    v.name: v
+    for v in (
+        View(
+            "neurons",
+            "d",
+            (64, 128, 256, 512, 1024, 2048),
+            (64, 256),
+            "li2020 neuron view: n = 64 examples, d neurons per layer, each a point in R^64; "
+            "euclidean cost; student = noisy permutation of the teacher",
+            _neurons,
+        ),
+        View(
+            "samples",
+            "n",
+            (16, 32, 64, 128, 256),
+            (16, 64),
+            "lohit2020 sample view: n examples with 256 features each; cosine cost; "
+            "student = noisy copy of the teacher",
+            _samples,
+        ),
     )
 }
 
@@ -158,8 +207,9 @@ def reference_method(problem: Problem) -> str | None:
     return None
 
 
-def run_once(info: solvers.MethodInfo, problem: Problem, backward: bool = False,
-             **params) -> solvers.OTResult:
+def run_once(
+    info: solvers.MethodInfo, problem: Problem, backward: bool = False, **params
+) -> solvers.OTResult:
     """Solve ``problem`` once with ``info``'s defaults, optionally followed by ``backward``.
 
     The gradient flows to the cost matrix for cost methods and to the points for points methods,
@@ -209,16 +259,28 @@ def _measure(info: solvers.MethodInfo, problem: Problem, repeat: int, budget: fl
     times = [first] + [_timed(lambda: run_once(info, problem))[0] for _ in range(reps - 1)]
     btimes = [_timed(lambda: run_once(info, problem, backward=True))[0] for _ in range(reps)]
     return {
-        "repeat": reps, "time_ms": 1e3 * statistics.median(times),
-        "time_backward_ms": 1e3 * statistics.median(btimes), "warmup_ms": 1e3 * warm,
-        "value": float(res.value.detach().sum()), "marginal_error": res.marginal_error,
-        "n_iter": res.n_iter, "converged": res.converged,
+        "repeat": reps,
+        "time_ms": 1e3 * statistics.median(times),
+        "time_backward_ms": 1e3 * statistics.median(btimes),
+        "warmup_ms": 1e3 * warm,
+        "value": float(res.value.detach().sum()),
+        "marginal_error": res.marginal_error,
+        "n_iter": res.n_iter,
+        "converged": res.converged,
     }
 
 
-def run(*, views: Sequence[str] = tuple(VIEWS), sizes: Sequence[int] | None = None,
-        methods: Sequence[str] | None = None, quick: bool = False, repeat: int | None = None,
-        budget: float = BUDGET_S, seed: int = 0, progress: bool = True) -> "pd.DataFrame":
+def run(
+    *,
+    views: Sequence[str] = tuple(VIEWS),
+    sizes: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
+    quick: bool = False,
+    repeat: int | None = None,
+    budget: float = BUDGET_S,
+    seed: int = 0,
+    progress: bool = True,
+) -> "pd.DataFrame":
     """Run the solver comparison and return one record per (view, size, method).
 
     Parameters
@@ -262,13 +324,15 @@ def run(*, views: Sequence[str] = tuple(VIEWS), sizes: Sequence[int] | None = No
         if vname not in VIEWS:
             raise ValueError(f"unknown view {vname!r}; choose from {sorted(VIEWS)}")
         view = VIEWS[vname]
-        vsizes = sorted(set(sizes if sizes is not None else
-                            (view.quick_sizes if quick else view.sizes)))
+        vsizes = sorted(
+            set(sizes if sizes is not None else (view.quick_sizes if quick else view.sizes))
+        )
         plan.append((view, vsizes))
     total = sum(len(s) for _, s in plan) * len(infos)
     records: list[dict] = []
-    bar = tqdm(total=total, desc="solvers bench", unit="cell", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total, desc="solvers bench", unit="cell", disable=not progress, dynamic_ncols=True
+    )
     with warnings.catch_warnings():
         # torch's beta-state notices for the sparse kernels would break the progress bar.
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
@@ -287,19 +351,31 @@ def run(*, views: Sequence[str] = tuple(VIEWS), sizes: Sequence[int] | None = No
                 for info in infos:
                     bar.set_postfix_str(f"{view.name} {view.size_name}={size} {info.name}")
                     rec = {
-                        "view": view.name, "size_name": view.size_name, "size": size,
-                        "n": problem.n, "m": problem.m, "k": problem.k, "cost": problem.cost,
-                        "method": info.name, "input": info.input, "exact": info.exact,
-                        "status": "skipped", "reason": "", "ref_method": ref or "",
-                        "ref_value": ref_value, "seed": seed,
+                        "view": view.name,
+                        "size_name": view.size_name,
+                        "size": size,
+                        "n": problem.n,
+                        "m": problem.m,
+                        "k": problem.k,
+                        "cost": problem.cost,
+                        "method": info.name,
+                        "input": info.input,
+                        "exact": info.exact,
+                        "status": "skipped",
+                        "reason": "",
+                        "ref_method": ref or "",
+                        "ref_value": ref_value,
+                        "seed": seed,
                     }
                     reason = invalid_reason(info, problem) or stop.get(info.name)
                     if reason is None and info.name in last:
                         s0, t0 = last[info.name]
                         predicted = t0 * (size / s0) ** GROWTH
                         if predicted > budget:
-                            reason = (f"predicted over the {budget:g} s budget ({t0:.3g} s at "
-                                      f"{view.size_name}={s0}, time ~ size^{GROWTH:g})")
+                            reason = (
+                                f"predicted over the {budget:g} s budget ({t0:.3g} s at "
+                                f"{view.size_name}={s0}, time ~ size^{GROWTH:g})"
+                            )
                             stop[info.name] = reason
                     if reason is not None:
                         rec["reason"] = reason
@@ -314,11 +390,14 @@ def run(*, views: Sequence[str] = tuple(VIEWS), sizes: Sequence[int] | None = No
                         t = rec["time_ms"] / 1e3
                         last[info.name] = (size, t)
                         if t > budget:
-                            stop[info.name] = (f"over the {budget:g} s budget ({t:.3g} s at "
-                                               f"{view.size_name}={size})")
+                            stop[info.name] = (
+                                f"over the {budget:g} s budget ({t:.3g} s at "
+                                f"{view.size_name}={size})"
+                            )
                         v = rec["value"]
-                        rec["rel_error"] = (abs(v - ref_value) / abs(ref_value)
-                                            if ref_value != 0 else math.nan)
+                        rec["rel_error"] = (
+                            abs(v - ref_value) / abs(ref_value) if ref_value != 0 else math.nan
+                        )
                     records.append(rec)
                     bar.update(1)
     bar.close()
@@ -342,8 +421,9 @@ def _fmt_err(e: float) -> str:
     return "0" if e == 0 else f"{e:.1e}"
 
 
-def _pivot(records: "pd.DataFrame", view: str, cell: Callable[["pd.Series"], str]
-           ) -> "pd.DataFrame":
+def _pivot(
+    records: "pd.DataFrame", view: str, cell: Callable[["pd.Series"], str]
+) -> "pd.DataFrame":
     """Rows = method (order of first appearance), columns = ``"<size_name>=<size>"`` ascending;
     ``cell(row)`` for ``ok`` rows, ``—`` for skipped, ``error`` for failed runs."""
     import pandas as pd
@@ -363,8 +443,7 @@ def _pivot(records: "pd.DataFrame", view: str, cell: Callable[["pd.Series"], str
 
 def time_table(records: "pd.DataFrame", view: str) -> "pd.DataFrame":
     """Median solve time in ms with the relative error of the value in brackets."""
-    return _pivot(records, view,
-                  lambda r: f"{_fmt_ms(r['time_ms'])} ({_fmt_err(r['rel_error'])})")
+    return _pivot(records, view, lambda r: f"{_fmt_ms(r['time_ms'])} ({_fmt_err(r['rel_error'])})")
 
 
 def backward_table(records: "pd.DataFrame", view: str) -> "pd.DataFrame":
@@ -400,28 +479,42 @@ def skip_notes(records: "pd.DataFrame", view: str) -> list[str]:
 def markdown_table(table: "pd.DataFrame") -> str:
     # Cells are preformatted strings: keep them verbatim (no number re-parsing by tabulate) and
     # right-align the size columns so that magnitudes line up.
-    return table.to_markdown(disable_numparse=True,
-                             colalign=("left",) + ("right",) * table.shape[1])
+    return table.to_markdown(
+        disable_numparse=True, colalign=("left",) + ("right",) * table.shape[1]
+    )
 
 
-def render_markdown(records: "pd.DataFrame", header: Sequence[str], *,
-                    descriptions: dict[str, str] | None = None) -> str:
+def render_markdown(
+    records: "pd.DataFrame", header: Sequence[str], *, descriptions: dict[str, str] | None = None
+) -> str:
     """Render the benchmark records as Markdown: ``header`` lines, then per view the time table
     (with relative errors), the ratio-to-reference table, the backward table and skip notes."""
-    descriptions = descriptions if descriptions is not None else \
-        {k: v.description for k, v in VIEWS.items()}
+    descriptions = (
+        descriptions if descriptions is not None else {k: v.description for k, v in VIEWS.items()}
+    )
     out = ["# Solver comparison benchmark", "", *header, ""]
     for view in dict.fromkeys(records["view"]):
         sub = records[records["view"] == view]
         refs = sorted(set(sub["ref_method"].dropna()) - {""})
         ref = ", ".join(refs) or "the exact method"
-        out += [f"## {view}", "", descriptions.get(view, ""), "",
-                f"### Solve time, ms (relative error of the value vs {ref})", "",
-                markdown_table(time_table(records, view)), "",
-                f"### Solve time relative to {ref}", "",
-                markdown_table(ratio_table(records, view)), "",
-                "### Solve + backward time, ms", "",
-                markdown_table(backward_table(records, view)), ""]
+        out += [
+            f"## {view}",
+            "",
+            descriptions.get(view, ""),
+            "",
+            f"### Solve time, ms (relative error of the value vs {ref})",
+            "",
+            markdown_table(time_table(records, view)),
+            "",
+            f"### Solve time relative to {ref}",
+            "",
+            markdown_table(ratio_table(records, view)),
+            "",
+            "### Solve + backward time, ms",
+            "",
+            markdown_table(backward_table(records, view)),
+            "",
+        ]
         notes = skip_notes(records, view)
         if notes:
             out += ["Not measured:", "", *[f"- {line}" for line in notes], ""]
@@ -436,13 +529,16 @@ def _method_styles(methods: Iterable[str]) -> dict[str, dict]:
 
     cmap = plt.get_cmap("tab10")
     markers = "osD^vP*Xh<>"
-    return {m: {"color": cmap(i % 10), "marker": markers[i % len(markers)]}
-            for i, m in enumerate(methods)}
+    return {
+        m: {"color": cmap(i % 10), "marker": markers[i % len(markers)]}
+        for i, m in enumerate(methods)
+    }
 
 
 def plot_times(records: "pd.DataFrame", path: Path) -> None:
     """Solve time vs size, log-log, one line per method, one panel per view."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -456,30 +552,39 @@ def plot_times(records: "pd.DataFrame", path: Path) -> None:
             grp = grp.sort_values("size")
             ax.plot(grp["size"], grp["time_ms"], label=method, **styles[method])
         size_name = records.loc[records["view"] == view, "size_name"].iloc[0]
-        ax.set(xscale="log", yscale="log", xlabel=f"{size_name} (log scale)",
-               ylabel="median solve time, ms (log scale)", title=f"{view} view")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel=f"{size_name} (log scale)",
+            ylabel="median solve time, ms (log scale)",
+            title=f"{view} view",
+        )
         sizes = sorted(records.loc[records["view"] == view, "size"].unique())
         ax.set_xticks(sizes, [str(int(s)) for s in sizes])
         ax.minorticks_off()
         ax.grid(True, which="major", alpha=0.3)
     # One legend for all panels, below them, so that it hides no line.
     handles = [plt.Line2D([], [], **styles[m]) for m in methods]
-    fig.legend(handles, methods, loc="lower center", ncol=min(len(methods), 5), fontsize=9,
-               frameon=False)
+    fig.legend(
+        handles, methods, loc="lower center", ncol=min(len(methods), 5), fontsize=9, frameon=False
+    )
     fig.suptitle("OT solvers: time vs problem size (CPU; missing points were skipped)")
     fig.tight_layout(rect=(0, 0.06 * math.ceil(len(methods) / 5), 1, 1))
     safe_io.write_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
-def _clusters(points: list[tuple[float, float, str]], tol: float = 0.2
-              ) -> list[tuple[float, float, list[str]]]:
+def _clusters(
+    points: list[tuple[float, float, str]], tol: float = 0.2
+) -> list[tuple[float, float, list[str]]]:
     """Group points closer than ``tol`` decades on both log axes, so that their labels merge."""
     groups: list[tuple[float, float, list[str]]] = []
     for x, y, name in sorted(points):
         for gx, gy, names in groups:
-            if abs(math.log10(x) - math.log10(gx)) < tol and \
-                    abs(math.log10(y) - math.log10(gy)) < tol:
+            if (
+                abs(math.log10(x) - math.log10(gx)) < tol
+                and abs(math.log10(y) - math.log10(gy)) < tol
+            ):
                 names.append(name)
                 break
         else:
@@ -493,15 +598,17 @@ def _label(ax, points: list[tuple[float, float, str]], renderer) -> None:
     placed = []
     for x, y, names in sorted(_clusters(points, tol=0.1), key=lambda g: (g[1], g[0])):
         for dy in (4, -12, 14, -22, 24, -32, 34):
-            ann = ax.annotate(", ".join(names), (x, y), textcoords="offset points",
-                              xytext=(6, dy), fontsize=8)
+            ann = ax.annotate(
+                ", ".join(names), (x, y), textcoords="offset points", xytext=(6, dy), fontsize=8
+            )
             box = ann.get_window_extent(renderer)
             if not any(box.overlaps(b) for b in placed):
                 break
             ann.remove()
         else:
-            ann = ax.annotate(", ".join(names), (x, y), textcoords="offset points",
-                              xytext=(6, 4), fontsize=8)
+            ann = ax.annotate(
+                ", ".join(names), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8
+            )
             box = ann.get_window_extent(renderer)
         placed.append(box)
 
@@ -509,6 +616,7 @@ def _label(ax, points: list[tuple[float, float, str]], renderer) -> None:
 def plot_accuracy(records: "pd.DataFrame", path: Path, *, floor: float = 1e-8) -> None:
     """Relative error vs solve time at each view's largest size (exact = 0 drawn at ``floor``)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -531,9 +639,13 @@ def plot_accuracy(records: "pd.DataFrame", path: Path, *, floor: float = 1e-8) -
             ax.scatter(r["time_ms"], y, s=50, **styles[r["method"]])
             points.append((float(r["time_ms"]), y, r["method"]))
         ax.axhline(floor, color="grey", lw=0.8, ls=":")
-        ax.set(xscale="log", yscale="log", xlabel="median solve time, ms (log scale)",
-               ylabel=f"relative error of the value (log; 0 drawn at {floor:g})",
-               title=f"{view} view, {size_name} = {size}")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="median solve time, ms (log scale)",
+            ylabel=f"relative error of the value (log; 0 drawn at {floor:g})",
+            title=f"{view} view, {size_name} = {size}",
+        )
         ax.margins(x=0.15, y=0.1)
         ax.grid(True, alpha=0.3)
     fig.suptitle("OT solvers: accuracy vs time at the largest size (lower left is better)")
@@ -576,12 +688,23 @@ def machine_info() -> dict[str, str]:
     }
 
 
-_LABELS = {"platform": "Platform", "cpu": "CPU", "python": "Python", "torch": "Torch",
-           "packages": "Packages"}
+_LABELS = {
+    "platform": "Platform",
+    "cpu": "CPU",
+    "python": "Python",
+    "torch": "Torch",
+    "packages": "Packages",
+}
 
 
-def write_outputs(records: "pd.DataFrame", out: str | Path, *, command: str,
-                  settings: str = "", prefix: str = "bench") -> dict[str, Path]:
+def write_outputs(
+    records: "pd.DataFrame",
+    out: str | Path,
+    *,
+    command: str,
+    settings: str = "",
+    prefix: str = "bench",
+) -> dict[str, Path]:
     """Write ``<prefix>.csv``, ``<prefix>.md``, ``<prefix>_time.png``, ``<prefix>_accuracy.png``.
 
     Returns
@@ -590,14 +713,19 @@ def write_outputs(records: "pd.DataFrame", out: str | Path, *, command: str,
         ``{"csv": path, "md": path, "time_png": path, "accuracy_png": path}``.
     """
     out = safe_io.ensure_dir(Path(out))
-    paths = {"csv": out / f"{prefix}.csv", "md": out / f"{prefix}.md",
-             "time_png": out / f"{prefix}_time.png",
-             "accuracy_png": out / f"{prefix}_accuracy.png"}
+    paths = {
+        "csv": out / f"{prefix}.csv",
+        "md": out / f"{prefix}.md",
+        "time_png": out / f"{prefix}_time.png",
+        "accuracy_png": out / f"{prefix}_accuracy.png",
+    }
     safe_io.write_text(paths["csv"], records.to_csv(index=False), out)
     info = machine_info()
-    header = [f"Command: `{command}`  ",
-              f"Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ",
-              *[f"{_LABELS.get(k, k)}: {v}  " for k, v in info.items()]]
+    header = [
+        f"Command: `{command}`  ",
+        f"Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ",
+        *[f"{_LABELS.get(k, k)}: {v}  " for k, v in info.items()],
+    ]
     if settings:
         header.append(settings)
     safe_io.write_text(paths["md"], render_markdown(records, header) + "\n", out)

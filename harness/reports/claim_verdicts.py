@@ -14,6 +14,7 @@ register family within the suite report (:func:`finish`), then
 :func:`~harness.reports.verdict_rules.classify` gives the verdict. ``docs/statistics.md``
 states the rules.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,8 +25,19 @@ from typing import Any, Mapping, Sequence
 
 from harness.reports import verdict_rules as vr
 
-__all__ = ["Design", "COLUMNS", "WEIGHT_AXES", "test_design", "designs", "lower_edges",
-           "match_entry", "table_rows", "finish", "verdicts_frame", "load_index"]
+__all__ = [
+    "Design",
+    "COLUMNS",
+    "WEIGHT_AXES",
+    "test_design",
+    "designs",
+    "lower_edges",
+    "match_entry",
+    "table_rows",
+    "finish",
+    "verdicts_frame",
+    "load_index",
+]
 
 #: Grid axes that weigh a regularization term (the last dotted part of the axis name): a
 #: choice at the smallest value of such an axis switches the term (nearly) off.
@@ -33,11 +45,42 @@ WEIGHT_AXES = ("alpha", "lambda", "weight", "beta")
 #: The margin and minimum effect of a claim that the register does not hold.
 UNREGISTERED_MARGIN = 0.5
 
-COLUMNS = ["paper", "paper_table", "table", "kind", "claim", "task", "family", "entry_id",
-           "test_kind", "margin", "min_effect", "n", "mean_diff", "method", "ci_low", "ci_high",
-           "p", "p_holds", "p_reversed", "p_equivalent", "p_adj", "p_equiv_adj", "zeros", "mde",
-           "verdict", "reason", "paper_holds", "paper_diff", "at_lower_edge", "test_note",
-           "dropped_seeds", "diffs", "values_a", "values_b"]
+COLUMNS = [
+    "paper",
+    "paper_table",
+    "table",
+    "kind",
+    "claim",
+    "task",
+    "family",
+    "entry_id",
+    "test_kind",
+    "margin",
+    "min_effect",
+    "n",
+    "mean_diff",
+    "method",
+    "ci_low",
+    "ci_high",
+    "p",
+    "p_holds",
+    "p_reversed",
+    "p_equivalent",
+    "p_adj",
+    "p_equiv_adj",
+    "zeros",
+    "mde",
+    "verdict",
+    "reason",
+    "paper_holds",
+    "paper_diff",
+    "at_lower_edge",
+    "test_note",
+    "dropped_seeds",
+    "diffs",
+    "values_a",
+    "values_b",
+]
 
 
 @dataclass(frozen=True)
@@ -52,8 +95,12 @@ class Design:
 
 
 SIGN_FLIP, NADEAU_BENGIO = "sign-flip", "nadeau-bengio"
-_UNKNOWN = Design(None, SIGN_FLIP, "the records carry no dataset config: sign-flip test, "
-                                   "valid only if no seed trains on another's test examples")
+_UNKNOWN = Design(
+    None,
+    SIGN_FLIP,
+    "the records carry no dataset config: sign-flip test, "
+    "valid only if no seed trains on another's test examples",
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -67,19 +114,26 @@ def _design(config_json: str) -> Design:
     except (KeyError, ValueError):
         return _UNKNOWN
     if info.needs_root:
-        return Design(None, SIGN_FLIP, f"{name}: the dataset's own test split, the same for "
-                                       "every seed")
+        return Design(
+            None, SIGN_FLIP, f"{name}: the dataset's own test split, the same for every seed"
+        )
     if params.get("test_pool") == "fixed":
         return Design(None, SIGN_FLIP, "test_pool: fixed: one test set that no seed trains on")
     try:
         n_train = len(load_dataset(name, split="train", seed=0, **params))
         n_test = len(load_dataset(name, split="test", seed=0, **params))
     except (ValueError, TypeError, KeyError, OSError):
-        return Design(None, SIGN_FLIP, f"{name}: the seeds share a pool (sizes unknown): "
-                                       "sign-flip test, anti-conservative")
-    return Design((n_train, n_test), NADEAU_BENGIO,
-                  f"{name}: each seed re-draws train {n_train} / test {n_test} from one pool: "
-                  "Nadeau-Bengio corrected t test (normal differences assumed)")
+        return Design(
+            None,
+            SIGN_FLIP,
+            f"{name}: the seeds share a pool (sizes unknown): sign-flip test, anti-conservative",
+        )
+    return Design(
+        (n_train, n_test),
+        NADEAU_BENGIO,
+        f"{name}: each seed re-draws train {n_train} / test {n_test} from one pool: "
+        "Nadeau-Bengio corrected t test (normal differences assumed)",
+    )
 
 
 def test_design(config: Mapping[str, Any] | None) -> Design:
@@ -102,8 +156,9 @@ def designs(d) -> dict[str, Design]:
 
 def _lower(position: str, axes: str) -> bool:
     parts = str(position).split(", ")
-    return any(ax.split(".")[-1] in WEIGHT_AXES and f"{ax}=lower" in parts
-               for ax in str(axes).split())
+    return any(
+        ax.split(".")[-1] in WEIGHT_AXES and f"{ax}=lower" in parts for ax in str(axes).split()
+    )
 
 
 def lower_edges(choices) -> set[tuple[str, str]]:
@@ -114,8 +169,10 @@ def lower_edges(choices) -> set[tuple[str, str]]:
         return set()
     out = set()
     for (row, task), g in choices.groupby(["row", "task"], sort=False):
-        low = sum(bool(e) and _lower(p, a) for e, p, a in
-                  zip(g["edge"], g["position"], g["edge_axes"].fillna("")))
+        low = sum(
+            bool(e) and _lower(p, a)
+            for e, p, a in zip(g["edge"], g["position"], g["edge_axes"].fillna(""))
+        )
         if 2 * low > len(g):
             out.add((row, task))
     return out
@@ -145,8 +202,17 @@ def load_index(regs=None):
     return index, fams
 
 
-def match_entry(index, fams, paper: str, table: str, form: str, kind: str, suite: str,
-                board: str, column: str | None = None):
+def match_entry(
+    index,
+    fams,
+    paper: str,
+    table: str,
+    form: str,
+    kind: str,
+    suite: str,
+    board: str,
+    column: str | None = None,
+):
     """``(family id, entry or None, elsewhere)`` of a suite's premise / claim ``form``
     (canonical) of ``paper`` table ``table``, written in leaderboard ``board`` of ``suite``,
     on the paper's ``column``. Only entries whose location names that suite (and table) in
@@ -157,9 +223,12 @@ def match_entry(index, fams, paper: str, table: str, form: str, kind: str, suite
     from harness.experiments.register import canonical
 
     def here(e):
-        return any(loc.suite == suite and loc.table in (None, board)
-                   and canonical(loc.as_ or e.comparison) == form
-                   for loc in e.cpu_twin + e.full_scale)
+        return any(
+            loc.suite == suite
+            and loc.table in (None, board)
+            and canonical(loc.as_ or e.comparison) == form
+            for loc in e.cpu_twin + e.full_scale
+        )
 
     mine = [(f, k, e) for f, k, e in index.get((paper, str(table), form), []) if here(e)]
     on = [(f, k, e) for f, k, e in mine if column is None or column in (e.columns or f.columns)]
@@ -186,8 +255,14 @@ def _seeds(x: Mapping) -> str:
 
 
 def _paper_diff(paper, a: str | None, b: str | None, task) -> float:
-    if paper is None or a is None or b is None or task not in getattr(paper, "columns", ()) \
-            or a not in paper.index or b not in paper.index:
+    if (
+        paper is None
+        or a is None
+        or b is None
+        or task not in getattr(paper, "columns", ())
+        or a not in paper.index
+        or b not in paper.index
+    ):
         return math.nan
     x, y = paper.at[a, task], paper.at[b, task]
     return float(x) - float(y) if x == x and y == y else math.nan
@@ -195,17 +270,35 @@ def _paper_diff(paper, a: str | None, b: str | None, task) -> float:
 
 def _entry_fields(entry, op: str) -> dict:
     if entry is None:
-        return {"entry_id": "", "test_kind": "non_inferiority" if op == ">=" else "superiority",
-                "margin": UNREGISTERED_MARGIN, "min_effect": math.nan}
-    return {"entry_id": entry.id, "test_kind": entry.kind_of_test, "margin": entry.margin,
-            "min_effect": entry.min_effect}
+        return {
+            "entry_id": "",
+            "test_kind": "non_inferiority" if op == ">=" else "superiority",
+            "margin": UNREGISTERED_MARGIN,
+            "min_effect": math.nan,
+        }
+    return {
+        "entry_id": entry.id,
+        "test_kind": entry.kind_of_test,
+        "margin": entry.margin,
+        "min_effect": entry.min_effect,
+    }
 
 
 def _column(base: dict, ours, a, b, task, design: Design, edge: bool) -> dict:
     """One premise / claim on one column: the tests (``_tests``; None without numbers)."""
-    row = dict(base, task=task, n=0, at_lower_edge=edge, test_note=design.note,
-               method=design.method, dropped_seeds="", diffs="", values_a="", values_b="",
-               _tests=None)
+    row = dict(
+        base,
+        task=task,
+        n=0,
+        at_lower_edge=edge,
+        test_note=design.note,
+        method=design.method,
+        dropped_seeds="",
+        diffs="",
+        values_a="",
+        values_b="",
+        _tests=None,
+    )
     if a is None or b is None:
         return dict(row, _missing=f"no row {base['_left'] if a is None else base['_right']!r}")
     va, vb = _clean(ours.loc[a, task]), _clean(ours.loc[b, task])
@@ -215,14 +308,29 @@ def _column(base: dict, ours, a, b, task, design: Design, edge: bool) -> dict:
     diffs = {s: va[s] - vb[s] for s in seeds}
     split = design.split if len(diffs) >= 2 else None
     t = vr.column_tests(list(diffs.values()), row["test_kind"], row["margin"], split=split)
-    return dict(row, n=t.n, _tests=t, method=SIGN_FLIP if split is None else design.method,
-                dropped_seeds=" ".join(map(str, sorted(set(va) ^ set(vb)))),
-                diffs=_seeds(diffs), values_a=_seeds({s: va[s] for s in seeds}),
-                values_b=_seeds({s: vb[s] for s in seeds}))
+    return dict(
+        row,
+        n=t.n,
+        _tests=t,
+        method=SIGN_FLIP if split is None else design.method,
+        dropped_seeds=" ".join(map(str, sorted(set(va) ^ set(vb)))),
+        diffs=_seeds(diffs),
+        values_a=_seeds({s: va[s] for s in seeds}),
+        values_b=_seeds({s: vb[s] for s in seeds}),
+    )
 
 
-def table_rows(ref, ours, paper, specs: Mapping[str, str], board: str, design: Mapping,
-               edges: set, suite: str = "", index=None) -> list[dict]:
+def table_rows(
+    ref,
+    ours,
+    paper,
+    specs: Mapping[str, str],
+    board: str,
+    design: Mapping,
+    edges: set,
+    suite: str = "",
+    index=None,
+) -> list[dict]:
     """Premises then claims of ``ref`` (a :class:`~harness.experiments.reference.Reference`)
     on every task column of ``ours`` (per-seed accuracies, %: rows x ``(task, seed)``), not yet
     adjusted: premises decided here (unadjusted), claims marked ``_premise_ok``. ``paper``:
@@ -242,18 +350,37 @@ def table_rows(ref, ours, paper, specs: Mapping[str, str], board: str, design: M
             form = canonical(text)
             c = parse_claim(form)
             a, b = _row(ours.index, c.left, specs), _row(ours.index, c.right, specs)
-            base = {"paper": ref.paper, "paper_table": ref.table, "table": board, "kind": kind,
-                    "claim": form, "_left": c.left, "_right": c.right}
-            pa, pb = _row(getattr(paper, "index", ()), c.left, specs), \
-                _row(getattr(paper, "index", ()), c.right, specs)
+            base = {
+                "paper": ref.paper,
+                "paper_table": ref.table,
+                "table": board,
+                "kind": kind,
+                "claim": form,
+                "_left": c.left,
+                "_right": c.right,
+            }
+            pa, pb = (
+                _row(getattr(paper, "index", ()), c.left, specs),
+                _row(getattr(paper, "index", ()), c.right, specs),
+            )
             for task in tasks:
-                fam, entry, elsewhere = match_entry(index, fams, ref.paper, ref.table, form,
-                                                    kind, suite, board, ref.columns.get(task))
+                fam, entry, elsewhere = match_entry(
+                    index,
+                    fams,
+                    ref.paper,
+                    ref.table,
+                    form,
+                    kind,
+                    suite,
+                    board,
+                    ref.columns.get(task),
+                )
                 if elsewhere:  # registered for this suite on the paper's other columns only
                     continue
                 here = dict(base, family=fam, **_entry_fields(entry, c.op))
-                col = _column(here, ours, a, b, task, design.get(task, _UNKNOWN),
-                              (a, task) in edges)
+                col = _column(
+                    here, ours, a, b, task, design.get(task, _UNKNOWN), (a, task) in edges
+                )
                 col["paper_holds"] = _paper_holds(c, paper, specs, task)
                 col["paper_diff"] = _paper_diff(paper, pa, pb, task)
                 col["_premise_ok"] = kind == "premise" or failed[task] is None
@@ -270,20 +397,39 @@ def table_rows(ref, ours, paper, specs: Mapping[str, str], board: str, design: M
 def _decide(col: dict, p_adj, p_equiv_adj) -> None:
     t = col["_tests"]
     if t is None:
-        v = vr.Verdict(vr.NOT_TESTED, f"a premise failed ({col['_failed']})") \
-            if not col["_premise_ok"] else vr.Verdict(vr.INCONCLUSIVE, col["_missing"])
+        v = (
+            vr.Verdict(vr.NOT_TESTED, f"a premise failed ({col['_failed']})")
+            if not col["_premise_ok"]
+            else vr.Verdict(vr.INCONCLUSIVE, col["_missing"])
+        )
     else:
-        v = vr.classify(t, p_adj, p_equiv_adj, premise_ok=col["_premise_ok"],
-                        at_lower_edge=bool(col["at_lower_edge"]),
-                        min_effect=None if col["min_effect"] != col["min_effect"]
-                        else col["min_effect"])
+        v = vr.classify(
+            t,
+            p_adj,
+            p_equiv_adj,
+            premise_ok=col["_premise_ok"],
+            at_lower_edge=bool(col["at_lower_edge"]),
+            min_effect=None if col["min_effect"] != col["min_effect"] else col["min_effect"],
+        )
         if v.verdict == vr.NOT_TESTED:
             v = vr.Verdict(vr.NOT_TESTED, f"a premise failed ({col['_failed']})")
-        col.update(mean_diff=t.test.mean, ci_low=t.test.lo, ci_high=t.test.hi,
-                   p=t.p_primary, p_holds=t.p_holds, p_reversed=t.p_reversed,
-                   p_equivalent=t.p_equivalent, zeros=t.zeros, mde=t.mde)
-    col.update(verdict=v.verdict, reason=v.reason, p_adj=math.nan if p_adj is None else p_adj,
-               p_equiv_adj=math.nan if p_equiv_adj is None else p_equiv_adj)
+        col.update(
+            mean_diff=t.test.mean,
+            ci_low=t.test.lo,
+            ci_high=t.test.hi,
+            p=t.p_primary,
+            p_holds=t.p_holds,
+            p_reversed=t.p_reversed,
+            p_equivalent=t.p_equivalent,
+            zeros=t.zeros,
+            mde=t.mde,
+        )
+    col.update(
+        verdict=v.verdict,
+        reason=v.reason,
+        p_adj=math.nan if p_adj is None else p_adj,
+        p_equiv_adj=math.nan if p_equiv_adj is None else p_equiv_adj,
+    )
 
 
 def finish(rows: Sequence[dict]) -> list[dict]:
@@ -293,8 +439,12 @@ def finish(rows: Sequence[dict]) -> list[dict]:
     rows = [dict(r) for r in rows]
     tests: dict[str, dict] = {}
     for i, r in enumerate(rows):
-        if r["kind"] == "claim" and r["_premise_ok"] and r["_tests"] is not None \
-                and r["_tests"].n >= 2:
+        if (
+            r["kind"] == "claim"
+            and r["_premise_ok"]
+            and r["_tests"] is not None
+            and r["_tests"].n >= 2
+        ):
             tests.setdefault(r["family"], {})[i] = r["_tests"]
     adjusted = {i: p for fam in tests.values() for i, p in vr.holm_family(fam).items()}
     for i, r in enumerate(rows):
@@ -307,5 +457,4 @@ def verdicts_frame(rows: Sequence[dict]):
     """``verdicts.csv`` of :func:`finish`'s rows: :data:`COLUMNS`."""
     import pandas as pd
 
-    return pd.DataFrame([{k: r.get(k, math.nan) for k in COLUMNS} for r in rows],
-                        columns=COLUMNS)
+    return pd.DataFrame([{k: r.get(k, math.nan) for k in COLUMNS} for r in rows], columns=COLUMNS)

@@ -12,6 +12,7 @@ largest gap between two means of one task is under :data:`GAP_SHARE` of the axis
 top), the axis is broken: a short stub from 0, a visible break mark, then the data's range.
 The trace plots (li2020 Figs. 2, 3) keep their own 0-1 axis.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,11 @@ __all__ = [
 ]
 
 #: rows drawn as a dashed reference line in every panel: the student trained alone
-REFERENCE_ROWS = {"none": "none (student alone)", "scratch": "scratch",
-                  "target only": "target only"}
+REFERENCE_ROWS = {
+    "none": "none (student alone)",
+    "scratch": "scratch",
+    "target only": "target only",
+}
 #: below this share of the axis, the largest gap of a task is hidden by an axis from 0
 GAP_SHARE = 0.10
 _STUB = 8  # the main part of a broken axis is this many times as long as the stub from 0
@@ -82,13 +86,18 @@ def _trace_frame(df):
         for e in epochs:
             for k, v in e.items():
                 if k.endswith("/matched"):
-                    tap = k[:-len("/matched")]
+                    tap = k[: -len("/matched")]
                     _term, _, short = tap.partition("/")  # "omega_p/penultimate"
-                    rows.append({"method": r.get("method") or r["regularizer"],
-                                 "task": r["dataset"], "tap": short if "+" not in str(
-                                     r["regularizer"]) and short else tap,
-                                 "epoch": int(e.get("epoch", 0)) + 1, "seed": r["seed"],
-                                 "matched": float(v)})
+                    rows.append(
+                        {
+                            "method": r.get("method") or r["regularizer"],
+                            "task": r["dataset"],
+                            "tap": short if "+" not in str(r["regularizer"]) and short else tap,
+                            "epoch": int(e.get("epoch", 0)) + 1,
+                            "seed": r["seed"],
+                            "matched": float(v),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -107,19 +116,32 @@ def plot_traces(df, title: str, path) -> bool:
     import matplotlib.pyplot as plt
 
     taps = list(dict.fromkeys(tr["tap"]))  # one panel per layer (li2020 Fig. 3 and S1)
-    fig, axes = plt.subplots(1, len(taps), figsize=(1.0 + 5.5 * len(taps), 3.8), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(taps), figsize=(1.0 + 5.5 * len(taps), 3.8), sharey=True, squeeze=False
+    )
     for ax, tap in zip(axes[0], taps):
         sub = tr[tr["tap"] == tap]
         for (method, task), g in sub.groupby(["method", "task"], sort=False):
             st = g.groupby("epoch")["matched"].agg(["mean", "std"]).fillna(0.0)
-            label = " · ".join(str(p) for p, many in ((method, sub["method"].nunique() > 1),
-                                                      (task, sub["task"].nunique() > 1))
-                               if many) or str(method)
+            label = " · ".join(
+                str(p)
+                for p, many in (
+                    (method, sub["method"].nunique() > 1),
+                    (task, sub["task"].nunique() > 1),
+                )
+                if many
+            ) or str(method)
             ax.plot(st.index, st["mean"], label=label)
             ax.fill_between(st.index, st["mean"] - st["std"], st["mean"] + st["std"], alpha=0.2)
-        _finish(fig, ax, None, xlabel="epoch", ylabel=_TRACE if ax is axes[0][0] else "",
-                ylim=_UNIT, title=f"{title}: {tap}")
+        _finish(
+            fig,
+            ax,
+            None,
+            xlabel="epoch",
+            ylabel=_TRACE if ax is axes[0][0] else "",
+            ylim=_UNIT,
+            title=f"{title}: {tap}",
+        )
     fig.suptitle("trace of the plan along training (li2020 Fig. 3)", fontsize=10)
     _save(fig, path)
     return True
@@ -137,8 +159,15 @@ def plot_layer_traces(table, title: str, path) -> None:
     for col in table.columns:
         ax.plot(x, table[col], marker="o", label=str(col))
     ax.set_xticks(list(x), [str(t) for t in table.index], rotation=30, ha="right")
-    _finish(fig, ax, path, xlabel="layer (input → output)", ylabel=_TRACE, ylim=_UNIT,
-            title=f"{title}: neurons matching their initial role (li2020 Fig. 2)")
+    _finish(
+        fig,
+        ax,
+        path,
+        xlabel="layer (input → output)",
+        ylabel=_TRACE,
+        ylim=_UNIT,
+        title=f"{title}: neurons matching their initial role (li2020 Fig. 2)",
+    )
 
 
 def _save_both(fig, path) -> None:
@@ -176,8 +205,12 @@ def _short_point(point: str, row: str) -> str:
     short = {k: k.rsplit(".", 1)[-1] for k in p}
     if len(set(short.values())) < len(short):
         short = {k: k.removeprefix(row + ".") for k in p}
-    return ", ".join(f"{short[k]}={v:g}" if isinstance(v, (int, float)) and not
-                     isinstance(v, bool) else f"{short[k]}={v}" for k, v in p.items())
+    return ", ".join(
+        f"{short[k]}={v:g}"
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+        else f"{short[k]}={v}"
+        for k, v in p.items()
+    )
 
 
 def chosen_points(choices, by_task: bool = True) -> dict:
@@ -205,15 +238,22 @@ def value_axis(mean, std, seeds, extra=()) -> tuple[float, float, bool]:
     down to 5). ``extra``: other values drawn on the axis (the teacher's accuracy)."""
     import numpy as np
 
-    values = np.concatenate([seeds.to_numpy(float).ravel(), (mean + std.fillna(0)).to_numpy(
-        float).ravel(), (mean - std.fillna(0)).to_numpy(float).ravel(), np.asarray(
-            list(extra), dtype=float)])
+    values = np.concatenate(
+        [
+            seeds.to_numpy(float).ravel(),
+            (mean + std.fillna(0)).to_numpy(float).ravel(),
+            (mean - std.fillna(0)).to_numpy(float).ravel(),
+            np.asarray(list(extra), dtype=float),
+        ]
+    )
     values = values[np.isfinite(values)]
     if not values.size:
         return 0.0, 100.0, False
     hi = min(100.0, 5.0 * math.ceil((values.max() + 1.0) / 5.0))
-    gap = max((float(mean[c].max() - mean[c].min()) for c in mean.columns
-               if mean[c].notna().sum() > 1), default=0.0)
+    gap = max(
+        (float(mean[c].max() - mean[c].min()) for c in mean.columns if mean[c].notna().sum() > 1),
+        default=0.0,
+    )
     lo = 5.0 * math.floor((values.min() - 1.0) / 5.0)
     if gap >= GAP_SHARE * hi or lo <= 10.0:
         return 0.0, hi, False
@@ -250,8 +290,15 @@ def _axes(fig, spec, lo: float, hi: float, broken: bool, horizontal: bool):
         main.spines["bottom"].set_visible(False)
         main.tick_params(axis="x", bottom=False, labelbottom=False)
         ends = ((stub, [0, 1], [1, 1]), (main, [0, 1], [0, 0]))
-    mark = {"marker": [(-1, -1.5), (1, 1.5)], "markersize": 9, "linestyle": "none",
-            "color": "k", "mec": "k", "mew": 1, "clip_on": False}
+    mark = {
+        "marker": [(-1, -1.5), (1, 1.5)],
+        "markersize": 9,
+        "linestyle": "none",
+        "color": "k",
+        "mec": "k",
+        "mew": 1,
+        "clip_on": False,
+    }
     for ax, xs, ys in ends:  # the break: two slanted strokes on each side of the gap
         ax.plot(xs, ys, transform=ax.transAxes, **mark)
     return main, [stub, main]
@@ -289,15 +336,33 @@ def _legend(fig, mean, teacher, seeds: int, top: float) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Line2D([], [], color="0.3", linestyle=style, label=REFERENCE_ROWS[r])
-               for r, style in zip([r for r in mean.index if r in REFERENCE_ROWS], ("--", ":"))]
+    handles = [
+        Line2D([], [], color="0.3", linestyle=style, label=REFERENCE_ROWS[r])
+        for r, style in zip([r for r in mean.index if r in REFERENCE_ROWS], ("--", ":"))
+    ]
     if teacher:
         handles.append(Line2D([], [], color="tab:red", linestyle="-.", label="teacher"))
-    handles += [Patch(facecolor="none", edgecolor="black", linewidth=1.5, label="best mean"),
-                Line2D([], [], color="black", marker="o", markersize=3, linestyle="none",
-                       alpha=0.6, label=f"one seed ({seeds})")]
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=7,
-               frameon=False, bbox_to_anchor=(0.5, top))
+    handles += [
+        Patch(facecolor="none", edgecolor="black", linewidth=1.5, label="best mean"),
+        Line2D(
+            [],
+            [],
+            color="black",
+            marker="o",
+            markersize=3,
+            linestyle="none",
+            alpha=0.6,
+            label=f"one seed ({seeds})",
+        ),
+    ]
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=len(handles),
+        fontsize=7,
+        frameon=False,
+        bbox_to_anchor=(0.5, top),
+    )
 
 
 def plot_table(df, title: str, path, choices=None) -> None:
@@ -329,23 +394,40 @@ def plot_table(df, title: str, path, choices=None) -> None:
         m, s = mean[task].to_numpy(float), std[task].fillna(0).to_numpy(float)
         best = np.nanargmax(m) if np.isfinite(m).any() else None
         for ax in parts:
-            bars = ax.barh(y, np.nan_to_num(m), 0.7, color=[colour[r] for r in methods],
-                           alpha=0.8, zorder=2)
+            bars = ax.barh(
+                y, np.nan_to_num(m), 0.7, color=[colour[r] for r in methods], alpha=0.8, zorder=2
+            )
             if best is not None:
                 bars[best].set_edgecolor("black")
                 bars[best].set_linewidth(1.5)
-        main.errorbar(m, y, xerr=s, fmt="none", ecolor="black", elinewidth=0.8, capsize=2,
-                      zorder=4.5)
+        main.errorbar(
+            m, y, xerr=s, fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=4.5
+        )
         for j, r in enumerate(methods):
             v = seeds.loc[r, task].to_numpy(float) if task in seeds.columns else np.array([])
             v = v[np.isfinite(v)]
-            main.scatter(v, j + rng.uniform(-0.22, 0.22, v.size), s=4, color="black",
-                         alpha=0.55, linewidths=0, zorder=4)
+            main.scatter(
+                v,
+                j + rng.uniform(-0.22, 0.22, v.size),
+                s=4,
+                color="black",
+                alpha=0.55,
+                linewidths=0,
+                zorder=4,
+            )
             if np.isfinite(m[j]):
                 text = f"{m[j]:.1f}" + (f" · {points[(r, task)]}" if (r, task) in points else "")
-                main.text(lo + 0.01 * (hi - lo), j, text, va="center", ha="left", fontsize=6.5,
-                          zorder=3.5, clip_on=True, bbox={"facecolor": "white", "alpha": 0.6,
-                                                        "edgecolor": "none", "pad": 0.6})
+                main.text(
+                    lo + 0.01 * (hi - lo),
+                    j,
+                    text,
+                    va="center",
+                    ha="left",
+                    fontsize=6.5,
+                    zorder=3.5,
+                    clip_on=True,
+                    bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none", "pad": 0.6},
+                )
         _reference_lines(main, mean, task, teacher, horizontal=True)
         main.set_title(str(task), fontsize=8)
         main.grid(axis="x", alpha=0.3)
@@ -354,14 +436,18 @@ def plot_table(df, title: str, path, choices=None) -> None:
         parts[0].set_ylim(len(methods) - 0.5, -0.5)
         for ax in parts:
             ax.tick_params(axis="x", labelsize=7)
-    fig.supxlabel(f"test accuracy (%): bar = mean, whisker = ± std, dots = the "
-                  f"{int(n.max().max()) if n.size else 0} seeds"
-                  + ("; axis broken between 0 and " + f"{lo:g}" if broken else ""), fontsize=8)
+    fig.supxlabel(
+        f"test accuracy (%): bar = mean, whisker = ± std, dots = the "
+        f"{int(n.max().max()) if n.size else 0} seeds"
+        + ("; axis broken between 0 and " + f"{lo:g}" if broken else ""),
+        fontsize=8,
+    )
     height = fig.get_figheight()
     fig.suptitle(str(title), fontsize=10, y=1.0 - 0.08 / height, va="top")
     _legend(fig, mean, teacher, int(n.max().max()) if n.size else 0, 1.0 - 0.38 / height)
-    fig.subplots_adjust(left=left / fig.get_figwidth(), right=0.98, bottom=0.6 / height,
-                        top=1.0 - 0.95 / height)
+    fig.subplots_adjust(
+        left=left / fig.get_figwidth(), right=0.98, bottom=0.6 / height, top=1.0 - 0.95 / height
+    )
     _save_both(fig, path)
 
 
@@ -389,20 +475,44 @@ def plot_lines(df, title: str, path, choices=None) -> None:
     for method in mean.index:
         m, s = mean.loc[method].to_numpy(float), std.loc[method].fillna(0).to_numpy(float)
         label = str(method) + (f" ({points[method]})" if method in points else "")
-        main.errorbar(xs, m, yerr=s, marker="o", markersize=4, capsize=3, label=label,
-                      color=colour[method], linestyle="--" if method in REFERENCE_ROWS else "-")
+        main.errorbar(
+            xs,
+            m,
+            yerr=s,
+            marker="o",
+            markersize=4,
+            capsize=3,
+            label=label,
+            color=colour[method],
+            linestyle="--" if method in REFERENCE_ROWS else "-",
+        )
         for x, task in zip(xs, mean.columns):
             v = seeds.loc[method, task].to_numpy(float) if task in seeds.columns else []
             v = np.asarray(v)[np.isfinite(v)]
-            main.scatter(x + rng.uniform(-width, width, v.size), v, s=4, color=colour[method],
-                         alpha=0.5, linewidths=0)
+            main.scatter(
+                x + rng.uniform(-width, width, v.size),
+                v,
+                s=4,
+                color=colour[method],
+                alpha=0.5,
+                linewidths=0,
+            )
     if teacher:
-        main.plot(xs, [teacher.get(c, np.nan) for c in mean.columns], color="tab:red",
-                  linestyle="-.", linewidth=1.0, label="teacher")
+        main.plot(
+            xs,
+            [teacher.get(c, np.nan) for c in mean.columns],
+            color="tab:red",
+            linestyle="-.",
+            linewidth=1.0,
+            label="teacher",
+        )
     parts[0].set_xticks(xs, [f"{x:g}" for x in xs])  # the bottom axes: the stub when broken
     parts[0].set_xlabel(name)
-    main.set_ylabel(f"test accuracy (%), mean ± std, dots: {int(n.max().max())} seeds"
-                    + (f"\n(axis broken between 0 and {lo:g})" if broken else ""), fontsize=8)
+    main.set_ylabel(
+        f"test accuracy (%), mean ± std, dots: {int(n.max().max())} seeds"
+        + (f"\n(axis broken between 0 and {lo:g})" if broken else ""),
+        fontsize=8,
+    )
     main.set_title(str(title), fontsize=10)
     main.grid(alpha=0.3)
     main.legend(fontsize=7)

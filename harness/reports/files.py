@@ -1,6 +1,7 @@
 """The files a report reads back and writes (the reports' bottom layer): CSVs of at most
 :data:`CSV_LIMIT` bytes read from regular files only, and CSVs and figures written atomically,
 never through a link (:mod:`harness.training.safe_io`)."""
+
 from __future__ import annotations
 
 from harness.training import safe_io
@@ -8,7 +9,7 @@ from harness.training import safe_io
 __all__ = ["CSV_LIMIT", "read_csv", "write_csv", "save_figure"]
 
 #: a CSV read back from a results folder larger than this is not one a report wrote
-CSV_LIMIT = 256 * 2 ** 20
+CSV_LIMIT = 256 * 2**20
 
 
 def read_csv(path, **kw):

@@ -12,6 +12,7 @@ paragraphs, images, links, code spans, bold), rendered by :func:`markdown_html`:
 comes from a file (row names, task names, the suite file) is HTML-escaped before any markup is
 added, so a row named ``<script>`` shows as text; links keep relative paths and http(s) only.
 """
+
 from __future__ import annotations
 
 import html
@@ -85,11 +86,19 @@ def _table(lines: list[str], links) -> str:
     th = "".join(f"<th>{_inline(c, links)}</th>" for c in head)
     rows = []
     for r in body:
-        rows.append("<tr>" + "".join(
-            f'<td{" class=r" if i < len(align) and align[i] else ""}>{_inline(c, links)}</td>'
-            for i, c in enumerate(r)) + "</tr>")
-    return (f'<div class="wide"><table><thead><tr>{th}</tr></thead><tbody>' + "".join(rows)
-            + "</tbody></table></div>")
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td{' class=r' if i < len(align) and align[i] else ''}>{_inline(c, links)}</td>"
+                for i, c in enumerate(r)
+            )
+            + "</tr>"
+        )
+    return (
+        f'<div class="wide"><table><thead><tr>{th}</tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table></div>"
+    )
 
 
 def markdown_html(text: str, links: Mapping[str, str] = {}) -> str:
@@ -122,12 +131,16 @@ def markdown_html(text: str, links: Mapping[str, str] = {}) -> str:
                 else:  # a continuation line of the item above
                     items[-1] += " " + lines[i].strip()
                 i += 1
-            blocks.append("<ul>" + "".join(f"<li>{_inline(x, links)}</li>" for x in items)
-                          + "</ul>")
+            blocks.append(
+                "<ul>" + "".join(f"<li>{_inline(x, links)}</li>" for x in items) + "</ul>"
+            )
         else:
             para = []
-            while i < len(lines) and lines[i].strip() and not re.match(
-                    r"^(#{1,6}\s|\s*\||\s*[-*] )", lines[i]):
+            while (
+                i < len(lines)
+                and lines[i].strip()
+                and not re.match(r"^(#{1,6}\s|\s*\||\s*[-*] )", lines[i])
+            ):
                 para.append(lines[i].strip())
                 i += 1
             blocks.append("<p>" + _inline(" ".join(para), links) + "</p>")
@@ -135,10 +148,12 @@ def markdown_html(text: str, links: Mapping[str, str] = {}) -> str:
 
 
 def _document(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-            f"{body}\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f"{body}\n</body>\n</html>\n"
+    )
 
 
 def _per_seed(flat) -> str:
@@ -147,73 +162,104 @@ def _per_seed(flat) -> str:
     if flat is None or not len(flat):
         return ""
     seeds = [c for c in flat.columns if str(c).startswith("seed_")]
-    out = ["<h2>Per-seed values</h2>",
-           ("<p>Test accuracy (%) of every seed, as in <code>leaderboard.csv</code> "
-            "(the paired tests match seeds across rows).</p>")]
+    out = [
+        "<h2>Per-seed values</h2>",
+        (
+            "<p>Test accuracy (%) of every seed, as in <code>leaderboard.csv</code> "
+            "(the paired tests match seeds across rows).</p>"
+        ),
+    ]
     for name, g in flat.groupby("table", sort=False):
         cols = ["method", "task", "mean", "std", "n", *seeds]
         frame = g[[c for c in cols if c in g]].rename(
-            columns={s: s.removeprefix("seed_") for s in seeds})
-        table = frame.to_html(index=False, escape=True, na_rep="-", float_format="{:.1f}".format,
-                              border=0)
-        out.append(f"<details><summary>{html.escape(str(name))}</summary>"
-                   f'<div class="wide">{table}</div></details>')
+            columns={s: s.removeprefix("seed_") for s in seeds}
+        )
+        table = frame.to_html(
+            index=False, escape=True, na_rep="-", float_format="{:.1f}".format, border=0
+        )
+        out.append(
+            f"<details><summary>{html.escape(str(name))}</summary>"
+            f'<div class="wide">{table}</div></details>'
+        )
     return "\n".join(out)
 
 
-def write_page(out: Path, root, suite: str, paths: Mapping[str, Path], flat,
-               page: Mapping) -> Path:
+def write_page(out: Path, root, suite: str, paths: Mapping[str, Path], flat, page: Mapping) -> Path:
     """``<out>/index.html`` of one suite's report (module docstring). ``paths``: the files
     the report wrote (``md`` is rendered; the data files are linked); ``flat``:
     ``leaderboard.csv``'s frame; ``page``: ``description``, ``suite_text``, ``command``."""
     md = safe_io.read_bytes(paths["md"]).decode("utf-8")
     body = []
     if out.parent.resolve() == Path(root).resolve():  # out is <results>/<suite>
-        body.append('<p class="nav"><a href="../index.html">all results</a> · '
-                    '<a href="../VERDICTS.md">VERDICTS.md</a></p>')
+        body.append(
+            '<p class="nav"><a href="../index.html">all results</a> · '
+            '<a href="../VERDICTS.md">VERDICTS.md</a></p>'
+        )
     body.append(markdown_html(md.split("\n", 1)[0]))  # the title
     if page.get("description"):
         body.append(f"<p>{html.escape(' '.join(str(page['description']).split()))}</p>")
     if page.get("command"):
         body.append(f"<p>Made by <code>{html.escape(page['command'])}</code></p>")
-    files = [p for k, p in paths.items() if k in ("md", "csv", "tex", "runs", "verdicts",
-                                                   "selection", "expected_max_val")]
-    body.append("<p>Files: " + ", ".join(
-        f'<a href="{html.escape(p.name)}">{html.escape(p.name)}</a>' for p in files) + "</p>")
+    files = [
+        p
+        for k, p in paths.items()
+        if k in ("md", "csv", "tex", "runs", "verdicts", "selection", "expected_max_val")
+    ]
+    body.append(
+        "<p>Files: "
+        + ", ".join(f'<a href="{html.escape(p.name)}">{html.escape(p.name)}</a>' for p in files)
+        + "</p>"
+    )
     body.append(markdown_html(md.split("\n", 1)[1] if "\n" in md else ""))
     body.append(_per_seed(flat))
     if page.get("suite_text"):
-        body.append(f"<h2>Suite file</h2><details><summary>{html.escape(suite)}.yaml"
-                    f"</summary><pre>{html.escape(page['suite_text'])}</pre></details>")
+        body.append(
+            f"<h2>Suite file</h2><details><summary>{html.escape(suite)}.yaml"
+            f"</summary><pre>{html.escape(page['suite_text'])}</pre></details>"
+        )
     path = out / "index.html"
     safe_io.write_text(path, _document(f"{suite}: results", "\n".join(body)), root)
     return path
 
 
-def write_index_page(results_root: str | os.PathLike, suites: Mapping[str, str] | None = None
-                     ) -> Path:
+def write_index_page(
+    results_root: str | os.PathLike, suites: Mapping[str, str] | None = None
+) -> Path:
     """``<results_root>/index.html``: every suite folder with an ``index.html`` (linked, with
     its description from ``suites``), then ``VERDICTS.md`` rendered, its links to a suite's
     ``leaderboard.md`` pointing at that suite's page."""
     root = Path(results_root)
     suites = suites or {}
-    pages = sorted(d.name for d in root.iterdir() if (d / "index.html").is_file()) \
-        if root.is_dir() else []
-    body = ["<h1>Results</h1>",
-            ("<p>Written by <code>otransfer report --all</code>; one page per suite (its "
-             'tables, verdicts, figures and per-seed values); <a href="README.md">README.md</a> '
-             "lists the same files as Markdown.</p>"), "<h2>Suites</h2><ul>"]
+    pages = (
+        sorted(d.name for d in root.iterdir() if (d / "index.html").is_file())
+        if root.is_dir()
+        else []
+    )
+    body = [
+        "<h1>Results</h1>",
+        (
+            "<p>Written by <code>otransfer report --all</code>; one page per suite (its "
+            'tables, verdicts, figures and per-seed values); <a href="README.md">README.md</a> '
+            "lists the same files as Markdown.</p>"
+        ),
+        "<h2>Suites</h2><ul>",
+    ]
     for name in pages:
         desc = " ".join(str(suites.get(name, "")).split())
-        body.append(f'<li><a href="{html.escape(name)}/index.html"><strong>'
-                    f"{html.escape(name)}</strong></a>"
-                    + (f": {html.escape(desc)}" if desc else "") + "</li>")
+        body.append(
+            f'<li><a href="{html.escape(name)}/index.html"><strong>'
+            f"{html.escape(name)}</strong></a>"
+            + (f": {html.escape(desc)}" if desc else "")
+            + "</li>"
+        )
     body.append("</ul>" if pages else "<li>none yet: <code>otransfer run SUITE</code></li></ul>")
     verdicts = root / "VERDICTS.md"
     if verdicts.is_file():
         links = {f"{n}/leaderboard.md": f"{n}/index.html" for n in pages}
-        body += ['<h2 id="verdicts">Verdicts</h2>', markdown_html(
-            safe_io.read_bytes(verdicts).decode("utf-8"), links)]
+        body += [
+            '<h2 id="verdicts">Verdicts</h2>',
+            markdown_html(safe_io.read_bytes(verdicts).decode("utf-8"), links),
+        ]
     path = root / "index.html"
     safe_io.write_text(path, _document("otransfer results", "\n".join(body)), root)
     return path
@@ -226,8 +272,16 @@ def suite_text(name: str) -> str:
     return suite_file_text(name)
 
 
-def report_command(name: str, storage, out, overrides: Sequence[str], quick: bool, from_csv,
-                   selection: str, results_root) -> str:
+def report_command(
+    name: str,
+    storage,
+    out,
+    overrides: Sequence[str],
+    quick: bool,
+    from_csv,
+    selection: str,
+    results_root,
+) -> str:
     """The ``otransfer report`` command line that writes this report again (a storage URL
     with its password masked)."""
     from harness.experiments.secrets import redact

@@ -1,5 +1,6 @@
 """The numbers behind every table and figure of a report, pure pandas functions of the run
 records: the per-cell mean, std and count of the test accuracy, and every seed's value."""
+
 from __future__ import annotations
 
 __all__ = ["leaderboard_numbers", "leaderboard_seeds", "accuracies"]
@@ -32,10 +33,14 @@ def leaderboard_seeds(df, stage: str | None = None):
     d = accuracies(df, stage)
     order_r = list(dict.fromkeys(d["regularizer"]))
     order_c = list(dict.fromkeys(d["dataset"]))
-    wide = d.groupby(["regularizer", "dataset", "seed"], sort=False)["acc"].mean() \
+    wide = (
+        d.groupby(["regularizer", "dataset", "seed"], sort=False)["acc"]
+        .mean()
         .unstack(["dataset", "seed"])
+    )
     cols = pd.MultiIndex.from_tuples(
-        sorted(wide.columns, key=lambda c: (order_c.index(c[0]), c[1])), names=["task", "seed"])
+        sorted(wide.columns, key=lambda c: (order_c.index(c[0]), c[1])), names=["task", "seed"]
+    )
     return wide.reindex(index=order_r, columns=cols)
 
 
@@ -54,7 +59,13 @@ def accuracies(df, stage):
             stage = max(order, key=lambda s: (width[s], order.index(s)))
         d = d[d["stage"] == stage]
     # rows: "method" (spec + grid point) when recorded, else the spec
-    row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
+    row = (
+        d["method"].where(d["method"].notna(), d["regularizer"])
+        if "method" in d
         else d["regularizer"]
-    return d.assign(acc=100.0 * pd.to_numeric(d["test_accuracy"]), regularizer=row,
-                    seed=pd.to_numeric(d["seed"]).astype(int))
+    )
+    return d.assign(
+        acc=100.0 * pd.to_numeric(d["test_accuracy"]),
+        regularizer=row,
+        seed=pd.to_numeric(d["seed"]).astype(int),
+    )

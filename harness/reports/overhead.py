@@ -10,6 +10,7 @@ microseconds: where the routine itself takes a few microseconds (lapjv at d = 16
 ratio, is the number to read (a fixed cost of some tens of torch/NumPy calls, ~1-3 us each, plus
 the O(d^2) passes every solve needs: the finiteness check, the dense plan, ``<P, C>``).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -49,7 +50,9 @@ ROUTINES: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray], object]]] = {
 }
 
 
-def _cell(method: str, routine: Callable, C: torch.Tensor, min_reps: int) -> tuple[float, float, int]:
+def _cell(
+    method: str, routine: Callable, C: torch.Tensor, min_reps: int
+) -> tuple[float, float, int]:
     C64 = C.numpy()
     a = np.full(C.shape[0], 1.0 / C.shape[0])
     calls = (lambda: routine(C64, a), lambda: solvers.solve(C, method=method))
@@ -69,8 +72,12 @@ def _cell(method: str, routine: Callable, C: torch.Tensor, min_reps: int) -> tup
     return 1e3 * statistics.median(times[0]), 1e3 * statistics.median(times[1]), reps
 
 
-def measure_overhead(sizes: Sequence[int] = SIZES, methods: Sequence[str] | None = None, seed: int = 0,
-            min_reps: int = 5) -> "pd.DataFrame":
+def measure_overhead(
+    sizes: Sequence[int] = SIZES,
+    methods: Sequence[str] | None = None,
+    seed: int = 0,
+    min_reps: int = 5,
+) -> "pd.DataFrame":
     """Median time of the routine and of ``solve`` per (method, size); one row each.
 
     Methods without a routine here, or not installed, are left out."""
@@ -78,19 +85,42 @@ def measure_overhead(sizes: Sequence[int] = SIZES, methods: Sequence[str] | None
 
     from harness.reports.bench import VIEWS
 
-    names = [m for m in (methods if methods is not None else ROUTINES)
-             if m in ROUTINES and solvers.get_method(m).is_available]
+    names = [
+        m
+        for m in (methods if methods is not None else ROUTINES)
+        if m in ROUTINES and solvers.get_method(m).is_available
+    ]
     rows = []
     for size in sizes:
         C = VIEWS["neurons"].build(int(size), seed).C.double()
         for name in names:
             label, routine = ROUTINES[name]
             r_ms, s_ms, reps = _cell(name, routine, C, min_reps)
-            rows.append({"method": name, "routine": label, "size": int(size), "repeat": reps,
-                         "routine_ms": r_ms, "solve_ms": s_ms, "ratio": s_ms / r_ms,
-                         "overhead_us": 1e3 * (s_ms - r_ms)})
-    return pd.DataFrame(rows, columns=["method", "routine", "size", "repeat", "routine_ms",
-                                       "solve_ms", "ratio", "overhead_us"])
+            rows.append(
+                {
+                    "method": name,
+                    "routine": label,
+                    "size": int(size),
+                    "repeat": reps,
+                    "routine_ms": r_ms,
+                    "solve_ms": s_ms,
+                    "ratio": s_ms / r_ms,
+                    "overhead_us": 1e3 * (s_ms - r_ms),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "method",
+            "routine",
+            "size",
+            "repeat",
+            "routine_ms",
+            "solve_ms",
+            "ratio",
+            "overhead_us",
+        ],
+    )
 
 
 def overhead_table(df: "pd.DataFrame") -> "pd.DataFrame":
@@ -98,8 +128,11 @@ def overhead_table(df: "pd.DataFrame") -> "pd.DataFrame":
     (+overhead us)``: the absolute overhead is the floor where the routine takes microseconds."""
     cells = df.assign(
         row=df["method"] + " (" + df["routine"] + ")",
-        cell=[f"{s:.3g} / {r:.3g} = {q:.2f}x (+{1e3 * (s - r):.0f} us)"
-              for s, r, q in zip(df["solve_ms"], df["routine_ms"], df["ratio"])])
+        cell=[
+            f"{s:.3g} / {r:.3g} = {q:.2f}x (+{1e3 * (s - r):.0f} us)"
+            for s, r, q in zip(df["solve_ms"], df["routine_ms"], df["ratio"])
+        ],
+    )
     table = cells.pivot(index="row", columns="size", values="cell")
     table.columns = [f"d={c}" for c in table.columns]
     table.index.name = "solve ms / routine ms"

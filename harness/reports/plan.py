@@ -21,6 +21,7 @@ measured here, and the stage's GPU-hours at a stated throughput.
   time measured on this machine's CPU, serial with the step (the exact solvers run on the
   CPU; a GPU solver would shorten it).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -29,17 +30,36 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["plan_suite", "count_flops", "activation_bytes", "render", "TRAIN_IMAGES",
-           "add_plan_parser"]
+__all__ = [
+    "plan_suite",
+    "count_flops",
+    "activation_bytes",
+    "render",
+    "TRAIN_IMAGES",
+    "add_plan_parser",
+]
 
 #: Training images per dataset (official sizes): CIFAR 50,000, SVHN 73,257 (train), ImageNet
 #: 1,281,167, CUB-200-2011 5,994, Stanford Cars 8,144, Stanford Dogs 12,000, Food-101 75,750.
-TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "cifar20": 50000, "svhn": 73257,
-                "imagenet": 1281167, "cub200": 5994, "cars196": 8144, "dogs120": 12000,
-                "food101": 75750}
+TRAIN_IMAGES = {
+    "cifar10": 50000,
+    "cifar100": 50000,
+    "cifar20": 50000,
+    "svhn": 73257,
+    "imagenet": 1281167,
+    "cub200": 5994,
+    "cars196": 8144,
+    "dogs120": 12000,
+    "food101": 75750,
+}
 #: FGVC-Aircraft: 100 images per variant, split 2/3 trainval, 1/3 test (train, val: 1/3 each).
-_AIRCRAFT_PER_VARIANT = {"trainval": 66.67, "train": 33.33, "val": 33.33, "test": 33.33,
-                         "all": 100.0}
+_AIRCRAFT_PER_VARIANT = {
+    "trainval": 66.67,
+    "train": 33.33,
+    "val": 33.33,
+    "test": 33.33,
+    "all": 100.0,
+}
 
 
 def count_flops(model, shape: tuple[int, ...], backward: bool = True) -> int:
@@ -139,10 +159,12 @@ class _Models:
             mp = {a: tuple(v) if isinstance(v, list) else v for a, v in params.items()}
             model = build_model(name, k, **mp)
             self.cache[key] = {
-                "model": model, "params": sum(p.numel() for p in model.parameters()),
+                "model": model,
+                "params": sum(p.numel() for p in model.parameters()),
                 "train_flops": count_flops(model, shape),
                 "fwd_flops": count_flops(model, shape, backward=False),
-                "act_bytes": activation_bytes(model, shape)}
+                "act_bytes": activation_bytes(model, shape),
+            }
         return self.cache[key]
 
 
@@ -188,8 +210,15 @@ def _ot_problems(job_cfg, reg, student, teacher, shape, batch, source_k) -> list
             from solvers import solve
 
             t = _time_solve(lambda: solve(C, method=plan, **solver))
-            out.append({"term": term, "tap": "heads", "size": f"{batch} x {source_k} x {k} "
-                        "(batched)", "method": plan, "seconds": t})
+            out.append(
+                {
+                    "term": term,
+                    "tap": "heads",
+                    "size": f"{batch} x {source_k} x {k} (batched)",
+                    "method": plan,
+                    "seconds": t,
+                }
+            )
             continue
         view = "samples" if term.startswith("ot_samples") else "neurons"
         s_dims = _tap_dims(student, p["taps"], shape)
@@ -233,21 +262,31 @@ def plan_suite(suite, tflops: float = 200.0, utilisation: float = 0.4) -> dict[s
         sjobs = [j for j in jobs if j.stage == stage.name]
         stemps = [j for j in templates if j.stage == stage.name]
         for t in stemps:
-            row = _template_row(t, sjobs, by_key, models, tflops, utilisation,
-                                build_regularizer, PRETRAINED)
+            row = _template_row(
+                t, sjobs, by_key, models, tflops, utilisation, build_regularizer, PRETRAINED
+            )
             twins = sum(u.dataset == t.dataset and u.row == t.row for u in stemps)
             if twins > 1:  # templates sharing a row name share its jobs
-                row.update(jobs=row["jobs"] / twins, gpu_hours=row["gpu_hours"] / twins,
-                           ot_hours=row["ot_hours"] / twins)
+                row.update(
+                    jobs=row["jobs"] / twins,
+                    gpu_hours=row["gpu_hours"] / twins,
+                    ot_hours=row["ot_hours"] / twins,
+                )
             rows.append(row)
-    return {"suite": suite.name, "tflops": tflops, "utilisation": utilisation, "rows": rows,
-            "jobs": len(jobs),
-            "gpu_hours": sum(r["gpu_hours"] for r in rows),
-            "ot_hours": sum(r["ot_hours"] for r in rows)}
+    return {
+        "suite": suite.name,
+        "tflops": tflops,
+        "utilisation": utilisation,
+        "rows": rows,
+        "jobs": len(jobs),
+        "gpu_hours": sum(r["gpu_hours"] for r in rows),
+        "ot_hours": sum(r["ot_hours"] for r in rows),
+    }
 
 
-def _template_row(t, sjobs, by_key, models, tflops, utilisation, build_regularizer,
-                  PRETRAINED) -> dict[str, Any]:
+def _template_row(
+    t, sjobs, by_key, models, tflops, utilisation, build_regularizer, PRETRAINED
+) -> dict[str, Any]:
     """A template's cost, times the jobs of its stage that share its dataset and row."""
     cfg = t.config
     same = [j for j in sjobs if j.dataset == t.dataset and j.row == t.row]
@@ -260,34 +299,59 @@ def _template_row(t, sjobs, by_key, models, tflops, utilisation, build_regulariz
         teacher = models.get(cfg["model"], cfg["model_params"], 1000, shape)
     elif cfg.get("teacher"):
         tc = by_key[cfg["teacher"]].config
-        teacher = models.get(tc["model"], tc["model_params"],
-                             _num_classes(tc["dataset"], tc["dataset_params"]), shape)
-    params = {a: b for a, b in cfg["regularizer_params"].items()
-              if a not in ("label_cost", "jtln.label_cost")}
+        teacher = models.get(
+            tc["model"],
+            tc["model_params"],
+            _num_classes(tc["dataset"], tc["dataset_params"]),
+            shape,
+        )
+    params = {
+        a: b
+        for a, b in cfg["regularizer_params"].items()
+        if a not in ("label_cost", "jtln.label_cost")
+    }
     reg = build_regularizer(cfg["regularizer"], **params)
     reads_teacher = reg.needs_teacher and "jtln" not in reg.names
     source_k = 0
     if cfg.get("source"):
         src = cfg["source"]
         source_k = _num_classes(src["dataset"], src.get("dataset_params", {}))
-    flops_step = batch * (st["train_flops"] * (2 if source_k else 1)
-                          + (teacher["fwd_flops"] if teacher and reads_teacher else 0))
-    ot = _ot_problems(cfg, reg, st["model"], teacher["model"] if teacher else None, shape,
-                      batch, source_k) if reg.names and any(
-        p.get("taps") or n == "jtln" for n, p in reg.params.items()) else []
+    flops_step = batch * (
+        st["train_flops"] * (2 if source_k else 1)
+        + (teacher["fwd_flops"] if teacher and reads_teacher else 0)
+    )
+    ot = (
+        _ot_problems(
+            cfg, reg, st["model"], teacher["model"] if teacher else None, shape, batch, source_k
+        )
+        if reg.names and any(p.get("taps") or n == "jtln" for n, p in reg.params.items())
+        else []
+    )
     ot_s = sum(o["seconds"] for o in ot)
     steps = sum(_steps(j.config) for j in same)
-    return {"stage": t.stage, "dataset": t.dataset, "row": t.row, "jobs": len(same),
-            "model": cfg["model"], "params": st["params"],
-            "teacher": (by_key[cfg["teacher"]].config["model"] if cfg.get("teacher") not in
-                        (None, PRETRAINED) else cfg.get("teacher") and cfg["model"]),
-            "teacher_params": teacher["params"] if teacher else 0,
-            "batch": batch, "shape": shape, "steps_per_job": _steps(same[0].config),
-            "flops_step": flops_step,
-            "mem_bytes": st["act_bytes"] * batch * (2 if source_k else 1) + 12 * st["params"],
-            "ot": ot, "ot_seconds_step": ot_s,
-            "gpu_hours": steps * flops_step / (tflops * 1e12 * utilisation) / 3600,
-            "ot_hours": steps * ot_s / 3600}
+    return {
+        "stage": t.stage,
+        "dataset": t.dataset,
+        "row": t.row,
+        "jobs": len(same),
+        "model": cfg["model"],
+        "params": st["params"],
+        "teacher": (
+            by_key[cfg["teacher"]].config["model"]
+            if cfg.get("teacher") not in (None, PRETRAINED)
+            else cfg.get("teacher") and cfg["model"]
+        ),
+        "teacher_params": teacher["params"] if teacher else 0,
+        "batch": batch,
+        "shape": shape,
+        "steps_per_job": _steps(same[0].config),
+        "flops_step": flops_step,
+        "mem_bytes": st["act_bytes"] * batch * (2 if source_k else 1) + 12 * st["params"],
+        "ot": ot,
+        "ot_seconds_step": ot_s,
+        "gpu_hours": steps * flops_step / (tflops * 1e12 * utilisation) / 3600,
+        "ot_hours": steps * ot_s / 3600,
+    }
 
 
 def _si(x: float, unit: str = "") -> str:
@@ -299,30 +363,47 @@ def _si(x: float, unit: str = "") -> str:
 
 def render(plan: Mapping[str, Any], command: str) -> str:
     """The plan as Markdown, the command that made it on top."""
-    lines = [f"# Cost plan: {plan['suite']}", "", f"`{command}`", "",
-             f"{plan['jobs']} jobs. Throughput {plan['tflops']:g} TFLOP/s at an assumed "
-             f"utilisation of {plan['utilisation']:.0%} (= {plan['tflops'] * plan['utilisation']:g}"
-             f" TFLOP/s sustained). GPU-hours = steps x FLOPs per step / that; OT hours = "
-             f"steps x the OT solve time measured on this machine's CPU (1 thread), serial with "
-             f"the step. FLOPs: torch.utils.flop_counter, one forward+backward at batch 1 x the "
-             f"batch (+ the teacher's forward where a term reads it). Memory: activations (sum "
-             f"of leaf outputs, float32, x batch) + parameters, gradients, momentum.", "",
-             "| stage | dataset | row | jobs | student (params) | teacher (params) | batch | "
-             "steps/job | FLOPs/step | memory | OT per step (size, method, time) | GPU-h | "
-             "OT h |", "|" + "---|" * 13]
+    lines = [
+        f"# Cost plan: {plan['suite']}",
+        "",
+        f"`{command}`",
+        "",
+        f"{plan['jobs']} jobs. Throughput {plan['tflops']:g} TFLOP/s at an assumed "
+        f"utilisation of {plan['utilisation']:.0%} (= {plan['tflops'] * plan['utilisation']:g}"
+        f" TFLOP/s sustained). GPU-hours = steps x FLOPs per step / that; OT hours = "
+        f"steps x the OT solve time measured on this machine's CPU (1 thread), serial with "
+        f"the step. FLOPs: torch.utils.flop_counter, one forward+backward at batch 1 x the "
+        f"batch (+ the teacher's forward where a term reads it). Memory: activations (sum "
+        f"of leaf outputs, float32, x batch) + parameters, gradients, momentum.",
+        "",
+        "| stage | dataset | row | jobs | student (params) | teacher (params) | batch | "
+        "steps/job | FLOPs/step | memory | OT per step (size, method, time) | GPU-h | "
+        "OT h |",
+        "|" + "---|" * 13,
+    ]
     for r in plan["rows"]:
-        ot = "; ".join(f"{o['term']}@{o['tap']}: {o['size']} {o['method']} "
-                       f"{1e3 * o['seconds']:.3g} ms" for o in r["ot"]) or "—"
+        ot = (
+            "; ".join(
+                f"{o['term']}@{o['tap']}: {o['size']} {o['method']} {1e3 * o['seconds']:.3g} ms"
+                for o in r["ot"]
+            )
+            or "—"
+        )
         teacher = f"{r['teacher']} ({_si(r['teacher_params'])})" if r["teacher"] else "—"
         lines.append(
             f"| {r['stage']} | {r['dataset']} | {r['row']} | {r['jobs']:g} | {r['model']} "
             f"({_si(r['params'])}) | {teacher} | {r['batch']} | {r['steps_per_job']} | "
             f"{_si(r['flops_step'])} | {_si(r['mem_bytes'], 'B')} | {ot} | "
-            f"{r['gpu_hours']:.3g} | {r['ot_hours']:.3g} |")
+            f"{r['gpu_hours']:.3g} | {r['ot_hours']:.3g} |"
+        )
     total = plan["gpu_hours"] + plan["ot_hours"]
-    lines += ["", f"**Total: {plan['gpu_hours']:.4g} GPU-hours of compute + "
-                  f"{plan['ot_hours']:.4g} hours of OT solves = {total:.4g} GPU-hours** "
-                  f"({total / 24:.3g} GPU-days).", ""]
+    lines += [
+        "",
+        f"**Total: {plan['gpu_hours']:.4g} GPU-hours of compute + "
+        f"{plan['ot_hours']:.4g} hours of OT solves = {total:.4g} GPU-hours** "
+        f"({total / 24:.3g} GPU-days).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -330,8 +411,10 @@ def _cmd_plan(args, parser) -> int:
     import shlex
 
     if args.tflops <= 0 or not 0 < args.utilisation <= 1:
-        parser.error(f"--tflops must be > 0 and --utilisation in (0, 1]; got {args.tflops}, "
-                     f"{args.utilisation}")
+        parser.error(
+            f"--tflops must be > 0 and --utilisation in (0, 1]; got {args.tflops}, "
+            f"{args.utilisation}"
+        )
     import torch
 
     torch.set_num_threads(1)
@@ -340,8 +423,17 @@ def _cmd_plan(args, parser) -> int:
     except (FileNotFoundError, ValueError) as exc:  # an unknown suite, a bad file: one line
         print(f"otransfer plan: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    cmd = shlex.join(["otransfer", "plan", args.suite, "--tflops", f"{args.tflops:g}",
-                      "--utilisation", f"{args.utilisation:g}"])
+    cmd = shlex.join(
+        [
+            "otransfer",
+            "plan",
+            args.suite,
+            "--tflops",
+            f"{args.tflops:g}",
+            "--utilisation",
+            f"{args.utilisation:g}",
+        ]
+    )
     text = render(plan, cmd)
     print(text)
     if args.out:
@@ -353,15 +445,30 @@ def _cmd_plan(args, parser) -> int:
 
 
 def add_plan_parser(sub) -> None:
-    p = sub.add_parser("plan", help="what a suite costs: FLOPs, memory, OT sizes, GPU-hours",
-                       description="Per stage: jobs, parameters, FLOPs per training step, "
-                                   "activation memory, the OT problems of a step and their "
-                                   "solve time here, and GPU-hours at a stated throughput.")
+    p = sub.add_parser(
+        "plan",
+        help="what a suite costs: FLOPs, memory, OT sizes, GPU-hours",
+        description="Per stage: jobs, parameters, FLOPs per training step, "
+        "activation memory, the OT problems of a step and their "
+        "solve time here, and GPU-hours at a stated throughput.",
+    )
     p.add_argument("suite", metavar="SUITE", help="a suite name (suites/SUITE.yaml) or a file")
-    p.add_argument("--tflops", type=float, default=200.0,
-                   help="the device's peak throughput in TFLOP/s (default 200)")
-    p.add_argument("--utilisation", type=float, default=0.4,
-                   help="the share of the peak a training step sustains (default 0.4)")
-    p.add_argument("--out", default="results/plan", metavar="DIR",
-                   help="also write DIR/SUITE.md (default results/plan; '' to skip)")
+    p.add_argument(
+        "--tflops",
+        type=float,
+        default=200.0,
+        help="the device's peak throughput in TFLOP/s (default 200)",
+    )
+    p.add_argument(
+        "--utilisation",
+        type=float,
+        default=0.4,
+        help="the share of the peak a training step sustains (default 0.4)",
+    )
+    p.add_argument(
+        "--out",
+        default="results/plan",
+        metavar="DIR",
+        help="also write DIR/SUITE.md (default results/plan; '' to skip)",
+    )
     p.set_defaults(func=_cmd_plan, parser=p)

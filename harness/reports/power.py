@@ -14,6 +14,7 @@ The verdicts' p-value is an exact two-sided signed-rank (sign-flip) test: with n
 smallest value is ``2 / 2^n``, so no n below ``log2(2 m / alpha)`` can reject under Holm's
 correction in a family of m claims (:func:`permutation_floor`), whatever the effect.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,12 +59,14 @@ def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     hi = sd * 1.0
     while t_power(hi, sd, n, alpha) < power:
         hi *= 2
-    return float(optimize.brentq(lambda d: t_power(d, sd, n, alpha) - power, 0.0, hi,
-                                 xtol=1e-10 * sd))
+    return float(
+        optimize.brentq(lambda d: t_power(d, sd, n, alpha) - power, 0.0, hi, xtol=1e-10 * sd)
+    )
 
 
-def seeds_needed(sd: float, effect: float, alpha: float = ALPHA, power: float = POWER,
-                 cap: int = N_CAP) -> int | None:
+def seeds_needed(
+    sd: float, effect: float, alpha: float = ALPHA, power: float = POWER, cap: int = N_CAP
+) -> int | None:
     """The smallest n (2..cap) with ``mde(sd, n) <= effect``; None when even ``cap`` seeds
     do not reach it. The MDE falls with n, so a bisection finds it."""
     if mde(sd, cap, alpha, power) > effect:

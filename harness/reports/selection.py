@@ -25,6 +25,7 @@ differ, :func:`expected_max_frame` gives the expected maximum validation accurac
 budget (Dodge et al. 2019, "Show your work", §3, with the empirical CDF), so rows can be
 compared at an equal budget.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,16 +37,29 @@ EDGE_MIN = 3
 _ROUND = 12  # decimals of a score compared for ties
 _FALLBACK = "pooled (no other seed)"
 
-__all__ = ["SELECTIONS", "EDGE_MIN", "parse_point", "select_by_val", "axis_positions",
-           "budgets", "edge_summary", "expected_max", "expected_max_frame", "annotate",
-           "with_budget", "selection_markdown"]
+__all__ = [
+    "SELECTIONS",
+    "EDGE_MIN",
+    "parse_point",
+    "select_by_val",
+    "axis_positions",
+    "budgets",
+    "edge_summary",
+    "expected_max",
+    "expected_max_frame",
+    "annotate",
+    "with_budget",
+    "selection_markdown",
+]
 
 
 def check_selection(selection: str) -> str:
     """``selection`` if it is one of :data:`SELECTIONS`, else a one-line ``ValueError``."""
     if selection not in SELECTIONS:
-        raise ValueError(f"unknown selection {selection!r}: use one of {', '.join(SELECTIONS)} "
-                         "(loso: leave-one-seed-out, the default; pooled: the old rule)")
+        raise ValueError(
+            f"unknown selection {selection!r}: use one of {', '.join(SELECTIONS)} "
+            "(loso: leave-one-seed-out, the default; pooled: the old rule)"
+        )
     return selection
 
 
@@ -53,7 +67,7 @@ def parse_point(label: str, row: str) -> dict:
     """The grid point of a leaderboard label ``row (k1=v1, k2=v2)`` (values canonical JSON, as
     :func:`harness.experiments.suite._label` writes them): ``{"k1": v1, ...}``; ``{}`` for a
     label without one."""
-    rest = label[len(row):].strip() if label.startswith(row) else ""
+    rest = label[len(row) :].strip() if label.startswith(row) else ""
     if not (rest.startswith("(") and rest.endswith(")")):
         return {}
     body, out, dec = rest[1:-1], {}, json.JSONDecoder()
@@ -100,11 +114,14 @@ def _cell_choices(g, row: str, task: str, selection: str):
     import pandas as pd
 
     order = list(dict.fromkeys(g["method"]))
-    wide = g.pivot_table(index="method", columns="seed", values="v", aggfunc="mean",
-                         dropna=False).reindex(order)
+    wide = g.pivot_table(
+        index="method", columns="seed", values="v", aggfunc="mean", dropna=False
+    ).reindex(order)
     if wide.isna().all().all():
-        raise ValueError(f"select: val needs validation accuracies; row {row!r} on {task!r} "
-                         "has none (the dataset has no 'val' split)")
+        raise ValueError(
+            f"select: val needs validation accuracies; row {row!r} on {task!r} "
+            "has none (the dataset has no 'val' split)"
+        )
     points = [parse_point(m, row) for m in order]
     pooled = wide.mean(axis=1)
     keep, out = [], []
@@ -119,18 +136,39 @@ def _cell_choices(g, row: str, task: str, selection: str):
         pos = axis_positions(points, points[order.index(best)])
         edges = [a for a, (p, n) in pos.items() if p != "interior" and n >= EDGE_MIN]
         test = pd.to_numeric(mine["test_accuracy"], errors="coerce")
-        out.append({"row": row, "task": task, "seed": int(seed), "rule": rule, "point": best,
-                    "val_score": float(score[best]),
-                    "test_accuracy": float(test.mean()) if len(test) else float("nan"),
-                    "budget": len(order),
-                    "position": ", ".join(f"{a}={p}" for a, (p, _) in pos.items()),
-                    "edge": bool(edges), "edge_axes": " ".join(edges),
-                    "long_axis": any(n >= EDGE_MIN for _, n in pos.values())})
+        out.append(
+            {
+                "row": row,
+                "task": task,
+                "seed": int(seed),
+                "rule": rule,
+                "point": best,
+                "val_score": float(score[best]),
+                "test_accuracy": float(test.mean()) if len(test) else float("nan"),
+                "budget": len(order),
+                "position": ", ".join(f"{a}={p}" for a, (p, _) in pos.items()),
+                "edge": bool(edges),
+                "edge_axes": " ".join(edges),
+                "long_axis": any(n >= EDGE_MIN for _, n in pos.values()),
+            }
+        )
     return keep, out
 
 
-CHOICE_COLUMNS = ["row", "task", "seed", "rule", "point", "val_score", "test_accuracy",
-                  "budget", "position", "edge", "edge_axes", "long_axis"]
+CHOICE_COLUMNS = [
+    "row",
+    "task",
+    "seed",
+    "rule",
+    "point",
+    "val_score",
+    "test_accuracy",
+    "budget",
+    "position",
+    "edge",
+    "edge_axes",
+    "long_axis",
+]
 
 
 def select_by_val(d, selection: str = "loso"):
@@ -161,8 +199,11 @@ def select_by_val(d, selection: str = "loso"):
 def _row_labels(d):
     """The leaderboard row of each record: the row of a ``select: val`` record, else its
     label (``method``; the spec when there is none)."""
-    label = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
+    label = (
+        d["method"].where(d["method"].notna(), d["regularizer"])
+        if "method" in d
         else d["regularizer"]
+    )
     if "select" in d and "row" in d:
         label = label.where(d["select"] != "val", d["row"])
     return label
@@ -174,8 +215,7 @@ def budgets(d):
     ``(row, task)``."""
     label = _row_labels(d)
     method = d["method"].where(d["method"].notna(), label) if "method" in d else label
-    return method.groupby([label.rename("row"), d["dataset"].rename("task")],
-                          sort=False).nunique()
+    return method.groupby([label.rename("row"), d["dataset"].rename("task")], sort=False).nunique()
 
 
 def expected_max(values, n: int) -> float:
@@ -183,8 +223,9 @@ def expected_max(values, n: int) -> float:
     expected validation performance): ``Σ_i v_(i) ((i/N)^n − ((i−1)/N)^n)`` over the sorted values ``v_(1) ≤ … ≤ v_(N)``."""
     v = sorted(float(x) for x in values if x == x)
     if not v or n < 1:
-        raise ValueError(f"expected_max needs at least one value and n >= 1 (got {len(v)} "
-                         f"value(s), n = {n})")
+        raise ValueError(
+            f"expected_max needs at least one value and n >= 1 (got {len(v)} value(s), n = {n})"
+        )
     N = len(v)
     return sum(x * ((i / N) ** n - ((i - 1) / N) ** n) for i, x in enumerate(v, start=1))
 
@@ -196,20 +237,31 @@ def expected_max_frame(d, table: str = ""):
     ``table, row, task, budget, n, expected_max_val``."""
     import pandas as pd
 
-    val = 100.0 * pd.to_numeric(d["val_accuracy"], errors="coerce") if "val_accuracy" in d \
+    val = (
+        100.0 * pd.to_numeric(d["val_accuracy"], errors="coerce")
+        if "val_accuracy" in d
         else pd.Series(float("nan"), index=d.index)
+    )
     label = _row_labels(d)
     method = d["method"].where(d["method"].notna(), label) if "method" in d else label
-    grid = val.groupby([label.rename("row"), d["dataset"].rename("task"), method.rename("m")],
-                       sort=False).mean()
+    grid = val.groupby(
+        [label.rename("row"), d["dataset"].rename("task"), method.rename("m")], sort=False
+    ).mean()
     rows = []
     for (row, task), g in grid.groupby(level=[0, 1], sort=False):
         if g.notna().any():
-            rows += [{"table": table, "row": row, "task": task, "budget": len(g), "n": n,
-                      "expected_max_val": expected_max(g.to_numpy(), n)}
-                     for n in range(1, len(g) + 1)]
-    return pd.DataFrame(rows, columns=["table", "row", "task", "budget", "n",
-                                       "expected_max_val"])
+            rows += [
+                {
+                    "table": table,
+                    "row": row,
+                    "task": task,
+                    "budget": len(g),
+                    "n": n,
+                    "expected_max_val": expected_max(g.to_numpy(), n),
+                }
+                for n in range(1, len(g) + 1)
+            ]
+    return pd.DataFrame(rows, columns=["table", "row", "task", "budget", "n", "expected_max_val"])
 
 
 def edge_summary(choices) -> dict:
@@ -218,13 +270,26 @@ def edge_summary(choices) -> dict:
     same per cell (row, task) — ``cells_edge``: cells with any seed's choice at an edge —
     and ``fallback``: choices that could not leave their seed out."""
     if choices is None or not len(choices):
-        return {"choices": 0, "eligible": 0, "edge": 0, "cells": 0, "cells_eligible": 0,
-                "cells_edge": 0, "fallback": 0}
+        return {
+            "choices": 0,
+            "eligible": 0,
+            "edge": 0,
+            "cells": 0,
+            "cells_eligible": 0,
+            "cells_edge": 0,
+            "fallback": 0,
+        }
     elig = choices[choices["long_axis"].astype(bool)]
     cells = elig.groupby(["row", "task"], sort=False)["edge"].any()
-    return {"choices": len(choices), "eligible": len(elig), "edge": int(elig["edge"].sum()),
-            "cells": choices.groupby(["row", "task"]).ngroups, "cells_eligible": len(cells),
-            "cells_edge": int(cells.sum()), "fallback": int((choices["rule"] == _FALLBACK).sum())}
+    return {
+        "choices": len(choices),
+        "eligible": len(elig),
+        "edge": int(elig["edge"].sum()),
+        "cells": choices.groupby(["row", "task"]).ngroups,
+        "cells_eligible": len(cells),
+        "cells_edge": int(cells.sum()),
+        "fallback": int((choices["rule"] == _FALLBACK).sum()),
+    }
 
 
 def annotate(table, choices):
@@ -238,8 +303,10 @@ def annotate(table, choices):
         if row not in table.index or task not in table.columns or table.at[row, task] == "-":
             continue
         point, count = Counter(g["point"]).most_common(1)[0]
-        short = ", ".join(f"{k.removeprefix(row + '.')}={json.dumps(v)}"  # kd.tau -> tau
-                          for k, v in parse_point(point, row).items())
+        short = ", ".join(
+            f"{k.removeprefix(row + '.')}={json.dumps(v)}"  # kd.tau -> tau
+            for k, v in parse_point(point, row).items()
+        )
         text = table.at[row, task]
         if short:
             text += f" · {short}" + (f" ({count}/{len(g)})" if count < len(g) else "")
@@ -263,9 +330,10 @@ def with_budget(table, budget):
 
 _RULE_TEXT = {
     "loso": "leave-one-seed-out: each seed's point is the best mean validation accuracy over "
-            "the *other* seeds, and that seed's test accuracy is reported there",
+    "the *other* seeds, and that seed's test accuracy is reported there",
     "pooled": "pooled: one point per cell, the best mean validation accuracy over *all* seeds "
-              "(each seed's own validation accuracy takes part in its choice)"}
+    "(each seed's own validation accuracy takes part in its choice)",
+}
 
 
 def budgets_differ(budget) -> bool:
@@ -279,25 +347,33 @@ def selection_markdown(choices, selection: str, expmax=None, budget=None) -> str
     the budgets differ, the expected maximum validation accuracy against the budget."""
     lines = []
     if choices is not None and len(choices):
-        lines.append(f"Hyper-parameters chosen on the validation split ({_RULE_TEXT[selection]}; "
-                     "ties go to the point listed first in the grid; every seed's choice: "
-                     "[selection.csv](selection.csv)):\n")
+        lines.append(
+            f"Hyper-parameters chosen on the validation split ({_RULE_TEXT[selection]}; "
+            "ties go to the point listed first in the grid; every seed's choice: "
+            "[selection.csv](selection.csv)):\n"
+        )
         for (row, task), g in choices.groupby(["row", "task"], sort=False):
             counts = Counter(g["point"]).most_common()
             pts = ", ".join(f"`{p}`" + (f" ×{c}" if len(counts) > 1 else "") for p, c in counts)
             edge = int(g["edge"].sum())
-            lines.append(f"- {row} · {task}: {pts} (val {100 * g['val_score'].mean():.1f} %; "
-                         f"grid {int(g['budget'].iloc[0])})"
-                         + (f" † edge for {edge} of {len(g)} seed(s)" if edge else ""))
+            lines.append(
+                f"- {row} · {task}: {pts} (val {100 * g['val_score'].mean():.1f} %; "
+                f"grid {int(g['budget'].iloc[0])})"
+                + (f" † edge for {edge} of {len(g)} seed(s)" if edge else "")
+            )
         s = edge_summary(choices)
         if s["eligible"]:
-            lines.append(f"\n† Edge selections: {s['edge']} of {s['eligible']} choices "
-                         f"({100 * s['edge'] / s['eligible']:.0f} %; {s['cells_edge']} of "
-                         f"{s['cells_eligible']} cells) sit at an end of a numeric grid axis of "
-                         f"≥ {EDGE_MIN} values: the grid may be too narrow there.")
+            lines.append(
+                f"\n† Edge selections: {s['edge']} of {s['eligible']} choices "
+                f"({100 * s['edge'] / s['eligible']:.0f} %; {s['cells_edge']} of "
+                f"{s['cells_eligible']} cells) sit at an end of a numeric grid axis of "
+                f"≥ {EDGE_MIN} values: the grid may be too narrow there."
+            )
         if s["fallback"]:
-            lines.append(f"\n{s['fallback']} choice(s) had no other seed to choose on (one "
-                         "seed): they fall back to the pooled rule (`rule` in selection.csv).")
+            lines.append(
+                f"\n{s['fallback']} choice(s) had no other seed to choose on (one "
+                "seed): they fall back to the pooled rule (`rule` in selection.csv)."
+            )
         lines.append("")
     if expmax is not None and len(expmax) and budgets_differ(budget):
         lines.append(_expmax_markdown(expmax))
@@ -311,11 +387,14 @@ def _expmax_markdown(expmax) -> str:
     mean = expmax.groupby(["row", "n"], sort=False)["expected_max_val"].mean()
     rows = list(dict.fromkeys(expmax["row"]))
     head = "| row | grid | " + " | ".join(f"n = {n}" for n in ns) + " |"
-    out = ["The rows' budgets differ: expected maximum validation accuracy (%) of `n` grid "
-           "points drawn at random from the row's grid (Dodge et al. 2019, empirical CDF of its "
-           "points' mean validation accuracies), mean over the task columns; compare rows at "
-           "equal `n` (per task: [expected_max_val.csv](expected_max_val.csv)):\n",
-           head, "|:--|--:|" + "--:|" * len(ns)]
+    out = [
+        "The rows' budgets differ: expected maximum validation accuracy (%) of `n` grid "
+        "points drawn at random from the row's grid (Dodge et al. 2019, empirical CDF of its "
+        "points' mean validation accuracies), mean over the task columns; compare rows at "
+        "equal `n` (per task: [expected_max_val.csv](expected_max_val.csv)):\n",
+        head,
+        "|:--|--:|" + "--:|" * len(ns),
+    ]
     for row in rows:
         top = int(expmax.loc[expmax["row"] == row, "budget"].max())
         cells = [f"{mean[(row, n)]:.1f}" if (row, n) in mean else "-" for n in ns]

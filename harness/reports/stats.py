@@ -22,6 +22,7 @@ checks each call against a case computed by hand. ``docs/statistics.md`` states 
 statsmodels, rliable and autorank are imported inside the functions that use them (the
 ``stats`` extra of pyproject.toml installs them).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,9 +34,27 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["EXACT_MAX", "CI_EXACT_MAX", "LEVEL", "Test", "Equivalence", "Replicability",
-           "Aggregate", "Ranking", "sign_flip", "sign_flip_p", "nadeau_bengio", "nadeau_bengio_p",
-           "tost", "mde", "min_seeds", "holm", "replicability", "aggregate", "friedman_cd"]
+__all__ = [
+    "EXACT_MAX",
+    "CI_EXACT_MAX",
+    "LEVEL",
+    "Test",
+    "Equivalence",
+    "Replicability",
+    "Aggregate",
+    "Ranking",
+    "sign_flip",
+    "sign_flip_p",
+    "nadeau_bengio",
+    "nadeau_bengio_p",
+    "tost",
+    "mde",
+    "min_seeds",
+    "holm",
+    "replicability",
+    "aggregate",
+    "friedman_cd",
+]
 
 #: Up to this many seeds the sign-flip p-value enumerates all 2**n sign vectors (exact; 0.3 s
 #: at 16 on one core, 1.6 s at 18) ...
@@ -119,8 +138,9 @@ class Ranking:
 
 
 def _diffs(diffs) -> np.ndarray:
-    d = np.asarray(list(diffs.values()) if isinstance(diffs, Mapping) else diffs,
-                   dtype=float).ravel()
+    d = np.asarray(
+        list(diffs.values()) if isinstance(diffs, Mapping) else diffs, dtype=float
+    ).ravel()
     if np.isnan(d).any():
         raise ValueError("per-seed differences contain NaN: drop the unmatched seeds first")
     return d
@@ -147,9 +167,15 @@ def sign_flip_p(diffs, alternative: str = "two-sided", shift: float = 0.0) -> fl
         side = {"greater": d[0] > 0, "less": d[0] < 0}.get(alternative, False)
         return 0.5 if side else 1.0
     exact = len(d) <= EXACT_MAX
-    r = stats.permutation_test((d,), _mean, permutation_type="samples", vectorized=True,
-                               n_resamples=np.inf if exact else MC_RESAMPLES,
-                               alternative=alternative, rng=None if exact else 0)
+    r = stats.permutation_test(
+        (d,),
+        _mean,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=np.inf if exact else MC_RESAMPLES,
+        alternative=alternative,
+        rng=None if exact else 0,
+    )
     return float(min(1.0, r.pvalue))
 
 
@@ -195,7 +221,7 @@ def sign_flip(diffs, level: float = LEVEL) -> Test:
     exact = n <= EXACT_MAX
     p = sign_flip_p(d)
     if n <= CI_EXACT_MAX:
-        k = int(math.floor((1 - level) / 2 * 2 ** n + 1e-9))
+        k = int(math.floor((1 - level) / 2 * 2**n + 1e-9))
         means = _subset_means(d) if k else None
         lo, hi = (float(means[k - 1]), float(means[-k])) if k else (-math.inf, math.inf)
         ci = "inverted sign-flip test (Hartigan subset means)"
@@ -203,8 +229,9 @@ def sign_flip(diffs, level: float = LEVEL) -> Test:
         lo = hi = float(d[0])
         ci = "degenerate (all differences equal)"
     else:
-        b = stats.bootstrap((d,), np.mean, confidence_level=level, method="BCa",
-                            n_resamples=9999, rng=0)
+        b = stats.bootstrap(
+            (d,), np.mean, confidence_level=level, method="BCa", n_resamples=9999, rng=0
+        )
         lo, hi = float(b.confidence_interval.low), float(b.confidence_interval.high)
         ci = "BCa bootstrap"
     method = "sign-flip, exact" if exact else f"sign-flip, {MC_RESAMPLES} random"
@@ -239,8 +266,9 @@ def nadeau_bengio(diffs, n_train: int, n_test: int, level: float = LEVEL) -> Tes
     return Test(n, mean, mean - half, mean + half, p, level, "Nadeau-Bengio t", "corrected t")
 
 
-def nadeau_bengio_p(diffs, n_train: int, n_test: int, alternative: str = "two-sided",
-                    shift: float = 0.0) -> float:
+def nadeau_bengio_p(
+    diffs, n_train: int, n_test: int, alternative: str = "two-sided", shift: float = 0.0
+) -> float:
     """p-value of the corrected resampled t test (:func:`nadeau_bengio`) of
     ``mean(d - shift) = 0``; ``alternative``: ``'two-sided'``, ``'greater'`` or ``'less'``."""
     from scipy import stats
@@ -253,8 +281,9 @@ def nadeau_bengio_p(diffs, n_train: int, n_test: int, alternative: str = "two-si
     if se == 0:
         return 0.0 if (r.mean > 0) == (alternative == "greater") and r.mean != 0 else 1.0
     t = r.mean / se
-    return float(stats.t.sf(t, len(d) - 1) if alternative == "greater"
-                 else stats.t.cdf(t, len(d) - 1))
+    return float(
+        stats.t.sf(t, len(d) - 1) if alternative == "greater" else stats.t.cdf(t, len(d) - 1)
+    )
 
 
 def tost(diffs, margin: float, method: str = "sign-flip") -> Equivalence:
@@ -289,8 +318,9 @@ def min_seeds(alpha: float = 0.05, m: int = 1) -> int:
     return max(1, math.ceil(1 + math.log2(m / alpha) - 1e-12))
 
 
-def mde(n: int, sd: float, alpha: float = 0.05, power: float = 0.8,
-        split: tuple[int, int] | None = None) -> float:
+def mde(
+    n: int, sd: float, alpha: float = 0.05, power: float = 0.8, split: tuple[int, int] | None = None
+) -> float:
     """Minimum detectable effect (points) of the two-sided paired test at ``power``.
 
     ``delta * sd`` where ``delta`` solves the noncentral-t power equation of the one-sample t
@@ -309,8 +339,9 @@ def mde(n: int, sd: float, alpha: float = 0.05, power: float = 0.8,
         return 0.0
     from statsmodels.stats.power import TTestPower
 
-    delta = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
-                                     alternative="two-sided")
+    delta = TTestPower().solve_power(
+        effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided"
+    )
     grow = 1.0 if split is None else math.sqrt(1 + n * split[1] / split[0])
     return float(np.asarray(delta).item() * sd * grow)
 
@@ -329,8 +360,9 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
-def replicability(pvalues: Sequence[float], alpha: float = 0.05,
-                  method: str = "bonferroni") -> Replicability:
+def replicability(
+    pvalues: Sequence[float], alpha: float = 0.05, method: str = "bonferroni"
+) -> Replicability:
     """Count of columns where an effect is shown (Dror, Baumer, Bogomolov, Reichart 2017,
     "Replicability analysis for NLP", TACL 5:471, §3; Benjamini & Heller 2008).
 
@@ -398,9 +430,17 @@ def aggregate(a, b, level: float = LEVEL, reps: int = 2000, seed: int = 0) -> Ag
     poi = _poi_batch(_stratified(a, rng, reps), _stratified(b, rng, reps))
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     (lo, hi), (plo, phi) = np.percentile(iqm, q), np.percentile(poi, q)
-    return Aggregate(float(metrics.aggregate_iqm(d)), float(lo), float(hi),
-                     float(metrics.probability_of_improvement(a, b)), float(plo), float(phi),
-                     a.shape[0], a.shape[1], level)
+    return Aggregate(
+        float(metrics.aggregate_iqm(d)),
+        float(lo),
+        float(hi),
+        float(metrics.probability_of_improvement(a, b)),
+        float(plo),
+        float(phi),
+        a.shape[0],
+        a.shape[1],
+        level,
+    )
 
 
 def _stratified(x: np.ndarray, rng: np.random.Generator, reps: int) -> np.ndarray:
@@ -430,8 +470,9 @@ def _poi_batch(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(same, 0.5, p).mean(axis=1)
 
 
-def friedman_cd(scores: Mapping[str, Sequence[float]], alpha: float = 0.05,
-                png: str | Path | None = None) -> Ranking:
+def friedman_cd(
+    scores: Mapping[str, Sequence[float]], alpha: float = 0.05, png: str | Path | None = None
+) -> Ranking:
     """Friedman's test and the Nemenyi critical-difference diagram of a table's methods
     (Demšar 2006, JMLR 7:1, §3.2.2), by ``autorank.autorank(force_mode='nonparametric')``.
 
@@ -446,13 +487,14 @@ def friedman_cd(scores: Mapping[str, Sequence[float]], alpha: float = 0.05,
 
     df = pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in scores.items()})
     if df.shape[1] < 3 or df.shape[0] < 5:
-        raise ValueError(f"{df.shape[1]} methods x {df.shape[0]} blocks: Friedman's test here "
-                         "needs 3+ methods and 5+ blocks (use (column, seed) blocks)")
+        raise ValueError(
+            f"{df.shape[1]} methods x {df.shape[0]} blocks: Friedman's test here "
+            "needs 3+ methods and 5+ blocks (use (column, seed) blocks)"
+        )
     if df.isna().any().any():
         raise ValueError("scores have NaN: keep the blocks every method has")
     with contextlib.redirect_stdout(io.StringIO()):  # autorank prints its forced mode
-        r = autorank(df, alpha=alpha, verbose=False, order="descending",
-                     force_mode="nonparametric")
+        r = autorank(df, alpha=alpha, verbose=False, order="descending", force_mode="nonparametric")
     stat = float(stats.friedmanchisquare(*df.T.values).statistic)
     ranks = {str(k): float(v) for k, v in r.rankdf["meanrank"].items()}
     out = None

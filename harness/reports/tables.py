@@ -7,31 +7,49 @@ compression, fine-tuning, ...); :func:`split_tables` cuts the records into them 
 :func:`write_report` writes them all as Markdown, CSV and LaTeX, with one bar chart per table and
 the plan-trace curves (li2020 Fig. 3) where an OT term logged them.
 """
+
 from __future__ import annotations
 
 import json
-
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness.experiments.suite import slug
-from harness.reports.numbers import (  # noqa: F401  (moved there; still importable here)
-    accuracies as _accuracies, leaderboard_numbers, leaderboard_seeds)
 from harness.reports.figures import (  # noqa: F401  (moved there; still importable here)
-    numeric_axis, plot_layer_traces, plot_lines, plot_table,
-    plot_traces, with_teacher_accuracy)
-from harness.training import safe_io
+    numeric_axis,
+    plot_layer_traces,
+    plot_lines,
+    plot_table,
+    plot_traces,
+    with_teacher_accuracy,
+)
 
 # the reports' file I/O (harness.reports.files), under the names this module always used
 from harness.reports.files import CSV_LIMIT  # noqa: E402,F401
 from harness.reports.files import read_csv as _read_csv  # noqa: E402,F401
 from harness.reports.files import save_figure as _save  # noqa: E402,F401
 from harness.reports.files import write_csv as _write_csv  # noqa: E402,F401
+from harness.reports.numbers import accuracies as _accuracies  # noqa: F401  (moved there; still importable here)
+from harness.reports.numbers import leaderboard_numbers, leaderboard_seeds
+from harness.training import safe_io
 
-__all__ = ["leaderboard", "leaderboard_numbers", "write_report", "to_latex", "split_tables",
-           "plot_table", "plot_traces", "slug", "write_index", "with_tuned", "leaderboard_seeds",
-           "records_from_csv", "report_suite", "report_all"]
+__all__ = [
+    "leaderboard",
+    "leaderboard_numbers",
+    "write_report",
+    "to_latex",
+    "split_tables",
+    "plot_table",
+    "plot_traces",
+    "slug",
+    "write_index",
+    "with_tuned",
+    "leaderboard_seeds",
+    "records_from_csv",
+    "report_suite",
+    "report_all",
+]
 
 
 def diagnostics_of(record) -> dict[str, float]:
@@ -42,8 +60,11 @@ def diagnostics_of(record) -> dict[str, float]:
     epochs = record.get("epochs")
     if isinstance(epochs, list):
         keys = sorted({k for e in epochs for k in e if k.startswith("diag/")})
-        return {k[len("diag/"):]: sum(e[k] for e in epochs if k in e) /
-                sum(1 for e in epochs if k in e) for k in keys}
+        return {
+            k[len("diag/") :]: sum(e[k] for e in epochs if k in e)
+            / sum(1 for e in epochs if k in e)
+            for k in keys
+        }
     text = record.get("diagnostics")
     return json.loads(text) if isinstance(text, str) and text else {}
 
@@ -66,17 +87,33 @@ def term_strength(df):
     for _, r in df.iterrows():
         for key, value in diagnostics_of(r).items():
             term, kind = key.rsplit("/", 1)
-            rows.append({"regularizer": r["regularizer"], "dataset": r["dataset"],
-                         "term": term, "kind": kind, "value": value})
+            rows.append(
+                {
+                    "regularizer": r["regularizer"],
+                    "dataset": r["dataset"],
+                    "term": term,
+                    "kind": kind,
+                    "value": value,
+                }
+            )
     if not rows:
         return None
-    f = pd.DataFrame(rows).groupby(["regularizer", "term", "dataset", "kind"], sort=False)[
-        "value"].mean().unstack("kind")
-    cells = f.apply(lambda x: f"{x.get('value_ratio', float('nan')):.3g} · "
-                              f"{x.get('grad_ratio', float('nan')):.3g}", axis=1)
+    f = (
+        pd.DataFrame(rows)
+        .groupby(["regularizer", "term", "dataset", "kind"], sort=False)["value"]
+        .mean()
+        .unstack("kind")
+    )
+    cells = f.apply(
+        lambda x: (
+            f"{x.get('value_ratio', float('nan')):.3g} · {x.get('grad_ratio', float('nan')):.3g}"
+        ),
+        axis=1,
+    )
     order_c = list(dict.fromkeys(df["dataset"]))
-    return cells.unstack("dataset").reindex(columns=[c for c in order_c
-                                                     if c in set(f.index.get_level_values(2))])
+    return cells.unstack("dataset").reindex(
+        columns=[c for c in order_c if c in set(f.index.get_level_values(2))]
+    )
 
 
 def leaderboard(df, stage: str | None = None, digits: int = 1, bold: str = "**{}**"):
@@ -109,9 +146,12 @@ def to_latex(table) -> str:
     """A booktabs LaTeX tabular of a :func:`leaderboard` (built with ``bold="\\textbf{{{}}}"``)."""
     cols = list(table.columns)
     esc = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$")  # noqa: E731
-    lines = [r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule",
-             " & ".join([esc(table.index.name or "")] + [esc(c) for c in cols]) + r" \\",
-             r"\midrule"]
+    lines = [
+        r"\begin{tabular}{l" + "c" * len(cols) + "}",
+        r"\toprule",
+        " & ".join([esc(table.index.name or "")] + [esc(c) for c in cols]) + r" \\",
+        r"\midrule",
+    ]
     for idx, row in table.iterrows():
         lines.append(" & ".join([esc(idx)] + [esc(v) for v in row]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
@@ -130,8 +170,10 @@ def split_tables(df) -> dict:
         d = d[d["status"] == "completed"]
     if "table" not in d or d["table"].isna().all():
         return {"results": d} if len(d) else {}
-    d = d.assign(table=d["table"].where(d["table"].notna(), d["stage"]),
-                 dataset=d["task"].where(d["task"].notna(), d["dataset"]))
+    d = d.assign(
+        table=d["table"].where(d["table"].notna(), d["stage"]),
+        dataset=d["task"].where(d["task"].notna(), d["dataset"]),
+    )
     if "report" in d:
         d = d[d["report"].map(lambda v: v is not False and v == v)]  # NaN (old) counts as True
     out = {}
@@ -149,8 +191,7 @@ def select_by_val(d):
     from harness.reports.selection import select_by_val as select
 
     out, ch = select(d, "pooled")
-    return out, list(dict.fromkeys((r.row, r.task, r.point, r.val_score)
-                                   for r in ch.itertuples()))
+    return out, list(dict.fromkeys((r.row, r.task, r.point, r.val_score) for r in ch.itertuples()))
 
 
 def _with_choices(table, choices):
@@ -160,7 +201,7 @@ def _with_choices(table, choices):
     table = table.copy()
     for row, task, point, _ in choices:
         if row in table.index and task in table.columns and table.at[row, task] != "-":
-            short = point[len(row):].strip(" ()") if point.startswith(row) else point
+            short = point[len(row) :].strip(" ()") if point.startswith(row) else point
             short = short.replace(f"{row}.", "")  # "omega_p.alpha=0.01" -> "alpha=0.01"
             if short:  # a row with no grid point has nothing to show
                 table.at[row, task] = f"{table.at[row, task]} · {short}"
@@ -179,8 +220,15 @@ def layer_trace_table(df):
         tr = r["layer_traces"]
         if isinstance(tr, dict):
             for i, (tap, v) in enumerate(tr.items()):
-                rows.append({"tap": tap, "order": i, "task": r["dataset"],
-                             "method": r.get("method") or r["regularizer"], "trace": v})
+                rows.append(
+                    {
+                        "tap": tap,
+                        "order": i,
+                        "task": r["dataset"],
+                        "method": r.get("method") or r["regularizer"],
+                        "trace": v,
+                    }
+                )
     if not rows:
         return None
     t = pd.DataFrame(rows)
@@ -195,17 +243,22 @@ def _with_time(table, df):
     """``table`` plus a column of the mean wall time (s) of a job of each row."""
     import pandas as pd
 
-    row = df["method"].where(df["method"].notna(), df["regularizer"]) if "method" in df \
+    row = (
+        df["method"].where(df["method"].notna(), df["regularizer"])
+        if "method" in df
         else df["regularizer"]
-    t = pd.to_numeric(df["wall_time"], errors="coerce").groupby(row).mean() \
-        if "wall_time" in df else pd.Series(dtype=float)
+    )
+    t = (
+        pd.to_numeric(df["wall_time"], errors="coerce").groupby(row).mean()
+        if "wall_time" in df
+        else pd.Series(dtype=float)
+    )
     out = table.copy()
     out["s / job"] = [f"{t[i]:.1f}" if i in t and pd.notna(t[i]) else "-" for i in out.index]
     return out
 
 
-def _paper_side(d, mean, seeds, reference=None, choices=None, suite: str = "",
-                name: str = ""):
+def _paper_side(d, mean, seeds, reference=None, choices=None, suite: str = "", name: str = ""):
     """``(Reference, (values, text), rows)`` of a table whose stage names a paper table:
     ``reference`` (the current suite's block) or else the one recorded with the jobs; ``rows``:
     its premises and claims per column, not yet Holm-adjusted
@@ -219,14 +272,28 @@ def _paper_side(d, mean, seeds, reference=None, choices=None, suite: str = "",
         return None, None, _located_rows(d, seeds, choices, suite, name)
     cfg = reference if reference is not None else refs[0]
     ref = reference_from_config(with_register(cfg, registered_claims(suite, name, cfg)))
-    row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
+    row = (
+        d["method"].where(d["method"].notna(), d["regularizer"])
+        if "method" in d
         else d["regularizer"]
+    )
     specs = dict(zip(row, d["regularizer"]))
     # claims of one's own (a stage's `claims:`) have no paper to print beside
-    paper = paper_numbers(ref, [(r, specs[r]) for r in mean.index], list(mean.columns)) \
-        if ref.paper else None
-    rows = cv.table_rows(ref, seeds, None if paper is None else paper[0], specs, name,
-                         cv.designs(d), cv.lower_edges(choices), suite)
+    paper = (
+        paper_numbers(ref, [(r, specs[r]) for r in mean.index], list(mean.columns))
+        if ref.paper
+        else None
+    )
+    rows = cv.table_rows(
+        ref,
+        seeds,
+        None if paper is None else paper[0],
+        specs,
+        name,
+        cv.designs(d),
+        cv.lower_edges(choices),
+        suite,
+    )
     return ref, paper, rows
 
 
@@ -237,15 +304,24 @@ def _located_rows(d, seeds, choices, suite: str, name: str) -> list:
     from harness.experiments.register_claims import located_claims
     from harness.reports import claim_verdicts as cv
 
-    row = d["method"].where(d["method"].notna(), d["regularizer"]) if "method" in d \
+    row = (
+        d["method"].where(d["method"].notna(), d["regularizer"])
+        if "method" in d
         else d["regularizer"]
+    )
     specs, rows = dict(zip(row, d["regularizer"])), []
     for (paper, table), cs in located_claims(suite, name).items():
-        ref = Reference(paper, table, {}, {}, claims=tuple(dict.fromkeys(
-            c.text for c in cs if c.kind == "claim")), premises=tuple(dict.fromkeys(
-                c.text for c in cs if c.kind == "premise")))
-        rows += cv.table_rows(ref, seeds, None, specs, name, cv.designs(d),
-                              cv.lower_edges(choices), suite)
+        ref = Reference(
+            paper,
+            table,
+            {},
+            {},
+            claims=tuple(dict.fromkeys(c.text for c in cs if c.kind == "claim")),
+            premises=tuple(dict.fromkeys(c.text for c in cs if c.kind == "premise")),
+        )
+        rows += cv.table_rows(
+            ref, seeds, None, specs, name, cv.designs(d), cv.lower_edges(choices), suite
+        )
     return rows
 
 
@@ -278,12 +354,18 @@ def with_tuned(df, keys):
     return df.iloc[sorted(range(len(df)), key=lambda i: order[df["key"].iloc[i]])]
 
 
-def write_report(suite: str, storage: str | None = None,
-                 out_dir: str | os.PathLike | None = None,
-                 results_root: str | os.PathLike = "results",
-                 keys=None, plots: bool = True, references: Mapping | None = None,
-                 records_df=None, selection: str = "loso", page: Mapping | None = None) \
-        -> dict[str, Path]:
+def write_report(
+    suite: str,
+    storage: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    results_root: str | os.PathLike = "results",
+    keys=None,
+    plots: bool = True,
+    references: Mapping | None = None,
+    records_df=None,
+    selection: str = "loso",
+    page: Mapping | None = None,
+) -> dict[str, Path]:
     """Write ``leaderboard.{md,csv,tex}`` of ``suite`` (records in ``storage``) to ``out_dir``
     (default ``<results_root>/<suite>``), one section per table, the PNG plots
     (``<table>.png``, ``<table>_trace.png``) and, for tables with a paper reference, the
@@ -324,18 +406,27 @@ def write_report(suite: str, storage: str | None = None,
         from harness.experiments.secrets import redact
 
         raise ValueError(f"no completed runs of suite {suite!r} in {redact(storage)}")
-    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv",
-             "tex": out / "leaderboard.tex", "runs": out / "runs.csv"}
-    extra = [out / "verdicts.csv", out / "selection.csv", out / "expected_max_val.csv",
-             out / "index.html"]
+    paths = {
+        "md": out / "leaderboard.md",
+        "csv": out / "leaderboard.csv",
+        "tex": out / "leaderboard.tex",
+        "runs": out / "runs.csv",
+    }
+    extra = [
+        out / "verdicts.csv",
+        out / "selection.csv",
+        out / "expected_max_val.csv",
+        out / "index.html",
+    ]
     for path in [*paths.values(), *extra]:  # nothing written if one is refused
         safe_io.check_write(path, root)
     md = [f"# {suite}: test accuracy (%), mean ± std over seeds; best in bold\n"]
     tex, flat = [], []
     verdict_rows, chosen, refs = [], [], {}
     for name, d in tables.items():
-        section = _table_section(suite, name, d, references.get(name), out, plots, logs, paths,
-                                 selection)
+        section = _table_section(
+            suite, name, d, references.get(name), out, plots, logs, paths, selection
+        )
         chosen.append(section["selection"])
         md += section["md"]
         tex += section["tex"]
@@ -359,8 +450,9 @@ def write_report(suite: str, storage: str | None = None,
         verdicts_csv.unlink()  # (a link is removed, not followed)
     from harness.reports.html import write_page
 
-    paths["html"] = write_page(out, root, suite, paths, pd.concat(flat, ignore_index=True),
-                               page or {})
+    paths["html"] = write_page(
+        out, root, suite, paths, pd.concat(flat, ignore_index=True), page or {}
+    )
     return paths
 
 
@@ -373,15 +465,30 @@ def _write_selection(suite: str, chosen: list, out: Path, root, paths: dict) -> 
         frames = [c[col] for c in chosen if c[col] is not None and len(c[col])]
         path = out / f"{key}.csv"
         if frames:
-            _write_csv(pd.concat(frames, ignore_index=True).assign(suite=suite)
-                       .pipe(lambda f: f[["suite", *f.columns[:-1]]]), path, root, index=False)
+            _write_csv(
+                pd.concat(frames, ignore_index=True)
+                .assign(suite=suite)
+                .pipe(lambda f: f[["suite", *f.columns[:-1]]]),
+                path,
+                root,
+                index=False,
+            )
             paths[key] = path
         elif os.path.lexists(path):
             path.unlink()
 
 
-def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, logs: bool,
-                   paths: dict, selection: str = "loso") -> dict:
+def _table_section(
+    suite: str,
+    name: str,
+    d,
+    reference,
+    out: Path,
+    plots: bool,
+    logs: bool,
+    paths: dict,
+    selection: str = "loso",
+) -> dict:
     """One table of the report: its markdown (leaderboard beside the paper's, verdicts,
     chosen hyper-parameters, term strengths, layer traces, plots), LaTeX, flat CSV rows,
     verdict rows and the ``select: val`` choices; the files it writes are added to ``paths``."""
@@ -396,29 +503,48 @@ def _table_section(suite: str, name: str, d, reference, out: Path, plots: bool, 
     ref, paper, claims = _paper_side(d, mean, per_seed, reference, choices, suite, name)
     if paper is not None:
         table = _beside(table, paper[1], ref)
-    md = [f"## {name}\n", f"{seeds} seed(s) per cell; `s / job`: mean wall time of one "
-          "training run (this machine); `grid`: grid points behind the row (its budget)."
-          + (f" `paper: X`: {ref.paper} Table {ref.table}, column X (results/reference/)."
-             if paper is not None else "") + "\n", table.to_markdown(), ""]
+    md = [
+        f"## {name}\n",
+        f"{seeds} seed(s) per cell; `s / job`: mean wall time of one "
+        "training run (this machine); `grid`: grid points behind the row (its budget)."
+        + (
+            f" `paper: X`: {ref.paper} Table {ref.table}, column X (results/reference/)."
+            if paper is not None
+            else ""
+        )
+        + "\n",
+        table.to_markdown(),
+        "",
+    ]
     if claims:
         md.append(_CLAIMS + name)  # filled in by _verdicts once the families are adjusted
     md.append(_friedman(name, per_seed, out, plots, paths))
     md.append(sel.selection_markdown(choices, selection, expmax, budget))
     strength = term_strength(d)
     if strength is not None:
-        md += ["Term strength: `value · gradient` ratios to the cross-entropy, "
-               "term / CE and ‖∇term‖ / ‖∇CE‖ on the student's weights, logged on the "
-               "first batch of ~10 epochs spread over training, mean over those and seeds "
-               "(near 0: too weak "
-               "to move the student):\n", strength.to_markdown(), ""]
+        md += [
+            "Term strength: `value · gradient` ratios to the cross-entropy, "
+            "term / CE and ‖∇term‖ / ‖∇CE‖ on the student's weights, logged on the "
+            "first batch of ~10 epochs spread over training, mean over those and seeds "
+            "(near 0: too weak "
+            "to move the student):\n",
+            strength.to_markdown(),
+            "",
+        ]
     md += _layers_section(name, d, out, plots, logs, paths)
     if plots:
         md += _plots_section(suite, name, d, mean, out, logs, paths, choices)
-    return {"md": md, "tex": [f"% {name}", to_latex(leaderboard(d, bold="\\textbf{{{}}}"))],
-            "flat": sel.flat_budget(_flat_rows(name, mean, std, n, per_seed, ref, paper), budget),
-            "verdicts": claims, "ref": ref,
-            "selection": {"choices": choices.assign(table=name)[["table", *sel.CHOICE_COLUMNS]],
-                          "expmax": expmax if sel.budgets_differ(budget) else None}}
+    return {
+        "md": md,
+        "tex": [f"% {name}", to_latex(leaderboard(d, bold="\\textbf{{{}}}"))],
+        "flat": sel.flat_budget(_flat_rows(name, mean, std, n, per_seed, ref, paper), budget),
+        "verdicts": claims,
+        "ref": ref,
+        "selection": {
+            "choices": choices.assign(table=name)[["table", *sel.CHOICE_COLUMNS]],
+            "expmax": expmax if sel.budgets_differ(budget) else None,
+        },
+    }
 
 
 _CLAIMS = "\x00claims of "
@@ -436,7 +562,7 @@ def _verdicts(rows: list, refs: Mapping, md: list):
     frame = cv.verdicts_frame(cv.finish(rows))
     for i, line in enumerate(md):
         if isinstance(line, str) and line.startswith(_CLAIMS):
-            name = line[len(_CLAIMS):]
+            name = line[len(_CLAIMS) :]
             md[i] = claims_markdown(frame[frame["table"] == name], refs[name])
     return frame
 
@@ -465,9 +591,12 @@ def _layers_section(name: str, d, out: Path, plots: bool, logs: bool, paths: dic
     if from_logs:
         _write_csv(layers, layers_csv)
     paths[f"layers_csv:{name}"] = layers_csv
-    md = ["Trace of the exact plan between the trained network's neurons and the "
-          "teacher's, per layer, after training (li2020 Fig. 2; mean over seeds):\n",
-          layers.round(3).to_markdown(), ""]
+    md = [
+        "Trace of the exact plan between the trained network's neurons and the "
+        "teacher's, per layer, after training (li2020 Fig. 2; mean over seeds):\n",
+        layers.round(3).to_markdown(),
+        "",
+    ]
     if plots:
         png = out / f"{slug(name)}_layers.png"
         if from_logs or not png.is_file():
@@ -477,8 +606,9 @@ def _layers_section(name: str, d, out: Path, plots: bool, logs: bool, paths: dic
     return md
 
 
-def _plots_section(suite: str, name: str, d, mean, out: Path, logs: bool, paths: dict,
-                   choices=None) -> list:
+def _plots_section(
+    suite: str, name: str, d, mean, out: Path, logs: bool, paths: dict, choices=None
+) -> list:
     """The table's bar chart, accuracy versus a numeric column (Table 4's batch sizes), each
     with its PDF (:mod:`harness.reports.figures`), and the plan-trace curves."""
     png = out / f"{slug(name)}.png"
@@ -489,8 +619,10 @@ def _plots_section(suite: str, name: str, d, mean, out: Path, logs: bool, paths:
         line = out / f"{slug(name)}_lines.png"
         plot_lines(d, f"{suite}: {name}", line, choices)
         paths[f"lines:{name}"] = line
-        md += [f"![{name}: accuracy versus {numeric_axis(mean.columns)[0]}]({line.name})\n",
-               f"Vector: [{line.stem}.pdf]({line.stem}.pdf)\n"]
+        md += [
+            f"![{name}: accuracy versus {numeric_axis(mean.columns)[0]}]({line.name})\n",
+            f"Vector: [{line.stem}.pdf]({line.stem}.pdf)\n",
+        ]
     trace = out / f"{slug(name)}_trace.png"
     if plot_traces(d, name, trace) or (not logs and trace.is_file()):
         paths[f"trace:{name}"] = trace
@@ -501,16 +633,24 @@ def _plots_section(suite: str, name: str, d, mean, out: Path, logs: bool, paths:
 def _flat_rows(name: str, mean, std, n, per_seed, ref, paper):
     """``leaderboard.csv``'s rows of one table: mean, std, n, the paper's number and every
     seed's value (so anyone can redo the paired tests)."""
-    f = mean.stack().rename("mean").to_frame().join(std.stack().rename("std")) \
-        .join(n.stack().rename("n")).reset_index()
+    f = (
+        mean.stack()
+        .rename("mean")
+        .to_frame()
+        .join(std.stack().rename("std"))
+        .join(n.stack().rename("n"))
+        .reset_index()
+    )
     f = f.rename(columns={"regularizer": "method", "dataset": "task"})
     f.insert(0, "table", name)
     if paper is not None:
         f["paper"] = [paper[0].at[r, c] for r, c in zip(f["method"], f["task"])]
         f["paper_column"] = [ref.columns.get(c, "") for c in f["task"]]
     for seed in sorted(set(per_seed.columns.get_level_values("seed"))):  # redo the tests
-        f[f"seed_{seed}"] = [per_seed[(c, seed)].get(r) if (c, seed) in per_seed else None
-                             for r, c in zip(f["method"], f["task"])]
+        f[f"seed_{seed}"] = [
+            per_seed[(c, seed)].get(r) if (c, seed) in per_seed else None
+            for r, c in zip(f["method"], f["task"])
+        ]
     return f
 
 
@@ -519,16 +659,31 @@ def _runs_frame(tables: Mapping, df):
     with the term strengths for reports from CSV."""
     import pandas as pd
 
-    cols = [c for c in ("key", "stage", "table", "task", "method", "regularizer", "seed",
-                        "test_accuracy", "best_val_accuracy", "val_accuracy", "wall_time",
-                        "git_sha", "teacher_accuracy") if c in df]
+    cols = [
+        c
+        for c in (
+            "key",
+            "stage",
+            "table",
+            "task",
+            "method",
+            "regularizer",
+            "seed",
+            "test_accuracy",
+            "best_val_accuracy",
+            "val_accuracy",
+            "wall_time",
+            "git_sha",
+            "teacher_accuracy",
+        )
+        if c in df
+    ]
     runs = pd.concat(tables.values())
     if "job_stage" in runs:
         runs = runs.assign(stage=runs["job_stage"])
     if "epochs" in runs or "diagnostics" in runs:  # the term strengths, for reports from CSV
         diag = [diagnostics_of(r) for _, r in runs.iterrows()]
-        runs = runs.assign(diagnostics=[json.dumps(x, sort_keys=True) if x else ""
-                                        for x in diag])
+        runs = runs.assign(diagnostics=[json.dumps(x, sort_keys=True) if x else "" for x in diag])
         cols.append("diagnostics")
     return runs[cols]
 
@@ -546,8 +701,11 @@ def records_from_csv(path: str | os.PathLike, jobs):
         dataset=[j.dataset if j else t for j, t in zip(got, df["task"])],
         row=[j.row if j else m for j, m in zip(got, df["method"])],
         select=[j.select if j else None for j in got],
-        report=True, reference=[dict(j.reference) if j and j.reference else None for j in got],
-        config=[dict(j.config) if j else None for j in got], status="completed")
+        report=True,
+        reference=[dict(j.reference) if j and j.reference else None for j in got],
+        config=[dict(j.config) if j else None for j in got],
+        status="completed",
+    )
 
 
 def write_index(results_root: str | os.PathLike = "results", suites: dict | None = None) -> Path:
@@ -560,32 +718,47 @@ def write_index(results_root: str | os.PathLike = "results", suites: dict | None
     root = Path(results_root)
     lines = ["# Results\n"]
     if (root / "VERDICTS.md").is_file():
-        lines += ["**[VERDICTS.md](VERDICTS.md)**: one page of the papers' claims checked at "
-                  "CPU scale (one line per register claim; six verdicts per column, Holm within "
-                  "each family; docs/statistics.md).\n"]
-    lines += ["Regenerated by `otransfer report --all`. Every table is a view of the run records "
-              "(`runs.csv` beside it: one row per job and seed, exported from the Optuna storage "
-              "`runs.sqlite3`); the papers' numbers are in "
-              "[reference/](reference/README.md).\n", "## Suites\n"]
-    dirs = sorted(d for d in root.iterdir() if (d / "leaderboard.md").is_file()) \
-        if root.is_dir() else []
+        lines += [
+            "**[VERDICTS.md](VERDICTS.md)**: one page of the papers' claims checked at "
+            "CPU scale (one line per register claim; six verdicts per column, Holm within "
+            "each family; docs/statistics.md).\n"
+        ]
+    lines += [
+        "Regenerated by `otransfer report --all`. Every table is a view of the run records "
+        "(`runs.csv` beside it: one row per job and seed, exported from the Optuna storage "
+        "`runs.sqlite3`); the papers' numbers are in "
+        "[reference/](reference/README.md).\n",
+        "## Suites\n",
+    ]
+    dirs = (
+        sorted(d for d in root.iterdir() if (d / "leaderboard.md").is_file())
+        if root.is_dir()
+        else []
+    )
     suites = suites or {}
     for d in dirs:
         desc = " ".join(str(suites.get(d.name, "")).split())
         pngs = sorted(p.name for p in d.glob("*.png"))
-        lines.append(f"- **{d.name}**: [leaderboard]({d.name}/leaderboard.md)"
-                     + (f" ([CSV]({d.name}/leaderboard.csv), [LaTeX]({d.name}/leaderboard.tex), "
-                        f"[runs]({d.name}/runs.csv))")
-                     + (" · plots: " + ", ".join(f"[{p[:-4]}]({d.name}/{p})" for p in pngs)
-                        if pngs else "") + (f"  \n  {desc}" if desc else ""))
+        lines.append(
+            f"- **{d.name}**: [leaderboard]({d.name}/leaderboard.md)"
+            + (
+                f" ([CSV]({d.name}/leaderboard.csv), [LaTeX]({d.name}/leaderboard.tex), "
+                f"[runs]({d.name}/runs.csv))"
+            )
+            + (" · plots: " + ", ".join(f"[{p[:-4]}]({d.name}/{p})" for p in pngs) if pngs else "")
+            + (f"  \n  {desc}" if desc else "")
+        )
     if not dirs:
         lines.append("(none yet: `otransfer run SUITE`)")
     lines += ["", "## Benchmarks\n"]
-    for rel, what in (("solvers/bench.md", "OT solvers on the papers' problems "
-                                           "(`otransfer solvers bench`)"),
-                      ("solvers/asv.md", "asv timing of the solvers (`otransfer report solvers`)"),
-                      ("regularizers/step_time.md", "training-step time / L2-SP step "
-                                                    "(`otransfer regularizers bench`)")):
+    for rel, what in (
+        ("solvers/bench.md", "OT solvers on the papers' problems (`otransfer solvers bench`)"),
+        ("solvers/asv.md", "asv timing of the solvers (`otransfer report solvers`)"),
+        (
+            "regularizers/step_time.md",
+            "training-step time / L2-SP step (`otransfer regularizers bench`)",
+        ),
+    ):
         if (root / rel).is_file():
             lines.append(f"- [{rel}]({rel}): {what}")
     for png in sorted((root / "solvers").glob("*.png")) if (root / "solvers").is_dir() else []:
@@ -595,10 +768,16 @@ def write_index(results_root: str | os.PathLike = "results", suites: dict | None
     return path
 
 
-def report_suite(name: str, storage: str | None = None, out: str | os.PathLike | None = None,
-                 overrides: Sequence[str] = (), quick: bool = False,
-                 from_csv: str | os.PathLike | None = None, selection: str = "loso",
-                 results_root: str | os.PathLike = "results") -> dict[str, Path]:
+def report_suite(
+    name: str,
+    storage: str | None = None,
+    out: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    quick: bool = False,
+    from_csv: str | os.PathLike | None = None,
+    selection: str = "loso",
+    results_root: str | os.PathLike = "results",
+) -> dict[str, Path]:
     """``otransfer report SUITE``: :func:`write_report` of the suite file as it is now (its
     jobs' keys, and its claims and premises: a view, they change no job key), from
     ``storage`` or from a committed ``runs.csv``. Raises what loading the suite or reading
@@ -617,14 +796,23 @@ def report_suite(name: str, storage: str | None = None, out: str | os.PathLike |
             references.setdefault(j.table or j.stage, j.reference)
     from harness.reports.html import report_command, suite_text
 
-    return write_report(suite.name, storage, out, results_root,
-                        keys=None if from_csv else [j.key for j in jobs],
-                        references=references,
-                        records_df=records_from_csv(from_csv, jobs) if from_csv else None,
-                        selection=selection, page={
-                            "description": suite.description, "suite_text": suite_text(name),
-                            "command": report_command(name, storage, out, overrides, quick,
-                                                      from_csv, selection, results_root)})
+    return write_report(
+        suite.name,
+        storage,
+        out,
+        results_root,
+        keys=None if from_csv else [j.key for j in jobs],
+        references=references,
+        records_df=records_from_csv(from_csv, jobs) if from_csv else None,
+        selection=selection,
+        page={
+            "description": suite.description,
+            "suite_text": suite_text(name),
+            "command": report_command(
+                name, storage, out, overrides, quick, from_csv, selection, results_root
+            ),
+        },
+    )
 
 
 def report_all(results_root: str | os.PathLike, report_one, warn) -> tuple[int, list[Path]]:
@@ -654,9 +842,11 @@ def report_all(results_root: str | os.PathLike, report_one, warn) -> tuple[int, 
         status |= code
         if code == 0:
             reported.append(name)
+    from harness.reports.html import write_index_page
     from harness.reports.verdict_page import write_verdicts
 
-    from harness.reports.html import write_index_page
-
-    return status, [write_verdicts(results_root, reported), write_index(results_root, described),
-                    write_index_page(results_root, described)]
+    return status, [
+        write_verdicts(results_root, reported),
+        write_index(results_root, described),
+        write_index_page(results_root, described),
+    ]

@@ -9,6 +9,7 @@ and ``batch=True``, in this one process, so both see the same machine load. Teac
 trained first (not timed) and their weights shared. Prints and writes jobs per CPU-second
 (``time.process_time``: every thread of this process) for each way, and their ratio.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -20,14 +21,24 @@ from pathlib import Path
 #: stage's own grid (seeds x grid points train as one group, as in a twin's run; KD's tau kept
 #: at 4), its epochs/steps shortened so that the old way fits in minutes
 SLICES = {
-    "li2020_table2-cpu": ("student_LM_digits", ["none", "kd", "omega_u", "omega_p"],
-                          {"alpha": [1.0e-3, 1.0e-2, 1.0e-1, 1.0, 10.0], "kd.tau": [4]},
-                          {"epochs": 10}),
-    "li2020_table4-cpu": ("batch_64", ["l2", "l2sp", "omega_p"],
-                          {"alpha": [1.0e-3, 1.0e-2, 1.0e-1]}, {"steps": 150}),
-    "lohit2020_table1-cpu": ("student_C", ["none", "kd", "ot_samples_ipot"],
-                             {"ot_samples_ipot.alpha": [0.9, 1.0],
-                              "ot_samples_remd.alpha": [0.9, 1.0]}, {"epochs": 10}),
+    "li2020_table2-cpu": (
+        "student_LM_digits",
+        ["none", "kd", "omega_u", "omega_p"],
+        {"alpha": [1.0e-3, 1.0e-2, 1.0e-1, 1.0, 10.0], "kd.tau": [4]},
+        {"epochs": 10},
+    ),
+    "li2020_table4-cpu": (
+        "batch_64",
+        ["l2", "l2sp", "omega_p"],
+        {"alpha": [1.0e-3, 1.0e-2, 1.0e-1]},
+        {"steps": 150},
+    ),
+    "lohit2020_table1-cpu": (
+        "student_C",
+        ["none", "kd", "ot_samples_ipot"],
+        {"ot_samples_ipot.alpha": [0.9, 1.0], "ot_samples_remd.alpha": [0.9, 1.0]},
+        {"epochs": 10},
+    ),
 }
 
 
@@ -43,8 +54,11 @@ def _slice(suite: str, overrides: list[str]):
     from harness.experiments.suite import PRETRAINED, expand, load_suite
 
     def _deps(job) -> list[str]:  # the jobs whose weights ``job`` loads
-        return [job.config[r] for r in ("teacher", "init")
-                if job.config.get(r) and job.config[r] != PRETRAINED]
+        return [
+            job.config[r]
+            for r in ("teacher", "init")
+            if job.config.get(r) and job.config[r] != PRETRAINED
+        ]
 
     stage, specs, _, _ = SLICES[suite]
     jobs = expand(load_suite(suite, overrides))
@@ -59,8 +73,15 @@ def _timed(suite, overrides, jobs, root: Path, batch: bool) -> float:
     from harness.experiments.runner import run_suite
 
     t0 = time.process_time()
-    summary = run_suite(suite, overrides=overrides, jobs=jobs, results_root=root,
-                        progress=False, log=None, batch=batch)
+    summary = run_suite(
+        suite,
+        overrides=overrides,
+        jobs=jobs,
+        results_root=root,
+        progress=False,
+        log=None,
+        batch=batch,
+    )
     spent = time.process_time() - t0
     if summary.completed != len(jobs):
         raise SystemExit(f"{suite}: {summary.failed} failed: {summary.failures[:2]}")
@@ -73,8 +94,9 @@ def bench(suite: str, seeds: int, tmp: Path) -> dict:
     from harness.experiments.runner import run_suite
 
     base = tmp / "teachers"
-    run_suite(suite, overrides=overrides, jobs=teachers, results_root=base, progress=False,
-              log=None)
+    run_suite(
+        suite, overrides=overrides, jobs=teachers, results_root=base, progress=False, log=None
+    )
     row = {"suite": suite, "jobs": len(students)}
     for way, batch in (("one at a time", False), ("batched", True)):
         root = tmp / way.replace(" ", "_")
@@ -89,8 +111,9 @@ def run(suites: list[str], seeds: int, out: Path | None, say=print) -> list[dict
     """Bench ``suites`` (keys of :data:`SLICES`) in this process; write ``out`` (markdown)."""
     unknown = sorted(set(suites) - set(SLICES))
     if unknown:
-        raise ValueError(f"no throughput slice for {', '.join(unknown)}: choose among "
-                         f"{', '.join(SLICES)}")
+        raise ValueError(
+            f"no throughput slice for {', '.join(unknown)}: choose among {', '.join(SLICES)}"
+        )
     if seeds < 2:
         raise ValueError(f"--seeds {seeds}: batching needs at least 2 seeds")
     rows = []
@@ -98,9 +121,11 @@ def run(suites: list[str], seeds: int, out: Path | None, say=print) -> list[dict
         for suite in suites:
             r = bench(suite, seeds, Path(tmp) / suite)
             rows.append(r)
-            say(f"{suite}: {r['jobs']} jobs: one at a time {r['jobs'] / r['one at a time']:.3f}"
+            say(
+                f"{suite}: {r['jobs']} jobs: one at a time {r['jobs'] / r['one at a time']:.3f}"
                 f" jobs/CPU-s, batched {r['jobs'] / r['batched']:.3f} jobs/CPU-s, "
-                f"ratio {r['ratio']:.1f}x")
+                f"ratio {r['ratio']:.1f}x"
+            )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(markdown(rows, seeds))
@@ -109,15 +134,21 @@ def run(suites: list[str], seeds: int, out: Path | None, say=print) -> list[dict
 
 def markdown(rows: list[dict], seeds: int) -> str:
     """The table of :func:`run`'s rows."""
-    lines = ["# Throughput: seeds batched against one model at a time", "",
-             f"Command: `OMP_NUM_THREADS=1 otransfer bench throughput --seeds {seeds}` "
-             f"(both ways in one process, one after the other; CPU time of every thread)", "",
-             "| suite | slice | jobs | one at a time (jobs/CPU-s) | batched (jobs/CPU-s) | "
-             "ratio |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "# Throughput: seeds batched against one model at a time",
+        "",
+        f"Command: `OMP_NUM_THREADS=1 otransfer bench throughput --seeds {seeds}` "
+        f"(both ways in one process, one after the other; CPU time of every thread)",
+        "",
+        "| suite | slice | jobs | one at a time (jobs/CPU-s) | batched (jobs/CPU-s) | ratio |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         stage, specs, grid, train = SLICES[r["suite"]]
         what = f"{stage}: {', '.join(specs)}; {grid}; {train}"
-        lines.append(f"| {r['suite']} | {what} | {r['jobs']} | "
-                     f"{r['jobs'] / r['one at a time']:.3f} | {r['jobs'] / r['batched']:.3f} | "
-                     f"{r['ratio']:.1f}x |")
+        lines.append(
+            f"| {r['suite']} | {what} | {r['jobs']} | "
+            f"{r['jobs'] / r['one at a time']:.3f} | {r['jobs'] / r['batched']:.3f} | "
+            f"{r['ratio']:.1f}x |"
+        )
     return "\n".join(lines) + "\n"

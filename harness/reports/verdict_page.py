@@ -11,6 +11,7 @@ and a forest plot per paper. Each suite's numbers come from
 ``results/confirmatory/<suite>/verdicts.csv`` when present (confirmatory), else
 ``results/<suite>/verdicts.csv`` (exploratory, labelled so on every line).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,18 +24,36 @@ from typing import Mapping, Sequence
 from harness.reports import verdict_rules as vr
 from harness.reports.verdict_text import LEVEL_TEXT, counts, fmt
 
-__all__ = ["EXPLORATORY", "EXPLORATORY_NOTE", "CONFIRMATORY", "ClaimSummary", "claim_verdict", "summarize",
-           "suite_frames", "plot_verdicts", "write_verdicts"]
+__all__ = [
+    "EXPLORATORY",
+    "EXPLORATORY_NOTE",
+    "CONFIRMATORY",
+    "ClaimSummary",
+    "claim_verdict",
+    "summarize",
+    "suite_frames",
+    "plot_verdicts",
+    "write_verdicts",
+]
 
 EXPLORATORY = "EXPLORATORY"
-EXPLORATORY_NOTE = ("exploratory: seeds were looked at while the protocol was designed; not a "
-                    "confirmatory result")
+EXPLORATORY_NOTE = (
+    "exploratory: seeds were looked at while the protocol was designed; not a confirmatory result"
+)
 CONFIRMATORY = "confirmatory"
-_COLOURS = {vr.HOLDS: "tab:green", vr.REVERSED: "tab:red", vr.EQUIVALENT: "tab:blue",
-            vr.INCONCLUSIVE: "tab:gray", vr.VACUOUS: "tab:orange", vr.NOT_TESTED: "lightgray"}
-SCALE = ("CPU proxies of the papers' experiments: scikit-learn digits and generated `latent` "
-         "tasks stand in for CIFAR- and ImageNet-scale data, MLPs and small CNNs for the "
-         "ResNets (each suite's header says which)")
+_COLOURS = {
+    vr.HOLDS: "tab:green",
+    vr.REVERSED: "tab:red",
+    vr.EQUIVALENT: "tab:blue",
+    vr.INCONCLUSIVE: "tab:gray",
+    vr.VACUOUS: "tab:orange",
+    vr.NOT_TESTED: "lightgray",
+}
+SCALE = (
+    "CPU proxies of the papers' experiments: scikit-learn digits and generated `latent` "
+    "tasks stand in for CIFAR- and ImageNet-scale data, MLPs and small CNNs for the "
+    "ResNets (each suite's header says which)"
+)
 
 
 def _seeds(text) -> dict[int, float]:
@@ -74,8 +93,7 @@ def _aggregate(t):
     return stats.aggregate(a, b)
 
 
-def claim_verdict(k: int, k_rev: int, agg, kind: str, margin: float, words: Sequence[str]) \
-        -> str:
+def claim_verdict(k: int, k_rev: int, agg, kind: str, margin: float, words: Sequence[str]) -> str:
     """The claim's verdict over its tested columns (``words``: their verdicts; ``k``,
     ``k_rev`` and ``agg`` come from the columns that are not vacuous), first rule
     that applies: not tested (no tested column); holds (``k >= 1`` columns by the
@@ -86,10 +104,16 @@ def claim_verdict(k: int, k_rev: int, agg, kind: str, margin: float, words: Sequ
     if not words:
         return vr.NOT_TESTED
     lo, hi = (agg.lo, agg.hi) if agg is not None else (math.nan, math.nan)
-    side = {"superiority": lo > 0, "non_inferiority": lo > -margin,
-            "equivalence": -margin < lo and hi < margin}[kind]
-    other = {"superiority": hi < 0, "non_inferiority": hi < -margin,
-             "equivalence": lo > margin or hi < -margin}[kind]
+    side = {
+        "superiority": lo > 0,
+        "non_inferiority": lo > -margin,
+        "equivalence": -margin < lo and hi < margin,
+    }[kind]
+    other = {
+        "superiority": hi < 0,
+        "non_inferiority": hi < -margin,
+        "equivalence": lo > margin or hi < -margin,
+    }[kind]
     if k >= 1 and side:
         return vr.HOLDS
     if k_rev >= 1 and other:
@@ -112,12 +136,24 @@ def summarize(g) -> ClaimSummary:
     k_rev = stats.replicability(t["p_reversed"].to_numpy(float)).k if len(t) else 0
     agg = _aggregate(t) if len(t) else None
     both = g[(g["n"] > 0) & g["paper_diff"].notna() & g["mean_diff"].notna()]
-    agree = int(sum((m > 0) == (p > 0) and (m < 0) == (p < 0)
-                    for m, p in zip(both["mean_diff"], both["paper_diff"])))
+    agree = int(
+        sum(
+            (m > 0) == (p > 0) and (m < 0) == (p < 0)
+            for m, p in zip(both["mean_diff"], both["paper_diff"])
+        )
+    )
     mdes = [float(x) for x in t["mde"] if x == x]
-    return ClaimSummary(claim_verdict(k, k_rev, agg, kind, margin, list(tested["verdict"])),
-                        len(tested), len(g), k, k_rev, agg, agree, len(both),
-                        statistics.median(mdes) if mdes else math.nan)
+    return ClaimSummary(
+        claim_verdict(k, k_rev, agg, kind, margin, list(tested["verdict"])),
+        len(tested),
+        len(g),
+        k,
+        k_rev,
+        agg,
+        agree,
+        len(both),
+        statistics.median(mdes) if mdes else math.nan,
+    )
 
 
 def suite_frames(root: Path, suites: Sequence[str] | None = None) -> dict[str, tuple]:
@@ -126,13 +162,25 @@ def suite_frames(root: Path, suites: Sequence[str] | None = None) -> dict[str, t
     from harness.reports.files import read_csv as _read_csv
 
     conf = root / "confirmatory"
-    names = list(suites) if suites is not None else sorted(
-        {d.name for base in (root, conf) if base.is_dir() for d in base.iterdir()
-         if (d / "verdicts.csv").is_file()})
+    names = (
+        list(suites)
+        if suites is not None
+        else sorted(
+            {
+                d.name
+                for base in (root, conf)
+                if base.is_dir()
+                for d in base.iterdir()
+                if (d / "verdicts.csv").is_file()
+            }
+        )
+    )
     out = {}
     for name in names:
-        for label, path in ((CONFIRMATORY, conf / name / "verdicts.csv"),
-                            (EXPLORATORY, root / name / "verdicts.csv")):
+        for label, path in (
+            (CONFIRMATORY, conf / name / "verdicts.csv"),
+            (EXPLORATORY, root / name / "verdicts.csv"),
+        ):
             if path.is_file():
                 f = _read_csv(path, dtype={"paper_table": str, "entry_id": str})
                 if "entry_id" in f:  # older files (t intervals) are not read
@@ -159,48 +207,69 @@ def _claim_line(reg, fam, e, rows, not_run: Mapping) -> str:
         return head + f" - | - | **{text}** | - | - | min {e.min_effect:g} | - |"
     s = summarize(rows)
     a = s.aggregate
-    agg = "-" if a is None else (f"{a.iqm:+.2f} [{a.lo:+.2f}, {a.hi:+.2f}]; "
-                                 f"P(A>B) {a.poi:.2f} [{a.poi_lo:.2f}, {a.poi_hi:.2f}]")
+    agg = (
+        "-"
+        if a is None
+        else (
+            f"{a.iqm:+.2f} [{a.lo:+.2f}, {a.hi:+.2f}]; "
+            f"P(A>B) {a.poi:.2f} [{a.poi_lo:.2f}, {a.poi_hi:.2f}]"
+        )
+    )
     label = ", ".join(dict.fromkeys(_short(x) for x in rows["label"]))
-    suites = ", ".join(f"[{x}]({_folder(x, lab)}/leaderboard.md)" for x, lab in
-                       dict.fromkeys(zip(rows["suite"], rows["label"])))
+    suites = ", ".join(
+        f"[{x}]({_folder(x, lab)}/leaderboard.md)"
+        for x, lab in dict.fromkeys(zip(rows["suite"], rows["label"]))
+    )
     rev = f"; reversed on ≥ {s.k_reversed}" if s.k_reversed else ""
-    return head + (f" {agg} | holds on ≥ {s.k} of {s.tested}{rev} | **{s.verdict}** | "
-                   f"{s.sign_agree} of {s.sign_known} | {fmt(s.mde, '.2f')} | "
-                   f"min {e.min_effect:g} | {suites} ({label}) |")
+    return head + (
+        f" {agg} | holds on ≥ {s.k} of {s.tested}{rev} | **{s.verdict}** | "
+        f"{s.sign_agree} of {s.sign_known} | {fmt(s.mde, '.2f')} | "
+        f"min {e.min_effect:g} | {suites} ({label}) |"
+    )
 
 
 def _header(frames: Mapping, exploratory: bool, root: Path) -> list[str]:
     from harness.reports.files import read_csv as _read_csv
 
-    title = "# Verdicts: the papers' claims, checked at CPU scale" + \
-        (" (EXPLORATORY)" if exploratory else "")
-    lines = [title + "\n", "Regenerated by `otransfer report --all`. "
-             + (f"**{EXPLORATORY}**: {EXPLORATORY_NOTE} (every suite without a "
-                "`confirmatory/` folder).\n"
-                if exploratory else "Every suite: the confirmatory run.\n"),
-             f"- **Scale**: {SCALE}.",
-             "- **Test**: per task column, the paired per-seed differences A − B (points; same "
-             "seed = same data and initialisation). Primary test: the exact sign-flip test when "
-             "no seed trains on another's test examples (`test_pool: fixed`), else the "
-             "Nadeau-Bengio corrected t test (seeds re-draw their split from one pool; "
-             "normal differences assumed). Each suite's test is listed below.",
-             f"- **Family and level**: {LEVEL_TEXT}; a family is one paper table or ablation of "
-             "the register (`claims/*.yaml`).",
-             "- **Verdicts**: holds / reversed / equivalent / inconclusive / vacuous / not "
-             "tested, per column (docs/statistics.md); the claim's verdict aggregates them "
-             "(docs/statistics.md, \"How the page is built\").",
-             "- **Minimum detectable effects** (80 % power, α = 0.05 before Holm) are in the "
-             "claim lines (median over tested columns) beside the register's minimum effect of "
-             "interest; an MDE above it means the run could not see the effect the paper "
-             "reports.", "", "| suite | run | seeds | primary test | budgets (grid points "
-             "per row) |", "|:--|:--|--:|:--|:--|"]
+    title = "# Verdicts: the papers' claims, checked at CPU scale" + (
+        " (EXPLORATORY)" if exploratory else ""
+    )
+    lines = [
+        title + "\n",
+        "Regenerated by `otransfer report --all`. "
+        + (
+            f"**{EXPLORATORY}**: {EXPLORATORY_NOTE} (every suite without a "
+            "`confirmatory/` folder).\n"
+            if exploratory
+            else "Every suite: the confirmatory run.\n"
+        ),
+        f"- **Scale**: {SCALE}.",
+        "- **Test**: per task column, the paired per-seed differences A − B (points; same "
+        "seed = same data and initialisation). Primary test: the exact sign-flip test when "
+        "no seed trains on another's test examples (`test_pool: fixed`), else the "
+        "Nadeau-Bengio corrected t test (seeds re-draw their split from one pool; "
+        "normal differences assumed). Each suite's test is listed below.",
+        f"- **Family and level**: {LEVEL_TEXT}; a family is one paper table or ablation of "
+        "the register (`claims/*.yaml`).",
+        "- **Verdicts**: holds / reversed / equivalent / inconclusive / vacuous / not "
+        "tested, per column (docs/statistics.md); the claim's verdict aggregates them "
+        '(docs/statistics.md, "How the page is built").',
+        "- **Minimum detectable effects** (80 % power, α = 0.05 before Holm) are in the "
+        "claim lines (median over tested columns) beside the register's minimum effect of "
+        "interest; an MDE above it means the run could not see the effect the paper "
+        "reports.",
+        "",
+        "| suite | run | seeds | primary test | budgets (grid points per row) |",
+        "|:--|:--|--:|:--|:--|",
+    ]
     for name, (label, f) in frames.items():
         seeds = int(f["n"].max()) if len(f) else 0
         tests = "; ".join(sorted({f"{m}" for m in f["method"].dropna()}))
-        lines.append(f"| [{name}]({_folder(name, label)}/leaderboard.md) | {_short(label)} | "
-                     f"{seeds} | "
-                     f"{tests} | {_budgets(root, name, label, _read_csv)} |")
+        lines.append(
+            f"| [{name}]({_folder(name, label)}/leaderboard.md) | {_short(label)} | "
+            f"{seeds} | "
+            f"{tests} | {_budgets(root, name, label, _read_csv)} |"
+        )
     return lines + [""]
 
 
@@ -218,14 +287,18 @@ def _budgets(root: Path, name: str, label: str, read) -> str:
 
 def _family_section(fam, rows) -> list[str]:
     label = ", ".join(dict.fromkeys(_short(x) for x in rows["label"]))
-    out = [f"### {fam.id}: table {fam.table} ({label})\n",
-           "| suite | | claim | task | n | mean [interval] | p (Holm) | verdict | reason | MDE |",
-           "|:--|:--|:--|:--|--:|:--|--:|:--|:--|--:|"]
+    out = [
+        f"### {fam.id}: table {fam.table} ({label})\n",
+        "| suite | | claim | task | n | mean [interval] | p (Holm) | verdict | reason | MDE |",
+        "|:--|:--|:--|:--|--:|:--|--:|:--|:--|--:|",
+    ]
     for r in rows.itertuples():
-        out.append(f"| {r.suite} | {r.kind} | `{r.claim}` | {r.task} | {r.n} | "
-                   f"{fmt(r.mean_diff, '+.2f')} [{fmt(r.ci_low, '+.2f')}, "
-                   f"{fmt(r.ci_high, '+.2f')}] | {fmt(r.p_adj, '.3g')} | **{r.verdict}** | "
-                   f"{r.reason} | {fmt(r.mde, '.2f')} |")
+        out.append(
+            f"| {r.suite} | {r.kind} | `{r.claim}` | {r.task} | {r.n} | "
+            f"{fmt(r.mean_diff, '+.2f')} [{fmt(r.ci_low, '+.2f')}, "
+            f"{fmt(r.ci_high, '+.2f')}] | {fmt(r.p_adj, '.3g')} | **{r.verdict}** | "
+            f"{r.reason} | {fmt(r.mde, '.2f')} |"
+        )
     return out + [""]
 
 
@@ -240,8 +313,12 @@ def _not_run(regs) -> dict[str, str]:
     return {x.id: x.reason for rows in claims_not_run(regs, done=done).values() for x in rows}
 
 
-def write_verdicts(results_root: str | os.PathLike = "results",
-                   suites: Sequence[str] | None = None, plots: bool = True, regs=None) -> Path:
+def write_verdicts(
+    results_root: str | os.PathLike = "results",
+    suites: Sequence[str] | None = None,
+    plots: bool = True,
+    regs=None,
+) -> Path:
     """Write ``<results_root>/VERDICTS.md`` (module docstring) and ``verdicts_<paper>.png``.
     ``suites``: the suites to read (default: every folder with a ``verdicts.csv``);
     ``regs``: the register (default ``claims/``)."""
@@ -254,16 +331,21 @@ def write_verdicts(results_root: str | os.PathLike = "results",
     root = Path(results_root)
     regs = load_registers() if regs is None else regs
     frames = suite_frames(root, suites)
-    allv = pd.concat([f.assign(label=label) for label, f in frames.values()],
-                     ignore_index=True) if frames else None
+    allv = (
+        pd.concat([f.assign(label=label) for label, f in frames.values()], ignore_index=True)
+        if frames
+        else None
+    )
     exploratory = any(label == EXPLORATORY for label, _ in frames.values())
     lines = _header(frames, exploratory, root)
     not_run = _not_run(regs)
-    lines += ["## The claims, one line each\n",
-              "| paper | table | entry | comparison | paper's count | aggregate: IQM of A − B "
-              "[95 % stratified bootstrap]; P(A > B) | replicability (columns) | verdict | "
-              "sign agrees with paper | median MDE | min effect | suite |",
-              "|:--|:--|:--|:--|:--|:--|:--|:--|:--|--:|:--|:--|"]
+    lines += [
+        "## The claims, one line each\n",
+        "| paper | table | entry | comparison | paper's count | aggregate: IQM of A − B "
+        "[95 % stratified bootstrap]; P(A > B) | replicability (columns) | verdict | "
+        "sign agrees with paper | median MDE | min effect | suite |",
+        "|:--|:--|:--|:--|:--|:--|:--|:--|:--|--:|:--|:--|",
+    ]
     premises = []
     for reg in regs.values():
         for fam in reg.families:
@@ -271,13 +353,20 @@ def write_verdicts(results_root: str | os.PathLike = "results",
                 rows = None if allv is None else allv[allv["entry_id"] == e.id]
                 lines.append(_claim_line(reg, fam, e, rows, not_run))
             premises += [(reg, fam, p) for p in fam.premises]
-    lines += ["", "Premises (checked first on every column; a column whose premise fails has "
-              "its claims not tested):\n"]
+    lines += [
+        "",
+        "Premises (checked first on every column; a column whose premise fails has "
+        "its claims not tested):\n",
+    ]
     for reg, fam, p in premises:
-        rows = None if allv is None else allv[(allv["entry_id"] == p.id)
-                                              & (allv["kind"] == "premise")]
-        got = counts(rows["verdict"]) + f" of {len(rows)} column(s)" \
-            if rows is not None and len(rows) else "not run"
+        rows = (
+            None if allv is None else allv[(allv["entry_id"] == p.id) & (allv["kind"] == "premise")]
+        )
+        got = (
+            counts(rows["verdict"]) + f" of {len(rows)} column(s)"
+            if rows is not None and len(rows)
+            else "not run"
+        )
         lines.append(f"- {reg.paper} {fam.table} `{p.id}` `{p.comparison}`: {got}")
     lines += _unregistered(allv) + ["", "## Per family, per column\n"]
     for reg in regs.values():
@@ -290,9 +379,11 @@ def write_verdicts(results_root: str | os.PathLike = "results",
         for paper, pf in allv.groupby("paper", sort=True):
             png = root / f"verdicts_{slug(str(paper))}.png"
             plot_verdicts(pf, f"{paper}: paired differences and primary intervals", png)
-            lines.append(f"- {paper}: [{png.name}]({png.name}) (green holds, red reversed, "
-                         "blue equivalent, grey inconclusive, orange vacuous, light grey not "
-                         "tested)")
+            lines.append(
+                f"- {paper}: [{png.name}]({png.name}) (green holds, red reversed, "
+                "blue equivalent, grey inconclusive, orange vacuous, light grey not "
+                "tested)"
+            )
     path = root / "VERDICTS.md"
     safe_io.write_text(path, "\n".join(lines) + "\n", root)
     return path
@@ -304,10 +395,14 @@ def _unregistered(allv) -> list[str]:
     u = allv[allv["entry_id"].fillna("") == ""]
     if not len(u):
         return []
-    return ["", "Written by a suite but in no register entry (flagged; Holm joins them to "
-            "their paper table's family):\n"] + [
+    return [
+        "",
+        "Written by a suite but in no register entry (flagged; Holm joins them to "
+        "their paper table's family):\n",
+    ] + [
         f"- {s} · {k} `{c}`: {counts(g['verdict'])} of {len(g)} column(s)"
-        for (s, k, c), g in u.groupby(["suite", "kind", "claim"], sort=False)]
+        for (s, k, c), g in u.groupby(["suite", "kind", "claim"], sort=False)
+    ]
 
 
 def plot_verdicts(frame, title: str, path) -> None:
@@ -330,8 +425,10 @@ def plot_verdicts(frame, title: str, path) -> None:
         if lo == lo and np.isfinite(lo) and np.isfinite(hi):
             ax.plot([lo, hi], [i, i], color=colour, lw=1.5)
         ax.plot(r["mean_diff"], i, "o", ms=4, color=colour)
-    labels = [f"{r['suite']} · {'premise ' if r['kind'] == 'premise' else ''}{r['claim']} · "
-              f"{r['task']}" for _, r in f.iterrows()]
+    labels = [
+        f"{r['suite']} · {'premise ' if r['kind'] == 'premise' else ''}{r['claim']} · {r['task']}"
+        for _, r in f.iterrows()
+    ]
     ax.set_yticks(np.arange(len(f)), labels, fontsize=6)
     ax.invert_yaxis()
     ax.axvline(0.0, color="black", lw=0.8)
@@ -341,7 +438,13 @@ def plot_verdicts(frame, title: str, path) -> None:
     from matplotlib.lines import Line2D
 
     shown = [v for v in _COLOURS if v in set(f["verdict"].astype(str))]
-    ax.legend([Line2D([], [], color=_COLOURS[v], marker="o", lw=1.5) for v in shown], shown,
-              fontsize=6, loc="lower right", title="verdict", title_fontsize=6)
+    ax.legend(
+        [Line2D([], [], color=_COLOURS[v], marker="o", lw=1.5) for v in shown],
+        shown,
+        fontsize=6,
+        loc="lower right",
+        title="verdict",
+        title_fontsize=6,
+    )
     fig.tight_layout()
     _save(fig, path)

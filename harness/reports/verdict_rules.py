@@ -7,6 +7,7 @@
 every claim on every column, premises not included); :func:`classify` turns one column's
 tests and its adjusted p-values into a :class:`Verdict`.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,21 @@ import numpy as np
 
 from harness.reports import stats
 
-__all__ = ["HOLDS", "REVERSED", "EQUIVALENT", "INCONCLUSIVE", "VACUOUS", "NOT_TESTED",
-           "VERDICTS", "KINDS", "ColumnTests", "Verdict", "column_tests", "holm_family",
-           "classify"]
+__all__ = [
+    "HOLDS",
+    "REVERSED",
+    "EQUIVALENT",
+    "INCONCLUSIVE",
+    "VACUOUS",
+    "NOT_TESTED",
+    "VERDICTS",
+    "KINDS",
+    "ColumnTests",
+    "Verdict",
+    "column_tests",
+    "holm_family",
+    "classify",
+]
 
 HOLDS, REVERSED, EQUIVALENT = "holds", "reversed", "equivalent"
 INCONCLUSIVE, VACUOUS, NOT_TESTED = "inconclusive", "vacuous", "not tested"
@@ -82,9 +95,14 @@ def _two(p: float) -> float:
     return min(1.0, 2 * p)
 
 
-def column_tests(diffs, kind: str = "superiority", margin: float = 0.5, alpha: float = 0.05,
-                 level: float = stats.LEVEL,
-                 split: tuple[int, int] | None = None) -> ColumnTests:
+def column_tests(
+    diffs,
+    kind: str = "superiority",
+    margin: float = 0.5,
+    alpha: float = 0.05,
+    level: float = stats.LEVEL,
+    split: tuple[int, int] | None = None,
+) -> ColumnTests:
     """Run the tests of one claim on one column's per-seed differences ``d = A - B``.
 
     ``kind``: one of :data:`KINDS`; ``margin``: the register's margin (points); ``alpha``:
@@ -105,6 +123,7 @@ def column_tests(diffs, kind: str = "superiority", margin: float = 0.5, alpha: f
 
         def sf(x, alternative="two-sided", shift=0.0):
             return stats.nadeau_bengio_p(x, *split, alternative, shift)
+
     eq = max(sf(d, "greater", -margin), sf(d, "less", margin)) if len(d) else 1.0
     if kind == "superiority":
         ph, pr = _two(sf(d, "greater")), _two(sf(d, "less"))
@@ -113,8 +132,18 @@ def column_tests(diffs, kind: str = "superiority", margin: float = 0.5, alpha: f
     else:
         ph, pr = eq, min(_two(sf(d, "greater", margin)), _two(sf(d, "less", -margin)))
     sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
-    return ColumnTests(kind, float(margin), test, ph, pr, eq, int(np.sum(d == 0)), sd,
-                       stats.mde(len(d), sd, alpha, split=split), alpha)
+    return ColumnTests(
+        kind,
+        float(margin),
+        test,
+        ph,
+        pr,
+        eq,
+        int(np.sum(d == 0)),
+        sd,
+        stats.mde(len(d), sd, alpha, split=split),
+        alpha,
+    )
 
 
 def holm_family(tests: Mapping[Hashable, ColumnTests]) -> dict[Hashable, tuple[float, float]]:
@@ -128,9 +157,17 @@ def holm_family(tests: Mapping[Hashable, ColumnTests]) -> dict[Hashable, tuple[f
     return {k: (float(p), float(e)) for k, p, e in zip(keys, prim, equi)}
 
 
-def classify(t: ColumnTests, p_adj: float | None = None, p_equiv_adj: float | None = None, *,
-             alpha: float = 0.05, premise_ok: bool = True, at_lower_edge: bool = False,
-             min_effect: float | None = None, zero_share: float = 0.5) -> Verdict:
+def classify(
+    t: ColumnTests,
+    p_adj: float | None = None,
+    p_equiv_adj: float | None = None,
+    *,
+    alpha: float = 0.05,
+    premise_ok: bool = True,
+    at_lower_edge: bool = False,
+    min_effect: float | None = None,
+    zero_share: float = 0.5,
+) -> Verdict:
     """The verdict of one claim on one column. The first rule that applies:
 
     1. **not tested** -- ``premise_ok`` is False (a premise of the family failed on this
@@ -161,11 +198,10 @@ def classify(t: ColumnTests, p_adj: float | None = None, p_equiv_adj: float | No
     if p <= alpha:
         holds = t.p_holds <= t.p_reversed
         side = "for" if holds else "against"
-        return Verdict(HOLDS if holds else REVERSED, f"p = {p:.3g} <= {alpha} {side} the claim",
-                       p, t.mde)
+        return Verdict(
+            HOLDS if holds else REVERSED, f"p = {p:.3g} <= {alpha} {side} the claim", p, t.mde
+        )
     if t.kind != "equivalence" and pe <= alpha:
-        return Verdict(EQUIVALENT, f"TOST p = {pe:.3g} <= {alpha} within +-{t.margin:g}",
-                       pe, t.mde)
+        return Verdict(EQUIVALENT, f"TOST p = {pe:.3g} <= {alpha} within +-{t.margin:g}", pe, t.mde)
     want = "" if min_effect is None else f" (effect of interest {min_effect:g})"
-    return Verdict(INCONCLUSIVE, f"p = {p:.3g}; MDE {t.mde:.2g} pt at 80 % power{want}",
-                   p, t.mde)
+    return Verdict(INCONCLUSIVE, f"p = {p:.3g}; MDE {t.mde:.2g} pt at 80 % power{want}", p, t.mde)

@@ -2,17 +2,19 @@
 (:func:`claims_markdown`), the lines ``otransfer run`` prints (:func:`verdict_summary`) and the
 per-table Friedman test with its critical-difference diagram (:func:`friedman_markdown`).
 The numbers come from :mod:`harness.reports.claim_verdicts` (``verdicts.csv``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from harness.reports.verdict_rules import VERDICTS
 
-__all__ = ["LEVEL_TEXT", "claims_markdown", "verdict_summary", "friedman_markdown", "fmt",
-           "counts"]
+__all__ = ["LEVEL_TEXT", "claims_markdown", "verdict_summary", "friedman_markdown", "fmt", "counts"]
 
-LEVEL_TEXT = ("α = 0.05 two-sided, Holm within each register family (premises and columns "
-              "whose premise failed excluded)")
+LEVEL_TEXT = (
+    "α = 0.05 two-sided, Holm within each register family (premises and columns "
+    "whose premise failed excluded)"
+)
 
 
 def fmt(x, spec: str) -> str:
@@ -45,35 +47,56 @@ def claims_markdown(frame, ref) -> str:
     the six verdicts beside the paper's count, then per column the mean difference with the
     primary test's interval, p, Holm-adjusted p, verdict, reason and MDE."""
     fams = ", ".join(dict.fromkeys(frame.loc[frame["kind"] == "claim", "family"]))
-    tables = ", ".join(dict.fromkeys(f"{p} Table {t}" if p == p and p else "this suite (its "
-                                     "own claims, no paper)" for p, t in
-                                     zip(frame["paper"], frame["paper_table"].astype(str))))
-    lines = [f"Premises and claims of {tables}, decided per task column "
-             "from the paired per-seed differences A − B (points; same seed = same data and "
-             f"initialisation). Primary test: {_tests_used(frame)}; 95 % interval of that "
-             f"test. Level: {LEVEL_TEXT}; family {fams or '-'}. Verdicts: holds / reversed / "
-             "equivalent (TOST within ±margin) / inconclusive (MDE at 80 % power beside) / "
-             "vacuous (selected weight at the lower edge of its grid, or identical to the "
-             "baseline on most seeds) / not tested (a premise failed). Premises are checked "
-             "first, unadjusted, and are not repeated as claims (docs/statistics.md). These "
-             "numbers: [verdicts.csv](verdicts.csv).\n"]
+    tables = ", ".join(
+        dict.fromkeys(
+            f"{p} Table {t}" if p == p and p else "this suite (its own claims, no paper)"
+            for p, t in zip(frame["paper"], frame["paper_table"].astype(str))
+        )
+    )
+    lines = [
+        f"Premises and claims of {tables}, decided per task column "
+        "from the paired per-seed differences A − B (points; same seed = same data and "
+        f"initialisation). Primary test: {_tests_used(frame)}; 95 % interval of that "
+        f"test. Level: {LEVEL_TEXT}; family {fams or '-'}. Verdicts: holds / reversed / "
+        "equivalent (TOST within ±margin) / inconclusive (MDE at 80 % power beside) / "
+        "vacuous (selected weight at the lower edge of its grid, or identical to the "
+        "baseline on most seeds) / not tested (a premise failed). Premises are checked "
+        "first, unadjusted, and are not repeated as claims (docs/statistics.md). These "
+        "numbers: [verdicts.csv](verdicts.csv).\n"
+    ]
     for (kind, claim), g in frame.groupby(["kind", "claim"], sort=False):
         entry = g["entry_id"].fillna("").iloc[0] or "unregistered"
-        lines.append(f"- {kind} `{claim}` ({entry}, {g['test_kind'].iloc[0]}): "
-                     f"{counts(g['verdict'])} of {len(g)} column(s); paper {_paper_count(g)}")
-    lines += ["", "| | claim | task | n | mean A − B | interval | p | p (Holm) | verdict | "
-              "reason | MDE | paper |", "|:--|:--|:--|--:|--:|:--|--:|--:|:--|:--|--:|:--|"]
+        lines.append(
+            f"- {kind} `{claim}` ({entry}, {g['test_kind'].iloc[0]}): "
+            f"{counts(g['verdict'])} of {len(g)} column(s); paper {_paper_count(g)}"
+        )
+    lines += [
+        "",
+        "| | claim | task | n | mean A − B | interval | p | p (Holm) | verdict | "
+        "reason | MDE | paper |",
+        "|:--|:--|:--|--:|--:|:--|--:|--:|:--|:--|--:|:--|",
+    ]
     for r in frame.itertuples():
         paper = {"True": "yes", "False": "no"}.get(str(r.paper_holds), "-")
-        lines.append(f"| {r.kind} | `{r.claim}` | {r.task} | {r.n} | {fmt(r.mean_diff, '+.2f')}"
-                     f" | [{fmt(r.ci_low, '+.2f')}, {fmt(r.ci_high, '+.2f')}] | "
-                     f"{fmt(r.p, '.3g')} | {fmt(r.p_adj, '.3g')} | **{r.verdict}** | "
-                     f"{r.reason} | {fmt(r.mde, '.2f')} | {paper} |")
-    dropped = sorted({(r.task, str(r.dropped_seeds)) for r in frame.itertuples()
-                      if isinstance(r.dropped_seeds, str) and r.dropped_seeds})
+        lines.append(
+            f"| {r.kind} | `{r.claim}` | {r.task} | {r.n} | {fmt(r.mean_diff, '+.2f')}"
+            f" | [{fmt(r.ci_low, '+.2f')}, {fmt(r.ci_high, '+.2f')}] | "
+            f"{fmt(r.p, '.3g')} | {fmt(r.p_adj, '.3g')} | **{r.verdict}** | "
+            f"{r.reason} | {fmt(r.mde, '.2f')} | {paper} |"
+        )
+    dropped = sorted(
+        {
+            (r.task, str(r.dropped_seeds))
+            for r in frame.itertuples()
+            if isinstance(r.dropped_seeds, str) and r.dropped_seeds
+        }
+    )
     if dropped:
-        lines += ["", "Seeds recorded for one side only (dropped from the pairs): "
-                  + "; ".join(f"{t}: {s}" for t, s in dropped)]
+        lines += [
+            "",
+            "Seeds recorded for one side only (dropped from the pairs): "
+            + "; ".join(f"{t}: {s}" for t, s in dropped),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -85,17 +108,23 @@ def verdict_summary(verdicts_csv) -> str:
     from harness.reports.files import read_csv as _read_csv
 
     v = _read_csv(verdicts_csv)
-    methods = ", ".join(dict.fromkeys(v["method"].dropna().astype(str))) \
-        if "method" in v else "-"
-    lines = [f"Verdicts (paired per-seed differences A − B in points, mean [95 % interval of "
-             f"the primary test: {methods or '-'}]; {LEVEL_TEXT}; a column whose premise "
-             "does not hold has its claims not tested):"]
+    methods = ", ".join(dict.fromkeys(v["method"].dropna().astype(str))) if "method" in v else "-"
+    lines = [
+        f"Verdicts (paired per-seed differences A − B in points, mean [95 % interval of "
+        f"the primary test: {methods or '-'}]; {LEVEL_TEXT}; a column whose premise "
+        "does not hold has its claims not tested):"
+    ]
     for (table, kind, claim), g in v.groupby(["table", "kind", "claim"], sort=False):
         fam = f" [{g['family'].iloc[0]}]" if "family" in g else ""
-        cells = "; ".join(f"{r.task}: {fmt(r.mean_diff, '+.1f')} [{fmt(r.ci_low, '+.1f')}, "
-                          f"{fmt(r.ci_high, '+.1f')}]" for r in g.itertuples())
-        lines.append(f"  {table} · {kind} {claim}{fam}: {counts(g['verdict'])} of {len(g)} "
-                     f"(paper {_paper_count(g)})  — {cells}")
+        cells = "; ".join(
+            f"{r.task}: {fmt(r.mean_diff, '+.1f')} [{fmt(r.ci_low, '+.1f')}, "
+            f"{fmt(r.ci_high, '+.1f')}]"
+            for r in g.itertuples()
+        )
+        lines.append(
+            f"  {table} · {kind} {claim}{fam}: {counts(g['verdict'])} of {len(g)} "
+            f"(paper {_paper_count(g)})  — {cells}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -108,17 +137,22 @@ def friedman_markdown(per_seed, name: str, png: Path | None) -> tuple[str, Path 
     full = per_seed.dropna(axis=1, how="any")
     rows, blocks = full.shape
     if rows < 3 or blocks < 2:
-        return (f"Friedman test of {name}: skipped ({rows} row(s), {blocks} complete "
-                "(task, seed) block(s); needs 3 rows and 2 blocks).\n", None)
+        return (
+            f"Friedman test of {name}: skipped ({rows} row(s), {blocks} complete "
+            "(task, seed) block(s); needs 3 rows and 2 blocks).\n",
+            None,
+        )
     scores = {str(r): full.loc[r].to_numpy(float) for r in full.index}
     try:
         r = stats.friedman_cd(scores, png=png)
     except ValueError as exc:
         return f"Friedman test of {name}: skipped ({exc}).\n", None
-    ranks = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.mean_ranks.items(),
-                                                          key=lambda kv: kv[1]))
+    ranks = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.mean_ranks.items(), key=lambda kv: kv[1]))
     link = f" Diagram: [{png.name}]({png.name})." if png is not None else ""
-    return (f"Friedman test of the {rows} rows over {blocks} (task, seed) blocks "
-            f"(autorank, Nemenyi; Demšar 2006): χ² = {r.statistic:.2f}, p = {r.p:.3g}, "
-            f"critical difference {r.cd:.2f} at α = {r.alpha:g}; mean ranks (1 = best): "
-            f"{ranks}.{link}\n", (Path(r.png) if r.png else None))
+    return (
+        f"Friedman test of the {rows} rows over {blocks} (task, seed) blocks "
+        f"(autorank, Nemenyi; Demšar 2006): χ² = {r.statistic:.2f}, p = {r.p:.3g}, "
+        f"critical difference {r.cd:.2f} at α = {r.alpha:g}; mean ranks (1 = best): "
+        f"{ranks}.{link}\n",
+        (Path(r.png) if r.png else None),
+    )

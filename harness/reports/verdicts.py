@@ -21,14 +21,30 @@ count is of the columns where its means satisfy the claim.
 With three seeds ``t_{0.975, 2} ≈ 4.30``: the interval is wide, and "inconclusive" is the honest
 answer to most small differences; more seeds narrow it as ``1/√n``.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-__all__ = ["LEVEL", "HOLDS", "REVERSED", "INCONCLUSIVE", "FEW", "NOT_TESTED", "MISSING", "Paired",
-           "paired", "evaluate", "row_of", "paper_holds", "evaluate_claims", "summary_counts", "overall"]
+__all__ = [
+    "LEVEL",
+    "HOLDS",
+    "REVERSED",
+    "INCONCLUSIVE",
+    "FEW",
+    "NOT_TESTED",
+    "MISSING",
+    "Paired",
+    "paired",
+    "evaluate",
+    "row_of",
+    "paper_holds",
+    "evaluate_claims",
+    "summary_counts",
+    "overall",
+]
 
 #: Default confidence level of the intervals.
 LEVEL = 0.95
@@ -119,8 +135,14 @@ def _clean(x) -> dict:
     return {k: float(v) for k, v in items if v is not None and v == v}
 
 
-def evaluate(claims: Sequence[str], ours, paper=None, specs: Mapping[str, str] | None = None,
-             premises: Sequence[str] = (), level: float = LEVEL) -> list[dict]:
+def evaluate(
+    claims: Sequence[str],
+    ours,
+    paper=None,
+    specs: Mapping[str, str] | None = None,
+    premises: Sequence[str] = (),
+    level: float = LEVEL,
+) -> list[dict]:
     """Premises, then claims, decided per column from paired per-seed differences.
 
     Parameters
@@ -159,16 +181,36 @@ def evaluate(claims: Sequence[str], ours, paper=None, specs: Mapping[str, str] |
             a, b = row_of(ours.index, left, specs), row_of(ours.index, right, specs)
             cols = []
             for task in tasks:
-                col = {"task": task, "n": 0, "mean": math.nan, "lo": math.nan, "hi": math.nan,
-                       "p": math.nan, "dropped": (), "premise": None,
-                       "paper": paper_holds(c, paper, specs, task)}
-                if a is None or b is None or ours.loc[a, task].isna().all() \
-                        or ours.loc[b, task].isna().all():
+                col = {
+                    "task": task,
+                    "n": 0,
+                    "mean": math.nan,
+                    "lo": math.nan,
+                    "hi": math.nan,
+                    "p": math.nan,
+                    "dropped": (),
+                    "premise": None,
+                    "paper": paper_holds(c, paper, specs, task),
+                }
+                if (
+                    a is None
+                    or b is None
+                    or ours.loc[a, task].isna().all()
+                    or ours.loc[b, task].isna().all()
+                ):
                     col["verdict"] = MISSING
                 else:
                     r = paired(ours.loc[a, task], ours.loc[b, task], level)
-                    col.update(n=r.n, mean=r.mean, lo=r.lo, hi=r.hi, p=r.p, dropped=r.dropped,
-                               verdict=r.verdict, interval=r.interval())
+                    col.update(
+                        n=r.n,
+                        mean=r.mean,
+                        lo=r.lo,
+                        hi=r.hi,
+                        p=r.p,
+                        dropped=r.dropped,
+                        verdict=r.verdict,
+                        interval=r.interval(),
+                    )
                 if kind == "claim" and failed[task] is not None:
                     col["premise"] = failed[task]
                     col["verdict"] = f"{NOT_TESTED} (premise failed: {failed[task]})"
@@ -176,8 +218,10 @@ def evaluate(claims: Sequence[str], ours, paper=None, specs: Mapping[str, str] |
                     failed[task] = f"{c}, {col.get('interval', col['verdict'])}"
                 cols.append(col)
             res = {"claim": str(c), "kind": kind, "columns": cols, **summary_counts(cols)}
-            res["ours"], res["ours_of"] = res["holds"], res["holds"] + res["reversed"] \
-                + res["inconclusive"]
+            res["ours"], res["ours_of"] = (
+                res["holds"],
+                res["holds"] + res["reversed"] + res["inconclusive"],
+            )
             known = [x["paper"] for x in cols if x["paper"] is not None]
             res["paper"], res["paper_of"] = sum(known), len(known)
             res["verdict"] = overall(res)
@@ -189,9 +233,13 @@ def summary_counts(columns: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """``holds`` / ``reversed`` / ``inconclusive`` (with ``n < 2``) / ``not_tested`` /
     ``missing`` counts of per-column verdicts."""
     v = [c["verdict"] for c in columns]
-    return {"holds": v.count(HOLDS), "reversed": v.count(REVERSED),
-            "inconclusive": sum(x.startswith(INCONCLUSIVE) for x in v),
-            "not_tested": sum(x.startswith(NOT_TESTED) for x in v), "missing": v.count(MISSING)}
+    return {
+        "holds": v.count(HOLDS),
+        "reversed": v.count(REVERSED),
+        "inconclusive": sum(x.startswith(INCONCLUSIVE) for x in v),
+        "not_tested": sum(x.startswith(NOT_TESTED) for x in v),
+        "missing": v.count(MISSING),
+    }
 
 
 def overall(res: Mapping[str, int]) -> str:
@@ -228,8 +276,14 @@ def paper_holds(c, paper, specs, task) -> bool | None:
     return bool(c.test(float(x), float(y)))
 
 
-def evaluate_claims(claims: Sequence[str], ours, paper, specs: Mapping[str, str],
-                    premises: Sequence[str] = (), level: float | None = None) -> list[dict]:
+def evaluate_claims(
+    claims: Sequence[str],
+    ours,
+    paper,
+    specs: Mapping[str, str],
+    premises: Sequence[str] = (),
+    level: float | None = None,
+) -> list[dict]:
     """Decide ``premises`` then ``claims`` per column from paired per-seed differences.
 
     ``ours``: per-seed accuracies (%), rows = our row names, columns = ``(task, seed)``

@@ -26,6 +26,7 @@ statistics and random masks under vmap), joint training (a source task), layer-w
 regularizers with learned parameters (embeddings), several processes, resuming a checkpoint.
 The caller then trains the members one at a time.
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,15 +43,15 @@ from torch import nn
 from torch.func import functional_call
 
 from harness.training import distributed
-from harness.transfer import warm as _warm
 from harness.training.loop import DIAG_EPOCHS, TrainConfig, TrainResult
-from harness.training.precision import gpu_options_set
 from harness.training.loop import base_lr as _base_lr
 from harness.training.loop import epoch_loader as _epoch_loader
 from harness.training.loop import log_scalar as _scalar
 from harness.training.loop import make_result as _result
 from harness.training.loop import make_scheduler as _make_scheduler
 from harness.training.loop import seed_all as _seed_all
+from harness.training.precision import gpu_options_set
+from harness.transfer import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps
 
@@ -90,8 +91,9 @@ def _stochastic(model: nn.Module | None) -> str | None:
 
 
 def _signature(model: nn.Module) -> list:
-    return [(n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()] + \
-        [(n, tuple(b.shape)) for n, b in model.named_buffers()]
+    return [(n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()] + [
+        (n, tuple(b.shape)) for n, b in model.named_buffers()
+    ]
 
 
 def why_not_batchable(members: list[Member]) -> str | None:
@@ -117,16 +119,20 @@ def why_not_batchable(members: list[Member]) -> str | None:
         if _signature(m.model) != _signature(first.model) or type(m.model) is not type(first.model):
             return "the members' architectures differ"
         if (m.teacher is None) != (first.teacher is None) or (
-                m.teacher is not None and _signature(m.teacher) != _signature(first.teacher)):
+            m.teacher is not None and _signature(m.teacher) != _signature(first.teacher)
+        ):
             return "the members' teachers differ in architecture"
         reg, reg0 = m.regularizer, first.regularizer
-        if (reg is None) != (reg0 is None) or (reg is not None and (
-                reg.names != reg0.names or reg.taps != reg0.taps)):
+        if (reg is None) != (reg0 is None) or (
+            reg is not None and (reg.names != reg0.names or reg.taps != reg0.taps)
+        ):
             return "the members' regularizers differ in their terms or taps"
         if reg is not None and (reg.needs_source_head or list(reg.parameters())):
             return "a regularizer with its own parameters or a source head"
-        if reg is not None and any(hasattr(t, "building") and any(
-                mode != "none" for mode in t.modes.values()) for t in reg.terms.values()):
+        if reg is not None and any(
+            hasattr(t, "building") and any(mode != "none" for mode in t.modes.values())
+            for t in reg.terms.values()
+        ):
             return "an OT term with learned embeddings (embed is not 'none')"
         if len(m.train_set) != len(first.train_set):
             return "the members' training sets differ in size"
@@ -142,11 +148,16 @@ class _Stack:
 
     def __init__(self, modules: list[nn.Module], taps: tuple[str, ...], device, grad: bool):
         self.template = copy.deepcopy(modules[0]).to(device)
-        self.params = {n: torch.stack([dict(m.named_parameters())[n].detach().to(device)
-                                       for m in modules]).requires_grad_(grad)
-                       for n, _ in modules[0].named_parameters()}
-        self.buffers = {n: torch.stack([dict(m.named_buffers())[n].to(device) for m in modules])
-                        for n, _ in modules[0].named_buffers()}
+        self.params = {
+            n: torch.stack(
+                [dict(m.named_parameters())[n].detach().to(device) for m in modules]
+            ).requires_grad_(grad)
+            for n, _ in modules[0].named_parameters()
+        }
+        self.buffers = {
+            n: torch.stack([dict(m.named_buffers())[n].to(device) for m in modules])
+            for n, _ in modules[0].named_buffers()
+        }
         self.taps = Taps(self.template, taps) if taps else None
 
     def _one(self, params, buffers, x):
@@ -197,9 +208,18 @@ def _distinct(modules: list[nn.Module]) -> tuple[list[nn.Module], list[int]]:
     unique, index, fingerprints = [], [], []
     for m in modules:
         state = [t.detach() for t in (*m.parameters(), *m.buffers())]
-        j = next((i for i, f in enumerate(fingerprints) if len(f) == len(state) and all(
-            a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
-            for a, b in zip(f, state))), None)
+        j = next(
+            (
+                i
+                for i, f in enumerate(fingerprints)
+                if len(f) == len(state)
+                and all(
+                    a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+                    for a, b in zip(f, state)
+                )
+            ),
+            None,
+        )
         if j is None:
             j = len(unique)
             unique.append(m)
@@ -221,8 +241,10 @@ def _evaluate(stack: _Stack, datasets: list, batch_size: int = 256) -> list[dict
         return [None] * len(datasets)
     if any(d is None for d in datasets) or len({len(d) for d in datasets}) > 1:
         raise NotBatchable("the members' evaluation sets differ in size")
-    loaders = [DataLoader(d, batch_size=batch_size, shuffle=False, generator=torch.Generator())
-               for d in datasets]
+    loaders = [
+        DataLoader(d, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+        for d in datasets
+    ]
     K = len(datasets)
     correct, loss_sum, n = torch.zeros(K, dtype=torch.long), [0.0] * K, 0
     device = next(iter(stack.params.values())).device
@@ -247,13 +269,15 @@ def _evaluate(stack: _Stack, datasets: list, batch_size: int = 256) -> list[dict
 # --------------------------------------------------------------------------- batched OT terms
 
 
-def _batched_ot(regs: list[Regularizer], name: str, feats, t_feats, ctxs,
-                warm_state: Mapping | None = None) -> tuple[list, dict] | None:
+def _batched_ot(
+    regs: list[Regularizer], name: str, feats, t_feats, ctxs, warm_state: Mapping | None = None
+) -> tuple[list, dict] | None:
     """Term ``name`` of every member as one batched solve per tap (``None``: not a term this
     knows, computed member by member instead). Members share the term's plan, cost and taps;
     only alpha differs. Returns the members' values and the solves' potentials by tap,
     ``(K, n)``, ``(K, m)``: one row per member, passed back as ``warm_state`` next step."""
     from harness.transfer.regularizers import SamplesOTTerm, log_solve, omega_term
+
     terms = [r.terms[name] for r in regs]
     first = terms[0]
     if isinstance(first, SamplesOTTerm):
@@ -262,8 +286,9 @@ def _batched_ot(regs: list[Regularizer], name: str, feats, t_feats, ctxs,
         alphas = [t.alpha for t in terms]
     elif getattr(first, "fn", None) is omega_term:
         kw = [t.kwargs for t in terms]
-        keys = [(k["taps"], k["cost"], k["plan"], k["solver"], k.get("warm_start", "auto"))
-                for k in kw]
+        keys = [
+            (k["taps"], k["cost"], k["plan"], k["solver"], k.get("warm_start", "auto")) for k in kw
+        ]
         view, (taps, cost, plan, solver, warm_start) = "neurons", keys[0]
         alphas = [k["alpha"] for k in kw]
     else:
@@ -276,10 +301,14 @@ def _batched_ot(regs: list[Regularizer], name: str, feats, t_feats, ctxs,
         s, t = feats[tap], t_feats[tap].detach().to(feats[tap].dtype)
         if view == "neurons":  # li2020 §2.2: a neuron's activations over the batch
             s, t = s.transpose(-1, -2), t.transpose(-1, -2)
-        pots = _warm.start(warm_state or {}, tap, s.shape[1], t.shape[1], (s.shape[0],)) \
-            if on else None
-        res = transport_batched(s, t, view, cost, plan,
-                                {**solver, **({"warmstart": pots} if pots else {})})
+        pots = (
+            _warm.start(warm_state or {}, tap, s.shape[1], t.shape[1], (s.shape[0],))
+            if on
+            else None
+        )
+        res = transport_batched(
+            s, t, view, cost, plan, {**solver, **({"warmstart": pots} if pots else {})}
+        )
         for k, ctx in enumerate(ctxs):
             log_solve(ctx.stats.setdefault(name, {}), tap, _slice_result(res, k))
         total = total + res.value
@@ -291,21 +320,23 @@ def _batched_ot(regs: list[Regularizer], name: str, feats, t_feats, ctxs,
 def transport_batched(s, t, view: str, cost, plan: str, solver) -> Any:
     """:func:`harness.transfer.representation.transport` on ``(K, points, dim)`` clouds (the
     points of the view: neurons or examples), with one member's checks."""
-    from solvers import get_method, solve_sample
-
     from harness.transfer.regularizers import PAPER_GRAD
     from harness.transfer.representation import VIEWS, view_points
+    from solvers import get_method, solve_sample
 
     if view == "neurons":  # one member's checks, on its (n, d) activations
         view_points(s[0].transpose(0, 1), t[0].transpose(0, 1), view)
     else:
         view_points(s[0], t[0], view)
     if get_method(plan).square_only and s.shape[1] != t.shape[1]:
-        raise ValueError(f"plan {plan!r} needs as many student as teacher points; got "
-                         f"{s.shape[1]} and {t.shape[1]}")
+        raise ValueError(
+            f"plan {plan!r} needs as many student as teacher points; got "
+            f"{s.shape[1]} and {t.shape[1]}"
+        )
     # the papers' gradient, as the one-model terms ask for it (regularizers.PAPER_GRAD)
-    return solve_sample(s, t, cost=cost or VIEWS[view], method=plan,
-                        **{"grad": PAPER_GRAD, **solver})
+    return solve_sample(
+        s, t, cost=cost or VIEWS[view], method=plan, **{"grad": PAPER_GRAD, **solver}
+    )
 
 
 def _slice_result(res, k: int):
@@ -341,11 +372,16 @@ class _BatchedRun:
         if self.needs_teacher:
             unique, self.teacher_of = _distinct([m.teacher for m in members])
             self.teacher = _Stack([t.eval() for t in unique], taps, self.device, grad=False)
-        self.w0 = [{k: v.detach().to(self.device) for k, v in m.initial_weights.items()}
-                   if m.initial_weights else None for m in members]
+        self.w0 = [
+            {k: v.detach().to(self.device) for k, v in m.initial_weights.items()}
+            if m.initial_weights
+            else None
+            for m in members
+        ]
         self.params = list(self.student.params.values())
-        self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.SGD(
+            self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
         self.sched = _make_scheduler(self.opt, cfg)
         steps_per_epoch = len(_epoch_loader(members[0].train_set, cfg, 0))
         self.n_epochs = -(-cfg.steps // steps_per_epoch) if cfg.steps is not None else cfg.epochs
@@ -367,8 +403,16 @@ class _BatchedRun:
         """Member k stops here with ``train``'s failed result (its history so far)."""
         h = self.histories[k]
         hist = {"epochs": list(h["epochs"]), "steps": {a: list(b) for a, b in h["steps"].items()}}
-        self.failed[k] = _result("failed", reason, hist, self.best[k], None,
-                                 time.perf_counter() - self.t_start, self.step, self.step)
+        self.failed[k] = _result(
+            "failed",
+            reason,
+            hist,
+            self.best[k],
+            None,
+            time.perf_counter() - self.t_start,
+            self.step,
+            self.step,
+        )
 
     # ---- one epoch
     def train_epoch(self, epoch: int) -> None:
@@ -391,32 +435,45 @@ class _BatchedRun:
         if self.teacher is not None:
             t_logits, t_feats = self.teacher_forward(x)
         K, n = logits.shape[:2]
-        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(K, n) \
-            .mean(1)
+        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(K, n).mean(1)
         finite = torch.isfinite(logits).flatten(1).all(1).tolist()
         for k in self.active:
             if not finite[k]:
-                self.fail(k, f"non-finite loss at step {self.step} (epoch {epoch}): the "
-                             f"student's logits are non-finite (term 'ce' = {float(ce[k])})")
-        ctxs = {k: RegContext(
-            student=self.student.member(k), teacher=self.members[k].teacher,
-            initial_weights=self.w0[k], features={t: v[k] for t, v in feats.items()},
-            teacher_features={t: v[k] for t, v in t_feats.items()}, logits=logits[k],
-            teacher_logits=t_logits[k] if t_logits is not None else None, labels=y[k])
-            for k in self.active}
+                self.fail(
+                    k,
+                    f"non-finite loss at step {self.step} (epoch {epoch}): the "
+                    f"student's logits are non-finite (term 'ce' = {float(ce[k])})",
+                )
+        ctxs = {
+            k: RegContext(
+                student=self.student.member(k),
+                teacher=self.members[k].teacher,
+                initial_weights=self.w0[k],
+                features={t: v[k] for t, v in feats.items()},
+                teacher_features={t: v[k] for t, v in t_feats.items()},
+                logits=logits[k],
+                teacher_logits=t_logits[k] if t_logits is not None else None,
+                labels=y[k],
+            )
+            for k in self.active
+        }
         terms = self.loss_terms(epoch, ctxs, feats, t_feats)
         losses = {k: ce[k] + sum(terms[k].values()) for k in terms}
         for k in list(losses):
             if not torch.isfinite(losses[k]):
                 named = {"ce": ce[k], **terms[k]}
                 bad = [a for a, v in named.items() if not torch.isfinite(v).all()]
-                what = (f"term {bad[0]!r} = {float(named[bad[0]].detach())}" if bad else
-                        f"the sum of the terms overflows ({float(losses[k].detach())})")
+                what = (
+                    f"term {bad[0]!r} = {float(named[bad[0]].detach())}"
+                    if bad
+                    else f"the sum of the terms overflows ({float(losses[k].detach())})"
+                )
                 self.fail(k, f"non-finite loss at step {self.step} (epoch {epoch}): {what}")
                 del losses[k]
         if i == 0 and (epoch % self.diag_every == 0 or epoch == self.n_epochs - 1):
-            for k, diag in _stacked_diagnostics(ce, {k: terms[k] for k in losses if terms[k]},
-                                                self.params).items():
+            for k, diag in _stacked_diagnostics(
+                ce, {k: terms[k] for k in losses if terms[k]}, self.params
+            ).items():
                 self.diag[k].update(diag)
         self.optimizer_step(losses)
         if self.step % self.cfg.log_every == 0:
@@ -433,8 +490,14 @@ class _BatchedRun:
         so a grid of G points costs one teacher forward per seed, not G."""
         rows, pick, inv = [], [], []
         for k, u in enumerate(self.teacher_of):
-            j = next((i for i, (v, xk) in enumerate(zip(pick, rows))
-                      if v == u and torch.equal(xk, x[k])), None)
+            j = next(
+                (
+                    i
+                    for i, (v, xk) in enumerate(zip(pick, rows))
+                    if v == u and torch.equal(xk, x[k])
+                ),
+                None,
+            )
             if j is None:
                 j = len(pick)
                 pick.append(u)
@@ -447,8 +510,9 @@ class _BatchedRun:
         inv = torch.tensor(inv, device=logits.device)
         return logits[inv], {t: v[inv] for t, v in feats.items()}
 
-    def loss_terms(self, epoch: int, ctxs: dict[int, RegContext], feats, t_feats
-                   ) -> dict[int, dict[str, torch.Tensor]]:
+    def loss_terms(
+        self, epoch: int, ctxs: dict[int, RegContext], feats, t_feats
+    ) -> dict[int, dict[str, torch.Tensor]]:
         """Every active member's ``{term: value}``: OT terms in one batched solve where all
         members' terms agree but for alpha, the rest member by member (the single loop's
         error handling: a solver refusing non-finite inputs fails that member)."""
@@ -462,7 +526,7 @@ class _BatchedRun:
             if len(keys) == self.K:  # all members still there: the stacked features fit
                 try:
                     head = f"{name}/"
-                    state = {k[len(head):]: v for k, v in self.warm.items() if k.startswith(head)}
+                    state = {k[len(head) :]: v for k, v in self.warm.items() if k.startswith(head)}
                     got = _batched_ot(regs, name, feats, t_feats, [ctxs[k] for k in keys], state)
                     if got is not None:
                         values, pots = got
@@ -482,9 +546,12 @@ class _BatchedRun:
                     except (ValueError, RuntimeError, FloatingPointError) as err:
                         if not re.search(r"non-finite|\bnan\b|\binf\b", str(err), re.I):
                             raise
-                        self.fail(k, f"non-finite loss at step {self.step} (epoch {epoch}): "
-                                     f"the regularizer {'+'.join(self.regs[k].names)!r} got "
-                                     f"non-finite inputs: {err}")
+                        self.fail(
+                            k,
+                            f"non-finite loss at step {self.step} (epoch {epoch}): "
+                            f"the regularizer {'+'.join(self.regs[k].names)!r} got "
+                            f"non-finite inputs: {err}",
+                        )
                         continue
                 ctxs[k].stats.update({f"{name}/{a}": v for a, v in stats.items()})
                 if value is not None:
@@ -505,8 +572,9 @@ class _BatchedRun:
                 p.grad[list(self.failed)] = 0
         if self.cfg.max_grad_norm is not None:
             # nn.utils.clip_grad_norm_ member by member: the norm of the parameters' norms
-            norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1), dim=1)
-                                 for p in self.params], 1)
+            norms = torch.stack(
+                [torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in self.params], 1
+            )
             total = torch.linalg.vector_norm(norms, dim=1)
             coef = (self.cfg.max_grad_norm / (total + 1e-6)).clamp(max=1.0)
             for p in self.params:
@@ -515,8 +583,12 @@ class _BatchedRun:
 
     def log_step(self, k: int, ce, terms, loss, ctx: RegContext) -> None:
         """Member k's step record, as :meth:`harness.training.loop._Run.log_step` writes it."""
-        record = {"train/loss": loss, "train/ce": ce,
-                  **{f"train/{a}": v for a, v in terms.items()}, **ctx.stats}
+        record = {
+            "train/loss": loss,
+            "train/ce": ce,
+            **{f"train/{a}": v for a, v in terms.items()},
+            **ctx.stats,
+        }
         steps = self.histories[k]["steps"]
         steps["step"].append(self.step)
         for key, value in record.items():
@@ -534,18 +606,29 @@ class _BatchedRun:
             self.sched.step()
         last = epoch == self.n_epochs - 1
         evaluate_now = (epoch + 1) % self.cfg.eval_every == 0 or last
-        evals = _evaluate(self.student, [m.val_set for m in self.members]) \
-            if evaluate_now else [None] * self.K
+        evals = (
+            _evaluate(self.student, [m.val_set for m in self.members])
+            if evaluate_now
+            else [None] * self.K
+        )
         names = list(self.student.params)
         for k in self.active:
             sums, counts = self.sums[k], self.counts[k]
-            record: dict[str, Any] = {"epoch": epoch, "lr": lr,
-                                      **{a: sums[a] / counts[a] for a in sums}, **self.diag[k]}
-            bad = next((n for n in names if not torch.isfinite(self.student.params[n][k]).all()),
-                       None)
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "lr": lr,
+                **{a: sums[a] / counts[a] for a in sums},
+                **self.diag[k],
+            }
+            bad = next(
+                (n for n in names if not torch.isfinite(self.student.params[n][k]).all()), None
+            )
             if bad is not None:
-                self.fail(k, f"non-finite loss gradient: parameter {bad!r} is non-finite "
-                             f"after step {self.step - 1} (epoch {epoch})")
+                self.fail(
+                    k,
+                    f"non-finite loss gradient: parameter {bad!r} is non-finite "
+                    f"after step {self.step - 1} (epoch {epoch})",
+                )
                 continue
             ev = evals[k]
             if ev is not None:
@@ -565,17 +648,28 @@ class _BatchedRun:
                     p.copy_(self.student.params[n][k])
             if k in self.failed:
                 r = self.failed[k]
-                out.append(replace(r, wall_time=wall,
-                                   steps_per_s=r.steps / wall if wall > 0 else 0.0))
+                out.append(
+                    replace(r, wall_time=wall, steps_per_s=r.steps / wall if wall > 0 else 0.0)
+                )
                 continue
-            out.append(_result("completed", "", self.histories[k], self.best[k],
-                               tests[k]["accuracy"] if tests[k] is not None else None, wall,
-                               self.step, self.step))
+            out.append(
+                _result(
+                    "completed",
+                    "",
+                    self.histories[k],
+                    self.best[k],
+                    tests[k]["accuracy"] if tests[k] is not None else None,
+                    wall,
+                    self.step,
+                    self.step,
+                )
+            )
         return out
 
 
-def _stacked_diagnostics(ce: torch.Tensor, terms: dict[int, dict[str, torch.Tensor]],
-                         params: list[torch.Tensor]) -> dict[int, dict[str, float]]:
+def _stacked_diagnostics(
+    ce: torch.Tensor, terms: dict[int, dict[str, torch.Tensor]], params: list[torch.Tensor]
+) -> dict[int, dict[str, float]]:
     """:func:`harness.training.loop.term_diagnostics` of every member in ``terms`` from one
     backward per term (and one for the CE) of the members' summed values: member k's value
     reaches only its slice ``[k]`` of the stacked parameters, so the slice is its gradient. A
@@ -589,16 +683,21 @@ def _stacked_diagnostics(ce: torch.Tensor, terms: dict[int, dict[str, torch.Tens
         value = torch.stack(values)
         if not value.requires_grad:
             return [0.0] * len(keys)
-        grads = [g for g in torch.autograd.grad(value.sum(), params, retain_graph=True,
-                                                allow_unused=True) if g is not None]
+        grads = [
+            g
+            for g in torch.autograd.grad(value.sum(), params, retain_graph=True, allow_unused=True)
+            if g is not None
+        ]
         return [math.sqrt(sum(float(g[k].detach().pow(2).sum()) for g in grads)) for k in keys]
 
     ce_norm = norms([ce[k] for k in keys])
     out: dict[int, dict[str, float]] = {}
     for j, k in enumerate(keys):
         ce_value = float(ce[k].detach())
-        out[k] = {f"diag/{a}/value_ratio": (float(v.detach()) / ce_value if ce_value
-                                            else math.inf) for a, v in terms[k].items()}
+        out[k] = {
+            f"diag/{a}/value_ratio": (float(v.detach()) / ce_value if ce_value else math.inf)
+            for a, v in terms[k].items()
+        }
     for name in terms[keys[0]]:
         for j, g in enumerate(norms([terms[k][name] for k in keys])):
             out[keys[j]][f"diag/{name}/grad_ratio"] = g / ce_norm[j] if ce_norm[j] else math.inf

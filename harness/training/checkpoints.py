@@ -3,6 +3,7 @@
 the user's secret, :mod:`harness.training.proof`) vouching for its file name, size and SHA-256;
 read back only once that proof verifies, and then with ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ import torch
 
 from harness.training import proof, safe_io
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_atomic", "remove_checkpoint",
-           "move_aside", "proof_path"]
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "save_atomic",
+    "remove_checkpoint",
+    "move_aside",
+    "proof_path",
+]
 
 
 class CheckpointError(ValueError):
@@ -42,8 +49,13 @@ def _signed_versions(path) -> list[dict[str, Any]]:
     except (OSError, ValueError, KeyError, TypeError):
         return []
     versions = payload["versions"]
-    return versions if ok and isinstance(versions, list) and all(
-        isinstance(v, dict) and isinstance(v.get("bytes"), int) for v in versions) else []
+    return (
+        versions
+        if ok
+        and isinstance(versions, list)
+        and all(isinstance(v, dict) and isinstance(v.get("bytes"), int) for v in versions)
+        else []
+    )
 
 
 def _proven_bytes(path) -> bytes:
@@ -53,17 +65,23 @@ def _proven_bytes(path) -> bytes:
     shown = os.fspath(path)
     versions = _signed_versions(path)
     if not versions:
-        raise CheckpointError(f"checkpoint {shown} is not a checkpoint otransfer wrote here "
-                              "(no proof beside it that verifies: planted, another job's, or "
-                              f"signed under another user's secret {proof.secret_path()})")
+        raise CheckpointError(
+            f"checkpoint {shown} is not a checkpoint otransfer wrote here "
+            "(no proof beside it that verifies: planted, another job's, or "
+            f"signed under another user's secret {proof.secret_path()})"
+        )
     try:
         data = safe_io.read_bytes(path, limit=max(v["bytes"] for v in versions))
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {shown} is not a readable checkpoint "
-                              f"({type(exc).__name__}: {str(exc)[:160]})") from None
+        raise CheckpointError(
+            f"checkpoint {shown} is not a readable checkpoint "
+            f"({type(exc).__name__}: {str(exc)[:160]})"
+        ) from None
     if _version(data) not in versions:
-        raise CheckpointError(f"checkpoint {shown} is not the one otransfer wrote here (its "
-                              "size or SHA-256 differs from its proof's: damaged or replaced)")
+        raise CheckpointError(
+            f"checkpoint {shown} is not the one otransfer wrote here (its "
+            "size or SHA-256 differs from its proof's: damaged or replaced)"
+        )
     return data
 
 
@@ -80,12 +98,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         ckpt = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as exc:  # EOFError, UnpicklingError, RuntimeError (zip), OSError ...
         first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"checkpoint {os.fspath(path)} is not a readable checkpoint "
-                              f"({type(exc).__name__}: {first})") from None
+        raise CheckpointError(
+            f"checkpoint {os.fspath(path)} is not a readable checkpoint "
+            f"({type(exc).__name__}: {first})"
+        ) from None
     lacks = [k for k in need if not isinstance(ckpt, dict) or k not in ckpt]
     if lacks:
-        raise CheckpointError(f"checkpoint {os.fspath(path)} is not a training checkpoint "
-                              f"(it lacks {lacks})")
+        raise CheckpointError(
+            f"checkpoint {os.fspath(path)} is not a training checkpoint (it lacks {lacks})"
+        )
     return ckpt
 
 
@@ -136,8 +157,10 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             import warnings
 
             _UNSIGNED_WARNED.add(str(exc))
-            warnings.warn(f"{exc}; checkpoints are written without a proof and cannot be "
-                          "resumed from", stacklevel=3)
+            warnings.warn(
+                f"{exc}; checkpoints are written without a proof and cannot be resumed from",
+                stacklevel=3,
+            )
     else:
         safe_io.write_text(proof_path(path), json.dumps({"versions": versions, "proof": tag}))
     safe_io.write_bytes(path, data)

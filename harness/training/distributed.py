@@ -19,6 +19,7 @@ exists and ``torchrun``'s environment before; collectives (:func:`barrier`,
 :func:`broadcast_object`, :func:`gather_batch`) create the group on first use when the
 environment asks for several processes.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,21 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-__all__ = ["init_from_env", "rank", "world_size", "is_main", "is_distributed", "local_device",
-           "barrier", "broadcast_object", "broadcast_", "all_gather_object", "any_rank",
-           "all_reduce", "gather_batch"]
+__all__ = [
+    "init_from_env",
+    "rank",
+    "world_size",
+    "is_main",
+    "is_distributed",
+    "local_device",
+    "barrier",
+    "broadcast_object",
+    "broadcast_",
+    "all_gather_object",
+    "any_rank",
+    "all_reduce",
+    "gather_batch",
+]
 
 T = TypeVar("T")
 
@@ -269,8 +282,10 @@ def gather_batch(t: torch.Tensor, sizes: Sequence[int] | None = None) -> torch.T
         sizes = [int(v) for v in ns]
     sizes = [int(s) for s in sizes]
     if len(sizes) != world or sizes[dist.get_rank()] != t.shape[0]:
-        raise ValueError(f"gather_batch: sizes {sizes} do not fit {world} ranks with "
-                         f"{t.shape[0]} rows on rank {dist.get_rank()}")
+        raise ValueError(
+            f"gather_batch: sizes {sizes} do not fit {world} ranks with "
+            f"{t.shape[0]} rows on rank {dist.get_rank()}"
+        )
     top = max(sizes)
     padded = t
     if t.shape[0] < top:  # all_gather moves equal shapes: pad with zero rows, cut them below

@@ -15,6 +15,7 @@ accuracy falls to chance, its cross-entropy stays at chance level ``log K``) is 
   it (:data:`ABOVE_MARGIN`), and the cross-entropy ends above :data:`COLLAPSE_LOSS_FACTOR` times
   the reference: worse than guessing, not merely shrunk to it.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,9 @@ CHANCE_MARGIN = 0.1
 ABOVE_MARGIN = 0.25
 
 
-def diverged(history: Mapping[str, Any], num_classes: int | None,
-             lr: float | None = None) -> str | None:
+def diverged(
+    history: Mapping[str, Any], num_classes: int | None, lr: float | None = None
+) -> str | None:
     """Why the run of ``history`` (``{"epochs": [...], "steps": {...}}`` as
     :func:`~harness.training.loop.train` keeps it) diverged, or ``None``.
 
@@ -54,22 +56,31 @@ def diverged(history: Mapping[str, Any], num_classes: int | None,
     first = list((history.get("steps") or {}).get("train/ce") or ())[:1]
     start = first[0] if first and math.isfinite(first[0]) else chance
     ref = max(chance, start)
-    advice = f"lower the learning rate{f' (lr {lr:g})' if lr else ''} or clip gradients " \
-             "(train.max_grad_norm)"
+    advice = (
+        f"lower the learning rate{f' (lr {lr:g})' if lr else ''} or clip gradients "
+        "(train.max_grad_norm)"
+    )
     where = f"epoch {epochs[-1].get('epoch', len(epochs) - 1)}"
     if last > LOSS_FACTOR * ref:
-        return (f"training diverged: the loss exploded (training cross-entropy {last:.4g} in the "
-                f"last epoch, {where}, above {LOSS_FACTOR:g} x {ref:.3g}, the larger of its "
-                f"start {start:.3g} and chance level log {num_classes} = {chance:.3g}); {advice}")
-    evals = [(e.get("epoch", i), e["val/accuracy"]) for i, e in enumerate(epochs)
-             if isinstance(e.get("val/accuracy"), (int, float))]
+        return (
+            f"training diverged: the loss exploded (training cross-entropy {last:.4g} in the "
+            f"last epoch, {where}, above {LOSS_FACTOR:g} x {ref:.3g}, the larger of its "
+            f"start {start:.3g} and chance level log {num_classes} = {chance:.3g}); {advice}"
+        )
+    evals = [
+        (e.get("epoch", i), e["val/accuracy"])
+        for i, e in enumerate(epochs)
+        if isinstance(e.get("val/accuracy"), (int, float))
+    ]
     if len(evals) < 2 or last <= COLLAPSE_LOSS_FACTOR * ref:
         return None
     level = 1.0 / num_classes
     at, best = evals[-1][1], max(evals[:-1], key=lambda x: x[1])
     if at <= level + CHANCE_MARGIN * (1 - level) and best[1] >= level + ABOVE_MARGIN * (1 - level):
-        return (f"training diverged: the validation accuracy fell to chance ({100 * at:.1f} %, "
-                f"chance {100 * level:.1f} %) after {100 * best[1]:.1f} % at epoch {best[0]}, "
-                f"and the training cross-entropy ended at {last:.3g}, worse than a uniform guess "
-                f"(log {num_classes} = {chance:.3g}); {advice}")
+        return (
+            f"training diverged: the validation accuracy fell to chance ({100 * at:.1f} %, "
+            f"chance {100 * level:.1f} %) after {100 * best[1]:.1f} % at epoch {best[0]}, "
+            f"and the training cross-entropy ended at {last:.3g}, worse than a uniform guess "
+            f"(log {num_classes} = {chance:.3g}); {advice}"
+        )
     return None

@@ -35,6 +35,7 @@ so that ``batch_size`` stays the *global* batch size and the union of the ranks'
 single-process batch. ``TrainConfig.reg_batch`` says whether the regularizer sees that global
 batch (its inputs all-gathered across ranks) or each rank's own slice.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,14 +59,29 @@ from harness.training import distributed
 from harness.training.checkpoints import CheckpointError, load_checkpoint, move_aside
 from harness.training.checkpoints import save_atomic as _save_atomic  # (tests replace it)
 from harness.training.divergence import diverged
-from harness.training.precision import (GPU_DEFAULTS, autocast, channels_last, check_gpu_options,
-                                         f32, loader_kwargs, to_float32)
+from harness.training.precision import (
+    GPU_DEFAULTS,
+    autocast,
+    channels_last,
+    check_gpu_options,
+    f32,
+    loader_kwargs,
+    to_float32,
+)
 from harness.transfer import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
 from harness.transfer.taps import Taps, needs_maps
 
-__all__ = ["TrainConfig", "ParamGroup", "TrainResult", "train", "evaluate", "assign_param_groups",
-           "SOURCE_HEAD_TAP", "REGULARIZER_PREFIX"]
+__all__ = [
+    "TrainConfig",
+    "ParamGroup",
+    "TrainResult",
+    "train",
+    "evaluate",
+    "assign_param_groups",
+    "SOURCE_HEAD_TAP",
+    "REGULARIZER_PREFIX",
+]
 
 SOURCE_HEAD_TAP = "source_head"
 SCHEDULES = ("step", "cosine", "constant")
@@ -104,15 +120,26 @@ class ParamGroup:
 
     def __post_init__(self):
         match = (self.match,) if isinstance(self.match, str) else self.match
-        if not isinstance(match, (tuple, list)) or not match or not all(
-                isinstance(m, str) and m for m in match):
-            raise ValueError(f"param_groups: 'match' must be a non-empty string or a non-empty "
-                             f"list of them; got {self.match!r}")
+        if (
+            not isinstance(match, (tuple, list))
+            or not match
+            or not all(isinstance(m, str) and m for m in match)
+        ):
+            raise ValueError(
+                f"param_groups: 'match' must be a non-empty string or a non-empty "
+                f"list of them; got {self.match!r}"
+            )
         object.__setattr__(self, "match", tuple(match))
-        if isinstance(self.lr_mult, bool) or not isinstance(self.lr_mult, (int, float)) \
-                or not math.isfinite(self.lr_mult) or self.lr_mult < 0:
-            raise ValueError(f"param_groups: 'lr_mult' must be a finite number >= 0 (0 freezes); "
-                             f"got {self.lr_mult!r}")
+        if (
+            isinstance(self.lr_mult, bool)
+            or not isinstance(self.lr_mult, (int, float))
+            or not math.isfinite(self.lr_mult)
+            or self.lr_mult < 0
+        ):
+            raise ValueError(
+                f"param_groups: 'lr_mult' must be a finite number >= 0 (0 freezes); "
+                f"got {self.lr_mult!r}"
+            )
         object.__setattr__(self, "lr_mult", float(self.lr_mult))
 
     @classmethod
@@ -121,13 +148,16 @@ class ParamGroup:
         if isinstance(entry, cls):
             return entry
         if not isinstance(entry, Mapping):
-            raise ValueError(f"param_groups: an entry is a mapping {{match: PATTERN(S), "
-                             f"lr_mult: NUMBER}}; got {entry!r}")
+            raise ValueError(
+                f"param_groups: an entry is a mapping {{match: PATTERN(S), "
+                f"lr_mult: NUMBER}}; got {entry!r}"
+            )
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in entry if k not in known]
         if unknown:
-            raise ValueError(f"param_groups: unknown key {unknown[0]!r}; expected "
-                             f"{', '.join(known)}")
+            raise ValueError(
+                f"param_groups: unknown key {unknown[0]!r}; expected {', '.join(known)}"
+            )
         if "match" not in entry:
             raise ValueError("param_groups: an entry needs 'match' (parameter-name patterns)")
         return cls(**entry)
@@ -160,13 +190,17 @@ def assign_param_groups(names: list[str], groups: tuple[ParamGroup, ...]) -> lis
     for i, g in enumerate(groups):
         for p in g.match:
             if not any(_matches(p, n) for n in names):
-                raise ValueError(f"param_groups[{i}]: pattern {p!r} matches no parameter "
-                                 f"(names look like {', '.join(names[:4])}, ...)")
+                raise ValueError(
+                    f"param_groups[{i}]: pattern {p!r} matches no parameter "
+                    f"(names look like {', '.join(names[:4])}, ...)"
+                )
     out = [next((i for i, g in enumerate(groups) if g.matches(n)), None) for n in names]
     for i, g in enumerate(groups):
         if i not in out:
-            raise ValueError(f"param_groups[{i}] ({list(g.match)}): every parameter it matches "
-                             f"belongs to an earlier group (the first match wins)")
+            raise ValueError(
+                f"param_groups[{i}] ({list(g.match)}): every parameter it matches "
+                f"belongs to an earlier group (the first match wins)"
+            )
     return out
 
 
@@ -278,44 +312,61 @@ class TrainConfig:
 
     def __post_init__(self):
         ms = self.milestones
-        if isinstance(ms, (str, bytes)) or not isinstance(ms, (list, tuple)) or not all(
-                isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in ms):
-            raise ValueError(f"milestones must be a list of non-negative integers (epochs, or "
-                             f"steps with 'steps'); got {ms!r}")
+        if (
+            isinstance(ms, (str, bytes))
+            or not isinstance(ms, (list, tuple))
+            or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in ms)
+        ):
+            raise ValueError(
+                f"milestones must be a list of non-negative integers (epochs, or "
+                f"steps with 'steps'); got {ms!r}"
+            )
         object.__setattr__(self, "milestones", tuple(int(m) for m in ms))
         groups = self.param_groups
         if not isinstance(groups, (tuple, list)):
-            raise ValueError(f"param_groups must be a list of {{match, lr_mult}} entries; got "
-                             f"{groups!r}")
+            raise ValueError(
+                f"param_groups must be a list of {{match, lr_mult}} entries; got {groups!r}"
+            )
         object.__setattr__(self, "param_groups", tuple(ParamGroup.parse(g) for g in groups))
         if self.teacher_mode not in TEACHER_MODES:
-            raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}; got "
-                             f"{self.teacher_mode!r}")
+            raise ValueError(
+                f"teacher_mode must be one of {TEACHER_MODES}; got {self.teacher_mode!r}"
+            )
         check_gpu_options(self)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
         if self.reg_batch not in REG_BATCHES:
             raise ValueError(f"reg_batch must be one of {REG_BATCHES}; got {self.reg_batch!r}")
-        for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every",
-                     "steps"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_every",
+            "checkpoint_every",
+            "log_every",
+            "steps",
+        ):
             v = getattr(self, name)
             if v is None and name == "steps":
                 continue
             if isinstance(v, bool) or not isinstance(v, int):  # 2.5, true, "10"
-                raise ValueError(f"{name} must be an integer; got {v!r}"
-                                 + _yaml_number_hint(v))
+                raise ValueError(f"{name} must be an integer; got {v!r}" + _yaml_number_hint(v))
         for name in ("lr", "momentum", "weight_decay", "gamma", "max_grad_norm"):
             v = getattr(self, name)
             if v is None and name == "max_grad_norm":
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number; got {v!r}"
-                                 + _yaml_number_hint(v))
+                raise ValueError(
+                    f"{name} must be a finite number; got {v!r}" + _yaml_number_hint(v)
+                )
         for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)!r}")
-        for name, low, closed in (("lr", 0, False), ("momentum", 0, True),
-                                  ("weight_decay", 0, True), ("gamma", 0, False)):
+        for name, low, closed in (
+            ("lr", 0, False),
+            ("momentum", 0, True),
+            ("weight_decay", 0, True),
+            ("gamma", 0, False),
+        ):
             v = getattr(self, name)
             if v < low or (v == low and not closed):
                 raise ValueError(f"{name} must be {'>=' if closed else '>'} {low}; got {v!r}")
@@ -324,8 +375,9 @@ class TrainConfig:
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError, ValueError):
-            raise ValueError(f"device must be a torch device such as cpu, cuda or cuda:1; got "
-                             f"{self.device!r}") from None
+            raise ValueError(
+                f"device must be a torch device such as cpu, cuda or cuda:1; got {self.device!r}"
+            ) from None
         if self.steps is not None and int(self.steps) < 0:
             raise ValueError(f"steps must be >= 0 when given; got {self.steps!r}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
@@ -340,8 +392,9 @@ class TrainConfig:
         """
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
-        d["param_groups"] = [{"match": list(g.match), "lr_mult": g.lr_mult}
-                             for g in self.param_groups]
+        d["param_groups"] = [
+            {"match": list(g.match), "lr_mult": g.lr_mult} for g in self.param_groups
+        ]
         for name, default in _KEYED_WHEN_SET.items():
             if d[name] == default:
                 del d[name]
@@ -349,8 +402,12 @@ class TrainConfig:
 
 
 #: fields left out of :meth:`TrainConfig.to_dict` at their default (name -> default)
-_KEYED_WHEN_SET: dict[str, Any] = {"reg_batch": "global", "param_groups": [],
-                                   "teacher_mode": "eval", **GPU_DEFAULTS}
+_KEYED_WHEN_SET: dict[str, Any] = {
+    "reg_batch": "global",
+    "param_groups": [],
+    "teacher_mode": "eval",
+    **GPU_DEFAULTS,
+}
 
 
 @dataclass
@@ -402,8 +459,12 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256,
-             device: str | torch.device | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
     """Return the accuracy and mean cross-entropy of ``model`` on ``dataset``.
 
     Parameters
@@ -431,8 +492,9 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256,
     try:
         # an explicit generator: the loader then draws its seed from it, not from the global
         # RNG, so evaluating does not change the training run's dropout/shuffle stream
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                               generator=torch.Generator()):
+        for x, y in DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()
+        ):
             x, y = x.to(device), y.to(device)
             if x.dim() == 5:  # (n, crops, c, h, w): ten-crop test, li2020 A.1
                 logits = _multi_crop_logits(model, x)
@@ -469,8 +531,9 @@ def _scalar(v: Any) -> float | None:
 
 def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones),
-                                                    gamma=cfg.gamma)
+        return torch.optim.lr_scheduler.MultiStepLR(
+            opt, milestones=list(cfg.milestones), gamma=cfg.gamma
+        )
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps or cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
@@ -517,12 +580,13 @@ class _RankSlice(Sampler):
     def __iter__(self):
         for batch in self.batches:
             sizes = _split_sizes(len(batch), self.world)
-            lo = sum(sizes[:self.rank])
-            yield batch[lo:lo + sizes[self.rank]]
+            lo = sum(sizes[: self.rank])
+            yield batch[lo : lo + sizes[self.rank]]
 
 
-def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, salt: int = 0,
-                  rank: int = 0, world: int = 1) -> DataLoader:
+def _epoch_loader(
+    dataset: Dataset, cfg: TrainConfig, epoch: int, salt: int = 0, rank: int = 0, world: int = 1
+) -> DataLoader:
     # One generator per epoch, seeded by (seed, epoch): a resumed run shuffles epoch e exactly as
     # the uninterrupted run did, without replaying the earlier epochs. The samplers are those
     # DataLoader(shuffle=True, generator=g) builds, so one process draws what it always drew.
@@ -532,10 +596,16 @@ def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, salt: int = 0,
     from harness.zoo.data import BatchedView, batched_collate
 
     if callable(getattr(dataset, "batch", None)):  # in-memory tensors: one indexing a batch
-        return DataLoader(BatchedView(dataset), batch_sampler=_RankSlice(batches, rank, world),
-                          generator=g, collate_fn=batched_collate, **loader_kwargs(cfg))
-    return DataLoader(dataset, batch_sampler=_RankSlice(batches, rank, world), generator=g,
-                      **loader_kwargs(cfg))
+        return DataLoader(
+            BatchedView(dataset),
+            batch_sampler=_RankSlice(batches, rank, world),
+            generator=g,
+            collate_fn=batched_collate,
+            **loader_kwargs(cfg),
+        )
+    return DataLoader(
+        dataset, batch_sampler=_RankSlice(batches, rank, world), generator=g, **loader_kwargs(cfg)
+    )
 
 
 def _check_split(name: str, dataset: Dataset, cfg: TrainConfig, world: int) -> None:
@@ -543,14 +613,18 @@ def _check_split(name: str, dataset: Dataset, cfg: TrainConfig, world: int) -> N
     if world == 1:
         return
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is the global batch size: it must be a "
-                         f"multiple of the number of processes ({world})")
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is the global batch size: it must be a "
+            f"multiple of the number of processes ({world})"
+        )
     n = len(dataset)
     drop_last = cfg.drop_last and n > cfg.batch_size
     short = 0 if drop_last else n % cfg.batch_size
     if 0 < short < world:
-        raise ValueError(f"the last batch of {name} has {short} example(s), fewer than the "
-                         f"{world} processes; use drop_last=True or another batch_size")
+        raise ValueError(
+            f"the last batch of {name} has {short} example(s), fewer than the "
+            f"{world} processes; use drop_last=True or another batch_size"
+        )
 
 
 def _local_ce(logits: torch.Tensor, y: torch.Tensor, sizes: list[int]) -> torch.Tensor:
@@ -567,14 +641,19 @@ def _gathered(ctx: RegContext, sizes: list[int]) -> RegContext:
     The student's features and logits stay differentiable w.r.t. this rank's slice (see
     :func:`harness.training.distributed.gather_batch` for why the gradient is the single-process one).
     """
+
     def gather(t):
         return distributed.gather_batch(t, sizes) if isinstance(t, torch.Tensor) else t
 
     return dataclasses.replace(
-        ctx, features={k: gather(v) for k, v in ctx.features.items()},
+        ctx,
+        features={k: gather(v) for k, v in ctx.features.items()},
         teacher_features={k: gather(v) for k, v in ctx.teacher_features.items()},
-        logits=gather(ctx.logits), teacher_logits=gather(ctx.teacher_logits),
-        source_logits=gather(ctx.source_logits), labels=gather(ctx.labels))
+        logits=gather(ctx.logits),
+        teacher_logits=gather(ctx.teacher_logits),
+        source_logits=gather(ctx.source_logits),
+        labels=gather(ctx.labels),
+    )
 
 
 def _agreed(reason: str | None) -> str | None:
@@ -606,13 +685,14 @@ def _evaluate_sharded(model: nn.Module, dataset: Dataset, device: torch.device) 
     if world == 1:
         return evaluate(model, dataset, device=device)
     sizes = _split_sizes(len(dataset), world)
-    lo = sum(sizes[:distributed.rank()])
+    lo = sum(sizes[: distributed.rank()])
     n = sizes[distributed.rank()]
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # correct, loss sum, count
     if n:
         ev = evaluate(model, Subset(dataset, range(lo, lo + n)), device=device)
-        sums += torch.tensor([round(ev["accuracy"] * n), ev["loss"] * n, n],
-                             dtype=torch.float64, device=device)
+        sums += torch.tensor(
+            [round(ev["accuracy"] * n), ev["loss"] * n, n], dtype=torch.float64, device=device
+        )
     correct, loss_sum, total = distributed.all_reduce(sums, op="sum").tolist()
     if total == 0:
         raise ValueError("evaluate: the dataset is empty")
@@ -623,9 +703,17 @@ def _rng_state() -> dict[str, Any]:
     """Every RNG's state as tensors and plain data, so that a checkpoint loads with
     ``torch.load(weights_only=True)`` (no pickled objects: a results directory cannot run code)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
-                       int(has_gauss), float(cached)]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [
+            str(kind),
+            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -653,8 +741,10 @@ def _yaml_number_hint(v) -> str:
             float(v)
         except ValueError:
             return ""
-        return f" (YAML reads {v!r} as a string: write it with a dot and a signed exponent, " \
-               f"e.g. 1.0e+30)"
+        return (
+            f" (YAML reads {v!r} as a string: write it with a dot and a signed exponent, "
+            f"e.g. 1.0e+30)"
+        )
     return ""
 
 
@@ -670,7 +760,6 @@ def checkpoint_problem(path: str | os.PathLike, config: "TrainConfig") -> str | 
     return None
 
 
-
 # settings that may change between a run and its resumption without changing its trajectory
 # (``epochs`` may grow, except under the cosine schedule, whose rates depend on it)
 _RESUMABLE_CHANGES = {"epochs", "eval_every", "checkpoint_every", "log_every", "device"}
@@ -683,9 +772,11 @@ def _check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path) -> None:
     free = _RESUMABLE_CHANGES - ({"epochs"} if cfg.schedule == "cosine" else set())
     diff = {k: (saved.get(k), now[k]) for k in now if k not in free and saved.get(k) != now[k]}
     if diff:
-        raise ValueError(f"checkpoint {path} was written with another config "
-                         f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
-                         f"remove it or use a fresh path")
+        raise ValueError(
+            f"checkpoint {path} was written with another config "
+            f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
+            f"remove it or use a fresh path"
+        )
 
 
 class _Failure(Exception):
@@ -695,14 +786,23 @@ class _Failure(Exception):
 # --------------------------------------------------------------------------- training
 
 
-def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, *,
-          config: TrainConfig, regularizer: Regularizer | None = None,
-          teacher: nn.Module | None = None,
-          initial_weights: Mapping[str, torch.Tensor] | None = None,
-          label_cost: torch.Tensor | None = None, test_set: Dataset | None = None,
-          source_set: Dataset | None = None, source_weight: float = 1.0,
-          checkpoint_path: str | os.PathLike | None = None, progress: bool = True,
-          on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None = None,
+    *,
+    config: TrainConfig,
+    regularizer: Regularizer | None = None,
+    teacher: nn.Module | None = None,
+    initial_weights: Mapping[str, torch.Tensor] | None = None,
+    label_cost: torch.Tensor | None = None,
+    test_set: Dataset | None = None,
+    source_set: Dataset | None = None,
+    source_weight: float = 1.0,
+    checkpoint_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
     """Train ``model`` with cross-entropy plus ``regularizer``, SGD with momentum.
 
     Parameters
@@ -772,8 +872,18 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None, 
     0's being the single-process one. ``on_epoch`` runs on every rank. What still differs from
     one process: batch-norm statistics are per slice, dropout masks, and float summation order.
     """
-    run = _Run(model, train_set, val_set, config, regularizer, teacher, initial_weights,
-               label_cost, source_set, source_weight)
+    run = _Run(
+        model,
+        train_set,
+        val_set,
+        config,
+        regularizer,
+        teacher,
+        initial_weights,
+        label_cost,
+        source_set,
+        source_weight,
+    )
     try:
         run.materialize_regularizer()
         run.build_optimizer()
@@ -836,8 +946,8 @@ class _ManyProcesses(_OneProcess):
         # through the taps (regularizer), the source forward or l2, which DDP cannot see from
         # the forward's output; some never (a source head without a source task)
         return nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            static_graph=True)
+            model, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True
+        )
 
     def gather(self, ctx: RegContext, sizes: list[int] | None) -> RegContext:
         return _gathered(ctx, sizes) if (self.gather_reg and sizes is not None) else ctx
@@ -849,8 +959,9 @@ class _ManyProcesses(_OneProcess):
 
     def mean_losses(self, losses: dict[str, torch.Tensor], loss: torch.Tensor):
         # global values: the ranks' mean (ce is scaled for it)
-        means = distributed.all_reduce(torch.stack(
-            [v.detach().float().mean() for v in losses.values()]))
+        means = distributed.all_reduce(
+            torch.stack([v.detach().float().mean() for v in losses.values()])
+        )
         return dict(zip(losses, means)), means.sum()
 
 
@@ -861,8 +972,9 @@ class _JointSource:
     and 4, ``lambda_s``) to the loss as the term ``source_ce``. Without a source task the loop
     holds ``None`` instead."""
 
-    def __init__(self, source_set: Dataset, weight: float, src_tap: Taps, hooks: list,
-                 device: torch.device):
+    def __init__(
+        self, source_set: Dataset, weight: float, src_tap: Taps, hooks: list, device: torch.device
+    ):
         self.source_set, self.weight = source_set, weight
         self.src_tap, self.hooks, self.device = src_tap, hooks, device
         self.batches = None
@@ -885,16 +997,30 @@ class _Run:
     in the order ``train`` calls them (prepare -> materialise the regularizer -> optimiser ->
     resume -> DDP -> per epoch: steps, end of epoch, checkpoint -> result)."""
 
-    def __init__(self, model, train_set, val_set, cfg: TrainConfig, reg, teacher,
-                 initial_weights, label_cost, source_set, source_weight):
+    def __init__(
+        self,
+        model,
+        train_set,
+        val_set,
+        cfg: TrainConfig,
+        reg,
+        teacher,
+        initial_weights,
+        label_cost,
+        source_set,
+        source_weight,
+    ):
         self.t_start = time.perf_counter()
         self.cfg, self.model, self.reg, self.teacher = cfg, model, reg, teacher
         self.train_set, self.val_set = train_set, val_set
         self.rank, self.world = distributed.init_from_env(cfg.device)
         # "cuda" -> this process's GPU under torchrun
         self.device = device = distributed.local_device(cfg.device)
-        self.procs = _ManyProcesses(self.world, cfg.reg_batch == "global" and reg is not None) \
-            if self.world > 1 else _OneProcess()
+        self.procs = (
+            _ManyProcesses(self.world, cfg.reg_batch == "global" and reg is not None)
+            if self.world > 1
+            else _OneProcess()
+        )
         taps_names = tuple(reg.taps) if reg is not None else ()
         self.needs_teacher = needs_teacher = reg is not None and reg.needs_teacher
         needs_source = reg is not None and reg.needs_source_head
@@ -910,32 +1036,51 @@ class _Run:
             channels_last(cfg, teacher.to(device)).eval()  # frozen: dropout off, BN running stats
         if reg is not None:
             reg.to(device)
-        self.initial_weights = ({k: v.detach().to(device) for k, v in initial_weights.items()}
-                                if initial_weights else None)
+        self.initial_weights = (
+            {k: v.detach().to(device) for k, v in initial_weights.items()}
+            if initial_weights
+            else None
+        )
 
         # the hooks go on the model itself: DistributedDataParallel (below) calls its forward
         self.s_taps = Taps(model, taps_names, pool=not needs_maps(reg)) if taps_names else None
-        self.t_taps = Taps(teacher, taps_names, pool=not needs_maps(reg)) \
-            if (needs_teacher and taps_names) else None
+        self.t_taps = (
+            Taps(teacher, taps_names, pool=not needs_maps(reg))
+            if (needs_teacher and taps_names)
+            else None
+        )
         if source_set is not None and SOURCE_HEAD_TAP not in getattr(model, "tap_points", {}):
-            raise ValueError("source_set= needs a model with a source classifier (tap point "
-                             f"{SOURCE_HEAD_TAP!r}); wrap it with "
-                             "harness.zoo.models.with_source_head")
+            raise ValueError(
+                "source_set= needs a model with a source classifier (tap point "
+                f"{SOURCE_HEAD_TAP!r}); wrap it with "
+                "harness.zoo.models.with_source_head"
+            )
         if source_weight < 0:
             raise ValueError(f"source_weight must be >= 0; got {source_weight}")
-        self.src_tap = Taps(model, [SOURCE_HEAD_TAP], pool=False) \
-            if (needs_source or source_set is not None) else None
+        self.src_tap = (
+            Taps(model, [SOURCE_HEAD_TAP], pool=False)
+            if (needs_source or source_set is not None)
+            else None
+        )
         self.hooks = [t for t in (self.s_taps, self.t_taps, self.src_tap) if t is not None]
-        self.joint = _JointSource(source_set, source_weight, self.src_tap, self.hooks, device) \
-            if source_set is not None else None
+        self.joint = (
+            _JointSource(source_set, source_weight, self.src_tap, self.hooks, device)
+            if source_set is not None
+            else None
+        )
         # teacher_mode="train" (li2020 §3, T = A^(0)): the teacher's batch norms normalise with
         # the batch's statistics as the training student's do. track_running_stats=False makes
         # a training-mode batch norm neither read nor update its running buffers, so the
         # teacher comes back from this call as it went in (both undone in restore())
-        self.batch_stat_norms = [m for m in teacher.modules()
-                                 if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                 and m.track_running_stats] \
-            if (teacher is not None and cfg.teacher_mode == "train") else []
+        self.batch_stat_norms = (
+            [
+                m
+                for m in teacher.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            ]
+            if (teacher is not None and cfg.teacher_mode == "train")
+            else []
+        )
         for m in self.batch_stat_norms:
             m.train()
             m.track_running_stats = False
@@ -949,8 +1094,9 @@ class _Run:
         self.warm: dict = {}  # the last step's OT potentials by "<term>/<tap>" (transfer.warm)
 
     # ---- the regularizer's view of a batch
-    def context(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
-                sizes: list[int] | None = None) -> RegContext:
+    def context(
+        self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, sizes: list[int] | None = None
+    ) -> RegContext:
         """Run the teacher on ``x`` if needed and gather what the regularizer may read (over
         the ranks too, given the ranks' slice ``sizes``, when ``reg_batch="global"``)."""
         t_logits = None
@@ -961,12 +1107,17 @@ class _Run:
                 t_logits = self.teacher(x)  # on this rank's slice; gathered with the rest
         s_taps, t_taps, src_tap = self.s_taps, self.t_taps, self.src_tap
         ctx = RegContext(
-            student=self.model, teacher=self.teacher, initial_weights=self.initial_weights,
+            student=self.model,
+            teacher=self.teacher,
+            initial_weights=self.initial_weights,
             features=dict(s_taps.features) if s_taps else {},
             teacher_features=dict(t_taps.features) if t_taps else {},
-            logits=logits, teacher_logits=t_logits,
+            logits=logits,
+            teacher_logits=t_logits,
             source_logits=src_tap.features.get(SOURCE_HEAD_TAP) if src_tap else None,
-            labels=y, warm=self.warm)
+            labels=y,
+            warm=self.warm,
+        )
         if self.cfg.precision == "bf16":  # OT never solved in bf16 (fp32: nothing to copy)
             ctx = to_float32(ctx)
         return self.procs.gather(ctx, sizes)
@@ -979,8 +1130,13 @@ class _Run:
         if reg is None:
             return
         n0 = min(max(cfg.batch_size // self.world, 1), len(self.train_set))
-        x0, y0 = next(iter(DataLoader(self.train_set, batch_size=n0, shuffle=False,
-                                      generator=torch.Generator())))
+        x0, y0 = next(
+            iter(
+                DataLoader(
+                    self.train_set, batch_size=n0, shuffle=False, generator=torch.Generator()
+                )
+            )
+        )
         x0, y0 = x0.to(self.device), y0.to(self.device)
         was_training = model.training
         model.eval()  # shapes only: leave batch-norm statistics untouched
@@ -996,7 +1152,9 @@ class _Run:
         reg, cfg = self.reg, self.cfg
         named = list(self.model.named_parameters()) + (
             [(REGULARIZER_PREFIX + n, p) for n, p in reg.named_parameters()]
-            if reg is not None else [])
+            if reg is not None
+            else []
+        )
         try:
             which = assign_param_groups([n for n, _ in named], cfg.param_groups)
         except ValueError as err:
@@ -1010,14 +1168,19 @@ class _Run:
         opt_groups: dict[int, dict[str, Any]] = {}  # unmatched (-1) first, then config order
         for (_, p), g, mult in zip(named, which, mults):
             if p.requires_grad:
-                opt_groups.setdefault(-1 if g is None else g, {
-                    "params": [], "lr": cfg.lr * mult, "lr_mult": mult})["params"].append(p)
+                opt_groups.setdefault(
+                    -1 if g is None else g, {"params": [], "lr": cfg.lr * mult, "lr_mult": mult}
+                )["params"].append(p)
         opt_groups = dict(sorted(opt_groups.items()))
         self.params = [p for grp in opt_groups.values() for p in grp["params"]]
         self.reg_params = [p for p in self.params if id(p) in reg_ids]
         self.student_params = [p for p in self.params if id(p) not in reg_ids]
-        self.opt = torch.optim.SGD(list(opt_groups.values()) or [{"params": []}], lr=cfg.lr,
-                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.SGD(
+            list(opt_groups.values()) or [{"params": []}],
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
         self.sched = _make_scheduler(self.opt, cfg)
         if self.rank > 0:  # its own dropout / augmentation stream; rank 0 goes on as one process
             _seed_all(_rank_seed(cfg.seed, self.rank))
@@ -1028,9 +1191,11 @@ class _Run:
         rank, cfg = self.rank, self.cfg
         resuming = checkpoint_path is not None and os.path.lexists(checkpoint_path)
         if distributed.broadcast_object(resuming) != resuming:  # rank 0 writes it
-            raise RuntimeError(f"checkpoint {checkpoint_path}: rank 0 and rank {rank} disagree "
-                               f"on whether it exists; multi-process runs need a shared file "
-                               f"system")
+            raise RuntimeError(
+                f"checkpoint {checkpoint_path}: rank 0 and rank {rank} disagree "
+                f"on whether it exists; multi-process runs need a shared file "
+                f"system"
+            )
         ckpt = None
         if resuming:
             try:
@@ -1053,9 +1218,10 @@ class _Run:
         self.sched.load_state_dict(ckpt["scheduler"])
         self.start_epoch, self.step = ckpt["epoch"], ckpt["step"]
         self.best_acc = ckpt["best_val_accuracy"]
-        self.history = {"epochs": list(ckpt["history"]["epochs"]),
-                        "steps": defaultdict(list, {k: list(v) for k, v in
-                                                    ckpt["history"]["steps"].items()})}
+        self.history = {
+            "epochs": list(ckpt["history"]["epochs"]),
+            "steps": defaultdict(list, {k: list(v) for k, v in ckpt["history"]["steps"].items()}),
+        }
         rng_ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
         if rank < len(rng_ranks):
             _set_rng_state(rng_ranks[rank])
@@ -1078,10 +1244,17 @@ class _Run:
     def open_bar(self, progress: bool) -> None:
         if progress and self.rank == 0:
             from tqdm.auto import tqdm  # lazy: only when shown
+
             # beneath the suite's bar (harness.experiments.progress), cleared when the job ends
-            self.bar = tqdm(total=self.total_steps, initial=min(self.step, self.total_steps),
-                            desc="train", dynamic_ncols=True, leave=False, position=1,
-                            disable=None)  # None: no bar when stderr is not a terminal
+            self.bar = tqdm(
+                total=self.total_steps,
+                initial=min(self.step, self.total_steps),
+                desc="train",
+                dynamic_ncols=True,
+                leave=False,
+                position=1,
+                disable=None,
+            )  # None: no bar when stderr is not a terminal
 
     def close_bar(self) -> None:
         if self.bar is not None:
@@ -1104,11 +1277,17 @@ class _Run:
                 break
             sizes = loader.batch_sampler.split(i)  # every rank's share of the batch
             x = channels_last(self.cfg, x)  # no-op unless channels_last and 4-D
-            self.train_step(epoch, i, x.to(self.device, non_blocking=True),
-                            y.to(self.device, non_blocking=True), sizes)
+            self.train_step(
+                epoch,
+                i,
+                x.to(self.device, non_blocking=True),
+                y.to(self.device, non_blocking=True),
+                sizes,
+            )
 
-    def train_step(self, epoch: int, i: int, x: torch.Tensor, y: torch.Tensor,
-                   sizes: list[int]) -> None:
+    def train_step(
+        self, epoch: int, i: int, x: torch.Tensor, y: torch.Tensor, sizes: list[int]
+    ) -> None:
         """source batch (joint training) -> student forward (taps) -> teacher forward ->
         ce + terms (NaN guard) -> diagnostics -> backward -> clip -> step -> log."""
         source_term = self.joint.term(self.model) if self.joint is not None else None
@@ -1119,15 +1298,21 @@ class _Run:
         ce = _local_ce(logits, y, sizes)
         reason = None
         if not torch.isfinite(logits).all():  # diverged weights: skip the solvers
-            reason = (f"non-finite loss at step {self.step} (epoch {epoch}): the student's "
-                      f"logits are non-finite (term 'ce' = {float(ce.detach())})")
+            reason = (
+                f"non-finite loss at step {self.step} (epoch {epoch}): the student's "
+                f"logits are non-finite (term 'ce' = {float(ce.detach())})"
+            )
         reason = _agreed(reason)
         if reason is not None:
             raise _Failure(reason)
         ctx = self.context(x, y, logits, sizes)
         terms, loss = self.loss_terms(epoch, ctx, ce, source_term)
-        if i == 0 and self.procs.diagnose and terms and \
-                (epoch % self.diag_every == 0 or epoch == self.n_epochs - 1):
+        if (
+            i == 0
+            and self.procs.diagnose
+            and terms
+            and (epoch % self.diag_every == 0 or epoch == self.n_epochs - 1)
+        ):
             # is a term too weak or wrong? On the first batch of ~10 epochs spread over
             # training (a backward per term: every epoch would cost up to +50 % on runs of a
             # few steps an epoch), each term's value and student-gradient norm against the CE's
@@ -1144,9 +1329,9 @@ class _Run:
         if self.bar is not None:
             self.bar.update(1)
 
-    def loss_terms(self, epoch: int, ctx: RegContext, ce: torch.Tensor,
-                   source_term: torch.Tensor | None
-                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def loss_terms(
+        self, epoch: int, ctx: RegContext, ce: torch.Tensor, source_term: torch.Tensor | None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The regularizer's terms (and joint training's ``source_ce``) and the loss
         ``ce + sum(terms)``;
         a non-finite one raises :class:`_Failure` naming the first bad term, before any update."""
@@ -1163,8 +1348,10 @@ class _Run:
             if not re.search(r"non-finite|\bnan\b|\binf\b", str(err), re.I):
                 raise
             cause = err
-            reason = (f"non-finite loss at step {step} (epoch {epoch}): the regularizer "
-                      f"{'+'.join(reg.names)!r} got non-finite inputs: {err}")
+            reason = (
+                f"non-finite loss at step {step} (epoch {epoch}): the regularizer "
+                f"{'+'.join(reg.names)!r} got non-finite inputs: {err}"
+            )
         if source_term is not None:
             terms = {"source_ce": source_term, **terms}
         loss = ce + sum(terms.values())
@@ -1172,8 +1359,11 @@ class _Run:
         if reason is None and not torch.isfinite(loss):
             named = {"ce": ce, **terms}
             bad = [n for n, v in named.items() if not torch.isfinite(v).all()]
-            what = (f"term {bad[0]!r} = {float(named[bad[0]].detach())}" if bad else
-                    f"the sum of the terms overflows ({float(loss.detach())})")
+            what = (
+                f"term {bad[0]!r} = {float(named[bad[0]].detach())}"
+                if bad
+                else f"the sum of the terms overflows ({float(loss.detach())})"
+            )
             reason = f"non-finite loss at step {step} (epoch {epoch}): {what}"
         reason = _agreed(reason)
         if reason is not None:
@@ -1203,24 +1393,30 @@ class _Run:
                 self.sums[key] += v
                 self.counts[key] += 1
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{steps['train/loss'][-1]:.3f}", epoch=epoch,
-                                 refresh=False)
+            self.bar.set_postfix(loss=f"{steps['train/loss'][-1]:.3f}", epoch=epoch, refresh=False)
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """The epoch's record: lr, mean logged values, diagnostics, validation; the
         per-epoch schedule steps; non-finite weights raise :class:`_Failure`."""
         sums, counts = self.sums, self.counts
-        record: dict[str, Any] = {"epoch": epoch, "lr": _base_lr(self.opt),
-                                  **{k: sums[k] / counts[k] for k in sums}, **self.diag}
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "lr": _base_lr(self.opt),
+            **{k: sums[k] / counts[k] for k in sums},
+            **self.diag,
+        }
         if not self.cfg.steps:
             self.sched.step()  # per-epoch schedule (the papers decay at epochs)
         # a finite loss with non-finite gradients leaves NaN weights: never save those
         # (the same weights on every rank: they all stop here together)
-        bad = next((n for n, p in self.model.named_parameters()
-                    if not torch.isfinite(p).all()), None)
+        bad = next(
+            (n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()), None
+        )
         if bad is not None:
-            raise _Failure(f"non-finite loss gradient: parameter {bad!r} is non-finite "
-                           f"after step {self.step - 1} (epoch {epoch})")
+            raise _Failure(
+                f"non-finite loss gradient: parameter {bad!r} is non-finite "
+                f"after step {self.step - 1} (epoch {epoch})"
+            )
         last = epoch == self.n_epochs - 1
         if self.val_set is not None and ((epoch + 1) % self.cfg.eval_every == 0 or last):
             ev = _evaluate_sharded(self.model, self.val_set, self.device)
@@ -1237,16 +1433,25 @@ class _Run:
             return
         rng_ranks = distributed.all_gather_object(_rng_state())
         if self.rank == 0:  # one writer; the others wait for the file below
-            _save_atomic({
-                "model": self.model.state_dict(),
-                "regularizer": self.reg.state_dict() if self.reg is not None else None,
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "epoch": epoch + 1, "step": self.step, "best_val_accuracy": self.best_acc,
-                "rng": rng_ranks[0], "config": self.cfg.to_dict(),
-                **({"rng_ranks": rng_ranks} if self.world > 1 else {}),
-                "history": {"epochs": self.history["epochs"],
-                            "steps": dict(self.history["steps"])},
-            }, checkpoint_path)
+            _save_atomic(
+                {
+                    "model": self.model.state_dict(),
+                    "regularizer": self.reg.state_dict() if self.reg is not None else None,
+                    "optimizer": self.opt.state_dict(),
+                    "scheduler": self.sched.state_dict(),
+                    "epoch": epoch + 1,
+                    "step": self.step,
+                    "best_val_accuracy": self.best_acc,
+                    "rng": rng_ranks[0],
+                    "config": self.cfg.to_dict(),
+                    **({"rng_ranks": rng_ranks} if self.world > 1 else {}),
+                    "history": {
+                        "epochs": self.history["epochs"],
+                        "steps": dict(self.history["steps"]),
+                    },
+                },
+                checkpoint_path,
+            )
         distributed.barrier()
 
     # ---- after the loop
@@ -1270,11 +1475,23 @@ class _Run:
             p.requires_grad_(True)
 
     def result(self, status: str, reason: str, test_set: Dataset | None = None) -> TrainResult:
-        test_acc = _evaluate_sharded(self.model, test_set, self.device)["accuracy"] \
-            if test_set is not None else None
+        test_acc = (
+            _evaluate_sharded(self.model, test_set, self.device)["accuracy"]
+            if test_set is not None
+            else None
+        )
         wall = time.perf_counter() - self.t_start
-        return _result(status, reason, self.history, self.best_acc, test_acc, wall,
-                       self.steps_here, self.step, self.start_epoch)
+        return _result(
+            status,
+            reason,
+            self.history,
+            self.best_acc,
+            test_acc,
+            wall,
+            self.steps_here,
+            self.step,
+            self.start_epoch,
+        )
 
 
 def _check_inputs(reg, teacher, initial_weights, label_cost) -> None:
@@ -1282,8 +1499,10 @@ def _check_inputs(reg, teacher, initial_weights, label_cost) -> None:
     if reg is not None and reg.needs_teacher and teacher is None:
         raise ValueError(f"regularizer {'+'.join(reg.names)} needs a teacher; pass teacher=")
     if reg is not None and reg.needs_initial_weights and not initial_weights:
-        raise ValueError(f"regularizer {'+'.join(reg.names)} needs initial_weights= (w0 by "
-                         f"parameter name, taken before the new head was attached)")
+        raise ValueError(
+            f"regularizer {'+'.join(reg.names)} needs initial_weights= (w0 by "
+            f"parameter name, taken before the new head was attached)"
+        )
     if label_cost is not None:
         if reg is None or "jtln" not in reg.names:
             raise ValueError("label_cost= is only used by a 'jtln' regularizer term")
@@ -1295,8 +1514,9 @@ def _check_inputs(reg, teacher, initial_weights, label_cost) -> None:
 DIAG_EPOCHS = 10  # epochs (spread over training) on which the term diagnostics are logged
 
 
-def _term_diagnostics(ce: torch.Tensor, terms: Mapping[str, torch.Tensor],
-                      params: list[torch.Tensor]) -> dict[str, float]:
+def _term_diagnostics(
+    ce: torch.Tensor, terms: Mapping[str, torch.Tensor], params: list[torch.Tensor]
+) -> dict[str, float]:
     """``diag/<term>/value_ratio`` = term / CE and ``diag/<term>/grad_ratio`` =
     ||d term / d w|| / ||d CE / d w|| over the student's trained parameters ``w``, on one batch.
 
@@ -1304,6 +1524,7 @@ def _term_diagnostics(ce: torch.Tensor, terms: Mapping[str, torch.Tensor],
     dominates the cross-entropy's by orders of magnitude is the other extreme. Computed with
     ``autograd.grad`` on the retained graph: the parameters' ``.grad`` and the training step
     are untouched (bitwise)."""
+
     def norm(value):
         if not value.requires_grad:
             return 0.0
@@ -1320,16 +1541,31 @@ def _term_diagnostics(ce: torch.Tensor, terms: Mapping[str, torch.Tensor],
     return out
 
 
-def _result(status: str, reason: str, history: dict[str, Any], best: float | None,
-            test: float | None, wall: float, steps_here: int, step: int,
-            resumed_from: int = 0) -> TrainResult:
+def _result(
+    status: str,
+    reason: str,
+    history: dict[str, Any],
+    best: float | None,
+    test: float | None,
+    wall: float,
+    steps_here: int,
+    step: int,
+    resumed_from: int = 0,
+) -> TrainResult:
     evals = [r["val/accuracy"] for r in history["epochs"] if "val/accuracy" in r]
     return TrainResult(
-        status=status, reason=reason, final_val_accuracy=evals[-1] if evals else None,
-        best_val_accuracy=best, test_accuracy=test,
+        status=status,
+        reason=reason,
+        final_val_accuracy=evals[-1] if evals else None,
+        best_val_accuracy=best,
+        test_accuracy=test,
         history={"epochs": history["epochs"], "steps": dict(history["steps"])},
-        wall_time=wall, steps_per_s=steps_here / wall if wall > 0 else 0.0,
-        epochs_completed=len(history["epochs"]), steps=step, resumed_from_epoch=resumed_from)
+        wall_time=wall,
+        steps_per_s=steps_here / wall if wall > 0 else 0.0,
+        epochs_completed=len(history["epochs"]),
+        steps=step,
+        resumed_from_epoch=resumed_from,
+    )
 
 
 # --------------------------------------------------------------------------- shared steps

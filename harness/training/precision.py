@@ -5,6 +5,7 @@ At their defaults they are left out of the job key (``GPU_DEFAULTS`` joins
 ``loop._KEYED_WHEN_SET``) and change nothing. The batched engine refuses jobs that set them
 (:func:`gpu_options_set`, called by ``batched.why_not_batchable``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +13,7 @@ from typing import Any
 PRECISIONS = ("fp32", "bf16")
 
 #: name -> default; these fields are keyed only when set
-GPU_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False,
-                                "loader_workers": 0}
+GPU_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "loader_workers": 0}
 
 
 def check_gpu_options(cfg) -> None:
@@ -39,8 +39,11 @@ def loader_kwargs(cfg) -> dict[str, Any]:
     import torch
 
     w = cfg.loader_workers
-    return {"num_workers": w, "persistent_workers": w > 0,
-            "pin_memory": torch.device(cfg.device).type == "cuda"}
+    return {
+        "num_workers": w,
+        "persistent_workers": w > 0,
+        "pin_memory": torch.device(cfg.device).type == "cuda",
+    }
 
 
 def autocast(cfg):
@@ -70,10 +73,13 @@ def to_float32(ctx):
     import dataclasses
 
     return dataclasses.replace(
-        ctx, features={k: f32(v) for k, v in ctx.features.items()},
+        ctx,
+        features={k: f32(v) for k, v in ctx.features.items()},
         teacher_features={k: f32(v) for k, v in ctx.teacher_features.items()},
-        logits=f32(ctx.logits), teacher_logits=f32(ctx.teacher_logits),
-        source_logits=f32(ctx.source_logits))
+        logits=f32(ctx.logits),
+        teacher_logits=f32(ctx.teacher_logits),
+        source_logits=f32(ctx.source_logits),
+    )
 
 
 def channels_last(cfg, t):

@@ -11,6 +11,7 @@ Workers on several machines verify each other's files only when they share that 
 shared home does); otherwise a file is not trusted and its job is trained again, which costs
 time, never a wrong record.
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,11 +53,14 @@ def _read(path: Path) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            raise ProofError(f"secret {path} is not a regular file of this user: remove it "
-                             "(a new one is made)")
+            raise ProofError(
+                f"secret {path} is not a regular file of this user: remove it (a new one is made)"
+            )
         if st.st_mode & 0o077:
-            raise ProofError(f"secret {path} can be read by others (mode "
-                             f"{stat.S_IMODE(st.st_mode):o}): chmod 600 {path}")
+            raise ProofError(
+                f"secret {path} can be read by others (mode "
+                f"{stat.S_IMODE(st.st_mode):o}): chmod 600 {path}"
+            )
         data = os.read(fd, 4 * _SECRET_BYTES)
     finally:
         os.close(fd)
@@ -95,14 +99,17 @@ def _secret(path: str) -> bytes:
     except ValueError as exc:
         if isinstance(exc, ProofError):
             raise
-        raise ProofError(f"secret {p} is not {_SECRET_BYTES} hex bytes: remove it (a new one "
-                         "is made)") from None
+        raise ProofError(
+            f"secret {p} is not {_SECRET_BYTES} hex bytes: remove it (a new one is made)"
+        ) from None
     try:
         _make(p)
         return _read(p)
     except OSError as exc:
-        raise ProofError(f"secret {p} cannot be made ({exc.strerror}): set XDG_CONFIG_HOME "
-                         "to a folder you can write, outside the results folder") from None
+        raise ProofError(
+            f"secret {p} cannot be made ({exc.strerror}): set XDG_CONFIG_HOME "
+            "to a folder you can write, outside the results folder"
+        ) from None
 
 
 def secret() -> bytes:

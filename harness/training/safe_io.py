@@ -13,6 +13,7 @@ Reads (:func:`read_bytes`) take regular files only (never a FIFO, a device or a 
 could block or never end) up to a size limit. What they return is not yet trusted: callers
 check it against a digest the storage recorded or a proof (:mod:`harness.training.proof`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,14 +25,30 @@ import stat
 from pathlib import Path
 from typing import IO, Iterator, NamedTuple
 
-__all__ = ["UnsafePathError", "DiskFullError", "is_disk_full", "ensure_dir", "atomic_writer",
-           "write_bytes", "write_text", "write_figure", "open_append", "read_bytes",
-           "check_target", "check_write", "confine"]
+__all__ = [
+    "UnsafePathError",
+    "DiskFullError",
+    "is_disk_full",
+    "ensure_dir",
+    "atomic_writer",
+    "write_bytes",
+    "write_text",
+    "write_figure",
+    "open_append",
+    "read_bytes",
+    "check_target",
+    "check_write",
+    "confine",
+]
 
 #: errno values of a disk (or a quota) that is full
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
-_FULL_TEXT = ("No space left on device", "database or disk is full", "Disk quota exceeded",
-              "could not extend file")
+_FULL_TEXT = (
+    "No space left on device",
+    "database or disk is full",
+    "Disk quota exceeded",
+    "could not extend file",
+)
 
 
 class UnsafePathError(ValueError):
@@ -60,9 +77,12 @@ def is_disk_full(exc: BaseException) -> bool:
 def disk_full(path, exc: BaseException | None = None) -> DiskFullError:
     """The one-line :class:`DiskFullError` of a write to ``path``."""
     code = exc.errno if isinstance(exc, OSError) and exc.errno in FULL else errno.ENOSPC
-    return DiskFullError(code, f"disk full writing {os.fspath(path)} ({os.strerror(code)}): "
-                               "free some space (or raise the quota), then run again; finished "
-                               "records are kept")
+    return DiskFullError(
+        code,
+        f"disk full writing {os.fspath(path)} ({os.strerror(code)}): "
+        "free some space (or raise the quota), then run again; finished "
+        "records are kept",
+    )
 
 
 def _inside(path: str, root: str) -> bool:
@@ -76,16 +96,22 @@ def _root(root) -> str:
     try:
         os.makedirs(shown, exist_ok=True)
     except FileExistsError:
-        what = "a symbolic link that leads nowhere (a loop, or a missing target)" \
-            if os.path.islink(shown) else "a file, not a folder"
-        raise UnsafePathError(f"results folder {shown} is {what}: give --results a folder (it "
-                              "is created when missing)") from None
+        what = (
+            "a symbolic link that leads nowhere (a loop, or a missing target)"
+            if os.path.islink(shown)
+            else "a file, not a folder"
+        )
+        raise UnsafePathError(
+            f"results folder {shown} is {what}: give --results a folder (it "
+            "is created when missing)"
+        ) from None
     except OSError as exc:
         if exc.errno in FULL:
             raise disk_full(shown, exc) from None
         why = "a loop of symbolic links" if exc.errno == errno.ELOOP else exc.strerror
-        raise UnsafePathError(f"results folder {shown} cannot be made ({why}): give --results "
-                              "a folder you can write") from None
+        raise UnsafePathError(
+            f"results folder {shown} cannot be made ({why}): give --results a folder you can write"
+        ) from None
     real = os.path.realpath(shown)
     if not os.path.isdir(real):
         raise UnsafePathError(f"results folder {shown} is not a folder: give --results a folder")
@@ -125,8 +151,11 @@ def _split(path, root) -> tuple[str, str, list[str]]:
     """``(shown root, real root, parts of path below the root)``; ``root`` None: the folder
     :func:`confine` set when the path lies under it, else the path's own folder."""
     path = os.path.abspath(os.fspath(path))
-    if root is None and _CONFINED.get() is not None and \
-            os.path.commonpath([path, _CONFINED.get()]) == _CONFINED.get():
+    if (
+        root is None
+        and _CONFINED.get() is not None
+        and os.path.commonpath([path, _CONFINED.get()]) == _CONFINED.get()
+    ):
         root = _CONFINED.get()
     root = os.path.abspath(os.fspath(root)) if root is not None else os.path.dirname(path)
     rel = os.path.relpath(path, root)
@@ -138,9 +167,11 @@ def _split(path, root) -> tuple[str, str, list[str]]:
 
 
 def _refuse_link(link: str, target: str, root: str):
-    return UnsafePathError(f"{link} is a symbolic link to {target}, outside the results folder "
-                           f"{root}: writes never leave it; remove the link (or give --results "
-                           "the folder you mean)")
+    return UnsafePathError(
+        f"{link} is a symbolic link to {target}, outside the results folder "
+        f"{root}: writes never leave it; remove the link (or give --results "
+        "the folder you mean)"
+    )
 
 
 class _Target(NamedTuple):
@@ -159,8 +190,7 @@ class _Target(NamedTuple):
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            raise UnsafePathError(f"{self.shown} is a folder where a file is expected: "
-                                  "remove it")
+            raise UnsafePathError(f"{self.shown} is a folder where a file is expected: remove it")
         if stat.S_ISLNK(st.st_mode):
             target = os.path.realpath(self.shown)
             if not _inside(target, self.real_root):
@@ -204,8 +234,10 @@ def _step(fd: int, part: str, shown: str) -> int:
         if exc.errno in FULL:
             raise disk_full(shown, exc) from None
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePathError(f"{shown} is not a folder (a file where a folder belongs, or a "
-                                  "link put there while writing): remove it") from None
+            raise UnsafePathError(
+                f"{shown} is not a folder (a file where a folder belongs, or a "
+                "link put there while writing): remove it"
+            ) from None
         raise
     os.close(fd)
     return new
@@ -242,8 +274,9 @@ def atomic_writer(path, root=None, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=fd)  # a dead writer's, whose pid this process reuses
         try:
-            raw = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666,
-                          dir_fd=fd)
+            raw = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=fd
+            )
         except OSError as exc:
             raise disk_full(shown, exc) if exc.errno in FULL else exc from None
         try:
@@ -288,12 +321,14 @@ def open_append(path, root=None) -> IO:
     fd, name, shown = t.fd, t.name, t.shown
     try:
         t.check()
-        raw = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666,
-                      dir_fd=fd)
+        raw = os.open(
+            name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666, dir_fd=fd
+        )
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise UnsafePathError(f"{shown} is a symbolic link: logs are never written "
-                                  "through one; remove it") from None
+            raise UnsafePathError(
+                f"{shown} is a symbolic link: logs are never written through one; remove it"
+            ) from None
         raise disk_full(shown, exc) if exc.errno in FULL else exc from None
     finally:
         os.close(fd)
@@ -315,8 +350,7 @@ def read_bytes(path, limit: int | None = None) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise UnsafePathError(f"{shown} is not a regular file")
         if limit is not None and st.st_size > limit:
-            raise UnsafePathError(f"{shown} is {st.st_size} bytes, more than the {limit} "
-                                  "expected")
+            raise UnsafePathError(f"{shown} is {st.st_size} bytes, more than the {limit} expected")
         with open(fd, "rb", closefd=False) as fh:
             data = fh.read(st.st_size + 1 if limit is None else limit + 1)
     finally:
@@ -339,8 +373,10 @@ def check_target(path, root=None) -> Path:
         except FileNotFoundError:
             return Path(path)
         if not stat.S_ISREG(st.st_mode):
-            raise UnsafePathError(f"{shown} is not a regular file (a FIFO, a device or a "
-                                  "socket planted there): remove it")
+            raise UnsafePathError(
+                f"{shown} is not a regular file (a FIFO, a device or a "
+                "socket planted there): remove it"
+            )
     finally:
         os.close(fd)
     return Path(path)

@@ -17,6 +17,7 @@ loaded 2-core machine (issue 21). The policy here:
 
 torch's intra-op threads and the BLAS pools of NumPy/SciPy (``threadpoolctl``) are both set.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,14 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["SMALL_MODEL", "THREADS_ENV", "WORKERS_ENV", "cpu_budget", "choose_threads",
-           "apply_threads"]
+__all__ = [
+    "SMALL_MODEL",
+    "THREADS_ENV",
+    "WORKERS_ENV",
+    "cpu_budget",
+    "choose_threads",
+    "apply_threads",
+]
 
 #: parameters below which a model trains on one thread by default
 SMALL_MODEL = 2_000_000
@@ -63,14 +70,16 @@ def _explicit(env: Mapping[str, str]) -> int | None:
         value = env.get(name, "").strip()
         if value:
             if not value.isdigit() or int(value) < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer number of "
-                                 f"threads (e.g. {name}=1)")
+                raise ValueError(
+                    f"{name}={value!r} must be a positive integer number of threads (e.g. {name}=1)"
+                )
             return int(value)
     return None
 
 
-def choose_threads(n_params: int, *, threads: int | None = None,
-                   environ: Mapping[str, str] | None = None) -> int:
+def choose_threads(
+    n_params: int, *, threads: int | None = None, environ: Mapping[str, str] | None = None
+) -> int:
     """Intra-op threads for a job training a model of ``n_params`` parameters."""
     env = os.environ if environ is None else environ
     if threads is not None:

@@ -3,6 +3,7 @@ spec (``"omega_p+kd"``) and its hyper-parameters into a :class:`Regularizer`. Th
 :mod:`harness.transfer.reg_terms` (li2020, lohit2020, KD, L2-SP) and
 :mod:`harness.transfer.reg_jtln` (lu2017); :mod:`harness.transfer.regularizers` imports all three.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,15 @@ from solvers import get_method
 from solvers.registry import Registry, did_you_mean
 
 __all__ = [
-    "RegContext", "RegularizerInfo", "Regularizer", "REGULARIZERS", "register_regularizer",
-    "get_regularizer", "all_regularizers", "available_regularizers", "build_regularizer",
+    "RegContext",
+    "RegularizerInfo",
+    "Regularizer",
+    "REGULARIZERS",
+    "register_regularizer",
+    "get_regularizer",
+    "all_regularizers",
+    "available_regularizers",
+    "build_regularizer",
 ]
 
 
@@ -141,6 +149,7 @@ class RegularizerInfo:
             out.update({k: v for k, v in self.solver_params.items() if k in method.params})
         return out
 
+
 def _info(name: str, factory: Callable[..., Any], **capabilities: Any) -> RegularizerInfo:
     info = RegularizerInfo(name=name, factory=factory, **capabilities)
     if "taps" in info.params and info.params["taps"] != info.taps:
@@ -152,7 +161,8 @@ def _info(name: str, factory: Callable[..., Any], **capabilities: Any) -> Regula
 #: ``otransfer.regularizers``). Import names from :mod:`harness.transfer.regularizers`, whose
 #: import registers the built-in terms.
 REGULARIZERS: Registry[RegularizerInfo] = Registry(
-    "regularizer", make=_info, entry_points="otransfer.regularizers")
+    "regularizer", make=_info, entry_points="otransfer.regularizers"
+)
 
 
 def register_regularizer(name: str, **capabilities: Any) -> Callable:
@@ -283,7 +293,7 @@ class Regularizer(nn.Module):
             stats: dict[str, Any] = {}
             pots: dict[str, Any] = {}
             head = f"{name}/"
-            warm = {k[len(head):]: v for k, v in ctx.warm.items() if k.startswith(head)}
+            warm = {k[len(head) :]: v for k, v in ctx.warm.items() if k.startswith(head)}
             value = term(dataclasses.replace(ctx, stats=stats, warm=warm, potentials=pots))
             ctx.stats.update({f"{name}/{k}": v for k, v in stats.items()})
             ctx.potentials.update({f"{name}/{k}": v for k, v in pots.items()})
@@ -309,8 +319,10 @@ class Regularizer(nn.Module):
         def short(v):  # a label-cost matrix is summarised, not printed
             return f"<tensor {tuple(v.shape)}>" if isinstance(v, torch.Tensor) else repr(v)
 
-        return " + ".join(f"{n}({', '.join(f'{k}={short(v)}' for k, v in p.items())})"
-                          for n, p in self.params.items())
+        return " + ".join(
+            f"{n}({', '.join(f'{k}={short(v)}' for k, v in p.items())})"
+            for n, p in self.params.items()
+        )
 
 
 def build_regularizer(spec: str, **params: Any) -> Regularizer:
@@ -358,8 +370,10 @@ def build_regularizer(spec: str, **params: Any) -> Regularizer:
     for key, value in loose.items():
         takers = [name for name in given if key in accepted[name]]
         if len(takers) > 1:
-            raise ValueError(f"parameter {key!r} is accepted by several terms of {spec!r}; write "
-                             f"{' or '.join(repr(f'{t}.{key}') for t in takers)}")
+            raise ValueError(
+                f"parameter {key!r} is accepted by several terms of {spec!r}; write "
+                f"{' or '.join(repr(f'{t}.{key}') for t in takers)}"
+            )
         if not takers:
             _unknown(key, accepted, spec)
         given[takers[0]][key] = value
@@ -374,6 +388,7 @@ def build_regularizer(spec: str, **params: Any) -> Regularizer:
         _check_weights(info.name, p)
         if "warm_start" in p:
             from harness.transfer.warm import check_setting
+
             check_setting(info.name, p["warm_start"])
         resolved[info.name] = p
     return Regularizer(infos, resolved)
@@ -389,16 +404,25 @@ def _check_weights(term: str, params: Mapping[str, Any]) -> None:
         if key not in params or params[key] is None:
             continue
         v = params[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or v < low or (v == low and not closed):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not math.isfinite(v)
+            or v < low
+            or (v == low and not closed)
+        ):
             need = f">= {low:g}" if closed else f"> {low:g}"
             raise ValueError(f"{term}.{key} must be a finite number {need}; got {v!r}")
 
 
 def _unknown(key: str, accepted: Mapping[str, Mapping[str, Any]], spec: str):
     """Raise for ``key``, suggesting among the parameters each term accepts with its plan."""
-    known = sorted({f"{name}.{k}" for name, acc in accepted.items() for k in acc} |
-                   {k for acc in accepted.values() for k in acc})
+    known = sorted(
+        {f"{name}.{k}" for name, acc in accepted.items() for k in acc}
+        | {k for acc in accepted.values() for k in acc}
+    )
     hint = did_you_mean(key, known)
-    raise ValueError(f"unknown parameter {key!r} for regularizer {spec!r}{hint} "
-                     f"Accepted: {', '.join(k for k in known if '.' in k)}")
+    raise ValueError(
+        f"unknown parameter {key!r} for regularizer {spec!r}{hint} "
+        f"Accepted: {', '.join(k for k in known if '.' in k)}"
+    )

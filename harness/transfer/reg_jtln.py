@@ -1,5 +1,6 @@
 """lu2017's joint transfer learning network (JTLN): the OT loss between the source and target
 heads' predictions and the label costs it transports over (MK-MMD or OT between classes)."""
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
@@ -11,8 +12,15 @@ from harness.transfer.reg_core import RegContext, register_regularizer
 from harness.transfer.taps import pool_features
 from solvers import OTResult, get_method, solve, solve_sample
 
-__all__ = ["JTLN_ENTROPIES", "jtln_loss", "label_cost_mkmmd", "label_cost_ot", "LABEL_OT_SOLVER",
-           "LABEL_COSTS", "label_cost_spec"]
+__all__ = [
+    "JTLN_ENTROPIES",
+    "jtln_loss",
+    "label_cost_mkmmd",
+    "label_cost_ot",
+    "LABEL_OT_SOLVER",
+    "LABEL_COSTS",
+    "label_cost_spec",
+]
 
 
 # --------------------------------------------------------------------------- lu2017: JTLN
@@ -21,22 +29,33 @@ __all__ = ["JTLN_ENTROPIES", "jtln_loss", "label_cost_mkmmd", "label_cost_ot", "
 JTLN_ENTROPIES = ("absolute", "relative")
 
 
-def _jtln_solve(source_logits: torch.Tensor, target_logits: torch.Tensor, label_cost: torch.Tensor,
-                solver: dict[str, Any], entropy: str = "absolute") -> tuple[torch.Tensor, OTResult]:
+def _jtln_solve(
+    source_logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    label_cost: torch.Tensor,
+    solver: dict[str, Any],
+    entropy: str = "absolute",
+) -> tuple[torch.Tensor, OTResult]:
     """Per-example OT losses ``(n,)`` between the two heads' softmax outputs, with lu2017's
     gradient, and the solver's result (diagnostics)."""
     if entropy not in JTLN_ENTROPIES:
         raise ValueError(f"jtln entropy must be one of {JTLN_ENTROPIES}; got {entropy!r}")
-    if source_logits.dim() != 2 or target_logits.dim() != 2 or \
-            source_logits.shape[0] != target_logits.shape[0]:
-        raise ValueError(f"source and target logits must be (n, K_src) and (n, K_tgt); got "
-                         f"{tuple(source_logits.shape)} and {tuple(target_logits.shape)}")
+    if (
+        source_logits.dim() != 2
+        or target_logits.dim() != 2
+        or source_logits.shape[0] != target_logits.shape[0]
+    ):
+        raise ValueError(
+            f"source and target logits must be (n, K_src) and (n, K_tgt); got "
+            f"{tuple(source_logits.shape)} and {tuple(target_logits.shape)}"
+        )
     n, k_src = source_logits.shape
     k_tgt = target_logits.shape[1]
     M = torch.as_tensor(label_cost).to(target_logits)
     if M.shape != (k_src, k_tgt):
-        raise ValueError(f"label cost must be (K_src, K_tgt) = ({k_src}, {k_tgt}); got "
-                         f"{tuple(M.shape)}")
+        raise ValueError(
+            f"label cost must be (K_src, K_tgt) = ({k_src}, {k_tgt}); got {tuple(M.shape)}"
+        )
     # lu2017 Eq. (5): mu = h_s(x), nu = h_t(x), softmax outputs of the two heads
     mu = torch.softmax(source_logits.to(M.dtype), dim=-1)
     nu = torch.softmax(target_logits.to(M.dtype), dim=-1)
@@ -58,14 +77,23 @@ def _jtln_solve(source_logits: torch.Tensor, target_logits: torch.Tensor, label_
     beta = g - g.mean(-1, keepdim=True)
     # value <gamma, C> (Alg. 1 line 6); d value / d mu = alpha, d value / d nu = beta (Eq. 11),
     # then back through the softmax by autograd
-    value = res.value.detach() + (alpha * (mu - mu.detach())).sum(-1) + \
-        (beta * (nu - nu.detach())).sum(-1)
+    value = (
+        res.value.detach()
+        + (alpha * (mu - mu.detach())).sum(-1)
+        + (beta * (nu - nu.detach())).sum(-1)
+    )
     return value, res
 
 
-def jtln_loss(source_logits: torch.Tensor, target_logits: torch.Tensor, label_cost: torch.Tensor,
-              *, reg: float = 0.05, entropy: str = "absolute",
-              **solver_params: Any) -> torch.Tensor:
+def jtln_loss(
+    source_logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    label_cost: torch.Tensor,
+    *,
+    reg: float = 0.05,
+    entropy: str = "absolute",
+    **solver_params: Any,
+) -> torch.Tensor:
     """Return lu2017's OT loss between the source and target heads' predictions.
 
     Parameters
@@ -109,22 +137,30 @@ def jtln_loss(source_logits: torch.Tensor, target_logits: torch.Tensor, label_co
 
 
 @register_regularizer(
-    "jtln", needs_source_head=True, plan="sinkhorn",
+    "jtln",
+    needs_source_head=True,
+    plan="sinkhorn",
     params={"alpha": 1.0, "label_cost": None, "entropy": "absolute"},
     solver_params={"reg": 0.05, "gap": 0.0},
     paper="lu2017 Eq. 3-11",
-    description="lu2017 JTLN: OT loss between the source and target heads' softmax outputs")
-def _jtln(ctx: RegContext, *, alpha: float, label_cost, entropy: str, plan: str,
-          solver: dict[str, Any]) -> torch.Tensor:
+    description="lu2017 JTLN: OT loss between the source and target heads' softmax outputs",
+)
+def _jtln(
+    ctx: RegContext, *, alpha: float, label_cost, entropy: str, plan: str, solver: dict[str, Any]
+) -> torch.Tensor:
     """``alpha * mean_i l_ot(h_s(x_i), h_t(x_i))`` (lu2017 Eq. 4, weight lambda_ot)."""
     if entropy not in JTLN_ENTROPIES:
         raise ValueError(f"jtln entropy must be one of {JTLN_ENTROPIES}; got {entropy!r}")
     if label_cost is None:
-        raise ValueError("jtln needs label_cost=M of shape (K_src, K_tgt); build it with "
-                         "label_cost_mkmmd(...) or label_cost_ot(...)")
+        raise ValueError(
+            "jtln needs label_cost=M of shape (K_src, K_tgt); build it with "
+            "label_cost_mkmmd(...) or label_cost_ot(...)"
+        )
     if ctx.source_logits is None or ctx.logits is None:
-        raise ValueError("jtln needs ctx.source_logits (source head on the target batch) and "
-                         "ctx.logits (target head)")
+        raise ValueError(
+            "jtln needs ctx.source_logits (source head on the target batch) and "
+            "ctx.logits (target head)"
+        )
     value, res = _jtln_solve(ctx.source_logits, ctx.logits, label_cost, solver, entropy)
     ctx.stats["value"] = value.detach().mean()
     ctx.stats["n_iter"] = res.n_iter
@@ -139,8 +175,9 @@ def _class_sets(features: torch.Tensor, labels: torch.Tensor, n_classes: int | N
     features = pool_features(torch.as_tensor(features)).detach()
     labels = torch.as_tensor(labels, device=features.device).long()
     if labels.shape != features.shape[:1]:
-        raise ValueError(f"{side} labels have shape {tuple(labels.shape)}; expected "
-                         f"({features.shape[0]},)")
+        raise ValueError(
+            f"{side} labels have shape {tuple(labels.shape)}; expected ({features.shape[0]},)"
+        )
     k = int(labels.max()) + 1 if n_classes is None else n_classes
     sets = [features[labels == c] for c in range(k)]
     empty = [c for c, s in enumerate(sets) if s.shape[0] == 0]
@@ -158,11 +195,17 @@ def _median_sqdist(x: torch.Tensor, max_points: int = 1000) -> float:
     return med if med > 0 else 1.0
 
 
-def label_cost_mkmmd(source_features: torch.Tensor, source_labels: torch.Tensor,
-                     target_features: torch.Tensor, target_labels: torch.Tensor, *,
-                     bandwidths: Iterable[float] | None = None, estimator: str = "quadratic",
-                     n_source_classes: int | None = None,
-                     n_target_classes: int | None = None) -> torch.Tensor:
+def label_cost_mkmmd(
+    source_features: torch.Tensor,
+    source_labels: torch.Tensor,
+    target_features: torch.Tensor,
+    target_labels: torch.Tensor,
+    *,
+    bandwidths: Iterable[float] | None = None,
+    estimator: str = "quadratic",
+    n_source_classes: int | None = None,
+    n_target_classes: int | None = None,
+) -> torch.Tensor:
     """Return the ``(K_src, K_tgt)`` label cost ``M_ij = MK-MMD^2(class i, class j)``.
 
     Parameters
@@ -201,11 +244,12 @@ def label_cost_mkmmd(source_features: torch.Tensor, source_labels: torch.Tensor,
     for side, sets in (("source", s_sets), ("target", t_sets)):
         small = [c for c, s in enumerate(sets) if s.shape[0] < 2]
         if small:
-            raise ValueError(f"MMD needs 2 examples per class or more; {side} classes "
-                             f"{small} have one")
+            raise ValueError(
+                f"MMD needs 2 examples per class or more; {side} classes {small} have one"
+            )
     if bandwidths is None:
         med = _median_sqdist(torch.cat([xs, xt]))
-        sig2 = torch.tensor([med * 2.0 ** j for j in range(-2, 3)], dtype=torch.float64)
+        sig2 = torch.tensor([med * 2.0**j for j in range(-2, 3)], dtype=torch.float64)
     else:
         sig2 = torch.tensor([float(b) ** 2 for b in bandwidths], dtype=torch.float64)
         if sig2.numel() == 0 or (sig2 <= 0).any():
@@ -225,8 +269,12 @@ def label_cost_mkmmd(source_features: torch.Tensor, source_labels: torch.Tensor,
         for i, a in enumerate(s_sets):
             for j, b in enumerate(t_sets):
                 h = min(a.shape[0], b.shape[0]) // 2
-                a1, a2, b1, b2 = a[0:2 * h:2].double(), a[1:2 * h:2].double(), \
-                    b[0:2 * h:2].double(), b[1:2 * h:2].double()
+                a1, a2, b1, b2 = (
+                    a[0 : 2 * h : 2].double(),
+                    a[1 : 2 * h : 2].double(),
+                    b[0 : 2 * h : 2].double(),
+                    b[1 : 2 * h : 2].double(),
+                )
                 # lu2017 Eq. (14): g(z) = k(s1, s2) + k(t1, t2) - k(s1, t2) - k(s2, t1)
                 M[i, j] = (paired(a1, a2) + paired(b1, b2) - paired(a1, b2) - paired(a2, b1)).mean()
         return M.clamp_min(0)
@@ -249,11 +297,18 @@ def label_cost_mkmmd(source_features: torch.Tensor, source_labels: torch.Tensor,
 LABEL_OT_SOLVER = {"reg": 0.05, "gap": 0.0, "max_iter": 20000, "tol": 1e-6}
 
 
-def label_cost_ot(source_features: torch.Tensor, source_labels: torch.Tensor,
-                  target_features: torch.Tensor, target_labels: torch.Tensor, *,
-                  cost: str = "sqeuclidean", method: str = "sinkhorn",
-                  n_source_classes: int | None = None, n_target_classes: int | None = None,
-                  **solver_params: Any) -> torch.Tensor:
+def label_cost_ot(
+    source_features: torch.Tensor,
+    source_labels: torch.Tensor,
+    target_features: torch.Tensor,
+    target_labels: torch.Tensor,
+    *,
+    cost: str = "sqeuclidean",
+    method: str = "sinkhorn",
+    n_source_classes: int | None = None,
+    n_target_classes: int | None = None,
+    **solver_params: Any,
+) -> torch.Tensor:
     """Return the ``(K_src, K_tgt)`` label cost ``M_ij = OT(class i features, class j features)``.
 
     Parameters
@@ -311,24 +366,29 @@ def label_cost_spec(spec) -> tuple[str, dict]:
         options = dict(spec)
         kind = options.pop("kind", None)
     else:
-        raise ValueError(f"label_cost must be 'mkmmd', 'ot' or a mapping with 'kind'; got "
-                         f"{spec!r}")
+        raise ValueError(f"label_cost must be 'mkmmd', 'ot' or a mapping with 'kind'; got {spec!r}")
     if kind not in LABEL_COSTS:
         raise ValueError(f"label_cost kind {kind!r}: expected one of {LABEL_COSTS}")
     fn = label_cost_mkmmd if kind == "mkmmd" else label_cost_ot
-    named = {k for k, p in inspect.signature(fn).parameters.items()
-             if p.kind == p.KEYWORD_ONLY} - {"n_source_classes", "n_target_classes"}
+    named = {k for k, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY} - {
+        "n_source_classes",
+        "n_target_classes",
+    }
     if kind == "mkmmd":
         bad = sorted(set(options) - named)
         if bad:
             raise ValueError(f"label_cost mkmmd takes no {bad}; it takes {sorted(named)}")
         if options.get("estimator", "quadratic") not in ("quadratic", "linear"):
-            raise ValueError(f"label_cost estimator must be 'quadratic' or 'linear' (lu2017 "
-                             f"Eq. 14); got {options['estimator']!r}")
+            raise ValueError(
+                f"label_cost estimator must be 'quadratic' or 'linear' (lu2017 "
+                f"Eq. 14); got {options['estimator']!r}"
+            )
     else:
         method = get_method(options.get("method", "sinkhorn"))
         bad = sorted(set(options) - named - set(method.params))
         if bad:
-            raise ValueError(f"label_cost ot ({method.name}) takes no {bad}; it takes "
-                             f"{sorted(named | set(method.params))}")
+            raise ValueError(
+                f"label_cost ot ({method.name}) takes no {bad}; it takes "
+                f"{sorted(named | set(method.params))}"
+            )
     return kind, options

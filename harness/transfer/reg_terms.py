@@ -1,6 +1,7 @@
 """The regularization terms of li2020 (Omega_P / Omega_I / Omega_U, L2, L2-SP), lohit2020 (OT
 between a batch's examples, IPOT / REMD) and KD, each registered where it is defined
 (:func:`~harness.transfer.reg_core.register_regularizer`)."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
@@ -14,8 +15,15 @@ from harness.transfer.representation import matched_fraction, transport
 from harness.transfer.taps import pool_features
 from solvers import OTResult
 
-__all__ = ["STAGES", "KD_SCALES", "PAPER_GRAD", "kd_loss", "omega_term", "SamplesOTTerm",
-           "log_solve"]
+__all__ = [
+    "STAGES",
+    "KD_SCALES",
+    "PAPER_GRAD",
+    "kd_loss",
+    "omega_term",
+    "SamplesOTTerm",
+    "log_solve",
+]
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
 
@@ -27,8 +35,10 @@ def _feature_pair(ctx: RegContext, tap: str) -> tuple[torch.Tensor, torch.Tensor
     """Student and (detached) teacher activations of ``tap``, pooled to ``(n, d)``."""
     for what, feats in (("features", ctx.features), ("teacher_features", ctx.teacher_features)):
         if tap not in feats:
-            raise ValueError(f"ctx.{what} has no tap {tap!r} (has {sorted(feats) or 'none'}); "
-                             f"collect the regularizer's taps with Taps(model, reg.taps)")
+            raise ValueError(
+                f"ctx.{what} has no tap {tap!r} (has {sorted(feats) or 'none'}); "
+                f"collect the regularizer's taps with Taps(model, reg.taps)"
+            )
     s = pool_features(ctx.features[tap])
     t = pool_features(ctx.teacher_features[tap]).detach().to(s.dtype)
     return s, t
@@ -63,16 +73,22 @@ def _log_solve(stats: dict, tap: str, res: OTResult) -> None:
 # --------------------------------------------------------------------------- parameter terms
 
 
-@register_regularizer("none", description="no regularization (plain training / fine-tuning)",
-                      paper="li2020 Table 1 'none'")
+@register_regularizer(
+    "none",
+    description="no regularization (plain training / fine-tuning)",
+    paper="li2020 Table 1 'none'",
+)
 def _none(ctx: RegContext) -> None:
     """No term: the baseline."""
     return None
 
 
 @register_regularizer(
-    "l2", params={"alpha": 1e-4}, paper="li2020 §4.2 Omega_L2",
-    description="weight decay alpha/2 ||w||^2 on all trainable parameters")
+    "l2",
+    params={"alpha": 1e-4},
+    paper="li2020 §4.2 Omega_L2",
+    description="weight decay alpha/2 ||w||^2 on all trainable parameters",
+)
 def _l2(ctx: RegContext, *, alpha: float) -> torch.Tensor:
     """Return ``alpha/2 * sum ||w||^2`` over the student's trainable parameters.
 
@@ -83,9 +99,12 @@ def _l2(ctx: RegContext, *, alpha: float) -> torch.Tensor:
 
 
 @register_regularizer(
-    "l2sp", needs_initial_weights=True, params={"alpha": 0.1, "beta": 0.01, "new": ()},
+    "l2sp",
+    needs_initial_weights=True,
+    params={"alpha": 0.1, "beta": 0.01, "new": ()},
     paper="li2020 §4.2 Omega_L2-SP (Li, Grandvalet & Davoine 2018)",
-    description="alpha/2 ||w - w0||^2 on the pre-trained part + beta/2 ||w_new||^2 on the new head")
+    description="alpha/2 ||w - w0||^2 on the pre-trained part + beta/2 ||w_new||^2 on the new head",
+)
 def _l2sp(ctx: RegContext, *, alpha: float, beta: float, new: Iterable[str]) -> torch.Tensor:
     """Return ``alpha/2 ||w_S - w0_S||^2 + beta/2 ||w_new||^2`` (L2-SP).
 
@@ -113,8 +132,10 @@ def _l2sp(ctx: RegContext, *, alpha: float, beta: float, new: Iterable[str]) -> 
         else:
             sp.append((p, ref))
     if not sp:
-        raise ValueError("l2sp: no student parameter matches ctx.initial_weights by name and "
-                         f"shape (e.g. {next(iter(w0))!r}); snapshot model.named_parameters()")
+        raise ValueError(
+            "l2sp: no student parameter matches ctx.initial_weights by name and "
+            f"shape (e.g. {next(iter(w0))!r}); snapshot model.named_parameters()"
+        )
     value = alpha / 2 * sum((p - r.detach().to(p)).pow(2).sum() for p, r in sp)
     if fresh:
         value = value + beta / 2 * sum(p.pow(2).sum() for p in fresh)
@@ -133,8 +154,12 @@ def _student(ctx: RegContext) -> nn.Module:
 KD_SCALES = ("tau2", "none")
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-            tau: float = 4.0, scale: str = "tau2") -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    tau: float = 4.0,
+    scale: str = "tau2",
+) -> torch.Tensor:
     """Return the distillation loss ``s KL(softmax(t/tau) || softmax(s/tau))``.
 
     Parameters
@@ -159,23 +184,28 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     ``g``, ``f`` are the teacher's and the student's softmax at temperature ``tau``.
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student and teacher logits differ in shape: "
-                         f"{tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+        raise ValueError(
+            f"student and teacher logits differ in shape: "
+            f"{tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}"
+        )
     if scale not in KD_SCALES:
         raise ValueError(f"kd scale must be one of {KD_SCALES}; got {scale!r}")
     if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and tau > 0):
         raise ValueError(f"kd tau must be a positive number; got {tau!r}")
     log_q = F.log_softmax(student_logits / tau, dim=-1)
     log_p = F.log_softmax(teacher_logits.detach().to(log_q.dtype) / tau, dim=-1)
-    factor = tau ** 2 if scale == "tau2" else 1.0
+    factor = tau**2 if scale == "tau2" else 1.0
     return factor * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
 
 
 @register_regularizer(
-    "kd", needs_teacher=True, params={"alpha": 1.0, "tau": 4.0, "scale": "tau2"},
+    "kd",
+    needs_teacher=True,
+    params={"alpha": 1.0, "tau": 4.0, "scale": "tau2"},
     paper="li2020 Eq. 7 (scale: none); Hinton et al. 2015, lohit2020 Eq. 9 (scale: tau2)",
     description="knowledge distillation: alpha s KL(teacher || student) at temperature tau, "
-                "s = tau^2 (Hinton) or 1 (li2020 Eq. 7)")
+    "s = tau^2 (Hinton) or 1 (li2020 Eq. 7)",
+)
 def _kd(ctx: RegContext, *, alpha: float, tau: float, scale: str) -> torch.Tensor:
     if ctx.logits is None or ctx.teacher_logits is None:
         raise ValueError("kd needs ctx.logits and ctx.teacher_logits")
@@ -191,8 +221,16 @@ def _kd(ctx: RegContext, *, alpha: float, tau: float, scale: str) -> torch.Tenso
 PAPER_GRAD = "envelope"
 
 
-def _omega(ctx: RegContext, *, alpha: float, taps: tuple[str, ...], cost: str, plan: str,
-           solver: dict[str, Any], warm_start: Any = "auto") -> torch.Tensor:
+def _omega(
+    ctx: RegContext,
+    *,
+    alpha: float,
+    taps: tuple[str, ...],
+    cost: str,
+    plan: str,
+    solver: dict[str, Any],
+    warm_start: Any = "auto",
+) -> torch.Tensor:
     """``alpha * sum_taps Omega(A, T)`` over the taps, neurons view (li2020 Eq. 3-6); solves
     warm-started from ``ctx.warm`` as ``warm_start`` says (harness.transfer.warm)."""
     from harness.transfer.warm import check_setting, enabled
@@ -212,9 +250,16 @@ def _omega(ctx: RegContext, *, alpha: float, taps: tuple[str, ...], cost: str, p
 
 _OMEGA = dict(needs_teacher=True, taps=("penultimate",), paper="li2020")
 register_regularizer(
-    "omega_p", **_OMEGA, plan="exact",
-    params={"alpha": 0.1, "taps": ("penultimate",), "cost": "euclidean", "plan": "exact",
-            "warm_start": "auto"},
+    "omega_p",
+    **_OMEGA,
+    plan="exact",
+    params={
+        "alpha": 0.1,
+        "taps": ("penultimate",),
+        "cost": "euclidean",
+        "plan": "exact",
+        "warm_start": "auto",
+    },
     description="li2020 Omega_P: OT between neurons (Eq. 3-4), exact plan, summed over taps",
 )(_omega)
 # li2020 computes Omega_P's plan with IPOT, "converging to the exact solution of Problem (1)";
@@ -222,12 +267,16 @@ register_regularizer(
 # network simplex): a training step costs 1.26x an L2-SP step instead of 3.7x with IPOT on the
 # digits CNN (results/regularizers/step_time.md). plan="ipot" is the paper's solver.
 register_regularizer(
-    "omega_i", **_OMEGA, plan="identity",
+    "omega_i",
+    **_OMEGA,
+    plan="identity",
     params={"alpha": 0.1, "taps": ("penultimate",), "cost": "euclidean"},
     description="li2020 Omega_I: identity plan, mean ||A_i - T_i|| (Eq. 5); d == d'",
 )(_omega)
 register_regularizer(
-    "omega_u", **_OMEGA, plan="uniform",
+    "omega_u",
+    **_OMEGA,
+    plan="uniform",
     params={"alpha": 0.1, "taps": ("penultimate",), "cost": "euclidean"},
     description="li2020 Omega_U: uniform plan, mean of all ||A_i - T_j|| (Eq. 6)",
 )(_omega)
@@ -252,8 +301,9 @@ class _ConvEmbed(nn.Module):
         elif h_t == h_s and w_t == w_s:
             conv = nn.Conv2d(c_t, c_s, kernel_size=3, padding=1)
         else:  # any other ratio: a 1x1 conv, then pooling to the student's spatial shape
-            conv = nn.Sequential(nn.Conv2d(c_t, c_s, kernel_size=1),
-                                 nn.AdaptiveAvgPool2d((h_s, w_s)))
+            conv = nn.Sequential(
+                nn.Conv2d(c_t, c_s, kernel_size=1), nn.AdaptiveAvgPool2d((h_s, w_s))
+            )
         self.body = nn.Sequential(conv, nn.BatchNorm2d(c_s), nn.ReLU())
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
@@ -298,8 +348,18 @@ class _SamplesOT(nn.Module):
         range-relative ``beta`` (``relative=True``) is the other, sharper choice.
     """
 
-    def __init__(self, *, alpha: float, taps: tuple[str, ...], cost: str, embed,
-                 embed_dim: int, plan: str, solver: dict[str, Any], warm_start: Any = "auto"):
+    def __init__(
+        self,
+        *,
+        alpha: float,
+        taps: tuple[str, ...],
+        cost: str,
+        embed,
+        embed_dim: int,
+        plan: str,
+        solver: dict[str, Any],
+        warm_start: Any = "auto",
+    ):
         super().__init__()
         from harness.transfer.warm import check_setting
 
@@ -308,15 +368,18 @@ class _SamplesOT(nn.Module):
         if isinstance(embed, Mapping):
             unknown = sorted(set(embed) - set(taps))
             if unknown:
-                raise ValueError(f"embed names taps {unknown} that the term does not read "
-                                 f"(taps: {list(taps)})")
+                raise ValueError(
+                    f"embed names taps {unknown} that the term does not read (taps: {list(taps)})"
+                )
             modes = {tap: embed.get(tap, "teacher") for tap in taps}
         else:
             modes = {tap: embed for tap in taps}
         for tap, mode in modes.items():
             if mode not in _EMBED:
-                raise ValueError(f"embed must be one of {_EMBED} (or a mapping tap -> one of "
-                                 f"them); got {mode!r} for tap {tap!r}")
+                raise ValueError(
+                    f"embed must be one of {_EMBED} (or a mapping tap -> one of "
+                    f"them); got {mode!r} for tap {tap!r}"
+                )
         if not (isinstance(embed_dim, int) and embed_dim > 0):
             raise ValueError(f"embed_dim must be a positive integer; got {embed_dim!r}")
         self.alpha, self.taps, self.cost = alpha, taps, cost
@@ -331,15 +394,18 @@ class _SamplesOT(nn.Module):
             if not self.building:
                 raise RuntimeError(
                     f"the embedding {key!r} does not exist yet: call reg.materialize(ctx) on one "
-                    f"batch before building the optimiser, so that it trains")
+                    f"batch before building the optimiser, so that it trains"
+                )
             self.embeddings[key] = make().to(device=like.device, dtype=like.dtype)
         return self.embeddings[key]
 
     def _linear(self, key: str, d_in: int, d_out: int, like: torch.Tensor) -> nn.Linear:
         lin = self._module(key, lambda: nn.Linear(d_in, d_out), like)
         if (lin.in_features, lin.out_features) != (d_in, d_out):
-            raise ValueError(f"embedding {key!r} maps {lin.in_features} -> {lin.out_features} "
-                             f"features; got {d_in} -> {d_out}")
+            raise ValueError(
+                f"embedding {key!r} maps {lin.in_features} -> {lin.out_features} "
+                f"features; got {d_in} -> {d_out}"
+            )
         return lin
 
     def _pair(self, ctx: RegContext, tap: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,14 +415,18 @@ class _SamplesOT(nn.Module):
             _feature_pair(ctx, tap)  # the missing-tap errors
             s_map, t_map = ctx.features[tap], ctx.teacher_features[tap].detach()
             if s_map.dim() != 4 or t_map.dim() != 4:
-                raise ValueError(f"embed 'conv' at tap {tap!r} needs conv maps (n, c, h, w); "
-                                 f"got {tuple(s_map.shape)} and {tuple(t_map.shape)}")
+                raise ValueError(
+                    f"embed 'conv' at tap {tap!r} needs conv maps (n, c, h, w); "
+                    f"got {tuple(s_map.shape)} and {tuple(t_map.shape)}"
+                )
             if s_map.shape[1:] != t_map.shape[1:]:
                 t_shape, s_shape = tuple(t_map.shape[1:]), tuple(s_map.shape[1:])
                 conv = self._module(f"{tap}.conv", lambda: _ConvEmbed(t_shape, s_shape), s_map)
                 if conv.shapes != (t_shape, s_shape):
-                    raise ValueError(f"embedding {tap!r} maps {conv.shapes[0]} -> "
-                                     f"{conv.shapes[1]}; got {t_shape} -> {s_shape}")
+                    raise ValueError(
+                        f"embedding {tap!r} maps {conv.shapes[0]} -> "
+                        f"{conv.shapes[1]}; got {t_shape} -> {s_shape}"
+                    )
                 t_map = conv(t_map.to(s_map.dtype))
             return pool_features(s_map), pool_features(t_map)
         s, t = _feature_pair(ctx, tap)
@@ -368,8 +438,10 @@ class _SamplesOT(nn.Module):
         if mode == "student":
             return self._linear(f"{tap}.student", d, d_t, s)(s), t
         k = self.embed_dim
-        return (self._linear(f"{tap}.student", d, k, s)(s),
-                self._linear(f"{tap}.teacher", d_t, k, t)(t))
+        return (
+            self._linear(f"{tap}.student", d, k, s)(s),
+            self._linear(f"{tap}.teacher", d_t, k, t)(t),
+        )
 
     def forward(self, ctx: RegContext) -> torch.Tensor:
         from harness.transfer.warm import enabled
@@ -380,8 +452,9 @@ class _SamplesOT(nn.Module):
             # t is detached before its embedding: the teacher network never gets a gradient
             s, t = self._pair(ctx, tap)
             warm = _warm_params(ctx, tap, on, s.shape[0], t.shape[0])  # the examples: n x n
-            res = transport(s, t, "samples", self.cost, self.plan,
-                            {"grad": PAPER_GRAD, **self.solver, **warm})
+            res = transport(
+                s, t, "samples", self.cost, self.plan, {"grad": PAPER_GRAD, **self.solver, **warm}
+            )
             _log_solve(ctx.stats, tap, res)
             _keep_potentials(ctx, tap, on, res)
             total = total + res.value
@@ -390,20 +463,37 @@ class _SamplesOT(nn.Module):
 
 _SAMPLES = dict(needs_teacher=True, taps=STAGES, trainable=True, paper="lohit2020")
 register_regularizer(
-    "ot_samples_ipot", **_SAMPLES, aliases=("ipot",), plan="ipot",
+    "ot_samples_ipot",
+    **_SAMPLES,
+    aliases=("ipot",),
+    plan="ipot",
     # lohit2020 §4.1: "beta = 20 ... N = 50", Alg. 1 with G = exp(-C / beta): absolute beta
     solver_params={"beta": 20.0, "max_iter": 50, "gap": 0.0, "relative": False},
-    params={"alpha": 0.9, "taps": STAGES, "cost": "cosine", "embed": "teacher", "embed_dim": 128,
-            "warm_start": "auto"},
+    params={
+        "alpha": 0.9,
+        "taps": STAGES,
+        "cost": "cosine",
+        "embed": "teacher",
+        "embed_dim": 128,
+        "warm_start": "auto",
+    },
     description="lohit2020 IPOT loss: OT between the batch's examples, cosine cost, 4 stages",
 )(_SamplesOT)
 register_regularizer(
-    "ot_samples_remd", **_SAMPLES, aliases=("remd",), plan="remd",
-    params={"alpha": 0.9, "taps": STAGES, "cost": "cosine", "embed": "teacher", "embed_dim": 128,
-            "warm_start": "auto"},
+    "ot_samples_remd",
+    **_SAMPLES,
+    aliases=("remd",),
+    plan="remd",
+    params={
+        "alpha": 0.9,
+        "taps": STAGES,
+        "cost": "cosine",
+        "embed": "teacher",
+        "embed_dim": 128,
+        "warm_start": "auto",
+    },
     description="lohit2020 REMD loss (Eq. 8): relaxed EMD between the batch's examples, 4 stages",
 )(_SamplesOT)
-
 
 
 # --------------------------------------------------------------------------- shared with batching

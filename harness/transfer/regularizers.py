@@ -17,28 +17,64 @@ each term can be logged, and the loss is ``cross-entropy + sum(terms.values())``
 Each name is registered once, where it is defined (:func:`register_regularizer`); CLI choices,
 Optuna categoricals and test parametrisation read :func:`available_regularizers`.
 """
+
 from __future__ import annotations
 
 # isort: off
 # the terms register on import, in this order (``otransfer list regularizers``, schemas): keep it
 from harness.transfer.reg_core import (
-    REGULARIZERS, RegContext, Regularizer, RegularizerInfo, all_regularizers,
-    available_regularizers, build_regularizer, get_regularizer, register_regularizer,
+    REGULARIZERS,
+    RegContext,
+    Regularizer,
+    RegularizerInfo,
+    all_regularizers,
+    available_regularizers,
+    build_regularizer,
+    get_regularizer,
+    register_regularizer,
 )
 from harness.transfer.reg_terms import (
-    KD_SCALES, PAPER_GRAD, STAGES, SamplesOTTerm, kd_loss, log_solve, omega_term,
+    KD_SCALES,
+    PAPER_GRAD,
+    STAGES,
+    SamplesOTTerm,
+    kd_loss,
+    log_solve,
+    omega_term,
 )
 from harness.transfer.reg_jtln import (
-    JTLN_ENTROPIES, LABEL_COSTS, LABEL_OT_SOLVER, jtln_loss, label_cost_mkmmd, label_cost_ot,
+    JTLN_ENTROPIES,
+    LABEL_COSTS,
+    LABEL_OT_SOLVER,
+    jtln_loss,
+    label_cost_mkmmd,
+    label_cost_ot,
     label_cost_spec,
 )
 # isort: on
 
 __all__ = [
-    "RegContext", "RegularizerInfo", "Regularizer", "register_regularizer", "get_regularizer",
-    "all_regularizers", "available_regularizers", "build_regularizer", "kd_loss", "jtln_loss",
-    "label_cost_mkmmd", "label_cost_ot", "KD_SCALES", "JTLN_ENTROPIES", "LABEL_COSTS",
+    "RegContext",
+    "RegularizerInfo",
+    "Regularizer",
+    "register_regularizer",
+    "get_regularizer",
+    "all_regularizers",
+    "available_regularizers",
+    "build_regularizer",
+    "kd_loss",
+    "jtln_loss",
+    "label_cost_mkmmd",
+    "label_cost_ot",
+    "KD_SCALES",
+    "JTLN_ENTROPIES",
+    "LABEL_COSTS",
     "label_cost_spec",
-    "REGULARIZERS", "STAGES", "PAPER_GRAD", "LABEL_OT_SOLVER", "omega_term", "SamplesOTTerm",
+    "REGULARIZERS",
+    "STAGES",
+    "PAPER_GRAD",
+    "LABEL_OT_SOLVER",
+    "omega_term",
+    "SamplesOTTerm",
     "log_solve",
 ]

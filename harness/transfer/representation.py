@@ -12,27 +12,28 @@ Two views of an ``(n, d)`` activation matrix (n examples, d neurons):
 >>> float(omega) < 1e-2
 True
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import torch
 
-from solvers import OTResult, get_method, solve_sample
-
 from harness.transfer.taps import pool_features
+from solvers import OTResult, get_method, solve_sample
 
 __all__ = ["VIEWS", "representation_ot", "solve_representation", "matched_fraction"]
 
 #: The two views and the ground cost each paper uses with it.
 VIEWS: dict[str, str] = {
     "neurons": "euclidean",  # li2020 Eq. (3): M_ij = ||A_i - T_j||_2
-    "samples": "cosine",     # lohit2020 Eq. (3): C_ij = 1 - cos(x_i, y_j)
+    "samples": "cosine",  # lohit2020 Eq. (3): C_ij = 1 - cos(x_i, y_j)
 }
 
 
-def _points(student: torch.Tensor, teacher: torch.Tensor,
-            view: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _points(
+    student: torch.Tensor, teacher: torch.Tensor, view: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The two point clouds of ``view``: rows are the points to transport."""
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; choose one of {sorted(VIEWS)}")
@@ -43,7 +44,8 @@ def _points(student: torch.Tensor, teacher: torch.Tensor,
     if student.shape[0] != teacher.shape[0]:
         raise ValueError(
             f"student and teacher activations must cover the same examples; got batch sizes "
-            f"{student.shape[0]} and {teacher.shape[0]}")
+            f"{student.shape[0]} and {teacher.shape[0]}"
+        )
     if view == "neurons":
         # li2020 §2.2: A in R^{d x n}, a neuron is a column of the (n, d) activation matrix
         return student.T, teacher.T
@@ -52,25 +54,40 @@ def _points(student: torch.Tensor, teacher: torch.Tensor,
             f"view='samples' compares examples as points in R^d and needs equal widths; got "
             f"student d={student.shape[1]}, teacher d'={teacher.shape[1]}. Map them to a common "
             f"width with an embedding layer (lohit2020 appendix C; the `embed` option of the "
-            f"ot_samples_* regularizers), or use view='neurons'")
+            f"ot_samples_* regularizers), or use view='neurons'"
+        )
     return student, teacher
 
 
-def transport(student: torch.Tensor, teacher: torch.Tensor, view: str, cost: str | None,
-               plan: str, solver_params: dict[str, Any]) -> OTResult:
+def transport(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    view: str,
+    cost: str | None,
+    plan: str,
+    solver_params: dict[str, Any],
+) -> OTResult:
     """:func:`solve_representation` without detaching the teacher (for embedded teachers)."""
     x, y = _points(student, teacher, view)
     if get_method(plan).square_only and x.shape[0] != y.shape[0]:
         what = "neurons (d != d')" if view == "neurons" else "examples"
-        raise ValueError(f"plan {plan!r} needs as many student as teacher {what}; got "
-                         f"{x.shape[0]} and {y.shape[0]} (li2020 Omega_I is defined for d == d' "
-                         f"only)")
+        raise ValueError(
+            f"plan {plan!r} needs as many student as teacher {what}; got "
+            f"{x.shape[0]} and {y.shape[0]} (li2020 Omega_I is defined for d == d' "
+            f"only)"
+        )
     return solve_sample(x, y, cost=cost or VIEWS[view], method=plan, **solver_params)
 
 
-def solve_representation(student: torch.Tensor, teacher: torch.Tensor, *, view: str = "neurons",
-                         cost: str | None = None, plan: str = "ipot",
-                         **solver_params: Any) -> OTResult:
+def solve_representation(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    view: str = "neurons",
+    cost: str | None = None,
+    plan: str = "ipot",
+    **solver_params: Any,
+) -> OTResult:
     """Solve OT between a student's and a teacher's representation of one batch.
 
     Parameters
@@ -120,9 +137,15 @@ def solve_representation(student: torch.Tensor, teacher: torch.Tensor, *, view: 
     return transport(student, teacher.detach(), view, cost, plan, solver_params)
 
 
-def representation_ot(student: torch.Tensor, teacher: torch.Tensor, *, view: str = "neurons",
-                      cost: str | None = None, plan: str = "ipot",
-                      **solver_params: Any) -> torch.Tensor:
+def representation_ot(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    view: str = "neurons",
+    cost: str | None = None,
+    plan: str = "ipot",
+    **solver_params: Any,
+) -> torch.Tensor:
     """Return the OT cost between two representations (``solve_representation(...).value``).
 
     Parameters and gradient contract as :func:`solve_representation`; use that function when
@@ -133,8 +156,9 @@ def representation_ot(student: torch.Tensor, teacher: torch.Tensor, *, view: str
     torch.Tensor
         Scalar OT cost; gradients flow to ``student`` only.
     """
-    return solve_representation(student, teacher, view=view, cost=cost, plan=plan,
-                                **solver_params).value
+    return solve_representation(
+        student, teacher, view=view, cost=cost, plan=plan, **solver_params
+    ).value
 
 
 def matched_fraction(res: OTResult) -> float | None:

@@ -12,6 +12,7 @@ mapped to module paths). See design.md, Representation contract.
 >>> taps.features["1"].shape
 torch.Size([5, 8])
 """
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -41,7 +42,8 @@ def pool_features(x: torch.Tensor) -> torch.Tensor:
     """
     if x.dim() < 2:
         raise ValueError(
-            f"activations must have shape (n, c) or (n, c, h, w); got {tuple(x.shape)}")
+            f"activations must have shape (n, c) or (n, c, h, w); got {tuple(x.shape)}"
+        )
     if x.dim() == 2:
         return x
     return x.flatten(2).mean(-1)
@@ -82,7 +84,8 @@ def tap_paths(model: nn.Module, names: Iterable[str]) -> dict[str, str]:
             hint = did_you_mean(name, known)
             raise ValueError(
                 f"unknown {out_of} for {type(model).__name__}{hint} Tap points: "
-                f"{', '.join(points) or 'none'}; module paths: {', '.join(known[len(points):])}")
+                f"{', '.join(points) or 'none'}; module paths: {', '.join(known[len(points) :])}"
+            )
         out[name] = path
     return out
 
@@ -123,17 +126,22 @@ class Taps:
         self.pool = pool
         self.features: dict[str, torch.Tensor] = {}
         modules = dict(model.named_modules())
-        self._handles = [modules[path].register_forward_hook(self._hook(name))
-                         for name, path in self.paths.items()]
+        self._handles = [
+            modules[path].register_forward_hook(self._hook(name))
+            for name, path in self.paths.items()
+        ]
 
     def _hook(self, name: str):
         def hook(module, inputs, output):
             if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
                 output = output[0]  # e.g. (output, state) of recurrent layers
             if not isinstance(output, torch.Tensor):
-                raise TypeError(f"tap {name!r} ({self.paths[name]!r}) outputs "
-                                f"{type(output).__name__}, not a tensor")
+                raise TypeError(
+                    f"tap {name!r} ({self.paths[name]!r}) outputs "
+                    f"{type(output).__name__}, not a tensor"
+                )
             self.features[name] = pool_features(output) if self.pool else output
+
         return hook
 
     def clear(self) -> None:
@@ -160,5 +168,6 @@ def needs_maps(reg) -> bool:
     """Whether a regularizer reads un-pooled conv maps at some tap (lohit2020 App. C's conv
     embedding, ``embed: conv``): its taps are then recorded raw, and every term pools what it
     reads itself (``_feature_pair``)."""
-    return reg is not None and any("conv" in getattr(t, "modes", {}).values()
-                                   for t in reg.terms.values())
+    return reg is not None and any(
+        "conv" in getattr(t, "modes", {}).values() for t in reg.terms.values()
+    )

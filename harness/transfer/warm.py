@@ -17,14 +17,22 @@ loop holds ``{"<term>/<tap>": (f, g)}``, hands it to the regularizer in
   the same N steps but changes where they end, so the value: opt-in only.
 * ``False``: every solve starts cold.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 import torch
 
-__all__ = ["WARM_CHOICES", "TOLERANCE_STOPPED", "check_setting", "enabled", "start", "carry",
-           "potentials_of"]
+__all__ = [
+    "WARM_CHOICES",
+    "TOLERANCE_STOPPED",
+    "check_setting",
+    "enabled",
+    "start",
+    "carry",
+    "potentials_of",
+]
 
 WARM_CHOICES = ("auto", True, False)
 #: methods stopped by a tolerance whose warm answer equals the cold one to it
@@ -49,7 +57,8 @@ def enabled(setting: Any, plan: str, solver: Mapping[str, Any] | None = None) ->
     (measured 12 % *more* warm): opt in with ``True``."""
     if setting == "auto":
         return plan == "pot_sinkhorn" or (
-            plan == "sinkhorn" and float((solver or {}).get("gap", 1e-3)) == 0)
+            plan == "sinkhorn" and float((solver or {}).get("gap", 1e-3)) == 0
+        )
     return bool(setting) and plan in WARMABLE
 
 
@@ -71,8 +80,11 @@ def potentials_of(res) -> tuple[torch.Tensor, torch.Tensor] | None:
     certified result's ``.potentials`` are their c-transform, O(eps) off the entropic fixed
     point: measured 1544 vs 1124 iterations over 6 steps), else ``.potentials``."""
     extras = getattr(res, "extras", {}) or {}
-    pots = (extras["warm_f"], extras["warm_g"]) if "warm_f" in extras else \
-        getattr(res, "potentials", None)
+    pots = (
+        (extras["warm_f"], extras["warm_g"])
+        if "warm_f" in extras
+        else getattr(res, "potentials", None)
+    )
     if pots is None or not all(bool(torch.isfinite(p).all()) for p in pots):
         return None
     return tuple(p.detach() for p in pots)

@@ -14,6 +14,7 @@ once per ``(classes, size, n_per_class, data_seed)`` and cached in memory; the t
 test splits are disjoint, stratified and seeded by ``seed`` (the ``glyphs`` dataset of
 :mod:`harness.zoo.data`; this module renders, and knows no registry).
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,8 +38,7 @@ def font_files() -> tuple[str, ...]:
 
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     skip = ("STIXNonUni", "STIXSiz", "cmex", "cmsy", "cmmi", "LastResort", "Display")
-    return tuple(sorted(str(p) for p in folder.glob("*.ttf")
-                        if not any(s in p.name for s in skip)))
+    return tuple(sorted(str(p) for p in folder.glob("*.ttf") if not any(s in p.name for s in skip)))
 
 
 def _render_one(ch: str, font_path: str, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -50,21 +50,31 @@ def _render_one(ch: str, font_path: str, rng: np.random.Generator, size: int) ->
     width = int(rng.integers(0, 2))  # stroke jitter
     box = draw.textbbox((0, 0), ch, font=font, stroke_width=width)
     w, h = box[2] - box[0], box[3] - box[1]
-    draw.text((CANVAS - w / 2 - box[0], CANVAS - h / 2 - box[1]), ch, fill=255, font=font,
-              stroke_width=width, stroke_fill=255)
+    draw.text(
+        (CANVAS - w / 2 - box[0], CANVAS - h / 2 - box[1]),
+        ch,
+        fill=255,
+        font=font,
+        stroke_width=width,
+        stroke_fill=255,
+    )
     # random affine about the centre: rotation, anisotropic scale, shear, translation
     a = math.radians(rng.uniform(-15, 15))
     sx, sy = rng.uniform(0.8, 1.15, size=2)
     sh = rng.uniform(-0.25, 0.25)
     tx, ty = rng.uniform(-2.5, 2.5, size=2)
-    m = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) @ \
-        np.array([[sx, sh * sx], [0.0, sy]])
+    m = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) @ np.array(
+        [[sx, sh * sx], [0.0, sy]]
+    )
     inv = np.linalg.inv(m)  # PIL maps output -> input coordinates
     c = np.array([CANVAS, CANVAS], dtype=float)
     off = c - inv @ (c + np.array([tx, ty]))
-    img = img.transform(img.size, Image.AFFINE,
-                        (inv[0, 0], inv[0, 1], off[0], inv[1, 0], inv[1, 1], off[1]),
-                        resample=Image.BILINEAR)
+    img = img.transform(
+        img.size,
+        Image.AFFINE,
+        (inv[0, 0], inv[0, 1], off[0], inv[1, 0], inv[1, 1], off[1]),
+        resample=Image.BILINEAR,
+    )
     # crop the glyph's bounding box to a square with a margin (as digits' 8x8 are centred)
     arr = np.asarray(img, dtype=np.float32) / 255.0
     ys, xs = np.nonzero(arr > 0.1)
@@ -73,15 +83,15 @@ def _render_one(ch: str, font_path: str, rng: np.random.Generator, size: int) ->
     cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
     half = max(ys.max() - ys.min(), xs.max() - xs.min()) / 2 * 1.15 + 1
     box = (cx - half, cy - half, cx + half, cy + half)
-    small = Image.fromarray((arr * 255).astype(np.uint8)).resize((size, size), Image.BOX,
-                                                                  box=box)
+    small = Image.fromarray((arr * 255).astype(np.uint8)).resize((size, size), Image.BOX, box=box)
     out = np.asarray(small, dtype=np.float32) / 255.0
     return out / max(float(out.max()), 1e-6)
 
 
 @functools.lru_cache(maxsize=4)
-def render_glyphs(classes: str = LETTERS, size: int = 8, n_per_class: int = 120,
-                  data_seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+def render_glyphs(
+    classes: str = LETTERS, size: int = 8, n_per_class: int = 120, data_seed: int = 0
+) -> tuple[torch.Tensor, np.ndarray]:
     """``(x, y)``: ``n_per_class`` images of each character of ``classes``, fonts cycled,
     each under its own seeded random transform; ``x`` is ``(N, size * size)`` in [0, 1]."""
     if len(set(classes)) != len(classes) or not classes:

@@ -22,6 +22,7 @@ representation contract (design.md) to module paths, for :class:`harness.transfe
 Each name is registered once, where it is defined (:func:`register_model`); CLI choices and test
 parametrisation read :func:`all_models` / :func:`available_models`.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,13 +30,27 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
-
-from solvers.registry import Registry, did_you_mean
 from torch import nn
 
-__all__ = ["ModelInfo", "MODELS", "register_model", "get_model", "all_models", "available_models",
-           "build_model", "replace_head", "head_module", "with_source_head", "DualHead", "STAGES",
-           "read_state", "head_fits", "load_weights"]
+from solvers.registry import Registry, did_you_mean
+
+__all__ = [
+    "ModelInfo",
+    "MODELS",
+    "register_model",
+    "get_model",
+    "all_models",
+    "available_models",
+    "build_model",
+    "replace_head",
+    "head_module",
+    "with_source_head",
+    "DualHead",
+    "STAGES",
+    "read_state",
+    "head_fits",
+    "load_weights",
+]
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
 
@@ -82,8 +97,7 @@ def _model_info(name: str, fn: Callable[..., nn.Module], **capabilities: Any) ->
 
 
 #: The models, by name (installed plugins: entry point group ``otransfer.models``).
-MODELS: Registry[ModelInfo] = Registry("model", make=_model_info,
-                                       entry_points="otransfer.models")
+MODELS: Registry[ModelInfo] = Registry("model", make=_model_info, entry_points="otransfer.models")
 
 
 def register_model(name: str, **capabilities: Any) -> Callable:
@@ -106,8 +120,9 @@ def available_models(**flags: Any) -> list[str]:
     return MODELS.names(**flags)
 
 
-def build_model(name: str, num_classes: int, *, weights_path: str | os.PathLike | None = None,
-                **kw: Any) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, *, weights_path: str | os.PathLike | None = None, **kw: Any
+) -> nn.Module:
     """Build model ``name`` with a ``num_classes``-way head.
 
     Parameters
@@ -134,8 +149,10 @@ def build_model(name: str, num_classes: int, *, weights_path: str | os.PathLike 
     if unknown:
         bad = sorted(unknown)[0]
         hint = did_you_mean(bad, info.params)
-        raise ValueError(f"unknown parameter {bad!r} for model {info.name!r}{hint} "
-                         f"Parameters: {', '.join(info.params) or 'none'}")
+        raise ValueError(
+            f"unknown parameter {bad!r} for model {info.name!r}{hint} "
+            f"Parameters: {', '.join(info.params) or 'none'}"
+        )
     params = {**info.params, **kw}
     model = info.factory(int(num_classes), **params)
     points = dict(getattr(model, "tap_points", {}))
@@ -155,21 +172,27 @@ def read_state(weights_path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"weights file {path!r} not found: put a state_dict saved with "
-            f"torch.save(model.state_dict(), {path!r}) there (nothing is downloaded)")
+            f"torch.save(model.state_dict(), {path!r}) there (nothing is downloaded)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, truncated, or pickled objects (never run)
         first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise ValueError(f"weights file {path!r} is not a torch state_dict "
-                         f"({type(exc).__name__}: {first})") from None
+        raise ValueError(
+            f"weights file {path!r} is not a torch state_dict ({type(exc).__name__}: {first})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     elif isinstance(state, dict) and isinstance(state.get("model"), Mapping):
         state = state["model"]  # RepDistiller (CRD) checkpoints: {"model": state, "epoch": ...}
-    if not isinstance(state, Mapping) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise ValueError(f"weights file {path!r} holds no state_dict (a mapping of parameter "
-                         f"names to tensors)")
+    if (
+        not isinstance(state, Mapping)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise ValueError(
+            f"weights file {path!r} holds no state_dict (a mapping of parameter names to tensors)"
+        )
     return state
 
 
@@ -177,25 +200,34 @@ def head_fits(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
     """Whether ``state`` holds a head of ``model``'s shape (same number of classes)."""
     head = model.tap_points["head"]
     own = dict(model.named_parameters())
-    return all(k in state and state[k].shape == own[k].shape
-               for k in (f"{head}.weight", f"{head}.bias") if k in own)
+    return all(
+        k in state and state[k].shape == own[k].shape
+        for k in (f"{head}.weight", f"{head}.bias")
+        if k in own
+    )
 
 
-def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, torch.Tensor]
-                 ) -> nn.Module:
+def load_weights(
+    model: nn.Module, weights: str | os.PathLike | Mapping[str, torch.Tensor]
+) -> nn.Module:
     """Load a local state_dict (a file, or one :func:`read_state` returned) into ``model``;
     head entries of another shape are skipped, so the head stays fresh."""
     state = weights if isinstance(weights, Mapping) else read_state(weights)
     own = model.state_dict()
     head = model.tap_points["head"] + "."
-    keep = {k: v for k, v in state.items()
-            if not (k.startswith(head) and k in own and own[k].shape != v.shape)}
+    keep = {
+        k: v
+        for k, v in state.items()
+        if not (k.startswith(head) and k in own and own[k].shape != v.shape)
+    }
     missing, unexpected = model.load_state_dict(keep, strict=False)
     missing = [k for k in missing if not k.startswith(head)]
     if missing or unexpected:
         what = "the given state" if isinstance(weights, Mapping) else repr(os.fspath(weights))
-        raise ValueError(f"weights {what} do not fit {type(model).__name__}: missing "
-                         f"{missing[:5]}, unexpected {list(unexpected)[:5]}")
+        raise ValueError(
+            f"weights {what} do not fit {type(model).__name__}: missing "
+            f"{missing[:5]}, unexpected {list(unexpected)[:5]}"
+        )
     return model
 
 
@@ -227,8 +259,9 @@ class DualHead(nn.Module):
     def __init__(self, target: nn.Linear, num_source_classes: int):
         super().__init__()
         self.target = target
-        self.source = nn.Linear(target.in_features, int(num_source_classes),
-                                bias=target.bias is not None)
+        self.source = nn.Linear(
+            target.in_features, int(num_source_classes), bias=target.bias is not None
+        )
         self.source.to(device=target.weight.device, dtype=target.weight.dtype)
 
     def forward(self, h):
@@ -246,8 +279,11 @@ def with_source_head(model: nn.Module, num_source_classes: int) -> nn.Module:
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attr, DualHead(head_module(model), num_source_classes))
-    model.tap_points = {**model.tap_points, "head": f"{path}.target",
-                        "source_head": f"{path}.source"}
+    model.tap_points = {
+        **model.tap_points,
+        "head": f"{path}.target",
+        "source_head": f"{path}.source",
+    }
     return model
 
 
@@ -263,15 +299,18 @@ class MLP(nn.Module):
     (8 layers, 2 a stage) and a shallow one (4 layers) of equal widths are tapped at matching
     depths; default: one stage per hidden layer."""
 
-    def __init__(self, num_classes: int, in_features: int = 64, widths=(256, 256),
-                 stages: int | None = None):
+    def __init__(
+        self, num_classes: int, in_features: int = 64, widths=(256, 256), stages: int | None = None
+    ):
         super().__init__()
         widths = [int(w) for w in widths]
         per = 1
         if stages is not None:
             if int(stages) < 1 or len(widths) % int(stages):
-                raise ValueError(f"mlp: {len(widths)} hidden layers do not split into "
-                                 f"{stages} stages of equal depth")
+                raise ValueError(
+                    f"mlp: {len(widths)} hidden layers do not split into "
+                    f"{stages} stages of equal depth"
+                )
             per = len(widths) // int(stages)
         layers: list[nn.Module] = [nn.Flatten()]
         points: dict[str, str] = {}
@@ -289,18 +328,24 @@ class MLP(nn.Module):
         return self.fc(self.features(x))
 
 
-@register_model("mlp", input_kind="flat", input_size=(64,), family="mlp",
-                params={"in_features": 64, "widths": (256, 256), "stages": None},
-                paper="li2020",
-                description="MLP on digits' 64 pixels: teacher widths (256, 256), student (8,); "
-                            "stage<i> = hidden layer i (or the end of group i of `stages`)")
+@register_model(
+    "mlp",
+    input_kind="flat",
+    input_size=(64,),
+    family="mlp",
+    params={"in_features": 64, "widths": (256, 256), "stages": None},
+    paper="li2020",
+    description="MLP on digits' 64 pixels: teacher widths (256, 256), student (8,); "
+    "stage<i> = hidden layer i (or the end of group i of `stages`)",
+)
 def _mlp(num_classes, **p):
     return MLP(num_classes, **p)
 
 
 def _conv_bn(cin, cout, stride=1):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class SmallCNN(nn.Module):
@@ -310,8 +355,7 @@ class SmallCNN(nn.Module):
     shallower student of *equal widths* — lohit2020's resnet56 -> resnet20, vgg13 -> vgg8 — are
     tapped at the ends of matching stages, with no embedding between them."""
 
-    def __init__(self, num_classes: int, in_channels: int = 1, width: float = 1.0,
-                 depth: int = 1):
+    def __init__(self, num_classes: int, in_channels: int = 1, width: float = 1.0, depth: int = 1):
         super().__init__()
         if int(depth) < 1:
             raise ValueError(f"cnn depth must be >= 1 layer per stage, got {depth}")
@@ -321,8 +365,9 @@ class SmallCNN(nn.Module):
         def stage(cin, cout, stride):
             if int(depth) == 1:  # the layout (and state_dict names) of depth 1
                 return _conv_bn(cin, cout, stride)
-            return nn.Sequential(_conv_bn(cin, cout, stride),
-                                 *(_conv_bn(cout, cout) for _ in range(int(depth) - 1)))
+            return nn.Sequential(
+                _conv_bn(cin, cout, stride), *(_conv_bn(cout, cout) for _ in range(int(depth) - 1))
+            )
 
         self.layer1 = stage(in_channels, c[0], 1)
         self.layer2 = stage(c[0], c[1], 2)
@@ -330,8 +375,14 @@ class SmallCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(c[2], num_classes)
-        self.tap_points = {"penultimate": "flatten", "stage1": "layer1", "stage2": "layer2",
-                           "stage3": "layer3", "stage4": "flatten", "head": "fc"}
+        self.tap_points = {
+            "penultimate": "flatten",
+            "stage1": "layer1",
+            "stage2": "layer2",
+            "stage3": "layer3",
+            "stage4": "flatten",
+            "head": "fc",
+        }
 
     def forward(self, x):
         if x.dim() == 2:  # flat digits
@@ -340,10 +391,15 @@ class SmallCNN(nn.Module):
         return self.fc(self.flatten(self.pool(self.layer3(self.layer2(self.layer1(x))))))
 
 
-@register_model("cnn", input_kind="image", input_size=(1, 8, 8), family="cnn",
-                params={"in_channels": 1, "width": 1.0, "depth": 1},
-                description="small conv net for 8x8 digits (16/32/64 channels x width; "
-                            "`depth` conv layers a stage)")
+@register_model(
+    "cnn",
+    input_kind="image",
+    input_size=(1, 8, 8),
+    family="cnn",
+    params={"in_channels": 1, "width": 1.0, "depth": 1},
+    description="small conv net for 8x8 digits (16/32/64 channels x width; "
+    "`depth` conv layers a stage)",
+)
 def _cnn(num_classes, **p):
     return SmallCNN(num_classes, **p)
 
@@ -363,8 +419,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or cin != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
-                                            nn.BatchNorm2d(planes))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
@@ -381,8 +438,9 @@ class CifarResNet(nn.Module):
     stage4 = penultimate = the pooled features (lohit2020's 4-stage mapping).
     """
 
-    def __init__(self, num_classes: int, depth: int = 20, channels=(16, 16, 32, 64),
-                 in_channels: int = 3):
+    def __init__(
+        self, num_classes: int, depth: int = 20, channels=(16, 16, 32, 64), in_channels: int = 3
+    ):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
@@ -400,8 +458,14 @@ class CifarResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(cin, num_classes)
-        self.tap_points = {"penultimate": "flatten", "stage1": "layer1", "stage2": "layer2",
-                           "stage3": "layer3", "stage4": "flatten", "head": "fc"}
+        self.tap_points = {
+            "penultimate": "flatten",
+            "stage1": "layer1",
+            "stage2": "layer2",
+            "stage3": "layer3",
+            "stage4": "flatten",
+            "head": "fc",
+        }
 
     def forward(self, x):
         x = self.relu(self.bn1(self.conv1(x)))
@@ -410,20 +474,36 @@ class CifarResNet(nn.Module):
 
 
 def _register_cifar_resnet(name, depth, channels, paper, desc):
-    register_model(name, family="resnet_cifar", paper=paper, description=desc,
-                   params={"depth": depth, "channels": tuple(channels), "in_channels": 3})(
-        lambda num_classes, **p: CifarResNet(num_classes, **p))
+    register_model(
+        name,
+        family="resnet_cifar",
+        paper=paper,
+        description=desc,
+        params={"depth": depth, "channels": tuple(channels), "in_channels": 3},
+    )(lambda num_classes, **p: CifarResNet(num_classes, **p))
 
 
 for _d in (20, 32, 56, 110):
-    _register_cifar_resnet(f"resnet{_d}", _d, (16, 16, 32, 64), "li2020,lohit2020",
-                           f"CIFAR ResNet-{_d} (He et al., 16/32/64 channels)")
-_register_cifar_resnet("resnet56_slim", 56, (8, 8, 16, 32), "li2020",
-                       "CIFAR ResNet-56 at half width (8/16/32 channels), compression student")
-_register_cifar_resnet("resnet8x4", 8, (32, 64, 128, 256), "lohit2020",
-                       "CRD resnet8x4 (channels 32/64/128/256)")
-_register_cifar_resnet("resnet32x4", 32, (32, 64, 128, 256), "lohit2020",
-                       "CRD resnet32x4 (channels 32/64/128/256)")
+    _register_cifar_resnet(
+        f"resnet{_d}",
+        _d,
+        (16, 16, 32, 64),
+        "li2020,lohit2020",
+        f"CIFAR ResNet-{_d} (He et al., 16/32/64 channels)",
+    )
+_register_cifar_resnet(
+    "resnet56_slim",
+    56,
+    (8, 8, 16, 32),
+    "li2020",
+    "CIFAR ResNet-56 at half width (8/16/32 channels), compression student",
+)
+_register_cifar_resnet(
+    "resnet8x4", 8, (32, 64, 128, 256), "lohit2020", "CRD resnet8x4 (channels 32/64/128/256)"
+)
+_register_cifar_resnet(
+    "resnet32x4", 32, (32, 64, 128, 256), "lohit2020", "CRD resnet32x4 (channels 32/64/128/256)"
+)
 
 
 class PreActBottleneck(nn.Module):
@@ -457,8 +537,7 @@ class _PreActTrunk(nn.Module):
     shared by the pre-activation ResNets and the Wide ResNets. Stage modules are named
     ``{prefix}1..3`` (state-dict keys and tap paths); stage4 = penultimate = pooled features."""
 
-    def _build(self, num_classes, in_channels, widths, n, make_block, expansion, prefix,
-               stem=16):
+    def _build(self, num_classes, in_channels, widths, n, make_block, expansion, prefix, stem=16):
         self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
         self._stages = [f"{prefix}{i + 1}" for i in range(3)]
         cin = stem
@@ -473,8 +552,12 @@ class _PreActTrunk(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(cin, num_classes)
-        self.tap_points = {"penultimate": "flatten", "stage4": "flatten", "head": "fc",
-                           **{f"stage{i + 1}": name for i, name in enumerate(self._stages)}}
+        self.tap_points = {
+            "penultimate": "flatten",
+            "stage4": "flatten",
+            "head": "fc",
+            **{f"stage{i + 1}": name for i, name in enumerate(self._stages)},
+        }
 
     def forward(self, x):
         x = self.conv1(x)
@@ -490,39 +573,58 @@ class PreActResNet(_PreActTrunk):
     BN-ReLU.
     """
 
-    def __init__(self, num_classes: int, depth: int = 1001, in_channels: int = 3,
-                 width: float = 1.0):
+    def __init__(
+        self, num_classes: int, depth: int = 1001, in_channels: int = 3, width: float = 1.0
+    ):
         super().__init__()
         if (depth - 2) % 9 or depth < 11:
-            raise ValueError(f"pre-activation bottleneck ResNet depth must be 9n+2 (n >= 1), "
-                             f"got {depth}")
+            raise ValueError(
+                f"pre-activation bottleneck ResNet depth must be 9n+2 (n >= 1), got {depth}"
+            )
         if not (width > 0 and all(float(c * width).is_integer() for c in (16, 32, 64))):
             raise ValueError(f"width must scale 16/32/64 channels to whole numbers; got {width}")
         c = [int(k * width) for k in (16, 32, 64)]
-        self._build(num_classes, in_channels, tuple(c), (depth - 2) // 9,
-                    PreActBottleneck, expansion=4, prefix="layer", stem=c[0])
+        self._build(
+            num_classes,
+            in_channels,
+            tuple(c),
+            (depth - 2) // 9,
+            PreActBottleneck,
+            expansion=4,
+            prefix="layer",
+            stem=c[0],
+        )
 
 
-register_model("preact_resnet1001", family="preact_resnet", paper="li2020",
-               params={"depth": 1001, "in_channels": 3, "width": 1.0},
-               description="pre-activation bottleneck ResNet-1001 for CIFAR (slow; pass a "
-                           "smaller depth=9n+2 for tests)")(
-    lambda num_classes, **p: PreActResNet(num_classes, **p))
+register_model(
+    "preact_resnet1001",
+    family="preact_resnet",
+    paper="li2020",
+    params={"depth": 1001, "in_channels": 3, "width": 1.0},
+    description="pre-activation bottleneck ResNet-1001 for CIFAR (slow; pass a "
+    "smaller depth=9n+2 for tests)",
+)(lambda num_classes, **p: PreActResNet(num_classes, **p))
 # li2020 §4.3: "L->M and W->M, with learned representation of dimension d' = 256": the
 # pre-activation bottleneck ResNet at depth 56 (9n+2, n = 6; 64 x 4 = 256-d penultimate), the
 # family of the L teacher (ResNet-1001). The paper does not say which ResNet-56 it used; the
 # basic-block `resnet56` has a 64-d representation. S ("ResNet-56-Slim") is M at half the
 # channels (8/16/32 x 4: 128-d); the paper does not say how it slims M.
-register_model("preact_resnet56", family="preact_resnet", paper="li2020",
-               params={"depth": 56, "in_channels": 3, "width": 1.0},
-               description="pre-activation bottleneck ResNet-56 for CIFAR (16/32/64 x 4 "
-                           "channels, 256-d representation): li2020's compression student M")(
-    lambda num_classes, **p: PreActResNet(num_classes, **p))
-register_model("preact_resnet56_slim", family="preact_resnet", paper="li2020",
-               params={"depth": 56, "in_channels": 3, "width": 0.5},
-               description="preact_resnet56 at half the channels (8/16/32 x 4, 128-d "
-                           "representation): li2020's compression student S")(
-    lambda num_classes, **p: PreActResNet(num_classes, **p))
+register_model(
+    "preact_resnet56",
+    family="preact_resnet",
+    paper="li2020",
+    params={"depth": 56, "in_channels": 3, "width": 1.0},
+    description="pre-activation bottleneck ResNet-56 for CIFAR (16/32/64 x 4 "
+    "channels, 256-d representation): li2020's compression student M",
+)(lambda num_classes, **p: PreActResNet(num_classes, **p))
+register_model(
+    "preact_resnet56_slim",
+    family="preact_resnet",
+    paper="li2020",
+    params={"depth": 56, "in_channels": 3, "width": 0.5},
+    description="preact_resnet56 at half the channels (8/16/32 x 4, 128-d "
+    "representation): li2020's compression student S",
+)(lambda num_classes, **p: PreActResNet(num_classes, **p))
 
 
 class WideBasic(nn.Module):
@@ -534,8 +636,9 @@ class WideBasic(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.relu = nn.ReLU(inplace=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.shortcut = None if (cin == cout and stride == 1) else \
-            nn.Conv2d(cin, cout, 1, stride, bias=False)
+        self.shortcut = (
+            None if (cin == cout and stride == 1) else nn.Conv2d(cin, cout, 1, stride, bias=False)
+        )
 
     def forward(self, x):
         pre = self.relu(self.bn1(x))
@@ -548,53 +651,84 @@ class WideResNet(_PreActTrunk):
     """Wide ResNet WRN-depth-widen (Zagoruyko & Komodakis), depth 6n+4, channels
     16, 16k, 32k, 64k. Tap points: stage1..3 = block1..3, stage4 = penultimate."""
 
-    def __init__(self, num_classes: int, depth: int = 16, widen: int = 2, dropout: float = 0.0,
-                 in_channels: int = 3):
+    def __init__(
+        self,
+        num_classes: int,
+        depth: int = 16,
+        widen: int = 2,
+        dropout: float = 0.0,
+        in_channels: int = 3,
+    ):
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
-        self._build(num_classes, in_channels, (16 * widen, 32 * widen, 64 * widen),
-                    (depth - 4) // 6, lambda cin, c, s: WideBasic(cin, c, s, dropout),
-                    expansion=1, prefix="block")
+        self._build(
+            num_classes,
+            in_channels,
+            (16 * widen, 32 * widen, 64 * widen),
+            (depth - 4) // 6,
+            lambda cin, c, s: WideBasic(cin, c, s, dropout),
+            expansion=1,
+            prefix="block",
+        )
 
 
-register_model("wrn", family="wrn", paper="lohit2020",
-               params={"depth": 16, "widen": 2, "dropout": 0.0, "in_channels": 3},
-               description="Wide ResNet, any depth (6n+4) and widen factor")(
-    lambda num_classes, **p: WideResNet(num_classes, **p))
+register_model(
+    "wrn",
+    family="wrn",
+    paper="lohit2020",
+    params={"depth": 16, "widen": 2, "dropout": 0.0, "in_channels": 3},
+    description="Wide ResNet, any depth (6n+4) and widen factor",
+)(lambda num_classes, **p: WideResNet(num_classes, **p))
 for _d, _k in ((16, 2), (40, 2), (28, 10)):
-    register_model(f"wrn_{_d}_{_k}", family="wrn", paper="lohit2020",
-                   params={"depth": _d, "widen": _k, "dropout": 0.0, "in_channels": 3},
-                   description=f"WRN-{_d}-{_k}")(
-        lambda num_classes, **p: WideResNet(num_classes, **p))
+    register_model(
+        f"wrn_{_d}_{_k}",
+        family="wrn",
+        paper="lohit2020",
+        params={"depth": _d, "widen": _k, "dropout": 0.0, "in_channels": 3},
+        description=f"WRN-{_d}-{_k}",
+    )(lambda num_classes, **p: WideResNet(num_classes, **p))
 
 
-_VGG_CFG = {"vgg8": [[64], [128], [256], [512], [512]],
-            "vgg13": [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]]}
+_VGG_CFG = {
+    "vgg8": [[64], [128], [256], [512], [512]],
+    "vgg13": [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]],
+}
 
 
 class CifarVGG(nn.Module):
     """CRD's CIFAR VGG with BN: five conv blocks (block0..block4), max-pooling between the
     first four, global pooling, one linear layer. stage1..4 = block1..block4."""
 
-    def __init__(self, num_classes: int, cfg=((64,), (128,), (256,), (512,), (512,)),
-                 in_channels: int = 3):
+    def __init__(
+        self, num_classes: int, cfg=((64,), (128,), (256,), (512,), (512,)), in_channels: int = 3
+    ):
         super().__init__()
         cin = in_channels
         for i, widths in enumerate(cfg):
             layers = []
             for w in widths:
-                layers += [nn.Conv2d(cin, w, 3, padding=1), nn.BatchNorm2d(w),
-                           nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(cin, w, 3, padding=1),
+                    nn.BatchNorm2d(w),
+                    nn.ReLU(inplace=True),
+                ]
                 cin = w
             setattr(self, f"block{i}", nn.Sequential(*layers))
-            setattr(self, f"pool{i}", nn.MaxPool2d(2) if i < len(cfg) - 1
-                    else nn.AdaptiveAvgPool2d(1))
+            setattr(
+                self, f"pool{i}", nn.MaxPool2d(2) if i < len(cfg) - 1 else nn.AdaptiveAvgPool2d(1)
+            )
         self.n_blocks = len(cfg)
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(cin, num_classes)
-        self.tap_points = {"penultimate": "flatten", "stage1": "block1", "stage2": "block2",
-                           "stage3": "block3", "stage4": "block4", "head": "classifier"}
+        self.tap_points = {
+            "penultimate": "flatten",
+            "stage1": "block1",
+            "stage2": "block2",
+            "stage3": "block3",
+            "stage4": "block4",
+            "head": "classifier",
+        }
 
     def forward(self, x):
         for i in range(self.n_blocks):
@@ -603,10 +737,13 @@ class CifarVGG(nn.Module):
 
 
 for _name, _cfg in _VGG_CFG.items():
-    register_model(_name, family="vgg", paper="lohit2020",
-                   params={"cfg": tuple(map(tuple, _cfg)), "in_channels": 3},
-                   description=f"CRD CIFAR {_name} with BN")(
-        lambda num_classes, **p: CifarVGG(num_classes, **p))
+    register_model(
+        _name,
+        family="vgg",
+        paper="lohit2020",
+        params={"cfg": tuple(map(tuple, _cfg)), "in_channels": 3},
+        description=f"CRD CIFAR {_name} with BN",
+    )(lambda num_classes, **p: CifarVGG(num_classes, **p))
 
 
 class _ChannelShuffle(nn.Module):
@@ -639,7 +776,7 @@ class ShuffleBasic(nn.Module):
         self.shuffle = _ChannelShuffle(2)
 
     def forward(self, x):
-        x1, x2 = x[:, :self.keep], x[:, self.keep:]
+        x1, x2 = x[:, : self.keep], x[:, self.keep :]
         out = torch.relu(self.bn1(self.conv1(x2)))
         out = self.bn2(self.conv2(out))
         out = torch.relu(self.bn3(self.conv3(out)))
@@ -692,23 +829,37 @@ class ShuffleNetV2(nn.Module):
     4-stage mapping: "the output of the fourth stage is the penultimate layer output").
     """
 
-    def __init__(self, num_classes: int, out_channels=(116, 232, 464, 1024),
-                 num_blocks=(3, 7, 3), in_channels: int = 3):
+    def __init__(
+        self,
+        num_classes: int,
+        out_channels=(116, 232, 464, 1024),
+        num_blocks=(3, 7, 3),
+        in_channels: int = 3,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 24, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)
         cin = 24
         for i, (c, n) in enumerate(zip(out_channels[:3], num_blocks)):
-            setattr(self, f"layer{i + 1}",
-                    nn.Sequential(ShuffleDown(cin, c), *[ShuffleBasic(c) for _ in range(n)]))
+            setattr(
+                self,
+                f"layer{i + 1}",
+                nn.Sequential(ShuffleDown(cin, c), *[ShuffleBasic(c) for _ in range(n)]),
+            )
             cin = c
         self.conv2 = nn.Conv2d(cin, out_channels[3], 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels[3])
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # = RepDistiller's avg_pool2d(4) on 4x4 maps
         self.flatten = nn.Flatten()
         self.linear = nn.Linear(out_channels[3], num_classes)
-        self.tap_points = {"penultimate": "flatten", "stage1": "layer1", "stage2": "layer2",
-                           "stage3": "layer3", "stage4": "flatten", "head": "linear"}
+        self.tap_points = {
+            "penultimate": "flatten",
+            "stage1": "layer1",
+            "stage2": "layer2",
+            "stage3": "layer3",
+            "stage4": "flatten",
+            "head": "linear",
+        }
 
     def forward(self, x):
         x = torch.relu(self.bn1(self.conv1(x)))
@@ -717,12 +868,14 @@ class ShuffleNetV2(nn.Module):
         return self.linear(self.flatten(self.avgpool(x)))
 
 
-register_model("shufflenet_v2", family="shufflenet", paper="lohit2020",
-               params={"out_channels": (116, 232, 464, 1024), "num_blocks": (3, 7, 3),
-                       "in_channels": 3},
-               description="CRD ShuffleV2 for CIFAR (net_size 1: 116/232/464 channels, "
-                           "(3, 7, 3) units, 1024-d penultimate); stage4 = penultimate")(
-    lambda num_classes, **p: ShuffleNetV2(num_classes, **p))
+register_model(
+    "shufflenet_v2",
+    family="shufflenet",
+    paper="lohit2020",
+    params={"out_channels": (116, 232, 464, 1024), "num_blocks": (3, 7, 3), "in_channels": 3},
+    description="CRD ShuffleV2 for CIFAR (net_size 1: 116/232/464 channels, "
+    "(3, 7, 3) units, 1024-d penultimate); stage4 = penultimate",
+)(lambda num_classes, **p: ShuffleNetV2(num_classes, **p))
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -731,23 +884,41 @@ register_model("shufflenet_v2", family="shufflenet", paper="lohit2020",
 #: Tap points of the torchvision networks, by architecture prefix.
 _TORCHVISION_TAPS = {
     # avgpool gives (n, c, 1, 1); Taps flattens it
-    "resnet": {"penultimate": "avgpool", "stage1": "layer1", "stage2": "layer2",
-               "stage3": "layer3", "stage4": "layer4", "head": "fc"},
+    "resnet": {
+        "penultimate": "avgpool",
+        "stage1": "layer1",
+        "stage2": "layer2",
+        "stage3": "layer3",
+        "stage4": "layer4",
+        "head": "fc",
+    },
     # resolution drops after features.3/6/13; classifier = drop, fc. Its pooling is functional:
     # penultimate = the last feature map, which Taps average-pools into exactly the classifier's
     # input (before dropout).
-    "mobilenet_v2": {"penultimate": "features.18", "stage1": "features.3",
-                     "stage2": "features.6", "stage3": "features.13", "stage4": "features.18",
-                     "head": "classifier.1"},
+    "mobilenet_v2": {
+        "penultimate": "features.18",
+        "stage1": "features.3",
+        "stage2": "features.6",
+        "stage3": "features.13",
+        "stage4": "features.18",
+        "head": "classifier.1",
+    },
     # features = conv1 relu pool | conv2 relu pool | conv3 relu conv4 relu conv5 relu pool;
     # classifier = drop, fc6, relu, drop, fc7, relu, fc8. Every tap is *after* a ReLU or a
     # pooling: the ReLUs are in place, so a Linear's own output would be overwritten.
     # penultimate = fc7 after its ReLU (lu2017's "fc7" features; the head's input, no dropout
     # between them); stage1..4 = the conv1, conv2, conv3-4 and conv5 blocks (pool1, pool2,
     # relu4, pool5).
-    "alexnet": {"penultimate": "classifier.5", "fc7": "classifier.5", "fc6": "classifier.2",
-                "stage1": "features.2", "stage2": "features.5", "stage3": "features.9",
-                "stage4": "features.12", "head": "classifier.6"},
+    "alexnet": {
+        "penultimate": "classifier.5",
+        "fc7": "classifier.5",
+        "fc6": "classifier.2",
+        "stage1": "features.2",
+        "stage2": "features.5",
+        "stage3": "features.9",
+        "stage4": "features.12",
+        "head": "classifier.6",
+    },
 }
 
 
@@ -758,8 +929,9 @@ def optional_import(module: str, extra: str, what: str):
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError:
-        raise ModuleNotFoundError(f"{what} needs {module.split('.')[0]}: "
-                                  f"pip install 'otransfer[{extra}]'") from None
+        raise ModuleNotFoundError(
+            f"{what} needs {module.split('.')[0]}: pip install 'otransfer[{extra}]'"
+        ) from None
 
 
 def _torchvision(arch: str):
@@ -775,10 +947,19 @@ def _torchvision(arch: str):
     return build
 
 
-for _arch, _paper in (("resnet18", "li2020"), ("resnet34", "li2020"), ("resnet101", "li2020"),
-                      ("mobilenet_v2", "li2020"), ("alexnet", "lu2017")):
-    register_model(_arch,
-                   family="torchvision", input_size=(3, 224, 224), paper=_paper,
-                   params={}, description=f"torchvision {_arch} (weights=None; pass "
-                                          f"weights_path= for a local state_dict)")(
-        _torchvision(_arch))
+for _arch, _paper in (
+    ("resnet18", "li2020"),
+    ("resnet34", "li2020"),
+    ("resnet101", "li2020"),
+    ("mobilenet_v2", "li2020"),
+    ("alexnet", "lu2017"),
+):
+    register_model(
+        _arch,
+        family="torchvision",
+        input_size=(3, 224, 224),
+        paper=_paper,
+        params={},
+        description=f"torchvision {_arch} (weights=None; pass "
+        f"weights_path= for a local state_dict)",
+    )(_torchvision(_arch))

@@ -1,5 +1,6 @@
 """The suite-level ``test_pool`` switch (:func:`apply_suite_test_pool`): every stage whose
 datasets take ``test_pool`` gets it in its ``dataset_params`` (harness/zoo/pools.py)."""
+
 from __future__ import annotations
 
 import copy
@@ -41,8 +42,11 @@ def _takes_test_pool(name: Any) -> bool:
 
 def _set_pool(block: dict, datasets: Any, value: str) -> None:
     """Set ``block["dataset_params"]["test_pool"]`` when every one of ``datasets`` takes it."""
-    if not isinstance(datasets, list) or not datasets \
-            or not all(_takes_test_pool(d) for d in datasets):
+    if (
+        not isinstance(datasets, list)
+        or not datasets
+        or not all(_takes_test_pool(d) for d in datasets)
+    ):
         return
     params = block.get("dataset_params")
     if params is None:

@@ -15,14 +15,14 @@ trains or validates on a test example, so the per-seed results are paired on one
 A whole suite switches every stage whose dataset supports it with a top-level
 ``test_pool: fixed`` (:func:`apply_suite_test_pool`).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["TEST_POOLS", "FIXED_TEST_SEED", "check_test_pool", "pool_split",
-           "stratified_split"]
+__all__ = ["TEST_POOLS", "FIXED_TEST_SEED", "check_test_pool", "pool_split", "stratified_split"]
 
 #: The choices of the ``test_pool`` dataset parameter; the first is the default.
 TEST_POOLS = ("resampled", "fixed")
@@ -34,13 +34,15 @@ FIXED_TEST_SEED = 314159
 def check_test_pool(value: Any) -> str:
     """``value`` if it is one of :data:`TEST_POOLS`, else a one-line ``ValueError``."""
     if not isinstance(value, str) or value not in TEST_POOLS:
-        raise ValueError(f"test_pool must be one of {', '.join(map(repr, TEST_POOLS))}; "
-                         f"got {value!r}")
+        raise ValueError(
+            f"test_pool must be one of {', '.join(map(repr, TEST_POOLS))}; got {value!r}"
+        )
     return value
 
 
-def pool_split(y: np.ndarray, sizes: Mapping[str, int], seed: int,
-               test_pool: str = "resampled") -> dict[str, np.ndarray]:
+def pool_split(
+    y: np.ndarray, sizes: Mapping[str, int], seed: int, test_pool: str = "resampled"
+) -> dict[str, np.ndarray]:
     """Disjoint stratified index sets ``{"train", "val", "test"}`` of ``sizes`` (train: the
     rest). ``resampled``: today's per-seed split, bit for bit; ``fixed``: the test set drawn
     with :data:`FIXED_TEST_SEED`, val with ``seed`` from the rest, train the remainder."""
@@ -49,11 +51,13 @@ def pool_split(y: np.ndarray, sizes: Mapping[str, int], seed: int,
     if check_test_pool(test_pool) == "resampled":
         return stratified_split(y, sizes, seed)
     idx = np.arange(len(y))
-    rest, test = train_test_split(idx, test_size=int(sizes["test"]), stratify=y,
-                                  random_state=FIXED_TEST_SEED)
+    rest, test = train_test_split(
+        idx, test_size=int(sizes["test"]), stratify=y, random_state=FIXED_TEST_SEED
+    )
     if int(sizes["val"]) > 0:
-        rest, val = train_test_split(rest, test_size=int(sizes["val"]), stratify=y[rest],
-                                     random_state=seed)
+        rest, val = train_test_split(
+            rest, test_size=int(sizes["val"]), stratify=y[rest], random_state=seed
+        )
     else:
         val = rest[:0]
     return {"train": np.sort(rest), "val": np.sort(val), "test": np.sort(test)}
@@ -67,8 +71,9 @@ def stratified_split(y: np.ndarray, sizes: Mapping[str, int], seed: int) -> dict
     out: dict[str, np.ndarray] = {}
     names = list(sizes)
     for k, name in enumerate(names[1:]):
-        idx, held = train_test_split(idx, test_size=sizes[name], stratify=y[idx],
-                                     random_state=seed + k)
+        idx, held = train_test_split(
+            idx, test_size=sizes[name], stratify=y[idx], random_state=seed + k
+        )
         out[name] = np.sort(held)
     out[names[0]] = np.sort(idx)
     return out

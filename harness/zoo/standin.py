@@ -13,6 +13,7 @@ restricted to a manufacturer (lu2017's ITL split), whose variant counts come fro
 Table 1 (:data:`AIRCRAFT_VARIANTS`). ``image_size`` (default: the real 224) shrinks the
 224-pixel sets for CI only.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,15 +43,18 @@ def standin_classes(name: str, params: dict[str, Any]) -> int:
     only, other = params.get("manufacturer"), params.get("exclude_manufacturer")
     for maker in (only, other):
         if maker is not None and maker not in AIRCRAFT_VARIANTS:
-            raise ValueError(f"the smoke stand-in of 'aircraft' knows the variant counts of "
-                             f"{', '.join(AIRCRAFT_VARIANTS)} only; got manufacturer {maker!r}")
+            raise ValueError(
+                f"the smoke stand-in of 'aircraft' knows the variant counts of "
+                f"{', '.join(AIRCRAFT_VARIANTS)} only; got manufacturer {maker!r}"
+            )
     if only is not None:
         return AIRCRAFT_VARIANTS[only]
     return total - AIRCRAFT_VARIANTS[other] if other is not None else total
 
 
-def standin_shape(name: str, split: str, params: dict[str, Any],
-                  image_size: int = 224) -> tuple[int, ...]:
+def standin_shape(
+    name: str, split: str, params: dict[str, Any], image_size: int = 224
+) -> tuple[int, ...]:
     """One example's shape as the real loader returns it (after its transform)."""
     if name in _CIFAR_LIKE:
         return (3, 32, 32)
@@ -67,12 +71,12 @@ def _loader(info, n: int, cover: bool, image_size: int):
         x = torch.randn(size, *standin_shape(info.name, split, params, image_size), generator=g)
         y = torch.arange(size) % k
         return _data.ArrayDataset(x, y, [f"class{c}" for c in range(k)])
+
     return load
 
 
 @contextlib.contextmanager
-def standin_datasets(n: int = 2, cover: bool = False,
-                     image_size: int = 224) -> Iterator[list[str]]:
+def standin_datasets(n: int = 2, cover: bool = False, image_size: int = 224) -> Iterator[list[str]]:
     """Within the block, the datasets that need files load as seeded random stand-ins.
 
     Parameters
@@ -93,7 +97,10 @@ def standin_datasets(n: int = 2, cover: bool = False,
         saved = dict(registry.items())
         swapped = [name for name, info in saved.items() if info.needs_root]
         for name in swapped:  # no folder needed: the run's preflight check lets them pass
-            registry.replace(name, dataclasses.replace(
-                saved[name], loader=_loader(saved[name], n, cover, image_size),
-                needs_root=False))
+            registry.replace(
+                name,
+                dataclasses.replace(
+                    saved[name], loader=_loader(saved[name], n, cover, image_size), needs_root=False
+                ),
+            )
         yield swapped

@@ -14,6 +14,7 @@ Run (from the repository root)::
 
 (asv discards the results of ``--python=same`` runs unless ``--set-commit-hash`` is given.)
 """
+
 import importlib
 
 import solvers
@@ -61,8 +62,11 @@ class _View:
         reason = bench.invalid_reason(info, problem)
         cap = MAX_SIZE.get(self.view, {}).get(method)
         if reason is None and cap is not None and size > cap:
-            reason = (f"{method} is timed up to {view.size_name} = {cap} only (time budget)"
-                      if cap else f"{method} is not timed on the {self.view} view (too slow)")
+            reason = (
+                f"{method} is timed up to {view.size_name} = {cap} only (time budget)"
+                if cap
+                else f"{method} is not timed on the {self.view} view (too slow)"
+            )
         if reason is not None:
             raise NotImplementedError(reason)
         # Lazy imports and KeOps compilation stay out of the timed call, also under --quick,

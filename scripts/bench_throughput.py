@@ -1,4 +1,5 @@
-"""Kept for old notes: ``otransfer bench throughput`` is the command (harness/reports/throughput.py).
+"""Kept for old notes: ``otransfer bench throughput`` is the command
+(harness/reports/throughput.py).
 
 PYTHONPATH=$PWD OMP_NUM_THREADS=1 python scripts/bench_throughput.py [--seeds 8] [--out F]
 """

@@ -161,13 +161,13 @@ def _batched_rows(device: str, B: int = 16, d: int = 256):
             "exact_value": statistics.mean(refs),
         }
         try:
-            sec, res = _timed(lambda: solvers.solve(C, method=method))
+            sec, res = _timed(lambda m=method: solvers.solve(C, method=m))
             vals = res.value.detach().double().cpu()
             row.update(
                 {
                     "ms": round(1e3 * sec, 2),
                     "value": float(vals.mean()),
-                    "rel_error": max((float(v) - r) / r for v, r in zip(vals, refs)),
+                    "rel_error": max((float(v) - r) / r for v, r in zip(vals, refs, strict=True)),
                     "converged": bool(torch.as_tensor(res.converged).all()),
                     "on_device": str(res.value.device),
                 }

@@ -138,7 +138,7 @@ def suite_rows(rows: list[dict], speedups: dict[str, float]) -> list[dict]:
         floor = permutation_floor(max(r["family_claims"] for r in claims))
         proposed = max(floor, math.ceil(statistics.median(needs)))
         mdes = [mde(r["sd"], proposed) for r in claims]
-        over = sum(m > r["min_effect"] for m, r in zip(mdes, claims))
+        over = sum(m > r["min_effect"] for m, r in zip(mdes, claims, strict=True))
         committed, cpu_s = _cost(suite)
         speed = speedups.get(suite, DEFAULT_SPEEDUP)
         hours = cpu_s * proposed / max(committed, 1) / speed / 3600

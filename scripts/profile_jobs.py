@@ -1,6 +1,7 @@
 """Where a job's time goes: cProfile of one representative job of three CPU twins.
 
-    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python scripts/profile_jobs.py [--out results/throughput/profile.md]
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python scripts/profile_jobs.py \\
+        [--out results/throughput/profile.md]
 
 For each suite the job's teacher (and init) jobs are trained first, unprofiled, into a
 temporary results folder; then the job itself runs under cProfile through

@@ -259,7 +259,7 @@ def bad_input(args) -> None:
 
         def records():
             df = records_frame(args.storage, quick_name)
-            return {(k, t) for k, t in zip(df["key"], df["test_accuracy"])}
+            return {(k, t) for k, t in zip(df["key"], df["test_accuracy"], strict=True)}
 
         base = ["--storage", args.storage, "--results", str(results), "--no-progress"]
         code, _ = cli("run", str(path), "--quick", *base)
@@ -440,7 +440,7 @@ def claim_path(args) -> None:
                     stderr=subprocess.STDOUT,
                     env={**os.environ, "OMP_NUM_THREADS": "1"},
                 )
-                for out, log in zip(outs, logs)
+                for out, log in zip(outs, logs, strict=True)
             ]
             codes = [p.wait() for p in procs]
             wall = time.perf_counter() - t0

@@ -114,12 +114,17 @@ def report(res, epochs: int, lr: float, solver: dict) -> str:
     med_c = statistics.median(r["n_iter"] for r in cold)
     med_w = statistics.median(r["n_iter"] for r in warm)
     tot_c, tot_w = sum(r["n_iter"] for r in cold), sum(r["n_iter"] for r in warm)
-    ratio = statistics.median(w["s"] / c["s"] for c, w in zip(cold, warm))
+    ratio = statistics.median(w["s"] / c["s"] for c, w in zip(cold, warm, strict=True))
     t_c, t_w = sum(r["s"] for r in cold), sum(r["s"] for r in warm)
     uncert = [
-        i for i, (c, w) in enumerate(zip(cold, warm)) if c["certified"] and not w["certified"]
+        i
+        for i, (c, w) in enumerate(zip(cold, warm, strict=True))
+        if c["certified"] and not w["certified"]
     ]
-    dv = max(abs(w["value"] - c["value"]) / max(abs(c["value"]), 1e-12) for c, w in zip(cold, warm))
+    dv = max(
+        abs(w["value"] - c["value"]) / max(abs(c["value"]), 1e-12)
+        for c, w in zip(cold, warm, strict=True)
+    )
     lines = [
         "# Warm-started Sinkhorn across training steps (issue 21, item 4)",
         "",
@@ -162,7 +167,7 @@ def report(res, epochs: int, lr: float, solver: dict) -> str:
         "| # | shape | cold iters | warm iters | cold s | warm s | cold gap | warm gap |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for i, (r, c, w) in enumerate(zip(RECORDS, cold, warm)):
+    for i, (r, c, w) in enumerate(zip(RECORDS, cold, warm, strict=True)):
         lines.append(
             f"| {i} | {r['shape'][0]}x{r['shape'][1]} | {c['n_iter']} | {w['n_iter']} "
             f"| {c['s']:.4f} | {w['s']:.4f} | {c['gap']:.1e} | {w['gap']:.1e} |"

@@ -1,5 +1,5 @@
 """The registry of OT methods: each method is named once, where it is defined, with its
-capabilities as data (style.md §1–2). CLI choices, Optuna categoricals and test parametrisation
+capabilities as data. CLI choices, Optuna categoricals and test parametrisation
 are read back from here."""
 
 from __future__ import annotations

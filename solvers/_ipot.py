@@ -158,9 +158,10 @@ def ipot_steps(C, a, b, *, beta: float, n_steps: int, relative: bool) -> torch.T
 
     C3, a3, b3, single = batch_problem(C, a, b)
     Cs = C3 - C3.amin(dim=(-2, -1), keepdim=True)  # as ipot: T^(0) = 1 1^T
+    step: float | torch.Tensor = beta  # beta, in the cost's units
     if relative:
         rng = (Cs.amax(dim=(-2, -1)) - Cs.amin(dim=(-2, -1))).max()
-        beta = beta * (rng if float(rng) > 0 else torch.ones_like(rng))
+        step = beta * (rng if float(rng) > 0 else torch.ones_like(rng))
     la = torch.where(a3 > 0, torch.log(a3.clamp_min(torch.finfo(a3.dtype).tiny)), 0)
     lb = torch.where(b3 > 0, torch.log(b3.clamp_min(torch.finfo(b3.dtype).tiny)), 0)
     # rows/columns of zero weight take no part in the other side's sums (their u, v are 0)
@@ -169,15 +170,15 @@ def ipot_steps(C, a, b, *, beta: float, n_steps: int, relative: bool) -> torch.T
     Phi, Psi = torch.zeros_like(a3), torch.zeros_like(b3)
     logv = torch.full_like(b3, -math.log(b3.shape[-1]))  # Alg. 1: v = 1/m
 
-    def step(Phi, Psi, logv, t):
-        logQ = (Phi[:, :, None] + Psi[:, None, :] - t * Cs) / beta
+    def one_step(Phi, Psi, logv, t):
+        logQ = (Phi[:, :, None] + Psi[:, None, :] - t * Cs) / step
         logu = la - torch.logsumexp(logQ + (logv + mask_b)[:, None, :], dim=-1)
         logv = lb - torch.logsumexp(logQ + (logu + mask_a)[:, :, None], dim=-2)
-        return Phi + beta * logu, Psi + beta * logv, logv
+        return Phi + step * logu, Psi + step * logv, logv
 
     for t in range(1, n_steps + 1):
-        Phi, Psi, logv = checkpoint(step, Phi, Psi, logv, t, use_reentrant=False)
-    T = torch.exp((Phi[:, :, None] + Psi[:, None, :] - n_steps * Cs) / beta)
+        Phi, Psi, logv = checkpoint(one_step, Phi, Psi, logv, t, use_reentrant=False)
+    T = torch.exp((Phi[:, :, None] + Psi[:, None, :] - n_steps * Cs) / step)
     T = T * ((a3 > 0)[:, :, None] & (b3 > 0)[:, None, :])
     value = (T * C3).sum(dim=(-2, -1))
     return value[0] if single else value

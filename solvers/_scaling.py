@@ -293,6 +293,9 @@ class _State:
 
 
 def _sinkhorn(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative=True, warm=None):
+    """Chunks of iterations at decreasing eps, each followed by a certificate attempt (once
+    eps <= range * CERTIFY_BELOW) and a step of the schedule, until certified, bias-limited,
+    converged at ``eps = reg`` or out of iterations."""
     p, s = _start(C, a, b, reg, gap_tol, max_iter, tol, scaling, sparse, relative, warm)
     while True:
         _begin_chunk(p, s)

@@ -6,7 +6,7 @@
 >>> res.plan.shape
 torch.Size([5, 7])
 
-See ``../shared/design.md`` (Solver contract) and ``otransfer list solvers``.
+``otransfer list solvers`` lists the methods; docs/plugins.md adds one.
 """
 
 from ._api import solve, solve_sample

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -92,8 +92,8 @@ def _check_problem(info: MethodInfo, C: torch.Tensor, a, b):
         raise ValueError(f"empty OT problem: cost has shape {tuple(shape)}")
     # one pass for both: NaN and inf propagate into min and max (the largest magnitude then
     # sets the cost's scale, see _prepare)
-    lo, hi = torch.aminmax(C.detach() if C.requires_grad else C)
-    lo, hi = float(lo), float(hi)
+    lo_t, hi_t = torch.aminmax(C.detach() if C.requires_grad else C)
+    lo, hi = float(lo_t), float(hi_t)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = (~torch.isfinite(C)).sum().item()
         raise ValueError(f"cost matrix has {bad} non-finite entries (NaN or inf)")
@@ -240,42 +240,84 @@ def solve(
             f"use solve_sample(x, y, method={method!r})"
         )
     _check_grad(grad)
-    params = _resolve_params(info, params)
+    problem = _problem(info, C, a, b, _resolve_params(info, params), warmstart)
+    out = _run(problem)
+    _scale_back(out, problem.mass, problem.c_scale)
+    if (problem.a.requires_grad or problem.b.requires_grad) and out.get("potentials") is None:
+        return _mass_gradient_fallback(problem, grad)
+    return _wrap(problem, out, grad)
+
+
+class Problem(NamedTuple):
+    """A checked problem, made once by :func:`_problem`: the caller's tensors (the value's
+    gradient flows to them) and the detached ones the method solves."""
+
+    info: MethodInfo
+    params: dict[str, Any]
+    C: torch.Tensor  # as given (a tensor), checked
+    a: torch.Tensor  # weights, uniform where omitted, with the batch shape
+    b: torch.Tensor
+    batch: tuple[int, ...]
+    cost_range: tuple[float, float]  # (min C, max C)
+    C_in: torch.Tensor  # detached, in the working dtype, at unit scale where needed
+    a_in: torch.Tensor  # detached, at unit mass where needed
+    b_in: torch.Tensor
+    mass: torch.Tensor | None  # the masses a_in, b_in were divided by
+    c_scale: float | None  # the scale C_in was divided by
+    warm: tuple[torch.Tensor, ...] | None  # the warm start in C_in's units
+
+
+def _problem(info: MethodInfo, C, a, b, params: dict[str, Any], warmstart) -> Problem:
+    """Validate the problem and bring it to the form the method solves (see :func:`_prepare`)."""
     C = _as_tensor(C, "cost")
     default_mass = a is None and b is None
     a, b, (lo, hi) = _check_problem(info, C, a, b)
     C_in, a_in, b_in, mass, c_scale = _prepare(C, a, b, params, max(abs(lo), abs(hi)), default_mass)
     warm = _warm(info, warmstart, C_in, c_scale)
-    if C.dim() == 3 and not info.batched:
-        out = _stack(
+    batch = tuple(C.shape[:-2])
+    return Problem(info, params, C, a, b, batch, (lo, hi), C_in, a_in, b_in, mass, c_scale, warm)
+
+
+def _run(p: Problem) -> dict:
+    """The method's output on the prepared problem; one call per problem where the method
+    takes no batch."""
+    info, params, warm = p.info, p.params, p.warm
+    if p.batch and not info.batched:
+        return _stack(
             [
                 info.fn(
-                    C_in[i],
-                    a_in[i],
-                    b_in[i],
+                    p.C_in[i],
+                    p.a_in[i],
+                    p.b_in[i],
                     **params,
                     **({"warmstart": (warm[0][i], warm[1][i])} if warm else {}),
                 )
-                for i in range(C.shape[0])
+                for i in range(p.batch[0])
             ]
         )
-    elif info.cost_range and c_scale is None and C.dim() == 2 and not warm:
-        # C_in holds C's values (a wider dtype at most): its range is the one checked above
-        out = info.fn(C_in, a_in, b_in, cost_range=(lo, hi), **params)
-    else:
-        out = info.fn(C_in, a_in, b_in, **params, **({"warmstart": warm} if warm else {}))
-    _scale_back(out, mass, c_scale)
-    if (a.requires_grad or b.requires_grad) and out.get("potentials") is None:
-        if info.name == "exact":  # the same optimum from the network simplex, with its duals
-            return solve(C, a, b, method="emd", grad=grad)
-        raise ValueError(
-            f"method {method!r} returns no dual potentials, so no gradient with "
-            f"respect to the masses a, b: use 'emd' or 'exact' (the LP duals) or a "
-            f"scaling method (sinkhorn, ipot), or pass a, b without requires_grad"
-        )
+    if info.cost_range and p.c_scale is None and not p.batch and not warm:
+        # C_in holds C's values (a wider dtype at most): its range is the one checked
+        return info.fn(p.C_in, p.a_in, p.b_in, cost_range=p.cost_range, **params)
+    return info.fn(p.C_in, p.a_in, p.b_in, **params, **({"warmstart": warm} if warm else {}))
+
+
+def _mass_gradient_fallback(p: Problem, grad: str) -> OTResult:
+    """A gradient with respect to the masses needs dual potentials: ``exact`` gets them from
+    the network simplex (the same optimum); any other method without them raises."""
+    if p.info.name == "exact":
+        return solve(p.C, p.a, p.b, method="emd", grad=grad)
+    raise ValueError(
+        f"method {p.info.name!r} returns no dual potentials, so no gradient with "
+        f"respect to the masses a, b: use 'emd' or 'exact' (the LP duals) or a "
+        f"scaling method (sinkhorn, ipot), or pass a, b without requires_grad"
+    )
+
+
+def _wrap(p: Problem, out: dict, grad: str) -> OTResult:
+    """The result: the value differentiable as ``grad`` says."""
     if grad == "envelope":
         out.pop("value_fn", None)
-    return _finish(info, out, _value(out, C, a, b), a, b, params)
+    return _finish(p.info, out, _value(out, p.C, p.a, p.b), p.a, p.b, p.params)
 
 
 def _warm(info: MethodInfo, warmstart, C_in: torch.Tensor, c_scale: float | None):
@@ -326,7 +368,7 @@ def _prepare(
 
 def _plain(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``t.detach().to(dtype)``, without the calls that would change nothing (each costs
-    microseconds: issue 21, the wrapper's overhead)."""
+    microseconds of the wrapper's overhead)."""
     if t.requires_grad:
         t = t.detach()
     return t if t.dtype == dtype else t.to(dtype)
@@ -393,8 +435,9 @@ def _stack_extras(extras: list[dict]) -> dict:
     merged: dict = {}
     for key in extras[0]:
         vals = [e.get(key) for e in extras]
-        if all(isinstance(v, torch.Tensor) for v in vals) and len({v.shape for v in vals}) == 1:
-            merged[key] = torch.stack(vals)
+        tensors = [v for v in vals if isinstance(v, torch.Tensor)]
+        if len(tensors) == len(vals) and len({t.shape for t in tensors}) == 1:
+            merged[key] = torch.stack(tensors)
         elif all(isinstance(v, (int, float)) for v in vals):  # bool too
             merged[key] = torch.tensor(vals)
         else:

@@ -1,4 +1,4 @@
-"""The one place where gradients are attached to an OT value (style.md §5).
+"""The one place where gradients are attached to an OT value.
 
 Envelope (Danskin) theorem: for ``OT(C, a, b) = min_{P in Pi(a, b)} <P, C>``
 ``= max_{f + g <= C} <a, f> + <b, g>``, at an optimum ``dOT/dC = P*``, ``dOT/da = f*`` and
@@ -221,12 +221,14 @@ class _Replay(torch.autograd.Function):
         need = ctx.needs_input_grad[2:]
         work = torch.float32 if C.dtype in (torch.float16, torch.bfloat16) else C.dtype
         with torch.enable_grad():  # half precision replayed in float32, as it was solved
-            ins = [t.detach().to(work).requires_grad_(n) for t, n in zip((C, a, b), need)]
+            ins = [
+                t.detach().to(work).requires_grad_(n) for t, n in zip((C, a, b), need, strict=True)
+            ]
             out = ctx.fn(*ins)
-            wrt = [t for t, n in zip(ins, need) if n]
+            wrt = [t for t, n in zip(ins, need, strict=True) if n]
             grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
         res = []
-        for t, n, centre in zip(ins, need, (False, True, True)):
+        for n, centre in zip(need, (False, True, True), strict=True):
             gr = next(grads) if n else None
             if gr is not None and centre:  # mass-preserving directions only, as attach
                 gr = gr - gr.mean(-1, keepdim=True)

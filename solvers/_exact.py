@@ -156,11 +156,9 @@ def _permutation(C: torch.Tensor, rows, cols, a: torch.Tensor, a_np) -> torch.Te
     """The plan ``a[0] * P_sigma`` of the assignment ``rows -> cols``, like ``C``."""
     if a_np is not None and C.dtype in (torch.float64, torch.float32):
         # NumPy's zeroed allocation (calloc) and one scatter; a view, no copy
-        plan = np.zeros(
-            tuple(C.shape), dtype=np.float64 if C.dtype == torch.float64 else np.float32
-        )
-        plan[rows, cols] = a_np[0]
-        return torch.from_numpy(plan)
+        buf = np.zeros(tuple(C.shape), dtype=np.float64 if C.dtype == torch.float64 else np.float32)
+        buf[rows, cols] = a_np[0]
+        return torch.from_numpy(buf)
     plan = torch.zeros_like(C)
     flat = torch.from_numpy(np.asarray(rows, dtype=np.int64) * C.shape[-1] + cols)
     plan.view(-1).index_fill_(0, flat.to(C.device), float(a[0]))  # one fill, not an index_put

@@ -108,8 +108,9 @@ def geomloss_solve(x, y, a, b, *, cost: str, reg: float, scaling: float) -> dict
     GeomLoss runs one symmetric Sinkhorn step per eps and extrapolates; its marginals are
     therefore loose, and the registry claims no tolerance to exact OT: measured here, 0.01-15%
     relative error depending on ``reg`` and the cloud size (``otransfer solvers bench`` reports
-    it per problem). Use ``sinkhorn`` when the value must be accurate. We rebuild ``P = a b^T exp((F + G - C)/eps)`` from its potentials and
-    report ``<P, C>`` with the envelope gradient, as every other method.
+    it per problem). Use ``sinkhorn`` when the value must be accurate. We rebuild
+    ``P = a b^T exp((F + G - C)/eps)`` from its potentials and report ``<P, C>`` with the
+    envelope gradient, as every other method.
     """
     st = _geomloss_setup(x, y, cost, reg, scaling)
     F, G = _geomloss_potentials(st, a, b, scaling, "tensorized")

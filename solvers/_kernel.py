@@ -274,6 +274,7 @@ class Kernel:
         else:
             P = torch.mul(self.K, u[:, :, None]).mul_(v[:, None, :])
         if err_a is not None:
+            assert err_b is not None  # the rounding's two errors come together
             mass = err_a.sum(-1).clamp_min(torch.finfo(u.dtype).tiny)
             P.baddbmm_((err_a / mass[:, None])[:, :, None], err_b[:, None, :])
         return P

@@ -1,5 +1,5 @@
 """The registry of OT methods: each method is named once, where it is defined, with its
-capabilities as data (style.md §1–2). CLI choices, Optuna categoricals and test parametrisation
+capabilities as data. CLI choices, Optuna categoricals and test parametrisation
 are read back from here."""
 
 from __future__ import annotations
@@ -107,8 +107,9 @@ def module_available(mod: str) -> bool:
 
 def _builtins() -> None:
     # Importing the implementation modules registers their methods (once: the registry's
-    # first lookup; a lookup then costs a dict access on every solve).
-    from . import _exact, _external, _fixed, _scaling  # noqa: F401
+    # first lookup; a lookup then costs a dict access on every solve). _ipot and _pot_sinkhorn
+    # import _scaling, so the order stays sinkhorn, ipot, pot_sinkhorn.
+    from . import _exact, _external, _fixed, _ipot, _pot_sinkhorn, _scaling  # noqa: F401
 
 
 #: The OT methods, by name (exact names only: ``"EMD"`` is suggested ``'emd'``, not found).

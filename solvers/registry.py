@@ -164,8 +164,10 @@ class Registry(Generic[T]):
         try:
             yield self
         finally:
-            self._entries.clear(), self._entries.update(entries)
-            self._aliases.clear(), self._aliases.update(aliases)
+            self._entries.clear()
+            self._entries.update(entries)
+            self._aliases.clear()
+            self._aliases.update(aliases)
 
     def replace(self, name: str, entry: T) -> None:
         """Put ``entry`` in place of the registered ``name`` (inside :meth:`restoring`: e.g.

@@ -14,8 +14,9 @@ machine)::
 The SLURM parameters are one mapping handed as it is to submitit's
 ``executor.update_parameters(**slurm)``: ``timeout_min``, ``gpus_per_node``, ``mem_gb`` ...
 (every cluster) and ``slurm_partition``, ``slurm_qos``, ``slurm_setup`` ... (SLURM only; the
-``local_`` ones locally), read from a YAML file (:func:`read_slurm_config`) with the command
-line's flags over it.
+``local_`` ones locally; those of :data:`AT_INIT`, such as ``slurm_max_num_timeout``, go to
+``AutoExecutor`` itself, as submitit requires), read from a YAML file
+(:func:`read_slurm_config`) with the command line's flags over it.
 
 Each array task runs :class:`WorkerTask`, which calls
 :func:`harness.experiments.runner.run_suite` as ``otransfer worker`` does. On preemption or
@@ -52,6 +53,7 @@ __all__ = [
     "spawn_workers",
     "STORAGE_ENV",
     "SLURM_DEFAULTS",
+    "AT_INIT",
 ]
 
 STORAGE_ENV = "OTRANSFER_STORAGE"
@@ -159,14 +161,23 @@ def read_slurm_config(path: str | os.PathLike) -> dict[str, Any]:
     return dict(data)
 
 
-def _update_parameters(ex, params: Mapping[str, Any]) -> None:
-    """``ex.update_parameters(**params)``, submitit's refusal of a parameter as a LaunchError
-    (its first line: the parameter and why)."""
+#: submitit's parameters of an executor's construction (``slurm_max_num_timeout`` ...), which
+#: ``update_parameters`` refuses: they go to ``AutoExecutor(...)`` instead
+AT_INIT = ("max_num_timeout", "max_pickle_size_gb", "python")
+
+
+def _executor(submitit, folder: Path, cluster: str, params: Mapping[str, Any]):
+    """``AutoExecutor(folder, cluster, **at_init).update_parameters(**rest)`` with ``params``
+    split between the two; submitit's refusal of a parameter as a LaunchError (its first line:
+    the parameter and why)."""
+    at_init = {k: v for k, v in params.items() if "_" in k and k.split("_", 1)[1] in AT_INIT}
     try:
-        ex.update_parameters(**params)
+        ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster, **at_init)
+        ex.update_parameters(**{k: v for k, v in params.items() if k not in at_init})
     except (NameError, ValueError, TypeError, AssertionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LaunchError(f"submitit refuses the SLURM parameters: {first}") from exc
+    return ex
 
 
 def launch(
@@ -189,9 +200,10 @@ def launch(
         before anything is queued.
     slurm : mapping, optional
         submitit parameters, passed as they are to ``executor.update_parameters`` over
-        :data:`SLURM_DEFAULTS`: generic ones (``timeout_min``, ``gpus_per_node``,
+        :data:`SLURM_DEFAULTS` (those of :data:`AT_INIT`, ``slurm_max_num_timeout``: requeues
+        after a timeout ..., to ``AutoExecutor``): generic ones (``timeout_min``, ``gpus_per_node``,
         ``cpus_per_task``, ``mem_gb``), ``slurm_*`` ones (``slurm_partition``,
-        ``slurm_max_num_timeout``: requeues after a timeout, ``slurm_array_parallelism``,
+        ``slurm_array_parallelism``,
         ``slurm_setup``: shell lines run before each task, ``slurm_additional_parameters``
         ...) used on SLURM only, ``local_setup`` used locally only.
     storage : str, optional
@@ -236,9 +248,10 @@ def launch(
         if folder
         else safe_io.ensure_dir(results_root / name / "submitit", results_root)
     )
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=executor)
-    _update_parameters(
-        ex,
+    ex = _executor(
+        submitit,
+        folder,
+        executor,
         {
             **SLURM_DEFAULTS,
             "name": f"otransfer-{name}",

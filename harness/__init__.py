@@ -5,7 +5,7 @@
     training/     the training loop, checkpoints, DDP helpers
     experiments/  suites, runner, claims, records, search, launcher, status, reference numbers
     reports/      leaderboards, verdicts, plots, benchmarks, asv collation
-    cli.py        argument parsing; each subcommand calls one layer (imported by nothing)
+    cli/          argument parsing, a module per command group (imported by nothing else)
 
 ``transfer`` and ``zoo`` know no training; ``training`` knows no suites; nothing below
 ``reports`` imports it. ``solvers/`` (OT math) sits below all of them. The names below are

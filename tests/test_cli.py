@@ -107,7 +107,7 @@ def test_tables_golden():
 
 
 def test_no_arguments_runs_the_mini_suite(monkeypatch):
-    import harness.cli as cli
+    from harness.cli import running
 
     seen = {}
 
@@ -115,7 +115,7 @@ def test_no_arguments_runs_the_mini_suite(monkeypatch):
         seen.update(vars(args))
         return 0
 
-    monkeypatch.setattr(cli, "_cmd_run", fake)
+    monkeypatch.setattr(running, "cmd_run", fake)
     # the parser binds func at build time: rebuild it after patching
     assert main([]) == 0
     assert seen["suite"] == "mini"

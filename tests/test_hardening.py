@@ -1,4 +1,4 @@
-"""Runtime hardening (issue 12): checkpoints that cannot run code or block a job, stale
+"""Runtime hardening: checkpoints that cannot run code or block a job, stale
 temporary files, one-line errors."""
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch
     import types
 
     from harness import cli
+    from harness.cli import running
     from harness.experiments.records import redact
 
     url = "postgresql+psycopg2://otransfer:s3cret@db.example:5432/runs"
@@ -121,7 +122,7 @@ def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch
         no_progress=True,
         only=None,
     )
-    assert cli._spawn_workers(args) == 0
+    assert running.spawn_local_workers(args) == 0
     assert len(seen) == 2
     for cmd, env in seen:
         assert not any("s3cret" in part for part in cmd)
@@ -464,7 +465,7 @@ def test_a_result_trained_before_an_outage_is_recorded_without_training_again(
         "best_val_accuracy": 0.4,
         "wall_time": 1.0,
     }
-    # written as a worker stopped by the outage wrote it (with its proof: issue 20)
+    # written as a worker stopped by the outage wrote it (with its proof)
     assert save_pending(art / f"{student.key}.result.json", student, kept) is None
     real = runner.run_job
 

@@ -1,7 +1,8 @@
-"""The harness's layers (issue 14, harness/__init__.py): each imports only the layers below it,
-no module imports another in a circle, no module imports another's private name, and the CLI
-is imported by nothing. Read from the modules' own import statements (every one, including
-those inside functions), so the rules stay true as the code changes."""
+"""The harness's layers (harness/__init__.py): each imports only the layers below it, no
+module imports another in a circle, no module imports another's private name, and the CLI (the
+modules of harness/cli/) is imported by nothing outside it. Read from the modules' own import
+statements (every one, including those inside functions), so the rules stay true as the code
+changes."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def test_a_module_imports_only_its_layer_and_those_below(module):
             layer = layers[0] if layers else None
         if layer is None or layer in SHARED or own is None:
             continue
-        if layer == "cli":
+        if layer == "cli" and own != "cli":  # the CLI's own modules import each other
             bad.append(f"line {line}: imports the CLI ({target})")
         elif layer != own and (
             RANK[layer] > RANK[own] or (RANK[layer] == RANK[own] and layer != own)

@@ -1,4 +1,4 @@
-"""Past one machine (issue 13): heartbeats on the database's clock, the submitit launcher,
+"""Past one machine: heartbeats on the database's clock, the submitit launcher,
 ``otransfer status``, the suite schema and the progress view."""
 
 from __future__ import annotations
@@ -173,6 +173,105 @@ def test_launch_local_two_workers_one_killed_every_job_recorded_once(tmp_path):
     ]
     assert resumed[0].user_attrs.get("resumed_from_epoch", 0) >= 1  # from the checkpoint
     assert any(f.suffix == ".out" for f in (results / name / "submitit").iterdir())
+
+
+class _FakeExecutor:
+    """submitit's AutoExecutor as the launch tests see it: what it is given, nothing run."""
+
+    seen: dict = {}
+
+    def __init__(self, folder, cluster, **at_init):
+        self.seen.update(folder=folder, cluster=cluster, at_init=at_init, tasks=[])
+
+    def update_parameters(self, **params):
+        self.seen["params"] = params
+
+    def batch(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def submit(self, task):
+        import types
+
+        self.seen["tasks"].append(task)
+        return types.SimpleNamespace(job_id=f"42_{len(self.seen['tasks']) - 1}")
+
+
+def test_launch_slurm_config_reaches_update_parameters_under_the_flags(
+    tmp_path, monkeypatch, capsys
+):
+    """``launch --slurm-config FILE``: the file's mapping goes to submitit's
+    ``update_parameters`` as it is, over launch's defaults and under the flags given; nothing is
+    written to os.environ, and a URL given with --storage reaches the tasks as an argument."""
+    import os
+
+    submitit = pytest.importorskip("submitit")
+    from harness.cli import STORAGE_ENV, main
+
+    monkeypatch.setattr(submitit, "AutoExecutor", _FakeExecutor)
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    config = tmp_path / "slurm.yaml"
+    config.write_text(
+        "slurm_partition: gpu\ntimeout_min: 60\nslurm_qos: high\n"
+        "slurm_additional_parameters: {exclusive: true}\n"
+    )
+    url = "postgresql+psycopg2://u:s3cret@db.example/runs"
+    argv = ["launch", "mini", "--slurm", "--slurm-config", str(config), "--array", "3"]
+    argv += ["--partition", "cpu", "--storage", url, "--results", str(tmp_path / "r")]
+    env_before = dict(os.environ)
+    assert main(argv) == 0
+    assert dict(os.environ) == env_before
+    seen = _FakeExecutor.seen
+    assert seen["cluster"] == "slurm" and seen["at_init"] == {"slurm_max_num_timeout": 3}
+    assert seen["params"] == {
+        "timeout_min": 60,
+        "tasks_per_node": 1,
+        "nodes": 1,
+        "slurm_signal_delay_s": 120,
+        "name": "otransfer-mini",
+        "slurm_array_parallelism": 3,
+        "slurm_partition": "cpu",
+        "slurm_qos": "high",
+        "slurm_additional_parameters": {"exclusive": True},
+    }
+    assert len(seen["tasks"]) == 3 and seen["tasks"][0].storage == url
+    out = capsys.readouterr().out
+    assert "3 workers submitted (slurm): job ids 42_0 42_1 42_2" in out and "s3cret" not in out
+    # a URL of the environment stays there: the tasks inherit it, no pickle holds it
+    monkeypatch.setenv(STORAGE_ENV, url)
+    assert main(argv[:-4] + ["--results", str(tmp_path / "r"), "--time", "30"]) == 0
+    assert seen["tasks"][0].storage is None and seen["params"]["timeout_min"] == 30
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("- slurm_partition\n- gpu\n", "must be a mapping of submitit parameters"),
+        ("1: gpu\n", "keys must be submitit parameter names (strings); got 1"),
+        ("slurm_partition: [gpu\n", "not valid YAML at line 2"),
+        (None, "cannot be read (No such file or directory)"),
+        ("slurm_partiton: gpu\n", "submitit refuses the SLURM parameters: Unknown argument"),
+    ],
+)
+def test_launch_with_a_bad_slurm_config_is_one_line_naming_the_file(
+    text, why, tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("submitit")
+    from harness.cli import main
+
+    config = tmp_path / "slurm.yaml"
+    if text is not None:
+        config.write_text(text)
+    # --local: submitit's own check of the parameters runs here too (no srun needed)
+    argv = ["launch", "mini", "--local", "--slurm-config", str(config)]
+    argv += ["--results", str(tmp_path / "r")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("otransfer launch: "), err
+    assert why in err[0], err
+    if "submitit" not in why:
+        assert f"SLURM config {config}: " in err[0], err
 
 
 # --------------------------------------------------------------------------- schema

@@ -1,25 +1,37 @@
-"""Launch a suite's workers on a cluster with submitit (issue 13).
+"""Launch a suite's workers on a cluster with submitit.
 
-Workers pull jobs (:mod:`harness.experiments.claims`), so a cluster needs only N ``otransfer worker``
-processes on one storage and one shared results directory. :func:`launch` submits them as one
-SLURM job array (``submitit.AutoExecutor``), or as local processes (submitit's
-``LocalExecutor``: the same code path, used by the tests and on a single machine)::
+Workers pull jobs (:mod:`harness.experiments.claims`), so a cluster needs only N
+``otransfer worker`` processes on one storage and one shared results directory.
+:func:`launch` submits them as one SLURM job array (``submitit.AutoExecutor``), or as local
+processes (submitit's ``LocalExecutor``: the same code path, used by the tests and on a single
+machine)::
 
     export OTRANSFER_STORAGE=postgresql+psycopg2://user@db-host/otransfer
     otransfer launch li2020_table1 --slurm --array 16 --partition gpu --gpus-per-task 1 \\
         --time 240 --results /shared/otransfer/results
+    otransfer launch li2020_table1 --slurm --slurm-config slurm.yaml --array 16
 
-Each array task runs :class:`WorkerTask`, which calls :func:`harness.experiments.runner.run_suite` as
-``otransfer worker`` does. On preemption or timeout SLURM signals the task (``USR2``, sent
-``signal_delay_s`` before the limit); submitit then calls :meth:`WorkerTask.checkpoint`, which
-requeues the same task: the interrupted job's claim is released on the way out (the runner's
-interruption path) and the job resumes from its last epoch checkpoint in the shared
-``artefacts/`` directory, by whichever worker takes it next. A task killed without a signal
-(``SIGKILL``, a lost node) leaves its claim to go stale after ``stale_after`` seconds of the
-database's clock (at once for another worker on the same host).
+The SLURM parameters are one mapping handed as it is to submitit's
+``executor.update_parameters(**slurm)``: ``timeout_min``, ``gpus_per_node``, ``mem_gb`` ...
+(every cluster) and ``slurm_partition``, ``slurm_qos``, ``slurm_setup`` ... (SLURM only; the
+``local_`` ones locally; those of :data:`AT_INIT`, such as ``slurm_max_num_timeout``, go to
+``AutoExecutor`` itself, as submitit requires), read from a YAML file
+(:func:`read_slurm_config`) with the command line's flags over it.
 
-The storage URL travels in the environment (``OTRANSFER_STORAGE``, inherited by the tasks),
-never in submitit's pickles or on a command line.
+Each array task runs :class:`WorkerTask`, which calls
+:func:`harness.experiments.runner.run_suite` as ``otransfer worker`` does. On preemption or
+timeout SLURM signals the task (``USR2``, sent ``slurm_signal_delay_s`` before the limit);
+submitit then calls :meth:`WorkerTask.checkpoint`, which requeues the same task: the
+interrupted job's claim is released on the way out (the runner's interruption path) and the
+job resumes from its last epoch checkpoint in the shared ``artefacts/`` directory, by
+whichever worker takes it next. A task killed without a signal (``SIGKILL``, a lost node)
+leaves its claim to go stale after ``stale_after`` seconds of the database's clock (at once
+for another worker on the same host).
+
+A storage URL read from ``OTRANSFER_STORAGE`` reaches the tasks in the environment they
+inherit, never in submitit's pickles or on a command line; any other (``--storage``, the
+default SQLite file of ``--local``) is handed to :class:`WorkerTask` as an argument, so it is
+in the pickle of submitit's folder. Nothing here writes to ``os.environ``.
 """
 
 from __future__ import annotations
@@ -29,13 +41,32 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from harness.training import safe_io
 
-__all__ = ["WorkerTask", "launch", "LaunchError", "spawn_workers", "STORAGE_ENV"]
+__all__ = [
+    "WorkerTask",
+    "launch",
+    "LaunchError",
+    "read_slurm_config",
+    "spawn_workers",
+    "STORAGE_ENV",
+    "SLURM_DEFAULTS",
+    "AT_INIT",
+]
 
 STORAGE_ENV = "OTRANSFER_STORAGE"
+
+#: The submitit parameters of a launch unless its ``slurm`` mapping says otherwise
+#: (``slurm_array_parallelism`` defaults to the number of workers).
+SLURM_DEFAULTS: dict[str, Any] = {
+    "timeout_min": 240,
+    "tasks_per_node": 1,
+    "nodes": 1,
+    "slurm_max_num_timeout": 3,
+    "slurm_signal_delay_s": 120,
+}
 
 
 class LaunchError(ValueError):
@@ -52,8 +83,9 @@ def _submitit():
 class WorkerTask:
     """One worker of a launched suite: what a SLURM array task (or a local process) runs.
 
-    Attributes mirror ``otransfer worker``'s options; the storage URL is read from the task's
-    environment (``OTRANSFER_STORAGE``) so that no password lands in submitit's folder.
+    Attributes mirror ``otransfer worker``'s options; ``storage`` None: the URL is read from
+    the task's environment (``OTRANSFER_STORAGE``), so that no password lands in submitit's
+    folder.
     """
 
     suite: str
@@ -63,11 +95,12 @@ class WorkerTask:
     device: str | None = None
     stale_after: float = 120.0
     heartbeat: float = 10.0
+    storage: str | None = None
 
     def __call__(self) -> dict[str, Any]:
         from harness.experiments.runner import run_suite
 
-        storage = os.environ.get(STORAGE_ENV) or None
+        storage = self.storage or os.environ.get(STORAGE_ENV) or None
         summary = run_suite(
             self.suite,
             storage=storage,
@@ -99,32 +132,64 @@ class WorkerTask:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+def read_slurm_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The submitit parameters of a YAML file (``--slurm-config``): a mapping with string keys
+    (``slurm_partition: gpu``, ``timeout_min: 240`` ...); an empty file is no parameter.
+    Raises :class:`LaunchError`, one line naming the file, on anything else."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise LaunchError(f"SLURM config {path}: cannot be read ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise LaunchError(f"SLURM config {path}: not valid YAML{at}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LaunchError(
+            f"SLURM config {path}: must be a mapping of submitit parameters "
+            f"(slurm_partition: gpu, timeout_min: 240 ...); got a {type(data).__name__}"
+        )
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise LaunchError(
+            f"SLURM config {path}: keys must be submitit parameter names (strings); got {bad[0]!r}"
+        )
+    return dict(data)
+
+
+#: submitit's parameters of an executor's construction (``slurm_max_num_timeout`` ...), which
+#: ``update_parameters`` refuses: they go to ``AutoExecutor(...)`` instead
+AT_INIT = ("max_num_timeout", "max_pickle_size_gb", "python")
+
+
+def _executor(submitit, folder: Path, cluster: str, params: Mapping[str, Any]):
+    """``AutoExecutor(folder, cluster, **at_init).update_parameters(**rest)`` with ``params``
+    split between the two; submitit's refusal of a parameter as a LaunchError (its first line:
+    the parameter and why)."""
+    at_init = {k: v for k, v in params.items() if "_" in k and k.split("_", 1)[1] in AT_INIT}
+    try:
+        ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster, **at_init)
+        ex.update_parameters(**{k: v for k, v in params.items() if k not in at_init})
+    except (NameError, ValueError, TypeError, AssertionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LaunchError(f"submitit refuses the SLURM parameters: {first}") from exc
+    return ex
+
+
 def launch(
     suite: str,
     *,
+    slurm: Mapping[str, Any] | None = None,
     storage: str | None = None,
     executor: str = "slurm",
     workers: int = 2,
     folder: str | os.PathLike | None = None,
     results_root: str | os.PathLike = "results",
-    overrides: Sequence[str] = (),
-    quick: bool = False,
-    device: str | None = None,
-    stale_after: float = 120.0,
-    heartbeat: float = 10.0,
-    timeout_min: int = 240,
-    partition: str | None = None,
-    gpus_per_task: int = 0,
-    cpus_per_task: int | None = None,
-    mem_gb: float | None = None,
-    max_requeue: int = 3,
-    parallelism: int | None = None,
-    account: str | None = None,
-    qos: str | None = None,
-    constraint: str | None = None,
-    setup: Sequence[str] = (),
-    signal_delay_s: int = 120,
-    extra: dict[str, Any] | None = None,
+    task: Mapping[str, Any] | None = None,
 ):
     """Submit ``workers`` workers of ``suite``; return ``(jobs, info)``.
 
@@ -133,40 +198,43 @@ def launch(
     suite : str
         A suite name or file; it is loaded (and checked) here, so a malformed file fails
         before anything is queued.
+    slurm : mapping, optional
+        submitit parameters, passed as they are to ``executor.update_parameters`` over
+        :data:`SLURM_DEFAULTS` (those of :data:`AT_INIT`, ``slurm_max_num_timeout``: requeues
+        after a timeout ..., to ``AutoExecutor``): generic ones (``timeout_min``, ``gpus_per_node``,
+        ``cpus_per_task``, ``mem_gb``), ``slurm_*`` ones (``slurm_partition``,
+        ``slurm_array_parallelism``,
+        ``slurm_setup``: shell lines run before each task, ``slurm_additional_parameters``
+        ...) used on SLURM only, ``local_setup`` used locally only.
     storage : str, optional
         The records' URL (PostgreSQL for SLURM); default ``$OTRANSFER_STORAGE``, else the
-        suite's SQLite file (``executor="local"`` only). Exported to the tasks' environment.
+        suite's SQLite file (``executor="local"`` only).
     executor : {"slurm", "local"}
         A SLURM job array, or local processes (submitit's ``LocalExecutor``).
     workers : int
         Array size: the number of worker tasks.
     folder : path, optional
         submitit's folder (logs, pickles); default ``<results_root>/<suite>/submitit``.
-    timeout_min, partition, gpus_per_task, cpus_per_task, mem_gb, account, qos, constraint
-        SLURM resources of each task.
-    max_requeue : int
-        Times a task is requeued after a timeout (submitit's ``max_num_timeout``); preemptions
-        requeue without limit.
-    parallelism : int, optional
-        Tasks of the array running at once (``%`` of ``--array``); default all.
-    setup : sequence of str
-        Shell lines run before each task (``module load cuda``, ``source venv/bin/activate``).
-    extra : dict, optional
-        More ``slurm_additional_parameters`` (``{"exclusive": True}``).
+    task : mapping, optional
+        The workers' options, :class:`WorkerTask`'s fields: ``overrides``, ``quick``,
+        ``device``, ``stale_after``, ``heartbeat``.
     """
     from harness.experiments.records import default_storage
     from harness.experiments.runner import quick_suite
     from harness.experiments.secrets import redact
     from harness.experiments.suite import load_suite
 
+    task = dict(task or {})
     if workers < 1:
         raise LaunchError(f"need at least one worker; got {workers}")
     if executor not in ("slurm", "local"):
         raise LaunchError(f"executor must be 'slurm' or 'local'; got {executor!r}")
-    loaded = load_suite(suite, list(overrides))  # a malformed suite fails here, not on a node
-    name = quick_suite(loaded).name if quick else loaded.name
+    overrides = list(task.get("overrides", ()))
+    loaded = load_suite(suite, overrides)  # a malformed suite fails here, not on a node
+    name = quick_suite(loaded).name if task.get("quick") else loaded.name
     results_root = Path(results_root).resolve()
-    storage = storage or os.environ.get(STORAGE_ENV) or default_storage(name, results_root)
+    inherited = os.environ.get(STORAGE_ENV) or None
+    storage = storage or inherited or default_storage(name, results_root)
     if executor == "slurm" and storage.startswith("sqlite"):
         raise LaunchError(
             f"workers on several SLURM nodes need a database server: {redact(storage)} is "
@@ -180,53 +248,22 @@ def launch(
         if folder
         else safe_io.ensure_dir(results_root / name / "submitit", results_root)
     )
-    os.environ[STORAGE_ENV] = storage  # the tasks inherit it; it is not pickled
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=executor)
-    params: dict[str, Any] = {
-        "timeout_min": int(timeout_min),
-        "tasks_per_node": 1,
-        "nodes": 1,
-        "name": f"otransfer-{name}",
-    }
-    if gpus_per_task:
-        params["gpus_per_node"] = int(gpus_per_task)
-    if cpus_per_task:
-        params["cpus_per_task"] = int(cpus_per_task)
-    if mem_gb:
-        params["mem_gb"] = float(mem_gb)
-    if executor == "slurm":
-        slurm: dict[str, Any] = {
-            "slurm_max_num_timeout": int(max_requeue),
-            "slurm_signal_delay_s": int(signal_delay_s),
-            "slurm_array_parallelism": int(parallelism or workers),
-        }
-        if partition:
-            slurm["slurm_partition"] = partition
-        if account:
-            slurm["slurm_account"] = account
-        if qos:
-            slurm["slurm_qos"] = qos
-        if constraint:
-            slurm["slurm_constraint"] = constraint
-        if setup:
-            slurm["slurm_setup"] = list(setup)
-        if extra:
-            slurm["slurm_additional_parameters"] = dict(extra)
-        params.update(slurm)
-    elif setup:
-        params["local_setup"] = list(setup)
-    ex.update_parameters(**params)
-    task = WorkerTask(
-        suite_file,
-        str(results_root),
-        tuple(overrides),
-        quick,
-        device,
-        float(stale_after),
-        float(heartbeat),
+    ex = _executor(
+        submitit,
+        folder,
+        executor,
+        {
+            **SLURM_DEFAULTS,
+            "name": f"otransfer-{name}",
+            "slurm_array_parallelism": workers,
+            **(slurm or {}),
+        },
     )
+    # the URL of the environment stays there (the tasks inherit it); any other is an argument
+    task.update(overrides=tuple(overrides), storage=None if storage == inherited else storage)
+    worker = WorkerTask(suite_file, str(results_root), **task)
     with ex.batch():  # one SLURM job array
-        jobs = [ex.submit(task) for _ in range(workers)]
+        jobs = [ex.submit(worker) for _ in range(workers)]
     info = {
         "suite": name,
         "executor": executor,
@@ -235,7 +272,9 @@ def launch(
         "folder": str(folder),
         "results": str(results_root),
         "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "storage_from": "environment (OTRANSFER_STORAGE)",
+        "storage_from": "environment (OTRANSFER_STORAGE)"
+        if worker.storage is None
+        else "the task's arguments",
     }
     log = results_root / name / "launches.jsonl"  # every launch of the suite, appended
     with safe_io.open_append(log, results_root) as fh:

@@ -274,6 +274,23 @@ def test_launch_with_a_bad_slurm_config_is_one_line_naming_the_file(
         assert f"SLURM config {config}: " in err[0], err
 
 
+def test_launch_slurm_without_slurm_is_one_line(tmp_path, monkeypatch, capsys):
+    """On a machine without SLURM, submitit raises "Could not detect srun": one line that
+    says so and names --local, not a traceback."""
+    submitit = pytest.importorskip("submitit")
+    from harness.cli import main
+
+    def no_srun(*args, **kwargs):
+        raise RuntimeError('Could not detect "srun", are you indeed on a slurm cluster?')
+
+    monkeypatch.setattr(submitit, "AutoExecutor", no_srun)
+    argv = ["launch", "mini", "--slurm", "--storage", "postgresql+psycopg2://u@h/db"]
+    assert main(argv + ["--results", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("otransfer launch: no SLURM here"), err
+    assert "--local" in err[0]
+
+
 # --------------------------------------------------------------------------- schema
 
 _BAD = {  # a malformed suite for each kind of declaration the schema carries

@@ -173,6 +173,12 @@ def _executor(submitit, folder: Path, cluster: str, params: Mapping[str, Any]):
     at_init = {k: v for k, v in params.items() if "_" in k and k.split("_", 1)[1] in AT_INIT}
     try:
         ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster, **at_init)
+    except RuntimeError as exc:  # submitit's "Could not detect srun": no SLURM on this machine
+        raise LaunchError(
+            f"no SLURM here ({exc}): launch from a SLURM login node, or run the workers on this "
+            "machine with `otransfer launch SUITE --local`"
+        ) from exc
+    try:
         ex.update_parameters(**{k: v for k, v in params.items() if k not in at_init})
     except (NameError, ValueError, TypeError, AssertionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -59,3 +59,18 @@ def test_the_full_suites_with_grids_are_the_expected_ones():
         "li2020_fig3",
         "ablation_plan",
     }
+
+
+def test_smoke_fails_a_select_val_template_without_a_validation_split():
+    """`otransfer run --smoke` checks what the report will select on: a ``select: val``
+    template whose stage has no validation split fails, with the reason."""
+    from harness.experiments.smoke import NO_VAL, run_smoke
+
+    def pick(jobs, _by_key):  # mini's `none` fine-tuning and its source network
+        job = next(j for j in jobs if j.stage == "finetune" and j.row == "none")
+        return [j for j in jobs if j.key in (job.key, job.config["teacher"])]
+
+    ok = run_smoke("mini", sample=pick, say=None)
+    assert [r.status for r in ok] == ["ok", "ok"], [r.reason for r in ok]
+    bad = run_smoke("mini", ["stages.finetune.splits={val: null}"], sample=pick, say=None)
+    assert [(r.status, r.reason) for r in bad][-1] == ("failed", NO_VAL)

@@ -6,11 +6,13 @@ regularizer x tap set. Each runs, through the real runner (:func:`run_suite`), t
 the smallest batch that keeps the shapes (2; a stage with an lu2017 label cost gets two
 examples of every class, which the cost needs), an evaluation (validation split after each
 step, test split at the end), a checkpoint after step 1, an interruption there, and a resume
-from that checkpoint (checked: the record says it resumed from epoch 1). The data are seeded
-random stand-ins of each dataset's real shape and class count (:mod:`harness.zoo.standin`), the
-models are built at their real sizes, and a stage's ``pretrained`` file is replaced by random
-weights written to the throwaway folder: nothing is downloaded or read. Teacher stages feed
-student stages as in a real run (their weights saved, verified, loaded).
+from that checkpoint (checked: the record says it resumed from epoch 1; a ``select: val``
+template must also record the validation accuracy that its report selects on). The data are
+seeded random stand-ins of each dataset's real shape and class count
+(:mod:`harness.zoo.standin`), the models are built at their real sizes, and a stage's
+``pretrained`` file is replaced by random weights written to the throwaway folder: nothing is
+downloaded or read. Teacher stages feed student stages as in a real run (their weights saved,
+verified, loaded).
 
 One smoke-only adjustment, said in the output: a teacher's batch-norm running statistics are
 re-estimated on its current weights (train-mode forwards over the stand-in training set, no
@@ -37,6 +39,11 @@ from harness.experiments.suite import PRETRAINED, Job, Suite, expand, load_suite
 __all__ = ["smoke_suite", "run_smoke", "SmokeResult", "cover_sample", "template_features"]
 
 SMOKE_STEPS = 2
+#: why a ``select: val`` template fails when its run recorded no validation accuracy
+NO_VAL = (
+    "select: val, but no validation accuracy was recorded: the stage has no validation "
+    "split (set dataset_params.val_size, or a 'splits: {val: ...}' the dataset has)"
+)
 
 
 class _Interrupt(BaseException):
@@ -208,7 +215,7 @@ def recalibrate_batchnorm(model, dataset, batch_size: int = 64) -> int:
         for x, _ in DataLoader(dataset, batch_size=batch_size):
             if x.shape[0] > 1:
                 model(x.to(device))
-    for m, mom in zip(bns, saved):
+    for m, mom in zip(bns, saved, strict=True):
         m.momentum = mom
     model.eval()
     return len(bns)
@@ -329,6 +336,8 @@ def _run_one(smoke: Suite, job: Job, tmp: Path, device) -> SmokeResult:
             f"(resumed_from_epoch={got.get('resumed_from_epoch')})",
             wall,
         )
+    if job.select == "val" and got.get("val_accuracy") is None:
+        return SmokeResult(job, "failed", NO_VAL, wall, resumed)
     return SmokeResult(job, "ok", "", wall, resumed)
 
 

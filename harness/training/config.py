@@ -147,7 +147,7 @@ def assign_param_groups(names: list[str], groups: tuple[ParamGroup, ...]) -> lis
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one training run (typed data).
+    """Hyper-parameters of one training run: a suite's ``train:`` keys (docs/train-options.md).
 
     Attributes
     ----------

@@ -250,6 +250,7 @@ def evaluate_sharded(model: nn.Module, dataset: Dataset, device: torch.device) -
     correct, loss_sum, total = distributed.all_reduce(sums, op="sum").tolist()
     if total == 0:
         raise ValueError("evaluate: the dataset is empty")
+    return {"accuracy": correct / total, "loss": loss_sum / total}
 
 
 def term_diagnostics(

@@ -1,7 +1,7 @@
 """A JSON Schema of suite files (``otransfer schema``), generated from the checker's own
-declarations in :mod:`harness.experiments.suite` (the key tables ``_TOP_KEYS``, ``_STAGE_KEYS`` ...),
-:class:`harness.training.loop.TrainConfig`'s fields and the model / dataset / regularizer registries, so
-that it cannot drift from what ``otransfer run`` accepts.
+declarations in :mod:`harness.experiments.suite` (the key tables ``_TOP_KEYS``,
+``_STAGE_KEYS`` ...), :class:`harness.training.config.TrainConfig`'s fields and the model /
+dataset / regularizer registries, so that it cannot drift from what ``otransfer run`` accepts.
 
 Editors validate and complete YAML with it; with the YAML language server (VS Code's YAML
 extension, neovim's yamlls), put on a suite file's first line::
@@ -79,7 +79,7 @@ def _annotation(tp) -> dict[str, Any]:
 
 
 def _train_schema() -> dict[str, Any]:
-    from harness.training import loop as tr
+    from harness.training import config as tr
 
     hints = typing.get_type_hints(tr.TrainConfig)
     props: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 The K *members* differ only in their seed (initial weights, data order, data subset) and in
 their regularizer's weights (a grid's alpha, KD's tau): their parameters are stacked along a
 new leading dimension and run with ``torch.func.functional_call`` under ``torch.vmap``, each
-on its own batch (drawn by :func:`harness.training.loop._epoch_loader` for its seed, so each
+on its own batch (drawn by :func:`harness.training.steps.epoch_loader` for its seed, so each
 sees exactly what :func:`harness.training.loop.train` would show it)::
 
     results = train_batched([Member(model, train_set, val_set, test_set, cfg_seed_s, reg_s,
@@ -29,8 +29,6 @@ The caller then trains the members one at a time.
 
 from __future__ import annotations
 
-import copy
-import math
 import re
 import time
 from collections import defaultdict
@@ -40,20 +38,22 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from harness.training import distributed
-from harness.training.loop import DIAG_EPOCHS, TrainConfig, TrainResult
-from harness.training.loop import base_lr as _base_lr
-from harness.training.loop import epoch_loader as _epoch_loader
-from harness.training.loop import log_scalar as _scalar
-from harness.training.loop import make_result as _result
-from harness.training.loop import make_scheduler as _make_scheduler
-from harness.training.loop import seed_all as _seed_all
+from harness.training.config import TrainConfig, TrainResult
 from harness.training.precision import gpu_options_set
+from harness.training.stacked import Stack, batched_ot, distinct, stacked_diagnostics
+from harness.training.steps import (
+    EpochStats,
+    base_lr,
+    epoch_loader,
+    make_result,
+    make_scheduler,
+    seed_all,
+    step_budget,
+)
 from harness.transfer import warm as _warm
 from harness.transfer.regularizers import RegContext, Regularizer
-from harness.transfer.taps import Taps
 
 __all__ = ["Member", "train_batched", "why_not_batchable", "NotBatchable"]
 
@@ -139,100 +139,11 @@ def why_not_batchable(members: list[Member]) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------- stacked modules
-
-
-class _Stack:
-    """K modules of one architecture as stacked tensors, run under vmap; the hooks of ``taps``
-    go on a template copy (its forward is the modules' forward)."""
-
-    def __init__(self, modules: list[nn.Module], taps: tuple[str, ...], device, grad: bool):
-        self.template = copy.deepcopy(modules[0]).to(device)
-        self.params = {
-            n: torch.stack(
-                [dict(m.named_parameters())[n].detach().to(device) for m in modules]
-            ).requires_grad_(grad)
-            for n, _ in modules[0].named_parameters()
-        }
-        self.buffers = {
-            n: torch.stack([dict(m.named_buffers())[n].to(device) for m in modules])
-            for n, _ in modules[0].named_buffers()
-        }
-        self.taps = Taps(self.template, taps) if taps else None
-
-    def _one(self, params, buffers, x):
-        if self.taps is not None:
-            self.taps.clear()
-        out = functional_call(self.template, (params, buffers), (x,))
-        feats = dict(self.taps.features) if self.taps is not None else {}
-        return out, feats
-
-    def __call__(self, x: torch.Tensor, params=None, rows: list[int] | None = None):
-        """``(K, n, classes)`` logits and ``{tap: (K, n, d)}`` features of the stacked ``x``
-        (``rows``: the stacked modules to run, one per row of ``x``; default all, in order)."""
-        params = self.params if params is None else params
-        buffers = self.buffers
-        if rows is not None:
-            params = {n: p[rows] for n, p in params.items()}
-            buffers = {n: b[rows] for n, b in buffers.items()}
-        out = torch.vmap(self._one)(params, buffers, x)
-        if self.taps is not None:
-            self.taps.clear()
-        return out
-
-    def member(self, k: int) -> "_MemberView":
-        return _MemberView(self.template, {n: p[k] for n, p in self.params.items()})
-
-    def close(self):
-        if self.taps is not None:
-            self.taps.remove()
-
-
-class _MemberView:
-    """Member k's parameters (slices of the stacked tensors, in the graph) as the regularizer
-    reads them: ``parameters()`` and ``named_parameters()`` (``l2``, ``l2sp``)."""
-
-    def __init__(self, template: nn.Module, params: dict[str, torch.Tensor]):
-        self.template, self.params = template, params
-
-    def named_parameters(self):
-        return iter(self.params.items())
-
-    def parameters(self):
-        return iter(self.params.values())
-
-
-def _distinct(modules: list[nn.Module]) -> tuple[list[nn.Module], list[int]]:
-    """The modules with distinct weights (bitwise; buffers too) and each module's index among
-    them."""
-    unique, index, fingerprints = [], [], []
-    for m in modules:
-        state = [t.detach() for t in (*m.parameters(), *m.buffers())]
-        j = next(
-            (
-                i
-                for i, f in enumerate(fingerprints)
-                if len(f) == len(state)
-                and all(
-                    a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
-                    for a, b in zip(f, state)
-                )
-            ),
-            None,
-        )
-        if j is None:
-            j = len(unique)
-            unique.append(m)
-            fingerprints.append(state)
-        index.append(j)
-    return unique, index
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
-def _evaluate(stack: _Stack, datasets: list, batch_size: int = 256) -> list[dict | None]:
+def _evaluate(stack: Stack, datasets: list, batch_size: int = 256) -> list[dict | None]:
     """:func:`harness.training.loop.evaluate` of every member on its own dataset (in eval
     mode: the members have no batch norm or dropout); ``None`` where a member has none."""
     from torch.utils.data import DataLoader
@@ -248,7 +159,7 @@ def _evaluate(stack: _Stack, datasets: list, batch_size: int = 256) -> list[dict
     K = len(datasets)
     correct, loss_sum, n = torch.zeros(K, dtype=torch.long), [0.0] * K, 0
     device = next(iter(stack.params.values())).device
-    for batches in zip(*loaders):
+    for batches in zip(*loaders, strict=False):
         x = torch.stack([b[0] for b in batches]).to(device)
         y = torch.stack([b[1] for b in batches]).to(device)
         if x.dim() == 6:  # (K, n, crops, c, h, w): li2020 A.1's ten crops, mean softmax
@@ -266,84 +177,6 @@ def _evaluate(stack: _Stack, datasets: list, batch_size: int = 256) -> list[dict
     return [{"accuracy": int(correct[k]) / n, "loss": loss_sum[k] / n} for k in range(K)]
 
 
-# --------------------------------------------------------------------------- batched OT terms
-
-
-def _batched_ot(
-    regs: list[Regularizer], name: str, feats, t_feats, ctxs, warm_state: Mapping | None = None
-) -> tuple[list, dict] | None:
-    """Term ``name`` of every member as one batched solve per tap (``None``: not a term this
-    knows, computed member by member instead). Members share the term's plan, cost and taps;
-    only alpha differs. Returns the members' values and the solves' potentials by tap,
-    ``(K, n)``, ``(K, m)``: one row per member, passed back as ``warm_state`` next step."""
-    from harness.transfer.regularizers import SamplesOTTerm, log_solve, omega_term
-
-    terms = [r.terms[name] for r in regs]
-    first = terms[0]
-    if isinstance(first, SamplesOTTerm):
-        keys = [(t.taps, t.cost, t.plan, t.solver, t.warm_start) for t in terms]
-        view, (taps, cost, plan, solver, warm_start) = "samples", keys[0]
-        alphas = [t.alpha for t in terms]
-    elif getattr(first, "fn", None) is omega_term:
-        kw = [t.kwargs for t in terms]
-        keys = [
-            (k["taps"], k["cost"], k["plan"], k["solver"], k.get("warm_start", "auto")) for k in kw
-        ]
-        view, (taps, cost, plan, solver, warm_start) = "neurons", keys[0]
-        alphas = [k["alpha"] for k in kw]
-    else:
-        return None
-    if any(k != keys[0] for k in keys):
-        return None
-    on = _warm.enabled(warm_start, plan, solver)
-    total, new = 0, {}
-    for tap in taps:
-        s, t = feats[tap], t_feats[tap].detach().to(feats[tap].dtype)
-        if view == "neurons":  # li2020 §2.2: a neuron's activations over the batch
-            s, t = s.transpose(-1, -2), t.transpose(-1, -2)
-        pots = (
-            _warm.start(warm_state or {}, tap, s.shape[1], t.shape[1], (s.shape[0],))
-            if on
-            else None
-        )
-        res = transport_batched(
-            s, t, view, cost, plan, {**solver, **({"warmstart": pots} if pots else {})}
-        )
-        for k, ctx in enumerate(ctxs):
-            log_solve(ctx.stats.setdefault(name, {}), tap, _slice_result(res, k))
-        total = total + res.value
-        if on and _warm.potentials_of(res) is not None:
-            new[tap] = _warm.potentials_of(res)
-    return [alphas[k] * total[k] for k in range(len(regs))], new
-
-
-def transport_batched(s, t, view: str, cost, plan: str, solver) -> Any:
-    """:func:`harness.transfer.representation.transport` on ``(K, points, dim)`` clouds (the
-    points of the view: neurons or examples), with one member's checks."""
-    from harness.transfer.regularizers import PAPER_GRAD
-    from harness.transfer.representation import VIEWS, view_points
-    from solvers import get_method, solve_sample
-
-    if view == "neurons":  # one member's checks, on its (n, d) activations
-        view_points(s[0].transpose(0, 1), t[0].transpose(0, 1), view)
-    else:
-        view_points(s[0], t[0], view)
-    if get_method(plan).square_only and s.shape[1] != t.shape[1]:
-        raise ValueError(
-            f"plan {plan!r} needs as many student as teacher points; got "
-            f"{s.shape[1]} and {t.shape[1]}"
-        )
-    # the papers' gradient, as the one-model terms ask for it (regularizers.PAPER_GRAD)
-    return solve_sample(
-        s, t, cost=cost or VIEWS[view], method=plan, **{"grad": PAPER_GRAD, **solver}
-    )
-
-
-def _slice_result(res, k: int):
-    plan = res.plan[k] if res.plan is not None else None
-    return replace(res, value=res.value[k], plan=plan)
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -357,7 +190,7 @@ class _BatchedRun:
         self.K = len(members)
         cfg = self.cfg = members[0].config
         self.device = torch.device(cfg.device)
-        _seed_all(cfg.seed)  # as train(): nothing below draws from it (no dropout, no embeddings)
+        seed_all(cfg.seed)  # as train(): nothing below draws from it (no dropout, no embeddings)
         self.regs = [m.regularizer for m in members]
         reg0 = self.regs[0]
         taps = tuple(reg0.taps) if reg0 is not None else ()
@@ -365,13 +198,13 @@ class _BatchedRun:
         for m in members:
             if m.regularizer is not None:
                 m.regularizer.to(self.device)
-        self.student = _Stack([m.model for m in members], taps, self.device, grad=True)
+        self.student = Stack([m.model for m in members], taps, self.device, grad=True)
         # one stacked copy per distinct teacher (members of one seed share theirs: a grid's
         # points); self.teacher_of[k] is member k's row in it
         self.teacher, self.teacher_of = None, []
         if self.needs_teacher:
-            unique, self.teacher_of = _distinct([m.teacher for m in members])
-            self.teacher = _Stack([t.eval() for t in unique], taps, self.device, grad=False)
+            unique, self.teacher_of = distinct([m.teacher for m in members])
+            self.teacher = Stack([t.eval() for t in unique], taps, self.device, grad=False)
         self.w0 = [
             {k: v.detach().to(self.device) for k, v in m.initial_weights.items()}
             if m.initial_weights
@@ -382,11 +215,8 @@ class _BatchedRun:
         self.opt = torch.optim.SGD(
             self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        self.sched = _make_scheduler(self.opt, cfg)
-        steps_per_epoch = len(_epoch_loader(members[0].train_set, cfg, 0))
-        self.n_epochs = -(-cfg.steps // steps_per_epoch) if cfg.steps is not None else cfg.epochs
-        self.total_steps = cfg.steps if cfg.steps is not None else self.n_epochs * steps_per_epoch
-        self.diag_every = max(1, self.n_epochs // DIAG_EPOCHS)
+        self.sched = make_scheduler(self.opt, cfg)
+        self.budget = step_budget(members[0].train_set, cfg)
         self.step = 0
         self.histories = [{"epochs": [], "steps": defaultdict(list)} for _ in members]
         self.best = [None] * self.K
@@ -403,7 +233,7 @@ class _BatchedRun:
         """Member k stops here with ``train``'s failed result (its history so far)."""
         h = self.histories[k]
         hist = {"epochs": list(h["epochs"]), "steps": {a: list(b) for a, b in h["steps"].items()}}
-        self.failed[k] = _result(
+        self.failed[k] = make_result(
             "failed",
             reason,
             hist,
@@ -415,19 +245,21 @@ class _BatchedRun:
         )
 
     # ---- one epoch
-    def train_epoch(self, epoch: int) -> None:
-        self.sums = [defaultdict(float) for _ in self.members]
-        self.counts = [defaultdict(int) for _ in self.members]
-        self.diag: list[dict] = [{} for _ in self.members]
-        loaders = [_epoch_loader(m.train_set, m.config, epoch) for m in self.members]
-        for i, batches in enumerate(zip(*loaders)):
-            if self.step >= self.total_steps or not self.active:
+    def train_epoch(self, epoch: int) -> list[EpochStats]:
+        """The epoch's steps; returns each member's logged values and term diagnostics."""
+        stats = [EpochStats() for _ in self.members]
+        loaders = [epoch_loader(m.train_set, m.config, epoch) for m in self.members]
+        for i, batches in enumerate(zip(*loaders, strict=False)):
+            if self.step >= self.budget.total_steps or not self.active:
                 break
             x = torch.stack([b[0] for b in batches]).to(self.device)
             y = torch.stack([b[1] for b in batches]).to(self.device)
-            self.train_step(epoch, i, x, y)
+            self.train_step(epoch, i, x, y, stats)
+        return stats
 
-    def train_step(self, epoch: int, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    def train_step(
+        self, epoch: int, i: int, x: torch.Tensor, y: torch.Tensor, stats: list[EpochStats]
+    ) -> None:
         """Stacked forward (student, teacher) -> per-member CE + terms (NaN guard, one member
         at a time) -> diagnostics -> one backward -> per-member clip -> SGD -> log."""
         logits, feats = self.student(x)
@@ -470,15 +302,15 @@ class _BatchedRun:
                 )
                 self.fail(k, f"non-finite loss at step {self.step} (epoch {epoch}): {what}")
                 del losses[k]
-        if i == 0 and (epoch % self.diag_every == 0 or epoch == self.n_epochs - 1):
-            for k, diag in _stacked_diagnostics(
+        if i == 0 and self.budget.diagnoses(epoch):
+            for k, diag in stacked_diagnostics(
                 ce, {k: terms[k] for k in losses if terms[k]}, self.params
             ).items():
-                self.diag[k].update(diag)
+                stats[k].diag.update(diag)
         self.optimizer_step(losses)
         if self.step % self.cfg.log_every == 0:
             for k in losses:
-                self.log_step(k, ce[k], terms[k], losses[k], ctxs[k])
+                self.log_step(k, ce[k], terms[k], losses[k], ctxs[k], stats[k])
         self.step += 1
         if self.cfg.steps:
             self.sched.step()
@@ -493,7 +325,7 @@ class _BatchedRun:
             j = next(
                 (
                     i
-                    for i, (v, xk) in enumerate(zip(pick, rows))
+                    for i, (v, xk) in enumerate(zip(pick, rows, strict=True))
                     if v == u and torch.equal(xk, x[k])
                 ),
                 None,
@@ -521,13 +353,13 @@ class _BatchedRun:
         if regs[0] is None:
             return {k: {} for k in keys}
         out: dict[int, dict[str, torch.Tensor]] = {k: {} for k in keys}
-        for name, term in regs[0].terms.items():
+        for name in regs[0].terms:
             values = None
             if len(keys) == self.K:  # all members still there: the stacked features fit
                 try:
                     head = f"{name}/"
                     state = {k[len(head) :]: v for k, v in self.warm.items() if k.startswith(head)}
-                    got = _batched_ot(regs, name, feats, t_feats, [ctxs[k] for k in keys], state)
+                    got = batched_ot(regs, name, feats, t_feats, [ctxs[k] for k in keys], state)
                     if got is not None:
                         values, pots = got
                         self.warm = _warm.carry(self.warm, {head + t: p for t, p in pots.items()})
@@ -581,7 +413,7 @@ class _BatchedRun:
                 p.grad.mul_(coef.view(-1, *([1] * (p.dim() - 1))))
         self.opt.step()
 
-    def log_step(self, k: int, ce, terms, loss, ctx: RegContext) -> None:
+    def log_step(self, k: int, ce, terms, loss, ctx: RegContext, stats: EpochStats) -> None:
         """Member k's step record, as :meth:`harness.training.loop._Run.log_step` writes it."""
         record = {
             "train/loss": loss,
@@ -589,22 +421,15 @@ class _BatchedRun:
             **{f"train/{a}": v for a, v in terms.items()},
             **ctx.stats,
         }
-        steps = self.histories[k]["steps"]
-        steps["step"].append(self.step)
-        for key, value in record.items():
-            v = _scalar(value)
-            if v is not None:
-                steps[key].append(v)
-                self.sums[k][key] += v
-                self.counts[k][key] += 1
+        stats.log(self.step, record, self.histories[k]["steps"])
 
-    def end_epoch(self, epoch: int) -> None:
+    def end_epoch(self, epoch: int, stats: list[EpochStats]) -> None:
         """Each member's epoch record (lr, means, diagnostics, validation), the schedule's
         per-epoch step; a member with non-finite weights fails."""
-        lr = _base_lr(self.opt)
+        lr = base_lr(self.opt)
         if not self.cfg.steps:
             self.sched.step()
-        last = epoch == self.n_epochs - 1
+        last = self.budget.is_last(epoch)
         evaluate_now = (epoch + 1) % self.cfg.eval_every == 0 or last
         evals = (
             _evaluate(self.student, [m.val_set for m in self.members])
@@ -613,13 +438,7 @@ class _BatchedRun:
         )
         names = list(self.student.params)
         for k in self.active:
-            sums, counts = self.sums[k], self.counts[k]
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "lr": lr,
-                **{a: sums[a] / counts[a] for a in sums},
-                **self.diag[k],
-            }
+            record = stats[k].record(epoch, lr)
             bad = next(
                 (n for n in names if not torch.isfinite(self.student.params[n][k]).all()), None
             )
@@ -653,7 +472,7 @@ class _BatchedRun:
                 )
                 continue
             out.append(
-                _result(
+                make_result(
                     "completed",
                     "",
                     self.histories[k],
@@ -667,43 +486,6 @@ class _BatchedRun:
         return out
 
 
-def _stacked_diagnostics(
-    ce: torch.Tensor, terms: dict[int, dict[str, torch.Tensor]], params: list[torch.Tensor]
-) -> dict[int, dict[str, float]]:
-    """:func:`harness.training.loop.term_diagnostics` of every member in ``terms`` from one
-    backward per term (and one for the CE) of the members' summed values: member k's value
-    reaches only its slice ``[k]`` of the stacked parameters, so the slice is its gradient. A
-    backward per member and term (K x (1 + terms) backwards of the K-model graph) was 18 % of
-    a batched li2020_table4-cpu job."""
-    keys = list(terms)
-    if not keys:
-        return {}
-
-    def norms(values: list[torch.Tensor]) -> list[float]:
-        value = torch.stack(values)
-        if not value.requires_grad:
-            return [0.0] * len(keys)
-        grads = [
-            g
-            for g in torch.autograd.grad(value.sum(), params, retain_graph=True, allow_unused=True)
-            if g is not None
-        ]
-        return [math.sqrt(sum(float(g[k].detach().pow(2).sum()) for g in grads)) for k in keys]
-
-    ce_norm = norms([ce[k] for k in keys])
-    out: dict[int, dict[str, float]] = {}
-    for j, k in enumerate(keys):
-        ce_value = float(ce[k].detach())
-        out[k] = {
-            f"diag/{a}/value_ratio": (float(v.detach()) / ce_value if ce_value else math.inf)
-            for a, v in terms[k].items()
-        }
-    for name in terms[keys[0]]:
-        for j, g in enumerate(norms([terms[k][name] for k in keys])):
-            out[keys[j]][f"diag/{name}/grad_ratio"] = g / ce_norm[j] if ce_norm[j] else math.inf
-    return out
-
-
 def train_batched(members: list[Member]) -> list[TrainResult]:
     """Train ``members`` as one batched model; one :class:`TrainResult` per member, in order,
     each what :func:`harness.training.loop.train` returns for it (no checkpoint is written).
@@ -715,11 +497,11 @@ def train_batched(members: list[Member]) -> list[TrainResult]:
         raise NotBatchable(why)
     run = _BatchedRun(members)
     try:
-        for epoch in range(run.n_epochs):
+        for epoch in range(run.budget.n_epochs):
             if not run.active:
                 break
-            run.train_epoch(epoch)
-            run.end_epoch(epoch)
+            stats = run.train_epoch(epoch)
+            run.end_epoch(epoch, stats)
         return run.results()
     finally:
         run.student.close()

@@ -1,18 +1,23 @@
-"""Epoch checkpoints on disk (issue 12, issue 20): written atomically and never through a link
+"""Epoch checkpoints on disk: written atomically and never through a link
 (:mod:`harness.training.safe_io`), each with a proof beside it (``<path>.proof``, an HMAC under
 the user's secret, :mod:`harness.training.proof`) vouching for its file name, size and SHA-256;
 read back only once that proof verifies, and then with ``torch.load(weights_only=True)``.
+Also what a checkpoint holds besides the weights: every RNG's state, and the config it was
+written with (:func:`checkpoint_problem`: may a run of this config resume it?).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import random
+from typing import Any, Mapping
 
+import numpy as np
 import torch
 
-from harness.training import proof, safe_io
+from harness.training import distributed, proof, safe_io
+from harness.training.config import KEYED_WHEN_SET, TrainConfig
 
 __all__ = [
     "CheckpointError",
@@ -21,6 +26,12 @@ __all__ = [
     "remove_checkpoint",
     "move_aside",
     "proof_path",
+    "rng_state",
+    "set_rng_state",
+    "checkpoint_problem",
+    "check_resumable",
+    "read_resumable",
+    "checkpoint_payload",
 ]
 
 
@@ -164,3 +175,126 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     else:
         safe_io.write_text(proof_path(path), json.dumps({"versions": versions, "proof": tag}))
     safe_io.write_bytes(path, data)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG's state as tensors and plain data, so that a checkpoint loads with
+    ``torch.load(weights_only=True)`` (no pickled objects: a results directory cannot run code)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [
+            str(kind),
+            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuples(state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((kind, keys.astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(x):
+    """``random.setstate`` wants the nested tuples ``random.getstate`` gave."""
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def checkpoint_problem(path: str | os.PathLike, config: TrainConfig) -> str | None:
+    """Why checkpoint ``path`` cannot be resumed by a run of ``config`` (not ours, unreadable,
+    written with another config), or None when it can (or there is none)."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        check_resumable(load_checkpoint(path)["config"], config, path)
+    except (CheckpointError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+# settings that may change between a run and its resumption without changing its trajectory
+# (``epochs`` may grow, except under the cosine schedule, whose rates depend on it)
+_RESUMABLE_CHANGES = {"epochs", "eval_every", "checkpoint_every", "log_every", "device"}
+
+
+def check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path) -> None:
+    # a field missing from either side is at its default (older checkpoints, to_dict)
+    saved = {**KEYED_WHEN_SET, **saved}
+    now = {**KEYED_WHEN_SET, **cfg.to_dict()}
+    free = _RESUMABLE_CHANGES - ({"epochs"} if cfg.schedule == "cosine" else set())
+    diff = {k: (saved.get(k), now[k]) for k in now if k not in free and saved.get(k) != now[k]}
+    if diff:
+        raise ValueError(
+            f"checkpoint {path} was written with another config "
+            f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
+            f"remove it or use a fresh path"
+        )
+
+
+def read_resumable(path, device, cfg: TrainConfig, rank: int) -> dict[str, Any] | None:
+    """The checkpoint a run of ``cfg`` resumes from, or None: none at ``path``, or an unreadable
+    one (moved aside to ``<path>.bad`` with a warning: the run starts from scratch). A
+    checkpoint written with another config raises ``ValueError``."""
+    resuming = path is not None and os.path.lexists(path)
+    if distributed.broadcast_object(resuming) != resuming:  # rank 0 writes it
+        raise RuntimeError(
+            f"checkpoint {path}: rank 0 and rank {rank} disagree "
+            f"on whether it exists; multi-process runs need a shared file "
+            f"system"
+        )
+    if not resuming:
+        return None
+    try:
+        ckpt = load_checkpoint(path, device)
+    except CheckpointError as exc:  # restart from scratch; keep the file for a look
+        import warnings
+
+        bad = f"{os.fspath(path)}.bad"
+        if rank == 0:
+            move_aside(path, bad)
+        warnings.warn(f"{exc}; moved to {bad}, training from scratch", stacklevel=4)
+        return None
+    check_resumable(ckpt["config"], cfg, path)
+    return ckpt
+
+
+def checkpoint_payload(
+    *,
+    model,
+    reg,
+    opt,
+    sched,
+    epoch: int,
+    step: int,
+    best,
+    rng_ranks: list,
+    cfg: TrainConfig,
+    history: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What a checkpoint holds after ``epoch`` (0-based): every state a resumed run needs, each
+    rank's RNG state, the config and the history so far."""
+    return {
+        "model": model.state_dict(),
+        "regularizer": reg.state_dict() if reg is not None else None,
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "epoch": epoch + 1,
+        "step": step,
+        "best_val_accuracy": best,
+        "rng": rng_ranks[0],
+        "config": cfg.to_dict(),
+        **({"rng_ranks": rng_ranks} if len(rng_ranks) > 1 else {}),
+        "history": {"epochs": history["epochs"], "steps": dict(history["steps"])},
+    }

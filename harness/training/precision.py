@@ -1,8 +1,8 @@
-"""GPU-run options of :class:`~harness.training.loop.TrainConfig` (issue 23 item 4).
+"""GPU-run options of :class:`~harness.training.config.TrainConfig`.
 
 ``precision`` ("fp32" | "bf16"), ``channels_last`` (bool), ``loader_workers`` (int >= 0).
 At their defaults they are left out of the job key (``GPU_DEFAULTS`` joins
-``loop._KEYED_WHEN_SET``) and change nothing. The batched engine refuses jobs that set them
+``config.KEYED_WHEN_SET``) and change nothing. The batched engine refuses jobs that set them
 (:func:`gpu_options_set`, called by ``batched.why_not_batchable``).
 """
 

@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import method_params, problem
+from _helpers import method_params, problem
 
 from solvers import available, cost_matrix, get_method, solve, solve_sample
 

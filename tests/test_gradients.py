@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import DTYPES, method_params, points, problem, shape_for, weights
+from _helpers import DTYPES, method_params, points, problem, shape_for, weights
 
 from solvers import cost_matrix, get_method, solve, solve_sample
 
@@ -105,7 +105,7 @@ def test_gradient_wrt_points_is_plan_chain_rule(name):
     assert torch.allclose(y.grad, gy, rtol=1e-10, atol=1e-12)
 
 
-# --- (b) finite differences of the exact value (emd) -----------------------------------------------
+# --- (b) finite differences of the exact value (emd) ----------------------------------------------
 
 H = 1e-6  # the LP value is piecewise linear: central differences are exact while the basis holds
 

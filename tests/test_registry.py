@@ -9,7 +9,7 @@ from typing import Mapping, get_args
 
 import pytest
 import torch
-from conftest import method_params, solved
+from _helpers import method_params, solved
 
 import solvers
 from solvers import MethodInfo, all_methods, available, get_method, register, solve

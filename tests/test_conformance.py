@@ -1,4 +1,4 @@
-"""Conformance: every registered method honours the solver contract (design.md, "Solver contract").
+"""Conformance: every registered method honours the solver contract (docs/architecture.md).
 
 Parametrised over the registry; a method's flags decide which checks apply to it.
 """
@@ -46,8 +46,8 @@ WITH_PARAMS = [p for p in ALL if get_method(p.values[0]).params]
 
 def _marginal_atol(res, dtype) -> float:
     """The tolerance a feasible plan must meet when the method says it converged: its own
-    ``tol`` where it has one, else round-off. A solve that did not converge only has to say so
-    (design.md): a loose bound then."""
+    ``tol`` where it has one, else round-off. A solve that did not converge only has to say so:
+    a loose bound then."""
     floor = max(1e-9, 50 * torch.finfo(dtype).eps)
     if not res.converged:
         return max(1e-2, floor)

@@ -1,4 +1,4 @@
-"""Bad input gets a ValueError that names the problem (design.md, "Solver contract").
+"""Bad input gets a ValueError that names the problem (docs/architecture.md, solver contract).
 
 Input validation is common to all methods, so it is checked for every available cost method
 (it must fire before any solving starts, so these tests are fast).

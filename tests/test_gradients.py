@@ -1,8 +1,8 @@
-"""Gradients three ways (style.md §9): the envelope gradient attached by ``solve``, central finite
+"""Gradients three ways: the envelope gradient attached by ``solve``, central finite
 differences of the exact value, and autodiff through an independent unrolled Sinkhorn.
 
 All with non-uniform marginals (where the method allows them) and an upstream factor, since
-the envelope formula for ``a``, ``b`` is the one most often wrong (design.md).
+the envelope formula for ``a``, ``b`` is the one most often wrong.
 """
 
 from __future__ import annotations

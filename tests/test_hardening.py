@@ -1,4 +1,4 @@
-"""Runtime hardening (issue 12): checkpoints that cannot run code or block a job, stale
+"""Runtime hardening: checkpoints that cannot run code or block a job, stale
 temporary files, one-line errors."""
 
 from __future__ import annotations
@@ -464,7 +464,7 @@ def test_a_result_trained_before_an_outage_is_recorded_without_training_again(
         "best_val_accuracy": 0.4,
         "wall_time": 1.0,
     }
-    # written as a worker stopped by the outage wrote it (with its proof: issue 20)
+    # written as a worker stopped by the outage wrote it (with its proof)
     assert save_pending(art / f"{student.key}.result.json", student, kept) is None
     real = runner.run_job
 

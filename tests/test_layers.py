@@ -1,4 +1,4 @@
-"""The harness's layers (issue 14, harness/__init__.py): each imports only the layers below it,
+"""The harness's layers (harness/__init__.py): each imports only the layers below it,
 no module imports another in a circle, no module imports another's private name, and the CLI
 is imported by nothing. Read from the modules' own import statements (every one, including
 those inside functions), so the rules stay true as the code changes."""

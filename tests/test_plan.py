@@ -1,4 +1,4 @@
-"""otransfer plan: FLOP counts against hand counts, a suite's plan, the CLI (issue 23 item 3)."""
+"""otransfer plan: FLOP counts against hand counts, a suite's plan, the CLI."""
 
 import pytest
 import torch

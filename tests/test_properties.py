@@ -1,4 +1,4 @@
-"""Invariants with hypothesis (style.md §9, as GeomLoss tests them): symmetry, cost scaling and
+"""Invariants with hypothesis (as GeomLoss tests them): symmetry, cost scaling and
 shifting, and the permutation closed form.
 
 Direct methods (exact, fixed plans, REMD) are cheap and get full hypothesis runs; iterative

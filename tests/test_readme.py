@@ -57,7 +57,7 @@ def _commands(path: Path) -> list[list[str]]:
 
 @pytest.mark.parametrize("index", range(len(_blocks("python"))))
 def test_every_python_snippet_runs_as_written(index, capsys):
-    """Each ```python block of the README, executed as it is written (issue 24: the training
+    """Each ```python block of the README, executed as it is written (the training
     snippet's ``res.history["steps"][0]`` raised KeyError)."""
     code = _blocks("python")[index]
     exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})

@@ -1,4 +1,4 @@
-"""The registry is the source of truth (style.md §1-2): its data must be complete and consistent,
+"""The registry is the source of truth: its data must be complete and consistent,
 and it must behave as a plugin registry (duplicate names raise, new methods are picked up)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Past one machine (issue 13): heartbeats on the database's clock, the submitit launcher,
+"""Past one machine: heartbeats on the database's clock, the submitit launcher,
 ``otransfer status``, the suite schema and the progress view."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Selection that cannot leak (issue 22, item 2): leave-one-seed-out, edges, budgets, Dodge."""
+"""Selection that cannot leak: leave-one-seed-out, edges, budgets, Dodge."""
 
 from __future__ import annotations
 

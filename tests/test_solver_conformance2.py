@@ -1,4 +1,4 @@
-"""Solver conformance, second round (issue 20): the cases found by porting the test suites of
+"""Solver conformance, second round: the cases found by porting the test suites of
 POT, GeomLoss and OTT-JAX to this project's API, and their neighbours.
 
 Every reference is independent of this project's solvers: POT (``ot.emd2``, ``ot.emd``,
@@ -507,7 +507,7 @@ def test_geomloss_is_scale_invariant(cost):
 
 
 def test_solvers_bench_reports_the_wrapper_overhead(tmp_path, capsys):
-    """issue 21: solve() against the routine it calls (lap.lapjv, ot.emd), d = 16..512."""
+    """solve() against the routine it calls (lap.lapjv, ot.emd), d = 16..512."""
     pd = pytest.importorskip("pandas")
     from harness.cli import main
 

@@ -1,4 +1,4 @@
-"""The CPU twins fit to test the papers' claims (issue 11): the shared-subspace task `latent`,
+"""The CPU twins fit to test the papers' claims: the shared-subspace task `latent`,
 equal-width deeper -> shallower pairs without embeddings, selection on the validation split
 only, the chosen point beside each cell, and the verdicts printed first."""
 

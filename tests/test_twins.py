@@ -313,7 +313,7 @@ def test_in_memory_batches_are_the_batches_default_collate_stacks():
         )
     )
     assert len(fast) == len(slow) == 24
-    for (xa, ya), (xb, yb) in zip(fast, slow):
+    for (xa, ya), (xb, yb) in zip(fast, slow, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and ya.dtype == yb.dtype
 
 

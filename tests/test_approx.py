@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import method_params, permutation_problem, points, problem, rel_err, weights
+from _helpers import method_params, permutation_problem, points, problem, rel_err, weights
 
 from solvers import get_method, solve, solve_sample
 

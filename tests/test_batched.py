@@ -1,4 +1,4 @@
-"""Many seeds (and grid points) of one job as one batched model (issue 21, item 3).
+"""Many seeds (and grid points) of one job as one batched model.
 
 The contract: every member of :func:`harness.training.batched.train_batched` ends where its own
 :func:`harness.training.loop.train` run ends (float64: to round-off), with a result of the same

@@ -1,4 +1,4 @@
-"""`otransfer bench throughput` and `otransfer bench agreement` (issue 21, "what must show"):
+"""`otransfer bench throughput` and `otransfer bench agreement`:
 their input errors, their tables, and the paired comparison against hand-computed numbers."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The confirmatory run (issue 22 item 5): the register's ``confirmatory:`` block
+"""The confirmatory run: the register's ``confirmatory:`` block
 (harness.experiments.confirm_plan), ``otransfer confirm`` (harness.experiments.confirm): fresh
 seeds only, the fixed test pool, one commit, one-line errors."""
 

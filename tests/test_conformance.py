@@ -1,4 +1,4 @@
-"""Conformance: every registered method honours the solver contract (design.md, "Solver contract").
+"""Conformance: every registered method honours the solver contract (docs/architecture.md).
 
 Parametrised over the registry; a method's flags decide which checks apply to it.
 """
@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import (
+from _helpers import (
     DTYPES,
     assert_plan_marginals,
     compiling_method_params,
@@ -46,8 +46,8 @@ WITH_PARAMS = [p for p in ALL if get_method(p.values[0]).params]
 
 def _marginal_atol(res, dtype) -> float:
     """The tolerance a feasible plan must meet when the method says it converged: its own
-    ``tol`` where it has one, else round-off. A solve that did not converge only has to say so
-    (design.md): a loose bound then."""
+    ``tol`` where it has one, else round-off. A solve that did not converge only has to say so:
+    a loose bound then."""
     floor = max(1e-9, 50 * torch.finfo(dtype).eps)
     if not res.converged:
         return max(1e-2, floor)
@@ -167,7 +167,7 @@ def test_inputs_are_not_modified(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_method(name, x, y, C, a, b)
-    for t, c in zip((x, y, C, a, b), copies):
+    for t, c in zip((x, y, C, a, b), copies, strict=True):
         assert torch.equal(t, c)
 
 
@@ -368,7 +368,7 @@ def test_compiling_method_end_to_end(name):
         assert res.potentials[0].shape == (n,) and res.potentials[1].shape == (m,)
     assert type(res.converged) is bool and isinstance(res.marginal_error, float)
     assert isinstance(res.n_iter, int) and dict(res.params) == dict(info.params)
-    assert all(torch.equal(t, c) for t, c in zip((y0, a, b), copies))
+    assert all(torch.equal(t, c) for t, c in zip((y0, a, b), copies, strict=True))
     # envelope gradient w.r.t. the points: finite
     (3.7 * res.value).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -1,4 +1,4 @@
-"""Bad input gets a ValueError that names the problem (design.md, "Solver contract").
+"""Bad input gets a ValueError that names the problem (docs/architecture.md, solver contract).
 
 Input validation is common to all methods, so it is checked for every available cost method
 (it must fire before any solving starts, so these tests are fast).
@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import method_params, problem
+from _helpers import method_params, problem
 
 from solvers import available, cost_matrix, get_method, solve, solve_sample
 

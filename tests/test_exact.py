@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
+from _helpers import (
     assert_plan_marginals,
     lp_reference,
     method_params,

@@ -1,4 +1,4 @@
-"""GPU-run TrainConfig options (issue 23 item 4): validation, job keys, batching refusal."""
+"""GPU-run TrainConfig options: validation, job keys, batching refusal."""
 
 import pytest
 

@@ -1,8 +1,8 @@
-"""Gradients three ways (style.md §9): the envelope gradient attached by ``solve``, central finite
+"""Gradients three ways: the envelope gradient attached by ``solve``, central finite
 differences of the exact value, and autodiff through an independent unrolled Sinkhorn.
 
 All with non-uniform marginals (where the method allows them) and an upstream factor, since
-the envelope formula for ``a``, ``b`` is the one most often wrong (design.md).
+the envelope formula for ``a``, ``b`` is the one most often wrong.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import DTYPES, method_params, points, problem, shape_for, weights
+from _helpers import DTYPES, method_params, points, problem, shape_for, weights
 
 from solvers import cost_matrix, get_method, solve, solve_sample
 
@@ -105,7 +105,7 @@ def test_gradient_wrt_points_is_plan_chain_rule(name):
     assert torch.allclose(y.grad, gy, rtol=1e-10, atol=1e-12)
 
 
-# --- (b) finite differences of the exact value (emd) -----------------------------------------------
+# --- (b) finite differences of the exact value (emd) ----------------------------------------------
 
 H = 1e-6  # the LP value is piecewise linear: central differences are exact while the basis holds
 

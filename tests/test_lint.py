@@ -1,4 +1,4 @@
-"""The field's habits (issue 25, item 7): ruff on the whole repository, with the rules that
+"""The field's habits: ruff on the whole repository, with the rules that
 pass today enforced here (so the README's test command, and CI, run them); pyproject.toml's
 ``[tool.ruff.lint]`` holds the target set and .pre-commit-config.yaml runs it on commit."""
 

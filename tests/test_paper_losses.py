@@ -1,4 +1,4 @@
-"""The papers' losses against literal implementations written from the papers (issue 10).
+"""The papers' losses against literal implementations written from the papers.
 
 Each reference below is a plain loop of the paper's algorithm or equation, sharing no code
 with the project: lohit2020 Alg. 1 (IPOT, absolute beta), lu2017 Alg. 1 + Eq. 11 (JTLN value
@@ -174,7 +174,7 @@ def test_kd_is_eq7_or_hintons_by_scale(scale):
         p = [math.exp(float(t[i, k]) / tau) for k in range(5)]
         q = [math.exp(float(s[i, k]) / tau) for k in range(5)]
         p, q = [x / sum(p) for x in p], [x / sum(q) for x in q]
-        ref += sum(pk * math.log(pk / qk) for pk, qk in zip(p, q)) / 7
+        ref += sum(pk * math.log(pk / qk) for pk, qk in zip(p, q, strict=True)) / 7
     factor = tau**2 if scale == "tau2" else 1.0
     assert float(kd_loss(s, t, tau, scale)) == pytest.approx(factor * ref, rel=1e-10)
     reg = build_regularizer("kd", tau=tau, scale=scale, alpha=0.3)

@@ -1,5 +1,5 @@
 """Every suite file parses and expands to its grid; each CPU-scale twin runs end to end in
---quick mode (issue 4: the papers' experiments as suites)."""
+--quick mode (the papers' experiments as suites)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_every_suite_parses_and_expands(name):
             assert key in (None, "pretrained") or key in {x.key for x in jobs}, (j.stage, ref)
     if name in CPU_GRID:
         assert sum(j.report for j in jobs) == CPU_GRID[name]
-        # issue 11: >= 10 seeds a twin where a job costs seconds; 5 where it costs 10-50 s
+        # >= 10 seeds a twin where a job costs seconds; 5 where it costs 10-50 s
         # 20 where 10 could not resolve a premise (li2020 Table 4, lu2017 split A)
         seeds = {
             "tune-cpu": range(3),

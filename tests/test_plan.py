@@ -1,4 +1,4 @@
-"""otransfer plan: FLOP counts against hand counts, a suite's plan, the CLI (issue 23 item 3)."""
+"""otransfer plan: FLOP counts against hand counts, a suite's plan, the CLI."""
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ def _mlp_train_flops(widths):
     """Hand count of one forward + backward at batch 1 of a chain of Linear layers: a matrix
     product of (1 x i) by (i x o) is 2*i*o FLOPs; backward: every weight gradient (2*i*o) and
     every input gradient except the first layer's (the input needs none)."""
-    pairs = list(zip(widths[:-1], widths[1:]))
+    pairs = list(zip(widths[:-1], widths[1:], strict=True))
     fwd = sum(2 * i * o for i, o in pairs)
     return fwd + fwd + sum(2 * i * o for i, o in pairs[1:])
 

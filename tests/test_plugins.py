@@ -1,4 +1,4 @@
-"""Plugins (issue 24): a suite's ``plugins:`` reach every process that loads the suite (run,
+"""Plugins: a suite's ``plugins:`` reach every process that loads the suite (run,
 its workers, launch --local, status, schema), entry points reach the registries, a plugin that
 fails is one line, a failing worker says why; and ``--only`` subsets keep the full run's keys.
 
@@ -187,7 +187,7 @@ def test_missing_plugin_is_one_line(study, tmp_path, capsys):
 
 def test_failing_workers_say_why(study, tmp_path):
     """Workers that cannot start make the parent print why, one line for the two of them
-    (issue 24: it said only ``2 workers exited with [1, 1]``)."""
+    (it said only ``2 workers exited with [1, 1]``)."""
     (study.parent / "license.py").write_text(
         "import os\nif os.environ.get('OTRANSFER_WORKERS'):\n"
         "    raise RuntimeError('no licence server on this node')\n"

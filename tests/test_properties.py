@@ -1,4 +1,4 @@
-"""Invariants with hypothesis (style.md §9, as GeomLoss tests them): symmetry, cost scaling and
+"""Invariants with hypothesis (as GeomLoss tests them): symmetry, cost scaling and
 shifting, and the permutation closed form.
 
 Direct methods (exact, fixed plans, REMD) are cheap and get full hypothesis runs; iterative
@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import gen, method_params, permutation_problem
+from _helpers import gen, method_params, permutation_problem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -71,7 +71,7 @@ def _draw_for(data, name, generic=True):
     )
 
 
-# --- symmetry --------------------------------------------------------------------------------------
+# --- symmetry -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", EXACT)
@@ -130,7 +130,7 @@ def test_symmetry_remd():
         )
 
 
-# --- cost scaling and shifting -----------------------------------------------------------------------
+# --- cost scaling and shifting --------------------------------------------------------------------
 
 
 def _check_scaling(name, C, a, b, k, c, rtol):
@@ -202,7 +202,7 @@ def test_certificate_holds_on_shifted_costs(name, shift):
     assert abs(float(res.value) - exact) <= get_method(name).params["gap"] * abs(exact) + 1e-9
 
 
-# --- permutation closed form ------------------------------------------------------------------------
+# --- permutation closed form ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", EXACT)

@@ -57,7 +57,7 @@ def _commands(path: Path) -> list[list[str]]:
 
 @pytest.mark.parametrize("index", range(len(_blocks("python"))))
 def test_every_python_snippet_runs_as_written(index, capsys):
-    """Each ```python block of the README, executed as it is written (issue 24: the training
+    """Each ```python block of the README, executed as it is written (the training
     snippet's ``res.history["steps"][0]`` raised KeyError)."""
     code = _blocks("python")[index]
     exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
@@ -65,7 +65,9 @@ def test_every_python_snippet_runs_as_written(index, capsys):
     assert capsys.readouterr().err.count("\r") < 5
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/plugins.md"])
+@pytest.mark.parametrize(
+    "doc", ["README.md", "docs/plugins.md", "docs/scale.md", "docs/extending.md"]
+)
 def test_every_command_line_parses(doc):
     """Each ``otransfer ...`` line of the document's bash blocks parses with the real parser,
     and the suites it names exist (the plugin example's own file aside)."""

@@ -1,4 +1,4 @@
-"""The claims register (claims/*.yaml, harness.experiments.register, issue 22 item 1): the
+"""The claims register (claims/*.yaml, harness.experiments.register): the
 shipped files load and agree with the papers' numbers and the suites; a malformed entry is one
 line naming the file and the id; the not-run list of a small hand-made register."""
 
@@ -104,10 +104,10 @@ def test_the_shipped_register_agrees_with_the_papers_numbers_and_the_suites(ship
 def test_every_suite_claim_and_premise_is_registered(shipped):
     got = R.compare_with_suites(shipped)
     assert got.unregistered == ()
-    # what differs is only the suites' premises repeated as claims (issue 22), never the reverse
+    # what differs is only the suites' premises repeated as claims, never the reverse
     assert got.kind and all("is registered as a premise" in line for line in got.kind)
     assert any("li2020_table2-cpu: li2020 table 2: claim 'kd > none'" in line for line in got.kind)
-    # the claims issue 22 found missing from the twins are registered for them
+    # the claims found missing from the twins are registered for them
     for line in (
         "li2020_table1-cpu: li2020 table 1: claim 'omega_p > none'",
         "li2020_table1-cpu: li2020 table 1: claim 'l2sp > l2'",

@@ -1,4 +1,4 @@
-"""The registry is the source of truth (style.md §1-2): its data must be complete and consistent,
+"""The registry is the source of truth: its data must be complete and consistent,
 and it must behave as a plugin registry (duplicate names raise, new methods are picked up)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Mapping, get_args
 
 import pytest
 import torch
-from conftest import method_params, solved
+from _helpers import method_params, solved
 
 import solvers
 from solvers import MethodInfo, all_methods, available, get_method, register, solve

@@ -1,4 +1,4 @@
-"""A researcher's own suite (issue 24): claims of one's own on any stage (item 2), decided and
+"""A researcher's own suite: claims of one's own on any stage (item 2), decided and
 printed exactly as the papers' claims are, bad ones one line naming file, line and key; plain
 output that says how much work is left (item 6); a missing dataset folder found before the first
 job (item 7)."""
@@ -97,7 +97,7 @@ def test_own_claims_are_decided_like_the_papers(tmp_path, capsys):
 
 
 def test_a_missing_dataset_folder_is_one_line_before_any_job(tmp_path, monkeypatch, capsys):
-    """issue 24 item 7: the folder a run needs is checked before its first job, not found
+    """The folder a run needs is checked before its first job, not found
     when each job fails."""
     from harness.cli import main
 
@@ -117,7 +117,7 @@ def test_a_missing_dataset_folder_is_one_line_before_any_job(tmp_path, monkeypat
 
 
 def test_job_labels_show_the_grid_point_and_backends_warm_before_the_bars(tmp_path, monkeypatch):
-    """issue 24 items 6 and 10: the job's label carries its grid point; the backends a suite
+    """The job's label carries its grid point; the backends a suite
     uses are imported before the bars are drawn (their import-time warnings print above)."""
     import types
 

@@ -1,4 +1,4 @@
-"""No secret printed or written, and a line where a traceback was (issue 20).
+"""No secret printed or written, and a line where a traceback was.
 
 A storage URL's password, in any shape (user info, no user name, query string, a raw or an
 encoded ``@``, a URL that SQLAlchemy cannot parse), never appears in what ``otransfer`` prints

@@ -1,4 +1,4 @@
-"""Selection that cannot leak (issue 22, item 2): leave-one-seed-out, edges, budgets, Dodge."""
+"""Selection that cannot leak: leave-one-seed-out, edges, budgets, Dodge."""
 
 from __future__ import annotations
 
@@ -70,7 +70,9 @@ def test_loso_never_reads_the_seeds_own_validation_or_any_test():
     d = _frame(VAL, TEST)
     _, ch = sel.select_by_val(d)
     mine = d.assign(
-        val_accuracy=[0.0 if s == 0 else v for s, v in zip(d["seed"], d["val_accuracy"])]
+        val_accuracy=[
+            0.0 if s == 0 else v for s, v in zip(d["seed"], d["val_accuracy"], strict=True)
+        ]
     )
     assert sel.select_by_val(mine)[1].loc[0, "point"] == ch.loc[0, "point"]  # seed 0: same
     poisoned = d.assign(test_accuracy=float("nan"))

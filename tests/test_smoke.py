@@ -1,4 +1,4 @@
-"""otransfer run SUITE --smoke (issue 23 items 1-2): stand-in data, and a sample of templates of
+"""otransfer run SUITE --smoke: stand-in data, and a sample of templates of
 every full-scale suite that covers every model, dataset, regularizer term, tap, solver,
 embedding and label cost of the full suites at least once, run for real (2 steps, evaluation,
 checkpoint, interruption, resume). CI shrinks the 224-pixel images to 64 (the models are the

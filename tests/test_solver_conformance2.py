@@ -1,4 +1,4 @@
-"""Solver conformance, second round (issue 20): the cases found by porting the test suites of
+"""Solver conformance, second round: the cases found by porting the test suites of
 POT, GeomLoss and OTT-JAX to this project's API, and their neighbours.
 
 Every reference is independent of this project's solvers: POT (``ot.emd2``, ``ot.emd``,
@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import method_params, problem
+from _helpers import method_params, problem
 
 from solvers import available, cost_matrix, get_method, solve, solve_sample
 
@@ -302,7 +302,7 @@ def test_uncertified_ipot_says_why_and_a_certified_one_says_nothing():
     assert r.converged and r.extras["reason"] == ""
 
 
-# --- 7. sinkhorn certifies at its defaults where the OT value is far below the range ---------------
+# --- 7. sinkhorn certifies at its defaults where the OT value is far below the range --------------
 
 
 @pytest.mark.parametrize("n", [200, 500])
@@ -370,9 +370,9 @@ def test_bad_parameter_is_a_one_line_value_error(key, bad):
     x = torch.rand(4, 2, dtype=D)
     for name in methods:
         call = (
-            (lambda: solve(C, method=name, **{key: bad}))
+            (lambda name=name: solve(C, method=name, **{key: bad}))
             if get_method(name).input == "cost"
-            else (lambda: solve_sample(x, x + 1, method=name, **{key: bad}))
+            else (lambda name=name: solve_sample(x, x + 1, method=name, **{key: bad}))
         )
         with pytest.raises(ValueError, match=key) as exc:
             _quiet(call)
@@ -399,7 +399,7 @@ def test_integer_points_are_cast_to_float64(name):
         )
 
 
-# --- neighbours -------------------------------------------------------------------------------------
+# --- neighbours -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -507,7 +507,7 @@ def test_geomloss_is_scale_invariant(cost):
 
 
 def test_solvers_bench_reports_the_wrapper_overhead(tmp_path, capsys):
-    """issue 21: solve() against the routine it calls (lap.lapjv, ot.emd), d = 16..512."""
+    """solve() against the routine it calls (lap.lapjv, ot.emd), d = 16..512."""
     pd = pytest.importorskip("pandas")
     from harness.cli import main
 

@@ -1,4 +1,4 @@
-"""issue 21: the solver wrapper's overhead, bounded by what it does, not by a timing.
+"""The solver wrapper's overhead, bounded by what it does, not by a timing.
 
 Timings on a shared machine are noise; the number of Python-level calls (functions and C
 builtins, ``sys.setprofile`` events) that ``solve`` makes beyond the routine it wraps is

@@ -187,7 +187,7 @@ def test_stratified_bootstrap_matches_rliable_metrics():
         assert np.isin(x[:, :, col], a[:, col]).all()
     assert S._iqm_batch(x) == pytest.approx([metrics.aggregate_iqm(v) for v in x])
     assert S._poi_batch(x, y) == pytest.approx(
-        [metrics.probability_of_improvement(u, v) for u, v in zip(x, y)]
+        [metrics.probability_of_improvement(u, v) for u, v in zip(x, y, strict=True)]
     )
     with pytest.raises(ValueError, match="NaN"):
         S.aggregate(np.array([[1.0, np.nan]]), np.ones((1, 2)))

@@ -1,4 +1,4 @@
-"""Experiment suites: schema, expansion and keys, records, resume, leaderboard (design.md)."""
+"""Experiment suites: schema, expansion and keys, records, resume, leaderboard."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the runner reads back from a results folder, and writes into it (issue 20).
+"""What the runner reads back from a results folder, and writes into it.
 
 Nothing read back is trusted unless it is provably this project's own output for that job: a
 pending result carries an HMAC proof under a secret kept outside the results folder, a

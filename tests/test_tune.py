@@ -1,5 +1,5 @@
 """``otransfer tune``: the ``search:`` block of a suite, the Optuna search on validation with
-pruning, the re-runs of the best point on test, the plots and the report (issue 5)."""
+pruning, the re-runs of the best point on test, the plots and the report."""
 
 from __future__ import annotations
 

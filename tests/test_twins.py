@@ -1,4 +1,4 @@
-"""The CPU twins fit to test the papers' claims (issue 11): the shared-subspace task `latent`,
+"""The CPU twins fit to test the papers' claims: the shared-subspace task `latent`,
 equal-width deeper -> shallower pairs without embeddings, selection on the validation split
 only, the chosen point beside each cell, and the verdicts printed first."""
 
@@ -313,7 +313,7 @@ def test_in_memory_batches_are_the_batches_default_collate_stacks():
         )
     )
     assert len(fast) == len(slow) == 24
-    for (xa, ya), (xb, yb) in zip(fast, slow):
+    for (xa, ya), (xb, yb) in zip(fast, slow, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and ya.dtype == yb.dtype
 
 

@@ -1,6 +1,6 @@
-"""Verdicts from paired per-seed differences (harness/reports/verdicts.py, design.md Verdicts): the rule,
-premises before claims, unmatched seeds, the interval against scipy.stats.t, and the reports
-(leaderboard.csv's per-seed values, VERDICTS.md)."""
+"""Verdicts from paired per-seed differences (harness/reports/verdicts.py, docs/statistics.md):
+the rule, premises before claims, unmatched seeds, the interval against scipy.stats.t, and the
+reports (leaderboard.csv's per-seed values, VERDICTS.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Warm-started OT across training steps (issue 21, item 4): POT reference, certification,
+"""Warm-started OT across training steps: POT reference, certification,
 per-tap / per-member state, shape-change reset, bad input, the loop carrying the state."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Many workers, one storage (issue 5): claims, take-over of a dead worker's job, every job
+"""Many workers, one storage: claims, take-over of a dead worker's job, every job
 recorded exactly once, on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations

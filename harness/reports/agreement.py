@@ -11,7 +11,8 @@ size of a run-to-run perturbation. The test, declared here before any run:
 
 * primary: the two-sided sign-flip permutation test of ``mean(d) = 0``
   (:func:`scipy.stats.permutation_test`, ``permutation_type="samples"``, 10,000 resamples,
-  seeded), and the 95 % percentile bootstrap interval of ``mean(d)`` (:func:`scipy.stats.bootstrap`);
+  seeded), and the 95 % percentile bootstrap interval of ``mean(d)``
+  (:func:`scipy.stats.bootstrap`);
 * equivalence: the batched engine *agrees* when that interval lies inside ``+-MARGIN`` points;
 * scale: the standard deviation of ``d`` beside the seed-to-seed standard deviation of the
   one-model runs (median over the cells of a row x column x grid point): ``d`` is noise when its

@@ -3,8 +3,8 @@
 asv stores one JSON file per (machine, commit, environment) under
 ``<results_dir>/<machine>/``; each benchmark ``benchmarks.<View>View.<metric>`` holds its
 results flattened over the product of its parameters ``(method, size)``. This module reads the
-latest file into benchmark records (:data:`harness.reports.bench.COLUMNS`) so that the same pure table
-functions render ``asv.md``.
+latest file into benchmark records (:data:`harness.reports.bench.COLUMNS`) so that the same
+pure table functions render ``asv.md``.
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ def load_records(path: str | Path) -> tuple["pd.DataFrame", dict]:
     Returns
     -------
     records : pandas.DataFrame
-        One row per (view, size, method), columns :data:`harness.reports.bench.COLUMNS`. ``status`` is
-        ``ok`` where ``time_solve`` has a value, ``skipped`` where asv recorded NaN (setup
-        raised ``NotImplementedError``), ``error`` where it failed.
+        One row per (view, size, method), columns :data:`harness.reports.bench.COLUMNS`.
+        ``status`` is ``ok`` where ``time_solve`` has a value, ``skipped`` where asv recorded
+        NaN (setup raised ``NotImplementedError``), ``error`` where it failed.
     meta : dict
         ``commit_hash``, ``env_name``, ``machine`` parameters and the run's ``date``.
     """
@@ -90,7 +90,7 @@ def load_records(path: str | Path) -> tuple["pd.DataFrame", dict]:
     rows: dict[tuple[str, int, str], dict] = {}
     started = []
     for name, values in data["results"].items():
-        entry = dict(zip(cols, values))
+        entry = dict(zip(cols, values, strict=False))
         parts = name.split(".")
         if len(parts) < 3 or parts[-1] not in METRICS:
             continue
@@ -105,7 +105,7 @@ def load_records(path: str | Path) -> tuple["pd.DataFrame", dict]:
         if results is None:  # the whole benchmark failed (e.g. an import error)
             results = [None] * len(combos)
         repeats = entry.get("stats_repeat") or [None] * len(combos)
-        for (method, size), value, rep in zip(combos, results, repeats):
+        for (method, size), value, rep in zip(combos, results, repeats, strict=False):
             rec = rows.setdefault(
                 (view, int(size), method),
                 {

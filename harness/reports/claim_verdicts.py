@@ -1,4 +1,4 @@
-"""The six verdicts of a suite's premises and claims, per task column (issue 22, items 3 and 4):
+"""The six verdicts of a suite's premises and claims, per task column:
 ``verdicts.csv``.
 
 For each premise / claim ``A > B`` of a leaderboard's ``reference`` block and each task column,
@@ -171,7 +171,7 @@ def lower_edges(choices) -> set[tuple[str, str]]:
     for (row, task), g in choices.groupby(["row", "task"], sort=False):
         low = sum(
             bool(e) and _lower(p, a)
-            for e, p, a in zip(g["edge"], g["position"], g["edge_axes"].fillna(""))
+            for e, p, a in zip(g["edge"], g["position"], g["edge_axes"].fillna(""), strict=True)
         )
         if 2 * low > len(g):
             out.add((row, task))

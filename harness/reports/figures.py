@@ -1,4 +1,4 @@
-"""Figures of a report (issue 24, item 4): one per table, fit for a paper draft.
+"""Figures of a report: one per table, fit for a paper draft.
 
 :func:`plot_table` draws one panel per task (small multiples, one value axis for all): a bar per
 method (mean), its ± std whisker, every seed as a small jittered dot over it, the best mean of the
@@ -119,7 +119,7 @@ def plot_traces(df, title: str, path) -> bool:
     fig, axes = plt.subplots(
         1, len(taps), figsize=(1.0 + 5.5 * len(taps), 3.8), sharey=True, squeeze=False
     )
-    for ax, tap in zip(axes[0], taps):
+    for ax, tap in zip(axes[0], taps, strict=True):
         sub = tr[tr["tap"] == tap]
         for (method, task), g in sub.groupby(["method", "task"], sort=False):
             st = g.groupby("epoch")["matched"].agg(["mean", "std"]).fillna(0.0)
@@ -189,7 +189,7 @@ def with_teacher_accuracy(df):
     record's teacher is found."""
     if "config" not in df or "key" not in df or "teacher_accuracy" in df:
         return df
-    acc = dict(zip(df["key"], df["test_accuracy"]))
+    acc = dict(zip(df["key"], df["test_accuracy"], strict=True))
     teacher = [acc.get(c.get("teacher")) if isinstance(c, dict) else None for c in df["config"]]
     if all(t is None for t in teacher):
         return df
@@ -325,7 +325,9 @@ def _teacher(df, tasks) -> dict:
 
 def _reference_lines(ax, mean, task, teacher, horizontal: bool) -> None:
     line = ax.axvline if horizontal else ax.axhline
-    for row, style in zip([r for r in mean.index if r in REFERENCE_ROWS], ("--", ":")):
+    for row, style in zip(
+        [r for r in mean.index if r in REFERENCE_ROWS], ("--", ":"), strict=False
+    ):
         if math.isfinite(mean.at[row, task]):
             line(mean.at[row, task], color="0.3", linestyle=style, linewidth=1.0, zorder=1)
     if task in teacher:
@@ -338,7 +340,9 @@ def _legend(fig, mean, teacher, seeds: int, top: float) -> None:
 
     handles = [
         Line2D([], [], color="0.3", linestyle=style, label=REFERENCE_ROWS[r])
-        for r, style in zip([r for r in mean.index if r in REFERENCE_ROWS], ("--", ":"))
+        for r, style in zip(
+            [r for r in mean.index if r in REFERENCE_ROWS], ("--", ":"), strict=False
+        )
     ]
     if teacher:
         handles.append(Line2D([], [], color="tab:red", linestyle="-.", label="teacher"))
@@ -363,6 +367,39 @@ def _legend(fig, mean, teacher, seeds: int, top: float) -> None:
         frameon=False,
         bbox_to_anchor=(0.5, top),
     )
+
+
+def _seed_dots(main, methods, task, seeds, m, points, span, rng) -> None:
+    """The seeds of each row of one panel of :func:`plot_table` as jittered dots, and the
+    row's mean (and chosen grid point) written at the left edge of the value axis ``span``."""
+    import numpy as np
+
+    lo, hi = span
+    for j, r in enumerate(methods):
+        v = seeds.loc[r, task].to_numpy(float) if task in seeds.columns else np.array([])
+        v = v[np.isfinite(v)]
+        main.scatter(
+            v,
+            j + rng.uniform(-0.22, 0.22, v.size),
+            s=4,
+            color="black",
+            alpha=0.55,
+            linewidths=0,
+            zorder=4,
+        )
+        if np.isfinite(m[j]):
+            text = f"{m[j]:.1f}" + (f" · {points[(r, task)]}" if (r, task) in points else "")
+            main.text(
+                lo + 0.01 * (hi - lo),
+                j,
+                text,
+                va="center",
+                ha="left",
+                fontsize=6.5,
+                zorder=3.5,
+                clip_on=True,
+                bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none", "pad": 0.6},
+            )
 
 
 def plot_table(df, title: str, path, choices=None) -> None:
@@ -403,31 +440,7 @@ def plot_table(df, title: str, path, choices=None) -> None:
         main.errorbar(
             m, y, xerr=s, fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=4.5
         )
-        for j, r in enumerate(methods):
-            v = seeds.loc[r, task].to_numpy(float) if task in seeds.columns else np.array([])
-            v = v[np.isfinite(v)]
-            main.scatter(
-                v,
-                j + rng.uniform(-0.22, 0.22, v.size),
-                s=4,
-                color="black",
-                alpha=0.55,
-                linewidths=0,
-                zorder=4,
-            )
-            if np.isfinite(m[j]):
-                text = f"{m[j]:.1f}" + (f" · {points[(r, task)]}" if (r, task) in points else "")
-                main.text(
-                    lo + 0.01 * (hi - lo),
-                    j,
-                    text,
-                    va="center",
-                    ha="left",
-                    fontsize=6.5,
-                    zorder=3.5,
-                    clip_on=True,
-                    bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none", "pad": 0.6},
-                )
+        _seed_dots(main, methods, task, seeds, m, points, (lo, hi), rng)
         _reference_lines(main, mean, task, teacher, horizontal=True)
         main.set_title(str(task), fontsize=8)
         main.grid(axis="x", alpha=0.3)
@@ -486,7 +499,7 @@ def plot_lines(df, title: str, path, choices=None) -> None:
             color=colour[method],
             linestyle="--" if method in REFERENCE_ROWS else "-",
         )
-        for x, task in zip(xs, mean.columns):
+        for x, task in zip(xs, mean.columns, strict=True):
             v = seeds.loc[method, task].to_numpy(float) if task in seeds.columns else []
             v = np.asarray(v)[np.isfinite(v)]
             main.scatter(

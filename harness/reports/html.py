@@ -1,4 +1,4 @@
-"""A results page to browse (issue 24, item 5): static HTML, no JavaScript, no network.
+"""A results page to browse: static HTML, no JavaScript, no network.
 
 :func:`write_page` writes ``<out>/index.html`` beside a suite's report: its leaderboards,
 verdicts and figures (``leaderboard.md`` rendered), the per-seed values (collapsible), the

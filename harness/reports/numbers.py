@@ -26,8 +26,8 @@ def leaderboard_numbers(df, stage: str | None = None):
 def leaderboard_seeds(df, stage: str | None = None):
     """Test accuracy (%) of every seed: rows as :func:`leaderboard_numbers`, columns a
     ``(task, seed)`` MultiIndex (tasks in order, seeds sorted). The paired verdicts
-    (:mod:`harness.reports.verdicts`) match seeds across rows within a task; a seed recorded twice for
-    one cell (several grid points not reduced by ``select: val``) keeps its mean."""
+    (:mod:`harness.reports.verdicts`) match seeds across rows within a task; a seed recorded
+    twice for one cell (several grid points not reduced by ``select: val``) keeps its mean."""
     import pandas as pd
 
     d = accuracies(df, stage)

@@ -4,7 +4,7 @@ For each exact method with one underlying routine (``assignment``: ``lap.lapjv``
 POT's ``ot.emd``) and each size ``d``, the li2020 neuron problem of the solver benchmark
 (float64, so that the wrapper has no dtype to convert) is solved by both, interleaved (one
 routine call, one wrapper call, repeated), and the medians compared: ``ratio = solve / routine``
-(issue 21: within 1.2 for d = 16-512). What the wrapper adds: input checks, the result's plan
+(within 1.2 for d = 16-512). What the wrapper adds: input checks, the result's plan
 as a tensor, the marginal error, the envelope gradient. ``overhead_us`` is that addition in
 microseconds: where the routine itself takes a few microseconds (lapjv at d = 16-64) it, not the
 ratio, is the number to read (a fixed cost of some tens of torch/NumPy calls, ~1-3 us each, plus
@@ -130,7 +130,7 @@ def overhead_table(df: "pd.DataFrame") -> "pd.DataFrame":
         row=df["method"] + " (" + df["routine"] + ")",
         cell=[
             f"{s:.3g} / {r:.3g} = {q:.2f}x (+{1e3 * (s - r):.0f} us)"
-            for s, r, q in zip(df["solve_ms"], df["routine_ms"], df["ratio"])
+            for s, r, q in zip(df["solve_ms"], df["routine_ms"], df["ratio"], strict=True)
         ],
     )
     table = cells.pivot(index="row", columns="size", values="cell")

@@ -1,4 +1,4 @@
-"""``otransfer plan SUITE``: what a suite costs before it is launched (issue 23 item 3).
+"""``otransfer plan SUITE``: what a suite costs before it is launched.
 
 Per stage: jobs, the student's (and teacher's) parameters, FLOPs per training step, activation
 memory at the suite's batch, the OT problems each step solves (d x d' per tap for the neurons
@@ -209,7 +209,7 @@ def _ot_problems(job_cfg, reg, student, teacher, shape, batch, source_k) -> list
             C = torch.rand(batch, source_k, k, dtype=torch.float64)  # one batched call
             from solvers import solve
 
-            t = _time_solve(lambda: solve(C, method=plan, **solver))
+            t = _time_solve(lambda C=C, plan=plan, solver=solver: solve(C, method=plan, **solver))
             out.append(
                 {
                     "term": term,
@@ -229,7 +229,11 @@ def _ot_problems(job_cfg, reg, student, teacher, shape, batch, source_k) -> list
                 x, y, size = torch.randn(batch, d), torch.randn(batch, d), f"{batch} x {batch}"
             else:
                 x, y, size = torch.randn(batch, d), torch.randn(batch, d2), f"{d} x {d2}"
-            t = _time_solve(lambda: transport(x, y, view, p.get("cost"), plan, dict(solver)))
+            t = _time_solve(
+                lambda x=x, y=y, view=view, p=p, plan=plan, solver=solver: transport(
+                    x, y, view, p.get("cost"), plan, dict(solver)
+                )
+            )
             out.append({"term": term, "tap": tap, "size": size, "method": plan, "seconds": t})
     return out
 

@@ -1,5 +1,5 @@
 """Power of the paired per-seed test: the minimum detectable effect (MDE) at n seeds and the
-seeds needed for a given effect, from the exploratory verdicts (scripts/power.py, issue 22).
+seeds needed for a given effect, from the exploratory verdicts (scripts/power.py).
 
 The verdicts (harness/reports/verdicts.py) give, per claim and column, the mean of the n
 paired per-seed differences and its 95 % Student t interval ``mean +- t_{0.975,n-1} s/sqrt(n)``,

@@ -1,4 +1,4 @@
-"""Statistics of the verdicts (issue 22, item 4): small pure functions on per-seed values.
+"""Statistics of the verdicts: small pure functions on per-seed values.
 
 Every function takes numpy arrays (or mappings of them) and returns a frozen dataclass; the
 numbers come from libraries (scipy, statsmodels, rliable, autorank), and ``tests/test_stats.py``

@@ -5,9 +5,9 @@ is 2.7 more time consuming than when using a standard parameter regularizer". Th
 measures that ratio here, for the fine-tuning setting of li2020 Table 1 (the reference network is
 the student's own starting point, ``d == d'``):
 
-* one *step* is what :func:`harness.training.loop.train` does per batch: student forward (taps), the frozen
-  reference network's forward when the term needs it, the regularizer (OT solve included),
-  backward, SGD step, logging;
+* one *step* is what :func:`harness.training.loop.train` does per batch: student forward
+  (taps), the frozen reference network's forward when the term needs it, the regularizer (OT
+  solve included), backward, SGD step, logging;
 * each configuration trains ``steps`` batches of ``batch`` random inputs of the model's input
   shape, after one warm-up batch, ``repeats`` times; the median time per step is reported and
   divided by the median of ``l2sp`` on the same model, measured in the same run. The repeats
@@ -45,7 +45,7 @@ CASES: dict[str, dict[str, Any]] = {
     "resnet56": {"model": "resnet56", "input": (3, 32, 32), "classes": 10},
     "cnn": {"model": "cnn", "input": (1, 8, 8), "classes": 10},
     "mlp": {"model": "mlp", "input": (64,), "classes": 10},
-    # the full-scale widths (issue 23): li2020 Table 1's ResNet-101 (2048-neuron penultimate
+    # the full-scale widths: li2020 Table 1's ResNet-101 (2048-neuron penultimate
     # layer, 224x224 crops) and lohit2020's WRN-28-10 teacher (640 channels, 32x32)
     "resnet101": {"model": "resnet101", "input": (3, 224, 224), "classes": 100},
     "wrn_28_10": {"model": "wrn_28_10", "input": (3, 32, 32), "classes": 100},
@@ -90,8 +90,8 @@ def time_steps(
     """Median seconds per training step of ``spec`` on ``case`` (see the module docstring).
 
     Each repeat trains a fresh copy of the same student for ``steps + 1`` batches with
-    :func:`harness.training.loop.train` and keeps the time of the last ``steps`` (the first batch warms
-    up allocators and solver caches). Returns ``{"step_s", "step_s_all", "n_iter"}``;
+    :func:`harness.training.loop.train` and keeps the time of the last ``steps`` (the first
+    batch warms up allocators and solver caches). Returns ``{"step_s", "step_s_all", "n_iter"}``;
     :func:`run` calls it with ``repeats=1`` per round to interleave the rows.
     """
     from harness.training.loop import TrainConfig, train
@@ -109,7 +109,7 @@ def time_steps(
         reg = build_regularizer(spec, **params) if spec != "none" else None
         marks: list[float] = []
 
-        def on_epoch(epoch, record):
+        def on_epoch(epoch, record, marks=marks):
             marks.append(time.perf_counter())
 
         cfg = TrainConfig(

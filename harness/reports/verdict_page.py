@@ -1,4 +1,4 @@
-"""``results/VERDICTS.md``: the page a researcher reads (issue 22, item 6).
+"""``results/VERDICTS.md``: the page a researcher reads.
 
 It leads with one line per claim of the register (``claims/*.yaml``): the aggregate across
 columns (IQM of the per-seed differences, stratified bootstrap interval, probability of
@@ -84,7 +84,7 @@ def _tested(g):
 def _aggregate(t):
     from harness.reports import stats
 
-    cols = [(_seeds(a), _seeds(b)) for a, b in zip(t["values_a"], t["values_b"])]
+    cols = [(_seeds(a), _seeds(b)) for a, b in zip(t["values_a"], t["values_b"], strict=True)]
     common = sorted(set.intersection(*(set(a) & set(b) for a, b in cols))) if cols else []
     if len(common) < 2:
         return None
@@ -139,7 +139,7 @@ def summarize(g) -> ClaimSummary:
     agree = int(
         sum(
             (m > 0) == (p > 0) and (m < 0) == (p < 0)
-            for m, p in zip(both["mean_diff"], both["paper_diff"])
+            for m, p in zip(both["mean_diff"], both["paper_diff"], strict=True)
         )
     )
     mdes = [float(x) for x in t["mde"] if x == x]
@@ -218,7 +218,7 @@ def _claim_line(reg, fam, e, rows, not_run: Mapping) -> str:
     label = ", ".join(dict.fromkeys(_short(x) for x in rows["label"]))
     suites = ", ".join(
         f"[{x}]({_folder(x, lab)}/leaderboard.md)"
-        for x, lab in dict.fromkeys(zip(rows["suite"], rows["label"]))
+        for x, lab in dict.fromkeys(zip(rows["suite"], rows["label"], strict=True))
     )
     rev = f"; reversed on ≥ {s.k_reversed}" if s.k_reversed else ""
     return head + (

@@ -1,4 +1,4 @@
-"""The six verdicts of a claim on one column (issue 22, item 3), from the tests of
+"""The six verdicts of a claim on one column, from the tests of
 :mod:`harness.reports.stats`; ``docs/statistics.md`` states the rules for readers.
 
 :func:`column_tests` runs the tests of one claim on one column's per-seed differences
@@ -154,7 +154,7 @@ def holm_family(tests: Mapping[Hashable, ColumnTests]) -> dict[Hashable, tuple[f
     keys = list(tests)
     prim = stats.holm([tests[k].p_primary for k in keys])
     equi = stats.holm([tests[k].p_equivalent for k in keys])
-    return {k: (float(p), float(e)) for k, p, e in zip(keys, prim, equi)}
+    return {k: (float(p), float(e)) for k, p, e in zip(keys, prim, equi, strict=True)}
 
 
 def classify(

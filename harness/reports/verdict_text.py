@@ -50,7 +50,7 @@ def claims_markdown(frame, ref) -> str:
     tables = ", ".join(
         dict.fromkeys(
             f"{p} Table {t}" if p == p and p else "this suite (its own claims, no paper)"
-            for p, t in zip(frame["paper"], frame["paper_table"].astype(str))
+            for p, t in zip(frame["paper"], frame["paper_table"].astype(str), strict=True)
         )
     )
     lines = [

@@ -1,4 +1,4 @@
-"""Verdicts on a paper's claims from paired per-seed differences (design.md, Verdicts).
+"""Verdicts on a paper's claims from paired per-seed differences (docs/statistics.md).
 
 A claim ``"A > B"`` on one column (task) of a leaderboard compares the two rows *seed by seed*:
 the same seed is the same data subset and the same initialisation, so the per-seed difference
@@ -148,8 +148,8 @@ def evaluate(
     Parameters
     ----------
     claims, premises
-        ``"ROW > ROW"`` strings (:func:`harness.experiments.reference.parse_claim`); a row is named by our
-        row name or, when unique, by its regularizer spec.
+        ``"ROW > ROW"`` strings (:func:`harness.experiments.reference.parse_claim`); a row is
+        named by our row name or, when unique, by its regularizer spec.
     ours
         Per-seed accuracies (%): rows = our row names, columns = a ``(task, seed)``
         MultiIndex (:func:`harness.reports.tables.leaderboard_seeds`).
@@ -289,7 +289,7 @@ def evaluate_claims(
     ``ours``: per-seed accuracies (%), rows = our row names, columns = ``(task, seed)``
     (:func:`harness.reports.tables.leaderboard_seeds`); ``paper``: the paper's means, rows = our row
     names, columns = our tasks; ``specs``: row name -> spec. One dict per premise and claim; see
-    :func:`harness.reports.verdicts.evaluate` (``ours`` / ``ours_of``: columns where it holds / columns
-    tested; ``paper`` / ``paper_of``; ``verdict``).
+    :func:`harness.reports.verdicts.evaluate` (``ours`` / ``ours_of``: columns where it holds /
+    columns tested; ``paper`` / ``paper_of``; ``verdict``).
     """
     return evaluate(claims, ours, paper, specs, premises, LEVEL if level is None else level)

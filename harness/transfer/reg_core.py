@@ -49,7 +49,8 @@ class RegContext:
         head is attached (``l2sp``: parameters absent from it, or of another shape, form the new
         head).
     features, teacher_features : Mapping[str, Tensor]
-        Tapped activations by tap name (:class:`harness.transfer.taps.Taps`), ``(n, d)`` or conv maps.
+        Tapped activations by tap name (:class:`harness.transfer.taps.Taps`), ``(n, d)`` or conv
+        maps.
     logits : Tensor, optional
         ``(n, K)`` student (target-head) logits.
     teacher_logits : Tensor, optional

@@ -1,4 +1,5 @@
-"""OT between two representations of the same mini-batch (design.md, Representation contract).
+"""OT between two representations of the same mini-batch (docs/architecture.md, the
+representation contract).
 
 Two views of an ``(n, d)`` activation matrix (n examples, d neurons):
 

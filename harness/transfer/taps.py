@@ -3,7 +3,7 @@
 A *tap* names a layer either by its module path (``"layer3.5"``, ``"fc"``, ``"features.3"``, as
 in ``model.named_modules()``) or by one of the names every model of ours exposes through the
 attribute ``model.tap_points: dict[str, str]`` (``"penultimate"``, ``"stage1"`` ... ``"stage4"``,
-mapped to module paths). See design.md, Representation contract.
+mapped to module paths). See docs/architecture.md, the representation contract.
 
 >>> import torch
 >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))

@@ -1,5 +1,5 @@
 """Warm-started OT across training steps: the previous step's dual potentials, per term and tap
-(and per member of a batched run), as the next step's ``warmstart`` (issue 21, item 4).
+(and per member of a batched run), as the next step's ``warmstart``.
 
 Between two SGD steps the features, hence the cost and the plan, change little, so a solver
 that stops on a tolerance reaches it in far fewer iterations from the previous potentials

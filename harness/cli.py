@@ -1,12 +1,12 @@
-"""The ``otransfer`` command line: one command, subcommands (design.md, CLI).
+"""The ``otransfer`` command line: one command, subcommands.
 
 Subcommands: ``solvers bench``, ``regularizers bench``,
 ``list {solvers,regularizers,models,datasets,suites}``, ``report solvers``, ``report SUITE``,
 ``run SUITE [--workers N]``, ``resume SUITE``, ``worker SUITE`` (one of many on a shared
 storage), ``launch SUITE --slurm`` (workers as a SLURM job array), ``status SUITE``,
-``schema`` (the suite files' JSON schema) and ``tune SUITE``. A new one plugs in by adding a parser builder to
-:data:`_COMMANDS` (and, for ``list`` / ``report``, an entry to :data:`_LISTERS` /
-:data:`_REPORTERS`).
+``schema`` (the suite files' JSON schema) and ``tune SUITE``. A new one plugs in by adding a
+parser builder to :data:`_COMMANDS` (and, for ``list`` / ``report``, an entry to
+:data:`_LISTERS` / :data:`_REPORTERS`).
 
 Heavy packages (torch, pandas, matplotlib) are imported inside the handlers, so ``--help`` and
 argument errors stay instant.
@@ -34,7 +34,7 @@ from harness.experiments.secrets import redact, scrub
 
 __all__ = ["main", "build_parser"]
 
-#: What ``otransfer`` with no arguments runs: the embedded default suite (design.md, CLI), into
+#: What ``otransfer`` with no arguments runs: the embedded default suite, into
 #: a folder git does not track (.gitignore), so a fresh clone's committed results/mini/ stays.
 DEFAULT_ARGV = ["run", "mini", "--results", "results/local"]
 
@@ -114,13 +114,13 @@ def _cmd_solvers_bench(args: argparse.Namespace, parser: argparse.ArgumentParser
         print(bench.markdown_table(bench.time_table(records, view)))
     paths.update(_solvers_overhead(args, methods))
     print()
-    for key, path in paths.items():
+    for path in paths.values():
         print(f"wrote {path}")
     return 0
 
 
 def _solvers_overhead(args: argparse.Namespace, methods: list[str] | None) -> dict[str, Path]:
-    """The wrapper-vs-routine table (issue 21): solve() against lap.lapjv / ot.emd."""
+    """The wrapper-vs-routine table: solve() against lap.lapjv / ot.emd."""
     from harness.reports import bench, overhead
 
     df = overhead.measure_overhead(methods=methods, seed=args.seed)
@@ -251,6 +251,7 @@ def _list_models(args: argparse.Namespace) -> int:
             "input": info.input_kind,
             "size": "x".join(map(str, info.input_size)),
             "paper": info.paper or "-",
+            "taps": ", ".join(info.taps) or "-",
             "description": info.description,
         }
         for name, info in all_models().items()
@@ -451,7 +452,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
-    if getattr(args, "smoke", False):  # every template, 2 steps, stand-in data (issue 23)
+    if getattr(args, "smoke", False):  # every template, 2 steps, stand-in data
         from harness.experiments.smoke import smoke_cli
 
         try:

@@ -69,6 +69,7 @@ def test_builds_forward_and_taps(name):
     assert "stage1" in points
     if get_model(name).family != "mlp":
         assert all(s in points for s in STAGES), points
+    assert set(points) == set(get_model(name).taps)  # the taps `otransfer list models` shows
     assert isinstance(head_module(model), nn.Linear)
     assert head_module(model).out_features == NUM_CLASSES
     x = _input(name, device)
@@ -145,7 +146,7 @@ def _shufflenet_v2_params(num_classes, out=(116, 232, 464, 1024), blocks=(3, 7, 
     """Parameters of RepDistiller's ShuffleV2, counted from its definition (BN: 2 per channel)."""
     n = 3 * 24 + 2 * 24  # conv1 1x1 3->24 (no bias), bn1
     cin = 24
-    for c, k in zip(out[:3], blocks):
+    for c, k in zip(out[:3], blocks, strict=False):
         m = c // 2  # DownBlock: two branches of c/2 channels
         n += 9 * cin + 2 * cin + cin * m + 2 * m  # left: 3x3 dw, bn, 1x1, bn
         n += cin * m + 2 * m + 9 * m + 2 * m + m * m + 2 * m  # right: 1x1, bn, 3x3 dw, bn, 1x1, bn

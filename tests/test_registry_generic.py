@@ -158,7 +158,7 @@ def test_suggestion_helpers():
 def test_every_registry_of_the_project_is_one_of_these():
     from harness.transfer.regularizers import REGULARIZERS
     from harness.zoo.data import DATASETS
-    from harness.zoo.models import MODELS
+    from harness.zoo.models import MODELS, TAPS
     from solvers._registry import METHODS
 
     for reg, name in (
@@ -166,6 +166,7 @@ def test_every_registry_of_the_project_is_one_of_these():
         (REGULARIZERS, "kd"),
         (MODELS, "mlp"),
         (DATASETS, "digits"),
+        (TAPS, "penultimate"),
     ):
         assert isinstance(reg, Registry) and reg.get(name).name == name
 
@@ -188,3 +189,71 @@ def test_the_split_regularizer_modules_register_in_the_old_order():
         "jtln",
     ]
     assert available_regularizers(needs_teacher=False) == ["none", "l2", "l2sp", "jtln"]
+
+
+def test_an_unknown_tap_is_answered_with_the_close_names():
+    """Tap names are a registry too: a misspelt one is answered with its close matches, and a
+    model that declares an unknown tap fails where it registers."""
+    from harness.zoo.models import MODELS, get_model, get_tap, register_model
+
+    assert get_tap(" Penultimate ").name == "penultimate"
+    with pytest.raises(ValueError, match=r"unknown tap 'stgae1'; did you mean 'stage1'") as err:
+        get_tap("stgae1")
+    assert "Known taps: fc6, fc7, head, penultimate, source_head, stage1" in str(err.value)
+    assert get_model("alexnet").taps[:3] == ("penultimate", "fc7", "fc6")
+    with MODELS.restoring():
+        register_model("tapped", taps=("Stage1", "head"))(lambda num_classes: None)
+        assert get_model("tapped").taps == ("stage1", "head")
+        with pytest.raises(ValueError, match="unknown tap 'penultimat'; did you mean 'penult"):
+            register_model("mistapped", taps=("penultimat",))(lambda num_classes: None)
+    assert "tapped" not in MODELS
+
+
+def test_the_split_zoo_modules_register_in_the_old_order():
+    """harness.zoo.data and harness.zoo.models import their pieces in an order the listings
+    and the CLI choices read back."""
+    from harness.zoo.data import all_datasets
+    from harness.zoo.models import all_models
+
+    assert list(all_datasets()) == [
+        "digits",
+        "synthetic",
+        "latent",
+        "cifar10",
+        "cifar100",
+        "cifar20",
+        "svhn",
+        "aircraft",
+        "cub200",
+        "food101",
+        "cars196",
+        "dogs120",
+        "imagenet",
+        "glyphs",
+    ]
+    assert list(all_models()) == [
+        "mlp",
+        "cnn",
+        "resnet20",
+        "resnet32",
+        "resnet56",
+        "resnet110",
+        "resnet56_slim",
+        "resnet8x4",
+        "resnet32x4",
+        "preact_resnet1001",
+        "preact_resnet56",
+        "preact_resnet56_slim",
+        "wrn",
+        "wrn_16_2",
+        "wrn_40_2",
+        "wrn_28_10",
+        "vgg8",
+        "vgg13",
+        "shufflenet_v2",
+        "resnet18",
+        "resnet34",
+        "resnet101",
+        "mobilenet_v2",
+        "alexnet",
+    ]

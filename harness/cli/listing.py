@@ -86,6 +86,7 @@ def _list_models(args: argparse.Namespace) -> int:
             "input": info.input_kind,
             "size": "x".join(map(str, info.input_size)),
             "paper": info.paper or "-",
+            "taps": ", ".join(info.taps) or "-",
             "description": info.description,
         }
         for name, info in all_models().items()

@@ -1,6 +1,6 @@
 """Models and datasets: registries (``build_model``, ``load_dataset``), local-root loaders with a
-clear error when a dataset is absent, and the embedded data (digits, latent, glyphs). Knows no
-training and no transfer term.
+clear error when a dataset is absent, the embedded data (digits, latent, glyphs), and the
+registry of tap names (``get_tap``). Knows no training and no transfer term.
 """
 
 from harness._lazy import attach
@@ -44,5 +44,9 @@ __all__, __getattr__, __dir__ = attach(
         "read_state": "models",
         "head_fits": "models",
         "load_weights": "models",
+        "TapInfo": "model_taps",
+        "register_tap": "model_taps",
+        "get_tap": "model_taps",
+        "all_taps": "model_taps",
     },
 )

@@ -7,6 +7,7 @@ low-dimensional subspace).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Sequence
 
 import numpy as np
@@ -157,6 +158,22 @@ def _synthetic(
     return ArrayDataset(x[idx], y[idx], [str(c) for c in range(classes)])
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a . b`` exactly rounded (math.fsum of exactly rounded products): no BLAS, no order
+    that a CPU's vector width could change."""
+    return math.fsum((a * b).tolist())
+
+
+def _orthonormal_columns(a: np.ndarray) -> np.ndarray:
+    """Modified Gram-Schmidt on ``a``'s columns, elementwise float64 operations only."""
+    q = a.copy()
+    for j in range(q.shape[1]):
+        for i in range(j):
+            q[:, j] = q[:, j] - _dot(q[:, i], q[:, j]) * q[:, i]
+        q[:, j] = q[:, j] / math.sqrt(_dot(q[:, j], q[:, j]))
+    return q
+
+
 @functools.lru_cache(maxsize=8)
 def _latent_arrays(
     n_samples: int,
@@ -167,14 +184,22 @@ def _latent_arrays(
     noise: float,
     data_seed: int,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    g = torch.Generator().manual_seed(int(data_seed))
-    basis, _ = torch.linalg.qr(torch.randn(dims, latent, generator=g))  # dims x latent, Q^T Q = I
-    means = torch.randn(num_classes, latent, generator=g)
-    means = separation * means / means.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    y = torch.arange(n_samples) % num_classes
-    z = means[y] + torch.randn(n_samples, latent, generator=g)
-    x = z @ basis.T + noise * torch.randn(n_samples, dims, generator=g)
-    return x, y.numpy()
+    """The latent task's points, the same bits on every CPU: numpy's PCG64 normals (a stream
+    numpy keeps stable) and float64 elementwise arithmetic in a fixed order (no LAPACK QR, no
+    BLAS product, whose results depend on the CPU's instruction set), rounded once to float32.
+    The torch/MKL version this replaced drew different points on AVX2 and AVX-512 machines."""
+    rng = np.random.default_rng(int(data_seed))
+    basis = _orthonormal_columns(rng.standard_normal((dims, latent)))  # dims x latent
+    means = rng.standard_normal((num_classes, latent))
+    norms = np.array([math.sqrt(_dot(m, m)) for m in means])
+    means = separation * means / np.maximum(norms, 1e-12)[:, None]
+    y = np.arange(n_samples) % num_classes
+    z = means[y] + rng.standard_normal((n_samples, latent))
+    x = z[:, :1] * basis[:, 0]
+    for k in range(1, latent):  # z @ basis.T, one latent direction at a time
+        x = x + z[:, k : k + 1] * basis[:, k]
+    x = x + noise * rng.standard_normal((n_samples, dims))
+    return torch.from_numpy(x.astype(np.float32)), y
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,4 +1,4 @@
-"""Leave-one-seed-out against pooled selection on the committed results (issue 22, item 2).
+"""Leave-one-seed-out against pooled selection on the committed results.
 
     PYTHONPATH=$PWD python scripts/compare_selection.py --out /tmp/selection [--results results]
 

@@ -1,4 +1,4 @@
-"""Power calculation for the confirmatory run (issue 22), from the exploratory CPU twins.
+"""Power calculation for the confirmatory run, from the exploratory CPU twins.
 
     PYTHONPATH=$PWD python scripts/power.py [--out results/confirmatory]
 

@@ -1,4 +1,4 @@
-"""Reliability figures of the many-workers runner (issue 5): load, faults, bad input.
+"""Reliability figures of the many-workers runner: load, faults, bad input.
 
     python scripts/reliability.py load      --storage URL [--workers 4] [--suite load-40]
     python scripts/reliability.py faults    --storage URL [--workers 4] [--every 6]
@@ -335,7 +335,7 @@ def bad_input(args) -> None:
     _write("bad-input", lines)
 
 
-# ---- claim-path cost (issue 13): the runner's storage operations around a no-op job
+# ---- claim-path cost: the runner's storage operations around a no-op job
 _OPS = {
     "choosing the next job": "pick (read claims + claim)",
     "starting the record": "start record (Optuna ask + attrs)",

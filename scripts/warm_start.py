@@ -1,4 +1,4 @@
-"""Warm-started Sinkhorn across training steps: iterations and time, cold vs warm (issue 21, 4).
+"""Warm-started Sinkhorn across training steps: iterations and time, cold vs warm.
 
 One training run of li2020's Omega_P with the tolerance-stopped, certified ``sinkhorn`` plan
 (ablation_plan's ``finetune_sinkhorn`` row) on the digits MLP, warm start on (its default).

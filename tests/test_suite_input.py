@@ -1,5 +1,5 @@
-"""Suite input that was accepted, expanded without bounds or answered with a traceback (issue
-20): each is refused with one line naming the file, the line and the key (or the file and what
+"""Suite input that was accepted, expanded without bounds or answered with a traceback: each
+is refused with one line naming the file, the line and the key (or the file and what
 to do), before any job runs; and a run whose finite loss exploded is failed, not recorded."""
 
 from __future__ import annotations

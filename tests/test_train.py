@@ -632,7 +632,7 @@ def test_teacher_mode_train_gives_the_students_features_at_step_0(digits, mode):
 
 def test_term_diagnostics_are_value_and_gradient_ratios_to_the_cross_entropy(digits):
     """On ~10 epochs the history holds each term's value and student-gradient norm over the
-    cross-entropy's (issue "verdicts": too weak or wrong?), checked by hand on a one-batch
+    cross-entropy's, checked by hand on a one-batch
     epoch, and the training step itself is the plain one."""
     train_set, val_set = digits
     small = TensorDataset(*(t[:200] for t in train_set.tensors))

@@ -1,4 +1,4 @@
-"""Proofs that a file read back from a results folder is this project's own output (issue 20).
+"""Proofs that a file read back from a results folder is this project's own output.
 
 A results folder may be shared, copied or written by someone else; a checksum stored beside a
 file proves nothing, since whoever plants the file can compute it too. What is written to be

@@ -1,4 +1,4 @@
-"""The files the harness writes under a results folder, and reads back from it (issue 20).
+"""The files the harness writes under a results folder, and reads back from it.
 
 Every write goes through :func:`atomic_writer` (or :func:`write_bytes`, :func:`write_text`,
 :func:`write_figure`): the folders on the way are walked from the root with ``O_NOFOLLOW``

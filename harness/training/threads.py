@@ -4,7 +4,7 @@ torch's default is one intra-op thread per core of the machine, in every process
 workers (``run --workers N``), on a shared machine or on a SLURM node that gave the job fewer
 cores than it has, every small op then waits at a barrier for threads that are not scheduled:
 the same 3-epoch Omega_P job took 12.4-14.4 s with 2 threads against 6.4-7.8 s with 1 on a
-loaded 2-core machine (issue 21). The policy here:
+loaded 2-core machine. The policy here:
 
 * the cores this process may use: its CPU affinity (``os.sched_getaffinity``), capped by a
   cgroup CPU quota (``/sys/fs/cgroup/cpu.max``) and by SLURM's ``SLURM_CPUS_PER_TASK``;

@@ -4,7 +4,7 @@ One class per view of representation transfer (``harness.reports.bench.VIEWS``);
 installed methods of the solver registry and a few modest sizes. ``setup`` builds the seeded
 problem (the same generator as the benchmark) and raises ``NotImplementedError`` for a method
 that cannot run on it, or that would blow asv's time budget; ``time_*`` makes one call;
-``track_*`` reports accuracy with a unit (style.md §10).
+``track_*`` reports accuracy with a unit.
 
 Run (from the repository root)::
 
@@ -23,7 +23,7 @@ from harness.reports import bench
 #: Seed of the problem generator, as ``otransfer solvers bench --seed``.
 SEED = 0
 
-#: Methods from the registry, never a hand-written list (style.md §1).
+#: Methods from the registry, never a hand-written list.
 METHODS = solvers.available()
 
 #: Per view, the largest size a method is timed at (0: not timed in that view), where one

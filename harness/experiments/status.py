@@ -129,33 +129,10 @@ def suite_status(
                 {"key": job.key, "job": _label(job), "reason": last_fail.get(job.key, "failed")}
             )
         elif c is not None:  # running or recording
-            age = None if now is None else now - float(c.heartbeat)
-            running.append(
-                {
-                    "key": job.key,
-                    "job": _label(job),
-                    "worker": c.worker,
-                    "host": c.host,
-                    "pid": c.pid,
-                    "state": c.state,
-                    "heartbeat_age": age,
-                    "attempts": c.attempts,
-                    "abandoned": age is not None and age > stale_after,
-                }
-            )
+            running.append(_running(job, c, now, stale_after))
         else:
             waiting.append(job.key)
-    rate = eta = None
-    if finish_times:
-        # trials' datetime_complete is the recording worker's local time (Optuna): compare it
-        # with the newest one, not with this machine's clock
-        newest = max(finish_times)
-        recent = [t for t in finish_times if newest - t <= dt.timedelta(seconds=window)]
-        span = (newest - min(recent)).total_seconds()
-        if len(recent) >= 2 and span > 0:
-            rate = 60.0 * (len(recent) - 1) / span
-            left = len(waiting) + len(running)
-            eta = left / rate if rate > 0 else None
+    rate, eta = _throughput(finish_times, window, len(waiting) + len(running))
     return SuiteStatus(
         suite.name,
         storage,
@@ -168,6 +145,38 @@ def suite_status(
         window=window,
         eta_minutes=eta,
     )
+
+
+def _running(job, c, now: float | None, stale_after: float) -> dict[str, Any]:
+    """The status line's fields of ``job``, held by the live claim ``c``."""
+    age = None if now is None else now - float(c.heartbeat)
+    return {
+        "key": job.key,
+        "job": _label(job),
+        "worker": c.worker,
+        "host": c.host,
+        "pid": c.pid,
+        "state": c.state,
+        "heartbeat_age": age,
+        "attempts": c.attempts,
+        "abandoned": age is not None and age > stale_after,
+    }
+
+
+def _throughput(finish_times: list, window: float, left: int):
+    """``(jobs per minute, ETA in minutes)`` over the last ``window`` seconds of records
+    (``None`` each when they do not tell)."""
+    rate = eta = None
+    if finish_times:
+        # trials' datetime_complete is the recording worker's local time (Optuna): compare it
+        # with the newest one, not with this machine's clock
+        newest = max(finish_times)
+        recent = [t for t in finish_times if newest - t <= dt.timedelta(seconds=window)]
+        span = (newest - min(recent)).total_seconds()
+        if len(recent) >= 2 and span > 0:
+            rate = 60.0 * (len(recent) - 1) / span
+            eta = left / rate if rate > 0 else None
+    return rate, eta
 
 
 def format_status(s: SuiteStatus, verbose: bool = False) -> str:

@@ -329,6 +329,7 @@ class Claims:
         import sqlalchemy as sa
 
         t = self._t
+        stamp = self.db_now() if now is None else now  # read before the claim is ours
         try:
             with self._engine.begin() as c:
                 c.execute(
@@ -345,7 +346,6 @@ class Claims:
                 )
             with self._lock:
                 self._held.add(key)
-            stamp = self.db_now() if now is None else now
             return ClaimResult(Claim(key, self.worker, self.host, self.pid, RUNNING, stamp, 1))
         except sa.exc.IntegrityError:
             pass

@@ -5,7 +5,7 @@
 
 For each suite the job's teacher (and init) jobs are trained first, unprofiled, into a
 temporary results folder; then the job itself runs under cProfile through
-:func:`harness.experiments.runner.run_job`, as ``otransfer run`` would run it. The cumulative
+:func:`harness.experiments.train_job.run_job`, as ``otransfer run`` would run it. The cumulative
 time of each function is sorted into buckets (forward/backward, OT solve, solver wrapper,
 data loading, evaluation, storage) by the file and name of the frames (nested rows).
 """
@@ -29,9 +29,9 @@ JOBS = [
 #: row -> (file part, function name): inclusive (cumulative) time of that function; rows nest
 #: (the OT solve is inside the regularizer, which is inside the training step)
 ROWS = [
-    ("whole job (run_job)", ("runner.py", "run_job")),
-    ("  data: load the datasets", ("runner.py", "_datasets")),
-    ("  models: build student, load teacher", ("runner.py", "_teacher")),
+    ("whole job (run_job)", ("train_job.py", "run_job")),
+    ("  data: load the datasets", ("train_job.py", "load_datasets")),
+    ("  models: build student, load teacher", ("train_job.py", "load_teacher")),
     ("  train()", ("loop.py", "train")),
     ("    data loading (batches)", ("dataloader.py", "__next__")),
     ("    training steps", ("loop.py", "train_step")),
@@ -67,9 +67,9 @@ def _job(suite_name: str, stage: str, spec: str, point):
 
 
 def _train_deps(job, by_key, artefacts: Path) -> None:
-    from harness.experiments.runner import _deps, run_job
+    from harness.experiments.train_job import job_deps, run_job
 
-    for key in _deps(job):
+    for key in job_deps(job):
         dep = by_key[key]
         _train_deps(dep, by_key, artefacts)
         if not (artefacts / f"{key}.pt").is_file():
@@ -97,7 +97,7 @@ def _cumulative(stats: pstats.Stats) -> dict[str, float]:
 def profile(
     suite_name: str, stage: str, spec: str, point, root: Path
 ) -> tuple[str, float, dict, str]:
-    from harness.experiments.runner import run_job
+    from harness.experiments.train_job import run_job
 
     job, by_key = _job(suite_name, stage, spec, point)
     artefacts = root / suite_name / "artefacts"

@@ -53,18 +53,18 @@ def test_a_worker_with_a_clock_hours_off_neither_steals_nor_loses_claims(
     try:
         db = b.db_now()
         assert abs(db - time.time()) < 5.0  # the database's clock, not the skewed one
-        assert a.try_claim("mine") is not None and b.try_claim("theirs") is not None
+        assert a.try_claim("mine").claim is not None and b.try_claim("theirs").claim is not None
         stamp = a.states()["mine"].heartbeat
         assert abs(stamp - db) < 5.0, "the skewed worker stamped its own clock"
         for _ in range(3):  # several stale_after/2 periods: the heartbeats keep both alive
             time.sleep(1.2)
-            assert b.try_claim("mine") is None, "the skewed worker's live claim was stolen"
-            assert a.try_claim("theirs") is None, "the skewed worker stole a live claim"
+            assert b.try_claim("mine").claim is None, "the skewed worker's live claim was stolen"
+            assert a.try_claim("theirs").claim is None, "the skewed worker stole a live claim"
         assert a.begin_record("mine") and a.finish("mine", ok=True)
         b._stop.set()  # b hangs: its heartbeat stops
         time.sleep(2.6)
         got = a.try_claim("theirs")  # stale on the database's clock: taken over
-        assert got is not None and got.attempts == 2 and a.last_previous == "host-b:2:b"
+        assert got.claim is not None and got.claim.attempts == 2 and got.previous == "host-b:2:b"
         assert a.states()["theirs"].state == RUNNING
     finally:
         a.close()
@@ -387,14 +387,14 @@ def test_choosing_a_job_reads_only_the_live_claims_and_learns_done_jobs_from_a_r
 ):
     """The pick's read (``states(unfinished=True, done_since=...)``) leaves out the done claims
     older than ``done_since``, so its cost does not grow with the jobs done; a job done but not
-    read is refused by ``try_claim`` with ``last_refused == "done"``."""
+    read is refused by ``try_claim``, whose result says ``refused == "done"``."""
     from harness.experiments.claims import DONE, FAILED
 
     url = _url(backend, tmp_path, request)
     suite = f"pick-{uuid.uuid4().hex[:6]}"
     with Claims(url, suite, worker="a") as a, Claims(url, suite, worker="b") as b:
         for k in ("d1", "d2", "r", "f"):
-            assert a.try_claim(k) is not None
+            assert a.try_claim(k).claim is not None
         for k in ("d1", "d2"):
             assert a.begin_record(k) and a.finish(k, ok=True)
         assert a.finish("f", ok=False)
@@ -403,11 +403,12 @@ def test_choosing_a_job_reads_only_the_live_claims_and_learns_done_jobs_from_a_r
         now = b.db_now()
         assert set(b.states(unfinished=True, done_since=now - 60)) == {"d1", "d2", "r", "f"}
         assert set(b.states(unfinished=True, done_since=now + 60)) == {"r", "f"}
-        assert b.try_claim("d1") is None and b.last_refused == DONE
-        assert b.try_claim("f") is None and b.last_refused == FAILED
-        assert b.try_claim("r") is None and b.last_refused == RUNNING
-        assert b.try_claim("new") is not None and b.last_refused is None
-        got = b.try_claim("d2", retake_done=True)  # a teacher whose weights are gone
+        for key, refused in (("d1", DONE), ("f", FAILED), ("r", RUNNING)):
+            got = b.try_claim(key)
+            assert got.claim is None and got.refused == refused
+        got = b.try_claim("new")
+        assert got.claim is not None and got.refused is None
+        got = b.try_claim("d2", retake_done=True).claim  # a teacher whose weights are gone
         assert got is not None and got.attempts == 2
 
 

@@ -56,7 +56,7 @@ def test_expand_counts_and_stable_keys(tiny):
     teachers = {j.seed: j.key for j in jobs if j.stage == "teacher"}
     for j in jobs[2:]:
         assert j.config["teacher"] == teachers[j.seed]
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         jobs[0].key = "x"  # frozen
 
 
@@ -631,13 +631,13 @@ def test_training_and_source_splits_are_chosen_and_checked(tiny, tmp_path):
     """``splits: {train: ...}`` and ``source: {split: ...}`` pick the training splits
     (Aircraft's trainval, lu2017's whole source set); a split the dataset lacks is an error
     naming it; keys of suites that set neither do not move."""
-    import harness.experiments.runner as runner
+    import harness.experiments.train_job as train_job
 
     base = expand(load_suite(tiny))
     picked = expand(load_suite(tiny, ["stages.students.splits={train: val}"]))
     assert picked[:2] == base[:2] and picked[2].config["splits"] == {"train": "val"}
     assert picked[2].key != base[2].key
-    train_set, _, _, _ = runner._datasets(picked[2].config)
+    train_set, _, _, _ = train_job.load_datasets(picked[2].config)
     assert len(train_set) == 10 * 5  # 5 per class from digits' val split (n_per_class)
     with pytest.raises(SuiteError, match="dataset 'digits' has no split 'trainval'"):
         load_suite(tiny, ["stages.students.splits={train: trainval}"])
@@ -657,7 +657,7 @@ def test_training_and_source_splits_are_chosen_and_checked(tiny, tmp_path):
 def test_splits_per_dataset(tmp_path):
     """``splits: {train: {digits: val}}`` in a stage of two datasets: that dataset trains on
     the named split, the other on its default; a dataset not of the stage is an error."""
-    import harness.experiments.runner as runner
+    import harness.experiments.train_job as train_job
 
     path = tmp_path / "two.yaml"
     path.write_text(
@@ -671,11 +671,11 @@ def test_splits_per_dataset(tmp_path):
     )
     jobs = expand(load_suite(path))
     by_ds = {j.dataset: j for j in jobs if j.seed == 0}
-    tr, val, _, _ = runner._datasets(by_ds["digits"].config)
+    tr, val, _, _ = train_job.load_datasets(by_ds["digits"].config)
     assert val is None and len(tr) == len(
-        runner._datasets({**by_ds["digits"].config, "splits": {}})[1]
+        train_job.load_datasets({**by_ds["digits"].config, "splits": {}})[1]
     )  # digits trains on its val split
-    tr2, val2, _, _ = runner._datasets(by_ds["synthetic"].config)
+    tr2, val2, _, _ = train_job.load_datasets(by_ds["synthetic"].config)
     assert val2 is not None  # synthetic keeps train / val
     with pytest.raises(SuiteError, match="'cifar11' is not a registered dataset"):
         load_suite(path, ["stages.teacher.splits={train: {cifar11: train}}"])
@@ -691,7 +691,8 @@ def test_splits_per_dataset(tmp_path):
         ("        - {match: features.1, lr: 0}\n", 20, "unknown param_groups key 'lr'"),
         ("        - features.1\n", 20, "a mapping"),
         (
-            "        - {match: 'features.*', lr_mult: 0.1}\n        - {match: features.1, lr_mult: 0}\n",
+            "        - {match: 'features.*', lr_mult: 0.1}\n"
+            "        - {match: features.1, lr_mult: 0}\n",
             21,
             "earlier group",
         ),
@@ -754,7 +755,7 @@ def test_lu2017_suite_freezes_conv1_3_and_slows_conv4_5_of_alexnet():
     names = [n for n, _ in model.named_parameters()]
     mults = {
         n: cfg.param_groups[g].lr_mult if g is not None else 1.0
-        for n, g in zip(names, assign_param_groups(names, cfg.param_groups))
+        for n, g in zip(names, assign_param_groups(names, cfg.param_groups), strict=False)
     }
     by_layer = {n.rsplit(".", 1)[0]: m for n, m in mults.items()}
     assert by_layer == {

@@ -112,7 +112,7 @@ def _copy(base, tmp_path) -> tuple[Path, Path, str]:
 
 
 def test_a_planted_result_file_is_ignored_and_its_job_trained(tmp_path):
-    """The issue's case: `artefacts/<key>.result.json` saying completed at 100 % was recorded
+    """The reported case: `artefacts/<key>.result.json` saying completed at 100 % was recorded
     COMPLETE without training, then `run` died on KeyError 'wall_time'."""
     suite = _suite(tmp_path)
     teachers, students = _jobs(suite)
@@ -287,7 +287,7 @@ def test_teacher_weights_that_do_not_match_their_record_are_never_loaded(kind, t
     _plant_weights(kind, tmp_path / "R" / "tiny" / "artefacts" / f"{teachers[0].key}.pt", tmp_path)
     s, _ = _run(suite, tmp_path / "R", storage)
     assert s.completed == 0 and s.failed == 2
-    for key, reason in s.failures:
+    for _key, reason in s.failures:
         assert teachers[0].key in reason and "\n" not in reason
         assert "SHA-256" in reason or "not a regular file" in reason, reason
     assert _complete(storage) == before
@@ -388,20 +388,20 @@ def test_what_is_planted_where_a_checkpoint_goes_is_set_aside(planted, tmp_path)
 def test_a_teacher_recorded_without_a_digest_fails_its_students_in_one_line(tmp_path, monkeypatch):
     """A teacher recorded by an older otransfer (no SHA-256 in its record): its weights cannot
     be verified, and it is not trained again."""
-    import harness.experiments.runner as runner
+    import harness.experiments.train_job as train_job
 
     suite = _suite(tmp_path)
     teachers, _ = _jobs(suite)
     storage = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
-    real = runner.save_state
+    real = train_job.save_state
     monkeypatch.setattr(
-        runner,
+        train_job,
         "save_state",
         lambda model, path, root: {"artefact": real(model, path, root)["artefact"]},
     )
     _run(suite, tmp_path / "R", storage, jobs=teachers)
     before = _complete(storage)
-    monkeypatch.setattr(runner, "save_state", real)
+    monkeypatch.setattr(train_job, "save_state", real)
     s, _ = _run(suite, tmp_path / "R", storage)
     assert s.completed == 0 and s.failed == 2 and _complete(storage) == before
     assert all(
@@ -414,7 +414,7 @@ def test_a_teacher_recorded_without_a_digest_fails_its_students_in_one_line(tmp_
 
 @pytest.mark.parametrize("where", ["runs.csv", "leaderboard.md", "students.png", "verdicts.csv"])
 def test_a_planted_link_never_redirects_a_report_write(where, base, tmp_path, capsys):
-    """The issue's case: `ln -s ../victim.txt R/SUITE/runs.csv` then `run` overwrote the
+    """The reported case: `ln -s ../victim.txt R/SUITE/runs.csv` then `run` overwrote the
     victim. The report refuses, in one line naming the link, and writes nothing."""
     from harness.cli import main
 
@@ -665,7 +665,7 @@ def _two_folders(tmp_path, storage, drop_first: bool):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_job_recorded_done_is_done_whatever_the_results_folder(backend, tmp_path, request):
-    """The issue's case: a worker with --results R2 retrained the teachers a worker with R1
+    """The reported case: a worker with --results R2 retrained the teachers a worker with R1
     recorded, and recorded them COMPLETE again. Now R2's students load R1's weights from the
     path the teacher's record keeps, once their SHA-256 matches."""
     storage = (
@@ -825,7 +825,7 @@ def tiny_disk(tmp_path):
 
 
 def test_a_real_disk_that_fills_after_the_database_exists_is_one_line(tiny_disk, tmp_path, capsys):
-    """The issue's case, on a real 1 MiB file system: the storage and the artefacts on it,
+    """The reported case, on a real 1 MiB file system: the storage and the artefacts on it,
     filled once the database exists."""
     from harness.cli import main
 

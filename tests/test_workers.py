@@ -56,27 +56,27 @@ def test_claims_are_exclusive_and_taken_over_when_stale(backend, tmp_path, reque
     a = Claims(url, suite, stale_after=1.5, heartbeat=0.5, worker="host-a:1:a")
     b = Claims(url, suite, stale_after=1.5, heartbeat=0.5, worker="host-b:2:b")
     try:
-        assert a.try_claim("k1") is not None
-        assert b.try_claim("k1") is None  # held, heartbeat fresh
+        assert a.try_claim("k1").claim is not None
+        assert b.try_claim("k1").claim is None  # held, heartbeat fresh
         assert a.states()["k1"].state == RUNNING
         time.sleep(2.0)  # a's heartbeat keeps the claim alive
-        assert b.try_claim("k1") is None
+        assert b.try_claim("k1").claim is None
         assert a.begin_record("k1") and a.states()["k1"].state == RECORDING
-        assert a.finish("k1", ok=True) and b.try_claim("k1") is None  # done: never again
+        assert a.finish("k1", ok=True) and b.try_claim("k1").claim is None  # done: never again
         assert b.states()["k1"].state == DONE
 
-        assert b.try_claim("k2") is not None
+        assert b.try_claim("k2").claim is not None
         b._stop.set()  # b hangs: no more heartbeats
         time.sleep(2.0)
         got = a.try_claim("k2")
-        assert got is not None and got.attempts == 2 and a.last_previous == "host-b:2:b"
+        assert got.claim is not None and got.claim.attempts == 2 and got.previous == "host-b:2:b"
         assert not b.begin_record("k2")  # b wakes up: it may not record
         assert a.begin_record("k2") and a.finish("k2", ok=True)
 
-        assert a.try_claim("k3") is not None and a.finish("k3", ok=False)
-        assert b.try_claim("k3") is None and a.states()["k3"].state == FAILED
-        assert a.reset_failed() == 1 and b.try_claim("k3") is not None
-        assert a.try_claim("k2", retake_done=True) is not None  # a deleted teacher artefact
+        assert a.try_claim("k3").claim is not None and a.finish("k3", ok=False)
+        assert b.try_claim("k3").claim is None and a.states()["k3"].state == FAILED
+        assert a.reset_failed() == 1 and b.try_claim("k3").claim is not None
+        assert a.try_claim("k2", retake_done=True).claim is not None  # a deleted teacher artefact
     finally:
         a.close()
         b.close()
@@ -88,11 +88,11 @@ def test_claim_of_a_dead_process_is_taken_over_at_once(tmp_path):
     dead.wait()
     with Claims(url, "s", stale_after=3600, heartbeat=1, worker="ghost") as ghost:
         ghost.pid = dead.pid  # the claim of a process that is gone (SIGKILL: nothing released)
-        assert ghost.try_claim("k") is not None
+        assert ghost.try_claim("k").claim is not None
         ghost._held.clear()
     with Claims(url, "s", stale_after=3600, heartbeat=1) as c:
         got = c.try_claim("k")  # no waiting for stale_after
-        assert got is not None and got.attempts == 2 and c.last_previous == "ghost"
+        assert got.claim is not None and got.claim.attempts == 2 and got.previous == "ghost"
 
 
 def _worker(suite: Path, storage: str, results: Path, log: Path) -> subprocess.Popen:
@@ -365,7 +365,8 @@ def test_workers_starting_together_on_a_fresh_database(backend, tmp_path, reques
         engine.dispose()
         url = pg_url.rsplit("/", 1)[0] + "/" + db
     code = (
-        "import sys; from harness.experiments import records; from harness.experiments.claims import Claims; "
+        "import sys; from harness.experiments import records; "
+        "from harness.experiments.claims import Claims; "
         "records.open_study(sys.argv[1], 's'); Claims(sys.argv[1], 's').close(); "
         "print('opened')"
     )

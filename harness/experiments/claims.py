@@ -1,7 +1,7 @@
-"""Job claims: many workers, one storage, every job run to completion once (design.md, Experiments).
+"""Job claims: many workers, one storage, every job run to completion once.
 
-Records live in an Optuna storage (:mod:`harness.experiments.records`); Optuna has no notion of "this job is
-taken", so the claims live beside the records, in the same database, in one table::
+Records live in an Optuna storage (:mod:`harness.experiments.records`); Optuna has no notion
+of "this job is taken", so the claims live beside the records, in the same database, in one table::
 
     otransfer_claims(suite, key, worker, host, pid, state, heartbeat, attempts)
     PRIMARY KEY (suite, key)
@@ -41,7 +41,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterable
 
-__all__ = ["Claims", "Claim", "RUNNING", "RECORDING", "DONE", "FAILED"]
+__all__ = [
+    "Claims",
+    "Claim",
+    "ClaimRead",
+    "ClaimResult",
+    "RUNNING",
+    "RECORDING",
+    "DONE",
+    "FAILED",
+]
 
 RUNNING, RECORDING, DONE, FAILED = "running", "recording", "done", "failed"
 LIVE = (RUNNING, RECORDING)
@@ -62,6 +71,27 @@ class Claim:
     state: str
     heartbeat: float
     attempts: int
+
+
+@dataclass(frozen=True)
+class ClaimRead:
+    """The claims read at once, by key, and the database's clock at the read (what
+    :meth:`Claims.is_abandoned` compares their heartbeats with)."""
+
+    claims: dict[str, Claim]
+    now: float
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What :meth:`Claims.try_claim` did: ``claim`` is the claim now ours, or ``None`` when it
+    was refused; ``refused`` is then the state of the claim in the way (``done``: the job is
+    finished; ``failed``; or a live state: another worker holds it), ``None`` otherwise;
+    ``previous`` is the worker id of the abandoned claim taken over (``attempts > 1``)."""
+
+    claim: Claim | None = None
+    refused: str | None = None
+    previous: str | None = None
 
 
 def pid_alive(pid: int) -> bool:
@@ -98,6 +128,60 @@ def make_engine(url: str):
         # writers queue on SQLite's file lock instead of failing at once
         kwargs["connect_args"] = {"timeout": 120}
     return sa.create_engine(url, **kwargs)
+
+
+def claims_table(meta):
+    """The claims table (:data:`TABLE`) in ``meta``."""
+    import sqlalchemy as sa
+
+    return sa.Table(
+        TABLE,
+        meta,
+        sa.Column("suite", sa.String(512), primary_key=True),
+        sa.Column("key", sa.String(128), primary_key=True),
+        sa.Column("worker", sa.String(512), nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("heartbeat", sa.Float, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+    )
+
+
+def read_now(conn, now_sql) -> float:
+    """The database's clock through ``conn`` (``now_sql``: :func:`db_now_sql`)."""
+    import sqlalchemy as sa
+
+    return float(conn.execute(sa.select(now_sql)).scalar_one())
+
+
+def select_claims(
+    conn,
+    t,
+    suite: str,
+    keys: Iterable[str] | None = None,
+    unfinished: bool = False,
+    done_since: float | None = None,
+) -> dict[str, Claim]:
+    """The claims of ``suite`` in table ``t`` through ``conn`` (:meth:`Claims.read`)."""
+    import sqlalchemy as sa
+
+    q = sa.select(t).where(t.c.suite == suite)
+    if keys is not None:  # in SQL: try_claim reads one row, not the suite's
+        q = q.where(t.c.key.in_(sorted(set(keys))))
+    if unfinished:
+        q = (
+            q.where(t.c.state != DONE)
+            if done_since is None
+            else q.where(sa.or_(t.c.state != DONE, t.c.heartbeat >= float(done_since)))
+        )
+    rows = conn.execute(q).mappings().all()
+    return {
+        r["key"]: Claim(
+            r["key"], r["worker"], r["host"], r["pid"], r["state"], r["heartbeat"], r["attempts"]
+        )
+        for r in rows
+    }
 
 
 class Claims:
@@ -140,18 +224,7 @@ class Claims:
         self._engine = make_engine(storage)
         self._now = db_now_sql(self._engine.dialect.name)
         meta = sa.MetaData()
-        self._t = sa.Table(
-            TABLE,
-            meta,
-            sa.Column("suite", sa.String(512), primary_key=True),
-            sa.Column("key", sa.String(128), primary_key=True),
-            sa.Column("worker", sa.String(512), nullable=False),
-            sa.Column("host", sa.String(255), nullable=False),
-            sa.Column("pid", sa.Integer, nullable=False),
-            sa.Column("state", sa.String(16), nullable=False),
-            sa.Column("heartbeat", sa.Float, nullable=False),
-            sa.Column("attempts", sa.Integer, nullable=False),
-        )
+        self._t = claims_table(meta)
         from harness.experiments.records import check_schema, creation_race
 
         check_schema(self._engine, meta, "otransfer's claims")
@@ -179,10 +252,43 @@ class Claims:
     # ---- reading
     def db_now(self) -> float:
         """The database's clock (seconds since the epoch): what heartbeats are stamped with."""
+        with self._engine.connect() as c:
+            return read_now(c, self._now)
+
+    @staticmethod
+    def peek(storage: str, suite: str) -> ClaimRead:
+        """The claims of ``suite`` in ``storage`` and the database's clock, read without a
+        worker: nothing is written (no table is created; none there reads as no claims)."""
         import sqlalchemy as sa
 
+        engine = make_engine(storage)
+        try:
+            with engine.connect() as c:
+                now = read_now(c, db_now_sql(engine.dialect.name))
+                if not sa.inspect(c).has_table(TABLE):
+                    return ClaimRead({}, now)
+                return ClaimRead(select_claims(c, claims_table(sa.MetaData()), suite), now)
+        finally:
+            engine.dispose()
+
+    def read(
+        self,
+        keys: Iterable[str] | None = None,
+        unfinished: bool = False,
+        done_since: float | None = None,
+    ) -> ClaimRead:
+        """The claims of this suite (of ``keys`` when given), by key, with the database's clock
+        at the read.
+
+        ``unfinished``: only the claims not ``done`` (running, recording, failed), and the
+        ``done`` ones stamped at or after ``done_since`` (the database's clock): what a worker
+        choosing its next job reads, so that the read stays as small as the live claims
+        however many jobs are done. A job done but not read (committed late) is refused by
+        :meth:`try_claim`, whose result says so (``refused``)."""
         with self._engine.connect() as c:
-            return float(c.execute(sa.select(self._now)).scalar_one())
+            claims = select_claims(c, self._t, self.suite, keys, unfinished, done_since)
+            now = read_now(c, self._now)
+        return ClaimRead(claims, now)
 
     def states(
         self,
@@ -190,51 +296,17 @@ class Claims:
         unfinished: bool = False,
         done_since: float | None = None,
     ) -> dict[str, Claim]:
-        """The claims of this suite (of ``keys`` when given), by key; the database's clock at
-        the read is left in :attr:`last_now` (what :meth:`is_abandoned` compares with).
-
-        ``unfinished``: only the claims not ``done`` (running, recording, failed), and the
-        ``done`` ones stamped at or after ``done_since`` (the database's clock): what a worker
-        choosing its next job reads, so that the read stays as small as the live claims
-        however many jobs are done. A job done but not read (committed late) is refused by
-        :meth:`try_claim`, which says so in :attr:`last_refused`."""
-        import sqlalchemy as sa
-
-        t = self._t
-        q = sa.select(t).where(t.c.suite == self.suite)
-        if keys is not None:  # in SQL: try_claim reads one row, not the suite's
-            q = q.where(t.c.key.in_(sorted(set(keys))))
-        if unfinished:
-            q = (
-                q.where(t.c.state != DONE)
-                if done_since is None
-                else q.where(sa.or_(t.c.state != DONE, t.c.heartbeat >= float(done_since)))
-            )
-        with self._engine.connect() as c:
-            rows = c.execute(q).mappings().all()
-            self.last_now = float(c.execute(sa.select(self._now)).scalar_one())
-        return {
-            r["key"]: Claim(
-                r["key"],
-                r["worker"],
-                r["host"],
-                r["pid"],
-                r["state"],
-                r["heartbeat"],
-                r["attempts"],
-            )
-            for r in rows
-        }
+        """The claims of :meth:`read`, by key, without the clock."""
+        return self.read(keys, unfinished, done_since).claims
 
     def is_abandoned(self, claim: Claim, now: float | None = None) -> bool:
         """Whether ``claim``'s worker is gone: a dead process on this host, or a heartbeat
-        older than ``stale_after`` on the database's clock (``now``: that clock, by default
-        the one read with the claims, :attr:`last_now`)."""
+        older than ``stale_after`` on the database's clock (``now``: that clock, read with
+        the claims, :attr:`ClaimRead.now`; read afresh when not given)."""
         if claim.state not in LIVE:
             return False
         if now is None:
-            now = getattr(self, "last_now", None)
-            now = self.db_now() if now is None else now
+            now = self.db_now()
         if claim.host == self.host and (
             (claim.pid != self.pid and not pid_alive(claim.pid))
             or (claim.pid == self.pid and claim.worker not in _OPEN)
@@ -243,20 +315,21 @@ class Claims:
         return now - claim.heartbeat > self.stale_after
 
     # ---- transitions
-    def try_claim(self, key: str, retake_done: bool = False) -> Claim | None:
-        """Take ``key``. Returns ``None`` when another worker holds it (or it is done/failed),
-        else the claim now ours; ``attempts > 1`` tells that an abandoned claim was taken over
-        (its previous owner's worker id is returned in :attr:`last_previous`).
+    def try_claim(
+        self, key: str, retake_done: bool = False, now: float | None = None
+    ) -> ClaimResult:
+        """Take ``key``: a compare-and-set whose :class:`ClaimResult` says what happened. Its
+        ``claim`` is ``None`` when another worker holds the job (or it is done/failed), else
+        the claim now ours; ``attempts > 1`` tells that an abandoned claim was taken over (its
+        previous owner's worker id in ``previous``).
 
         ``retake_done``: also take a ``done`` claim (its job must be run again, e.g. a teacher
-        whose weights file was deleted). When the claim is refused, :attr:`last_refused` is
-        the state of the claim in the way (``done``: the job is finished; ``failed``; or a live
-        state: another worker holds it), else ``None``."""
+        whose weights file was deleted). ``now``: the database's clock last read (the stamp
+        of a claim returned at once; read afresh when not given)."""
         import sqlalchemy as sa
 
         t = self._t
-        self.last_previous: str | None = None
-        self.last_refused: str | None = None
+        stamp = self.db_now() if now is None else now  # read before the claim is ours
         try:
             with self._engine.begin() as c:
                 c.execute(
@@ -273,21 +346,31 @@ class Claims:
                 )
             with self._lock:
                 self._held.add(key)
-            return Claim(key, self.worker, self.host, self.pid, RUNNING, self.last_now_or(), 1)
+            return ClaimResult(Claim(key, self.worker, self.host, self.pid, RUNNING, stamp, 1))
         except sa.exc.IntegrityError:
             pass
-        old = self.states([key]).get(key)
+        read = self.read([key])
+        old = read.claims.get(key)
         if old is None:  # released between our insert and our read: try once more
-            return self.try_claim(key, retake_done) if not retake_done else None
-        if not (self.is_abandoned(old) or (retake_done and old.state == DONE)):
-            self.last_refused = old.state
-            return None
-        with self._engine.begin() as c:  # compare-and-set on the row we read
+            return self.try_claim(key, retake_done, read.now) if not retake_done else ClaimResult()
+        if not (self.is_abandoned(old, read.now) or (retake_done and old.state == DONE)):
+            return ClaimResult(refused=old.state)
+        if not self._take_over(old):
+            return ClaimResult(refused=RUNNING)  # another worker took it over first
+        with self._lock:
+            self._held.add(key)
+        mine = Claim(key, self.worker, self.host, self.pid, RUNNING, read.now, old.attempts + 1)
+        return ClaimResult(mine, previous=old.worker)
+
+    def _take_over(self, old: Claim) -> bool:
+        """Compare-and-set on the row read: ``old`` becomes ours if it is still as read."""
+        t = self._t
+        with self._engine.begin() as c:
             res = c.execute(
                 t.update()
                 .where(
                     t.c.suite == self.suite,
-                    t.c.key == key,
+                    t.c.key == old.key,
                     t.c.worker == old.worker,
                     t.c.state == old.state,
                     t.c.heartbeat == old.heartbeat,
@@ -301,20 +384,7 @@ class Claims:
                     attempts=old.attempts + 1,
                 )
             )
-        if res.rowcount != 1:
-            self.last_refused = RUNNING  # another worker took it over first
-            return None
-        with self._lock:
-            self._held.add(key)
-        self.last_previous = old.worker
-        return Claim(
-            key, self.worker, self.host, self.pid, RUNNING, self.last_now_or(), old.attempts + 1
-        )
-
-    def last_now_or(self) -> float:
-        """The database time last read (an approximate stamp for a returned :class:`Claim`)."""
-        now = getattr(self, "last_now", None)
-        return self.db_now() if now is None else now
+        return res.rowcount == 1
 
     def _move(self, key: str, frm: str, to: str) -> bool:
         t = self._t

@@ -1,4 +1,4 @@
-"""Hyper-parameter search with Optuna: ``otransfer tune SUITE`` (design.md, Experiments).
+"""Hyper-parameter search with Optuna: ``otransfer tune SUITE``.
 
 A suite's ``search:`` block (:class:`harness.experiments.suite.Search`) names a stage, one of its
 regularizers, and a space over that regularizer's parameters (dotted keys, as in the stage's
@@ -34,23 +34,29 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 from harness.experiments.search_options import PRUNERS, SAMPLERS, build_option, check_option
+from harness.experiments.search_points import (
+    TUNED,
+    anchor_jobs,
+    point_suite,
+    sample_point,
+    select_search,
+    stage_named,
+    study_name,
+    trial_jobs,
+)
+from harness.experiments.search_report import TuneSummary, write_tune_report
 from harness.experiments.suite import (
-    PRETRAINED,
-    Job,
     Search,
     Stage,
     Suite,
-    SuiteError,
     canonical_json,
     config_key,
     expand,
     load_suite,
-    merge_params,
 )
-from harness.training import safe_io
 
 __all__ = [
     "tune",
@@ -66,174 +72,11 @@ __all__ = [
     "TUNED",
 ]
 
-#: Suffix of the leaderboard row of the re-runs of a search's best point.
-TUNED = " (tuned)"
-_TRAIN = "train."
 #: A search stops when this many trials in a row raise the same error (a broken setup).
 _MAX_SAME_ERRORS = 3
 
 
-# --------------------------------------------------------------------------- jobs of a point
-
-
-def select_search(suite: Suite, stage: str | None = None, regularizer: str | None = None) -> Search:
-    """The search block of ``suite`` for ``stage`` (and ``regularizer``: spec or row name);
-    either may be omitted when it leaves one block. Raises :class:`SuiteError` otherwise."""
-    cands = list(suite.searches)
-    if not cands:
-        raise SuiteError(
-            f"{suite.path}: suite {suite.name!r} has no 'search:' block (see "
-            "harness/experiments/suite.py: stage, regularizer, space)"
-        )
-    if stage is not None:
-        cands = [s for s in cands if s.stage == stage]
-    if regularizer is not None:
-        cands = [s for s in cands if regularizer in (s.regularizer, s.row)]
-    have = ", ".join(f"--stage {s.stage} --regularizer {s.row!r}" for s in suite.searches)
-    if not cands:
-        raise SuiteError(
-            f"{suite.path}: no search block for stage {stage!r}"
-            + (f" and regularizer {regularizer!r}" if regularizer else "")
-            + f"; the suite searches: {have}"
-        )
-    if len(cands) > 1:
-        raise SuiteError(f"{suite.path}: several search blocks match; choose one with {have}")
-    return cands[0]
-
-
-def _stage(suite: Suite, name: str) -> Stage:
-    return next(st for st in suite.stages if st.name == name)
-
-
-def _dependencies(suite: Suite, stage: Stage) -> list[Stage]:
-    """The stages ``stage`` needs trained first (its teacher and init, transitively), in the
-    suite's order."""
-    need, todo = set(), [stage]
-    while todo:
-        st = todo.pop()
-        for ref in (st.teacher, st.init):
-            if ref and ref != PRETRAINED and ref not in need:
-                need.add(ref)
-                todo.append(_stage(suite, ref))
-    return [st for st in suite.stages if st.name in need]
-
-
-def _point_suite(
-    suite: Suite, search: Search, point: Mapping[str, Any], seeds: Sequence[int]
-) -> Suite:
-    """``suite`` cut to the searched stage and its dependencies, the stage holding one
-    regularizer entry (the searched one with ``point`` merged in, as a grid point is) and no
-    grid, on the searched dataset and ``seeds``. Dependency stages keep their keys; their
-    ``report`` is pinned to its value in the full suite (they are used, so False unless set)."""
-    stage = _stage(suite, search.stage)
-    reg = {k: v for k, v in point.items() if not k.startswith(_TRAIN)}
-    train = {k[len(_TRAIN) :]: v for k, v in point.items() if k.startswith(_TRAIN)}
-    tuned = dataclasses.replace(
-        stage,
-        datasets=(search.dataset,),
-        grid={},
-        seeds=tuple(int(s) for s in seeds),
-        regularizers=((search.regularizer, merge_params(search.params, reg)),),
-        train={**stage.train, **train},
-    )
-    deps = [
-        dataclasses.replace(st, report=st.report if st.report is not None else False)
-        for st in _dependencies(suite, stage)
-    ]
-    return dataclasses.replace(suite, stages=(*deps, tuned))
-
-
-def trial_jobs(
-    suite: Suite, search: Search, point: Mapping[str, Any], seeds: Sequence[int]
-) -> tuple[list[Job], dict[str, Job]]:
-    """The searched stage's jobs at ``point`` (one per seed; :func:`harness.experiments.suite.expand` builds
-    them, so keys and validation are those of grid points) and every job by key (the teacher and
-    init jobs they load)."""
-    jobs = expand(_point_suite(suite, search, point, seeds))
-    return [j for j in jobs if j.stage == search.stage], {j.key: j for j in jobs}
-
-
-def study_name(suite: Suite, search: Search) -> str:
-    """``<suite>:tune:<stage>:<row>:<hash>``, the hash over the space and the trials' base job
-    config (the stage without a point)."""
-    base = trial_jobs(suite, search, {}, [search.seed])[0][0]
-    what = {"space": search.space, "base": base.config}
-    if len(search.seeds) > 1:  # one seed: the fingerprint of the studies made before seeds
-        what["seeds"] = list(search.seeds)
-    fingerprint = config_key(what)
-    return f"{suite.name}:tune:{search.stage}:{search.row}:{fingerprint[:8]}"
-
-
-def _encode(choice: Any) -> Any:
-    """An Optuna categorical value for a choice: scalars as they are, lists as JSON text."""
-    return (
-        choice
-        if choice is None or isinstance(choice, (str, int, float, bool))
-        else canonical_json(choice)
-    )
-
-
-def sample_point(trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Draw one point of ``space`` (normalised dimensions of a :class:`Search`) from ``trial``."""
-    point: dict[str, Any] = {}
-    for key, dim in space.items():
-        if "choices" in dim:
-            encoded = [_encode(c) for c in dim["choices"]]
-            point[key] = dim["choices"][encoded.index(trial.suggest_categorical(key, encoded))]
-        elif dim["type"] == "int":
-            point[key] = trial.suggest_int(
-                key, dim["low"], dim["high"], step=dim["step"] or 1, log=dim["log"]
-            )
-        else:
-            point[key] = trial.suggest_float(
-                key, float(dim["low"]), float(dim["high"]), step=dim["step"], log=dim["log"]
-            )
-    return point
-
-
-def _anchors(suite: Suite, search: Search) -> dict[tuple[str, int], Job]:
-    """The suite's own job of the searched regularizer entry, per (dataset, seed): the last grid
-    point (the tuned row is listed after the entry's rows) whose key ties the tuned re-runs to
-    the suite's current expansion in the report."""
-    out = {}
-    for j in expand(suite):
-        if j.stage == search.stage and j.regularizer == search.regularizer and j.row == search.row:
-            out[(j.dataset, j.seed)] = j
-    return out
-
-
 # --------------------------------------------------------------------------- search
-
-
-@dataclasses.dataclass
-class TuneSummary:
-    """What one :func:`tune` call did.
-
-    ``trials``, ``completed``, ``pruned``, ``failed`` count this call's trials; ``total``
-    the study's (every process). ``best_*`` is the study's best trial (None when no trial
-    completed); ``reruns`` one dict per seed (``seed``, ``key``, ``status``,
-    ``test_accuracy``, ``skipped``); ``test_mean`` / ``test_std`` their test accuracy
-    (fractions, population std).
-    """
-
-    suite: str
-    study: str
-    storage: str
-    stage: str
-    regularizer: str
-    trials: int = 0
-    completed: int = 0
-    pruned: int = 0
-    failed: int = 0
-    total: int = 0
-    best_number: int | None = None
-    best_value: float | None = None
-    best_point: dict[str, Any] | None = None
-    reruns: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    test_mean: float | None = None
-    test_std: float | None = None
-    paths: dict[str, Path] = dataclasses.field(default_factory=dict)
-    wall_time: float = 0.0
 
 
 def _run_dependencies(
@@ -250,7 +93,7 @@ def _run_dependencies(
     processes on one storage train each teacher once; those done are skipped."""
     from harness.experiments.runner import run_suite
 
-    jobs = expand(_point_suite(suite, search, {}, _stage(suite, search.stage).seeds))
+    jobs = expand(point_suite(suite, search, {}, stage_named(suite, search.stage).seeds))
     deps = [j for j in jobs if j.stage != search.stage]
     if not deps:
         return
@@ -276,9 +119,9 @@ class _TrainingFailed(RuntimeError):
 
 
 def _rdb(storage: str):
-    """The search's storage: the records' (:func:`harness.experiments.records.open_rdb`), with Optuna's
-    trial heartbeats, so that the RUNNING trial of a killed ``tune`` process is failed by the
-    next one instead of lingering."""
+    """The search's storage: the records' (:func:`harness.experiments.records.open_rdb`), with
+    Optuna's trial heartbeats, so that the RUNNING trial of a killed ``tune`` process is failed
+    by the next one instead of lingering."""
     import optuna
 
     from harness.experiments.records import open_rdb
@@ -365,7 +208,7 @@ def tune(
     storage = storage or records.default_storage(suite.name, results_root)
     out_dir = Path(results_root) / suite.name
     artefacts = out_dir / "artefacts"
-    stage_obj = _stage(suite, search.stage)
+    stage_obj = stage_named(suite, search.stage)
 
     # 1. the teacher / init stages, as `run` trains them (skipped when done)
     _run_dependencies(suite, search, storage, results_root, progress, device, log)
@@ -460,23 +303,13 @@ def _objective(
     the pruner (seed i, epoch e is step i * epochs + e in every trial alike)."""
     import optuna
 
-    from harness.experiments import records
     from harness.experiments.runner import run_job
     from harness.training.checkpoints import remove_checkpoint
 
     def objective(trial) -> float:
         point = sample_point(trial, search.space)
         jobs, by_key = trial_jobs(suite, search, point, list(search.seeds))
-        for key, value in {
-            "key": jobs[0].key,
-            "config": jobs[0].config_json(),
-            "keys": [j.key for j in jobs],
-            "point": canonical_json(point),
-            "seed": search.seed,
-            "seeds": list(search.seeds),
-            "git_sha": records.git_sha(),
-        }.items():
-            trial.set_user_attr(key, value)
+        _describe_trial(trial, search, jobs, point)
         step = 0
         accs: list[float] = []
 
@@ -539,6 +372,22 @@ def _objective(
         return value
 
     return objective
+
+
+def _describe_trial(trial, search: Search, jobs, point: Mapping[str, Any]) -> None:
+    """The trial's user attributes naming what it trains (its jobs, the point, the code)."""
+    from harness.experiments import records
+
+    for key, value in {
+        "key": jobs[0].key,
+        "config": jobs[0].config_json(),
+        "keys": [j.key for j in jobs],
+        "point": canonical_json(point),
+        "seed": search.seed,
+        "seeds": list(search.seeds),
+        "git_sha": records.git_sha(),
+    }.items():
+        trial.set_user_attr(key, value)
 
 
 def _trial_logger(summary: TuneSummary, say: Callable[[str], None]) -> Callable:
@@ -606,7 +455,7 @@ def _rerun_best(
 
     row = search.row + TUNED
     jobs, _ = trial_jobs(suite, search, summary.best_point, stage_obj.seeds)
-    anchors = _anchors(suite, search)
+    anchors = anchor_jobs(suite, search)
     tuned_jobs, extra = [], {}
     for job in jobs:
         # the search's name in the config: a tuned row never shares a key with a grid row
@@ -661,175 +510,3 @@ def _rerun_best(
         mean = sum(accs) / len(accs)
         summary.test_mean = mean
         summary.test_std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _trials_frame(study, space: Mapping[str, Any]):
-    """One row per trial: number, state, val accuracy (%), epochs, the point, wall time."""
-    import pandas as pd
-
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        a = t.user_attrs
-        point = json.loads(a["point"]) if "point" in a else dict(t.params)
-        val = t.value if t.value is not None else a.get("val_accuracy")
-        row = {
-            "trial": t.number,
-            "state": t.state.name,
-            "val acc. (%)": round(100 * val, 2) if val is not None else None,
-            "epochs": a.get("epochs_completed", len(t.intermediate_values) or None),
-        }
-        for key in space:
-            v = point.get(key)
-            row[key] = (
-                f"{v:.4g}" if isinstance(v, float) else (canonical_json(v) if v is not None else "")
-            )
-        row["s"] = round(a["wall_time"], 1) if "wall_time" in a else None
-        if t.state.name == "FAIL":
-            row["reason"] = str(a.get("reason", ""))[:80]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _save_axes(ax, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-    fig.tight_layout()
-    safe_io.write_figure(fig, path, dpi=120)
-    plt.close(fig)
-
-
-def _plots(study, stem: str, out_dir: Path) -> tuple[dict[str, Path], list[str]]:
-    """Optuna's optimisation history, intermediate values and parameter importances as PNG;
-    a note for each plot that cannot be drawn yet (too few trials)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import optuna
-    from optuna.importance import FanovaImportanceEvaluator
-    from optuna.visualization import matplotlib as ovm
-
-    complete = [
-        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
-    ]
-    varying = [
-        k
-        for k in {k for t in complete for k in t.params}
-        if len({repr(t.params.get(k)) for t in complete}) > 1
-    ]
-    paths, notes = {}, []
-    plots = {
-        "history": lambda: ovm.plot_optimization_history(study, target_name="val accuracy"),
-        "intermediate": lambda: ovm.plot_intermediate_values(study),
-        "importance": lambda: ovm.plot_param_importances(
-            study, evaluator=FanovaImportanceEvaluator(seed=0), target_name="val accuracy"
-        ),
-    }
-    for what, draw in plots.items():
-        if what == "importance" and (len(complete) < 2 or not varying):
-            notes.append(
-                f"parameter importances: not drawn ({len(complete)} completed "
-                f"trial(s), {len(varying)} varying parameter(s); needs >= 2 and >= 1)"
-            )
-            continue
-        if what == "intermediate" and not any(
-            t.intermediate_values for t in study.get_trials(deepcopy=False)
-        ):
-            notes.append("intermediate values: not drawn (no trial reported any)")
-            continue
-        if not complete and what != "intermediate":
-            notes.append(f"{what}: not drawn (no completed trial)")
-            continue
-        path = out_dir / f"{stem}_{what}.png"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # ExperimentalWarning, empty-plot warnings
-                _save_axes(draw(), path)
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-            notes.append(f"{what}: not drawn ({exc})")
-            continue
-        paths[what] = path
-    return paths, notes
-
-
-def write_tune_report(
-    study,
-    search: Search,
-    out_dir: str | os.PathLike,
-    summary: TuneSummary,
-    plots: bool = True,
-    table: str | None = None,
-) -> dict[str, Path]:
-    """Write ``tune_<stage>_<row>.md`` (the trials, the best point, the re-runs' test accuracy)
-    and the plots ``tune_<stage>_<row>_{history,intermediate,importance}.png``; return the
-    paths."""
-    from harness.experiments.records import redact
-    from harness.experiments.suite import slug
-
-    out = safe_io.ensure_dir(Path(out_dir), Path(out_dir).parent)
-    stem = f"tune_{slug(search.stage)}_{slug(search.row)}"
-    table = table or search.stage
-    paths, notes = _plots(study, stem, out) if plots else ({}, [])
-    frame = _trials_frame(study, search.space)
-    states = frame["state"].value_counts().to_dict() if len(frame) else {}
-    md = [
-        f"# {summary.suite}: search of `{search.row}` in stage `{search.stage}`\n",
-        f"Optuna study `{summary.study}` in `{redact(summary.storage)}`; dataset "
-        f"`{search.dataset}`, each trial trained with seed(s) "
-        f"{', '.join(map(str, search.seeds))} and scored by its final **validation** accuracy "
-        f"(mean over the seeds); pruner `{canonical_json(dict(search.pruner))}`, sampler "
-        f"`{canonical_json(dict(search.sampler))}`. "
-        + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
-        + ".\n",
-        "Space: " + "; ".join(f"`{k}` {_describe(d)}" for k, d in search.space.items()) + "\n",
-    ]
-    if summary.best_number is not None:
-        md.append(
-            f"**Best**: trial {summary.best_number}, validation accuracy "
-            f"{100 * summary.best_value:.2f} %: "
-            + ", ".join(
-                f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {canonical_json(v)}"
-                for k, v in summary.best_point.items()
-            )
-            + "\n"
-        )
-    else:
-        md.append("**Best**: none yet (no trial completed).\n")
-    if summary.reruns:
-        accs = [r["test_accuracy"] for r in summary.reruns]
-        md += [
-            f"Re-runs of the best point on the **test** split (row "
-            f"`{search.row}{TUNED}` of the `{table}` leaderboard):\n",
-            "| seed | key | test acc. (%) |",
-            "|---|---|---|",
-        ]
-        md += [
-            f"| {r['seed']} | {r['key']} | "
-            + (f"{100 * a:.2f}" if a is not None else r["status"])
-            + " |"
-            for r, a in zip(summary.reruns, accs)
-        ]
-        if summary.test_mean is not None:
-            md.append(
-                f"\nTest accuracy: **{100 * summary.test_mean:.1f} ± "
-                f"{100 * summary.test_std:.1f} %** (mean ± std over "
-                f"{sum(a is not None for a in accs)} seed(s)).\n"
-            )
-    md += ["## Trials\n", frame.to_markdown(index=False) if len(frame) else "(none)", ""]
-    for what, path in paths.items():
-        md.append(f"![{what}]({path.name})\n")
-    md += [f"- {n}" for n in notes]
-    paths["md"] = out / f"{stem}.md"
-    safe_io.write_text(paths["md"], "\n".join(md) + "\n", out)
-    return paths
-
-
-def _describe(dim: Mapping[str, Any]) -> str:
-    if "choices" in dim:
-        return "in {" + ", ".join(canonical_json(c) for c in dim["choices"]) + "}"
-    kind = ("log-" if dim["log"] else "") + ("int" if dim["type"] == "int" else "uniform")
-    step = f", step {dim['step']}" if dim.get("step") else ""
-    return f"{kind} [{dim['low']:g}, {dim['high']:g}]{step}"

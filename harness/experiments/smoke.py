@@ -18,7 +18,7 @@ One smoke-only adjustment, said in the output: a teacher's batch-norm running st
 re-estimated on its current weights (train-mode forwards over the stand-in training set, no
 gradient) before a student uses it. After two SGD steps at lr 0.1 they still describe the
 initial weights, and in the 333 bottleneck blocks of ResNet-1001 that mismatch compounds until
-the eval-mode outputs overflow (issue 23's "non-finite inputs"). A real run does not meet it:
+the eval-mode outputs overflow ("non-finite inputs"). A real run does not meet it:
 the same network at lr 0.1, batch 4, gave eval-mode outputs of NaN after 2 steps, 2e14 after
 10, 6e4 after 30 and 3.9 after 60 (finite from then on), and 7.8 after 2 steps once its
 statistics were re-estimated; a real run evaluates first after an epoch (782 steps at batch 64).
@@ -181,17 +181,17 @@ def _fresh_teacher_statistics():
     current weights before it is used."""
     from unittest import mock
 
-    from harness.experiments import runner
+    from harness.experiments import train_job
 
-    original = runner._teacher
+    original = train_job.load_teacher
 
     def teacher(cfg, k, deps):
         model = original(cfg, k, deps)
         if model is not None:
-            recalibrate_batchnorm(model, runner._datasets(cfg, evals=False)[0])
+            recalibrate_batchnorm(model, train_job.load_datasets(cfg, evals=False)[0])
         return model
 
-    with mock.patch.object(runner, "_teacher", teacher):
+    with mock.patch.object(train_job, "load_teacher", teacher):
         yield
 
 

@@ -1,8 +1,8 @@
-"""Where a suite stands in a storage: done / running (by worker) / failed / waiting (issue 13).
+"""Where a suite stands in a storage: done / running (by worker) / failed / waiting.
 
-``otransfer status SUITE --storage URL`` reads the records (:mod:`harness.experiments.records`) and the
-claims (:mod:`harness.experiments.claims`) of the suite's current expansion; it writes nothing, so it is
-safe to call from anywhere, any number of times, while workers run::
+``otransfer status SUITE --storage URL`` reads the records (:mod:`harness.experiments.records`)
+and the claims (:mod:`harness.experiments.claims`) of the suite's current expansion; it writes
+nothing, so it is safe to call from anywhere, any number of times, while workers run::
 
     li2020_table4-cpu: 760 jobs: 401 done, 2 running, 0 failed, 357 waiting
       throughput 41.3 jobs/min over the last 10 min; ETA 8.7 min
@@ -68,7 +68,8 @@ def suite_status(
     stale_after: float = 120.0,
     window: float = 600.0,
 ) -> SuiteStatus:
-    """The state of every job of ``suite`` (a name, file or :class:`~harness.experiments.suite.Suite`).
+    """The state of every job of ``suite`` (a name, file or
+    :class:`~harness.experiments.suite.Suite`).
 
     Parameters
     ----------
@@ -82,10 +83,8 @@ def suite_status(
     window : float
         Seconds of completed records that the throughput and the ETA are measured over.
     """
-    import sqlalchemy as sa
-
     from harness.experiments import records
-    from harness.experiments.claims import DONE, FAILED, TABLE, db_now_sql, make_engine
+    from harness.experiments.claims import DONE, FAILED, Claims
     from harness.experiments.runner import quick_suite
     from harness.experiments.suite import Suite, expand, load_suite
 
@@ -107,25 +106,8 @@ def suite_status(
             trials = study.get_trials(deepcopy=False)
         except KeyError:  # no study yet: nothing recorded
             trials = []
-        engine = make_engine(storage)
-        try:
-            with engine.connect() as c:
-                now = float(c.execute(sa.select(db_now_sql(engine.dialect.name))).scalar_one())
-                if sa.inspect(c).has_table(TABLE):
-                    rows = (
-                        c.execute(
-                            sa.text(
-                                f"select key, worker, host, pid, state, heartbeat, attempts from {TABLE} "
-                                "where suite = :s"
-                            ),
-                            {"s": suite.name},
-                        )
-                        .mappings()
-                        .all()
-                    )
-                    claims = {r["key"]: dict(r) for r in rows}
-        finally:
-            engine.dispose()
+        read = Claims.peek(storage, suite.name)
+        claims, now = read.claims, read.now
     completed, last_fail, finish_times = set(), {}, []
     for t in sorted(trials, key=lambda t: t.number):
         key = t.user_attrs.get("key")
@@ -140,40 +122,17 @@ def suite_status(
     done, running, failed, waiting = [], [], [], []
     for job in jobs:
         c = claims.get(job.key)
-        if job.key in completed or (c is not None and c["state"] == DONE):
+        if job.key in completed or (c is not None and c.state == DONE):
             done.append(job.key)
-        elif c is not None and c["state"] == FAILED:
+        elif c is not None and c.state == FAILED:
             failed.append(
                 {"key": job.key, "job": _label(job), "reason": last_fail.get(job.key, "failed")}
             )
         elif c is not None:  # running or recording
-            age = None if now is None else now - float(c["heartbeat"])
-            running.append(
-                {
-                    "key": job.key,
-                    "job": _label(job),
-                    "worker": c["worker"],
-                    "host": c["host"],
-                    "pid": c["pid"],
-                    "state": c["state"],
-                    "heartbeat_age": age,
-                    "attempts": c["attempts"],
-                    "abandoned": age is not None and age > stale_after,
-                }
-            )
+            running.append(_running(job, c, now, stale_after))
         else:
             waiting.append(job.key)
-    rate = eta = None
-    if finish_times:
-        # trials' datetime_complete is the recording worker's local time (Optuna): compare it
-        # with the newest one, not with this machine's clock
-        newest = max(finish_times)
-        recent = [t for t in finish_times if newest - t <= dt.timedelta(seconds=window)]
-        span = (newest - min(recent)).total_seconds()
-        if len(recent) >= 2 and span > 0:
-            rate = 60.0 * (len(recent) - 1) / span
-            left = len(waiting) + len(running)
-            eta = left / rate if rate > 0 else None
+    rate, eta = _throughput(finish_times, window, len(waiting) + len(running))
     return SuiteStatus(
         suite.name,
         storage,
@@ -186,6 +145,38 @@ def suite_status(
         window=window,
         eta_minutes=eta,
     )
+
+
+def _running(job, c, now: float | None, stale_after: float) -> dict[str, Any]:
+    """The status line's fields of ``job``, held by the live claim ``c``."""
+    age = None if now is None else now - float(c.heartbeat)
+    return {
+        "key": job.key,
+        "job": _label(job),
+        "worker": c.worker,
+        "host": c.host,
+        "pid": c.pid,
+        "state": c.state,
+        "heartbeat_age": age,
+        "attempts": c.attempts,
+        "abandoned": age is not None and age > stale_after,
+    }
+
+
+def _throughput(finish_times: list, window: float, left: int):
+    """``(jobs per minute, ETA in minutes)`` over the last ``window`` seconds of records
+    (``None`` each when they do not tell)."""
+    rate = eta = None
+    if finish_times:
+        # trials' datetime_complete is the recording worker's local time (Optuna): compare it
+        # with the newest one, not with this machine's clock
+        newest = max(finish_times)
+        recent = [t for t in finish_times if newest - t <= dt.timedelta(seconds=window)]
+        span = (newest - min(recent)).total_seconds()
+        if len(recent) >= 2 and span > 0:
+            rate = 60.0 * (len(recent) - 1) / span
+            eta = left / rate if rate > 0 else None
+    return rate, eta
 
 
 def format_status(s: SuiteStatus, verbose: bool = False) -> str:

@@ -63,6 +63,28 @@ def test_plan_of_mini(mini_plan):
     assert text.splitlines()[2] == "`otransfer plan mini`" and "utilisation of 50%" in text
 
 
+def test_plan_counts_the_evaluations(mini_plan):
+    """Eval GPU-hours: the student's forward over the validation split after every
+    `eval_every` epochs and after the last, and over the test split once, per job."""
+    import math
+
+    from harness.experiments.suite import expand, load_suite
+    from harness.zoo.data import load_dataset
+
+    job = next(j for j in expand(load_suite("mini")) if j.stage == "teacher")
+    cfg, tr = job.config, job.config["train"]
+    n_val, n_test = (
+        len(load_dataset(cfg["dataset"], split=s, **cfg["dataset_params"])) for s in ("val", "test")
+    )
+    evals = math.ceil(tr["epochs"] / tr.get("eval_every", 1))
+    teacher = next(r for r in mini_plan["rows"] if r["stage"] == "teacher")
+    fwd = 2 * (64 * 256 + 256 * 256 + 256 * 10)
+    want = teacher["jobs"] * fwd * (n_val * evals + n_test) / 5e13 / 3600
+    assert n_val > 0 and teacher["eval_hours"] == pytest.approx(want)
+    assert mini_plan["eval_hours"] == pytest.approx(sum(r["eval_hours"] for r in mini_plan["rows"]))
+    assert "of evaluation" in render(mini_plan, "otransfer plan mini")
+
+
 def test_plan_cli_writes_the_file(tmp_path, capsys):
     from harness.cli import main
 

@@ -60,6 +60,19 @@ _AIRCRAFT_PER_VARIANT = {
     "test": 33.33,
     "all": 100.0,
 }
+#: Test images per dataset (official sizes): CIFAR 10,000, SVHN 26,032, ImageNet 50,000 (val),
+#: CUB-200-2011 5,794, Stanford Cars 8,041, Stanford Dogs 8,580, Food-101 25,250.
+TEST_IMAGES = {
+    "cifar10": 10000,
+    "cifar100": 10000,
+    "cifar20": 10000,
+    "svhn": 26032,
+    "imagenet": 50000,
+    "cub200": 5794,
+    "cars196": 8041,
+    "dogs120": 8580,
+    "food101": 25250,
+}
 
 
 def count_flops(model, shape: tuple[int, ...], backward: bool = True) -> int:
@@ -238,6 +251,44 @@ def _ot_problems(job_cfg, reg, student, teacher, shape, batch, source_k) -> list
     return out
 
 
+def _split_images(dataset: str, params: Mapping[str, Any], split: str) -> int:
+    """Images of ``split`` (``val``: a held-out ``val_size`` or the official split)."""
+    if dataset == "aircraft":
+        from harness.zoo.standin import standin_classes
+
+        return int(standin_classes(dataset, dict(params)) * _AIRCRAFT_PER_VARIANT[split])
+    if split == "val" and params.get("val_size"):
+        return int(params["val_size"])
+    if split == "test" and dataset in TEST_IMAGES:
+        return TEST_IMAGES[dataset]
+    if dataset in TRAIN_IMAGES:  # no official val split, none held out
+        return 0
+    from harness.zoo.data import load_dataset
+
+    try:
+        return len(load_dataset(dataset, split=split, **params))
+    except ValueError:  # an embedded dataset without that split
+        return 0
+
+
+def _eval_images(cfg: Mapping[str, Any]) -> int:
+    """Images one job's evaluations forward (crops counted): the validation split after every
+    ``eval_every`` epochs and after the last, the test split once at the end."""
+    from harness.experiments.suite import resolve_split
+
+    dataset, params, tr = cfg["dataset"], cfg["dataset_params"], cfg["train"]
+    val = resolve_split(cfg.get("splits"), "val", dataset)
+    test = resolve_split(cfg.get("splits"), "test", dataset) or "test"
+    n_val = _split_images(dataset, params, val) if val else 0
+    train = resolve_split(cfg.get("splits"), "train", dataset) or "train"
+    per_epoch = max(1, train_images(dataset, params, train) // int(tr.get("batch_size", 64)))
+    epochs = -(-_steps(cfg) // per_epoch)
+    every = int(tr.get("eval_every", 1))
+    evals = epochs // every + (1 if epochs % every else 0)
+    crops = 10 if params.get("ten_crop") else 1
+    return crops * (n_val * evals + _split_images(dataset, params, test))
+
+
 def _steps(cfg: Mapping[str, Any]) -> int:
     from harness.experiments.suite import resolve_split
 
@@ -274,6 +325,7 @@ def plan_suite(suite, tflops: float = 200.0, utilisation: float = 0.4) -> dict[s
                 row.update(
                     jobs=row["jobs"] / twins,
                     gpu_hours=row["gpu_hours"] / twins,
+                    eval_hours=row["eval_hours"] / twins,
                     ot_hours=row["ot_hours"] / twins,
                 )
             rows.append(row)
@@ -284,6 +336,7 @@ def plan_suite(suite, tflops: float = 200.0, utilisation: float = 0.4) -> dict[s
         "rows": rows,
         "jobs": len(jobs),
         "gpu_hours": sum(r["gpu_hours"] for r in rows),
+        "eval_hours": sum(r["eval_hours"] for r in rows),
         "ot_hours": sum(r["ot_hours"] for r in rows),
     }
 
@@ -333,6 +386,7 @@ def _template_row(
     )
     ot_s = sum(o["seconds"] for o in ot)
     steps = sum(_steps(j.config) for j in same)
+    eval_flops = st["fwd_flops"] * sum(_eval_images(j.config) for j in same)
     return {
         "stage": t.stage,
         "dataset": t.dataset,
@@ -354,6 +408,7 @@ def _template_row(
         "ot": ot,
         "ot_seconds_step": ot_s,
         "gpu_hours": steps * flops_step / (tflops * 1e12 * utilisation) / 3600,
+        "eval_hours": eval_flops / (tflops * 1e12 * utilisation) / 3600,
         "ot_hours": steps * ot_s / 3600,
     }
 
@@ -377,13 +432,16 @@ def render(plan: Mapping[str, Any], command: str) -> str:
         f" TFLOP/s sustained). GPU-hours = steps x FLOPs per step / that; OT hours = "
         f"steps x the OT solve time measured on this machine's CPU (1 thread), serial with "
         f"the step. FLOPs: torch.utils.flop_counter, one forward+backward at batch 1 x the "
-        f"batch (+ the teacher's forward where a term reads it). Memory: activations (sum "
-        f"of leaf outputs, float32, x batch) + parameters, gradients, momentum.",
+        f"batch (+ the teacher's forward where a term reads it). Eval GPU-hours: the "
+        f"student's forward over the validation split every `eval_every` epochs and after "
+        f"the last, and over the test split once (x 10 for ten-crop), at the same throughput. "
+        f"Memory: activations (sum of leaf outputs, float32, x batch) + parameters, "
+        f"gradients, momentum.",
         "",
         "| stage | dataset | row | jobs | student (params) | teacher (params) | batch | "
         "steps/job | FLOPs/step | memory | OT per step (size, method, time) | GPU-h | "
-        "OT h |",
-        "|" + "---|" * 13,
+        "eval GPU-h | OT h |",
+        "|" + "---|" * 14,
     ]
     for r in plan["rows"]:
         ot = (
@@ -398,12 +456,13 @@ def render(plan: Mapping[str, Any], command: str) -> str:
             f"| {r['stage']} | {r['dataset']} | {r['row']} | {r['jobs']:g} | {r['model']} "
             f"({_si(r['params'])}) | {teacher} | {r['batch']} | {r['steps_per_job']} | "
             f"{_si(r['flops_step'])} | {_si(r['mem_bytes'], 'B')} | {ot} | "
-            f"{r['gpu_hours']:.3g} | {r['ot_hours']:.3g} |"
+            f"{r['gpu_hours']:.3g} | {r['eval_hours']:.3g} | {r['ot_hours']:.3g} |"
         )
-    total = plan["gpu_hours"] + plan["ot_hours"]
+    total = plan["gpu_hours"] + plan["eval_hours"] + plan["ot_hours"]
     lines += [
         "",
-        f"**Total: {plan['gpu_hours']:.4g} GPU-hours of compute + "
+        f"**Total: {plan['gpu_hours']:.4g} GPU-hours of training + "
+        f"{plan['eval_hours']:.4g} of evaluation + "
         f"{plan['ot_hours']:.4g} hours of OT solves = {total:.4g} GPU-hours** "
         f"({total / 24:.3g} GPU-days).",
         "",

@@ -107,9 +107,11 @@ def test_batched_weights_equal_single_runs_float64(case):
     members = _members(spec, params, CFG)
     singles = [_single(m) for m in members]
     results = train_batched(members)
-    for m, (model, ref), res in zip(members, singles, results):
+    for m, (model, ref), res in zip(members, singles, results, strict=True):
         assert res.status == ref.status == "completed", (res.reason, ref.reason)
-        for (n, p), (_, q) in zip(m.model.named_parameters(), model.named_parameters()):
+        for (n, p), (_, q) in zip(
+            m.model.named_parameters(), model.named_parameters(), strict=True
+        ):
             torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-11, msg=f"{case}: {n}")
         assert res.test_accuracy == ref.test_accuracy
         assert res.best_val_accuracy == ref.best_val_accuracy
@@ -119,7 +121,7 @@ def test_batched_weights_equal_single_runs_float64(case):
         ]
         assert res.history["steps"].keys() == ref.history["steps"].keys()
         assert (res.steps, res.epochs_completed) == (ref.steps, ref.epochs_completed)
-        for a, b in zip(res.history["epochs"], ref.history["epochs"]):
+        for a, b in zip(res.history["epochs"], ref.history["epochs"], strict=True):
             for key in b:
                 assert a[key] == pytest.approx(b[key], rel=1e-7, abs=1e-9), key
 
@@ -137,14 +139,14 @@ def test_grid_points_share_their_seed_teacher_forward(monkeypatch):
     ):
         members = []
         for alpha in (0.1, 1.0):
-            for m in _members(spec, lambda s: {**params, "alpha": alpha}, CFG):
+            for m in _members(spec, lambda s, p=params, a=alpha: {**p, "alpha": a}, CFG):
                 members.append(m)
         for m in members[3:]:  # the second grid point: its seed's teacher, reloaded
             m.teacher = copy.deepcopy(members[m.config.seed].teacher)
             m.model = copy.deepcopy(members[m.config.seed].model)
         rows = []
 
-        def spy(self, x):
+        def spy(self, x, rows=rows):
             rows.append(len(next(iter(self.teacher.params.values()))))
             return forward(self, x)
 
@@ -152,9 +154,11 @@ def test_grid_points_share_their_seed_teacher_forward(monkeypatch):
         singles = [_single(m) for m in members]
         results = train_batched(members)
         assert set(rows) == {len(SEEDS)}, spec  # 3 distinct teachers for 6 members
-        for m, (model, ref), res in zip(members, singles, results):
+        for m, (model, ref), res in zip(members, singles, results, strict=True):
             assert res.status == ref.status == "completed", (res.reason, ref.reason)
-            for (n, p), (_, q) in zip(m.model.named_parameters(), model.named_parameters()):
+            for (n, p), (_, q) in zip(
+                m.model.named_parameters(), model.named_parameters(), strict=True
+            ):
                 torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-11, msg=f"{spec}: {n}")
             assert res.test_accuracy == ref.test_accuracy
 

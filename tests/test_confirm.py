@@ -88,7 +88,7 @@ def test_the_shipped_plan_is_fresh_and_loads(tmp_path):
     } <= set(planned)
     # redesigned on exploratory seeds, then added with its own changelog entry
     assert planned["li2020_table3-cpu"][2].seeds.count == 40
-    for suite, (paper, block, run) in planned.items():
+    for _suite, (_paper, block, run) in planned.items():
         assert run.seeds.first >= P.FIRST_FRESH_SEED and block.correction == "holm"
     reg = regs["lu2017"]
     assert P.check_block(reg, {"lu2017_table2-cpu"}) == []

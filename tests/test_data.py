@@ -219,7 +219,7 @@ def test_food101_fake(tmp_path):
     with pytest.raises(ValueError, match="val_size > 0"):
         load_dataset("food101", root=tmp_path, split="val")
     # the runner evaluates no val split when none is held out
-    from harness.experiments.runner import _datasets
+    from harness.experiments.train_job import load_datasets as _datasets
 
     cfg = {"dataset": "food101", "seed": 0, "dataset_params": {"root": str(tmp_path)}}
     _, val_set, test_set, k = _datasets(cfg)

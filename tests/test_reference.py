@@ -1,4 +1,4 @@
-"""The papers' reference numbers in results/reference/*.csv: format, and cells read from the papers."""
+"""The papers' reference numbers in results/reference/*.csv: format, cells read from the papers."""
 
 from __future__ import annotations
 

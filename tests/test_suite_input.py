@@ -74,7 +74,8 @@ def _edit(old: str, new: str) -> str:
             "trains the same jobs as regularizers.1",
         ),  # tau's default is 4.0
         (
-            "      - kd: {tau: 2, row: a}\n      - kd: {tau: 4, row: b}\n    grid: {kd.tau: [2, 8]}\n",
+            "      - kd: {tau: 2, row: a}\n      - kd: {tau: 4, row: b}\n"
+            "    grid: {kd.tau: [2, 8]}\n",
             "stages.students.regularizers.2",
             "trains the same jobs as regularizers.1",
         ),
@@ -705,7 +706,7 @@ def test_a_run_whose_loss_explodes_is_failed_with_the_reason(tmp_path):
 
 def _history(ce, accs=(), ce0=2.3):
     epochs = [{"epoch": i, "train/ce": c} for i, c in enumerate(ce)]
-    for e, a in zip(epochs[len(epochs) - len(accs) :], accs):
+    for e, a in zip(epochs[len(epochs) - len(accs) :], accs, strict=True):
         e["val/accuracy"] = a
     return {"epochs": epochs, "steps": {"train/ce": [ce0]}}
 

@@ -19,7 +19,7 @@ CASES = {"digits": {}, "latent": {"n_samples": 600}, "synthetic": {}}
 
 def _rows(ds) -> set[bytes]:
     """Each example as bytes (data + label): an identity of the example that needs no index."""
-    return {x.numpy().tobytes() + bytes([int(y)]) for x, y in zip(ds.data, ds.targets)}
+    return {x.numpy().tobytes() + bytes([int(y)]) for x, y in zip(ds.data, ds.targets, strict=True)}
 
 
 def _digest(ds) -> str:
@@ -208,7 +208,7 @@ def _suite(pool: str | None):
 
 
 def test_the_suite_switch_changes_job_keys_and_reaches_the_loader():
-    from harness.experiments.runner import _datasets
+    from harness.experiments.train_job import load_datasets as _datasets
 
     plain, resampled, fixed = (expand(_suite(p)) for p in (None, "resampled", "fixed"))
     assert [j.key for j in plain] == [j.key for j in resampled]  # the default writes nothing

@@ -659,7 +659,7 @@ def test_term_diagnostics_are_value_and_gradient_ratios_to_the_cross_entropy(dig
     assert first["diag/l2/value_ratio"] == pytest.approx(float(l2 / ce), rel=1e-5)
     assert first["diag/l2/grad_ratio"] == pytest.approx(norm(g_l2) / norm(g_ce), rel=1e-5)
     # the diagnostics never touch the update: one plain SGD step on CE + l2
-    for (name, p), gc, gl in zip(ref.named_parameters(), g_ce, g_l2):
+    for (name, _p), gc, gl in zip(ref.named_parameters(), g_ce, g_l2, strict=True):
         torch.testing.assert_close(
             weights(model)[name], w0[name] - 0.1 * (gc + gl), rtol=1e-5, atol=1e-6
         )

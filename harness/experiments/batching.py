@@ -94,7 +94,7 @@ class SeedBatches:
             self.refused[group_key(job)] = why
             self.run.say(f"{job.stage} {job.regularizer}: one model at a time ({why})")
             return single()
-        self.done.update({j.key: m for j, m in zip(group[1:], results[1:])})
+        self.done.update({j.key: m for j, m in zip(group[1:], results[1:], strict=True)})
         return results[0]
 
     def siblings(self, job: Job) -> list[Job]:

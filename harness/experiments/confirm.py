@@ -158,7 +158,7 @@ def command(args, run_cli) -> int:
 
     chosen = selected(load_registers(), args.suites or [])
     if args.list:
-        for suite, (paper, block, run) in chosen.items():
+        for suite, (paper, _block, run) in chosen.items():
             print(
                 f"{suite} ({paper}): {run.seeds.count} seeds {run.seeds.first}.."
                 f"{run.seeds.first + run.seeds.count - 1}, test_pool {run.test_pool}"

@@ -1,4 +1,4 @@
-"""A suite's ``plugins:``: the modules a suite needs imported before it is checked (docs/plugins.md).
+"""A suite's ``plugins:``: the modules it needs imported before it is checked (docs/plugins.md).
 
 Each entry is a module name (``my_lab.ot_terms``, importable where the suite runs: installed or
 on ``PYTHONPATH``) or a path to a ``.py`` file (relative to the suite file's folder); importing

@@ -1,12 +1,13 @@
-"""What a person watching a suite sees (issue 13): one suite-level bar in a terminal, plain
+"""What a person watching a suite sees: one suite-level bar in a terminal, plain
 one-line-per-job logs elsewhere.
 
 In a terminal (standard error is a TTY) :class:`SuiteBar` draws one bar for the suite — jobs
 done / total, failed, rate and ETA, the current job — and the training loop draws the job's own
 bar beneath it (``position=1``, ``leave=False``: it clears when the job ends). Lines that need a
 person's eye (a failure, a job taken over from a lost worker) are written above the bars. When
-the output is a file or a pipe there are no bars: :func:`harness.experiments.runner.run_suite` prints one
-line per job, which is what a log file and ``grep`` want.
+the output is a file or a pipe there are no bars:
+:func:`harness.experiments.runner.run_suite` prints one line per job, which is what a log file
+and ``grep`` want.
 
 :func:`follow` is the bar of ``otransfer run --workers N`` in a terminal: the workers write
 their lines to ``<results>/<suite>/logs/worker-K.log`` and the parent draws one bar from the

@@ -87,7 +87,7 @@ def worker_errors(paths: Sequence[Path], codes: Sequence[int], scrub=str) -> lis
     """One line per distinct error of the workers whose exit code is not 0, naming them:
     ``workers 0, 1 (exit 1): <error>``; ``scrub`` removes secrets from each line."""
     by_reason: dict[str, list[tuple[int, str]]] = {}
-    for i, (path, code) in enumerate(zip(paths, codes)):
+    for i, (path, code) in enumerate(zip(paths, codes, strict=True)):
         if code == 0:
             continue
         try:

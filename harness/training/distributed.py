@@ -295,4 +295,4 @@ def gather_batch(t: torch.Tensor, sizes: Sequence[int] | None = None) -> torch.T
     else:  # constants (teacher outputs, labels): the plain collective, no autograd node
         parts = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(parts, padded.contiguous())
-    return torch.cat([p[:s] for p, s in zip(parts, sizes)], dim=0)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)], dim=0)

@@ -1,4 +1,4 @@
-"""Hyper-parameter selection that cannot leak (issue 22, item 2): ``select: val`` cells.
+"""Hyper-parameter selection that cannot leak: ``select: val`` cells.
 
 A ``select: val`` stage runs every grid point of a row for every seed; the report keeps one
 point per row, task column and seed. Two rules (:data:`SELECTIONS`):
@@ -65,8 +65,8 @@ def check_selection(selection: str) -> str:
 
 def parse_point(label: str, row: str) -> dict:
     """The grid point of a leaderboard label ``row (k1=v1, k2=v2)`` (values canonical JSON, as
-    :func:`harness.experiments.suite._label` writes them): ``{"k1": v1, ...}``; ``{}`` for a
-    label without one."""
+    :func:`harness.experiments.suite_expand.job_label` writes them): ``{"k1": v1, ...}``;
+    ``{}`` for a label without one."""
     rest = label[len(row) :].strip() if label.startswith(row) else ""
     if not (rest.startswith("(") and rest.endswith(")")):
         return {}
@@ -220,7 +220,8 @@ def budgets(d):
 
 def expected_max(values, n: int) -> float:
     """E[max of ``n`` i.i.d. draws] from the empirical CDF of ``values`` (Dodge et al. 2019, §3,
-    expected validation performance): ``Σ_i v_(i) ((i/N)^n − ((i−1)/N)^n)`` over the sorted values ``v_(1) ≤ … ≤ v_(N)``."""
+    expected validation performance): ``Σ_i v_(i) ((i/N)^n − ((i−1)/N)^n)`` over the sorted
+    values ``v_(1) ≤ … ≤ v_(N)``."""
     v = sorted(float(x) for x in values if x == x)
     if not v or n < 1:
         raise ValueError(
@@ -405,7 +406,7 @@ def _expmax_markdown(expmax) -> str:
 def flat_budget(flat, budget):
     """``leaderboard.csv``'s rows of one table with a ``budget`` column (grid points) after
     ``n``."""
-    b = [budget.get((r, c)) for r, c in zip(flat["method"], flat["task"])]
+    b = [budget.get((r, c)) for r, c in zip(flat["method"], flat["task"], strict=False)]
     out = flat.copy()
     out.insert(list(out.columns).index("n") + 1, "budget", b)
     return out

@@ -55,75 +55,12 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 def _check_search(block: Any, path: list, stages: Sequence[Stage], fail) -> Search:
-    """Check one ``search:`` block against the suite's stages (see the module docstring)."""
-    from harness.experiments.search_options import check_option
-
-    if not isinstance(block, dict):
-        fail(path, "a search block is a mapping with keys " + ", ".join(SEARCH_KEYS))
-    for key, value in block.items():
-        if key not in SEARCH_KEYS:
-            fail(
-                path + [key],
-                f"unknown search key {key!r}; expected one of {', '.join(SEARCH_KEYS)}",
-            )
-        if not isinstance(value, SEARCH_KEYS[key]) or isinstance(value, bool):
-            fail(path + [key], f"must be {type_name(SEARCH_KEYS[key])}, got {type(value).__name__}")
-    if "stage" not in block:
-        fail(path, "a search needs 'stage': the stage whose regularizer is tuned")
-    by_name = {st.name: st for st in stages}
-    stage = by_name.get(block["stage"])
-    if stage is None:
-        fail(
-            path + ["stage"],
-            f"search stage {block['stage']!r} is not a stage of this suite "
-            f"(stages: {', '.join(by_name)})",
-        )
-    # the regularizer entry tuned: by its row name, else by its spec
-    rows = [p.get(ROW_KEY) or spec for spec, p in stage.regularizers]
-    want = block.get("regularizer")
-    if want is None:
-        if len(rows) != 1:
-            fail(
-                path,
-                f"stage {stage.name!r} has {len(rows)} regularizers; name the one to "
-                f"tune with 'regularizer' (one of {', '.join(map(repr, rows))})",
-            )
-        idx = 0
-    else:
-        cands = [i for i, r in enumerate(rows) if r == want] or [
-            i for i, (spec, _) in enumerate(stage.regularizers) if spec == want
-        ]
-        if not cands:
-            fail(
-                path + ["regularizer"],
-                f"stage {stage.name!r} has no regularizer {want!r}; its "
-                f"regularizers: {', '.join(map(repr, rows))}",
-            )
-        if len(cands) > 1:
-            fail(
-                path + ["regularizer"],
-                f"several regularizers of stage {stage.name!r} have "
-                f"spec {want!r}; name one by its row: "
-                f"{', '.join(repr(rows[i]) for i in cands)}",
-            )
-        idx = cands[0]
+    """Check one ``search:`` block against the suite's stages (see docs/suite-format.md)."""
+    stage = _search_stage(block, path, stages, fail)
+    idx, rows = _search_entry(block, path, stage, fail)
     spec = stage.regularizers[idx][0]
     params = {k: v for k, v in stage.regularizers[idx][1].items() if k != ROW_KEY}
-    dataset = block.get("dataset")
-    if dataset is None:
-        if len(stage.datasets) > 1:
-            fail(
-                path,
-                f"stage {stage.name!r} has several datasets; name the one to search on "
-                f"with 'dataset' (one of {', '.join(stage.datasets)})",
-            )
-        dataset = stage.datasets[0]
-    elif dataset not in stage.datasets:
-        fail(
-            path + ["dataset"],
-            f"stage {stage.name!r} has no dataset {dataset!r} (its "
-            f"datasets: {', '.join(stage.datasets)})",
-        )
+    dataset = _search_dataset(block, path, stage, fail)
     problem = _no_val_split(stage, dataset)
     if problem:
         fail(path + ["stage"], problem)
@@ -151,13 +88,7 @@ def _check_search(block: Any, path: list, stages: Sequence[Stage], fail) -> Sear
         )
         for k, d in space.items()
     }
-    options = {}
-    for kind, default in (("pruner", {"name": "median"}), ("sampler", {"name": "tpe"})):
-        opt = dict(block.get(kind, default))
-        problem = check_option(kind, opt)
-        if problem:
-            fail(path + [kind], problem)
-        options[kind] = opt
+    options = _search_options(block, path, fail)
     if "seed" in block and "seeds" in block:
         fail(path + ["seeds"], "give 'seed' or 'seeds', not both")
     seeds = block.get("seeds", [block.get("seed", stage.seeds[0])])  # non-empty, distinct,
@@ -174,6 +105,97 @@ def _check_search(block: Any, path: list, stages: Sequence[Stage], fail) -> Sear
         seeds=tuple(int(x) for x in seeds),
         **options,
     )
+
+
+def _search_stage(block: Any, path: list, stages: Sequence[Stage], fail) -> Stage:
+    """The block's keys and their types, then the stage it tunes."""
+    if not isinstance(block, dict):
+        fail(path, "a search block is a mapping with keys " + ", ".join(SEARCH_KEYS))
+    for key, value in block.items():
+        if key not in SEARCH_KEYS:
+            fail(
+                path + [key],
+                f"unknown search key {key!r}; expected one of {', '.join(SEARCH_KEYS)}",
+            )
+        if not isinstance(value, SEARCH_KEYS[key]) or isinstance(value, bool):
+            fail(path + [key], f"must be {type_name(SEARCH_KEYS[key])}, got {type(value).__name__}")
+    if "stage" not in block:
+        fail(path, "a search needs 'stage': the stage whose regularizer is tuned")
+    by_name = {st.name: st for st in stages}
+    stage = by_name.get(block["stage"])
+    if stage is None:
+        fail(
+            path + ["stage"],
+            f"search stage {block['stage']!r} is not a stage of this suite "
+            f"(stages: {', '.join(by_name)})",
+        )
+    return stage
+
+
+def _search_entry(block: Mapping, path: list, stage: Stage, fail) -> tuple[int, list[str]]:
+    """``(index, rows)``: the index of the regularizer entry tuned (by its row name, else by its
+    spec) and the rows of the stage's entries."""
+    rows = [p.get(ROW_KEY) or spec for spec, p in stage.regularizers]
+    want = block.get("regularizer")
+    if want is None:
+        if len(rows) != 1:
+            fail(
+                path,
+                f"stage {stage.name!r} has {len(rows)} regularizers; name the one to "
+                f"tune with 'regularizer' (one of {', '.join(map(repr, rows))})",
+            )
+        return 0, rows
+    cands = [i for i, r in enumerate(rows) if r == want] or [
+        i for i, (spec, _) in enumerate(stage.regularizers) if spec == want
+    ]
+    if not cands:
+        fail(
+            path + ["regularizer"],
+            f"stage {stage.name!r} has no regularizer {want!r}; its "
+            f"regularizers: {', '.join(map(repr, rows))}",
+        )
+    if len(cands) > 1:
+        fail(
+            path + ["regularizer"],
+            f"several regularizers of stage {stage.name!r} have "
+            f"spec {want!r}; name one by its row: "
+            f"{', '.join(repr(rows[i]) for i in cands)}",
+        )
+    return cands[0], rows
+
+
+def _search_dataset(block: Mapping, path: list, stage: Stage, fail) -> str:
+    """The dataset searched on: the block's ``dataset``, or the stage's only one."""
+    dataset = block.get("dataset")
+    if dataset is None:
+        if len(stage.datasets) > 1:
+            fail(
+                path,
+                f"stage {stage.name!r} has several datasets; name the one to search on "
+                f"with 'dataset' (one of {', '.join(stage.datasets)})",
+            )
+        return stage.datasets[0]
+    if dataset not in stage.datasets:
+        fail(
+            path + ["dataset"],
+            f"stage {stage.name!r} has no dataset {dataset!r} (its "
+            f"datasets: {', '.join(stage.datasets)})",
+        )
+    return dataset
+
+
+def _search_options(block: Mapping, path: list, fail) -> dict[str, dict]:
+    """The block's ``pruner`` and ``sampler`` (``{"name": ..., **kwargs}``), each checked."""
+    from harness.experiments.search_options import check_option
+
+    options = {}
+    for kind, default in (("pruner", {"name": "median"}), ("sampler", {"name": "tpe"})):
+        opt = dict(block.get(kind, default))
+        problem = check_option(kind, opt)
+        if problem:
+            fail(path + [kind], problem)
+        options[kind] = opt
+    return options
 
 
 def _plan_dims(space: Mapping) -> dict[str, list]:
@@ -200,8 +222,45 @@ def _check_dim(
     """One dimension of a search space, normalised: ``{"choices": [...]}`` or
     ``{"low", "high", "log", "step", "type"}``; its key must be one a term of ``spec`` takes
     (as grid keys are) or ``train.<TrainConfig field>``."""
-    from harness.training.loop import TrainConfig
+    out, values = _dim_shape(dim, path, fail)
+    if key.startswith("train."):
+        _check_train_dim(key, values, path, stage, fail)
+        return out
+    try:
+        terms = takers(spec, key, params)
+    except ValueError as exc:  # an unknown regularizer or plan name
+        fail(path, str(exc))
+    if not terms:
+        fail(
+            path,
+            f"no term of regularizer {spec!r} takes {key!r} (search keys are grid keys, "
+            "term.param such as omega_p.alpha, or train.<TrainConfig field>)",
+        )
+    if len(terms) > 1:
+        fail(
+            path,
+            f"{key!r} is taken by several terms of {spec!r}; write "
+            f"{' or '.join(repr(f'{t}.{key}') for t in terms)}",
+        )
+    keys = [value_key(v) for v in values]
+    if "choices" in out and len(set(keys)) != len(keys):
+        fail(path + ["choices"], f"lists a choice twice (equal as numbers): {values!r}"[:300])
+    plans = {a: c for a, c in plans.items() if accepts(spec, a, params)}
+    for v, combo in itertools.product(values, itertools.product(*plans.values())):
+        # the ends of a range, each choice (with each plan): built as a trial will build them
+        point = {**dict(zip(plans, combo, strict=False)), key: v}
+        where = ", ".join(f"{a} = {y!r}" for a, y in point.items())
+        check_regularizer(
+            spec,
+            merge_params(params, point),
+            [],
+            lambda _p, msg, where=where: fail(path, f"{where}: {msg}"),
+        )
+    return out
 
+
+def _dim_shape(dim: Any, path: list, fail) -> tuple[dict[str, Any], list]:
+    """``(normalised dimension, the values to try)``: each choice, or the ends of a range."""
     if not isinstance(dim, dict):
         fail(path, _DIM_HELP)
     for k, v in dim.items():
@@ -255,52 +314,27 @@ def _check_dim(
             fail(path, "type: int needs integer low, high and step")
         out = {"low": low, "high": high, "log": bool(log), "step": step, "type": kind}
         values = [low, high]
-    if key.startswith("train."):
-        name = key[len("train.") :]
-        free = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(_FIXED_TRAIN))
-        if name not in free:
-            fail(
-                path,
-                f"{key!r}: a train key names a TrainConfig field other than "
-                f"{' and '.join(_FIXED_TRAIN)} ({', '.join(free)})",
-            )
-        for v in values:
-            try:
-                TrainConfig(**{**stage.train, name: v})
-            except (TypeError, ValueError) as exc:
-                fail(path, f"{key} = {v!r}: {exc}")
-        return out
-    try:
-        terms = takers(spec, key, params)
-    except ValueError as exc:  # an unknown regularizer or plan name
-        fail(path, str(exc))
-    if not terms:
+    return out, values
+
+
+def _check_train_dim(key: str, values: list, path: list, stage: Stage, fail) -> None:
+    """A ``train.<field>`` dimension: a free TrainConfig field, each value one it takes with the
+    stage's other train settings."""
+    from harness.training.loop import TrainConfig
+
+    name = key[len("train.") :]
+    free = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(_FIXED_TRAIN))
+    if name not in free:
         fail(
             path,
-            f"no term of regularizer {spec!r} takes {key!r} (search keys are grid keys, "
-            "term.param such as omega_p.alpha, or train.<TrainConfig field>)",
+            f"{key!r}: a train key names a TrainConfig field other than "
+            f"{' and '.join(_FIXED_TRAIN)} ({', '.join(free)})",
         )
-    if len(terms) > 1:
-        fail(
-            path,
-            f"{key!r} is taken by several terms of {spec!r}; write "
-            f"{' or '.join(repr(f'{t}.{key}') for t in terms)}",
-        )
-    keys = [value_key(v) for v in values]
-    if "choices" in out and len(set(keys)) != len(keys):
-        fail(path + ["choices"], f"lists a choice twice (equal as numbers): {values!r}"[:300])
-    plans = {a: c for a, c in plans.items() if accepts(spec, a, params)}
-    for v, combo in itertools.product(values, itertools.product(*plans.values())):
-        # the ends of a range, each choice (with each plan): built as a trial will build them
-        point = {**dict(zip(plans, combo, strict=False)), key: v}
-        where = ", ".join(f"{a} = {y!r}" for a, y in point.items())
-        check_regularizer(
-            spec,
-            merge_params(params, point),
-            [],
-            lambda _p, msg, where=where: fail(path, f"{where}: {msg}"),
-        )
-    return out
+    for v in values:
+        try:
+            TrainConfig(**{**stage.train, name: v})
+        except (TypeError, ValueError) as exc:
+            fail(path, f"{key} = {v!r}: {exc}")
 
 
 def _no_val_split(stage: Stage, dataset: str) -> str | None:

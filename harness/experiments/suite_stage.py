@@ -138,51 +138,19 @@ def _check_stage(sname: str, s: Any, earlier_stages: Sequence[Stage], seeds, fai
     teacher = s.get("teacher")
     source = _check_source(s.get("source"), base, fail)
     regs, resolved = _stage_regularizers(s, base, fail)
-    teacher_stage = (
-        next(
-            (
-                {"model": st.model, "model_params": st.model_params}
-                for st in earlier_stages
-                if st.name == teacher
-            ),
-            None,
-        )
-        if teacher != PRETRAINED
-        else s
-    )
-    check_taps(s, teacher_stage, resolved, base, fail)
+    check_taps(s, _teacher_stage(s, teacher, earlier_stages), resolved, base, fail)
     for key in ("table", "task"):
         problem = name_problem(f"{key}", s[key]) if key in s else None
         if problem:
             fail(base + [key], problem)
-    splits = s.get("splits")
-    if splits is not None:
-        _check_splits(s, splits, base, fail)
-    if source is not None and "split" in source:
-        have = dataset_splits(source["dataset"])
-        if have is not None and source["split"] not in have:
-            fail(
-                base + ["source", "split"],
-                f"dataset {source['dataset']!r} has no split "
-                f"{source['split']!r} (splits: "
-                f"{', '.join(have)})",
-            )
+    splits = _stage_splits(s, source, base, fail)
     if s.get("select") not in (None, "val"):
         fail(
             base + ["select"],
             "select must be 'val': report, per row and column, the grid "
             "point with the best mean validation accuracy",
         )
-    analysis = s.get("analysis")
-    if analysis is not None:
-        analysis = check_analysis(analysis, base + ["analysis"], fail, teacher)
-        for d in datasets:
-            have = dataset_splits(d) or ()
-            if analysis["split"] not in have:
-                fail(
-                    base + ["analysis", "split"],
-                    f"dataset {d!r} has no split {analysis['split']!r} (splits: {', '.join(have)})",
-                )
+    analysis = _stage_analysis(s, datasets, teacher, base, fail)
     reference = s.get("reference")
     if reference is not None:
         reference = check_reference(reference, base + ["reference"], fail)
@@ -215,6 +183,54 @@ def _check_stage(sname: str, s: Any, earlier_stages: Sequence[Stage], seeds, fai
         reference=reference,
         select=s.get("select"),
     )
+
+
+def _teacher_stage(s: Mapping, teacher: str | None, earlier_stages: Sequence[Stage]):
+    """The model and parameters of the stage's teacher (``s`` itself for pretrained weights;
+    ``None`` for no teacher)."""
+    if teacher == PRETRAINED:
+        return s
+    return next(
+        (
+            {"model": st.model, "model_params": st.model_params}
+            for st in earlier_stages
+            if st.name == teacher
+        ),
+        None,
+    )
+
+
+def _stage_splits(s: Mapping, source: Mapping | None, base: list, fail) -> Mapping | None:
+    """The stage's ``splits`` (checked), then its source's training split."""
+    splits = s.get("splits")
+    if splits is not None:
+        _check_splits(s, splits, base, fail)
+    if source is not None and "split" in source:
+        have = dataset_splits(source["dataset"])
+        if have is not None and source["split"] not in have:
+            fail(
+                base + ["source", "split"],
+                f"dataset {source['dataset']!r} has no split "
+                f"{source['split']!r} (splits: "
+                f"{', '.join(have)})",
+            )
+    return splits
+
+
+def _stage_analysis(s: Mapping, datasets, teacher, base: list, fail) -> dict | None:
+    """The stage's ``analysis`` (checked, with defaults), its split one of every dataset's."""
+    analysis = s.get("analysis")
+    if analysis is None:
+        return None
+    analysis = check_analysis(analysis, base + ["analysis"], fail, teacher)
+    for d in datasets:
+        have = dataset_splits(d) or ()
+        if analysis["split"] not in have:
+            fail(
+                base + ["analysis", "split"],
+                f"dataset {d!r} has no split {analysis['split']!r} (splits: {', '.join(have)})",
+            )
+    return analysis
 
 
 def _check_stage_refs(s: Mapping, base: list, earlier: list[str], fail) -> None:

@@ -342,6 +342,7 @@ def test_schema_accepts_every_shipped_suite_and_rejects_what_the_checker_rejects
     import yaml
 
     from harness.experiments import suite as S
+    from harness.experiments import suite_types as T
     from harness.experiments.schema import suite_schema
     from harness.training.loop import TrainConfig
 
@@ -349,9 +350,9 @@ def test_schema_accepts_every_shipped_suite_and_rejects_what_the_checker_rejects
     jsonschema.Draft202012Validator.check_schema(schema)
     v = jsonschema.Draft202012Validator(schema)
     # generated from the checker's declarations: the same keys
-    assert set(schema["properties"]) == set(S._TOP_KEYS)
-    assert set(schema["$defs"]["stage"]["properties"]) == set(S._STAGE_KEYS)
-    assert set(schema["$defs"]["reference"]["properties"]) == set(S._REFERENCE_KEYS)
+    assert set(schema["properties"]) == set(T.TOP_KEYS)
+    assert set(schema["$defs"]["stage"]["properties"]) == set(T.STAGE_KEYS)
+    assert set(schema["$defs"]["reference"]["properties"]) == set(T.REFERENCE_KEYS)
     assert set(schema["$defs"]["train"]["properties"]) == {
         f.name for f in __import__("dataclasses").fields(TrainConfig)
     }

@@ -65,8 +65,8 @@ def check_selection(selection: str) -> str:
 
 def parse_point(label: str, row: str) -> dict:
     """The grid point of a leaderboard label ``row (k1=v1, k2=v2)`` (values canonical JSON, as
-    :func:`harness.experiments.suite._label` writes them): ``{"k1": v1, ...}``; ``{}`` for a
-    label without one."""
+    :func:`harness.experiments.suite_expand.job_label` writes them): ``{"k1": v1, ...}``;
+    ``{}`` for a label without one."""
     rest = label[len(row) :].strip() if label.startswith(row) else ""
     if not (rest.startswith("(") and rest.endswith(")")):
         return {}

@@ -167,7 +167,8 @@ def _finish(info: MethodInfo, out: dict, value: torch.Tensor, a, b, params) -> O
     pots = out.get("potentials")
     if pots is not None:
         pots = tuple(p.detach().to(value.dtype) for p in pots)
-    if not (math.isfinite(float(value)) if value.dim() == 0 else bool(torch.isfinite(value).all())):
+    v = value.detach()  # float() of a tensor that requires grad warns in torch >= 2.14
+    if not (math.isfinite(float(v)) if v.dim() == 0 else bool(torch.isfinite(v).all())):
         # Never a silent NaN: report it as a non-converged solve.
         out["converged"] = False
     return OTResult(

@@ -235,3 +235,20 @@ def test_runner_batches_seeds_one_record_per_job(tmp_path):
         assert [e.keys() for e in one.loc[key, "epochs"]] == [
             e.keys() for e in many.loc[key, "epochs"]
         ]
+
+
+def test_member_views_slice_by_unbind_one_stacked_gradient():
+    """Members read their parameters through one unbind per stacked tensor: the L2 term of
+    every member backpropagates as one stacked gradient (UnbindBackward), equal to each
+    member's own 2 * w, not K zero-filled full-size gradients of K [k] slices."""
+    from harness.training.stacked import Stack
+
+    models = [MLP(2, in_features=4, widths=(3,)) for _ in range(3)]
+    stack = Stack(models, (), torch.device("cpu"), grad=True)
+    views = stack.members()
+    first = next(iter(views[0].parameters()))
+    assert type(first.grad_fn).__name__.startswith("UnbindBackward")
+    torch.stack([sum(p.pow(2).sum() for p in v.parameters()) for v in views]).sum().backward()
+    for name, p in stack.params.items():
+        want = torch.stack([2 * dict(m.named_parameters())[name].detach() for m in models])
+        torch.testing.assert_close(p.grad, want, rtol=0, atol=0)

@@ -67,8 +67,13 @@ class Stack:
             self.taps.clear()
         return out
 
-    def member(self, k: int) -> "MemberView":
-        return MemberView(self.template, {n: p[k] for n, p in self.params.items()})
+    def members(self) -> list["MemberView"]:
+        """Every member's view of the stacked parameters, sliced by one ``unbind`` per
+        parameter (whose backward is one stack, where K ``[k]`` slices cost K zero-filled
+        full-size gradients)."""
+        rows = {n: p.unbind(0) for n, p in self.params.items()}
+        K = len(next(iter(self.params.values())))
+        return [MemberView(self.template, {n: r[k] for n, r in rows.items()}) for k in range(K)]
 
     def close(self):
         if self.taps is not None:

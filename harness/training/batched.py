@@ -278,7 +278,7 @@ class _BatchedRun:
                 )
         # each member's slices by unbind, not by [k]: a term that reads K slices [k] of a
         # stacked tensor costs K full-size zero-filled gradients in backward (L2-SP on 24
-        # members: 61 % of a li2020_table4-cpu step), unbind's backward one stack
+        # members: 60 % of the torch time of a li2020_table4-cpu step), unbind's backward one stack
         views = self.student.members()
         f_k, t_k = _unbind(feats), _unbind(t_feats)
         lg_k, y_k = logits.unbind(0), y.unbind(0)

@@ -4,6 +4,8 @@ recorded exactly once, on SQLite and on a real PostgreSQL server."""
 from __future__ import annotations
 
 import collections
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,7 +97,9 @@ def test_claim_of_a_dead_process_is_taken_over_at_once(tmp_path):
         assert got.claim is not None and got.claim.attempts == 2 and got.previous == "ghost"
 
 
-def _worker(suite: Path, storage: str, results: Path, log: Path) -> subprocess.Popen:
+def _worker(
+    suite: Path, storage: str, results: Path, log: Path, env: dict | None = None
+) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -116,6 +120,7 @@ def _worker(suite: Path, storage: str, results: Path, log: Path) -> subprocess.P
         cwd=ROOT,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -126,24 +131,39 @@ def _records(storage: str, name: str):
     return study.get_trials(deepcopy=False)
 
 
-def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
+@pytest.mark.parametrize("batched", [False, True], ids=["one-model", "batched"])
+def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path, batched):
     """Three ``otransfer worker`` processes on PostgreSQL; one is SIGKILLed in the middle of
     a job. The other two take its job over (same host: at once) and finish the suite: every
-    job has exactly one completed record, the killed attempt a failed one."""
+    job has exactly one completed record, the killed attempt a failed one. One model at a
+    time, the victim dies past its job's first checkpoint and the job resumes from it. Batched
+    (teachers trained first, so that every student has siblings), the victim is the first
+    worker seen holding two student claims, the job it runs and a sibling claimed for its
+    batch: they are trained again by the others, each recorded once, and no batch is trained
+    by two workers."""
     import sqlalchemy as sa
 
+    from harness.experiments.runner import run_suite
     from harness.experiments.suite import expand, load_suite
 
     name = f"workers-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "suite.yaml"
-    path.write_text(SUITE.format(name=name, epochs=40))
-    keys = {j.key for j in expand(load_suite(path))}
+    path.write_text(SUITE.format(name=name, epochs=200 if batched else 40))
+    jobs = expand(load_suite(path))
+    keys = {j.key for j in jobs}
     results = tmp_path / "results"
-    procs = [_worker(path, pg_url, results, tmp_path / f"w{i}.log") for i in range(3)]
-    victim = procs[0]
+    if batched:
+        teachers = [j for j in jobs if j.stage == "teacher"]
+        run_suite(
+            path, storage=pg_url, progress=False, results_root=results, log=None, jobs=teachers
+        )
+    # one model at a time: a batched group writes no per-job checkpoint to resume from
+    env = {"OTRANSFER_NO_BATCH": "0" if batched else "1"}
+    procs = [_worker(path, pg_url, results, tmp_path / f"w{i}.log", env) for i in range(3)]
+    by_pid = {p.pid: p for p in procs}
     engine = sa.create_engine(pg_url)
     deadline = time.time() + 120
-    killed_key = None
+    killed_key = victim = None
     try:
         while time.time() < deadline and killed_key is None:
             try:
@@ -154,16 +174,22 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
                     ).all()
             except (sa.exc.ProgrammingError, sa.exc.OperationalError):
                 rows = []  # a fresh database: no worker has created the table yet
-            held = [k for k, pid, st in rows if pid == victim.pid and st == RUNNING]
-            ckpt = results / name / "artefacts" / f"{held[0]}.ckpt" if held else None
-            if held and ckpt.is_file():  # inside the job, past its first epoch's checkpoint
-                victim.send_signal(signal.SIGKILL)
-                victim.wait()
-                killed_key = held[0]
+            held = collections.defaultdict(list)
+            for k, pid, st in rows:
+                if st == RUNNING and pid in by_pid:
+                    held[pid].append(k)
+            for pid, ks in held.items():
+                art = results / name / "artefacts"
+                if len(ks) >= 2 if batched else (art / f"{ks[0]}.ckpt").is_file():
+                    victim = by_pid[pid]  # training a batch / past its first checkpoint
+                    victim.send_signal(signal.SIGKILL)
+                    victim.wait()
+                    killed_key = ks
+                    break
             else:
-                time.sleep(0.2)
-        assert killed_key is not None, "the victim never claimed a job"
-        codes = [p.wait(timeout=300) for p in procs[1:]]
+                time.sleep(0.1)
+        assert killed_key is not None, "no worker was seen inside a job"
+        codes = [p.wait(timeout=300) for p in procs if p is not victim]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -178,15 +204,23 @@ def test_three_workers_one_killed_every_job_recorded_once(pg_url, tmp_path):
         if t.state.name == "COMPLETE" and t.user_attrs.get("status") == "completed"
     ]
     assert collections.Counter(completed) == collections.Counter(keys), logs  # each once
-    lost = [t for t in trials if t.user_attrs.get("key") == killed_key and t.state.name == "FAIL"]
-    assert [t.user_attrs["reason"] for t in lost] == ["worker lost"], logs
-    (taken,) = [
-        t for t in trials if t.user_attrs.get("key") == killed_key and t.state.name == "COMPLETE"
-    ]
-    assert taken.user_attrs["resumed_from_epoch"] >= 1  # from the checkpoint, not from scratch
-    assert taken.user_attrs["worker"] != lost[0].user_attrs["worker"]
+    # the job the victim was running has its attempt marked lost (its batch siblings had no
+    # record yet; killed between two siblings' records, none has), completed by another worker
+    lost = [t for t in trials if t.user_attrs.get("key") in killed_key and t.state.name == "FAIL"]
+    assert [t.user_attrs["reason"] for t in lost] == ["worker lost"] or (batched and not lost)
+    for t in lost:
+        (taken,) = [
+            u
+            for u in trials
+            if u.user_attrs.get("key") == t.user_attrs["key"] and u.state.name == "COMPLETE"
+        ]
+        if not batched:  # from the checkpoint, not from scratch
+            assert taken.user_attrs["resumed_from_epoch"] >= 1
+        assert taken.user_attrs["worker"] != t.user_attrs["worker"]
     assert not [t for t in trials if t.state.name == "RUNNING"]
     assert "taken over from" in logs
+    trained = re.findall(r"^students (\w+): \d+ jobs \(seeds (.*)\) trained as one", logs, re.M)
+    assert len(trained) == len(set(trained)), logs  # no batch trained by two workers
     # nothing left to do: a resume runs nothing and rewrites nothing
     from harness.experiments.runner import run_suite
 

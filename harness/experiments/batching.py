@@ -5,9 +5,10 @@ jobs of the same stage, dataset, model, train settings and regularizer spec that
 their seed (so in their teacher / init job of that seed) and regularizer parameters (a grid's
 alpha, KD's tau), not yet finished, whose teacher and init weights are there. It trains them
 together with :func:`harness.training.batched.train_batched` and keeps the siblings' metrics;
-each sibling is still claimed, recorded and reported as its own job when the runner reaches it
+each sibling is claimed before the batch trains (so that no other worker trains it too; one
+another worker holds is left out), then recorded and reported as its own job, the runner's next
 (one record per job, the keys of :func:`harness.experiments.runner.run_job`'s metrics). A
-sibling another worker finishes first is simply not recorded from here.
+sibling whose claim another worker took over meanwhile is not recorded from here.
 
 Not batched, trained one at a time as before (the runner says which and why, once per group):
 teacher / init jobs (their weights file is written by ``run_job``), jobs with ``analysis``, a
@@ -90,10 +91,14 @@ class SeedBatches:
         except Exception as exc:  # noqa: BLE001 - any reason: the job alone, as before
             from harness.training.batched import NotBatchable
 
+            self.release(group[1:])  # the siblings: claimed again when the runner reaches them
             why = str(exc) if isinstance(exc, NotBatchable) else f"{type(exc).__name__}: {exc}"
             self.refused[group_key(job)] = why
             self.run.say(f"{job.stage} {job.regularizer}: one model at a time ({why})")
             return single()
+        except BaseException:  # Ctrl-C, SIGTERM: another worker (or resume) takes them at once
+            self.release(group[1:])
+            raise
         self.done.update({j.key: m for j, m in zip(group[1:], results[1:], strict=True)})
         return results[0]
 
@@ -117,7 +122,25 @@ class SeedBatches:
         if not ready(job):
             return []
         others = [j for j in run.jobs if j.key != job.key and ready(j)]
-        return [job, *others][:MAX_MEMBERS]
+        return [job, *self.claim(others, MAX_MEMBERS - 1)]
+
+    def claim(self, jobs: list[Job], most: int) -> list[Job]:
+        """Up to ``most`` of ``jobs``, each now claimed by this worker as the runner claims a
+        job (``run.claim_sibling``), so that no other worker trains it meanwhile; a sibling
+        another worker holds, or that turned out done, is left to it."""
+        got = []
+        for j in jobs:
+            if len(got) == most:
+                break
+            if self.run.claim_sibling(j):
+                got.append(j)
+        return got
+
+    def release(self, jobs: list[Job]) -> None:
+        """Give back the claims of siblings whose batch did not train."""
+        if self.run.claims is not None:
+            for j in jobs:
+                self.run.claims.release(j.key)
 
     def weights_there(self, key: str) -> bool:
         """A teacher / init job's weights are there: finished in this run, or a job outside
@@ -136,7 +159,9 @@ class SeedBatches:
         members = []
         for j in group:
             (train_set, val_set, test_set, model, w0, teacher, source_set, reg, label_cost) = (
-                self.job_inputs(j, (run.by_key, run.artefacts, run.dep_records(j)))
+                self.job_inputs(
+                    j, (run.by_key, run.artefacts, run.dep_records(j)), threads=run.threads
+                )
             )
             if source_set is not None or label_cost is not None:
                 from harness.training.batched import NotBatchable

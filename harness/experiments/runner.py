@@ -101,6 +101,7 @@ def run_suite(
     batch: bool = True,
     only: Iterable[str] = (),
     on_epoch: Callable[[Job, int, dict], None] | None = None,
+    threads: int | None = None,
 ) -> RunSummary:
     """Run every job of ``suite`` not yet completed in ``storage``; record each one.
 
@@ -155,6 +156,9 @@ def run_suite(
     on_epoch : callable, optional
         ``on_epoch(job, epoch, record)`` after each epoch of a job trained alone (``--smoke``
         interrupts there to prove the resume, :mod:`harness.experiments.smoke`).
+    threads : int, optional
+        CPU threads of each job (``--threads``); default :mod:`harness.training.threads`'s
+        policy (one for a small model; the cores shared among the workers otherwise).
     """
     from harness.experiments.suite import with_overrides
 
@@ -186,7 +190,7 @@ def run_suite(
     from harness.experiments.preflight import check_data_roots
 
     check_data_roots(j for j in run.jobs if not run.finished(j.key))  # before any job starts
-    run.on_epoch = on_epoch
+    run.on_epoch, run.threads = on_epoch, threads
     try:
         run.open_claims(reset_failed=not worker)
         while (job := run.next_job()) is not None:
@@ -288,6 +292,7 @@ class _SuiteRun:
         self.tried: set[str] = set()  # failed here: not tried again in this run
         self.since = None  # the database time of pick's last read of the claims
         self.unkept: set[str] = set()  # why a pending result could not be kept, said once
+        self.threads: int | None = None  # each job's CPU threads (None: the policy's)
         from harness.experiments.batching import SeedBatches
 
         # jobs differing only in seed/alpha: trained together (run_job's steps, passed in)
@@ -358,6 +363,11 @@ class _SuiteRun:
         from harness.experiments.claims import DONE, FAILED
 
         claims, done = self.claims, self.done
+        for key in list(self.batch.done):  # trained in this worker's batch, claimed by it
+            if self.finished(key) or key in self.tried:
+                self.batch.done.pop(key)
+            else:
+                return Pick(Next.RUN, self.by_key[key])
         # the live and failed claims and those done since the last read (1 s of margin for a
         # late commit): the read stays small however many jobs are done; a job done by another
         # worker and missed is learnt from try_claim's refusal below
@@ -423,6 +433,13 @@ class _SuiteRun:
                 return Claimed.SKIP
         return Claimed.OURS
 
+    def claim_sibling(self, job: Job) -> bool:
+        """Claim a job to train in the batch of the job being run (:mod:`batching`): True
+        when the claim is ours."""
+        if self.claims is None:
+            return True
+        return self.store(lambda: self.claim(job), f"claiming {job.key}") is Claimed.OURS
+
     def next_job(self) -> Job | None:
         from harness.training import distributed as ddp
 
@@ -462,6 +479,7 @@ class _SuiteRun:
                     device=self.device,
                     records=deps,
                     root=self.root,
+                    threads=self.threads,
                 )
             except Exception:
                 pass
@@ -513,6 +531,7 @@ class _SuiteRun:
                 root=self.root,
                 say=say,
                 on_epoch=self.epoch_hook(job),
+                threads=self.threads,
             ),
         )  # its seed batch or alone
         if metrics["status"] == "completed":  # kept until the storage has it

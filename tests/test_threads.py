@@ -98,3 +98,61 @@ def test_cli_threads_flag(monkeypatch):
     monkeypatch.delenv("OTRANSFER_THREADS", raising=False)
     with pytest.raises(SystemExit):
         cli.main(["run", "mini", "--threads", "0"])
+
+
+def test_spawned_workers_get_threads_and_no_batch_as_flags(monkeypatch, tmp_path):
+    """``run --workers N --threads T --no-batch`` hands both to its workers on their command
+    lines; nothing is written to this process's environment."""
+    import os
+    import subprocess
+
+    from harness.experiments import cluster
+
+    seen = []
+
+    class FakePopen:
+        def __init__(self, cmd, env=None, **kw):
+            seen.append(cmd)
+            self.stdout = iter(())
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    before = dict(os.environ)
+    cluster.spawn_workers("mini", 2, results=tmp_path, threads=3, batch=False)
+    cluster.spawn_workers("mini", 1, results=tmp_path)
+    assert [cmd[cmd.index("--threads") + 1] for cmd in seen[:2]] == ["3", "3"]
+    assert all("--no-batch" in cmd for cmd in seen[:2])
+    assert "--threads" not in seen[2] and "--no-batch" not in seen[2]
+    assert dict(os.environ) == before
+
+
+def test_run_threads_reach_each_job_without_the_environment(monkeypatch, tmp_path):
+    """``run_suite(threads=T)`` (``--threads T``) sets each job's threads, batched or not."""
+    import os
+
+    from harness.experiments.runner import run_suite
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: threads-flag\nseeds: [0, 1]\nstages:\n  solo:\n    model: mlp\n"
+        "    model_params: {widths: [8]}\n    dataset: digits\n"
+        "    dataset_params: {n_per_class: 10}\n    train: {epochs: 1, batch_size: 25}\n"
+    )
+    calls = []
+    monkeypatch.setattr(th, "apply_threads", lambda n, threads=None: calls.append(threads))
+    ours = lambda: {k: v for k, v in os.environ.items() if k.startswith(("OTRANSFER", "OMP"))}  # noqa: E731
+    before = ours()  # (importing torch sets KMP_* variables of its own)
+    for batch in (False, True):
+        s = run_suite(
+            suite,
+            progress=False,
+            log=None,
+            results_root=tmp_path / str(batch),
+            threads=2,
+            batch=batch,
+        )
+        assert s.completed == 2
+    assert calls == [2, 2, 2, 2]  # one per job: two alone, two as the members of one batch
+    assert ours() == before

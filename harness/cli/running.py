@@ -4,12 +4,10 @@ a suite's jobs."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 from typing import Callable, Sequence
 
 from harness.cli.common import fail, flags
-from harness.experiments.batching import NO_BATCH_ENV  # light: no torch
 from harness.experiments.secrets import redact, scrub
 
 __all__ = [
@@ -44,6 +42,8 @@ def spawn_local_workers(args: argparse.Namespace) -> int:
         heartbeat=args.heartbeat,
         bar=not (args.no_progress or not is_terminal()),
         only=args.only or (),
+        threads=args.threads,
+        batch=not args.no_batch,
     )
     print(
         f"\n{args.workers} workers exited with {codes}"
@@ -68,12 +68,8 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return smoke_cli(args)
         except (FileNotFoundError, SuiteError, ValueError) as exc:
             return fail(args, exc)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1; got {args.threads}")
-        from harness.training.threads import THREADS_ENV
-
-        os.environ[THREADS_ENV] = str(args.threads)  # this process and the workers it starts
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1; got {args.threads}")
     if args.command == "worker":
         signal.signal(signal.SIGTERM, _on_sigterm)
     code, spawned = 0, args.workers > 1
@@ -82,8 +78,6 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     def count(job, metrics):
         args.finished += metrics.get("status") == "completed"
 
-    if args.no_batch:  # spawned workers inherit it
-        os.environ[NO_BATCH_ENV] = "1"
     try:
         if spawned:  # then this process's own pass finds what they left: it retries nothing
             code = spawn_local_workers(args)
@@ -101,6 +95,7 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             on_job=count,
             batch=not args.no_batch,
             only=args.only or (),
+            threads=args.threads,
         )
     except (FileNotFoundError, SuiteError, StorageError, ValueError) as exc:
         return fail(args, exc)

@@ -302,13 +302,16 @@ def spawn_workers(
     heartbeat: float = 10.0,
     bar: bool = False,
     only: Sequence[str] = (),
+    threads: int | None = None,
+    batch: bool = True,
 ) -> tuple[list[int], str, list[str]]:
     """``otransfer run --workers N`` on this machine: ``n`` ``otransfer worker`` processes on
     one storage, waited for; returns their exit codes, the storage URL and one line per
     distinct error of the workers that failed (:func:`harness.experiments.worker_logs.
     worker_errors`). Each worker's lines go to ``<results>/<suite>/logs/worker-K.log``; with
     ``bar`` (a terminal) one suite bar is drawn from the storage, otherwise the workers' plain
-    lines also interleave on standard output. ``only``: ``--only`` filters, checked here."""
+    lines also interleave on standard output. ``only``: ``--only`` filters, checked here;
+    ``threads``, ``batch``: each worker's ``--threads`` and ``--no-batch`` (when False)."""
     import sys
 
     from harness.experiments.only import select_jobs
@@ -349,6 +352,10 @@ def spawn_workers(
         cmd.append("--quick")
     if device:
         cmd += ["--device", device]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    if not batch:
+        cmd.append("--no-batch")
     logs = safe_io.ensure_dir(Path(results) / shown.name / "logs", results)
     paths = log_paths(logs, n)
     files = []

@@ -160,6 +160,7 @@ def run_job(
     records: Mapping[str, Mapping[str, Any]] | None = None,
     root: str | os.PathLike | None = None,
     say: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train one job and return its metrics (the record's attributes): data -> student (its
     starting point) -> teacher -> source task -> regularizer -> :func:`train` -> metrics
@@ -167,14 +168,15 @@ def run_job(
     ``teacher`` / ``init`` keys, whose weights are read from ``artefacts`` and verified
     against ``records`` (key -> the ``artefact*`` attributes of its completed record).
     ``root``: the results folder no write leaves (default: the one above
-    ``artefacts/<suite>``); ``say``: where a checkpoint set aside is reported."""
+    ``artefacts/<suite>``); ``say``: where a checkpoint set aside is reported; ``threads``:
+    its CPU threads (default: :func:`harness.training.threads.choose_threads`'s policy)."""
     from harness.training import safe_io
     from harness.training.loop import train
 
     cfg = job.config
     root = Path(artefacts).parent.parent if root is None else root
     (train_set, val_set, test_set, model, initial_weights, teacher, source_set, reg, label_cost) = (
-        job_inputs(job, (jobs_by_key, artefacts, records or {}))
+        job_inputs(job, (jobs_by_key, artefacts, records or {}), threads=threads)
     )
     ckpt = artefacts / f"{job.key}.ckpt"
     safe_io.ensure_dir(artefacts, root)
@@ -222,11 +224,12 @@ def _n_params(model) -> int:
     return 0 if model is None else sum(p.numel() for p in model.parameters())
 
 
-def job_inputs(job: Job, deps) -> tuple:
+def job_inputs(job: Job, deps, threads: int | None = None) -> tuple:
     """What :func:`run_job` gives ``train`` for ``job`` (also read by
     :mod:`harness.experiments.batching`): ``(train_set, val_set, test_set, model,
     initial_weights, teacher, source_set, regularizer, label_cost)``. ``deps``:
-    ``(jobs_by_key, artefacts, records)`` (:func:`run_job`)."""
+    ``(jobs_by_key, artefacts, records)`` (:func:`run_job`); ``threads``: as
+    :func:`run_job`'s."""
     import torch
 
     from harness.training.threads import apply_threads
@@ -237,7 +240,7 @@ def job_inputs(job: Job, deps) -> tuple:
     model = _build(cfg, k)
     model, initial_weights = _starting_point(cfg, k, model, deps)
     teacher = load_teacher(cfg, k, deps)
-    apply_threads(max(_n_params(model), _n_params(teacher)))  # workers x threads <= cores
+    apply_threads(max(_n_params(model), _n_params(teacher)), threads=threads)
     source_set = _source_task(cfg, job, model)
     reg, label_cost = _regularizer(cfg, teacher, source_set, train_set, initial_weights)
     return (

@@ -121,6 +121,8 @@ def test_the_storage_password_is_never_printed_nor_on_a_command_line(monkeypatch
         workers=2,
         no_progress=True,
         only=None,
+        threads=None,
+        no_batch=False,
     )
     assert running.spawn_local_workers(args) == 0
     assert len(seen) == 2

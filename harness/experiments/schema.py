@@ -1,7 +1,7 @@
-"""A JSON Schema of suite files (``otransfer schema``), generated from the checker's own
-declarations in :mod:`harness.experiments.suite_types` (the key tables ``TOP_KEYS``,
-``STAGE_KEYS`` ...), :class:`harness.training.config.TrainConfig`'s fields and the model /
-dataset / regularizer registries, so that it cannot drift from what ``otransfer run`` accepts.
+"""A JSON Schema of suite files (``otransfer schema``), generated from the pydantic models of
+:mod:`harness.experiments.suite_models` (the same declarations the checker's key tables come
+from), :class:`harness.training.config.TrainConfig`'s fields and the model / dataset /
+regularizer registries, so that it cannot drift from what ``otransfer run`` accepts.
 
 Editors validate and complete YAML with it; with the YAML language server (VS Code's YAML
 extension, neovim's yamlls), put on a suite file's first line::
@@ -121,21 +121,26 @@ def _field_doc(doc: str, name: str) -> str:
     return text.split(". ")[0].rstrip(".") + "."
 
 
-def _table(
-    keys: dict, refine: dict[str, dict] | None = None, required: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    props = {k: _json_type(t) for k, t in keys.items()}
+def _table(block: dict[str, Any], refine: dict[str, dict] | None = None, **_) -> dict[str, Any]:
+    """A block's schema generated from its model (:func:`suite_models.block_schemas`), with
+    what only the registries know at run time (``refine``: key -> schema, merged)."""
+    props = {k: dict(v) for k, v in block["properties"].items()}
     for k, extra in (refine or {}).items():
         props[k] = extra if "$ref" in extra or "anyOf" in extra else {**props[k], **extra}
     out = {"type": "object", "additionalProperties": False, "properties": props}
-    if required:
-        out["required"] = list(required)
+    if block.get("required"):
+        out["required"] = list(block["required"])
     return out
+
+
+def _blocks() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    from harness.experiments.suite_models import block_schemas
+
+    return block_schemas()
 
 
 def suite_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a suite file."""
-    from harness.experiments import suite_types as S
     from harness.transfer.regularizers import available_regularizers
     from harness.zoo.data import available_datasets
     from harness.zoo.models import available_models
@@ -155,19 +160,12 @@ def suite_schema() -> dict[str, Any]:
             "stage": stage,
             "train": _train_schema(),
             "source": _table(
-                S.SOURCE_KEYS,
+                _blocks()[1]["source"],
                 {"dataset": dataset_name, "weight": {"minimum": 0}},
-                required=("dataset",),
             ),
-            "reference": _table(
-                S.REFERENCE_KEYS,
-                {
-                    "claims": {"type": "array", "items": {"type": "string"}},
-                    "premises": {"type": "array", "items": {"type": "string"}},
-                },
-            ),
+            "reference": _table(_blocks()[1]["reference"]),
             "search": _search_schema(),
-            "dimension": _table(S.DIM_KEYS),
+            "dimension": _table(_blocks()[1]["dimension"]),
         },
     }
 
@@ -196,11 +194,10 @@ def _seeds_schema() -> dict[str, Any]:
 
 def _stage_schema(models: list, dataset_name: dict, spec: dict) -> dict[str, Any]:
     """A stage: its keys, the registered model and dataset names, regularizer specs."""
-    from harness.experiments import suite_types as S
 
     seeds = _seeds_schema()
     return _table(
-        S.STAGE_KEYS,
+        _blocks()[1]["stage"],
         {
             "model": {"enum": models, "description": "otransfer list models"},
             "dataset": {
@@ -267,11 +264,10 @@ def _stage_schema(models: list, dataset_name: dict, spec: dict) -> dict[str, Any
 
 def _search_schema() -> dict[str, Any]:
     """A ``search:`` block (``otransfer tune``)."""
-    from harness.experiments import suite_types as S
 
     seeds = _seeds_schema()
     return _table(
-        S.SEARCH_KEYS,
+        _blocks()[1]["search"],
         {
             "seeds": seeds,
             "trials": {"minimum": 1},
@@ -288,7 +284,7 @@ def _top_schema() -> dict[str, Any]:
 
     seeds = _seeds_schema()
     return _table(
-        S.TOP_KEYS,
+        _blocks()[0],
         {
             "name": {"pattern": f"^{S.NAME_PATTERN.pattern}$", "not": {"pattern": r"\.\."}},
             "seeds": seeds,

@@ -2,9 +2,10 @@
 and the schema of a suite file declared as data.
 
 The key -> type tables (:data:`TOP_KEYS`, :data:`STAGE_KEYS`, :data:`SOURCE_KEYS`,
-:data:`REFERENCE_KEYS`, :data:`SEARCH_KEYS`, :data:`DIM_KEYS`) are read by the checker
-(:mod:`harness.experiments.suite_stage`) and turned into the JSON schema for editors by
-:mod:`harness.experiments.schema`. A job's ``key`` is :func:`config_key` of its config: the
+:data:`REFERENCE_KEYS`, :data:`SEARCH_KEYS`, :data:`DIM_KEYS`) that the checker reads
+(:mod:`harness.experiments.suite_stage`) are generated from the pydantic models of
+:mod:`harness.experiments.suite_models`, as the JSON schema for editors is
+(:mod:`harness.experiments.schema`). A job's ``key`` is :func:`config_key` of its config: the
 first 16 hex digits of the sha256 of its canonical JSON. The file format is described in
 docs/suite-format.md.
 """
@@ -16,6 +17,16 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from harness.experiments.suite_models import (
+    DimensionBlock,
+    ReferenceBlock,
+    SearchBlock,
+    SourceBlock,
+    StageBlock,
+    SuiteFile,
+    key_types,
+)
 
 __all__ = [
     "TOP_KEYS",
@@ -39,49 +50,12 @@ __all__ = [
 ]
 
 
-TOP_KEYS = {
-    "name": str,
-    "description": str,
-    "seeds": list,
-    "stages": dict,
-    "search": (dict, list),
-    "test_pool": str,
-    "plugins": list,
-}
-STAGE_KEYS = {
-    "model": str,
-    "model_params": dict,
-    "dataset": (str, list),
-    "dataset_params": dict,
-    "train": dict,
-    "regularizers": list,
-    "teacher": str,
-    "grid": dict,
-    "seeds": list,
-    "init": str,
-    "source": dict,
-    "table": str,
-    "task": str,
-    "report": bool,
-    "reference": dict,
-    "pretrained": str,
-    "splits": dict,
-    "analysis": dict,
-    "select": str,
-    "claims": list,
-    "premises": list,
-}
+TOP_KEYS = key_types(SuiteFile)
+STAGE_KEYS = key_types(StageBlock)
 #: ``init:`` / ``teacher:`` value naming the stage's own ``pretrained`` weights file.
 PRETRAINED = "pretrained"
-REFERENCE_KEYS = {
-    "paper": str,
-    "table": (str, int),
-    "columns": dict,
-    "rows": dict,
-    "claims": list,
-    "premises": list,
-}
-SOURCE_KEYS = {"dataset": str, "dataset_params": dict, "weight": (int, float), "split": str}
+REFERENCE_KEYS = key_types(ReferenceBlock)
+SOURCE_KEYS = key_types(SourceBlock)
 #: Regularizer parameters read by the suite, not by the regularizer: the leaderboard row name.
 ROW_KEY = "row"
 
@@ -96,25 +70,8 @@ _TYPE_NAMES = {
 }
 
 
-SEARCH_KEYS = {
-    "stage": str,
-    "regularizer": str,
-    "dataset": str,
-    "trials": int,
-    "seed": int,
-    "seeds": list,
-    "pruner": dict,
-    "sampler": dict,
-    "space": dict,
-}
-DIM_KEYS = {
-    "low": (int, float),
-    "high": (int, float),
-    "log": bool,
-    "step": (int, float),
-    "type": str,
-    "choices": list,
-}
+SEARCH_KEYS = key_types(SearchBlock)
+DIM_KEYS = key_types(DimensionBlock)
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")

@@ -7,12 +7,12 @@ models of :mod:`harness.experiments.suite_models` (type, required, meaning)::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from harness.experiments import suite_models as M
 from harness.experiments.suite_types import type_name
+from harness.reports.files import page_command
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "suite-keys.md"
@@ -59,19 +59,7 @@ def page() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="fail when the page is out of date")
-    args = ap.parse_args(argv)
-    text = page()
-    if args.check:
-        current = PAGE.read_text() if PAGE.exists() else ""
-        if current != text:
-            print(f"{PAGE} is out of date: run {COMMAND}", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text)
-    print(f"wrote {PAGE}")
-    return 0
+    return page_command(argv, PAGE, page, COMMAND, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
 import sys
 from pathlib import Path
 
+from harness.reports.files import page_command
 from harness.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,19 +76,7 @@ def page() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="fail when the page is out of date")
-    args = ap.parse_args(argv)
-    text = page()
-    if args.check:
-        current = PAGE.read_text() if PAGE.exists() else ""
-        if current != text:
-            print(f"{PAGE} is out of date: run {COMMAND}", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text)
-    print(f"wrote {PAGE}")
-    return 0
+    return page_command(argv, PAGE, page, COMMAND, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -168,9 +168,6 @@ class SuiteFile(_Block):
     )
 
 
-_PLAIN = {bool: bool, int: int, float: float, str: str}
-
-
 def _python_types(tp) -> tuple[type, ...]:
     """The Python types a YAML value of annotation ``tp`` may have (None left out)."""
     while typing.get_origin(tp) is Annotated:
@@ -187,9 +184,8 @@ def _python_types(tp) -> tuple[type, ...]:
         return (origin,)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return (dict,)
-    for base, plain in _PLAIN.items():  # StrictInt is Annotated[int, ...]: reduced above
-        if tp is base:
-            return (plain,)
+    if tp in (bool, int, float, str):  # StrictInt is Annotated[int, ...]: reduced above
+        return (tp,)
     return (object,)
 
 
@@ -222,7 +218,7 @@ def _clean(node):
         return node
     out = {k: _clean(v) for k, v in node.items() if k != "title"}
     if "$ref" in out:
-        out["$ref"] = "#/$defs/" + DEF_NAMES.get(out["$ref"].rsplit("/", 1)[-1], "?")
+        out["$ref"] = "#/$defs/" + DEF_NAMES[out["$ref"].rsplit("/", 1)[-1]]
     branches = out.get("anyOf")
     if branches and {"type": "null"} in branches:
         rest = [b for b in branches if b != {"type": "null"}]

@@ -7,9 +7,8 @@ real ones; the CLI keeps 224)."""
 import pytest
 import torch
 
-from harness.experiments.runner import quick_suite
 from harness.experiments.smoke import _closure, run_smoke, template_features
-from harness.experiments.suite import available_suites, expand, load_suite
+from harness.experiments.suite import available_suites, expand, load_suite, quick_suite
 from harness.zoo.data import load_dataset
 from harness.zoo.standin import standin_datasets
 

@@ -517,7 +517,7 @@ def test_a_huge_grid_is_counted_not_expanded_and_refused_in_well_under_a_second(
     assert took < 0.1, took  # counted: nothing built (it was still expanding after 306 s)
     assert loaded < 10, loaded
     # --quick keeps the first value of each axis: a smoke run of such a suite expands
-    from harness.experiments.runner import quick_suite
+    from harness.experiments.suite import quick_suite
 
     assert len(expand(quick_suite(suite))) == 1 + 2
 

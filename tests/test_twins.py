@@ -318,7 +318,7 @@ def test_in_memory_batches_are_the_batches_default_collate_stacks():
 
 
 def test_quick_smoke_runs_take_the_first_grid_value_only():
-    from harness.experiments.runner import quick_suite
+    from harness.experiments.suite import quick_suite
 
     s = load_suite("li2020_table2-cpu")
     q = quick_suite(s)

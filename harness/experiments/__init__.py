@@ -39,7 +39,7 @@ __all__, __getattr__, __dir__ = attach(
         "parse_claim": "reference",
         "run_suite": "runner",
         "RunSummary": "runner",
-        "quick_suite": "runner",
+        "quick_suite": "suite",
         "suite_schema": "schema",
         "SCHEMA_ID": "schema",
         "tune": "search",

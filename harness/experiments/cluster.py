@@ -226,9 +226,8 @@ def launch(
         ``device``, ``stale_after``, ``heartbeat``.
     """
     from harness.experiments.records import default_storage
-    from harness.experiments.runner import quick_suite
     from harness.experiments.secrets import redact
-    from harness.experiments.suite import load_suite
+    from harness.experiments.suite import load_suite, quick_suite
 
     task = dict(task or {})
     if workers < 1:
@@ -317,9 +316,8 @@ def spawn_workers(
     from harness.experiments.only import select_jobs
     from harness.experiments.progress import follow_workers
     from harness.experiments.records import default_storage
-    from harness.experiments.runner import quick_suite
     from harness.experiments.secrets import scrub
-    from harness.experiments.suite import expand, load_suite
+    from harness.experiments.suite import expand, load_suite, quick_suite
     from harness.experiments.worker_logs import log_paths, start_workers, worker_errors
     from harness.training.threads import WORKERS_ENV
 

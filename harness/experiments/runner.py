@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from harness.experiments.artefacts import load_pending, save_pending, unlink
-from harness.experiments.suite import Job, Suite, expand, load_suite
+from harness.experiments.suite import Job, Suite, expand, load_suite, quick_suite
 from harness.experiments.train_job import job_deps, job_inputs, job_metrics, run_job, train_config
 
-# run_job: also reached as runner.run_job (the suite run calls it through this module)
+# run_job, quick_suite: also reached through this module (the suite run calls run_job here)
 __all__ = ["run_suite", "RunSummary", "quick_suite", "run_job"]
 
 
@@ -62,24 +62,6 @@ class Claimed(enum.Enum):
     OURS = "ours"  # the claim is ours: run the job
     HELD = "held"  # another worker holds it
     SKIP = "skip"  # done (by another worker, or recorded by a lost one) or failed
-
-
-def quick_suite(suite: Suite) -> Suite:
-    """``suite`` with 1 epoch per stage (no step budget), only its first seed and the first value
-    of each grid axis (a smoke run), named ``<name>-quick`` so that its records and artefacts
-    stay apart from the real runs."""
-    stages = tuple(
-        dataclasses.replace(
-            s,
-            train={**s.train, "epochs": 1, "steps": 0 if s.train.get("steps") == 0 else None},
-            seeds=s.seeds[:1],
-            grid={k: tuple(v[:1]) for k, v in s.grid.items()},
-        )
-        for s in suite.stages
-    )
-    return dataclasses.replace(
-        suite, name=f"{suite.name}-quick", stages=stages, seeds=suite.seeds[:1]
-    )
 
 
 def run_suite(

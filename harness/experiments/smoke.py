@@ -1,7 +1,7 @@
 """``otransfer run SUITE --smoke``: every job template of a suite, two steps each, before a GPU-day.
 
 A template is a job of the suite with its seeds and grid values collapsed to the first
-(:func:`~harness.experiments.runner.quick_suite`): each stage x dataset x model pair x
+(:func:`~harness.experiments.suite.quick_suite`): each stage x dataset x model pair x
 regularizer x tap set. Each runs, through the real runner (:func:`run_suite`), two SGD steps at
 the smallest batch that keeps the shapes (2; a stage with an lu2017 label cost gets two
 examples of every class, which the cost needs), an evaluation (validation split after each
@@ -80,7 +80,7 @@ def smoke_suite(
     2 steps at the smoke batch (a ``steps: 0`` stage stays evaluation only), evaluation and a
     checkpoint every epoch, ``pretrained`` files replaced by random weights in
     ``weights_dir``."""
-    from harness.experiments.runner import quick_suite
+    from harness.experiments.suite import quick_suite
 
     quick = quick_suite(suite)
     stages = []

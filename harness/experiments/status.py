@@ -85,8 +85,7 @@ def suite_status(
     """
     from harness.experiments import records
     from harness.experiments.claims import DONE, FAILED, Claims
-    from harness.experiments.runner import quick_suite
-    from harness.experiments.suite import Suite, expand, load_suite
+    from harness.experiments.suite import Suite, expand, load_suite, quick_suite
 
     if not isinstance(suite, Suite):
         suite = load_suite(suite, list(overrides))

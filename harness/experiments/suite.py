@@ -11,6 +11,7 @@ The file format, for users, is in docs/suite-format.md. This module is the publi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Iterable
@@ -55,6 +56,7 @@ __all__ = [
     "apply_overrides",
     "parse_override",
     "available_suites",
+    "quick_suite",
     "SUITES_DIR",
     "config_key",
     "canonical_json",
@@ -137,3 +139,21 @@ def slug(name: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-").lower() or "table"
+
+
+def quick_suite(suite: Suite) -> Suite:
+    """``suite`` with 1 epoch per stage (no step budget), only its first seed and the first value
+    of each grid axis (a smoke run), named ``<name>-quick`` so that its records and artefacts
+    stay apart from the real runs."""
+    stages = tuple(
+        dataclasses.replace(
+            s,
+            train={**s.train, "epochs": 1, "steps": 0 if s.train.get("steps") == 0 else None},
+            seeds=s.seeds[:1],
+            grid={k: tuple(v[:1]) for k, v in s.grid.items()},
+        )
+        for s in suite.stages
+    )
+    return dataclasses.replace(
+        suite, name=f"{suite.name}-quick", stages=stages, seeds=suite.seeds[:1]
+    )

@@ -302,8 +302,7 @@ def _steps(cfg: Mapping[str, Any]) -> int:
 
 def plan_suite(suite, tflops: float = 200.0, utilisation: float = 0.4) -> dict[str, Any]:
     """The cost plan of ``suite`` (a name, a path or a Suite): one row per stage."""
-    from harness.experiments.runner import quick_suite
-    from harness.experiments.suite import PRETRAINED, Suite, expand, load_suite
+    from harness.experiments.suite import PRETRAINED, Suite, expand, load_suite, quick_suite
     from harness.transfer.regularizers import build_regularizer
 
     if not isinstance(suite, Suite):

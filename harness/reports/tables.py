@@ -415,8 +415,7 @@ def report_suite(
     ``storage`` or from a committed ``runs.csv``. Raises what loading the suite or reading
     the records raises (:class:`SuiteError`, ``FileNotFoundError``, ``ValueError`` when there
     are no records, :class:`StorageError`)."""
-    from harness.experiments.runner import quick_suite
-    from harness.experiments.suite import expand, load_suite
+    from harness.experiments.suite import expand, load_suite, quick_suite
 
     suite = load_suite(name, overrides)
     if quick:

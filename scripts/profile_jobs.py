@@ -76,11 +76,11 @@ def _train_deps(job, by_key, artefacts: Path) -> None:
             run_job(dep, by_key, artefacts, progress=False, save=True)
 
 
-def _cumulative(stats: pstats.Stats) -> dict[str, float]:
-    """Seconds per row of :data:`ROWS` (the function's cumulative time; ``name@caller``: only
-    the calls from that caller)."""
+def cumulative(stats: pstats.Stats, rows=None) -> dict[str, float]:
+    """Seconds per row of ``rows`` (default :data:`ROWS`; the function's cumulative time;
+    ``name@caller``: only the calls from that caller)."""
     out: dict[str, float] = {}
-    for label, (part, name) in ROWS:
+    for label, (part, name) in rows or ROWS:
         name, _, caller = name.partition("@")
         total = 0.0
         for (file, _, fn), (_, _, _, cum, callers) in stats.stats.items():
@@ -109,7 +109,7 @@ def profile(
     prof.disable()
     wall = time.perf_counter() - t0
     stats = pstats.Stats(prof)
-    buckets = _cumulative(stats)
+    buckets = cumulative(stats)
     import io
 
     buf = io.StringIO()

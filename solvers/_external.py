@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
+import sys
 from typing import NamedTuple
 
 import torch
@@ -51,10 +54,17 @@ def _geomloss_setup(x, y, cost: str, reg: float, scaling: float) -> _Setup:
 
 
 def _quiet_keops() -> None:
-    """KeOps prints a CUDA warning to stdout on import (over the progress bars, into tables);
-    silence it unless the user asked otherwise."""
-    os.environ.setdefault("PYKEOPS_VERBOSE", "0")
-    os.environ.setdefault("KEOPS_VERBOSE", "0")
+    """KeOps prints a CUDA warning to stdout on import (over the progress bars, into tables):
+    import it with stdout captured and turn its verbosity off, unless the user asked for it
+    (``PYKEOPS_VERBOSE=1``). Nothing is written to ``os.environ``."""
+    if "pykeops" in sys.modules or os.environ.get("PYKEOPS_VERBOSE") == "1":
+        return
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            import pykeops
+    except ImportError:  # GeomLoss falls back to its tensorised backend
+        return
+    pykeops.set_verbose(False)
 
 
 def _geomloss_potentials(st: _Setup, a, b, scaling, backend):

@@ -1,4 +1,4 @@
-"""Run records in an Optuna storage: a suite is a study, a job is a trial (design.md, Experiments).
+"""Run records in an Optuna storage: a suite is a study, a job is a trial.
 
 Each trial carries user attributes: ``config`` (canonical JSON of the resolved config), ``key``,
 ``stage``, ``git_sha``, ``status`` (``completed`` / ``failed``), ``reason`` and the metrics

@@ -11,6 +11,7 @@ torch.Size([5, 7])
 
 from ._api import solve, solve_sample
 from ._costs import COSTS, cost_matrix
+from ._quiet import quiet_keops
 from ._registry import MethodInfo, all_methods, available, get_method, register
 from ._result import OTResult
 
@@ -25,4 +26,5 @@ __all__ = [
     "MethodInfo",
     "cost_matrix",
     "COSTS",
+    "quiet_keops",
 ]

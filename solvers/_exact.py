@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._quiet import quiet_keops
 from ._registry import module_available, register
 
 
@@ -57,6 +58,7 @@ def emd(
     num_threads : int
         Threads for POT's solver.
     """
+    quiet_keops()
     import ot
 
     a64, C64 = _f64(a), _f64(C)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import os
-import sys
 from typing import NamedTuple
 
 import torch
 
 from ._costs import cost_matrix
 from ._envelope import attach
+from ._quiet import quiet_keops
 from ._registry import register
 
 
@@ -53,23 +50,9 @@ def _geomloss_setup(x, y, cost: str, reg: float, scaling: float) -> _Setup:
     return _Setup(x, y, p, (eps / unit) ** (1.0 / p), unit, eps, scale)
 
 
-def _quiet_keops() -> None:
-    """KeOps prints a CUDA warning to stdout on import (over the progress bars, into tables):
-    import it with stdout captured and turn its verbosity off, unless the user asked for it
-    (``PYKEOPS_VERBOSE=1``). Nothing is written to ``os.environ``."""
-    if "pykeops" in sys.modules or os.environ.get("PYKEOPS_VERBOSE") == "1":
-        return
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            import pykeops
-    except ImportError:  # GeomLoss falls back to its tensorised backend
-        return
-    pykeops.set_verbose(False)
-
-
 def _geomloss_potentials(st: _Setup, a, b, scaling, backend):
     """GeomLoss's potentials, in units of our cost."""
-    _quiet_keops()
+    quiet_keops()
     from geomloss import SamplesLoss
 
     xs, ys = st.x.detach() / st.scale, st.y.detach() / st.scale
@@ -172,7 +155,7 @@ def keops_solve(x, y, a, b, *, cost: str, reg: float, scaling: float) -> dict:
     reg, scaling : float
         As for ``geomloss``.
     """
-    _quiet_keops()
+    quiet_keops()
     from pykeops.torch import LazyTensor
 
     if x.dim() != 2:

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from ._quiet import quiet_keops
 from ._registry import register
 from ._scaling import cost_scale, entropic_value
 
@@ -31,6 +32,7 @@ def pot_sinkhorn(C, a, b, *, reg: float, max_iter: int, tol: float, warmstart=No
     ``warmstart=(F, G)`` (``a (x) b`` potentials, as returned) goes to POT's own ``warmstart``
     as the log-scalings ``(log a + F / eps, log b + G / eps)``.
     """
+    quiet_keops()
     import ot
 
     if reg <= 0:

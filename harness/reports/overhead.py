@@ -38,6 +38,7 @@ def _lapjv(C: np.ndarray, a: np.ndarray) -> object:
 
 
 def _emd(C: np.ndarray, a: np.ndarray) -> object:
+    solvers.quiet_keops()
     import ot
 
     return ot.emd(a, a, C)

@@ -4,18 +4,20 @@ it: on a CPU machine the line lands over progress bars and inside printed tables
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
-import sys
 
 __all__ = ["quiet_keops"]
 
 
+@functools.cache
 def quiet_keops() -> None:
     """Import KeOps (if installed) with stdout captured and turn its verbosity off, unless the
     user asked for it (``PYKEOPS_VERBOSE=1``); call before importing ``ot`` or ``geomloss``.
-    Nothing is written to ``os.environ``; after the first call this is one dict lookup."""
-    if "pykeops" in sys.modules or os.environ.get("PYKEOPS_VERBOSE") == "1":
+    Nothing is written to ``os.environ``. Done once per process (cached: the solvers call it
+    on every solve, and a failed import would otherwise search ``sys.path`` each time)."""
+    if os.environ.get("PYKEOPS_VERBOSE") == "1":
         return
     try:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -122,8 +122,12 @@ def test_the_cli_lists_the_plan_and_refuses_an_unplanned_suite(capsys):
 
     assert main(["confirm", "--list", "lu2017_table2-cpu"]) == 0
     out = capsys.readouterr().out
-    assert "lu2017_table2-cpu (lu2017): 31 seeds 1000..1030" in out
-    assert "--results results/confirmatory" in out and "test_pool=fixed" in out
+    assert "lu2017_table2-cpu (lu2017): round 1, 31 seeds 1000..1030" in out
+    assert "--results results/confirmatory " in out and "test_pool=fixed" in out
+    assert main(["confirm", "--list", "--round", "2", "lu2017_table2-cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "round 2, 31 seeds 2000..2030" in out
+    assert "--results results/confirmatory-round2 " in out
     assert main(["confirm", "mini"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("otransfer confirm: 'mini' has no confirmatory run") and "\n" not in err
@@ -192,3 +196,121 @@ def test_commit_check_reads_the_store_and_never_swallows_a_damaged_one(tmp_path)
     missing.write_bytes(b"not a database, " * 64)
     with pytest.raises(StorageError):
         C.check_commit("s", f"sqlite:///{missing}", "f" * 40)
+
+
+ROUND = {"number": 2, "decided": "2026-12-06", "first_seed": 2000, "cpu_capability": "AVX2"}
+
+
+def test_a_round_runs_the_same_plan_on_its_own_fresh_seeds(tmp_path):
+    reg = R.load_register(_write(tmp_path, _with_block(rounds=[{**ROUND, "why": "w"}])))
+    block = reg.confirmatory
+    assert block.round(1) is None and block.round(2).first_seed == 2000
+    with pytest.raises(ValueError, match="no round 3"):
+        block.round(3)
+    run = P.in_round(block.runs[0], block.round(2))
+    assert run.seeds.values() == [2000, 2001, 2002]  # the count of round 1, fresh seeds
+    assert run.set == block.runs[0].set and run.why == block.runs[0].why
+    assert P.in_round(block.runs[0], None) is block.runs[0]
+    planned = P.plans({"li2020": reg}, 2)
+    assert planned["li2020_table4-cpu"][2].seeds.first == 2000
+    with pytest.raises(ValueError, match="claims/li2020.yaml plans no round 3"):
+        P.plans({"li2020": reg}, 3)
+    with pytest.raises(C.ConfirmError, match="plans no round 3"):
+        C.selected({"li2020": reg}, [], 3)
+    assert C.round_root(1) == C.CONFIRM_ROOT
+    assert str(C.round_root(2)).endswith("confirmatory-round2")
+
+
+@pytest.mark.parametrize(
+    "rounds, words",
+    [
+        ([{**ROUND, "first_seed": 1002, "why": "w"}], ["seed 1002", "above 1002"]),
+        ([{**ROUND, "number": 3, "why": "w"}], ["round 3", "round 2 belongs"]),
+        (
+            [{**ROUND, "why": "w"}, {**ROUND, "number": 3, "first_seed": 2001, "why": "w"}],
+            ["round 3", "seed 2001", "above 2002"],
+        ),
+        ([{**ROUND, "cpu_capability": "SSE", "why": "w"}], ["cpu_capability"]),
+        ([ROUND], ["why"]),
+    ],
+)
+def test_a_bad_round_is_one_line(tmp_path, rounds, words):
+    path = _write(tmp_path, _with_block(rounds=rounds))
+    with pytest.raises(R.RegisterError) as info:
+        R.load_register(path)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_the_shipped_round_2_is_fresh_and_covers_every_planned_suite():
+    regs = R.load_registers()
+    one, two = P.plans(regs, 1), P.plans(regs, 2)
+    assert one.keys() == two.keys()
+    last = max(r.seeds.first + r.seeds.count - 1 for _, _, r in one.values())
+    for suite, (_paper, block, run) in two.items():
+        assert run.seeds.count == one[suite][2].seeds.count  # same power-rule counts
+        assert run.set == one[suite][2].set  # same grids
+        assert run.seeds.first > last and block.round(2).cpu_capability == "AVX2"
+
+
+def test_a_round_is_made_at_one_commit_and_with_its_kernels(tmp_path, monkeypatch):
+    import torch
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "runs.csv").write_text("key,git_sha\nk1," + "e" * 40 + "\n")
+    C.check_round_commit(tmp_path, ["a", "b"], "e" * 40)  # b has no records yet
+    with pytest.raises(C.ConfirmError, match="made at commit eeeeeeeeeeee.*git worktree add"):
+        C.check_round_commit(tmp_path, ["a"], "f" * 40)
+    (tmp_path / "a" / "runs.csv").write_text("no,such,columns\n1,2,3\n")
+    with pytest.raises(C.ConfirmError, match="not a runs.csv of this project"):
+        C.check_round_commit(tmp_path, ["a"], "f" * 40)
+
+    rnd = P.Round.model_validate({**ROUND, "why": "w"})
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    with pytest.raises(C.ConfirmError, match="has AVX512: start it with ATEN_CPU_CAPABILITY=avx2"):
+        C.check_capability(rnd)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    C.check_capability(rnd)
+    C.check_capability(P.Round.model_validate({**ROUND, "cpu_capability": None, "why": "w"}))
+
+
+def test_confirm_skips_a_finished_suite_and_runs_the_rest_of_the_round(
+    tmp_path, monkeypatch, capsys
+):
+    import argparse
+
+    sha = "a" * 40
+    monkeypatch.setattr(C, "check_clean", lambda: sha)
+    monkeypatch.setattr(C, "check_capability", lambda rnd: None)
+    monkeypatch.setattr(C, "round_root", lambda number: tmp_path / f"r{number}")
+    done = tmp_path / "r2" / "lu2017_table2-cpu"
+    done.mkdir(parents=True)
+    (done / "runs.csv").write_text(f"key,git_sha\nk,{sha}\n")
+    assert C.finished("lu2017_table2-cpu", tmp_path / "r2")
+    calls = []
+    args = argparse.Namespace(
+        suites=["lu2017_table2-cpu", "lohit2020_table5-cpu"],
+        list=False,
+        report=False,
+        round=2,
+        workers=2,
+        no_progress=True,
+    )
+    assert C.command(args, lambda a: calls.append(a) or 0) == 0
+    out = capsys.readouterr().out
+    assert "lu2017_table2-cpu is finished" in out and "skipped" in out
+    assert [a[1] for a in calls] == ["lohit2020_table5-cpu"]
+    run = calls[0]
+    assert run[run.index("--results") + 1] == str(tmp_path / "r2")
+    assert any(s.startswith("seeds=[2000, 2001") for s in run)
+    # a finished suite of the round made at another commit stops the round before it trains
+    (done / "runs.csv").write_text("key,git_sha\nk," + "b" * 40 + "\n")
+    calls.clear()
+    with pytest.raises(C.ConfirmError, match="made at commit bbbbbbbbbbbb"):
+        C.command(args, lambda a: calls.append(a) or 0)
+    assert calls == []
+    # a storage left to resume: the suite is not finished, it resumes
+    (done / "runs.sqlite3").write_bytes(b"")
+    assert not C.finished("lu2017_table2-cpu", tmp_path / "r2")

@@ -353,6 +353,8 @@ def _cmd_confirm(args: argparse.Namespace, parser: argparse.ArgumentParser, main
 
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
+    if args.round < 1:
+        parser.error(f"--round must be >= 1; got {args.round}")
     try:
         return command(args, main)
     except (ConfirmError, RegisterError) as exc:
@@ -380,8 +382,17 @@ def add_confirm(sub, main: Callable[[Sequence[str]], int]) -> None:
     )
     p.add_argument("--list", action="store_true", help="print the plan and its commands")
     p.add_argument(
+        "--round",
+        type=int,
+        default=1,
+        metavar="N",
+        help="a later round of the plan (the block's rounds:, fresh seeds, one commit) "
+        "into results/confirmatory-roundN/ (default 1: results/confirmatory/)",
+    )
+    p.add_argument(
         "--report",
         action="store_true",
-        help="report the confirmatory records into results/confirmatory/SUITE/",
+        help="report the confirmatory records into results/confirmatory/SUITE/ "
+        "(results/confirmatory-roundN/SUITE/ with --round N)",
     )
     p.set_defaults(func=lambda args, parser: _cmd_confirm(args, parser, main), parser=p)

@@ -8,7 +8,13 @@ results/confirmatory``), resuming what an earlier session finished, and ``otrans
 
 One commit: a run refuses to start from a checkout with uncommitted changes to tracked files,
 or from a commit other than the one its suite's confirmatory records were made at (check out
-that commit, e.g. ``git worktree add ../pin SHA``, to resume).
+that commit, e.g. ``git worktree add ../pin SHA``, to resume). A suite whose committed
+``runs.csv`` already holds every job of its plan is finished: it is skipped, never re-run over.
+
+Later rounds (``--round N``, the block's ``rounds:``) run the same plan on fresh seeds into
+``results/confirmatory-round<N>/``; all their suites at one commit (their committed
+``runs.csv`` files are checked too, so a round can span sessions at a pinned commit), with
+the CPU kernels the round names.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ __all__ = [
     "selected",
     "check_clean",
     "check_commit",
+    "check_round_commit",
+    "check_capability",
+    "finished",
+    "round_root",
     "run_args",
     "report_args",
 ]
@@ -36,12 +46,20 @@ class ConfirmError(ValueError):
     """A confirmatory run that must not start; one line naming the fix."""
 
 
-def selected(regs: Mapping[str, Any], names: Sequence[str]) -> dict[str, tuple]:
+def round_root(number: int = 1) -> Path:
+    """Results root of round ``number``: results/confirmatory for the first."""
+    return CONFIRM_ROOT if number == 1 else Path("results") / f"confirmatory-round{number}"
+
+
+def selected(regs: Mapping[str, Any], names: Sequence[str], number: int = 1) -> dict[str, tuple]:
     """``{suite: (paper, block, run)}`` of ``names`` (all planned runs when empty), in the
-    registers' order."""
+    registers' order, each run as round ``number`` runs it."""
     from harness.experiments.confirm_plan import plans
 
-    planned = plans(regs)
+    try:
+        planned = plans(regs, number)
+    except ValueError as exc:
+        raise ConfirmError(str(exc)) from None
     if not planned:
         raise ConfirmError(
             "no register has a confirmatory block (claims/<paper>.yaml: "
@@ -109,6 +127,54 @@ def check_commit(suite: str, storage: str, head: str) -> None:
         )
 
 
+def _csv_shas(path: Path) -> set[str]:
+    import pandas as pd
+
+    try:
+        return set(pd.read_csv(path, usecols=["git_sha"])["git_sha"].astype(str))
+    except (ValueError, KeyError, OSError) as exc:
+        raise ConfirmError(
+            f"{path} is not a runs.csv of this project ({exc}); restore it from git"
+        ) from None
+
+
+def check_round_commit(root: Path, suites: Sequence[str], head: str) -> None:
+    """:class:`ConfirmError` when a committed ``runs.csv`` of the round under ``root`` was
+    made at another commit than ``head``: every suite of a round at one commit."""
+    for suite in suites:
+        path = root / suite / "runs.csv"
+        other = sorted(_csv_shas(path) - {head}) if path.is_file() else []
+        if other:
+            raise ConfirmError(
+                f"{path} was made at commit {other[0][:12]}, this checkout is "
+                f"{head[:12]}; run the rest of the round from that commit (git worktree "
+                f"add ../pin {other[0][:12]}) so that one commit decides its verdicts"
+            )
+
+
+def check_capability(rnd) -> None:
+    """:class:`ConfirmError` when torch's CPU kernels are not the ones round ``rnd`` names."""
+    want = getattr(rnd, "cpu_capability", None)
+    if want is None:
+        return
+    import torch
+
+    have = torch.backends.cpu.get_cpu_capability()
+    if have != want:
+        raise ConfirmError(
+            f"round {rnd.number} runs on torch's {want} CPU kernels, this process has "
+            f"{have}: start it with ATEN_CPU_CAPABILITY={want.lower()}"
+        )
+
+
+def finished(suite: str, root: Path) -> bool:
+    """Whether ``root/suite`` holds a reported run (its ``runs.csv``) and no storage to
+    resume: the run was reported from a storage that is gone (an earlier session's), so it is
+    done and is not trained again over its committed records."""
+    out = root / suite
+    return (out / "runs.csv").is_file() and not (out / "runs.sqlite3").is_file()
+
+
 def _has_records(storage: str, suite: str) -> bool:
     """Whether ``storage`` holds completed records of ``suite``. No file yet: none (and none
     made); a file that is not the project's database is the storage's one-line
@@ -156,42 +222,51 @@ def command(args, run_cli) -> int:
     is :func:`harness.cli.main` (each run is an ``otransfer run``)."""
     from harness.experiments.register import load_registers
 
-    chosen = selected(load_registers(), args.suites or [])
+    number = getattr(args, "round", 1)
+    regs = load_registers()
+    chosen = selected(regs, args.suites or [], number)
+    root = round_root(number)
     if args.list:
         for suite, (paper, _block, run) in chosen.items():
             print(
-                f"{suite} ({paper}): {run.seeds.count} seeds {run.seeds.first}.."
-                f"{run.seeds.first + run.seeds.count - 1}, test_pool {run.test_pool}"
+                f"{suite} ({paper}): round {number}, {run.seeds.count} seeds "
+                f"{run.seeds.first}..{run.seeds.first + run.seeds.count - 1}, test_pool "
+                f"{run.test_pool}"
                 + (f", set {run.set}" if run.set else "")
                 + "\n  "
-                + shlex.join(["otransfer", *run_args(suite, run, args.workers)])
+                + shlex.join(["otransfer", *run_args(suite, run, args.workers, root)])
             )
         return 0
     if args.report:
         have = {
             s: r
             for s, r in chosen.items()
-            if (CONFIRM_ROOT / s / "runs.sqlite3").is_file()
-            or (CONFIRM_ROOT / s / "runs.csv").is_file()
+            if (root / s / "runs.sqlite3").is_file() or (root / s / "runs.csv").is_file()
         }
         if not have:
             raise ConfirmError(
-                "no confirmatory records yet under results/confirmatory/: "
-                "run `otransfer confirm` first"
+                f"no confirmatory records yet under {root}/: run `otransfer confirm"
+                + (f" --round {number}`" if number > 1 else "`")
+                + " first"
             )
-        codes = [run_cli(report_args(s, r[2]) + ["--quiet"]) for s, r in have.items()]
+        codes = [run_cli(report_args(s, r[2], root) + ["--quiet"]) for s, r in have.items()]
         return max(codes)
     head = check_clean()
+    if number > 1:
+        check_capability(next(iter(chosen.values()))[1].round(number))
+        check_round_commit(root, list(selected(regs, [], number)), head)
     for suite in chosen:
-        check_commit(suite, storage_of(suite), head)
-    codes = []
-    for suite, (_, _, run) in chosen.items():
-        print(f"otransfer confirm: {suite} at {head[:12]}", flush=True)
-        codes.append(
-            run_cli(
-                run_args(
-                    suite, run, args.workers, extra=["--no-progress"] if args.no_progress else []
-                )
-            )
+        check_commit(suite, storage_of(suite, root), head)
+    todo = {s: r for s, r in chosen.items() if not finished(s, root)}
+    for suite in [s for s in chosen if s not in todo]:
+        print(
+            f"otransfer confirm: {suite} is finished ({root / suite / 'runs.csv'}, its "
+            "storage gone): skipped; move that folder away to run it again",
+            flush=True,
         )
+    codes = [0]
+    for suite, (_, _, run) in todo.items():
+        print(f"otransfer confirm: {suite} round {number} at {head[:12]}", flush=True)
+        extra = ["--no-progress"] if args.no_progress else []
+        codes.append(run_cli(run_args(suite, run, args.workers, root, extra)))
     return max(codes)

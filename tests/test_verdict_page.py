@@ -204,3 +204,31 @@ def test_only_the_registers_locations_feed_an_entry():
         index, fams, *args, "li2020_table2-cpu", "compression", "CIFAR-100/L->S"
     )
     assert entry is None and elsewhere  # the register has kd > omega_p there
+
+
+def test_a_later_round_is_reported_once_it_has_every_suite(tmp_path, frame):
+    from harness.reports.verdict_page import reported_round, suite_frames, write_verdicts
+
+    res = tmp_path / "results"
+    assert reported_round(res) == ("confirmatory", "")
+    for name in ("toy-a", "toy-b"):
+        _suite_dir(res / "confirmatory" / name, frame)
+    _suite_dir(res / "confirmatory-round2" / "toy-a", frame)
+    folder, line = reported_round(res)
+    assert folder == "confirmatory"
+    assert "round 2 (`confirmatory-round2/`) has reported 1 of 2 suites" in line
+    page = write_verdicts(res, plots=False).read_text()
+    assert "- **Rounds**: Confirmatory suites: round 1" in page
+    assert "(confirmatory/toy-a/leaderboard.md)" in page
+    assert "confirmatory-round2/toy-a" not in page  # a round half done is not reported
+    _suite_dir(res / "confirmatory-round2" / "toy-b", frame)
+    folder, line = reported_round(res)
+    assert folder == "confirmatory-round2" and line.startswith("Confirmatory suites: round 2")
+    frames = suite_frames(res)
+    assert {f["folder"].iloc[0] for _, f in frames.values()} == {
+        "confirmatory-round2/toy-a",
+        "confirmatory-round2/toy-b",
+    }
+    page = write_verdicts(res, plots=False).read_text()
+    assert "(confirmatory-round2/toy-a/leaderboard.md)" in page
+    assert "(confirmatory/toy-a/" not in page

@@ -9,13 +9,17 @@ agreement with the paper's means, the median MDE beside the register's minimum e
 no suite writes are listed as not run, with the reason. Then per family the per-column table,
 and a forest plot per paper. Each suite's numbers come from
 ``results/confirmatory/<suite>/verdicts.csv`` when present (confirmatory), else
-``results/<suite>/verdicts.csv`` (exploratory, labelled so on every line).
+``results/<suite>/verdicts.csv`` (exploratory, labelled so on every line). A later round of
+the confirmatory plan (``results/confirmatory-round<N>/``, ``otransfer confirm --round N``)
+replaces round 1 on the page once it has reported every suite round 1 has, as the registers
+say before the round runs (:func:`reported_round`); until then the page says how far it is.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,7 @@ __all__ = [
     "ClaimSummary",
     "claim_verdict",
     "summarize",
+    "reported_round",
     "suite_frames",
     "plot_verdicts",
     "write_verdicts",
@@ -156,12 +161,54 @@ def summarize(g) -> ClaimSummary:
     )
 
 
+def _reported(folder: Path) -> set[str]:
+    return (
+        {d.name for d in folder.iterdir() if (d / "verdicts.csv").is_file()}
+        if folder.is_dir()
+        else set()
+    )
+
+
+def reported_round(root: Path) -> tuple[str, str]:
+    """``(folder, line)``: the folder of the confirmatory round the page reports and one line
+    on the rounds. Round N (``confirmatory-round<N>/``) is reported once it has a
+    ``verdicts.csv`` for every suite that round 1 (``confirmatory/``) has; the latest such
+    round wins; otherwise round 1, with how far each later round is."""
+    first = _reported(root / "confirmatory")
+    later = sorted(
+        (int(m.group(1)), d.name)
+        for d in (root.iterdir() if root.is_dir() else ())
+        if (m := re.fullmatch(r"confirmatory-round(\d+)", d.name)) and d.is_dir()
+    )
+    done = [(n, name) for n, name in later if first and first <= _reported(root / name)]
+    if done:
+        n, name = done[-1]
+        return name, (
+            f"Confirmatory suites: round {n} (`{name}/`: fresh seeds, every suite at one "
+            "commit, `claims/*.yaml` `rounds:`); round 1 (`confirmatory/`) stays as the "
+            "earlier round."
+        )
+    line = "; ".join(
+        f"round {n} (`{name}/`) has reported {len(_reported(root / name) & first)} of "
+        f"{len(first)} suites"
+        for n, name in later
+    )
+    return "confirmatory", (
+        f"Confirmatory suites: round 1 (`confirmatory/`). Later rounds: {line}; the page "
+        "reports a round once it has every suite (`claims/*.yaml` `rounds:`)."
+        if later
+        else ""
+    )
+
+
 def suite_frames(root: Path, suites: Sequence[str] | None = None) -> dict[str, tuple]:
-    """``{suite: (label, frame)}``: ``confirmatory/<suite>/verdicts.csv`` when present
-    (:data:`CONFIRMATORY`), else ``<suite>/verdicts.csv`` (:data:`EXPLORATORY`)."""
+    """``{suite: (label, frame)}``: ``<round>/<suite>/verdicts.csv`` of the reported
+    confirmatory round (:func:`reported_round`) when present (:data:`CONFIRMATORY`), else
+    ``<suite>/verdicts.csv`` (:data:`EXPLORATORY`); each frame's ``folder`` column is the
+    suite's report folder relative to ``root``."""
     from harness.reports.files import read_csv as _read_csv
 
-    conf = root / "confirmatory"
+    conf = root / reported_round(root)[0]
     names = (
         list(suites)
         if suites is not None
@@ -184,14 +231,10 @@ def suite_frames(root: Path, suites: Sequence[str] | None = None) -> dict[str, t
             if path.is_file():
                 f = _read_csv(path, dtype={"paper_table": str, "entry_id": str})
                 if "entry_id" in f:  # older files (t intervals) are not read
-                    out[name] = (label, f.assign(suite=name))
+                    folder = path.parent.relative_to(root).as_posix()
+                    out[name] = (label, f.assign(suite=name, folder=folder))
                 break
     return out
-
-
-def _folder(suite: str, label: str) -> str:
-    """The suite's report folder relative to the page: ``confirmatory/<suite>`` or ``<suite>``."""
-    return f"confirmatory/{suite}" if label == CONFIRMATORY else suite
 
 
 def _short(label: str) -> str:
@@ -217,8 +260,8 @@ def _claim_line(reg, fam, e, rows, not_run: Mapping) -> str:
     )
     label = ", ".join(dict.fromkeys(_short(x) for x in rows["label"]))
     suites = ", ".join(
-        f"[{x}]({_folder(x, lab)}/leaderboard.md)"
-        for x, lab in dict.fromkeys(zip(rows["suite"], rows["label"], strict=True))
+        f"[{x}]({folder}/leaderboard.md)"
+        for x, folder in dict.fromkeys(zip(rows["suite"], rows["folder"], strict=True))
     )
     rev = f"; reversed on ≥ {s.k_reversed}" if s.k_reversed else ""
     return head + (
@@ -243,6 +286,7 @@ def _header(frames: Mapping, exploratory: bool, root: Path) -> list[str]:
             if exploratory
             else "Every suite: the confirmatory run.\n"
         ),
+        *([f"- **Rounds**: {rounds}"] if (rounds := reported_round(root)[1]) else []),
         f"- **Scale**: {SCALE}.",
         "- **Test**: per task column, the paired per-seed differences A − B (points; same "
         "seed = same data and initialisation). Primary test: the exact sign-flip test when "
@@ -265,16 +309,16 @@ def _header(frames: Mapping, exploratory: bool, root: Path) -> list[str]:
     for name, (label, f) in frames.items():
         seeds = int(f["n"].max()) if len(f) else 0
         tests = "; ".join(sorted({f"{m}" for m in f["method"].dropna()}))
+        folder = f["folder"].iloc[0] if len(f) else name
         lines.append(
-            f"| [{name}]({_folder(name, label)}/leaderboard.md) | {_short(label)} | "
+            f"| [{name}]({folder}/leaderboard.md) | {_short(label)} | "
             f"{seeds} | "
-            f"{tests} | {_budgets(root, name, label, _read_csv)} |"
+            f"{tests} | {_budgets(root / folder, _read_csv)} |"
         )
     return lines + [""]
 
 
-def _budgets(root: Path, name: str, label: str, read) -> str:
-    base = root / "confirmatory" / name if label == CONFIRMATORY else root / name
+def _budgets(base: Path, read) -> str:
     path = base / "leaderboard.csv"
     if not path.is_file():
         return "-"

@@ -415,9 +415,10 @@ def test_choosing_a_job_reads_only_the_live_claims_and_learns_done_jobs_from_a_r
 
 def test_a_record_is_started_and_finished_in_few_storage_writes(tmp_path):
     """``start_record`` creates the trial with every attribute in one transaction and
-    ``finish_record`` writes the metrics in one more (then ``tell``): the attributes read back
-    as written, and the commits (reads included) are 2 and 4 where one attribute a commit
-    made 18 and 10."""
+    ``finish_record`` writes the metrics, the value and the state in one more: the attributes
+    read back as written; one commit and at most 5 SQL statements each, where Optuna's
+    per-attribute writer made 82 statements and 6 commits a record (scripts/record_bench.py),
+    and one attribute a commit made 28 commits."""
     import sqlalchemy as sa
 
     from harness.experiments import records
@@ -430,10 +431,11 @@ def test_a_record_is_started_and_finished_in_few_storage_writes(tmp_path):
     job = expand(suite)[0]
     study = records.open_study(url, suite.name)
     engine = records._rdb(url).engine
-    commits = []
+    commits, sql = [], []
     sa.event.listen(engine, "commit", lambda conn: commits.append(1))
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: sql.append(a[2]))
     trial = records.start_record(study, job, extra={"worker": "w"})
-    n_start = len(commits)
+    n_start, sql_start = len(commits), len(sql)
     metrics = {
         "status": "completed",
         "reason": None,
@@ -444,8 +446,9 @@ def test_a_record_is_started_and_finished_in_few_storage_writes(tmp_path):
         "epochs": [{"epoch": 1, "val_accuracy": 0.5}],
     }
     records.finish_record(study, trial, metrics)
-    n_finish = len(commits) - n_start
-    assert n_start <= 2 and n_finish <= 4, (n_start, n_finish)  # one attribute a commit: 18, 10
+    n_finish, sql_finish = len(commits) - n_start, len(sql) - sql_start
+    assert (n_start, n_finish) == (1, 1), (n_start, n_finish)
+    assert sql_start <= 5 and sql_finish <= 5, sql
     t = study.get_trials()[-1]
     assert t.state.name == "COMPLETE" and t.value == 0.75
     assert t.user_attrs["key"] == job.key and t.user_attrs["worker"] == "w"
@@ -453,3 +456,49 @@ def test_a_record_is_started_and_finished_in_few_storage_writes(tmp_path):
     assert records.done_keys(url, suite.name) == {job.key}
     df = records.records_frame(url, suite.name)
     assert list(df["key"]) == [job.key] and df["test_accuracy"].iloc[0] == 0.75
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "memory"])
+def test_records_upsert_fail_and_refuse_a_finished_trial(tmp_path, request, backend):
+    """The one-statement writes on SQLite and PostgreSQL, and Optuna's public calls on a
+    storage without the RDB parts (in memory), record the same: a failed job is FAIL with
+    its reason, a non-finite accuracy is FAIL (as ``study.tell`` makes it), a metric written
+    twice keeps the last value, and a finished trial takes no more writes."""
+    import math
+
+    import optuna
+
+    from harness.experiments import records
+    from harness.experiments.suite import expand, load_suite
+
+    p = tmp_path / "s.yaml"
+    p.write_text(SUITE.format(name=f"records-{backend}-{uuid.uuid4().hex[:8]}", epochs=1))
+    suite = load_suite(p)
+    job = expand(suite)[0]
+    if backend == "memory":
+        study = optuna.create_study(study_name=suite.name, direction="maximize")
+        assert records._rdb_parts(study) is None
+    else:
+        url = (
+            f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+            if backend == "sqlite"
+            else request.getfixturevalue("pg_url")
+        )
+        study = records.open_study(url, suite.name)
+        assert records._rdb_parts(study) is not None
+    failed = records.start_record(study, job, extra={"worker": "w"})
+    records.finish_record(study, failed, {"status": "failed", "reason": "ValueError: x"})
+    nan = records.start_record(study, job)
+    records.finish_record(study, nan, {"status": "completed", "test_accuracy": math.nan})
+    ok = records.start_record(study, job, extra={"worker": "w"})
+    records._set_user_attrs(study, ok._trial_id, {"worker": "w2", "note": [1, 2]})
+    records.finish_record(study, ok, {"status": "completed", "test_accuracy": 0.5})
+    with pytest.raises(RuntimeError, match="finished"):  # Optuna's UpdateFinishedTrialError
+        records.finish_record(study, ok, {"status": "completed", "test_accuracy": 0.9})
+    got = {t.number: t for t in study.get_trials()}
+    assert [got[t.number].state.name for t in (failed, nan, ok)] == ["FAIL", "FAIL", "COMPLETE"]
+    assert got[failed.number].user_attrs["reason"] == "ValueError: x"
+    assert got[ok.number].value == 0.5 and got[ok.number].user_attrs["worker"] == "w2"
+    assert got[ok.number].user_attrs["note"] == [1, 2]
+    assert got[ok.number].user_attrs["key"] == job.key
+    assert got[ok.number].datetime_complete is not None

@@ -9,6 +9,7 @@ Its value is the test accuracy. Records are append-only; tables are views of the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -275,8 +276,10 @@ def open_study(storage: str, suite: str):
 
 
 @functools.lru_cache(maxsize=1)
+@functools.cache
 def git_sha() -> str:
-    """The repository's HEAD commit, or ``"unknown"`` outside a git checkout."""
+    """The repository's HEAD commit, or ``"unknown"`` outside a git checkout: read once per
+    process (the commit of the code it loaded; one ``git`` process per record before)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -386,9 +389,11 @@ def check_metrics(metrics: Any) -> str | None:
 def start_record(study, job, extra: Mapping[str, Any] | None = None):
     """Create the trial of ``job`` (state RUNNING) with its config, key, stage and git SHA.
 
-    The trial is created with its attributes in one storage transaction (Optuna's
-    ``create_new_trial`` with a template trial), not ``ask()`` and one ``set_user_attr``
-    transaction per attribute: 1 write instead of 19 (scripts/reliability.py claim-path)."""
+    The trial is created with its attributes in one storage transaction, not ``ask()`` and
+    one ``set_user_attr`` transaction per attribute (scripts/reliability.py claim-path): on
+    an RDB storage the trial row as Optuna's ``create_new_trial`` makes it, under the same
+    study lock, and its attributes in one statement (:func:`_upsert_attrs`); elsewhere
+    Optuna's ``create_new_trial`` with a template trial."""
     import datetime
 
     import optuna
@@ -410,6 +415,8 @@ def start_record(study, job, extra: Mapping[str, Any] | None = None):
         "seed": job.seed,
         **(extra or {}),
     }
+    user_attrs = {k: jsonable(v) for k, v in attrs.items()}
+    parts = _rdb_parts(study)
     template = optuna.trial.FrozenTrial(
         number=-1,
         state=optuna.trial.TrialState.RUNNING,
@@ -419,48 +426,132 @@ def start_record(study, job, extra: Mapping[str, Any] | None = None):
         datetime_complete=None,
         params={},
         distributions={},
-        user_attrs={k: jsonable(v) for k, v in attrs.items()},
+        user_attrs={} if parts else user_attrs,
         system_attrs={},
         intermediate_values={},
         trial_id=-1,
     )
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-    return optuna.trial.Trial(study, trial_id)
+    if parts is None:  # another storage: Optuna's own call
+        trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+        return optuna.trial.Trial(study, trial_id)
+    rdb, models, scoped = parts
+    with scoped(rdb.scoped_session) as s:  # as Optuna's _create_new_trial, attributes at once
+        models.StudyModel.find_or_raise_by_id(study._study_id, s, for_update=True)
+        trial = rdb._get_prepared_new_trial(study._study_id, template, s)
+        s.flush()
+        started = Started(trial.trial_id, trial.number)
+        _upsert_attrs(s, rdb, models, started._trial_id, user_attrs)  # a new RUNNING trial
+    return started
 
 
-def _set_user_attrs(study, trial_id: int, attrs: Mapping[str, Any]) -> None:
-    """Set ``attrs`` on a running trial: in one transaction on an RDB storage (Optuna has no
-    public call for several attributes at once; its per-attribute writer is used inside one
-    session), else one public ``set_trial_user_attr`` each."""
-    storage = study._storage
-    rdb = getattr(storage, "_backend", storage)
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """A record started on an RDB storage: what :func:`finish_record` needs of its trial
+    (an ``optuna.trial.Trial`` would read the whole trial back)."""
+
+    _trial_id: int
+    number: int
+
+
+def _rdb_parts(study):
+    """``(backend, models, scoped session)`` of an RDB storage whose Optuna has the private
+    parts used here, else None (then only Optuna's public calls are used)."""
+    rdb = getattr(study._storage, "_backend", study._storage)
     try:
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        write = rdb._set_trial_attr_without_commit
-        session = rdb.scoped_session
-    except (ImportError, AttributeError):  # another storage, or an Optuna without them
-        for k, v in attrs.items():
-            storage.set_trial_user_attr(trial_id, k, v)
+        for need in ("scoped_session", "engine", "_get_prepared_new_trial"):
+            getattr(rdb, need)
+        for need in ("TrialUserAttributeModel", "StudyModel", "TrialModel"):
+            getattr(models, need)
+    except (ImportError, AttributeError):
+        return None
+    return rdb, models, _create_scoped_session
+
+
+def _upsert_attrs(session, rdb, models, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    """Write the user attributes ``attrs`` of a running trial (the caller checked that it
+    is) in ``session``: one
+    ``INSERT .. ON CONFLICT DO UPDATE`` of all rows on SQLite (>= 3.24) and PostgreSQL,
+    where Optuna's writer issues a SELECT and an upsert per attribute (56 statements a
+    record: scripts/record_bench.py); Optuna's writer, one attribute at a time, elsewhere."""
+    import sqlite3
+
+    if not attrs:
         return
-    with _create_scoped_session(session, True) as s:
+    name = rdb.engine.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0):
+        from sqlalchemy.dialects.sqlite import insert
+    else:
         for k, v in attrs.items():
-            write(s, models.TrialUserAttributeModel, trial_id, k, v)
+            rdb._set_trial_attr_without_commit(
+                session, models.TrialUserAttributeModel, trial_id, k, v
+            )
+        return
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+    stmt = insert(models.TrialUserAttributeModel).values(rows)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["trial_id", "key"], set_={"value_json": stmt.excluded.value_json}
+        )
+    )
+
+
+def _running(session, rdb, models, trial_id: int):
+    """The trial's row, locked for the update; Optuna's error when it is finished."""
+    trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+    rdb.check_trial_is_updatable(trial_id, trial.state)
+    return trial
+
+
+def _set_user_attrs(study, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    """Set ``attrs`` on a running trial: in one transaction on an RDB storage (Optuna has no
+    public call for several attributes at once), else one public ``set_trial_user_attr``
+    each."""
+    parts = _rdb_parts(study)
+    if parts is None:
+        for k, v in attrs.items():
+            study._storage.set_trial_user_attr(trial_id, k, v)
+        return
+    rdb, models, scoped = parts
+    with scoped(rdb.scoped_session) as s:
+        _running(s, rdb, models, trial_id)
+        _upsert_attrs(s, rdb, models, trial_id, attrs)
 
 
 def finish_record(study, trial, metrics: Mapping[str, Any]) -> None:
     """Store ``metrics`` on ``trial`` and finish it: COMPLETE when ``metrics['status']`` is
-    ``"completed"`` (value = test accuracy), FAIL otherwise. The metrics are written in one
-    transaction, then the trial is told its state."""
+    ``"completed"`` with a finite test accuracy (the trial's value), FAIL otherwise.
+
+    On an RDB storage the metrics, the value and the state are written in one transaction
+    (what ``study.tell`` writes, without its reads: a record is whole or still RUNNING);
+    elsewhere the metrics one by one, then ``study.tell``."""
+    import datetime
+    import math
+
     import optuna
 
-    _set_user_attrs(study, trial._trial_id, {k: jsonable(v) for k, v in metrics.items()})
-    ok = metrics.get("status") == "completed" and metrics.get("test_accuracy") is not None
-    if ok:
-        study.tell(trial, float(metrics["test_accuracy"]))
-    else:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    attrs = {k: jsonable(v) for k, v in metrics.items()}
+    value = metrics.get("test_accuracy")
+    ok = metrics.get("status") == "completed" and value is not None
+    ok = ok and math.isfinite(float(value))
+    state = optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL
+    parts = _rdb_parts(study)
+    if parts is None or not hasattr(parts[0], "_set_trial_value_without_commit"):
+        _set_user_attrs(study, trial._trial_id, attrs)
+        study.tell(trial, float(value)) if ok else study.tell(trial, state=state)
+        return
+    rdb, models, scoped = parts
+    with scoped(rdb.scoped_session) as s:
+        row = _running(s, rdb, models, trial._trial_id)
+        _upsert_attrs(s, rdb, models, trial._trial_id, attrs)
+        if ok:
+            rdb._set_trial_value_without_commit(s, row, 0, float(value))
+        row.state = state
+        row.datetime_complete = datetime.datetime.now()
 
 
 def fail_orphans(study, key: str, worker: str, reason: str = "worker lost") -> int:

@@ -126,7 +126,7 @@ def test_the_cli_lists_the_plan_and_refuses_an_unplanned_suite(capsys):
     assert "--results results/confirmatory " in out and "test_pool=fixed" in out
     assert main(["confirm", "--list", "--round", "2", "lu2017_table2-cpu"]) == 0
     out = capsys.readouterr().out
-    assert "round 2, 31 seeds 2000..2030" in out
+    assert "round 2, 31 seeds 2000..2030" in out and "not started" in out
     assert "--results results/confirmatory-round2 " in out
     assert main(["confirm", "mini"]) == 1
     err = capsys.readouterr().err.strip()
@@ -289,6 +289,7 @@ def test_confirm_skips_a_finished_suite_and_runs_the_rest_of_the_round(
     done.mkdir(parents=True)
     (done / "runs.csv").write_text(f"key,git_sha\nk,{sha}\n")
     assert C.finished("lu2017_table2-cpu", tmp_path / "r2")
+    assert C.where("lu2017_table2-cpu", tmp_path / "r2") == f"finished at {sha[:12]}"
     calls = []
     args = argparse.Namespace(
         suites=["lu2017_table2-cpu", "lohit2020_table5-cpu"],
@@ -314,3 +315,4 @@ def test_confirm_skips_a_finished_suite_and_runs_the_rest_of_the_round(
     # a storage left to resume: the suite is not finished, it resumes
     (done / "runs.sqlite3").write_bytes(b"")
     assert not C.finished("lu2017_table2-cpu", tmp_path / "r2")
+    assert C.where("lu2017_table2-cpu", tmp_path / "r2").startswith("started")

@@ -33,6 +33,7 @@ __all__ = [
     "check_round_commit",
     "check_capability",
     "finished",
+    "where",
     "round_root",
     "run_args",
     "report_args",
@@ -175,6 +176,17 @@ def finished(suite: str, root: Path) -> bool:
     return (out / "runs.csv").is_file() and not (out / "runs.sqlite3").is_file()
 
 
+def where(suite: str, root: Path) -> str:
+    """Where the suite's run stands, in words: finished (at which commits), resumable, or
+    not started."""
+    out = root / suite
+    if finished(suite, root):
+        return f"finished at {', '.join(s[:12] for s in sorted(_csv_shas(out / 'runs.csv')))}"
+    if (out / "runs.sqlite3").is_file():
+        return "started (its storage is here: resumes)"
+    return "not started"
+
+
 def _has_records(storage: str, suite: str) -> bool:
     """Whether ``storage`` holds completed records of ``suite``. No file yet: none (and none
     made); a file that is not the project's database is the storage's one-line
@@ -233,6 +245,7 @@ def command(args, run_cli) -> int:
                 f"{run.seeds.first}..{run.seeds.first + run.seeds.count - 1}, test_pool "
                 f"{run.test_pool}"
                 + (f", set {run.set}" if run.set else "")
+                + f"; {where(suite, root)}"
                 + "\n  "
                 + shlex.join(["otransfer", *run_args(suite, run, args.workers, root)])
             )

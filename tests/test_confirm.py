@@ -316,3 +316,22 @@ def test_confirm_skips_a_finished_suite_and_runs_the_rest_of_the_round(
     (done / "runs.sqlite3").write_bytes(b"")
     assert not C.finished("lu2017_table2-cpu", tmp_path / "r2")
     assert C.where("lu2017_table2-cpu", tmp_path / "r2").startswith("started")
+
+
+def test_confirm_checks_the_kernels_of_every_chosen_register(tmp_path, monkeypatch):
+    import argparse
+
+    monkeypatch.setattr(C, "check_clean", lambda: "a" * 40)
+    monkeypatch.setattr(C, "round_root", lambda number: tmp_path / f"r{number}")
+    seen = []
+    monkeypatch.setattr(C, "check_capability", lambda rnd: seen.append(rnd.number))
+    args = argparse.Namespace(
+        suites=["lu2017_table2-cpu", "lohit2020_table5-cpu", "lohit2020_table4-cpu"],
+        list=False,
+        report=False,
+        round=2,
+        workers=1,
+        no_progress=True,
+    )
+    assert C.command(args, lambda a: 0) == 0
+    assert seen == [2, 2]  # one check per register (lu2017, lohit2020), not the first only

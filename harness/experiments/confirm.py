@@ -266,7 +266,8 @@ def command(args, run_cli) -> int:
         return max(codes)
     head = check_clean()
     if number > 1:
-        check_capability(next(iter(chosen.values()))[1].round(number))
+        for block in {id(r[1]): r[1] for r in chosen.values()}.values():
+            check_capability(block.round(number))
         check_round_commit(root, list(selected(regs, [], number)), head)
     for suite in chosen:
         check_commit(suite, storage_of(suite, root), head)

@@ -461,7 +461,12 @@ def _rdb_parts(study):
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        for need in ("scoped_session", "engine", "_get_prepared_new_trial"):
+        for need in (
+            "scoped_session",
+            "engine",
+            "_get_prepared_new_trial",
+            "_set_trial_value_without_commit",
+        ):
             getattr(rdb, need)
         for need in ("TrialUserAttributeModel", "StudyModel", "TrialModel"):
             getattr(models, need)
@@ -540,7 +545,7 @@ def finish_record(study, trial, metrics: Mapping[str, Any]) -> None:
     ok = ok and math.isfinite(float(value))
     state = optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL
     parts = _rdb_parts(study)
-    if parts is None or not hasattr(parts[0], "_set_trial_value_without_commit"):
+    if parts is None:
         _set_user_attrs(study, trial._trial_id, attrs)
         study.tell(trial, float(value)) if ok else study.tell(trial, state=state)
         return

@@ -201,14 +201,17 @@ def reported_round(root: Path) -> tuple[str, str]:
     )
 
 
-def suite_frames(root: Path, suites: Sequence[str] | None = None) -> dict[str, tuple]:
+def suite_frames(
+    root: Path, suites: Sequence[str] | None = None, folder: str | None = None
+) -> dict[str, tuple]:
     """``{suite: (label, frame)}``: ``<round>/<suite>/verdicts.csv`` of the reported
     confirmatory round (:func:`reported_round`) when present (:data:`CONFIRMATORY`), else
     ``<suite>/verdicts.csv`` (:data:`EXPLORATORY`); each frame's ``folder`` column is the
-    suite's report folder relative to ``root``."""
+    suite's report folder relative to ``root``. ``folder``: the round's folder when the caller
+    has :func:`reported_round`'s answer (one reading of the folders for the whole page)."""
     from harness.reports.files import read_csv as _read_csv
 
-    conf = root / reported_round(root)[0]
+    conf = root / (folder if folder is not None else reported_round(root)[0])
     names = (
         list(suites)
         if suites is not None
@@ -271,7 +274,7 @@ def _claim_line(reg, fam, e, rows, not_run: Mapping) -> str:
     )
 
 
-def _header(frames: Mapping, exploratory: bool, root: Path) -> list[str]:
+def _header(frames: Mapping, exploratory: bool, root: Path, rounds: str) -> list[str]:
     from harness.reports.files import read_csv as _read_csv
 
     title = "# Verdicts: the papers' claims, checked at CPU scale" + (
@@ -286,7 +289,7 @@ def _header(frames: Mapping, exploratory: bool, root: Path) -> list[str]:
             if exploratory
             else "Every suite: the confirmatory run.\n"
         ),
-        *([f"- **Rounds**: {rounds}"] if (rounds := reported_round(root)[1]) else []),
+        *([f"- **Rounds**: {rounds}"] if rounds else []),
         f"- **Scale**: {SCALE}.",
         "- **Test**: per task column, the paired per-seed differences A − B (points; same "
         "seed = same data and initialisation). Primary test: the exact sign-flip test when "
@@ -374,14 +377,15 @@ def write_verdicts(
 
     root = Path(results_root)
     regs = load_registers() if regs is None else regs
-    frames = suite_frames(root, suites)
+    folder, rounds = reported_round(root)
+    frames = suite_frames(root, suites, folder)
     allv = (
         pd.concat([f.assign(label=label) for label, f in frames.values()], ignore_index=True)
         if frames
         else None
     )
     exploratory = any(label == EXPLORATORY for label, _ in frames.values())
-    lines = _header(frames, exploratory, root)
+    lines = _header(frames, exploratory, root, rounds)
     not_run = _not_run(regs)
     lines += [
         "## The claims, one line each\n",

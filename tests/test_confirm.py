@@ -126,7 +126,9 @@ def test_the_cli_lists_the_plan_and_refuses_an_unplanned_suite(capsys):
     assert "--results results/confirmatory " in out and "test_pool=fixed" in out
     assert main(["confirm", "--list", "--round", "2", "lu2017_table2-cpu"]) == 0
     out = capsys.readouterr().out
-    assert "round 2, 31 seeds 2000..2030" in out and "not started" in out
+    # where the suite stands is the checkout's (finished once its round-2 results landed)
+    assert "round 2, 31 seeds 2000..2030" in out
+    assert f"; {C.where('lu2017_table2-cpu', C.round_root(2))}\n" in out
     assert "--results results/confirmatory-round2 " in out
     assert main(["confirm", "mini"]) == 1
     err = capsys.readouterr().err.strip()
